@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test suite:
+#   ./run/test.sh              unit, mpi, e2e (and cuda, skipped without a GPU), then the unit
+#                              suite again under AddressSanitizer + UBSan, then a short fuzz run
+#   ./run/test.sh --suite unit only the given meson suite(s) of the main build
+# FUZZ_SECONDS (default 60) bounds the fuzz run; 0 skips it.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+dsv3_ensure_packages "${DSV3_RUN_PACKAGES[@]}" "${DSV3_TEST_PACKAGES[@]}"
+dsv3_ensure_venv
+export PATH="$DSV3_VENV/bin:$PATH" # the reference scripts run on the venv's python
+dsv3_mpi_env
+
+dsv3_ensure_build "$DSV3_BUILD_DIR" -Dcuda=auto
+results=()
+run_suites() { # run_suites BUILD_DIR [meson test args...]
+    local dir=$1
+    shift
+    local rc=0
+    meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" || rc=$?
+    results+=("$dir/meson-logs/testlog.json")
+    return $rc
+}
+
+status=0
+if [ $# -gt 0 ]; then
+    run_suites "$DSV3_BUILD_DIR" "$@" || status=1
+else
+    run_suites "$DSV3_BUILD_DIR" || status=1
+    asan_dir=$DSV3_ROOT/build-asan
+    dsv3_ensure_build "$asan_dir" -Dcuda=disabled -Db_sanitize=address,undefined -Db_lundef=false
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_suites "$asan_dir" --suite unit || status=1
+    if [ "${FUZZ_SECONDS:-60}" -gt 0 ]; then
+        "$DSV3_ROOT/tests/fuzz/run.sh" toml "${FUZZ_SECONDS:-60}" || status=1
+    fi
+fi
+
+# One plain closing line over every suite that ran.
+"$DSV3_VENV/bin/python" - "${results[@]}" <<'PY'
+import json, sys
+counts = {"OK": 0, "FAIL": 0, "SKIP": 0, "TIMEOUT": 0, "EXPECTEDFAIL": 0, "UNEXPECTEDPASS": 0, "ERROR": 0}
+for path in sys.argv[1:]:
+    for line in open(path):
+        result = json.loads(line)["result"]
+        counts[result] = counts.get(result, 0) + 1
+passed = counts["OK"] + counts["EXPECTEDFAIL"]
+failed = counts["FAIL"] + counts["TIMEOUT"] + counts["UNEXPECTEDPASS"] + counts["ERROR"]
+print(f"{passed} passed, {failed} failed, {counts['SKIP']} skipped")
+PY
+exit $status

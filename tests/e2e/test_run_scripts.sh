@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The user's entry points: run/train.sh works the layout out from the config and NPROC and
+# launches one MPMD job; with expert_server_launch = "join", run/expert_servers.sh starts the
+# expert servers as their own job and they join the training job through ompi-server.
+source "$(dirname "$0")/lib.sh"
+export BUILD_DIR=$DSV3_BUILD_ROOT MPIEXEC_FLAGS=--oversubscribe
+train=$DSV3_SOURCE_ROOT/run/train.sh
+experts=$DSV3_SOURCE_ROOT/run/expert_servers.sh
+out=$WORK/train.out
+
+# MPMD: 1 coordinator + 4 stage ranks (dp_shard filled from NPROC = 2 × tp 2) + 2 expert servers.
+NPROC=4 timeout 120 "$train" --parallelism.tensor_parallel_degree 2 \
+    --parallelism.expert_parallel_degree 2 >"$out" 2>&1 || { cat "$out"; fail "train.sh failed"; }
+expect_in "$out" "-n 4 $BIN/dsv3-stage : -n 2 $BIN/dsv3-expert"
+expect_in "$out" "pp 1 × dp_replicate 1 × dp_shard 2 × cp 1 × tp 2 = 4 stage ranks; ep 2 → 2 expert servers (mpmd)"
+expect_in "$out" "start-up: 7 ranks ready"
+
+# Dry run through the script: only the coordinator runs.
+NPROC=64 timeout 60 "$train" --job.dry_run --parallelism.pipeline_parallel_degree 2 >"$out" 2>&1 ||
+    { cat "$out"; fail "dry run through train.sh failed"; }
+expect_count "$out" "dry run: rank " 65
+
+# Joined expert servers: two jobs, one rendezvous.
+export DSV3_OMPI_SERVER_URI=$WORK/ompi-server.uri
+join=(--parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
+    --parallelism.pipeline_parallel_degree 2 --comm.init_timeout_seconds 60)
+NPROC=2 timeout 120 "$train" "${join[@]}" >"$out" 2>&1 &
+train_pid=$!
+NPROC=2 timeout 120 "$experts" "${join[@]}" >"$WORK/experts.out" 2>&1 || {
+    cat "$WORK/experts.out"
+    fail "expert_servers.sh failed"
+}
+wait $train_pid || { cat "$out"; fail "train.sh with joined expert servers failed"; }
+expect_in "$out" "waiting up to 60 s for expert servers to join through service 'dsv3-experts'"
+expect_in "$out" "pp 2 × dp_replicate 1 × dp_shard 1 × cp 1 × tp 1 = 2 stage ranks; ep 2 → 4 expert servers (join)"
+expect_in "$out" "start-up: 7 ranks ready"
+expect_in "$WORK/experts.out" "joining the training job through service 'dsv3-experts'"
+[ ! -e "$DSV3_OMPI_SERVER_URI" ] || fail "train.sh left its ompi-server rendezvous file behind"
+echo "run scripts: ok"
