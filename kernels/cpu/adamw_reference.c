@@ -1,0 +1,1 @@
+// adamw_reference.c: not written yet.

@@ -1,0 +1,1 @@
+// attention.c: not written yet.

@@ -1,0 +1,1 @@
+// attention_reference.c: not written yet.

@@ -1,0 +1,1 @@
+// cross_entropy_reference.c: not written yet.

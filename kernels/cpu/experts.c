@@ -1,0 +1,1 @@
+// experts.c: not written yet.

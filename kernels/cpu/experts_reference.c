@@ -1,0 +1,1 @@
+// experts_reference.c: not written yet.

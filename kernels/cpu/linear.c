@@ -1,0 +1,1 @@
+// linear.c: not written yet.

@@ -1,0 +1,1 @@
+// linear_reference.c: not written yet.

@@ -1,0 +1,1 @@
+// moe_permute.c: not written yet.

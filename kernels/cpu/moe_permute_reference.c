@@ -1,0 +1,1 @@
+// moe_permute_reference.c: not written yet.

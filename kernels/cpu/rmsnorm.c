@@ -1,0 +1,1 @@
+// rmsnorm.c: not written yet.

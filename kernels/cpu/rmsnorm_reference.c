@@ -1,0 +1,1 @@
+// rmsnorm_reference.c: not written yet.

@@ -1,0 +1,1 @@
+// rope.c: not written yet.

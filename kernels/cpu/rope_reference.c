@@ -1,0 +1,1 @@
+// rope_reference.c: not written yet.

@@ -1,0 +1,1 @@
+// router_reference.c: not written yet.

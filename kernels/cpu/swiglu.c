@@ -1,0 +1,1 @@
+// swiglu.c: not written yet.

@@ -1,0 +1,1 @@
+// swiglu_reference.c: not written yet.
