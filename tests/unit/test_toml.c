@@ -622,6 +622,7 @@ static void test_rejects_missing_keys(void **state) {
     expect_error("[]\n", 1, "expected a key, found ']'");
     expect_error("\"\"\"k\"\"\" = 1\n", 1, "a multi-line string cannot be a key");
     expect_error("a = 1\n@ = 2\n", 2, "expected a key, found '@'");
+    expect_error("caf\xc3\xa9 = 1\n", 1, "expected '=' after key 'caf', found byte 0xC3");
 }
 
 static void test_rejects_missing_values(void **state) {
