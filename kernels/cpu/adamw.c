@@ -1,1 +1,83 @@
-// adamw.c: not written yet.
+// adamw.c: the AdamW step, and the sum of squares and scaling that gradient clipping needs
+// (fast CPU version).
+//
+// The step matches torch.optim.AdamW (single-tensor path): the scalars (decay factor, bias
+// corrections, step size) are computed in double as Python computes them, then used in fp32
+// on every element, in torch's order:
+//   param ·= 1 − lr·wd
+//   m = β1·m + (1 − β1)·g;   v = β2·v + (1 − β2)·g²
+//   param −= lr / (1 − β1^step) · m / (sqrt(v) / sqrt(1 − β2^step) + eps)
+// Element-wise, split between threads.
+//
+// Legend: n elements of one flat parameter buffer (and of its gradient and moments).
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+// Elements below which a loop stays on one thread.
+enum { ADAMW_PARALLEL_MIN_ELEMENTS = 1 << 15 };
+
+// torch.optim.AdamW's own argument checks, plus step >= 1 (the bias corrections divide by
+// 1 − β^step).
+static Dsv3Err adamw_check(const float *param, const float *grad, const float *m, const float *v,
+                           int64_t n, const Dsv3AdamWArgs *args) {
+    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "adamw_step: args is NULL");
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "adamw_step: n = %" PRId64 ", expected n >= 0", n);
+    DSV3_CHECK(args->lr >= 0, DSV3_ERR_USAGE, "adamw_step: lr = %g, expected lr >= 0",
+               (double)args->lr);
+    DSV3_CHECK(args->beta1 >= 0 && args->beta1 < 1, DSV3_ERR_USAGE,
+               "adamw_step: beta1 = %g, expected 0 <= beta1 < 1", (double)args->beta1);
+    DSV3_CHECK(args->beta2 >= 0 && args->beta2 < 1, DSV3_ERR_USAGE,
+               "adamw_step: beta2 = %g, expected 0 <= beta2 < 1", (double)args->beta2);
+    DSV3_CHECK(args->eps >= 0, DSV3_ERR_USAGE, "adamw_step: eps = %g, expected eps >= 0",
+               (double)args->eps);
+    DSV3_CHECK(args->weight_decay >= 0, DSV3_ERR_USAGE,
+               "adamw_step: weight_decay = %g, expected weight_decay >= 0",
+               (double)args->weight_decay);
+    DSV3_CHECK(args->step >= 1, DSV3_ERR_USAGE,
+               "adamw_step: step = %" PRId64 ", expected step >= 1 (1 on the first step)",
+               args->step);
+    if (n == 0) return DSV3_OK;
+    DSV3_CHECK(param != NULL && grad != NULL && m != NULL && v != NULL, DSV3_ERR_USAGE,
+               "adamw_step: param, grad, m and v must not be NULL");
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n,
+                        const Dsv3AdamWArgs *args) {
+    DSV3_CALL(adamw_check(param, grad, m, v, n, args));
+    const double lr = args->lr, beta1 = args->beta1, beta2 = args->beta2;
+    const double step = (double)args->step;
+    const float decay = (float)(1.0 - lr * (double)args->weight_decay);
+    const float b1 = args->beta1, b2 = args->beta2;
+    const float one_minus_b1 = (float)(1.0 - beta1), one_minus_b2 = (float)(1.0 - beta2);
+    const float step_size = (float)(lr / (1.0 - pow(beta1, step)));
+    const float bias_correction2_sqrt = (float)sqrt(1.0 - pow(beta2, step));
+    const float eps = args->eps;
+#pragma omp parallel for simd schedule(static) if (n >= ADAMW_PARALLEL_MIN_ELEMENTS)
+    for (int64_t i = 0; i < n; i++) {
+        const float g = grad[i];
+        const float p = param[i] * decay;
+        const float mi = m[i] * b1 + one_minus_b1 * g;
+        const float vi = v[i] * b2 + one_minus_b2 * (g * g);
+        m[i] = mi;
+        v[i] = vi;
+        param[i] = p - step_size * (mi / (sqrtf(vi) / bias_correction2_sqrt + eps));
+    }
+    return DSV3_OK;
+}
+
+double dsv3_sum_squares(const float *x, int64_t n) {
+    double sum = 0;
+    const int parallel = n >= ADAMW_PARALLEL_MIN_ELEMENTS;
+#pragma omp parallel for simd schedule(static) reduction(+ : sum) if (parallel)
+    for (int64_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
+    return sum;
+}
+
+void dsv3_scale(float *x, int64_t n, float factor) {
+#pragma omp parallel for simd schedule(static) if (n >= ADAMW_PARALLEL_MIN_ELEMENTS)
+    for (int64_t i = 0; i < n; i++) x[i] *= factor;
+}

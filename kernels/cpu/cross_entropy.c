@@ -1,1 +1,146 @@
-// cross_entropy.c: not written yet.
+// cross_entropy.c: the output head fused with the cross-entropy loss (fast CPU version).
+//
+// The logits of a whole batch (N × V, e.g. 16k tokens × 129k words) would not fit in memory,
+// so the tokens go through in chunks of at most `chunk` rows, each chunk doing:
+//   logits (C, V) = h_c (C, D) · W (V, D)ᵀ                          sgemm
+//   per row: m = max, s = Σ exp(l − m) (double), lse = m + log s,
+//            loss += lse − l[label];  dlogits = grad_scale · (softmax − onehot), in place
+//   dh_c (C, D) = dlogits (C, V) · W (V, D)                           sgemm
+//   dW (V, D) += dlogits (C, V)ᵀ · h_c (C, D)                        sgemm, beta = 1
+// Rows whose label is DSV3_IGNORE_INDEX add nothing to the loss and get zero gradients. The
+// per-row losses of a chunk are summed in row order, so the loss does not depend on the
+// thread count.
+//
+// Legend: N tokens, D model width, V vocabulary, C rows of one chunk (C ≤ chunk).
+#include <cblas.h>
+// OpenBLAS's header pulls in <complex.h>, whose macro I (the imaginary unit) would replace the
+// size I of kernels.h; nothing here uses complex numbers.
+#undef I
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/core/alloc.h"
+#include "kernels/cpu/vec_exp.h"
+#include "kernels/kernels.h"
+
+// Validates sizes, pointers and every label before any work, so that a bad label never
+// leaves a half-accumulated dweight behind.
+static Dsv3Err cross_entropy_check(const double *loss_sum, const float *dh, const float *dweight,
+                                   const float *h, const float *weight, const int32_t *labels,
+                                   int64_t N, int64_t D, int64_t V, int64_t chunk) {
+    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "cross_entropy: loss_sum is NULL");
+    // OpenBLAS takes its sizes as 32-bit ints (the LP64 interface).
+    DSV3_CHECK(N >= 0 && N <= INT_MAX, DSV3_ERR_USAGE,
+               "cross_entropy: N = %" PRId64 " tokens, expected 0 <= N <= %d", N, INT_MAX);
+    DSV3_CHECK(D > 0 && D <= INT_MAX, DSV3_ERR_USAGE,
+               "cross_entropy: D = %" PRId64 ", expected 0 < D <= %d", D, INT_MAX);
+    DSV3_CHECK(V > 0 && V <= INT_MAX, DSV3_ERR_USAGE,
+               "cross_entropy: V = %" PRId64 ", expected 0 < V <= %d", V, INT_MAX);
+    DSV3_CHECK(chunk > 0, DSV3_ERR_USAGE,
+               "cross_entropy: chunk = %" PRId64 " tokens, expected chunk > 0", chunk);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(h != NULL && weight != NULL && labels != NULL, DSV3_ERR_USAGE,
+               "cross_entropy: h, weight and labels must not be NULL");
+    DSV3_CHECK(dh == NULL || dweight != NULL, DSV3_ERR_USAGE,
+               "cross_entropy: dweight must not be NULL when dh is wanted");
+    for (int64_t n = 0; n < N; n++)
+        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
+                   DSV3_ERR_USAGE,
+                   "cross_entropy: labels[%" PRId64 "] = %" PRId32
+                   " is neither a token id in [0, %" PRId64 ") nor the ignore index %d",
+                   n, labels[n], V, DSV3_IGNORE_INDEX);
+    return DSV3_OK;
+}
+
+// One row of logits (V): returns logsumexp − logit[label]; when `grad` is set, overwrites the
+// row with grad_scale · (softmax − onehot(label)). The exponentials are summed in double: a
+// row holds up to ~10^5 terms.
+static double cross_entropy_row(float *row, int32_t label, int64_t V, int grad, float grad_scale) {
+    float m = row[0];
+#pragma omp simd reduction(max : m)
+    for (int64_t v = 1; v < V; v++) m = row[v] > m ? row[v] : m;
+    const double target = row[label];
+    double s = 0;
+    if (grad) {
+#pragma omp simd reduction(+ : s)
+        for (int64_t v = 0; v < V; v++) {
+            const float e = vec_exp(row[v] - m);
+            row[v] = e;
+            s += e;
+        }
+        const float factor = (float)((double)grad_scale / s);
+#pragma omp simd
+        for (int64_t v = 0; v < V; v++) row[v] *= factor;
+        row[label] -= grad_scale;
+    } else {
+#pragma omp simd reduction(+ : s)
+        for (int64_t v = 0; v < V; v++) s += vec_exp(row[v] - m);
+    }
+    return (double)m + log(s) - target;
+}
+
+Dsv3Err dsv3_cross_entropy(double *loss_sum, float *dh, float *dweight, const float *h,
+                           const float *weight, const int32_t *labels, int64_t N, int64_t D,
+                           int64_t V, float grad_scale, int64_t chunk) {
+    DSV3_CALL(cross_entropy_check(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
+    *loss_sum = 0;
+    if (N == 0) return DSV3_OK;
+    const int64_t rows = chunk < N ? chunk : N; // C at most
+    DSV3_CHECK((uint64_t)rows <= SIZE_MAX / sizeof(float) / (uint64_t)V, DSV3_ERR_USAGE,
+               "cross_entropy: chunk %" PRId64 " × V %" PRId64 " logits do not fit in memory", rows,
+               V);
+    const int grad = dh != NULL;
+
+    Dsv3Err err = DSV3_OK;
+    float *logits = NULL;    // (C, V), then dlogits in place
+    double *row_loss = NULL; // (C)
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&logits, (size_t)rows * (size_t)V * sizeof(float),
+                              "cross-entropy logits chunk"));
+    DSV3_CALL_GOTO(
+        err, done,
+        dsv3_alloc((void **)&row_loss, (size_t)rows * sizeof(double), "cross-entropy row losses"));
+
+    double total = 0;
+    for (int64_t n0 = 0; n0 < N; n0 += rows) {
+        const int64_t C = N - n0 < rows ? N - n0 : rows;
+        const float *hc = h + n0 * D;    // (C, D)
+        const int32_t *lc = labels + n0; // (C)
+        int64_t counted = 0;
+        for (int64_t r = 0; r < C; r++) counted += lc[r] != DSV3_IGNORE_INDEX;
+        if (counted == 0) { // nothing to learn from this chunk: skip its three GEMMs
+            if (grad) memset(dh + n0 * D, 0, (size_t)(C * D) * sizeof(float));
+            continue;
+        }
+
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)C, (int)V, (int)D, 1.0f, hc,
+                    (int)D, weight, (int)D, 0.0f, logits, (int)V);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < C; r++) {
+            float *row = logits + r * V; // (V)
+            if (lc[r] == DSV3_IGNORE_INDEX) {
+                row_loss[r] = 0;
+                if (grad) memset(row, 0, (size_t)V * sizeof(float));
+            } else {
+                row_loss[r] = cross_entropy_row(row, lc[r], V, grad, grad_scale);
+            }
+        }
+        for (int64_t r = 0; r < C; r++) total += row_loss[r];
+
+        if (grad) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)C, (int)D, (int)V, 1.0f,
+                        logits, (int)V, weight, (int)D, 0.0f, dh + n0 * D, (int)D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)D, (int)C, 1.0f,
+                        logits, (int)V, hc, (int)D, 1.0f, dweight, (int)D);
+        }
+    }
+    *loss_sum = total;
+
+done:
+    dsv3_free(row_loss);
+    dsv3_free(logits);
+    return err;
+}

@@ -1,28 +1,25 @@
 // embedding.c: token embedding lookup and its gradient (fast CPU version).
 //
 // The forward copies one weight row per token. The backward is a scatter-add in which tokens
-// repeat, so threads split the D columns between them instead of the tokens: each column of
-// dweight is then written by one thread only, in token order, which needs no atomics and gives
-// the same bits for every thread count.
+// repeat, so threads do not split the tokens: every thread reads all the token ids and adds
+// the rows of the tokens it owns (token id mod thread count). Each row of dweight is then
+// written by one thread only, in token order, which needs no atomics and gives the same bits
+// as one thread.
 //
 // Legend: N tokens, D model width, V vocabulary.
 #include <inttypes.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
 
-// Columns of dweight one thread owns at a time in the backward: 64 floats are 256 bytes,
-// whole cache lines, so two threads never write the same line.
-enum { EMBEDDING_COLUMN_BLOCK = 64 };
-
-// Tokens below which the copy stays on one thread (thread start-up costs more than it saves).
+// Tokens below which both loops stay on one thread (thread start-up costs more than it saves).
 enum { EMBEDDING_PARALLEL_MIN_TOKENS = 64 };
 
 // Checks the sizes, the pointers and every token id; names the first bad token.
 static Dsv3Err embedding_check(const void *a, const char *a_name, const int32_t *tokens,
-                               const void *b, const char *b_name, int64_t N, int64_t D,
-                               int64_t V) {
+                               const void *b, const char *b_name, int64_t N, int64_t D, int64_t V) {
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "embedding: N = %" PRId64 " tokens, expected N >= 0", N);
     DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "embedding: D = %" PRId64 ", expected D > 0", D);
     DSV3_CHECK(V > 0 && V <= (int64_t)INT32_MAX + 1, DSV3_ERR_USAGE,
@@ -49,18 +46,18 @@ Dsv3Err dsv3_embedding_forward(float *out, const int32_t *tokens, const float *w
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_embedding_backward(float *dweight, const float *dout, const int32_t *tokens,
-                                int64_t N, int64_t D, int64_t V) {
+Dsv3Err dsv3_embedding_backward(float *dweight, const float *dout, const int32_t *tokens, int64_t N,
+                                int64_t D, int64_t V) {
     DSV3_CALL(embedding_check(dweight, "dweight", tokens, dout, "dout", N, D, V));
-    const int64_t blocks = (D + EMBEDDING_COLUMN_BLOCK - 1) / EMBEDDING_COLUMN_BLOCK;
-#pragma omp parallel for schedule(static) if (N * D >= EMBEDDING_PARALLEL_MIN_TOKENS * EMBEDDING_COLUMN_BLOCK)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        const int64_t j0 = blk * EMBEDDING_COLUMN_BLOCK;
-        const int64_t j1 = j0 + EMBEDDING_COLUMN_BLOCK < D ? j0 + EMBEDDING_COLUMN_BLOCK : D;
+#pragma omp parallel if (N >= EMBEDDING_PARALLEL_MIN_TOKENS)
+    {
+        const int32_t threads = omp_get_num_threads(), me = omp_get_thread_num();
         for (int64_t n = 0; n < N; n++) {
+            if (tokens[n] % threads != me) continue;
             float *dst = dweight + (int64_t)tokens[n] * D; // (D) row of the token
             const float *src = dout + n * D;               // (D)
-            for (int64_t j = j0; j < j1; j++) dst[j] += src[j];
+#pragma omp simd
+            for (int64_t j = 0; j < D; j++) dst[j] += src[j];
         }
     }
     return DSV3_OK;

@@ -7,8 +7,7 @@
 #include "kernels/kernels_reference.h"
 
 static Dsv3Err embedding_check(const void *a, const char *a_name, const int32_t *tokens,
-                               const void *b, const char *b_name, int64_t N, int64_t D,
-                               int64_t V) {
+                               const void *b, const char *b_name, int64_t N, int64_t D, int64_t V) {
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "embedding: N = %" PRId64 " tokens, expected N >= 0", N);
     DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "embedding: D = %" PRId64 ", expected D > 0", D);
     DSV3_CHECK(V > 0 && V <= (int64_t)INT32_MAX + 1, DSV3_ERR_USAGE,

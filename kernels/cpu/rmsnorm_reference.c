@@ -1,1 +1,57 @@
-// rmsnorm_reference.c: not written yet.
+// rmsnorm_reference.c: RMSNorm (torch.nn.RMSNorm) forward and backward, written for clarity.
+//
+// y = x · rstd · w with rstd = 1 / sqrt(mean(x²) + eps) per row. The backward follows from
+// d rstd / d x_j = −rstd³ · x_j / D:
+//   dx_j = rstd · w_j · dy_j − x_j · rstd³ / D · Σ_k dy_k w_k x_k,   dw_j += Σ_n dy_nj x_nj rstd_n.
+//
+// Legend: N rows (tokens), D normalised width.
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/kernels_reference.h"
+
+Dsv3Err dsv3_rmsnorm_forward_reference(float *out, float *rstd, const float *x, const float *weight,
+                                       int64_t N, int64_t D, float eps) {
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
+    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
+    DSV3_CHECK(eps >= 0, DSV3_ERR_USAGE, "rmsnorm: eps = %g, expected eps >= 0", (double)eps);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(out != NULL && rstd != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
+               "rmsnorm_forward: out, rstd, x and weight must not be NULL");
+    for (int64_t n = 0; n < N; n++) {
+        double mean_square = 0;
+        for (int64_t j = 0; j < D; j++) mean_square += (double)x[n * D + j] * x[n * D + j];
+        mean_square /= (double)D;
+        double r = 1.0 / sqrt(mean_square + (double)eps);
+        rstd[n] = (float)r;
+        for (int64_t j = 0; j < D; j++) out[n * D + j] = (float)(x[n * D + j] * r * weight[j]);
+    }
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_rmsnorm_backward_reference(float *dx, float *dweight, const float *dout,
+                                        const float *x, const float *weight, const float *rstd,
+                                        int64_t N, int64_t D) {
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
+    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(dx != NULL && dweight != NULL && dout != NULL && x != NULL && weight != NULL &&
+                   rstd != NULL,
+               DSV3_ERR_USAGE,
+               "rmsnorm_backward: dx, dweight, dout, x, weight and rstd must not be NULL");
+    for (int64_t n = 0; n < N; n++) {
+        double r = rstd[n];
+        double dot = 0; // Σ_k dy_k w_k x_k
+        for (int64_t k = 0; k < D; k++) dot += (double)dout[n * D + k] * weight[k] * x[n * D + k];
+        for (int64_t j = 0; j < D; j++)
+            dx[n * D + j] = (float)(r * weight[j] * dout[n * D + j] -
+                                    x[n * D + j] * r * r * r * dot / (double)D);
+    }
+    for (int64_t j = 0; j < D; j++) {
+        double sum = 0;
+        for (int64_t n = 0; n < N; n++) sum += (double)dout[n * D + j] * x[n * D + j] * rstd[n];
+        dweight[j] += (float)sum;
+    }
+    return DSV3_OK;
+}

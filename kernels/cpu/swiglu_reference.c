@@ -1,1 +1,40 @@
-// swiglu_reference.c: not written yet.
+// swiglu_reference.c: the SwiGLU gate h = silu(a) · b and its gradient, written for clarity.
+//
+// silu(a) = a · σ(a) with σ(a) = 1 / (1 + e^−a), computed in double.
+//   da = dh · b · σ(a) · (1 + a · (1 − σ(a))),   db = dh · silu(a).
+//
+// Legend: N rows (tokens or routed rows), F hidden width.
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/kernels_reference.h"
+
+static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+Dsv3Err dsv3_swiglu_forward_reference(float *h, const float *a, const float *b, int64_t N,
+                                      int64_t F) {
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
+    DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(h != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
+               "swiglu_forward: h, a and b must not be NULL");
+    for (int64_t i = 0; i < N * F; i++) h[i] = (float)(a[i] * sigmoid(a[i]) * b[i]);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_swiglu_backward_reference(float *da, float *db, const float *dh, const float *a,
+                                       const float *b, int64_t N, int64_t F) {
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
+    DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(da != NULL && db != NULL && dh != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
+               "swiglu_backward: da, db, dh, a and b must not be NULL");
+    for (int64_t i = 0; i < N * F; i++) {
+        double x = a[i], y = b[i], g = dh[i]; // read first: da may alias a, db may alias b
+        double s = sigmoid(x);
+        da[i] = (float)(g * y * s * (1.0 + x * (1.0 - s)));
+        db[i] = (float)(g * x * s);
+    }
+    return DSV3_OK;
+}

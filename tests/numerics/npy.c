@@ -121,10 +121,15 @@ Dsv3Err dsv3_npy_read_f64(double **out, int64_t *count, const char *dir, const c
         *count = npy.count;
         return DSV3_OK;
     }
-    DSV3_CHECK_GOTO(err, fail, npy.type == DSV3_NPY_F32, DSV3_ERR_IO,
-                    "%s/%s.npy: expected floats", dir, name);
     DSV3_CALL_GOTO(err, fail, dsv3_alloc((void **)out, (size_t)npy.count * sizeof **out + 1, name));
-    for (int64_t i = 0; i < npy.count; i++) (*out)[i] = ((float *)npy.data)[i];
+    for (int64_t i = 0; i < npy.count; i++) {
+        switch (npy.type) {
+        case DSV3_NPY_F32: (*out)[i] = ((float *)npy.data)[i]; break;
+        case DSV3_NPY_I32: (*out)[i] = ((int32_t *)npy.data)[i]; break;
+        case DSV3_NPY_I64: (*out)[i] = (double)((int64_t *)npy.data)[i]; break;
+        case DSV3_NPY_F64: break;
+        }
+    }
     *count = npy.count;
 fail:
     dsv3_npy_free(&npy);

@@ -29,7 +29,7 @@ Dsv3Err dsv3_npy_read(Dsv3Npy *out, const char *dir, const char *name);
 // Reads and converts to float32 (from f32 or f64), or int32 (from i32 or i64, range-checked).
 Dsv3Err dsv3_npy_read_f32(float **out, int64_t *count, const char *dir, const char *name);
 Dsv3Err dsv3_npy_read_i32(int32_t **out, int64_t *count, const char *dir, const char *name);
-// Reads as float64 (from f32 or f64), for the expected values of comparisons.
+// Reads as float64 (from any of the four types), for the expected values of comparisons.
 Dsv3Err dsv3_npy_read_f64(double **out, int64_t *count, const char *dir, const char *name);
 
 // Writes `count` float32 values as a 1-D array `dir`/`name`.npy.
