@@ -1,1 +1,434 @@
-// attention.c: not written yet.
+// attention.c: causal / block-causal scaled dot-product attention (see kernels.h), tiled in
+// the manner of FlashAttention-2.
+//
+// Forward: for each (sequence, head, query block), the key blocks it can see are visited in
+// order with an online softmax (running max m, running sum l, unnormalised output o), so the
+// T × T score matrix never exists. Score and output tiles are cblas_sgemm calls that read q,
+// k, v in place (the rows of one head are H·D floats apart: that is the leading dimension).
+// Key blocks that the mask hides entirely are skipped; only tiles that the mask cuts are
+// masked element by element.
+//
+// Backward: the probabilities are recomputed from the saved lse, P = exp(S − lse), with
+// delta_t = dout_t · out_t, dP = dout vᵀ and dS = P ⊙ (dP − delta); then dv += Pᵀ dout,
+// dk += scale dSᵀ q, dq += scale dS k, accumulated by sgemm straight into the outputs.
+// When the (sequence, head) pairs share out evenly enough over the threads, each thread owns
+// whole heads; otherwise key blocks (dk, dv) and query blocks (dq) are split over threads in
+// two passes that both recompute P. Both schedules add the tiles in the same order, so the
+// result does not depend on the number of threads.
+//
+// OpenMP runs the tiles in parallel and each sgemm inside runs on one thread: OpenBLAS's
+// pthreads build serialises concurrent multi-threaded GEMMs, so its thread count is set to 1
+// for the length of a parallel region and restored after.
+//
+// Legend: B sequences, T positions, H heads, Dqk query/key head dim, Dv value head dim,
+// BQ / BK query / key rows of a tile. q, k, dq, dk (B, T, H, Dqk); v, out, dout, dv
+// (B, T, H, Dv): the vector of (b, t, h) starts at ((b·T + t)·H + h)·D. lse, delta (B, H, T).
+// doc (B, T) document ids, or NULL for plain causal. Query t sees key s when s ≤ t and
+// doc[b, s] == doc[b, t].
+#include <cblas.h>
+// cblas.h pulls in complex.h, whose macro I would clash with kernels.h's parameter names.
+#undef I
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/core/alloc.h"
+#include "common/core/error.h"
+#include "kernels/kernels.h"
+
+// Tile sizes: large enough that sgemm's packing is amortised, small enough that a tile's
+// scores and one block of q, k, v stay in L2.
+enum { BLOCK_Q = 64, BLOCK_K = 64 };
+
+typedef enum { TILE_HIDDEN, TILE_VISIBLE, TILE_CUT } TileKind;
+
+static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// ---- exp of the probabilities ----
+//
+// Every score of every tile goes through exp; glibc's expf is a scalar call, so this is a
+// branch-free version that GCC vectorises (Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2,
+// and Cephes' degree-6 polynomial for e^r; within 2 ulp of the exact value, measured 1.4).
+// The clamp and the select use integer operations on the bits: float comparisons may raise
+// FP exceptions, which keeps GCC (with its default -ftrapping-math) from vectorising them.
+
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693359375f // ln 2 = EXP_LN2_HI + EXP_LN2_LO, HI exact in few bits
+#define EXP_LN2_LO -2.12194440e-4f
+#define EXP_MIN_ARG (-87.0f) // below this e^x is under FLT_MIN: the result is 0
+enum { FLOAT_EXPONENT_BIAS = 127, FLOAT_MANTISSA_BITS = 23 };
+
+typedef union {
+    float f;
+    int32_t i;
+} FloatBits;
+
+// e^x for x <= 0 (or a rounding error above 0), including −∞ (gives 0). The bits of a
+// negative float, read as a signed integer, increase as the float decreases (from INT32_MIN
+// at −0): so x > EXP_MIN_ARG exactly when the bits are below the limit's or are >= 0.
+static inline float exp_nonpositive(float x) {
+    FloatBits v = {.f = x};
+    const FloatBits limit = {.f = EXP_MIN_ARG};
+    const int32_t keep = (v.i >= 0) | (v.i < limit.i); // 1 when x > EXP_MIN_ARG, else 0
+    v.i = (v.i & -keep) | (limit.i & (keep - 1)); // max(x, EXP_MIN_ARG)
+    const float clamped = v.f;
+    const int32_t n = (int32_t)(clamped * EXP_LOG2E - 0.5f); // round to nearest for x <= 0
+    const float nf = (float)n;
+    const float r = (clamped - nf * EXP_LN2_HI) - nf * EXP_LN2_LO;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const FloatBits two_to_n = {.i = (n + FLOAT_EXPONENT_BIAS) * (1 << FLOAT_MANTISSA_BITS)};
+    return p * two_to_n.f * (float)keep;
+}
+
+// x (n) = e^(x − shift) in place, shift >= every x; returns the sum.
+static float exp_shifted(float *x, int64_t n, float shift) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+        x[j] = exp_nonpositive(x[j] - shift);
+        sum += x[j];
+    }
+    return sum;
+}
+
+static void doc_range(const int32_t *doc_b, int64_t start, int64_t end, int32_t *lo, int32_t *hi) {
+    *lo = INT32_MAX;
+    *hi = INT32_MIN;
+    for (int64_t t = start; t < end; t++) {
+        if (doc_b[t] < *lo)
+            *lo = doc_b[t];
+        if (doc_b[t] > *hi)
+            *hi = doc_b[t];
+    }
+}
+
+// Whether the mask hides all of the tile (queries [q0, q1) × keys [k0, k1)), none of it, or
+// cuts it. q_lo, q_hi: the range of the queries' document ids (unused without doc).
+static TileKind tile_kind(const int32_t *doc_b, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
+                          int32_t q_lo, int32_t q_hi) {
+    if (k0 > q1 - 1)
+        return TILE_HIDDEN;
+    int causal_whole = k1 - 1 <= q0;
+    if (doc_b == NULL)
+        return causal_whole ? TILE_VISIBLE : TILE_CUT;
+    int32_t k_lo, k_hi;
+    doc_range(doc_b, k0, k1, &k_lo, &k_hi);
+    if (k_hi < q_lo || k_lo > q_hi)
+        return TILE_HIDDEN;
+    int one_doc = q_lo == q_hi && k_lo == k_hi && q_lo == k_lo;
+    return causal_whole && one_doc ? TILE_VISIBLE : TILE_CUT;
+}
+
+// s (nq, BK) = −∞ where query q0 + i may not see key k0 + j.
+static void mask_tile(float *s, const int32_t *doc_b, int64_t q0, int64_t nq, int64_t k0,
+                      int64_t nk) {
+    for (int64_t i = 0; i < nq; i++) {
+        const int64_t t = q0 + i;
+        for (int64_t j = 0; j < nk; j++) {
+            const int64_t u = k0 + j;
+            if (u > t || (doc_b != NULL && doc_b[u] != doc_b[t]))
+                s[i * BLOCK_K + j] = -INFINITY;
+        }
+    }
+}
+
+// s (nq, BK) = scale · q_tile (nq, Dqk) · k_tile (nk, Dqk)ᵀ, masked; false when hidden.
+static int score_tile(float *s, const float *q, const float *k, const int32_t *doc_b, int64_t b,
+                      int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, int32_t q_lo,
+                      int32_t q_hi, int64_t T, int64_t H, int64_t Dqk, float scale) {
+    TileKind kind = tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi);
+    if (kind == TILE_HIDDEN)
+        return 0;
+    const int ld = (int)(H * Dqk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)Dqk, scale,
+                q + ((b * T + q0) * H + h) * Dqk, ld, k + ((b * T + k0) * H + h) * Dqk, ld, 0.0f, s,
+                BLOCK_K);
+    if (kind == TILE_CUT)
+        mask_tile(s, doc_b, q0, nq, k0, nk);
+    return 1;
+}
+
+// Inside our parallel regions every sgemm must run on the calling thread (see the top).
+static int blas_threads_enter(void) {
+    int saved = openblas_get_num_threads();
+    if (omp_get_max_threads() > 1 && saved > 1)
+        openblas_set_num_threads(1);
+    return saved;
+}
+
+static void blas_threads_leave(int saved) {
+    if (openblas_get_num_threads() != saved)
+        openblas_set_num_threads(saved);
+}
+
+static Dsv3Err check_dims(int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
+               "attention: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B,
+               (long long)T, (long long)H);
+    DSV3_CHECK(Dqk >= 1 && Dv >= 1, DSV3_ERR_USAGE,
+               "attention: head dims Dqk and Dv must be >= 1, got Dqk=%lld Dv=%lld", (long long)Dqk,
+               (long long)Dv);
+    // BLAS takes int leading dimensions.
+    DSV3_CHECK(H * Dqk <= INT_MAX && H * Dv <= INT_MAX, DSV3_ERR_USAGE,
+               "attention: H*Dqk and H*Dv must fit in an int for BLAS, got %lld and %lld",
+               (long long)(H * Dqk), (long long)(H * Dv));
+    DSV3_CHECK(isfinite(scale) && scale > 0.0f, DSV3_ERR_USAGE,
+               "attention: scale must be finite and > 0 (e.g. Dqk^-0.5), got %g", (double)scale);
+    return DSV3_OK;
+}
+
+// ---- forward ----
+
+// Per-thread scratch of the forward: s (BQ, BK) scores then probabilities, o (BQ, Dv)
+// unnormalised output, m (BQ) running max, l (BQ) running sum.
+static int64_t forward_scratch_floats(int64_t Dv) {
+    return BLOCK_Q * BLOCK_K + BLOCK_Q * Dv + 2 * BLOCK_Q;
+}
+
+// Folds the probabilities of one score tile into the running softmax of its rows: s becomes
+// exp(s − m_new), o and l are rescaled by exp(m_old − m_new).
+static void online_softmax_tile(float *s, float *o, float *m, float *l, int64_t nq, int64_t nk,
+                                int64_t Dv) {
+    for (int64_t i = 0; i < nq; i++) {
+        float *si = s + i * BLOCK_K; // (nk)
+        float row_max = -INFINITY;
+#pragma omp simd reduction(max : row_max)
+        for (int64_t j = 0; j < nk; j++)
+            row_max = si[j] > row_max ? si[j] : row_max;
+        const float m_new = row_max > m[i] ? row_max : m[i];
+        if (m_new == -INFINITY) { // nothing visible to this row yet
+            for (int64_t j = 0; j < nk; j++)
+                si[j] = 0.0f;
+            continue;
+        }
+        const float sum = exp_shifted(si, nk, m_new);
+        if (m_new != m[i]) {
+            const float correction = exp_nonpositive(m[i] - m_new); // 0 when m[i] is −∞
+            for (int64_t d = 0; d < Dv; d++)
+                o[i * Dv + d] *= correction;
+            l[i] *= correction;
+            m[i] = m_new;
+        }
+        l[i] += sum;
+    }
+}
+
+static void forward_query_block(float *out, float *lse, const float *q, const float *k,
+                                const float *v, const int32_t *doc, int64_t b, int64_t h,
+                                int64_t qb, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
+                                float scale, float *scratch) {
+    float *s = scratch; // (BQ, BK)
+    float *o = s + BLOCK_Q * BLOCK_K; // (BQ, Dv)
+    float *m = o + BLOCK_Q * Dv; // (BQ)
+    float *l = m + BLOCK_Q; // (BQ)
+    const int32_t *doc_b = doc == NULL ? NULL : doc + b * T; // (T)
+    const int64_t q0 = qb * BLOCK_Q, nq = min_i64(BLOCK_Q, T - q0);
+    int32_t q_lo = 0, q_hi = 0;
+    if (doc_b != NULL)
+        doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
+    for (int64_t i = 0; i < nq; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    memset(o, 0, (size_t)(nq * Dv) * sizeof *o);
+    for (int64_t k0 = 0; k0 < q0 + nq; k0 += BLOCK_K) {
+        const int64_t nk = min_i64(BLOCK_K, T - k0);
+        if (!score_tile(s, q, k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk, scale))
+            continue;
+        online_softmax_tile(s, o, m, l, nq, nk, Dv);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)Dv, (int)nk, 1.0f, s,
+                    BLOCK_K, v + ((b * T + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o, (int)Dv);
+    }
+    // Key t of query t is always visible, so l >= 1 here.
+    for (int64_t i = 0; i < nq; i++) {
+        float *out_t = out + ((b * T + q0 + i) * H + h) * Dv; // (Dv)
+        const float inv = 1.0f / l[i];
+        for (int64_t d = 0; d < Dv; d++)
+            out_t[d] = o[i * Dv + d] * inv;
+        lse[(b * H + h) * T + q0 + i] = m[i] + logf(l[i]);
+    }
+}
+
+Dsv3Err dsv3_attention_forward(float *out, float *lse, const float *q, const float *k,
+                               const float *v, const int32_t *doc, int64_t B, int64_t T, int64_t H,
+                               int64_t Dqk, int64_t Dv, float scale) {
+    DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
+               "attention forward: out, lse, q, k, v must not be NULL");
+    DSV3_CALL(check_dims(B, T, H, Dqk, Dv, scale));
+    const int threads = omp_get_max_threads();
+    const int64_t per_thread = forward_scratch_floats(Dv);
+    float *scratch = NULL; // (threads, per_thread)
+    DSV3_CALL(dsv3_alloc((void **)&scratch, (size_t)(threads * per_thread) * sizeof *scratch,
+                         "attention forward scratch"));
+    const int64_t blocks = (T + BLOCK_Q - 1) / BLOCK_Q;
+    const int64_t tasks = B * H * blocks;
+    const int saved = blas_threads_enter();
+    // Later query blocks see more keys: hand them out first so the short ones fill the gaps.
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; task++) {
+        const int64_t qb = blocks - 1 - task % blocks, bh = task / blocks;
+        forward_query_block(out, lse, q, k, v, doc, bh / H, bh % H, qb, T, H, Dqk, Dv, scale,
+                            scratch + omp_get_thread_num() * per_thread);
+    }
+    blas_threads_leave(saved);
+    dsv3_free(scratch);
+    return DSV3_OK;
+}
+
+// ---- backward ----
+
+// Per-thread scratch of the backward: p (BQ, BK) probabilities, ds (BQ, BK) their gradient.
+static int64_t backward_scratch_floats(void) { return 2 * BLOCK_Q * BLOCK_K; }
+
+typedef struct {
+    float *dq, *dk, *dv;
+    const float *dout, *q, *k, *v, *lse, *delta;
+    const int32_t *doc;
+    int64_t T, H, Dqk, Dv;
+    float scale;
+} Backward;
+
+enum { UPDATE_DQ = 1, UPDATE_DKV = 2 };
+
+// GEMMs per tile: S, dP, dv, dk, dq in one pass; S and dP once more in the second pass.
+enum { ONE_PASS_GEMMS = 5, TWO_PASS_GEMMS = 7 };
+
+// The causal part of the mask: query block qb sees no key block after last_key_block(qb), and
+// key block kb is seen by no query block before first_query_block(kb).
+static int64_t last_key_block(int64_t qb, int64_t T) {
+    return (min_i64((qb + 1) * BLOCK_Q, T) - 1) / BLOCK_K;
+}
+
+static int64_t first_query_block(int64_t kb) { return kb * BLOCK_K / BLOCK_Q; }
+
+// One tile (query block qb × key block kb of sequence b, head h): recomputes P and dS, then
+// adds its share to dq and/or to dk, dv as `updates` says.
+static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, int64_t kb,
+                          int updates, float *scratch) {
+    float *p = scratch; // (BQ, BK)
+    float *ds = p + BLOCK_Q * BLOCK_K; // (BQ, BK)
+    const int64_t T = a->T, H = a->H, Dqk = a->Dqk, Dv = a->Dv;
+    const int32_t *doc_b = a->doc == NULL ? NULL : a->doc + b * T; // (T)
+    const int64_t q0 = qb * BLOCK_Q, nq = min_i64(BLOCK_Q, T - q0);
+    const int64_t k0 = kb * BLOCK_K, nk = min_i64(BLOCK_K, T - k0);
+    int32_t q_lo = 0, q_hi = 0;
+    if (doc_b != NULL)
+        doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
+    if (!score_tile(p, a->q, a->k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk, a->scale))
+        return;
+    const float *lse_q = a->lse + (b * H + h) * T + q0; // (nq)
+    const float *delta_q = a->delta + (b * H + h) * T + q0; // (nq)
+    const int ldqk = (int)(H * Dqk), ldv = (int)(H * Dv);
+    const float *q_tile = a->q + ((b * T + q0) * H + h) * Dqk; // (nq, Dqk), ld H·Dqk
+    const float *k_tile = a->k + ((b * T + k0) * H + h) * Dqk; // (nk, Dqk), ld H·Dqk
+    const float *v_tile = a->v + ((b * T + k0) * H + h) * Dv; // (nk, Dv), ld H·Dv
+    const float *dout_tile = a->dout + ((b * T + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)Dv, 1.0f, dout_tile,
+                ldv, v_tile, ldv, 0.0f, ds, BLOCK_K);
+    for (int64_t i = 0; i < nq; i++) {
+        float *pi = p + i * BLOCK_K, *dsi = ds + i * BLOCK_K; // (nk) each
+        exp_shifted(pi, nk, lse_q[i]); // masked scores are −∞: P = 0, dS = 0
+#pragma omp simd
+        for (int64_t j = 0; j < nk; j++)
+            dsi[j] = pi[j] * (dsi[j] - delta_q[i]);
+    }
+    if (updates & UPDATE_DKV) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)Dv, (int)nq, 1.0f, p,
+                    BLOCK_K, dout_tile, ldv, 1.0f, a->dv + ((b * T + k0) * H + h) * Dv, ldv);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)Dqk, (int)nq, a->scale,
+                    ds, BLOCK_K, q_tile, ldqk, 1.0f, a->dk + ((b * T + k0) * H + h) * Dqk, ldqk);
+    }
+    if (updates & UPDATE_DQ)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)Dqk, (int)nk, a->scale,
+                    ds, BLOCK_K, k_tile, ldqk, 1.0f, a->dq + ((b * T + q0) * H + h) * Dqk, ldqk);
+}
+
+// Whether giving each thread whole heads beats the two-pass schedule, which balances the load
+// but computes 7 GEMMs per tile instead of 5: true when the heads fill at least 5/7 of the
+// threads' rounds (e.g. 16 heads on 16 threads, 3 heads on 2 threads; not 17 on 16).
+static int whole_heads_per_thread(int64_t heads, int threads) {
+    const int64_t rounds = (heads + threads - 1) / threads;
+    return heads * TWO_PASS_GEMMS >= rounds * threads * ONE_PASS_GEMMS;
+}
+
+Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *out, const float *lse,
+                                const int32_t *doc, int64_t B, int64_t T, int64_t H, int64_t Dqk,
+                                int64_t Dv, float scale) {
+    DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
+                   v != NULL && out != NULL && lse != NULL,
+               DSV3_ERR_USAGE,
+               "attention backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
+    DSV3_CALL(check_dims(B, T, H, Dqk, Dv, scale));
+    const int threads = omp_get_max_threads();
+    const int64_t per_thread = backward_scratch_floats();
+    Dsv3Err err = DSV3_OK;
+    float *scratch = NULL; // (threads, per_thread)
+    float *delta = NULL; // (B, H, T)
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&scratch, (size_t)(threads * per_thread) * sizeof *scratch,
+                              "attention backward scratch"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&delta, (size_t)(B * H * T) * sizeof *delta,
+                              "attention backward delta"));
+    const int64_t N = B * T;
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const int64_t b = n / T, t = n % T;
+        for (int64_t h = 0; h < H; h++) {
+            const float *dout_t = dout + (n * H + h) * Dv, *out_t = out + (n * H + h) * Dv; // (Dv)
+            double acc = 0.0;
+            for (int64_t d = 0; d < Dv; d++)
+                acc += (double)dout_t[d] * (double)out_t[d];
+            delta[(b * H + h) * T + t] = (float)acc;
+        }
+        // The gradients are sums of tiles: start from zero.
+        memset(dq + n * H * Dqk, 0, (size_t)(H * Dqk) * sizeof *dq);
+        memset(dk + n * H * Dqk, 0, (size_t)(H * Dqk) * sizeof *dk);
+        memset(dv + n * H * Dv, 0, (size_t)(H * Dv) * sizeof *dv);
+    }
+    const Backward a = {dq, dk, dv, dout, q, k, v, lse, delta, doc, T, H, Dqk, Dv, scale};
+    const int64_t q_blocks = (T + BLOCK_Q - 1) / BLOCK_Q, k_blocks = (T + BLOCK_K - 1) / BLOCK_K;
+    const int saved = blas_threads_enter();
+    if (whole_heads_per_thread(B * H, threads)) {
+        // Each thread owns whole heads: one pass, every tile adds to dq, dk and dv.
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            float *mine = scratch + omp_get_thread_num() * per_thread;
+            for (int64_t kb = 0; kb < k_blocks; kb++)
+                for (int64_t qb = first_query_block(kb); qb < q_blocks; qb++)
+                    backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DQ | UPDATE_DKV, mine);
+        }
+    } else {
+        // Heads do not share out evenly: key blocks own dk, dv; then query blocks own dq. The
+        // earliest key blocks and the latest query blocks have the most tiles: they go first.
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t task = 0; task < B * H * k_blocks; task++) {
+            float *mine = scratch + omp_get_thread_num() * per_thread;
+            const int64_t bh = task / k_blocks, kb = task % k_blocks;
+            for (int64_t qb = first_query_block(kb); qb < q_blocks; qb++)
+                backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DKV, mine);
+        }
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t task = 0; task < B * H * q_blocks; task++) {
+            float *mine = scratch + omp_get_thread_num() * per_thread;
+            const int64_t bh = task / q_blocks, qb = q_blocks - 1 - task % q_blocks;
+            for (int64_t kb = 0; kb <= last_key_block(qb, T); kb++)
+                backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DQ, mine);
+        }
+    }
+    blas_threads_leave(saved);
+done:
+    dsv3_free(scratch);
+    dsv3_free(delta);
+    return err;
+}

@@ -1,1 +1,146 @@
-// rope_reference.c: not written yet.
+// rope_reference.c: rotary position embedding on interleaved pairs, with YaRN, written for
+// clarity (see kernels_reference.h). The fast version (rope.c) is tested against this one,
+// and this one against PyTorch (tests/reference/ops_attention.py).
+//
+// Legend: B sequences, T positions, H heads, R rotary dims (even), R/2 rotated pairs.
+// Tables cos, sin (T, R/2). A rotated vector is R floats holding R/2 pairs (x[2i], x[2i+1]),
+// read as the complex number x[2i] + i·x[2i+1] and multiplied by e^{i·angle(t, i)}.
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/core/alloc.h"
+#include "common/core/error.h"
+#include "kernels/kernels_reference.h"
+
+// Where a ramp's two ends coincide, torchtitan widens it by this much to avoid 0 / 0.
+#define RAMP_MIN_WIDTH 0.001
+// C11 does not define M_PI.
+#define PI 3.14159265358979323846
+
+// find_correction_dim: the rotary dim whose wavelength fits `rotations` turns into
+// original_seq_len positions.
+static double correction_dim(double rotations, int64_t R, double theta, int64_t original_seq_len) {
+    return (double)R * log((double)original_seq_len / (rotations * 2.0 * PI)) / (2.0 * log(theta));
+}
+
+static Dsv3Err check_table_args(const float *cos_table, const float *sin_table, int64_t T,
+                                int64_t R, double theta, double factor, double beta_fast,
+                                double beta_slow, int64_t original_seq_len) {
+    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
+               "rope tables: cos and sin must not be NULL");
+    DSV3_CHECK(T >= 1, DSV3_ERR_USAGE, "rope tables: T (positions) must be >= 1, got %lld",
+               (long long)T);
+    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
+               "rope tables: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
+    DSV3_CHECK(isfinite(theta) && theta > 1.0, DSV3_ERR_USAGE,
+               "rope tables: theta must be finite and > 1, got %g", theta);
+    DSV3_CHECK(isfinite(factor) && factor > 0.0, DSV3_ERR_USAGE,
+               "rope tables: factor must be finite and > 0, got %g", factor);
+    DSV3_CHECK(isfinite(beta_fast) && beta_fast > 0.0 && isfinite(beta_slow) && beta_slow > 0.0,
+               DSV3_ERR_USAGE,
+               "rope tables: beta_fast and beta_slow must be finite and > 0, got %g and %g",
+               beta_fast, beta_slow);
+    DSV3_CHECK(original_seq_len >= 1, DSV3_ERR_USAGE,
+               "rope tables: original_seq_len must be >= 1, got %lld", (long long)original_seq_len);
+    return DSV3_OK;
+}
+
+// Follows torchtitan's precompute_freqs_cis step by step, in double (torchtitan uses float32;
+// double then one rounding to float keeps the tables within an ulp of the exact values).
+Dsv3Err dsv3_rope_tables_reference(float *cos_table, float *sin_table, int64_t T, int64_t R,
+                                   double theta, double factor, double beta_fast, double beta_slow,
+                                   int64_t original_seq_len) {
+    DSV3_CALL(check_table_args(cos_table, sin_table, T, R, theta, factor, beta_fast, beta_slow,
+                               original_seq_len));
+    const int64_t pairs = R / 2;
+    double *freq = NULL; // (R/2)
+    DSV3_CALL(dsv3_alloc((void **)&freq, (size_t)pairs * sizeof *freq, "rope frequencies"));
+    for (int64_t i = 0; i < pairs; i++)
+        freq[i] = 1.0 / pow(theta, (double)(2 * i) / (double)R);
+    if (T > original_seq_len) {
+        // YaRN: the correction range is computed over R dims but the ramp runs over R/2 pairs,
+        // exactly as in torchtitan.
+        double low = floor(correction_dim(beta_fast, R, theta, original_seq_len));
+        double high = ceil(correction_dim(beta_slow, R, theta, original_seq_len));
+        low = fmax(low, 0.0);
+        high = fmin(high, (double)(R - 1));
+        if (low == high)
+            high += RAMP_MIN_WIDTH;
+        for (int64_t i = 0; i < pairs; i++) {
+            double ramp = ((double)i - low) / (high - low);
+            ramp = fmin(fmax(ramp, 0.0), 1.0);
+            double smooth = 1.0 - ramp;
+            freq[i] = freq[i] / factor * (1.0 - smooth) + freq[i] * smooth;
+        }
+    }
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t i = 0; i < pairs; i++) {
+            double angle = (double)t * freq[i];
+            cos_table[t * pairs + i] = (float)cos(angle);
+            sin_table[t * pairs + i] = (float)sin(angle);
+        }
+    }
+    dsv3_free(freq);
+    return DSV3_OK;
+}
+
+static Dsv3Err check_apply_args(const float *x, const float *cos_table, const float *sin_table,
+                                int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
+                                int64_t head_stride) {
+    DSV3_CHECK(x != NULL, DSV3_ERR_USAGE, "rope: x must not be NULL");
+    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
+               "rope: cos and sin must not be NULL");
+    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
+               "rope: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B, (long long)T,
+               (long long)H);
+    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
+               "rope: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
+    DSV3_CHECK(
+        H == 1 || head_stride >= R, DSV3_ERR_USAGE,
+        "rope: with H=%lld heads, head_stride must be >= R=%lld so heads do not overlap, got %lld",
+        (long long)H, (long long)R, (long long)head_stride);
+    DSV3_CHECK(row_stride >= (H - 1) * head_stride + R, DSV3_ERR_USAGE,
+               "rope: row_stride must be >= (H-1)*head_stride + R = %lld so tokens do not overlap, "
+               "got %lld",
+               (long long)((H - 1) * head_stride + R), (long long)row_stride);
+    return DSV3_OK;
+}
+
+// Rotates every pair by `direction` × angle(t, i): +1 forward, −1 backward (the transpose of a
+// rotation is the rotation by the opposite angle).
+static void rotate_all(float *x, const float *cos_table, const float *sin_table, int64_t B,
+                       int64_t T, int64_t H, int64_t R, int64_t row_stride, int64_t head_stride,
+                       float direction) {
+    const int64_t pairs = R / 2;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t t = 0; t < T; t++) {
+            for (int64_t h = 0; h < H; h++) {
+                float *v = x + (b * T + t) * row_stride + h * head_stride; // (R)
+                for (int64_t i = 0; i < pairs; i++) {
+                    float c = cos_table[t * pairs + i];
+                    float s = direction * sin_table[t * pairs + i];
+                    float re = v[2 * i], im = v[2 * i + 1];
+                    v[2 * i] = re * c - im * s;
+                    v[2 * i + 1] = re * s + im * c;
+                }
+            }
+        }
+    }
+}
+
+Dsv3Err dsv3_rope_forward_reference(float *x, const float *cos_table, const float *sin_table,
+                                    int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
+                                    int64_t head_stride) {
+    DSV3_CALL(check_apply_args(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    rotate_all(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride, 1.0f);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_rope_backward_reference(float *dx, const float *cos_table, const float *sin_table,
+                                     int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
+                                     int64_t head_stride) {
+    DSV3_CALL(check_apply_args(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    rotate_all(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride, -1.0f);
+    return DSV3_OK;
+}

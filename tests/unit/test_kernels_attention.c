@@ -1,0 +1,458 @@
+// Unit tests for the attention group of kernels: rope (tables, forward, backward) and
+// attention (forward, backward). The fast ops are compared with the reference ops on random
+// inputs of several shapes — odd sizes, one token, sequence lengths that are not a multiple
+// of any tile, with and without document masks — by relative error ‖fast − ref‖ / ‖ref‖; and
+// both reject bad arguments with a message that names the argument.
+//
+// Legend: B sequences, T positions, H heads, Dqk / Dv query-key / value head dims, R rotary
+// dims, L latent dims in front of k_pe (kv_lora_rank).
+#include <math.h>
+#include <omp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/core/alloc.h"
+#include "common/core/error.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_reference.h"
+
+// Fast vs reference, per tensor.
+#define TOLERANCE 1e-5
+// torchtitan's defaults for DeepSeek-V3's rotary embedding.
+#define ROPE_THETA 10000.0
+#define ROPE_FACTOR 40.0
+#define BETA_FAST 32.0
+#define BETA_SLOW 1.0
+
+static size_t start_bytes;
+
+static int record_start(void **state) {
+    (void)state;
+    dsv3_error_clear();
+    start_bytes = dsv3_alloc_current_bytes();
+    return 0;
+}
+
+static int check_nothing_leaked(void **state) {
+    (void)state;
+    size_t now = dsv3_alloc_current_bytes();
+    if (now != start_bytes) {
+        print_error("%zu bytes still counted after the test (started at %zu)\n", now, start_bytes);
+        return -1;
+    }
+    dsv3_error_clear();
+    return 0;
+}
+
+// ---- helpers ----
+
+static uint64_t rng_state;
+
+static float uniform(float lo, float hi) {
+    // xorshift64*: reproducible and the same on every platform.
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    uint64_t r = rng_state * 2685821657736338717ull;
+    return lo + (hi - lo) * (float)((double)(r >> 40) / (double)(1ull << 24));
+}
+
+static float *random_floats(int64_t n, float lo, float hi) {
+    float *x = NULL;
+    assert_int_equal(dsv3_alloc((void **)&x, (size_t)n * sizeof *x, "test tensor"), DSV3_OK);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = uniform(lo, hi);
+    return x;
+}
+
+static float *copy_floats(const float *x, int64_t n) {
+    float *y = NULL;
+    assert_int_equal(dsv3_alloc((void **)&y, (size_t)n * sizeof *y, "test copy"), DSV3_OK);
+    memcpy(y, x, (size_t)n * sizeof *y);
+    return y;
+}
+
+static double relative_error(const float *a, const float *b, int64_t n) {
+    double diff = 0.0, norm = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        diff += d * d;
+        norm += (double)b[i] * (double)b[i];
+    }
+    return norm == 0.0 ? sqrt(diff) : sqrt(diff / norm);
+}
+
+static void assert_close(const char *what, const float *fast, const float *ref, int64_t n) {
+    double err = relative_error(fast, ref, n);
+    print_message("%-28s relative error %.2e\n", what, err);
+    if (!(err <= TOLERANCE))
+        fail_msg("%s: relative error %.3e exceeds %.0e", what, err, TOLERANCE);
+}
+
+static void assert_usage_error(Dsv3Err err, const char *expected_words) {
+    assert_int_equal(err, DSV3_ERR_USAGE);
+    const char *msg = dsv3_error_message();
+    if (strstr(msg, expected_words) == NULL)
+        fail_msg("message '%s' does not mention '%s'", msg, expected_words);
+    dsv3_error_clear();
+}
+
+// Document ids as torchtitan derives them from EOS tokens: each id runs until (and including)
+// its EOS. Every position ends a document with probability 1 / mean_length.
+static int32_t *random_documents(int64_t B, int64_t T, int mean_length) {
+    int32_t *doc = NULL;
+    assert_int_equal(dsv3_alloc((void **)&doc, (size_t)(B * T) * sizeof *doc, "test docs"),
+                     DSV3_OK);
+    for (int64_t b = 0; b < B; b++) {
+        int32_t id = 0;
+        for (int64_t t = 0; t < T; t++) {
+            doc[b * T + t] = id;
+            if (uniform(0.0f, 1.0f) < 1.0f / (float)mean_length)
+                id++;
+        }
+    }
+    return doc;
+}
+
+// ---- rope ----
+
+static void check_tables(int64_t T, int64_t R, int64_t original_seq_len) {
+    const int64_t n = T * R / 2;
+    float *cf = random_floats(n, 0, 1), *sf = random_floats(n, 0, 1);
+    float *cr = random_floats(n, 0, 1), *sr = random_floats(n, 0, 1);
+    assert_int_equal(dsv3_rope_tables(cf, sf, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW,
+                                      original_seq_len),
+                     DSV3_OK);
+    assert_int_equal(dsv3_rope_tables_reference(cr, sr, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST,
+                                                BETA_SLOW, original_seq_len),
+                     DSV3_OK);
+    assert_close("cos", cf, cr, n);
+    assert_close("sin", sf, sr, n);
+    for (int64_t i = 0; i < n; i++) // a rotation: cos² + sin² = 1
+        assert_true(fabs((double)cf[i] * cf[i] + (double)sf[i] * sf[i] - 1.0) < 1e-6);
+    for (int64_t i = 0; i < R / 2; i++) { // position 0 does not rotate
+        assert_true(cf[i] == 1.0f && sf[i] == 0.0f);
+    }
+    dsv3_free(cf);
+    dsv3_free(sf);
+    dsv3_free(cr);
+    dsv3_free(sr);
+}
+
+static void test_rope_tables_match_reference(void **state) {
+    (void)state;
+    check_tables(1, 2, 4096); // one position, one pair
+    check_tables(7, 64, 4096); // no YaRN: T <= original_seq_len
+    check_tables(70, 64, 16); // YaRN, ramp inside the pairs
+    check_tables(129, 8, 32); // YaRN, correction range clamped to the dims
+    check_tables(33, 64, 32); // YaRN right past the original length
+}
+
+static void test_rope_tables_without_yarn_are_plain_frequencies(void **state) {
+    (void)state;
+    enum { T = 5, R = 8 };
+    float c[T * R / 2], s[T * R / 2];
+    assert_int_equal(dsv3_rope_tables(c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, T),
+                     DSV3_OK);
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < R / 2; i++) {
+            double angle = t * pow(ROPE_THETA, -2.0 * i / R);
+            assert_true(fabs(c[t * R / 2 + i] - cos(angle)) < 1e-7);
+            assert_true(fabs(s[t * R / 2 + i] - sin(angle)) < 1e-7);
+        }
+    }
+}
+
+static void test_rope_tables_with_yarn_slow_down_the_low_frequencies(void **state) {
+    (void)state;
+    // With original_seq_len 16 and R 64 the correction range is pairs [0, 4]: pair 0 keeps
+    // its frequency, the last pair is divided by the factor.
+    enum { T = 32, R = 64 };
+    float c[T * R / 2], s[T * R / 2];
+    assert_int_equal(
+        dsv3_rope_tables(c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, 16), DSV3_OK);
+    const int t = 3, last = R / 2 - 1;
+    assert_true(fabs(s[t * R / 2] - sin(3.0)) < 1e-7);
+    double slow = 3.0 * pow(ROPE_THETA, -2.0 * last / R) / ROPE_FACTOR;
+    assert_true(fabs(s[t * R / 2 + last] - sin(slow)) < 1e-7);
+}
+
+// q layout: x = q + (Dqk − R) inside (B, T, H, Dqk); k_pe layout: x = kv + L inside (B, T, L + R).
+static void check_rope(int64_t B, int64_t T, int64_t H, int64_t row_stride, int64_t head_stride,
+                       int64_t offset, int64_t R) {
+    const int64_t n = B * T * row_stride, pairs = R / 2;
+    float *c = NULL, *s = NULL; // (T, R/2)
+    assert_int_equal(dsv3_alloc((void **)&c, (size_t)(T * pairs) * sizeof *c, "cos"), DSV3_OK);
+    assert_int_equal(dsv3_alloc((void **)&s, (size_t)(T * pairs) * sizeof *s, "sin"), DSV3_OK);
+    assert_int_equal(dsv3_rope_tables(c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, 4),
+                     DSV3_OK);
+    float *x = random_floats(n, -2, 2);
+    float *fast = copy_floats(x, n), *ref = copy_floats(x, n);
+    assert_int_equal(dsv3_rope_forward(fast + offset, c, s, B, T, H, R, row_stride, head_stride),
+                     DSV3_OK);
+    assert_int_equal(
+        dsv3_rope_forward_reference(ref + offset, c, s, B, T, H, R, row_stride, head_stride),
+        DSV3_OK);
+    assert_close("rope forward", fast, ref, n);
+    // Channels outside the rotated slices are untouched.
+    for (int64_t row = 0; row < B * T; row++) {
+        for (int64_t j = 0; j < row_stride; j++) {
+            int64_t rel = j - offset, inside = 0;
+            for (int64_t h = 0; h < H; h++)
+                inside |= rel >= h * head_stride && rel < h * head_stride + R;
+            if (!inside)
+                assert_true(fast[row * row_stride + j] == x[row * row_stride + j]);
+        }
+    }
+    float *gfast = random_floats(n, -1, 1);
+    float *gref = copy_floats(gfast, n), *g = copy_floats(gfast, n);
+    assert_int_equal(dsv3_rope_backward(gfast + offset, c, s, B, T, H, R, row_stride, head_stride),
+                     DSV3_OK);
+    assert_int_equal(
+        dsv3_rope_backward_reference(gref + offset, c, s, B, T, H, R, row_stride, head_stride),
+        DSV3_OK);
+    assert_close("rope backward", gfast, gref, n);
+    // A rotation is orthogonal: backward undoes forward.
+    assert_int_equal(dsv3_rope_backward(fast + offset, c, s, B, T, H, R, row_stride, head_stride),
+                     DSV3_OK);
+    assert_close("rope backward after forward", fast, x, n);
+    // <forward(x), g> = <x, backward(g)>.
+    double lhs = 0.0, rhs = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        lhs += (double)ref[i] * g[i];
+        rhs += (double)x[i] * gref[i];
+    }
+    assert_true(fabs(lhs - rhs) <= 1e-5 * (fabs(lhs) + 1.0));
+    dsv3_free(c);
+    dsv3_free(s);
+    dsv3_free(x);
+    dsv3_free(fast);
+    dsv3_free(ref);
+    dsv3_free(gfast);
+    dsv3_free(gref);
+    dsv3_free(g);
+}
+
+static void test_rope_on_query_heads_matches_reference(void **state) {
+    (void)state;
+    // (B, T, H, Dqk) with the rotary part in the last R channels of every head.
+    check_rope(2, 7, 3, 3 * 24, 24, 24 - 8, 8);
+    check_rope(1, 1, 1, 24, 24, 24 - 8, 8);
+    check_rope(1, 70, 16, 16 * 192, 192, 192 - 64, 64);
+    check_rope(3, 5, 2, 2 * 2, 2, 0, 2); // every channel rotated, R = 2
+}
+
+static void test_rope_on_shared_key_matches_reference(void **state) {
+    (void)state;
+    // k_pe: the last R channels of (B, T, L + R), one head.
+    check_rope(2, 9, 1, 12 + 8, 0, 12, 8);
+    check_rope(1, 129, 1, 512 + 64, 64, 512, 64);
+}
+
+static void test_rope_rejects_bad_arguments(void **state) {
+    (void)state;
+    float c[8] = {0}, s[8] = {0}, x[64] = {0};
+    for (int ref = 0; ref < 2; ref++) {
+        Dsv3Err (*tables)(float *, float *, int64_t, int64_t, double, double, double, double,
+                          int64_t) = ref ? dsv3_rope_tables_reference : dsv3_rope_tables;
+        Dsv3Err (*fwd)(float *, const float *, const float *, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t) = ref ? dsv3_rope_forward_reference : dsv3_rope_forward;
+        Dsv3Err (*bwd)(float *, const float *, const float *, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t) = ref ? dsv3_rope_backward_reference : dsv3_rope_backward;
+        assert_usage_error(tables(c, s, 2, 3, 1e4, 40, 32, 1, 4), "R (rotary dims) must be even");
+        assert_usage_error(tables(c, s, 0, 4, 1e4, 40, 32, 1, 4), "T (positions)");
+        assert_usage_error(tables(c, s, 2, 4, 1.0, 40, 32, 1, 4), "theta");
+        assert_usage_error(tables(c, s, 2, 4, 1e4, 0, 32, 1, 4), "factor");
+        assert_usage_error(tables(c, s, 2, 4, 1e4, 40, 0, 1, 4), "beta_fast");
+        assert_usage_error(tables(c, s, 2, 4, 1e4, 40, 32, 1, 0), "original_seq_len");
+        assert_usage_error(tables(NULL, s, 2, 4, 1e4, 40, 32, 1, 4), "cos and sin");
+        assert_usage_error(fwd(NULL, c, s, 1, 2, 1, 4, 4, 4), "x must not be NULL");
+        assert_usage_error(fwd(x, c, NULL, 1, 2, 1, 4, 4, 4), "cos and sin");
+        assert_usage_error(fwd(x, c, s, 0, 2, 1, 4, 4, 4), "B, T, H");
+        assert_usage_error(fwd(x, c, s, 1, 2, 1, 5, 8, 8), "R (rotary dims)");
+        assert_usage_error(fwd(x, c, s, 1, 2, 2, 4, 8, 2), "head_stride");
+        assert_usage_error(bwd(x, c, s, 1, 2, 2, 4, 6, 4), "row_stride");
+    }
+}
+
+// ---- attention ----
+
+typedef struct {
+    int64_t B, T, H, Dqk, Dv;
+    int doc_mean_length; // 0: causal only
+} AttentionCase;
+
+static void run_attention(const AttentionCase *tc, int threads_for_fast) {
+    const int64_t B = tc->B, T = tc->T, H = tc->H, Dqk = tc->Dqk, Dv = tc->Dv;
+    const int64_t nqk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T;
+    const float scale = 1.0f / sqrtf((float)Dqk) * 1.3f; // an mscale-like factor on top
+    float *q = random_floats(nqk, -2, 2), *k = random_floats(nqk, -2, 2);
+    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
+    int32_t *doc = tc->doc_mean_length > 0 ? random_documents(B, T, tc->doc_mean_length) : NULL;
+    float *out_f = random_floats(nv, 0, 1), *out_r = random_floats(nv, 0, 1);
+    float *lse_f = random_floats(nl, 0, 1), *lse_r = random_floats(nl, 0, 1);
+    float *dq_f = random_floats(nqk, 0, 1), *dq_r = random_floats(nqk, 0, 1);
+    float *dk_f = random_floats(nqk, 0, 1), *dk_r = random_floats(nqk, 0, 1);
+    float *dv_f = random_floats(nv, 0, 1), *dv_r = random_floats(nv, 0, 1);
+
+    assert_int_equal(
+        dsv3_attention_forward_reference(out_r, lse_r, q, k, v, doc, B, T, H, Dqk, Dv, scale),
+        DSV3_OK);
+    assert_int_equal(dsv3_attention_backward_reference(dq_r, dk_r, dv_r, dout, q, k, v, out_r,
+                                                       lse_r, doc, B, T, H, Dqk, Dv, scale),
+                     DSV3_OK);
+    const int threads_before = omp_get_max_threads();
+    omp_set_num_threads(threads_for_fast);
+    Dsv3Err fwd = dsv3_attention_forward(out_f, lse_f, q, k, v, doc, B, T, H, Dqk, Dv, scale);
+    Dsv3Err bwd = dsv3_attention_backward(dq_f, dk_f, dv_f, dout, q, k, v, out_f, lse_f, doc, B, T,
+                                          H, Dqk, Dv, scale);
+    omp_set_num_threads(threads_before);
+    assert_int_equal(fwd, DSV3_OK);
+    assert_int_equal(bwd, DSV3_OK);
+    assert_close("out", out_f, out_r, nv);
+    assert_close("lse", lse_f, lse_r, nl);
+    assert_close("dq", dq_f, dq_r, nqk);
+    assert_close("dk", dk_f, dk_r, nqk);
+    assert_close("dv", dv_f, dv_r, nv);
+
+    float *all[] = {q, k, v, dout, out_f, out_r, lse_f, lse_r, dq_f, dq_r, dk_f, dk_r, dv_f, dv_r};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        dsv3_free(all[i]);
+    dsv3_free(doc);
+}
+
+static const AttentionCase causal_cases[] = {
+    {1, 1, 1, 24, 16, 0}, // one token: out = v
+    {2, 7, 3, 24, 16, 0}, // shorter than a tile
+    {1, 70, 2, 24, 16, 0}, // one full tile and a ragged one
+    {2, 129, 2, 24, 16, 0}, // ragged after two full tiles
+    {1, 64, 1, 5, 3, 0}, // exactly one tile, tiny odd head dims
+    {1, 130, 4, 192, 128, 0}, // MLA's head dims
+};
+
+static const AttentionCase document_cases[] = {
+    {1, 1, 1, 24, 16, 3},    {2, 7, 3, 24, 16, 3}, // several documents inside one tile
+    {1, 70, 2, 24, 16, 5},   {2, 129, 2, 24, 16, 40}, // documents that cross tiles
+    {2, 200, 1, 8, 8, 1000}, // mostly one document: like causal
+    {1, 257, 2, 24, 16, 20},
+};
+
+static void test_attention_causal_matches_reference(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof causal_cases / sizeof causal_cases[0]; i++)
+        run_attention(&causal_cases[i], 1);
+}
+
+static void test_attention_with_documents_matches_reference(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof document_cases / sizeof document_cases[0]; i++)
+        run_attention(&document_cases[i], 1);
+}
+
+static void test_attention_with_more_threads_than_heads_matches_reference(void **state) {
+    (void)state;
+    // B·H < threads takes the backward's two-pass schedule.
+    const AttentionCase cases[] = {
+        {1, 129, 1, 24, 16, 0}, {1, 200, 2, 24, 16, 30}, {1, 3, 1, 4, 4, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_attention(&cases[i], 3);
+}
+
+static void test_attention_does_not_depend_on_thread_count(void **state) {
+    (void)state;
+    enum { B = 1, T = 129, H = 2, Dqk = 16, Dv = 8 }; // T − 1 on a tile boundary
+    const int64_t nqk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T;
+    float *q = random_floats(nqk, -2, 2), *k = random_floats(nqk, -2, 2);
+    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
+    float *out[2], *lse[2], *dq[2], *dk[2], *dv[2];
+    const int threads_before = omp_get_max_threads();
+    for (int run = 0; run < 2; run++) {
+        out[run] = random_floats(nv, 0, 1);
+        lse[run] = random_floats(nl, 0, 1);
+        dq[run] = random_floats(nqk, 0, 1);
+        dk[run] = random_floats(nqk, 0, 1);
+        dv[run] = random_floats(nv, 0, 1);
+        omp_set_num_threads(run == 0 ? 1 : 4); // one schedule, then the other
+        assert_int_equal(
+            dsv3_attention_forward(out[run], lse[run], q, k, v, NULL, B, T, H, Dqk, Dv, 0.25f),
+            DSV3_OK);
+        assert_int_equal(dsv3_attention_backward(dq[run], dk[run], dv[run], dout, q, k, v, out[run],
+                                                 lse[run], NULL, B, T, H, Dqk, Dv, 0.25f),
+                         DSV3_OK);
+    }
+    omp_set_num_threads(threads_before);
+    assert_memory_equal(out[0], out[1], (size_t)nv * sizeof(float));
+    assert_memory_equal(lse[0], lse[1], (size_t)nl * sizeof(float));
+    assert_memory_equal(dq[0], dq[1], (size_t)nqk * sizeof(float));
+    assert_memory_equal(dk[0], dk[1], (size_t)nqk * sizeof(float));
+    assert_memory_equal(dv[0], dv[1], (size_t)nv * sizeof(float));
+    for (int run = 0; run < 2; run++) {
+        dsv3_free(out[run]);
+        dsv3_free(lse[run]);
+        dsv3_free(dq[run]);
+        dsv3_free(dk[run]);
+        dsv3_free(dv[run]);
+    }
+    dsv3_free(q);
+    dsv3_free(k);
+    dsv3_free(v);
+    dsv3_free(dout);
+}
+
+static void test_attention_of_one_token_copies_its_value(void **state) {
+    (void)state;
+    float q[4] = {1, 2, 3, 4}, k[4] = {4, 3, 2, 1}, v[2] = {0.5f, -7.0f}, out[2], lse[1];
+    assert_int_equal(dsv3_attention_forward(out, lse, q, k, v, NULL, 1, 1, 1, 4, 2, 0.5f), DSV3_OK);
+    assert_true(out[0] == 0.5f && out[1] == -7.0f);
+    assert_true(fabsf(lse[0] - 0.5f * 20.0f) < 1e-6f); // lse of one score is the score
+}
+
+static void test_attention_rejects_bad_arguments(void **state) {
+    (void)state;
+    float x[64] = {0}, lse[8] = {0};
+    for (int ref = 0; ref < 2; ref++) {
+        Dsv3Err (*fwd)(float *, float *, const float *, const float *, const float *,
+                       const int32_t *, int64_t, int64_t, int64_t, int64_t, int64_t, float) =
+            ref ? dsv3_attention_forward_reference : dsv3_attention_forward;
+        Dsv3Err (*bwd)(float *, float *, float *, const float *, const float *, const float *,
+                       const float *, const float *, const float *, const int32_t *, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, float) =
+            ref ? dsv3_attention_backward_reference : dsv3_attention_backward;
+        assert_usage_error(fwd(NULL, lse, x, x, x, NULL, 1, 2, 1, 4, 4, 0.5f), "must not be NULL");
+        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 0, 1, 4, 4, 0.5f), "B, T, H must be >= 1");
+        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 2, 1, 0, 4, 0.5f), "head dims");
+        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 2, 1, 4, 4, 0.0f), "scale");
+        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 2, 1, 4, 4, NAN), "scale");
+        assert_usage_error(bwd(x, x, x, x, x, x, x, x, NULL, NULL, 1, 2, 1, 4, 4, 0.5f),
+                           "must not be NULL");
+        assert_usage_error(bwd(x, x, x, x, x, x, x, x, lse, NULL, 1, 2, 1, 4, -1, 0.5f),
+                           "head dims");
+        assert_usage_error(bwd(x, x, x, x, x, x, x, x, lse, NULL, 1, 2, 1, 4, 4, -1.0f), "scale");
+    }
+}
+
+#define LEAK_CHECKED(test) cmocka_unit_test_setup_teardown(test, record_start, check_nothing_leaked)
+
+int main(void) {
+    rng_state = 0x9E3779B97F4A7C15ull;
+    const struct CMUnitTest tests[] = {
+        LEAK_CHECKED(test_rope_tables_match_reference),
+        LEAK_CHECKED(test_rope_tables_without_yarn_are_plain_frequencies),
+        LEAK_CHECKED(test_rope_tables_with_yarn_slow_down_the_low_frequencies),
+        LEAK_CHECKED(test_rope_on_query_heads_matches_reference),
+        LEAK_CHECKED(test_rope_on_shared_key_matches_reference),
+        LEAK_CHECKED(test_rope_rejects_bad_arguments),
+        LEAK_CHECKED(test_attention_causal_matches_reference),
+        LEAK_CHECKED(test_attention_with_documents_matches_reference),
+        LEAK_CHECKED(test_attention_with_more_threads_than_heads_matches_reference),
+        LEAK_CHECKED(test_attention_does_not_depend_on_thread_count),
+        LEAK_CHECKED(test_attention_of_one_token_copies_its_value),
+        LEAK_CHECKED(test_attention_rejects_bad_arguments),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
