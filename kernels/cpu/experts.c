@@ -1,1 +1,208 @@
-// experts.c: not written yet.
+// experts.c: routed experts (grouped SwiGLU FFNs), fast CPU version.
+//
+// Expert e owns the rows [offsets[e], offsets[e+1]) of xs; its products are OpenBLAS GEMMs on
+// those rows (torchtitan's _run_experts_for_loop), experts without rows are skipped.
+//
+// Two ways to use several threads, chosen per call:
+// - over experts: OpenMP hands whole experts to threads (dynamic, since experts get unequal
+//   rows) and each GEMM runs on one BLAS thread. Best when there are many experts with few
+//   rows each: such GEMMs are too small to split well, and one thread per expert keeps its
+//   weights in that core's cache.
+// - inside GEMMs: experts one after another, each GEMM threaded by BLAS, the elementwise
+//   SwiGLU by OpenMP. Best when there are fewer experts (with rows) than threads.
+// The measurements behind EXPERTS_MIN_PER_THREAD are in the speed notes of the kernels' docs.
+//
+// Legend: E experts, D model width, F expert hidden width, M routed rows (offsets[E]), m rows
+// of one expert.
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "common/core/alloc.h"
+#include "kernels/kernels.h"
+
+// After kernels.h: OpenBLAS's cblas.h pulls in <complex.h>, whose macro I would clash with the
+// parameter names of kernels.h.
+#include <cblas.h>
+#include <omp.h>
+
+// Experts with rows per thread from which threads take whole experts instead of sharing GEMMs.
+enum { EXPERTS_MIN_PER_THREAD = 2 };
+
+// Elements below which the elementwise SwiGLU of one expert stays on one thread.
+enum { EXPERTS_PARALLEL_MIN_ELEMENTS = 1 << 14 };
+
+static Dsv3Err experts_check(const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
+    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "experts: E = %" PRId64 ", expected E >= 1", E);
+    DSV3_CHECK(D >= 1 && D <= INT32_MAX, DSV3_ERR_USAGE,
+               "experts: D = %" PRId64 ", expected 1 <= D <= 2^31 - 1 (BLAS int)", D);
+    DSV3_CHECK(F >= 1 && F <= INT32_MAX, DSV3_ERR_USAGE,
+               "experts: F = %" PRId64 ", expected 1 <= F <= 2^31 - 1 (BLAS int)", F);
+    DSV3_CHECK(offsets != NULL, DSV3_ERR_USAGE, "experts: offsets is NULL");
+    DSV3_CHECK(offsets[0] == 0, DSV3_ERR_USAGE,
+               "experts: offsets[0] = %" PRId64 ", expected 0", offsets[0]);
+    for (int64_t e = 0; e < E; e++) {
+        DSV3_CHECK(offsets[e + 1] >= offsets[e], DSV3_ERR_USAGE,
+                   "experts: offsets[%" PRId64 "] = %" PRId64 " < offsets[%" PRId64 "] = %" PRId64
+                   ", expected offsets to be non-decreasing",
+                   e + 1, offsets[e + 1], e, offsets[e]);
+        DSV3_CHECK(offsets[e + 1] - offsets[e] <= INT32_MAX, DSV3_ERR_USAGE,
+                   "experts: expert %" PRId64 " has %" PRId64 " rows, more than a BLAS int holds",
+                   e, offsets[e + 1] - offsets[e]);
+    }
+    return DSV3_OK;
+}
+
+// Whether to hand whole experts to threads (else: thread the GEMMs); see the file comment.
+static int experts_split_over_experts(int64_t busy) {
+    const int threads = omp_get_max_threads();
+    return threads > 1 && busy >= (int64_t)threads * EXPERTS_MIN_PER_THREAD;
+}
+
+// Experts with rows, the busiest first (OpenMP's dynamic schedule then ends with the small ones,
+// which balances the threads best); *busy is their count.
+static Dsv3Err experts_schedule(int64_t **order, int64_t *busy, const int64_t *offsets,
+                                int64_t E) {
+    DSV3_CALL(dsv3_alloc((void **)order, (size_t)E * sizeof(int64_t), "experts schedule"));
+    int64_t n = 0;
+    for (int64_t e = 0; e < E; e++) {
+        const int64_t m = offsets[e + 1] - offsets[e];
+        if (m == 0) continue;
+        int64_t p = n++; // insertion by rows, descending; ties keep expert order
+        while (p > 0 && offsets[(*order)[p - 1] + 1] - offsets[(*order)[p - 1]] < m) {
+            (*order)[p] = (*order)[p - 1];
+            p--;
+        }
+        (*order)[p] = e;
+    }
+    *busy = n;
+    return DSV3_OK;
+}
+
+// g (m, F) = silu(h1) · h3.
+static void swiglu_rows(float *g, const float *h1, const float *h3, int64_t count, int threaded) {
+#pragma omp parallel for schedule(static) if (threaded && count >= EXPERTS_PARALLEL_MIN_ELEMENTS)
+    for (int64_t i = 0; i < count; i++) g[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
+}
+
+// From dg (m, F), the gradient of g = silu(h1) · h3: da (m, F) = dg · h3 · silu'(h1), in place
+// of dg, and db (m, F) = dg · silu(h1). silu'(a) = σ(a) (1 + a (1 − σ(a))).
+static void swiglu_rows_backward(float *dg_da, float *db, const float *h1, const float *h3,
+                                 int64_t count, int threaded) {
+#pragma omp parallel for schedule(static) if (threaded && count >= EXPERTS_PARALLEL_MIN_ELEMENTS)
+    for (int64_t i = 0; i < count; i++) {
+        const float a = h1[i], sig = 1.0f / (1.0f + expf(-a)), dg = dg_da[i];
+        db[i] = dg * a * sig;
+        dg_da[i] = dg * h3[i] * sig * (1.0f + a * (1.0f - sig));
+    }
+}
+
+// Forward of expert e on its m rows; g (m, F) is scratch.
+static void expert_forward(float *ys, float *h1, float *h3, float *g, const float *xs,
+                           const float *w1e, const float *w2e, const float *w3e, int64_t m,
+                           int64_t D, int64_t F, int threaded) {
+    const int im = (int)m, iD = (int)D, iF = (int)F;
+    // h1, h3 (m, F) = xs (m, D) · w (F, D)ᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iF, iD, 1.0f, xs, iD, w1e, iD, 0.0f,
+                h1, iF);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iF, iD, 1.0f, xs, iD, w3e, iD, 0.0f,
+                h3, iF);
+    swiglu_rows(g, h1, h3, m * F, threaded);
+    // ys (m, D) = g (m, F) · w2 (D, F)ᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iD, iF, 1.0f, g, iF, w2e, iF, 0.0f,
+                ys, iD);
+}
+
+// Backward of expert e on its m rows; ga, gb (m, F) are scratch.
+static void expert_backward(float *dxs, float *dw1e, float *dw2e, float *dw3e, float *ga,
+                            float *gb, const float *dys, const float *xs, const float *h1,
+                            const float *h3, const float *w1e, const float *w2e, const float *w3e,
+                            int64_t m, int64_t D, int64_t F, int threaded) {
+    const int im = (int)m, iD = (int)D, iF = (int)F;
+    // dw2 (D, F) += dysᵀ (D, m) · g (m, F), with g = silu(h1) · h3 recomputed in gb.
+    swiglu_rows(gb, h1, h3, m * F, threaded);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iD, iF, im, 1.0f, dys, iD, gb, iF, 1.0f,
+                dw2e, iF);
+    // dg (m, F) = dys (m, D) · w2 (D, F), in ga; then da in ga and db in gb (g is spent).
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iF, iD, 1.0f, dys, iD, w2e, iF,
+                0.0f, ga, iF);
+    swiglu_rows_backward(ga, gb, h1, h3, m * F, threaded);
+    // dw1, dw3 (F, D) += daᵀ, dbᵀ (F, m) · xs (m, D)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iF, iD, im, 1.0f, ga, iF, xs, iD, 1.0f,
+                dw1e, iD);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iF, iD, im, 1.0f, gb, iF, xs, iD, 1.0f,
+                dw3e, iD);
+    // dxs (m, D) = da (m, F) · w1 (F, D) + db (m, F) · w3 (F, D)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, ga, iF, w1e, iD,
+                0.0f, dxs, iD);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, gb, iF, w3e, iD,
+                1.0f, dxs, iD);
+}
+
+Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, const float *w1,
+                             const float *w2, const float *w3, const int64_t *offsets, int64_t E,
+                             int64_t D, int64_t F) {
+    DSV3_CALL(experts_check(offsets, E, D, F));
+    const int64_t M = offsets[E];
+    if (M == 0) return DSV3_OK;
+    DSV3_CHECK(ys && h1 && h3 && xs && w1 && w2 && w3, DSV3_ERR_USAGE,
+               "experts: ys, h1, h3, xs, w1, w2 and w3 must not be NULL");
+    Dsv3Err err = DSV3_OK;
+    float *g = NULL;         // (M, F) silu(h1) · h3
+    int64_t *sched = NULL;   // (busy) experts with rows, busiest first
+    int64_t busy = 0;
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&g, (size_t)(M * F) * sizeof(float), "experts hidden"));
+    DSV3_CALL_GOTO(err, done, experts_schedule(&sched, &busy, offsets, E));
+
+    const int over_experts = experts_split_over_experts(busy);
+    // Over experts: one BLAS thread per GEMM while OpenMP's threads each run their own experts.
+    const int blas_threads = openblas_get_num_threads();
+    if (over_experts) openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) if (over_experts)
+    for (int64_t i = 0; i < busy; i++) {
+        const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
+        expert_forward(ys + r * D, h1 + r * F, h3 + r * F, g + r * F, xs + r * D, w1 + e * F * D,
+                       w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
+    }
+    if (over_experts) openblas_set_num_threads(blas_threads);
+done:
+    dsv3_free(g);
+    dsv3_free(sched);
+    return err;
+}
+
+Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, const float *dys,
+                              const float *xs, const float *h1, const float *h3,
+                              const float *w1, const float *w2, const float *w3,
+                              const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
+    DSV3_CALL(experts_check(offsets, E, D, F));
+    const int64_t M = offsets[E];
+    if (M == 0) return DSV3_OK;
+    DSV3_CHECK(dxs && dw1 && dw2 && dw3 && dys && xs && h1 && h3 && w1 && w2 && w3,
+               DSV3_ERR_USAGE, "experts: no tensor of the backward may be NULL");
+    Dsv3Err err = DSV3_OK;
+    float *ga = NULL;       // (M, F) dg, then da
+    float *gb = NULL;       // (M, F) g, then db
+    int64_t *sched = NULL;  // (busy) experts with rows, busiest first
+    int64_t busy = 0;
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&ga, (size_t)(M * F) * sizeof(float), "experts dh1"));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&gb, (size_t)(M * F) * sizeof(float), "experts dh3"));
+    DSV3_CALL_GOTO(err, done, experts_schedule(&sched, &busy, offsets, E));
+
+    const int over_experts = experts_split_over_experts(busy);
+    const int blas_threads = openblas_get_num_threads();
+    if (over_experts) openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) if (over_experts)
+    for (int64_t i = 0; i < busy; i++) {
+        const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
+        expert_backward(dxs + r * D, dw1 + e * F * D, dw2 + e * D * F, dw3 + e * F * D,
+                        ga + r * F, gb + r * F, dys + r * D, xs + r * D, h1 + r * F, h3 + r * F,
+                        w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
+    }
+    if (over_experts) openblas_set_num_threads(blas_threads);
+done:
+    dsv3_free(ga);
+    dsv3_free(gb);
+    dsv3_free(sched);
+    return err;
+}

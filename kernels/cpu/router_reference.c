@@ -1,1 +1,192 @@
-// router_reference.c: not written yet.
+// router_reference.c: the MoE router (torchtitan's TokenChoiceTopKRouter), written for clarity.
+//
+// Forward, per token: scores = softmax or sigmoid of the logits; the choice looks at scores +
+// expert_bias, limited (when groups are on) to the best groups by the sum of their two best
+// biased scores; the top K of the choice are picked one at a time, each the largest not yet
+// picked. Ties go to the lower index (the first one met). The weights are the UNbiased scores
+// of the chosen experts, renormalised when route_norm, times route_scale.
+// Backward: from dweights through route_norm and the gather into dscores, then through
+// softmax / sigmoid into dlogits. The choice itself has no gradient.
+//
+// Legend: N tokens, E experts, K experts per token, G expert groups (E/G experts each), L
+// groups a token may use.
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/core/alloc.h"
+#include "kernels/kernels_reference.h"
+
+// torchtitan's route_norm adds this to the sum of a token's weights before dividing.
+static const double ROUTER_NORM_EPS = 1e-20;
+
+// Experts whose biased scores make up one group's score (torchtitan: the top 2 of the group).
+enum { ROUTER_GROUP_TOP = 2 };
+
+static Dsv3Err router_check_args(const Dsv3RouterArgs *args, int64_t N) {
+    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "router: args is NULL");
+    const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "router: N = %" PRId64 " tokens, expected N >= 0", N);
+    DSV3_CHECK(E > 0 && E <= INT32_MAX, DSV3_ERR_USAGE,
+               "router: num_experts = %" PRId64 ", expected 0 < num_experts <= 2^31 - 1", E);
+    DSV3_CHECK(K >= 1 && K <= E, DSV3_ERR_USAGE,
+               "router: top_k = %" PRId64 ", expected 1 <= top_k <= num_experts = %" PRId64, K, E);
+    DSV3_CHECK(G >= 0, DSV3_ERR_USAGE, "router: num_groups = %" PRId64 ", expected >= 0 (0: off)",
+               G);
+    if (G > 0) {
+        const int64_t L = args->num_limited_groups;
+        DSV3_CHECK(E % G == 0 && E / G >= ROUTER_GROUP_TOP, DSV3_ERR_USAGE,
+                   "router: num_groups = %" PRId64 " must divide num_experts = %" PRId64
+                   " into groups of at least %d experts",
+                   G, E, ROUTER_GROUP_TOP);
+        DSV3_CHECK(L >= 1 && L <= G, DSV3_ERR_USAGE,
+                   "router: num_limited_groups = %" PRId64
+                   ", expected 1 <= num_limited_groups <= num_groups = %" PRId64,
+                   L, G);
+        DSV3_CHECK(K <= L * (E / G), DSV3_ERR_USAGE,
+                   "router: top_k = %" PRId64 " exceeds the %" PRId64
+                   " experts of num_limited_groups = %" PRId64 " groups",
+                   K, L * (E / G), L);
+    }
+    DSV3_CHECK(args->sigmoid == 0 || args->sigmoid == 1, DSV3_ERR_USAGE,
+               "router: sigmoid = %d, expected 0 (softmax) or 1", args->sigmoid);
+    DSV3_CHECK(args->route_norm == 0 || args->route_norm == 1, DSV3_ERR_USAGE,
+               "router: route_norm = %d, expected 0 or 1", args->route_norm);
+    DSV3_CHECK(isfinite(args->route_scale), DSV3_ERR_USAGE,
+               "router: route_scale = %g, expected a finite number", (double)args->route_scale);
+    return DSV3_OK;
+}
+
+// Index of the largest value[i] with i in [0, n) and taken[i] == 0 (the lowest on ties), or −1.
+static int64_t argmax_untaken(const float *value, const unsigned char *taken, int64_t n) {
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (!taken[i] && (best < 0 || value[i] > value[best])) best = i;
+    return best;
+}
+
+Dsv3Err dsv3_router_forward_reference(float *scores, int32_t *topk_idx, float *weights,
+                                      int64_t *counts, const float *logits,
+                                      const float *expert_bias, int64_t N,
+                                      const Dsv3RouterArgs *args) {
+    DSV3_CALL(router_check_args(args, N));
+    const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
+    DSV3_CHECK(counts != NULL, DSV3_ERR_USAGE, "router: counts is NULL");
+    for (int64_t e = 0; e < E; e++) counts[e] = 0;
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(scores && topk_idx && weights && logits, DSV3_ERR_USAGE,
+               "router: scores, topk_idx, weights and logits must not be NULL");
+
+    Dsv3Err err = DSV3_OK;
+    float *choice = NULL;         // (E) biased scores of one token, −inf outside its groups
+    unsigned char *taken = NULL;  // (E) experts (or groups) already picked
+    float *group_score = NULL;    // (G)
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&choice, (size_t)E * sizeof(float), "router choice"));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&taken, (size_t)E, "router taken flags"));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&group_score, (size_t)(G > 0 ? G : 1) * sizeof(float),
+                                         "router group scores"));
+
+    for (int64_t n = 0; n < N; n++) {
+        const float *l = logits + n * E; // (E)
+        float *s = scores + n * E;       // (E)
+        if (args->sigmoid) {
+            for (int64_t e = 0; e < E; e++) s[e] = (float)(1.0 / (1.0 + exp(-(double)l[e])));
+        } else {
+            double max = l[0], sum = 0;
+            for (int64_t e = 1; e < E; e++) max = l[e] > max ? l[e] : max;
+            for (int64_t e = 0; e < E; e++) sum += exp((double)l[e] - max);
+            for (int64_t e = 0; e < E; e++) s[e] = (float)(exp((double)l[e] - max) / sum);
+        }
+        for (int64_t e = 0; e < E; e++) choice[e] = s[e] + (expert_bias ? expert_bias[e] : 0.0f);
+
+        if (G > 0) {
+            const int64_t per_group = E / G;
+            for (int64_t g = 0; g < G; g++) {
+                memset(taken, 0, (size_t)per_group);
+                float sum = 0;
+                for (int t = 0; t < ROUTER_GROUP_TOP; t++) {
+                    int64_t i = argmax_untaken(choice + g * per_group, taken, per_group);
+                    taken[i] = 1;
+                    sum += choice[g * per_group + i];
+                }
+                group_score[g] = sum;
+            }
+            memset(taken, 0, (size_t)G);
+            for (int64_t t = 0; t < args->num_limited_groups; t++)
+                taken[argmax_untaken(group_score, taken, G)] = 1; // taken = kept group
+            for (int64_t g = 0; g < G; g++)
+                if (!taken[g])
+                    for (int64_t i = 0; i < per_group; i++) choice[g * per_group + i] = -INFINITY;
+        }
+
+        memset(taken, 0, (size_t)E);
+        double sum = 0;
+        for (int64_t k = 0; k < K; k++) {
+            int64_t e = argmax_untaken(choice, taken, E);
+            taken[e] = 1;
+            topk_idx[n * K + k] = (int32_t)e;
+            weights[n * K + k] = s[e];
+            sum += s[e];
+            counts[e]++;
+        }
+        for (int64_t k = 0; k < K; k++) {
+            double w = weights[n * K + k];
+            if (args->route_norm) w /= sum + ROUTER_NORM_EPS;
+            weights[n * K + k] = (float)(w * args->route_scale);
+        }
+    }
+done:
+    dsv3_free(choice);
+    dsv3_free(taken);
+    dsv3_free(group_score);
+    return err;
+}
+
+Dsv3Err dsv3_router_backward_reference(float *dlogits, const float *dweights, const float *scores,
+                                       const int32_t *topk_idx, int64_t N,
+                                       const Dsv3RouterArgs *args) {
+    DSV3_CALL(router_check_args(args, N));
+    const int64_t E = args->num_experts, K = args->top_k;
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(dlogits && dweights && scores && topk_idx, DSV3_ERR_USAGE,
+               "router: dlogits, dweights, scores and topk_idx must not be NULL");
+    for (int64_t i = 0; i < N * K; i++)
+        DSV3_CHECK(topk_idx[i] >= 0 && topk_idx[i] < E, DSV3_ERR_USAGE,
+                   "router: topk_idx[%" PRId64 "][%" PRId64 "] = %" PRId32
+                   " is not an expert in [0, %" PRId64 ")",
+                   i / K, i % K, topk_idx[i], E);
+
+    Dsv3Err err = DSV3_OK;
+    double *dscores = NULL; // (E) gradient of one token's scores
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&dscores, (size_t)E * sizeof(double), "router dscores"));
+
+    for (int64_t n = 0; n < N; n++) {
+        const float *s = scores + n * E;      // (E)
+        const int32_t *idx = topk_idx + n * K; // (K)
+        const float *dw = dweights + n * K;   // (K)
+        // weights[k] = scale · s[idx[k]] / (S + eps) with S = Σ_j s[idx[j]] when route_norm.
+        double S = 0, dot = 0;
+        for (int64_t k = 0; k < K; k++) {
+            S += s[idx[k]];
+            dot += (double)dw[k] * s[idx[k]];
+        }
+        const double denom = S + ROUTER_NORM_EPS;
+        for (int64_t e = 0; e < E; e++) dscores[e] = 0;
+        for (int64_t k = 0; k < K; k++) {
+            double g = args->route_norm ? dw[k] / denom - dot / (denom * denom) : dw[k];
+            dscores[idx[k]] += g * args->route_scale;
+        }
+        float *dl = dlogits + n * E; // (E)
+        if (args->sigmoid) {
+            for (int64_t e = 0; e < E; e++) dl[e] = (float)(dscores[e] * s[e] * (1.0 - s[e]));
+        } else {
+            double inner = 0; // Σ_e dscores · s
+            for (int64_t e = 0; e < E; e++) inner += dscores[e] * s[e];
+            for (int64_t e = 0; e < E; e++) dl[e] = (float)(s[e] * (dscores[e] - inner));
+        }
+    }
+done:
+    dsv3_free(dscores);
+    return err;
+}
