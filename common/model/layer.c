@@ -1,0 +1,360 @@
+// layer: MLA, SwiGLU FFN and MoE composed from the kernels, with activation checkpointing.
+// Legend as in layer.h.
+#include "layer.h"
+
+#include <string.h>
+
+// ---- activations ----
+
+// Which buffers op-mode recomputes: norm outputs, SwiGLU products, gathered expert inputs.
+enum { KEEP = 0, RECOMPUTE = 1 };
+
+typedef struct {
+    int64_t N, D, H, Dqk, Dv, Q, C, R, I, E, K, M, F, Fs, B, T;
+} Dims;
+
+static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T) {
+    Dims d = {.N = B * T, .D = a->dim, .H = a->n_heads,
+              .Dqk = a->qk_nope_head_dim + a->qk_rope_head_dim, .Dv = a->v_head_dim,
+              .Q = a->q_lora_rank, .C = a->kv_lora_rank, .R = a->qk_rope_head_dim,
+              .I = a->inter_dim, .E = a->num_experts, .K = a->top_k, .F = a->moe_inter_dim,
+              .Fs = a->moe_inter_dim * a->num_shared_experts, .B = B, .T = T};
+    d.M = d.N * d.K;
+    return d;
+}
+
+// One activation buffer: a float/int32/int64 array of `count` elements, kept or recomputed.
+#define ACT_FLOAT(field, count, policy) DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count), sizeof(float), (policy), #field, acts, arena))
+#define ACT_I32(field, count, policy) DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count), sizeof(int32_t), (policy), #field, acts, arena))
+#define ACT_I64(field, count, policy) DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count), sizeof(int64_t), (policy), #field, acts, arena))
+
+static Dsv3Err act_buffer(void **field, void *shared_field, int64_t count, size_t size, int policy,
+                          const char *name, const Dsv3LayerActs *acts, Dsv3Arena *arena) {
+    int own = acts->mode == DSV3_AC_NONE || (acts->mode == DSV3_AC_OP && policy == KEEP);
+    if (!own && shared_field) {
+        *field = shared_field;
+        return DSV3_OK;
+    }
+    return dsv3_arena_calloc(arena, field, (size_t)(count > 0 ? count : 0), size, name);
+}
+
+Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
+                               const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
+                               int64_t B, int64_t T) {
+    DSV3_ASSERT(mode == DSV3_AC_NONE || shared);
+    Dims d = dims_of(args, B, T);
+    memset(acts, 0, sizeof *acts);
+    acts->mode = mode;
+    DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.N * d.D), sizeof(float), "layer input"));
+    ACT_FLOAT(xn, d.N * d.D, RECOMPUTE);
+    ACT_FLOAT(attn_rstd, d.N, KEEP);
+    if (d.Q > 0) {
+        ACT_FLOAT(qa, d.N * d.Q, KEEP);
+        ACT_FLOAT(qa_rstd, d.N, KEEP);
+        ACT_FLOAT(qn, d.N * d.Q, RECOMPUTE);
+    }
+    ACT_FLOAT(q, d.N * d.H * d.Dqk, KEEP);
+    ACT_FLOAT(kvc, d.N * d.C, KEEP);
+    ACT_FLOAT(kv_rstd, d.N, KEEP);
+    ACT_FLOAT(kvn, d.N * d.C, RECOMPUTE);
+    ACT_FLOAT(kpe, d.N * d.R, KEEP);
+    ACT_FLOAT(k, d.N * d.H * d.Dqk, KEEP);
+    ACT_FLOAT(v, d.N * d.H * d.Dv, KEEP);
+    ACT_FLOAT(o, d.N * d.H * d.Dv, KEEP);
+    ACT_FLOAT(lse, d.B * d.H * d.T, KEEP);
+    ACT_FLOAT(h, d.N * d.D, KEEP);
+    ACT_FLOAT(hn, d.N * d.D, RECOMPUTE);
+    ACT_FLOAT(ffn_rstd, d.N, KEEP);
+    // The shared set (moe < 0) serves dense and MoE layers alike.
+    int64_t hidden = moe > 0 ? d.Fs : (moe == 0 ? d.I : (d.I > d.Fs ? d.I : d.Fs));
+    if (hidden > 0) {
+        ACT_FLOAT(fa, d.N * hidden, KEEP);
+        ACT_FLOAT(fb, d.N * hidden, KEEP);
+        ACT_FLOAT(fg, d.N * hidden, RECOMPUTE);
+    }
+    if (moe != 0) {
+        ACT_FLOAT(logits, d.N * d.E, KEEP);
+        ACT_FLOAT(scores, d.N * d.E, KEEP);
+        ACT_FLOAT(weights, d.N * d.K, KEEP);
+        ACT_I32(topk, d.N * d.K, KEEP);
+        ACT_I64(counts, d.E, KEEP);
+        ACT_I32(order, d.M, KEEP);
+        ACT_I64(offsets, d.E + 1, KEEP);
+        ACT_FLOAT(xs, d.M * d.D, RECOMPUTE);
+        ACT_FLOAT(h1, d.M * d.F, KEEP);
+        ACT_FLOAT(h3, d.M * d.F, KEEP);
+        ACT_FLOAT(ys, d.M * d.D, KEEP);
+    }
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
+                                  int64_t B, int64_t T) {
+    Dims d = dims_of(args, B, T);
+    int64_t hidden = d.I > d.Fs ? d.I : d.Fs, nv = args->qk_nope_head_dim + d.Dv;
+    memset(s, 0, sizeof *s);
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->kva, d.N * (d.C + d.R), "scratch kva"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->kvb, d.N * d.H * nv, "scratch kvb"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dx, d.N * d.D, "scratch dx"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dh, d.N * d.D, "scratch dh"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dn, d.N * d.D, "scratch dn"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dq, d.N * d.H * d.Dqk, "scratch dq"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dk, d.N * d.H * d.Dqk, "scratch dk"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dv, d.N * d.H * d.Dv, "scratch dv"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->do_, d.N * d.H * d.Dv, "scratch do"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dkvb, d.N * d.H * nv, "scratch dkvb"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dkvn, d.N * d.C, "scratch dkvn"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dkvc, d.N * d.C, "scratch dkvc"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dkva, d.N * (d.C + d.R), "scratch dkva"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dqn, d.N * d.Q, "scratch dqn"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dqa, d.N * d.Q, "scratch dqa"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dfa, d.N * hidden, "scratch dfa"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dfb, d.N * hidden, "scratch dfb"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dfg, d.N * hidden, "scratch dfg"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ffn_out, d.N * d.D, "scratch ffn_out"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dlogits, d.N * d.E, "scratch dlogits"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dweights, d.N * d.K, "scratch dweights"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dxs, d.M * d.D, "scratch dxs"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dys, d.M * d.D, "scratch dys"));
+    return DSV3_OK;
+}
+
+// ---- local experts ----
+
+static Dsv3Err local_experts_forward(Dsv3Experts *self, const Dsv3ParamGroup *g, float *ys,
+                                     float *h1, float *h3, const float *xs,
+                                     const int64_t *offsets) {
+    (void)self;
+    const Dsv3Param *w1 = &g->params[DSV3_P_EXPERTS_W1];
+    return dsv3_experts_forward(ys, h1, h3, xs, w1->data, g->params[DSV3_P_EXPERTS_W2].data,
+                                g->params[DSV3_P_EXPERTS_W3].data, offsets, w1->shape[0],
+                                w1->shape[2], w1->shape[1]);
+}
+
+static Dsv3Err local_experts_backward(Dsv3Experts *self, Dsv3ParamGroup *g, float *dxs,
+                                      const float *dys, const float *xs, const float *h1,
+                                      const float *h3, const int64_t *offsets) {
+    (void)self;
+    Dsv3Param *w1 = &g->params[DSV3_P_EXPERTS_W1], *w2 = &g->params[DSV3_P_EXPERTS_W2],
+              *w3 = &g->params[DSV3_P_EXPERTS_W3];
+    return dsv3_experts_backward(dxs, w1->grad, w2->grad, w3->grad, dys, xs, h1, h3, w1->data,
+                                 w2->data, w3->data, offsets, w1->shape[0], w1->shape[2],
+                                 w1->shape[1]);
+}
+
+Dsv3Experts dsv3_local_experts = {local_experts_forward, local_experts_backward};
+
+// ---- forward ----
+
+static const float *P(const Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->params[slot].data; }
+
+static float *G(Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->params[slot].grad; }
+
+static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
+                                 const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
+                                 Dsv3LayerScratch *s) {
+    int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv;
+    float eps = (float)args->norm_eps;
+    if (d->Q > 0) {
+        DSV3_CALL(dsv3_linear_forward(a->qa, a->xn, P(g, DSV3_P_WQ_A), N, d->D, d->Q));
+        DSV3_CALL(dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), N, d->Q, eps));
+        DSV3_CALL(dsv3_linear_forward(a->q, a->qn, P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk));
+    } else {
+        DSV3_CALL(dsv3_linear_forward(a->q, a->xn, P(g, DSV3_P_WQ), N, d->D, d->H * d->Dqk));
+    }
+    DSV3_CALL(dsv3_rope_forward(a->q + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T, d->H, d->R,
+                                d->H * d->Dqk, d->Dqk));
+    // wkv_a gives the latent (N, C) and the shared rotary key (N, R) side by side.
+    DSV3_CALL(dsv3_linear_forward(s->kva, a->xn, P(g, DSV3_P_WKV_A), N, d->D, d->C + d->R));
+    for (int64_t n = 0; n < N; n++) {
+        memcpy(a->kvc + n * d->C, s->kva + n * (d->C + d->R), (size_t)d->C * sizeof(float));
+        memcpy(a->kpe + n * d->R, s->kva + n * (d->C + d->R) + d->C, (size_t)d->R * sizeof(float));
+    }
+    DSV3_CALL(dsv3_rope_forward(a->kpe, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R, d->R, d->R));
+    DSV3_CALL(dsv3_rmsnorm_forward(a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), N, d->C, eps));
+    DSV3_CALL(dsv3_linear_forward(s->kvb, a->kvn, P(g, DSV3_P_WKV_B), N, d->C, d->H * nv));
+    // k = [k_nope of each head, the shared k_pe]; v from the rest of wkv_b's output.
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t h = 0; h < d->H; h++) {
+            const float *src = s->kvb + (n * d->H + h) * nv;
+            float *k = a->k + (n * d->H + h) * d->Dqk;
+            memcpy(k, src, (size_t)nope * sizeof(float));
+            memcpy(k + nope, a->kpe + n * d->R, (size_t)d->R * sizeof(float));
+            memcpy(a->v + (n * d->H + h) * d->Dv, src + nope, (size_t)d->Dv * sizeof(float));
+        }
+    DSV3_CALL(dsv3_attention_forward(a->o, a->lse, a->q, a->k, a->v, ctx->doc, d->B, d->T, d->H,
+                                     d->Dqk, d->Dv, ctx->softmax_scale));
+    return DSV3_OK;
+}
+
+static Dsv3Err swiglu_ffn_forward(float *out, Dsv3LayerActs *a, const float *w1, const float *w2,
+                                  const float *w3, int64_t N, int64_t D, int64_t hidden) {
+    DSV3_CALL(dsv3_linear_forward(a->fa, a->hn, w1, N, D, hidden));
+    DSV3_CALL(dsv3_linear_forward(a->fb, a->hn, w3, N, D, hidden));
+    DSV3_CALL(dsv3_swiglu_forward(a->fg, a->fa, a->fb, N, hidden));
+    DSV3_CALL(dsv3_linear_forward(out, a->fg, w2, N, hidden, D));
+    return DSV3_OK;
+}
+
+static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
+                           const float *expert_bias, const Dsv3LayerContext *ctx) {
+    DSV3_CALL(dsv3_linear_forward(a->logits, a->hn, P(g, DSV3_P_GATE), d->N, d->D, d->E));
+    DSV3_CALL(dsv3_router_forward(a->scores, a->topk, a->weights, a->counts, a->logits,
+                                  expert_bias, d->N, &ctx->router));
+    DSV3_CALL(dsv3_moe_plan(a->order, a->offsets, a->topk, d->N, d->K, d->E));
+    DSV3_CALL(dsv3_moe_gather(a->xs, a->hn, a->order, d->M, d->K, d->D));
+    DSV3_CALL(ctx->experts->forward(ctx->experts, g, a->ys, a->h1, a->h3, a->xs, a->offsets));
+    if (d->Fs > 0)
+        DSV3_CALL(swiglu_ffn_forward(out, a, P(g, DSV3_P_SHARED_W1), P(g, DSV3_P_SHARED_W2),
+                                     P(g, DSV3_P_SHARED_W3), d->N, d->D, d->Fs));
+    else
+        memset(out, 0, (size_t)(d->N * d->D) * sizeof(float));
+    DSV3_CALL(dsv3_moe_combine_forward(out, a->ys, a->weights, a->order, d->N, d->K, d->D));
+    return DSV3_OK;
+}
+
+static void add(float *out, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const Dsv3ParamGroup *g,
+                           const Dsv3ModelArgs *args, const float *expert_bias,
+                           const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
+    Dims d = dims_of(args, ctx->B, ctx->T);
+    float eps = (float)args->norm_eps;
+    if (x != a->x) memcpy(a->x, x, (size_t)(d.N * d.D) * sizeof(float));
+    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d.N, d.D, eps));
+    DSV3_CALL(attention_forward(a, g, &d, args, ctx, s));
+    DSV3_CALL(dsv3_linear_forward(s->ffn_out, a->o, P(g, DSV3_P_WO), d.N, d.H * d.Dv, d.D));
+    add(a->h, a->x, s->ffn_out, d.N * d.D);
+    DSV3_CALL(dsv3_rmsnorm_forward(a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d.N, d.D, eps));
+    if (g->moe)
+        DSV3_CALL(moe_forward(s->ffn_out, a, g, &d, expert_bias, ctx));
+    else
+        DSV3_CALL(swiglu_ffn_forward(s->ffn_out, a, P(g, DSV3_P_FF_W1), P(g, DSV3_P_FF_W2),
+                                     P(g, DSV3_P_FF_W3), d.N, d.D, d.I));
+    add(out, a->h, s->ffn_out, d.N * d.D);
+    return DSV3_OK;
+}
+
+// ---- backward ----
+
+// op mode: rebuilds the element-wise buffers from the kept matmul outputs, by the same ops.
+static Dsv3Err recompute_elementwise(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
+                                     const Dsv3ModelArgs *args) {
+    float eps = (float)args->norm_eps;
+    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d->N, d->D, eps));
+    if (d->Q > 0)
+        DSV3_CALL(dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), d->N, d->Q, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), d->N, d->C, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d->N, d->D, eps));
+    int64_t hidden = g->moe ? d->Fs : d->I;
+    if (hidden > 0) DSV3_CALL(dsv3_swiglu_forward(a->fg, a->fa, a->fb, d->N, hidden));
+    if (g->moe) DSV3_CALL(dsv3_moe_gather(a->xs, a->hn, a->order, d->M, d->K, d->D));
+    return DSV3_OK;
+}
+
+// dn (N, D) gets (accumulate = 1: adds) the gradient of the FFN input from dout.
+static Dsv3Err swiglu_ffn_backward(float *dn, int accumulate, const float *dout, Dsv3LayerActs *a,
+                                   Dsv3ParamGroup *g, Dsv3ParamSlot w1, Dsv3ParamSlot w2,
+                                   Dsv3ParamSlot w3, int64_t N, int64_t D, int64_t hidden,
+                                   Dsv3LayerScratch *s) {
+    DSV3_CALL(dsv3_linear_backward(s->dfg, G(g, w2), dout, a->fg, P(g, w2), N, hidden, D, 0));
+    DSV3_CALL(dsv3_swiglu_backward(s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden));
+    DSV3_CALL(dsv3_linear_backward(dn, G(g, w1), s->dfa, a->hn, P(g, w1), N, D, hidden, accumulate));
+    DSV3_CALL(dsv3_linear_backward(dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1));
+    return DSV3_OK;
+}
+
+static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3ParamGroup *g,
+                            const Dims *d, const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
+    DSV3_CALL(dsv3_moe_combine_backward(s->dys, s->dweights, dout, a->ys, a->weights, a->order,
+                                        d->N, d->K, d->D));
+    DSV3_CALL(ctx->experts->backward(ctx->experts, g, s->dxs, s->dys, a->xs, a->h1, a->h3, a->offsets));
+    memset(dn, 0, (size_t)(d->N * d->D) * sizeof(float));
+    DSV3_CALL(dsv3_moe_gather_backward(dn, s->dxs, a->order, d->M, d->K, d->D));
+    DSV3_CALL(dsv3_router_backward(s->dlogits, s->dweights, a->scores, a->topk, d->N, &ctx->router));
+    DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_GATE), s->dlogits, a->hn, P(g, DSV3_P_GATE),
+                                   d->N, d->D, d->E, 1));
+    if (d->Fs > 0)
+        DSV3_CALL(swiglu_ffn_backward(dn, 1, dout, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W2,
+                                      DSV3_P_SHARED_W3, d->N, d->D, d->Fs, s));
+    return DSV3_OK;
+}
+
+// dn (N, D) = gradient of the attention input xn, from dy = s->dh (the gradient of wo's output).
+static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g, const Dims *d,
+                                  const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
+                                  Dsv3LayerScratch *s) {
+    int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
+    DSV3_CALL(dsv3_linear_backward(s->do_, G(g, DSV3_P_WO), s->dh, a->o, P(g, DSV3_P_WO), N,
+                                   d->H * d->Dv, d->D, 0));
+    DSV3_CALL(dsv3_attention_backward(s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o, a->lse,
+                                      ctx->doc, d->B, d->T, d->H, d->Dqk, d->Dv, ctx->softmax_scale));
+    // Undo the assembly of k and v: per-head k_nope and v go back to wkv_b's output; the
+    // shared k_pe receives the sum over heads.
+    for (int64_t n = 0; n < N; n++) {
+        float *dkpe = s->dkva + n * CR + d->C;
+        memset(dkpe, 0, (size_t)d->R * sizeof(float));
+        for (int64_t h = 0; h < d->H; h++) {
+            const float *dk = s->dk + (n * d->H + h) * d->Dqk;
+            float *dst = s->dkvb + (n * d->H + h) * nv;
+            memcpy(dst, dk, (size_t)nope * sizeof(float));
+            memcpy(dst + nope, s->dv + (n * d->H + h) * d->Dv, (size_t)d->Dv * sizeof(float));
+            for (int64_t r = 0; r < d->R; r++) dkpe[r] += dk[nope + r];
+        }
+    }
+    DSV3_CALL(dsv3_rope_backward(s->dkva + d->C, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R, CR, d->R));
+    DSV3_CALL(dsv3_linear_backward(s->dkvn, G(g, DSV3_P_WKV_B), s->dkvb, a->kvn, P(g, DSV3_P_WKV_B),
+                                   N, d->C, d->H * nv, 0));
+    DSV3_CALL(dsv3_rmsnorm_backward(s->dkvc, G(g, DSV3_P_KV_NORM), s->dkvn, a->kvc,
+                                    P(g, DSV3_P_KV_NORM), a->kv_rstd, N, d->C));
+    for (int64_t n = 0; n < N; n++)
+        memcpy(s->dkva + n * CR, s->dkvc + n * d->C, (size_t)d->C * sizeof(float));
+    DSV3_CALL(dsv3_rope_backward(s->dq + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T, d->H, d->R,
+                                 d->H * d->Dqk, d->Dqk));
+    if (d->Q > 0) {
+        DSV3_CALL(dsv3_linear_backward(s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn, P(g, DSV3_P_WQ_B), N,
+                                       d->Q, d->H * d->Dqk, 0));
+        DSV3_CALL(dsv3_rmsnorm_backward(s->dqa, G(g, DSV3_P_Q_NORM), s->dqn, a->qa,
+                                        P(g, DSV3_P_Q_NORM), a->qa_rstd, N, d->Q));
+        DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_WQ_A), s->dqa, a->xn, P(g, DSV3_P_WQ_A), N,
+                                       d->D, d->Q, 0));
+    } else {
+        DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_WQ), s->dq, a->xn, P(g, DSV3_P_WQ), N, d->D,
+                                       d->H * d->Dqk, 0));
+    }
+    DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_WKV_A), s->dkva, a->xn, P(g, DSV3_P_WKV_A), N,
+                                   d->D, CR, 1));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3ParamGroup *g,
+                            const Dsv3ModelArgs *args, const float *expert_bias,
+                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
+                            Dsv3LayerActs *shared) {
+    Dims d = dims_of(args, ctx->B, ctx->T);
+    int64_t ND = d.N * d.D;
+    if (a->mode == DSV3_AC_FULL) {
+        // Rerun the whole block into the shared buffers; its output is not needed.
+        DSV3_CALL(dsv3_layer_forward(s->dh, a->x, shared, g, args, expert_bias, ctx, s));
+        a = shared;
+    } else if (a->mode == DSV3_AC_OP) {
+        DSV3_CALL(recompute_elementwise(a, g, &d, args));
+    }
+    // out = h + ffn(ffn_norm(h)): dh = dout + ffn_norm' · ffn'(dout).
+    if (g->moe)
+        DSV3_CALL(moe_backward(s->dn, dout, a, g, &d, ctx, s));
+    else
+        DSV3_CALL(swiglu_ffn_backward(s->dn, 0, dout, a, g, DSV3_P_FF_W1, DSV3_P_FF_W2, DSV3_P_FF_W3,
+                                      d.N, d.D, d.I, s));
+    DSV3_CALL(dsv3_rmsnorm_backward(s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h, P(g, DSV3_P_FFN_NORM),
+                                    a->ffn_rstd, d.N, d.D));
+    add(s->dh, dout, s->dx, ND);
+    // h = x + wo · mla(attention_norm(x)).
+    DSV3_CALL(attention_backward(s->dn, a, g, &d, args, ctx, s));
+    DSV3_CALL(dsv3_rmsnorm_backward(s->dx, G(g, DSV3_P_ATTENTION_NORM), s->dn, a->x,
+                                    P(g, DSV3_P_ATTENTION_NORM), a->attn_rstd, d.N, d.D));
+    add(dx, s->dh, s->dx, ND);
+    return DSV3_OK;
+}
