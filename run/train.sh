@@ -12,7 +12,8 @@
 #              servers come on top
 # MPIEXEC      the launcher (default mpiexec); MPIEXEC_FLAGS are added to its command line
 # With --job.dry_run only the coordinator runs: it prints every rank's share of a job of NPROC
-# stage processes (any size) and exits. With parallelism.expert_server_launch = "join" the
+# stage processes (any size) and exits. DRY_RUN_LAUNCH=1 launches every process instead, which
+# also checks the launch and builds every communicator, then stops before training. With parallelism.expert_server_launch = "join" the
 # expert servers are not started here: start them with ./run/expert_servers.sh (same config).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -33,7 +34,7 @@ dry_run=0
 for a in "$@"; do
     case $a in --job.dry_run | --job.dry_run=true) dry_run=1 ;; esac
 done
-if [ $dry_run -eq 1 ]; then
+if [ $dry_run -eq 1 ] && [ "${DRY_RUN_LAUNCH:-0}" != 1 ]; then
     exec "$MPIEXEC" -n 1 ${MPIEXEC_FLAGS:-} "$bin/dsv3-coordinator" "${nproc_args[@]}" "${config_args[@]}"
 fi
 

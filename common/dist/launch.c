@@ -135,6 +135,23 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
     return DSV3_OK;
 }
 
+// What training implements so far: data parallelism (every stage rank holds the whole model)
+// with routed experts on the stage ranks, and the built-in or token-file datasets.
+static Dsv3Err check_trainable(const Dsv3Launch *launch) {
+    const Dsv3ParallelDims *d = &launch->topology.dims;
+    DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1 && launch->topology.n_expert == 0,
+               DSV3_ERR_CONFIG,
+               "training with pipeline_parallel_degree %" PRId64 ", tensor_parallel_degree %" PRId64
+               ", context_parallel_degree %" PRId64 " and %" PRId64 " expert servers is not "
+               "supported yet: training runs data parallel only (pp, tp, cp 1; "
+               "expert_parallel_degree 1). Start-up and --job.dry_run check every layout.",
+               d->pp, d->tp, d->cp, launch->topology.n_expert);
+    const char *dataset = launch->config.training.dataset;
+    DSV3_CHECK(strcmp(dataset, "text") != 0, DSV3_ERR_CONFIG,
+               "training.dataset = \"text\" is not supported yet: use \"synthetic\" or \"tokens\"");
+    return DSV3_OK;
+}
+
 // Start-up summary, printed by the coordinator.
 static void log_summary(const Dsv3Launch *launch, const Dsv3ParallelDims *dims, int64_t n_stage,
                         int64_t n_expert) {
@@ -319,6 +336,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     Dsv3ParallelDims dims = config_dims(&launch->config);
     Dsv3Err err = dsv3_topology_create(job, role, &dims, &launch->topology);
     if (err == DSV3_OK) err = check_batch(&launch->config, &launch->topology.dims);
+    if (err == DSV3_OK && !launch->config.job.dry_run) err = check_trainable(launch);
     int job_rank = 0;
     DSV3_MPI_CALL(MPI_Comm_rank(job, &job_rank));
     DSV3_MPI_CALL(MPI_Comm_free(&job));

@@ -3,7 +3,8 @@
 # printing the printed config again gives the same text, overrides included.
 source "$(dirname "$0")/lib.sh"
 extract() { sed -n '/^# effective config$/,/^# end of effective config$/p' "$1"; }
-run() { "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "$@" : -n 1 "$BIN/dsv3-stage"; }
+# Start-up only (--job.dry_run): the configs' models are far too big to train here.
+run() { "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "$@" --job.dry_run : -n 1 "$BIN/dsv3-stage"; }
 for conf in debug_model deepseek_v3_16b deepseek_v3_671b; do
     # One stage rank and no expert servers, whatever the file asks for.
     run --job.config_file "$CONF/$conf.toml" --parallelism.expert_parallel_degree 1 \

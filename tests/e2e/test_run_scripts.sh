@@ -8,8 +8,9 @@ train=$DSV3_SOURCE_ROOT/run/train.sh
 experts=$DSV3_SOURCE_ROOT/run/expert_servers.sh
 out=$WORK/train.out
 
-# MPMD: 1 coordinator + 4 stage ranks (dp_shard filled from NPROC = 2 × tp 2) + 2 expert servers.
-NPROC=4 timeout 120 "$train" --parallelism.tensor_parallel_degree 2 \
+# MPMD: 1 coordinator + 4 stage ranks (dp_shard filled from NPROC = 2 × tp 2) + 2 expert servers,
+# every process launched and every communicator built, stopping before training.
+DRY_RUN_LAUNCH=1 NPROC=4 timeout 120 "$train" --job.dry_run --parallelism.tensor_parallel_degree 2 \
     --parallelism.expert_parallel_degree 2 >"$out" 2>&1 || { cat "$out"; fail "train.sh failed"; }
 expect_in "$out" "-n 4 $BIN/dsv3-stage : -n 2 $BIN/dsv3-expert"
 expect_in "$out" "pp 1 × dp_replicate 1 × dp_shard 2 × cp 1 × tp 2 = 4 stage ranks; ep 2 → 2 expert servers (mpmd)"
@@ -22,9 +23,9 @@ expect_count "$out" "dry run: rank " 65
 
 # Joined expert servers: two jobs, one rendezvous.
 export DSV3_OMPI_SERVER_URI=$WORK/ompi-server.uri
-join=(--parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
+join=(--job.dry_run --parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
     --parallelism.pipeline_parallel_degree 2 --comm.init_timeout_seconds 60)
-NPROC=2 timeout 120 "$train" "${join[@]}" >"$out" 2>&1 &
+DRY_RUN_LAUNCH=1 NPROC=2 timeout 120 "$train" "${join[@]}" >"$out" 2>&1 &
 train_pid=$!
 NPROC=2 timeout 120 "$experts" "${join[@]}" >"$WORK/experts.out" 2>&1 || {
     cat "$WORK/experts.out"

@@ -1,0 +1,35 @@
+// optimizer: the end of a training step on one rank — clip, expert-bias update, AdamW.
+//
+// Runs after the step's gradients (and tokens per expert) are complete on this rank, i.e.
+// after any data-parallel reduction. In torchtitan's order: the global L2 norm of all
+// gradients; every gradient scaled by min(1, max_norm / (norm + 1e-6)) (clip_grad_norm_);
+// the aux-loss-free bias update of every MoE layer, expert_bias += δ − mean(δ) with
+// δ = load_balance_coeff · sign(mean(n) − n) from the step's tokens per expert n; AdamW on
+// every parameter; gradients and token counts cleared for the next step.
+// No MPI here.
+#ifndef DSV3_TRAIN_OPTIMIZER_H
+#define DSV3_TRAIN_OPTIMIZER_H
+
+#include <stdint.h>
+
+#include "common/core/error.h"
+#include "common/model/model.h"
+
+// torch.nn.utils.clip_grad_norm_'s guard against division by zero.
+#define DSV3_CLIP_EPS 1e-6
+
+typedef struct {
+    double lr;         // this step's learning rate (schedule applied)
+    float beta1, beta2, eps, weight_decay;
+    double max_norm;   // training.max_norm
+    int64_t step;      // 1-based, for AdamW's bias correction
+} Dsv3OptimizerStep;
+
+// Squared L2 norm of every gradient of the model, in double.
+double dsv3_optimizer_grad_sum_squares(Dsv3Model *m);
+
+// Clips with the global norm sqrt(sum_squares) (computed by the caller, possibly over several
+// ranks), updates expert biases, steps AdamW, clears gradients and counts.
+Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum_squares);
+
+#endif

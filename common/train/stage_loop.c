@@ -1,0 +1,129 @@
+// stage_loop: receive micro-batches, compute, reduce, step, report.
+#include "stage_loop.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/core/alloc.h"
+#include "common/core/log.h"
+#include "common/dist/mpi_check.h"
+#include "common/dist/tags.h"
+#include "common/model/model.h"
+#include "common/train/optimizer.h"
+#include "common/train/protocol.h"
+
+// Tokens per chunk of the fused output head + loss: bounds the logits held at once to
+// LOSS_CHUNK × vocab floats (129,280 × 1024 × 4 B = 0.5 GiB at the 671B vocabulary).
+enum { LOSS_CHUNK = 1024 };
+
+enum { COORDINATOR = 0 };
+
+Dsv3Err dsv3_stage_model_options(const Dsv3Config *cfg, int32_t eos_id, Dsv3ModelOptions *out) {
+    const char *mode = cfg->activation_checkpoint.mode;
+    const char *option = cfg->activation_checkpoint.selective_ac_option;
+    *out = (Dsv3ModelOptions){.batch = cfg->training.local_batch_size,
+                              .seq_len = cfg->training.seq_len, .eos_id = eos_id,
+                              .ac_mode = DSV3_AC_NONE, .loss_chunk = LOSS_CHUNK,
+                              .seed = (uint64_t)cfg->debug.seed};
+    if (strcmp(mode, "full") == 0) out->ac_mode = DSV3_AC_FULL;
+    else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0) out->ac_mode = DSV3_AC_OP;
+    else if (strcmp(mode, "selective") == 0) out->ac_every = strtoll(option, NULL, 10);
+    return DSV3_OK;
+}
+
+// Sums every gradient group and the tokens per expert over the data-parallel ranks.
+static Dsv3Err reduce_data_parallel(Dsv3Model *m, MPI_Comm dp) {
+    int size = 1;
+    DSV3_MPI_CALL(MPI_Comm_size(dp, &size));
+    if (size == 1) return DSV3_OK;
+    int n = 0;
+    Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
+    for (int g = 0; g < n; g++)
+        DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, groups[g].grad, (int)groups[g].numel, MPI_FLOAT, MPI_SUM, dp));
+    const Dsv3ModelArgs *a = dsv3_model_args(m);
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        int64_t *counts = dsv3_model_tokens_per_expert(m, l);
+        if (counts)
+            DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, counts, (int)a->num_experts, MPI_INT64_T, MPI_SUM, dp));
+    }
+    return DSV3_OK;
+}
+
+// One step on this rank; fills the report.
+static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3StepPlan *plan,
+                          int32_t *windows, int32_t *tokens, int32_t *labels, Dsv3StepReport *r) {
+    const Dsv3Config *cfg = &launch->config;
+    int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
+    memset(r, 0, sizeof *r);
+    for (int64_t i = 0; i < plan->micro_batches; i++) {
+        DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR, DSV3_TAG_BATCH,
+                               launch->topology.job, MPI_STATUS_IGNORE));
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(tokens + b * T, windows + b * (T + 1), (size_t)T * sizeof *tokens);
+            memcpy(labels + b * T, windows + b * (T + 1) + 1, (size_t)T * sizeof *labels);
+        }
+        double t0 = dsv3_log_seconds();
+        DSV3_CALL(dsv3_model_forward(m, tokens));
+        double t1 = dsv3_log_seconds();
+        double loss = 0;
+        int64_t n = 0;
+        DSV3_CALL(dsv3_model_backward(m, labels, (float)plan->grad_scale, &loss, &n));
+        r->seconds_forward += t1 - t0;
+        r->seconds_backward += dsv3_log_seconds() - t1;
+        r->loss_sum += loss;
+        r->n_labels += n;
+    }
+    double t0 = dsv3_log_seconds();
+    DSV3_CALL(reduce_data_parallel(m, launch->topology.dp));
+    double t1 = dsv3_log_seconds();
+    double sum_squares = dsv3_optimizer_grad_sum_squares(m);
+    Dsv3OptimizerStep step = {.lr = plan->lr, .beta1 = (float)cfg->optimizer.beta1,
+                              .beta2 = (float)cfg->optimizer.beta2, .eps = (float)cfg->optimizer.eps,
+                              .weight_decay = (float)cfg->optimizer.weight_decay,
+                              .max_norm = cfg->training.max_norm, .step = plan->step};
+    DSV3_CALL(dsv3_optimizer_step(m, &step, sum_squares));
+    r->grad_norm = sqrt(sum_squares);
+    r->seconds_reduce = t1 - t0;
+    r->seconds_optimizer = dsv3_log_seconds() - t1;
+    r->bytes_current = (int64_t)dsv3_alloc_current_bytes();
+    r->bytes_peak = (int64_t)dsv3_alloc_peak_bytes();
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
+    const Dsv3Config *cfg = &launch->config;
+    int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
+    MPI_Comm job = launch->topology.job;
+    Dsv3StepPlan plan; // the start plan (step 0) carries the EOS id
+    DSV3_MPI_CALL(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
+    Dsv3ModelOptions opt;
+    DSV3_CALL(dsv3_stage_model_options(cfg, plan.eos_id, &opt));
+    double t0 = dsv3_log_seconds();
+    Dsv3Model *m = NULL;
+    int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
+    Dsv3Err err = DSV3_OK;
+    DSV3_CALL_GOTO(err, done, dsv3_model_create(&m, &launch->model, &opt));
+    DSV3_LOG_DEBUG("model built and initialised in %.2f s", dsv3_log_seconds() - t0);
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&windows, (size_t)(B * (T + 1)) * sizeof *windows, "token windows"));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&tokens, (size_t)(B * T) * sizeof *tokens, "tokens"));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&labels, (size_t)(B * T) * sizeof *labels, "labels"));
+    // Ready: the first step's clock starts when every rank is here. (An Ibarrier, because the
+    // coordinator's is one: blocking and non-blocking collectives do not match each other.)
+    MPI_Request ready;
+    DSV3_MPI_CALL_GOTO(err, done, MPI_Ibarrier(job, &ready));
+    DSV3_MPI_CALL_GOTO(err, done, MPI_Wait(&ready, MPI_STATUS_IGNORE));
+    DSV3_MPI_CALL_GOTO(err, done, MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
+    while (!plan.stop) {
+        Dsv3StepReport report;
+        DSV3_CALL_GOTO(err, done, stage_step(m, launch, &plan, windows, tokens, labels, &report));
+        DSV3_MPI_CALL_GOTO(err, done, MPI_Send(&report, sizeof report, MPI_BYTE, COORDINATOR, DSV3_TAG_REPORT, job));
+        DSV3_MPI_CALL_GOTO(err, done, MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
+    }
+done:
+    dsv3_free(windows);
+    dsv3_free(tokens);
+    dsv3_free(labels);
+    dsv3_model_destroy(m);
+    return err;
+}
