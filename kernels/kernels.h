@@ -12,7 +12,7 @@
 //
 // This library knows nothing of the model: no layer, no config, no MPI.
 //
-// Legend: N tokens (B × T), B sequences, T positions, D model width, I/O linear in/out
+// Legend: N tokens (B × T), B sequences, T positions, D model width, In/Out linear in/out
 // features, V vocabulary, H heads, Dqk / Dv query-key / value head dims, R rotary dims,
 // E experts, K experts per token, F expert hidden width, M = N × K routed rows.
 #ifndef DSV3_KERNELS_KERNELS_H
@@ -45,13 +45,13 @@ Dsv3Err dsv3_rmsnorm_backward(float *dx, float *dweight, const float *dout, cons
 
 // ---- linear (no bias; torch.nn.Linear's weight layout) ----
 
-// out (N, O) = x (N, I) · weight (O, I)ᵀ.
-Dsv3Err dsv3_linear_forward(float *out, const float *x, const float *weight, int64_t N, int64_t I,
-                            int64_t O);
-// dx (N, I) = dout (N, O) · weight, written (or added when accumulate_dx; skipped when dx is
-// NULL); dweight (O, I) += doutᵀ · x.
+// out (N, Out) = x (N, In) · weight (Out, In)ᵀ.
+Dsv3Err dsv3_linear_forward(float *out, const float *x, const float *weight, int64_t N, int64_t In,
+                            int64_t Out);
+// dx (N, In) = dout (N, Out) · weight, written (or added when accumulate_dx; skipped when dx is
+// NULL); dweight (Out, In) += doutᵀ · x.
 Dsv3Err dsv3_linear_backward(float *dx, float *dweight, const float *dout, const float *x,
-                             const float *weight, int64_t N, int64_t I, int64_t O,
+                             const float *weight, int64_t N, int64_t In, int64_t Out,
                              int accumulate_dx);
 
 // ---- rotary embedding on interleaved pairs, with YaRN ----

@@ -24,10 +24,10 @@ Dsv3Err dsv3_rmsnorm_backward_reference(float *dx, float *dweight, const float *
 
 // ---- linear (no bias; torch.nn.Linear's weight layout) ----
 
-Dsv3Err dsv3_linear_forward_reference(float *out, const float *x, const float *weight, int64_t N, int64_t I,
-                            int64_t O);
+Dsv3Err dsv3_linear_forward_reference(float *out, const float *x, const float *weight, int64_t N, int64_t In,
+                            int64_t Out);
 Dsv3Err dsv3_linear_backward_reference(float *dx, float *dweight, const float *dout, const float *x,
-                             const float *weight, int64_t N, int64_t I, int64_t O,
+                             const float *weight, int64_t N, int64_t In, int64_t Out,
                              int accumulate_dx);
 
 // ---- rotary embedding on interleaved pairs, with YaRN ----

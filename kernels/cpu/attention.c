@@ -26,8 +26,7 @@
 // doc (B, T) document ids, or NULL for plain causal. Query t sees key s when s ≤ t and
 // doc[b, s] == doc[b, t].
 #include <cblas.h>
-// cblas.h pulls in complex.h, whose macro I would clash with kernels.h's parameter names.
-#undef I
+
 #include <limits.h>
 #include <math.h>
 #include <omp.h>

@@ -13,9 +13,7 @@
 //
 // Legend: N tokens, D model width, V vocabulary, C rows of one chunk (C ≤ chunk).
 #include <cblas.h>
-// OpenBLAS's header pulls in <complex.h>, whose macro I (the imaginary unit) would replace the
-// size I of kernels.h; nothing here uses complex numbers.
-#undef I
+
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
