@@ -45,13 +45,12 @@ Run as a script, it checks itself (gradcheck, accumulation, LR schedule).
 
 import argparse
 import dataclasses
-import functools
 import inspect
 import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F

@@ -11,17 +11,18 @@ uses. The file list is in README.md beside this script.
 Routing is discontinuous: a float32 implementation may pick another expert where two candidate
 scores (or group scores) are closer than its rounding. The writer therefore tries seeds from
 --seed on and keeps the first whose smallest routing margin, over every forward of the case, is
-at least --min-margin; the margin it got is printed and stored in info.json.
+at least --min-margin; the margin it got is printed and stored in info.json. Measured
+float32-vs-float64 differences of the routing scores in these cases are 3-8e-8 (`--twin` checks
+that a float32 run routes every token the same way), far below the default 2e-6.
 """
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional
+from dataclasses import asdict, dataclass
+from typing import Dict
 
 import numpy as np
 import torch
