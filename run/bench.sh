@@ -25,7 +25,7 @@ dsv3_ensure_build "$DSV3_BUILD_DIR" -Dcuda=auto
 bench=$DSV3_BUILD_DIR/tests/bench/bench_step
 
 for t in $threads; do
-    export OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t
+    export OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
     args=(--seq_len "$seq_len" --batch "$batch" --steps "$steps" --threads "$t")
     ours=$("$bench" "${args[@]}")
     theirs=$("$DSV3_VENV/bin/python" "$DSV3_ROOT/tests/reference/bench_torch.py" "${args[@]}")

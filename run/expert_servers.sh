@@ -44,7 +44,9 @@ threads=$((cores / expert_procs))
 [ $threads -ge 1 ] || threads=1
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} # idle OpenMP threads leave cores to BLAS
 flags=()
+case " ${MPIEXEC_FLAGS:-} " in *" --bind-to "* | *" --map-by "*) ;; *) flags+=(--bind-to none) ;; esac
 if [ -z "${SLURM_JOB_ID:-}" ] && [ "$expert_procs" -gt "$cores" ]; then flags+=(--oversubscribe); fi
 cmd=("$MPIEXEC" "${flags[@]}" --ompi-server "file:$uri" ${MPIEXEC_FLAGS:-} -n "$expert_procs"
     "$bin/dsv3-expert" --join "$service" --join-timeout "$timeout")

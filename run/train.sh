@@ -54,8 +54,13 @@ threads=$((cores / compute_ranks))
 [ $threads -ge 1 ] || threads=1
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+# Idle OpenMP threads must sleep, not spin: OpenBLAS's own threads need those cores.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 flags=()
+# OpenMPI binds each rank to one core by default, which would leave a rank's BLAS threads
+# sharing that core; unbind unless the user chose a mapping.
+case " ${MPIEXEC_FLAGS:-} " in *" --bind-to "* | *" --map-by "*) ;; *) flags+=(--bind-to none) ;; esac
 total=$((1 + compute_ranks))
 if [ -z "${SLURM_JOB_ID:-}" ] && [ $total -gt "$cores" ]; then flags+=(--oversubscribe); fi
 

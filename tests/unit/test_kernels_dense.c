@@ -294,8 +294,8 @@ static void test_linear_matches_reference(void **state) {
 static void test_linear_rejects_bad_arguments(void **state) {
     (void)state;
     float *x = floats(12), *w = floats(12), *out = floats(12);
-    expect_error(dsv3_linear_forward(out, x, w, 2, 0, 3), "I = 0");
-    expect_error(dsv3_linear_forward_reference(out, x, w, 2, 3, 0), "O = 0");
+    expect_error(dsv3_linear_forward(out, x, w, 2, 0, 3), "In = 0");
+    expect_error(dsv3_linear_forward_reference(out, x, w, 2, 3, 0), "Out = 0");
     expect_error(dsv3_linear_forward(out, x, w, -1, 3, 3), "N = -1");
     expect_error(dsv3_linear_forward(out, x, w, (int64_t)1 << 32, 3, 3), "N = 4294967296");
     expect_error(dsv3_linear_forward(out, NULL, w, 2, 3, 3), "NULL");
