@@ -86,6 +86,18 @@ Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *do
                                 const float *out, const float *lse, const int32_t *doc,
                                 int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
                                 float scale);
+// The same, trading memory for time: forward keeps the scaled, masked scores of the tiles it
+// visits in scores (B, H, T, T) and backward reads them instead of recomputing q·kᵀ. Same
+// results, bit for bit; worth it while B·H·T² floats fit comfortably in memory.
+Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, const float *q,
+                                      const float *k, const float *v, const int32_t *doc,
+                                      int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
+                                      float scale);
+Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const float *dout,
+                                       const float *q, const float *k, const float *v,
+                                       const float *out, const float *lse, const float *scores,
+                                       const int32_t *doc, int64_t B, int64_t T, int64_t H,
+                                       int64_t Dqk, int64_t Dv, float scale);
 
 // ---- SwiGLU gate: h = silu(a) · b, with a = w1 x and b = w3 x ----
 

@@ -62,6 +62,8 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
     ACT_FLOAT(v, d.N * d.H * d.Dv, KEEP);
     ACT_FLOAT(o, d.N * d.H * d.Dv, KEEP);
     ACT_FLOAT(lse, d.B * d.H * d.T, KEEP);
+    if (d.B * d.H * d.T * d.T * (int64_t)sizeof(float) <= DSV3_ATTENTION_SCORES_MAX_BYTES)
+        ACT_FLOAT(attn_scores, d.B * d.H * d.T * d.T, KEEP);
     ACT_FLOAT(h, d.N * d.D, KEEP);
     ACT_FLOAT(hn, d.N * d.D, RECOMPUTE);
     ACT_FLOAT(ffn_rstd, d.N, KEEP);
@@ -182,8 +184,8 @@ static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, cons
             memcpy(k + nope, a->kpe + n * d->R, (size_t)d->R * sizeof(float));
             memcpy(a->v + (n * d->H + h) * d->Dv, src + nope, (size_t)d->Dv * sizeof(float));
         }
-    DSV3_CALL(dsv3_attention_forward(a->o, a->lse, a->q, a->k, a->v, ctx->doc, d->B, d->T, d->H,
-                                     d->Dqk, d->Dv, ctx->softmax_scale));
+    DSV3_CALL(dsv3_attention_forward_cached(a->o, a->lse, a->attn_scores, a->q, a->k, a->v, ctx->doc,
+                                            d->B, d->T, d->H, d->Dqk, d->Dv, ctx->softmax_scale));
     return DSV3_OK;
 }
 
@@ -289,8 +291,9 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
     int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
     DSV3_CALL(dsv3_linear_backward(s->do_, G(g, DSV3_P_WO), s->dh, a->o, P(g, DSV3_P_WO), N,
                                    d->H * d->Dv, d->D, 0));
-    DSV3_CALL(dsv3_attention_backward(s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o, a->lse,
-                                      ctx->doc, d->B, d->T, d->H, d->Dqk, d->Dv, ctx->softmax_scale));
+    DSV3_CALL(dsv3_attention_backward_cached(s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o,
+                                             a->lse, a->attn_scores, ctx->doc, d->B, d->T, d->H, d->Dqk,
+                                             d->Dv, ctx->softmax_scale));
     // Undo the assembly of k and v: per-head k_nope and v go back to wkv_b's output; the
     // shared k_pe receives the sum over heads.
     for (int64_t n = 0; n < N; n++) {

@@ -29,6 +29,10 @@
 
 typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 
+// Attention keeps its scores for backward (saving a q·kᵀ recomputation) while they take at
+// most this many bytes per layer: short sequences yes, long ones no.
+#define DSV3_ATTENTION_SCORES_MAX_BYTES (64LL << 20)
+
 // Shared by every layer of a model for one micro-batch shape.
 typedef struct {
     int64_t B, T;            // micro-batch: B sequences of T tokens
@@ -53,6 +57,7 @@ typedef struct {
     float *k, *v;             // (N, H, Dqk), (N, H, Dv)
     float *o;                 // (N, H, Dv) attention output
     float *lse;               // (B, H, T)
+    float *attn_scores;       // (B, H, T, T) attention scores kept for backward, or NULL
     float *h;                 // (N, D) residual after attention
     // FFN block
     float *hn, *ffn_rstd;     // (N, D), (N): ffn_norm

@@ -8,7 +8,8 @@
 // Key blocks that the mask hides entirely are skipped; only tiles that the mask cuts are
 // masked element by element.
 //
-// Backward: the probabilities are recomputed from the saved lse, P = exp(S − lse), with
+// Backward: the probabilities are recomputed from the saved lse, P = exp(S − lse) — from the
+// scores themselves when the caller kept them (the _cached variants: no q·kᵀ again), with
 // delta_t = dout_t · out_t, dP = dout vᵀ and dS = P ⊙ (dP − delta); then dv += Pᵀ dout,
 // dk += scale dSᵀ q, dq += scale dS k, accumulated by sgemm straight into the outputs.
 // When the (sequence, head) pairs share out evenly enough over the threads, each thread owns
@@ -221,10 +222,15 @@ static void online_softmax_tile(float *s, float *o, float *m, float *l, int64_t 
     }
 }
 
-static void forward_query_block(float *out, float *lse, const float *q, const float *k,
-                                const float *v, const int32_t *doc, int64_t b, int64_t h,
-                                int64_t qb, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                float scale, float *scratch) {
+// The scaled, masked scores of visible tiles, kept for backward: cache (B, H, T, T).
+static float *cache_row(float *cache, int64_t b, int64_t h, int64_t t, int64_t H, int64_t T) {
+    return cache + ((b * H + h) * T + t) * T;
+}
+
+static void forward_query_block(float *out, float *lse, float *cache, const float *q,
+                                const float *k, const float *v, const int32_t *doc, int64_t b,
+                                int64_t h, int64_t qb, int64_t T, int64_t H, int64_t Dqk,
+                                int64_t Dv, float scale, float *scratch) {
     float *s = scratch; // (BQ, BK)
     float *o = s + BLOCK_Q * BLOCK_K; // (BQ, Dv)
     float *m = o + BLOCK_Q * Dv; // (BQ)
@@ -243,6 +249,10 @@ static void forward_query_block(float *out, float *lse, const float *q, const fl
         const int64_t nk = min_i64(BLOCK_K, T - k0);
         if (!score_tile(s, q, k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk, scale))
             continue;
+        if (cache)
+            for (int64_t i = 0; i < nq; i++)
+                memcpy(cache_row(cache, b, h, q0 + i, H, T) + k0, s + i * BLOCK_K,
+                       (size_t)nk * sizeof *s);
         online_softmax_tile(s, o, m, l, nq, nk, Dv);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)Dv, (int)nk, 1.0f, s,
                     BLOCK_K, v + ((b * T + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o, (int)Dv);
@@ -260,6 +270,13 @@ static void forward_query_block(float *out, float *lse, const float *q, const fl
 Dsv3Err dsv3_attention_forward(float *out, float *lse, const float *q, const float *k,
                                const float *v, const int32_t *doc, int64_t B, int64_t T, int64_t H,
                                int64_t Dqk, int64_t Dv, float scale) {
+    return dsv3_attention_forward_cached(out, lse, NULL, q, k, v, doc, B, T, H, Dqk, Dv, scale);
+}
+
+Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, const float *q,
+                                      const float *k, const float *v, const int32_t *doc,
+                                      int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
+                                      float scale) {
     DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
                "attention forward: out, lse, q, k, v must not be NULL");
     DSV3_CALL(check_dims(B, T, H, Dqk, Dv, scale));
@@ -275,8 +292,8 @@ Dsv3Err dsv3_attention_forward(float *out, float *lse, const float *q, const flo
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; task++) {
         const int64_t qb = blocks - 1 - task % blocks, bh = task / blocks;
-        forward_query_block(out, lse, q, k, v, doc, bh / H, bh % H, qb, T, H, Dqk, Dv, scale,
-                            scratch + omp_get_thread_num() * per_thread);
+        forward_query_block(out, lse, scores, q, k, v, doc, bh / H, bh % H, qb, T, H, Dqk, Dv,
+                            scale, scratch + omp_get_thread_num() * per_thread);
     }
     blas_threads_leave(saved);
     dsv3_free(scratch);
@@ -291,6 +308,8 @@ static int64_t backward_scratch_floats(void) { return 2 * BLOCK_Q * BLOCK_K; }
 typedef struct {
     float *dq, *dk, *dv;
     const float *dout, *q, *k, *v, *lse, *delta;
+    const float *scores; // (B, H, T, T) kept by the forward, or NULL: recompute
+
     const int32_t *doc;
     int64_t T, H, Dqk, Dv;
     float scale;
@@ -322,8 +341,16 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
     int32_t q_lo = 0, q_hi = 0;
     if (doc_b != NULL)
         doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
-    if (!score_tile(p, a->q, a->k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk, a->scale))
+    if (a->scores) {
+        if (tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi) == TILE_HIDDEN)
+            return;
+        for (int64_t i = 0; i < nq; i++)
+            memcpy(p + i * BLOCK_K, cache_row((float *)a->scores, b, h, q0 + i, H, T) + k0,
+                   (size_t)nk * sizeof *p);
+    } else if (!score_tile(p, a->q, a->k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk,
+                           a->scale)) {
         return;
+    }
     const float *lse_q = a->lse + (b * H + h) * T + q0; // (nq)
     const float *delta_q = a->delta + (b * H + h) * T + q0; // (nq)
     const int ldqk = (int)(H * Dqk), ldv = (int)(H * Dv);
@@ -363,6 +390,15 @@ Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *do
                                 const float *k, const float *v, const float *out, const float *lse,
                                 const int32_t *doc, int64_t B, int64_t T, int64_t H, int64_t Dqk,
                                 int64_t Dv, float scale) {
+    return dsv3_attention_backward_cached(dq, dk, dv, dout, q, k, v, out, lse, NULL, doc, B, T, H,
+                                          Dqk, Dv, scale);
+}
+
+Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const float *dout,
+                                       const float *q, const float *k, const float *v,
+                                       const float *out, const float *lse, const float *scores,
+                                       const int32_t *doc, int64_t B, int64_t T, int64_t H,
+                                       int64_t Dqk, int64_t Dv, float scale) {
     DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
                    v != NULL && out != NULL && lse != NULL,
                DSV3_ERR_USAGE,
@@ -395,7 +431,7 @@ Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *do
         memset(dk + n * H * Dqk, 0, (size_t)(H * Dqk) * sizeof *dk);
         memset(dv + n * H * Dv, 0, (size_t)(H * Dv) * sizeof *dv);
     }
-    const Backward a = {dq, dk, dv, dout, q, k, v, lse, delta, doc, T, H, Dqk, Dv, scale};
+    const Backward a = {dq, dk, dv, dout, q, k, v, lse, delta, scores, doc, T, H, Dqk, Dv, scale};
     const int64_t q_blocks = (T + BLOCK_Q - 1) / BLOCK_Q, k_blocks = (T + BLOCK_K - 1) / BLOCK_K;
     const int saved = blas_threads_enter();
     if (whole_heads_per_thread(B * H, threads)) {

@@ -363,6 +363,51 @@ static void test_attention_with_more_threads_than_heads_matches_reference(void *
         run_attention(&cases[i], 3);
 }
 
+// Keeping the scores for backward changes the work, not a single bit of the results.
+static void test_attention_with_kept_scores_is_identical(void **state) {
+    (void)state;
+    enum { B = 2, T = 70, H = 3, Dqk = 24, Dv = 16 };
+    const int64_t nqk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T, ns = B * H * T * T;
+    float *q = random_floats(nqk, -2, 2), *k = random_floats(nqk, -2, 2);
+    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
+    float *scores = random_floats(ns, 0, 1);
+    int32_t doc[B * T];
+    for (int64_t i = 0; i < B * T; i++) doc[i] = (int32_t)((i % T) / 25); // three documents
+    float *out[2], *lse[2], *dq[2], *dk[2], *dv[2];
+    for (int run = 0; run < 2; run++) {
+        out[run] = random_floats(nv, 0, 1);
+        lse[run] = random_floats(nl, 0, 1);
+        dq[run] = random_floats(nqk, 0, 1);
+        dk[run] = random_floats(nqk, 0, 1);
+        dv[run] = random_floats(nv, 0, 1);
+        float *kept = run == 0 ? NULL : scores;
+        assert_int_equal(dsv3_attention_forward_cached(out[run], lse[run], kept, q, k, v, doc, B, T,
+                                                       H, Dqk, Dv, 0.25f),
+                         DSV3_OK);
+        assert_int_equal(dsv3_attention_backward_cached(dq[run], dk[run], dv[run], dout, q, k, v,
+                                                        out[run], lse[run], kept, doc, B, T, H,
+                                                        Dqk, Dv, 0.25f),
+                         DSV3_OK);
+    }
+    assert_memory_equal(out[0], out[1], (size_t)nv * sizeof(float));
+    assert_memory_equal(lse[0], lse[1], (size_t)nl * sizeof(float));
+    assert_memory_equal(dq[0], dq[1], (size_t)nqk * sizeof(float));
+    assert_memory_equal(dk[0], dk[1], (size_t)nqk * sizeof(float));
+    assert_memory_equal(dv[0], dv[1], (size_t)nv * sizeof(float));
+    for (int run = 0; run < 2; run++) {
+        dsv3_free(out[run]);
+        dsv3_free(lse[run]);
+        dsv3_free(dq[run]);
+        dsv3_free(dk[run]);
+        dsv3_free(dv[run]);
+    }
+    dsv3_free(q);
+    dsv3_free(k);
+    dsv3_free(v);
+    dsv3_free(dout);
+    dsv3_free(scores);
+}
+
 static void test_attention_does_not_depend_on_thread_count(void **state) {
     (void)state;
     enum { B = 1, T = 129, H = 2, Dqk = 16, Dv = 8 }; // T − 1 on a tile boundary
@@ -451,6 +496,7 @@ int main(void) {
         LEAK_CHECKED(test_attention_with_documents_matches_reference),
         LEAK_CHECKED(test_attention_with_more_threads_than_heads_matches_reference),
         LEAK_CHECKED(test_attention_does_not_depend_on_thread_count),
+        LEAK_CHECKED(test_attention_with_kept_scores_is_identical),
         LEAK_CHECKED(test_attention_of_one_token_copies_its_value),
         LEAK_CHECKED(test_attention_rejects_bad_arguments),
     };
