@@ -7,7 +7,8 @@
 
 enum { ARENA_INITIAL_CAPACITY = 64 };
 
-Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t size, const char *what) {
+Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t size,
+                          const char *what) {
     *out = NULL;
     if (arena->count == arena->capacity) {
         size_t capacity = arena->capacity ? 2 * arena->capacity : ARENA_INITIAL_CAPACITY;
@@ -26,7 +27,8 @@ Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t siz
 }
 
 void dsv3_arena_destroy(Dsv3Arena *arena) {
-    for (size_t i = 0; i < arena->count; i++) dsv3_free(arena->buffers[i]);
+    for (size_t i = 0; i < arena->count; i++)
+        dsv3_free(arena->buffers[i]);
     dsv3_free(arena->buffers);
     memset(arena, 0, sizeof *arena);
 }

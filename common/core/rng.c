@@ -18,7 +18,8 @@ static uint64_t mix(uint64_t x) {
 
 uint64_t dsv3_rng_key(uint64_t seed, const char *name) {
     uint64_t h = 0xcbf29ce484222325ULL; // FNV-1a over the name
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ULL;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ULL;
     return mix(seed ^ mix(h));
 }
 

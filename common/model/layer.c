@@ -14,19 +14,35 @@ typedef struct {
 } Dims;
 
 static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T) {
-    Dims d = {.N = B * T, .D = a->dim, .H = a->n_heads,
-              .Dqk = a->qk_nope_head_dim + a->qk_rope_head_dim, .Dv = a->v_head_dim,
-              .Q = a->q_lora_rank, .C = a->kv_lora_rank, .R = a->qk_rope_head_dim,
-              .I = a->inter_dim, .E = a->num_experts, .K = a->top_k, .F = a->moe_inter_dim,
-              .Fs = a->moe_inter_dim * a->num_shared_experts, .B = B, .T = T};
+    Dims d = {.N = B * T,
+              .D = a->dim,
+              .H = a->n_heads,
+              .Dqk = a->qk_nope_head_dim + a->qk_rope_head_dim,
+              .Dv = a->v_head_dim,
+              .Q = a->q_lora_rank,
+              .C = a->kv_lora_rank,
+              .R = a->qk_rope_head_dim,
+              .I = a->inter_dim,
+              .E = a->num_experts,
+              .K = a->top_k,
+              .F = a->moe_inter_dim,
+              .Fs = a->moe_inter_dim * a->num_shared_experts,
+              .B = B,
+              .T = T};
     d.M = d.N * d.K;
     return d;
 }
 
 // One activation buffer: a float/int32/int64 array of `count` elements, kept or recomputed.
-#define ACT_FLOAT(field, count, policy) DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count), sizeof(float), (policy), #field, acts, arena))
-#define ACT_I32(field, count, policy) DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count), sizeof(int32_t), (policy), #field, acts, arena))
-#define ACT_I64(field, count, policy) DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count), sizeof(int64_t), (policy), #field, acts, arena))
+#define ACT_FLOAT(field, count, policy)                                                            \
+    DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count),    \
+                         sizeof(float), (policy), #field, acts, arena))
+#define ACT_I32(field, count, policy)                                                              \
+    DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count),    \
+                         sizeof(int32_t), (policy), #field, acts, arena))
+#define ACT_I64(field, count, policy)                                                              \
+    DSV3_CALL(act_buffer((void **)&acts->field, shared ? (void *)shared->field : NULL, (count),    \
+                         sizeof(int64_t), (policy), #field, acts, arena))
 
 static Dsv3Err act_buffer(void **field, void *shared_field, int64_t count, size_t size, int policy,
                           const char *name, const Dsv3LayerActs *acts, Dsv3Arena *arena) {
@@ -45,7 +61,8 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
     Dims d = dims_of(args, B, T);
     memset(acts, 0, sizeof *acts);
     acts->mode = mode;
-    DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.N * d.D), sizeof(float), "layer input"));
+    DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.N * d.D), sizeof(float),
+                                "layer input"));
     ACT_FLOAT(xn, d.N * d.D, RECOMPUTE);
     ACT_FLOAT(attn_rstd, d.N, KEEP);
     if (d.Q > 0) {
@@ -159,7 +176,8 @@ static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, cons
     float eps = (float)args->norm_eps;
     if (d->Q > 0) {
         DSV3_CALL(dsv3_linear_forward(a->qa, a->xn, P(g, DSV3_P_WQ_A), N, d->D, d->Q));
-        DSV3_CALL(dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), N, d->Q, eps));
+        DSV3_CALL(
+            dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), N, d->Q, eps));
         DSV3_CALL(dsv3_linear_forward(a->q, a->qn, P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk));
     } else {
         DSV3_CALL(dsv3_linear_forward(a->q, a->xn, P(g, DSV3_P_WQ), N, d->D, d->H * d->Dqk));
@@ -172,7 +190,8 @@ static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, cons
         memcpy(a->kvc + n * d->C, s->kva + n * (d->C + d->R), (size_t)d->C * sizeof(float));
         memcpy(a->kpe + n * d->R, s->kva + n * (d->C + d->R) + d->C, (size_t)d->R * sizeof(float));
     }
-    DSV3_CALL(dsv3_rope_forward(a->kpe, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R, d->R, d->R));
+    DSV3_CALL(
+        dsv3_rope_forward(a->kpe, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R, d->R, d->R));
     DSV3_CALL(dsv3_rmsnorm_forward(a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), N, d->C, eps));
     DSV3_CALL(dsv3_linear_forward(s->kvb, a->kvn, P(g, DSV3_P_WKV_B), N, d->C, d->H * nv));
     // k = [k_nope of each head, the shared k_pe]; v from the rest of wkv_b's output.
@@ -184,8 +203,9 @@ static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, cons
             memcpy(k + nope, a->kpe + n * d->R, (size_t)d->R * sizeof(float));
             memcpy(a->v + (n * d->H + h) * d->Dv, src + nope, (size_t)d->Dv * sizeof(float));
         }
-    DSV3_CALL(dsv3_attention_forward_cached(a->o, a->lse, a->attn_scores, a->q, a->k, a->v, ctx->doc,
-                                            d->B, d->T, d->H, d->Dqk, d->Dv, ctx->softmax_scale));
+    DSV3_CALL(dsv3_attention_forward_cached(a->o, a->lse, a->attn_scores, a->q, a->k, a->v,
+                                            ctx->doc, d->B, d->T, d->H, d->Dqk, d->Dv,
+                                            ctx->softmax_scale));
     return DSV3_OK;
 }
 
@@ -201,8 +221,8 @@ static Dsv3Err swiglu_ffn_forward(float *out, Dsv3LayerActs *a, const float *w1,
 static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
                            const float *expert_bias, const Dsv3LayerContext *ctx) {
     DSV3_CALL(dsv3_linear_forward(a->logits, a->hn, P(g, DSV3_P_GATE), d->N, d->D, d->E));
-    DSV3_CALL(dsv3_router_forward(a->scores, a->topk, a->weights, a->counts, a->logits,
-                                  expert_bias, d->N, &ctx->router));
+    DSV3_CALL(dsv3_router_forward(a->scores, a->topk, a->weights, a->counts, a->logits, expert_bias,
+                                  d->N, &ctx->router));
     DSV3_CALL(dsv3_moe_plan(a->order, a->offsets, a->topk, d->N, d->K, d->E));
     DSV3_CALL(dsv3_moe_gather(a->xs, a->hn, a->order, d->M, d->K, d->D));
     DSV3_CALL(ctx->experts->forward(ctx->experts, g, a->ys, a->h1, a->h3, a->xs, a->offsets));
@@ -216,7 +236,8 @@ static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g
 }
 
 static void add(float *out, const float *a, const float *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    for (int64_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
 }
 
 Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const Dsv3ParamGroup *g,
@@ -225,7 +246,8 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const D
     Dims d = dims_of(args, ctx->B, ctx->T);
     float eps = (float)args->norm_eps;
     if (x != a->x) memcpy(a->x, x, (size_t)(d.N * d.D) * sizeof(float));
-    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d.N, d.D, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d.N, d.D,
+                                   eps));
     DSV3_CALL(attention_forward(a, g, &d, args, ctx, s));
     DSV3_CALL(dsv3_linear_forward(s->ffn_out, a->o, P(g, DSV3_P_WO), d.N, d.H * d.Dv, d.D));
     add(a->h, a->x, s->ffn_out, d.N * d.D);
@@ -245,11 +267,15 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const D
 static Dsv3Err recompute_elementwise(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
                                      const Dsv3ModelArgs *args) {
     float eps = (float)args->norm_eps;
-    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d->N, d->D, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d->N,
+                                   d->D, eps));
     if (d->Q > 0)
-        DSV3_CALL(dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), d->N, d->Q, eps));
-    DSV3_CALL(dsv3_rmsnorm_forward(a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), d->N, d->C, eps));
-    DSV3_CALL(dsv3_rmsnorm_forward(a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d->N, d->D, eps));
+        DSV3_CALL(
+            dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), d->N, d->Q, eps));
+    DSV3_CALL(
+        dsv3_rmsnorm_forward(a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), d->N, d->C, eps));
+    DSV3_CALL(
+        dsv3_rmsnorm_forward(a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d->N, d->D, eps));
     int64_t hidden = g->moe ? d->Fs : d->I;
     if (hidden > 0) DSV3_CALL(dsv3_swiglu_forward(a->fg, a->fa, a->fb, d->N, hidden));
     if (g->moe) DSV3_CALL(dsv3_moe_gather(a->xs, a->hn, a->order, d->M, d->K, d->D));
@@ -263,7 +289,8 @@ static Dsv3Err swiglu_ffn_backward(float *dn, int accumulate, const float *dout,
                                    Dsv3LayerScratch *s) {
     DSV3_CALL(dsv3_linear_backward(s->dfg, G(g, w2), dout, a->fg, P(g, w2), N, hidden, D, 0));
     DSV3_CALL(dsv3_swiglu_backward(s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden));
-    DSV3_CALL(dsv3_linear_backward(dn, G(g, w1), s->dfa, a->hn, P(g, w1), N, D, hidden, accumulate));
+    DSV3_CALL(
+        dsv3_linear_backward(dn, G(g, w1), s->dfa, a->hn, P(g, w1), N, D, hidden, accumulate));
     DSV3_CALL(dsv3_linear_backward(dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1));
     return DSV3_OK;
 }
@@ -272,10 +299,12 @@ static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3
                             const Dims *d, const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
     DSV3_CALL(dsv3_moe_combine_backward(s->dys, s->dweights, dout, a->ys, a->weights, a->order,
                                         d->N, d->K, d->D));
-    DSV3_CALL(ctx->experts->backward(ctx->experts, g, s->dxs, s->dys, a->xs, a->h1, a->h3, a->offsets));
+    DSV3_CALL(
+        ctx->experts->backward(ctx->experts, g, s->dxs, s->dys, a->xs, a->h1, a->h3, a->offsets));
     memset(dn, 0, (size_t)(d->N * d->D) * sizeof(float));
     DSV3_CALL(dsv3_moe_gather_backward(dn, s->dxs, a->order, d->M, d->K, d->D));
-    DSV3_CALL(dsv3_router_backward(s->dlogits, s->dweights, a->scores, a->topk, d->N, &ctx->router));
+    DSV3_CALL(
+        dsv3_router_backward(s->dlogits, s->dweights, a->scores, a->topk, d->N, &ctx->router));
     DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_GATE), s->dlogits, a->hn, P(g, DSV3_P_GATE),
                                    d->N, d->D, d->E, 1));
     if (d->Fs > 0)
@@ -292,8 +321,8 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
     DSV3_CALL(dsv3_linear_backward(s->do_, G(g, DSV3_P_WO), s->dh, a->o, P(g, DSV3_P_WO), N,
                                    d->H * d->Dv, d->D, 0));
     DSV3_CALL(dsv3_attention_backward_cached(s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o,
-                                             a->lse, a->attn_scores, ctx->doc, d->B, d->T, d->H, d->Dqk,
-                                             d->Dv, ctx->softmax_scale));
+                                             a->lse, a->attn_scores, ctx->doc, d->B, d->T, d->H,
+                                             d->Dqk, d->Dv, ctx->softmax_scale));
     // Undo the assembly of k and v: per-head k_nope and v go back to wkv_b's output; the
     // shared k_pe receives the sum over heads.
     for (int64_t n = 0; n < N; n++) {
@@ -304,10 +333,12 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
             float *dst = s->dkvb + (n * d->H + h) * nv;
             memcpy(dst, dk, (size_t)nope * sizeof(float));
             memcpy(dst + nope, s->dv + (n * d->H + h) * d->Dv, (size_t)d->Dv * sizeof(float));
-            for (int64_t r = 0; r < d->R; r++) dkpe[r] += dk[nope + r];
+            for (int64_t r = 0; r < d->R; r++)
+                dkpe[r] += dk[nope + r];
         }
     }
-    DSV3_CALL(dsv3_rope_backward(s->dkva + d->C, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R, CR, d->R));
+    DSV3_CALL(dsv3_rope_backward(s->dkva + d->C, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R,
+                                 CR, d->R));
     DSV3_CALL(dsv3_linear_backward(s->dkvn, G(g, DSV3_P_WKV_B), s->dkvb, a->kvn, P(g, DSV3_P_WKV_B),
                                    N, d->C, d->H * nv, 0));
     DSV3_CALL(dsv3_rmsnorm_backward(s->dkvc, G(g, DSV3_P_KV_NORM), s->dkvn, a->kvc,
@@ -317,8 +348,8 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
     DSV3_CALL(dsv3_rope_backward(s->dq + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T, d->H, d->R,
                                  d->H * d->Dqk, d->Dqk));
     if (d->Q > 0) {
-        DSV3_CALL(dsv3_linear_backward(s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn, P(g, DSV3_P_WQ_B), N,
-                                       d->Q, d->H * d->Dqk, 0));
+        DSV3_CALL(dsv3_linear_backward(s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn, P(g, DSV3_P_WQ_B),
+                                       N, d->Q, d->H * d->Dqk, 0));
         DSV3_CALL(dsv3_rmsnorm_backward(s->dqa, G(g, DSV3_P_Q_NORM), s->dqn, a->qa,
                                         P(g, DSV3_P_Q_NORM), a->qa_rstd, N, d->Q));
         DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_WQ_A), s->dqa, a->xn, P(g, DSV3_P_WQ_A), N,
@@ -349,10 +380,10 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
     if (g->moe)
         DSV3_CALL(moe_backward(s->dn, dout, a, g, &d, ctx, s));
     else
-        DSV3_CALL(swiglu_ffn_backward(s->dn, 0, dout, a, g, DSV3_P_FF_W1, DSV3_P_FF_W2, DSV3_P_FF_W3,
-                                      d.N, d.D, d.I, s));
-    DSV3_CALL(dsv3_rmsnorm_backward(s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h, P(g, DSV3_P_FFN_NORM),
-                                    a->ffn_rstd, d.N, d.D));
+        DSV3_CALL(swiglu_ffn_backward(s->dn, 0, dout, a, g, DSV3_P_FF_W1, DSV3_P_FF_W2,
+                                      DSV3_P_FF_W3, d.N, d.D, d.I, s));
+    DSV3_CALL(dsv3_rmsnorm_backward(s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h,
+                                    P(g, DSV3_P_FFN_NORM), a->ffn_rstd, d.N, d.D));
     add(s->dh, dout, s->dx, ND);
     // h = x + wo · mla(attention_norm(x)).
     DSV3_CALL(attention_backward(s->dn, a, g, &d, args, ctx, s));

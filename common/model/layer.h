@@ -35,11 +35,11 @@ typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 
 // Shared by every layer of a model for one micro-batch shape.
 typedef struct {
-    int64_t B, T;            // micro-batch: B sequences of T tokens
-    const float *rope_cos;   // (T, R/2)
-    const float *rope_sin;   // (T, R/2)
-    float softmax_scale;     // Dqk^-0.5, × mscale² with YaRN
-    const int32_t *doc;      // (B, T) document ids for block-causal masks, or NULL (causal)
+    int64_t B, T;          // micro-batch: B sequences of T tokens
+    const float *rope_cos; // (T, R/2)
+    const float *rope_sin; // (T, R/2)
+    float softmax_scale;   // Dqk^-0.5, × mscale² with YaRN
+    const int32_t *doc;    // (B, T) document ids for block-causal masks, or NULL (causal)
     Dsv3RouterArgs router;
     struct Dsv3Experts *experts;
 } Dsv3LayerContext;
@@ -60,61 +60,60 @@ typedef struct {
     float *attn_scores;       // (B, H, T, T) attention scores kept for backward, or NULL
     float *h;                 // (N, D) residual after attention
     // FFN block
-    float *hn, *ffn_rstd;     // (N, D), (N): ffn_norm
-    float *fa, *fb, *fg;      // dense (N, I) or shared experts (N, Fs): w1 h, w3 h, silu(a)·b
-    float *logits, *scores;   // (N, E) router
-    float *weights;           // (N, K)
-    int32_t *topk;            // (N, K)
-    int64_t *counts;          // (E) tokens per expert of this micro-batch
-    int32_t *order;           // (M) routed rows, sorted by expert
-    int64_t *offsets;         // (E + 1)
-    float *xs;                // (M, D) gathered expert inputs
-    float *h1, *h3, *ys;      // (M, F), (M, F), (M, D)
+    float *hn, *ffn_rstd;   // (N, D), (N): ffn_norm
+    float *fa, *fb, *fg;    // dense (N, I) or shared experts (N, Fs): w1 h, w3 h, silu(a)·b
+    float *logits, *scores; // (N, E) router
+    float *weights;         // (N, K)
+    int32_t *topk;          // (N, K)
+    int64_t *counts;        // (E) tokens per expert of this micro-batch
+    int32_t *order;         // (M) routed rows, sorted by expert
+    int64_t *offsets;       // (E + 1)
+    float *xs;              // (M, D) gathered expert inputs
+    float *h1, *h3, *ys;    // (M, F), (M, F), (M, D)
 } Dsv3LayerActs;
 
 // Temporaries of forward and backward, shared by all layers of a model.
 typedef struct {
-    float *kva;        // (N, C + R)
-    float *kvb;        // (N, H, nope + Dv)
-    float *dx;         // (N, D) gradient flowing into the layer input
-    float *dh;         // (N, D)
-    float *dn;         // (N, D) gradient of a norm output
-    float *dq;         // (N, H, Dqk)
-    float *dk, *dv;    // (N, H, Dqk), (N, H, Dv)
-    float *do_;        // (N, H, Dv)
-    float *dkvb;       // (N, H, nope + Dv)
-    float *dkvn;       // (N, C)
-    float *dkvc;       // (N, C)
-    float *dkva;       // (N, C + R)
-    float *dqn, *dqa;  // (N, Q)
+    float *kva;             // (N, C + R)
+    float *kvb;             // (N, H, nope + Dv)
+    float *dx;              // (N, D) gradient flowing into the layer input
+    float *dh;              // (N, D)
+    float *dn;              // (N, D) gradient of a norm output
+    float *dq;              // (N, H, Dqk)
+    float *dk, *dv;         // (N, H, Dqk), (N, H, Dv)
+    float *do_;             // (N, H, Dv)
+    float *dkvb;            // (N, H, nope + Dv)
+    float *dkvn;            // (N, C)
+    float *dkvc;            // (N, C)
+    float *dkva;            // (N, C + R)
+    float *dqn, *dqa;       // (N, Q)
     float *dfa, *dfb, *dfg; // (N, max(I, Fs))
-    float *ffn_out;    // (N, D)
-    float *dlogits;    // (N, E)
-    float *dweights;   // (N, K)
-    float *dxs, *dys;  // (M, D)
+    float *ffn_out;         // (N, D)
+    float *dlogits;         // (N, E)
+    float *dweights;        // (N, K)
+    float *dxs, *dys;       // (M, D)
 } Dsv3LayerScratch;
 
 // Allocates a layer's activations for mode `mode` (moe: 1 for a MoE layer, 0 for a dense
 // one); buffers that the mode recomputes point into `shared`, one set for all layers made
 // with mode DSV3_AC_NONE, shared = NULL and moe = -1 (room for both kinds).
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
-                               const Dsv3LayerActs *shared, const Dsv3ModelArgs *args,
-                               int moe, int64_t B, int64_t T);
+                               const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
+                               int64_t B, int64_t T);
 
-Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena,
-                                  const Dsv3ModelArgs *args, int64_t B, int64_t T);
+Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
+                                  int64_t B, int64_t T);
 
 // Routed experts, reached through this interface so that they can be local or on expert
 // servers. h1, h3 are the saved activations of a local implementation (others ignore them).
 typedef struct Dsv3Experts Dsv3Experts;
 struct Dsv3Experts {
     // ys (M, D) for xs (M, D), rows grouped by expert as offsets (E + 1) say.
-    Dsv3Err (*forward)(Dsv3Experts *self, const Dsv3ParamGroup *g, float *ys, float *h1,
-                       float *h3, const float *xs, const int64_t *offsets);
+    Dsv3Err (*forward)(Dsv3Experts *self, const Dsv3ParamGroup *g, float *ys, float *h1, float *h3,
+                       const float *xs, const int64_t *offsets);
     // dxs (M, D) written; expert weight gradients added.
     Dsv3Err (*backward)(Dsv3Experts *self, Dsv3ParamGroup *g, float *dxs, const float *dys,
-                        const float *xs, const float *h1, const float *h3,
-                        const int64_t *offsets);
+                        const float *xs, const float *h1, const float *h3, const int64_t *offsets);
 };
 
 // Experts computed on this rank from the layer's own parameter group.
@@ -122,16 +121,15 @@ extern Dsv3Experts dsv3_local_experts;
 
 // out (N, D) = the block applied to x (N, D); x is copied into acts->x (unless it is
 // acts->x). acts->counts holds this micro-batch's tokens per expert for MoE layers.
-Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *acts,
-                           const Dsv3ParamGroup *g, const Dsv3ModelArgs *args,
-                           const float *expert_bias, const Dsv3LayerContext *ctx,
-                           Dsv3LayerScratch *s);
+Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *acts, const Dsv3ParamGroup *g,
+                           const Dsv3ModelArgs *args, const float *expert_bias,
+                           const Dsv3LayerContext *ctx, Dsv3LayerScratch *s);
 
 // dx (N, D) written from dout (N, D) (they may alias); parameter gradients added to g->grad.
 // `shared` holds the recomputation buffers of checkpointed modes.
-Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *acts,
-                            Dsv3ParamGroup *g, const Dsv3ModelArgs *args,
-                            const float *expert_bias, const Dsv3LayerContext *ctx,
-                            Dsv3LayerScratch *s, Dsv3LayerActs *shared);
+Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *acts, Dsv3ParamGroup *g,
+                            const Dsv3ModelArgs *args, const float *expert_bias,
+                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
+                            Dsv3LayerActs *shared);
 
 #endif

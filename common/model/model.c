@@ -16,20 +16,20 @@ struct Dsv3Model {
     Dsv3ModelArgs args;
     Dsv3ModelOptions opt;
     int n_groups;
-    Dsv3ParamGroup *groups;       // embedding, layers, head
-    float **expert_bias;          // per layer: (E) or NULL (dense layers)
-    int64_t **tokens_per_expert;  // per layer: (E) or NULL
-    Dsv3Arena arena;              // activations, scratch, tables
-    Dsv3LayerActs *acts;          // per layer
-    Dsv3LayerActs shared;         // recomputation buffers of checkpointed layers
+    Dsv3ParamGroup *groups;      // embedding, layers, head
+    float **expert_bias;         // per layer: (E) or NULL (dense layers)
+    int64_t **tokens_per_expert; // per layer: (E) or NULL
+    Dsv3Arena arena;             // activations, scratch, tables
+    Dsv3LayerActs *acts;         // per layer
+    Dsv3LayerActs shared;        // recomputation buffers of checkpointed layers
     Dsv3LayerScratch scratch;
     Dsv3LayerContext ctx;
-    int32_t *tokens;              // (N) of the last forward
-    float *last;                  // (N, D) output of the last layer
-    float *final_rstd;            // (N)
-    float *final_out;             // (N, D) after the final norm
-    float *dfinal;                // (N, D)
-    float *dh;                    // (N, D) gradient flowing down the layers
+    int32_t *tokens;   // (N) of the last forward
+    float *last;       // (N, D) output of the last layer
+    float *final_rstd; // (N)
+    float *final_out;  // (N, D) after the final norm
+    float *dfinal;     // (N, D)
+    float *dh;         // (N, D) gradient flowing down the layers
 };
 
 static Dsv3AcMode layer_mode(const Dsv3ModelOptions *o, int64_t layer) {
@@ -48,13 +48,15 @@ static Dsv3Err create_state(Dsv3Model *m) {
     for (int64_t l = 0; l < L; l++)
         DSV3_CALL(dsv3_param_group_create(&m->groups[1 + l], a, DSV3_GROUP_LAYER, l));
     DSV3_CALL(dsv3_param_group_create(&m->groups[L + 1], a, DSV3_GROUP_HEAD, -1));
-    for (int g = 0; g < m->n_groups; g++) dsv3_param_group_init(&m->groups[g], a, m->opt.seed);
+    for (int g = 0; g < m->n_groups; g++)
+        dsv3_param_group_init(&m->groups[g], a, m->opt.seed);
 
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->expert_bias, L, "expert bias table"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->tokens_per_expert, L, "token count table"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->acts, L, "layer activations"));
     int any_checkpointed = 0;
-    for (int64_t l = 0; l < L; l++) any_checkpointed |= layer_mode(&m->opt, l) != DSV3_AC_NONE;
+    for (int64_t l = 0; l < L; l++)
+        any_checkpointed |= layer_mode(&m->opt, l) != DSV3_AC_NONE;
     if (any_checkpointed)
         DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1, B, T));
     for (int64_t l = 0; l < L; l++) {
@@ -63,7 +65,8 @@ static Dsv3Err create_state(Dsv3Model *m) {
                                          moe, B, T));
         if (!moe) continue;
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->expert_bias[l], a->num_experts, "expert bias"));
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->tokens_per_expert[l], a->num_experts, "tokens per expert"));
+        DSV3_CALL(
+            DSV3_ARENA_ARRAY(arena, m->tokens_per_expert[l], a->num_experts, "tokens per expert"));
     }
     DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, T));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->tokens, N, "tokens"));
@@ -85,12 +88,21 @@ static Dsv3Err create_state(Dsv3Model *m) {
         scale *= mscale * mscale;
     }
     int32_t *doc = NULL;
-    if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL) DSV3_CALL(DSV3_ARENA_ARRAY(arena, doc, N, "document ids"));
+    if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL)
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, doc, N, "document ids"));
     m->ctx = (Dsv3LayerContext){
-        .B = B, .T = T, .rope_cos = cos, .rope_sin = sin, .softmax_scale = (float)scale, .doc = doc,
-        .router = {.num_experts = a->num_experts, .top_k = a->top_k,
-                   .num_groups = a->num_expert_groups, .num_limited_groups = a->num_limited_groups,
-                   .sigmoid = a->score_func == DSV3_SCORE_SIGMOID, .route_norm = a->route_norm,
+        .B = B,
+        .T = T,
+        .rope_cos = cos,
+        .rope_sin = sin,
+        .softmax_scale = (float)scale,
+        .doc = doc,
+        .router = {.num_experts = a->num_experts,
+                   .top_k = a->top_k,
+                   .num_groups = a->num_expert_groups,
+                   .num_limited_groups = a->num_limited_groups,
+                   .sigmoid = a->score_func == DSV3_SCORE_SIGMOID,
+                   .route_norm = a->route_norm,
                    .route_scale = (float)a->route_scale},
         .experts = &dsv3_local_experts,
     };
@@ -101,7 +113,8 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     *out = NULL;
     DSV3_CHECK(opt->batch > 0 && opt->seq_len > 0 && opt->loss_chunk > 0, DSV3_ERR_USAGE,
                "model batch (%" PRId64 "), seq_len (%" PRId64 ") and loss chunk (%" PRId64
-               ") must be positive", opt->batch, opt->seq_len, opt->loss_chunk);
+               ") must be positive",
+               opt->batch, opt->seq_len, opt->loss_chunk);
     DSV3_CALL(dsv3_model_args_validate(args));
     Dsv3Model *m = NULL;
     DSV3_CALL(dsv3_calloc((void **)&m, 1, sizeof *m, "model"));
@@ -118,7 +131,8 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
 
 void dsv3_model_destroy(Dsv3Model *m) {
     if (!m) return;
-    for (int g = 0; g < m->n_groups && m->groups; g++) dsv3_param_group_destroy(&m->groups[g]);
+    for (int g = 0; g < m->n_groups && m->groups; g++)
+        dsv3_param_group_destroy(&m->groups[g]);
     dsv3_arena_destroy(&m->arena);
     dsv3_free(m);
 }
@@ -141,7 +155,9 @@ Dsv3Param *dsv3_model_find(Dsv3Model *m, const char *fqn) {
 
 float *dsv3_model_expert_bias(Dsv3Model *m, int64_t layer) { return m->expert_bias[layer]; }
 
-int64_t *dsv3_model_tokens_per_expert(Dsv3Model *m, int64_t layer) { return m->tokens_per_expert[layer]; }
+int64_t *dsv3_model_tokens_per_expert(Dsv3Model *m, int64_t layer) {
+    return m->tokens_per_expert[layer];
+}
 
 // Document ids as torchtitan's get_document_mask_mod: a position belongs to the document
 // that the last EOS before it closed; the EOS itself ends its own document.
@@ -161,36 +177,42 @@ Dsv3Err dsv3_model_forward(Dsv3Model *m, const int32_t *tokens) {
     for (int64_t n = 0; n < N; n++)
         DSV3_CHECK(tokens[n] >= 0 && tokens[n] < a->vocab_size, DSV3_ERR_USAGE,
                    "token %" PRId32 " at position %" PRId64 " of the micro-batch is outside the "
-                   "vocabulary [0, %" PRId64 ")", tokens[n], n, a->vocab_size);
+                   "vocabulary [0, %" PRId64 ")",
+                   tokens[n], n, a->vocab_size);
     memcpy(m->tokens, tokens, (size_t)N * sizeof *tokens);
-    if (m->ctx.doc) document_ids((int32_t *)m->ctx.doc, tokens, m->opt.batch, m->opt.seq_len, m->opt.eos_id);
-    DSV3_CALL(dsv3_embedding_forward(m->acts[0].x, tokens, m->groups[0].params[DSV3_P_TOK_EMBEDDINGS].data,
-                                     N, a->dim, a->vocab_size));
+    if (m->ctx.doc)
+        document_ids((int32_t *)m->ctx.doc, tokens, m->opt.batch, m->opt.seq_len, m->opt.eos_id);
+    DSV3_CALL(dsv3_embedding_forward(m->acts[0].x, tokens,
+                                     m->groups[0].params[DSV3_P_TOK_EMBEDDINGS].data, N, a->dim,
+                                     a->vocab_size));
     for (int64_t l = 0; l < L; l++) {
         float *out = l + 1 < L ? m->acts[l + 1].x : m->last;
         DSV3_CALL(dsv3_layer_forward(out, m->acts[l].x, &m->acts[l], &m->groups[1 + l], a,
                                      m->expert_bias[l], &m->ctx, &m->scratch));
         if (m->tokens_per_expert[l])
-            for (int64_t e = 0; e < a->num_experts; e++) m->tokens_per_expert[l][e] += m->acts[l].counts[e];
+            for (int64_t e = 0; e < a->num_experts; e++)
+                m->tokens_per_expert[l][e] += m->acts[l].counts[e];
     }
     const Dsv3ParamGroup *head = &m->groups[L + 1];
-    DSV3_CALL(dsv3_rmsnorm_forward(m->final_out, m->final_rstd, m->last, head->params[DSV3_P_NORM].data,
-                                   N, a->dim, FINAL_NORM_EPS));
+    DSV3_CALL(dsv3_rmsnorm_forward(m->final_out, m->final_rstd, m->last,
+                                   head->params[DSV3_P_NORM].data, N, a->dim, FINAL_NORM_EPS));
     return DSV3_OK;
 }
 
 Dsv3Err dsv3_model_logits(Dsv3Model *m, float *logits) {
     int64_t N = m->opt.batch * m->opt.seq_len;
     const Dsv3Param *output = &m->groups[m->args.n_layers + 1].params[DSV3_P_OUTPUT];
-    return dsv3_linear_forward(logits, m->final_out, output->data, N, m->args.dim, m->args.vocab_size);
+    return dsv3_linear_forward(logits, m->final_out, output->data, N, m->args.dim,
+                               m->args.vocab_size);
 }
 
-Dsv3Err dsv3_model_backward(Dsv3Model *m, const int32_t *labels, float grad_scale,
-                            double *loss_sum, int64_t *n_labels) {
+Dsv3Err dsv3_model_backward(Dsv3Model *m, const int32_t *labels, float grad_scale, double *loss_sum,
+                            int64_t *n_labels) {
     const Dsv3ModelArgs *a = &m->args;
     int64_t N = m->opt.batch * m->opt.seq_len, L = a->n_layers, D = a->dim;
     *n_labels = 0;
-    for (int64_t n = 0; n < N; n++) *n_labels += labels[n] != DSV3_IGNORE_INDEX;
+    for (int64_t n = 0; n < N; n++)
+        *n_labels += labels[n] != DSV3_IGNORE_INDEX;
     Dsv3ParamGroup *head = &m->groups[L + 1];
     Dsv3Param *output = &head->params[DSV3_P_OUTPUT], *norm = &head->params[DSV3_P_NORM];
     int train = grad_scale != 0.0f;

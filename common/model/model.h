@@ -17,12 +17,12 @@
 #include "common/model/params.h"
 
 typedef struct {
-    int64_t batch, seq_len;   // micro-batch shape
-    int32_t eos_id;           // document boundary of block-causal masks
-    Dsv3AcMode ac_mode;       // none, op, or full (for every layer, or see ac_every)
-    int64_t ac_every;         // > 0: full AC for layers with (id + 1) % ac_every == 0 only
-    int64_t loss_chunk;       // tokens per chunk of the fused output head + loss
-    uint64_t seed;            // initialisation
+    int64_t batch, seq_len; // micro-batch shape
+    int32_t eos_id;         // document boundary of block-causal masks
+    Dsv3AcMode ac_mode;     // none, op, or full (for every layer, or see ac_every)
+    int64_t ac_every;       // > 0: full AC for layers with (id + 1) % ac_every == 0 only
+    int64_t loss_chunk;     // tokens per chunk of the fused output head + loss
+    uint64_t seed;          // initialisation
 } Dsv3ModelOptions;
 
 typedef struct Dsv3Model Dsv3Model;
@@ -55,8 +55,8 @@ Dsv3Err dsv3_model_logits(Dsv3Model *m, float *logits);
 // are not DSV3_IGNORE_INDEX, *n_labels their count; parameter gradients += the gradient of
 // grad_scale × loss_sum (grad_scale = 1 / labels in the whole global batch). With
 // grad_scale = 0 no backward runs (evaluation).
-Dsv3Err dsv3_model_backward(Dsv3Model *m, const int32_t *labels, float grad_scale,
-                            double *loss_sum, int64_t *n_labels);
+Dsv3Err dsv3_model_backward(Dsv3Model *m, const int32_t *labels, float grad_scale, double *loss_sum,
+                            int64_t *n_labels);
 
 // Bytes of activations and scratch the model allocated (for memory reports).
 int64_t dsv3_model_activation_bytes(const Dsv3Model *m);

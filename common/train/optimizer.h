@@ -19,10 +19,10 @@
 #define DSV3_CLIP_EPS 1e-6
 
 typedef struct {
-    double lr;         // this step's learning rate (schedule applied)
+    double lr; // this step's learning rate (schedule applied)
     float beta1, beta2, eps, weight_decay;
-    double max_norm;   // training.max_norm
-    int64_t step;      // 1-based, for AdamW's bias correction
+    double max_norm; // training.max_norm
+    int64_t step;    // 1-based, for AdamW's bias correction
 } Dsv3OptimizerStep;
 
 // Squared L2 norm of every gradient of the model, in double.
