@@ -10,44 +10,18 @@
 // Element-wise, split between threads.
 //
 // Legend: n elements of one flat parameter buffer (and of its gradient and moments).
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels.h"
 
 // Elements below which a loop stays on one thread.
 enum { ADAMW_PARALLEL_MIN_ELEMENTS = 1 << 15 };
 
-// torch.optim.AdamW's own argument checks, plus step >= 1 (the bias corrections divide by
-// 1 − β^step).
-static Dsv3Err adamw_check(const float *param, const float *grad, const float *m, const float *v,
-                           int64_t n, const Dsv3AdamWArgs *args) {
-    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "adamw_step: args is NULL");
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "adamw_step: n = %" PRId64 ", expected n >= 0", n);
-    DSV3_CHECK(args->lr >= 0, DSV3_ERR_USAGE, "adamw_step: lr = %g, expected lr >= 0",
-               (double)args->lr);
-    DSV3_CHECK(args->beta1 >= 0 && args->beta1 < 1, DSV3_ERR_USAGE,
-               "adamw_step: beta1 = %g, expected 0 <= beta1 < 1", (double)args->beta1);
-    DSV3_CHECK(args->beta2 >= 0 && args->beta2 < 1, DSV3_ERR_USAGE,
-               "adamw_step: beta2 = %g, expected 0 <= beta2 < 1", (double)args->beta2);
-    DSV3_CHECK(args->eps >= 0, DSV3_ERR_USAGE, "adamw_step: eps = %g, expected eps >= 0",
-               (double)args->eps);
-    DSV3_CHECK(args->weight_decay >= 0, DSV3_ERR_USAGE,
-               "adamw_step: weight_decay = %g, expected weight_decay >= 0",
-               (double)args->weight_decay);
-    DSV3_CHECK(args->step >= 1, DSV3_ERR_USAGE,
-               "adamw_step: step = %" PRId64 ", expected step >= 1 (1 on the first step)",
-               args->step);
-    if (n == 0) return DSV3_OK;
-    DSV3_CHECK(param != NULL && grad != NULL && m != NULL && v != NULL, DSV3_ERR_USAGE,
-               "adamw_step: param, grad, m and v must not be NULL");
-    return DSV3_OK;
-}
-
 Dsv3Err dsv3_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n,
                         const Dsv3AdamWArgs *args) {
-    DSV3_CALL(adamw_check(param, grad, m, v, n, args));
+    DSV3_CALL(dsv3_cpu_check_adamw(param, grad, m, v, n, args));
     const double lr = args->lr, beta1 = args->beta1, beta2 = args->beta2;
     const double step = (double)args->step;
     const float decay = (float)(1.0 - lr * (double)args->weight_decay);

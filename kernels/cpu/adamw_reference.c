@@ -8,33 +8,16 @@
 //   param −= lr · m̂ / (sqrt(v̂) + eps)
 //
 // Legend: n elements of one flat parameter buffer (and of its gradient and moments).
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels_reference.h"
 
 Dsv3Err dsv3_adamw_step_reference(float *param, const float *grad, float *m, float *v, int64_t n,
                                   const Dsv3AdamWArgs *args) {
-    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "adamw_step: args is NULL");
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "adamw_step: n = %" PRId64 ", expected n >= 0", n);
-    DSV3_CHECK(args->lr >= 0, DSV3_ERR_USAGE, "adamw_step: lr = %g, expected lr >= 0",
-               (double)args->lr);
-    DSV3_CHECK(args->beta1 >= 0 && args->beta1 < 1, DSV3_ERR_USAGE,
-               "adamw_step: beta1 = %g, expected 0 <= beta1 < 1", (double)args->beta1);
-    DSV3_CHECK(args->beta2 >= 0 && args->beta2 < 1, DSV3_ERR_USAGE,
-               "adamw_step: beta2 = %g, expected 0 <= beta2 < 1", (double)args->beta2);
-    DSV3_CHECK(args->eps >= 0, DSV3_ERR_USAGE, "adamw_step: eps = %g, expected eps >= 0",
-               (double)args->eps);
-    DSV3_CHECK(args->weight_decay >= 0, DSV3_ERR_USAGE,
-               "adamw_step: weight_decay = %g, expected weight_decay >= 0",
-               (double)args->weight_decay);
-    DSV3_CHECK(args->step >= 1, DSV3_ERR_USAGE,
-               "adamw_step: step = %" PRId64 ", expected step >= 1 (1 on the first step)",
-               args->step);
+    DSV3_CALL(dsv3_cpu_check_adamw(param, grad, m, v, n, args));
     if (n == 0) return DSV3_OK;
-    DSV3_CHECK(param != NULL && grad != NULL && m != NULL && v != NULL, DSV3_ERR_USAGE,
-               "adamw_step: param, grad, m and v must not be NULL");
 
     double lr = args->lr, beta1 = args->beta1, beta2 = args->beta2, eps = args->eps;
     double bias_correction1 = 1.0 - pow(beta1, (double)args->step);

@@ -37,6 +37,7 @@
 
 #include "common/core/alloc.h"
 #include "common/core/error.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels.h"
 
 // Tile sizes: large enough that sgemm's packing is amortised, small enough that a tile's
@@ -170,19 +171,12 @@ static void blas_threads_leave(int saved) {
         openblas_set_num_threads(saved);
 }
 
-static Dsv3Err check_dims(int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv, float scale) {
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "attention: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B,
-               (long long)T, (long long)H);
-    DSV3_CHECK(Dqk >= 1 && Dv >= 1, DSV3_ERR_USAGE,
-               "attention: head dims Dqk and Dv must be >= 1, got Dqk=%lld Dv=%lld", (long long)Dqk,
-               (long long)Dv);
-    // BLAS takes int leading dimensions.
+// BLAS takes int leading dimensions; the other checks are shared with the reference version
+// (checks.h).
+static Dsv3Err check_blas_dims(int64_t H, int64_t Dqk, int64_t Dv) {
     DSV3_CHECK(H * Dqk <= INT_MAX && H * Dv <= INT_MAX, DSV3_ERR_USAGE,
                "attention: H*Dqk and H*Dv must fit in an int for BLAS, got %lld and %lld",
                (long long)(H * Dqk), (long long)(H * Dv));
-    DSV3_CHECK(isfinite(scale) && scale > 0.0f, DSV3_ERR_USAGE,
-               "attention: scale must be finite and > 0 (e.g. Dqk^-0.5), got %g", (double)scale);
     return DSV3_OK;
 }
 
@@ -277,9 +271,8 @@ Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, con
                                       const float *k, const float *v, const int32_t *doc,
                                       int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
                                       float scale) {
-    DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
-               "attention forward: out, lse, q, k, v must not be NULL");
-    DSV3_CALL(check_dims(B, T, H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_cpu_check_attention_forward(out, lse, q, k, v, B, T, H, Dqk, Dv, scale));
+    DSV3_CALL(check_blas_dims(H, Dqk, Dv));
     const int threads = omp_get_max_threads();
     const int64_t per_thread = forward_scratch_floats(Dv);
     float *scratch = NULL; // (threads, per_thread)
@@ -399,11 +392,9 @@ Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const fl
                                        const float *out, const float *lse, const float *scores,
                                        const int32_t *doc, int64_t B, int64_t T, int64_t H,
                                        int64_t Dqk, int64_t Dv, float scale) {
-    DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
-                   v != NULL && out != NULL && lse != NULL,
-               DSV3_ERR_USAGE,
-               "attention backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
-    DSV3_CALL(check_dims(B, T, H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_cpu_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, Dqk,
+                                                Dv, scale));
+    DSV3_CALL(check_blas_dims(H, Dqk, Dv));
     const int threads = omp_get_max_threads();
     const int64_t per_thread = backward_scratch_floats();
     Dsv3Err err = DSV3_OK;

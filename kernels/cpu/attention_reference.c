@@ -13,19 +13,8 @@
 
 #include "common/core/alloc.h"
 #include "common/core/error.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels_reference.h"
-
-static Dsv3Err check_dims(int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv, float scale) {
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "attention: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B,
-               (long long)T, (long long)H);
-    DSV3_CHECK(Dqk >= 1 && Dv >= 1, DSV3_ERR_USAGE,
-               "attention: head dims Dqk and Dv must be >= 1, got Dqk=%lld Dv=%lld", (long long)Dqk,
-               (long long)Dv);
-    DSV3_CHECK(isfinite(scale) && scale > 0.0f, DSV3_ERR_USAGE,
-               "attention: scale must be finite and > 0 (e.g. Dqk^-0.5), got %g", (double)scale);
-    return DSV3_OK;
-}
 
 static int visible(const int32_t *doc_b, int64_t t, int64_t s) {
     return s <= t && (doc_b == NULL || doc_b[s] == doc_b[t]);
@@ -65,9 +54,7 @@ static double probabilities(double *p, const float *q, const float *k, const int
 Dsv3Err dsv3_attention_forward_reference(float *out, float *lse, const float *q, const float *k,
                                          const float *v, const int32_t *doc, int64_t B, int64_t T,
                                          int64_t H, int64_t Dqk, int64_t Dv, float scale) {
-    DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
-               "attention forward: out, lse, q, k, v must not be NULL");
-    DSV3_CALL(check_dims(B, T, H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_cpu_check_attention_forward(out, lse, q, k, v, B, T, H, Dqk, Dv, scale));
     double *p = NULL; // (T)
     DSV3_CALL(dsv3_alloc((void **)&p, (size_t)T * sizeof *p, "attention probabilities"));
     for (int64_t b = 0; b < B; b++) {
@@ -99,11 +86,8 @@ Dsv3Err dsv3_attention_backward_reference(float *dq, float *dk, float *dv, const
                                           const float *out, const float *lse, const int32_t *doc,
                                           int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
                                           float scale) {
-    DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
-                   v != NULL && out != NULL && lse != NULL,
-               DSV3_ERR_USAGE,
-               "attention backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
-    DSV3_CALL(check_dims(B, T, H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_cpu_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, Dqk,
+                                                Dv, scale));
     Dsv3Err err = DSV3_OK;
     double *p = NULL, *ds = NULL; // (T) each: one query row
     double *dk_acc = NULL; // (T, Dqk): one head's dk

@@ -21,35 +21,19 @@
 #include <string.h>
 
 #include "common/core/alloc.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/cpu/vec_exp.h"
 #include "kernels/kernels.h"
 
-// Validates sizes, pointers and every label before any work, so that a bad label never
-// leaves a half-accumulated dweight behind.
-static Dsv3Err cross_entropy_check(const double *loss_sum, const float *dh, const float *dweight,
-                                   const float *h, const float *weight, const int32_t *labels,
-                                   int64_t N, int64_t D, int64_t V, int64_t chunk) {
-    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "cross_entropy: loss_sum is NULL");
-    // OpenBLAS takes its sizes as 32-bit ints (the LP64 interface).
+// OpenBLAS takes its sizes as 32-bit ints (the LP64 interface); the other checks are shared
+// with the reference version (checks.h).
+static Dsv3Err cross_entropy_check_blas_sizes(int64_t N, int64_t D, int64_t V) {
     DSV3_CHECK(N >= 0 && N <= INT_MAX, DSV3_ERR_USAGE,
                "cross_entropy: N = %" PRId64 " tokens, expected 0 <= N <= %d", N, INT_MAX);
     DSV3_CHECK(D > 0 && D <= INT_MAX, DSV3_ERR_USAGE,
                "cross_entropy: D = %" PRId64 ", expected 0 < D <= %d", D, INT_MAX);
     DSV3_CHECK(V > 0 && V <= INT_MAX, DSV3_ERR_USAGE,
                "cross_entropy: V = %" PRId64 ", expected 0 < V <= %d", V, INT_MAX);
-    DSV3_CHECK(chunk > 0, DSV3_ERR_USAGE,
-               "cross_entropy: chunk = %" PRId64 " tokens, expected chunk > 0", chunk);
-    if (N == 0) return DSV3_OK;
-    DSV3_CHECK(h != NULL && weight != NULL && labels != NULL, DSV3_ERR_USAGE,
-               "cross_entropy: h, weight and labels must not be NULL");
-    DSV3_CHECK(dh == NULL || dweight != NULL, DSV3_ERR_USAGE,
-               "cross_entropy: dweight must not be NULL when dh is wanted");
-    for (int64_t n = 0; n < N; n++)
-        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
-                   DSV3_ERR_USAGE,
-                   "cross_entropy: labels[%" PRId64 "] = %" PRId32
-                   " is neither a token id in [0, %" PRId64 ") nor the ignore index %d",
-                   n, labels[n], V, DSV3_IGNORE_INDEX);
     return DSV3_OK;
 }
 
@@ -83,7 +67,9 @@ static double cross_entropy_row(float *row, int32_t label, int64_t V, int grad, 
 Dsv3Err dsv3_cross_entropy(double *loss_sum, float *dh, float *dweight, const float *h,
                            const float *weight, const int32_t *labels, int64_t N, int64_t D,
                            int64_t V, float grad_scale, int64_t chunk) {
-    DSV3_CALL(cross_entropy_check(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
+    DSV3_CALL(cross_entropy_check_blas_sizes(N, D, V));
+    DSV3_CALL(
+        dsv3_cpu_check_cross_entropy(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
     *loss_sum = 0;
     if (N == 0) return DSV3_OK;
     const int64_t rows = chunk < N ? chunk : N; // C at most

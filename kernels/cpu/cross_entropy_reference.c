@@ -7,34 +7,20 @@
 //   dh = dlogits · W,   dW += dlogitsᵀ · h.
 //
 // Legend: N tokens, D model width, V vocabulary.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
 #include "common/core/alloc.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels_reference.h"
 
 Dsv3Err dsv3_cross_entropy_reference(double *loss_sum, float *dh, float *dweight, const float *h,
                                      const float *weight, const int32_t *labels, int64_t N,
                                      int64_t D, int64_t V, float grad_scale, int64_t chunk) {
-    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "cross_entropy: loss_sum is NULL");
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "cross_entropy: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "cross_entropy: D = %" PRId64 ", expected D > 0", D);
-    DSV3_CHECK(V > 0, DSV3_ERR_USAGE, "cross_entropy: V = %" PRId64 ", expected V > 0", V);
-    DSV3_CHECK(chunk > 0, DSV3_ERR_USAGE,
-               "cross_entropy: chunk = %" PRId64 " tokens, expected chunk > 0", chunk);
+    DSV3_CALL(
+        dsv3_cpu_check_cross_entropy(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
     *loss_sum = 0;
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(h != NULL && weight != NULL && labels != NULL, DSV3_ERR_USAGE,
-               "cross_entropy: h, weight and labels must not be NULL");
-    DSV3_CHECK(dh == NULL || dweight != NULL, DSV3_ERR_USAGE,
-               "cross_entropy: dweight must not be NULL when dh is wanted");
-    for (int64_t n = 0; n < N; n++)
-        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
-                   DSV3_ERR_USAGE,
-                   "cross_entropy: labels[%" PRId64 "] = %" PRId32
-                   " is neither a token id in [0, %" PRId64 ") nor the ignore index %d",
-                   n, labels[n], V, DSV3_IGNORE_INDEX);
 
     double *dlogits = NULL; // (N, V): the logits, then their gradient
     DSV3_CALL(dsv3_calloc((void **)&dlogits, (size_t)N * (size_t)V, sizeof(double),

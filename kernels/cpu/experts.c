@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "common/core/alloc.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels.h"
 
 // After kernels.h: OpenBLAS's cblas.h pulls in <complex.h>, whose macro `I` would replace a
@@ -40,24 +41,17 @@ enum { EXPERTS_MIN_PER_THREAD = 2 };
 // Elements below which the elementwise SwiGLU of one expert stays on one thread.
 enum { EXPERTS_PARALLEL_MIN_ELEMENTS = 1 << 14 };
 
-static Dsv3Err experts_check(const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
-    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "experts: E = %" PRId64 ", expected E >= 1", E);
-    DSV3_CHECK(D >= 1 && D <= INT32_MAX, DSV3_ERR_USAGE,
+// BLAS takes int sizes: D, F and the rows of every expert. Called after the checks shared with
+// the reference version (checks.h), which validate offsets.
+static Dsv3Err experts_check_blas_sizes(const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
+    DSV3_CHECK(D <= INT32_MAX, DSV3_ERR_USAGE,
                "experts: D = %" PRId64 ", expected 1 <= D <= 2^31 - 1 (BLAS int)", D);
-    DSV3_CHECK(F >= 1 && F <= INT32_MAX, DSV3_ERR_USAGE,
+    DSV3_CHECK(F <= INT32_MAX, DSV3_ERR_USAGE,
                "experts: F = %" PRId64 ", expected 1 <= F <= 2^31 - 1 (BLAS int)", F);
-    DSV3_CHECK(offsets != NULL, DSV3_ERR_USAGE, "experts: offsets is NULL");
-    DSV3_CHECK(offsets[0] == 0, DSV3_ERR_USAGE,
-               "experts: offsets[0] = %" PRId64 ", expected 0", offsets[0]);
-    for (int64_t e = 0; e < E; e++) {
-        DSV3_CHECK(offsets[e + 1] >= offsets[e], DSV3_ERR_USAGE,
-                   "experts: offsets[%" PRId64 "] = %" PRId64 " < offsets[%" PRId64 "] = %" PRId64
-                   ", expected offsets to be non-decreasing",
-                   e + 1, offsets[e + 1], e, offsets[e]);
+    for (int64_t e = 0; e < E; e++)
         DSV3_CHECK(offsets[e + 1] - offsets[e] <= INT32_MAX, DSV3_ERR_USAGE,
                    "experts: expert %" PRId64 " has %" PRId64 " rows, more than a BLAS int holds",
                    e, offsets[e + 1] - offsets[e]);
-    }
     return DSV3_OK;
 }
 
@@ -150,11 +144,10 @@ static void expert_backward(float *dxs, float *dw1e, float *dw2e, float *dw3e, f
 Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, const float *w1,
                              const float *w2, const float *w3, const int64_t *offsets, int64_t E,
                              int64_t D, int64_t F) {
-    DSV3_CALL(experts_check(offsets, E, D, F));
+    DSV3_CALL(dsv3_cpu_check_experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F));
+    DSV3_CALL(experts_check_blas_sizes(offsets, E, D, F));
     const int64_t M = offsets[E];
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(ys && h1 && h3 && xs && w1 && w2 && w3, DSV3_ERR_USAGE,
-               "experts: ys, h1, h3, xs, w1, w2 and w3 must not be NULL");
     Dsv3Err err = DSV3_OK;
     float *g = NULL;         // (M, F) silu(h1) · h3
     int64_t *sched = NULL;   // (busy) experts with rows, busiest first
@@ -183,11 +176,11 @@ Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, co
                               const float *xs, const float *h1, const float *h3,
                               const float *w1, const float *w2, const float *w3,
                               const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
-    DSV3_CALL(experts_check(offsets, E, D, F));
+    DSV3_CALL(dsv3_cpu_check_experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3,
+                                              offsets, E, D, F));
+    DSV3_CALL(experts_check_blas_sizes(offsets, E, D, F));
     const int64_t M = offsets[E];
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(dxs && dw1 && dw2 && dw3 && dys && xs && h1 && h3 && w1 && w2 && w3,
-               DSV3_ERR_USAGE, "experts: no tensor of the backward may be NULL");
     Dsv3Err err = DSV3_OK;
     float *ga = NULL;       // (M, F) dg, then da
     float *gb = NULL;       // (M, F) g, then db

@@ -4,38 +4,21 @@
 // h1 = w1[e] x, h3 = w3[e] x, y = w2[e] (silu(h1) · h3), each dot product in double.
 //
 // Legend: E experts, D model width, F expert hidden width, M routed rows (offsets[E]).
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
 #include "common/core/alloc.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels_reference.h"
-
-static Dsv3Err experts_check(const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
-    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "experts: E = %" PRId64 ", expected E >= 1", E);
-    DSV3_CHECK(D >= 1, DSV3_ERR_USAGE, "experts: D = %" PRId64 ", expected D >= 1", D);
-    DSV3_CHECK(F >= 1, DSV3_ERR_USAGE, "experts: F = %" PRId64 ", expected F >= 1", F);
-    DSV3_CHECK(offsets != NULL, DSV3_ERR_USAGE, "experts: offsets is NULL");
-    DSV3_CHECK(offsets[0] == 0, DSV3_ERR_USAGE,
-               "experts: offsets[0] = %" PRId64 ", expected 0", offsets[0]);
-    for (int64_t e = 0; e < E; e++)
-        DSV3_CHECK(offsets[e + 1] >= offsets[e], DSV3_ERR_USAGE,
-                   "experts: offsets[%" PRId64 "] = %" PRId64 " < offsets[%" PRId64 "] = %" PRId64
-                   ", expected offsets to be non-decreasing",
-                   e + 1, offsets[e + 1], e, offsets[e]);
-    return DSV3_OK;
-}
 
 static double silu(double a) { return a / (1.0 + exp(-a)); }
 
 Dsv3Err dsv3_experts_forward_reference(float *ys, float *h1, float *h3, const float *xs,
                                        const float *w1, const float *w2, const float *w3,
                                        const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
-    DSV3_CALL(experts_check(offsets, E, D, F));
+    DSV3_CALL(dsv3_cpu_check_experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F));
     const int64_t M = offsets[E];
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(ys && h1 && h3 && xs && w1 && w2 && w3, DSV3_ERR_USAGE,
-               "experts: ys, h1, h3, xs, w1, w2 and w3 must not be NULL");
     Dsv3Err err = DSV3_OK;
     double *g = NULL; // (F) silu(h1) · h3 of one row
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&g, (size_t)F * sizeof(double), "experts hidden"));
@@ -71,11 +54,10 @@ Dsv3Err dsv3_experts_backward_reference(float *dxs, float *dw1, float *dw2, floa
                                         const float *h3, const float *w1, const float *w2,
                                         const float *w3, const int64_t *offsets, int64_t E,
                                         int64_t D, int64_t F) {
-    DSV3_CALL(experts_check(offsets, E, D, F));
+    DSV3_CALL(dsv3_cpu_check_experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3,
+                                              offsets, E, D, F));
     const int64_t M = offsets[E];
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(dxs && dw1 && dw2 && dw3 && dys && xs && h1 && h3 && w1 && w2 && w3,
-               DSV3_ERR_USAGE, "experts: no tensor of the backward may be NULL");
     Dsv3Err err = DSV3_OK;
     double *da = NULL; // (M, F) gradient of h1
     double *db = NULL; // (M, F) gradient of h3

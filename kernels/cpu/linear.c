@@ -12,9 +12,11 @@
 #include <limits.h>
 #include <stdint.h>
 
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels.h"
 
-// OpenBLAS takes its sizes as 32-bit ints (the LP64 interface).
+// OpenBLAS takes its sizes as 32-bit ints (the LP64 interface); the other checks are shared
+// with the reference version (checks.h).
 static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {
     DSV3_CHECK(N >= 0 && N <= INT_MAX, DSV3_ERR_USAGE,
                "linear: N = %" PRId64 " rows, expected 0 <= N <= %d", N, INT_MAX);
@@ -28,9 +30,8 @@ static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {
 Dsv3Err dsv3_linear_forward(float *out, const float *x, const float *weight, int64_t N, int64_t In,
                             int64_t Out) {
     DSV3_CALL(linear_check_sizes(N, In, Out));
+    DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(out != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
-               "linear_forward: out, x and weight must not be NULL");
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)Out, (int)In, 1.0f, x, (int)In,
                 weight, (int)In, 0.0f, out, (int)Out);
     return DSV3_OK;
@@ -40,11 +41,8 @@ Dsv3Err dsv3_linear_backward(float *dx, float *dweight, const float *dout, const
                              const float *weight, int64_t N, int64_t In, int64_t Out,
                              int accumulate_dx) {
     DSV3_CALL(linear_check_sizes(N, In, Out));
+    DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dweight != NULL && dout != NULL && x != NULL, DSV3_ERR_USAGE,
-               "linear_backward: dweight, dout and x must not be NULL");
-    DSV3_CHECK(dx == NULL || weight != NULL, DSV3_ERR_USAGE,
-               "linear_backward: weight must not be NULL when dx is wanted");
     if (dx != NULL)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)In, (int)Out, 1.0f, dout,
                     (int)Out, weight, (int)In, accumulate_dx ? 1.0f : 0.0f, dx, (int)In);

@@ -3,24 +3,15 @@
 // Plain triple loops with double accumulators.
 //
 // Legend: N rows (tokens), I input features, O output features.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels_reference.h"
-
-static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "linear: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(In > 0, DSV3_ERR_USAGE, "linear: In = %" PRId64 " input features, expected In > 0", In);
-    DSV3_CHECK(Out > 0, DSV3_ERR_USAGE, "linear: Out = %" PRId64 " output features, expected Out > 0", Out);
-    return DSV3_OK;
-}
 
 Dsv3Err dsv3_linear_forward_reference(float *out, const float *x, const float *weight, int64_t N,
                                       int64_t In, int64_t Out) {
-    DSV3_CALL(linear_check_sizes(N, In, Out));
+    DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(out != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
-               "linear_forward: out, x and weight must not be NULL");
     for (int64_t n = 0; n < N; n++)
         for (int64_t o = 0; o < Out; o++) {
             double sum = 0;
@@ -33,12 +24,8 @@ Dsv3Err dsv3_linear_forward_reference(float *out, const float *x, const float *w
 Dsv3Err dsv3_linear_backward_reference(float *dx, float *dweight, const float *dout, const float *x,
                                        const float *weight, int64_t N, int64_t In, int64_t Out,
                                        int accumulate_dx) {
-    DSV3_CALL(linear_check_sizes(N, In, Out));
+    DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dweight != NULL && dout != NULL && x != NULL, DSV3_ERR_USAGE,
-               "linear_backward: dweight, dout and x must not be NULL");
-    DSV3_CHECK(dx == NULL || weight != NULL, DSV3_ERR_USAGE,
-               "linear_backward: weight must not be NULL when dx is wanted");
     if (dx != NULL)
         for (int64_t n = 0; n < N; n++)
             for (int64_t i = 0; i < In; i++) {

@@ -19,6 +19,7 @@
 #include <omp.h>
 
 #include "common/core/alloc.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels.h"
 
 // Assignments (or rows) below which a call stays on one thread.
@@ -30,60 +31,14 @@ enum { PERMUTE_PLAN_MIN_SLICE = 4096 };
 // Columns accumulated at once on the stack by the combine (1 KiB of floats).
 enum { PERMUTE_COLUMN_BLOCK = 256 };
 
-static Dsv3Err permute_check_dims(int64_t N, int64_t K, int64_t D) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "moe_permute: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(K >= 1, DSV3_ERR_USAGE, "moe_permute: K = %" PRId64 ", expected K >= 1", K);
-    DSV3_CHECK(D >= 1, DSV3_ERR_USAGE, "moe_permute: D = %" PRId64 ", expected D >= 1", D);
-    DSV3_CHECK(N <= ((int64_t)INT32_MAX + 1) / K, DSV3_ERR_USAGE,
-               "moe_permute: N × K = %" PRId64 " × %" PRId64 " rows exceed int32 row ids", N, K);
-    return DSV3_OK;
-}
-
-// M rows of K assignments each are N = M / K tokens.
-static Dsv3Err permute_tokens_of_rows(int64_t *N, int64_t M, int64_t K, int64_t D) {
-    DSV3_CHECK(M >= 0 && K >= 1 && M % K == 0, DSV3_ERR_USAGE,
-               "moe_permute: M = %" PRId64 " rows, expected a multiple of K = %" PRId64 " >= 1", M,
-               K);
-    *N = M / K;
-    DSV3_CALL(permute_check_dims(*N, K, D));
-    return DSV3_OK;
-}
-
-static Dsv3Err permute_check_order(const int32_t *order, int64_t M) {
-    for (int64_t j = 0; j < M; j++)
-        DSV3_CHECK(order[j] >= 0 && order[j] < M, DSV3_ERR_USAGE,
-                   "moe_permute: order[%" PRId64 "] = %" PRId32 " is not an assignment in [0, %" PRId64
-                   ")",
-                   j, order[j], M);
-    return DSV3_OK;
-}
-
-// row_of (M): the row of each assignment; fails unless order is a permutation of [0, M).
-// One thread: M integer stores, small next to the M × D floats the callers then move.
-static Dsv3Err permute_invert(int32_t *row_of, const int32_t *order, int64_t M) {
-    DSV3_CALL(permute_check_order(order, M));
-    memset(row_of, 0xff, (size_t)M * sizeof(int32_t)); // all −1
-    for (int64_t j = 0; j < M; j++) {
-        DSV3_CHECK(row_of[order[j]] < 0, DSV3_ERR_USAGE,
-                   "moe_permute: order[%" PRId32 "] = order[%" PRId64 "] = %" PRId32
-                   ": order must be a permutation of [0, M)",
-                   row_of[order[j]], j, order[j]);
-        row_of[order[j]] = (int32_t)j;
-    }
-    return DSV3_OK;
-}
-
 Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx, int64_t N,
                       int64_t K, int64_t E) {
-    DSV3_CALL(permute_check_dims(N, K, 1));
-    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "moe_plan: E = %" PRId64 " experts, expected E >= 1", E);
-    DSV3_CHECK(offsets != NULL, DSV3_ERR_USAGE, "moe_plan: offsets is NULL");
+    DSV3_CALL(dsv3_cpu_check_moe_plan(order, offsets, topk_idx, N, K, E));
     const int64_t M = N * K;
     if (M == 0) {
         memset(offsets, 0, (size_t)(E + 1) * sizeof(int64_t));
         return DSV3_OK;
     }
-    DSV3_CHECK(order && topk_idx, DSV3_ERR_USAGE, "moe_plan: order or topk_idx is NULL");
     int64_t first_bad = M;
 #pragma omp parallel for schedule(static) reduction(min : first_bad) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t a = 0; a < M; a++)
@@ -134,10 +89,8 @@ Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx,
 Dsv3Err dsv3_moe_gather(float *xs, const float *x, const int32_t *order, int64_t M, int64_t K,
                         int64_t D) {
     int64_t N;
-    DSV3_CALL(permute_tokens_of_rows(&N, M, K, D));
+    DSV3_CALL(dsv3_cpu_check_moe_gather(&N, xs, x, order, M, K, D));
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(xs && x && order, DSV3_ERR_USAGE, "moe_gather: xs, x and order must not be NULL");
-    DSV3_CALL(permute_check_order(order, M));
     const size_t row_bytes = (size_t)D * sizeof(float);
 #pragma omp parallel for schedule(static) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t j = 0; j < M; j++)
@@ -148,14 +101,10 @@ Dsv3Err dsv3_moe_gather(float *xs, const float *x, const int32_t *order, int64_t
 Dsv3Err dsv3_moe_gather_backward(float *dx, const float *dxs, const int32_t *order, int64_t M,
                                  int64_t K, int64_t D) {
     int64_t N;
-    DSV3_CALL(permute_tokens_of_rows(&N, M, K, D));
+    DSV3_CALL(dsv3_cpu_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(dx && dxs && order, DSV3_ERR_USAGE,
-               "moe_gather_backward: dx, dxs and order must not be NULL");
-    Dsv3Err err = DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&row_of, (size_t)M * sizeof(int32_t), "gather rows"));
-    DSV3_CALL_GOTO(err, done, permute_invert(row_of, order, M));
+    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
 #pragma omp parallel for schedule(static) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t n = 0; n < N; n++) {
         float *dst = dx + n * D; // (D)
@@ -164,22 +113,17 @@ Dsv3Err dsv3_moe_gather_backward(float *dx, const float *dxs, const int32_t *ord
             for (int64_t d = 0; d < D; d++) dst[d] += src[d];
         }
     }
-done:
     dsv3_free(row_of);
-    return err;
+    return DSV3_OK;
 }
 
 Dsv3Err dsv3_moe_combine_forward(float *out, const float *ys, const float *weights,
                                  const int32_t *order, int64_t N, int64_t K, int64_t D) {
-    DSV3_CALL(permute_check_dims(N, K, D));
+    DSV3_CALL(dsv3_cpu_check_moe_combine_forward(out, ys, weights, order, N, K, D));
     const int64_t M = N * K;
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(out && ys && weights && order, DSV3_ERR_USAGE,
-               "moe_combine: out, ys, weights and order must not be NULL");
-    Dsv3Err err = DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&row_of, (size_t)M * sizeof(int32_t), "combine rows"));
-    DSV3_CALL_GOTO(err, done, permute_invert(row_of, order, M));
+    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
 #pragma omp parallel for schedule(static) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t n = 0; n < N; n++) {
         // The weighted sum over k first, then onto out: torchtitan's bmm, then its addition to
@@ -197,23 +141,19 @@ Dsv3Err dsv3_moe_combine_forward(float *out, const float *ys, const float *weigh
             for (int64_t d = 0; d < width; d++) o[d] += acc[d];
         }
     }
-done:
     dsv3_free(row_of);
-    return err;
+    return DSV3_OK;
 }
 
 Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout,
                                   const float *ys, const float *weights, const int32_t *order,
                                   int64_t N, int64_t K, int64_t D) {
-    DSV3_CALL(permute_check_dims(N, K, D));
+    DSV3_CALL(
+        dsv3_cpu_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     const int64_t M = N * K;
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(dys && dweights && dout && ys && weights && order, DSV3_ERR_USAGE,
-               "moe_combine_backward: dys, dweights, dout, ys, weights and order must not be NULL");
-    Dsv3Err err = DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&row_of, (size_t)M * sizeof(int32_t), "combine rows"));
-    DSV3_CALL_GOTO(err, done, permute_invert(row_of, order, M));
+    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
 #pragma omp parallel for schedule(static) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t n = 0; n < N; n++) {
         const float *g = dout + n * D; // (D)
@@ -231,7 +171,6 @@ Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout
             dweights[n * K + k] = dot;
         }
     }
-done:
     dsv3_free(row_of);
-    return err;
+    return DSV3_OK;
 }

@@ -12,6 +12,7 @@
 
 #include "common/core/alloc.h"
 #include "common/core/error.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels.h"
 
 // Where YaRN's ramp has both ends equal, torchtitan widens it by this much to avoid 0 / 0.
@@ -35,23 +36,8 @@ static double yarn_ramp(int64_t i, double low, double high) {
 Dsv3Err dsv3_rope_tables(float *cos_table, float *sin_table, int64_t T, int64_t R, double theta,
                          double factor, double beta_fast, double beta_slow,
                          int64_t original_seq_len) {
-    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
-               "rope tables: cos and sin must not be NULL");
-    DSV3_CHECK(T >= 1, DSV3_ERR_USAGE, "rope tables: T (positions) must be >= 1, got %lld",
-               (long long)T);
-    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
-               "rope tables: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
-    DSV3_CHECK(isfinite(theta) && theta > 1.0, DSV3_ERR_USAGE,
-               "rope tables: theta must be finite and > 1, got %g", theta);
-    DSV3_CHECK(isfinite(factor) && factor > 0.0, DSV3_ERR_USAGE,
-               "rope tables: factor must be finite and > 0, got %g", factor);
-    DSV3_CHECK(isfinite(beta_fast) && beta_fast > 0.0 && isfinite(beta_slow) && beta_slow > 0.0,
-               DSV3_ERR_USAGE,
-               "rope tables: beta_fast and beta_slow must be finite and > 0, got %g and %g",
-               beta_fast, beta_slow);
-    DSV3_CHECK(original_seq_len >= 1, DSV3_ERR_USAGE,
-               "rope tables: original_seq_len must be >= 1, got %lld", (long long)original_seq_len);
-
+    DSV3_CALL(dsv3_cpu_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
+                                         beta_slow, original_seq_len));
     const int64_t pairs = R / 2;
     double *freq = NULL; // (R/2)
     DSV3_CALL(dsv3_alloc((void **)&freq, (size_t)pairs * sizeof *freq, "rope frequencies"));
@@ -85,29 +71,6 @@ Dsv3Err dsv3_rope_tables(float *cos_table, float *sin_table, int64_t T, int64_t 
     return DSV3_OK;
 }
 
-static Dsv3Err check_apply_args(const float *x, const float *cos_table, const float *sin_table,
-                                int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
-                                int64_t head_stride) {
-    DSV3_CHECK(x != NULL, DSV3_ERR_USAGE, "rope: x must not be NULL");
-    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
-               "rope: cos and sin must not be NULL");
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "rope: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B, (long long)T,
-               (long long)H);
-    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
-               "rope: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
-    // Overlapping vectors would make an in-place rotation depend on the order of the loops.
-    DSV3_CHECK(
-        H == 1 || head_stride >= R, DSV3_ERR_USAGE,
-        "rope: with H=%lld heads, head_stride must be >= R=%lld so heads do not overlap, got %lld",
-        (long long)H, (long long)R, (long long)head_stride);
-    DSV3_CHECK(row_stride >= (H - 1) * head_stride + R, DSV3_ERR_USAGE,
-               "rope: row_stride must be >= (H-1)*head_stride + R = %lld so tokens do not overlap, "
-               "got %lld",
-               (long long)((H - 1) * head_stride + R), (long long)row_stride);
-    return DSV3_OK;
-}
-
 // Rotates every pair by `direction` × angle(t, i): +1 forward, −1 backward (the transpose of a
 // rotation is the rotation by the opposite angle).
 static void rotate_all(float *x, const float *cos_table, const float *sin_table, int64_t B,
@@ -135,7 +98,8 @@ static void rotate_all(float *x, const float *cos_table, const float *sin_table,
 Dsv3Err dsv3_rope_forward(float *x, const float *cos_table, const float *sin_table, int64_t B,
                           int64_t T, int64_t H, int64_t R, int64_t row_stride,
                           int64_t head_stride) {
-    DSV3_CALL(check_apply_args(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    DSV3_CALL(
+        dsv3_cpu_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride, 1.0f);
     return DSV3_OK;
 }
@@ -143,7 +107,8 @@ Dsv3Err dsv3_rope_forward(float *x, const float *cos_table, const float *sin_tab
 Dsv3Err dsv3_rope_backward(float *dx, const float *cos_table, const float *sin_table, int64_t B,
                            int64_t T, int64_t H, int64_t R, int64_t row_stride,
                            int64_t head_stride) {
-    DSV3_CALL(check_apply_args(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    DSV3_CALL(
+        dsv3_cpu_check_rope_apply(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride, -1.0f);
     return DSV3_OK;
 }

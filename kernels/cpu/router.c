@@ -10,7 +10,6 @@
 //
 // Legend: N tokens, E experts, K experts per token, G expert groups (E/G experts each), L
 // groups a token may use.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -18,50 +17,14 @@
 #include <omp.h>
 
 #include "common/core/alloc.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels.h"
 
 // torchtitan's route_norm adds this to the sum of a token's weights before dividing.
 static const float ROUTER_NORM_EPS = 1e-20f;
 
-// Experts whose biased scores make up one group's score (torchtitan: the top 2 of the group).
-enum { ROUTER_GROUP_TOP = 2 };
-
 // Tokens below which a call stays on one thread (thread start-up costs more than it saves).
 enum { ROUTER_PARALLEL_MIN_TOKENS = 64 };
-
-static Dsv3Err router_check_args(const Dsv3RouterArgs *args, int64_t N) {
-    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "router: args is NULL");
-    const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "router: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(E > 0 && E <= INT32_MAX, DSV3_ERR_USAGE,
-               "router: num_experts = %" PRId64 ", expected 0 < num_experts <= 2^31 - 1", E);
-    DSV3_CHECK(K >= 1 && K <= E, DSV3_ERR_USAGE,
-               "router: top_k = %" PRId64 ", expected 1 <= top_k <= num_experts = %" PRId64, K, E);
-    DSV3_CHECK(G >= 0, DSV3_ERR_USAGE, "router: num_groups = %" PRId64 ", expected >= 0 (0: off)",
-               G);
-    if (G > 0) {
-        const int64_t L = args->num_limited_groups;
-        DSV3_CHECK(E % G == 0 && E / G >= ROUTER_GROUP_TOP, DSV3_ERR_USAGE,
-                   "router: num_groups = %" PRId64 " must divide num_experts = %" PRId64
-                   " into groups of at least %d experts",
-                   G, E, ROUTER_GROUP_TOP);
-        DSV3_CHECK(L >= 1 && L <= G, DSV3_ERR_USAGE,
-                   "router: num_limited_groups = %" PRId64
-                   ", expected 1 <= num_limited_groups <= num_groups = %" PRId64,
-                   L, G);
-        DSV3_CHECK(K <= L * (E / G), DSV3_ERR_USAGE,
-                   "router: top_k = %" PRId64 " exceeds the %" PRId64
-                   " experts of num_limited_groups = %" PRId64 " groups",
-                   K, L * (E / G), L);
-    }
-    DSV3_CHECK(args->sigmoid == 0 || args->sigmoid == 1, DSV3_ERR_USAGE,
-               "router: sigmoid = %d, expected 0 (softmax) or 1", args->sigmoid);
-    DSV3_CHECK(args->route_norm == 0 || args->route_norm == 1, DSV3_ERR_USAGE,
-               "router: route_norm = %d, expected 0 or 1", args->route_norm);
-    DSV3_CHECK(isfinite(args->route_scale), DSV3_ERR_USAGE,
-               "router: route_scale = %g, expected a finite number", (double)args->route_scale);
-    return DSV3_OK;
-}
 
 // A list of at most `cap` (value, index) pairs kept sorted by value, descending.
 typedef struct {
@@ -109,15 +72,16 @@ static void router_token(float *s, int32_t *idx, float *w, const float *l, const
     TopList top = {kval, idx, 0, K};
     if (G > 0) {
         const int64_t per_group = E / G;
-        float two_v[ROUTER_GROUP_TOP];
-        int32_t two_i[ROUTER_GROUP_TOP];
+        float two_v[DSV3_ROUTER_GROUP_TOP];
+        int32_t two_i[DSV3_ROUTER_GROUP_TOP];
         TopList groups = {gval, gidx, 0, args->num_limited_groups};
         for (int64_t g = 0; g < G; g++) {
-            TopList two = {two_v, two_i, 0, ROUTER_GROUP_TOP};
+            TopList two = {two_v, two_i, 0, DSV3_ROUTER_GROUP_TOP};
             for (int64_t i = 0; i < per_group; i++)
                 toplist_offer(&two, choice[g * per_group + i], (int32_t)i);
             float gs = 0;
-            for (int t = 0; t < ROUTER_GROUP_TOP; t++) gs += two_v[t];
+            for (int t = 0; t < DSV3_ROUTER_GROUP_TOP; t++)
+                gs += two_v[t];
             toplist_offer(&groups, gs, (int32_t)g);
         }
         memset(kept, 0, (size_t)G);
@@ -146,13 +110,10 @@ static void router_token(float *s, int32_t *idx, float *w, const float *l, const
 Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, int64_t *counts,
                             const float *logits, const float *expert_bias, int64_t N,
                             const Dsv3RouterArgs *args) {
-    DSV3_CALL(router_check_args(args, N));
+    DSV3_CALL(dsv3_cpu_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
     const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
-    DSV3_CHECK(counts != NULL, DSV3_ERR_USAGE, "router: counts is NULL");
     memset(counts, 0, (size_t)E * sizeof(int64_t));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(scores && topk_idx && weights && logits, DSV3_ERR_USAGE,
-               "router: scores, topk_idx, weights and logits must not be NULL");
 
     // Per-thread scratch: choice (E), kval (K), gval (G) floats; gidx (G) int32; kept (G) bytes.
     const int threads = omp_get_max_threads();
@@ -195,16 +156,9 @@ done:
 
 Dsv3Err dsv3_router_backward(float *dlogits, const float *dweights, const float *scores,
                              const int32_t *topk_idx, int64_t N, const Dsv3RouterArgs *args) {
-    DSV3_CALL(router_check_args(args, N));
+    DSV3_CALL(dsv3_cpu_check_router_backward(dlogits, dweights, scores, topk_idx, N, args));
     const int64_t E = args->num_experts, K = args->top_k;
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dlogits && dweights && scores && topk_idx, DSV3_ERR_USAGE,
-               "router: dlogits, dweights, scores and topk_idx must not be NULL");
-    for (int64_t i = 0; i < N * K; i++)
-        DSV3_CHECK(topk_idx[i] >= 0 && topk_idx[i] < E, DSV3_ERR_USAGE,
-                   "router: topk_idx[%" PRId64 "][%" PRId64 "] = %" PRId32
-                   " is not an expert in [0, %" PRId64 ")",
-                   i / K, i % K, topk_idx[i], E);
     const float scale = args->route_scale;
 
 #pragma omp parallel for schedule(static) if (N >= ROUTER_PARALLEL_MIN_TOKENS)

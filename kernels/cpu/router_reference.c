@@ -10,53 +10,16 @@
 //
 // Legend: N tokens, E experts, K experts per token, G expert groups (E/G experts each), L
 // groups a token may use.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "common/core/alloc.h"
+#include "kernels/cpu/checks.h"
 #include "kernels/kernels_reference.h"
 
 // torchtitan's route_norm adds this to the sum of a token's weights before dividing.
 static const double ROUTER_NORM_EPS = 1e-20;
-
-// Experts whose biased scores make up one group's score (torchtitan: the top 2 of the group).
-enum { ROUTER_GROUP_TOP = 2 };
-
-static Dsv3Err router_check_args(const Dsv3RouterArgs *args, int64_t N) {
-    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "router: args is NULL");
-    const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "router: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(E > 0 && E <= INT32_MAX, DSV3_ERR_USAGE,
-               "router: num_experts = %" PRId64 ", expected 0 < num_experts <= 2^31 - 1", E);
-    DSV3_CHECK(K >= 1 && K <= E, DSV3_ERR_USAGE,
-               "router: top_k = %" PRId64 ", expected 1 <= top_k <= num_experts = %" PRId64, K, E);
-    DSV3_CHECK(G >= 0, DSV3_ERR_USAGE, "router: num_groups = %" PRId64 ", expected >= 0 (0: off)",
-               G);
-    if (G > 0) {
-        const int64_t L = args->num_limited_groups;
-        DSV3_CHECK(E % G == 0 && E / G >= ROUTER_GROUP_TOP, DSV3_ERR_USAGE,
-                   "router: num_groups = %" PRId64 " must divide num_experts = %" PRId64
-                   " into groups of at least %d experts",
-                   G, E, ROUTER_GROUP_TOP);
-        DSV3_CHECK(L >= 1 && L <= G, DSV3_ERR_USAGE,
-                   "router: num_limited_groups = %" PRId64
-                   ", expected 1 <= num_limited_groups <= num_groups = %" PRId64,
-                   L, G);
-        DSV3_CHECK(K <= L * (E / G), DSV3_ERR_USAGE,
-                   "router: top_k = %" PRId64 " exceeds the %" PRId64
-                   " experts of num_limited_groups = %" PRId64 " groups",
-                   K, L * (E / G), L);
-    }
-    DSV3_CHECK(args->sigmoid == 0 || args->sigmoid == 1, DSV3_ERR_USAGE,
-               "router: sigmoid = %d, expected 0 (softmax) or 1", args->sigmoid);
-    DSV3_CHECK(args->route_norm == 0 || args->route_norm == 1, DSV3_ERR_USAGE,
-               "router: route_norm = %d, expected 0 or 1", args->route_norm);
-    DSV3_CHECK(isfinite(args->route_scale), DSV3_ERR_USAGE,
-               "router: route_scale = %g, expected a finite number", (double)args->route_scale);
-    return DSV3_OK;
-}
 
 // Index of the largest value[i] with i in [0, n) and taken[i] == 0 (the lowest on ties), or −1.
 static int64_t argmax_untaken(const float *value, const unsigned char *taken, int64_t n) {
@@ -70,13 +33,10 @@ Dsv3Err dsv3_router_forward_reference(float *scores, int32_t *topk_idx, float *w
                                       int64_t *counts, const float *logits,
                                       const float *expert_bias, int64_t N,
                                       const Dsv3RouterArgs *args) {
-    DSV3_CALL(router_check_args(args, N));
+    DSV3_CALL(dsv3_cpu_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
     const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
-    DSV3_CHECK(counts != NULL, DSV3_ERR_USAGE, "router: counts is NULL");
     for (int64_t e = 0; e < E; e++) counts[e] = 0;
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(scores && topk_idx && weights && logits, DSV3_ERR_USAGE,
-               "router: scores, topk_idx, weights and logits must not be NULL");
 
     Dsv3Err err = DSV3_OK;
     float *choice = NULL;         // (E) biased scores of one token, −inf outside its groups
@@ -105,7 +65,7 @@ Dsv3Err dsv3_router_forward_reference(float *scores, int32_t *topk_idx, float *w
             for (int64_t g = 0; g < G; g++) {
                 memset(taken, 0, (size_t)per_group);
                 float sum = 0;
-                for (int t = 0; t < ROUTER_GROUP_TOP; t++) {
+                for (int t = 0; t < DSV3_ROUTER_GROUP_TOP; t++) {
                     int64_t i = argmax_untaken(choice + g * per_group, taken, per_group);
                     taken[i] = 1;
                     sum += choice[g * per_group + i];
@@ -146,16 +106,9 @@ done:
 Dsv3Err dsv3_router_backward_reference(float *dlogits, const float *dweights, const float *scores,
                                        const int32_t *topk_idx, int64_t N,
                                        const Dsv3RouterArgs *args) {
-    DSV3_CALL(router_check_args(args, N));
+    DSV3_CALL(dsv3_cpu_check_router_backward(dlogits, dweights, scores, topk_idx, N, args));
     const int64_t E = args->num_experts, K = args->top_k;
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dlogits && dweights && scores && topk_idx, DSV3_ERR_USAGE,
-               "router: dlogits, dweights, scores and topk_idx must not be NULL");
-    for (int64_t i = 0; i < N * K; i++)
-        DSV3_CHECK(topk_idx[i] >= 0 && topk_idx[i] < E, DSV3_ERR_USAGE,
-                   "router: topk_idx[%" PRId64 "][%" PRId64 "] = %" PRId32
-                   " is not an expert in [0, %" PRId64 ")",
-                   i / K, i % K, topk_idx[i], E);
 
     Dsv3Err err = DSV3_OK;
     double *dscores = NULL; // (E) gradient of one token's scores

@@ -5,9 +5,8 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "common/core/alloc.h"
+#include "case.h"
 #include "common/train/lr_schedule.h"
-#include "npy.h"
 
 // The port computes the same double operations in the same order, so only libm may differ.
 static const double MAX_RELATIVE_ERROR = 1e-12;
@@ -17,9 +16,8 @@ enum { COL_WARMUP, COL_TOTAL, COL_HAS_RATIO, COL_RATIO, COL_DECAY_TYPE, COL_MIN_
 
 enum { NAME_CAPACITY = 64 };
 
-// Compares one case, adding its mismatching steps to *mismatches.
-static Dsv3Err check_case(const char *dir, int64_t index, const double *row, double base_lr,
-                          int64_t *mismatches) {
+// Compares one case, counting its mismatching steps as failures of c.
+static Dsv3Err check_case(Dsv3Case *c, int64_t index, const double *row, double base_lr) {
     Dsv3LrScheduleParams params = {
         .warmup_steps = (int64_t)row[COL_WARMUP],
         .total_steps = (int64_t)row[COL_TOTAL],
@@ -34,7 +32,7 @@ static Dsv3Err check_case(const char *dir, int64_t index, const double *row, dou
     snprintf(name, sizeof name, "lr_%lld", (long long)index);
     double *expected = NULL;
     int64_t steps = 0;
-    DSV3_CALL(dsv3_npy_read_f64(&expected, &steps, dir, name));
+    DSV3_CALL(dsv3_case_read_f64(c, &expected, &steps, name));
     for (int64_t step = 1; step <= steps; step++) {
         double want = expected[step - 1], got = base_lr * dsv3_lr_factor(&schedule, step);
         // Relative, so an lr of exactly 0 must come out exactly 0.
@@ -46,31 +44,26 @@ static Dsv3Err check_case(const char *dir, int64_t index, const double *row, dou
                     params.has_decay_ratio ? "" : "unset ", params.decay_ratio,
                     dsv3_lr_decay_type_name(params.decay_type), params.min_lr_factor, (long long)step, got,
                     want);
-            (*mismatches)++;
+            c->failures++;
         }
     }
-    dsv3_free(expected);
     return DSV3_OK;
 }
 
-static Dsv3Err run(const char *dir, int64_t *cases, int64_t *mismatches) {
-    Dsv3Npy params = {0};
+static Dsv3Err run(Dsv3Case *c, int64_t *cases) {
+    Dsv3Npy params;
     double *base = NULL;
     int64_t base_count = 0;
-    Dsv3Err err = DSV3_OK;
-    DSV3_CALL_GOTO(err, done, dsv3_npy_read(&params, dir, "params"));
-    DSV3_CHECK_GOTO(err, done, params.type == DSV3_NPY_F64 && params.ndim == 2 && params.shape[1] == NUM_COLS,
-                    DSV3_ERR_IO, "%s/params.npy must be float64 of shape (cases, %d)", dir, NUM_COLS);
-    DSV3_CALL_GOTO(err, done, dsv3_npy_read_f64(&base, &base_count, dir, "base_lr"));
-    DSV3_CHECK_GOTO(err, done, base_count == 1, DSV3_ERR_IO, "%s/base_lr.npy must hold one value", dir);
+    DSV3_CALL(dsv3_case_read(c, &params, "params"));
+    DSV3_CHECK(params.type == DSV3_NPY_F64 && params.ndim == 2 && params.shape[1] == NUM_COLS,
+               DSV3_ERR_IO, "%s/params.npy must be float64 of shape (cases, %d)", c->root,
+               NUM_COLS);
+    DSV3_CALL(dsv3_case_read_f64(c, &base, &base_count, "base_lr"));
+    DSV3_CHECK(base_count == 1, DSV3_ERR_IO, "%s/base_lr.npy must hold one value", c->root);
     *cases = params.shape[0];
     for (int64_t i = 0; i < *cases; i++)
-        DSV3_CALL_GOTO(err, done,
-                       check_case(dir, i, (const double *)params.data + i * NUM_COLS, base[0], mismatches));
-done:
-    dsv3_npy_free(&params);
-    dsv3_free(base);
-    return err;
+        DSV3_CALL(check_case(c, i, (const double *)params.data + i * NUM_COLS, base[0]));
+    return DSV3_OK;
 }
 
 int main(int argc, char **argv) {
@@ -78,11 +71,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s CASE_DIR\n", argv[0]);
         return 2;
     }
-    int64_t cases = 0, mismatches = 0;
-    if (run(argv[1], &cases, &mismatches) != DSV3_OK) {
+    // Only reads: the mismatching steps are printed here and counted as failures.
+    Dsv3Case c;
+    dsv3_case_init(&c, argv[1], 0.0, DSV3_CASE_LINE_VERDICT, 0, 0);
+    int64_t cases = 0;
+    Dsv3Err err = run(&c, &cases);
+    dsv3_case_end(&c, DSV3_OK);
+    if (err != DSV3_OK) {
         fprintf(stderr, "%s\n", dsv3_error_text());
         return 1;
     }
-    printf("lr schedule: %lld cases, %lld mismatching steps\n", (long long)cases, (long long)mismatches);
-    return mismatches == 0 && cases > 0 ? 0 : 1;
+    printf("lr schedule: %lld cases, %lld mismatching steps\n", (long long)cases,
+           (long long)c.failures);
+    return c.failures == 0 && cases > 0 ? 0 : 1;
 }

@@ -15,11 +15,15 @@
 #include "common/model/model.h"
 #include "common/train/lr_schedule.h"
 #include "common/train/optimizer.h"
+#include "tests/numerics/case.h"
 #include "tests/numerics/npy.h"
 
 // Relative error allowed against float64 (DESIGN: ≤ 1e-4 per tensor), between checkpointing
 // modes, and between accumulation and one big batch (same float32 math, other sum order).
 static const double TOLERANCE = 1e-4, AC_TOLERANCE = 1e-6, ACCUMULATION_TOLERANCE = 1e-5;
+
+// Column of the checks' names in the output lines.
+enum { WHAT_WIDTH = 48 };
 
 typedef struct {
     Dsv3ModelArgs args;
@@ -29,13 +33,8 @@ typedef struct {
     Dsv3LrScheduleParams schedule;
 } Case;
 
-static int failures;
-
-static void report(const char *what, double error, double tolerance) {
-    int ok = error <= tolerance && !isnan(error);
-    printf("%-4s %-48s rel error %.3e (tolerance %.0e)\n", ok ? "ok" : "FAIL", what, error, tolerance);
-    failures += !ok;
-}
+// The case directory, the lines of the checks and their failures.
+static Dsv3Case checks;
 
 static int fail_with(Dsv3Err err) {
     fprintf(stderr, "%s", dsv3_error_text());
@@ -173,17 +172,27 @@ static double run_micro_batches(Dsv3Model *m, const int32_t *tokens, const int32
     return loss / (double)total;
 }
 
-static void compare_file(const char *what, const float *got, int64_t count, const char *dir,
-                         const char *name, double tolerance) {
-    double *want = NULL;
-    int64_t n = 0;
-    TRY(dsv3_npy_read_f64(&want, &n, dir, name));
-    if (n != count) {
-        fprintf(stderr, "%s: %lld values expected, %lld computed\n", name, (long long)n, (long long)count);
-        exit(1);
-    }
-    report(what, dsv3_npy_relative_error(got, want, count), tolerance);
-    dsv3_free(want);
+// Compares got (count) with the array `name` of the case; a missing file or another count
+// ends the program.
+static void compare_file(const char *what, const float *got, int64_t count, const char *name,
+                         double tolerance) {
+    TRY(dsv3_case_check_within(&checks, what, got, count, name, tolerance));
+}
+
+// Every parameter's gradient (`grads`) or value against "<name_prefix><fqn>".
+static void compare_params(Dsv3Model *m, int grads, const char *name_prefix,
+                           const char *what_prefix) {
+    int n = 0;
+    Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
+    char name[256], what[256];
+    for (int g = 0; g < n; g++)
+        for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
+            Dsv3Param *p = &groups[g].params[s];
+            if (!p->numel) continue;
+            snprintf(name, sizeof name, "%s%s", name_prefix, p->fqn);
+            snprintf(what, sizeof what, "%s%s", what_prefix, p->fqn);
+            compare_file(what, grads ? p->grad : p->data, p->numel, name, TOLERANCE);
+        }
 }
 
 static void check_one_step(const Case *c, const char *dir, const int32_t *tokens, const int32_t *labels) {
@@ -193,20 +202,11 @@ static void check_one_step(const Case *c, const char *dir, const int32_t *tokens
     float *logits = NULL;
     TRY(dsv3_alloc((void **)&logits, (size_t)(per_micro * V) * sizeof(float), "logits"));
     float loss = (float)run_micro_batches(m, tokens, labels, c->micro_batches, per_micro, logits);
-    compare_file("step-1 loss", &loss, 1, dir, "loss", TOLERANCE);
-    compare_file("logits (micro-batch 0)", logits, per_micro * V, dir, "logits", TOLERANCE);
+    compare_file("step-1 loss", &loss, 1, "loss", TOLERANCE);
+    compare_file("logits (micro-batch 0)", logits, per_micro * V, "logits", TOLERANCE);
     dsv3_free(logits);
-    int n = 0;
-    Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
+    compare_params(m, 1, "grad.", "grad ");
     char name[256], what[256];
-    for (int g = 0; g < n; g++)
-        for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
-            Dsv3Param *p = &groups[g].params[s];
-            if (!p->numel) continue;
-            snprintf(name, sizeof name, "grad.%s", p->fqn);
-            snprintf(what, sizeof what, "grad %s", p->fqn);
-            compare_file(what, p->grad, p->numel, dir, name, TOLERANCE);
-        }
     for (int64_t l = 0; l < c->args.n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
         if (!counts) continue;
@@ -214,7 +214,7 @@ static void check_one_step(const Case *c, const char *dir, const int32_t *tokens
         for (int64_t e = 0; e < c->args.num_experts; e++) as_float[e] = (float)counts[e];
         snprintf(name, sizeof name, "counts.layers.%lld", (long long)l);
         snprintf(what, sizeof what, "tokens per expert, layer %lld", (long long)l);
-        compare_file(what, as_float, c->args.num_experts, dir, name, 0.0);
+        compare_file(what, as_float, c->args.num_experts, name, 0.0);
     }
     dsv3_model_destroy(m);
 }
@@ -244,9 +244,8 @@ static Dsv3Model *train(const Case *c, const char *dir, Dsv3AcMode mode, int64_t
 
 static void check_training(const Case *c, const char *dir) {
     int32_t *tokens = NULL, *labels = NULL;
-    int64_t nt = 0, nl = 0;
-    TRY(dsv3_npy_read_i32(&tokens, &nt, dir, "train_tokens"));
-    TRY(dsv3_npy_read_i32(&labels, &nl, dir, "train_labels"));
+    TRY(dsv3_case_read_i32(&checks, &tokens, NULL, "train_tokens"));
+    TRY(dsv3_case_read_i32(&checks, &labels, NULL, "train_labels"));
     double losses[64], norms[64], lrs[64], ac_losses[64], ac_norms[64], ac_lrs[64];
     if (c->steps > 64) {
         fprintf(stderr, "at most 64 training steps\n");
@@ -255,30 +254,18 @@ static void check_training(const Case *c, const char *dir) {
     Dsv3Model *m = train(c, dir, DSV3_AC_NONE, 0, tokens, labels, losses, norms, lrs);
     float as_float[64];
     for (int64_t s = 0; s < c->steps; s++) as_float[s] = (float)losses[s];
-    compare_file("training losses (every step)", as_float, c->steps, dir, "train_losses", TOLERANCE);
+    compare_file("training losses (every step)", as_float, c->steps, "train_losses", TOLERANCE);
     // Per-step loss errors too: the contract is every step, not the norm over steps.
     double *want = NULL;
-    int64_t n = 0;
-    TRY(dsv3_npy_read_f64(&want, &n, dir, "train_losses"));
+    TRY(dsv3_case_read_f64(&checks, &want, NULL, "train_losses"));
     double worst = 0;
     for (int64_t s = 0; s < c->steps; s++) worst = fmax(worst, fabs(losses[s] - want[s]) / fabs(want[s]));
-    report("training loss, worst single step", worst, TOLERANCE);
-    dsv3_free(want);
+    dsv3_case_report(&checks, "training loss, worst single step", worst, TOLERANCE);
     for (int64_t s = 0; s < c->steps; s++) as_float[s] = (float)norms[s];
-    compare_file("gradient norms (every step)", as_float, c->steps, dir, "train_grad_norms", TOLERANCE);
+    compare_file("gradient norms (every step)", as_float, c->steps, "train_grad_norms", TOLERANCE);
     for (int64_t s = 0; s < c->steps; s++) as_float[s] = (float)lrs[s];
-    compare_file("learning rates (every step)", as_float, c->steps, dir, "train_lrs", TOLERANCE);
-    int ng = 0;
-    Dsv3ParamGroup *groups = dsv3_model_groups(m, &ng);
-    char name[256], what[256];
-    for (int g = 0; g < ng; g++)
-        for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
-            Dsv3Param *p = &groups[g].params[s];
-            if (!p->numel) continue;
-            snprintf(name, sizeof name, "final.param.%s", p->fqn);
-            snprintf(what, sizeof what, "after training: %s", p->fqn);
-            compare_file(what, p->data, p->numel, dir, name, TOLERANCE);
-        }
+    compare_file("learning rates (every step)", as_float, c->steps, "train_lrs", TOLERANCE);
+    compare_params(m, 0, "final.param.", "after training: ");
     dsv3_model_destroy(m);
 
     // Activation checkpointing: the same losses in every mode.
@@ -288,12 +275,11 @@ static void check_training(const Case *c, const char *dir) {
         Dsv3Model *ac = train(c, dir, modes[i].mode, modes[i].every, tokens, labels, ac_losses, ac_norms, ac_lrs);
         double err = 0;
         for (int64_t s = 0; s < c->steps; s++) err = fmax(err, fabs(ac_losses[s] - losses[s]) / fabs(losses[s]));
+        char what[256];
         snprintf(what, sizeof what, "activation checkpointing %s vs none", modes[i].name);
-        report(what, err, AC_TOLERANCE);
+        dsv3_case_report(&checks, what, err, AC_TOLERANCE);
         dsv3_model_destroy(ac);
     }
-    dsv3_free(tokens);
-    dsv3_free(labels);
 }
 
 // M micro-batches of B sequences against one batch of M × B sequences.
@@ -305,7 +291,8 @@ static void check_accumulation(const Case *c, const char *dir, const int32_t *to
     int64_t per_micro = c->batch * c->seq_len;
     double a = run_micro_batches(small, tokens, labels, c->micro_batches, per_micro, NULL);
     double b = run_micro_batches(big, tokens, labels, 1, per_micro * c->micro_batches, NULL);
-    report("accumulated loss vs one big batch", fabs(a - b) / fabs(b), ACCUMULATION_TOLERANCE);
+    dsv3_case_report(&checks, "accumulated loss vs one big batch", fabs(a - b) / fabs(b),
+                     ACCUMULATION_TOLERANCE);
     int n = 0;
     Dsv3ParamGroup *gs = dsv3_model_groups(small, &n), *gb = dsv3_model_groups(big, &n);
     double diff = 0, norm = 0;
@@ -315,7 +302,8 @@ static void check_accumulation(const Case *c, const char *dir, const int32_t *to
             diff += d * d;
             norm += (double)gb[g].grad[i] * gb[g].grad[i];
         }
-    report("accumulated gradients vs one big batch", sqrt(diff / norm), ACCUMULATION_TOLERANCE);
+    dsv3_case_report(&checks, "accumulated gradients vs one big batch", sqrt(diff / norm),
+                     ACCUMULATION_TOLERANCE);
     dsv3_model_destroy(small);
     dsv3_model_destroy(big);
 }
@@ -326,17 +314,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *dir = argv[1];
+    dsv3_case_init(&checks, dir, TOLERANCE, DSV3_CASE_LINE_VERDICT, 0, WHAT_WIDTH);
     Case c;
     read_case(&c, dir);
     int32_t *tokens = NULL, *labels = NULL;
-    int64_t nt = 0, nl = 0;
-    TRY(dsv3_npy_read_i32(&tokens, &nt, dir, "tokens"));
-    TRY(dsv3_npy_read_i32(&labels, &nl, dir, "labels"));
+    TRY(dsv3_case_read_i32(&checks, &tokens, NULL, "tokens"));
+    TRY(dsv3_case_read_i32(&checks, &labels, NULL, "labels"));
     check_one_step(&c, dir, tokens, labels);
     if (c.micro_batches > 1) check_accumulation(&c, dir, tokens, labels);
     if (c.steps > 0) check_training(&c, dir);
-    dsv3_free(tokens);
-    dsv3_free(labels);
-    printf("%s: %d check(s) failed\n", failures ? "FAIL" : "ok", failures);
-    return failures ? 1 : 0;
+    dsv3_case_end(&checks, DSV3_OK);
+    printf("%s: %d check(s) failed\n", checks.failures ? "FAIL" : "ok", checks.failures);
+    return checks.failures ? 1 : 0;
 }

@@ -1,0 +1,83 @@
+// checks_attention: the shared argument checks of attention and of the rotary embedding.
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/cpu/checks.h"
+
+static Dsv3Err attention_check_dims(int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
+                                    float scale) {
+    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
+               "attention: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B,
+               (long long)T, (long long)H);
+    DSV3_CHECK(Dqk >= 1 && Dv >= 1, DSV3_ERR_USAGE,
+               "attention: head dims Dqk and Dv must be >= 1, got Dqk=%lld Dv=%lld", (long long)Dqk,
+               (long long)Dv);
+    DSV3_CHECK(isfinite(scale) && scale > 0.0f, DSV3_ERR_USAGE,
+               "attention: scale must be finite and > 0 (e.g. Dqk^-0.5), got %g", (double)scale);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_attention_forward(const float *out, const float *lse, const float *q,
+                                         const float *k, const float *v, int64_t B, int64_t T,
+                                         int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+    DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
+               "attention forward: out, lse, q, k, v must not be NULL");
+    return attention_check_dims(B, T, H, Dqk, Dv, scale);
+}
+
+Dsv3Err dsv3_cpu_check_attention_backward(const float *dq, const float *dk, const float *dv,
+                                          const float *dout, const float *q, const float *k,
+                                          const float *v, const float *out, const float *lse,
+                                          int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
+                                          float scale) {
+    DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
+                   v != NULL && out != NULL && lse != NULL,
+               DSV3_ERR_USAGE,
+               "attention backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
+    return attention_check_dims(B, T, H, Dqk, Dv, scale);
+}
+
+Dsv3Err dsv3_cpu_check_rope_tables(const float *cos_table, const float *sin_table, int64_t T,
+                                   int64_t R, double theta, double factor, double beta_fast,
+                                   double beta_slow, int64_t original_seq_len) {
+    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
+               "rope tables: cos and sin must not be NULL");
+    DSV3_CHECK(T >= 1, DSV3_ERR_USAGE, "rope tables: T (positions) must be >= 1, got %lld",
+               (long long)T);
+    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
+               "rope tables: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
+    DSV3_CHECK(isfinite(theta) && theta > 1.0, DSV3_ERR_USAGE,
+               "rope tables: theta must be finite and > 1, got %g", theta);
+    DSV3_CHECK(isfinite(factor) && factor > 0.0, DSV3_ERR_USAGE,
+               "rope tables: factor must be finite and > 0, got %g", factor);
+    DSV3_CHECK(isfinite(beta_fast) && beta_fast > 0.0 && isfinite(beta_slow) && beta_slow > 0.0,
+               DSV3_ERR_USAGE,
+               "rope tables: beta_fast and beta_slow must be finite and > 0, got %g and %g",
+               beta_fast, beta_slow);
+    DSV3_CHECK(original_seq_len >= 1, DSV3_ERR_USAGE,
+               "rope tables: original_seq_len must be >= 1, got %lld", (long long)original_seq_len);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_rope_apply(const float *x, const float *cos_table, const float *sin_table,
+                                  int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
+                                  int64_t head_stride) {
+    DSV3_CHECK(x != NULL, DSV3_ERR_USAGE, "rope: x must not be NULL");
+    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
+               "rope: cos and sin must not be NULL");
+    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
+               "rope: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B, (long long)T,
+               (long long)H);
+    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
+               "rope: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
+    // Overlapping vectors would make an in-place rotation depend on the order of the loops.
+    DSV3_CHECK(
+        H == 1 || head_stride >= R, DSV3_ERR_USAGE,
+        "rope: with H=%lld heads, head_stride must be >= R=%lld so heads do not overlap, got %lld",
+        (long long)H, (long long)R, (long long)head_stride);
+    DSV3_CHECK(row_stride >= (H - 1) * head_stride + R, DSV3_ERR_USAGE,
+               "rope: row_stride must be >= (H-1)*head_stride + R = %lld so tokens do not overlap, "
+               "got %lld",
+               (long long)((H - 1) * head_stride + R), (long long)row_stride);
+    return DSV3_OK;
+}

@@ -1,0 +1,101 @@
+// checks_dense: the shared argument checks of AdamW, cross-entropy, embedding and linear.
+#include <inttypes.h>
+#include <stdint.h>
+
+#include "kernels/cpu/checks.h"
+
+Dsv3Err dsv3_cpu_check_adamw(const float *param, const float *grad, const float *m, const float *v,
+                             int64_t n, const Dsv3AdamWArgs *args) {
+    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "adamw_step: args is NULL");
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "adamw_step: n = %" PRId64 ", expected n >= 0", n);
+    DSV3_CHECK(args->lr >= 0, DSV3_ERR_USAGE, "adamw_step: lr = %g, expected lr >= 0",
+               (double)args->lr);
+    DSV3_CHECK(args->beta1 >= 0 && args->beta1 < 1, DSV3_ERR_USAGE,
+               "adamw_step: beta1 = %g, expected 0 <= beta1 < 1", (double)args->beta1);
+    DSV3_CHECK(args->beta2 >= 0 && args->beta2 < 1, DSV3_ERR_USAGE,
+               "adamw_step: beta2 = %g, expected 0 <= beta2 < 1", (double)args->beta2);
+    DSV3_CHECK(args->eps >= 0, DSV3_ERR_USAGE, "adamw_step: eps = %g, expected eps >= 0",
+               (double)args->eps);
+    DSV3_CHECK(args->weight_decay >= 0, DSV3_ERR_USAGE,
+               "adamw_step: weight_decay = %g, expected weight_decay >= 0",
+               (double)args->weight_decay);
+    DSV3_CHECK(args->step >= 1, DSV3_ERR_USAGE,
+               "adamw_step: step = %" PRId64 ", expected step >= 1 (1 on the first step)",
+               args->step);
+    if (n == 0) return DSV3_OK;
+    DSV3_CHECK(param != NULL && grad != NULL && m != NULL && v != NULL, DSV3_ERR_USAGE,
+               "adamw_step: param, grad, m and v must not be NULL");
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_cross_entropy(const double *loss_sum, const float *dh, const float *dweight,
+                                     const float *h, const float *weight, const int32_t *labels,
+                                     int64_t N, int64_t D, int64_t V, int64_t chunk) {
+    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "cross_entropy: loss_sum is NULL");
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "cross_entropy: N = %" PRId64 " tokens, expected N >= 0", N);
+    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "cross_entropy: D = %" PRId64 ", expected D > 0", D);
+    DSV3_CHECK(V > 0, DSV3_ERR_USAGE, "cross_entropy: V = %" PRId64 ", expected V > 0", V);
+    DSV3_CHECK(chunk > 0, DSV3_ERR_USAGE,
+               "cross_entropy: chunk = %" PRId64 " tokens, expected chunk > 0", chunk);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(h != NULL && weight != NULL && labels != NULL, DSV3_ERR_USAGE,
+               "cross_entropy: h, weight and labels must not be NULL");
+    DSV3_CHECK(dh == NULL || dweight != NULL, DSV3_ERR_USAGE,
+               "cross_entropy: dweight must not be NULL when dh is wanted");
+    for (int64_t n = 0; n < N; n++)
+        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
+                   DSV3_ERR_USAGE,
+                   "cross_entropy: labels[%" PRId64 "] = %" PRId32
+                   " is neither a token id in [0, %" PRId64 ") nor the ignore index %d",
+                   n, labels[n], V, DSV3_IGNORE_INDEX);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_embedding(const void *a, const char *a_name, const int32_t *tokens,
+                                 const void *b, const char *b_name, int64_t N, int64_t D,
+                                 int64_t V) {
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "embedding: N = %" PRId64 " tokens, expected N >= 0", N);
+    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "embedding: D = %" PRId64 ", expected D > 0", D);
+    DSV3_CHECK(V > 0 && V <= (int64_t)INT32_MAX + 1, DSV3_ERR_USAGE,
+               "embedding: V = %" PRId64 ", expected 0 < V <= 2^31 (int32 token ids)", V);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(a != NULL, DSV3_ERR_USAGE, "embedding: %s is NULL", a_name);
+    DSV3_CHECK(b != NULL, DSV3_ERR_USAGE, "embedding: %s is NULL", b_name);
+    DSV3_CHECK(tokens != NULL, DSV3_ERR_USAGE, "embedding: tokens is NULL");
+    for (int64_t n = 0; n < N; n++)
+        DSV3_CHECK(tokens[n] >= 0 && tokens[n] < V, DSV3_ERR_USAGE,
+                   "embedding: tokens[%" PRId64 "] = %" PRId32 " is not a token id in [0, %" PRId64
+                   ")",
+                   n, tokens[n], V);
+    return DSV3_OK;
+}
+
+static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {
+    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "linear: N = %" PRId64 " rows, expected N >= 0", N);
+    DSV3_CHECK(In > 0, DSV3_ERR_USAGE, "linear: In = %" PRId64 " input features, expected In > 0",
+               In);
+    DSV3_CHECK(Out > 0, DSV3_ERR_USAGE,
+               "linear: Out = %" PRId64 " output features, expected Out > 0", Out);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_linear_forward(const float *out, const float *x, const float *weight,
+                                      int64_t N, int64_t In, int64_t Out) {
+    DSV3_CALL(linear_check_sizes(N, In, Out));
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(out != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
+               "linear_forward: out, x and weight must not be NULL");
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_linear_backward(const float *dx, const float *dweight, const float *dout,
+                                       const float *x, const float *weight, int64_t N, int64_t In,
+                                       int64_t Out) {
+    DSV3_CALL(linear_check_sizes(N, In, Out));
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(dweight != NULL && dout != NULL && x != NULL, DSV3_ERR_USAGE,
+               "linear_backward: dweight, dout and x must not be NULL");
+    DSV3_CHECK(dx == NULL || weight != NULL, DSV3_ERR_USAGE,
+               "linear_backward: weight must not be NULL when dx is wanted");
+    return DSV3_OK;
+}
