@@ -1,0 +1,96 @@
+// peak: the start-up GEMM benchmark, device memory, MFU.
+#include "peak.h"
+
+#include <unistd.h>
+
+#include "common/core/alloc.h"
+#include "common/core/log.h"
+#include "common/dist/idle_wait.h"
+#include "common/dist/mpi_check.h"
+#include "kernels/kernels.h"
+
+// At least PEAK_MIN_REPEATS timed GEMMs and PEAK_MIN_SECONDS of them, after one warm-up.
+enum { PEAK_MIN_REPEATS = 3, PEAK_MAX_REPEATS = 1000 };
+static const double PEAK_MIN_SECONDS = 0.2;
+
+Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
+    const int64_t n = DSV3_PEAK_GEMM_DIM;
+    const size_t bytes = (size_t)(n * n) * sizeof(float);
+    double start = dsv3_log_seconds();
+    float *a = NULL, *b = NULL, *c = NULL;
+    Dsv3Err err = DSV3_OK;
+    *tflops = 0;
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&a, bytes, "peak benchmark input"));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&b, bytes, "peak benchmark weight"));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&c, bytes, "peak benchmark output"));
+    // Values of order one keep the GEMM away from denormals, which would slow it down.
+    for (int64_t i = 0; i < n * n; i++) {
+        a[i] = (float)((i % 7) - 3) * 0.25f;
+        b[i] = (float)((i % 5) - 2) * 0.5f;
+    }
+    DSV3_CALL_GOTO(err, done, dsv3_linear_forward(c, a, b, n, n, n)); // warm-up
+    double best = 0, flops = 2.0 * (double)n * (double)n * (double)n;
+    double bench_start = dsv3_log_seconds();
+    for (int r = 0; r < PEAK_MAX_REPEATS; r++) {
+        double t0 = dsv3_log_seconds();
+        DSV3_CALL_GOTO(err, done, dsv3_linear_forward(c, a, b, n, n, n));
+        double t = dsv3_log_seconds() - t0;
+        if (t > 0 && flops / t > best) best = flops / t;
+        if (r + 1 >= PEAK_MIN_REPEATS && dsv3_log_seconds() - bench_start >= PEAK_MIN_SECONDS) break;
+    }
+    *tflops = best / 1e12;
+done:
+    dsv3_free(a);
+    dsv3_free(b);
+    dsv3_free(c);
+    *seconds = dsv3_log_seconds() - start;
+    return err;
+}
+
+int64_t dsv3_peak_device_memory_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (int64_t)pages * (int64_t)page : 0;
+}
+
+double dsv3_peak_mfu_percent(double flops_per_token, double tokens_per_second, double peak_tflops) {
+    if (peak_tflops <= 0) return 0;
+    return 100.0 * flops_per_token * tokens_per_second / (peak_tflops * 1e12);
+}
+
+Dsv3Err dsv3_peak_share(const Dsv3Launch *launch, double local, double *best) {
+    const Dsv3Topology *t = &launch->topology;
+    double mine = launch->role == DSV3_ROLE_STAGE ? local : 0, max = 0;
+    MPI_Request request;
+    // Non-blocking on every rank: the coordinator's wait must not spin, and blocking and
+    // non-blocking collectives do not match each other.
+    DSV3_MPI_CALL(MPI_Ireduce(&mine, &max, 1, MPI_DOUBLE, MPI_MAX, 0, t->job, &request));
+    if (launch->role == DSV3_ROLE_COORDINATOR) DSV3_CALL(dsv3_idle_waitall(1, &request));
+    else DSV3_MPI_CALL(MPI_Wait(&request, MPI_STATUS_IGNORE));
+    if (best) *best = max;
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch) {
+    if (launch->config.metrics.peak_tflops > 0) return DSV3_OK;
+    double tflops = 0, seconds = 0;
+    DSV3_CALL(dsv3_peak_measure_tflops(&tflops, &seconds));
+    dsv3_log(launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
+             "start-up: peak: %.3f TFLOP/s on this rank (fp32 GEMM %d³) in %.2f s", tflops,
+             DSV3_PEAK_GEMM_DIM, seconds);
+    // The benchmark's buffers are gone; the step lines report the peak of each step.
+    dsv3_alloc_reset_peak();
+    return dsv3_peak_share(launch, tflops, NULL);
+}
+
+Dsv3Err dsv3_peak_start_coordinator(const Dsv3Launch *launch, double *peak_tflops) {
+    *peak_tflops = launch->config.metrics.peak_tflops;
+    if (*peak_tflops > 0) {
+        DSV3_LOG_INFO("MFU against metrics.peak_tflops = %.3f TFLOP/s per device", *peak_tflops);
+        return DSV3_OK;
+    }
+    DSV3_CALL(dsv3_peak_share(launch, 0, peak_tflops));
+    DSV3_LOG_INFO("MFU against a measured peak of %.3f TFLOP/s per stage rank (the best of %lld ranks, fp32 "
+                  "GEMM %d³ at start-up; set metrics.peak_tflops for a data-sheet peak)", *peak_tflops,
+                  (long long)launch->topology.n_stage, DSV3_PEAK_GEMM_DIM);
+    return DSV3_OK;
+}

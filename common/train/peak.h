@@ -1,0 +1,46 @@
+// peak: what one device can do, for MFU and the memory share of the step line.
+//
+// MFU (model FLOPs utilisation, PaLM's definition as torchtitan computes it) is
+//   mfu = 100 × flops_per_token × tps / peak_flops
+// with flops_per_token from dsv3_model_flops_per_token (6 × active non-embedding parameters
+// + the attention term), tps the tokens per second of one stage rank (one device) and
+// peak_flops one device's peak. The peak is metrics.peak_tflops when set; when it is 0 every
+// stage rank measures it once at start-up, at the same time (so each has the cores and BLAS
+// threads it trains with), as the best rate of a few (PEAK_GEMM_DIM)³ fp32 GEMMs through the
+// op library's linear forward (the backend in use: OpenBLAS on CPUs), and the coordinator
+// takes the best rank's (other load on a machine only ever slows a rank down). A measured peak is what the backend reaches on a large GEMM, not the
+// data-sheet number, so MFU against it reads higher than against a vendor's peak.
+// Device memory: a CPU rank's device is the node's physical memory.
+#ifndef DSV3_TRAIN_PEAK_H
+#define DSV3_TRAIN_PEAK_H
+
+#include <stdint.h>
+
+#include "common/core/error.h"
+#include "common/dist/launch.h"
+
+// Side of the square GEMM of the start-up benchmark.
+enum { DSV3_PEAK_GEMM_DIM = 1024 };
+
+// Measures this rank's fp32 GEMM rate in TFLOP/s; *seconds is how long the benchmark took.
+// No MPI.
+Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds);
+
+// Bytes of memory of this rank's device (CPU: the node's physical memory; 0 if unknown).
+int64_t dsv3_peak_device_memory_bytes(void);
+
+// 100 × flops_per_token × tokens_per_second / (peak_tflops × 1e12); 0 when the peak is 0.
+double dsv3_peak_mfu_percent(double flops_per_token, double tokens_per_second, double peak_tflops);
+
+// Collective over the job (coordinator and stage ranks; expert servers pass 0 too): *best on
+// the coordinator is the largest of the stage ranks' `local` values. The coordinator waits without
+// spinning; every rank must call it in the same place of the start-up.
+Dsv3Err dsv3_peak_share(const Dsv3Launch *launch, double local, double *best);
+
+// Start-up, collective over the job unless metrics.peak_tflops is set: a stage rank measures
+// its peak (stage rank 0 logs it), the coordinator gets the best in *peak_tflops (or the
+// configured value) and logs it. Call between building the model and the ready barrier.
+Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch);
+Dsv3Err dsv3_peak_start_coordinator(const Dsv3Launch *launch, double *peak_tflops);
+
+#endif

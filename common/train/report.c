@@ -1,0 +1,146 @@
+// report: stage → coordinator messages after a step.
+#include "report.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common/core/alloc.h"
+#include "common/core/log.h"
+#include "common/train/metrics.h"
+#include "common/dist/idle_wait.h"
+#include "common/dist/mpi_check.h"
+#include "common/dist/tags.h"
+
+enum { COORDINATOR = 0, FIRST_STAGE_RANK = 1 };
+
+// <dump_folder>/<save_traces_folder>/iteration_<step>/trace.json
+enum { TRACE_PATH_CAPACITY = 2 * DSV3_CONFIG_STRING_CAPACITY + 64 };
+
+// Extra receives posted beside the S reports: expert counts and biases.
+enum { EXTRA_REQUESTS = 2 };
+
+Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv3StepReport *report,
+                         const Dsv3ExpertLoad *load, const Dsv3Trace *trace) {
+    MPI_Comm job = launch->topology.job;
+    int profile = (plan->flags & DSV3_PLAN_PROFILE) != 0;
+    report->n_trace_events = profile ? trace->count : 0;
+    DSV3_MPI_CALL(MPI_Send(report, sizeof *report, MPI_BYTE, COORDINATOR, DSV3_TAG_REPORT, job));
+    if ((plan->flags & DSV3_PLAN_EXPERT_LOAD) && launch->topology.stage_index == 0) {
+        int n = (int)(load->n_layers * load->n_experts);
+        DSV3_MPI_CALL(MPI_Send(load->counts, n, MPI_INT64_T, COORDINATOR, DSV3_TAG_EXPERT_COUNTS, job));
+        DSV3_MPI_CALL(MPI_Send(load->bias, n, MPI_FLOAT, COORDINATOR, DSV3_TAG_EXPERT_BIAS, job));
+    }
+    if (profile && trace->count > 0)
+        DSV3_MPI_CALL(MPI_Send(trace->events, (int)(trace->count * (int64_t)sizeof *trace->events),
+                               MPI_BYTE, COORDINATOR, DSV3_TAG_TRACE, job));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_report_gather_create(Dsv3ReportGather *g, const Dsv3Launch *launch) {
+    memset(g, 0, sizeof *g);
+    g->n_stage = launch->topology.n_stage;
+    size_t S = (size_t)g->n_stage;
+    Dsv3Err err = DSV3_OK;
+    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&g->reports, S, sizeof *g->reports, "step reports"));
+    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&g->events, S, sizeof *g->events, "trace event buffers"));
+    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&g->capacity, S, sizeof *g->capacity, "trace capacities"));
+    DSV3_CALL_GOTO(err, fail, dsv3_expert_load_create(&g->load, &launch->model));
+    return DSV3_OK;
+fail:
+    dsv3_report_gather_destroy(g);
+    return err;
+}
+
+void dsv3_report_gather_destroy(Dsv3ReportGather *g) {
+    for (int64_t r = 0; g->events && r < g->n_stage; r++) dsv3_free(g->events[r]);
+    dsv3_free(g->events);
+    dsv3_free(g->capacity);
+    dsv3_free(g->reports);
+    dsv3_expert_load_destroy(&g->load);
+    memset(g, 0, sizeof *g);
+}
+
+// Receives each rank's trace events, sized by its report.
+static Dsv3Err gather_traces(Dsv3ReportGather *g, MPI_Comm job, MPI_Request *requests) {
+    int n = 0;
+    for (int64_t r = 0; r < g->n_stage; r++) {
+        int64_t count = g->reports[r].n_trace_events;
+        DSV3_CHECK(count >= 0 && count < INT32_MAX / (int64_t)sizeof(Dsv3TraceEvent), DSV3_ERR_INTERNAL,
+                   "stage %lld reported %lld trace events", (long long)r, (long long)count);
+        if (count == 0) continue;
+        if (count > g->capacity[r]) {
+            dsv3_free(g->events[r]);
+            g->events[r] = NULL;
+            g->capacity[r] = 0;
+            DSV3_CALL(dsv3_alloc((void **)&g->events[r], (size_t)count * sizeof(Dsv3TraceEvent), "trace events"));
+            g->capacity[r] = count;
+        }
+        DSV3_MPI_CALL(MPI_Irecv(g->events[r], (int)(count * (int64_t)sizeof(Dsv3TraceEvent)), MPI_BYTE,
+                                (int)(FIRST_STAGE_RANK + r), DSV3_TAG_TRACE, job, &requests[n++]));
+    }
+    return dsv3_idle_waitall(n, requests);
+}
+
+Dsv3Err dsv3_report_gather(Dsv3ReportGather *g, const Dsv3Launch *launch, const Dsv3StepPlan *plan) {
+    MPI_Comm job = launch->topology.job;
+    MPI_Request *requests = NULL;
+    Dsv3Err err = DSV3_OK;
+    DSV3_CALL(dsv3_calloc((void **)&requests, (size_t)g->n_stage + EXTRA_REQUESTS, sizeof *requests,
+                          "report requests"));
+    int n = 0;
+    for (int64_t r = 0; r < g->n_stage; r++)
+        DSV3_MPI_CALL_GOTO(err, done, MPI_Irecv(&g->reports[r], sizeof *g->reports, MPI_BYTE,
+                                                (int)(FIRST_STAGE_RANK + r), DSV3_TAG_REPORT, job, &requests[n++]));
+    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) {
+        int count = (int)(g->load.n_layers * g->load.n_experts);
+        DSV3_MPI_CALL_GOTO(err, done, MPI_Irecv(g->load.counts, count, MPI_INT64_T, FIRST_STAGE_RANK,
+                                                DSV3_TAG_EXPERT_COUNTS, job, &requests[n++]));
+        DSV3_MPI_CALL_GOTO(err, done, MPI_Irecv(g->load.bias, count, MPI_FLOAT, FIRST_STAGE_RANK,
+                                                DSV3_TAG_EXPERT_BIAS, job, &requests[n++]));
+    }
+    DSV3_CALL_GOTO(err, done, dsv3_idle_waitall(n, requests));
+    if (plan->flags & DSV3_PLAN_PROFILE) DSV3_CALL_GOTO(err, done, gather_traces(g, job, requests));
+done:
+    dsv3_free(requests);
+    return err;
+}
+
+void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out) {
+    memset(out, 0, sizeof *out);
+    double loss_sum = 0;
+    for (int64_t r = 0; r < g->n_stage; r++) {
+        const Dsv3StepReport *rep = &g->reports[r];
+        loss_sum += rep->loss_sum;
+        out->n_labels += rep->n_labels;
+        out->grad_norm = rep->grad_norm;
+        for (int p = 0; p < DSV3_PHASE_COUNT; p++) out->seconds[p] = fmax(out->seconds[p], rep->seconds[p]);
+        if (rep->bytes_peak > out->bytes_peak) out->bytes_peak = rep->bytes_peak;
+        if (rep->device_bytes > 0 && (out->device_bytes == 0 || rep->device_bytes < out->device_bytes))
+            out->device_bytes = rep->device_bytes;
+    }
+    out->loss = out->n_labels > 0 ? loss_sum / (double)out->n_labels : NAN;
+}
+
+Dsv3Err dsv3_report_write_trace(const Dsv3ReportGather *g, const Dsv3Trace *own, const Dsv3Config *cfg,
+                                int64_t step) {
+    char folder[TRACE_PATH_CAPACITY], path[TRACE_PATH_CAPACITY + 16];
+    snprintf(folder, sizeof folder, "%s/%s/iteration_%lld", cfg->job.dump_folder,
+             cfg->profiling.save_traces_folder, (long long)step);
+    snprintf(path, sizeof path, "%s/trace.json", folder);
+    DSV3_CALL(dsv3_metrics_make_dirs(folder));
+    Dsv3TraceTrack *tracks = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&tracks, (size_t)g->n_stage + 1, sizeof *tracks, "trace tracks"));
+    snprintf(tracks[0].name, sizeof tracks[0].name, "coordinator 0");
+    tracks[0].events = own->events;
+    tracks[0].count = own->count;
+    for (int64_t r = 0; r < g->n_stage; r++) {
+        snprintf(tracks[1 + r].name, sizeof tracks[1 + r].name, "stage %lld", (long long)(FIRST_STAGE_RANK + r));
+        tracks[1 + r].events = g->events[r];
+        tracks[1 + r].count = g->reports[r].n_trace_events;
+    }
+    Dsv3Err err = dsv3_trace_write_chrome(path, step, tracks, g->n_stage + 1);
+    dsv3_free(tracks);
+    DSV3_CALL(err);
+    DSV3_LOG_INFO("profile: step %lld traced to %s", (long long)step, path);
+    return DSV3_OK;
+}

@@ -1,0 +1,89 @@
+// trace: where the time of a training step goes — per-phase timers and Chrome-trace events.
+//
+// Every rank times the phases of each step (data, forward, backward, optimizer, communication
+// by kind) into a Dsv3Trace: the seconds of each phase are summed per step and reported to the
+// coordinator. On a profiled step (profiling.enable_profiling, every profiling.profile_freq
+// steps) the trace also keeps one event per timed span; the stage ranks send theirs to the
+// coordinator, which writes one Chrome-trace JSON file (one track per rank) that Perfetto and
+// chrome://tracing open. Times are seconds relative to the rank's own start of the step (the
+// moment it sent or received the step plan), so tracks line up without synchronised clocks.
+// Pipeline bubbles get a phase once pipelines exist. No MPI here.
+#ifndef DSV3_TRAIN_TRACE_H
+#define DSV3_TRAIN_TRACE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/core/error.h"
+
+// The phases, X(ID, name, category); name is the event name and the metrics key (time_<name>):
+//   data                 coordinator: reading the step's token windows
+//   forward, backward    stage: model forward; loss and backward (per micro-batch)
+//   optimizer            stage: grad norm, clipping, expert-bias update, AdamW
+//   comm_batch           windows coordinator → stage (on a stage: waiting and receiving)
+//   comm_grad_allreduce  stage: gradient all-reduce over the data-parallel ranks
+//   comm_expert_counts   stage: tokens-per-expert all-reduce over the data-parallel ranks
+//   comm_plan            every rank: the step-plan broadcast
+//   wait_reports         coordinator: waiting for the stage reports (the stages compute)
+//   validation           held-out loss without gradients
+#define DSV3_PHASES(X)                                                                         \
+    X(DATA, "data", "data")                                                                    \
+    X(FORWARD, "forward", "compute")                                                           \
+    X(BACKWARD, "backward", "compute")                                                         \
+    X(OPTIMIZER, "optimizer", "compute")                                                       \
+    X(COMM_BATCH, "comm_batch", "comm")                                                        \
+    X(COMM_GRAD, "comm_grad_allreduce", "comm")                                                \
+    X(COMM_EXPERT_COUNTS, "comm_expert_counts", "comm")                                        \
+    X(COMM_PLAN, "comm_plan", "comm")                                                          \
+    X(WAIT_REPORTS, "wait_reports", "wait")                                                    \
+    X(VALIDATION, "validation", "compute")
+
+#define DSV3_PHASE_ENUM(id, name, cat) DSV3_PHASE_##id,
+typedef enum { DSV3_PHASES(DSV3_PHASE_ENUM) DSV3_PHASE_COUNT } Dsv3Phase;
+#undef DSV3_PHASE_ENUM
+
+// "forward", "comm_grad_allreduce", …; NULL outside the enum.
+const char *dsv3_phase_name(int phase);
+// "compute", "comm", "data", "wait".
+const char *dsv3_phase_category(int phase);
+
+// One timed span; plain data, sent between ranks as bytes.
+typedef struct {
+    int32_t phase;  // Dsv3Phase
+    int32_t index;  // micro-batch, or -1
+    double start;   // seconds since the rank's start of the step
+    double seconds; // duration
+} Dsv3TraceEvent;
+
+typedef struct {
+    double origin;                    // dsv3_log_seconds() at the start of the step
+    double seconds[DSV3_PHASE_COUNT]; // per phase, summed over the step
+    int recording;                    // keep events this step
+    Dsv3TraceEvent *events;           // counted buffer, grown on demand
+    int64_t count, capacity;
+} Dsv3Trace;
+
+// Starts a step: clears the sums and events; `recording` keeps events.
+void dsv3_trace_step_start(Dsv3Trace *t, int recording);
+
+// Adds the span [start, end] (dsv3_log_seconds values) to its phase, and as an event when
+// recording. Fails only when the event buffer cannot grow.
+Dsv3Err dsv3_trace_add(Dsv3Trace *t, Dsv3Phase phase, int32_t index, double start, double end);
+
+void dsv3_trace_destroy(Dsv3Trace *t);
+
+// One rank's events, for the merged file.
+typedef struct {
+    char name[32];                 // "coordinator 0", "stage 1"
+    const Dsv3TraceEvent *events;
+    int64_t count;
+} Dsv3TraceTrack;
+
+// Writes a Chrome-trace JSON object ({"traceEvents": [...]}) of one step: a process per track
+// (pid = the track's index, named and sorted by metadata events) with one complete event
+// ("ph": "X", microseconds) per span. Writes to `path`.tmp and renames, so a reader never
+// sees half a file.
+Dsv3Err dsv3_trace_write_chrome(const char *path, int64_t step, const Dsv3TraceTrack *tracks,
+                                int64_t n_tracks);
+
+#endif
