@@ -78,8 +78,8 @@ static InitKind slot_init(Dsv3ParamSlot slot) {
     }
 }
 
-Dsv3Err dsv3_param_group_create(Dsv3ParamGroup *g, const Dsv3ModelArgs *args, Dsv3GroupKind kind,
-                                int64_t layer_id) {
+void dsv3_param_group_layout(Dsv3ParamGroup *g, const Dsv3ModelArgs *args, Dsv3GroupKind kind,
+                             int64_t layer_id) {
     memset(g, 0, sizeof *g);
     g->kind = kind;
     g->layer_id = kind == DSV3_GROUP_LAYER ? layer_id : -1;
@@ -95,6 +95,11 @@ Dsv3Err dsv3_param_group_create(Dsv3ParamGroup *g, const Dsv3ModelArgs *args, Ds
         p->offset = g->numel;
         g->numel += p->numel;
     }
+}
+
+Dsv3Err dsv3_param_group_create(Dsv3ParamGroup *g, const Dsv3ModelArgs *args, Dsv3GroupKind kind,
+                                int64_t layer_id) {
+    dsv3_param_group_layout(g, args, kind, layer_id);
     Dsv3Err err = DSV3_OK;
     const char *what = kind == DSV3_GROUP_LAYER ? "layer parameters" : "embedding/head parameters";
     size_t n = (size_t)g->numel;

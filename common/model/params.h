@@ -70,6 +70,11 @@ typedef struct {
     float *data, *grad, *adam_m, *adam_v;
 } Dsv3ParamGroup;
 
+// Lays out a group (FQNs, shapes, offsets, numel) without allocating: data pointers stay NULL.
+// For tools that need the model's tensor list without its memory (checkpoint conversion).
+void dsv3_param_group_layout(Dsv3ParamGroup *group, const Dsv3ModelArgs *args, Dsv3GroupKind kind,
+                             int64_t layer_id);
+
 // Lays out and allocates a group (values, zeroed gradients and moments). `layer_id` is used
 // for DSV3_GROUP_LAYER only.
 Dsv3Err dsv3_param_group_create(Dsv3ParamGroup *group, const Dsv3ModelArgs *args,

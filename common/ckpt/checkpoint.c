@@ -1,0 +1,345 @@
+// checkpoint: the save and load protocols between the coordinator and the stage ranks.
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/ckpt/dtype.h"
+#include "common/ckpt/hf.h"
+#include "common/ckpt/store.h"
+#include "common/ckpt/tensors.h"
+#include "common/ckpt/train_state.h"
+#include "common/core/alloc.h"
+#include "common/core/format.h"
+#include "common/core/log.h"
+#include "common/dist/idle_wait.h"
+#include "common/dist/mpi_check.h"
+
+enum { COORDINATOR = 0 };
+
+// The per-step save command (broadcast by the coordinator when checkpointing is enabled).
+typedef struct {
+    int64_t step;       // > 0: save the state after this step into root/step-<step>.tmp now
+    int32_t model_only; // the last step's model-only export
+    int32_t pad;
+} SaveCommand;
+
+typedef enum { LOAD_NONE, LOAD_DSV3, LOAD_HF } LoadSource;
+
+// The start-up load command.
+typedef struct {
+    int32_t source;     // LoadSource
+    int32_t model_only; // no optimizer state
+    int64_t step;
+    char path[DSV3_CKPT_PATH_CAPACITY];
+} LoadCommand;
+
+static const char KILL_ENV[] = "DSV3_CKPT_TEST_KILL";
+
+// The fault-injection hook: SIGKILL this process at `point` of the save of `step`.
+static void maybe_kill(const char *point, int64_t step) {
+    const char *spec = getenv(KILL_ENV);
+    if (!spec) return;
+    size_t n = strlen(point);
+    if (strncmp(spec, point, n) != 0 || spec[n] != ':' || strtoll(spec + n + 1, NULL, 10) != step) return;
+    DSV3_LOG_WARN("%s=%s: killing this process during the save of step %" PRId64, KILL_ENV, spec, step);
+    raise(SIGKILL);
+}
+
+static void root_of(const Dsv3Config *cfg, char out[DSV3_CKPT_PATH_CAPACITY]) {
+    if (snprintf(out, DSV3_CKPT_PATH_CAPACITY, "%s/%s", cfg->job.dump_folder, cfg->checkpoint.folder) >=
+        DSV3_CKPT_PATH_CAPACITY)
+        out[0] = '\0';
+}
+
+// Waits on the coordinator without spinning, on stage ranks with MPI_Wait.
+static Dsv3Err wait_one(const Dsv3Launch *launch, MPI_Request *req) {
+    if (launch->role == DSV3_ROLE_COORDINATOR) return dsv3_idle_waitall(1, req);
+    DSV3_MPI_CALL(MPI_Wait(req, MPI_STATUS_IGNORE));
+    return DSV3_OK;
+}
+
+// Every rank's `ok` → whether all are ok (non-blocking all-reduce on every rank).
+static Dsv3Err agree(const Dsv3Launch *launch, int ok, int *all_ok) {
+    MPI_Request req;
+    *all_ok = ok;
+    DSV3_MPI_CALL(MPI_Iallreduce(MPI_IN_PLACE, all_ok, 1, MPI_INT, MPI_MIN, launch->topology.job, &req));
+    return wait_one(launch, &req);
+}
+
+// ---- save ----
+
+// Stage rank: writes its shards; returns its description (counted; "" when it owns nothing).
+static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const SaveCommand *cmd, const char *dir,
+                           char **description) {
+    const Dsv3Config *cfg = &launch->config;
+    const Dsv3StageCoord *c = &launch->topology.coord;
+    // Today every stage rank holds every tensor whole: data-parallel rank 0 writes them.
+    int owner = c->dp_replicate == 0 && c->dp_shard == 0 && c->cp == 0 && c->tp == 0 && c->pp == 0;
+    Dsv3Dtype dtype = DSV3_DTYPE_F32;
+    if (cmd->model_only) DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &dtype));
+    Dsv3CkptTensors t;
+    DSV3_CALL(dsv3_ckpt_tensors_build(&t, &launch->model, m));
+    Dsv3Err err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t, owner, !cmd->model_only, dtype,
+                                               cmd->step, description);
+    dsv3_ckpt_tensors_free(&t);
+    if (err == DSV3_OK && owner) maybe_kill("shards", cmd->step);
+    return err;
+}
+
+// Gathers every rank's description on the coordinator (descriptions[r] for job rank r).
+static Dsv3Err gather_descriptions(const Dsv3Launch *launch, const char *mine, char ***all) {
+    MPI_Comm job = launch->topology.job;
+    int size = launch->topology.job_size, me = launch->topology.job_rank;
+    int length = (int)strlen(mine) + 1, *lengths = NULL, *offsets = NULL;
+    char *text = NULL;
+    Dsv3Err err = DSV3_OK;
+    MPI_Request req;
+    if (me == COORDINATOR) {
+        DSV3_CALL(dsv3_calloc((void **)&lengths, (size_t)size, sizeof *lengths, "description lengths"));
+        DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&offsets, (size_t)size, sizeof *offsets, "description offsets"));
+    }
+    DSV3_MPI_CALL_GOTO(err, done, MPI_Igather(&length, 1, MPI_INT, lengths, 1, MPI_INT, COORDINATOR, job, &req));
+    DSV3_CALL_GOTO(err, done, wait_one(launch, &req));
+    if (me == COORDINATOR) {
+        int64_t total = 0;
+        for (int r = 0; r < size; r++) offsets[r] = (int)total, total += lengths[r];
+        DSV3_CHECK_GOTO(err, done, total < INT32_MAX, DSV3_ERR_INTERNAL, "checkpoint: shard descriptions too large");
+        DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&text, (size_t)total, "shard descriptions"));
+    }
+    DSV3_MPI_CALL_GOTO(err, done, MPI_Igatherv(mine, length, MPI_CHAR, text, lengths, offsets, MPI_CHAR, COORDINATOR,
+                                               job, &req));
+    DSV3_CALL_GOTO(err, done, wait_one(launch, &req));
+    if (me == COORDINATOR) {
+        DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)all, (size_t)size, sizeof **all, "shard description list"));
+        for (int r = 0; r < size; r++) (*all)[r] = text + offsets[r];
+        text = NULL; // owned through (*all)[0]
+    }
+done:
+    dsv3_free(text);
+    dsv3_free(lengths);
+    dsv3_free(offsets);
+    return err;
+}
+
+// Coordinator: index files, manifest, commit, retention.
+static Dsv3Err commit(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, const SaveCommand *cmd, const char *dir,
+                      char **descriptions) {
+    Dsv3Manifest m = {.step = cmd->step};
+    snprintf(m.kind, sizeof m.kind, "%s", cmd->model_only ? "model" : "full");
+    Dsv3Err err = DSV3_OK;
+    int size = launch->topology.job_size;
+    // descriptions[0] is the coordinator's own (empty); the rest are stage ranks'.
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_store_index(dir, descriptions + 1, size - 1, cmd->step, &m));
+    const char *own[] = {DSV3_TRAIN_STATE_FILE, DSV3_CONFIG_FILE};
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++) {
+        Dsv3ManifestFile f;
+        DSV3_CALL_GOTO(err, done, dsv3_manifest_describe(dir, own[i], &f));
+        DSV3_CALL_GOTO(err, done, dsv3_manifest_add(&m, &f));
+    }
+    DSV3_CALL_GOTO(err, done, dsv3_manifest_write(dir, &m));
+    maybe_kill("manifest", cmd->step);
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_dir_commit(c->root, cmd->step));
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_retain(c->root, launch->config.checkpoint.keep_latest_k, c->resumed_step));
+done:
+    dsv3_manifest_free(&m);
+    return err;
+}
+
+static int save_due(const Dsv3Config *cfg, int64_t step) {
+    return step % cfg->checkpoint.interval == 0 || step == cfg->training.steps;
+}
+
+Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step, double lr) {
+    const Dsv3Config *cfg = &launch->config;
+    if (!cfg->checkpoint.enable) return DSV3_OK;
+    SaveCommand cmd = {0};
+    if (save_due(cfg, step)) {
+        cmd.step = step;
+        cmd.model_only = step == cfg->training.steps && cfg->checkpoint.last_save_model_only;
+        DSV3_CALL(dsv3_ckpt_dir_begin(c->root, step));
+    }
+    MPI_Request req;
+    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
+    DSV3_CALL(dsv3_idle_waitall(1, &req));
+    if (!cmd.step) return DSV3_OK;
+    double t0 = dsv3_log_seconds();
+    char dir[DSV3_CKPT_PATH_CAPACITY];
+    dsv3_ckpt_step_dir(dir, c->root, step, 1);
+    Dsv3Err err = dsv3_train_state_write(dir, cfg, step, c->global_batch, lr);
+    int all_ok = 0;
+    DSV3_CALL(agree(launch, err == DSV3_OK, &all_ok));
+    if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    DSV3_CHECK(all_ok, DSV3_ERR_IO, "checkpoint step %" PRId64 ": a stage rank could not write its shards (its error "
+               "is above); %s is left incomplete and will not be loaded", step, dir);
+    char **descriptions = NULL;
+    DSV3_CALL(gather_descriptions(launch, "", &descriptions));
+    err = commit(c, launch, &cmd, dir, descriptions);
+    dsv3_free(descriptions[0]);
+    dsv3_free(descriptions);
+    if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    char final[DSV3_CKPT_PATH_CAPACITY];
+    dsv3_ckpt_step_dir(final, c->root, step, 0);
+    DSV3_LOG_INFO("checkpoint: saved %s (%s) in %.2f s", final, cmd.model_only ? "model only" : "full state",
+                  dsv3_log_seconds() - t0);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
+    if (!launch->config.checkpoint.enable) return DSV3_OK;
+    SaveCommand cmd;
+    MPI_Request req;
+    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
+    DSV3_MPI_CALL(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    if (!cmd.step) return DSV3_OK;
+    char root[DSV3_CKPT_PATH_CAPACITY], dir[DSV3_CKPT_PATH_CAPACITY];
+    root_of(&launch->config, root);
+    dsv3_ckpt_step_dir(dir, root, cmd.step, 1);
+    char *description = NULL;
+    Dsv3Err err = stage_write(launch, m, &cmd, dir, &description);
+    int all_ok = 0;
+    Dsv3Err agreed = agree(launch, err == DSV3_OK, &all_ok);
+    if (err != DSV3_OK || agreed != DSV3_OK) {
+        dsv3_free(description);
+        return dsv3_error_trace(err != DSV3_OK ? err : agreed, __FILE__, __LINE__, __func__);
+    }
+    if (!all_ok) {
+        dsv3_free(description);
+        DSV3_RAISE(DSV3_ERR_IO, "checkpoint step %" PRId64 " failed on another rank (its error is reported there)",
+                   cmd.step);
+    }
+    err = gather_descriptions(launch, description, NULL);
+    dsv3_free(description);
+    return err;
+}
+
+// ---- load ----
+
+// Coordinator: what to load at start, from the config and the checkpoint folder.
+static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg, LoadCommand *cmd) {
+    memset(cmd, 0, sizeof *cmd);
+    if (cfg->checkpoint.enable) {
+        int64_t *steps = NULL, count = 0;
+        int *kinds = NULL;
+        DSV3_CALL(dsv3_ckpt_list(c->root, &steps, &kinds, &count));
+        Dsv3Err err = DSV3_OK;
+        int64_t chosen = -1;
+        if (cfg->checkpoint.load_step >= 0) {
+            for (int64_t i = 0; i < count; i++)
+                if (steps[i] == cfg->checkpoint.load_step) chosen = i;
+            if (chosen < 0)
+                err = dsv3_error_raise(DSV3_ERR_CONFIG, __FILE__, __LINE__, __func__,
+                                       "checkpoint.load_step %" PRId64 ": %s has no step-%" PRId64 " (%" PRId64
+                                       " checkpoint folder(s)%s%" PRId64 ")", cfg->checkpoint.load_step, c->root,
+                                       cfg->checkpoint.load_step, count, count ? ", the latest step-" : "",
+                                       count ? steps[count - 1] : 0);
+        } else {
+            for (int64_t i = count - 1; i >= 0 && chosen < 0; i--) {
+                if (kinds[i] == DSV3_CKPT_FULL) chosen = i;
+                else if (kinds[i] == DSV3_CKPT_MODEL)
+                    DSV3_LOG_INFO("checkpoint: step-%" PRId64 " holds the model only (last_save_model_only); "
+                                  "resuming needs a full checkpoint", steps[i]);
+                else
+                    break; // a damaged newest checkpoint: load it below, which names the problem
+            }
+            if (chosen < 0 && count > 0 && kinds[count - 1] == DSV3_CKPT_INVALID) chosen = count - 1;
+        }
+        if (err == DSV3_OK && chosen >= 0) {
+            cmd->source = LOAD_DSV3;
+            cmd->step = steps[chosen];
+            cmd->model_only = kinds[chosen] == DSV3_CKPT_MODEL;
+            dsv3_ckpt_step_dir(cmd->path, c->root, steps[chosen], 0);
+            c->resumed_step = steps[chosen];
+        }
+        dsv3_free(steps);
+        dsv3_free(kinds);
+        if (err != DSV3_OK || cmd->source != LOAD_NONE) return err;
+    }
+    if (!cfg->checkpoint.initial_load_path[0]) return DSV3_OK;
+    snprintf(cmd->path, sizeof cmd->path, "%s", cfg->checkpoint.initial_load_path);
+    cmd->source = cfg->checkpoint.initial_load_in_hf ? LOAD_HF : LOAD_DSV3;
+    cmd->model_only = cfg->checkpoint.initial_load_model_only || cfg->checkpoint.initial_load_in_hf;
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t global_batch,
+                                    int64_t *first_step) {
+    const Dsv3Config *cfg = &launch->config;
+    memset(c, 0, sizeof *c);
+    c->resumed_step = -1;
+    c->global_batch = global_batch;
+    root_of(cfg, c->root);
+    *first_step = 1;
+    LoadCommand cmd;
+    DSV3_CALL(choose_load(c, cfg, &cmd));
+    if (cmd.source == LOAD_DSV3) {
+        Dsv3Manifest m;
+        DSV3_CALL(dsv3_manifest_read(cmd.path, &m));
+        int full = strcmp(m.kind, "full") == 0;
+        dsv3_manifest_free(&m);
+        DSV3_CHECK(full || cmd.model_only, DSV3_ERR_CONFIG,
+                   "%s holds the model only; load it with checkpoint.initial_load_model_only = true", cmd.path);
+        cmd.model_only |= !full;
+        if (!cmd.model_only) {
+            DSV3_CALL(dsv3_train_state_read(cmd.path, cfg, global_batch, &cmd.step));
+            *first_step = cmd.step + 1;
+        }
+    } else if (cmd.source == LOAD_HF) {
+        struct stat st;
+        DSV3_CHECK(stat(cmd.path, &st) == 0 && S_ISDIR(st.st_mode), DSV3_ERR_CONFIG,
+                   "checkpoint.initial_load_path '%s' is not a folder of HF safetensors", cmd.path);
+    }
+    double t0 = dsv3_log_seconds();
+    MPI_Request req;
+    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
+    DSV3_CALL(dsv3_idle_waitall(1, &req));
+    if (cmd.source == LOAD_NONE) return DSV3_OK;
+    int all_ok = 0;
+    DSV3_CALL(agree(launch, 1, &all_ok));
+    DSV3_CHECK(all_ok, DSV3_ERR_IO, "loading %s failed on a stage rank (its error is above)", cmd.path);
+    if (cmd.model_only)
+        DSV3_LOG_INFO("checkpoint: loaded the model from %s%s in %.2f s; training starts at step 1", cmd.path,
+                      cmd.source == LOAD_HF ? " (HF safetensors)" : "", dsv3_log_seconds() - t0);
+    else
+        DSV3_LOG_INFO("checkpoint: resumed from %s (model, optimizer, step %" PRId64 ") in %.2f s; next step %" PRId64,
+                      cmd.path, cmd.step, dsv3_log_seconds() - t0, *first_step);
+    return DSV3_OK;
+}
+
+static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const LoadCommand *cmd) {
+    Dsv3CkptTensors t;
+    DSV3_CALL(dsv3_ckpt_tensors_build(&t, &launch->model, m));
+    Dsv3Err err = DSV3_OK;
+    if (cmd->source == LOAD_HF) {
+        err = dsv3_hf_load(cmd->path, &launch->model, &t);
+    } else {
+        Dsv3Manifest man;
+        err = dsv3_manifest_read(cmd->path, &man);
+        if (err == DSV3_OK) {
+            err = dsv3_manifest_verify(cmd->path, &man, launch->topology.stage_index, launch->topology.n_stage);
+            dsv3_manifest_free(&man);
+        }
+        if (err == DSV3_OK) err = dsv3_ckpt_store_read(cmd->path, &t, !cmd->model_only);
+    }
+    dsv3_ckpt_tensors_free(&t);
+    return err;
+}
+
+Dsv3Err dsv3_ckpt_stage_start(const Dsv3Launch *launch, Dsv3Model *m) {
+    LoadCommand cmd;
+    MPI_Request req;
+    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
+    DSV3_MPI_CALL(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    if (cmd.source == LOAD_NONE) return DSV3_OK;
+    // A failure here is this rank's own (every rank reads the same files): report it and let
+    // main() end the job, rather than wait for an agreement that would only delay the message.
+    DSV3_CALL(stage_load(launch, m, &cmd));
+    int all_ok = 0;
+    return agree(launch, 1, &all_ok);
+}

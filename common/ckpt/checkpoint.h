@@ -1,0 +1,54 @@
+// checkpoint: saving and loading during training, collective over the job (DESIGN.md §8).
+//
+// With checkpoint.enable, the state after step s is saved to <dump_folder>/<folder>/step-s
+// when s is a multiple of checkpoint.interval and after the last step (model only, in
+// checkpoint.export_dtype, with last_save_model_only). A save: the coordinator makes
+// step-s.tmp/ and tells every rank (one broadcast per step); every stage rank that owns
+// tensors (today data-parallel rank 0, holding them whole) writes its shard files, the
+// coordinator writes train_state.json and config.toml; all ranks agree it worked
+// (all-reduce); the coordinator gathers the shard descriptions, writes the virtual-dataset
+// index files (model.h5, optimizer.h5) and the manifest, renames the folder, and removes
+// checkpoints beyond keep_latest_k (never the one this run resumed from).
+//
+// At start: with checkpoint.enable and a committed full checkpoint in the folder, the run
+// resumes from it (the latest, or checkpoint.load_step): model, expert biases, AdamW moments,
+// and the step, from which the data position, LR and AdamW's step counter follow. Otherwise
+// checkpoint.initial_load_path, a checkpoint folder (step-N or a converted one; the model
+// only unless initial_load_model_only = false) or, with initial_load_in_hf, an HF folder.
+// Loading verifies the manifest (files, sizes; CRC-32s split over the stage ranks) first.
+// The coordinator uses non-blocking collectives and waits idly; stage ranks use the same
+// non-blocking collectives (blocking ones would not match).
+//
+// Fault injection for tests: DSV3_CKPT_TEST_KILL=<point>:<step> makes a process SIGKILL
+// itself during the save of that step — "shards" (stage rank 0, after writing its shards) or
+// "manifest" (the coordinator, after writing the manifest, before the rename).
+#ifndef DSV3_CKPT_CHECKPOINT_H
+#define DSV3_CKPT_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "common/ckpt/manifest.h"
+#include "common/dist/launch.h"
+#include "common/model/model.h"
+
+typedef struct {
+    char root[DSV3_CKPT_PATH_CAPACITY]; // <dump_folder>/<folder>
+    int64_t resumed_step;               // the step-N this run loaded from root (-1: none)
+    int64_t global_batch;               // G, for the train state
+} Dsv3CkptCoordinator;
+
+// Coordinator, at start (collective with dsv3_ckpt_stage_start): finds what to load, tells the
+// stage ranks, waits until they have loaded it. *first_step is the first step to train (1, or
+// the resumed step + 1).
+Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t global_batch,
+                                    int64_t *first_step);
+
+// Coordinator, after every training step (collective with dsv3_ckpt_stage_step): saves when due.
+// `lr` is the rate the step used.
+Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step, double lr);
+
+// Stage rank: the other side of the two calls above.
+Dsv3Err dsv3_ckpt_stage_start(const Dsv3Launch *launch, Dsv3Model *m);
+Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m);
+
+#endif

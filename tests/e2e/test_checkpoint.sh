@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Checkpoints end to end on a small model: 20 steps straight and 10 steps + stop + resume to
+# 20 give bitwise-identical losses (synthetic and token-file data); keep_latest_k never removes
+# the checkpoint resumed from; a process SIGKILLed in the middle of a save (after the shards,
+# and after the manifest) leaves the previous checkpoint loadable and no complete-looking new
+# one; missing, truncated and corrupt files and a checkpoint of another model are clear errors.
+source "$(dirname "$0")/lib.sh"
+SMALL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
+    --model.inter_dim 128 --model.moe_inter_dim 32 --model.num_experts 4 --model.top_k 2 --model.kv_lora_rank 16
+    --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
+    --training.seq_len 32 --training.local_batch_size 2 --metrics.log_freq 1 --lr_scheduler.warmup_steps 3
+    --lr_scheduler.total_steps 20 --checkpoint.interval 5 --checkpoint.last_save_model_only false)
+
+# run DUMP_FOLDER [overrides...]: two data-parallel stage ranks, checkpointing on.
+run() {
+    local dir=$1
+    shift
+    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" "${SMALL[@]}" \
+        --checkpoint.enable --job.dump_folder "$dir" "$@" : -n 2 "$BIN/dsv3-stage"
+}
+
+# same_losses A B: every step's loss, grad norm and LR in B's metrics.jsonl (the last line of a
+# step, when a run was resumed) equals A's exactly.
+same_losses() {
+    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" <<'PY' || fail "losses of $2 differ from $1"
+import json, sys
+def steps(path):
+    out = {}
+    for line in open(path):
+        r = json.loads(line)
+        out[r["step"]] = (r["loss"], r["grad_norm"], r["lr"])
+    return out
+a, b = steps(sys.argv[1]), steps(sys.argv[2])
+assert sorted(a) == sorted(b) == list(range(1, 21)), (sorted(a), sorted(b))
+diff = [(s, a[s], b[s]) for s in a if a[s] != b[s]]
+assert not diff, diff
+print(f"{sys.argv[2]}: 20 steps identical to {sys.argv[1]}")
+PY
+}
+
+# --- exact resume: synthetic data ---
+run "$WORK/straight" --training.steps 20 >"$WORK/straight.out" 2>&1 || { cat "$WORK/straight.out"; fail "straight run"; }
+run "$WORK/resumed" --training.steps 10 >"$WORK/r1.out" 2>&1 || { cat "$WORK/r1.out"; fail "first half"; }
+[ -f "$WORK/resumed/checkpoint/step-10/manifest.json" ] || fail "no step-10 checkpoint"
+run "$WORK/resumed" --training.steps 20 --checkpoint.keep_latest_k 1 --checkpoint.load_step 5 \
+    >"$WORK/r2.out" 2>&1 || { cat "$WORK/r2.out"; fail "resumed run"; }
+expect_in "$WORK/r2.out" "resumed from $WORK/resumed/checkpoint/step-5"
+same_losses "$WORK/straight" "$WORK/resumed"
+# keep_latest_k 1 removed step-10 and step-15 but kept step-5, the one resumed from.
+for s in 5 20; do [ -d "$WORK/resumed/checkpoint/step-$s" ] || fail "step-$s was removed"; done
+for s in 10 15; do [ ! -e "$WORK/resumed/checkpoint/step-$s" ] || fail "step-$s was kept (keep_latest_k 1)"; done
+# The files are global-shape datasets under torchtitan's FQNs, readable with h5py.
+python3 - "$WORK/resumed/checkpoint/step-20" <<'PY' || fail "h5py cannot read the checkpoint"
+import sys, h5py, json
+d = sys.argv[1]
+m = h5py.File(f"{d}/model.h5", "r")
+assert m["layers.1.moe.experts.w1"].shape == (4, 32, 64), m["layers.1.moe.experts.w1"].shape
+assert m["layers.2.moe.expert_bias"].shape == (4,)
+assert m.attrs["step"] == 20 and m.attrs["format_version"] == 1
+o = h5py.File(f"{d}/optimizer.h5", "r")
+assert o["exp_avg/tok_embeddings.weight"].shape == (256, 64)
+assert abs(o["exp_avg_sq/norm.weight"][:]).sum() > 0
+state = json.load(open(f"{d}/train_state.json"))
+assert state["step"] == 20 and state["data"]["windows_consumed"] == 20 * 4, state
+print("h5py: model and optimizer datasets ok")
+PY
+
+# --- exact resume: token file ---
+python3 -c 'import numpy as np; np.random.default_rng(7).integers(0, 256, 40000, dtype="<u4").tofile("'"$WORK/tokens.bin"'")'
+tok=(--training.dataset tokens --training.dataset_path "$WORK/tokens.bin")
+run "$WORK/tok_straight" "${tok[@]}" --training.steps 20 >"$WORK/ts.out" 2>&1 || { cat "$WORK/ts.out"; fail "token run"; }
+run "$WORK/tok_resumed" "${tok[@]}" --training.steps 10 >"$WORK/tr1.out" 2>&1 || { cat "$WORK/tr1.out"; fail "token first half"; }
+run "$WORK/tok_resumed" "${tok[@]}" --training.steps 20 >"$WORK/tr2.out" 2>&1 || { cat "$WORK/tr2.out"; fail "token resume"; }
+expect_in "$WORK/tr2.out" "resumed from $WORK/tok_resumed/checkpoint/step-10"
+same_losses "$WORK/tok_straight" "$WORK/tok_resumed"
+
+# --- SIGKILL in the middle of a save ---
+for point in shards:10 manifest:10; do
+    dir=$WORK/kill_${point%%:*}
+    rc=0
+    DSV3_CKPT_TEST_KILL=$point run "$dir" --training.steps 20 >"$dir.out" 2>&1 || rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || { cat "$dir.out"; fail "the run killed at $point should fail (rc $rc)"; }
+    [ -f "$dir/checkpoint/step-5/manifest.json" ] || fail "$point: step-5 is gone"
+    [ -d "$dir/checkpoint/step-10.tmp" ] || fail "$point: no step-10.tmp left behind"
+    [ ! -e "$dir/checkpoint/step-10" ] || fail "$point: a step-10 that looks complete"
+    run "$dir" --training.steps 20 >"$dir.resume" 2>&1 || { cat "$dir.resume"; fail "resume after $point"; }
+    expect_in "$dir.resume" "resumed from $dir/checkpoint/step-5"
+    same_losses "$WORK/straight" "$dir"
+    [ ! -e "$dir/checkpoint/step-10.tmp" ] && [ -f "$dir/checkpoint/step-10/manifest.json" ] ||
+        fail "$point: the resumed run did not replace step-10.tmp by a complete step-10"
+done
+
+# --- bad checkpoints: each a copy of step-10 of the straight run, loaded by a resume ---
+bad() { # bad NAME DAMAGE-COMMAND EXPECTED-TEXT
+    local dir=$WORK/bad_$1
+    mkdir -p "$dir/checkpoint"
+    cp -r "$WORK/straight/checkpoint/step-10" "$dir/checkpoint/"
+    (cd "$dir/checkpoint/step-10" && eval "$2")
+    run_expect_fail "$dir.out" run "$dir" --training.steps 20
+    expect_in "$dir.out" "$3"
+}
+bad missing "rm shards/model-s00000.h5" "shards/model-s00000.h5 is missing"
+bad truncated "truncate -s 1000 shards/optimizer-s00000.h5" "shards/optimizer-s00000.h5 has 1000 bytes"
+bad corrupt "printf 'XXXX' | dd of=shards/model-s00000.h5 bs=1 seek=5000 conv=notrunc status=none" "is corrupt: shards/model-s00000.h5"
+bad manifest "echo '{' > manifest.json" "manifest.json is not valid JSON"
+run_expect_fail "$WORK/load_step.out" run "$WORK/straight" --training.steps 20 --checkpoint.load_step 7
+expect_in "$WORK/load_step.out" "checkpoint.load_step 7"
+# Another model: the first tensor whose shape differs is named with both shapes.
+run_expect_fail "$WORK/other.out" run "$WORK/other" --training.steps 2 --model.dim 32 \
+    --checkpoint.initial_load_path "$WORK/straight/checkpoint/step-10"
+expect_in "$WORK/other.out" "dataset tok_embeddings.weight has shape (256, 64) but the model's tensor is (256, 32)"
+run_expect_fail "$WORK/fewer.out" run "$WORK/fewer" --training.steps 2 --model.n_layers 2 \
+    --checkpoint.initial_load_path "$WORK/straight/checkpoint/step-10"
+expect_in "$WORK/fewer.out" "holds dataset layers.2.attention.kv_norm.weight, which this model does not have"
+echo "checkpoint: ok"

@@ -1,0 +1,225 @@
+// Unit tests for checkpoint folders without MPI: a model's tensors written as one rank's shard
+// files, stitched by the virtual-dataset index files, read back exactly (also as a bfloat16
+// export); the manifest and its checks (missing, truncated, corrupt files); the step-N folder
+// life cycle, listing and keep_latest_k.
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/ckpt/dtype.h"
+#include "common/ckpt/manifest.h"
+#include "common/ckpt/store.h"
+#include "common/ckpt/tensors.h"
+#include "common/core/alloc.h"
+
+enum { PATH_CAPACITY = DSV3_CKPT_PATH_CAPACITY };
+
+static char root[PATH_CAPACITY];
+
+static int setup_dir(void **state) {
+    (void)state;
+    const char *base = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/dsv3_ckpt_store_XXXXXX", base && *base ? base : "/tmp");
+    return mkdtemp(root) ? 0 : -1;
+}
+
+static int teardown_dir(void **state) {
+    (void)state;
+    return dsv3_ckpt_remove_tree(root) == DSV3_OK ? 0 : -1;
+}
+
+static void expect_message_contains(const char *needle) {
+    const char *msg = dsv3_error_message();
+    if (strstr(msg, needle) == NULL) fail_msg("message '%s' does not name '%s'", msg, needle);
+    dsv3_error_clear();
+}
+
+// A small model's tensor list with buffers: values and moments filled from `seed` (or zeroed).
+static float *attach(Dsv3CkptTensors *t, Dsv3ModelArgs *a, float seed) {
+    assert_int_equal(dsv3_model_args_flavor("debugmodel", a), DSV3_OK);
+    a->vocab_size = 64, a->dim = 16, a->inter_dim = 32, a->moe_inter_dim = 8, a->n_layers = 2, a->n_heads = 2;
+    a->num_experts = 4, a->top_k = 2, a->kv_lora_rank = 8, a->qk_nope_head_dim = 4, a->qk_rope_head_dim = 4;
+    a->v_head_dim = 4;
+    assert_int_equal(dsv3_ckpt_tensors_build(t, a, NULL), DSV3_OK);
+    int64_t total = 0;
+    for (int64_t i = 0; i < t->count; i++) total += 3 * t->items[i].numel;
+    float *buf = calloc((size_t)total, sizeof *buf), *p = buf;
+    assert_non_null(buf);
+    for (int64_t i = 0; i < t->count; i++) {
+        Dsv3CkptTensor *x = &t->items[i];
+        x->data = p, x->exp_avg = p + x->numel, x->exp_avg_sq = p + 2 * x->numel;
+        for (int64_t k = 0; seed != 0 && k < 3 * x->numel; k++) p[k] = seed * (float)(i + 1) + 1e-3f * (float)k;
+        p += 3 * x->numel;
+    }
+    return buf;
+}
+
+// Writes a full checkpoint of `t` into root/step-<step> the way the coordinator commits it.
+static void save(const Dsv3CkptTensors *t, int64_t step, int with_optimizer, Dsv3Dtype dtype) {
+    char dir[PATH_CAPACITY];
+    assert_int_equal(dsv3_ckpt_dir_begin(root, step), DSV3_OK);
+    dsv3_ckpt_step_dir(dir, root, step, 1);
+    char *desc[2] = {NULL, NULL};
+    assert_int_equal(dsv3_ckpt_store_write_shards(dir, 0, t, 1, with_optimizer, dtype, step, &desc[0]), DSV3_OK);
+    assert_int_equal(dsv3_ckpt_store_write_shards(dir, 1, t, 0, with_optimizer, dtype, step, &desc[1]), DSV3_OK);
+    Dsv3Manifest m = {.step = step};
+    snprintf(m.kind, sizeof m.kind, "%s", with_optimizer ? "full" : "model");
+    assert_int_equal(dsv3_ckpt_store_index(dir, desc, 2, step, &m), DSV3_OK);
+    assert_int_equal(dsv3_manifest_write(dir, &m), DSV3_OK);
+    assert_int_equal(dsv3_ckpt_dir_commit(root, step), DSV3_OK);
+    dsv3_manifest_free(&m);
+    dsv3_free(desc[0]);
+    dsv3_free(desc[1]);
+}
+
+static void test_round_trip(void **state) {
+    (void)state;
+    Dsv3CkptTensors a, b;
+    Dsv3ModelArgs args;
+    float *va = attach(&a, &args, 0.5f), *vb = attach(&b, &args, 0);
+    save(&a, 3, 1, DSV3_DTYPE_F32);
+    char dir[PATH_CAPACITY];
+    dsv3_ckpt_step_dir(dir, root, 3, 0);
+    Dsv3Manifest m;
+    assert_int_equal(dsv3_manifest_read(dir, &m), DSV3_OK);
+    assert_int_equal(m.step, 3);
+    assert_string_equal(m.kind, "full");
+    assert_true(dsv3_manifest_has(&m, DSV3_CKPT_MODEL_FILE) && dsv3_manifest_has(&m, "shards/model-s00000.h5"));
+    assert_false(dsv3_manifest_has(&m, "shards/model-s00001.h5")); // rank 1 owned nothing
+    assert_int_equal(dsv3_manifest_verify(dir, &m, 0, 1), DSV3_OK);
+    dsv3_manifest_free(&m);
+    assert_int_equal(dsv3_ckpt_store_read(dir, &b, 1), DSV3_OK);
+    for (int64_t i = 0; i < a.count; i++)
+        assert_memory_equal(a.items[i].data, b.items[i].data, // biases have no moments
+                            (a.items[i].is_bias ? 1 : 3) * (size_t)a.items[i].numel * sizeof(float));
+    // A model-only bfloat16 export reads back as the rounded values; biases stay exact.
+    memset(vb, 0, 3 * sizeof(float));
+    save(&a, 4, 0, DSV3_DTYPE_BF16);
+    dsv3_ckpt_step_dir(dir, root, 4, 0);
+    assert_int_equal(dsv3_ckpt_store_read(dir, &b, 0), DSV3_OK);
+    for (int64_t i = 0; i < a.count; i++)
+        for (int64_t k = 0; k < a.items[i].numel; k++) {
+            float want = a.items[i].is_bias ? a.items[i].data[k]
+                                            : dsv3_dtype_bf16_to_f32(dsv3_dtype_f32_to_bf16(a.items[i].data[k]));
+            assert_true(b.items[i].data[k] == want);
+        }
+    assert_int_equal(dsv3_ckpt_store_read(dir, &b, 1), DSV3_ERR_BACKEND); // no optimizer.h5
+    dsv3_error_clear();
+    free(va);
+    free(vb);
+    dsv3_ckpt_tensors_free(&a);
+    dsv3_ckpt_tensors_free(&b);
+}
+
+static void test_damage_and_mismatch(void **state) {
+    (void)state;
+    Dsv3CkptTensors a, b;
+    Dsv3ModelArgs args;
+    float *va = attach(&a, &args, 0.25f);
+    save(&a, 7, 1, DSV3_DTYPE_F32);
+    char dir[PATH_CAPACITY], shard[PATH_CAPACITY + 32];
+    dsv3_ckpt_step_dir(dir, root, 7, 0);
+    snprintf(shard, sizeof shard, "%s/shards/model-s00000.h5", dir);
+    Dsv3Manifest m;
+    // Corrupt: same size, another byte.
+    FILE *f = fopen(shard, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 4000, SEEK_SET), 0);
+    int c = fgetc(f);
+    assert_int_equal(fseek(f, 4000, SEEK_SET), 0);
+    fputc(c ^ 0xff, f);
+    fclose(f);
+    assert_int_equal(dsv3_manifest_read(dir, &m), DSV3_OK);
+    assert_int_equal(dsv3_manifest_verify(dir, &m, 0, 1), DSV3_ERR_IO);
+    expect_message_contains("is corrupt: shards/model-s00000.h5");
+    assert_int_equal(dsv3_manifest_verify(dir, &m, 1, 2), DSV3_OK); // that file is the other part's
+    dsv3_manifest_free(&m);
+    // Truncated, then missing.
+    assert_int_equal(truncate(shard, 100), 0);
+    assert_int_equal(dsv3_manifest_read(dir, &m), DSV3_ERR_IO);
+    expect_message_contains("has 100 bytes");
+    assert_int_equal(unlink(shard), 0);
+    assert_int_equal(dsv3_manifest_read(dir, &m), DSV3_ERR_IO);
+    expect_message_contains("shards/model-s00000.h5 is missing");
+    // Another model: the first dataset of another shape is named with both shapes.
+    save(&a, 8, 1, DSV3_DTYPE_F32);
+    dsv3_ckpt_step_dir(dir, root, 8, 0);
+    float *vb = attach(&b, &args, 0);
+    dsv3_ckpt_tensors_free(&b);
+    args.dim = 8;
+    assert_int_equal(dsv3_ckpt_tensors_build(&b, &args, NULL), DSV3_OK);
+    float *zeros = calloc(1 << 16, sizeof *zeros);
+    for (int64_t i = 0; i < b.count; i++) b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
+    assert_int_equal(dsv3_ckpt_store_read(dir, &b, 0), DSV3_ERR_USAGE);
+    expect_message_contains("dataset tok_embeddings.weight has shape (64, 16) but the model's tensor is (64, 8)");
+    // Fewer layers: the extra datasets are named.
+    dsv3_ckpt_tensors_free(&b);
+    args.dim = 16, args.n_layers = 1;
+    assert_int_equal(dsv3_ckpt_tensors_build(&b, &args, NULL), DSV3_OK);
+    for (int64_t i = 0; i < b.count; i++) b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
+    assert_int_equal(dsv3_ckpt_store_read(dir, &b, 0), DSV3_ERR_USAGE);
+    expect_message_contains("which this model does not have");
+    free(zeros);
+    free(va);
+    free(vb);
+    dsv3_ckpt_tensors_free(&a);
+    dsv3_ckpt_tensors_free(&b);
+}
+
+static void test_list_and_retain(void **state) {
+    (void)state;
+    char other[PATH_CAPACITY + 16], dir[PATH_CAPACITY];
+    snprintf(other, sizeof other, "%s/list", root);
+    Dsv3Manifest m = {.step = 0};
+    snprintf(m.kind, sizeof m.kind, "full");
+    for (int64_t s = 10; s <= 40; s += 10) { // four empty but valid checkpoints
+        assert_int_equal(dsv3_ckpt_dir_begin(other, s), DSV3_OK);
+        dsv3_ckpt_step_dir(dir, other, s, 1);
+        m.step = s;
+        assert_int_equal(dsv3_manifest_write(dir, &m), DSV3_OK);
+        assert_int_equal(dsv3_ckpt_dir_commit(other, s), DSV3_OK);
+    }
+    assert_int_equal(dsv3_ckpt_dir_begin(other, 50), DSV3_OK); // an unfinished save: never listed
+    int64_t *steps = NULL, count = 0;
+    int *kinds = NULL;
+    assert_int_equal(dsv3_ckpt_list(other, &steps, &kinds, &count), DSV3_OK);
+    assert_int_equal(count, 4);
+    assert_true(steps[0] == 10 && steps[3] == 40 && kinds[3] == DSV3_CKPT_FULL);
+    dsv3_free(steps);
+    dsv3_free(kinds);
+    // keep 1, protecting step 10: 20 and 30 go, 10 and 40 stay.
+    assert_int_equal(dsv3_ckpt_retain(other, 1, 10), DSV3_OK);
+    assert_int_equal(dsv3_ckpt_list(other, &steps, &kinds, &count), DSV3_OK);
+    assert_int_equal(count, 2);
+    assert_true(steps[0] == 10 && steps[1] == 40);
+    dsv3_free(steps);
+    dsv3_free(kinds);
+    // A step-N folder without a manifest is listed as invalid, and never removed.
+    dsv3_ckpt_step_dir(dir, other, 60, 0);
+    assert_int_equal(mkdir(dir, 0777), 0);
+    assert_int_equal(dsv3_ckpt_retain(other, 1, -1), DSV3_OK);
+    assert_int_equal(dsv3_ckpt_list(other, &steps, &kinds, &count), DSV3_OK);
+    assert_int_equal(count, 2);
+    assert_true(steps[0] == 40 && steps[1] == 60 && kinds[1] == DSV3_CKPT_INVALID);
+    dsv3_free(steps);
+    dsv3_free(kinds);
+    dsv3_manifest_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_damage_and_mismatch),
+        cmocka_unit_test(test_list_and_retain),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
