@@ -8,10 +8,12 @@ DSV3_VENV=${DSV3_VENV:-$DSV3_ROOT/.venv}
 # Debian/Ubuntu packages to build and run dsv3.
 DSV3_RUN_PACKAGES=(gcc g++ make pkg-config meson ninja-build openmpi-bin libopenmpi-dev
     libhdf5-openmpi-dev libopenblas-dev libpcre2-dev libjson-c-dev zlib1g-dev)
+# ... to plot a run's metrics (run/plot.sh) ...
+DSV3_PLOT_PACKAGES=(python3 python3-matplotlib)
 # ... and to test it: CMocka, the PyTorch reference (Debian's CPU torch), a venv for PyPI
-# packages, clang and its runtime for the libFuzzer harnesses.
+# packages, clang and its runtime for the libFuzzer harnesses, matplotlib for run/plot.sh.
 DSV3_TEST_PACKAGES=(libcmocka-dev python3 python3-venv python3-numpy python3-torch clang
-    libclang-rt-dev)
+    libclang-rt-dev python3-matplotlib)
 
 dsv3_log() { printf '[dsv3] %s\n' "$*"; }
 dsv3_die() { printf '[dsv3] error: %s\n' "$*" >&2; exit 1; }

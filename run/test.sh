@@ -33,6 +33,7 @@ else
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 run_suites "$asan_dir" --suite unit || status=1
     if [ "${FUZZ_SECONDS:-60}" -gt 0 ]; then
         "$DSV3_ROOT/tests/fuzz/run.sh" toml "${FUZZ_SECONDS:-60}" || status=1
+        "$DSV3_ROOT/tests/fuzz/run.sh" safetensors "${FUZZ_SECONDS:-60}" || status=1
     fi
 fi
 

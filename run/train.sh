@@ -56,6 +56,8 @@ export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
 # Idle OpenMP threads must sleep, not spin: OpenBLAS's own threads need those cores.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# Ranks always see a terminal under mpiexec: plain step lines when this script's output is not one.
+[ -t 1 ] || export NO_COLOR=${NO_COLOR:-1}
 
 flags=()
 # OpenMPI binds each rank to one core by default, which would leave a rank's BLAS threads

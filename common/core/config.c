@@ -439,6 +439,27 @@ static Dsv3Err check_key(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
 // Where a value came from, for messages about combinations of keys.
 #define WHERE(cfg, section, name) key_where((cfg), key_find(#section, #name))
 
+// [validation]: -1 takes training's batch and length; the model is built for training's length.
+static Dsv3Err check_validation(const Dsv3Config *cfg) {
+    const char *where_b = WHERE(cfg, validation, local_batch_size), *where_t = WHERE(cfg, validation, seq_len);
+    DSV3_CHECK(cfg->validation.local_batch_size != 0, DSV3_ERR_CONFIG,
+               "%s: validation.local_batch_size must be -1 (training's) or >= 1", where_b);
+    DSV3_CHECK(cfg->validation.seq_len != 0, DSV3_ERR_CONFIG,
+               "%s: validation.seq_len must be -1 (training's) or >= 1", where_t);
+    if (!cfg->validation.enable) return DSV3_OK;
+    DSV3_CHECK(cfg->validation.seq_len <= cfg->training.seq_len, DSV3_ERR_CONFIG,
+               "%s: validation.seq_len %" PRId64 " exceeds training.seq_len %" PRId64 ": the model is "
+               "built for training's sequence length (shorter held-out sequences are padded)", where_t,
+               cfg->validation.seq_len, cfg->training.seq_len);
+    DSV3_CHECK(strcmp(cfg->validation.dataset, "text") != 0, DSV3_ERR_CONFIG,
+               "%s: validation.dataset = \"text\" is not supported yet: use \"synthetic\" or \"tokens\"",
+               WHERE(cfg, validation, dataset));
+    DSV3_CHECK(strcmp(cfg->validation.dataset, "tokens") != 0 || cfg->validation.dataset_path[0],
+               DSV3_ERR_CONFIG, "%s: validation.dataset = \"tokens\" needs validation.dataset_path",
+               WHERE(cfg, validation, dataset));
+    return DSV3_OK;
+}
+
 // Checks that need two or more keys.
 static Dsv3Err check_combinations(const Dsv3Config *cfg) {
     DSV3_CHECK(cfg->optimizer.lr > 0, DSV3_ERR_CONFIG, "%s: optimizer.lr must be > 0, not %g",
@@ -475,6 +496,7 @@ static Dsv3Err check_combinations(const Dsv3Config *cfg) {
                "%s: activation_checkpoint.selective_ac_option = \"%s\": expected \"op\" or a "
                "positive integer N (checkpoint every N-th layer)",
                WHERE(cfg, activation_checkpoint, selective_ac_option), ac);
+    DSV3_CALL(check_validation(cfg));
 
     Dsv3ModelArgs args;
     dsv3_config_model_args(cfg, &args);

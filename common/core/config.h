@@ -49,7 +49,7 @@ typedef enum {
       "Validate config and layout, print every rank's share, allocate nothing, exit")
 
 #define DSV3_CONFIG_PROFILING(X, S)                                                            \
-    X(S, BOOL, enable_profiling, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                   \
+    X(S, BOOL, enable_profiling, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
       "Write a Chrome trace of one step every profile_freq steps")                          \
     X(S, STR, save_traces_folder, "profile_traces", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, \
       "Trace folder under dump_folder")                                                     \
@@ -63,7 +63,7 @@ typedef enum {
 #define DSV3_CONFIG_METRICS(X, S)                                                              \
     X(S, INT, log_freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
       "Steps between logged steps")                                                         \
-    X(S, BOOL, enable_tensorboard, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                 \
+    X(S, BOOL, enable_tensorboard, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
       "Write TensorBoard event files")                                                      \
     X(S, BOOL, disable_color_printing, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,           \
       "Plain step lines even on a terminal")                                                \
@@ -74,7 +74,9 @@ typedef enum {
     X(S, BOOL, enable_wandb, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                       \
       "Log to Weights & Biases")                                                            \
     X(S, FLOAT, peak_tflops, 0.0, 0.0, 1e9, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
-      "Peak TFLOP/s of one device for MFU; 0 measures it at start-up")
+      "Peak TFLOP/s of one device for MFU; 0 measures it at start-up")                      \
+    X(S, BOOL, dump_expert_counts, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
+      "Write every MoE layer's tokens per expert to expert_counts.jsonl at each logged step")
 
 #define DSV3_CONFIG_MODEL(X, S)                                                                \
     X(S, STR, name, "deepseek_v3", 0, 0, "deepseek_v3", DSV3_KEY_SUPPORTED, "Model family")    \
@@ -225,16 +227,16 @@ typedef enum {
       DSV3_KEY_SUPPORTED, "Seconds a rank may wait for a peer during training")
 
 #define DSV3_CONFIG_CHECKPOINT(X, S)                                                           \
-    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET, "Save checkpoints")         \
+    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Save checkpoints")         \
     X(S, STR, folder, "checkpoint", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
       "Checkpoint folder under dump_folder")                                                \
     X(S, INT, interval, 500, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
       "Steps between checkpoints")                                                          \
-    X(S, STR, initial_load_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                  \
+    X(S, STR, initial_load_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                \
       "Checkpoint to start from")                                                           \
     X(S, BOOL, initial_load_model_only, 1, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,          \
       "Load only the model from initial_load_path")                                         \
-    X(S, BOOL, initial_load_in_hf, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                 \
+    X(S, BOOL, initial_load_in_hf, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
       "initial_load_path holds HF safetensors")                                             \
     X(S, BOOL, last_save_model_only, 1, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
       "The final checkpoint holds only the model")                                          \
@@ -254,14 +256,14 @@ typedef enum {
       "'op', or N to checkpoint every N-th layer")
 
 #define DSV3_CONFIG_VALIDATION(X, S)                                                           \
-    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET, "Evaluate held-out loss")   \
+    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Evaluate held-out loss") \
     X(S, STR, dataset, "synthetic", 0, 0, "synthetic|tokens|text", DSV3_KEY_SUPPORTED,         \
       "Held-out dataset kind")                                                              \
     X(S, STR, dataset_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Held-out data")    \
-    X(S, INT, local_batch_size, 8, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,       \
-      "Sequences per validation batch")                                                     \
-    X(S, INT, seq_len, 2048, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
-      "Tokens per validation sequence")                                                     \
+    X(S, INT, local_batch_size, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,     \
+      "Sequences per validation batch per data-parallel rank (-1: training's)")             \
+    X(S, INT, seq_len, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
+      "Tokens per validation sequence, at most training.seq_len (-1: training's)")          \
     X(S, INT, freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                  \
       "Steps between validations")                                                          \
     X(S, INT, steps, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                \

@@ -136,7 +136,7 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 }
 
 // What training implements so far: data parallelism (every stage rank holds the whole model)
-// with routed experts on the stage ranks, and the built-in or token-file datasets.
+// with routed experts on the stage ranks, on any dataset kind.
 static Dsv3Err check_trainable(const Dsv3Launch *launch) {
     const Dsv3ParallelDims *d = &launch->topology.dims;
     DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1 && launch->topology.n_expert == 0,
@@ -146,9 +146,6 @@ static Dsv3Err check_trainable(const Dsv3Launch *launch) {
                "supported yet: training runs data parallel only (pp, tp, cp 1; "
                "expert_parallel_degree 1). Start-up and --job.dry_run check every layout.",
                d->pp, d->tp, d->cp, launch->topology.n_expert);
-    const char *dataset = launch->config.training.dataset;
-    DSV3_CHECK(strcmp(dataset, "text") != 0, DSV3_ERR_CONFIG,
-               "training.dataset = \"text\" is not supported yet: use \"synthetic\" or \"tokens\"");
     return DSV3_OK;
 }
 
@@ -326,6 +323,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     MPI_Comm job = MPI_COMM_NULL;
     int ok = 1;
     DSV3_CALL(build_job_comm(launch, flags, &job, &ok));
+    double config_seconds = dsv3_log_seconds() - start;
     if (!ok) {
         if (job != MPI_COMM_NULL) DSV3_MPI_CALL(MPI_Comm_free(&job));
         return DSV3_OK; // the coordinator reported the config error
@@ -334,7 +332,9 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
 
     // Roles and layout: every rank reaches the same verdict, job rank 0 prints it.
     Dsv3ParallelDims dims = config_dims(&launch->config);
+    double topology_start = dsv3_log_seconds();
     Dsv3Err err = dsv3_topology_create(job, role, &dims, &launch->topology);
+    double topology_seconds = dsv3_log_seconds() - topology_start;
     if (err == DSV3_OK) err = check_batch(&launch->config, &launch->topology.dims);
     if (err == DSV3_OK && !launch->config.job.dry_run) err = check_trainable(launch);
     int job_rank = 0;
@@ -351,6 +351,8 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     }
 
     if (role == DSV3_ROLE_COORDINATOR) {
+        DSV3_LOG_INFO("start-up: config: read, checked and sent to every rank in %.2f s", config_seconds);
+        DSV3_LOG_INFO("start-up: topology: layout checked and communicators built in %.2f s", topology_seconds);
         log_summary(launch, &launch->topology.dims, launch->topology.n_stage, launch->topology.n_expert);
         if (launch->config.job.print_config) DSV3_CALL(print_config(&launch->config));
         if (launch->config.job.dry_run) DSV3_CALL(log_plan(launch, &launch->topology.dims));

@@ -1,26 +1,29 @@
 // coordinator_loop: data, schedule, and the step line.
 #include "coordinator_loop.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "common/ckpt/checkpoint.h"
 #include "common/core/alloc.h"
 #include "common/core/format.h"
 #include "common/core/log.h"
 #include "common/data/synthetic.h"
+#include "common/data/text_dataset.h"
 #include "common/data/token_file.h"
+#include "common/data/tokenizer.h"
 #include "common/dist/idle_wait.h"
 #include "common/dist/mpi_check.h"
 #include "common/dist/tags.h"
 #include "common/train/lr_schedule.h"
+#include "common/train/metrics.h"
+#include "common/train/peak.h"
 #include "common/train/protocol.h"
-
-// Room for job.dump_folder (DSV3_CONFIG_STRING_CAPACITY) plus a file name.
-enum { PATH_CAPACITY = DSV3_CONFIG_STRING_CAPACITY + 64 };
+#include "common/train/report.h"
+#include "common/train/trace.h"
+#include "common/train/validation.h"
 
 static const double GIB = 1024.0 * 1024.0 * 1024.0;
 
@@ -28,6 +31,7 @@ static const double GIB = 1024.0 * 1024.0 * 1024.0;
 typedef struct {
     Dsv3Synthetic *synthetic;
     Dsv3TokenFile *tokens;
+    Dsv3TextDataset *text;
 } Data;
 
 static Dsv3Err data_open(Data *d, const Dsv3Config *cfg) {
@@ -39,30 +43,23 @@ static Dsv3Err data_open(Data *d, const Dsv3Config *cfg) {
     if (strcmp(kind, "tokens") == 0)
         return dsv3_token_file_open(&d->tokens, cfg->training.dataset_path, cfg->model.vocab_size,
                                     cfg->training.seq_len);
-    DSV3_RAISE(DSV3_ERR_CONFIG, "training.dataset = \"%s\" is not supported yet (use \"synthetic\" "
-               "or \"tokens\")", kind);
+    if (strcmp(kind, "text") == 0)
+        return dsv3_text_dataset_open(&d->text, cfg->training.dataset_path, cfg->model.hf_assets_path,
+                                      cfg->model.vocab_size, cfg->training.seq_len);
+    DSV3_RAISE(DSV3_ERR_CONFIG, "training.dataset = \"%s\" is not supported (use \"synthetic\", "
+               "\"tokens\" or \"text\")", kind);
 }
 
 static Dsv3Err data_window(Data *d, int64_t w, int32_t *tokens) {
     if (d->synthetic) return dsv3_synthetic_window(d->synthetic, w, tokens);
+    if (d->text) return dsv3_text_dataset_window(d->text, w, tokens);
     return dsv3_token_file_window(d->tokens, w, tokens);
 }
 
 static void data_close(Data *d) {
     dsv3_synthetic_destroy(d->synthetic);
     dsv3_token_file_close(d->tokens);
-}
-
-// <dump_folder>/metrics.jsonl, created with its folder; NULL-safe on failure (logged).
-static Dsv3Err open_metrics(const Dsv3Config *cfg, FILE **out) {
-    char path[PATH_CAPACITY];
-    *out = NULL;
-    if (mkdir(cfg->job.dump_folder, 0777) != 0 && errno != EEXIST)
-        DSV3_RAISE(DSV3_ERR_IO, "cannot create job.dump_folder '%s': %s", cfg->job.dump_folder, strerror(errno));
-    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->job.dump_folder);
-    *out = fopen(path, "a");
-    DSV3_CHECK(*out, DSV3_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    return DSV3_OK;
+    dsv3_text_dataset_close(d->text);
 }
 
 typedef struct {
@@ -84,7 +81,7 @@ static Dsv3Err batch_shape(const Dsv3Launch *launch, BatchShape *s) {
 // Sends step `step`'s windows: data-parallel rank d takes global windows
 // [(step-1)·G + d·G/dp, … + G/dp), micro-batch i the B after i·B of those.
 static Dsv3Err send_batches(const Dsv3Launch *launch, Data *data, const BatchShape *s, int64_t step,
-                            int32_t *windows) {
+                            int32_t *windows, Dsv3Trace *trace) {
     const Dsv3Topology *t = &launch->topology;
     int64_t per_rank = s->G / s->dp, W = s->T + 1;
     for (int64_t i = 0; i < s->micro_batches; i++)
@@ -93,69 +90,37 @@ static Dsv3Err send_batches(const Dsv3Launch *launch, Data *data, const BatchSha
             DSV3_CALL(dsv3_layout_stage_coord(&t->dims, r, &c));
             int64_t d = c.dp_replicate * t->dims.dp_shard + c.dp_shard;
             int64_t first = (step - 1) * s->G + d * per_rank + i * s->B;
+            double t0 = dsv3_log_seconds();
             for (int64_t b = 0; b < s->B; b++) DSV3_CALL(data_window(data, first + b, windows + b * W));
+            double t1 = dsv3_log_seconds();
             DSV3_MPI_CALL(MPI_Send(windows, (int)(s->B * W), MPI_INT32_T, (int)(1 + r), DSV3_TAG_BATCH, t->job));
+            DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_DATA, (int32_t)i, t0, t1));
+            DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t1, dsv3_log_seconds()));
         }
     return DSV3_OK;
 }
 
-typedef struct {
-    double loss, grad_norm, seconds, tokens_per_second, tflops, memory_gib, peak_gib;
-    double seconds_forward, seconds_backward, seconds_reduce, seconds_optimizer;
-} StepMetrics;
-
-// Receives every stage rank's report; the step took from `start` until the last arrived.
-static Dsv3Err gather_reports(const Dsv3Launch *launch, const BatchShape *s, double start,
-                              double flops_per_token, StepMetrics *out) {
-    const Dsv3Topology *t = &launch->topology;
-    double loss_sum = 0;
-    int64_t labels = 0;
-    memset(out, 0, sizeof *out);
-    Dsv3StepReport *reports = NULL;
-    MPI_Request *requests = NULL;
-    Dsv3Err err = DSV3_OK;
-    DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&reports, (size_t)t->n_stage, sizeof *reports, "step reports"));
-    DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&requests, (size_t)t->n_stage, sizeof *requests, "report requests"));
-    for (int64_t r = 0; r < t->n_stage; r++)
-        DSV3_MPI_CALL_GOTO(err, done, MPI_Irecv(&reports[r], sizeof *reports, MPI_BYTE, (int)(1 + r),
-                                                DSV3_TAG_REPORT, t->job, &requests[r]));
-    DSV3_CALL_GOTO(err, done, dsv3_idle_waitall((int)t->n_stage, requests));
-    for (int64_t r = 0; r < t->n_stage; r++) {
-        const Dsv3StepReport *rep = &reports[r];
-        loss_sum += rep->loss_sum;
-        labels += rep->n_labels;
-        out->grad_norm = rep->grad_norm;
-        out->seconds_forward = fmax(out->seconds_forward, rep->seconds_forward);
-        out->seconds_backward = fmax(out->seconds_backward, rep->seconds_backward);
-        out->seconds_reduce = fmax(out->seconds_reduce, rep->seconds_reduce);
-        out->seconds_optimizer = fmax(out->seconds_optimizer, rep->seconds_optimizer);
-        out->memory_gib = fmax(out->memory_gib, (double)rep->bytes_current / GIB);
-        out->peak_gib = fmax(out->peak_gib, (double)rep->bytes_peak / GIB);
-    }
-    out->loss = loss_sum / (double)labels;
-    out->seconds = dsv3_log_seconds() - start;
-    out->tokens_per_second = (double)(s->G * s->T) / out->seconds;
-    out->tflops = flops_per_token * out->tokens_per_second / 1e12;
-done:
-    dsv3_free(reports);
-    dsv3_free(requests);
-    return err;
-}
-
-static void log_step(FILE *jsonl, int64_t step, double lr, const StepMetrics *m) {
-    char tps[DSV3_FORMAT_CAPACITY];
-    dsv3_format_count((int64_t)llround(m->tokens_per_second), tps);
-    DSV3_LOG_INFO("step %5" PRId64 "  loss %8.4f  grad_norm %8.4f  lr %.4e  tps %s  tflops %.3f  "
-                  "memory %.2f GiB (peak %.2f GiB)", step, m->loss, m->grad_norm, lr, tps, m->tflops,
-                  m->memory_gib, m->peak_gib);
-    if (!jsonl) return;
-    fprintf(jsonl,
-            "{\"step\": %" PRId64 ", \"loss\": %.9g, \"grad_norm\": %.9g, \"lr\": %.9g, \"tps\": %.6g, "
-            "\"tflops\": %.6g, \"memory_gib\": %.6g, \"time_forward\": %.6g, \"time_backward\": %.6g, "
-            "\"time_reduce\": %.6g, \"time_optimizer\": %.6g, \"time_step\": %.6g}\n",
-            step, m->loss, m->grad_norm, lr, m->tokens_per_second, m->tflops, m->memory_gib,
-            m->seconds_forward, m->seconds_backward, m->seconds_reduce, m->seconds_optimizer, m->seconds);
-    fflush(jsonl);
+// The logged step's record from the gathered reports and the coordinator's own timings.
+static void step_record(const Dsv3ReportGather *g, const Dsv3Trace *own, const BatchShape *s, int64_t step,
+                        double lr, double seconds, double flops_per_token, double peak_tflops,
+                        Dsv3StepRecord *out) {
+    Dsv3ReportTotals totals;
+    dsv3_report_combine(g, &totals);
+    // Per stage rank (device), as torchtitan reports tokens per second.
+    double tps = (double)(s->G * s->T) / seconds / (double)g->n_stage;
+    *out = (Dsv3StepRecord){.step = step, .loss = totals.loss, .grad_norm = totals.grad_norm, .lr = lr,
+                            .tps = tps, .tflops = flops_per_token * tps / 1e12,
+                            .mfu = dsv3_peak_mfu_percent(flops_per_token, tps, peak_tflops),
+                            .memory_gib = (double)totals.bytes_peak / GIB,
+                            .memory_pct = totals.device_bytes > 0
+                                              ? 100.0 * (double)totals.bytes_peak / (double)totals.device_bytes : 0,
+                            .seconds_step = seconds, .expert_load = &g->load, .validation_loss = NAN};
+    memcpy(out->seconds, totals.seconds, sizeof out->seconds);
+    // The coordinator's own phases: reading data, broadcasting the plan.
+    out->seconds[DSV3_PHASE_DATA] = own->seconds[DSV3_PHASE_DATA];
+    out->seconds[DSV3_PHASE_COMM_PLAN] = own->seconds[DSV3_PHASE_COMM_PLAN];
+    out->seconds[DSV3_PHASE_WAIT_REPORTS] = own->seconds[DSV3_PHASE_WAIT_REPORTS];
+    if (g->load.n_dense_layers >= g->load.n_layers) out->expert_load = NULL; // no MoE layer
 }
 
 static Dsv3Err schedule_of(const Dsv3Config *cfg, Dsv3LrSchedule *out) {
@@ -173,7 +138,39 @@ static Dsv3Err broadcast_plan(const Dsv3Launch *launch, Dsv3StepPlan *plan) {
     return DSV3_OK;
 }
 
-static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, FILE *jsonl, int32_t eos_id, double floor) {
+// The state of the step loop beside the data.
+typedef struct {
+    Dsv3Metrics *metrics;
+    Dsv3ReportGather gather;
+    Dsv3Trace trace;
+    Dsv3Validation *validation;
+    double peak_tflops;
+} LoopState;
+
+// After step `step`'s reports: the trace file, validation, the logged line.
+static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s, const Dsv3StepPlan *plan,
+                          double seconds, double flops_per_token, int32_t *windows, double *loss) {
+    const Dsv3Config *cfg = &launch->config;
+    if (plan->flags & DSV3_PLAN_PROFILE)
+        DSV3_CALL(dsv3_report_write_trace(&st->gather, &st->trace, cfg, plan->step));
+    Dsv3StepRecord rec;
+    step_record(&st->gather, &st->trace, s, plan->step, plan->lr, seconds, flops_per_token, st->peak_tflops, &rec);
+    *loss = rec.loss;
+    if (dsv3_validation_due(st->validation, plan->step)) {
+        double vseconds = 0;
+        int64_t vtokens = 0;
+        // The gather buffers are reused: the step's expert load stays, the reports do not.
+        DSV3_CALL(dsv3_validation_run(st->validation, launch, &st->gather, plan->step, windows,
+                                      &rec.validation_loss, &vtokens, &vseconds));
+        rec.seconds[DSV3_PHASE_VALIDATION] = vseconds;
+        dsv3_metrics_log_validation(st->metrics, plan->step, rec.validation_loss,
+                                    (double)vtokens / vseconds / (double)st->gather.n_stage, vseconds, vtokens);
+    }
+    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) DSV3_CALL(dsv3_metrics_log_step(st->metrics, &rec));
+    return DSV3_OK;
+}
+
+static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_t eos_id, double floor) {
     const Dsv3Config *cfg = &launch->config;
     BatchShape s;
     DSV3_CALL(batch_shape(launch, &s));
@@ -188,23 +185,39 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, FILE *jsonl, int32_t 
                   " tokens per step, %" PRId64 " micro-batch(es) of %" PRId64 " per data-parallel rank",
                   cfg->training.steps, s.G, s.T, s.G * s.T, s.micro_batches, s.B);
     // Step 0 lets the stage ranks build their models before the first step's clock starts.
+    double ready_start = dsv3_log_seconds();
     Dsv3StepPlan start_plan = {.eos_id = eos_id};
     DSV3_CALL_GOTO(err, done, broadcast_plan(launch, &start_plan));
+    DSV3_CALL_GOTO(err, done, dsv3_peak_start_coordinator(launch, &st->peak_tflops));
+    Dsv3CkptCoordinator ckpt; // loads a checkpoint if the config asks for one (checkpoint.h)
+    int64_t first_step = 1;
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_coordinator_start(&ckpt, launch, s.G, &first_step));
     MPI_Request ready;
     DSV3_MPI_CALL_GOTO(err, done, MPI_Ibarrier(launch->topology.job, &ready));
     DSV3_CALL_GOTO(err, done, dsv3_idle_waitall(1, &ready));
-    for (int64_t step = 1; step <= cfg->training.steps; step++) {
-        double start = dsv3_log_seconds();
+    DSV3_LOG_INFO("start-up: %" PRId64 " stage rank(s) allocated their models and are ready after %.2f s",
+                  launch->topology.n_stage, dsv3_log_seconds() - ready_start);
+    for (int64_t step = first_step; step <= cfg->training.steps; step++) {
+        // Validation steps are logged too, so that their validation_loss is written.
+        int logged = step % cfg->metrics.log_freq == 0 || step == 1 || step == cfg->training.steps ||
+                     dsv3_validation_due(st->validation, step);
+        int profiled = cfg->profiling.enable_profiling && step % cfg->profiling.profile_freq == 0;
+        dsv3_trace_step_start(&st->trace, profiled);
+        double start = st->trace.origin;
         Dsv3StepPlan plan = {.step = step, .micro_batches = s.micro_batches,
                              .lr = cfg->optimizer.lr * dsv3_lr_factor(&schedule, step),
-                             .grad_scale = 1.0 / (double)(s.G * s.T), .eos_id = eos_id};
+                             .grad_scale = 1.0 / (double)(s.G * s.T), .eos_id = eos_id,
+                             .flags = (logged ? DSV3_PLAN_EXPERT_LOAD : 0) | (profiled ? DSV3_PLAN_PROFILE : 0)};
         DSV3_CALL_GOTO(err, done, broadcast_plan(launch, &plan));
-        DSV3_CALL_GOTO(err, done, send_batches(launch, data, &s, step, windows));
-        StepMetrics m;
-        DSV3_CALL_GOTO(err, done, gather_reports(launch, &s, start, flops_per_token, &m));
-        if (step % cfg->metrics.log_freq == 0 || step == 1 || step == cfg->training.steps)
-            log_step(jsonl, step, plan.lr, &m);
-        last_loss = m.loss;
+        DSV3_CALL_GOTO(err, done, dsv3_trace_add(&st->trace, DSV3_PHASE_COMM_PLAN, -1, start, dsv3_log_seconds()));
+        DSV3_CALL_GOTO(err, done, send_batches(launch, data, &s, step, windows, &st->trace));
+        double wait = dsv3_log_seconds();
+        DSV3_CALL_GOTO(err, done, dsv3_report_gather(&st->gather, launch, &plan));
+        double end = dsv3_log_seconds();
+        DSV3_CALL_GOTO(err, done, dsv3_trace_add(&st->trace, DSV3_PHASE_WAIT_REPORTS, -1, wait, end));
+        // Saves when due; before after_step, whose validation passes the stage ranks serve after it.
+        DSV3_CALL_GOTO(err, done, dsv3_ckpt_coordinator_step(&ckpt, launch, step, plan.lr));
+        DSV3_CALL_GOTO(err, done, after_step(launch, st, &s, &plan, end - start, flops_per_token, windows, &last_loss));
     }
     if (!isnan(floor))
         DSV3_LOG_INFO("final loss %.4f, %.4f above the dataset's entropy floor of %.4f nats per token",
@@ -226,16 +239,31 @@ Dsv3Err dsv3_coordinator_train(Dsv3Launch *launch) {
         dsv3_synthetic_log_summary(data.synthetic);
         floor = dsv3_synthetic_entropy_floor(data.synthetic);
         eos_id = dsv3_synthetic_eos_id(data.synthetic);
+    } else if (data.text) {
+        eos_id = dsv3_text_dataset_eos_id(data.text);
     } else if (launch->model.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL) {
-        DSV3_LOG_WARN("training.dataset = \"tokens\" carries no EOS id: block_causal attention sees "
-                      "each window as one document");
+        // A token file carries no EOS id: take it from the tokenizer that made it, if present.
+        err = dsv3_tokenizer_folder_eos_id(cfg->model.hf_assets_path, &eos_id);
+        if (err != DSV3_OK) {
+            data_close(&data);
+            return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+        }
     }
-    FILE *jsonl = NULL;
-    DSV3_CALL_GOTO(err, done, open_metrics(cfg, &jsonl));
-    DSV3_CALL_GOTO(err, done, train_steps(launch, &data, jsonl, eos_id, floor));
+    if (launch->model.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL && eos_id < 0)
+        DSV3_LOG_WARN("training.dataset = \"%s\" gives no EOS id (no tokenizer with an eos_token in "
+                      "model.hf_assets_path = '%s'): block_causal attention sees each window as one document",
+                      cfg->training.dataset, cfg->model.hf_assets_path);
+    LoopState st = {0};
+    DSV3_CALL_GOTO(err, done, dsv3_metrics_open(&st.metrics, cfg, &launch->model));
+    DSV3_CALL_GOTO(err, done, dsv3_report_gather_create(&st.gather, launch));
+    DSV3_CALL_GOTO(err, done, dsv3_validation_open(&st.validation, launch));
+    DSV3_CALL_GOTO(err, done, train_steps(launch, &data, &st, eos_id, floor));
     DSV3_CALL_GOTO(err, done, broadcast_plan(launch, &stop));
 done:
-    if (jsonl) fclose(jsonl);
+    dsv3_metrics_close(st.metrics);
+    dsv3_report_gather_destroy(&st.gather);
+    dsv3_trace_destroy(&st.trace);
+    dsv3_validation_close(st.validation);
     data_close(&data);
     return err;
 }

@@ -5,13 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/ckpt/checkpoint.h"
 #include "common/core/alloc.h"
+#include "common/core/format.h"
 #include "common/core/log.h"
 #include "common/dist/mpi_check.h"
 #include "common/dist/tags.h"
 #include "common/model/model.h"
+#include "common/train/expert_load.h"
 #include "common/train/optimizer.h"
+#include "common/train/peak.h"
 #include "common/train/protocol.h"
+#include "common/train/report.h"
+#include "common/train/trace.h"
+#include "common/train/validation.h"
 
 // Tokens per chunk of the fused output head + loss: bounds the logits held at once to
 // LOSS_CHUNK × vocab floats (129,280 × 1024 × 4 B = 0.5 GiB at the 671B vocabulary).
@@ -33,32 +40,41 @@ Dsv3Err dsv3_stage_model_options(const Dsv3Config *cfg, int32_t eos_id, Dsv3Mode
 }
 
 // Sums every gradient group and the tokens per expert over the data-parallel ranks.
-static Dsv3Err reduce_data_parallel(Dsv3Model *m, MPI_Comm dp) {
+static Dsv3Err reduce_data_parallel(Dsv3Model *m, MPI_Comm dp, Dsv3Trace *trace) {
     int size = 1;
     DSV3_MPI_CALL(MPI_Comm_size(dp, &size));
     if (size == 1) return DSV3_OK;
     int n = 0;
+    double t0 = dsv3_log_seconds();
     Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
     for (int g = 0; g < n; g++)
         DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, groups[g].grad, (int)groups[g].numel, MPI_FLOAT, MPI_SUM, dp));
+    double t1 = dsv3_log_seconds();
+    DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_GRAD, -1, t0, t1));
     const Dsv3ModelArgs *a = dsv3_model_args(m);
     for (int64_t l = 0; l < a->n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
         if (counts)
             DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, counts, (int)a->num_experts, MPI_INT64_T, MPI_SUM, dp));
     }
-    return DSV3_OK;
+    return dsv3_trace_add(trace, DSV3_PHASE_COMM_EXPERT_COUNTS, -1, t1, dsv3_log_seconds());
 }
 
-// One step on this rank; fills the report.
+// One step on this rank; fills the report, the phase times in `trace` and, when the plan asks
+// for it, the step's expert load.
 static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3StepPlan *plan,
-                          int32_t *windows, int32_t *tokens, int32_t *labels, Dsv3StepReport *r) {
+                          int32_t *windows, int32_t *tokens, int32_t *labels, Dsv3Trace *trace,
+                          Dsv3ExpertLoad *load, Dsv3StepReport *r) {
     const Dsv3Config *cfg = &launch->config;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
     memset(r, 0, sizeof *r);
+    dsv3_trace_step_start(trace, (plan->flags & DSV3_PLAN_PROFILE) != 0);
+    dsv3_alloc_reset_peak();
     for (int64_t i = 0; i < plan->micro_batches; i++) {
+        double t_recv = dsv3_log_seconds();
         DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR, DSV3_TAG_BATCH,
                                launch->topology.job, MPI_STATUS_IGNORE));
+        DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t_recv, dsv3_log_seconds()));
         for (int64_t b = 0; b < B; b++) {
             memcpy(tokens + b * T, windows + b * (T + 1), (size_t)T * sizeof *tokens);
             memcpy(labels + b * T, windows + b * (T + 1) + 1, (size_t)T * sizeof *labels);
@@ -69,13 +85,14 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
         double loss = 0;
         int64_t n = 0;
         DSV3_CALL(dsv3_model_backward(m, labels, (float)plan->grad_scale, &loss, &n));
-        r->seconds_forward += t1 - t0;
-        r->seconds_backward += dsv3_log_seconds() - t1;
+        DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_FORWARD, (int32_t)i, t0, t1));
+        DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_BACKWARD, (int32_t)i, t1, dsv3_log_seconds()));
         r->loss_sum += loss;
         r->n_labels += n;
     }
-    double t0 = dsv3_log_seconds();
-    DSV3_CALL(reduce_data_parallel(m, launch->topology.dp));
+    DSV3_CALL(reduce_data_parallel(m, launch->topology.dp, trace));
+    // The optimizer step clears the counts: keep the step's load first.
+    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
     double sum_squares = dsv3_optimizer_grad_sum_squares(m);
     Dsv3OptimizerStep step = {.lr = plan->lr, .beta1 = (float)cfg->optimizer.beta1,
@@ -84,10 +101,11 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
                               .max_norm = cfg->training.max_norm, .step = plan->step};
     DSV3_CALL(dsv3_optimizer_step(m, &step, sum_squares));
     r->grad_norm = sqrt(sum_squares);
-    r->seconds_reduce = t1 - t0;
-    r->seconds_optimizer = dsv3_log_seconds() - t1;
+    DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_OPTIMIZER, -1, t1, dsv3_log_seconds()));
+    memcpy(r->seconds, trace->seconds, sizeof r->seconds);
     r->bytes_current = (int64_t)dsv3_alloc_current_bytes();
     r->bytes_peak = (int64_t)dsv3_alloc_peak_bytes();
+    r->device_bytes = dsv3_peak_device_memory_bytes();
     return DSV3_OK;
 }
 
@@ -102,9 +120,18 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     double t0 = dsv3_log_seconds();
     Dsv3Model *m = NULL;
     int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
+    Dsv3Trace trace = {0};
+    Dsv3ExpertLoad load = {0};
     Dsv3Err err = DSV3_OK;
     DSV3_CALL_GOTO(err, done, dsv3_model_create(&m, &launch->model, &opt));
-    DSV3_LOG_DEBUG("model built and initialised in %.2f s", dsv3_log_seconds() - t0);
+    char bytes[DSV3_FORMAT_CAPACITY];
+    dsv3_log(launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
+             "start-up: allocation: model built and initialised in %.2f s, %s allocated on this rank",
+             dsv3_log_seconds() - t0, dsv3_format_bytes((double)dsv3_alloc_current_bytes(), bytes));
+    DSV3_CALL_GOTO(err, done, dsv3_expert_load_create(&load, &launch->model));
+    DSV3_CALL_GOTO(err, done, dsv3_peak_start_stage(launch));
+    // After the peak measurement, in the coordinator's order of start-up collectives.
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_start(launch, m));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&windows, (size_t)(B * (T + 1)) * sizeof *windows, "token windows"));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&tokens, (size_t)(B * T) * sizeof *tokens, "tokens"));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&labels, (size_t)(B * T) * sizeof *labels, "labels"));
@@ -116,14 +143,20 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     DSV3_MPI_CALL_GOTO(err, done, MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
     while (!plan.stop) {
         Dsv3StepReport report;
-        DSV3_CALL_GOTO(err, done, stage_step(m, launch, &plan, windows, tokens, labels, &report));
-        DSV3_MPI_CALL_GOTO(err, done, MPI_Send(&report, sizeof report, MPI_BYTE, COORDINATOR, DSV3_TAG_REPORT, job));
+        if (plan.validate)
+            DSV3_CALL_GOTO(err, done, dsv3_validation_stage(m, launch, &plan, windows, tokens, labels, &report));
+        else
+            DSV3_CALL_GOTO(err, done, stage_step(m, launch, &plan, windows, tokens, labels, &trace, &load, &report));
+        DSV3_CALL_GOTO(err, done, dsv3_report_send(launch, &plan, &report, &load, &trace));
+        if (!plan.validate) DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_step(launch, m));
         DSV3_MPI_CALL_GOTO(err, done, MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
     }
 done:
     dsv3_free(windows);
     dsv3_free(tokens);
     dsv3_free(labels);
+    dsv3_trace_destroy(&trace);
+    dsv3_expert_load_destroy(&load);
     dsv3_model_destroy(m);
     return err;
 }

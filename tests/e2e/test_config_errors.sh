@@ -20,8 +20,8 @@ expect_in "$out" "command line --training.steps: training.steps = -5 is out of r
 run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --optimizer.lr 0
 expect_in "$out" "optimizer.lr"
 
-run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --checkpoint.enable
-expect_in "$out" "checkpoint.enable is not supported yet"
+run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --checkpoint.async_mode async
+expect_in "$out" "checkpoint.async_mode is not supported yet"
 
 run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --model.flavor 7B
 expect_in "$out" "model.flavor"

@@ -579,11 +579,11 @@ static void test_bad_choice_lists_the_choices(void **state) {
 
 static void test_not_yet_supported_key_keeps_only_its_default(void **state) {
     Fixture *f = *state;
-    RESOLVE_FAILS("[checkpoint]\nenable = true\n", "x.toml:2: checkpoint.enable is not supported yet",
+    RESOLVE_FAILS("[checkpoint]\nasync_mode = \"async\"\n", "x.toml:2: checkpoint.async_mode is not supported yet",
                   "keep its default");
     RESOLVE_FAILS("[optimizer]\nimplementation = \"foreach\"\n", "optimizer.implementation", "not supported yet");
     // Writing the default explicitly, as torchtitan's configs do, is fine.
-    RESOLVE_OK("[checkpoint]\nenable = false\n[optimizer]\nimplementation = \"fused\"\n");
+    RESOLVE_OK("[checkpoint]\nasync_mode = \"disabled\"\n[optimizer]\nimplementation = \"fused\"\n");
 }
 
 static void test_every_not_yet_key_rejects_any_other_value(void **state) {
