@@ -147,9 +147,11 @@ typedef struct {
     double peak_tflops;
 } LoopState;
 
-// After step `step`'s reports: the trace file, validation, the logged line.
+// After step `step`'s reports: the trace file, validation, the logged line. *loss is the
+// step's loss, replaced by the held-out loss (and *held_out set) when validation ran.
 static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s, const Dsv3StepPlan *plan,
-                          double seconds, double flops_per_token, int32_t *windows, double *loss) {
+                          double seconds, double flops_per_token, int32_t *windows, double *loss,
+                          int *held_out) {
     const Dsv3Config *cfg = &launch->config;
     if (plan->flags & DSV3_PLAN_PROFILE)
         DSV3_CALL(dsv3_report_write_trace(&st->gather, &st->trace, cfg, plan->step));
@@ -165,7 +167,9 @@ static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s
         rec.seconds[DSV3_PHASE_VALIDATION] = vseconds;
         dsv3_metrics_log_validation(st->metrics, plan->step, rec.validation_loss,
                                     (double)vtokens / vseconds / (double)st->gather.n_stage, vseconds, vtokens);
+        *loss = rec.validation_loss;
     }
+    *held_out = dsv3_validation_due(st->validation, plan->step);
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) DSV3_CALL(dsv3_metrics_log_step(st->metrics, &rec));
     return DSV3_OK;
 }
@@ -181,6 +185,7 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
     DSV3_CALL(dsv3_alloc((void **)&windows, (size_t)(s.B * (s.T + 1)) * sizeof *windows, "token windows"));
     Dsv3Err err = DSV3_OK;
     double last_loss = NAN;
+    int held_out = 0;
     DSV3_LOG_INFO("training %" PRId64 " steps: global batch %" PRId64 " × seq_len %" PRId64 " = %" PRId64
                   " tokens per step, %" PRId64 " micro-batch(es) of %" PRId64 " per data-parallel rank",
                   cfg->training.steps, s.G, s.T, s.G * s.T, s.micro_batches, s.B);
@@ -217,11 +222,12 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
         DSV3_CALL_GOTO(err, done, dsv3_trace_add(&st->trace, DSV3_PHASE_WAIT_REPORTS, -1, wait, end));
         // Saves when due; before after_step, whose validation passes the stage ranks serve after it.
         DSV3_CALL_GOTO(err, done, dsv3_ckpt_coordinator_step(&ckpt, launch, step, plan.lr));
-        DSV3_CALL_GOTO(err, done, after_step(launch, st, &s, &plan, end - start, flops_per_token, windows, &last_loss));
+        DSV3_CALL_GOTO(err, done, after_step(launch, st, &s, &plan, end - start, flops_per_token, windows, &last_loss,
+                                             &held_out));
     }
     if (!isnan(floor))
-        DSV3_LOG_INFO("final loss %.4f, %.4f above the dataset's entropy floor of %.4f nats per token",
-                      last_loss, last_loss - floor, floor);
+        DSV3_LOG_INFO("final %s loss %.4f, %.4f above the dataset's entropy floor of %.4f nats per token",
+                      held_out ? "held-out" : "training", last_loss, last_loss - floor, floor);
 done:
     dsv3_free(windows);
     return err;
