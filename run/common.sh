@@ -79,3 +79,55 @@ dsv3_mpi_env() {
         export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     fi
 }
+
+# ---- launching a job (run/train.sh, run/expert_servers.sh) ----
+
+# Config file, NPROC, launcher, packages, build and MPI environment of a launch. Sets
+# CONFIG_FILE, MPIEXEC, nproc_args and bin.
+dsv3_launch_prepare() {
+    CONFIG_FILE=${CONFIG_FILE:-$DSV3_ROOT/conf/debug_model.toml}
+    nproc_args=()
+    [ -z "${NPROC:-}" ] || nproc_args=(--nproc "$NPROC")
+    MPIEXEC=${MPIEXEC:-mpiexec}
+    [ -f "$CONFIG_FILE" ] || dsv3_die "CONFIG_FILE '$CONFIG_FILE' does not exist"
+    dsv3_ensure_packages "${DSV3_RUN_PACKAGES[@]}"
+    dsv3_ensure_build "$DSV3_BUILD_DIR" -Dcuda=auto
+    dsv3_mpi_env
+    bin=$DSV3_BUILD_DIR/roles
+}
+
+# The layout as the coordinator works it out from the config and overrides ("$@"): one source
+# of truth. Sets stage_procs, expert_procs, expert_launch, expert_service and init_timeout.
+dsv3_launch_plan() {
+    local plan
+    plan=$("$MPIEXEC" -n 1 ${MPIEXEC_FLAGS:-} "$bin/dsv3-coordinator" --print-launch "${nproc_args[@]}" \
+        --job.config_file "$CONFIG_FILE" "$@") || exit 1
+    stage_procs=$(sed -n 's/^stage_procs=//p' <<<"$plan")
+    expert_procs=$(sed -n 's/^expert_procs=//p' <<<"$plan")
+    expert_launch=$(sed -n 's/^expert_launch=//p' <<<"$plan")
+    expert_service=$(sed -n 's/^expert_service=//p' <<<"$plan")
+    init_timeout=$(sed -n 's/^init_timeout=//p' <<<"$plan")
+    [ -n "$stage_procs" ] && [ -n "$expert_procs" ] || dsv3_die "could not work out the layout: $plan"
+}
+
+# Environment and mpiexec flags for `ranks` computing ranks on this node: an equal share of the
+# cores each for BLAS and OpenMP (unless set), idle OpenMP threads asleep (OpenBLAS's threads
+# need those cores), ranks unbound (OpenMPI binds each to one core unless the user chose a
+# mapping), oversubscription allowed outside Slurm. Sets launch_flags.
+dsv3_launch_environment() {
+    local ranks=$1 cores threads
+    cores=$(nproc)
+    threads=$((cores / ranks))
+    [ $threads -ge 1 ] || threads=1
+    export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads}
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+    export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+    # Ranks always see a terminal under mpiexec: plain step lines when our output is not one.
+    [ -t 1 ] || export NO_COLOR=${NO_COLOR:-1}
+    launch_flags=()
+    case " ${MPIEXEC_FLAGS:-} " in *" --bind-to "* | *" --map-by "*) ;; *) launch_flags+=(--bind-to none) ;; esac
+    if [ -z "${SLURM_JOB_ID:-}" ] && [ $((ranks + 1)) -gt "$cores" ]; then launch_flags+=(--oversubscribe); fi
+}
+
+# Where run/train.sh's ompi-server writes its address for joining expert servers.
+dsv3_ompi_server_uri() { echo "${DSV3_OMPI_SERVER_URI:-${TMPDIR:-/tmp}/dsv3-$(id -u)-ompi-server.uri}"; }
