@@ -17,11 +17,12 @@ exact for the float32 inputs the C side reads. Sizes and integer settings go int
 """
 
 import math
-import os
 import sys
 
 import numpy as np
 import torch
+
+from op_case import Case, float32_normals
 
 SEED = 4321
 EOS_ID = 0  # the end-of-sequence token of the document-mask cases
@@ -37,25 +38,7 @@ GEN = torch.Generator().manual_seed(SEED)
 
 
 def randn(*shape, scale=1.0):
-    """float64 normals that are exactly representable in float32."""
-    return (torch.randn(*shape, generator=GEN) * scale).float().double()
-
-
-class Case:
-    def __init__(self, root, name):
-        self.dir = os.path.join(root, name)
-        os.makedirs(self.dir, exist_ok=True)
-
-    def save(self, name, value, dtype=np.float64):
-        if isinstance(value, torch.Tensor):
-            value = value.detach().numpy()
-        np.save(os.path.join(self.dir, name + ".npy"), np.ascontiguousarray(value, dtype=dtype))
-
-    def dims(self, *values):
-        self.save("dims", np.array(values), np.int64)
-
-    def params(self, *values):
-        self.save("params", np.array(values), np.float64)
+    return float32_normals(GEN, *shape, scale=scale)
 
 
 # ---- rotary embedding ----

@@ -12,12 +12,13 @@ use, so the float64 expectation is exact for the float32 inputs the C side reads
 integer settings go into dims.npy (int64), float settings into params.npy (float64).
 """
 
-import os
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from op_case import Case, float32_normals
 
 SEED = 1234
 IGNORE_INDEX = -100
@@ -27,29 +28,11 @@ GEN = torch.Generator().manual_seed(SEED)
 
 
 def randn(*shape, scale=1.0):
-    """float64 normals that are exactly representable in float32."""
-    return (torch.randn(*shape, generator=GEN) * scale).float().double()
+    return float32_normals(GEN, *shape, scale=scale)
 
 
 def randint(low, high, shape):
     return torch.randint(low, high, shape, generator=GEN)
-
-
-class Case:
-    def __init__(self, root, name):
-        self.dir = os.path.join(root, name)
-        os.makedirs(self.dir, exist_ok=True)
-
-    def save(self, name, value, dtype=np.float64):
-        if isinstance(value, torch.Tensor):
-            value = value.detach().numpy()
-        np.save(os.path.join(self.dir, name + ".npy"), np.ascontiguousarray(value, dtype=dtype))
-
-    def dims(self, *values):
-        self.save("dims", np.array(values), np.int64)
-
-    def params(self, *values):
-        self.save("params", np.array(values), np.float64)
 
 
 def embedding(root):

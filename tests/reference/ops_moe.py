@@ -20,12 +20,13 @@ are written per expert: `chosen` (N, E) is 1 where the token chose the expert, `
 dweights[n, k] = g[n, expert of (n, k)] for a dense g (N, E).
 """
 
-import os
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from op_case import Case, float32_normals
 
 SEED = 4321
 
@@ -38,29 +39,11 @@ GEN = torch.Generator().manual_seed(SEED)
 
 
 def randn(*shape, scale=1.0):
-    """float64 normals that are exactly representable in float32."""
-    return (torch.randn(*shape, generator=GEN) * scale).float().double()
+    return float32_normals(GEN, *shape, scale=scale)
 
 
 def rand_uniform(*shape, low=0.0, high=1.0):
     return (low + (high - low) * torch.rand(*shape, generator=GEN)).float().double()
-
-
-class Case:
-    def __init__(self, root, name):
-        self.dir = os.path.join(root, name)
-        os.makedirs(self.dir, exist_ok=True)
-
-    def save(self, name, value, dtype=np.float64):
-        if isinstance(value, torch.Tensor):
-            value = value.detach().numpy()
-        np.save(os.path.join(self.dir, name + ".npy"), np.ascontiguousarray(value, dtype=dtype))
-
-    def dims(self, *values):
-        self.save("dims", np.array(values), np.int64)
-
-    def params(self, *values):
-        self.save("params", np.array(values), np.float64)
 
 
 class RouterArgs:
