@@ -6,7 +6,7 @@
 #include "common/dist/mpi_check.h"
 
 // Short enough not to delay a step measurably, long enough to leave the core to others.
-static const long POLL_INTERVAL_NS = 200000;
+static const long POLL_INTERVAL_NS = 1000000;
 
 Dsv3Err dsv3_idle_waitall(int count, MPI_Request *requests) {
     const struct timespec pause = {0, POLL_INTERVAL_NS};
