@@ -363,44 +363,61 @@ static void test_attention_with_more_threads_than_heads_matches_reference(void *
         run_attention(&cases[i], 3);
 }
 
+// The outputs of two runs of the same attention, for bit-for-bit comparisons.
+typedef struct {
+    int64_t nqk, nv, nl;
+    float *out[2], *lse[2], *dq[2], *dk[2], *dv[2];
+} TwoRuns;
+
+static void two_runs_init(TwoRuns *r, int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv) {
+    r->nqk = B * T * H * Dqk, r->nv = B * T * H * Dv, r->nl = B * H * T;
+    for (int run = 0; run < 2; run++) { // garbage, so that every output must be written
+        r->out[run] = random_floats(r->nv, 0, 1);
+        r->lse[run] = random_floats(r->nl, 0, 1);
+        r->dq[run] = random_floats(r->nqk, 0, 1);
+        r->dk[run] = random_floats(r->nqk, 0, 1);
+        r->dv[run] = random_floats(r->nv, 0, 1);
+    }
+}
+
+// Asserts that both runs wrote the same bits, then frees them.
+static void two_runs_check_equal(TwoRuns *r) {
+    assert_memory_equal(r->out[0], r->out[1], (size_t)r->nv * sizeof(float));
+    assert_memory_equal(r->lse[0], r->lse[1], (size_t)r->nl * sizeof(float));
+    assert_memory_equal(r->dq[0], r->dq[1], (size_t)r->nqk * sizeof(float));
+    assert_memory_equal(r->dk[0], r->dk[1], (size_t)r->nqk * sizeof(float));
+    assert_memory_equal(r->dv[0], r->dv[1], (size_t)r->nv * sizeof(float));
+    for (int run = 0; run < 2; run++) {
+        dsv3_free(r->out[run]);
+        dsv3_free(r->lse[run]);
+        dsv3_free(r->dq[run]);
+        dsv3_free(r->dk[run]);
+        dsv3_free(r->dv[run]);
+    }
+}
+
 // Keeping the scores for backward changes the work, not a single bit of the results.
 static void test_attention_with_kept_scores_is_identical(void **state) {
     (void)state;
     enum { B = 2, T = 70, H = 3, Dqk = 24, Dv = 16 };
-    const int64_t nqk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T, ns = B * H * T * T;
-    float *q = random_floats(nqk, -2, 2), *k = random_floats(nqk, -2, 2);
-    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
-    float *scores = random_floats(ns, 0, 1);
+    TwoRuns r;
+    two_runs_init(&r, B, T, H, Dqk, Dv);
+    float *q = random_floats(r.nqk, -2, 2), *k = random_floats(r.nqk, -2, 2);
+    float *v = random_floats(r.nv, -1, 1), *dout = random_floats(r.nv, -1, 1);
+    float *scores = random_floats(B * H * T * T, 0, 1);
     int32_t doc[B * T];
     for (int64_t i = 0; i < B * T; i++) doc[i] = (int32_t)((i % T) / 25); // three documents
-    float *out[2], *lse[2], *dq[2], *dk[2], *dv[2];
     for (int run = 0; run < 2; run++) {
-        out[run] = random_floats(nv, 0, 1);
-        lse[run] = random_floats(nl, 0, 1);
-        dq[run] = random_floats(nqk, 0, 1);
-        dk[run] = random_floats(nqk, 0, 1);
-        dv[run] = random_floats(nv, 0, 1);
         float *kept = run == 0 ? NULL : scores;
-        assert_int_equal(dsv3_attention_forward_cached(out[run], lse[run], kept, q, k, v, doc, B, T,
-                                                       H, Dqk, Dv, 0.25f),
+        assert_int_equal(dsv3_attention_forward_cached(r.out[run], r.lse[run], kept, q, k, v, doc,
+                                                       B, T, H, Dqk, Dv, 0.25f),
                          DSV3_OK);
-        assert_int_equal(dsv3_attention_backward_cached(dq[run], dk[run], dv[run], dout, q, k, v,
-                                                        out[run], lse[run], kept, doc, B, T, H,
-                                                        Dqk, Dv, 0.25f),
+        assert_int_equal(dsv3_attention_backward_cached(r.dq[run], r.dk[run], r.dv[run], dout, q, k,
+                                                        v, r.out[run], r.lse[run], kept, doc, B, T,
+                                                        H, Dqk, Dv, 0.25f),
                          DSV3_OK);
     }
-    assert_memory_equal(out[0], out[1], (size_t)nv * sizeof(float));
-    assert_memory_equal(lse[0], lse[1], (size_t)nl * sizeof(float));
-    assert_memory_equal(dq[0], dq[1], (size_t)nqk * sizeof(float));
-    assert_memory_equal(dk[0], dk[1], (size_t)nqk * sizeof(float));
-    assert_memory_equal(dv[0], dv[1], (size_t)nv * sizeof(float));
-    for (int run = 0; run < 2; run++) {
-        dsv3_free(out[run]);
-        dsv3_free(lse[run]);
-        dsv3_free(dq[run]);
-        dsv3_free(dk[run]);
-        dsv3_free(dv[run]);
-    }
+    two_runs_check_equal(&r);
     dsv3_free(q);
     dsv3_free(k);
     dsv3_free(v);
@@ -411,38 +428,23 @@ static void test_attention_with_kept_scores_is_identical(void **state) {
 static void test_attention_does_not_depend_on_thread_count(void **state) {
     (void)state;
     enum { B = 1, T = 129, H = 2, Dqk = 16, Dv = 8 }; // T − 1 on a tile boundary
-    const int64_t nqk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T;
-    float *q = random_floats(nqk, -2, 2), *k = random_floats(nqk, -2, 2);
-    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
-    float *out[2], *lse[2], *dq[2], *dk[2], *dv[2];
+    TwoRuns r;
+    two_runs_init(&r, B, T, H, Dqk, Dv);
+    float *q = random_floats(r.nqk, -2, 2), *k = random_floats(r.nqk, -2, 2);
+    float *v = random_floats(r.nv, -1, 1), *dout = random_floats(r.nv, -1, 1);
     const int threads_before = omp_get_max_threads();
     for (int run = 0; run < 2; run++) {
-        out[run] = random_floats(nv, 0, 1);
-        lse[run] = random_floats(nl, 0, 1);
-        dq[run] = random_floats(nqk, 0, 1);
-        dk[run] = random_floats(nqk, 0, 1);
-        dv[run] = random_floats(nv, 0, 1);
         omp_set_num_threads(run == 0 ? 1 : 4); // one schedule, then the other
-        assert_int_equal(
-            dsv3_attention_forward(out[run], lse[run], q, k, v, NULL, B, T, H, Dqk, Dv, 0.25f),
-            DSV3_OK);
-        assert_int_equal(dsv3_attention_backward(dq[run], dk[run], dv[run], dout, q, k, v, out[run],
-                                                 lse[run], NULL, B, T, H, Dqk, Dv, 0.25f),
+        assert_int_equal(dsv3_attention_forward(r.out[run], r.lse[run], q, k, v, NULL, B, T, H, Dqk,
+                                                Dv, 0.25f),
+                         DSV3_OK);
+        assert_int_equal(dsv3_attention_backward(r.dq[run], r.dk[run], r.dv[run], dout, q, k, v,
+                                                 r.out[run], r.lse[run], NULL, B, T, H, Dqk, Dv,
+                                                 0.25f),
                          DSV3_OK);
     }
     omp_set_num_threads(threads_before);
-    assert_memory_equal(out[0], out[1], (size_t)nv * sizeof(float));
-    assert_memory_equal(lse[0], lse[1], (size_t)nl * sizeof(float));
-    assert_memory_equal(dq[0], dq[1], (size_t)nqk * sizeof(float));
-    assert_memory_equal(dk[0], dk[1], (size_t)nqk * sizeof(float));
-    assert_memory_equal(dv[0], dv[1], (size_t)nv * sizeof(float));
-    for (int run = 0; run < 2; run++) {
-        dsv3_free(out[run]);
-        dsv3_free(lse[run]);
-        dsv3_free(dq[run]);
-        dsv3_free(dk[run]);
-        dsv3_free(dv[run]);
-    }
+    two_runs_check_equal(&r);
     dsv3_free(q);
     dsv3_free(k);
     dsv3_free(v);
