@@ -18,7 +18,7 @@ static void role_abort(Dsv3Err err) {
 
 int dsv3_role_main(Dsv3Role role, Dsv3RoleBody body, int argc, char **argv) {
     int provided = 0;
-    // MULTIPLE: the join watchdog (dist/job_comm.h) unpublishes a stale service name from its own
+    // MULTIPLE: the join watchdog (comm/job_comm.h) unpublishes a stale service name from its own
     // thread when a peer job never comes.
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "%s: MPI_Init_thread failed\n", dsv3_role_program(role));

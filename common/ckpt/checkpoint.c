@@ -18,8 +18,8 @@
 #include "common/core/alloc.h"
 #include "common/core/format.h"
 #include "common/core/log.h"
-#include "common/dist/idle_wait.h"
-#include "common/dist/mpi_check.h"
+#include "common/comm/idle_wait.h"
+#include "common/comm/mpi_check.h"
 
 enum { COORDINATOR = 0 };
 

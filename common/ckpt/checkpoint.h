@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #include "common/ckpt/manifest.h"
-#include "common/dist/launch.h"
+#include "common/comm/launch.h"
 #include "common/model/model.h"
 
 typedef struct {

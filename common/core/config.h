@@ -6,7 +6,7 @@
 // Unknown sections or keys, wrong types and impossible values are errors naming the file,
 // line and key. A key that is declared but not implemented yet may only keep its default.
 // [model] architecture keys default to the chosen flavor's values (model_args.h).
-// This module does no MPI; the layout checks that need process counts live in dist/.
+// This module does no MPI; the layout checks that need process counts live in comm/.
 #ifndef DSV3_CORE_CONFIG_H
 #define DSV3_CORE_CONFIG_H
 

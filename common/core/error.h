@@ -5,7 +5,7 @@
 // DSV3_RAISE for anything else); every DSV3_CALL that passes the code upwards appends one
 // frame. Only a role's main() ends the job; it prints dsv3_error_text() and calls MPI_Abort.
 //
-// The record is per thread. This module knows nothing of MPI (see dist/mpi_check.h).
+// The record is per thread. This module knows nothing of MPI (see comm/mpi_check.h).
 #ifndef DSV3_CORE_ERROR_H
 #define DSV3_CORE_ERROR_H
 

@@ -9,7 +9,7 @@
 #ifndef DSV3_TRAIN_COORDINATOR_LOOP_H
 #define DSV3_TRAIN_COORDINATOR_LOOP_H
 
-#include "common/dist/launch.h"
+#include "common/comm/launch.h"
 
 Dsv3Err dsv3_coordinator_train(Dsv3Launch *launch);
 

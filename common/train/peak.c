@@ -5,8 +5,8 @@
 
 #include "common/core/alloc.h"
 #include "common/core/log.h"
-#include "common/dist/idle_wait.h"
-#include "common/dist/mpi_check.h"
+#include "common/comm/idle_wait.h"
+#include "common/comm/mpi_check.h"
 #include "kernels/kernels.h"
 
 // At least PEAK_MIN_REPEATS timed GEMMs and PEAK_MIN_SECONDS of them, after one warm-up.

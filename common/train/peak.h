@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "common/core/error.h"
-#include "common/dist/launch.h"
+#include "common/comm/launch.h"
 
 // Side of the square GEMM of the start-up benchmark.
 enum { DSV3_PEAK_GEMM_DIM = 1024 };

@@ -7,9 +7,9 @@
 #include "common/core/alloc.h"
 #include "common/core/log.h"
 #include "common/train/metrics.h"
-#include "common/dist/idle_wait.h"
-#include "common/dist/mpi_check.h"
-#include "common/dist/tags.h"
+#include "common/comm/idle_wait.h"
+#include "common/comm/mpi_check.h"
+#include "common/comm/tags.h"
 
 enum { COORDINATOR = 0, FIRST_STAGE_RANK = 1 };
 

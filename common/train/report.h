@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "common/core/error.h"
-#include "common/dist/launch.h"
+#include "common/comm/launch.h"
 #include "common/train/expert_load.h"
 #include "common/train/protocol.h"
 #include "common/train/trace.h"

@@ -8,7 +8,7 @@
 #ifndef DSV3_TRAIN_STAGE_LOOP_H
 #define DSV3_TRAIN_STAGE_LOOP_H
 
-#include "common/dist/launch.h"
+#include "common/comm/launch.h"
 #include "common/model/model.h"
 
 Dsv3Err dsv3_stage_train(Dsv3Launch *launch);

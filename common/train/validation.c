@@ -8,9 +8,9 @@
 #include "common/core/log.h"
 #include "common/data/synthetic.h"
 #include "common/data/token_file.h"
-#include "common/dist/layout.h"
-#include "common/dist/mpi_check.h"
-#include "common/dist/tags.h"
+#include "common/comm/layout.h"
+#include "common/comm/mpi_check.h"
+#include "common/comm/tags.h"
 #include "kernels/kernels.h"
 
 enum { COORDINATOR = 0 };

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include "common/core/error.h"
-#include "common/dist/launch.h"
+#include "common/comm/launch.h"
 #include "common/model/model.h"
 #include "common/train/protocol.h"
 #include "common/train/report.h"

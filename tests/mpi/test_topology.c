@@ -1,11 +1,11 @@
-// Multi-rank test of dist/topology (and dist/roles, dist/job_comm): builds the topology of the
+// Multi-rank test of comm/topology (and comm/roles, comm/job_comm): builds the topology of the
 // layout given on the command line and checks, on every rank, that every communicator holds
 // exactly the right job ranks in the right order.
 //
 // The expected members are computed here by plain nested loops over the mesh
 // [pp][dp_replicate][dp_shard][cp][tp] and the expert servers [pp][ep], counting job ranks as
 // an MPMD launch places them (coordinator 0, then the stages, then the expert servers); this
-// file does not use dist/layout's arithmetic, so a mistake there cannot hide itself.
+// file does not use comm/layout's arithmetic, so a mistake there cannot hide itself.
 //
 // Usage (every rank gets the same arguments):
 //   test_topology [--pp N] [--dp-replicate N] [--dp-shard N|-1] [--cp N] [--tp N] [--ep N]
@@ -25,8 +25,8 @@
 #include <string.h>
 
 #include "common/core/log.h"
-#include "common/dist/job_comm.h"
-#include "common/dist/topology.h"
+#include "common/comm/job_comm.h"
+#include "common/comm/topology.h"
 
 // Mesh dimensions, slowest first.
 enum { DIM_PP, DIM_DP_REPLICATE, DIM_DP_SHARD, DIM_CP, DIM_TP, N_DIMS };

@@ -1,4 +1,4 @@
-// Unit tests of dist/layout: resolving the parallel dims against a launch, mesh coordinates,
+// Unit tests of comm/layout: resolving the parallel dims against a launch, mesh coordinates,
 // expert servers, the pipeline split of layers and the order of roles, with every message.
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "common/dist/layout.h"
+#include "common/comm/layout.h"
 
 // Asserts that `got` is `code` and the recorded message is exactly `message`.
 static void expect_error(Dsv3Err got, Dsv3Err code, const char *message) {

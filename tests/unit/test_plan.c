@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "common/dist/plan.h"
+#include "common/comm/plan.h"
 
 static Dsv3ModelArgs flavor(const char *name) {
     Dsv3ModelArgs a;

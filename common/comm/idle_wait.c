@@ -3,7 +3,7 @@
 
 #include <time.h>
 
-#include "common/dist/mpi_check.h"
+#include "common/comm/mpi_check.h"
 
 // Short enough not to delay a step measurably, long enough to leave the core to others.
 static const long POLL_INTERVAL_NS = 1000000;

@@ -20,9 +20,9 @@
 // With ep == 1 there are none and the stage ranks compute their routed experts themselves.
 //
 // This module also splits a model's layers over the pipeline stages and checks the order of
-// roles on a job (dist/roles.h gathers them). It builds no communicators (dist/topology.h).
-#ifndef DSV3_DIST_LAYOUT_H
-#define DSV3_DIST_LAYOUT_H
+// roles on a job (comm/roles.h gathers them). It builds no communicators (comm/topology.h).
+#ifndef DSV3_COMM_LAYOUT_H
+#define DSV3_COMM_LAYOUT_H
 
 #include <stdint.h>
 

@@ -9,10 +9,10 @@
 #include "common/core/alloc.h"
 #include "common/core/format.h"
 #include "common/core/log.h"
-#include "common/dist/job_comm.h"
-#include "common/dist/mpi_check.h"
-#include "common/dist/plan.h"
-#include "common/dist/roles.h"
+#include "common/comm/job_comm.h"
+#include "common/comm/mpi_check.h"
+#include "common/comm/plan.h"
+#include "common/comm/roles.h"
 
 // Command-line state that is not part of the job config.
 typedef struct {

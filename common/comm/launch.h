@@ -11,12 +11,12 @@
 // printed once, by job rank 0, and end the start-up with DSV3_LAUNCH_FAILED on every rank, so
 // the job stops with one message and a non-zero exit. Any other error is returned to the
 // caller, whose main() prints it and calls MPI_Abort.
-#ifndef DSV3_DIST_LAUNCH_H
-#define DSV3_DIST_LAUNCH_H
+#ifndef DSV3_COMM_LAUNCH_H
+#define DSV3_COMM_LAUNCH_H
 
 #include "common/core/config.h"
 #include "common/core/error.h"
-#include "common/dist/topology.h"
+#include "common/comm/topology.h"
 #include "common/model/model_args.h"
 
 typedef enum {

@@ -8,10 +8,10 @@
 // MPI_ERRORS_ARE_FATAL, ends the job inside the call, before any code here runs. So a module
 // that wants its MPI errors reported this way duplicates its communicator and sets
 // MPI_ERRORS_RETURN on the duplicate (communicators split from it inherit the handler), as
-// dist/topology.c does. It does not help against a peer that died: OpenMPI 4.1 tears the job
+// comm/topology.c does. It does not help against a peer that died: OpenMPI 4.1 tears the job
 // down (or, across joined jobs, blocks) instead of returning an error.
-#ifndef DSV3_DIST_MPI_CHECK_H
-#define DSV3_DIST_MPI_CHECK_H
+#ifndef DSV3_COMM_MPI_CHECK_H
+#define DSV3_COMM_MPI_CHECK_H
 
 #include <mpi.h>
 

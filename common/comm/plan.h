@@ -11,14 +11,14 @@
 // go to the stage's ep expert servers, num_experts / ep whole experts each; without expert
 // servers the stage ranks shard them like dense parameters. Master weights and gradients are
 // fp32; AdamW keeps two fp32 moments.
-#ifndef DSV3_DIST_PLAN_H
-#define DSV3_DIST_PLAN_H
+#ifndef DSV3_COMM_PLAN_H
+#define DSV3_COMM_PLAN_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/core/error.h"
-#include "common/dist/layout.h"
+#include "common/comm/layout.h"
 #include "common/model/model_args.h"
 
 enum {

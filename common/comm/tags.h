@@ -3,8 +3,8 @@
 // Collectives need no tag. Each subsystem uses its own duplicated communicator as well, so a
 // tag only has to be unique among the messages of one subsystem; keeping them in one enum
 // makes that easy to see.
-#ifndef DSV3_DIST_TAGS_H
-#define DSV3_DIST_TAGS_H
+#ifndef DSV3_COMM_TAGS_H
+#define DSV3_COMM_TAGS_H
 
 typedef enum {
     DSV3_TAG_BATCH = 100, // coordinator → stage rank: one micro-batch's token windows

@@ -3,9 +3,9 @@
 // Each executable knows its own role (dsv3-coordinator, dsv3-stage, dsv3-expert); MPI_APPNUM is
 // not used, because `srun --multi-prog` and jobs joined through a port do not set it. The roles
 // are gathered over the job communicator and checked against the launch order of
-// dist/layout.h. It builds no communicators (dist/topology.h does).
-#ifndef DSV3_DIST_ROLES_H
-#define DSV3_DIST_ROLES_H
+// comm/layout.h. It builds no communicators (comm/topology.h does).
+#ifndef DSV3_COMM_ROLES_H
+#define DSV3_COMM_ROLES_H
 
 #include <mpi.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 // topology: the communicators of a job, built once at start-up.
 //
-// From the job communicator (dist/job_comm.h) and the resolved parallel dims, every rank builds
-// the communicators it belongs to; the layout is that of dist/layout.h (coordinator at job rank
+// From the job communicator (comm/job_comm.h) and the resolved parallel dims, every rank builds
+// the communicators it belongs to; the layout is that of comm/layout.h (coordinator at job rank
 // 0, stage index i at job rank 1 + i, expert index j at job rank 1 + S + j). Within every
 // communicator ranks are in mesh order: a communicator's rank k is its k-th member in
 // increasing stage index (stage ranks) or expert index (expert servers).
@@ -35,11 +35,11 @@
 // and it reaches stage index i at rank 1 + i and expert index j at rank 1 + S + j.
 //
 // A communicator a rank is not a member of is MPI_COMM_NULL. All communicators, `job` included,
-// have MPI_ERRORS_RETURN, so their failures come back through DSV3_MPI_CALL (dist/mpi_check.h).
+// have MPI_ERRORS_RETURN, so their failures come back through DSV3_MPI_CALL (comm/mpi_check.h).
 // Subsystems that exchange messages duplicate the communicator they use, so their traffic never
 // meets another's.
-#ifndef DSV3_DIST_TOPOLOGY_H
-#define DSV3_DIST_TOPOLOGY_H
+#ifndef DSV3_COMM_TOPOLOGY_H
+#define DSV3_COMM_TOPOLOGY_H
 
 #include <mpi.h>
 #include <stdint.h>
@@ -76,7 +76,7 @@ typedef struct {
 } Dsv3Topology;
 
 // Collective over `job` (every rank must call it, with the same `resolved` dims): checks the
-// roles (dist/roles.h) and the dims against the launch (dsv3_layout_resolve; dp_shard may still
+// roles (comm/roles.h) and the dims against the launch (dsv3_layout_resolve; dp_shard may still
 // be -1 and is then filled), duplicates `job` and builds every communicator above by
 // MPI_Comm_split of that duplicate. `role` is the caller's own role. A wrong launch or dims that
 // differ between ranks fail on every rank with the same code and message, and `*out` then holds

@@ -27,11 +27,11 @@
 // Every *job returned has the error handler MPI_COMM_WORLD had on entry (normally
 // MPI_ERRORS_ARE_FATAL), whichever way it was built.
 //
-// This module does not build the role communicators (dist/topology.h) and does not watch the
+// This module does not build the role communicators (comm/topology.h) and does not watch the
 // link after start-up (a dead peer job then blocks its survivors; the expert link has its own
 // heartbeat).
-#ifndef DSV3_DIST_JOB_COMM_H
-#define DSV3_DIST_JOB_COMM_H
+#ifndef DSV3_COMM_JOB_COMM_H
+#define DSV3_COMM_JOB_COMM_H
 
 #include <mpi.h>
 
