@@ -31,8 +31,8 @@ enum { DSV3_IGNORE_INDEX = -100 };
 Dsv3Err dsv3_embedding_forward(float *out, const int32_t *tokens, const float *weight, int64_t N,
                                int64_t D, int64_t V);
 // dweight (V, D) += dout (N, D) scattered by tokens.
-Dsv3Err dsv3_embedding_backward(float *dweight, const float *dout, const int32_t *tokens,
-                                int64_t N, int64_t D, int64_t V);
+Dsv3Err dsv3_embedding_backward(float *dweight, const float *dout, const int32_t *tokens, int64_t N,
+                                int64_t D, int64_t V);
 
 // ---- RMSNorm (torch.nn.RMSNorm) ----
 
@@ -60,9 +60,8 @@ Dsv3Err dsv3_linear_backward(float *dx, float *dweight, const float *dout, const
 // frequencies get YaRN's correction (torchtitan's precompute_freqs_cis): between the
 // correction dims of beta_fast and beta_slow they blend linearly from freq_i to freq_i /
 // factor. T is the training seq_len.
-Dsv3Err dsv3_rope_tables(float *cos, float *sin, int64_t T, int64_t R, double theta,
-                         double factor, double beta_fast, double beta_slow,
-                         int64_t original_seq_len);
+Dsv3Err dsv3_rope_tables(float *cos, float *sin, int64_t T, int64_t R, double theta, double factor,
+                         double beta_fast, double beta_slow, int64_t original_seq_len);
 // In place on x: for token n = b·T + t and head h < H, the R channels starting at
 // x + n·row_stride + h·head_stride hold pairs (x[2i], x[2i+1]) that rotate by angle (t, i).
 Dsv3Err dsv3_rope_forward(float *x, const float *cos, const float *sin, int64_t B, int64_t T,
@@ -78,21 +77,19 @@ Dsv3Err dsv3_rope_backward(float *dx, const float *cos, const float *sin, int64_
 // s when s ≤ t and, if doc (B, T) is not NULL, doc[b, s] == doc[b, t] (document ids of a
 // block-causal mask). Softmax of scale · q·k, computed per head with an online softmax.
 Dsv3Err dsv3_attention_forward(float *out, float *lse, const float *q, const float *k,
-                               const float *v, const int32_t *doc, int64_t B, int64_t T,
-                               int64_t H, int64_t Dqk, int64_t Dv, float scale);
+                               const float *v, const int32_t *doc, int64_t B, int64_t T, int64_t H,
+                               int64_t Dqk, int64_t Dv, float scale);
 // dq, dk (B, T, H, Dqk), dv (B, T, H, Dv) written.
-Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                                const float *q, const float *k, const float *v,
-                                const float *out, const float *lse, const int32_t *doc,
-                                int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                float scale);
+Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *out, const float *lse,
+                                const int32_t *doc, int64_t B, int64_t T, int64_t H, int64_t Dqk,
+                                int64_t Dv, float scale);
 // The same, trading memory for time: forward keeps the scaled, masked scores of the tiles it
 // visits in scores (B, H, T, T) and backward reads them instead of recomputing q·kᵀ. Same
 // results, bit for bit; worth it while B·H·T² floats fit comfortably in memory.
 Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, const float *q,
-                                      const float *k, const float *v, const int32_t *doc,
-                                      int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                      float scale);
+                                      const float *k, const float *v, const int32_t *doc, int64_t B,
+                                      int64_t T, int64_t H, int64_t Dqk, int64_t Dv, float scale);
 Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const float *dout,
                                        const float *q, const float *k, const float *v,
                                        const float *out, const float *lse, const float *scores,
@@ -104,8 +101,8 @@ Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const fl
 // h (N, F); may not alias a or b.
 Dsv3Err dsv3_swiglu_forward(float *h, const float *a, const float *b, int64_t N, int64_t F);
 // da, db (N, F) written; da may alias a and db may alias b.
-Dsv3Err dsv3_swiglu_backward(float *da, float *db, const float *dh, const float *a,
-                             const float *b, int64_t N, int64_t F);
+Dsv3Err dsv3_swiglu_backward(float *da, float *db, const float *dh, const float *a, const float *b,
+                             int64_t N, int64_t F);
 
 // ---- MoE router (torchtitan's TokenChoiceTopKRouter) ----
 
@@ -147,9 +144,9 @@ Dsv3Err dsv3_moe_gather_backward(float *dx, const float *dxs, const int32_t *ord
 Dsv3Err dsv3_moe_combine_forward(float *out, const float *ys, const float *weights,
                                  const int32_t *order, int64_t N, int64_t K, int64_t D);
 // dys (M, D) written = weight · dout of its token; dweights (N, K) written = dout · ys.
-Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout,
-                                  const float *ys, const float *weights, const int32_t *order,
-                                  int64_t N, int64_t K, int64_t D);
+Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout, const float *ys,
+                                  const float *weights, const int32_t *order, int64_t N, int64_t K,
+                                  int64_t D);
 
 // ---- routed experts: grouped SwiGLU FFNs ----
 
@@ -161,9 +158,9 @@ Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, c
                              int64_t D, int64_t F);
 // dxs (M, D) written; dw1, dw3 (E, F, D) and dw2 (E, D, F) added.
 Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, const float *dys,
-                              const float *xs, const float *h1, const float *h3,
-                              const float *w1, const float *w2, const float *w3,
-                              const int64_t *offsets, int64_t E, int64_t D, int64_t F);
+                              const float *xs, const float *h1, const float *h3, const float *w1,
+                              const float *w2, const float *w3, const int64_t *offsets, int64_t E,
+                              int64_t D, int64_t F);
 
 // ---- output head fused with cross-entropy ----
 

@@ -63,7 +63,8 @@ int main(int argc, char **argv) {
     if (err == DSV3_OK) err = dsv3_config_parse_args(&cfg, n, rest);
     if (err == DSV3_OK) err = dsv3_config_resolve(&cfg);
     if (err == DSV3_OK)
-        err = from_hf ? dsv3_convert_from_hf(in, out, &cfg) : dsv3_convert_to_hf(in, out, &cfg, (int64_t)max_shard);
+        err = from_hf ? dsv3_convert_from_hf(in, out, &cfg)
+                      : dsv3_convert_to_hf(in, out, &cfg, (int64_t)max_shard);
     free(rest);
     return err == DSV3_OK ? EXIT_SUCCESS : fail();
 }

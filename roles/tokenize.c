@@ -48,19 +48,23 @@ typedef struct {
 } Options;
 
 static void usage(FILE *to) {
-    fprintf(to,
-            "usage: dsv3-tokenize --tokenizer DIR --output FILE [--field NAME] [--skip-bad-lines] [--no-progress] "
-            "INPUT...\n"
-            "  --tokenizer DIR    folder with tokenizer.json and tokenizer_config.json (model.hf_assets_path)\n"
-            "  --output FILE      the token file to write (little-endian uint32 ids)\n"
-            "  --field NAME       the JSON field holding a document's text (default: text)\n"
-            "  --skip-bad-lines   skip malformed JSON lines with a warning instead of stopping\n"
-            "  --no-progress      no progress bar, even on a terminal\n"
-            "  INPUT              .txt, .jsonl or .json files (or .gz of those), or folders of them\n");
+    fprintf(
+        to,
+        "usage: dsv3-tokenize --tokenizer DIR --output FILE [--field NAME] [--skip-bad-lines] "
+        "[--no-progress] "
+        "INPUT...\n"
+        "  --tokenizer DIR    folder with tokenizer.json and tokenizer_config.json "
+        "(model.hf_assets_path)\n"
+        "  --output FILE      the token file to write (little-endian uint32 ids)\n"
+        "  --field NAME       the JSON field holding a document's text (default: text)\n"
+        "  --skip-bad-lines   skip malformed JSON lines with a warning instead of stopping\n"
+        "  --no-progress      no progress bar, even on a terminal\n"
+        "  INPUT              .txt, .jsonl or .json files (or .gz of those), or folders of them\n");
 }
 
 // Reads --key VALUE or --key=VALUE at argv[*i]; returns 1 if argv[*i] is that option.
-static int option_value(int argc, char **argv, int *i, const char *key, const char **value, int *bad) {
+static int option_value(int argc, char **argv, int *i, const char *key, const char **value,
+                        int *bad) {
     size_t n = strlen(key);
     if (strncmp(argv[*i], key, n) != 0) return 0;
     if (argv[*i][n] == '=') {
@@ -92,15 +96,19 @@ static int parse_options(int argc, char **argv, Options *o) {
         if (option_value(argc, argv, &i, "--tokenizer", &o->tokenizer, &bad)) continue;
         if (option_value(argc, argv, &i, "--output", &o->output, &bad)) continue;
         if (option_value(argc, argv, &i, "--field", &o->field, &bad)) continue;
-        if (strcmp(argv[i], "--skip-bad-lines") == 0) o->skip_bad = 1;
-        else if (strcmp(argv[i], "--no-progress") == 0) o->progress = 0;
+        if (strcmp(argv[i], "--skip-bad-lines") == 0)
+            o->skip_bad = 1;
+        else if (strcmp(argv[i], "--no-progress") == 0)
+            o->progress = 0;
         else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "dsv3-tokenize: unknown option '%s'\n", argv[i]);
             bad = 1;
-        } else o->inputs[o->n_inputs++] = argv[i];
+        } else
+            o->inputs[o->n_inputs++] = argv[i];
     }
     if (!bad && (!o->tokenizer || !o->output || o->n_inputs == 0)) {
-        fprintf(stderr, "dsv3-tokenize: --tokenizer, --output and at least one INPUT are required\n");
+        fprintf(stderr,
+                "dsv3-tokenize: --tokenizer, --output and at least one INPUT are required\n");
         bad = 1;
     }
     if (bad) usage(stderr);
@@ -121,13 +129,14 @@ static void draw(const Dsv3TextReader *r, Progress *p, int final) {
     double frac = total > 0 ? (double)done / (double)total : 1.0;
     char bar[BAR_WIDTH + 1];
     int filled = (int)(frac * BAR_WIDTH);
-    for (int i = 0; i < BAR_WIDTH; i++) bar[i] = i < filled ? '=' : i == filled ? '>' : ' ';
+    for (int i = 0; i < BAR_WIDTH; i++)
+        bar[i] = i < filled ? '=' : i == filled ? '>' : ' ';
     bar[BAR_WIDTH] = '\0';
     char docs[DSV3_FORMAT_CAPACITY], toks[DSV3_FORMAT_CAPACITY], rate[DSV3_FORMAT_CAPACITY];
     double seconds = now - p->start;
-    fprintf(stderr, "\r%3d%% [%s] %.1f / %.1f MiB  %s docs  %s tokens  %s tokens/s ", (int)(frac * 100), bar,
-            (double)done / MIB, (double)total / MIB, dsv3_format_count(p->documents, docs),
-            dsv3_format_count(p->tokens, toks),
+    fprintf(stderr, "\r%3d%% [%s] %.1f / %.1f MiB  %s docs  %s tokens  %s tokens/s ",
+            (int)(frac * 100), bar, (double)done / MIB, (double)total / MIB,
+            dsv3_format_count(p->documents, docs), dsv3_format_count(p->tokens, toks),
             dsv3_format_count(seconds > 0 ? (int64_t)((double)p->tokens / seconds) : 0, rate));
     if (final) fputc('\n', stderr);
     fflush(stderr);
@@ -140,22 +149,23 @@ static Dsv3Err write_ids(FILE *out, const char *path, const int32_t *ids, size_t
         for (size_t i = 0; i < n; i++) {
             uint32_t v = (uint32_t)ids[at + i];
             unsigned char *b = bytes + i * BYTES_PER_ID;
-            b[0] = (unsigned char)v, b[1] = (unsigned char)(v >> 8), b[2] = (unsigned char)(v >> 16),
-            b[3] = (unsigned char)(v >> 24);
+            b[0] = (unsigned char)v, b[1] = (unsigned char)(v >> 8),
+            b[2] = (unsigned char)(v >> 16), b[3] = (unsigned char)(v >> 24);
         }
-        DSV3_CHECK(fwrite(bytes, BYTES_PER_ID, n, out) == n, DSV3_ERR_IO, "cannot write '%s': %s", path,
-                   strerror(errno));
+        DSV3_CHECK(fwrite(bytes, BYTES_PER_ID, n, out) == n, DSV3_ERR_IO, "cannot write '%s': %s",
+                   path, strerror(errno));
         at += n;
     }
     return DSV3_OK;
 }
 
-static Dsv3Err tokenize(const Options *o, Dsv3Tokenizer *tok, Dsv3TextReader *reader, FILE *out, const char *tmp,
-                        Progress *p) {
+static Dsv3Err tokenize(const Options *o, Dsv3Tokenizer *tok, Dsv3TextReader *reader, FILE *out,
+                        const char *tmp, Progress *p) {
     Dsv3TokenIds ids = {0};
     Dsv3Err err = DSV3_OK;
     for (;;) {
-        DSV3_CHECK_GOTO(err, done, !interrupted, DSV3_ERR_IO, "interrupted: '%s' was not written", o->output);
+        DSV3_CHECK_GOTO(err, done, !interrupted, DSV3_ERR_IO, "interrupted: '%s' was not written",
+                        o->output);
         const char *text;
         size_t length;
         int finished;
@@ -185,40 +195,47 @@ static Dsv3Err run(const Options *o) {
     double t0 = dsv3_log_seconds();
     DSV3_CALL_GOTO(err, done, dsv3_tokenizer_load(&tok, o->tokenizer));
     DSV3_LOG_INFO("tokenizer %s: %lld ids, BOS %d, EOS %d (loaded in %.2f s)", o->tokenizer,
-                  (long long)dsv3_tokenizer_vocab_size(tok), dsv3_tokenizer_bos_id(tok), dsv3_tokenizer_eos_id(tok),
-                  dsv3_log_seconds() - t0);
-    DSV3_CALL_GOTO(err, done, dsv3_text_reader_open(&reader, o->inputs, o->n_inputs, o->field, o->skip_bad));
+                  (long long)dsv3_tokenizer_vocab_size(tok), dsv3_tokenizer_bos_id(tok),
+                  dsv3_tokenizer_eos_id(tok), dsv3_log_seconds() - t0);
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_text_reader_open(&reader, o->inputs, o->n_inputs, o->field, o->skip_bad));
     int n = snprintf(tmp, sizeof tmp, "%s.partial-XXXXXX", o->output);
-    DSV3_CHECK_GOTO(err, done, n > 0 && (size_t)n < sizeof tmp, DSV3_ERR_USAGE, "--output path too long");
+    DSV3_CHECK_GOTO(err, done, n > 0 && (size_t)n < sizeof tmp, DSV3_ERR_USAGE,
+                    "--output path too long");
     fd = mkstemp(tmp);
-    DSV3_CHECK_GOTO(err, done, fd >= 0, DSV3_ERR_IO, "cannot create a file beside '%s': %s", o->output,
-                    strerror(errno));
+    DSV3_CHECK_GOTO(err, done, fd >= 0, DSV3_ERR_IO, "cannot create a file beside '%s': %s",
+                    o->output, strerror(errno));
     // mkstemp creates the file private (0600); give it the permissions of a normal new file.
     mode_t mask = umask(0);
     umask(mask);
-    DSV3_CHECK_GOTO(err, done, fchmod(fd, 0666 & ~mask) == 0, DSV3_ERR_IO, "cannot set the permissions of '%s': %s",
-                    tmp, strerror(errno));
+    DSV3_CHECK_GOTO(err, done, fchmod(fd, 0666 & ~mask) == 0, DSV3_ERR_IO,
+                    "cannot set the permissions of '%s': %s", tmp, strerror(errno));
     out = fdopen(fd, "wb");
     DSV3_CHECK_GOTO(err, done, out, DSV3_ERR_IO, "cannot open '%s': %s", tmp, strerror(errno));
     fd = -1;
     Progress p = {.start = dsv3_log_seconds()};
     DSV3_CALL_GOTO(err, done, tokenize(o, tok, reader, out, tmp, &p));
-    DSV3_CHECK_GOTO(err, done, fflush(out) == 0 && fsync(fileno(out)) == 0, DSV3_ERR_IO, "cannot write '%s': %s",
-                    tmp, strerror(errno));
+    DSV3_CHECK_GOTO(err, done, fflush(out) == 0 && fsync(fileno(out)) == 0, DSV3_ERR_IO,
+                    "cannot write '%s': %s", tmp, strerror(errno));
     int closed = fclose(out);
     out = NULL;
-    DSV3_CHECK_GOTO(err, done, closed == 0, DSV3_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-    DSV3_CHECK_GOTO(err, done, rename(tmp, o->output) == 0, DSV3_ERR_IO, "cannot rename '%s' to '%s': %s", tmp,
-                    o->output, strerror(errno));
+    DSV3_CHECK_GOTO(err, done, closed == 0, DSV3_ERR_IO, "cannot write '%s': %s", tmp,
+                    strerror(errno));
+    DSV3_CHECK_GOTO(err, done, rename(tmp, o->output) == 0, DSV3_ERR_IO,
+                    "cannot rename '%s' to '%s': %s", tmp, o->output, strerror(errno));
     tmp[0] = '\0';
     double seconds = dsv3_log_seconds() - p.start;
     char docs[DSV3_FORMAT_CAPACITY], toks[DSV3_FORMAT_CAPACITY], rate[DSV3_FORMAT_CAPACITY];
-    DSV3_LOG_INFO("wrote %s: %s documents, %s tokens (BOS/EOS included) in %.2f s, %s tokens/s; %lld malformed "
-                  "lines skipped, %lld invalid UTF-8 sequences replaced; train with training.dataset = \"tokens\", "
+    DSV3_LOG_INFO("wrote %s: %s documents, %s tokens (BOS/EOS included) in %.2f s, %s tokens/s; "
+                  "%lld malformed "
+                  "lines skipped, %lld invalid UTF-8 sequences replaced; train with "
+                  "training.dataset = \"tokens\", "
                   "model.vocab_size >= %lld",
-                  o->output, dsv3_format_count(p.documents, docs), dsv3_format_count(p.tokens, toks), seconds,
+                  o->output, dsv3_format_count(p.documents, docs),
+                  dsv3_format_count(p.tokens, toks), seconds,
                   dsv3_format_count(seconds > 0 ? (int64_t)((double)p.tokens / seconds) : 0, rate),
-                  (long long)dsv3_text_reader_bad_lines(reader), (long long)dsv3_tokenizer_replaced_sequences(tok),
+                  (long long)dsv3_text_reader_bad_lines(reader),
+                  (long long)dsv3_tokenizer_replaced_sequences(tok),
                   (long long)dsv3_tokenizer_vocab_size(tok));
 done:
     if (out) fclose(out);
@@ -245,7 +262,8 @@ int main(int argc, char **argv) {
     Dsv3Err err = run(&o);
     free(o.inputs);
     if (err != DSV3_OK) {
-        DSV3_LOG_ERROR("%s", dsv3_log_level() == DSV3_LOG_DEBUG ? dsv3_error_text() : dsv3_error_message());
+        DSV3_LOG_ERROR("%s", dsv3_log_level() == DSV3_LOG_DEBUG ? dsv3_error_text()
+                                                                : dsv3_error_message());
         return 1;
     }
     return 0;

@@ -47,14 +47,16 @@ static void maybe_kill(const char *point, int64_t step) {
     const char *spec = getenv(KILL_ENV);
     if (!spec) return;
     size_t n = strlen(point);
-    if (strncmp(spec, point, n) != 0 || spec[n] != ':' || strtoll(spec + n + 1, NULL, 10) != step) return;
-    DSV3_LOG_WARN("%s=%s: killing this process during the save of step %" PRId64, KILL_ENV, spec, step);
+    if (strncmp(spec, point, n) != 0 || spec[n] != ':' || strtoll(spec + n + 1, NULL, 10) != step)
+        return;
+    DSV3_LOG_WARN("%s=%s: killing this process during the save of step %" PRId64, KILL_ENV, spec,
+                  step);
     raise(SIGKILL);
 }
 
 static void root_of(const Dsv3Config *cfg, char out[DSV3_CKPT_PATH_CAPACITY]) {
-    if (snprintf(out, DSV3_CKPT_PATH_CAPACITY, "%s/%s", cfg->job.dump_folder, cfg->checkpoint.folder) >=
-        DSV3_CKPT_PATH_CAPACITY)
+    if (snprintf(out, DSV3_CKPT_PATH_CAPACITY, "%s/%s", cfg->job.dump_folder,
+                 cfg->checkpoint.folder) >= DSV3_CKPT_PATH_CAPACITY)
         out[0] = '\0';
 }
 
@@ -69,15 +71,16 @@ static Dsv3Err wait_one(const Dsv3Launch *launch, MPI_Request *req) {
 static Dsv3Err agree(const Dsv3Launch *launch, int ok, int *all_ok) {
     MPI_Request req;
     *all_ok = ok;
-    DSV3_MPI_CALL(MPI_Iallreduce(MPI_IN_PLACE, all_ok, 1, MPI_INT, MPI_MIN, launch->topology.job, &req));
+    DSV3_MPI_CALL(
+        MPI_Iallreduce(MPI_IN_PLACE, all_ok, 1, MPI_INT, MPI_MIN, launch->topology.job, &req));
     return wait_one(launch, &req);
 }
 
 // ---- save ----
 
 // Stage rank: writes its shards; returns its description (counted; "" when it owns nothing).
-static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const SaveCommand *cmd, const char *dir,
-                           char **description) {
+static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const SaveCommand *cmd,
+                           const char *dir, char **description) {
     const Dsv3Config *cfg = &launch->config;
     const Dsv3StageCoord *c = &launch->topology.coord;
     // Today every stage rank holds every tensor whole: data-parallel rank 0 writes them.
@@ -86,8 +89,8 @@ static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const SaveCom
     if (cmd->model_only) DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &dtype));
     Dsv3CkptTensors t;
     DSV3_CALL(dsv3_ckpt_tensors_build(&t, &launch->model, m));
-    Dsv3Err err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t, owner, !cmd->model_only, dtype,
-                                               cmd->step, description);
+    Dsv3Err err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t, owner,
+                                               !cmd->model_only, dtype, cmd->step, description);
     dsv3_ckpt_tensors_free(&t);
     if (err == DSV3_OK && owner) maybe_kill("shards", cmd->step);
     return err;
@@ -102,23 +105,33 @@ static Dsv3Err gather_descriptions(const Dsv3Launch *launch, const char *mine, c
     Dsv3Err err = DSV3_OK;
     MPI_Request req;
     if (me == COORDINATOR) {
-        DSV3_CALL(dsv3_calloc((void **)&lengths, (size_t)size, sizeof *lengths, "description lengths"));
-        DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&offsets, (size_t)size, sizeof *offsets, "description offsets"));
+        DSV3_CALL(
+            dsv3_calloc((void **)&lengths, (size_t)size, sizeof *lengths, "description lengths"));
+        DSV3_CALL_GOTO(
+            err, done,
+            dsv3_calloc((void **)&offsets, (size_t)size, sizeof *offsets, "description offsets"));
     }
-    DSV3_MPI_CALL_GOTO(err, done, MPI_Igather(&length, 1, MPI_INT, lengths, 1, MPI_INT, COORDINATOR, job, &req));
+    DSV3_MPI_CALL_GOTO(
+        err, done, MPI_Igather(&length, 1, MPI_INT, lengths, 1, MPI_INT, COORDINATOR, job, &req));
     DSV3_CALL_GOTO(err, done, wait_one(launch, &req));
     if (me == COORDINATOR) {
         int64_t total = 0;
-        for (int r = 0; r < size; r++) offsets[r] = (int)total, total += lengths[r];
-        DSV3_CHECK_GOTO(err, done, total < INT32_MAX, DSV3_ERR_INTERNAL, "checkpoint: shard descriptions too large");
+        for (int r = 0; r < size; r++)
+            offsets[r] = (int)total, total += lengths[r];
+        DSV3_CHECK_GOTO(err, done, total < INT32_MAX, DSV3_ERR_INTERNAL,
+                        "checkpoint: shard descriptions too large");
         DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&text, (size_t)total, "shard descriptions"));
     }
-    DSV3_MPI_CALL_GOTO(err, done, MPI_Igatherv(mine, length, MPI_CHAR, text, lengths, offsets, MPI_CHAR, COORDINATOR,
-                                               job, &req));
+    DSV3_MPI_CALL_GOTO(err, done,
+                       MPI_Igatherv(mine, length, MPI_CHAR, text, lengths, offsets, MPI_CHAR,
+                                    COORDINATOR, job, &req));
     DSV3_CALL_GOTO(err, done, wait_one(launch, &req));
     if (me == COORDINATOR) {
-        DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)all, (size_t)size, sizeof **all, "shard description list"));
-        for (int r = 0; r < size; r++) (*all)[r] = text + offsets[r];
+        DSV3_CALL_GOTO(
+            err, done,
+            dsv3_calloc((void **)all, (size_t)size, sizeof **all, "shard description list"));
+        for (int r = 0; r < size; r++)
+            (*all)[r] = text + offsets[r];
         text = NULL; // owned through (*all)[0]
     }
 done:
@@ -129,14 +142,15 @@ done:
 }
 
 // Coordinator: index files, manifest, commit, retention.
-static Dsv3Err commit(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, const SaveCommand *cmd, const char *dir,
-                      char **descriptions) {
+static Dsv3Err commit(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, const SaveCommand *cmd,
+                      const char *dir, char **descriptions) {
     Dsv3Manifest m = {.step = cmd->step};
     snprintf(m.kind, sizeof m.kind, "%s", cmd->model_only ? "model" : "full");
     Dsv3Err err = DSV3_OK;
     int size = launch->topology.job_size;
     // descriptions[0] is the coordinator's own (empty); the rest are stage ranks'.
-    DSV3_CALL_GOTO(err, done, dsv3_ckpt_store_index(dir, descriptions + 1, size - 1, cmd->step, &m));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_ckpt_store_index(dir, descriptions + 1, size - 1, cmd->step, &m));
     const char *own[] = {DSV3_TRAIN_STATE_FILE, DSV3_CONFIG_FILE};
     for (size_t i = 0; i < sizeof own / sizeof *own; i++) {
         Dsv3ManifestFile f;
@@ -146,7 +160,9 @@ static Dsv3Err commit(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, const Sa
     DSV3_CALL_GOTO(err, done, dsv3_manifest_write(dir, &m));
     maybe_kill("manifest", cmd->step);
     DSV3_CALL_GOTO(err, done, dsv3_ckpt_dir_commit(c->root, cmd->step));
-    DSV3_CALL_GOTO(err, done, dsv3_ckpt_retain(c->root, launch->config.checkpoint.keep_latest_k, c->resumed_step));
+    DSV3_CALL_GOTO(
+        err, done,
+        dsv3_ckpt_retain(c->root, launch->config.checkpoint.keep_latest_k, c->resumed_step));
 done:
     dsv3_manifest_free(&m);
     return err;
@@ -156,7 +172,8 @@ static int save_due(const Dsv3Config *cfg, int64_t step) {
     return step % cfg->checkpoint.interval == 0 || step == cfg->training.steps;
 }
 
-Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step, double lr) {
+Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step,
+                                   double lr) {
     const Dsv3Config *cfg = &launch->config;
     if (!cfg->checkpoint.enable) return DSV3_OK;
     SaveCommand cmd = {0};
@@ -176,8 +193,10 @@ Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *lau
     int all_ok = 0;
     DSV3_CALL(agree(launch, err == DSV3_OK, &all_ok));
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
-    DSV3_CHECK(all_ok, DSV3_ERR_IO, "checkpoint step %" PRId64 ": a stage rank could not write its shards (its error "
-               "is above); %s is left incomplete and will not be loaded", step, dir);
+    DSV3_CHECK(all_ok, DSV3_ERR_IO,
+               "checkpoint step %" PRId64 ": a stage rank could not write its shards (its error "
+               "is above); %s is left incomplete and will not be loaded",
+               step, dir);
     char **descriptions = NULL;
     DSV3_CALL(gather_descriptions(launch, "", &descriptions));
     err = commit(c, launch, &cmd, dir, descriptions);
@@ -186,8 +205,8 @@ Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *lau
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
     char final[DSV3_CKPT_PATH_CAPACITY];
     dsv3_ckpt_step_dir(final, c->root, step, 0);
-    DSV3_LOG_INFO("checkpoint: saved %s (%s) in %.2f s", final, cmd.model_only ? "model only" : "full state",
-                  dsv3_log_seconds() - t0);
+    DSV3_LOG_INFO("checkpoint: saved %s (%s) in %.2f s", final,
+                  cmd.model_only ? "model only" : "full state", dsv3_log_seconds() - t0);
     return DSV3_OK;
 }
 
@@ -211,7 +230,9 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
     }
     if (!all_ok) {
         dsv3_free(description);
-        DSV3_RAISE(DSV3_ERR_IO, "checkpoint step %" PRId64 " failed on another rank (its error is reported there)",
+        DSV3_RAISE(DSV3_ERR_IO,
+                   "checkpoint step %" PRId64
+                   " failed on another rank (its error is reported there)",
                    cmd.step);
     }
     err = gather_descriptions(launch, description, NULL);
@@ -234,21 +255,26 @@ static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg, LoadCo
             for (int64_t i = 0; i < count; i++)
                 if (steps[i] == cfg->checkpoint.load_step) chosen = i;
             if (chosen < 0)
-                err = dsv3_error_raise(DSV3_ERR_CONFIG, __FILE__, __LINE__, __func__,
-                                       "checkpoint.load_step %" PRId64 ": %s has no step-%" PRId64 " (%" PRId64
-                                       " checkpoint folder(s)%s%" PRId64 ")", cfg->checkpoint.load_step, c->root,
-                                       cfg->checkpoint.load_step, count, count ? ", the latest step-" : "",
-                                       count ? steps[count - 1] : 0);
+                err = dsv3_error_raise(
+                    DSV3_ERR_CONFIG, __FILE__, __LINE__, __func__,
+                    "checkpoint.load_step %" PRId64 ": %s has no step-%" PRId64 " (%" PRId64
+                    " checkpoint folder(s)%s%" PRId64 ")",
+                    cfg->checkpoint.load_step, c->root, cfg->checkpoint.load_step, count,
+                    count ? ", the latest step-" : "", count ? steps[count - 1] : 0);
         } else {
             for (int64_t i = count - 1; i >= 0 && chosen < 0; i--) {
-                if (kinds[i] == DSV3_CKPT_FULL) chosen = i;
+                if (kinds[i] == DSV3_CKPT_FULL)
+                    chosen = i;
                 else if (kinds[i] == DSV3_CKPT_MODEL)
-                    DSV3_LOG_INFO("checkpoint: step-%" PRId64 " holds the model only (last_save_model_only); "
-                                  "resuming needs a full checkpoint", steps[i]);
+                    DSV3_LOG_INFO("checkpoint: step-%" PRId64
+                                  " holds the model only (last_save_model_only); "
+                                  "resuming needs a full checkpoint",
+                                  steps[i]);
                 else
                     break; // a damaged newest checkpoint: load it below, which names the problem
             }
-            if (chosen < 0 && count > 0 && kinds[count - 1] == DSV3_CKPT_INVALID) chosen = count - 1;
+            if (chosen < 0 && count > 0 && kinds[count - 1] == DSV3_CKPT_INVALID)
+                chosen = count - 1;
         }
         if (err == DSV3_OK && chosen >= 0) {
             cmd->source = LOAD_DSV3;
@@ -268,8 +294,8 @@ static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg, LoadCo
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t global_batch,
-                                    int64_t *first_step) {
+Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
+                                    int64_t global_batch, int64_t *first_step) {
     const Dsv3Config *cfg = &launch->config;
     memset(c, 0, sizeof *c);
     c->resumed_step = -1;
@@ -283,8 +309,10 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
         DSV3_CALL(dsv3_manifest_read(cmd.path, &m));
         int full = strcmp(m.kind, "full") == 0;
         dsv3_manifest_free(&m);
-        DSV3_CHECK(full || cmd.model_only, DSV3_ERR_CONFIG,
-                   "%s holds the model only; load it with checkpoint.initial_load_model_only = true", cmd.path);
+        DSV3_CHECK(
+            full || cmd.model_only, DSV3_ERR_CONFIG,
+            "%s holds the model only; load it with checkpoint.initial_load_model_only = true",
+            cmd.path);
         cmd.model_only |= !full;
         if (!cmd.model_only) {
             DSV3_CALL(dsv3_train_state_read(cmd.path, cfg, global_batch, &cmd.step));
@@ -302,12 +330,15 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
     if (cmd.source == LOAD_NONE) return DSV3_OK;
     int all_ok = 0;
     DSV3_CALL(agree(launch, 1, &all_ok));
-    DSV3_CHECK(all_ok, DSV3_ERR_IO, "loading %s failed on a stage rank (its error is above)", cmd.path);
+    DSV3_CHECK(all_ok, DSV3_ERR_IO, "loading %s failed on a stage rank (its error is above)",
+               cmd.path);
     if (cmd.model_only)
-        DSV3_LOG_INFO("checkpoint: loaded the model from %s%s in %.2f s; training starts at step 1", cmd.path,
-                      cmd.source == LOAD_HF ? " (HF safetensors)" : "", dsv3_log_seconds() - t0);
+        DSV3_LOG_INFO("checkpoint: loaded the model from %s%s in %.2f s; training starts at step 1",
+                      cmd.path, cmd.source == LOAD_HF ? " (HF safetensors)" : "",
+                      dsv3_log_seconds() - t0);
     else
-        DSV3_LOG_INFO("checkpoint: resumed from %s (model, optimizer, step %" PRId64 ") in %.2f s; next step %" PRId64,
+        DSV3_LOG_INFO("checkpoint: resumed from %s (model, optimizer, step %" PRId64
+                      ") in %.2f s; next step %" PRId64,
                       cmd.path, cmd.step, dsv3_log_seconds() - t0, *first_step);
     return DSV3_OK;
 }
@@ -322,7 +353,8 @@ static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const LoadComm
         Dsv3Manifest man;
         err = dsv3_manifest_read(cmd->path, &man);
         if (err == DSV3_OK) {
-            err = dsv3_manifest_verify(cmd->path, &man, launch->topology.stage_index, launch->topology.n_stage);
+            err = dsv3_manifest_verify(cmd->path, &man, launch->topology.stage_index,
+                                       launch->topology.n_stage);
             dsv3_manifest_free(&man);
         }
         if (err == DSV3_OK) err = dsv3_ckpt_store_read(cmd->path, &t, !cmd->model_only);

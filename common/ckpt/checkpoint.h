@@ -40,12 +40,13 @@ typedef struct {
 // Coordinator, at start (collective with dsv3_ckpt_stage_start): finds what to load, tells the
 // stage ranks, waits until they have loaded it. *first_step is the first step to train (1, or
 // the resumed step + 1).
-Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t global_batch,
-                                    int64_t *first_step);
+Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
+                                    int64_t global_batch, int64_t *first_step);
 
 // Coordinator, after every training step (collective with dsv3_ckpt_stage_step): saves when due.
 // `lr` is the rate the step used.
-Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step, double lr);
+Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step,
+                                   double lr);
 
 // Stage rank: the other side of the two calls above.
 Dsv3Err dsv3_ckpt_stage_start(const Dsv3Launch *launch, Dsv3Model *m);

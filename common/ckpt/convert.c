@@ -24,14 +24,16 @@
 
 static Dsv3Err path_join(char out[DSV3_CKPT_PATH_CAPACITY], const char *dir, const char *name) {
     int n = snprintf(out, DSV3_CKPT_PATH_CAPACITY, "%s/%s", dir, name);
-    DSV3_CHECK(n > 0 && n < DSV3_CKPT_PATH_CAPACITY, DSV3_ERR_USAGE, "path %s/%s is too long", dir, name);
+    DSV3_CHECK(n > 0 && n < DSV3_CKPT_PATH_CAPACITY, DSV3_ERR_USAGE, "path %s/%s is too long", dir,
+               name);
     return DSV3_OK;
 }
 
 // <out>.tmp, fresh; <out> must not exist.
 static Dsv3Err begin_output(const char *out, char tmp[DSV3_CKPT_PATH_CAPACITY]) {
     struct stat st;
-    DSV3_CHECK(stat(out, &st) != 0, DSV3_ERR_USAGE, "%s already exists: choose a new output folder", out);
+    DSV3_CHECK(stat(out, &st) != 0, DSV3_ERR_USAGE, "%s already exists: choose a new output folder",
+               out);
     int n = snprintf(tmp, DSV3_CKPT_PATH_CAPACITY, "%s.tmp", out);
     DSV3_CHECK(n > 0 && n < DSV3_CKPT_PATH_CAPACITY, DSV3_ERR_USAGE, "path %s is too long", out);
     DSV3_CALL(dsv3_ckpt_remove_tree(tmp));
@@ -40,7 +42,8 @@ static Dsv3Err begin_output(const char *out, char tmp[DSV3_CKPT_PATH_CAPACITY]) 
 }
 
 static Dsv3Err finish_output(const char *tmp, const char *out) {
-    DSV3_CHECK(rename(tmp, out) == 0, DSV3_ERR_IO, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    DSV3_CHECK(rename(tmp, out) == 0, DSV3_ERR_IO, "cannot rename %s to %s: %s", tmp, out,
+               strerror(errno));
     return DSV3_OK;
 }
 
@@ -49,37 +52,42 @@ static Dsv3Err finish_output(const char *tmp, const char *out) {
 typedef struct {
     const char *path;
     hid_t file;
-    hid_t *dsets;       // per tensor
-    Dsv3Dtype dtype;    // of non-bias tensors
+    hid_t *dsets;    // per tensor
+    Dsv3Dtype dtype; // of non-bias tensors
     const Dsv3CkptTensors *t;
 } H5Sink;
 
-static Dsv3Err h5_sink(const Dsv3CkptTensor *x, int64_t expert, const float *data, int64_t numel, void *arg) {
+static Dsv3Err h5_sink(const Dsv3CkptTensor *x, int64_t expert, const float *data, int64_t numel,
+                       void *arg) {
     H5Sink *s = arg;
     (void)numel;
     int64_t start[DSV3_H5_MAX_DIMS] = {0}, count[DSV3_H5_MAX_DIMS];
-    for (int d = 0; d < x->ndim; d++) count[d] = x->shape[d];
+    for (int d = 0; d < x->ndim; d++)
+        count[d] = x->shape[d];
     if (expert >= 0) start[0] = expert, count[0] = 1;
     Dsv3Dtype dtype = x->is_bias ? DSV3_DTYPE_F32 : s->dtype;
-    return dsv3_h5_write_box(s->dsets[x - s->t->items], s->path, x->fqn, dtype, x->ndim, start, count, data);
+    return dsv3_h5_write_box(s->dsets[x - s->t->items], s->path, x->fqn, dtype, x->ndim, start,
+                             count, data);
 }
 
-static Dsv3Err write_model_file(const char *hf_dir, const char *tmp, const Dsv3Config *cfg, const Dsv3ModelArgs *args,
-                                const Dsv3CkptTensors *t) {
+static Dsv3Err write_model_file(const char *hf_dir, const char *tmp, const Dsv3Config *cfg,
+                                const Dsv3ModelArgs *args, const Dsv3CkptTensors *t) {
     char path[DSV3_CKPT_PATH_CAPACITY];
     DSV3_CALL(path_join(path, tmp, DSV3_CKPT_MODEL_FILE));
     H5Sink s = {.path = path, .t = t};
     DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &s.dtype));
     DSV3_CALL(dsv3_calloc((void **)&s.dsets, (size_t)t->count, sizeof *s.dsets, "dataset handles"));
-    for (int64_t i = 0; i < t->count; i++) s.dsets[i] = -1;
+    for (int64_t i = 0; i < t->count; i++)
+        s.dsets[i] = -1;
     Dsv3Err err = dsv3_h5_create(&s.file, path);
-    if (err == DSV3_OK) err = dsv3_h5_attr_write_int(s.file, path, "format_version", DSV3_CKPT_FORMAT_VERSION);
+    if (err == DSV3_OK)
+        err = dsv3_h5_attr_write_int(s.file, path, "format_version", DSV3_CKPT_FORMAT_VERSION);
     if (err == DSV3_OK) err = dsv3_h5_attr_write_int(s.file, path, "step", 0);
     if (err == DSV3_OK) err = dsv3_h5_attr_write_str(s.file, path, "source", hf_dir);
     for (int64_t i = 0; i < t->count && err == DSV3_OK; i++) {
         const Dsv3CkptTensor *x = &t->items[i];
-        err = dsv3_h5_dataset_create(&s.dsets[i], s.file, path, x->fqn, x->is_bias ? DSV3_DTYPE_F32 : s.dtype, x->ndim,
-                                     x->shape);
+        err = dsv3_h5_dataset_create(&s.dsets[i], s.file, path, x->fqn,
+                                     x->is_bias ? DSV3_DTYPE_F32 : s.dtype, x->ndim, x->shape);
     }
     if (err == DSV3_OK) err = dsv3_hf_read(hf_dir, args, t, h5_sink, &s);
     for (int64_t i = 0; i < t->count; i++)
@@ -109,9 +117,11 @@ Dsv3Err dsv3_convert_from_hf(const char *hf_dir, const char *out_dir, const Dsv3
         err = path_join(path, tmp, DSV3_CONFIG_FILE);
         FILE *f = err == DSV3_OK ? fopen(path, "w") : NULL;
         if (err == DSV3_OK && (!f || fputs(toml, f) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0))
-            err = dsv3_error_raise(DSV3_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s: %s", path, strerror(errno));
+            err = dsv3_error_raise(DSV3_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s: %s",
+                                   path, strerror(errno));
         if (f && fclose(f) != 0 && err == DSV3_OK)
-            err = dsv3_error_raise(DSV3_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s", path);
+            err = dsv3_error_raise(DSV3_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s",
+                                   path);
     }
     dsv3_free(toml);
     const char *files[] = {DSV3_CKPT_MODEL_FILE, DSV3_CONFIG_FILE};
@@ -140,9 +150,11 @@ typedef struct {
     int64_t bytes;
 } HfTensor;
 
-static Dsv3Err list_hf_tensors(const Dsv3CkptTensors *t, Dsv3Dtype dtype, HfTensor **out, int64_t *count) {
+static Dsv3Err list_hf_tensors(const Dsv3CkptTensors *t, Dsv3Dtype dtype, HfTensor **out,
+                               int64_t *count) {
     int64_t n = 0;
-    for (int64_t i = 0; i < t->count; i++) n += dsv3_hf_fqn_is_stacked(t->items[i].fqn) ? t->items[i].shape[0] : 1;
+    for (int64_t i = 0; i < t->count; i++)
+        n += dsv3_hf_fqn_is_stacked(t->items[i].fqn) ? t->items[i].shape[0] : 1;
     DSV3_CALL(dsv3_calloc((void **)out, (size_t)(n ? n : 1), sizeof **out, "HF tensor list"));
     int64_t k = 0;
     for (int64_t i = 0; i < t->count; i++) {
@@ -156,8 +168,10 @@ static Dsv3Err list_hf_tensors(const Dsv3CkptTensors *t, Dsv3Dtype dtype, HfTens
             h->spec.name = h->name;
             h->spec.dtype = x->is_bias ? DSV3_DTYPE_F32 : dtype;
             h->spec.ndim = stacked ? x->ndim - 1 : x->ndim;
-            memcpy(h->spec.shape, stacked ? x->shape + 1 : x->shape, (size_t)h->spec.ndim * sizeof(int64_t));
-            h->bytes = (int64_t)dsv3_dtype_size(h->spec.dtype) * (stacked ? x->numel / x->shape[0] : x->numel);
+            memcpy(h->spec.shape, stacked ? x->shape + 1 : x->shape,
+                   (size_t)h->spec.ndim * sizeof(int64_t));
+            h->bytes = (int64_t)dsv3_dtype_size(h->spec.dtype) *
+                       (stacked ? x->numel / x->shape[0] : x->numel);
         }
     }
     *count = n;
@@ -165,34 +179,40 @@ static Dsv3Err list_hf_tensors(const Dsv3CkptTensors *t, Dsv3Dtype dtype, HfTens
 }
 
 // Writes tensors [first, last) into one shard.
-static Dsv3Err write_shard(const char *path, const char *ckpt, hid_t file, const HfTensor *h, int64_t first,
-                           int64_t last, float *buffer, void *converted) {
+static Dsv3Err write_shard(const char *path, const char *ckpt, hid_t file, const HfTensor *h,
+                           int64_t first, int64_t last, float *buffer, void *converted) {
     Dsv3SafetensorsSpec *specs = NULL;
     DSV3_CALL(dsv3_calloc((void **)&specs, (size_t)(last - first), sizeof *specs, "shard specs"));
-    for (int64_t i = first; i < last; i++) specs[i - first] = h[i].spec;
+    for (int64_t i = first; i < last; i++)
+        specs[i - first] = h[i].spec;
     Dsv3SafetensorsWriter *w = NULL;
     Dsv3Err err = dsv3_safetensors_writer_open(&w, path, specs, (size_t)(last - first));
     for (int64_t i = first; i < last && err == DSV3_OK; i++) {
         const Dsv3CkptTensor *x = h[i].x;
         int64_t start[DSV3_H5_MAX_DIMS] = {0}, count[DSV3_H5_MAX_DIMS];
-        for (int d = 0; d < x->ndim; d++) count[d] = x->shape[d];
+        for (int d = 0; d < x->ndim; d++)
+            count[d] = x->shape[d];
         if (h[i].expert >= 0) start[0] = h[i].expert, count[0] = 1;
         hid_t dset = -1;
         err = dsv3_h5_dataset_open(&dset, file, ckpt, x->fqn, x->ndim, x->shape, x->is_bias);
-        if (err == DSV3_OK) err = dsv3_h5_read_box(dset, ckpt, x->fqn, x->ndim, start, count, buffer);
+        if (err == DSV3_OK)
+            err = dsv3_h5_read_box(dset, ckpt, x->fqn, x->ndim, start, count, buffer);
         if (dset >= 0) H5Dclose(dset);
         int64_t numel = h[i].bytes / (int64_t)dsv3_dtype_size(h[i].spec.dtype);
         if (err == DSV3_OK) err = dsv3_dtype_from_f32(converted, buffer, numel, h[i].spec.dtype);
         if (err == DSV3_OK) err = dsv3_safetensors_writer_append(w, converted, (size_t)h[i].bytes);
     }
-    if (err == DSV3_OK) err = dsv3_safetensors_writer_close(w);
-    else dsv3_safetensors_writer_abandon(w);
+    if (err == DSV3_OK)
+        err = dsv3_safetensors_writer_close(w);
+    else
+        dsv3_safetensors_writer_abandon(w);
     dsv3_free(specs);
     return err;
 }
 
 static json_object *hf_config(const Dsv3ModelArgs *a, const char *dtype) {
-    json_object *c = json_object_new_object(), *arch = json_object_new_array(), *rope = json_object_new_object();
+    json_object *c = json_object_new_object(), *arch = json_object_new_array(),
+                *rope = json_object_new_object();
     json_object_array_add(arch, json_object_new_string("DeepseekV3ForCausalLM"));
     json_object_object_add(c, "architectures", arch);
     json_object_object_add(c, "model_type", json_object_new_string("deepseek_v3"));
@@ -207,12 +227,17 @@ static json_object *hf_config(const Dsv3ModelArgs *a, const char *dtype) {
     json_object_object_add(c, "n_routed_experts", json_object_new_int64(a->num_experts));
     json_object_object_add(c, "n_shared_experts", json_object_new_int64(a->num_shared_experts));
     json_object_object_add(c, "num_experts_per_tok", json_object_new_int64(a->top_k));
-    json_object_object_add(c, "n_group", json_object_new_int64(a->num_expert_groups ? a->num_expert_groups : 1));
-    json_object_object_add(c, "topk_group", json_object_new_int64(a->num_limited_groups ? a->num_limited_groups : 1));
+    json_object_object_add(c, "n_group",
+                           json_object_new_int64(a->num_expert_groups ? a->num_expert_groups : 1));
+    json_object_object_add(
+        c, "topk_group", json_object_new_int64(a->num_limited_groups ? a->num_limited_groups : 1));
     json_object_object_add(c, "routed_scaling_factor", json_object_new_double(a->route_scale));
-    json_object_object_add(c, "scoring_func", json_object_new_string(a->score_func == DSV3_SCORE_SIGMOID ? "sigmoid" : "softmax"));
+    json_object_object_add(
+        c, "scoring_func",
+        json_object_new_string(a->score_func == DSV3_SCORE_SIGMOID ? "sigmoid" : "softmax"));
     json_object_object_add(c, "norm_topk_prob", json_object_new_boolean(a->route_norm));
-    json_object_object_add(c, "q_lora_rank", a->q_lora_rank ? json_object_new_int64(a->q_lora_rank) : NULL);
+    json_object_object_add(c, "q_lora_rank",
+                           a->q_lora_rank ? json_object_new_int64(a->q_lora_rank) : NULL);
     json_object_object_add(c, "kv_lora_rank", json_object_new_int64(a->kv_lora_rank));
     json_object_object_add(c, "qk_nope_head_dim", json_object_new_int64(a->qk_nope_head_dim));
     json_object_object_add(c, "qk_rope_head_dim", json_object_new_int64(a->qk_rope_head_dim));
@@ -224,7 +249,8 @@ static json_object *hf_config(const Dsv3ModelArgs *a, const char *dtype) {
     json_object_object_add(rope, "beta_slow", json_object_new_double(a->beta_slow));
     json_object_object_add(rope, "mscale", json_object_new_double(a->mscale));
     json_object_object_add(rope, "mscale_all_dim", json_object_new_double(a->mscale));
-    json_object_object_add(rope, "original_max_position_embeddings", json_object_new_int64(a->original_seq_len));
+    json_object_object_add(rope, "original_max_position_embeddings",
+                           json_object_new_int64(a->original_seq_len));
     json_object_object_add(c, "rope_scaling", rope);
     json_object_object_add(c, "rms_norm_eps", json_object_new_double(a->norm_eps));
     json_object_object_add(c, "tie_word_embeddings", json_object_new_boolean(0));
@@ -235,12 +261,14 @@ static json_object *hf_config(const Dsv3ModelArgs *a, const char *dtype) {
 static Dsv3Err write_json(const char *dir, const char *name, json_object *obj) {
     char path[DSV3_CKPT_PATH_CAPACITY];
     DSV3_CALL(path_join(path, dir, name));
-    int rc = json_object_to_file_ext(path, obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+    int rc = json_object_to_file_ext(path, obj,
+                                     JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
     DSV3_CHECK(rc == 0, DSV3_ERR_IO, "cannot write %s: %s", path, json_util_get_last_err());
     return DSV3_OK;
 }
 
-static Dsv3Err export_all(const char *ckpt, const char *tmp, const Dsv3ModelArgs *args, const char *dtype_name, int64_t max_shard_bytes, HfTensor *h, int64_t n) {
+static Dsv3Err export_all(const char *ckpt, const char *tmp, const Dsv3ModelArgs *args,
+                          const char *dtype_name, int64_t max_shard_bytes, HfTensor *h, int64_t n) {
     // Shards: consecutive tensors up to max_shard_bytes (a larger tensor gets its own).
     int64_t n_shards = 0, bytes = 0, largest = 1, total = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -255,21 +283,26 @@ static Dsv3Err export_all(const char *ckpt, const char *tmp, const Dsv3ModelArgs
     DSV3_CALL(dsv3_h5_open(&file, model));
     float *buffer = NULL;
     void *converted = NULL;
-    json_object *index = json_object_new_object(), *meta = json_object_new_object(), *map = json_object_new_object();
+    json_object *index = json_object_new_object(), *meta = json_object_new_object(),
+                *map = json_object_new_object();
     json_object_object_add(meta, "total_size", json_object_new_int64(total));
     json_object_object_add(index, "metadata", meta);
     json_object_object_add(index, "weight_map", map);
     Dsv3Err err = dsv3_alloc((void **)&buffer, (size_t)largest * sizeof(float), "export buffer");
-    if (err == DSV3_OK) err = dsv3_alloc(&converted, (size_t)largest * sizeof(float), "export conversion buffer");
+    if (err == DSV3_OK)
+        err = dsv3_alloc(&converted, (size_t)largest * sizeof(float), "export conversion buffer");
     int64_t first = 0;
     for (int64_t s = 1; s <= n_shards && err == DSV3_OK; s++) {
         int64_t last = first, size = 0;
-        while (last < n && (last == first || size + h[last].bytes <= max_shard_bytes)) size += h[last++].bytes;
+        while (last < n && (last == first || size + h[last].bytes <= max_shard_bytes))
+            size += h[last++].bytes;
         char name[64], path[DSV3_CKPT_PATH_CAPACITY];
-        snprintf(name, sizeof name, "model-%05" PRId64 "-of-%05" PRId64 ".safetensors", s, n_shards);
+        snprintf(name, sizeof name, "model-%05" PRId64 "-of-%05" PRId64 ".safetensors", s,
+                 n_shards);
         err = path_join(path, tmp, name);
         if (err == DSV3_OK) err = write_shard(path, model, file, h, first, last, buffer, converted);
-        for (int64_t i = first; i < last; i++) json_object_object_add(map, h[i].name, json_object_new_string(name));
+        for (int64_t i = first; i < last; i++)
+            json_object_object_add(map, h[i].name, json_object_new_string(name));
         first = last;
     }
     dsv3_free(buffer);
@@ -286,7 +319,8 @@ static Dsv3Err export_all(const char *ckpt, const char *tmp, const Dsv3ModelArgs
     return err;
 }
 
-Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3Config *cfg, int64_t max_shard_bytes) {
+Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3Config *cfg,
+                           int64_t max_shard_bytes) {
     DSV3_CHECK(max_shard_bytes > 0, DSV3_ERR_USAGE, "the shard size must be positive");
     Dsv3Manifest m;
     DSV3_CALL(dsv3_manifest_read(ckpt_dir, &m));
@@ -304,11 +338,13 @@ Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3C
     char tmp[DSV3_CKPT_PATH_CAPACITY];
     err = list_hf_tensors(&t, dtype, &h, &n);
     if (err == DSV3_OK) err = begin_output(hf_dir, tmp);
-    if (err == DSV3_OK) err = export_all(ckpt_dir, tmp, &args, cfg->checkpoint.export_dtype, max_shard_bytes, h, n);
+    if (err == DSV3_OK)
+        err = export_all(ckpt_dir, tmp, &args, cfg->checkpoint.export_dtype, max_shard_bytes, h, n);
     if (err == DSV3_OK) err = finish_output(tmp, hf_dir);
     dsv3_free(h);
     dsv3_ckpt_tensors_free(&t);
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
-    DSV3_LOG_INFO("exported %s to %s (%" PRId64 " tensors, %s)", ckpt_dir, hf_dir, n, cfg->checkpoint.export_dtype);
+    DSV3_LOG_INFO("exported %s to %s (%" PRId64 " tensors, %s)", ckpt_dir, hf_dir, n,
+                  cfg->checkpoint.export_dtype);
     return DSV3_OK;
 }

@@ -23,6 +23,7 @@
 Dsv3Err dsv3_convert_from_hf(const char *hf_dir, const char *out_dir, const Dsv3Config *cfg);
 
 // `cfg` is the checkpoint's config.toml with any overrides, resolved.
-Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3Config *cfg, int64_t max_shard_bytes);
+Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3Config *cfg,
+                           int64_t max_shard_bytes);
 
 #endif

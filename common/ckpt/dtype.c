@@ -38,15 +38,22 @@ Dsv3Err dsv3_dtype_parse(const char *name, Dsv3Dtype *out) {
             *out = (Dsv3Dtype)d;
             return DSV3_OK;
         }
-    DSV3_RAISE(DSV3_ERR_USAGE, "unknown dtype \"%.64s\" (known: F64, F32, F16, BF16, F8_E4M3, F8_E5M2, "
-               "I64, I32, I16, I8, U64, U32, U16, U8, BOOL)", name);
+    DSV3_RAISE(DSV3_ERR_USAGE,
+               "unknown dtype \"%.64s\" (known: F64, F32, F16, BF16, F8_E4M3, F8_E5M2, "
+               "I64, I32, I16, I8, U64, U32, U16, U8, BOOL)",
+               name);
 }
 
 Dsv3Err dsv3_dtype_from_export(const char *export_dtype, Dsv3Dtype *out) {
-    if (strcmp(export_dtype, "float32") == 0) *out = DSV3_DTYPE_F32;
-    else if (strcmp(export_dtype, "bfloat16") == 0) *out = DSV3_DTYPE_BF16;
-    else if (strcmp(export_dtype, "float16") == 0) *out = DSV3_DTYPE_F16;
-    else DSV3_RAISE(DSV3_ERR_USAGE, "export dtype \"%s\" is not one of float32, bfloat16, float16", export_dtype);
+    if (strcmp(export_dtype, "float32") == 0)
+        *out = DSV3_DTYPE_F32;
+    else if (strcmp(export_dtype, "bfloat16") == 0)
+        *out = DSV3_DTYPE_BF16;
+    else if (strcmp(export_dtype, "float16") == 0)
+        *out = DSV3_DTYPE_F16;
+    else
+        DSV3_RAISE(DSV3_ERR_USAGE, "export dtype \"%s\" is not one of float32, bfloat16, float16",
+                   export_dtype);
     return DSV3_OK;
 }
 
@@ -74,15 +81,19 @@ uint16_t dsv3_dtype_f32_to_bf16(float f) {
 float dsv3_dtype_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     float magnitude;
-    if (e == 0) magnitude = ldexpf((float)m, -24);
-    else if (e == 0x1f) magnitude = m ? NAN : INFINITY;
-    else magnitude = ldexpf((float)(m | 0x400u), (int)e - 25);
+    if (e == 0)
+        magnitude = ldexpf((float)m, -24);
+    else if (e == 0x1f)
+        magnitude = m ? NAN : INFINITY;
+    else
+        magnitude = ldexpf((float)(m | 0x400u), (int)e - 25);
     return bits_f32(f32_bits(magnitude) | sign);
 }
 
 uint16_t dsv3_dtype_f32_to_f16(float f) {
     uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000u, a = u & F32_ABS_MASK;
-    if (a >= F32_INF_BITS) return (uint16_t)(sign | F16_INF | (a > F32_INF_BITS ? F16_QNAN_BIT : 0));
+    if (a >= F32_INF_BITS)
+        return (uint16_t)(sign | F16_INF | (a > F32_INF_BITS ? F16_QNAN_BIT : 0));
     if (a >= F16_OVERFLOW_BITS) return (uint16_t)(sign | F16_INF);
     if (a < F16_MIN_NORMAL_BITS) // subnormal: a multiple of 2^-24, scaled exactly, rounded to even
         return (uint16_t)(sign | (uint32_t)nearbyintf(bits_f32(a) * F16_SUBNORMAL_SCALE));
@@ -94,9 +105,12 @@ uint16_t dsv3_dtype_f32_to_f16(float f) {
 float dsv3_dtype_e4m3_to_f32(uint8_t b) {
     int e = (b >> E4M3_MANTISSA_BITS) & 0xf, m = b & 0x7;
     float magnitude;
-    if ((b & 0x7f) == E4M3_NAN_BITS) magnitude = NAN;
-    else if (e == 0) magnitude = ldexpf((float)m, E4M3_SUBNORMAL_EXP);
-    else magnitude = ldexpf((float)(8 + m), e - E4M3_BIAS - E4M3_MANTISSA_BITS);
+    if ((b & 0x7f) == E4M3_NAN_BITS)
+        magnitude = NAN;
+    else if (e == 0)
+        magnitude = ldexpf((float)m, E4M3_SUBNORMAL_EXP);
+    else
+        magnitude = ldexpf((float)(8 + m), e - E4M3_BIAS - E4M3_MANTISSA_BITS);
     return (b & 0x80) ? -magnitude : magnitude;
 }
 
@@ -112,16 +126,20 @@ Dsv3Err dsv3_dtype_to_f32(float *out, const void *in, int64_t n, Dsv3Dtype d) {
         }
         break;
     case DSV3_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) out[i] = dsv3_dtype_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        for (int64_t i = 0; i < n; i++)
+            out[i] = dsv3_dtype_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         break;
     case DSV3_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) out[i] = dsv3_dtype_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        for (int64_t i = 0; i < n; i++)
+            out[i] = dsv3_dtype_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         break;
     case DSV3_DTYPE_F8_E4M3:
-        for (int64_t i = 0; i < n; i++) out[i] = dsv3_dtype_e4m3_to_f32(p[i]);
+        for (int64_t i = 0; i < n; i++)
+            out[i] = dsv3_dtype_e4m3_to_f32(p[i]);
         break;
     default:
-        DSV3_RAISE(DSV3_ERR_USAGE, "cannot convert %s to float32 (only F64, F32, F16, BF16, F8_E4M3)",
+        DSV3_RAISE(DSV3_ERR_USAGE,
+                   "cannot convert %s to float32 (only F64, F32, F16, BF16, F8_E4M3)",
                    dsv3_dtype_name(d));
     }
     return DSV3_OK;
@@ -134,12 +152,14 @@ Dsv3Err dsv3_dtype_from_f32(void *out, const float *in, int64_t n, Dsv3Dtype d) 
     case DSV3_DTYPE_BF16:
     case DSV3_DTYPE_F16:
         for (int64_t i = 0; i < n; i++) {
-            uint16_t h = d == DSV3_DTYPE_BF16 ? dsv3_dtype_f32_to_bf16(in[i]) : dsv3_dtype_f32_to_f16(in[i]);
+            uint16_t h =
+                d == DSV3_DTYPE_BF16 ? dsv3_dtype_f32_to_bf16(in[i]) : dsv3_dtype_f32_to_f16(in[i]);
             p[2 * i] = (uint8_t)h, p[2 * i + 1] = (uint8_t)(h >> 8);
         }
         break;
     default:
-        DSV3_RAISE(DSV3_ERR_USAGE, "cannot write %s from float32 (only F32, F16, BF16)", dsv3_dtype_name(d));
+        DSV3_RAISE(DSV3_ERR_USAGE, "cannot write %s from float32 (only F32, F16, BF16)",
+                   dsv3_dtype_name(d));
     }
     return DSV3_OK;
 }

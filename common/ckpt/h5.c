@@ -17,7 +17,9 @@ enum { CONVERT_CHUNK = 1 << 20 };
 
 // HDF5's innermost error message, for our own error text.
 static herr_t first_message(unsigned n, const H5E_error2_t *e, void *arg) {
-    if (n == 0) snprintf(arg, H5_MESSAGE_CAPACITY, "%s (in %s)", e->desc ? e->desc : "?", e->func_name ? e->func_name : "?");
+    if (n == 0)
+        snprintf(arg, H5_MESSAGE_CAPACITY, "%s (in %s)", e->desc ? e->desc : "?",
+                 e->func_name ? e->func_name : "?");
     return 0;
 }
 
@@ -29,14 +31,14 @@ static const char *h5_message(char buf[H5_MESSAGE_CAPACITY]) {
 }
 
 // Fails with HDF5's message when `cond` (an HDF5 result) is false.
-#define H5_CHECK(cond, ...)                                                                     \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            char h5_text_[H5_MESSAGE_CAPACITY], what_[512];                                     \
-            snprintf(what_, sizeof what_, __VA_ARGS__);                                         \
-            return dsv3_error_raise(DSV3_ERR_BACKEND, __FILE__, __LINE__, __func__, "%s: %s",   \
-                                    what_, h5_message(h5_text_));                               \
-        }                                                                                       \
+#define H5_CHECK(cond, ...)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            char h5_text_[H5_MESSAGE_CAPACITY], what_[512];                                        \
+            snprintf(what_, sizeof what_, __VA_ARGS__);                                            \
+            return dsv3_error_raise(DSV3_ERR_BACKEND, __FILE__, __LINE__, __func__, "%s: %s",      \
+                                    what_, h5_message(h5_text_));                                  \
+        }                                                                                          \
     } while (0)
 
 static void quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -44,7 +46,8 @@ static void quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 static const char *shape_text(int ndim, const int64_t *shape, char out[SHAPE_TEXT_CAPACITY]) {
     size_t n = (size_t)snprintf(out, SHAPE_TEXT_CAPACITY, "(");
     for (int d = 0; d < ndim && n < SHAPE_TEXT_CAPACITY; d++)
-        n += (size_t)snprintf(out + n, SHAPE_TEXT_CAPACITY - n, d ? ", %" PRId64 : "%" PRId64, shape[d]);
+        n += (size_t)snprintf(out + n, SHAPE_TEXT_CAPACITY - n, d ? ", %" PRId64 : "%" PRId64,
+                              shape[d]);
     if (n < SHAPE_TEXT_CAPACITY) snprintf(out + n, SHAPE_TEXT_CAPACITY - n, ")");
     return out;
 }
@@ -55,9 +58,10 @@ static hid_t file_type(Dsv3Dtype dtype) {
     if (t < 0 || dtype == DSV3_DTYPE_F32) return t;
     // Bit fields (sign position, exponent position and size, mantissa position and size), bias.
     int bf16 = dtype == DSV3_DTYPE_BF16;
-    size_t epos = bf16 ? 7 : 10, esize = bf16 ? 8 : 5, msize = bf16 ? 7 : 10, ebias = bf16 ? 127 : 15;
-    if (H5Tset_fields(t, 15, epos, esize, 0, msize) < 0 || H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 ||
-        H5Tset_ebias(t, ebias) < 0) {
+    size_t epos = bf16 ? 7 : 10, esize = bf16 ? 8 : 5, msize = bf16 ? 7 : 10,
+           ebias = bf16 ? 127 : 15;
+    if (H5Tset_fields(t, 15, epos, esize, 0, msize) < 0 || H5Tset_precision(t, 16) < 0 ||
+        H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, ebias) < 0) {
         H5Tclose(t);
         return -1;
     }
@@ -99,14 +103,16 @@ static hid_t link_plist(void) {
     return lcpl;
 }
 
-Dsv3Err dsv3_h5_dataset_create(hid_t *out, hid_t file, const char *path, const char *name, Dsv3Dtype dtype,
-                               int ndim, const int64_t *shape) {
+Dsv3Err dsv3_h5_dataset_create(hid_t *out, hid_t file, const char *path, const char *name,
+                               Dsv3Dtype dtype, int ndim, const int64_t *shape) {
     DSV3_ASSERT(ndim >= 1 && ndim <= DSV3_H5_MAX_DIMS);
     hsize_t dims[DSV3_H5_MAX_DIMS];
-    for (int d = 0; d < ndim; d++) dims[d] = (hsize_t)shape[d];
+    for (int d = 0; d < ndim; d++)
+        dims[d] = (hsize_t)shape[d];
     hid_t space = H5Screate_simple(ndim, dims, NULL), type = file_type(dtype), lcpl = link_plist();
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    int ok = space >= 0 && type >= 0 && lcpl >= 0 && dcpl >= 0 && H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0 &&
+    int ok = space >= 0 && type >= 0 && lcpl >= 0 && dcpl >= 0 &&
+             H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0 &&
              H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_LATE) >= 0;
     *out = ok ? H5Dcreate2(file, name, type, space, lcpl, dcpl, H5P_DEFAULT) : -1;
     if (space >= 0) H5Sclose(space);
@@ -118,10 +124,11 @@ Dsv3Err dsv3_h5_dataset_create(hid_t *out, hid_t file, const char *path, const c
 }
 
 // File and memory dataspaces of a box.
-static Dsv3Err box_spaces(hid_t dset, int ndim, const int64_t *start, const int64_t *count, hid_t *file_space,
-                          hid_t *mem_space) {
+static Dsv3Err box_spaces(hid_t dset, int ndim, const int64_t *start, const int64_t *count,
+                          hid_t *file_space, hid_t *mem_space) {
     hsize_t s[DSV3_H5_MAX_DIMS], c[DSV3_H5_MAX_DIMS];
-    for (int d = 0; d < ndim; d++) s[d] = (hsize_t)start[d], c[d] = (hsize_t)count[d];
+    for (int d = 0; d < ndim; d++)
+        s[d] = (hsize_t)start[d], c[d] = (hsize_t)count[d];
     *file_space = H5Dget_space(dset);
     *mem_space = H5Screate_simple(ndim, c, NULL);
     if (*file_space < 0 || *mem_space < 0 ||
@@ -136,16 +143,19 @@ static Dsv3Err box_spaces(hid_t dset, int ndim, const int64_t *start, const int6
 Dsv3Err dsv3_h5_write_box(hid_t dset, const char *path, const char *name, Dsv3Dtype dtype, int ndim,
                           const int64_t *start, const int64_t *count, const float *data) {
     hid_t fs = -1, ms = -1;
-    H5_CHECK(box_spaces(dset, ndim, start, count, &fs, &ms) == DSV3_OK, "%s: cannot select a box of %s", path, name);
+    H5_CHECK(box_spaces(dset, ndim, start, count, &fs, &ms) == DSV3_OK,
+             "%s: cannot select a box of %s", path, name);
     herr_t rc;
     if (dtype == DSV3_DTYPE_F32) {
         rc = H5Dwrite(dset, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, data);
     } else {
         // Our own rounding (nearest even) to 16 bits, written as the file type itself.
         int64_t n = 1;
-        for (int d = 0; d < ndim; d++) n *= count[d];
+        for (int d = 0; d < ndim; d++)
+            n *= count[d];
         uint16_t *half = NULL;
-        Dsv3Err err = dsv3_alloc((void **)&half, (size_t)(n ? n : 1) * sizeof *half, "16-bit export buffer");
+        Dsv3Err err =
+            dsv3_alloc((void **)&half, (size_t)(n ? n : 1) * sizeof *half, "16-bit export buffer");
         hid_t type = err == DSV3_OK ? file_type(dtype) : -1;
         if (err == DSV3_OK) err = dsv3_dtype_from_f32(half, data, n, dtype);
         rc = err == DSV3_OK && type >= 0 ? H5Dwrite(dset, type, ms, fs, H5P_DEFAULT, half) : -1;
@@ -164,8 +174,9 @@ Dsv3Err dsv3_h5_dataset_open(hid_t *out, hid_t file, const char *path, const cha
     quiet();
     htri_t exists = H5Lexists(file, name, H5P_DEFAULT);
     if (exists > 0 && strchr(name, '/')) exists = H5Oexists_by_name(file, name, H5P_DEFAULT);
-    DSV3_CHECK(exists > 0, DSV3_ERR_USAGE, "%s has no dataset %s %s: the checkpoint does not fit this model",
-               path, name, shape_text(ndim, shape, want));
+    DSV3_CHECK(exists > 0, DSV3_ERR_USAGE,
+               "%s has no dataset %s %s: the checkpoint does not fit this model", path, name,
+               shape_text(ndim, shape, want));
     H5Eclear2(H5E_DEFAULT);
     *out = H5Dopen2(file, name, H5P_DEFAULT);
     H5_CHECK(*out >= 0, "%s: cannot open dataset %s", path, name);
@@ -174,23 +185,26 @@ Dsv3Err dsv3_h5_dataset_open(hid_t *out, hid_t file, const char *path, const cha
     hsize_t dims[DSV3_H5_MAX_DIMS + 1] = {0};
     int64_t got[DSV3_H5_MAX_DIMS + 1] = {0};
     if (rank >= 0 && rank <= DSV3_H5_MAX_DIMS) H5Sget_simple_extent_dims(space, dims, NULL);
-    for (int d = 0; d < rank && d <= DSV3_H5_MAX_DIMS; d++) got[d] = (int64_t)dims[d];
+    for (int d = 0; d < rank && d <= DSV3_H5_MAX_DIMS; d++)
+        got[d] = (int64_t)dims[d];
     H5T_class_t cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
     size_t size = type >= 0 ? H5Tget_size(type) : 0;
     if (space >= 0) H5Sclose(space);
     if (type >= 0) H5Tclose(type);
     int same = rank == ndim;
-    for (int d = 0; d < ndim && same; d++) same = got[d] == shape[d];
+    for (int d = 0; d < ndim && same; d++)
+        same = got[d] == shape[d];
     Dsv3Err err = DSV3_OK;
     if (!same)
-        err = dsv3_error_raise(DSV3_ERR_USAGE, __FILE__, __LINE__, __func__,
-                               "%s: dataset %s has shape %s but the model's tensor is %s", path, name,
-                               rank > DSV3_H5_MAX_DIMS ? "(more than 3 dimensions)" : shape_text(rank, got, have),
-                               shape_text(ndim, shape, want));
+        err = dsv3_error_raise(
+            DSV3_ERR_USAGE, __FILE__, __LINE__, __func__,
+            "%s: dataset %s has shape %s but the model's tensor is %s", path, name,
+            rank > DSV3_H5_MAX_DIMS ? "(more than 3 dimensions)" : shape_text(rank, got, have),
+            shape_text(ndim, shape, want));
     else if (cls != H5T_FLOAT || (size != 4 && size != 2) || (f32_only && size != 4))
         err = dsv3_error_raise(DSV3_ERR_USAGE, __FILE__, __LINE__, __func__,
-                               "%s: dataset %s is stored as %s of %zu bytes, but %s is expected", path, name,
-                               cls == H5T_FLOAT ? "a float" : "a non-float type", size,
+                               "%s: dataset %s is stored as %s of %zu bytes, but %s is expected",
+                               path, name, cls == H5T_FLOAT ? "a float" : "a non-float type", size,
                                f32_only ? "float32" : "float32, float16 or bfloat16");
     if (err != DSV3_OK) {
         H5Dclose(*out);
@@ -199,29 +213,35 @@ Dsv3Err dsv3_h5_dataset_open(hid_t *out, hid_t file, const char *path, const cha
     return err;
 }
 
-Dsv3Err dsv3_h5_read_box(hid_t dset, const char *path, const char *name, int ndim, const int64_t *start,
-                         const int64_t *count, float *data) {
+Dsv3Err dsv3_h5_read_box(hid_t dset, const char *path, const char *name, int ndim,
+                         const int64_t *start, const int64_t *count, float *data) {
     hid_t fs = -1, ms = -1;
-    H5_CHECK(box_spaces(dset, ndim, start, count, &fs, &ms) == DSV3_OK, "%s: cannot select a box of %s", path, name);
+    H5_CHECK(box_spaces(dset, ndim, start, count, &fs, &ms) == DSV3_OK,
+             "%s: cannot select a box of %s", path, name);
     herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, data);
     H5Sclose(fs);
     H5Sclose(ms);
-    H5_CHECK(rc >= 0, "%s: cannot read dataset %s (a source file missing or truncated?)", path, name);
+    H5_CHECK(rc >= 0, "%s: cannot read dataset %s (a source file missing or truncated?)", path,
+             name);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_h5_virtual_create(hid_t file, const char *path, const char *name, Dsv3Dtype dtype, int ndim,
-                               const int64_t *shape, const Dsv3H5Source *sources, int n_sources) {
+Dsv3Err dsv3_h5_virtual_create(hid_t file, const char *path, const char *name, Dsv3Dtype dtype,
+                               int ndim, const int64_t *shape, const Dsv3H5Source *sources,
+                               int n_sources) {
     DSV3_ASSERT(ndim >= 1 && ndim <= DSV3_H5_MAX_DIMS);
     hsize_t dims[DSV3_H5_MAX_DIMS];
-    for (int d = 0; d < ndim; d++) dims[d] = (hsize_t)shape[d];
+    for (int d = 0; d < ndim; d++)
+        dims[d] = (hsize_t)shape[d];
     hid_t vspace = H5Screate_simple(ndim, dims, NULL), type = file_type(dtype), lcpl = link_plist();
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     float fill = NAN; // a source that goes missing reads as NaN, not as plausible zeros
-    int ok = vspace >= 0 && type >= 0 && lcpl >= 0 && dcpl >= 0 && H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &fill) >= 0;
+    int ok = vspace >= 0 && type >= 0 && lcpl >= 0 && dcpl >= 0 &&
+             H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &fill) >= 0;
     for (int i = 0; i < n_sources && ok; i++) {
         hsize_t s[DSV3_H5_MAX_DIMS], c[DSV3_H5_MAX_DIMS];
-        for (int d = 0; d < ndim; d++) s[d] = (hsize_t)sources[i].start[d], c[d] = (hsize_t)sources[i].count[d];
+        for (int d = 0; d < ndim; d++)
+            s[d] = (hsize_t)sources[i].start[d], c[d] = (hsize_t)sources[i].count[d];
         hid_t src = H5Screate_simple(ndim, c, NULL);
         ok = src >= 0 && H5Sselect_hyperslab(vspace, H5S_SELECT_SET, s, NULL, c, NULL) >= 0 &&
              H5Pset_virtual(dcpl, vspace, sources[i].file, sources[i].name, src) >= 0;
@@ -239,7 +259,8 @@ Dsv3Err dsv3_h5_virtual_create(hid_t file, const char *path, const char *name, D
 
 Dsv3Err dsv3_h5_attr_write_int(hid_t file, const char *path, const char *name, int64_t value) {
     hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attr = space >= 0 ? H5Acreate2(file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    hid_t attr =
+        space >= 0 ? H5Acreate2(file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
     herr_t rc = attr >= 0 ? H5Awrite(attr, H5T_NATIVE_INT64, &value) : -1;
     if (attr >= 0) H5Aclose(attr);
     if (space >= 0) H5Sclose(space);
@@ -249,7 +270,8 @@ Dsv3Err dsv3_h5_attr_write_int(hid_t file, const char *path, const char *name, i
 
 Dsv3Err dsv3_h5_attr_write_str(hid_t file, const char *path, const char *name, const char *value) {
     hid_t space = H5Screate(H5S_SCALAR), type = H5Tcopy(H5T_C_S1);
-    int ok = space >= 0 && type >= 0 && H5Tset_size(type, strlen(value) + 1) >= 0 && H5Tset_cset(type, H5T_CSET_UTF8) >= 0;
+    int ok = space >= 0 && type >= 0 && H5Tset_size(type, strlen(value) + 1) >= 0 &&
+             H5Tset_cset(type, H5T_CSET_UTF8) >= 0;
     hid_t attr = ok ? H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
     herr_t rc = attr >= 0 ? H5Awrite(attr, type, value) : -1;
     if (attr >= 0) H5Aclose(attr);

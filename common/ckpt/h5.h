@@ -28,8 +28,8 @@ Dsv3Err dsv3_h5_close(hid_t file, const char *path, int sync);
 
 // A new contiguous dataset of type F32, F16 or BF16 (as stored), never filled (every byte is
 // written by the caller). *out is closed with H5Dclose.
-Dsv3Err dsv3_h5_dataset_create(hid_t *out, hid_t file, const char *path, const char *name, Dsv3Dtype dtype,
-                               int ndim, const int64_t *shape);
+Dsv3Err dsv3_h5_dataset_create(hid_t *out, hid_t file, const char *path, const char *name,
+                               Dsv3Dtype dtype, int ndim, const int64_t *shape);
 
 // Writes the float32 values of a box, converted to the dataset's type.
 Dsv3Err dsv3_h5_write_box(hid_t dset, const char *path, const char *name, Dsv3Dtype dtype, int ndim,
@@ -42,8 +42,8 @@ Dsv3Err dsv3_h5_dataset_open(hid_t *out, hid_t file, const char *path, const cha
                              const int64_t *shape, int f32_only);
 
 // Reads a box as float32.
-Dsv3Err dsv3_h5_read_box(hid_t dset, const char *path, const char *name, int ndim, const int64_t *start,
-                         const int64_t *count, float *data);
+Dsv3Err dsv3_h5_read_box(hid_t dset, const char *path, const char *name, int ndim,
+                         const int64_t *start, const int64_t *count, float *data);
 
 // One source of a virtual dataset: `count` elements from `start` of the global dataset come
 // from dataset `name` of shape `count` in file `file` (relative to the virtual file's folder).
@@ -54,8 +54,9 @@ typedef struct {
 
 // Creates dataset `name` of global `shape` that stitches the sources together. Elements no
 // source covers read as NaN.
-Dsv3Err dsv3_h5_virtual_create(hid_t file, const char *path, const char *name, Dsv3Dtype dtype, int ndim,
-                               const int64_t *shape, const Dsv3H5Source *sources, int n_sources);
+Dsv3Err dsv3_h5_virtual_create(hid_t file, const char *path, const char *name, Dsv3Dtype dtype,
+                               int ndim, const int64_t *shape, const Dsv3H5Source *sources,
+                               int n_sources);
 
 // Root attributes: an int64, and a string.
 Dsv3Err dsv3_h5_attr_write_int(hid_t file, const char *path, const char *name, int64_t value);

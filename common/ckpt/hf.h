@@ -24,12 +24,12 @@
 
 // Receives one HF tensor as float32: the whole of `t` (expert −1), or row `expert` of a
 // stacked expert weight (numel = t->numel / E).
-typedef Dsv3Err (*Dsv3HfSink)(const Dsv3CkptTensor *t, int64_t expert, const float *data, int64_t numel,
-                              void *arg);
+typedef Dsv3Err (*Dsv3HfSink)(const Dsv3CkptTensor *t, int64_t expert, const float *data,
+                              int64_t numel, void *arg);
 
 // Reads every model tensor of `t` from the HF folder `dir` into `sink`.
-Dsv3Err dsv3_hf_read(const char *dir, const Dsv3ModelArgs *args, const Dsv3CkptTensors *t, Dsv3HfSink sink,
-                     void *arg);
+Dsv3Err dsv3_hf_read(const char *dir, const Dsv3ModelArgs *args, const Dsv3CkptTensors *t,
+                     Dsv3HfSink sink, void *arg);
 
 // Loads an HF folder straight into the buffers of `t` (checkpoint.initial_load_in_hf).
 Dsv3Err dsv3_hf_load(const char *dir, const Dsv3ModelArgs *args, const Dsv3CkptTensors *t);

@@ -28,9 +28,11 @@ static const NamePair NAMES[] = {
     {"model.layers.{}.mlp.experts.{}.up_proj.weight", "layers.{}.moe.experts.w3"},
     {"model.layers.{}.mlp.experts.{}.down_proj.weight", "layers.{}.moe.experts.w2"},
     {"model.layers.{}.mlp.gate.weight", "layers.{}.moe.router.gate.weight"},
-    {"model.layers.{}.mlp.shared_experts.gate_proj.weight", "layers.{}.moe.shared_experts.w1.weight"},
+    {"model.layers.{}.mlp.shared_experts.gate_proj.weight",
+     "layers.{}.moe.shared_experts.w1.weight"},
     {"model.layers.{}.mlp.shared_experts.up_proj.weight", "layers.{}.moe.shared_experts.w3.weight"},
-    {"model.layers.{}.mlp.shared_experts.down_proj.weight", "layers.{}.moe.shared_experts.w2.weight"},
+    {"model.layers.{}.mlp.shared_experts.down_proj.weight",
+     "layers.{}.moe.shared_experts.w2.weight"},
     {"model.layers.{}.mlp.gate.e_score_correction_bias", "layers.{}." DSV3_EXPERT_BIAS_SUFFIX},
     {"model.norm.weight", "norm.weight"},
     {"lm_head.weight", "output.weight"},
@@ -46,7 +48,8 @@ static int match(const char *pattern, const char *text, int64_t *numbers, int *c
         if (pattern[0] == '{' && pattern[1] == '}') {
             int digits = 0;
             int64_t v = 0;
-            while (*text >= '0' && *text <= '9' && digits < MAX_DIGITS) v = v * 10 + (*text++ - '0'), digits++;
+            while (*text >= '0' && *text <= '9' && digits < MAX_DIGITS)
+                v = v * 10 + (*text++ - '0'), digits++;
             if (digits == 0 || (*text >= '0' && *text <= '9') || *count == MAX_NUMBERS) return 0;
             numbers[(*count)++] = v;
             pattern += 2;
@@ -78,7 +81,8 @@ static int fill(char *out, size_t capacity, const char *pattern, const int64_t *
 
 static int count_holes(const char *pattern) {
     int n = 0;
-    for (const char *p = strstr(pattern, "{}"); p; p = strstr(p + 2, "{}")) n++;
+    for (const char *p = strstr(pattern, "{}"); p; p = strstr(p + 2, "{}"))
+        n++;
     return n;
 }
 

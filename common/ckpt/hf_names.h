@@ -35,10 +35,10 @@ typedef enum {
 
 typedef struct {
     Dsv3HfKind kind;
-    char fqn[DSV3_FQN_CAPACITY];          // DSV3_HF_TENSOR
-    int64_t layer;                        // -1 outside layers
-    int64_t expert;                       // -1 unless one expert of a stacked weight
-    char weight[DSV3_HF_NAME_CAPACITY];   // DSV3_HF_SCALE: the HF name of the scaled weight
+    char fqn[DSV3_FQN_CAPACITY];        // DSV3_HF_TENSOR
+    int64_t layer;                      // -1 outside layers
+    int64_t expert;                     // -1 unless one expert of a stacked weight
+    char weight[DSV3_HF_NAME_CAPACITY]; // DSV3_HF_SCALE: the HF name of the scaled weight
 } Dsv3HfName;
 
 // Classifies an HF name. Never fails on an unknown name (kind DSV3_HF_UNKNOWN).

@@ -30,9 +30,9 @@
 // the model in `model_dtype` (expert biases always F32), the AdamW moments (F32) when
 // `with_optimizer`. *description (counted, freed by the caller) is JSON that names the files
 // (size, CRC-32) and every slice, for dsv3_ckpt_store_index.
-Dsv3Err dsv3_ckpt_store_write_shards(const char *dir, int64_t shard, const Dsv3CkptTensors *t, int owner,
-                                     int with_optimizer, Dsv3Dtype model_dtype, int64_t step,
-                                     char **description);
+Dsv3Err dsv3_ckpt_store_write_shards(const char *dir, int64_t shard, const Dsv3CkptTensors *t,
+                                     int owner, int with_optimizer, Dsv3Dtype model_dtype,
+                                     int64_t step, char **description);
 
 // From every rank's description: checks that the slices of each dataset cover it exactly once,
 // writes model.h5 (and optimizer.h5 when any rank wrote optimizer state) as virtual datasets,

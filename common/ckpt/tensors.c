@@ -10,7 +10,8 @@
 
 const char *dsv3_ckpt_shape_text(int ndim, const int64_t *shape, char out[96]) {
     size_t n = (size_t)snprintf(out, 96, "(");
-    for (int d = 0; d < ndim && n < 96; d++) n += (size_t)snprintf(out + n, 96 - n, d ? ", %" PRId64 : "%" PRId64, shape[d]);
+    for (int d = 0; d < ndim && n < 96; d++)
+        n += (size_t)snprintf(out + n, 96 - n, d ? ", %" PRId64 : "%" PRId64, shape[d]);
     if (n < 96) snprintf(out + n, 96 - n, ")");
     return out;
 }
@@ -24,14 +25,17 @@ Dsv3Err dsv3_ckpt_tensors_build(Dsv3CkptTensors *out, const Dsv3ModelArgs *args,
         groups = dsv3_model_groups(model, &n);
         DSV3_ASSERT(n == n_groups);
     } else {
-        DSV3_CALL(dsv3_calloc((void **)&layouts, (size_t)n_groups, sizeof *layouts, "parameter layouts"));
+        DSV3_CALL(
+            dsv3_calloc((void **)&layouts, (size_t)n_groups, sizeof *layouts, "parameter layouts"));
         dsv3_param_group_layout(&layouts[0], args, DSV3_GROUP_EMBEDDING, -1);
-        for (int64_t l = 0; l < args->n_layers; l++) dsv3_param_group_layout(&layouts[1 + l], args, DSV3_GROUP_LAYER, l);
+        for (int64_t l = 0; l < args->n_layers; l++)
+            dsv3_param_group_layout(&layouts[1 + l], args, DSV3_GROUP_LAYER, l);
         dsv3_param_group_layout(&layouts[n_groups - 1], args, DSV3_GROUP_HEAD, -1);
         groups = layouts;
     }
     int64_t capacity = (int64_t)n_groups * (DSV3_PARAM_SLOT_COUNT + 1);
-    Dsv3Err err = dsv3_calloc((void **)&out->items, (size_t)capacity, sizeof *out->items, "checkpoint tensor list");
+    Dsv3Err err = dsv3_calloc((void **)&out->items, (size_t)capacity, sizeof *out->items,
+                              "checkpoint tensor list");
     for (int g = 0; g < n_groups && err == DSV3_OK; g++) {
         Dsv3ParamGroup *grp = &groups[g];
         for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
@@ -51,7 +55,8 @@ Dsv3Err dsv3_ckpt_tensors_build(Dsv3CkptTensors *out, const Dsv3ModelArgs *args,
         }
         if (grp->kind == DSV3_GROUP_LAYER && grp->moe) {
             Dsv3CkptTensor *t = &out->items[out->count++];
-            snprintf(t->fqn, sizeof t->fqn, "layers.%" PRId64 "." DSV3_EXPERT_BIAS_SUFFIX, grp->layer_id);
+            snprintf(t->fqn, sizeof t->fqn, "layers.%" PRId64 "." DSV3_EXPERT_BIAS_SUFFIX,
+                     grp->layer_id);
             t->ndim = 1;
             t->shape[0] = t->numel = args->num_experts;
             t->layer = grp->layer_id;

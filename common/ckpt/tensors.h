@@ -19,8 +19,8 @@ typedef struct {
     int ndim;
     int64_t shape[DSV3_PARAM_MAX_DIMS];
     int64_t numel;
-    int64_t layer;                 // -1 outside layers
-    int is_bias;                   // an expert bias: a buffer, no optimizer state
+    int64_t layer;                      // -1 outside layers
+    int is_bias;                        // an expert bias: a buffer, no optimizer state
     float *data, *exp_avg, *exp_avg_sq; // this rank's values (NULL without a model)
 } Dsv3CkptTensor;
 

@@ -21,11 +21,13 @@
 
 // Writes train_state.json and config.toml into `dir` (flushed to disk). `global_batch` is G,
 // `lr` the learning rate step `step` used.
-Dsv3Err dsv3_train_state_write(const char *dir, const Dsv3Config *cfg, int64_t step, int64_t global_batch, double lr);
+Dsv3Err dsv3_train_state_write(const char *dir, const Dsv3Config *cfg, int64_t step,
+                               int64_t global_batch, double lr);
 
 // Reads the step of `dir`/train_state.json and compares its data identity and schedule with
 // `cfg`; each difference is logged as a warning (a resume then does not continue the same
 // data stream or schedule).
-Dsv3Err dsv3_train_state_read(const char *dir, const Dsv3Config *cfg, int64_t global_batch, int64_t *step);
+Dsv3Err dsv3_train_state_read(const char *dir, const Dsv3Config *cfg, int64_t global_batch,
+                              int64_t *step);
 
 #endif

@@ -27,10 +27,10 @@ enum { JOB_COMM_STATUS_CAPACITY = MPI_MAX_ERROR_STRING + 256, JOB_COMM_LINE_CAPA
 typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    int done;                           // set by the main thread when the call returned
-    struct timespec deadline;           // on CLOCK_MONOTONIC
-    int speak;                          // print `line` before exiting (rank 0 only)
-    char line[JOB_COMM_LINE_CAPACITY];  // the explanation
+    int done;                          // set by the main thread when the call returned
+    struct timespec deadline;          // on CLOCK_MONOTONIC
+    int speak;                         // print `line` before exiting (rank 0 only)
+    char line[JOB_COMM_LINE_CAPACITY]; // the explanation
     // Set on the publishing rank when MPI allows calls from any thread: the watchdog then
     // unpublishes `service` before exiting, so that expert servers started later do not find a
     // port nobody listens on (ompi-server keeps names of jobs that ended).
@@ -76,7 +76,8 @@ static Dsv3Err job_comm_watchdog_start(JobCommWatchdog *dog, pthread_t *thread, 
         dog->deadline.tv_nsec -= 1000000000L;
     }
     pthread_condattr_t attr;
-    DSV3_CHECK(pthread_condattr_init(&attr) == 0, DSV3_ERR_INTERNAL, "pthread_condattr_init failed");
+    DSV3_CHECK(pthread_condattr_init(&attr) == 0, DSV3_ERR_INTERNAL,
+               "pthread_condattr_init failed");
     // A monotonic deadline, so that a clock adjustment neither fires nor delays the watchdog.
     int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     if (rc == 0) rc = pthread_cond_init(&dog->wake, &attr);
@@ -139,8 +140,8 @@ static Dsv3Err job_comm_check_args(const char *service, double timeout_s, MPI_Co
     *job = MPI_COMM_NULL;
     DSV3_CHECK(service != NULL && service[0] != '\0', DSV3_ERR_USAGE,
                "the expert service name is empty; give the name both jobs use to meet");
-    DSV3_CHECK(timeout_s > 0, DSV3_ERR_USAGE,
-               "the join timeout is %g s, but it must be positive", timeout_s);
+    DSV3_CHECK(timeout_s > 0, DSV3_ERR_USAGE, "the join timeout is %g s, but it must be positive",
+               timeout_s);
     return DSV3_OK;
 }
 

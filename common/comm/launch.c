@@ -16,12 +16,12 @@
 
 // Command-line state that is not part of the job config.
 typedef struct {
-    int help;             // --help: print the keys and exit
-    int print_launch;     // --print-launch: print the process counts for run/train.sh and exit
-    int64_t nproc;        // --nproc N: stage processes of the planned job (0: those launched)
-    const char *join;     // --join SERVICE: expert servers joining a training job
-    double join_timeout;  // --join-timeout SECONDS
-    char **config_argv;   // argv without the flags above: config options for the coordinator
+    int help;            // --help: print the keys and exit
+    int print_launch;    // --print-launch: print the process counts for run/train.sh and exit
+    int64_t nproc;       // --nproc N: stage processes of the planned job (0: those launched)
+    const char *join;    // --join SERVICE: expert servers joining a training job
+    double join_timeout; // --join-timeout SECONDS
+    char **config_argv;  // argv without the flags above: config options for the coordinator
     int config_argc;
 } LaunchFlags;
 
@@ -51,7 +51,8 @@ static Dsv3Err parse_flags(Dsv3Role role, int argc, char **argv, LaunchFlags *f)
             DSV3_CALL(parse_int_flag(arg, value, &f->nproc));
             i++;
         } else if (role == DSV3_ROLE_EXPERT && strcmp(arg, "--join") == 0) {
-            DSV3_CHECK(value, DSV3_ERR_USAGE, "--join needs the service name the training job publishes");
+            DSV3_CHECK(value, DSV3_ERR_USAGE,
+                       "--join needs the service name the training job publishes");
             f->join = value;
             i++;
         } else if (role == DSV3_ROLE_EXPERT && strcmp(arg, "--join-timeout") == 0) {
@@ -64,8 +65,11 @@ static Dsv3Err parse_flags(Dsv3Role role, int argc, char **argv, LaunchFlags *f)
         } else {
             DSV3_RAISE(DSV3_ERR_USAGE,
                        "%s takes no option '%s': the coordinator reads the config and sends it to "
-                       "every rank%s", dsv3_role_program(role), arg,
-                       role == DSV3_ROLE_EXPERT ? " (expert servers take --join SERVICE and --join-timeout SECONDS)" : "");
+                       "every rank%s",
+                       dsv3_role_program(role), arg,
+                       role == DSV3_ROLE_EXPERT
+                           ? " (expert servers take --join SERVICE and --join-timeout SECONDS)"
+                           : "");
         }
     }
     return DSV3_OK;
@@ -88,7 +92,8 @@ static Dsv3Err broadcast_text(MPI_Comm comm, int *ok, char **text) {
     DSV3_MPI_CALL(MPI_Bcast(&length, 1, MPI_INT64_T, 0, comm));
     *ok = length >= 0;
     if (!*ok) return DSV3_OK;
-    if (rank != 0) DSV3_CALL(dsv3_alloc((void **)text, (size_t)length + 1, "broadcast config text"));
+    if (rank != 0)
+        DSV3_CALL(dsv3_alloc((void **)text, (size_t)length + 1, "broadcast config text"));
     DSV3_MPI_CALL(MPI_Bcast(*text, (int)length + 1, MPI_CHAR, 0, comm));
     return DSV3_OK;
 }
@@ -120,7 +125,9 @@ static void report(Dsv3Err err, int user_error) {
         DSV3_LOG_ERROR("%s", dsv3_error_text());
 }
 
-void dsv3_launch_report(Dsv3Err err) { report(err, err == DSV3_ERR_CONFIG || err == DSV3_ERR_USAGE); }
+void dsv3_launch_report(Dsv3Err err) {
+    report(err, err == DSV3_ERR_CONFIG || err == DSV3_ERR_USAGE);
+}
 
 // The global batch must split evenly over data-parallel ranks and micro-batches.
 static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) {
@@ -128,10 +135,12 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
     int64_t per_step = cfg->training.local_batch_size * dp;
     int64_t global = cfg->training.global_batch_size;
     DSV3_CHECK(global == -1 || global % per_step == 0, DSV3_ERR_CONFIG,
-               "training.global_batch_size %" PRId64 " is not a multiple of training.local_batch_size %"
-               PRId64 " × data-parallel degree %" PRId64 " (dp_replicate %" PRId64 " × dp_shard %" PRId64
-               ") = %" PRId64, global, cfg->training.local_batch_size, dp, dims->dp_replicate,
-               dims->dp_shard, per_step);
+               "training.global_batch_size %" PRId64
+               " is not a multiple of training.local_batch_size %" PRId64
+               " × data-parallel degree %" PRId64 " (dp_replicate %" PRId64 " × dp_shard %" PRId64
+               ") = %" PRId64,
+               global, cfg->training.local_batch_size, dp, dims->dp_replicate, dims->dp_shard,
+               per_step);
     return DSV3_OK;
 }
 
@@ -161,21 +170,24 @@ static void log_summary(const Dsv3Launch *launch, const Dsv3ParallelDims *dims, 
                   cfg->job.config_file[0] ? cfg->job.config_file : "built-in defaults",
                   cfg->model.name, cfg->model.flavor);
     DSV3_LOG_INFO("model: %s parameters in total, %s active per token (routed experts %s, "
-                  "shared experts %s, routers %s)", dsv3_format_count(counts.total, total),
-                  dsv3_format_count(counts.active, active),
+                  "shared experts %s, routers %s)",
+                  dsv3_format_count(counts.total, total), dsv3_format_count(counts.active, active),
                   dsv3_format_count(counts.routed_experts, routed),
                   dsv3_format_count(counts.shared_experts, shared),
                   dsv3_format_count(counts.router, router));
-    DSV3_LOG_INFO("model: %s training FLOPs per token at seq_len %" PRId64
-                  " (6 × active non-embedding parameters + 6 × n_layers × n_heads × "
-                  "(qk_nope + qk_rope + v head dims) × seq_len)",
-                  dsv3_format_count(dsv3_model_flops_per_token(&launch->model, cfg->training.seq_len), flops),
-                  cfg->training.seq_len);
-    DSV3_LOG_INFO("layout: pp %" PRId64 " × dp_replicate %" PRId64 " × dp_shard %" PRId64 " × cp %" PRId64
-                  " × tp %" PRId64 " = %" PRId64 " stage ranks; ep %" PRId64 " → %" PRId64
-                  " expert servers (%s)", dims->pp, dims->dp_replicate, dims->dp_shard, dims->cp,
-                  dims->tp, n_stage, dims->ep, n_expert,
-                  n_expert ? cfg->parallelism.expert_server_launch : "routed experts on stage ranks");
+    DSV3_LOG_INFO(
+        "model: %s training FLOPs per token at seq_len %" PRId64
+        " (6 × active non-embedding parameters + 6 × n_layers × n_heads × "
+        "(qk_nope + qk_rope + v head dims) × seq_len)",
+        dsv3_format_count(dsv3_model_flops_per_token(&launch->model, cfg->training.seq_len), flops),
+        cfg->training.seq_len);
+    DSV3_LOG_INFO("layout: pp %" PRId64 " × dp_replicate %" PRId64 " × dp_shard %" PRId64
+                  " × cp %" PRId64 " × tp %" PRId64 " = %" PRId64 " stage ranks; ep %" PRId64
+                  " → %" PRId64 " expert servers (%s)",
+                  dims->pp, dims->dp_replicate, dims->dp_shard, dims->cp, dims->tp, n_stage,
+                  dims->ep, n_expert,
+                  n_expert ? cfg->parallelism.expert_server_launch
+                           : "routed experts on stage ranks");
 }
 
 // `--job.print_config`: the effective config, as TOML that loads back to the same config.
@@ -208,7 +220,8 @@ static Dsv3Err serve_alone(Dsv3Launch *launch, const LaunchFlags *flags) {
     const Dsv3Config *cfg = &launch->config;
     Dsv3ParallelDims dims = config_dims(cfg);
     int64_t fixed = dims.pp * dims.dp_replicate * dims.cp * dims.tp;
-    int64_t n_stage = flags->nproc ? flags->nproc : (dims.dp_shard > 0 ? fixed * dims.dp_shard : fixed);
+    int64_t n_stage =
+        flags->nproc ? flags->nproc : (dims.dp_shard > 0 ? fixed * dims.dp_shard : fixed);
     int64_t n_expert = dims.ep > 1 ? dims.pp * dims.ep : 0;
     DSV3_CALL(dsv3_layout_resolve(&dims, n_stage, n_expert));
     DSV3_CALL(check_batch(cfg, &dims));
@@ -242,7 +255,8 @@ done:
 }
 
 // The job communicator: the launched world, merged with joining expert servers when asked.
-static Dsv3Err build_job_comm(Dsv3Launch *launch, const LaunchFlags *flags, MPI_Comm *job, int *ok) {
+static Dsv3Err build_job_comm(Dsv3Launch *launch, const LaunchFlags *flags, MPI_Comm *job,
+                              int *ok) {
     *ok = 1;
     if (flags->join) { // an expert server of its own job: the config comes over the merged comm
         DSV3_LOG_INFO("joining the training job through service '%s' (timeout %.0f s)", flags->join,
@@ -264,7 +278,8 @@ static Dsv3Err build_job_comm(Dsv3Launch *launch, const LaunchFlags *flags, MPI_
         return DSV3_OK;
     }
     if (launch->role == DSV3_ROLE_COORDINATOR) {
-        Dsv3Err load = coordinator_load_config(flags->config_argc, flags->config_argv, &launch->config);
+        Dsv3Err load =
+            coordinator_load_config(flags->config_argc, flags->config_argv, &launch->config);
         if (load != DSV3_OK) dsv3_launch_report(load);
         *ok = load == DSV3_OK;
     }
@@ -277,7 +292,8 @@ static Dsv3Err build_job_comm(Dsv3Launch *launch, const LaunchFlags *flags, MPI_
     double timeout = (double)launch->config.comm.init_timeout_seconds;
     if (launch->role == DSV3_ROLE_COORDINATOR)
         DSV3_LOG_INFO("waiting up to %.0f s for expert servers to join through service '%s' "
-                      "(start them with ./run/expert_servers.sh)", timeout, service);
+                      "(start them with ./run/expert_servers.sh)",
+                      timeout, service);
     DSV3_CALL(dsv3_job_comm_accept(service, timeout, job));
     DSV3_MPI_CALL(MPI_Comm_free(&world));
     return share_config(launch, *job, ok); // the joined servers need it too
@@ -293,7 +309,8 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
             char *help = NULL;
             DSV3_CALL(dsv3_config_help(&help));
             printf("usage: dsv3-coordinator [--job.config_file FILE] [--section.key VALUE ...]\n"
-                   "       [--nproc N] [--print-launch]\n\nconfig keys:\n%s", help);
+                   "       [--nproc N] [--print-launch]\n\nconfig keys:\n%s",
+                   help);
             dsv3_free(help);
         }
         launch->status = DSV3_LAUNCH_DONE;
@@ -302,13 +319,15 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
 
     // A coordinator started on its own plans a job instead of running one.
     if (role == DSV3_ROLE_COORDINATOR && world_size == 1) {
-        Dsv3Err err = coordinator_load_config(flags->config_argc, flags->config_argv, &launch->config);
+        Dsv3Err err =
+            coordinator_load_config(flags->config_argc, flags->config_argv, &launch->config);
         if (err == DSV3_OK) {
             dsv3_config_model_args(&launch->config, &launch->model);
-            DSV3_CHECK(flags->print_launch || launch->config.job.dry_run, DSV3_ERR_MPI,
-                       "dsv3-coordinator was started without stage processes; launch it with "
-                       "`mpiexec -n 1 dsv3-coordinator … : -n S dsv3-stage …` (./run/train.sh does), "
-                       "or pass --job.dry_run --nproc S to plan a job of S stage processes");
+            DSV3_CHECK(
+                flags->print_launch || launch->config.job.dry_run, DSV3_ERR_MPI,
+                "dsv3-coordinator was started without stage processes; launch it with "
+                "`mpiexec -n 1 dsv3-coordinator … : -n S dsv3-stage …` (./run/train.sh does), "
+                "or pass --job.dry_run --nproc S to plan a job of S stage processes");
             err = serve_alone(launch, flags);
         }
         if (err != DSV3_OK) {
@@ -318,7 +337,8 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
         launch->status = DSV3_LAUNCH_DONE;
         return DSV3_OK;
     }
-    DSV3_CHECK(!flags->print_launch, DSV3_ERR_USAGE, "--print-launch plans a job: start the coordinator alone");
+    DSV3_CHECK(!flags->print_launch, DSV3_ERR_USAGE,
+               "--print-launch plans a job: start the coordinator alone");
 
     MPI_Comm job = MPI_COMM_NULL;
     int ok = 1;
@@ -343,7 +363,8 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     dsv3_log_init(dsv3_role_name(role), job_rank);
     if (err == DSV3_OK && flags->nproc && flags->nproc != launch->topology.n_stage)
         err = dsv3_error_raise(DSV3_ERR_USAGE, __FILE__, __LINE__, __func__,
-                               "--nproc %" PRId64 " disagrees with the %" PRId64 " stage processes launched",
+                               "--nproc %" PRId64 " disagrees with the %" PRId64
+                               " stage processes launched",
                                flags->nproc, launch->topology.n_stage);
     if (err != DSV3_OK) {
         if (job_rank == 0) report(err, 1); // the launch or the config is at fault, not dsv3
@@ -351,9 +372,12 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     }
 
     if (role == DSV3_ROLE_COORDINATOR) {
-        DSV3_LOG_INFO("start-up: config: read, checked and sent to every rank in %.2f s", config_seconds);
-        DSV3_LOG_INFO("start-up: topology: layout checked and communicators built in %.2f s", topology_seconds);
-        log_summary(launch, &launch->topology.dims, launch->topology.n_stage, launch->topology.n_expert);
+        DSV3_LOG_INFO("start-up: config: read, checked and sent to every rank in %.2f s",
+                      config_seconds);
+        DSV3_LOG_INFO("start-up: topology: layout checked and communicators built in %.2f s",
+                      topology_seconds);
+        log_summary(launch, &launch->topology.dims, launch->topology.n_stage,
+                    launch->topology.n_expert);
         if (launch->config.job.print_config) DSV3_CALL(print_config(&launch->config));
         if (launch->config.job.dry_run) DSV3_CALL(log_plan(launch, &launch->topology.dims));
         DSV3_LOG_INFO("start-up: %d ranks ready in %.2f s", launch->topology.job_size,

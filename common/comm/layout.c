@@ -12,7 +12,7 @@
 enum { LAYOUT_SUMMARY_CAPACITY = 512, LAYOUT_SUMMARY_MAX_RUNS = 8 };
 
 // Where the user learns how a job is launched; appended to every role-order error.
-#define LAYOUT_LAUNCH_HINT                                                                    \
+#define LAYOUT_LAUNCH_HINT                                                                         \
     "launch `mpiexec -n 1 dsv3-coordinator … : -n S dsv3-stage … [: -n E dsv3-expert …]`"
 
 const char *dsv3_role_name(Dsv3Role role) {
@@ -35,8 +35,8 @@ const char *dsv3_role_program(Dsv3Role role) {
 
 // Checks one degree read from the config: ≥ 1 and small enough for an MPI job.
 static Dsv3Err layout_check_degree(const char *key, int64_t value) {
-    DSV3_CHECK(value >= 1, DSV3_ERR_CONFIG,
-               "parallelism.%s is %lld, but it must be at least 1", key, (long long)value);
+    DSV3_CHECK(value >= 1, DSV3_ERR_CONFIG, "parallelism.%s is %lld, but it must be at least 1",
+               key, (long long)value);
     DSV3_CHECK(value <= LAYOUT_MAX_PROCS, DSV3_ERR_CONFIG,
                "parallelism.%s is %lld, more than an MPI job can hold (%lld ranks)", key,
                (long long)value, (long long)LAYOUT_MAX_PROCS);
@@ -49,7 +49,8 @@ static Dsv3Err layout_multiply(int64_t a, int64_t b, int64_t *out) {
     *out = a * b;
     DSV3_CHECK(*out <= LAYOUT_MAX_PROCS, DSV3_ERR_CONFIG,
                "parallelism: the product of the parallel degrees exceeds the largest MPI job "
-               "(%lld ranks)", (long long)LAYOUT_MAX_PROCS);
+               "(%lld ranks)",
+               (long long)LAYOUT_MAX_PROCS);
     return DSV3_OK;
 }
 
@@ -63,14 +64,15 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
     DSV3_CALL(layout_check_degree("data_parallel_replicate_degree", dims->dp_replicate));
     DSV3_CHECK(dims->dp_shard >= 1 || dims->dp_shard == DSV3_LAYOUT_FILL, DSV3_ERR_CONFIG,
                "parallelism.data_parallel_shard_degree is %lld, but it must be at least 1, or -1 "
-               "to fill it from the number of stage processes", (long long)dims->dp_shard);
+               "to fill it from the number of stage processes",
+               (long long)dims->dp_shard);
     if (dims->dp_shard != DSV3_LAYOUT_FILL)
         DSV3_CALL(layout_check_degree("data_parallel_shard_degree", dims->dp_shard));
     DSV3_CALL(layout_check_degree("context_parallel_degree", dims->cp));
     DSV3_CALL(layout_check_degree("tensor_parallel_degree", dims->tp));
     DSV3_CALL(layout_check_degree("expert_parallel_degree", dims->ep));
-    DSV3_CHECK(n_expert_procs >= 0, DSV3_ERR_USAGE,
-               "dsv3_layout_resolve: n_expert_procs is %lld", (long long)n_expert_procs);
+    DSV3_CHECK(n_expert_procs >= 0, DSV3_ERR_USAGE, "dsv3_layout_resolve: n_expert_procs is %lld",
+               (long long)n_expert_procs);
     DSV3_CHECK(n_stage_procs >= 1, DSV3_ERR_MPI,
                "parallelism: no dsv3-stage process was launched, but a job needs at least one");
 
@@ -89,9 +91,9 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
                    "data_parallel_replicate_degree, context_parallel_degree or "
                    "tensor_parallel_degree",
                    (long long)n_stage_procs,
-                   layout_plural(n_stage_procs, "process is", "processes are"),
-                   (long long)dims->pp, (long long)dims->dp_replicate, (long long)dims->cp,
-                   (long long)dims->tp, (long long)others, (long long)others);
+                   layout_plural(n_stage_procs, "process is", "processes are"), (long long)dims->pp,
+                   (long long)dims->dp_replicate, (long long)dims->cp, (long long)dims->tp,
+                   (long long)others, (long long)others);
         dp_shard = n_stage_procs / others;
     }
     int64_t mesh;
@@ -103,8 +105,7 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
                "context_parallel_degree × tensor_parallel_degree must equal the number of "
                "dsv3-stage processes)",
                (long long)dims->pp, (long long)dims->dp_replicate, (long long)dp_shard,
-               (long long)dims->cp, (long long)dims->tp, (long long)mesh,
-               (long long)n_stage_procs,
+               (long long)dims->cp, (long long)dims->tp, (long long)mesh, (long long)n_stage_procs,
                layout_plural(n_stage_procs, "process was", "processes were"));
 
     if (dims->ep == 1) {
@@ -180,7 +181,11 @@ Dsv3Err dsv3_layout_stage_index(const Dsv3ParallelDims *dims, const Dsv3StageCoo
                (long long)dims->dp_replicate, (long long)dims->dp_shard, (long long)dims->cp,
                (long long)dims->tp);
     *index = (((coord->pp * dims->dp_replicate + coord->dp_replicate) * dims->dp_shard +
-               coord->dp_shard) * dims->cp + coord->cp) * dims->tp + coord->tp;
+               coord->dp_shard) *
+                  dims->cp +
+              coord->cp) *
+                 dims->tp +
+             coord->tp;
     return DSV3_OK;
 }
 
@@ -226,7 +231,8 @@ static void layout_summarize_roles(const int *roles, int64_t n, char *buf, size_
     buf[0] = '\0';
     for (int64_t start = 0; start < n;) {
         int64_t end = start;
-        while (end + 1 < n && roles[end + 1] == roles[start]) end++;
+        while (end + 1 < n && roles[end + 1] == roles[start])
+            end++;
         const char *program = roles[start] >= 0 && roles[start] < DSV3_ROLE_COUNT
                                   ? dsv3_role_program((Dsv3Role)roles[start])
                                   : "an unknown program";
@@ -277,8 +283,7 @@ Dsv3Err dsv3_layout_check_roles(const int *roles, int64_t n, int64_t *n_stage, i
     DSV3_CHECK(counts[DSV3_ROLE_STAGE] >= 1, DSV3_ERR_MPI,
                "no dsv3-stage was launched (launched: %s); " LAYOUT_LAUNCH_HINT, launched);
     for (int64_t r = 2; r < n; r++)
-        DSV3_CHECK(!(roles[r] == DSV3_ROLE_STAGE && roles[r - 1] == DSV3_ROLE_EXPERT),
-                   DSV3_ERR_MPI,
+        DSV3_CHECK(!(roles[r] == DSV3_ROLE_STAGE && roles[r - 1] == DSV3_ROLE_EXPERT), DSV3_ERR_MPI,
                    "job rank %lld is dsv3-stage, but job rank %lld before it is dsv3-expert: the "
                    "stages must come before the expert servers on the mpiexec line (launched: "
                    "%s); " LAYOUT_LAUNCH_HINT,

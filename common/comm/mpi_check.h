@@ -29,21 +29,21 @@ static inline Dsv3Err dsv3_mpi_raise(int rc, const char *call, const char *file,
 }
 
 // Returns DSV3_ERR_MPI from the enclosing function when `expr` (an MPI call) fails.
-#define DSV3_MPI_CALL(expr)                                                                   \
-    do {                                                                                      \
-        int dsv3_mpi_rc_ = (expr);                                                            \
-        if (dsv3_mpi_rc_ != MPI_SUCCESS)                                                      \
-            return dsv3_mpi_raise(dsv3_mpi_rc_, #expr, __FILE__, __LINE__, __func__);         \
+#define DSV3_MPI_CALL(expr)                                                                        \
+    do {                                                                                           \
+        int dsv3_mpi_rc_ = (expr);                                                                 \
+        if (dsv3_mpi_rc_ != MPI_SUCCESS)                                                           \
+            return dsv3_mpi_raise(dsv3_mpi_rc_, #expr, __FILE__, __LINE__, __func__);              \
     } while (0)
 
 // Like DSV3_MPI_CALL, but jumps to `label` (for clean-up) with `err` set instead of returning.
-#define DSV3_MPI_CALL_GOTO(err, label, expr)                                                  \
-    do {                                                                                      \
-        int dsv3_mpi_rc_ = (expr);                                                            \
-        if (dsv3_mpi_rc_ != MPI_SUCCESS) {                                                    \
-            (err) = dsv3_mpi_raise(dsv3_mpi_rc_, #expr, __FILE__, __LINE__, __func__);        \
-            goto label;                                                                       \
-        }                                                                                     \
+#define DSV3_MPI_CALL_GOTO(err, label, expr)                                                       \
+    do {                                                                                           \
+        int dsv3_mpi_rc_ = (expr);                                                                 \
+        if (dsv3_mpi_rc_ != MPI_SUCCESS) {                                                         \
+            (err) = dsv3_mpi_raise(dsv3_mpi_rc_, #expr, __FILE__, __LINE__, __func__);             \
+            goto label;                                                                            \
+        }                                                                                          \
     } while (0)
 
 #endif

@@ -15,8 +15,8 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims, 
     DSV3_CHECK(job_rank >= 0 && job_rank < 1 + n_stage + n_expert, DSV3_ERR_USAGE,
                "job rank %" PRId64 " is outside a job of %" PRId64 " ranks", job_rank,
                1 + n_stage + n_expert);
-    *out = (Dsv3RankShare){.job_rank = job_rank, .pp_stage = -1, .ep_rank = -1,
-                           .coord = {-1, -1, -1, -1, -1}};
+    *out = (Dsv3RankShare){
+        .job_rank = job_rank, .pp_stage = -1, .ep_rank = -1, .coord = {-1, -1, -1, -1, -1}};
     if (job_rank == 0) {
         out->role = DSV3_ROLE_COORDINATOR;
         return DSV3_OK;
@@ -27,7 +27,8 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims, 
         out->pp_stage = out->coord.pp;
     } else {
         out->role = DSV3_ROLE_EXPERT;
-        DSV3_CALL(dsv3_layout_expert_coord(dims, job_rank - 1 - n_stage, &out->pp_stage, &out->ep_rank));
+        DSV3_CALL(
+            dsv3_layout_expert_coord(dims, job_rank - 1 - n_stage, &out->pp_stage, &out->ep_rank));
     }
     DSV3_CALL(dsv3_layout_stage_layers(args->n_layers, dims->pp, out->pp_stage, &out->first_layer,
                                        &out->layer_count));
@@ -54,7 +55,8 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims, 
 
 void dsv3_plan_describe(const Dsv3RankShare *s, char *out, size_t capacity) {
     if (s->role == DSV3_ROLE_COORDINATOR) {
-        snprintf(out, capacity, "rank %" PRId64 ": coordinator (data, schedule, metrics; no model memory)",
+        snprintf(out, capacity,
+                 "rank %" PRId64 ": coordinator (data, schedule, metrics; no model memory)",
                  s->job_rank);
         return;
     }

@@ -30,16 +30,16 @@ enum {
 typedef struct {
     Dsv3Role role;
     int64_t job_rank;
-    Dsv3StageCoord coord;    // stage ranks
-    int64_t pp_stage;        // stage ranks and expert servers; -1 on the coordinator
-    int64_t ep_rank;         // expert servers; -1 otherwise
-    int64_t first_layer;     // stage ranks and expert servers: layers [first, first + count)
+    Dsv3StageCoord coord; // stage ranks
+    int64_t pp_stage;     // stage ranks and expert servers; -1 on the coordinator
+    int64_t ep_rank;      // expert servers; -1 otherwise
+    int64_t first_layer;  // stage ranks and expert servers: layers [first, first + count)
     int64_t layer_count;
-    int has_embedding;       // stage ranks of the first pipeline stage
-    int has_head;            // stage ranks of the last pipeline stage
-    int64_t first_expert;    // expert servers: routed experts [first, first + count) of each
-    int64_t expert_count;    //   MoE layer of their stage
-    int64_t params;          // parameter elements the rank owns
+    int has_embedding;    // stage ranks of the first pipeline stage
+    int has_head;         // stage ranks of the last pipeline stage
+    int64_t first_expert; // expert servers: routed experts [first, first + count) of each
+    int64_t expert_count; //   MoE layer of their stage
+    int64_t params;       // parameter elements the rank owns
 } Dsv3RankShare;
 
 // The share of job rank `job_rank` (0 = coordinator, then stage ranks, then expert servers)

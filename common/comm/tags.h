@@ -7,8 +7,8 @@
 #define DSV3_COMM_TAGS_H
 
 typedef enum {
-    DSV3_TAG_BATCH = 100, // coordinator → stage rank: one micro-batch's token windows
-    DSV3_TAG_REPORT,      // stage rank → coordinator: the step's loss, norm, timings, memory
+    DSV3_TAG_BATCH = 100,   // coordinator → stage rank: one micro-batch's token windows
+    DSV3_TAG_REPORT,        // stage rank → coordinator: the step's loss, norm, timings, memory
     DSV3_TAG_EXPERT_COUNTS, // stage rank 0 → coordinator: tokens per expert (L, E) int64
     DSV3_TAG_EXPERT_BIAS,   // stage rank 0 → coordinator: expert biases (L, E) float
     DSV3_TAG_TRACE,         // stage rank → coordinator: a profiled step's trace events

@@ -25,10 +25,11 @@ enum {
 enum { TOPOLOGY_N_DEGREES = 6 };
 
 static void topology_clear(Dsv3Topology *topo) {
-    MPI_Comm *comms[] = {&topo->job, &topo->pp, &topo->dp_replicate, &topo->dp_shard, &topo->dp,
-                         &topo->dp_shard_cp, &topo->cp, &topo->tp, &topo->stage,
-                         &topo->expert_group, &topo->moe, &topo->role_comm};
-    for (size_t i = 0; i < sizeof comms / sizeof comms[0]; i++) *comms[i] = MPI_COMM_NULL;
+    MPI_Comm *comms[] = {&topo->job,   &topo->pp,           &topo->dp_replicate, &topo->dp_shard,
+                         &topo->dp,    &topo->dp_shard_cp,  &topo->cp,           &topo->tp,
+                         &topo->stage, &topo->expert_group, &topo->moe,          &topo->role_comm};
+    for (size_t i = 0; i < sizeof comms / sizeof comms[0]; i++)
+        *comms[i] = MPI_COMM_NULL;
     topo->role = DSV3_ROLE_COORDINATOR;
     topo->job_rank = -1;
     topo->job_size = 0;
@@ -44,9 +45,9 @@ static void topology_clear(Dsv3Topology *topo) {
 
 void dsv3_topology_destroy(Dsv3Topology *topo) {
     if (!topo) return;
-    MPI_Comm *comms[] = {&topo->pp, &topo->dp_replicate, &topo->dp_shard, &topo->dp,
-                         &topo->dp_shard_cp, &topo->cp, &topo->tp, &topo->stage,
-                         &topo->expert_group, &topo->moe, &topo->role_comm, &topo->job};
+    MPI_Comm *comms[] = {&topo->pp,           &topo->dp_replicate, &topo->dp_shard,  &topo->dp,
+                         &topo->dp_shard_cp,  &topo->cp,           &topo->tp,        &topo->stage,
+                         &topo->expert_group, &topo->moe,          &topo->role_comm, &topo->job};
     // Nothing useful can be done about a failed free at shutdown, so its code is not checked.
     for (size_t i = 0; i < sizeof comms / sizeof comms[0]; i++)
         if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
@@ -57,18 +58,17 @@ void dsv3_topology_destroy(Dsv3Topology *topo) {
 // degrees and their negations with MPI_MIN gives each degree's minimum and maximum.
 static Dsv3Err topology_check_same_dims(MPI_Comm job, const Dsv3ParallelDims *dims) {
     const int64_t mine[TOPOLOGY_N_DEGREES] = {dims->pp, dims->dp_replicate, dims->dp_shard,
-                                              dims->cp, dims->tp, dims->ep};
+                                              dims->cp, dims->tp,           dims->ep};
     static const char *const keys[TOPOLOGY_N_DEGREES] = {
-        "pipeline_parallel_degree", "data_parallel_replicate_degree",
-        "data_parallel_shard_degree", "context_parallel_degree", "tensor_parallel_degree",
-        "expert_parallel_degree"};
+        "pipeline_parallel_degree", "data_parallel_replicate_degree", "data_parallel_shard_degree",
+        "context_parallel_degree",  "tensor_parallel_degree",         "expert_parallel_degree"};
     int64_t bounds[2 * TOPOLOGY_N_DEGREES];
     for (int i = 0; i < TOPOLOGY_N_DEGREES; i++) {
         bounds[i] = mine[i];
         bounds[TOPOLOGY_N_DEGREES + i] = -mine[i];
     }
-    DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, bounds, 2 * TOPOLOGY_N_DEGREES, MPI_INT64_T,
-                                MPI_MIN, job));
+    DSV3_MPI_CALL(
+        MPI_Allreduce(MPI_IN_PLACE, bounds, 2 * TOPOLOGY_N_DEGREES, MPI_INT64_T, MPI_MIN, job));
     for (int i = 0; i < TOPOLOGY_N_DEGREES; i++)
         DSV3_CHECK(bounds[i] == -bounds[TOPOLOGY_N_DEGREES + i], DSV3_ERR_USAGE,
                    "the ranks of the job disagree on parallelism.%s (from %lld to %lld); every "
@@ -109,9 +109,7 @@ static Dsv3Err topology_split_stage(const Dsv3Topology *topo, int vary, MPI_Comm
 static Dsv3Err topology_place(Dsv3Topology *topo) {
     int64_t rank = topo->job_rank;
     switch (topo->role) {
-    case DSV3_ROLE_COORDINATOR:
-        DSV3_ASSERT(rank == 0);
-        break;
+    case DSV3_ROLE_COORDINATOR: DSV3_ASSERT(rank == 0); break;
     case DSV3_ROLE_STAGE:
         DSV3_ASSERT(rank >= 1 && rank <= topo->n_stage);
         topo->stage_index = rank - 1;
@@ -138,8 +136,8 @@ static Dsv3Err topology_split_all(Dsv3Topology *topo) {
     DSV3_CALL(topology_split_stage(topo, VARY_DP_SHARD | VARY_CP, &topo->dp_shard_cp));
     DSV3_CALL(topology_split_stage(topo, VARY_CP, &topo->cp));
     DSV3_CALL(topology_split_stage(topo, VARY_TP, &topo->tp));
-    DSV3_CALL(topology_split_stage(
-        topo, VARY_DP_REPLICATE | VARY_DP_SHARD | VARY_CP | VARY_TP, &topo->stage));
+    DSV3_CALL(topology_split_stage(topo, VARY_DP_REPLICATE | VARY_DP_SHARD | VARY_CP | VARY_TP,
+                                   &topo->stage));
 
     int is_expert = topo->role == DSV3_ROLE_EXPERT;
     DSV3_MPI_CALL(MPI_Comm_split(topo->job, is_expert ? (int)topo->pp_stage : MPI_UNDEFINED,
@@ -151,8 +149,8 @@ static Dsv3Err topology_split_all(Dsv3Topology *topo) {
     int moe_key = topo->role == DSV3_ROLE_STAGE    ? (int)topo->stage_index
                   : topo->role == DSV3_ROLE_EXPERT ? (int)(topo->n_stage + topo->expert_index)
                                                    : 0;
-    DSV3_MPI_CALL(MPI_Comm_split(topo->job, in_moe ? (int)topo->pp_stage : MPI_UNDEFINED,
-                                 moe_key, &topo->moe));
+    DSV3_MPI_CALL(MPI_Comm_split(topo->job, in_moe ? (int)topo->pp_stage : MPI_UNDEFINED, moe_key,
+                                 &topo->moe));
 
     DSV3_MPI_CALL(MPI_Comm_split(topo->job, (int)topo->role, topo->job_rank, &topo->role_comm));
     return DSV3_OK;

@@ -48,22 +48,22 @@
 #include "layout.h"
 
 typedef struct {
-    MPI_Comm job;      // duplicate of the job communicator; the coordinator is rank 0
-    Dsv3Role role;     // the caller's role
-    int job_rank;      // the caller's rank in `job`
-    int job_size;      // 1 + n_stage + n_expert
-    int64_t n_stage;   // S, the stage ranks of the job
-    int64_t n_expert;  // E, the expert servers of the job (0 when dims.ep == 1)
+    MPI_Comm job;          // duplicate of the job communicator; the coordinator is rank 0
+    Dsv3Role role;         // the caller's role
+    int job_rank;          // the caller's rank in `job`
+    int job_size;          // 1 + n_stage + n_expert
+    int64_t n_stage;       // S, the stage ranks of the job
+    int64_t n_expert;      // E, the expert servers of the job (0 when dims.ep == 1)
     Dsv3ParallelDims dims; // resolved: dp_shard filled in
 
     // Stage ranks (otherwise stage_index is -1, coord all -1 and the communicators null).
-    int64_t stage_index;   // in [0, S); job rank − 1
-    Dsv3StageCoord coord;  // place in the mesh [pp][dp_replicate][dp_shard][cp][tp]
+    int64_t stage_index;  // in [0, S); job rank − 1
+    Dsv3StageCoord coord; // place in the mesh [pp][dp_replicate][dp_shard][cp][tp]
     MPI_Comm pp, dp_replicate, dp_shard, dp, dp_shard_cp, cp, tp, stage;
 
     // Expert servers (otherwise expert_index and ep_rank are -1 and expert_group is null).
-    int64_t expert_index;  // in [0, E); job rank − 1 − S
-    int64_t ep_rank;       // expert_index % ep: which 1/ep of the stage's routed experts it holds
+    int64_t expert_index; // in [0, E); job rank − 1 − S
+    int64_t ep_rank;      // expert_index % ep: which 1/ep of the stage's routed experts it holds
     MPI_Comm expert_group;
 
     // Stage ranks and expert servers: the pipeline stage they belong to (coord.pp for a stage

@@ -27,7 +27,8 @@ Dsv3Err dsv3_alloc(void **out, size_t bytes, const char *what) {
     *out = NULL;
     DSV3_CHECK(bytes <= SIZE_MAX - 2 * DSV3_ALLOC_ALIGNMENT, DSV3_ERR_MEMORY,
                "cannot allocate %zu bytes for %s: size overflows", bytes, what);
-    size_t total = (bytes + 2 * DSV3_ALLOC_ALIGNMENT - 1) / DSV3_ALLOC_ALIGNMENT * DSV3_ALLOC_ALIGNMENT;
+    size_t total =
+        (bytes + 2 * DSV3_ALLOC_ALIGNMENT - 1) / DSV3_ALLOC_ALIGNMENT * DSV3_ALLOC_ALIGNMENT;
     unsigned char *base = aligned_alloc(DSV3_ALLOC_ALIGNMENT, total);
     DSV3_CHECK(base, DSV3_ERR_MEMORY, "cannot allocate %zu bytes for %s (%zu bytes already in use)",
                bytes, what, dsv3_alloc_current_bytes());

@@ -16,13 +16,14 @@ typedef struct {
 } Dsv3Arena;
 
 // *out = `count` zeroed elements of `size` bytes, owned by the arena.
-Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t size, const char *what);
+Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t size,
+                          const char *what);
 
 // Frees every buffer and empties the arena (which may be reused).
 void dsv3_arena_destroy(Dsv3Arena *arena);
 
 // Typed shorthand: DSV3_ARENA_ARRAY(arena, ptr, count, what) allocates count × sizeof *ptr.
-#define DSV3_ARENA_ARRAY(arena, ptr, count, what) \
+#define DSV3_ARENA_ARRAY(arena, ptr, count, what)                                                  \
     dsv3_arena_calloc((arena), (void **)&(ptr), (size_t)(count), sizeof *(ptr), (what))
 
 #endif

@@ -18,13 +18,21 @@
 #define DEFAULTS_INT(d) .default_int = (d)
 #define DEFAULTS_FLOAT(d) .default_float = (d)
 #define DEFAULTS_STR(d) .default_str = (d)
-#define KEY_ENTRY(S, kind, name, def, lo, hi, ch, st, hl)                                    \
-    {.section = #S, .key = #name, .type = DSV3_CFG_##kind, DEFAULTS_##kind(def),             \
-     .min = (double)(lo), .max = (double)(hi), .choices = (ch), .status = (st), .help = (hl), \
+#define KEY_ENTRY(S, kind, name, def, lo, hi, ch, st, hl)                                          \
+    {.section = #S,                                                                                \
+     .key = #name,                                                                                 \
+     .type = DSV3_CFG_##kind,                                                                      \
+     DEFAULTS_##kind(def),                                                                         \
+     .min = (double)(lo),                                                                          \
+     .max = (double)(hi),                                                                          \
+     .choices = (ch),                                                                              \
+     .status = (st),                                                                               \
+     .help = (hl),                                                                                 \
      .offset = offsetof(Dsv3Config, S.name)},
 #define SECTION_ENTRIES(section, KEYS) KEYS(KEY_ENTRY, section)
 
-const Dsv3ConfigKey dsv3_config_keys[DSV3_CONFIG_KEY_COUNT] = {DSV3_CONFIG_SECTIONS(SECTION_ENTRIES)};
+const Dsv3ConfigKey dsv3_config_keys[DSV3_CONFIG_KEY_COUNT] = {
+    DSV3_CONFIG_SECTIONS(SECTION_ENTRIES)};
 
 // A suggestion is offered when the unknown name is this close (edits) to a known one.
 // Config files are read in chunks of CONFIG_READ_CHUNK bytes, doubling.
@@ -57,7 +65,8 @@ static int name_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     if (la >= NAME_CAPACITY || lb >= NAME_CAPACITY) return SUGGESTION_MAX_DISTANCE + 1;
     int row[NAME_CAPACITY];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
     for (size_t i = 1; i <= la; i++) {
         int diagonal = row[0];
         row[0] = (int)i;
@@ -84,16 +93,19 @@ static void suggest(const char *section, const char *name, char *out, size_t cap
         int d = name_distance(name, candidate);
         if (d < best_distance) best_distance = d, best = candidate;
     }
-    if (best) snprintf(out, capacity, " (did you mean '%s'?)", best);
-    else out[0] = '\0';
+    if (best)
+        snprintf(out, capacity, " (did you mean '%s'?)", best);
+    else
+        out[0] = '\0';
 }
 
 static Dsv3Err unknown_key(const char *where, const char *section, const char *name) {
     char hint[NAME_CAPACITY + 32];
     if (!section_exists(section)) {
         suggest(NULL, section, hint, sizeof hint);
-        DSV3_RAISE(DSV3_ERR_CONFIG, "%s: unknown section [%s]%s; `--help` lists every section and key",
-                   where, section, hint);
+        DSV3_RAISE(DSV3_ERR_CONFIG,
+                   "%s: unknown section [%s]%s; `--help` lists every section and key", where,
+                   section, hint);
     }
     suggest(section, name, hint, sizeof hint);
     DSV3_RAISE(DSV3_ERR_CONFIG, "%s: unknown key '%s' in [%s]%s; `--help` lists every key", where,
@@ -114,8 +126,10 @@ static Dsv3Err key_outside_sections(const char *where, const char *name) {
     if (owners[0])
         DSV3_RAISE(DSV3_ERR_CONFIG, "%s: '%s' stands outside any section; put it under %s", where,
                    name, owners);
-    DSV3_RAISE(DSV3_ERR_CONFIG, "%s: '%s' stands outside any section and is no known key; "
-               "`--help` lists every section and key", where, name);
+    DSV3_RAISE(DSV3_ERR_CONFIG,
+               "%s: '%s' stands outside any section and is no known key; "
+               "`--help` lists every section and key",
+               where, name);
 }
 
 // ---- setting values ----
@@ -136,8 +150,8 @@ static void set_origin(Dsv3Config *cfg, const Dsv3ConfigKey *k, const char *wher
 
 static Dsv3Err set_from_toml(Dsv3Config *cfg, const Dsv3ConfigKey *k, const Dsv3TomlValue *v,
                              const char *where) {
-    static const char *const expected[] = {"a boolean (true or false)", "an integer",
-                                           "a number", "a string"};
+    static const char *const expected[] = {"a boolean (true or false)", "an integer", "a number",
+                                           "a string"};
     int ok = 0;
     switch (k->type) {
     case DSV3_CFG_BOOL:
@@ -168,13 +182,17 @@ static Dsv3Err set_from_text(Dsv3Config *cfg, const Dsv3ConfigKey *k, const char
     errno = 0;
     switch (k->type) {
     case DSV3_CFG_BOOL:
-        if (!value || strcmp(value, "true") == 0) *(int *)key_field(cfg, k) = 1;
-        else if (strcmp(value, "false") == 0) *(int *)key_field(cfg, k) = 0;
-        else DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s.%s must be true or false, not '%s'", where,
-                        k->section, k->key, value);
+        if (!value || strcmp(value, "true") == 0)
+            *(int *)key_field(cfg, k) = 1;
+        else if (strcmp(value, "false") == 0)
+            *(int *)key_field(cfg, k) = 0;
+        else
+            DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s.%s must be true or false, not '%s'", where,
+                       k->section, k->key, value);
         break;
     case DSV3_CFG_INT: {
-        DSV3_CHECK(value, DSV3_ERR_CONFIG, "%s: %s.%s needs an integer value", where, k->section, k->key);
+        DSV3_CHECK(value, DSV3_ERR_CONFIG, "%s: %s.%s needs an integer value", where, k->section,
+                   k->key);
         long long n = strtoll(value, &end, 10);
         DSV3_CHECK(*value && !*end && errno == 0, DSV3_ERR_CONFIG,
                    "%s: %s.%s must be an integer, not '%s'", where, k->section, k->key, value);
@@ -207,7 +225,9 @@ void dsv3_config_init(Dsv3Config *cfg) {
         case DSV3_CFG_BOOL: *(int *)field = (int)k->default_int; break;
         case DSV3_CFG_INT: *(int64_t *)field = k->default_int; break;
         case DSV3_CFG_FLOAT: *(double *)field = k->default_float; break;
-        case DSV3_CFG_STR: snprintf((char *)field, DSV3_CONFIG_STRING_CAPACITY, "%s", k->default_str); break;
+        case DSV3_CFG_STR:
+            snprintf((char *)field, DSV3_CONFIG_STRING_CAPACITY, "%s", k->default_str);
+            break;
         }
     }
 }
@@ -225,7 +245,8 @@ static void format_where(char *out, const char *source, int line) {
         return;
     }
     const char *tail = source + length - (room - (sizeof elided - 1));
-    while ((*(const unsigned char *)tail & 0xc0) == 0x80) tail++; // not inside a UTF-8 character
+    while ((*(const unsigned char *)tail & 0xc0) == 0x80)
+        tail++; // not inside a UTF-8 character
     snprintf(out, DSV3_CONFIG_ORIGIN_CAPACITY, "%s%s%s", elided, tail, suffix);
 }
 
@@ -415,10 +436,14 @@ static Dsv3Err check_key(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
         if ((double)v >= k->min && (double)v <= k->max) break;
         // DSV3_I64_MAX as a double prints as 2^63, one more than any int64_t: say "≥ min".
         if (k->max >= (double)DSV3_I64_MAX)
-            DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s.%s = %" PRId64 " is out of range: expected an "
-                       "integer ≥ %.0f (%s)", where, k->section, k->key, v, k->min, k->help);
-        DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s.%s = %" PRId64 " is out of range: expected an integer "
-                   "in [%.0f, %.0f] (%s)", where, k->section, k->key, v, k->min, k->max, k->help);
+            DSV3_RAISE(DSV3_ERR_CONFIG,
+                       "%s: %s.%s = %" PRId64 " is out of range: expected an "
+                       "integer ≥ %.0f (%s)",
+                       where, k->section, k->key, v, k->min, k->help);
+        DSV3_RAISE(DSV3_ERR_CONFIG,
+                   "%s: %s.%s = %" PRId64 " is out of range: expected an integer "
+                   "in [%.0f, %.0f] (%s)",
+                   where, k->section, k->key, v, k->min, k->max, k->help);
     }
     case DSV3_CFG_FLOAT: {
         double v = *(const double *)f;
@@ -441,19 +466,22 @@ static Dsv3Err check_key(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
 
 // [validation]: -1 takes training's batch and length; the model is built for training's length.
 static Dsv3Err check_validation(const Dsv3Config *cfg) {
-    const char *where_b = WHERE(cfg, validation, local_batch_size), *where_t = WHERE(cfg, validation, seq_len);
+    const char *where_b = WHERE(cfg, validation, local_batch_size),
+               *where_t = WHERE(cfg, validation, seq_len);
     DSV3_CHECK(cfg->validation.local_batch_size != 0, DSV3_ERR_CONFIG,
                "%s: validation.local_batch_size must be -1 (training's) or >= 1", where_b);
     DSV3_CHECK(cfg->validation.seq_len != 0, DSV3_ERR_CONFIG,
                "%s: validation.seq_len must be -1 (training's) or >= 1", where_t);
     if (!cfg->validation.enable) return DSV3_OK;
     DSV3_CHECK(cfg->validation.seq_len <= cfg->training.seq_len, DSV3_ERR_CONFIG,
-               "%s: validation.seq_len %" PRId64 " exceeds training.seq_len %" PRId64 ": the model is "
-               "built for training's sequence length (shorter held-out sequences are padded)", where_t,
-               cfg->validation.seq_len, cfg->training.seq_len);
-    DSV3_CHECK(strcmp(cfg->validation.dataset, "text") != 0, DSV3_ERR_CONFIG,
-               "%s: validation.dataset = \"text\" is not supported yet: use \"synthetic\" or \"tokens\"",
-               WHERE(cfg, validation, dataset));
+               "%s: validation.seq_len %" PRId64 " exceeds training.seq_len %" PRId64
+               ": the model is "
+               "built for training's sequence length (shorter held-out sequences are padded)",
+               where_t, cfg->validation.seq_len, cfg->training.seq_len);
+    DSV3_CHECK(
+        strcmp(cfg->validation.dataset, "text") != 0, DSV3_ERR_CONFIG,
+        "%s: validation.dataset = \"text\" is not supported yet: use \"synthetic\" or \"tokens\"",
+        WHERE(cfg, validation, dataset));
     DSV3_CHECK(strcmp(cfg->validation.dataset, "tokens") != 0 || cfg->validation.dataset_path[0],
                DSV3_ERR_CONFIG, "%s: validation.dataset = \"tokens\" needs validation.dataset_path",
                WHERE(cfg, validation, dataset));
@@ -474,21 +502,25 @@ static Dsv3Err check_combinations(const Dsv3Config *cfg) {
     double ratio = cfg->lr_scheduler.decay_ratio;
     DSV3_CHECK(ratio == -1.0 || ratio >= 0.0, DSV3_ERR_CONFIG,
                "%s: lr_scheduler.decay_ratio = %g: expected -1 (decay right after warm-up) or a "
-               "share in [0, 1]", WHERE(cfg, lr_scheduler, decay_ratio), ratio);
+               "share in [0, 1]",
+               WHERE(cfg, lr_scheduler, decay_ratio), ratio);
     int64_t gbs = cfg->training.global_batch_size;
     DSV3_CHECK(gbs == -1 || gbs >= 1, DSV3_ERR_CONFIG,
-               "%s: training.global_batch_size = %" PRId64 ": expected -1 or a positive multiple of "
-               "training.local_batch_size", WHERE(cfg, training, global_batch_size), gbs);
+               "%s: training.global_batch_size = %" PRId64
+               ": expected -1 or a positive multiple of "
+               "training.local_batch_size",
+               WHERE(cfg, training, global_batch_size), gbs);
     DSV3_CHECK(gbs == -1 || gbs % cfg->training.local_batch_size == 0, DSV3_ERR_CONFIG,
                "%s: training.global_batch_size %" PRId64 " is not a multiple of "
-               "training.local_batch_size %" PRId64, WHERE(cfg, training, global_batch_size), gbs,
-               cfg->training.local_batch_size);
+               "training.local_batch_size %" PRId64,
+               WHERE(cfg, training, global_batch_size), gbs, cfg->training.local_batch_size);
     DSV3_CHECK(strcmp(cfg->training.dataset, "synthetic") == 0 || cfg->training.dataset_path[0],
                DSV3_ERR_CONFIG, "%s: training.dataset = \"%s\" needs training.dataset_path",
                WHERE(cfg, training, dataset), cfg->training.dataset);
-    DSV3_CHECK(cfg->parallelism.data_parallel_shard_degree != 0, DSV3_ERR_CONFIG,
-               "%s: parallelism.data_parallel_shard_degree must be -1 (fill from the processes) or ≥ 1",
-               WHERE(cfg, parallelism, data_parallel_shard_degree));
+    DSV3_CHECK(
+        cfg->parallelism.data_parallel_shard_degree != 0, DSV3_ERR_CONFIG,
+        "%s: parallelism.data_parallel_shard_degree must be -1 (fill from the processes) or ≥ 1",
+        WHERE(cfg, parallelism, data_parallel_shard_degree));
     const char *ac = cfg->activation_checkpoint.selective_ac_option;
     char *end = NULL;
     long every = strtol(ac, &end, 10);
@@ -504,21 +536,23 @@ static Dsv3Err check_combinations(const Dsv3Config *cfg) {
     int64_t ep = cfg->parallelism.expert_parallel_degree;
     DSV3_CHECK(args.num_experts % ep == 0, DSV3_ERR_CONFIG,
                "%s: parallelism.expert_parallel_degree %" PRId64 " does not divide "
-               "model.num_experts %" PRId64, WHERE(cfg, parallelism, expert_parallel_degree), ep,
-               args.num_experts);
+               "model.num_experts %" PRId64,
+               WHERE(cfg, parallelism, expert_parallel_degree), ep, args.num_experts);
     int64_t pp = cfg->parallelism.pipeline_parallel_degree;
     DSV3_CHECK(pp <= args.n_layers, DSV3_ERR_CONFIG,
-               "%s: parallelism.pipeline_parallel_degree %" PRId64 " exceeds model.n_layers %" PRId64
-               ": every pipeline stage needs at least one layer",
+               "%s: parallelism.pipeline_parallel_degree %" PRId64
+               " exceeds model.n_layers %" PRId64 ": every pipeline stage needs at least one layer",
                WHERE(cfg, parallelism, pipeline_parallel_degree), pp, args.n_layers);
     int64_t tp = cfg->parallelism.tensor_parallel_degree;
     DSV3_CHECK(args.n_heads % tp == 0, DSV3_ERR_CONFIG,
-               "%s: parallelism.tensor_parallel_degree %" PRId64 " does not divide model.n_heads %" PRId64,
+               "%s: parallelism.tensor_parallel_degree %" PRId64
+               " does not divide model.n_heads %" PRId64,
                WHERE(cfg, parallelism, tensor_parallel_degree), tp, args.n_heads);
     int64_t cp = cfg->parallelism.context_parallel_degree;
     DSV3_CHECK(cfg->training.seq_len % (2 * cp) == 0 || cp == 1, DSV3_ERR_CONFIG,
                "%s: training.seq_len %" PRId64 " must be a multiple of 2 × "
-               "parallelism.context_parallel_degree = %" PRId64 " (each rank takes a head and a tail chunk)",
+               "parallelism.context_parallel_degree = %" PRId64
+               " (each rank takes a head and a tail chunk)",
                WHERE(cfg, training, seq_len), cfg->training.seq_len, 2 * cp);
     return DSV3_OK;
 }
@@ -545,39 +579,77 @@ Dsv3Err dsv3_config_resolve(Dsv3Config *cfg) {
         DSV3_RAISE(err, "%s: %s", key_where(cfg, flavor_key), dsv3_error_message());
     }
 #define FILL(name) fill_from_flavor(cfg, #name, (double)a.name, NULL)
-    FILL(vocab_size); FILL(dim); FILL(inter_dim); FILL(moe_inter_dim); FILL(n_layers);
-    FILL(n_dense_layers); FILL(n_heads); FILL(norm_eps); FILL(num_experts);
-    FILL(num_shared_experts); FILL(top_k); FILL(route_norm); FILL(route_scale);
-    FILL(num_expert_groups); FILL(num_limited_groups); FILL(load_balance_coeff);
-    FILL(q_lora_rank); FILL(kv_lora_rank); FILL(qk_nope_head_dim); FILL(qk_rope_head_dim);
-    FILL(v_head_dim); FILL(original_seq_len); FILL(rope_theta); FILL(rope_factor);
-    FILL(beta_fast); FILL(beta_slow); FILL(mscale);
+    FILL(vocab_size);
+    FILL(dim);
+    FILL(inter_dim);
+    FILL(moe_inter_dim);
+    FILL(n_layers);
+    FILL(n_dense_layers);
+    FILL(n_heads);
+    FILL(norm_eps);
+    FILL(num_experts);
+    FILL(num_shared_experts);
+    FILL(top_k);
+    FILL(route_norm);
+    FILL(route_scale);
+    FILL(num_expert_groups);
+    FILL(num_limited_groups);
+    FILL(load_balance_coeff);
+    FILL(q_lora_rank);
+    FILL(kv_lora_rank);
+    FILL(qk_nope_head_dim);
+    FILL(qk_rope_head_dim);
+    FILL(v_head_dim);
+    FILL(original_seq_len);
+    FILL(rope_theta);
+    FILL(rope_factor);
+    FILL(beta_fast);
+    FILL(beta_slow);
+    FILL(mscale);
 #undef FILL
-    fill_from_flavor(cfg, "score_func", 0, a.score_func == DSV3_SCORE_SIGMOID ? "sigmoid" : "softmax");
+    fill_from_flavor(cfg, "score_func", 0,
+                     a.score_func == DSV3_SCORE_SIGMOID ? "sigmoid" : "softmax");
     fill_from_flavor(cfg, "attn_mask_type", 0,
                      a.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL ? "block_causal" : "causal");
-    for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++) DSV3_CALL(check_key(cfg, &dsv3_config_keys[i]));
+    for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++)
+        DSV3_CALL(check_key(cfg, &dsv3_config_keys[i]));
     DSV3_CALL(check_combinations(cfg));
     return DSV3_OK;
 }
 
 void dsv3_config_model_args(const Dsv3Config *cfg, Dsv3ModelArgs *out) {
     *out = (Dsv3ModelArgs){
-        .vocab_size = cfg->model.vocab_size, .dim = cfg->model.dim, .inter_dim = cfg->model.inter_dim,
-        .moe_inter_dim = cfg->model.moe_inter_dim, .n_layers = cfg->model.n_layers,
-        .n_dense_layers = cfg->model.n_dense_layers, .n_heads = cfg->model.n_heads, .norm_eps = cfg->model.norm_eps,
-        .num_experts = cfg->model.num_experts, .num_shared_experts = cfg->model.num_shared_experts,
+        .vocab_size = cfg->model.vocab_size,
+        .dim = cfg->model.dim,
+        .inter_dim = cfg->model.inter_dim,
+        .moe_inter_dim = cfg->model.moe_inter_dim,
+        .n_layers = cfg->model.n_layers,
+        .n_dense_layers = cfg->model.n_dense_layers,
+        .n_heads = cfg->model.n_heads,
+        .norm_eps = cfg->model.norm_eps,
+        .num_experts = cfg->model.num_experts,
+        .num_shared_experts = cfg->model.num_shared_experts,
         .top_k = cfg->model.top_k,
-        .score_func = strcmp(cfg->model.score_func, "sigmoid") == 0 ? DSV3_SCORE_SIGMOID : DSV3_SCORE_SOFTMAX,
-        .route_norm = cfg->model.route_norm, .route_scale = cfg->model.route_scale,
-        .num_expert_groups = cfg->model.num_expert_groups, .num_limited_groups = cfg->model.num_limited_groups,
-        .load_balance_coeff = cfg->model.load_balance_coeff, .q_lora_rank = cfg->model.q_lora_rank,
-        .kv_lora_rank = cfg->model.kv_lora_rank, .qk_nope_head_dim = cfg->model.qk_nope_head_dim,
-        .qk_rope_head_dim = cfg->model.qk_rope_head_dim, .v_head_dim = cfg->model.v_head_dim,
-        .attn_mask_type = strcmp(cfg->model.attn_mask_type, "block_causal") == 0 ? DSV3_MASK_BLOCK_CAUSAL
-                                                                         : DSV3_MASK_CAUSAL,
-        .original_seq_len = cfg->model.original_seq_len, .rope_theta = cfg->model.rope_theta,
-        .rope_factor = cfg->model.rope_factor, .beta_fast = cfg->model.beta_fast, .beta_slow = cfg->model.beta_slow,
+        .score_func =
+            strcmp(cfg->model.score_func, "sigmoid") == 0 ? DSV3_SCORE_SIGMOID : DSV3_SCORE_SOFTMAX,
+        .route_norm = cfg->model.route_norm,
+        .route_scale = cfg->model.route_scale,
+        .num_expert_groups = cfg->model.num_expert_groups,
+        .num_limited_groups = cfg->model.num_limited_groups,
+        .load_balance_coeff = cfg->model.load_balance_coeff,
+        .q_lora_rank = cfg->model.q_lora_rank,
+        .kv_lora_rank = cfg->model.kv_lora_rank,
+        .qk_nope_head_dim = cfg->model.qk_nope_head_dim,
+        .qk_rope_head_dim = cfg->model.qk_rope_head_dim,
+        .v_head_dim = cfg->model.v_head_dim,
+        .attn_mask_type = strcmp(cfg->model.attn_mask_type, "block_causal") == 0
+                              ? DSV3_MASK_BLOCK_CAUSAL
+                              : DSV3_MASK_CAUSAL,
+        .original_seq_len = cfg->model.original_seq_len,
+        .rope_theta = cfg->model.rope_theta,
+        .rope_factor = cfg->model.rope_factor,
+        .beta_fast = cfg->model.beta_fast,
+        .beta_slow = cfg->model.beta_slow,
         .mscale = cfg->model.mscale,
     };
 }
@@ -590,7 +662,8 @@ typedef struct {
     size_t length, capacity;
 } TextBuffer;
 
-static Dsv3Err text_append(TextBuffer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static Dsv3Err text_append(TextBuffer *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static Dsv3Err text_append(TextBuffer *t, const char *fmt, ...) {
     for (;;) {
         va_list ap;
@@ -606,8 +679,10 @@ static Dsv3Err text_append(TextBuffer *t, const char *fmt, ...) {
         size_t capacity = 2 * (t->capacity + (size_t)n) + 256;
         char *grown = NULL;
         DSV3_CALL(dsv3_alloc((void **)&grown, capacity, "config text"));
-        if (t->data) memcpy(grown, t->data, t->length + 1);
-        else grown[0] = '\0';
+        if (t->data)
+            memcpy(grown, t->data, t->length + 1);
+        else
+            grown[0] = '\0';
         dsv3_free(t->data);
         t->data = grown;
         t->capacity = capacity;
@@ -618,9 +693,12 @@ static Dsv3Err text_append(TextBuffer *t, const char *fmt, ...) {
 static Dsv3Err append_quoted(TextBuffer *t, const char *s) {
     DSV3_CALL(text_append(t, "\""));
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') DSV3_CALL(text_append(t, "\\%c", *p));
-        else if (*p < 0x20 || *p == 0x7f) DSV3_CALL(text_append(t, "\\u%04x", *p));
-        else DSV3_CALL(text_append(t, "%c", *p));
+        if (*p == '"' || *p == '\\')
+            DSV3_CALL(text_append(t, "\\%c", *p));
+        else if (*p < 0x20 || *p == 0x7f)
+            DSV3_CALL(text_append(t, "\\u%04x", *p));
+        else
+            DSV3_CALL(text_append(t, "%c", *p));
     }
     return text_append(t, "\"");
 }
@@ -681,7 +759,8 @@ Dsv3Err dsv3_config_help(char **out) {
     Dsv3Err err = DSV3_OK;
     for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++) {
         const Dsv3ConfigKey *k = &dsv3_config_keys[i];
-        DSV3_CALL_GOTO(err, fail, text_append(&t, "  --%s.%s (%s", k->section, k->key, type_names[k->type]));
+        DSV3_CALL_GOTO(err, fail,
+                       text_append(&t, "  --%s.%s (%s", k->section, k->key, type_names[k->type]));
         if (k->choices) DSV3_CALL_GOTO(err, fail, text_append(&t, ": %s", k->choices));
         if (k->status == DSV3_KEY_FROM_FLAVOR) {
             DSV3_CALL_GOTO(err, fail, text_append(&t, ", default from model.flavor)"));
@@ -690,9 +769,10 @@ Dsv3Err dsv3_config_help(char **out) {
             DSV3_CALL_GOTO(err, fail, append_value(&t, &defaults, k));
             DSV3_CALL_GOTO(err, fail, text_append(&t, ")"));
         }
-        DSV3_CALL_GOTO(err, fail, text_append(&t, "%s\n      %s\n",
-                                              k->status == DSV3_KEY_NOT_YET ? " [not supported yet]" : "",
-                                              k->help));
+        DSV3_CALL_GOTO(err, fail,
+                       text_append(&t, "%s\n      %s\n",
+                                   k->status == DSV3_KEY_NOT_YET ? " [not supported yet]" : "",
+                                   k->help));
     }
     *out = t.data;
     return DSV3_OK;

@@ -36,261 +36,260 @@ typedef enum {
 
 // X(S, type, key, default, min, max, choices, status, help) per section S.
 // For strings min/max are unused; for numbers choices are unused.
-#define DSV3_CONFIG_JOB(X, S)                                                                  \
-    X(S, STR, config_file, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                      \
-      "TOML job config to load before the command-line overrides")                          \
-    X(S, STR, dump_folder, "./outputs", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
-      "Folder for checkpoints, metrics, traces")                                            \
-    X(S, STR, description, "default job", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,           \
-      "Description of the job")                                                             \
-    X(S, BOOL, print_config, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                     \
-      "Print the effective config as TOML at start-up")                                     \
-    X(S, BOOL, dry_run, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                          \
+#define DSV3_CONFIG_JOB(X, S)                                                                      \
+    X(S, STR, config_file, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                          \
+      "TOML job config to load before the command-line overrides")                                 \
+    X(S, STR, dump_folder, "./outputs", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
+      "Folder for checkpoints, metrics, traces")                                                   \
+    X(S, STR, description, "default job", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
+      "Description of the job")                                                                    \
+    X(S, BOOL, print_config, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                         \
+      "Print the effective config as TOML at start-up")                                            \
+    X(S, BOOL, dry_run, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                              \
       "Validate config and layout, print every rank's share, allocate nothing, exit")
 
-#define DSV3_CONFIG_PROFILING(X, S)                                                            \
-    X(S, BOOL, enable_profiling, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
-      "Write a Chrome trace of one step every profile_freq steps")                          \
-    X(S, STR, save_traces_folder, "profile_traces", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, \
-      "Trace folder under dump_folder")                                                     \
-    X(S, INT, profile_freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,          \
-      "Steps between profiled steps")                                                       \
-    X(S, BOOL, enable_memory_snapshot, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,             \
-      "Dump memory snapshots")                                                              \
-    X(S, STR, save_memory_snapshot_folder, "memory_snapshot", 0, 0, DSV3_NO_CHOICES,           \
+#define DSV3_CONFIG_PROFILING(X, S)                                                                \
+    X(S, BOOL, enable_profiling, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                     \
+      "Write a Chrome trace of one step every profile_freq steps")                                 \
+    X(S, STR, save_traces_folder, "profile_traces", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,     \
+      "Trace folder under dump_folder")                                                            \
+    X(S, INT, profile_freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
+      "Steps between profiled steps")                                                              \
+    X(S, BOOL, enable_memory_snapshot, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                 \
+      "Dump memory snapshots")                                                                     \
+    X(S, STR, save_memory_snapshot_folder, "memory_snapshot", 0, 0, DSV3_NO_CHOICES,               \
       DSV3_KEY_SUPPORTED, "Memory snapshot folder under dump_folder")
 
-#define DSV3_CONFIG_METRICS(X, S)                                                              \
-    X(S, INT, log_freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
-      "Steps between logged steps")                                                         \
-    X(S, BOOL, enable_tensorboard, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
-      "Write TensorBoard event files")                                                      \
-    X(S, BOOL, disable_color_printing, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,           \
-      "Plain step lines even on a terminal")                                                \
-    X(S, STR, save_tb_folder, "tb", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
-      "TensorBoard folder under dump_folder")                                               \
-    X(S, BOOL, save_for_all_ranks, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                 \
-      "Write metrics from every rank")                                                      \
-    X(S, BOOL, enable_wandb, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                       \
-      "Log to Weights & Biases")                                                            \
-    X(S, FLOAT, peak_tflops, 0.0, 0.0, 1e9, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
-      "Peak TFLOP/s of one device for MFU; 0 measures it at start-up")                      \
-    X(S, BOOL, dump_expert_counts, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
+#define DSV3_CONFIG_METRICS(X, S)                                                                  \
+    X(S, INT, log_freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                  \
+      "Steps between logged steps")                                                                \
+    X(S, BOOL, enable_tensorboard, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                   \
+      "Write TensorBoard event files")                                                             \
+    X(S, BOOL, disable_color_printing, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
+      "Plain step lines even on a terminal")                                                       \
+    X(S, STR, save_tb_folder, "tb", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                     \
+      "TensorBoard folder under dump_folder")                                                      \
+    X(S, BOOL, save_for_all_ranks, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                     \
+      "Write metrics from every rank")                                                             \
+    X(S, BOOL, enable_wandb, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                           \
+      "Log to Weights & Biases")                                                                   \
+    X(S, FLOAT, peak_tflops, 0.0, 0.0, 1e9, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                   \
+      "Peak TFLOP/s of one device for MFU; 0 measures it at start-up")                             \
+    X(S, BOOL, dump_expert_counts, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                   \
       "Write every MoE layer's tokens per expert to expert_counts.jsonl at each logged step")
 
-#define DSV3_CONFIG_MODEL(X, S)                                                                \
-    X(S, STR, name, "deepseek_v3", 0, 0, "deepseek_v3", DSV3_KEY_SUPPORTED, "Model family")    \
-    X(S, STR, flavor, "debugmodel", 0, 0, "debugmodel|16B|236B|671B", DSV3_KEY_SUPPORTED,      \
-      "Named set of model arguments; every argument below overrides it")                    \
-    X(S, STR, hf_assets_path, "./assets/hf/DeepSeek-V3", 0, 0, DSV3_NO_CHOICES,                \
-      DSV3_KEY_SUPPORTED, "Folder with tokenizer.json and tokenizer_config.json")           \
-    X(S, INT, vocab_size, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,           \
-      "Vocabulary size")                                                                    \
-    X(S, INT, dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR, "Model width")   \
-    X(S, INT, inter_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,            \
-      "Hidden size of the dense FFN")                                                       \
-    X(S, INT, moe_inter_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,        \
-      "Hidden size of one expert")                                                          \
-    X(S, INT, n_layers, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,             \
-      "Transformer layers")                                                                 \
-    X(S, INT, n_dense_layers, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,       \
-      "Leading layers with a dense FFN instead of MoE")                                     \
-    X(S, INT, n_heads, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,              \
-      "Attention heads")                                                                    \
-    X(S, FLOAT, norm_eps, 0.0, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR, "RMSNorm eps") \
-    X(S, INT, num_experts, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,          \
-      "Routed experts per MoE layer")                                                       \
-    X(S, INT, num_shared_experts, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,   \
-      "Shared experts per MoE layer")                                                       \
-    X(S, INT, top_k, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                \
-      "Routed experts per token")                                                           \
-    X(S, STR, score_func, "", 0, 0, "softmax|sigmoid", DSV3_KEY_FROM_FLAVOR,                   \
-      "Router score function")                                                              \
-    X(S, BOOL, route_norm, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                     \
-      "Renormalise the top-k scores to sum to one")                                         \
-    X(S, FLOAT, route_scale, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,             \
-      "Factor on the routing weights")                                                      \
-    X(S, INT, num_expert_groups, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,    \
-      "Expert groups for group-limited routing (0: off)")                                   \
-    X(S, INT, num_limited_groups, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,   \
-      "Groups a token may route to (0: off)")                                               \
-    X(S, FLOAT, load_balance_coeff, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,      \
-      "Step of the aux-loss-free expert-bias update (0: off)")                              \
-    X(S, INT, q_lora_rank, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,          \
-      "Rank of the query down-projection (0: a single wq)")                                 \
-    X(S, INT, kv_lora_rank, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,         \
-      "Rank of the compressed key/value latent")                                            \
-    X(S, INT, qk_nope_head_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,     \
-      "Query/key channels without RoPE per head")                                           \
-    X(S, INT, qk_rope_head_dim, 0, 2, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,     \
-      "Query/key channels with RoPE per head")                                              \
-    X(S, INT, v_head_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,           \
-      "Value channels per head")                                                            \
-    X(S, INT, original_seq_len, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,     \
-      "Pre-training context; YaRN applies beyond it")                                       \
-    X(S, FLOAT, rope_theta, 0.0, 0.0, 1e12, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,             \
-      "RoPE base")                                                                          \
-    X(S, FLOAT, rope_factor, 0.0, 1.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,             \
-      "YaRN context extension factor")                                                      \
-    X(S, FLOAT, beta_fast, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,               \
-      "YaRN fast correction bound")                                                         \
-    X(S, FLOAT, beta_slow, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,               \
-      "YaRN slow correction bound")                                                         \
-    X(S, FLOAT, mscale, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                  \
-      "YaRN attention-scale coefficient")                                                   \
-    X(S, STR, attn_mask_type, "", 0, 0, "causal|block_causal", DSV3_KEY_FROM_FLAVOR,           \
+#define DSV3_CONFIG_MODEL(X, S)                                                                    \
+    X(S, STR, name, "deepseek_v3", 0, 0, "deepseek_v3", DSV3_KEY_SUPPORTED, "Model family")        \
+    X(S, STR, flavor, "debugmodel", 0, 0, "debugmodel|16B|236B|671B", DSV3_KEY_SUPPORTED,          \
+      "Named set of model arguments; every argument below overrides it")                           \
+    X(S, STR, hf_assets_path, "./assets/hf/DeepSeek-V3", 0, 0, DSV3_NO_CHOICES,                    \
+      DSV3_KEY_SUPPORTED, "Folder with tokenizer.json and tokenizer_config.json")                  \
+    X(S, INT, vocab_size, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,               \
+      "Vocabulary size")                                                                           \
+    X(S, INT, dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR, "Model width")       \
+    X(S, INT, inter_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                \
+      "Hidden size of the dense FFN")                                                              \
+    X(S, INT, moe_inter_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,            \
+      "Hidden size of one expert")                                                                 \
+    X(S, INT, n_layers, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                 \
+      "Transformer layers")                                                                        \
+    X(S, INT, n_dense_layers, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,           \
+      "Leading layers with a dense FFN instead of MoE")                                            \
+    X(S, INT, n_heads, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                  \
+      "Attention heads")                                                                           \
+    X(S, FLOAT, norm_eps, 0.0, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR, "RMSNorm eps")     \
+    X(S, INT, num_experts, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,              \
+      "Routed experts per MoE layer")                                                              \
+    X(S, INT, num_shared_experts, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,       \
+      "Shared experts per MoE layer")                                                              \
+    X(S, INT, top_k, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                    \
+      "Routed experts per token")                                                                  \
+    X(S, STR, score_func, "", 0, 0, "softmax|sigmoid", DSV3_KEY_FROM_FLAVOR,                       \
+      "Router score function")                                                                     \
+    X(S, BOOL, route_norm, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                         \
+      "Renormalise the top-k scores to sum to one")                                                \
+    X(S, FLOAT, route_scale, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                 \
+      "Factor on the routing weights")                                                             \
+    X(S, INT, num_expert_groups, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,        \
+      "Expert groups for group-limited routing (0: off)")                                          \
+    X(S, INT, num_limited_groups, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,       \
+      "Groups a token may route to (0: off)")                                                      \
+    X(S, FLOAT, load_balance_coeff, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,          \
+      "Step of the aux-loss-free expert-bias update (0: off)")                                     \
+    X(S, INT, q_lora_rank, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,              \
+      "Rank of the query down-projection (0: a single wq)")                                        \
+    X(S, INT, kv_lora_rank, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,             \
+      "Rank of the compressed key/value latent")                                                   \
+    X(S, INT, qk_nope_head_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,         \
+      "Query/key channels without RoPE per head")                                                  \
+    X(S, INT, qk_rope_head_dim, 0, 2, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,         \
+      "Query/key channels with RoPE per head")                                                     \
+    X(S, INT, v_head_dim, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,               \
+      "Value channels per head")                                                                   \
+    X(S, INT, original_seq_len, 0, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,         \
+      "Pre-training context; YaRN applies beyond it")                                              \
+    X(S, FLOAT, rope_theta, 0.0, 0.0, 1e12, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR, "RoPE base")    \
+    X(S, FLOAT, rope_factor, 0.0, 1.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                 \
+      "YaRN context extension factor")                                                             \
+    X(S, FLOAT, beta_fast, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                   \
+      "YaRN fast correction bound")                                                                \
+    X(S, FLOAT, beta_slow, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                   \
+      "YaRN slow correction bound")                                                                \
+    X(S, FLOAT, mscale, 0.0, 0.0, 1e6, DSV3_NO_CHOICES, DSV3_KEY_FROM_FLAVOR,                      \
+      "YaRN attention-scale coefficient")                                                          \
+    X(S, STR, attn_mask_type, "", 0, 0, "causal|block_causal", DSV3_KEY_FROM_FLAVOR,               \
       "Causal, or causal within documents")
 
-#define DSV3_CONFIG_OPTIMIZER(X, S)                                                            \
-    X(S, STR, name, "AdamW", 0, 0, "AdamW", DSV3_KEY_SUPPORTED, "Optimizer")                   \
-    X(S, FLOAT, lr, 8e-4, 0.0, 1e3, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Peak learning rate") \
-    X(S, FLOAT, beta1, 0.9, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Adam beta1")       \
-    X(S, FLOAT, beta2, 0.95, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Adam beta2")      \
-    X(S, FLOAT, eps, 1e-8, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Adam epsilon")      \
-    X(S, FLOAT, weight_decay, 0.1, 0.0, 1e3, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
-      "Decoupled weight decay")                                                             \
-    X(S, STR, implementation, "fused", 0, 0, "for-loop|foreach|fused", DSV3_KEY_NOT_YET,       \
-      "torchtitan's optimizer implementation switch")                                       \
-    X(S, BOOL, early_step_in_backward, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,             \
+#define DSV3_CONFIG_OPTIMIZER(X, S)                                                                \
+    X(S, STR, name, "AdamW", 0, 0, "AdamW", DSV3_KEY_SUPPORTED, "Optimizer")                       \
+    X(S, FLOAT, lr, 8e-4, 0.0, 1e3, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Peak learning rate")     \
+    X(S, FLOAT, beta1, 0.9, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Adam beta1")           \
+    X(S, FLOAT, beta2, 0.95, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Adam beta2")          \
+    X(S, FLOAT, eps, 1e-8, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Adam epsilon")          \
+    X(S, FLOAT, weight_decay, 0.1, 0.0, 1e3, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                  \
+      "Decoupled weight decay")                                                                    \
+    X(S, STR, implementation, "fused", 0, 0, "for-loop|foreach|fused", DSV3_KEY_NOT_YET,           \
+      "torchtitan's optimizer implementation switch")                                              \
+    X(S, BOOL, early_step_in_backward, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                 \
       "Step the optimizer inside backward")
 
-#define DSV3_CONFIG_LR_SCHEDULER(X, S)                                                         \
-    X(S, INT, warmup_steps, 200, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,         \
-      "Linear warm-up steps")                                                               \
-    X(S, INT, total_steps, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,            \
-      "Steps the schedule spans (0: training.steps)")                                       \
-    X(S, FLOAT, decay_ratio, -1.0, -1.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
-      "Share of the steps spent decaying (-1: decay right after warm-up)")                  \
-    X(S, STR, decay_type, "linear", 0, 0, "linear|sqrt|cosine", DSV3_KEY_SUPPORTED,            \
-      "Shape of the decay")                                                                 \
-    X(S, FLOAT, min_lr_factor, 0.0, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
+#define DSV3_CONFIG_LR_SCHEDULER(X, S)                                                             \
+    X(S, INT, warmup_steps, 200, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
+      "Linear warm-up steps")                                                                      \
+    X(S, INT, total_steps, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                \
+      "Steps the schedule spans (0: training.steps)")                                              \
+    X(S, FLOAT, decay_ratio, -1.0, -1.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
+      "Share of the steps spent decaying (-1: decay right after warm-up)")                         \
+    X(S, STR, decay_type, "linear", 0, 0, "linear|sqrt|cosine", DSV3_KEY_SUPPORTED,                \
+      "Shape of the decay")                                                                        \
+    X(S, FLOAT, min_lr_factor, 0.0, 0.0, 1.0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
       "Final learning rate as a fraction of optimizer.lr")
 
-#define DSV3_CONFIG_TRAINING(X, S)                                                             \
-    X(S, STR, dataset, "synthetic", 0, 0, "synthetic|tokens|text", DSV3_KEY_SUPPORTED,         \
-      "Built-in synthetic documents, a uint32 token file, or text files")                   \
-    X(S, STR, dataset_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                     \
-      "Token file, or text file/folder")                                                    \
-    X(S, INT, local_batch_size, 8, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,       \
-      "Sequences per micro-batch per data-parallel rank")                                   \
-    X(S, INT, global_batch_size, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,    \
-      "Sequences per step (-1: local_batch_size × data-parallel degree)")                   \
-    X(S, INT, seq_len, 2048, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
-      "Tokens per sequence")                                                                \
-    X(S, FLOAT, max_norm, 1.0, 0.0, 1e12, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
-      "Clip gradients to this global L2 norm")                                              \
-    X(S, INT, steps, 10000, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
-      "Training steps")                                                                     \
-    X(S, BOOL, enable_cpu_offload, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                 \
-      "Keep parameters and optimizer state in host memory")                                 \
-    X(S, STR, mixed_precision_param, "bfloat16", 0, 0, "bfloat16|float32", DSV3_KEY_SUPPORTED, \
-      "Compute dtype on GPUs (CPUs compute in float32)")                                    \
-    X(S, STR, mixed_precision_reduce, "float32", 0, 0, "float32", DSV3_KEY_SUPPORTED,          \
+#define DSV3_CONFIG_TRAINING(X, S)                                                                 \
+    X(S, STR, dataset, "synthetic", 0, 0, "synthetic|tokens|text", DSV3_KEY_SUPPORTED,             \
+      "Built-in synthetic documents, a uint32 token file, or text files")                          \
+    X(S, STR, dataset_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                         \
+      "Token file, or text file/folder")                                                           \
+    X(S, INT, local_batch_size, 8, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,           \
+      "Sequences per micro-batch per data-parallel rank")                                          \
+    X(S, INT, global_batch_size, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,        \
+      "Sequences per step (-1: local_batch_size × data-parallel degree)")                          \
+    X(S, INT, seq_len, 2048, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
+      "Tokens per sequence")                                                                       \
+    X(S, FLOAT, max_norm, 1.0, 0.0, 1e12, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                     \
+      "Clip gradients to this global L2 norm")                                                     \
+    X(S, INT, steps, 10000, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                  \
+      "Training steps")                                                                            \
+    X(S, BOOL, enable_cpu_offload, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                     \
+      "Keep parameters and optimizer state in host memory")                                        \
+    X(S, STR, mixed_precision_param, "bfloat16", 0, 0, "bfloat16|float32", DSV3_KEY_SUPPORTED,     \
+      "Compute dtype on GPUs (CPUs compute in float32)")                                           \
+    X(S, STR, mixed_precision_reduce, "float32", 0, 0, "float32", DSV3_KEY_SUPPORTED,              \
       "Dtype of gradient reductions")
 
-#define DSV3_CONFIG_PARALLELISM(X, S)                                                          \
-    X(S, INT, data_parallel_replicate_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,             \
-      DSV3_KEY_SUPPORTED, "HSDP replicas")                                                  \
-    X(S, INT, data_parallel_shard_degree, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES,               \
-      DSV3_KEY_SUPPORTED, "FSDP shards (-1: the stage processes left over)")                \
-    X(S, STR, fsdp_reshard_after_forward, "default", 0, 0, "default|always|never",             \
-      DSV3_KEY_SUPPORTED, "Free gathered parameters after forward")                         \
-    X(S, INT, tensor_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, \
-      "Tensor-parallel ranks")                                                              \
-    X(S, BOOL, disable_loss_parallel, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,            \
-      "Gather logits before the loss under TP")                                             \
-    X(S, BOOL, enable_async_tensor_parallel, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,       \
-      "Overlap TP communication with compute")                                              \
-    X(S, INT, pipeline_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,                   \
-      DSV3_KEY_SUPPORTED, "Pipeline stages")                                                \
-    X(S, STR, pipeline_parallel_schedule, "1F1B", 0, 0, "GPipe|1F1B|Interleaved1F1B",          \
-      DSV3_KEY_SUPPORTED, "Pipeline schedule")                                              \
-    X(S, INT, pipeline_parallel_microbatch_size, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,          \
-      DSV3_KEY_SUPPORTED, "Sequences per pipeline micro-batch")                             \
-    X(S, INT, context_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,                    \
-      DSV3_KEY_SUPPORTED, "Context-parallel ranks")                                         \
-    X(S, INT, expert_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, \
-      "Expert servers per pipeline stage (1: experts computed on stage ranks)")             \
-    X(S, INT, expert_tensor_parallel_degree, 1, 1, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,     \
-      "Tensor parallelism inside experts (only 1)")                                         \
-    X(S, STR, expert_parallel_comm_backend, "standard", 0, 0, "standard|deepep",               \
-      DSV3_KEY_NOT_YET, "Token dispatch implementation")                                    \
-    X(S, STR, expert_server_launch, "mpmd", 0, 0, "mpmd|join", DSV3_KEY_SUPPORTED,             \
-      "Expert servers in the same mpiexec, or joining as their own job")                    \
-    X(S, STR, expert_server_service, "dsv3-experts", 0, 0, DSV3_NO_CHOICES,                    \
-      DSV3_KEY_SUPPORTED, "Name published through ompi-server for joining expert servers")
+#define DSV3_CONFIG_PARALLELISM(X, S)                                                              \
+    X(S, INT, data_parallel_replicate_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,                 \
+      DSV3_KEY_SUPPORTED, "HSDP replicas")                                                         \
+    X(S, INT, data_parallel_shard_degree, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES,                   \
+      DSV3_KEY_SUPPORTED, "FSDP shards (-1: the stage processes left over)")                       \
+    X(S, STR, fsdp_reshard_after_forward, "default", 0, 0, "default|always|never",                 \
+      DSV3_KEY_SUPPORTED, "Free gathered parameters after forward")                                \
+    X(S, INT, tensor_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,     \
+      "Tensor-parallel ranks")                                                                     \
+    X(S, BOOL, disable_loss_parallel, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                \
+      "Gather logits before the loss under TP")                                                    \
+    X(S, BOOL, enable_async_tensor_parallel, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,           \
+      "Overlap TP communication with compute")                                                     \
+    X(S, INT, pipeline_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,   \
+      "Pipeline stages")                                                                           \
+    X(S, STR, pipeline_parallel_schedule, "1F1B", 0, 0, "GPipe|1F1B|Interleaved1F1B",              \
+      DSV3_KEY_SUPPORTED, "Pipeline schedule")                                                     \
+    X(S, INT, pipeline_parallel_microbatch_size, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,              \
+      DSV3_KEY_SUPPORTED, "Sequences per pipeline micro-batch")                                    \
+    X(S, INT, context_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,    \
+      "Context-parallel ranks")                                                                    \
+    X(S, INT, expert_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,     \
+      "Expert servers per pipeline stage (1: experts computed on stage ranks)")                    \
+    X(S, INT, expert_tensor_parallel_degree, 1, 1, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,         \
+      "Tensor parallelism inside experts (only 1)")                                                \
+    X(S, STR, expert_parallel_comm_backend, "standard", 0, 0, "standard|deepep", DSV3_KEY_NOT_YET, \
+      "Token dispatch implementation")                                                             \
+    X(S, STR, expert_server_launch, "mpmd", 0, 0, "mpmd|join", DSV3_KEY_SUPPORTED,                 \
+      "Expert servers in the same mpiexec, or joining as their own job")                           \
+    X(S, STR, expert_server_service, "dsv3-experts", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,    \
+      "Name published through ompi-server for joining expert servers")
 
-#define DSV3_CONFIG_COMM(X, S)                                                                 \
-    X(S, INT, init_timeout_seconds, 300, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, \
-      "Seconds to wait for peers at start-up (joining expert servers)")                     \
-    X(S, INT, train_timeout_seconds, 100, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,                    \
-      DSV3_KEY_SUPPORTED, "Seconds a rank may wait for a peer during training")
+#define DSV3_CONFIG_COMM(X, S)                                                                     \
+    X(S, INT, init_timeout_seconds, 300, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,     \
+      "Seconds to wait for peers at start-up (joining expert servers)")                            \
+    X(S, INT, train_timeout_seconds, 100, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,    \
+      "Seconds a rank may wait for a peer during training")
 
-#define DSV3_CONFIG_CHECKPOINT(X, S)                                                           \
-    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Save checkpoints")         \
-    X(S, STR, folder, "checkpoint", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
-      "Checkpoint folder under dump_folder")                                                \
-    X(S, INT, interval, 500, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
-      "Steps between checkpoints")                                                          \
-    X(S, STR, initial_load_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                \
-      "Checkpoint to start from")                                                           \
-    X(S, BOOL, initial_load_model_only, 1, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,          \
-      "Load only the model from initial_load_path")                                         \
-    X(S, BOOL, initial_load_in_hf, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,               \
-      "initial_load_path holds HF safetensors")                                             \
-    X(S, BOOL, last_save_model_only, 1, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
-      "The final checkpoint holds only the model")                                          \
-    X(S, STR, export_dtype, "float32", 0, 0, "float16|bfloat16|float32", DSV3_KEY_SUPPORTED,   \
-      "Dtype of model-only checkpoints")                                                    \
-    X(S, STR, async_mode, "disabled", 0, 0, "disabled|async|async_with_pinned_mem",            \
-      DSV3_KEY_NOT_YET, "Write checkpoints in the background")                              \
-    X(S, INT, keep_latest_k, 10, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,         \
-      "Checkpoints kept (0: all)")                                                          \
-    X(S, INT, load_step, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,            \
+#define DSV3_CONFIG_CHECKPOINT(X, S)                                                               \
+    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Save checkpoints")           \
+    X(S, STR, folder, "checkpoint", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                     \
+      "Checkpoint folder under dump_folder")                                                       \
+    X(S, INT, interval, 500, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
+      "Steps between checkpoints")                                                                 \
+    X(S, STR, initial_load_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                    \
+      "Checkpoint to start from")                                                                  \
+    X(S, BOOL, initial_load_model_only, 1, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
+      "Load only the model from initial_load_path")                                                \
+    X(S, BOOL, initial_load_in_hf, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                   \
+      "initial_load_path holds HF safetensors")                                                    \
+    X(S, BOOL, last_save_model_only, 1, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
+      "The final checkpoint holds only the model")                                                 \
+    X(S, STR, export_dtype, "float32", 0, 0, "float16|bfloat16|float32", DSV3_KEY_SUPPORTED,       \
+      "Dtype of model-only checkpoints")                                                           \
+    X(S, STR, async_mode, "disabled", 0, 0, "disabled|async|async_with_pinned_mem",                \
+      DSV3_KEY_NOT_YET, "Write checkpoints in the background")                                     \
+    X(S, INT, keep_latest_k, 10, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
+      "Checkpoints kept (0: all)")                                                                 \
+    X(S, INT, load_step, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                \
       "Step to resume from (-1: the latest)")
 
-#define DSV3_CONFIG_ACTIVATION_CHECKPOINT(X, S)                                                \
-    X(S, STR, mode, "selective", 0, 0, "none|selective|full", DSV3_KEY_SUPPORTED,              \
-      "Recompute activations in backward")                                                  \
-    X(S, STR, selective_ac_option, "2", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,             \
+#define DSV3_CONFIG_ACTIVATION_CHECKPOINT(X, S)                                                    \
+    X(S, STR, mode, "selective", 0, 0, "none|selective|full", DSV3_KEY_SUPPORTED,                  \
+      "Recompute activations in backward")                                                         \
+    X(S, STR, selective_ac_option, "2", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                 \
       "'op', or N to checkpoint every N-th layer")
 
-#define DSV3_CONFIG_VALIDATION(X, S)                                                           \
-    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Evaluate held-out loss") \
-    X(S, STR, dataset, "synthetic", 0, 0, "synthetic|tokens|text", DSV3_KEY_SUPPORTED,         \
-      "Held-out dataset kind")                                                              \
-    X(S, STR, dataset_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Held-out data")    \
-    X(S, INT, local_batch_size, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,     \
-      "Sequences per validation batch per data-parallel rank (-1: training's)")             \
-    X(S, INT, seq_len, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,              \
-      "Tokens per validation sequence, at most training.seq_len (-1: training's)")          \
-    X(S, INT, freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                  \
-      "Steps between validations")                                                          \
-    X(S, INT, steps, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                \
+#define DSV3_CONFIG_VALIDATION(X, S)                                                               \
+    X(S, BOOL, enable, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Evaluate held-out loss")     \
+    X(S, STR, dataset, "synthetic", 0, 0, "synthetic|tokens|text", DSV3_KEY_SUPPORTED,             \
+      "Held-out dataset kind")                                                                     \
+    X(S, STR, dataset_path, "", 0, 0, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED, "Held-out data")        \
+    X(S, INT, local_batch_size, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,         \
+      "Sequences per validation batch per data-parallel rank (-1: training's)")                    \
+    X(S, INT, seq_len, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                  \
+      "Tokens per validation sequence, at most training.seq_len (-1: training's)")                 \
+    X(S, INT, freq, 10, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                      \
+      "Steps between validations")                                                                 \
+    X(S, INT, steps, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                    \
       "Validation batches (-1: the whole held-out set)")
 
-#define DSV3_CONFIG_DEBUG(X, S)                                                                \
-    X(S, INT, seed, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                   \
-      "Seed of initialisation and synthetic data")                                          \
-    X(S, BOOL, deterministic, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                    \
-      "Deterministic kernels only")                                                         \
-    X(S, BOOL, moe_force_load_balance, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,             \
+#define DSV3_CONFIG_DEBUG(X, S)                                                                    \
+    X(S, INT, seed, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                       \
+      "Seed of initialisation and synthetic data")                                                 \
+    X(S, BOOL, deterministic, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_SUPPORTED,                        \
+      "Deterministic kernels only")                                                                \
+    X(S, BOOL, moe_force_load_balance, 0, 0, 1, DSV3_NO_CHOICES, DSV3_KEY_NOT_YET,                 \
       "Route tokens round-robin")
 
 // S(section) for every section, in the order they are printed.
-#define DSV3_CONFIG_SECTIONS(S)                                                             \
-    S(job, DSV3_CONFIG_JOB)                                                                 \
-    S(profiling, DSV3_CONFIG_PROFILING)                                                     \
-    S(metrics, DSV3_CONFIG_METRICS)                                                         \
-    S(model, DSV3_CONFIG_MODEL)                                                             \
-    S(optimizer, DSV3_CONFIG_OPTIMIZER)                                                     \
-    S(lr_scheduler, DSV3_CONFIG_LR_SCHEDULER)                                               \
-    S(training, DSV3_CONFIG_TRAINING)                                                       \
-    S(parallelism, DSV3_CONFIG_PARALLELISM)                                                 \
-    S(comm, DSV3_CONFIG_COMM)                                                               \
-    S(checkpoint, DSV3_CONFIG_CHECKPOINT)                                                   \
-    S(activation_checkpoint, DSV3_CONFIG_ACTIVATION_CHECKPOINT)                             \
-    S(validation, DSV3_CONFIG_VALIDATION)                                                   \
+#define DSV3_CONFIG_SECTIONS(S)                                                                    \
+    S(job, DSV3_CONFIG_JOB)                                                                        \
+    S(profiling, DSV3_CONFIG_PROFILING)                                                            \
+    S(metrics, DSV3_CONFIG_METRICS)                                                                \
+    S(model, DSV3_CONFIG_MODEL)                                                                    \
+    S(optimizer, DSV3_CONFIG_OPTIMIZER)                                                            \
+    S(lr_scheduler, DSV3_CONFIG_LR_SCHEDULER)                                                      \
+    S(training, DSV3_CONFIG_TRAINING)                                                              \
+    S(parallelism, DSV3_CONFIG_PARALLELISM)                                                        \
+    S(comm, DSV3_CONFIG_COMM)                                                                      \
+    S(checkpoint, DSV3_CONFIG_CHECKPOINT)                                                          \
+    S(activation_checkpoint, DSV3_CONFIG_ACTIVATION_CHECKPOINT)                                    \
+    S(validation, DSV3_CONFIG_VALIDATION)                                                          \
     S(debug, DSV3_CONFIG_DEBUG)
 
 #define DSV3_CONFIG_FIELD(section, kind, key, ...) DSV3_CONFIG_FIELD_##kind(key)
@@ -299,7 +298,10 @@ typedef enum {
 #define DSV3_CONFIG_FIELD_FLOAT(key) double key;
 #define DSV3_CONFIG_FIELD_STR(key) char key[DSV3_CONFIG_STRING_CAPACITY];
 #define DSV3_CONFIG_COUNT_KEY(...) +1
-#define DSV3_CONFIG_SECTION_STRUCT(section, KEYS) struct { KEYS(DSV3_CONFIG_FIELD, section) } section;
+#define DSV3_CONFIG_SECTION_STRUCT(section, KEYS)                                                  \
+    struct {                                                                                       \
+        KEYS(DSV3_CONFIG_FIELD, section)                                                           \
+    } section;
 #define DSV3_CONFIG_SECTION_COUNT(section, KEYS) KEYS(DSV3_CONFIG_COUNT_KEY, section)
 
 enum { DSV3_CONFIG_KEY_COUNT = 0 DSV3_CONFIG_SECTIONS(DSV3_CONFIG_SECTION_COUNT) };
@@ -332,8 +334,7 @@ extern const Dsv3ConfigKey dsv3_config_keys[DSV3_CONFIG_KEY_COUNT];
 void dsv3_config_init(Dsv3Config *cfg);
 
 // Applies a TOML document on top of cfg. `source` names it in errors.
-Dsv3Err dsv3_config_load_text(Dsv3Config *cfg, const char *text, size_t length,
-                              const char *source);
+Dsv3Err dsv3_config_load_text(Dsv3Config *cfg, const char *text, size_t length, const char *source);
 
 // Reads and applies a TOML file.
 Dsv3Err dsv3_config_load_file(Dsv3Config *cfg, const char *path);

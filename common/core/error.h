@@ -51,48 +51,48 @@ void dsv3_error_clear(void);
 #endif
 
 // Propagates a failure of `expr` to the caller, adding this frame.
-#define DSV3_CALL(expr)                                                                  \
-    do {                                                                                 \
-        Dsv3Err dsv3_call_err_ = (expr);                                                 \
-        if (dsv3_call_err_ != DSV3_OK)                                                   \
-            return dsv3_error_trace(dsv3_call_err_, __FILE__, __LINE__, __func__);       \
+#define DSV3_CALL(expr)                                                                            \
+    do {                                                                                           \
+        Dsv3Err dsv3_call_err_ = (expr);                                                           \
+        if (dsv3_call_err_ != DSV3_OK)                                                             \
+            return dsv3_error_trace(dsv3_call_err_, __FILE__, __LINE__, __func__);                 \
     } while (0)
 
 // Like DSV3_CALL, but jumps to `label` (for clean-up) with `err` set instead of returning.
-#define DSV3_CALL_GOTO(err, label, expr)                                                 \
-    do {                                                                                 \
-        (err) = (expr);                                                                  \
-        if ((err) != DSV3_OK) {                                                          \
-            dsv3_error_trace((err), __FILE__, __LINE__, __func__);                       \
-            goto label;                                                                  \
-        }                                                                                \
+#define DSV3_CALL_GOTO(err, label, expr)                                                           \
+    do {                                                                                           \
+        (err) = (expr);                                                                            \
+        if ((err) != DSV3_OK) {                                                                    \
+            dsv3_error_trace((err), __FILE__, __LINE__, __func__);                                 \
+            goto label;                                                                            \
+        }                                                                                          \
     } while (0)
 
 // Fails with `code` and a message that tells the caller how to fix their input.
-#define DSV3_CHECK(cond, code, ...)                                                      \
-    do {                                                                                 \
-        if (!(cond))                                                                     \
-            return dsv3_error_raise((code), __FILE__, __LINE__, __func__, __VA_ARGS__);  \
+#define DSV3_CHECK(cond, code, ...)                                                                \
+    do {                                                                                           \
+        if (!(cond)) return dsv3_error_raise((code), __FILE__, __LINE__, __func__, __VA_ARGS__);   \
     } while (0)
 
 // Like DSV3_CHECK, but jumps to `label` with `err` set instead of returning.
-#define DSV3_CHECK_GOTO(err, label, cond, code, ...)                                     \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            (err) = dsv3_error_raise((code), __FILE__, __LINE__, __func__, __VA_ARGS__); \
-            goto label;                                                                  \
-        }                                                                                \
+#define DSV3_CHECK_GOTO(err, label, cond, code, ...)                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            (err) = dsv3_error_raise((code), __FILE__, __LINE__, __func__, __VA_ARGS__);           \
+            goto label;                                                                            \
+        }                                                                                          \
     } while (0)
 
 // Fails unconditionally with `code` and a message.
-#define DSV3_RAISE(code, ...) return dsv3_error_raise((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define DSV3_RAISE(code, ...)                                                                      \
+    return dsv3_error_raise((code), __FILE__, __LINE__, __func__, __VA_ARGS__)
 
 // Guards one of our own invariants; a failure is a bug in dsv3, not in the input.
-#define DSV3_ASSERT(cond)                                                                \
-    do {                                                                                 \
-        if (!(cond))                                                                     \
-            return dsv3_error_raise(DSV3_ERR_INTERNAL, __FILE__, __LINE__, __func__,     \
-                                    "assertion '%s' failed", #cond);                     \
+#define DSV3_ASSERT(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return dsv3_error_raise(DSV3_ERR_INTERNAL, __FILE__, __LINE__, __func__,               \
+                                    "assertion '%s' failed", #cond);                               \
     } while (0)
 
 #endif

@@ -24,7 +24,8 @@ const char *dsv3_format_bytes(double bytes, char out[DSV3_FORMAT_CAPACITY]) {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
     enum { LAST_UNIT = 6 };
     int u = 0;
-    while (bytes >= 1024.0 && u < LAST_UNIT) bytes /= 1024.0, u++;
+    while (bytes >= 1024.0 && u < LAST_UNIT)
+        bytes /= 1024.0, u++;
     snprintf(out, DSV3_FORMAT_CAPACITY, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
     return out;
 }

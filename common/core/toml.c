@@ -111,7 +111,8 @@ static void advance(Parser *p) {
 }
 
 static void advance_by(Parser *p, size_t n) {
-    for (size_t i = 0; i < n; i++) advance(p);
+    for (size_t i = 0; i < n; i++)
+        advance(p);
 }
 
 // A newline is LF or CR LF; a CR on its own is a control character.
@@ -122,7 +123,8 @@ static bool at_newline(const Parser *p) {
 static void skip_newline(Parser *p) { advance_by(p, peek(p) == '\r' ? 2 : 1); }
 
 static void skip_ws(Parser *p) {
-    while (peek(p) == ' ' || peek(p) == '\t') advance(p);
+    while (peek(p) == ' ' || peek(p) == '\t')
+        advance(p);
 }
 
 static bool is_control(int c) { return (c >= 0 && c < 0x20 && c != '\t') || c == 0x7f; }
@@ -134,18 +136,19 @@ static bool is_alpha(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <=
 static bool is_bare_key_char(int c) { return is_alpha(c) || is_digit(c) || c == '_' || c == '-'; }
 
 // Characters of an unquoted value: numbers, booleans, inf/nan, and dates (to reject them).
-static bool is_token_char(int c) {
-    return is_bare_key_char(c) || c == '+' || c == '.' || c == ':';
-}
+static bool is_token_char(int c) { return is_bare_key_char(c) || c == '+' || c == '.' || c == ':'; }
 
 // Says what is at the current position, for "expected X, found Y" messages.
 static const char *describe(Parser *p) {
     int c = peek(p);
     if (c < 0) return "end of input";
     if (at_newline(p)) return "end of line";
-    if (is_control(c)) snprintf(p->found, sizeof p->found, "control character U+%04X", c);
-    else if (c < 0x80) snprintf(p->found, sizeof p->found, "'%c'", c);
-    else snprintf(p->found, sizeof p->found, "byte 0x%02X", c);
+    if (is_control(c))
+        snprintf(p->found, sizeof p->found, "control character U+%04X", c);
+    else if (c < 0x80)
+        snprintf(p->found, sizeof p->found, "'%c'", c);
+    else
+        snprintf(p->found, sizeof p->found, "byte 0x%02X", c);
     return p->found;
 }
 
@@ -218,7 +221,8 @@ static Dsv3Err check_encoding(const Parser *p) {
 static Dsv3Err buffer_push(Buffer *b, const char *bytes, size_t n) {
     if (b->length + n + 1 > b->capacity) {
         size_t capacity = b->capacity ? b->capacity : TOML_FIRST_STRING_CAPACITY;
-        while (capacity < b->length + n + 1) capacity *= 2;
+        while (capacity < b->length + n + 1)
+            capacity *= 2;
         char *data;
         DSV3_CALL(dsv3_alloc((void **)&data, capacity, "TOML string"));
         if (b->length) memcpy(data, b->data, b->length);
@@ -290,8 +294,10 @@ static Dsv3Err read_single_line(Parser *p, int quote, Buffer *b) {
     for (;;) {
         int c = peek(p);
         if (c < 0 || at_newline(p))
-            return TOML_FAIL(p, start, "unterminated string: expected %c before %s (use %c%c%c for "
-                             "a multi-line string)", quote, describe(p), quote, quote, quote);
+            return TOML_FAIL(p, start,
+                             "unterminated string: expected %c before %s (use %c%c%c for "
+                             "a multi-line string)",
+                             quote, describe(p), quote, quote, quote);
         if (c == quote) {
             advance(p);
             return DSV3_OK;
@@ -312,14 +318,18 @@ static Dsv3Err read_single_line(Parser *p, int quote, Buffer *b) {
 // whitespace up to the next content. Returns whether the backslash at pos was one (and skipped).
 static bool skip_line_ending_backslash(Parser *p) {
     size_t i = 1;
-    while (peek_at(p, i) == ' ' || peek_at(p, i) == '\t') i++;
+    while (peek_at(p, i) == ' ' || peek_at(p, i) == '\t')
+        i++;
     if (!(peek_at(p, i) == '\n' || (peek_at(p, i) == '\r' && peek_at(p, i + 1) == '\n')))
         return false;
     advance_by(p, i);
     for (;;) {
-        if (peek(p) == ' ' || peek(p) == '\t') advance(p);
-        else if (at_newline(p)) skip_newline(p);
-        else return true;
+        if (peek(p) == ' ' || peek(p) == '\t')
+            advance(p);
+        else if (at_newline(p))
+            skip_newline(p);
+        else
+            return true;
     }
 }
 
@@ -331,18 +341,24 @@ static Dsv3Err read_multi_line(Parser *p, int quote, Buffer *b) {
     for (;;) {
         int c = peek(p);
         if (c < 0)
-            return TOML_FAIL(p, start, "unterminated multi-line string: expected %c%c%c before the "
-                             "end of input", quote, quote, quote);
+            return TOML_FAIL(p, start,
+                             "unterminated multi-line string: expected %c%c%c before the "
+                             "end of input",
+                             quote, quote, quote);
         if (c == quote) {
             // One or two quotes may sit right before the closing three.
             size_t run = 0;
-            while (peek_at(p, run) == quote) run++;
+            while (peek_at(p, run) == quote)
+                run++;
             if (run > 5)
-                return TOML_FAIL(p, p->line, "%zu quotes in a row in a multi-line string; escape "
-                                 "some of them", run);
+                return TOML_FAIL(p, p->line,
+                                 "%zu quotes in a row in a multi-line string; escape "
+                                 "some of them",
+                                 run);
             size_t kept = run >= 3 ? run - 3 : run;
             char byte = (char)quote;
-            for (size_t i = 0; i < kept; i++) DSV3_CALL(buffer_push(b, &byte, 1));
+            for (size_t i = 0; i < kept; i++)
+                DSV3_CALL(buffer_push(b, &byte, 1));
             advance_by(p, run);
             if (run >= 3) return DSV3_OK;
             continue;
@@ -391,7 +407,8 @@ static Dsv3Err parse_string(Parser *p, bool allow_multi_line, char **out) {
 // ---- keys ----
 
 static void key_path_clear(KeyPath *k) {
-    for (size_t i = 0; i < k->count; i++) dsv3_free(k->parts[i]);
+    for (size_t i = 0; i < k->count; i++)
+        dsv3_free(k->parts[i]);
     k->count = 0;
 }
 
@@ -414,7 +431,8 @@ static Dsv3Err parse_simple_key(Parser *p, char **out) {
         return DSV3_OK;
     }
     size_t begin = p->pos;
-    while (is_bare_key_char(peek(p))) advance(p);
+    while (is_bare_key_char(peek(p)))
+        advance(p);
     size_t n = p->pos - begin;
     if (n == 0) return TOML_FAIL(p, p->line, "expected a key, found %s", describe(p));
     DSV3_CALL(dsv3_alloc((void **)out, n + 1, "TOML key"));
@@ -444,7 +462,8 @@ static void value_clear(Dsv3TomlValue *v) {
     switch (v->type) {
     case DSV3_TOML_STRING: dsv3_free(v->string); break;
     case DSV3_TOML_ARRAY:
-        for (size_t i = 0; i < v->array.count; i++) value_clear(&v->array.items[i]);
+        for (size_t i = 0; i < v->array.count; i++)
+            value_clear(&v->array.items[i]);
         dsv3_free(v->array.items);
         break;
     case DSV3_TOML_TABLE:
@@ -469,7 +488,8 @@ static Dsv3Err info_new(TableInfo **out, TableKind kind, int depth) {
 
 static void info_free(TableInfo *info) {
     if (!info) return;
-    for (size_t i = 0; i < info->capacity; i++) info_free(info->children[i]);
+    for (size_t i = 0; i < info->capacity; i++)
+        info_free(info->children[i]);
     dsv3_free(info->children);
     dsv3_free(info);
 }
@@ -489,7 +509,8 @@ static const char *with_article(Dsv3TomlType type) {
 // Index of `key` in a table, or its count when absent. Linear: config tables are small.
 static size_t table_find(const Dsv3TomlValue *t, const char *key) {
     size_t i = 0;
-    while (i < t->table.count && strcmp(t->table.keys[i], key) != 0) i++;
+    while (i < t->table.count && strcmp(t->table.keys[i], key) != 0)
+        i++;
     return i;
 }
 
@@ -620,8 +641,7 @@ static Dsv3Err parse_array(Parser *p, int depth, Dsv3TomlValue *out) {
 }
 
 // Reads '{' [ keyval *( ',' keyval ) ] '}' on one line, as TOML 1.0 requires.
-static Dsv3Err parse_inline_table(Parser *p, int depth, Dsv3TomlValue *out,
-                                  TableInfo **out_info) {
+static Dsv3Err parse_inline_table(Parser *p, int depth, Dsv3TomlValue *out, TableInfo **out_info) {
     int start = p->line;
     out->type = DSV3_TOML_TABLE;
     DSV3_CALL(info_new(out_info, TABLE_INLINE, depth));
@@ -634,8 +654,10 @@ static Dsv3Err parse_inline_table(Parser *p, int depth, Dsv3TomlValue *out,
     }
     for (;;) {
         if (at_end(p) || at_newline(p))
-            return TOML_FAIL(p, p->line, "inline table opened at line %d must end with '}' on "
-                             "the same line", start);
+            return TOML_FAIL(p, p->line,
+                             "inline table opened at line %d must end with '}' on "
+                             "the same line",
+                             start);
         if (peek(p) == '}') // only reachable right after a comma
             return TOML_FAIL(p, p->line, "trailing comma in an inline table (not allowed there)");
         DSV3_CALL(parse_keyval(p, t));
@@ -689,9 +711,12 @@ static Dsv3Err integer_value(const Parser *p, const char *tok, size_t n, size_t 
         magnitude = magnitude * (uint64_t)base + d;
     }
     out->type = DSV3_TOML_INTEGER;
-    if (!negative) out->integer = (int64_t)magnitude;
-    else if (magnitude == (uint64_t)INT64_MAX + 1) out->integer = INT64_MIN;
-    else out->integer = -(int64_t)magnitude;
+    if (!negative)
+        out->integer = (int64_t)magnitude;
+    else if (magnitude == (uint64_t)INT64_MAX + 1)
+        out->integer = INT64_MIN;
+    else
+        out->integer = -(int64_t)magnitude;
     return DSV3_OK;
 }
 
@@ -729,16 +754,21 @@ static Dsv3Err number_value(const Parser *p, const char *tok, size_t n, Dsv3Toml
         if (negative) out->number = -out->number;
         return DSV3_OK;
     }
-    if (n - i >= 2 && tok[i] == '0' && (tok[i + 1] == 'x' || tok[i + 1] == 'o' || tok[i + 1] == 'b')) {
+    if (n - i >= 2 && tok[i] == '0' &&
+        (tok[i + 1] == 'x' || tok[i + 1] == 'o' || tok[i + 1] == 'b')) {
         int base = tok[i + 1] == 'x' ? 16 : tok[i + 1] == 'o' ? 8 : 2;
         if (has_sign)
-            return TOML_FAIL(p, p->line, "hexadecimal, octal and binary integers cannot have a "
-                             "sign: '%.*s'", shown, tok);
+            return TOML_FAIL(p, p->line,
+                             "hexadecimal, octal and binary integers cannot have a "
+                             "sign: '%.*s'",
+                             shown, tok);
         size_t j = i + 2;
         size_t digits = scan_digits(tok, n, &j, base);
         if (digits == 0 || digits == SIZE_MAX || j != n)
-            return TOML_FAIL(p, p->line, "invalid base-%d integer '%.*s' (digits may be separated "
-                             "by single '_' only)", base, shown, tok);
+            return TOML_FAIL(p, p->line,
+                             "invalid base-%d integer '%.*s' (digits may be separated "
+                             "by single '_' only)",
+                             base, shown, tok);
         DSV3_CALL(integer_value(p, tok, n, i + 2, base, false, out));
         return DSV3_OK;
     }
@@ -747,8 +777,8 @@ static Dsv3Err number_value(const Parser *p, const char *tok, size_t n, Dsv3Toml
     size_t j = i;
     size_t digits = scan_digits(tok, n, &j, 10);
     if (digits == SIZE_MAX)
-        return TOML_FAIL(p, p->line, "misplaced '_' in '%.*s' ('_' must sit between digits)",
-                         shown, tok);
+        return TOML_FAIL(p, p->line, "misplaced '_' in '%.*s' ('_' must sit between digits)", shown,
+                         tok);
     if (tok[i] == '0' && digits > 1)
         return TOML_FAIL(p, p->line, "leading zeros are not allowed in '%.*s'", shown, tok);
     bool is_float = false;
@@ -768,15 +798,18 @@ static Dsv3Err number_value(const Parser *p, const char *tok, size_t n, Dsv3Toml
             return TOML_FAIL(p, p->line, "expected digits in the exponent of '%.*s'", shown, tok);
     }
     if (j != n) return TOML_FAIL(p, p->line, "invalid number '%.*s'", shown, tok);
-    if (is_float) DSV3_CALL(float_value(p, tok, n, out));
-    else DSV3_CALL(integer_value(p, tok, n, i, 10, negative, out));
+    if (is_float)
+        DSV3_CALL(float_value(p, tok, n, out));
+    else
+        DSV3_CALL(integer_value(p, tok, n, i, 10, negative, out));
     return DSV3_OK;
 }
 
 // Reads an unquoted value: a boolean or a number; dates and times are recognised to reject them.
 static Dsv3Err parse_bare_value(Parser *p, Dsv3TomlValue *out) {
     size_t begin = p->pos;
-    while (is_token_char(peek(p))) advance(p);
+    while (is_token_char(peek(p)))
+        advance(p);
     const char *tok = p->text + begin;
     size_t n = p->pos - begin;
     int shown = n > TOML_SHOWN_CHARS ? TOML_SHOWN_CHARS : (int)n;
@@ -788,8 +821,10 @@ static Dsv3Err parse_bare_value(Parser *p, Dsv3TomlValue *out) {
     bool date = n >= 5 && is_digit(tok[0]) && is_digit(tok[1]) && is_digit(tok[2]) &&
                 is_digit(tok[3]) && tok[4] == '-';
     if (date || memchr(tok, ':', n))
-        return TOML_FAIL(p, p->line, "dates and times are not supported (found '%.*s'); use a "
-                         "string", shown, tok);
+        return TOML_FAIL(p, p->line,
+                         "dates and times are not supported (found '%.*s'); use a "
+                         "string",
+                         shown, tok);
     DSV3_CALL(number_value(p, tok, n, out));
     return DSV3_OK;
 }
@@ -811,8 +846,10 @@ static Dsv3Err parse_value(Parser *p, int depth, Dsv3TomlValue *out, TableInfo *
     } else if (is_token_char(c)) {
         err = parse_bare_value(p, out);
     } else {
-        return TOML_FAIL(p, p->line, "expected a value (string, number, boolean, array or inline "
-                         "table), found %s", describe(p));
+        return TOML_FAIL(p, p->line,
+                         "expected a value (string, number, boolean, array or inline "
+                         "table), found %s",
+                         describe(p));
     }
     if (err != DSV3_OK) {
         value_clear(out);
@@ -841,15 +878,20 @@ static Dsv3Err walk_dotted_key(Parser *p, TableRef *t, const KeyPath *k, int lin
         key_path_text(k, i + 1, prefix, sizeof prefix);
         key_path_text(k, k->count, name, sizeof name);
         if (v->type != DSV3_TOML_TABLE)
-            return TOML_FAIL(p, line, "key '%s' is already %s (line %d), so '%s' cannot be "
-                             "added under it", prefix, with_article(v->type), v->line, name);
+            return TOML_FAIL(p, line,
+                             "key '%s' is already %s (line %d), so '%s' cannot be "
+                             "added under it",
+                             prefix, with_article(v->type), v->line, name);
         if (info->kind == TABLE_INLINE)
-            return TOML_FAIL(p, line, "cannot add '%s': table '%s' was defined inline at line %d "
-                             "and inline tables cannot be extended", name, prefix, v->line);
+            return TOML_FAIL(p, line,
+                             "cannot add '%s': table '%s' was defined inline at line %d "
+                             "and inline tables cannot be extended",
+                             name, prefix, v->line);
         if (info->kind != TABLE_DOTTED)
-            return TOML_FAIL(p, line, "cannot add '%s' with a dotted key: table '%s' comes from a "
-                             "[table] header at line %d; add it in that section", name, prefix,
-                             v->line);
+            return TOML_FAIL(p, line,
+                             "cannot add '%s' with a dotted key: table '%s' comes from a "
+                             "[table] header at line %d; add it in that section",
+                             name, prefix, v->line);
         *t = (TableRef){v, info};
     }
     return DSV3_OK;
@@ -905,8 +947,8 @@ static Dsv3Err define_table(Parser *p, TableRef root, const KeyPath *k, int line
         bool last = i + 1 == k->count;
         size_t j = table_find(t.value, k->parts[i]);
         if (j == t.value->table.count) {
-            DSV3_CALL(table_add_table(t, k->parts[i], last ? TABLE_HEADER : TABLE_IMPLICIT, line,
-                                      &t));
+            DSV3_CALL(
+                table_add_table(t, k->parts[i], last ? TABLE_HEADER : TABLE_IMPLICIT, line, &t));
             continue;
         }
         Dsv3TomlValue *v = &t.value->table.values[j];
@@ -916,8 +958,10 @@ static Dsv3Err define_table(Parser *p, TableRef root, const KeyPath *k, int line
             return TOML_FAIL(p, line, "key '%s' is already %s (line %d), so [%s] cannot be a table",
                              prefix, with_article(v->type), v->line, name);
         if (info->kind == TABLE_INLINE)
-            return TOML_FAIL(p, line, "table '%s' was defined inline at line %d and cannot be "
-                             "extended by [%s]", prefix, v->line, name);
+            return TOML_FAIL(p, line,
+                             "table '%s' was defined inline at line %d and cannot be "
+                             "extended by [%s]",
+                             prefix, v->line, name);
         if (last && info->kind == TABLE_HEADER)
             return TOML_FAIL(p, line, "table [%s] defined twice (first at line %d)", name, v->line);
         if (last && info->kind == TABLE_DOTTED)
@@ -938,15 +982,16 @@ static Dsv3Err parse_header(Parser *p, TableRef root, TableRef *current) {
     int line = p->line;
     advance(p);
     if (peek(p) == '[')
-        return TOML_FAIL(p, line, "arrays of tables ([[...]]) are not supported; use an array of "
+        return TOML_FAIL(p, line,
+                         "arrays of tables ([[...]]) are not supported; use an array of "
                          "inline tables");
     skip_ws(p);
     KeyPath k = {0};
     Dsv3Err err;
     DSV3_CALL_GOTO(err, done, parse_key_path(p, &k));
     if (peek(p) != ']') {
-        err = TOML_FAIL(p, p->line, "expected ']' to close the table header, found %s",
-                        describe(p));
+        err =
+            TOML_FAIL(p, p->line, "expected ']' to close the table header, found %s", describe(p));
         goto done;
     }
     advance(p);
@@ -985,11 +1030,14 @@ static Dsv3Err parse_document(Parser *p, TableRef root) {
 // ---- public ----
 
 Dsv3Err dsv3_toml_parse(const char *text, size_t length, const char *source, Dsv3TomlValue **out) {
-    DSV3_CHECK(out != NULL, DSV3_ERR_USAGE, "dsv3_toml_parse: out is NULL; pass where the tree goes");
+    DSV3_CHECK(out != NULL, DSV3_ERR_USAGE,
+               "dsv3_toml_parse: out is NULL; pass where the tree goes");
     *out = NULL;
     DSV3_CHECK(text != NULL || length == 0, DSV3_ERR_USAGE,
                "dsv3_toml_parse: text is NULL but length is %zu", length);
-    Parser p = {.text = text ? text : "", .length = length, .line = 1,
+    Parser p = {.text = text ? text : "",
+                .length = length,
+                .line = 1,
                 .source = source ? source : "<toml>"};
     DSV3_CALL(check_encoding(&p));
     if (length >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) p.pos = 3; // a byte order mark

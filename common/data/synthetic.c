@@ -39,13 +39,13 @@ struct Dsv3Synthetic {
     int64_t vocab_size;
     int64_t seq_len;
     uint64_t seed;
-    uint64_t key;                                  // rng key from the seed
-    int64_t block;                                 // B: content ids per regime
-    double *cdf[DSV3_SYNTHETIC_NUM_REGIMES];       // (B,) cumulative Zipf probabilities
-    double *prob[DSV3_SYNTHETIC_NUM_REGIMES];      // (B,) Zipf probabilities by rank - 1
-    double entropy[DSV3_SYNTHETIC_NUM_REGIMES];    // H_r, nats
+    uint64_t key;                                    // rng key from the seed
+    int64_t block;                                   // B: content ids per regime
+    double *cdf[DSV3_SYNTHETIC_NUM_REGIMES];         // (B,) cumulative Zipf probabilities
+    double *prob[DSV3_SYNTHETIC_NUM_REGIMES];        // (B,) Zipf probabilities by rank - 1
+    double entropy[DSV3_SYNTHETIC_NUM_REGIMES];      // H_r, nats
     int64_t fresh_count[DSV3_SYNTHETIC_NUM_REGIMES]; // F_r: fresh positions per document
-    double floor;                                  // nats per label token
+    double floor;                                    // nats per label token
 };
 
 // Content index c = pos - 1 of a regime's layout: fresh (returns -1) or the content index of
@@ -61,7 +61,8 @@ static int64_t layout_source(const RegimeSpec *r, int64_t c) {
 // Fills the Zipf table of one regime and returns its entropy.
 static double zipf_table(double *prob, double *cdf, int64_t n, double exponent) {
     double norm = 0.0;
-    for (int64_t k = 1; k <= n; k++) norm += pow((double)k, -exponent);
+    for (int64_t k = 1; k <= n; k++)
+        norm += pow((double)k, -exponent);
     double entropy = 0.0, sum = 0.0;
     for (int64_t k = 1; k <= n; k++) {
         double p = pow((double)k, -exponent) / norm;
@@ -75,18 +76,22 @@ static double zipf_table(double *prob, double *cdf, int64_t n, double exponent) 
     return entropy;
 }
 
-Dsv3Err dsv3_synthetic_create(Dsv3Synthetic **out, int64_t vocab_size, int64_t seq_len, uint64_t seed) {
+Dsv3Err dsv3_synthetic_create(Dsv3Synthetic **out, int64_t vocab_size, int64_t seq_len,
+                              uint64_t seed) {
     DSV3_CHECK(out, DSV3_ERR_USAGE, "dsv3_synthetic_create: out is NULL");
     *out = NULL;
-    DSV3_CHECK(vocab_size >= DSV3_SYNTHETIC_MIN_VOCAB && vocab_size <= SYNTHETIC_MAX_VOCAB, DSV3_ERR_CONFIG,
-               "model.vocab_size = %lld is too small for training.dataset = \"synthetic\": it needs "
-               "at least %d ids (EOS = 0, %d regime tokens, %d content ids per regime) and at most %lld",
-               (long long)vocab_size, DSV3_SYNTHETIC_MIN_VOCAB, DSV3_SYNTHETIC_NUM_REGIMES,
-               DSV3_SYNTHETIC_MIN_REGIME_VOCAB, (long long)SYNTHETIC_MAX_VOCAB);
-    DSV3_CHECK(seq_len >= DSV3_SYNTHETIC_MIN_SEQ_LEN, DSV3_ERR_CONFIG,
-               "training.seq_len = %lld is too short for training.dataset = \"synthetic\": a document "
-               "needs at least %d labels (content and EOS)",
-               (long long)seq_len, DSV3_SYNTHETIC_MIN_SEQ_LEN);
+    DSV3_CHECK(
+        vocab_size >= DSV3_SYNTHETIC_MIN_VOCAB && vocab_size <= SYNTHETIC_MAX_VOCAB,
+        DSV3_ERR_CONFIG,
+        "model.vocab_size = %lld is too small for training.dataset = \"synthetic\": it needs "
+        "at least %d ids (EOS = 0, %d regime tokens, %d content ids per regime) and at most %lld",
+        (long long)vocab_size, DSV3_SYNTHETIC_MIN_VOCAB, DSV3_SYNTHETIC_NUM_REGIMES,
+        DSV3_SYNTHETIC_MIN_REGIME_VOCAB, (long long)SYNTHETIC_MAX_VOCAB);
+    DSV3_CHECK(
+        seq_len >= DSV3_SYNTHETIC_MIN_SEQ_LEN, DSV3_ERR_CONFIG,
+        "training.seq_len = %lld is too short for training.dataset = \"synthetic\": a document "
+        "needs at least %d labels (content and EOS)",
+        (long long)seq_len, DSV3_SYNTHETIC_MIN_SEQ_LEN);
 
     Dsv3Synthetic *s = NULL;
     DSV3_CALL(dsv3_calloc((void **)&s, 1, sizeof *s, "synthetic dataset"));
@@ -99,13 +104,16 @@ Dsv3Err dsv3_synthetic_create(Dsv3Synthetic **out, int64_t vocab_size, int64_t s
     Dsv3Err err = DSV3_OK;
     s->floor = 0.0;
     for (int r = 0; r < DSV3_SYNTHETIC_NUM_REGIMES; r++) {
-        DSV3_CALL_GOTO(err, fail, dsv3_alloc((void **)&s->prob[r], (size_t)s->block * sizeof(double),
-                                             "synthetic Zipf probabilities"));
-        DSV3_CALL_GOTO(err, fail, dsv3_alloc((void **)&s->cdf[r], (size_t)s->block * sizeof(double),
-                                             "synthetic Zipf CDF"));
+        DSV3_CALL_GOTO(err, fail,
+                       dsv3_alloc((void **)&s->prob[r], (size_t)s->block * sizeof(double),
+                                  "synthetic Zipf probabilities"));
+        DSV3_CALL_GOTO(err, fail,
+                       dsv3_alloc((void **)&s->cdf[r], (size_t)s->block * sizeof(double),
+                                  "synthetic Zipf CDF"));
         s->entropy[r] = zipf_table(s->prob[r], s->cdf[r], s->block, REGIMES[r].zipf_exponent);
         int64_t fresh = 0;
-        for (int64_t c = 0; c < seq_len - 1; c++) fresh += layout_source(&REGIMES[r], c) < 0;
+        for (int64_t c = 0; c < seq_len - 1; c++)
+            fresh += layout_source(&REGIMES[r], c) < 0;
         s->fresh_count[r] = fresh;
         s->floor += dsv3_synthetic_regime_probability(r) * (double)fresh * s->entropy[r];
     }
@@ -164,7 +172,8 @@ Dsv3Err dsv3_synthetic_window(const Dsv3Synthetic *s, int64_t window, int32_t *t
         if (source >= 0) {
             tokens[pos] = tokens[source + 1];
         } else {
-            int64_t rank = draw_rank(s->cdf[regime], s->block, dsv3_rng_uniform(key, (uint64_t)pos));
+            int64_t rank =
+                draw_rank(s->cdf[regime], s->block, dsv3_rng_uniform(key, (uint64_t)pos));
             tokens[pos] = (int32_t)(block_start + rank);
         }
     }
@@ -220,7 +229,8 @@ void dsv3_synthetic_log_summary(const Dsv3Synthetic *s) {
     char entropies[DSV3_SYNTHETIC_NUM_REGIMES * SUMMARY_ENTRY_CAPACITY] = "";
     size_t used = 0;
     for (int r = 0; r < DSV3_SYNTHETIC_NUM_REGIMES && used < sizeof entropies; r++) {
-        int n = snprintf(entropies + used, sizeof entropies - used, "%s%.3f", r ? "/" : "", s->entropy[r]);
+        int n = snprintf(entropies + used, sizeof entropies - used, "%s%.3f", r ? "/" : "",
+                         s->entropy[r]);
         if (n < 0) break;
         used += (size_t)n;
     }

@@ -89,7 +89,8 @@ typedef struct Dsv3Synthetic Dsv3Synthetic;
 // Builds the generator. vocab_size is model.vocab_size (at least DSV3_SYNTHETIC_MIN_VOCAB and
 // at most 2^31), seq_len is training.seq_len (at least DSV3_SYNTHETIC_MIN_SEQ_LEN), seed is
 // training.seed. Errors name the key, its value and what is needed.
-Dsv3Err dsv3_synthetic_create(Dsv3Synthetic **out, int64_t vocab_size, int64_t seq_len, uint64_t seed);
+Dsv3Err dsv3_synthetic_create(Dsv3Synthetic **out, int64_t vocab_size, int64_t seq_len,
+                              uint64_t seed);
 
 // Frees the generator; NULL is ignored.
 void dsv3_synthetic_destroy(Dsv3Synthetic *s);

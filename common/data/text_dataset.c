@@ -16,18 +16,21 @@ struct Dsv3TextDataset {
     int64_t position;    // next window
     Dsv3TokenIds buffer; // ids not yet in a window start at `head`
     size_t head;
-    int64_t passes;            // times the files were read to the end
-    int64_t tokens_this_pass;  // so an empty corpus is caught instead of looping forever
+    int64_t passes;           // times the files were read to the end
+    int64_t tokens_this_pass; // so an empty corpus is caught instead of looping forever
 };
 
-Dsv3Err dsv3_text_dataset_open(Dsv3TextDataset **out, const char *path, const char *tokenizer_folder,
-                               int64_t vocab_size, int64_t seq_len) {
-    DSV3_CHECK(out && path && tokenizer_folder, DSV3_ERR_USAGE, "dsv3_text_dataset_open: NULL argument");
+Dsv3Err dsv3_text_dataset_open(Dsv3TextDataset **out, const char *path,
+                               const char *tokenizer_folder, int64_t vocab_size, int64_t seq_len) {
+    DSV3_CHECK(out && path && tokenizer_folder, DSV3_ERR_USAGE,
+               "dsv3_text_dataset_open: NULL argument");
     *out = NULL;
     DSV3_CHECK(path[0] != '\0', DSV3_ERR_CONFIG,
-               "training.dataset = \"text\" needs training.dataset_path: a .txt, .jsonl or .json.gz file, or a "
+               "training.dataset = \"text\" needs training.dataset_path: a .txt, .jsonl or "
+               ".json.gz file, or a "
                "folder of them");
-    DSV3_CHECK(seq_len >= 1, DSV3_ERR_CONFIG, "training.seq_len = %lld must be at least 1", (long long)seq_len);
+    DSV3_CHECK(seq_len >= 1, DSV3_ERR_CONFIG, "training.seq_len = %lld must be at least 1",
+               (long long)seq_len);
     Dsv3TextDataset *d = NULL;
     DSV3_CALL(dsv3_calloc((void **)&d, 1, sizeof *d, "text dataset"));
     Dsv3Err err = DSV3_OK;
@@ -36,15 +39,17 @@ Dsv3Err dsv3_text_dataset_open(Dsv3TextDataset **out, const char *path, const ch
     DSV3_CALL_GOTO(err, fail, dsv3_tokenizer_load(&d->tokenizer, tokenizer_folder));
     int64_t ids = dsv3_tokenizer_vocab_size(d->tokenizer);
     DSV3_CHECK_GOTO(err, fail, ids <= vocab_size, DSV3_ERR_CONFIG,
-                    "the tokenizer in '%s' (model.hf_assets_path) has ids up to %lld, but model.vocab_size = %lld: "
+                    "the tokenizer in '%s' (model.hf_assets_path) has ids up to %lld, but "
+                    "model.vocab_size = %lld: "
                     "set --model.vocab_size to at least %lld",
                     tokenizer_folder, (long long)(ids - 1), (long long)vocab_size, (long long)ids);
     const char *paths[1] = {path};
     DSV3_CALL_GOTO(err, fail, dsv3_text_reader_open(&d->reader, paths, 1, "text", 1));
-    DSV3_LOG_INFO("text data %s: %d file(s), tokenizer %s (%lld ids, BOS %d, EOS %d), windows of %lld tokens",
-                  path, dsv3_text_reader_file_count(d->reader), tokenizer_folder, (long long)ids,
-                  dsv3_tokenizer_bos_id(d->tokenizer), dsv3_tokenizer_eos_id(d->tokenizer),
-                  (long long)(seq_len + 1));
+    DSV3_LOG_INFO(
+        "text data %s: %d file(s), tokenizer %s (%lld ids, BOS %d, EOS %d), windows of %lld tokens",
+        path, dsv3_text_reader_file_count(d->reader), tokenizer_folder, (long long)ids,
+        dsv3_tokenizer_bos_id(d->tokenizer), dsv3_tokenizer_eos_id(d->tokenizer),
+        (long long)(seq_len + 1));
     *out = d;
     return DSV3_OK;
 fail:
@@ -70,18 +75,21 @@ static Dsv3Err fill(Dsv3TextDataset *d) {
         int done;
         DSV3_CALL(dsv3_text_reader_next(d->reader, &text, &length, &done));
         if (done) {
-            DSV3_CHECK(d->tokens_this_pass > 0, DSV3_ERR_IO, "text data '%s' holds no document", d->path);
+            DSV3_CHECK(d->tokens_this_pass > 0, DSV3_ERR_IO, "text data '%s' holds no document",
+                       d->path);
             d->passes++;
             d->tokens_this_pass = 0;
             if (d->passes == 1)
-                DSV3_LOG_INFO("text data %s: read to the end (%lld documents); reading it again from the start",
+                DSV3_LOG_INFO("text data %s: read to the end (%lld documents); reading it again "
+                              "from the start",
                               d->path, (long long)dsv3_text_reader_documents(d->reader));
             DSV3_CALL(dsv3_text_reader_rewind(d->reader));
             continue;
         }
         // Keep the buffer small: drop the ids already handed out before appending.
         if (d->head > 0 && d->head * 2 >= d->buffer.count) {
-            memmove(d->buffer.ids, d->buffer.ids + d->head, (d->buffer.count - d->head) * sizeof *d->buffer.ids);
+            memmove(d->buffer.ids, d->buffer.ids + d->head,
+                    (d->buffer.count - d->head) * sizeof *d->buffer.ids);
             d->buffer.count -= d->head;
             d->head = 0;
         }
@@ -105,10 +113,13 @@ static Dsv3Err restart(Dsv3TextDataset *d) {
 
 Dsv3Err dsv3_text_dataset_window(Dsv3TextDataset *d, int64_t window, int32_t *tokens) {
     DSV3_CHECK(d && tokens, DSV3_ERR_USAGE, "dsv3_text_dataset_window: NULL argument");
-    DSV3_CHECK(window >= 0, DSV3_ERR_USAGE, "dsv3_text_dataset_window: window %lld is negative", (long long)window);
+    DSV3_CHECK(window >= 0, DSV3_ERR_USAGE, "dsv3_text_dataset_window: window %lld is negative",
+               (long long)window);
     if (window < d->position) {
-        DSV3_LOG_INFO("text data %s: window %lld is before the stream's position %lld; reading again from the "
-                      "start", d->path, (long long)window, (long long)d->position);
+        DSV3_LOG_INFO("text data %s: window %lld is before the stream's position %lld; reading "
+                      "again from the "
+                      "start",
+                      d->path, (long long)window, (long long)d->position);
         DSV3_CALL(restart(d));
     }
     size_t want = (size_t)d->seq_len + 1;
@@ -125,5 +136,9 @@ Dsv3Err dsv3_text_dataset_window(Dsv3TextDataset *d, int64_t window, int32_t *to
 }
 
 int64_t dsv3_text_dataset_position(const Dsv3TextDataset *d) { return d->position; }
-int32_t dsv3_text_dataset_eos_id(const Dsv3TextDataset *d) { return dsv3_tokenizer_eos_id(d->tokenizer); }
-int32_t dsv3_text_dataset_bos_id(const Dsv3TextDataset *d) { return dsv3_tokenizer_bos_id(d->tokenizer); }
+int32_t dsv3_text_dataset_eos_id(const Dsv3TextDataset *d) {
+    return dsv3_tokenizer_eos_id(d->tokenizer);
+}
+int32_t dsv3_text_dataset_bos_id(const Dsv3TextDataset *d) {
+    return dsv3_tokenizer_bos_id(d->tokenizer);
+}

@@ -27,8 +27,8 @@ typedef struct Dsv3TextDataset Dsv3TextDataset;
 // (model.hf_assets_path). Fails if the tokenizer has ids >= vocab_size (model.vocab_size) or the
 // files hold no document. JSON lines use the "text" field; malformed lines are skipped with a
 // warning naming file:line.
-Dsv3Err dsv3_text_dataset_open(Dsv3TextDataset **out, const char *path, const char *tokenizer_folder,
-                               int64_t vocab_size, int64_t seq_len);
+Dsv3Err dsv3_text_dataset_open(Dsv3TextDataset **out, const char *path,
+                               const char *tokenizer_folder, int64_t vocab_size, int64_t seq_len);
 
 void dsv3_text_dataset_close(Dsv3TextDataset *d);
 

@@ -14,9 +14,9 @@
 #include "common/core/log.h"
 
 enum {
-    READ_CHUNK = 1 << 18,   // bytes per gzread
-    GZ_BUFFER = 1 << 17,    // zlib's own input buffer
-    BAD_LINES_LOGGED = 10,  // the first malformed lines are named; later ones only counted
+    READ_CHUNK = 1 << 18,  // bytes per gzread
+    GZ_BUFFER = 1 << 17,   // zlib's own input buffer
+    BAD_LINES_LOGGED = 10, // the first malformed lines are named; later ones only counted
     PATH_CAPACITY = 4096,
 };
 
@@ -107,46 +107,54 @@ static Dsv3Err add_folder(Dsv3TextReader *r, const char *dir) {
     for (size_t i = 0; i < n; i++) {
         char path[PATH_CAPACITY];
         int len = snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        DSV3_CHECK_GOTO(err, done, len > 0 && (size_t)len < sizeof path, DSV3_ERR_IO, "path too long in '%s'", dir);
+        DSV3_CHECK_GOTO(err, done, len > 0 && (size_t)len < sizeof path, DSV3_ERR_IO,
+                        "path too long in '%s'", dir);
         struct stat st;
         if (stat(path, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) DSV3_CALL_GOTO(err, done, add_folder(r, path));
+        if (S_ISDIR(st.st_mode))
+            DSV3_CALL_GOTO(err, done, add_folder(r, path));
         else if (S_ISREG(st.st_mode) && format_of(path) != FORMAT_NONE)
             DSV3_CALL_GOTO(err, done, add_file(r, path, format_of(path), (int64_t)st.st_size));
     }
 done:
-    for (size_t i = 0; i < n; i++) free(names[i]);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
     free(names);
     closedir(d);
     return err;
 }
 
-Dsv3Err dsv3_text_reader_open(Dsv3TextReader **out, const char *const *paths, int n_paths, const char *field,
-                              int skip_bad_lines) {
+Dsv3Err dsv3_text_reader_open(Dsv3TextReader **out, const char *const *paths, int n_paths,
+                              const char *field, int skip_bad_lines) {
     DSV3_CHECK(out && paths && n_paths > 0, DSV3_ERR_USAGE, "dsv3_text_reader_open: no paths");
     *out = NULL;
     Dsv3TextReader *r = NULL;
     DSV3_CALL(dsv3_calloc((void **)&r, 1, sizeof *r, "text reader"));
     Dsv3Err err = DSV3_OK;
     r->skip_bad = skip_bad_lines;
-    DSV3_CALL_GOTO(err, fail, dsv3_strdup(&r->field, field && *field ? field : "text", "text field"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_strdup(&r->field, field && *field ? field : "text", "text field"));
     for (int i = 0; i < n_paths; i++) {
         struct stat st;
-        DSV3_CHECK_GOTO(err, fail, paths[i][0] != '\0', DSV3_ERR_CONFIG,
-                        "no text path given (training.dataset_path for training.dataset = \"text\"): a .txt, "
-                        ".jsonl or .json.gz file, or a folder of them");
-        DSV3_CHECK_GOTO(err, fail, stat(paths[i], &st) == 0, DSV3_ERR_IO, "cannot open text data '%s': %s", paths[i],
-                        strerror(errno));
+        DSV3_CHECK_GOTO(
+            err, fail, paths[i][0] != '\0', DSV3_ERR_CONFIG,
+            "no text path given (training.dataset_path for training.dataset = \"text\"): a .txt, "
+            ".jsonl or .json.gz file, or a folder of them");
+        DSV3_CHECK_GOTO(err, fail, stat(paths[i], &st) == 0, DSV3_ERR_IO,
+                        "cannot open text data '%s': %s", paths[i], strerror(errno));
         if (S_ISDIR(st.st_mode)) {
             int before = r->n_files;
             DSV3_CALL_GOTO(err, fail, add_folder(r, paths[i]));
             DSV3_CHECK_GOTO(err, fail, r->n_files > before, DSV3_ERR_IO,
-                            "folder '%s' holds no .txt, .jsonl, .json (or .gz of those) files", paths[i]);
+                            "folder '%s' holds no .txt, .jsonl, .json (or .gz of those) files",
+                            paths[i]);
         } else {
             Format f = format_of(paths[i]);
-            DSV3_CHECK_GOTO(err, fail, f != FORMAT_NONE, DSV3_ERR_IO,
-                            "'%s' is not a text file of a known format: name it .txt, .jsonl, .json, or any of "
-                            "those with .gz", paths[i]);
+            DSV3_CHECK_GOTO(
+                err, fail, f != FORMAT_NONE, DSV3_ERR_IO,
+                "'%s' is not a text file of a known format: name it .txt, .jsonl, .json, or any of "
+                "those with .gz",
+                paths[i]);
             DSV3_CALL_GOTO(err, fail, add_file(r, paths[i], f, (int64_t)st.st_size));
         }
     }
@@ -168,7 +176,8 @@ static void close_current(Dsv3TextReader *r) {
 void dsv3_text_reader_close(Dsv3TextReader *r) {
     if (!r) return;
     close_current(r);
-    for (int i = 0; i < r->n_files; i++) dsv3_free(r->files[i].path);
+    for (int i = 0; i < r->n_files; i++)
+        dsv3_free(r->files[i].path);
     dsv3_free(r->files);
     dsv3_free(r->field);
     dsv3_free(r->chunk);
@@ -191,7 +200,8 @@ Dsv3Err dsv3_text_reader_rewind(Dsv3TextReader *r) {
 static Dsv3Err line_append(Dsv3TextReader *r, const char *s, size_t n) {
     if (r->line_length + n + 1 > r->line_capacity) {
         size_t cap = r->line_capacity ? r->line_capacity : 4096;
-        while (cap < r->line_length + n + 1) cap *= 2;
+        while (cap < r->line_length + n + 1)
+            cap *= 2;
         char *grown = NULL;
         DSV3_CALL(dsv3_alloc((void **)&grown, cap, "text line"));
         if (r->line_length) memcpy(grown, r->line, r->line_length);
@@ -218,8 +228,8 @@ static Dsv3Err read_line(Dsv3TextReader *r, int *got) {
             if (n < 0) {
                 int code;
                 const char *msg = gzerror(r->gz, &code);
-                DSV3_RAISE(DSV3_ERR_IO, "cannot read '%s' after line %lld: %s", f->path, (long long)r->line_number,
-                           code == Z_ERRNO ? strerror(errno) : msg);
+                DSV3_RAISE(DSV3_ERR_IO, "cannot read '%s' after line %lld: %s", f->path,
+                           (long long)r->line_number, code == Z_ERRNO ? strerror(errno) : msg);
             }
             if (n == 0) {
                 r->eof = 1;
@@ -252,8 +262,9 @@ static Dsv3Err bad_line(Dsv3TextReader *r, const char *why) {
     DSV3_CHECK(r->skip_bad, DSV3_ERR_IO, "%s:%lld: %s", f->path, (long long)r->line_number, why);
     r->bad_lines++;
     if (r->bad_lines <= BAD_LINES_LOGGED)
-        DSV3_LOG_WARN("%s:%lld: %s; skipping the line%s", f->path, (long long)r->line_number, why,
-                      r->bad_lines == BAD_LINES_LOGGED ? " (further malformed lines are only counted)" : "");
+        DSV3_LOG_WARN(
+            "%s:%lld: %s; skipping the line%s", f->path, (long long)r->line_number, why,
+            r->bad_lines == BAD_LINES_LOGGED ? " (further malformed lines are only counted)" : "");
     return DSV3_OK;
 }
 
@@ -273,15 +284,18 @@ static Dsv3Err json_document(Dsv3TextReader *r, const char **text, size_t *lengt
     char why[256];
     if (!r->doc || jerr != json_tokener_success) {
         snprintf(why, sizeof why, "not a JSON value (%s)",
-                 jerr == json_tokener_continue ? "unexpected end of line" : json_tokener_error_desc(jerr));
+                 jerr == json_tokener_continue ? "unexpected end of line"
+                                               : json_tokener_error_desc(jerr));
         return bad_line(r, why);
     }
     if (json_tokener_get_parse_end(r->tokener) < r->line_length &&
-        !blank(r->line + json_tokener_get_parse_end(r->tokener), r->line_length - json_tokener_get_parse_end(r->tokener)))
+        !blank(r->line + json_tokener_get_parse_end(r->tokener),
+               r->line_length - json_tokener_get_parse_end(r->tokener)))
         return bad_line(r, "text after the JSON value");
     if (!json_object_is_type(r->doc, json_type_object)) return bad_line(r, "not a JSON object");
     json_object *v = NULL;
-    if (!json_object_object_get_ex(r->doc, r->field, &v) || !json_object_is_type(v, json_type_string)) {
+    if (!json_object_object_get_ex(r->doc, r->field, &v) ||
+        !json_object_is_type(v, json_type_string)) {
         snprintf(why, sizeof why, "field \"%s\" is %s", r->field, v ? "not a string" : "missing");
         return bad_line(r, why);
     }
@@ -333,7 +347,8 @@ int64_t dsv3_text_reader_bad_lines(const Dsv3TextReader *r) { return r->bad_line
 
 void dsv3_text_reader_progress(const Dsv3TextReader *r, int64_t *read_bytes, int64_t *total_bytes) {
     int64_t total = 0;
-    for (int i = 0; i < r->n_files; i++) total += r->files[i].size;
+    for (int i = 0; i < r->n_files; i++)
+        total += r->files[i].size;
     int64_t now = r->done_bytes + (r->gz ? (int64_t)gzoffset(r->gz) : 0);
     *read_bytes = now < total ? now : total;
     *total_bytes = total;

@@ -25,8 +25,8 @@ typedef struct Dsv3TextReader Dsv3TextReader;
 
 // Opens the given files/folders. Fails naming the path if one is missing, is a file of an
 // unknown format, or if no file of a known format is found at all.
-Dsv3Err dsv3_text_reader_open(Dsv3TextReader **out, const char *const *paths, int n_paths, const char *field,
-                              int skip_bad_lines);
+Dsv3Err dsv3_text_reader_open(Dsv3TextReader **out, const char *const *paths, int n_paths,
+                              const char *field, int skip_bad_lines);
 
 void dsv3_text_reader_close(Dsv3TextReader *r);
 

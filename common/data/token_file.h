@@ -28,7 +28,8 @@ typedef struct Dsv3TokenFile Dsv3TokenFile;
 // Opens `path` for windows of seq_len + 1 tokens with ids < vocab_size (model.vocab_size, at
 // most 2^31 so ids fit int32_t). Fails, naming the file, if it is missing or not a regular
 // file, its size is not a multiple of 4 bytes, or it holds fewer than seq_len + 1 tokens.
-Dsv3Err dsv3_token_file_open(Dsv3TokenFile **out, const char *path, int64_t vocab_size, int64_t seq_len);
+Dsv3Err dsv3_token_file_open(Dsv3TokenFile **out, const char *path, int64_t vocab_size,
+                             int64_t seq_len);
 
 // Closes the file and frees `f`; NULL is ignored.
 void dsv3_token_file_close(Dsv3TokenFile *f);

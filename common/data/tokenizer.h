@@ -56,7 +56,8 @@ Dsv3Err dsv3_token_ids_push(Dsv3TokenIds *ids, int32_t id);
 Dsv3Err dsv3_tokenizer_load(Dsv3Tokenizer **out, const char *folder);
 
 // The same from explicit files; config_path may be NULL.
-Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_path, const char *config_path);
+Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_path,
+                                  const char *config_path);
 
 void dsv3_tokenizer_free(Dsv3Tokenizer *t);
 
@@ -64,12 +65,13 @@ void dsv3_tokenizer_free(Dsv3Tokenizer *t);
 Dsv3Err dsv3_tokenizer_encode(Dsv3Tokenizer *t, const char *text, size_t length, Dsv3TokenIds *out);
 
 // Appends BOS (if the tokenizer has one), the ids of the text, then EOS (if it has one).
-Dsv3Err dsv3_tokenizer_encode_document(Dsv3Tokenizer *t, const char *text, size_t length, Dsv3TokenIds *out);
+Dsv3Err dsv3_tokenizer_encode_document(Dsv3Tokenizer *t, const char *text, size_t length,
+                                       Dsv3TokenIds *out);
 
 // Decodes ids into *out (NUL-terminated, counted allocation; *length excludes the NUL).
 // skip_special leaves out added tokens marked "special". An id with no token is an error.
-Dsv3Err dsv3_tokenizer_decode(const Dsv3Tokenizer *t, const int32_t *ids, size_t count, int skip_special,
-                              char **out, size_t *length);
+Dsv3Err dsv3_tokenizer_decode(const Dsv3Tokenizer *t, const int32_t *ids, size_t count,
+                              int skip_special, char **out, size_t *length);
 
 // One past the largest id (model vocabulary and added tokens): model.vocab_size must be at
 // least this.

@@ -22,7 +22,8 @@ void dsv3_token_ids_free(Dsv3TokenIds *ids) {
 static Dsv3Err ids_reserve(Dsv3TokenIds *ids, size_t more) {
     if (ids->count + more <= ids->capacity) return DSV3_OK;
     size_t cap = ids->capacity ? ids->capacity : 256;
-    while (cap < ids->count + more) cap *= 2;
+    while (cap < ids->count + more)
+        cap *= 2;
     int32_t *grown = NULL;
     DSV3_CALL(dsv3_alloc((void **)&grown, cap * sizeof *grown, "token ids"));
     if (ids->count) memcpy(grown, ids->ids, ids->count * sizeof *grown);
@@ -47,9 +48,12 @@ static size_t utf8_valid(const unsigned char *s, size_t n, size_t *bad) {
     if (c < 0x80) return 1;
     int need;
     unsigned char lo = 0x80, hi = 0xBF; // range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c >= 0xE0 && c <= 0xEF) need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 1;
+    else if (c >= 0xE0 && c <= 0xEF)
+        need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4)
+        need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
     else {
         *bad = 1;
         return 0;
@@ -66,11 +70,15 @@ static size_t utf8_valid(const unsigned char *s, size_t n, size_t *bad) {
 
 // The text itself when it is valid UTF-8, else a copy in t->clean with each maximal invalid
 // subpart replaced by U+FFFD.
-static Dsv3Err sanitize(Dsv3Tokenizer *t, const char *text, size_t n, const char **out, size_t *out_n) {
+static Dsv3Err sanitize(Dsv3Tokenizer *t, const char *text, size_t n, const char **out,
+                        size_t *out_n) {
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0, bad = 0;
     while (i < n) {
-        if (s[i] < 0x80) { i++; continue; }
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
         size_t v = utf8_valid(s + i, n - i, &bad);
         if (v == 0) break;
         i += v;
@@ -149,8 +157,8 @@ static Candidate heap_pop(Candidate *h, size_t *n) {
     return top;
 }
 
-static void push_pair(const Dsv3Tokenizer *t, Candidate *heap, size_t *n, const int32_t *id, int32_t left,
-                      int32_t right) {
+static void push_pair(const Dsv3Tokenizer *t, Candidate *heap, size_t *n, const int32_t *id,
+                      int32_t left, int32_t right) {
     const TokMerge *m = merge_find(t, id[left], id[right]);
     if (m) heap_push(heap, n, (Candidate){m->rank, left, m->merged});
 }
@@ -180,7 +188,8 @@ static Dsv3Err bpe_merge(Dsv3Tokenizer *t, const char *w, size_t n, Dsv3TokenIds
         m++;
     }
     size_t h = 0;
-    for (int32_t i = 0; i + 1 < m; i++) push_pair(t, heap, &h, id, i, i + 1);
+    for (int32_t i = 0; i + 1 < m; i++)
+        push_pair(t, heap, &h, id, i, i + 1);
     while (h > 0) {
         Candidate c = heap_pop(heap, &h);
         int32_t right = next[c.pos];
@@ -196,15 +205,19 @@ static Dsv3Err bpe_merge(Dsv3Tokenizer *t, const char *w, size_t n, Dsv3TokenIds
         if (next[c.pos] >= 0) push_pair(t, heap, &h, id, c.pos, next[c.pos]);
     }
     DSV3_CALL(ids_reserve(out, (size_t)m));
-    for (int32_t i = m > 0 ? 0 : -1; i >= 0; i = next[i]) out->ids[out->count++] = id[i];
+    for (int32_t i = m > 0 ? 0 : -1; i >= 0; i = next[i])
+        out->ids[out->count++] = id[i];
     return DSV3_OK;
 }
 
 static Dsv3Err cache_init(TokCache *c) {
     DSV3_CALL(dsv3_calloc((void **)&c->hash, CACHE_SLOTS, sizeof *c->hash, "BPE cache"));
-    DSV3_CALL(dsv3_alloc((void **)&c->key_offset, CACHE_SLOTS * sizeof *c->key_offset, "BPE cache"));
-    DSV3_CALL(dsv3_alloc((void **)&c->key_length, CACHE_SLOTS * sizeof *c->key_length, "BPE cache"));
-    DSV3_CALL(dsv3_alloc((void **)&c->ids_offset, CACHE_SLOTS * sizeof *c->ids_offset, "BPE cache"));
+    DSV3_CALL(
+        dsv3_alloc((void **)&c->key_offset, CACHE_SLOTS * sizeof *c->key_offset, "BPE cache"));
+    DSV3_CALL(
+        dsv3_alloc((void **)&c->key_length, CACHE_SLOTS * sizeof *c->key_length, "BPE cache"));
+    DSV3_CALL(
+        dsv3_alloc((void **)&c->ids_offset, CACHE_SLOTS * sizeof *c->ids_offset, "BPE cache"));
     DSV3_CALL(dsv3_alloc((void **)&c->ids_count, CACHE_SLOTS * sizeof *c->ids_count, "BPE cache"));
     c->keys_capacity = CACHE_KEY_BYTES;
     DSV3_CALL(dsv3_alloc((void **)&c->keys, c->keys_capacity, "BPE cache"));
@@ -223,7 +236,8 @@ static void cache_clear(TokCache *c) {
 static size_t cache_slot(const TokCache *c, const char *w, size_t n, uint64_t h, int *found) {
     size_t i = h & (c->slots - 1);
     while (c->hash[i]) {
-        if (c->hash[i] == h && c->key_length[i] == n && memcmp(c->keys + c->key_offset[i], w, n) == 0) {
+        if (c->hash[i] == h && c->key_length[i] == n &&
+            memcmp(c->keys + c->key_offset[i], w, n) == 0) {
             *found = 1;
             return i;
         }
@@ -250,7 +264,8 @@ static Dsv3Err bpe_word(Dsv3Tokenizer *t, const char *w, size_t n, Dsv3TokenIds 
     size_t slot = cache_slot(c, w, n, h, &found);
     if (found) {
         DSV3_CALL(ids_reserve(out, c->ids_count[slot]));
-        memcpy(out->ids + out->count, c->ids + c->ids_offset[slot], c->ids_count[slot] * sizeof *out->ids);
+        memcpy(out->ids + out->count, c->ids + c->ids_offset[slot],
+               c->ids_count[slot] * sizeof *out->ids);
         out->count += c->ids_count[slot];
         return DSV3_OK;
     }
@@ -278,7 +293,8 @@ static Dsv3Err bpe_word(Dsv3Tokenizer *t, const char *w, size_t n, Dsv3TokenIds 
 // ---- encode ----
 
 // Text with no added tokens in it: pre-tokenize, then BPE each pre-token.
-static Dsv3Err encode_plain(Dsv3Tokenizer *t, const char *s, size_t from, size_t end, Dsv3TokenIds *out) {
+static Dsv3Err encode_plain(Dsv3Tokenizer *t, const char *s, size_t from, size_t end,
+                            Dsv3TokenIds *out) {
     if (from == end) return DSV3_OK;
     t->pieces.count = 0;
     DSV3_CALL(dsv3_tok_pieces_push(&t->pieces, from, end - from, 0));
@@ -289,9 +305,10 @@ static Dsv3Err encode_plain(Dsv3Tokenizer *t, const char *s, size_t from, size_t
 }
 
 // Cuts out the added tokens of `set` from s[from .. end), encoding the text between with `next`.
-static Dsv3Err encode_added(Dsv3Tokenizer *t, const TokAddedSet *set, const char *s, size_t from, size_t end,
-                            Dsv3TokenIds *out,
-                            Dsv3Err (*next)(Dsv3Tokenizer *, const char *, size_t, size_t, Dsv3TokenIds *)) {
+static Dsv3Err encode_added(Dsv3Tokenizer *t, const TokAddedSet *set, const char *s, size_t from,
+                            size_t end, Dsv3TokenIds *out,
+                            Dsv3Err (*next)(Dsv3Tokenizer *, const char *, size_t, size_t,
+                                            Dsv3TokenIds *)) {
     size_t at = from, ms, ml;
     int32_t id;
     while (dsv3_tok_added_find(set, s, at, end, &ms, &ml, &id)) {
@@ -302,29 +319,34 @@ static Dsv3Err encode_added(Dsv3Tokenizer *t, const TokAddedSet *set, const char
     return next(t, s, at, end, out);
 }
 
-static Dsv3Err encode_normalized(Dsv3Tokenizer *t, const char *s, size_t from, size_t end, Dsv3TokenIds *out) {
+static Dsv3Err encode_normalized(Dsv3Tokenizer *t, const char *s, size_t from, size_t end,
+                                 Dsv3TokenIds *out) {
     // The normalizer is the identity (see tokenizer_load.c), so normalized text = text.
     return encode_added(t, &t->added_normalized, s, from, end, out, encode_plain);
 }
 
-Dsv3Err dsv3_tokenizer_encode(Dsv3Tokenizer *t, const char *text, size_t length, Dsv3TokenIds *out) {
-    DSV3_CHECK(t && out && (text || length == 0), DSV3_ERR_USAGE, "dsv3_tokenizer_encode: NULL argument");
+Dsv3Err dsv3_tokenizer_encode(Dsv3Tokenizer *t, const char *text, size_t length,
+                              Dsv3TokenIds *out) {
+    DSV3_CHECK(t && out && (text || length == 0), DSV3_ERR_USAGE,
+               "dsv3_tokenizer_encode: NULL argument");
     const char *s = text;
     size_t n = 0;
     DSV3_CALL(sanitize(t, length ? text : "", length, &s, &n));
     return encode_added(t, &t->added_raw, s, 0, n, out, encode_normalized);
 }
 
-Dsv3Err dsv3_tokenizer_encode_document(Dsv3Tokenizer *t, const char *text, size_t length, Dsv3TokenIds *out) {
+Dsv3Err dsv3_tokenizer_encode_document(Dsv3Tokenizer *t, const char *text, size_t length,
+                                       Dsv3TokenIds *out) {
     if (t->bos_id >= 0) DSV3_CALL(dsv3_token_ids_push(out, t->bos_id));
     DSV3_CALL(dsv3_tokenizer_encode(t, text, length, out));
     if (t->eos_id >= 0) DSV3_CALL(dsv3_token_ids_push(out, t->eos_id));
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_tokenizer_decode(const Dsv3Tokenizer *t, const int32_t *ids, size_t count, int skip_special,
-                              char **out, size_t *length) {
-    DSV3_CHECK(t && out && length && (ids || count == 0), DSV3_ERR_USAGE, "dsv3_tokenizer_decode: NULL argument");
+Dsv3Err dsv3_tokenizer_decode(const Dsv3Tokenizer *t, const int32_t *ids, size_t count,
+                              int skip_special, char **out, size_t *length) {
+    DSV3_CHECK(t && out && length && (ids || count == 0), DSV3_ERR_USAGE,
+               "dsv3_tokenizer_decode: NULL argument");
     *out = NULL;
     *length = 0;
     size_t total = 0;
@@ -332,7 +354,8 @@ Dsv3Err dsv3_tokenizer_decode(const Dsv3Tokenizer *t, const int32_t *ids, size_t
         int32_t id = ids[i];
         DSV3_CHECK(id >= 0 && id < t->vocab_size && t->decode_offset[id] >= 0, DSV3_ERR_USAGE,
                    "cannot decode id %d (at %zu): %s has no such token", id, i, t->path);
-        if (!(skip_special && (t->flags[id] & TOK_FLAG_SPECIAL))) total += (size_t)t->decode_length[id];
+        if (!(skip_special && (t->flags[id] & TOK_FLAG_SPECIAL)))
+            total += (size_t)t->decode_length[id];
     }
     char *s = NULL;
     DSV3_CALL(dsv3_alloc((void **)&s, total + 1, "decoded text"));
@@ -355,7 +378,8 @@ int32_t dsv3_tokenizer_token_id(const Dsv3Tokenizer *t, const char *text, size_t
     // An added token first (tokenizers looks there first), then a model token.
     for (int s = 0; s < 2; s++) {
         const TokAddedSet *set = s == 0 ? &t->added_raw : &t->added_normalized;
-        if (dsv3_tok_added_find(set, text, 0, length, &ms, &ml, &id) && ms == 0 && ml == length) return id;
+        if (dsv3_tok_added_find(set, text, 0, length, &ms, &ml, &id) && ms == 0 && ml == length)
+            return id;
     }
     return length ? dsv3_tok_lookup(t, text, length) : -1;
 }

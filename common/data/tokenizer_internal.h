@@ -45,7 +45,7 @@ typedef struct {
     const char **text; // content bytes (into the tokenizer's pool), sorted as above
     int32_t *length;
     int32_t *id;
-    int32_t *bucket;   // (TOK_PAIR_BUCKETS + 1) offsets into the sorted arrays
+    int32_t *bucket;                 // (TOK_PAIR_BUCKETS + 1) offsets into the sorted arrays
     int32_t single[TOK_BYTE_VALUES]; // id of the one-byte token, or -1
     uint8_t lead[TOK_BYTE_VALUES];   // whether any token starts with this byte
 } TokAddedSet;
@@ -79,7 +79,7 @@ typedef struct {
 } TokCache;
 
 struct Dsv3Tokenizer {
-    char *path; // tokenizer.json, for messages
+    char *path;         // tokenizer.json, for messages
     int64_t vocab_size; // one past the largest id
     // Per id: bytes for decoding (offset into pool, -1 for an id with no token) and flags.
     int64_t *decode_offset;
@@ -128,8 +128,8 @@ int32_t dsv3_tok_lookup(const Dsv3Tokenizer *t, const char *bytes, size_t length
 
 // Compiles one Oniguruma-syntax pattern (regex != 0) or literal string for PCRE2; `json_path`
 // names it in errors.
-Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex, const char *json_path,
-                         const char *file);
+Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex,
+                         const char *json_path, const char *file);
 
 // Splits each piece of `in` by every step, leaving the pre-tokens in `in`.
 Dsv3Err dsv3_tok_pretokenize(Dsv3Tokenizer *t, const char *text, TokPieces *in);
@@ -137,12 +137,12 @@ Dsv3Err dsv3_tok_pretokenize(Dsv3Tokenizer *t, const char *text, TokPieces *in);
 Dsv3Err dsv3_tok_pieces_push(TokPieces *p, size_t start, size_t length, int is_match);
 
 // Finds the leftmost-longest added token in text[from .. end); returns 0 when there is none.
-int dsv3_tok_added_find(const TokAddedSet *set, const char *text, size_t from, size_t end, size_t *match_start,
-                        size_t *match_length, int32_t *id);
+int dsv3_tok_added_find(const TokAddedSet *set, const char *text, size_t from, size_t end,
+                        size_t *match_start, size_t *match_length, int32_t *id);
 
 // Builds an added-token set from parallel arrays (content pointers stay owned by the caller).
-Dsv3Err dsv3_tok_added_build(TokAddedSet *set, const char **text, const int32_t *length, const int32_t *id,
-                             int32_t count);
+Dsv3Err dsv3_tok_added_build(TokAddedSet *set, const char **text, const int32_t *length,
+                             const int32_t *id, int32_t count);
 void dsv3_tok_added_free(TokAddedSet *set);
 
 #endif

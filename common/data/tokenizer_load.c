@@ -24,28 +24,41 @@ static const int64_t MAX_TOKEN_ID = 1 << 26;
 static int16_t byte_of_char[BYTE_ALPHABET_LIMIT];
 
 static void init_alphabet(void) {
-    for (int c = 0; c < BYTE_ALPHABET_LIMIT; c++) byte_of_char[c] = -1;
+    for (int c = 0; c < BYTE_ALPHABET_LIMIT; c++)
+        byte_of_char[c] = -1;
     int n = 0;
     for (int b = 0; b < TOK_BYTE_VALUES; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        int printable =
+            (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
         byte_of_char[printable ? b : BYTE_ALPHABET_SHIFT + n++] = (int16_t)b;
     }
 }
 
 uint64_t dsv3_tok_hash(const char *bytes, size_t length) {
     uint64_t h = 1469598103934665603ull; // FNV-1a offset basis and prime
-    for (size_t i = 0; i < length; i++) h = (h ^ (unsigned char)bytes[i]) * 1099511628211ull;
+    for (size_t i = 0; i < length; i++)
+        h = (h ^ (unsigned char)bytes[i]) * 1099511628211ull;
     return h | 1; // never 0, the cache's empty mark
 }
 
 // Decodes one UTF-8 character at s[0 .. n); returns its length (1 for an invalid byte, with
 // *cp = -1).
 static int utf8_char(const unsigned char *s, size_t n, int32_t *cp) {
-    int len = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3 : (s[0] >> 3) == 30 ? 4 : 0;
-    if (len == 0 || (size_t)len > n) { *cp = -1; return 1; }
+    int len = s[0] < 0x80         ? 1
+              : (s[0] >> 5) == 6  ? 2
+              : (s[0] >> 4) == 14 ? 3
+              : (s[0] >> 3) == 30 ? 4
+                                  : 0;
+    if (len == 0 || (size_t)len > n) {
+        *cp = -1;
+        return 1;
+    }
     int32_t c = len == 1 ? s[0] : s[0] & (0x7F >> len);
     for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) { *cp = -1; return 1; }
+        if ((s[i] & 0xC0) != 0x80) {
+            *cp = -1;
+            return 1;
+        }
         c = (c << 6) | (s[i] & 0x3F);
     }
     *cp = c;
@@ -68,8 +81,8 @@ static Dsv3Err pool_reserve(Dsv3Tokenizer *t, size_t n) {
 // Maps a byte-level string to bytes as the ByteLevel decoder does: characters of the alphabet
 // become their byte, any other character stays as its UTF-8. Appends to the pool; returns
 // whether every character was in the alphabet.
-static Dsv3Err pool_append_bytelevel(Dsv3Tokenizer *t, const char *s, size_t n, int64_t *offset, int32_t *length,
-                                     int *representable) {
+static Dsv3Err pool_append_bytelevel(Dsv3Tokenizer *t, const char *s, size_t n, int64_t *offset,
+                                     int32_t *length, int *representable) {
     DSV3_CALL(pool_reserve(t, n));
     *offset = (int64_t)t->pool_length;
     *representable = 1;
@@ -94,7 +107,8 @@ int32_t dsv3_tok_lookup(const Dsv3Tokenizer *t, const char *bytes, size_t length
     for (size_t i = dsv3_tok_hash(bytes, length) & t->lookup_mask;; i = (i + 1) & t->lookup_mask) {
         int32_t id = t->lookup[i];
         if (id < 0) return -1;
-        if ((size_t)t->decode_length[id] == length && memcmp(t->pool + t->decode_offset[id], bytes, length) == 0)
+        if ((size_t)t->decode_length[id] == length &&
+            memcmp(t->pool + t->decode_offset[id], bytes, length) == 0)
             return id;
     }
 }
@@ -103,7 +117,8 @@ static void lookup_insert(Dsv3Tokenizer *t, int32_t id) {
     const char *b = t->pool + t->decode_offset[id];
     size_t n = (size_t)t->decode_length[id];
     size_t i = dsv3_tok_hash(b, n) & t->lookup_mask;
-    while (t->lookup[i] >= 0) i = (i + 1) & t->lookup_mask;
+    while (t->lookup[i] >= 0)
+        i = (i + 1) & t->lookup_mask;
     t->lookup[i] = id;
 }
 
@@ -113,7 +128,8 @@ static size_t merge_slot(size_t mask, int32_t left, int32_t right) {
 }
 
 // Later duplicates of a pair replace earlier ones, as in `tokenizers` (a hash map insert).
-static void merge_insert(Dsv3Tokenizer *t, int32_t left, int32_t right, int32_t rank, int32_t merged) {
+static void merge_insert(Dsv3Tokenizer *t, int32_t left, int32_t right, int32_t rank,
+                         int32_t merged) {
     size_t i = merge_slot(t->merge_mask, left, right);
     while (t->merges[i].left >= 0 && !(t->merges[i].left == left && t->merges[i].right == right))
         i = (i + 1) & t->merge_mask;
@@ -127,17 +143,18 @@ typedef struct {
     char path[JSON_PATH_CAPACITY];
 } Where;
 
-static Dsv3Err member(const Where *w, json_object *obj, const char *key, json_type type, int required,
-                      json_object **out) {
+static Dsv3Err member(const Where *w, json_object *obj, const char *key, json_type type,
+                      int required, json_object **out) {
     *out = NULL;
     json_object *v = NULL;
     if (!json_object_object_get_ex(obj, key, &v) || v == NULL) {
-        DSV3_CHECK(!required, DSV3_ERR_CONFIG, "%s: %s%s%s is missing", w->file, w->path, w->path[0] ? "." : "", key);
+        DSV3_CHECK(!required, DSV3_ERR_CONFIG, "%s: %s%s%s is missing", w->file, w->path,
+                   w->path[0] ? "." : "", key);
         return DSV3_OK;
     }
-    DSV3_CHECK(json_object_is_type(v, type), DSV3_ERR_CONFIG, "%s: %s%s%s must be a JSON %s, not %s", w->file,
-               w->path, w->path[0] ? "." : "", key, json_type_to_name(type),
-               json_type_to_name(json_object_get_type(v)));
+    DSV3_CHECK(json_object_is_type(v, type), DSV3_ERR_CONFIG,
+               "%s: %s%s%s must be a JSON %s, not %s", w->file, w->path, w->path[0] ? "." : "", key,
+               json_type_to_name(type), json_type_to_name(json_object_get_type(v)));
     *out = v;
     return DSV3_OK;
 }
@@ -146,12 +163,14 @@ static Dsv3Err member(const Where *w, json_object *obj, const char *key, json_ty
 static Dsv3Err require_off(const Where *w, json_object *obj, const char *key) {
     json_object *v = NULL;
     if (!json_object_object_get_ex(obj, key, &v) || v == NULL) return DSV3_OK;
-    int off = (json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)) ||
-              ((json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) &&
-               json_object_get_double(v) == 0.0) ||
-              (json_object_is_type(v, json_type_string) && json_object_get_string_len(v) == 0);
-    DSV3_CHECK(off, DSV3_ERR_CONFIG, "%s: %s%s%s = %s is not supported (only null/false)", w->file, w->path,
-               w->path[0] ? "." : "", key, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+    int off =
+        (json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)) ||
+        ((json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) &&
+         json_object_get_double(v) == 0.0) ||
+        (json_object_is_type(v, json_type_string) && json_object_get_string_len(v) == 0);
+    DSV3_CHECK(off, DSV3_ERR_CONFIG, "%s: %s%s%s = %s is not supported (only null/false)", w->file,
+               w->path, w->path[0] ? "." : "", key,
+               json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
     return DSV3_OK;
 }
 
@@ -163,8 +182,8 @@ static Dsv3Err type_of(const Where *w, json_object *obj, const char **type) {
 }
 
 static Dsv3Err unsupported_type(const Where *w, const char *type, const char *supported) {
-    DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s.type = \"%s\" is not supported (supported: %s)", w->file, w->path, type,
-               supported);
+    DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s.type = \"%s\" is not supported (supported: %s)", w->file,
+               w->path, type, supported);
 }
 
 static void sub_path(Where *child, const Where *parent, const char *key, int index) {
@@ -173,7 +192,8 @@ static void sub_path(Where *child, const Where *parent, const char *key, int ind
                                   parent->path[0] ? "." : "", key, index)
                        : snprintf(child->path, sizeof child->path, "%s%s%s", parent->path,
                                   parent->path[0] ? "." : "", key);
-    if (n < 0 || (size_t)n >= sizeof child->path) strcpy(child->path + sizeof child->path - 4, "...");
+    if (n < 0 || (size_t)n >= sizeof child->path)
+        strcpy(child->path + sizeof child->path - 4, "...");
 }
 
 // ---- sections of tokenizer.json ----
@@ -184,7 +204,8 @@ static Dsv3Err load_normalizer(const Where *w, json_object *n) {
     const char *type;
     DSV3_CALL(type_of(w, n, &type));
     if (strcmp(type, "Sequence") != 0)
-        return unsupported_type(w, type, "null or a \"Sequence\" of none (normalizers that change text are not)");
+        return unsupported_type(
+            w, type, "null or a \"Sequence\" of none (normalizers that change text are not)");
     json_object *list;
     DSV3_CALL(member(w, n, "normalizers", json_type_array, 1, &list));
     for (size_t i = 0; i < json_object_array_length(list); i++) {
@@ -197,7 +218,8 @@ static Dsv3Err load_normalizer(const Where *w, json_object *n) {
 
 static Dsv3Err add_step(Dsv3Tokenizer *t, pcre2_code *code, TokSplitBehavior behavior, int invert) {
     TokSplitStep *grown = NULL;
-    Dsv3Err err = dsv3_alloc((void **)&grown, (size_t)(t->n_steps + 1) * sizeof *grown, "pre-tokenizer steps");
+    Dsv3Err err = dsv3_alloc((void **)&grown, (size_t)(t->n_steps + 1) * sizeof *grown,
+                             "pre-tokenizer steps");
     if (err != DSV3_OK) {
         pcre2_code_free(code);
         return err;
@@ -214,23 +236,24 @@ static Dsv3Err load_split(Dsv3Tokenizer *t, const Where *w, json_object *p) {
     DSV3_CALL(member(w, p, "pattern", json_type_object, 1, &pattern));
     DSV3_CALL(member(w, p, "behavior", json_type_string, 1, &behavior));
     DSV3_CALL(member(w, p, "invert", json_type_boolean, 0, &invert));
-    static const char *const names[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+    static const char *const names[] = {"Isolated", "Removed", "MergedWithPrevious",
+                                        "MergedWithNext", "Contiguous"};
     int b = -1;
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (strcmp(json_object_get_string(behavior), names[i]) == 0) b = i;
-    DSV3_CHECK(b >= 0, DSV3_ERR_CONFIG, "%s: %s.behavior = \"%s\" is not a Split behavior", w->file, w->path,
-               json_object_get_string(behavior));
+    DSV3_CHECK(b >= 0, DSV3_ERR_CONFIG, "%s: %s.behavior = \"%s\" is not a Split behavior", w->file,
+               w->path, json_object_get_string(behavior));
     Where pw;
     sub_path(&pw, w, "pattern", -1);
     int regex = json_object_object_get_ex(pattern, "Regex", &v);
     if (!regex) DSV3_CALL(member(&pw, pattern, "String", json_type_string, 1, &v));
-    DSV3_CHECK(json_object_is_type(v, json_type_string), DSV3_ERR_CONFIG, "%s: %s.%s must be a string", w->file,
-               pw.path, regex ? "Regex" : "String");
+    DSV3_CHECK(json_object_is_type(v, json_type_string), DSV3_ERR_CONFIG,
+               "%s: %s.%s must be a string", w->file, pw.path, regex ? "Regex" : "String");
     char jp[JSON_PATH_CAPACITY + 16];
     snprintf(jp, sizeof jp, "%s.%s", pw.path, regex ? "Regex" : "String");
     pcre2_code *code = NULL;
-    DSV3_CALL(dsv3_tok_compile(&code, json_object_get_string(v), (size_t)json_object_get_string_len(v), regex, jp,
-                               w->file));
+    DSV3_CALL(dsv3_tok_compile(&code, json_object_get_string(v),
+                               (size_t)json_object_get_string_len(v), regex, jp, w->file));
     return add_step(t, code, (TokSplitBehavior)b, invert && json_object_get_boolean(invert));
 }
 
@@ -238,11 +261,12 @@ static Dsv3Err load_split(Dsv3Tokenizer *t, const Where *w, json_object *p) {
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static Dsv3Err load_pretokenizer(Dsv3Tokenizer *t, const Where *w, json_object *p, int *saw_bytelevel) {
+static Dsv3Err load_pretokenizer(Dsv3Tokenizer *t, const Where *w, json_object *p,
+                                 int *saw_bytelevel) {
     const char *type;
     DSV3_CALL(type_of(w, p, &type));
-    DSV3_CHECK(!*saw_bytelevel, DSV3_ERR_CONFIG, "%s: %s: nothing may follow the ByteLevel pre-tokenizer", w->file,
-               w->path);
+    DSV3_CHECK(!*saw_bytelevel, DSV3_ERR_CONFIG,
+               "%s: %s: nothing may follow the ByteLevel pre-tokenizer", w->file, w->path);
     if (strcmp(type, "Sequence") == 0) {
         json_object *list;
         DSV3_CALL(member(w, p, "pretokenizers", json_type_array, 1, &list));
@@ -273,7 +297,8 @@ static Dsv3Err load_pretokenizer(Dsv3Tokenizer *t, const Where *w, json_object *
         // Absent use_regex means true, as in `tokenizers`.
         if (use_regex == NULL || json_object_get_boolean(use_regex)) {
             pcre2_code *code = NULL;
-            DSV3_CALL(dsv3_tok_compile(&code, GPT2_PATTERN, sizeof GPT2_PATTERN - 1, 1, w->path, w->file));
+            DSV3_CALL(dsv3_tok_compile(&code, GPT2_PATTERN, sizeof GPT2_PATTERN - 1, 1, w->path,
+                                       w->file));
             DSV3_CALL(add_step(t, code, TOK_SPLIT_ISOLATED, 0));
         }
         return DSV3_OK;
@@ -287,13 +312,15 @@ static Dsv3Err load_post_processor(const Where *w, json_object *p) {
     const char *type;
     DSV3_CALL(type_of(w, p, &type));
     if (strcmp(type, "ByteLevel") == 0) return DSV3_OK;
-    return unsupported_type(w, type, "null or \"ByteLevel\" (templates that add tokens are not; BOS and EOS come "
-                                     "from tokenizer_config.json)");
+    return unsupported_type(
+        w, type,
+        "null or \"ByteLevel\" (templates that add tokens are not; BOS and EOS come "
+        "from tokenizer_config.json)");
 }
 
 static Dsv3Err load_decoder(const Where *w, json_object *d) {
-    DSV3_CHECK(d != NULL, DSV3_ERR_CONFIG, "%s: decoder is null: only the \"ByteLevel\" decoder is supported",
-               w->file);
+    DSV3_CHECK(d != NULL, DSV3_ERR_CONFIG,
+               "%s: decoder is null: only the \"ByteLevel\" decoder is supported", w->file);
     const char *type;
     DSV3_CALL(type_of(w, d, &type));
     if (strcmp(type, "ByteLevel") == 0) return DSV3_OK;
@@ -307,20 +334,22 @@ static Dsv3Err max_id(const Where *w, json_object *vocab, json_object *added, in
         DSV3_CHECK(json_object_is_type(val, json_type_int), DSV3_ERR_CONFIG,
                    "%s: model.vocab[\"%s\"] must be an integer id", w->file, key);
         int64_t id = json_object_get_int64(val);
-        DSV3_CHECK(id >= 0 && id < MAX_TOKEN_ID, DSV3_ERR_CONFIG, "%s: model.vocab[\"%s\"] = %lld is not in [0, %lld)",
-                   w->file, key, (long long)id, (long long)MAX_TOKEN_ID);
+        DSV3_CHECK(id >= 0 && id < MAX_TOKEN_ID, DSV3_ERR_CONFIG,
+                   "%s: model.vocab[\"%s\"] = %lld is not in [0, %lld)", w->file, key,
+                   (long long)id, (long long)MAX_TOKEN_ID);
         if (id > m) m = id;
     }
     for (size_t i = 0; added && i < json_object_array_length(added); i++) {
         json_object *a = json_object_array_get_idx(added, i), *id;
         Where c;
         sub_path(&c, w, "added_tokens", (int)i);
-        DSV3_CHECK(json_object_is_type(a, json_type_object), DSV3_ERR_CONFIG, "%s: %s must be an object", w->file,
-                   c.path);
+        DSV3_CHECK(json_object_is_type(a, json_type_object), DSV3_ERR_CONFIG,
+                   "%s: %s must be an object", w->file, c.path);
         DSV3_CALL(member(&c, a, "id", json_type_int, 1, &id));
         int64_t v = json_object_get_int64(id);
-        DSV3_CHECK(v >= 0 && v < MAX_TOKEN_ID, DSV3_ERR_CONFIG, "%s: %s.id = %lld is not in [0, %lld)", w->file,
-                   c.path, (long long)v, (long long)MAX_TOKEN_ID);
+        DSV3_CHECK(v >= 0 && v < MAX_TOKEN_ID, DSV3_ERR_CONFIG,
+                   "%s: %s.id = %lld is not in [0, %lld)", w->file, c.path, (long long)v,
+                   (long long)MAX_TOKEN_ID);
         if (v > m) m = v;
     }
     DSV3_CHECK(m >= 0, DSV3_ERR_CONFIG, "%s: model.vocab is empty", w->file);
@@ -330,26 +359,29 @@ static Dsv3Err max_id(const Where *w, json_object *vocab, json_object *added, in
 
 static size_t pow2_above(size_t n) {
     size_t p = 16;
-    while (p < n) p <<= 1;
+    while (p < n)
+        p <<= 1;
     return p;
 }
 
 static Dsv3Err load_vocab(Dsv3Tokenizer *t, const Where *w, json_object *vocab) {
     size_t n = (size_t)json_object_object_length(vocab);
     t->lookup_mask = pow2_above(2 * n) - 1;
-    DSV3_CALL(dsv3_alloc((void **)&t->lookup, (t->lookup_mask + 1) * sizeof *t->lookup, "tokenizer lookup"));
+    DSV3_CALL(dsv3_alloc((void **)&t->lookup, (t->lookup_mask + 1) * sizeof *t->lookup,
+                         "tokenizer lookup"));
     memset(t->lookup, 0xFF, (t->lookup_mask + 1) * sizeof *t->lookup);
     json_object_object_foreach(vocab, key, val) {
         int32_t id = (int32_t)json_object_get_int64(val);
-        DSV3_CHECK(t->decode_offset[id] < 0, DSV3_ERR_CONFIG, "%s: model.vocab[\"%s\"] = %d: that id is used twice",
-                   w->file, key, id);
+        DSV3_CHECK(t->decode_offset[id] < 0, DSV3_ERR_CONFIG,
+                   "%s: model.vocab[\"%s\"] = %d: that id is used twice", w->file, key, id);
         int representable;
-        DSV3_CALL(pool_append_bytelevel(t, key, strlen(key), &t->decode_offset[id], &t->decode_length[id],
-                                        &representable));
+        DSV3_CALL(pool_append_bytelevel(t, key, strlen(key), &t->decode_offset[id],
+                                        &t->decode_length[id], &representable));
         // Not representable (or empty): decode only, since merges of raw bytes never produce it.
         if (!representable || t->decode_length[id] == 0) continue;
-        DSV3_CHECK(dsv3_tok_lookup(t, t->pool + t->decode_offset[id], (size_t)t->decode_length[id]) < 0,
-                   DSV3_ERR_CONFIG, "%s: model.vocab[\"%s\"]: the same bytes have two ids", w->file, key);
+        DSV3_CHECK(
+            dsv3_tok_lookup(t, t->pool + t->decode_offset[id], (size_t)t->decode_length[id]) < 0,
+            DSV3_ERR_CONFIG, "%s: model.vocab[\"%s\"]: the same bytes have two ids", w->file, key);
         lookup_insert(t, id);
     }
     for (int b = 0; b < TOK_BYTE_VALUES; b++) {
@@ -377,7 +409,8 @@ enum { MERGE_TOKEN_CAPACITY = 1024 };
 static Dsv3Err load_merges(Dsv3Tokenizer *t, const Where *w, json_object *merges) {
     size_t n = json_object_array_length(merges);
     t->merge_mask = pow2_above(2 * n + 1) - 1;
-    DSV3_CALL(dsv3_alloc((void **)&t->merges, (t->merge_mask + 1) * sizeof *t->merges, "tokenizer merges"));
+    DSV3_CALL(dsv3_alloc((void **)&t->merges, (t->merge_mask + 1) * sizeof *t->merges,
+                         "tokenizer merges"));
     memset(t->merges, 0xFF, (t->merge_mask + 1) * sizeof *t->merges);
     char a[MERGE_TOKEN_CAPACITY * 2], b[MERGE_TOKEN_CAPACITY];
     for (size_t i = 0; i < n; i++) {
@@ -387,26 +420,34 @@ static Dsv3Err load_merges(Dsv3Tokenizer *t, const Where *w, json_object *merges
         if (json_object_is_type(m, json_type_string)) {
             const char *s = json_object_get_string(m), *space = strchr(s, ' ');
             DSV3_CHECK(space && !strchr(space + 1, ' '), DSV3_ERR_CONFIG,
-                       "%s: model.merges[%zu] = \"%s\" must be two tokens separated by one space", w->file, i, s);
+                       "%s: model.merges[%zu] = \"%s\" must be two tokens separated by one space",
+                       w->file, i, s);
             left = s, nl = (size_t)(space - s), right = space + 1, nr = strlen(space + 1);
         } else {
-            DSV3_CHECK(json_object_is_type(m, json_type_array) && json_object_array_length(m) == 2 &&
+            DSV3_CHECK(json_object_is_type(m, json_type_array) &&
+                           json_object_array_length(m) == 2 &&
                            json_object_is_type(json_object_array_get_idx(m, 0), json_type_string) &&
                            json_object_is_type(json_object_array_get_idx(m, 1), json_type_string),
-                       DSV3_ERR_CONFIG, "%s: model.merges[%zu] must be \"a b\" or [\"a\", \"b\"]", w->file, i);
+                       DSV3_ERR_CONFIG, "%s: model.merges[%zu] must be \"a b\" or [\"a\", \"b\"]",
+                       w->file, i);
             left = json_object_get_string(json_object_array_get_idx(m, 0));
             right = json_object_get_string(json_object_array_get_idx(m, 1));
             nl = strlen(left), nr = strlen(right);
         }
-        long ra = to_raw(left, nl, a, MERGE_TOKEN_CAPACITY), rb = to_raw(right, nr, b, MERGE_TOKEN_CAPACITY);
-        if (ra < 0 || rb < 0) continue; // involves a token raw bytes never form: the merge never fires
+        long ra = to_raw(left, nl, a, MERGE_TOKEN_CAPACITY),
+             rb = to_raw(right, nr, b, MERGE_TOKEN_CAPACITY);
+        if (ra < 0 || rb < 0)
+            continue; // involves a token raw bytes never form: the merge never fires
         int32_t ia = dsv3_tok_lookup(t, a, (size_t)ra), ib = dsv3_tok_lookup(t, b, (size_t)rb);
-        DSV3_CHECK(ia >= 0 && ib >= 0, DSV3_ERR_CONFIG, "%s: model.merges[%zu]: token \"%.*s\" is not in model.vocab",
-                   w->file, i, (int)(ia < 0 ? nl : nr), ia < 0 ? left : right);
+        DSV3_CHECK(ia >= 0 && ib >= 0, DSV3_ERR_CONFIG,
+                   "%s: model.merges[%zu]: token \"%.*s\" is not in model.vocab", w->file, i,
+                   (int)(ia < 0 ? nl : nr), ia < 0 ? left : right);
         memcpy(a + ra, b, (size_t)rb);
         int32_t merged = dsv3_tok_lookup(t, a, (size_t)(ra + rb));
-        DSV3_CHECK(merged >= 0, DSV3_ERR_CONFIG, "%s: model.merges[%zu]: the merged token \"%.*s%.*s\" is not in "
-                   "model.vocab", w->file, i, (int)nl, left, (int)nr, right);
+        DSV3_CHECK(merged >= 0, DSV3_ERR_CONFIG,
+                   "%s: model.merges[%zu]: the merged token \"%.*s%.*s\" is not in "
+                   "model.vocab",
+                   w->file, i, (int)nl, left, (int)nr, right);
         merge_insert(t, ia, ib, (int32_t)i, merged);
     }
     return DSV3_OK;
@@ -432,8 +473,10 @@ static Dsv3Err load_model(Dsv3Tokenizer *t, const Where *root, json_object *mode
     // An unknown token only stands in for a byte the vocabulary lacks.
     DSV3_CALL(member(&w, model, "unk_token", json_type_string, 0, &unk));
     for (int b = 0; unk && b < TOK_BYTE_VALUES; b++)
-        DSV3_CHECK(t->byte_id[b] >= 0, DSV3_ERR_CONFIG, "%s: model.unk_token is set and byte 0x%02x has no token: "
-                   "unknown-token substitution is not supported", w.file, b);
+        DSV3_CHECK(t->byte_id[b] >= 0, DSV3_ERR_CONFIG,
+                   "%s: model.unk_token is set and byte 0x%02x has no token: "
+                   "unknown-token substitution is not supported",
+                   w.file, b);
     return DSV3_OK;
 }
 
@@ -443,9 +486,12 @@ static Dsv3Err load_added(Dsv3Tokenizer *t, const Where *root, json_object *adde
     int32_t *length[2] = {NULL, NULL}, *id[2] = {NULL, NULL}, count[2] = {0, 0};
     Dsv3Err err = DSV3_OK;
     for (int s = 0; s < 2; s++) {
-        DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&text[s], n + 1, sizeof *text[s], "added tokens"));
-        DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&length[s], n + 1, sizeof *length[s], "added tokens"));
-        DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&id[s], n + 1, sizeof *id[s], "added tokens"));
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_calloc((void **)&text[s], n + 1, sizeof *text[s], "added tokens"));
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_calloc((void **)&length[s], n + 1, sizeof *length[s], "added tokens"));
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_calloc((void **)&id[s], n + 1, sizeof *id[s], "added tokens"));
     }
     for (size_t i = 0; i < n; i++) {
         json_object *a = json_object_array_get_idx(added, i), *content, *special, *normalized, *idv;
@@ -460,14 +506,16 @@ static Dsv3Err load_added(Dsv3Tokenizer *t, const Where *root, json_object *adde
         DSV3_CALL_GOTO(err, done, require_off(&w, a, "rstrip"));
         int32_t tid = (int32_t)json_object_get_int64(idv);
         size_t len = (size_t)json_object_get_string_len(content);
-        DSV3_CHECK_GOTO(err, done, len > 0, DSV3_ERR_CONFIG, "%s: %s.content is empty", w.file, w.path);
+        DSV3_CHECK_GOTO(err, done, len > 0, DSV3_ERR_CONFIG, "%s: %s.content is empty", w.file,
+                        w.path);
         int is_special = special && json_object_get_boolean(special);
         // `tokenizers` defaults "normalized" to the opposite of "special".
         int is_normalized = normalized ? json_object_get_boolean(normalized) : !is_special;
         int representable;
-        DSV3_CALL_GOTO(err, done, pool_append_bytelevel(t, json_object_get_string(content), len,
-                                                        &t->decode_offset[tid], &t->decode_length[tid],
-                                                        &representable));
+        DSV3_CALL_GOTO(err, done,
+                       pool_append_bytelevel(t, json_object_get_string(content), len,
+                                             &t->decode_offset[tid], &t->decode_length[tid],
+                                             &representable));
         t->flags[tid] = (uint8_t)(TOK_FLAG_ADDED | (is_special ? TOK_FLAG_SPECIAL : 0));
         int s = is_normalized ? 1 : 0;
         text[s][count[s]] = json_object_get_string(content);
@@ -484,9 +532,12 @@ static Dsv3Err load_added(Dsv3Tokenizer *t, const Where *root, json_object *adde
             t->pool_length += (size_t)length[s][i];
         }
     for (int s = 0; s < 2; s++)
-        for (int32_t i = 0; i < count[s]; i++) text[s][i] = t->pool + (uintptr_t)text[s][i];
-    DSV3_CALL_GOTO(err, done, dsv3_tok_added_build(&t->added_raw, text[0], length[0], id[0], count[0]));
-    DSV3_CALL_GOTO(err, done, dsv3_tok_added_build(&t->added_normalized, text[1], length[1], id[1], count[1]));
+        for (int32_t i = 0; i < count[s]; i++)
+            text[s][i] = t->pool + (uintptr_t)text[s][i];
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_tok_added_build(&t->added_raw, text[0], length[0], id[0], count[0]));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_tok_added_build(&t->added_normalized, text[1], length[1], id[1], count[1]));
 done:
     for (int s = 0; s < 2; s++) {
         dsv3_free(text[s]);
@@ -501,8 +552,8 @@ static Dsv3Err load_tokenizer_json(Dsv3Tokenizer *t, const char *file) {
     DSV3_CHECK(root, DSV3_ERR_IO, "cannot read tokenizer '%s': %s", file, json_util_get_last_err());
     Dsv3Err err = DSV3_OK;
     Where w = {.file = file, .path = ""};
-    json_object *normalizer = NULL, *pre = NULL, *model = NULL, *post = NULL, *decoder = NULL, *vocab = NULL,
-                *added = NULL;
+    json_object *normalizer = NULL, *pre = NULL, *model = NULL, *post = NULL, *decoder = NULL,
+                *vocab = NULL, *added = NULL;
     DSV3_CHECK_GOTO(err, done, json_object_is_type(root, json_type_object), DSV3_ERR_CONFIG,
                     "%s: the top level must be a JSON object", file);
     DSV3_CALL_GOTO(err, done, require_off(&w, root, "truncation"));
@@ -519,12 +570,15 @@ static Dsv3Err load_tokenizer_json(Dsv3Tokenizer *t, const char *file) {
         DSV3_CALL_GOTO(err, done, member(&mw, model, "vocab", json_type_object, 1, &vocab));
         DSV3_CALL_GOTO(err, done, max_id(&w, vocab, added, &t->vocab_size));
     }
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&t->decode_offset, (size_t)t->vocab_size * sizeof *t->decode_offset,
-                                         "tokenizer ids"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&t->decode_offset,
+                              (size_t)t->vocab_size * sizeof *t->decode_offset, "tokenizer ids"));
     memset(t->decode_offset, 0xFF, (size_t)t->vocab_size * sizeof *t->decode_offset);
-    DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&t->decode_length, (size_t)t->vocab_size,
-                                          sizeof *t->decode_length, "tokenizer ids"));
-    DSV3_CALL_GOTO(err, done, dsv3_calloc((void **)&t->flags, (size_t)t->vocab_size, 1, "tokenizer ids"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_calloc((void **)&t->decode_length, (size_t)t->vocab_size,
+                               sizeof *t->decode_length, "tokenizer ids"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_calloc((void **)&t->flags, (size_t)t->vocab_size, 1, "tokenizer ids"));
     {
         Where nw, pw, ppw, dw;
         sub_path(&nw, &w, "normalizer", -1);
@@ -534,10 +588,14 @@ static Dsv3Err load_tokenizer_json(Dsv3Tokenizer *t, const char *file) {
         DSV3_CALL_GOTO(err, done, load_normalizer(&nw, normalizer));
         int saw_bytelevel = 0;
         DSV3_CHECK_GOTO(err, done, pre != NULL, DSV3_ERR_CONFIG,
-                        "%s: pre_tokenizer is null: only byte-level BPE (a ByteLevel pre-tokenizer) is supported", file);
+                        "%s: pre_tokenizer is null: only byte-level BPE (a ByteLevel "
+                        "pre-tokenizer) is supported",
+                        file);
         DSV3_CALL_GOTO(err, done, load_pretokenizer(t, &pw, pre, &saw_bytelevel));
-        DSV3_CHECK_GOTO(err, done, saw_bytelevel, DSV3_ERR_CONFIG,
-                        "%s: pre_tokenizer has no ByteLevel step: only byte-level BPE tokenizers are supported", file);
+        DSV3_CHECK_GOTO(
+            err, done, saw_bytelevel, DSV3_ERR_CONFIG,
+            "%s: pre_tokenizer has no ByteLevel step: only byte-level BPE tokenizers are supported",
+            file);
         DSV3_CALL_GOTO(err, done, load_post_processor(&ppw, post));
         DSV3_CALL_GOTO(err, done, load_decoder(&dw, decoder));
     }
@@ -549,18 +607,21 @@ done:
 }
 
 // bos_token / eos_token: a string, an AddedToken object with "content", or null.
-static Dsv3Err config_token(Dsv3Tokenizer *t, const char *file, json_object *root, const char *key, int32_t *out) {
+static Dsv3Err config_token(Dsv3Tokenizer *t, const char *file, json_object *root, const char *key,
+                            int32_t *out) {
     *out = -1;
     json_object *v = NULL, *content = NULL;
     if (!json_object_object_get_ex(root, key, &v) || v == NULL) return DSV3_OK;
     if (json_object_is_type(v, json_type_object)) {
-        DSV3_CHECK(json_object_object_get_ex(v, "content", &content) && json_object_is_type(content, json_type_string),
+        DSV3_CHECK(json_object_object_get_ex(v, "content", &content) &&
+                       json_object_is_type(content, json_type_string),
                    DSV3_ERR_CONFIG, "%s: %s.content must be a string", file, key);
         v = content;
     }
     DSV3_CHECK(json_object_is_type(v, json_type_string), DSV3_ERR_CONFIG,
                "%s: %s must be a string or an object with \"content\"", file, key);
-    *out = dsv3_tokenizer_token_id(t, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+    *out = dsv3_tokenizer_token_id(t, json_object_get_string(v),
+                                   (size_t)json_object_get_string_len(v));
     DSV3_CHECK(*out >= 0, DSV3_ERR_CONFIG, "%s: %s = \"%s\" is not a token of %s", file, key,
                json_object_get_string(v), t->path);
     return DSV3_OK;
@@ -568,7 +629,8 @@ static Dsv3Err config_token(Dsv3Tokenizer *t, const char *file, json_object *roo
 
 static Dsv3Err load_config_json(Dsv3Tokenizer *t, const char *file) {
     json_object *root = json_object_from_file(file);
-    DSV3_CHECK(root, DSV3_ERR_IO, "cannot read tokenizer config '%s': %s", file, json_util_get_last_err());
+    DSV3_CHECK(root, DSV3_ERR_IO, "cannot read tokenizer config '%s': %s", file,
+               json_util_get_last_err());
     Dsv3Err err = DSV3_OK;
     DSV3_CHECK_GOTO(err, done, json_object_is_type(root, json_type_object), DSV3_ERR_CONFIG,
                     "%s: the top level must be a JSON object", file);
@@ -579,8 +641,10 @@ done:
     return err;
 }
 
-Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_path, const char *config_path) {
-    DSV3_CHECK(out && tokenizer_path, DSV3_ERR_USAGE, "dsv3_tokenizer_load_files: out or path is NULL");
+Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_path,
+                                  const char *config_path) {
+    DSV3_CHECK(out && tokenizer_path, DSV3_ERR_USAGE,
+               "dsv3_tokenizer_load_files: out or path is NULL");
     *out = NULL;
     if (byte_of_char['!'] == 0) init_alphabet(); // '!' maps to itself once initialised
     Dsv3Tokenizer *t = NULL;
@@ -604,15 +668,19 @@ Dsv3Err dsv3_tokenizer_load(Dsv3Tokenizer **out, const char *folder) {
     char tok[FILE_PATH_CAPACITY], cfg[FILE_PATH_CAPACITY];
     int n1 = snprintf(tok, sizeof tok, "%s/tokenizer.json", folder);
     int n2 = snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", folder);
-    DSV3_CHECK(n1 > 0 && n2 > 0 && (size_t)n2 < sizeof cfg, DSV3_ERR_CONFIG, "tokenizer folder path too long: %s",
-               folder);
+    DSV3_CHECK(n1 > 0 && n2 > 0 && (size_t)n2 < sizeof cfg, DSV3_ERR_CONFIG,
+               "tokenizer folder path too long: %s", folder);
     FILE *probe = fopen(tok, "rb");
-    DSV3_CHECK(probe, DSV3_ERR_IO, "no tokenizer.json in '%s' (model.hf_assets_path): download it with "
-               "run/download_hf_assets.sh --repo_id <org/model> --assets tokenizer", folder);
+    DSV3_CHECK(probe, DSV3_ERR_IO,
+               "no tokenizer.json in '%s' (model.hf_assets_path): download it with "
+               "run/download_hf_assets.sh --repo_id <org/model> --assets tokenizer",
+               folder);
     fclose(probe);
     probe = fopen(cfg, "rb");
-    if (probe) fclose(probe);
-    else DSV3_LOG_WARN("no tokenizer_config.json in '%s': documents get no BOS or EOS", folder);
+    if (probe)
+        fclose(probe);
+    else
+        DSV3_LOG_WARN("no tokenizer_config.json in '%s': documents get no BOS or EOS", folder);
     return dsv3_tokenizer_load_files(out, tok, probe ? cfg : NULL);
 }
 
@@ -633,7 +701,8 @@ Dsv3Err dsv3_tokenizer_folder_eos_id(const char *folder, int32_t *eos_id) {
 
 void dsv3_tokenizer_free(Dsv3Tokenizer *t) {
     if (!t) return;
-    for (int i = 0; i < t->n_steps; i++) pcre2_code_free(t->steps[i].code);
+    for (int i = 0; i < t->n_steps; i++)
+        pcre2_code_free(t->steps[i].code);
     dsv3_free(t->steps);
     if (t->match) pcre2_match_data_free(t->match);
     dsv3_tok_added_free(&t->added_raw);

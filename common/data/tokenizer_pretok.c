@@ -30,7 +30,8 @@ typedef struct {
 static Dsv3Err put(Buffer *b, const char *s, size_t n) {
     if (b->length + n + 1 > b->capacity) {
         size_t cap = b->capacity ? 2 * b->capacity : 256;
-        while (cap < b->length + n + 1) cap *= 2;
+        while (cap < b->length + n + 1)
+            cap *= 2;
         char *grown = NULL;
         DSV3_CALL(dsv3_alloc((void **)&grown, cap, "regex pattern"));
         if (b->length) memcpy(grown, b->text, b->length);
@@ -55,8 +56,9 @@ static int unicode_order(void) {
 
 // Long general-category names Oniguruma accepts, and their short form.
 static const char *short_category(const char *name) {
-    static const char *const names[][2] = {{"Letter", "L"}, {"Mark", "M"}, {"Number", "N"}, {"Punctuation", "P"},
-                                           {"Symbol", "S"}, {"Separator", "Z"}, {"Other", "C"}};
+    static const char *const names[][2] = {
+        {"Letter", "L"}, {"Mark", "M"},      {"Number", "N"}, {"Punctuation", "P"},
+        {"Symbol", "S"}, {"Separator", "Z"}, {"Other", "C"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(name, names[i][0]) == 0) return names[i][1];
     return name;
@@ -67,31 +69,38 @@ static int is_general_category(const char *name) {
 }
 
 // \p{name} / \P{name} (negated), inside a character class or not.
-static Dsv3Err put_property(Buffer *b, const char *name, int negated, int in_class, const char *json_path,
-                            const char *file) {
+static Dsv3Err put_property(Buffer *b, const char *name, int negated, int in_class,
+                            const char *json_path, const char *file) {
     const char *cat = short_category(name);
     const char *items = NULL;
     if (unicode_order() < 0) {
         for (int i = 0; dsv3_tok_unicode_shrunk[i]; i++)
             DSV3_CHECK(strcmp(cat, dsv3_tok_unicode_shrunk[i]) != 0, DSV3_ERR_CONFIG,
-                       "%s: %s: \\p{%s} is not supported with this PCRE2 (its Unicode version has characters in "
-                       "%s that Unicode %s moved out)", file, json_path, name, cat, DSV3_TOK_UNICODE_TO);
+                       "%s: %s: \\p{%s} is not supported with this PCRE2 (its Unicode version has "
+                       "characters in "
+                       "%s that Unicode %s moved out)",
+                       file, json_path, name, cat, DSV3_TOK_UNICODE_TO);
         for (int i = 0; dsv3_tok_unicode_extra[i].category; i++)
-            if (strcmp(cat, dsv3_tok_unicode_extra[i].category) == 0) items = dsv3_tok_unicode_extra[i].items;
+            if (strcmp(cat, dsv3_tok_unicode_extra[i].category) == 0)
+                items = dsv3_tok_unicode_extra[i].items;
     }
     if (!is_general_category(cat) && unicode_order() != 0)
-        DSV3_LOG_WARN("%s: %s: \\p{%s} follows PCRE2's Unicode tables, not those of `tokenizers` (Unicode %s): "
-                      "characters assigned in between may split differently", file, json_path, name,
-                      DSV3_TOK_UNICODE_TO);
+        DSV3_LOG_WARN("%s: %s: \\p{%s} follows PCRE2's Unicode tables, not those of `tokenizers` "
+                      "(Unicode %s): "
+                      "characters assigned in between may split differently",
+                      file, json_path, name, DSV3_TOK_UNICODE_TO);
     char prop[64];
     int n = snprintf(prop, sizeof prop, "\\p{%s}", cat);
-    DSV3_CHECK(n > 0 && (size_t)n < sizeof prop, DSV3_ERR_CONFIG, "%s: %s: property name too long", file, json_path);
+    DSV3_CHECK(n > 0 && (size_t)n < sizeof prop, DSV3_ERR_CONFIG, "%s: %s: property name too long",
+               file, json_path);
     if (!items) {
         if (negated) prop[1] = 'P';
         return puts_(b, prop);
     }
-    DSV3_CHECK(!(negated && in_class), DSV3_ERR_CONFIG, "%s: %s: \\P{%s} inside a character class is not supported "
-               "with this PCRE2 (older Unicode tables)", file, json_path, name);
+    DSV3_CHECK(!(negated && in_class), DSV3_ERR_CONFIG,
+               "%s: %s: \\P{%s} inside a character class is not supported "
+               "with this PCRE2 (older Unicode tables)",
+               file, json_path, name);
     if (!in_class) DSV3_CALL(puts_(b, negated ? "[^" : "["));
     DSV3_CALL(puts_(b, prop));
     DSV3_CALL(puts_(b, items));
@@ -99,14 +108,18 @@ static Dsv3Err put_property(Buffer *b, const char *name, int negated, int in_cla
     return DSV3_OK;
 }
 
-static Dsv3Err translate_into(Buffer *b, const char *p, size_t n, const char *json_path, const char *file) {
+static Dsv3Err translate_into(Buffer *b, const char *p, size_t n, const char *json_path,
+                              const char *file) {
     int in_class = 0;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
         if (c == '(' && !in_class && i + 2 < n && p[i + 1] == '?' &&
-            (p[i + 2] == '-' || p[i + 2] == '^' || ((p[i + 2] | 0x20) >= 'a' && (p[i + 2] | 0x20) <= 'z')))
-            DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s: inline option \"(?%c\" at byte %zu is not supported (Oniguruma and "
-                       "PCRE2 read it differently)", file, json_path, p[i + 2], i);
+            (p[i + 2] == '-' || p[i + 2] == '^' ||
+             ((p[i + 2] | 0x20) >= 'a' && (p[i + 2] | 0x20) <= 'z')))
+            DSV3_RAISE(DSV3_ERR_CONFIG,
+                       "%s: %s: inline option \"(?%c\" at byte %zu is not supported (Oniguruma and "
+                       "PCRE2 read it differently)",
+                       file, json_path, p[i + 2], i);
         if (c == '[') {
             if (in_class && i + 1 < n && p[i + 1] == ':') { // a POSIX class such as [:alpha:]
                 const char *end = strstr(p + i, ":]");
@@ -115,12 +128,14 @@ static Dsv3Err translate_into(Buffer *b, const char *p, size_t n, const char *js
                 i += len - 1;
                 continue;
             }
-            DSV3_CHECK(!in_class, DSV3_ERR_CONFIG, "%s: %s: nested character classes (byte %zu) are not supported",
-                       file, json_path, i);
+            DSV3_CHECK(!in_class, DSV3_ERR_CONFIG,
+                       "%s: %s: nested character classes (byte %zu) are not supported", file,
+                       json_path, i);
             in_class = 1;
             DSV3_CALL(put(b, "[", 1));
             if (i + 1 < n && p[i + 1] == '^') DSV3_CALL(put(b, p + ++i, 1));
-            if (i + 1 < n && p[i + 1] == ']') DSV3_CALL(put(b, p + ++i, 1)); // a leading ']' is literal
+            if (i + 1 < n && p[i + 1] == ']')
+                DSV3_CALL(put(b, p + ++i, 1)); // a leading ']' is literal
             continue;
         }
         if (c == ']' && in_class) in_class = 0;
@@ -130,11 +145,15 @@ static Dsv3Err translate_into(Buffer *b, const char *p, size_t n, const char *js
         }
         char e = p[++i];
         if (e == 's' || e == 'S' || e == 'h' || e == 'H') {
-            DSV3_CALL(puts_(b, e == 's' ? "\\p{White_Space}" : e == 'S' ? "\\P{White_Space}" : e == 'h' ? "\\p{AHex}"
-                                                                                                       : "\\P{AHex}"));
+            DSV3_CALL(puts_(b, e == 's'   ? "\\p{White_Space}"
+                               : e == 'S' ? "\\P{White_Space}"
+                               : e == 'h' ? "\\p{AHex}"
+                                          : "\\P{AHex}"));
         } else if (e == 'w' || e == 'W' || e == 'b' || e == 'B') {
-            DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s: \\%c at byte %zu is not supported (Oniguruma's word characters "
-                       "differ from PCRE2's)", file, json_path, e, i - 1);
+            DSV3_RAISE(DSV3_ERR_CONFIG,
+                       "%s: %s: \\%c at byte %zu is not supported (Oniguruma's word characters "
+                       "differ from PCRE2's)",
+                       file, json_path, e, i - 1);
         } else if (e == 'u' && i + 4 < n && strspn(p + i + 1, "0123456789abcdefABCDEF") >= 4) {
             char code[16];
             snprintf(code, sizeof code, "\\x{%.4s}", p + i + 1);
@@ -166,7 +185,8 @@ static Dsv3Err translate_into(Buffer *b, const char *p, size_t n, const char *js
     return DSV3_OK;
 }
 
-static Dsv3Err translate(const char *p, size_t n, char **out, const char *json_path, const char *file) {
+static Dsv3Err translate(const char *p, size_t n, char **out, const char *json_path,
+                         const char *file) {
     Buffer b = {0};
     Dsv3Err err = put(&b, "", 0);
     if (err == DSV3_OK) err = translate_into(&b, p, n, json_path, file);
@@ -178,8 +198,8 @@ static Dsv3Err translate(const char *p, size_t n, char **out, const char *json_p
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex, const char *json_path,
-                         const char *file) {
+Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex,
+                         const char *json_path, const char *file) {
     *out = NULL;
     char *translated = NULL;
     if (regex) DSV3_CALL(translate(pattern, length, &translated, json_path, file));
@@ -189,15 +209,19 @@ Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, i
     int code = 0;
     PCRE2_SIZE offset = 0;
     uint32_t options = PCRE2_UTF | PCRE2_UCP | (regex ? PCRE2_MULTILINE : PCRE2_LITERAL);
-    pcre2_code *re = regex ? pcre2_compile((PCRE2_SPTR)translated, PCRE2_ZERO_TERMINATED, options, &code, &offset, ctx)
-                           : pcre2_compile((PCRE2_SPTR)pattern, length, options, &code, &offset, ctx);
+    pcre2_code *re = regex
+                         ? pcre2_compile((PCRE2_SPTR)translated, PCRE2_ZERO_TERMINATED, options,
+                                         &code, &offset, ctx)
+                         : pcre2_compile((PCRE2_SPTR)pattern, length, options, &code, &offset, ctx);
     pcre2_compile_context_free(ctx);
     dsv3_free(translated);
     if (!re) {
         PCRE2_UCHAR message[PATTERN_ERROR_CAPACITY];
         pcre2_get_error_message(code, message, sizeof message);
-        DSV3_RAISE(DSV3_ERR_CONFIG, "%s: %s: the pattern does not compile (at byte %zu of the translated pattern): %s",
-                   file, json_path, (size_t)offset, (const char *)message);
+        DSV3_RAISE(
+            DSV3_ERR_CONFIG,
+            "%s: %s: the pattern does not compile (at byte %zu of the translated pattern): %s",
+            file, json_path, (size_t)offset, (const char *)message);
     }
     // The JIT makes matching several times faster; without it (no JIT on this CPU) PCRE2
     // interprets the same pattern, so a failure here changes nothing but speed.
@@ -221,17 +245,21 @@ Dsv3Err dsv3_tok_pieces_push(TokPieces *p, size_t start, size_t length, int is_m
 }
 
 // Length of the UTF-8 character at s (the text is valid UTF-8 here).
-static size_t char_length(unsigned char c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
+static size_t char_length(unsigned char c) {
+    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
 
 // The matches of `step` in one piece as alternating (range, is_match) entries covering it,
 // as tokenizers' find_matches: after an empty match the search moves on by one character.
-static Dsv3Err find_matches(Dsv3Tokenizer *t, const TokSplitStep *step, const char *text, TokPiece piece) {
+static Dsv3Err find_matches(Dsv3Tokenizer *t, const TokSplitStep *step, const char *text,
+                            TokPiece piece) {
     TokPieces *m = &t->matches;
     m->count = 0;
     const char *subject = text + piece.start;
     size_t prev = 0, at = 0;
     while (at <= piece.length) {
-        int rc = pcre2_match(step->code, (PCRE2_SPTR)subject, piece.length, at, PCRE2_NO_UTF_CHECK, t->match, NULL);
+        int rc = pcre2_match(step->code, (PCRE2_SPTR)subject, piece.length, at, PCRE2_NO_UTF_CHECK,
+                             t->match, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         DSV3_CHECK(rc > 0, DSV3_ERR_INTERNAL, "PCRE2 match failed with code %d in %s", rc, t->path);
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->match);
@@ -239,13 +267,18 @@ static Dsv3Err find_matches(Dsv3Tokenizer *t, const TokSplitStep *step, const ch
         if (s > prev) DSV3_CALL(dsv3_tok_pieces_push(m, piece.start + prev, s - prev, 0));
         DSV3_CALL(dsv3_tok_pieces_push(m, piece.start + s, e - s, 1));
         prev = e;
-        if (e > s) at = e;
-        else if (e < piece.length) at = e + char_length((unsigned char)subject[e]);
-        else break;
+        if (e > s)
+            at = e;
+        else if (e < piece.length)
+            at = e + char_length((unsigned char)subject[e]);
+        else
+            break;
     }
-    if (prev < piece.length) DSV3_CALL(dsv3_tok_pieces_push(m, piece.start + prev, piece.length - prev, 0));
+    if (prev < piece.length)
+        DSV3_CALL(dsv3_tok_pieces_push(m, piece.start + prev, piece.length - prev, 0));
     if (step->invert)
-        for (size_t i = 0; i < m->count; i++) m->items[i].is_match = !m->items[i].is_match;
+        for (size_t i = 0; i < m->count; i++)
+            m->items[i].is_match = !m->items[i].is_match;
     return DSV3_OK;
 }
 
@@ -276,8 +309,9 @@ static Dsv3Err apply_behavior(Dsv3Tokenizer *t, TokSplitBehavior behavior, TokPi
     } else {
         for (size_t k = 0; k < m->count; k++) {
             TokPiece p = m->items[k];
-            int extend = (behavior == TOK_SPLIT_MERGED_WITH_PREVIOUS && p.is_match && !prev_match) ||
-                         (behavior == TOK_SPLIT_CONTIGUOUS && p.is_match == prev_match);
+            int extend =
+                (behavior == TOK_SPLIT_MERGED_WITH_PREVIOUS && p.is_match && !prev_match) ||
+                (behavior == TOK_SPLIT_CONTIGUOUS && p.is_match == prev_match);
             if (behavior == TOK_SPLIT_REMOVED && p.is_match) {
                 // dropped
             } else if (extend && out->count > first) {
@@ -324,21 +358,30 @@ static int compare_added(const void *a, const void *b) {
     int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
     int bi = bucket_of(sort_set, i), bj = bucket_of(sort_set, j);
     if (bi != bj) return bi - bj;
-    if (sort_set->length[i] != sort_set->length[j]) return sort_set->length[j] - sort_set->length[i];
+    if (sort_set->length[i] != sort_set->length[j])
+        return sort_set->length[j] - sort_set->length[i];
     return i - j;
 }
 
-Dsv3Err dsv3_tok_added_build(TokAddedSet *set, const char **text, const int32_t *length, const int32_t *id,
-                             int32_t count) {
+Dsv3Err dsv3_tok_added_build(TokAddedSet *set, const char **text, const int32_t *length,
+                             const int32_t *id, int32_t count) {
     memset(set, 0, sizeof *set);
-    for (int b = 0; b < TOK_BYTE_VALUES; b++) set->single[b] = -1;
+    for (int b = 0; b < TOK_BYTE_VALUES; b++)
+        set->single[b] = -1;
     Dsv3Err err = DSV3_OK;
     int32_t *order = NULL, multi = 0;
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&set->bucket, TOK_PAIR_BUCKETS + 1, sizeof *set->bucket, "added"));
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&set->text, (size_t)count + 1, sizeof *set->text, "added"));
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&set->length, (size_t)count + 1, sizeof *set->length, "added"));
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&set->id, (size_t)count + 1, sizeof *set->id, "added"));
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&order, (size_t)count + 1, sizeof *order, "added"));
+    DSV3_CALL_GOTO(
+        err, fail,
+        dsv3_calloc((void **)&set->bucket, TOK_PAIR_BUCKETS + 1, sizeof *set->bucket, "added"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&set->text, (size_t)count + 1, sizeof *set->text, "added"));
+    DSV3_CALL_GOTO(
+        err, fail,
+        dsv3_calloc((void **)&set->length, (size_t)count + 1, sizeof *set->length, "added"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&set->id, (size_t)count + 1, sizeof *set->id, "added"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&order, (size_t)count + 1, sizeof *order, "added"));
     for (int32_t i = 0; i < count; i++) {
         set->lead[(unsigned char)text[i][0]] = 1;
         if (length[i] == 1) {
@@ -358,7 +401,8 @@ Dsv3Err dsv3_tok_added_build(TokAddedSet *set, const char **text, const int32_t 
     {
         const char **t2 = NULL;
         int32_t *l2 = NULL, *i2 = NULL;
-        DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&t2, (size_t)multi + 1, sizeof *t2, "added"));
+        DSV3_CALL_GOTO(err, fail,
+                       dsv3_calloc((void **)&t2, (size_t)multi + 1, sizeof *t2, "added"));
         err = dsv3_calloc((void **)&l2, (size_t)multi + 1, sizeof *l2, "added");
         if (err == DSV3_OK) err = dsv3_calloc((void **)&i2, (size_t)multi + 1, sizeof *i2, "added");
         if (err != DSV3_OK) {
@@ -376,8 +420,10 @@ Dsv3Err dsv3_tok_added_build(TokAddedSet *set, const char **text, const int32_t 
         dsv3_free(set->id);
         set->text = t2, set->length = l2, set->id = i2;
     }
-    for (int32_t k = 0; k < multi; k++) set->bucket[bucket_of(set, k) + 1]++;
-    for (int b = 0; b < TOK_PAIR_BUCKETS; b++) set->bucket[b + 1] += set->bucket[b];
+    for (int32_t k = 0; k < multi; k++)
+        set->bucket[bucket_of(set, k) + 1]++;
+    for (int b = 0; b < TOK_PAIR_BUCKETS; b++)
+        set->bucket[b + 1] += set->bucket[b];
     dsv3_free(order);
     return DSV3_OK;
 fail:
@@ -394,8 +440,8 @@ void dsv3_tok_added_free(TokAddedSet *set) {
     memset(set, 0, sizeof *set);
 }
 
-int dsv3_tok_added_find(const TokAddedSet *set, const char *text, size_t from, size_t end, size_t *match_start,
-                        size_t *match_length, int32_t *id) {
+int dsv3_tok_added_find(const TokAddedSet *set, const char *text, size_t from, size_t end,
+                        size_t *match_start, size_t *match_length, int32_t *id) {
     if (!set->bucket) return 0;
     for (size_t i = from; i < end; i++) {
         unsigned char b0 = (unsigned char)text[i];

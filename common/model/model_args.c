@@ -179,10 +179,10 @@ static void flavor_671b(Dsv3ModelArgs *a) {
 }
 
 // One list drives both the public names and the lookup, so they cannot drift apart.
-#define MODEL_FLAVORS(X)                                                                     \
-    X("debugmodel", flavor_debugmodel)                                                       \
-    X("16B", flavor_16b)                                                                     \
-    X("236B", flavor_236b)                                                                   \
+#define MODEL_FLAVORS(X)                                                                           \
+    X("debugmodel", flavor_debugmodel)                                                             \
+    X("16B", flavor_16b)                                                                           \
+    X("236B", flavor_236b)                                                                         \
     X("671B", flavor_671b)
 
 #define MODEL_FLAVOR_NAME(name, fill) name,
@@ -252,15 +252,15 @@ static int64_t count_attention(const Dsv3ModelArgs *a) {
     if (a->q_lora_rank == 0) {
         n = count_mul(a->dim, q_out); // wq
     } else {
-        n = count_mul(a->dim, a->q_lora_rank);                  // wq_a
-        n = count_add(n, a->q_lora_rank);                       // q_norm
-        n = count_add(n, count_mul(a->q_lora_rank, q_out));     // wq_b
+        n = count_mul(a->dim, a->q_lora_rank);              // wq_a
+        n = count_add(n, a->q_lora_rank);                   // q_norm
+        n = count_add(n, count_mul(a->q_lora_rank, q_out)); // wq_b
     }
     n = count_add(n, count_mul(a->dim, count_add(a->kv_lora_rank, a->qk_rope_head_dim))); // wkv_a
-    n = count_add(n, a->kv_lora_rank);                                                   // kv_norm
+    n = count_add(n, a->kv_lora_rank);                                                    // kv_norm
     int64_t kv_out = count_mul(a->n_heads, count_add(a->qk_nope_head_dim, a->v_head_dim));
-    n = count_add(n, count_mul(a->kv_lora_rank, kv_out));                                // wkv_b
-    n = count_add(n, count_mul3(a->n_heads, a->v_head_dim, a->dim));                     // wo
+    n = count_add(n, count_mul(a->kv_lora_rank, kv_out));            // wkv_b
+    n = count_add(n, count_mul3(a->n_heads, a->v_head_dim, a->dim)); // wo
     return n;
 }
 
@@ -356,13 +356,13 @@ int64_t dsv3_model_flops_per_token(const Dsv3ModelArgs *args, int64_t seq_len) {
 // Validation. Real arguments must also be finite; NaN fails every comparison, so every check.
 
 // An integer dimension that must be ≥ 1.
-#define CHECK_POSITIVE(a, key)                                                               \
-    DSV3_CHECK((a)->key > 0, DSV3_ERR_CONFIG,                                                \
-               "model." #key " = %lld must be a positive integer", (long long)(a)->key)
+#define CHECK_POSITIVE(a, key)                                                                     \
+    DSV3_CHECK((a)->key > 0, DSV3_ERR_CONFIG, "model." #key " = %lld must be a positive integer",  \
+               (long long)(a)->key)
 
 // An integer that may be 0 (meaning "off") but not negative.
-#define CHECK_NON_NEGATIVE(a, key)                                                           \
-    DSV3_CHECK((a)->key >= 0, DSV3_ERR_CONFIG,                                               \
+#define CHECK_NON_NEGATIVE(a, key)                                                                 \
+    DSV3_CHECK((a)->key >= 0, DSV3_ERR_CONFIG,                                                     \
                "model." #key " = %lld must be 0 or a positive integer", (long long)(a)->key)
 
 // Every integer dimension and count on its own.
@@ -392,8 +392,7 @@ static Dsv3Err validate_integers(const Dsv3ModelArgs *a) {
     DSV3_CHECK(a->score_func == DSV3_SCORE_SOFTMAX || a->score_func == DSV3_SCORE_SIGMOID,
                DSV3_ERR_CONFIG, "model.score_func = %d must be \"softmax\" or \"sigmoid\"",
                (int)a->score_func);
-    DSV3_CHECK(a->attn_mask_type == DSV3_MASK_CAUSAL ||
-                   a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL,
+    DSV3_CHECK(a->attn_mask_type == DSV3_MASK_CAUSAL || a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL,
                DSV3_ERR_CONFIG, "model.attn_mask_type = %d must be \"causal\" or \"block_causal\"",
                (int)a->attn_mask_type);
     return DSV3_OK;

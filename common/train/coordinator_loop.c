@@ -44,10 +44,13 @@ static Dsv3Err data_open(Data *d, const Dsv3Config *cfg) {
         return dsv3_token_file_open(&d->tokens, cfg->training.dataset_path, cfg->model.vocab_size,
                                     cfg->training.seq_len);
     if (strcmp(kind, "text") == 0)
-        return dsv3_text_dataset_open(&d->text, cfg->training.dataset_path, cfg->model.hf_assets_path,
-                                      cfg->model.vocab_size, cfg->training.seq_len);
-    DSV3_RAISE(DSV3_ERR_CONFIG, "training.dataset = \"%s\" is not supported (use \"synthetic\", "
-               "\"tokens\" or \"text\")", kind);
+        return dsv3_text_dataset_open(&d->text, cfg->training.dataset_path,
+                                      cfg->model.hf_assets_path, cfg->model.vocab_size,
+                                      cfg->training.seq_len);
+    DSV3_RAISE(DSV3_ERR_CONFIG,
+               "training.dataset = \"%s\" is not supported (use \"synthetic\", "
+               "\"tokens\" or \"text\")",
+               kind);
 }
 
 static Dsv3Err data_window(Data *d, int64_t w, int32_t *tokens) {
@@ -91,30 +94,41 @@ static Dsv3Err send_batches(const Dsv3Launch *launch, Data *data, const BatchSha
             int64_t d = c.dp_replicate * t->dims.dp_shard + c.dp_shard;
             int64_t first = (step - 1) * s->G + d * per_rank + i * s->B;
             double t0 = dsv3_log_seconds();
-            for (int64_t b = 0; b < s->B; b++) DSV3_CALL(data_window(data, first + b, windows + b * W));
+            for (int64_t b = 0; b < s->B; b++)
+                DSV3_CALL(data_window(data, first + b, windows + b * W));
             double t1 = dsv3_log_seconds();
-            DSV3_MPI_CALL(MPI_Send(windows, (int)(s->B * W), MPI_INT32_T, (int)(1 + r), DSV3_TAG_BATCH, t->job));
+            DSV3_MPI_CALL(MPI_Send(windows, (int)(s->B * W), MPI_INT32_T, (int)(1 + r),
+                                   DSV3_TAG_BATCH, t->job));
             DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_DATA, (int32_t)i, t0, t1));
-            DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t1, dsv3_log_seconds()));
+            DSV3_CALL(
+                dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t1, dsv3_log_seconds()));
         }
     return DSV3_OK;
 }
 
 // The logged step's record from the gathered reports and the coordinator's own timings.
-static void step_record(const Dsv3ReportGather *g, const Dsv3Trace *own, const BatchShape *s, int64_t step,
-                        double lr, double seconds, double flops_per_token, double peak_tflops,
-                        Dsv3StepRecord *out) {
+static void step_record(const Dsv3ReportGather *g, const Dsv3Trace *own, const BatchShape *s,
+                        int64_t step, double lr, double seconds, double flops_per_token,
+                        double peak_tflops, Dsv3StepRecord *out) {
     Dsv3ReportTotals totals;
     dsv3_report_combine(g, &totals);
     // Per stage rank (device), as torchtitan reports tokens per second.
     double tps = (double)(s->G * s->T) / seconds / (double)g->n_stage;
-    *out = (Dsv3StepRecord){.step = step, .loss = totals.loss, .grad_norm = totals.grad_norm, .lr = lr,
-                            .tps = tps, .tflops = flops_per_token * tps / 1e12,
-                            .mfu = dsv3_peak_mfu_percent(flops_per_token, tps, peak_tflops),
-                            .memory_gib = (double)totals.bytes_peak / GIB,
-                            .memory_pct = totals.device_bytes > 0
-                                              ? 100.0 * (double)totals.bytes_peak / (double)totals.device_bytes : 0,
-                            .seconds_step = seconds, .expert_load = &g->load, .validation_loss = NAN};
+    *out =
+        (Dsv3StepRecord){.step = step,
+                         .loss = totals.loss,
+                         .grad_norm = totals.grad_norm,
+                         .lr = lr,
+                         .tps = tps,
+                         .tflops = flops_per_token * tps / 1e12,
+                         .mfu = dsv3_peak_mfu_percent(flops_per_token, tps, peak_tflops),
+                         .memory_gib = (double)totals.bytes_peak / GIB,
+                         .memory_pct = totals.device_bytes > 0 ? 100.0 * (double)totals.bytes_peak /
+                                                                     (double)totals.device_bytes
+                                                               : 0,
+                         .seconds_step = seconds,
+                         .expert_load = &g->load,
+                         .validation_loss = NAN};
     memcpy(out->seconds, totals.seconds, sizeof out->seconds);
     // The coordinator's own phases: reading data, broadcasting the plan.
     out->seconds[DSV3_PHASE_DATA] = own->seconds[DSV3_PHASE_DATA];
@@ -125,10 +139,13 @@ static void step_record(const Dsv3ReportGather *g, const Dsv3Trace *own, const B
 
 static Dsv3Err schedule_of(const Dsv3Config *cfg, Dsv3LrSchedule *out) {
     double ratio = cfg->lr_scheduler.decay_ratio;
-    Dsv3LrScheduleParams p = {
-        .warmup_steps = cfg->lr_scheduler.warmup_steps,
-        .total_steps = cfg->lr_scheduler.total_steps ? cfg->lr_scheduler.total_steps : cfg->training.steps,
-        .has_decay_ratio = ratio >= 0, .decay_ratio = ratio, .min_lr_factor = cfg->lr_scheduler.min_lr_factor};
+    Dsv3LrScheduleParams p = {.warmup_steps = cfg->lr_scheduler.warmup_steps,
+                              .total_steps = cfg->lr_scheduler.total_steps
+                                                 ? cfg->lr_scheduler.total_steps
+                                                 : cfg->training.steps,
+                              .has_decay_ratio = ratio >= 0,
+                              .decay_ratio = ratio,
+                              .min_lr_factor = cfg->lr_scheduler.min_lr_factor};
     DSV3_CALL(dsv3_lr_decay_type_parse(cfg->lr_scheduler.decay_type, &p.decay_type));
     return dsv3_lr_schedule_init(out, &p);
 }
@@ -149,14 +166,15 @@ typedef struct {
 
 // After step `step`'s reports: the trace file, validation, the logged line. *loss is the
 // step's loss, replaced by the held-out loss (and *held_out set) when validation ran.
-static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s, const Dsv3StepPlan *plan,
-                          double seconds, double flops_per_token, int32_t *windows, double *loss,
-                          int *held_out) {
+static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s,
+                          const Dsv3StepPlan *plan, double seconds, double flops_per_token,
+                          int32_t *windows, double *loss, int *held_out) {
     const Dsv3Config *cfg = &launch->config;
     if (plan->flags & DSV3_PLAN_PROFILE)
         DSV3_CALL(dsv3_report_write_trace(&st->gather, &st->trace, cfg, plan->step));
     Dsv3StepRecord rec;
-    step_record(&st->gather, &st->trace, s, plan->step, plan->lr, seconds, flops_per_token, st->peak_tflops, &rec);
+    step_record(&st->gather, &st->trace, s, plan->step, plan->lr, seconds, flops_per_token,
+                st->peak_tflops, &rec);
     *loss = rec.loss;
     if (dsv3_validation_due(st->validation, plan->step)) {
         double vseconds = 0;
@@ -166,7 +184,8 @@ static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s
                                       &rec.validation_loss, &vtokens, &vseconds));
         rec.seconds[DSV3_PHASE_VALIDATION] = vseconds;
         dsv3_metrics_log_validation(st->metrics, plan->step, rec.validation_loss,
-                                    (double)vtokens / vseconds / (double)st->gather.n_stage, vseconds, vtokens);
+                                    (double)vtokens / vseconds / (double)st->gather.n_stage,
+                                    vseconds, vtokens);
         *loss = rec.validation_loss;
     }
     *held_out = dsv3_validation_due(st->validation, plan->step);
@@ -174,7 +193,8 @@ static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s
     return DSV3_OK;
 }
 
-static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_t eos_id, double floor) {
+static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_t eos_id,
+                           double floor) {
     const Dsv3Config *cfg = &launch->config;
     BatchShape s;
     DSV3_CALL(batch_shape(launch, &s));
@@ -182,12 +202,14 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
     DSV3_CALL(schedule_of(cfg, &schedule));
     double flops_per_token = (double)dsv3_model_flops_per_token(&launch->model, s.T);
     int32_t *windows = NULL;
-    DSV3_CALL(dsv3_alloc((void **)&windows, (size_t)(s.B * (s.T + 1)) * sizeof *windows, "token windows"));
+    DSV3_CALL(dsv3_alloc((void **)&windows, (size_t)(s.B * (s.T + 1)) * sizeof *windows,
+                         "token windows"));
     Dsv3Err err = DSV3_OK;
     double last_loss = NAN;
     int held_out = 0;
-    DSV3_LOG_INFO("training %" PRId64 " steps: global batch %" PRId64 " × seq_len %" PRId64 " = %" PRId64
-                  " tokens per step, %" PRId64 " micro-batch(es) of %" PRId64 " per data-parallel rank",
+    DSV3_LOG_INFO("training %" PRId64 " steps: global batch %" PRId64 " × seq_len %" PRId64
+                  " = %" PRId64 " tokens per step, %" PRId64 " micro-batch(es) of %" PRId64
+                  " per data-parallel rank",
                   cfg->training.steps, s.G, s.T, s.G * s.T, s.micro_batches, s.B);
     // Step 0 lets the stage ranks build their models before the first step's clock starts.
     double ready_start = dsv3_log_seconds();
@@ -200,34 +222,44 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
     MPI_Request ready;
     DSV3_MPI_CALL_GOTO(err, done, MPI_Ibarrier(launch->topology.job, &ready));
     DSV3_CALL_GOTO(err, done, dsv3_idle_waitall(1, &ready));
-    DSV3_LOG_INFO("start-up: %" PRId64 " stage rank(s) allocated their models and are ready after %.2f s",
+    DSV3_LOG_INFO("start-up: %" PRId64
+                  " stage rank(s) allocated their models and are ready after %.2f s",
                   launch->topology.n_stage, dsv3_log_seconds() - ready_start);
     for (int64_t step = first_step; step <= cfg->training.steps; step++) {
         // Validation steps are logged too, so that their validation_loss is written.
-        int logged = step % cfg->metrics.log_freq == 0 || step == 1 || step == cfg->training.steps ||
-                     dsv3_validation_due(st->validation, step);
+        int logged = step % cfg->metrics.log_freq == 0 || step == 1 ||
+                     step == cfg->training.steps || dsv3_validation_due(st->validation, step);
         int profiled = cfg->profiling.enable_profiling && step % cfg->profiling.profile_freq == 0;
         dsv3_trace_step_start(&st->trace, profiled);
         double start = st->trace.origin;
-        Dsv3StepPlan plan = {.step = step, .micro_batches = s.micro_batches,
+        Dsv3StepPlan plan = {.step = step,
+                             .micro_batches = s.micro_batches,
                              .lr = cfg->optimizer.lr * dsv3_lr_factor(&schedule, step),
-                             .grad_scale = 1.0 / (double)(s.G * s.T), .eos_id = eos_id,
-                             .flags = (logged ? DSV3_PLAN_EXPERT_LOAD : 0) | (profiled ? DSV3_PLAN_PROFILE : 0)};
+                             .grad_scale = 1.0 / (double)(s.G * s.T),
+                             .eos_id = eos_id,
+                             .flags = (logged ? DSV3_PLAN_EXPERT_LOAD : 0) |
+                                      (profiled ? DSV3_PLAN_PROFILE : 0)};
         DSV3_CALL_GOTO(err, done, broadcast_plan(launch, &plan));
-        DSV3_CALL_GOTO(err, done, dsv3_trace_add(&st->trace, DSV3_PHASE_COMM_PLAN, -1, start, dsv3_log_seconds()));
+        DSV3_CALL_GOTO(
+            err, done,
+            dsv3_trace_add(&st->trace, DSV3_PHASE_COMM_PLAN, -1, start, dsv3_log_seconds()));
         DSV3_CALL_GOTO(err, done, send_batches(launch, data, &s, step, windows, &st->trace));
         double wait = dsv3_log_seconds();
         DSV3_CALL_GOTO(err, done, dsv3_report_gather(&st->gather, launch, &plan));
         double end = dsv3_log_seconds();
-        DSV3_CALL_GOTO(err, done, dsv3_trace_add(&st->trace, DSV3_PHASE_WAIT_REPORTS, -1, wait, end));
-        // Saves when due; before after_step, whose validation passes the stage ranks serve after it.
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_trace_add(&st->trace, DSV3_PHASE_WAIT_REPORTS, -1, wait, end));
+        // Saves when due; before after_step, whose validation passes the stage ranks serve after
+        // it.
         DSV3_CALL_GOTO(err, done, dsv3_ckpt_coordinator_step(&ckpt, launch, step, plan.lr));
-        DSV3_CALL_GOTO(err, done, after_step(launch, st, &s, &plan, end - start, flops_per_token, windows, &last_loss,
-                                             &held_out));
+        DSV3_CALL_GOTO(err, done,
+                       after_step(launch, st, &s, &plan, end - start, flops_per_token, windows,
+                                  &last_loss, &held_out));
     }
     if (!isnan(floor))
-        DSV3_LOG_INFO("final %s loss %.4f, %.4f above the dataset's entropy floor of %.4f nats per token",
-                      held_out ? "held-out" : "training", last_loss, last_loss - floor, floor);
+        DSV3_LOG_INFO(
+            "final %s loss %.4f, %.4f above the dataset's entropy floor of %.4f nats per token",
+            held_out ? "held-out" : "training", last_loss, last_loss - floor, floor);
 done:
     dsv3_free(windows);
     return err;
@@ -256,9 +288,10 @@ Dsv3Err dsv3_coordinator_train(Dsv3Launch *launch) {
         }
     }
     if (launch->model.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL && eos_id < 0)
-        DSV3_LOG_WARN("training.dataset = \"%s\" gives no EOS id (no tokenizer with an eos_token in "
-                      "model.hf_assets_path = '%s'): block_causal attention sees each window as one document",
-                      cfg->training.dataset, cfg->model.hf_assets_path);
+        DSV3_LOG_WARN(
+            "training.dataset = \"%s\" gives no EOS id (no tokenizer with an eos_token in "
+            "model.hf_assets_path = '%s'): block_causal attention sees each window as one document",
+            cfg->training.dataset, cfg->model.hf_assets_path);
     LoopState st = {0};
     DSV3_CALL_GOTO(err, done, dsv3_metrics_open(&st.metrics, cfg, &launch->model));
     DSV3_CALL_GOTO(err, done, dsv3_report_gather_create(&st.gather, launch));

@@ -12,8 +12,10 @@ Dsv3Err dsv3_expert_load_create(Dsv3ExpertLoad *load, const Dsv3ModelArgs *args)
     load->n_experts = args->num_experts;
     load->n_dense_layers = args->n_dense_layers;
     size_t n = (size_t)(args->n_layers * args->num_experts);
-    Dsv3Err err = dsv3_calloc((void **)&load->counts, n, sizeof *load->counts, "expert load counts");
-    if (err == DSV3_OK) err = dsv3_calloc((void **)&load->bias, n, sizeof *load->bias, "expert load biases");
+    Dsv3Err err =
+        dsv3_calloc((void **)&load->counts, n, sizeof *load->counts, "expert load counts");
+    if (err == DSV3_OK)
+        err = dsv3_calloc((void **)&load->bias, n, sizeof *load->bias, "expert load biases");
     if (err != DSV3_OK) dsv3_expert_load_destroy(load);
     DSV3_CALL(err);
     return DSV3_OK;
@@ -34,10 +36,14 @@ void dsv3_expert_load_capture(Dsv3ExpertLoad *load, Dsv3Model *m) {
     for (int64_t l = 0; l < load->n_layers; l++) {
         const int64_t *counts = dsv3_model_tokens_per_expert(m, l);
         const float *bias = dsv3_model_expert_bias(m, l);
-        if (counts) memcpy(load->counts + l * E, counts, (size_t)E * sizeof *counts);
-        else memset(load->counts + l * E, 0, (size_t)E * sizeof *load->counts);
-        if (bias) memcpy(load->bias + l * E, bias, (size_t)E * sizeof *bias);
-        else memset(load->bias + l * E, 0, (size_t)E * sizeof *load->bias);
+        if (counts)
+            memcpy(load->counts + l * E, counts, (size_t)E * sizeof *counts);
+        else
+            memset(load->counts + l * E, 0, (size_t)E * sizeof *load->counts);
+        if (bias)
+            memcpy(load->bias + l * E, bias, (size_t)E * sizeof *bias);
+        else
+            memset(load->bias + l * E, 0, (size_t)E * sizeof *load->bias);
     }
 }
 

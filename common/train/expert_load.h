@@ -22,11 +22,11 @@ typedef struct {
 } Dsv3ExpertLoad;
 
 typedef struct {
-    int64_t tokens;        // Σ counts of the layer (tokens × top_k)
-    int64_t max, min;      // busiest and idlest expert
-    double max_over_mean;  // max / (tokens / E); 0 when the layer saw no tokens
+    int64_t tokens;       // Σ counts of the layer (tokens × top_k)
+    int64_t max, min;     // busiest and idlest expert
+    double max_over_mean; // max / (tokens / E); 0 when the layer saw no tokens
     double min_over_mean;
-    double bias_norm;      // ‖expert_bias‖₂
+    double bias_norm; // ‖expert_bias‖₂
 } Dsv3ExpertLayerLoad;
 
 // Zeroed (L, E) buffers for a model of these arguments.

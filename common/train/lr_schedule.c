@@ -14,11 +14,13 @@ enum { NUM_DECAY_TYPES = sizeof DECAY_TYPE_NAMES / sizeof DECAY_TYPE_NAMES[0] };
 
 Dsv3Err dsv3_lr_schedule_init(Dsv3LrSchedule *out, const Dsv3LrScheduleParams *p) {
     DSV3_CHECK(out && p, DSV3_ERR_USAGE, "dsv3_lr_schedule_init: out or params is NULL");
-    DSV3_CHECK(p->warmup_steps >= 0, DSV3_ERR_CONFIG, "lr_scheduler.warmup_steps = %lld must be >= 0",
-               (long long)p->warmup_steps);
+    DSV3_CHECK(p->warmup_steps >= 0, DSV3_ERR_CONFIG,
+               "lr_scheduler.warmup_steps = %lld must be >= 0", (long long)p->warmup_steps);
     DSV3_CHECK(p->total_steps >= 0, DSV3_ERR_CONFIG,
-               "lr_scheduler.total_steps (or training.steps) = %lld must be >= 0", (long long)p->total_steps);
-    DSV3_CHECK(!p->has_decay_ratio || (isfinite(p->decay_ratio) && p->decay_ratio >= 0.0), DSV3_ERR_CONFIG,
+               "lr_scheduler.total_steps (or training.steps) = %lld must be >= 0",
+               (long long)p->total_steps);
+    DSV3_CHECK(!p->has_decay_ratio || (isfinite(p->decay_ratio) && p->decay_ratio >= 0.0),
+               DSV3_ERR_CONFIG,
                "lr_scheduler.decay_ratio = %g must be >= 0 (or unset to decay right after warm-up)",
                p->decay_ratio);
     DSV3_CHECK((int)p->decay_type >= 0 && (int)p->decay_type < NUM_DECAY_TYPES, DSV3_ERR_CONFIG,
@@ -28,8 +30,9 @@ Dsv3Err dsv3_lr_schedule_init(Dsv3LrSchedule *out, const Dsv3LrScheduleParams *p
 
     int64_t total = p->total_steps, warmup = p->warmup_steps, decay;
     if (warmup > total) {
-        DSV3_LOG_WARN("warmup steps (%lld) exceed total steps (%lld); adjusting warmup steps to %lld",
-                      (long long)warmup, (long long)total, (long long)total);
+        DSV3_LOG_WARN(
+            "warmup steps (%lld) exceed total steps (%lld); adjusting warmup steps to %lld",
+            (long long)warmup, (long long)total, (long long)total);
         warmup = total;
     }
     if (p->has_decay_ratio) {
@@ -42,7 +45,8 @@ Dsv3Err dsv3_lr_schedule_init(Dsv3LrSchedule *out, const Dsv3LrScheduleParams *p
         if (warmup + decay > total) {
             DSV3_LOG_WARN("warmup (%lld) + decay (%lld) steps exceed total steps (%lld); adjusting "
                           "decay steps to %lld",
-                          (long long)warmup, (long long)decay, (long long)total, (long long)(total - warmup));
+                          (long long)warmup, (long long)decay, (long long)total,
+                          (long long)(total - warmup));
             decay = total - warmup;
         }
     } else {
@@ -82,7 +86,8 @@ Dsv3Err dsv3_lr_decay_type_parse(const char *name, Dsv3LrDecayType *out) {
             return DSV3_OK;
         }
     }
-    DSV3_RAISE(DSV3_ERR_CONFIG, "lr_scheduler.decay_type = \"%s\" is not one of linear, sqrt, cosine",
+    DSV3_RAISE(DSV3_ERR_CONFIG,
+               "lr_scheduler.decay_type = \"%s\" is not one of linear, sqrt, cosine",
                name ? name : "(null)");
 }
 

@@ -42,13 +42,13 @@ typedef enum {
 
 // Plain values, named after the config keys they come from.
 typedef struct {
-    int64_t warmup_steps;  // lr_scheduler.warmup_steps (>= 0)
-    int64_t total_steps;   // lr_scheduler.total_steps, or training.steps when that is unset (>= 0)
-    int has_decay_ratio;   // 0: lr_scheduler.decay_ratio unset (the config's -1): decay right
-                           // after warm-up
-    double decay_ratio;    // lr_scheduler.decay_ratio (>= 0) when has_decay_ratio
+    int64_t warmup_steps; // lr_scheduler.warmup_steps (>= 0)
+    int64_t total_steps;  // lr_scheduler.total_steps, or training.steps when that is unset (>= 0)
+    int has_decay_ratio;  // 0: lr_scheduler.decay_ratio unset (the config's -1): decay right
+                          // after warm-up
+    double decay_ratio;   // lr_scheduler.decay_ratio (>= 0) when has_decay_ratio
     Dsv3LrDecayType decay_type; // lr_scheduler.decay_type
-    double min_lr_factor;  // lr_scheduler.min_lr_factor, in [0, 1]
+    double min_lr_factor;       // lr_scheduler.min_lr_factor, in [0, 1]
 } Dsv3LrScheduleParams;
 
 // The derived phase lengths (see above); fill with dsv3_lr_schedule_init.

@@ -22,15 +22,16 @@ enum {
     NAME_CAPACITY = 64,                                   // "expert_load/layer_60/max_over_mean"
     FIXED_SCALARS = 16,                                   // loss … validation_loss
     SCALARS_PER_LAYER = 5,
-    RUN_TIME_CAPACITY = 32,                               // "20250101-120000"
+    RUN_TIME_CAPACITY = 32, // "20250101-120000"
 };
 
 // torchtitan's colours (tools/utils.py Color): ANSI escapes, 24-bit for orange and turquoise.
 typedef struct {
     const char *red, *green, *yellow, *orange, *turquoise, *blue, *cyan, *magenta, *reset;
 } Colors;
-static const Colors COLORS = {"\033[31m", "\033[32m", "\033[33m", "\033[38;2;180;60;0m",
-                              "\033[38;2;54;234;195m", "\033[34m", "\033[36m", "\033[35m", "\033[39m"};
+static const Colors COLORS = {
+    "\033[31m", "\033[32m", "\033[33m", "\033[38;2;180;60;0m", "\033[38;2;54;234;195m", "\033[34m",
+    "\033[36m", "\033[35m", "\033[39m"};
 static const Colors NO_COLORS = {"", "", "", "", "", "", "", "", ""};
 
 struct Dsv3Metrics {
@@ -50,12 +51,12 @@ Dsv3Err dsv3_metrics_make_dirs(const char *path) {
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        DSV3_CHECK(mkdir(buf, 0777) == 0 || errno == EEXIST, DSV3_ERR_IO, "cannot create folder '%s': %s",
-                   buf, strerror(errno));
+        DSV3_CHECK(mkdir(buf, 0777) == 0 || errno == EEXIST, DSV3_ERR_IO,
+                   "cannot create folder '%s': %s", buf, strerror(errno));
         *p = '/';
     }
-    DSV3_CHECK(mkdir(buf, 0777) == 0 || errno == EEXIST, DSV3_ERR_IO, "cannot create folder '%s': %s",
-               buf, strerror(errno));
+    DSV3_CHECK(mkdir(buf, 0777) == 0 || errno == EEXIST, DSV3_ERR_IO,
+               "cannot create folder '%s': %s", buf, strerror(errno));
     return DSV3_OK;
 }
 
@@ -74,7 +75,8 @@ static Dsv3Err open_tensorboard(Dsv3Metrics *m, const Dsv3Config *cfg) {
     struct tm local;
     localtime_r(&now, &local);
     strftime(run, sizeof run, "%Y%m%d-%H%M%S", &local);
-    snprintf(folder, sizeof folder, "%s/%s/%s", cfg->job.dump_folder, cfg->metrics.save_tb_folder, run);
+    snprintf(folder, sizeof folder, "%s/%s/%s", cfg->job.dump_folder, cfg->metrics.save_tb_folder,
+             run);
     DSV3_CALL(dsv3_metrics_make_dirs(folder));
     DSV3_CALL(dsv3_tb_open(&m->tb, folder));
     DSV3_LOG_INFO("TensorBoard: writing %s", dsv3_tb_path(m->tb));
@@ -89,17 +91,26 @@ Dsv3Err dsv3_metrics_open(Dsv3Metrics **out, const Dsv3Config *cfg, const Dsv3Mo
     // mpiexec hands ranks a pseudo-terminal even when its own output goes to a file, so the
     // launcher says so through NO_COLOR (no-color.org), which run/train.sh sets then.
     const char *no_color = getenv("NO_COLOR");
-    int color = isatty(STDOUT_FILENO) && !(no_color && *no_color) && !cfg->metrics.disable_color_printing;
+    int color =
+        isatty(STDOUT_FILENO) && !(no_color && *no_color) && !cfg->metrics.disable_color_printing;
     m->color = color ? COLORS : NO_COLORS;
     m->capacity = FIXED_SCALARS + DSV3_PHASE_COUNT + SCALARS_PER_LAYER * args->n_layers;
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&m->names, (size_t)m->capacity, sizeof *m->names, "metric names"));
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&m->tags, (size_t)m->capacity, sizeof *m->tags, "metric tags"));
-    for (int64_t i = 0; i < m->capacity; i++) m->tags[i] = m->names[i];
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&m->values, (size_t)m->capacity, sizeof *m->values, "metric values"));
+    DSV3_CALL_GOTO(
+        err, fail,
+        dsv3_calloc((void **)&m->names, (size_t)m->capacity, sizeof *m->names, "metric names"));
+    DSV3_CALL_GOTO(
+        err, fail,
+        dsv3_calloc((void **)&m->tags, (size_t)m->capacity, sizeof *m->tags, "metric tags"));
+    for (int64_t i = 0; i < m->capacity; i++)
+        m->tags[i] = m->names[i];
+    DSV3_CALL_GOTO(
+        err, fail,
+        dsv3_calloc((void **)&m->values, (size_t)m->capacity, sizeof *m->values, "metric values"));
     DSV3_CALL_GOTO(err, fail, dsv3_metrics_make_dirs(cfg->job.dump_folder));
     DSV3_CALL_GOTO(err, fail, open_append(cfg->job.dump_folder, "metrics.jsonl", &m->jsonl));
     if (cfg->metrics.dump_expert_counts)
-        DSV3_CALL_GOTO(err, fail, open_append(cfg->job.dump_folder, "expert_counts.jsonl", &m->counts));
+        DSV3_CALL_GOTO(err, fail,
+                       open_append(cfg->job.dump_folder, "expert_counts.jsonl", &m->counts));
     if (cfg->metrics.enable_tensorboard) DSV3_CALL_GOTO(err, fail, open_tensorboard(m, cfg));
     *out = m;
     return DSV3_OK;
@@ -119,7 +130,8 @@ void dsv3_metrics_close(Dsv3Metrics *m) {
     dsv3_free(m);
 }
 
-static void add(Dsv3Metrics *m, double value, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void add(Dsv3Metrics *m, double value, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void add(Dsv3Metrics *m, double value, const char *fmt, ...) {
     if (m->n >= m->capacity) return; // sized in open for every name below; never reached
@@ -143,7 +155,8 @@ static void collect(Dsv3Metrics *m, const Dsv3StepRecord *r) {
     add(m, r->memory_pct, "memory_pct");
     add(m, r->seconds_step, "time_step");
     for (int p = 0; p < DSV3_PHASE_COUNT; p++)
-        if (p != DSV3_PHASE_VALIDATION || r->seconds[p] > 0) add(m, r->seconds[p], "time_%s", dsv3_phase_name(p));
+        if (p != DSV3_PHASE_VALIDATION || r->seconds[p] > 0)
+            add(m, r->seconds[p], "time_%s", dsv3_phase_name(p));
     const Dsv3ExpertLoad *load = r->expert_load;
     if (load) {
         double worst = 0;
@@ -171,12 +184,14 @@ static void collect(Dsv3Metrics *m, const Dsv3StepRecord *r) {
 static Dsv3Err write_jsonl(Dsv3Metrics *m, int64_t step) {
     fprintf(m->jsonl, "{\"step\": %" PRId64, step);
     for (int64_t i = 0; i < m->n; i++) {
-        if (isfinite(m->values[i])) fprintf(m->jsonl, ", \"%s\": %.9g", m->names[i], m->values[i]);
-        else fprintf(m->jsonl, ", \"%s\": null", m->names[i]);
+        if (isfinite(m->values[i]))
+            fprintf(m->jsonl, ", \"%s\": %.9g", m->names[i], m->values[i]);
+        else
+            fprintf(m->jsonl, ", \"%s\": null", m->names[i]);
     }
     fputs("}\n", m->jsonl);
-    DSV3_CHECK(fflush(m->jsonl) == 0 && !ferror(m->jsonl), DSV3_ERR_IO, "writing metrics.jsonl failed: %s",
-               strerror(errno));
+    DSV3_CHECK(fflush(m->jsonl) == 0 && !ferror(m->jsonl), DSV3_ERR_IO,
+               "writing metrics.jsonl failed: %s", strerror(errno));
     return DSV3_OK;
 }
 
@@ -199,19 +214,21 @@ static void print_step(const Dsv3Metrics *m, const Dsv3StepRecord *r) {
     const Colors *c = &m->color;
     char tps[DSV3_FORMAT_CAPACITY];
     dsv3_format_count((int64_t)llround(r->tps), tps);
-    DSV3_LOG_INFO("%sstep %5" PRId64 "  %sloss %8.5f  %sgrad_norm %7.4f  %slr %.4e  %smemory %5.2f GiB (%.2f%%)  "
+    DSV3_LOG_INFO("%sstep %5" PRId64
+                  "  %sloss %8.5f  %sgrad_norm %7.4f  %slr %.4e  %smemory %5.2f GiB (%.2f%%)  "
                   "%stps %s  %stflops %.3f  %smfu %.2f%%%s",
                   c->red, r->step, c->green, r->loss, c->orange, r->grad_norm, c->yellow, r->lr,
                   c->turquoise, r->memory_gib, r->memory_pct, c->blue, tps, c->cyan, r->tflops,
                   c->magenta, r->mfu, c->reset);
     const double *s = r->seconds;
-    double comm = s[DSV3_PHASE_COMM_BATCH] + s[DSV3_PHASE_COMM_GRAD] + s[DSV3_PHASE_COMM_EXPERT_COUNTS] +
-                  s[DSV3_PHASE_COMM_PLAN];
-    DSV3_LOG_INFO("      time %.3f s: forward %.3f  backward %.3f  optimizer %.3f  comm %.3f (batch %.3f, "
-                  "grad_allreduce %.3f, expert_counts %.3f, plan %.3f)  data %.3f (coordinator)",
-                  r->seconds_step, s[DSV3_PHASE_FORWARD], s[DSV3_PHASE_BACKWARD], s[DSV3_PHASE_OPTIMIZER],
-                  comm, s[DSV3_PHASE_COMM_BATCH], s[DSV3_PHASE_COMM_GRAD], s[DSV3_PHASE_COMM_EXPERT_COUNTS],
-                  s[DSV3_PHASE_COMM_PLAN], s[DSV3_PHASE_DATA]);
+    double comm = s[DSV3_PHASE_COMM_BATCH] + s[DSV3_PHASE_COMM_GRAD] +
+                  s[DSV3_PHASE_COMM_EXPERT_COUNTS] + s[DSV3_PHASE_COMM_PLAN];
+    DSV3_LOG_INFO(
+        "      time %.3f s: forward %.3f  backward %.3f  optimizer %.3f  comm %.3f (batch %.3f, "
+        "grad_allreduce %.3f, expert_counts %.3f, plan %.3f)  data %.3f (coordinator)",
+        r->seconds_step, s[DSV3_PHASE_FORWARD], s[DSV3_PHASE_BACKWARD], s[DSV3_PHASE_OPTIMIZER],
+        comm, s[DSV3_PHASE_COMM_BATCH], s[DSV3_PHASE_COMM_GRAD], s[DSV3_PHASE_COMM_EXPERT_COUNTS],
+        s[DSV3_PHASE_COMM_PLAN], s[DSV3_PHASE_DATA]);
     const Dsv3ExpertLoad *load = r->expert_load;
     if (!load) return;
     double worst = 0, sum = 0, bias = 0;
@@ -220,13 +237,17 @@ static void print_step(const Dsv3Metrics *m, const Dsv3StepRecord *r) {
         if (!dsv3_expert_load_is_moe(load, l)) continue;
         Dsv3ExpertLayerLoad x;
         dsv3_expert_load_layer(load, l, &x);
-        if (worst_layer < 0 || x.max_over_mean > worst) { worst = x.max_over_mean; worst_layer = l; }
+        if (worst_layer < 0 || x.max_over_mean > worst) {
+            worst = x.max_over_mean;
+            worst_layer = l;
+        }
         sum += x.max_over_mean;
         bias = fmax(bias, x.bias_norm);
         n++;
     }
     if (n == 0) return;
-    DSV3_LOG_INFO("      experts: max/mean tokens per expert %.3f in layer %" PRId64 " (worst), %.3f "
+    DSV3_LOG_INFO("      experts: max/mean tokens per expert %.3f in layer %" PRId64
+                  " (worst), %.3f "
                   "(mean of %" PRId64 " MoE layers); expert-bias norm up to %.4g",
                   worst, worst_layer, sum / (double)n, n, bias);
 }
@@ -246,6 +267,7 @@ void dsv3_metrics_log_validation(const Dsv3Metrics *m, int64_t step, double loss
     char t[DSV3_FORMAT_CAPACITY], n[DSV3_FORMAT_CAPACITY];
     dsv3_format_count((int64_t)llround(tps), t);
     dsv3_format_count(tokens, n);
-    DSV3_LOG_INFO("%svalidate step %5" PRId64 "  %sloss %8.5f  %stps %s%s  (%s held-out tokens in %.2f s)",
+    DSV3_LOG_INFO("%svalidate step %5" PRId64
+                  "  %sloss %8.5f  %stps %s%s  (%s held-out tokens in %.2f s)",
                   c->yellow, step, c->green, loss, c->blue, t, c->reset, n, seconds);
 }

@@ -30,12 +30,12 @@ typedef struct Dsv3Metrics Dsv3Metrics;
 typedef struct {
     int64_t step;
     double loss, grad_norm, lr;
-    double tps, tflops, mfu;          // per stage rank; mfu in %
-    double memory_gib, memory_pct;    // peak of the step on the largest rank; % of its device
-    double seconds_step;              // wall time of the step on the coordinator
-    double seconds[DSV3_PHASE_COUNT]; // per phase (0: not timed this step)
+    double tps, tflops, mfu;           // per stage rank; mfu in %
+    double memory_gib, memory_pct;     // peak of the step on the largest rank; % of its device
+    double seconds_step;               // wall time of the step on the coordinator
+    double seconds[DSV3_PHASE_COUNT];  // per phase (0: not timed this step)
     const Dsv3ExpertLoad *expert_load; // NULL: none (dense model or not captured)
-    double validation_loss;           // NAN: no validation this step
+    double validation_loss;            // NAN: no validation this step
 } Dsv3StepRecord;
 
 // Opens the sinks the config asks for, creating <dump_folder> (and the TensorBoard folder).

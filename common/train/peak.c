@@ -36,7 +36,8 @@ Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
         DSV3_CALL_GOTO(err, done, dsv3_linear_forward(c, a, b, n, n, n));
         double t = dsv3_log_seconds() - t0;
         if (t > 0 && flops / t > best) best = flops / t;
-        if (r + 1 >= PEAK_MIN_REPEATS && dsv3_log_seconds() - bench_start >= PEAK_MIN_SECONDS) break;
+        if (r + 1 >= PEAK_MIN_REPEATS && dsv3_log_seconds() - bench_start >= PEAK_MIN_SECONDS)
+            break;
     }
     *tflops = best / 1e12;
 done:
@@ -64,8 +65,10 @@ Dsv3Err dsv3_peak_share(const Dsv3Launch *launch, double local, double *best) {
     // Non-blocking on every rank: the coordinator's wait must not spin, and blocking and
     // non-blocking collectives do not match each other.
     DSV3_MPI_CALL(MPI_Ireduce(&mine, &max, 1, MPI_DOUBLE, MPI_MAX, 0, t->job, &request));
-    if (launch->role == DSV3_ROLE_COORDINATOR) DSV3_CALL(dsv3_idle_waitall(1, &request));
-    else DSV3_MPI_CALL(MPI_Wait(&request, MPI_STATUS_IGNORE));
+    if (launch->role == DSV3_ROLE_COORDINATOR)
+        DSV3_CALL(dsv3_idle_waitall(1, &request));
+    else
+        DSV3_MPI_CALL(MPI_Wait(&request, MPI_STATUS_IGNORE));
     if (best) *best = max;
     return DSV3_OK;
 }
@@ -89,8 +92,9 @@ Dsv3Err dsv3_peak_start_coordinator(const Dsv3Launch *launch, double *peak_tflop
         return DSV3_OK;
     }
     DSV3_CALL(dsv3_peak_share(launch, 0, peak_tflops));
-    DSV3_LOG_INFO("MFU against a measured peak of %.3f TFLOP/s per stage rank (the best of %lld ranks, fp32 "
-                  "GEMM %d³ at start-up; set metrics.peak_tflops for a data-sheet peak)", *peak_tflops,
-                  (long long)launch->topology.n_stage, DSV3_PEAK_GEMM_DIM);
+    DSV3_LOG_INFO(
+        "MFU against a measured peak of %.3f TFLOP/s per stage rank (the best of %lld ranks, fp32 "
+        "GEMM %d³ at start-up; set metrics.peak_tflops for a data-sheet peak)",
+        *peak_tflops, (long long)launch->topology.n_stage, DSV3_PEAK_GEMM_DIM);
     return DSV3_OK;
 }

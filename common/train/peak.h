@@ -8,9 +8,10 @@
 // stage rank measures it once at start-up, at the same time (so each has the cores and BLAS
 // threads it trains with), as the best rate of a few (PEAK_GEMM_DIM)³ fp32 GEMMs through the
 // op library's linear forward (the backend in use: OpenBLAS on CPUs), and the coordinator
-// takes the best rank's (other load on a machine only ever slows a rank down). A measured peak is what the backend reaches on a large GEMM, not the
-// data-sheet number, so MFU against it reads higher than against a vendor's peak.
-// Device memory: a CPU rank's device is the node's physical memory.
+// takes the best rank's (other load on a machine only ever slows a rank down). A measured peak is
+// what the backend reaches on a large GEMM, not the data-sheet number, so MFU against it reads
+// higher than against a vendor's peak. Device memory: a CPU rank's device is the node's physical
+// memory.
 #ifndef DSV3_TRAIN_PEAK_H
 #define DSV3_TRAIN_PEAK_H
 

@@ -41,9 +41,9 @@ typedef struct {
 } Dsv3StepPlan;
 
 typedef struct {
-    double loss_sum;        // Σ cross-entropy over this rank's labels
-    int64_t n_labels;       // labels counted
-    double grad_norm;       // global, before clipping (the same on every rank)
+    double loss_sum;                   // Σ cross-entropy over this rank's labels
+    int64_t n_labels;                  // labels counted
+    double grad_norm;                  // global, before clipping (the same on every rank)
     double seconds[DSV3_PHASE_COUNT];  // per phase, summed over the step (trace.h)
     int64_t bytes_current, bytes_peak; // counted allocations of this rank (peak of this step)
     int64_t device_bytes;              // memory of this rank's device (peak.h)

@@ -27,7 +27,8 @@ Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv
     DSV3_MPI_CALL(MPI_Send(report, sizeof *report, MPI_BYTE, COORDINATOR, DSV3_TAG_REPORT, job));
     if ((plan->flags & DSV3_PLAN_EXPERT_LOAD) && launch->topology.stage_index == 0) {
         int n = (int)(load->n_layers * load->n_experts);
-        DSV3_MPI_CALL(MPI_Send(load->counts, n, MPI_INT64_T, COORDINATOR, DSV3_TAG_EXPERT_COUNTS, job));
+        DSV3_MPI_CALL(
+            MPI_Send(load->counts, n, MPI_INT64_T, COORDINATOR, DSV3_TAG_EXPERT_COUNTS, job));
         DSV3_MPI_CALL(MPI_Send(load->bias, n, MPI_FLOAT, COORDINATOR, DSV3_TAG_EXPERT_BIAS, job));
     }
     if (profile && trace->count > 0)
@@ -41,9 +42,12 @@ Dsv3Err dsv3_report_gather_create(Dsv3ReportGather *g, const Dsv3Launch *launch)
     g->n_stage = launch->topology.n_stage;
     size_t S = (size_t)g->n_stage;
     Dsv3Err err = DSV3_OK;
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&g->reports, S, sizeof *g->reports, "step reports"));
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&g->events, S, sizeof *g->events, "trace event buffers"));
-    DSV3_CALL_GOTO(err, fail, dsv3_calloc((void **)&g->capacity, S, sizeof *g->capacity, "trace capacities"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&g->reports, S, sizeof *g->reports, "step reports"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&g->events, S, sizeof *g->events, "trace event buffers"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&g->capacity, S, sizeof *g->capacity, "trace capacities"));
     DSV3_CALL_GOTO(err, fail, dsv3_expert_load_create(&g->load, &launch->model));
     return DSV3_OK;
 fail:
@@ -52,7 +56,8 @@ fail:
 }
 
 void dsv3_report_gather_destroy(Dsv3ReportGather *g) {
-    for (int64_t r = 0; g->events && r < g->n_stage; r++) dsv3_free(g->events[r]);
+    for (int64_t r = 0; g->events && r < g->n_stage; r++)
+        dsv3_free(g->events[r]);
     dsv3_free(g->events);
     dsv3_free(g->capacity);
     dsv3_free(g->reports);
@@ -65,23 +70,27 @@ static Dsv3Err gather_traces(Dsv3ReportGather *g, MPI_Comm job, MPI_Request *req
     int n = 0;
     for (int64_t r = 0; r < g->n_stage; r++) {
         int64_t count = g->reports[r].n_trace_events;
-        DSV3_CHECK(count >= 0 && count < INT32_MAX / (int64_t)sizeof(Dsv3TraceEvent), DSV3_ERR_INTERNAL,
-                   "stage %lld reported %lld trace events", (long long)r, (long long)count);
+        DSV3_CHECK(count >= 0 && count < INT32_MAX / (int64_t)sizeof(Dsv3TraceEvent),
+                   DSV3_ERR_INTERNAL, "stage %lld reported %lld trace events", (long long)r,
+                   (long long)count);
         if (count == 0) continue;
         if (count > g->capacity[r]) {
             dsv3_free(g->events[r]);
             g->events[r] = NULL;
             g->capacity[r] = 0;
-            DSV3_CALL(dsv3_alloc((void **)&g->events[r], (size_t)count * sizeof(Dsv3TraceEvent), "trace events"));
+            DSV3_CALL(dsv3_alloc((void **)&g->events[r], (size_t)count * sizeof(Dsv3TraceEvent),
+                                 "trace events"));
             g->capacity[r] = count;
         }
-        DSV3_MPI_CALL(MPI_Irecv(g->events[r], (int)(count * (int64_t)sizeof(Dsv3TraceEvent)), MPI_BYTE,
-                                (int)(FIRST_STAGE_RANK + r), DSV3_TAG_TRACE, job, &requests[n++]));
+        DSV3_MPI_CALL(MPI_Irecv(g->events[r], (int)(count * (int64_t)sizeof(Dsv3TraceEvent)),
+                                MPI_BYTE, (int)(FIRST_STAGE_RANK + r), DSV3_TAG_TRACE, job,
+                                &requests[n++]));
     }
     return dsv3_idle_waitall(n, requests);
 }
 
-Dsv3Err dsv3_report_gather(Dsv3ReportGather *g, const Dsv3Launch *launch, const Dsv3StepPlan *plan) {
+Dsv3Err dsv3_report_gather(Dsv3ReportGather *g, const Dsv3Launch *launch,
+                           const Dsv3StepPlan *plan) {
     MPI_Comm job = launch->topology.job;
     MPI_Request *requests = NULL;
     Dsv3Err err = DSV3_OK;
@@ -89,14 +98,18 @@ Dsv3Err dsv3_report_gather(Dsv3ReportGather *g, const Dsv3Launch *launch, const 
                           "report requests"));
     int n = 0;
     for (int64_t r = 0; r < g->n_stage; r++)
-        DSV3_MPI_CALL_GOTO(err, done, MPI_Irecv(&g->reports[r], sizeof *g->reports, MPI_BYTE,
-                                                (int)(FIRST_STAGE_RANK + r), DSV3_TAG_REPORT, job, &requests[n++]));
+        DSV3_MPI_CALL_GOTO(err, done,
+                           MPI_Irecv(&g->reports[r], sizeof *g->reports, MPI_BYTE,
+                                     (int)(FIRST_STAGE_RANK + r), DSV3_TAG_REPORT, job,
+                                     &requests[n++]));
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) {
         int count = (int)(g->load.n_layers * g->load.n_experts);
-        DSV3_MPI_CALL_GOTO(err, done, MPI_Irecv(g->load.counts, count, MPI_INT64_T, FIRST_STAGE_RANK,
-                                                DSV3_TAG_EXPERT_COUNTS, job, &requests[n++]));
-        DSV3_MPI_CALL_GOTO(err, done, MPI_Irecv(g->load.bias, count, MPI_FLOAT, FIRST_STAGE_RANK,
-                                                DSV3_TAG_EXPERT_BIAS, job, &requests[n++]));
+        DSV3_MPI_CALL_GOTO(err, done,
+                           MPI_Irecv(g->load.counts, count, MPI_INT64_T, FIRST_STAGE_RANK,
+                                     DSV3_TAG_EXPERT_COUNTS, job, &requests[n++]));
+        DSV3_MPI_CALL_GOTO(err, done,
+                           MPI_Irecv(g->load.bias, count, MPI_FLOAT, FIRST_STAGE_RANK,
+                                     DSV3_TAG_EXPERT_BIAS, job, &requests[n++]));
     }
     DSV3_CALL_GOTO(err, done, dsv3_idle_waitall(n, requests));
     if (plan->flags & DSV3_PLAN_PROFILE) DSV3_CALL_GOTO(err, done, gather_traces(g, job, requests));
@@ -113,28 +126,32 @@ void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out) {
         loss_sum += rep->loss_sum;
         out->n_labels += rep->n_labels;
         out->grad_norm = rep->grad_norm;
-        for (int p = 0; p < DSV3_PHASE_COUNT; p++) out->seconds[p] = fmax(out->seconds[p], rep->seconds[p]);
+        for (int p = 0; p < DSV3_PHASE_COUNT; p++)
+            out->seconds[p] = fmax(out->seconds[p], rep->seconds[p]);
         if (rep->bytes_peak > out->bytes_peak) out->bytes_peak = rep->bytes_peak;
-        if (rep->device_bytes > 0 && (out->device_bytes == 0 || rep->device_bytes < out->device_bytes))
+        if (rep->device_bytes > 0 &&
+            (out->device_bytes == 0 || rep->device_bytes < out->device_bytes))
             out->device_bytes = rep->device_bytes;
     }
     out->loss = out->n_labels > 0 ? loss_sum / (double)out->n_labels : NAN;
 }
 
-Dsv3Err dsv3_report_write_trace(const Dsv3ReportGather *g, const Dsv3Trace *own, const Dsv3Config *cfg,
-                                int64_t step) {
+Dsv3Err dsv3_report_write_trace(const Dsv3ReportGather *g, const Dsv3Trace *own,
+                                const Dsv3Config *cfg, int64_t step) {
     char folder[TRACE_PATH_CAPACITY], path[TRACE_PATH_CAPACITY + 16];
     snprintf(folder, sizeof folder, "%s/%s/iteration_%lld", cfg->job.dump_folder,
              cfg->profiling.save_traces_folder, (long long)step);
     snprintf(path, sizeof path, "%s/trace.json", folder);
     DSV3_CALL(dsv3_metrics_make_dirs(folder));
     Dsv3TraceTrack *tracks = NULL;
-    DSV3_CALL(dsv3_calloc((void **)&tracks, (size_t)g->n_stage + 1, sizeof *tracks, "trace tracks"));
+    DSV3_CALL(
+        dsv3_calloc((void **)&tracks, (size_t)g->n_stage + 1, sizeof *tracks, "trace tracks"));
     snprintf(tracks[0].name, sizeof tracks[0].name, "coordinator 0");
     tracks[0].events = own->events;
     tracks[0].count = own->count;
     for (int64_t r = 0; r < g->n_stage; r++) {
-        snprintf(tracks[1 + r].name, sizeof tracks[1 + r].name, "stage %lld", (long long)(FIRST_STAGE_RANK + r));
+        snprintf(tracks[1 + r].name, sizeof tracks[1 + r].name, "stage %lld",
+                 (long long)(FIRST_STAGE_RANK + r));
         tracks[1 + r].events = g->events[r];
         tracks[1 + r].count = g->reports[r].n_trace_events;
     }

@@ -25,15 +25,15 @@ Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv
 // Coordinator: the reports of one step.
 typedef struct {
     int64_t n_stage;
-    Dsv3StepReport *reports;   // (S) by stage index
-    Dsv3ExpertLoad load;       // valid after a plan with DSV3_PLAN_EXPERT_LOAD
-    Dsv3TraceEvent **events;   // (S) counted buffers; reports[r].n_trace_events each
-    int64_t *capacity;         // (S) events each buffer holds
+    Dsv3StepReport *reports; // (S) by stage index
+    Dsv3ExpertLoad load;     // valid after a plan with DSV3_PLAN_EXPERT_LOAD
+    Dsv3TraceEvent **events; // (S) counted buffers; reports[r].n_trace_events each
+    int64_t *capacity;       // (S) events each buffer holds
 } Dsv3ReportGather;
 
 // What the coordinator makes of the reports.
 typedef struct {
-    double loss;                      // Σ loss_sum / Σ n_labels
+    double loss; // Σ loss_sum / Σ n_labels
     int64_t n_labels;
     double grad_norm;
     double seconds[DSV3_PHASE_COUNT]; // the slowest stage rank's, per phase
@@ -52,7 +52,7 @@ void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out);
 // Coordinator, after a profiled step's gather: writes
 // <dump_folder>/<profiling.save_traces_folder>/iteration_<step>/trace.json, the coordinator's
 // track (`own`) and every stage rank's (trace.h), and logs its path.
-Dsv3Err dsv3_report_write_trace(const Dsv3ReportGather *g, const Dsv3Trace *own, const Dsv3Config *cfg,
-                                int64_t step);
+Dsv3Err dsv3_report_write_trace(const Dsv3ReportGather *g, const Dsv3Trace *own,
+                                const Dsv3Config *cfg, int64_t step);
 
 #endif

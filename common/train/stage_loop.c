@@ -30,12 +30,17 @@ Dsv3Err dsv3_stage_model_options(const Dsv3Config *cfg, int32_t eos_id, Dsv3Mode
     const char *mode = cfg->activation_checkpoint.mode;
     const char *option = cfg->activation_checkpoint.selective_ac_option;
     *out = (Dsv3ModelOptions){.batch = cfg->training.local_batch_size,
-                              .seq_len = cfg->training.seq_len, .eos_id = eos_id,
-                              .ac_mode = DSV3_AC_NONE, .loss_chunk = LOSS_CHUNK,
+                              .seq_len = cfg->training.seq_len,
+                              .eos_id = eos_id,
+                              .ac_mode = DSV3_AC_NONE,
+                              .loss_chunk = LOSS_CHUNK,
                               .seed = (uint64_t)cfg->debug.seed};
-    if (strcmp(mode, "full") == 0) out->ac_mode = DSV3_AC_FULL;
-    else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0) out->ac_mode = DSV3_AC_OP;
-    else if (strcmp(mode, "selective") == 0) out->ac_every = strtoll(option, NULL, 10);
+    if (strcmp(mode, "full") == 0)
+        out->ac_mode = DSV3_AC_FULL;
+    else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0)
+        out->ac_mode = DSV3_AC_OP;
+    else if (strcmp(mode, "selective") == 0)
+        out->ac_every = strtoll(option, NULL, 10);
     return DSV3_OK;
 }
 
@@ -48,14 +53,16 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, MPI_Comm dp, Dsv3Trace *trace)
     double t0 = dsv3_log_seconds();
     Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
     for (int g = 0; g < n; g++)
-        DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, groups[g].grad, (int)groups[g].numel, MPI_FLOAT, MPI_SUM, dp));
+        DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, groups[g].grad, (int)groups[g].numel, MPI_FLOAT,
+                                    MPI_SUM, dp));
     double t1 = dsv3_log_seconds();
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_GRAD, -1, t0, t1));
     const Dsv3ModelArgs *a = dsv3_model_args(m);
     for (int64_t l = 0; l < a->n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
         if (counts)
-            DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, counts, (int)a->num_experts, MPI_INT64_T, MPI_SUM, dp));
+            DSV3_MPI_CALL(
+                MPI_Allreduce(MPI_IN_PLACE, counts, (int)a->num_experts, MPI_INT64_T, MPI_SUM, dp));
     }
     return dsv3_trace_add(trace, DSV3_PHASE_COMM_EXPERT_COUNTS, -1, t1, dsv3_log_seconds());
 }
@@ -72,9 +79,10 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
     dsv3_alloc_reset_peak();
     for (int64_t i = 0; i < plan->micro_batches; i++) {
         double t_recv = dsv3_log_seconds();
-        DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR, DSV3_TAG_BATCH,
-                               launch->topology.job, MPI_STATUS_IGNORE));
-        DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t_recv, dsv3_log_seconds()));
+        DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR,
+                               DSV3_TAG_BATCH, launch->topology.job, MPI_STATUS_IGNORE));
+        DSV3_CALL(
+            dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t_recv, dsv3_log_seconds()));
         for (int64_t b = 0; b < B; b++) {
             memcpy(tokens + b * T, windows + b * (T + 1), (size_t)T * sizeof *tokens);
             memcpy(labels + b * T, windows + b * (T + 1) + 1, (size_t)T * sizeof *labels);
@@ -95,10 +103,13 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
     double sum_squares = dsv3_optimizer_grad_sum_squares(m);
-    Dsv3OptimizerStep step = {.lr = plan->lr, .beta1 = (float)cfg->optimizer.beta1,
-                              .beta2 = (float)cfg->optimizer.beta2, .eps = (float)cfg->optimizer.eps,
+    Dsv3OptimizerStep step = {.lr = plan->lr,
+                              .beta1 = (float)cfg->optimizer.beta1,
+                              .beta2 = (float)cfg->optimizer.beta2,
+                              .eps = (float)cfg->optimizer.eps,
                               .weight_decay = (float)cfg->optimizer.weight_decay,
-                              .max_norm = cfg->training.max_norm, .step = plan->step};
+                              .max_norm = cfg->training.max_norm,
+                              .step = plan->step};
     DSV3_CALL(dsv3_optimizer_step(m, &step, sum_squares));
     r->grad_norm = sqrt(sum_squares);
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_OPTIMIZER, -1, t1, dsv3_log_seconds()));
@@ -125,16 +136,21 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     Dsv3Err err = DSV3_OK;
     DSV3_CALL_GOTO(err, done, dsv3_model_create(&m, &launch->model, &opt));
     char bytes[DSV3_FORMAT_CAPACITY];
-    dsv3_log(launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
-             "start-up: allocation: model built and initialised in %.2f s, %s allocated on this rank",
-             dsv3_log_seconds() - t0, dsv3_format_bytes((double)dsv3_alloc_current_bytes(), bytes));
+    dsv3_log(
+        launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
+        "start-up: allocation: model built and initialised in %.2f s, %s allocated on this rank",
+        dsv3_log_seconds() - t0, dsv3_format_bytes((double)dsv3_alloc_current_bytes(), bytes));
     DSV3_CALL_GOTO(err, done, dsv3_expert_load_create(&load, &launch->model));
     DSV3_CALL_GOTO(err, done, dsv3_peak_start_stage(launch));
     // After the peak measurement, in the coordinator's order of start-up collectives.
     DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_start(launch, m));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&windows, (size_t)(B * (T + 1)) * sizeof *windows, "token windows"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&tokens, (size_t)(B * T) * sizeof *tokens, "tokens"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&labels, (size_t)(B * T) * sizeof *labels, "labels"));
+    DSV3_CALL_GOTO(
+        err, done,
+        dsv3_alloc((void **)&windows, (size_t)(B * (T + 1)) * sizeof *windows, "token windows"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&tokens, (size_t)(B * T) * sizeof *tokens, "tokens"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&labels, (size_t)(B * T) * sizeof *labels, "labels"));
     // Ready: the first step's clock starts when every rank is here. (An Ibarrier, because the
     // coordinator's is one: blocking and non-blocking collectives do not match each other.)
     MPI_Request ready;
@@ -144,9 +160,13 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     while (!plan.stop) {
         Dsv3StepReport report;
         if (plan.validate)
-            DSV3_CALL_GOTO(err, done, dsv3_validation_stage(m, launch, &plan, windows, tokens, labels, &report));
+            DSV3_CALL_GOTO(
+                err, done,
+                dsv3_validation_stage(m, launch, &plan, windows, tokens, labels, &report));
         else
-            DSV3_CALL_GOTO(err, done, stage_step(m, launch, &plan, windows, tokens, labels, &trace, &load, &report));
+            DSV3_CALL_GOTO(
+                err, done,
+                stage_step(m, launch, &plan, windows, tokens, labels, &trace, &load, &report));
         DSV3_CALL_GOTO(err, done, dsv3_report_send(launch, &plan, &report, &load, &trace));
         if (!plan.validate) DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_step(launch, m));
         DSV3_MPI_CALL_GOTO(err, done, MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));

@@ -22,7 +22,11 @@ enum { EVENT_WALL_TIME = 1, EVENT_STEP = 2, EVENT_FILE_VERSION = 3, EVENT_SUMMAR
 enum { SUMMARY_VALUE = 1, VALUE_TAG = 1, VALUE_SIMPLE_VALUE = 2 };
 
 // Bytes a varint can take (64 bits, 7 per byte), and the fixed fields around a scalar.
-enum { VARINT_MAX = 10, SCALAR_OVERHEAD = 3 * VARINT_MAX + 8, EVENT_OVERHEAD = 4 * VARINT_MAX + 32 };
+enum {
+    VARINT_MAX = 10,
+    SCALAR_OVERHEAD = 3 * VARINT_MAX + 8,
+    EVENT_OVERHEAD = 4 * VARINT_MAX + 32
+};
 
 enum { HOST_CAPACITY = 256, TB_PATH_CAPACITY = DSV3_CONFIG_STRING_CAPACITY + 2 * HOST_CAPACITY };
 
@@ -39,7 +43,8 @@ static int crc_table_ready;
 static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ CRC32C_POLY : c >> 1;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ CRC32C_POLY : c >> 1;
         crc_table[i] = c;
     }
     crc_table_ready = 1;
@@ -49,7 +54,8 @@ uint32_t dsv3_crc32c(const void *data, size_t n) {
     if (!crc_table_ready) crc_init(); // idempotent: a race only writes the same values twice
     const unsigned char *p = data;
     uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    for (size_t i = 0; i < n; i++)
+        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
     return c ^ 0xFFFFFFFFu;
 }
 
@@ -73,10 +79,13 @@ static void put_varint(Buf *b, uint64_t v) {
     b->p[b->n++] = (unsigned char)v;
 }
 
-static void put_key(Buf *b, int field, int wire) { put_varint(b, ((uint64_t)field << 3) | (uint64_t)wire); }
+static void put_key(Buf *b, int field, int wire) {
+    put_varint(b, ((uint64_t)field << 3) | (uint64_t)wire);
+}
 
 static void put_le(Buf *b, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) b->p[b->n++] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < bytes; i++)
+        b->p[b->n++] = (unsigned char)(v >> (8 * i));
 }
 
 static void put_bytes(Buf *b, int field, const void *data, size_t n) {
@@ -88,7 +97,10 @@ static void put_bytes(Buf *b, int field, const void *data, size_t n) {
 
 static size_t varint_size(uint64_t v) {
     size_t n = 1;
-    while (v >= 0x80) { v >>= 7; n++; }
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
     return n;
 }
 
@@ -129,7 +141,8 @@ static Dsv3Err write_record(Dsv3TbWriter *w, const unsigned char *data, size_t n
     put_le(&c, data_crc, 4);
     ok = ok && fwrite(crc, 1, 4, w->file) == 4;
     ok = ok && fflush(w->file) == 0;
-    DSV3_CHECK(ok, DSV3_ERR_IO, "writing the TensorBoard event file %s failed: %s", w->path, strerror(errno));
+    DSV3_CHECK(ok, DSV3_ERR_IO, "writing the TensorBoard event file %s failed: %s", w->path,
+               strerror(errno));
     return DSV3_OK;
 }
 
@@ -145,8 +158,8 @@ Dsv3Err dsv3_tb_open(Dsv3TbWriter **out, const char *folder) {
     DSV3_CHECK_GOTO(err, fail, n > 0 && (size_t)n < sizeof w->path, DSV3_ERR_IO,
                     "TensorBoard folder '%s' gives a path that is too long", folder);
     w->file = fopen(w->path, "wb");
-    DSV3_CHECK_GOTO(err, fail, w->file, DSV3_ERR_IO, "cannot create the TensorBoard event file %s: %s",
-                    w->path, strerror(errno));
+    DSV3_CHECK_GOTO(err, fail, w->file, DSV3_ERR_IO,
+                    "cannot create the TensorBoard event file %s: %s", w->path, strerror(errno));
     unsigned char event[EVENT_OVERHEAD + sizeof FILE_VERSION];
     Buf b = {event, 0};
     put_double(&b, EVENT_WALL_TIME, wall_time());

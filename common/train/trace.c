@@ -56,8 +56,8 @@ Dsv3Err dsv3_trace_add(Dsv3Trace *t, Dsv3Phase phase, int32_t index, double star
     t->seconds[phase] += end - start;
     if (!t->recording) return DSV3_OK;
     if (t->count == t->capacity) DSV3_CALL(grow(t));
-    t->events[t->count++] = (Dsv3TraceEvent){.phase = phase, .index = index,
-                                             .start = start - t->origin, .seconds = end - start};
+    t->events[t->count++] = (Dsv3TraceEvent){
+        .phase = phase, .index = index, .start = start - t->origin, .seconds = end - start};
     return DSV3_OK;
 }
 
@@ -75,22 +75,31 @@ static void write_name(FILE *f, const char *name) {
 }
 
 static void write_events(FILE *f, int64_t step, const Dsv3TraceTrack *tracks, int64_t n_tracks) {
-    fprintf(f, "{\"displayTimeUnit\": \"ms\", \"otherData\": {\"step\": %" PRId64 "},\n \"traceEvents\": [", step);
+    fprintf(f,
+            "{\"displayTimeUnit\": \"ms\", \"otherData\": {\"step\": %" PRId64
+            "},\n \"traceEvents\": [",
+            step);
     const char *sep = "\n  ";
     for (int64_t r = 0; r < n_tracks; r++) {
-        fprintf(f, "%s{\"ph\": \"M\", \"name\": \"process_name\", \"pid\": %" PRId64
-                ", \"tid\": 0, \"args\": {\"name\": ", sep, r);
+        fprintf(f,
+                "%s{\"ph\": \"M\", \"name\": \"process_name\", \"pid\": %" PRId64
+                ", \"tid\": 0, \"args\": {\"name\": ",
+                sep, r);
         write_name(f, tracks[r].name);
-        fprintf(f, "}},\n  {\"ph\": \"M\", \"name\": \"process_sort_index\", \"pid\": %" PRId64
-                ", \"tid\": 0, \"args\": {\"sort_index\": %" PRId64 "}}", r, r);
+        fprintf(f,
+                "}},\n  {\"ph\": \"M\", \"name\": \"process_sort_index\", \"pid\": %" PRId64
+                ", \"tid\": 0, \"args\": {\"sort_index\": %" PRId64 "}}",
+                r, r);
         sep = ",\n  ";
         for (int64_t i = 0; i < tracks[r].count; i++) {
             const Dsv3TraceEvent *e = &tracks[r].events[i];
             const char *name = dsv3_phase_name(e->phase);
             if (!name) continue; // a corrupt event from a peer: skip it rather than fail the step
-            fprintf(f, "%s{\"ph\": \"X\", \"name\": \"%s\", \"cat\": \"%s\", \"pid\": %" PRId64
-                    ", \"tid\": 0, \"ts\": %.3f, \"dur\": %.3f", sep, name, dsv3_phase_category(e->phase),
-                    r, e->start * MICROSECONDS, e->seconds * MICROSECONDS);
+            fprintf(f,
+                    "%s{\"ph\": \"X\", \"name\": \"%s\", \"cat\": \"%s\", \"pid\": %" PRId64
+                    ", \"tid\": 0, \"ts\": %.3f, \"dur\": %.3f",
+                    sep, name, dsv3_phase_category(e->phase), r, e->start * MICROSECONDS,
+                    e->seconds * MICROSECONDS);
             if (e->index >= 0) fprintf(f, ", \"args\": {\"micro_batch\": %d}", (int)e->index);
             fputc('}', f);
         }

@@ -26,16 +26,16 @@
 //   comm_plan            every rank: the step-plan broadcast
 //   wait_reports         coordinator: waiting for the stage reports (the stages compute)
 //   validation           held-out loss without gradients
-#define DSV3_PHASES(X)                                                                         \
-    X(DATA, "data", "data")                                                                    \
-    X(FORWARD, "forward", "compute")                                                           \
-    X(BACKWARD, "backward", "compute")                                                         \
-    X(OPTIMIZER, "optimizer", "compute")                                                       \
-    X(COMM_BATCH, "comm_batch", "comm")                                                        \
-    X(COMM_GRAD, "comm_grad_allreduce", "comm")                                                \
-    X(COMM_EXPERT_COUNTS, "comm_expert_counts", "comm")                                        \
-    X(COMM_PLAN, "comm_plan", "comm")                                                          \
-    X(WAIT_REPORTS, "wait_reports", "wait")                                                    \
+#define DSV3_PHASES(X)                                                                             \
+    X(DATA, "data", "data")                                                                        \
+    X(FORWARD, "forward", "compute")                                                               \
+    X(BACKWARD, "backward", "compute")                                                             \
+    X(OPTIMIZER, "optimizer", "compute")                                                           \
+    X(COMM_BATCH, "comm_batch", "comm")                                                            \
+    X(COMM_GRAD, "comm_grad_allreduce", "comm")                                                    \
+    X(COMM_EXPERT_COUNTS, "comm_expert_counts", "comm")                                            \
+    X(COMM_PLAN, "comm_plan", "comm")                                                              \
+    X(WAIT_REPORTS, "wait_reports", "wait")                                                        \
     X(VALIDATION, "validation", "compute")
 
 #define DSV3_PHASE_ENUM(id, name, cat) DSV3_PHASE_##id,
@@ -74,7 +74,7 @@ void dsv3_trace_destroy(Dsv3Trace *t);
 
 // One rank's events, for the merged file.
 typedef struct {
-    char name[32];                 // "coordinator 0", "stage 1"
+    char name[32]; // "coordinator 0", "stage 1"
     const Dsv3TraceEvent *events;
     int64_t count;
 } Dsv3TraceTrack;

@@ -22,11 +22,11 @@ static const int64_t SYNTHETIC_HELD_OUT_TOP = ((int64_t)1 << 62) - 1;
 struct Dsv3Validation {
     Dsv3Synthetic *synthetic;
     Dsv3TokenFile *tokens;
-    int64_t B, T;        // training's micro-batch shape, which the model is built for
-    int64_t vB, vT;      // held-out sequences per batch per data-parallel rank, and their length
+    int64_t B, T;   // training's micro-batch shape, which the model is built for
+    int64_t vB, vT; // held-out sequences per batch per data-parallel rank, and their length
     int64_t dp, freq, batches, micro_per_batch;
     int32_t eos_id;
-    int32_t *window;     // (vT + 1)
+    int32_t *window; // (vT + 1)
 };
 
 static Dsv3Err read_window(Dsv3Validation *v, int64_t i, int32_t *out) {
@@ -52,27 +52,34 @@ Dsv3Err dsv3_validation_open(Dsv3Validation **out, const Dsv3Launch *launch) {
     v->eos_id = -1;
     DSV3_CHECK_GOTO(err, fail, v->vT <= v->T, DSV3_ERR_CONFIG,
                     "validation.seq_len %" PRId64 " exceeds training.seq_len %" PRId64
-                    ": the model is built for training's sequence length", v->vT, v->T);
+                    ": the model is built for training's sequence length",
+                    v->vT, v->T);
     int64_t held_out = DSV3_VALIDATION_SYNTHETIC_WINDOWS;
     const char *kind = cfg->validation.dataset;
     if (strcmp(kind, "synthetic") == 0) {
-        DSV3_CALL_GOTO(err, fail, dsv3_synthetic_create(&v->synthetic, launch->model.vocab_size, v->vT,
-                                                        (uint64_t)cfg->debug.seed));
+        DSV3_CALL_GOTO(err, fail,
+                       dsv3_synthetic_create(&v->synthetic, launch->model.vocab_size, v->vT,
+                                             (uint64_t)cfg->debug.seed));
         v->eos_id = dsv3_synthetic_eos_id(v->synthetic);
     } else if (strcmp(kind, "tokens") == 0) {
-        DSV3_CALL_GOTO(err, fail, dsv3_token_file_open(&v->tokens, cfg->validation.dataset_path,
-                                                       launch->model.vocab_size, v->vT));
+        DSV3_CALL_GOTO(err, fail,
+                       dsv3_token_file_open(&v->tokens, cfg->validation.dataset_path,
+                                            launch->model.vocab_size, v->vT));
         held_out = dsv3_token_file_num_windows(v->tokens);
     } else {
-        DSV3_CHECK_GOTO(err, fail, 0, DSV3_ERR_CONFIG, "validation.dataset = \"%s\" is not supported yet "
-                        "(use \"synthetic\" or \"tokens\")", kind);
+        DSV3_CHECK_GOTO(err, fail, 0, DSV3_ERR_CONFIG,
+                        "validation.dataset = \"%s\" is not supported yet "
+                        "(use \"synthetic\" or \"tokens\")",
+                        kind);
     }
     v->batches = cfg->validation.steps > 0 ? cfg->validation.steps : held_out / (v->vB * v->dp);
     if (v->batches < 1) v->batches = 1; // a held-out set smaller than one batch wraps around
-    DSV3_CALL_GOTO(err, fail, dsv3_alloc((void **)&v->window, (size_t)(v->vT + 1) * sizeof *v->window,
-                                         "validation window"));
-    DSV3_LOG_INFO("validation: every %" PRId64 " steps, %" PRId64 " batch(es) of %" PRId64 " × %" PRId64
-                  " sequences of %" PRId64 " tokens from %s%s", v->freq, v->batches, v->vB, v->dp, v->vT,
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_alloc((void **)&v->window, (size_t)(v->vT + 1) * sizeof *v->window,
+                              "validation window"));
+    DSV3_LOG_INFO("validation: every %" PRId64 " steps, %" PRId64 " batch(es) of %" PRId64
+                  " × %" PRId64 " sequences of %" PRId64 " tokens from %s%s",
+                  v->freq, v->batches, v->vB, v->dp, v->vT,
                   v->synthetic ? "held-out synthetic windows" : "the token file ",
                   v->synthetic ? "" : cfg->validation.dataset_path);
     *out = v;
@@ -94,7 +101,8 @@ int dsv3_validation_due(const Dsv3Validation *v, int64_t step) { return v && ste
 
 // Fills micro-batch `micro` of batch `batch` for data-parallel rank d: training's (B, T + 1)
 // shape, held-out rows first, padding after.
-static Dsv3Err fill_micro_batch(Dsv3Validation *v, int64_t batch, int64_t micro, int64_t d, int32_t *windows) {
+static Dsv3Err fill_micro_batch(Dsv3Validation *v, int64_t batch, int64_t micro, int64_t d,
+                                int32_t *windows) {
     const int64_t W = v->T + 1;
     for (int64_t b = 0; b < v->B; b++) {
         int32_t *row = windows + b * W;
@@ -104,24 +112,29 @@ static Dsv3Err fill_micro_batch(Dsv3Validation *v, int64_t batch, int64_t micro,
             DSV3_CALL(read_window(v, (batch * v->dp + d) * v->vB + j, v->window));
             memcpy(row, v->window, (size_t)real * sizeof *row);
         }
-        for (int64_t t = real; t < W; t++) row[t] = DSV3_PAD_TOKEN;
+        for (int64_t t = real; t < W; t++)
+            row[t] = DSV3_PAD_TOKEN;
     }
     return DSV3_OK;
 }
 
 Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3ReportGather *gather,
-                            int64_t step, int32_t *windows, double *loss, int64_t *tokens, double *seconds) {
+                            int64_t step, int32_t *windows, double *loss, int64_t *tokens,
+                            double *seconds) {
     const Dsv3Topology *t = &launch->topology;
     double start = dsv3_log_seconds();
-    Dsv3StepPlan plan = {.step = step, .micro_batches = v->batches * v->micro_per_batch,
-                         .eos_id = v->eos_id, .validate = 1};
+    Dsv3StepPlan plan = {.step = step,
+                         .micro_batches = v->batches * v->micro_per_batch,
+                         .eos_id = v->eos_id,
+                         .validate = 1};
     DSV3_MPI_CALL(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, t->job));
     for (int64_t k = 0; k < v->batches; k++)
         for (int64_t i = 0; i < v->micro_per_batch; i++)
             for (int64_t r = 0; r < t->n_stage; r++) {
                 Dsv3StageCoord c;
                 DSV3_CALL(dsv3_layout_stage_coord(&t->dims, r, &c));
-                DSV3_CALL(fill_micro_batch(v, k, i, c.dp_replicate * t->dims.dp_shard + c.dp_shard, windows));
+                DSV3_CALL(fill_micro_batch(v, k, i, c.dp_replicate * t->dims.dp_shard + c.dp_shard,
+                                           windows));
                 DSV3_MPI_CALL(MPI_Send(windows, (int)(v->B * (v->T + 1)), MPI_INT32_T, (int)(1 + r),
                                        DSV3_TAG_BATCH, t->job));
             }
@@ -135,14 +148,15 @@ Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3Rep
 }
 
 Dsv3Err dsv3_validation_stage(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3StepPlan *plan,
-                              int32_t *windows, int32_t *tokens, int32_t *labels, Dsv3StepReport *r) {
+                              int32_t *windows, int32_t *tokens, int32_t *labels,
+                              Dsv3StepReport *r) {
     const Dsv3Config *cfg = &launch->config;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
     double start = dsv3_log_seconds();
     memset(r, 0, sizeof *r);
     for (int64_t i = 0; i < plan->micro_batches; i++) {
-        DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR, DSV3_TAG_BATCH,
-                               launch->topology.job, MPI_STATUS_IGNORE));
+        DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR,
+                               DSV3_TAG_BATCH, launch->topology.job, MPI_STATUS_IGNORE));
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t < T; t++) {
                 int32_t x = windows[b * (T + 1) + t], y = windows[b * (T + 1) + t + 1];

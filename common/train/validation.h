@@ -41,11 +41,13 @@ int dsv3_validation_due(const Dsv3Validation *v, int64_t step);
 // coordinator's report buffers; `windows` holds local_batch_size × (seq_len + 1) int32 of
 // training's shape.
 Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3ReportGather *gather,
-                            int64_t step, int32_t *windows, double *loss, int64_t *tokens, double *seconds);
+                            int64_t step, int32_t *windows, double *loss, int64_t *tokens,
+                            double *seconds);
 
 // Stage rank: serves a validation plan (the windows, forward and loss of each micro-batch) and
 // fills the report (loss_sum, n_labels, seconds of the validation phase).
 Dsv3Err dsv3_validation_stage(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3StepPlan *plan,
-                              int32_t *windows, int32_t *tokens, int32_t *labels, Dsv3StepReport *r);
+                              int32_t *windows, int32_t *tokens, int32_t *labels,
+                              Dsv3StepReport *r);
 
 #endif

@@ -47,11 +47,13 @@ double dsv3_sum_squares(const float *x, int64_t n) {
     double sum = 0;
     const int parallel = n >= ADAMW_PARALLEL_MIN_ELEMENTS;
 #pragma omp parallel for simd schedule(static) reduction(+ : sum) if (parallel)
-    for (int64_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
     return sum;
 }
 
 void dsv3_scale(float *x, int64_t n, float factor) {
 #pragma omp parallel for simd schedule(static) if (n >= ADAMW_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < n; i++) x[i] *= factor;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= factor;
 }

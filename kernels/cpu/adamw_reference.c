@@ -38,10 +38,12 @@ Dsv3Err dsv3_adamw_step_reference(float *param, const float *grad, float *m, flo
 
 double dsv3_sum_squares_reference(const float *x, int64_t n) {
     double sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
     return sum;
 }
 
 void dsv3_scale_reference(float *x, int64_t n, float factor) {
-    for (int64_t i = 0; i < n; i++) x[i] *= factor;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= factor;
 }

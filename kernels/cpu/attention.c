@@ -74,7 +74,7 @@ static inline float exp_nonpositive(float x) {
     FloatBits v = {.f = x};
     const FloatBits limit = {.f = EXP_MIN_ARG};
     const int32_t keep = (v.i >= 0) | (v.i < limit.i); // 1 when x > EXP_MIN_ARG, else 0
-    v.i = (v.i & -keep) | (limit.i & (keep - 1)); // max(x, EXP_MIN_ARG)
+    v.i = (v.i & -keep) | (limit.i & (keep - 1));      // max(x, EXP_MIN_ARG)
     const float clamped = v.f;
     const int32_t n = (int32_t)(clamped * EXP_LOG2E - 0.5f); // round to nearest for x <= 0
     const float nf = (float)n;
@@ -105,10 +105,8 @@ static void doc_range(const int32_t *doc_b, int64_t start, int64_t end, int32_t 
     *lo = INT32_MAX;
     *hi = INT32_MIN;
     for (int64_t t = start; t < end; t++) {
-        if (doc_b[t] < *lo)
-            *lo = doc_b[t];
-        if (doc_b[t] > *hi)
-            *hi = doc_b[t];
+        if (doc_b[t] < *lo) *lo = doc_b[t];
+        if (doc_b[t] > *hi) *hi = doc_b[t];
     }
 }
 
@@ -116,15 +114,12 @@ static void doc_range(const int32_t *doc_b, int64_t start, int64_t end, int32_t 
 // cuts it. q_lo, q_hi: the range of the queries' document ids (unused without doc).
 static TileKind tile_kind(const int32_t *doc_b, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
                           int32_t q_lo, int32_t q_hi) {
-    if (k0 > q1 - 1)
-        return TILE_HIDDEN;
+    if (k0 > q1 - 1) return TILE_HIDDEN;
     int causal_whole = k1 - 1 <= q0;
-    if (doc_b == NULL)
-        return causal_whole ? TILE_VISIBLE : TILE_CUT;
+    if (doc_b == NULL) return causal_whole ? TILE_VISIBLE : TILE_CUT;
     int32_t k_lo, k_hi;
     doc_range(doc_b, k0, k1, &k_lo, &k_hi);
-    if (k_hi < q_lo || k_lo > q_hi)
-        return TILE_HIDDEN;
+    if (k_hi < q_lo || k_lo > q_hi) return TILE_HIDDEN;
     int one_doc = q_lo == q_hi && k_lo == k_hi && q_lo == k_lo;
     return causal_whole && one_doc ? TILE_VISIBLE : TILE_CUT;
 }
@@ -136,8 +131,7 @@ static void mask_tile(float *s, const int32_t *doc_b, int64_t q0, int64_t nq, in
         const int64_t t = q0 + i;
         for (int64_t j = 0; j < nk; j++) {
             const int64_t u = k0 + j;
-            if (u > t || (doc_b != NULL && doc_b[u] != doc_b[t]))
-                s[i * BLOCK_K + j] = -INFINITY;
+            if (u > t || (doc_b != NULL && doc_b[u] != doc_b[t])) s[i * BLOCK_K + j] = -INFINITY;
         }
     }
 }
@@ -147,28 +141,24 @@ static int score_tile(float *s, const float *q, const float *k, const int32_t *d
                       int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, int32_t q_lo,
                       int32_t q_hi, int64_t T, int64_t H, int64_t Dqk, float scale) {
     TileKind kind = tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi);
-    if (kind == TILE_HIDDEN)
-        return 0;
+    if (kind == TILE_HIDDEN) return 0;
     const int ld = (int)(H * Dqk);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)Dqk, scale,
                 q + ((b * T + q0) * H + h) * Dqk, ld, k + ((b * T + k0) * H + h) * Dqk, ld, 0.0f, s,
                 BLOCK_K);
-    if (kind == TILE_CUT)
-        mask_tile(s, doc_b, q0, nq, k0, nk);
+    if (kind == TILE_CUT) mask_tile(s, doc_b, q0, nq, k0, nk);
     return 1;
 }
 
 // Inside our parallel regions every sgemm must run on the calling thread (see the top).
 static int blas_threads_enter(void) {
     int saved = openblas_get_num_threads();
-    if (omp_get_max_threads() > 1 && saved > 1)
-        openblas_set_num_threads(1);
+    if (omp_get_max_threads() > 1 && saved > 1) openblas_set_num_threads(1);
     return saved;
 }
 
 static void blas_threads_leave(int saved) {
-    if (openblas_get_num_threads() != saved)
-        openblas_set_num_threads(saved);
+    if (openblas_get_num_threads() != saved) openblas_set_num_threads(saved);
 }
 
 // BLAS takes int leading dimensions; the other checks are shared with the reference version
@@ -225,15 +215,14 @@ static void forward_query_block(float *out, float *lse, float *cache, const floa
                                 const float *k, const float *v, const int32_t *doc, int64_t b,
                                 int64_t h, int64_t qb, int64_t T, int64_t H, int64_t Dqk,
                                 int64_t Dv, float scale, float *scratch) {
-    float *s = scratch; // (BQ, BK)
-    float *o = s + BLOCK_Q * BLOCK_K; // (BQ, Dv)
-    float *m = o + BLOCK_Q * Dv; // (BQ)
-    float *l = m + BLOCK_Q; // (BQ)
+    float *s = scratch;                                      // (BQ, BK)
+    float *o = s + BLOCK_Q * BLOCK_K;                        // (BQ, Dv)
+    float *m = o + BLOCK_Q * Dv;                             // (BQ)
+    float *l = m + BLOCK_Q;                                  // (BQ)
     const int32_t *doc_b = doc == NULL ? NULL : doc + b * T; // (T)
     const int64_t q0 = qb * BLOCK_Q, nq = min_i64(BLOCK_Q, T - q0);
     int32_t q_lo = 0, q_hi = 0;
-    if (doc_b != NULL)
-        doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
+    if (doc_b != NULL) doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
     for (int64_t i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
@@ -268,9 +257,8 @@ Dsv3Err dsv3_attention_forward(float *out, float *lse, const float *q, const flo
 }
 
 Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, const float *q,
-                                      const float *k, const float *v, const int32_t *doc,
-                                      int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                      float scale) {
+                                      const float *k, const float *v, const int32_t *doc, int64_t B,
+                                      int64_t T, int64_t H, int64_t Dqk, int64_t Dv, float scale) {
     DSV3_CALL(dsv3_cpu_check_attention_forward(out, lse, q, k, v, B, T, H, Dqk, Dv, scale));
     DSV3_CALL(check_blas_dims(H, Dqk, Dv));
     const int threads = omp_get_max_threads();
@@ -325,18 +313,16 @@ static int64_t first_query_block(int64_t kb) { return kb * BLOCK_K / BLOCK_Q; }
 // adds its share to dq and/or to dk, dv as `updates` says.
 static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, int64_t kb,
                           int updates, float *scratch) {
-    float *p = scratch; // (BQ, BK)
+    float *p = scratch;                // (BQ, BK)
     float *ds = p + BLOCK_Q * BLOCK_K; // (BQ, BK)
     const int64_t T = a->T, H = a->H, Dqk = a->Dqk, Dv = a->Dv;
     const int32_t *doc_b = a->doc == NULL ? NULL : a->doc + b * T; // (T)
     const int64_t q0 = qb * BLOCK_Q, nq = min_i64(BLOCK_Q, T - q0);
     const int64_t k0 = kb * BLOCK_K, nk = min_i64(BLOCK_K, T - k0);
     int32_t q_lo = 0, q_hi = 0;
-    if (doc_b != NULL)
-        doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
+    if (doc_b != NULL) doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
     if (a->scores) {
-        if (tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi) == TILE_HIDDEN)
-            return;
+        if (tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi) == TILE_HIDDEN) return;
         for (int64_t i = 0; i < nq; i++)
             memcpy(p + i * BLOCK_K, cache_row((float *)a->scores, b, h, q0 + i, H, T) + k0,
                    (size_t)nk * sizeof *p);
@@ -344,12 +330,12 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
                            a->scale)) {
         return;
     }
-    const float *lse_q = a->lse + (b * H + h) * T + q0; // (nq)
+    const float *lse_q = a->lse + (b * H + h) * T + q0;     // (nq)
     const float *delta_q = a->delta + (b * H + h) * T + q0; // (nq)
     const int ldqk = (int)(H * Dqk), ldv = (int)(H * Dv);
-    const float *q_tile = a->q + ((b * T + q0) * H + h) * Dqk; // (nq, Dqk), ld H·Dqk
-    const float *k_tile = a->k + ((b * T + k0) * H + h) * Dqk; // (nk, Dqk), ld H·Dqk
-    const float *v_tile = a->v + ((b * T + k0) * H + h) * Dv; // (nk, Dv), ld H·Dv
+    const float *q_tile = a->q + ((b * T + q0) * H + h) * Dqk;      // (nq, Dqk), ld H·Dqk
+    const float *k_tile = a->k + ((b * T + k0) * H + h) * Dqk;      // (nk, Dqk), ld H·Dqk
+    const float *v_tile = a->v + ((b * T + k0) * H + h) * Dv;       // (nk, Dv), ld H·Dv
     const float *dout_tile = a->dout + ((b * T + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)Dv, 1.0f, dout_tile,
                 ldv, v_tile, ldv, 0.0f, ds, BLOCK_K);
@@ -399,7 +385,7 @@ Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const fl
     const int64_t per_thread = backward_scratch_floats();
     Dsv3Err err = DSV3_OK;
     float *scratch = NULL; // (threads, per_thread)
-    float *delta = NULL; // (B, H, T)
+    float *delta = NULL;   // (B, H, T)
     DSV3_CALL_GOTO(err, done,
                    dsv3_alloc((void **)&scratch, (size_t)(threads * per_thread) * sizeof *scratch,
                               "attention backward scratch"));

@@ -36,8 +36,7 @@ static double probabilities(double *p, const float *q, const float *k, const int
         for (int64_t d = 0; d < Dqk; d++)
             dot += (double)qt[d] * (double)ks[d];
         p[s] = (double)scale * dot;
-        if (p[s] > max)
-            max = p[s];
+        if (p[s] > max) max = p[s];
     }
     double sum = 0.0;
     for (int64_t s = 0; s <= t; s++) {
@@ -90,8 +89,8 @@ Dsv3Err dsv3_attention_backward_reference(float *dq, float *dk, float *dv, const
                                                 Dv, scale));
     Dsv3Err err = DSV3_OK;
     double *p = NULL, *ds = NULL; // (T) each: one query row
-    double *dk_acc = NULL; // (T, Dqk): one head's dk
-    double *dv_acc = NULL; // (T, Dv): one head's dv
+    double *dk_acc = NULL;        // (T, Dqk): one head's dk
+    double *dv_acc = NULL;        // (T, Dv): one head's dv
     DSV3_CALL_GOTO(err, done,
                    dsv3_alloc((void **)&p, (size_t)T * sizeof *p, "attention probabilities"));
     DSV3_CALL_GOTO(err, done,
@@ -111,7 +110,7 @@ Dsv3Err dsv3_attention_backward_reference(float *dq, float *dk, float *dv, const
             for (int64_t t = 0; t < T; t++) {
                 probabilities(p, q, k, doc_b, b, t, h, T, H, Dqk, scale);
                 const float *dout_t = dout + ((b * T + t) * H + h) * Dv; // (Dv)
-                const float *qt = q + ((b * T + t) * H + h) * Dqk; // (Dqk)
+                const float *qt = q + ((b * T + t) * H + h) * Dqk;       // (Dqk)
                 double delta = 0.0;
                 for (int64_t s = 0; s <= t; s++) {
                     const float *vs = v + ((b * T + s) * H + h) * Dv; // (Dv)

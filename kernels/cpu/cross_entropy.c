@@ -43,7 +43,8 @@ static Dsv3Err cross_entropy_check_blas_sizes(int64_t N, int64_t D, int64_t V) {
 static double cross_entropy_row(float *row, int32_t label, int64_t V, int grad, float grad_scale) {
     float m = row[0];
 #pragma omp simd reduction(max : m)
-    for (int64_t v = 1; v < V; v++) m = row[v] > m ? row[v] : m;
+    for (int64_t v = 1; v < V; v++)
+        m = row[v] > m ? row[v] : m;
     const double target = row[label];
     double s = 0;
     if (grad) {
@@ -55,11 +56,13 @@ static double cross_entropy_row(float *row, int32_t label, int64_t V, int grad, 
         }
         const float factor = (float)((double)grad_scale / s);
 #pragma omp simd
-        for (int64_t v = 0; v < V; v++) row[v] *= factor;
+        for (int64_t v = 0; v < V; v++)
+            row[v] *= factor;
         row[label] -= grad_scale;
     } else {
 #pragma omp simd reduction(+ : s)
-        for (int64_t v = 0; v < V; v++) s += vec_exp(row[v] - m);
+        for (int64_t v = 0; v < V; v++)
+            s += vec_exp(row[v] - m);
     }
     return (double)m + log(s) - target;
 }
@@ -94,7 +97,8 @@ Dsv3Err dsv3_cross_entropy(double *loss_sum, float *dh, float *dweight, const fl
         const float *hc = h + n0 * D;    // (C, D)
         const int32_t *lc = labels + n0; // (C)
         int64_t counted = 0;
-        for (int64_t r = 0; r < C; r++) counted += lc[r] != DSV3_IGNORE_INDEX;
+        for (int64_t r = 0; r < C; r++)
+            counted += lc[r] != DSV3_IGNORE_INDEX;
         if (counted == 0) { // nothing to learn from this chunk: skip its three GEMMs
             if (grad) memset(dh + n0 * D, 0, (size_t)(C * D) * sizeof(float));
             continue;
@@ -112,7 +116,8 @@ Dsv3Err dsv3_cross_entropy(double *loss_sum, float *dh, float *dweight, const fl
                 row_loss[r] = cross_entropy_row(row, lc[r], V, grad, grad_scale);
             }
         }
-        for (int64_t r = 0; r < C; r++) total += row_loss[r];
+        for (int64_t r = 0; r < C; r++)
+            total += row_loss[r];
 
         if (grad) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)C, (int)D, (int)V, 1.0f,

@@ -31,17 +31,20 @@ Dsv3Err dsv3_cross_entropy_reference(double *loss_sum, float *dh, float *dweight
         if (labels[n] == DSV3_IGNORE_INDEX) continue; // row stays zero
         for (int64_t v = 0; v < V; v++) {
             double dot = 0;
-            for (int64_t d = 0; d < D; d++) dot += (double)h[n * D + d] * weight[v * D + d];
+            for (int64_t d = 0; d < D; d++)
+                dot += (double)h[n * D + d] * weight[v * D + d];
             row[v] = dot;
         }
         double max = row[0];
         for (int64_t v = 1; v < V; v++)
             if (row[v] > max) max = row[v];
         double sum = 0;
-        for (int64_t v = 0; v < V; v++) sum += exp(row[v] - max);
+        for (int64_t v = 0; v < V; v++)
+            sum += exp(row[v] - max);
         double log_sum_exp = max + log(sum);
         loss += log_sum_exp - row[labels[n]];
-        for (int64_t v = 0; v < V; v++) row[v] = grad_scale * exp(row[v] - log_sum_exp);
+        for (int64_t v = 0; v < V; v++)
+            row[v] = grad_scale * exp(row[v] - log_sum_exp);
         row[labels[n]] -= grad_scale;
     }
     *loss_sum = loss;
@@ -50,13 +53,15 @@ Dsv3Err dsv3_cross_entropy_reference(double *loss_sum, float *dh, float *dweight
         for (int64_t n = 0; n < N; n++)
             for (int64_t d = 0; d < D; d++) {
                 double sum = 0;
-                for (int64_t v = 0; v < V; v++) sum += dlogits[n * V + v] * weight[v * D + d];
+                for (int64_t v = 0; v < V; v++)
+                    sum += dlogits[n * V + v] * weight[v * D + d];
                 dh[n * D + d] = (float)sum;
             }
         for (int64_t v = 0; v < V; v++)
             for (int64_t d = 0; d < D; d++) {
                 double sum = 0;
-                for (int64_t n = 0; n < N; n++) sum += dlogits[n * V + v] * h[n * D + d];
+                for (int64_t n = 0; n < N; n++)
+                    sum += dlogits[n * V + v] * h[n * D + d];
                 dweight[v * D + d] += (float)sum;
             }
     }

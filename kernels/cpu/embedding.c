@@ -38,7 +38,8 @@ Dsv3Err dsv3_embedding_backward(float *dweight, const float *dout, const int32_t
             float *dst = dweight + (int64_t)tokens[n] * D; // (D) row of the token
             const float *src = dout + n * D;               // (D)
 #pragma omp simd
-            for (int64_t j = 0; j < D; j++) dst[j] += src[j];
+            for (int64_t j = 0; j < D; j++)
+                dst[j] += src[j];
         }
     }
     return DSV3_OK;

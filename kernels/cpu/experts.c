@@ -63,8 +63,7 @@ static int experts_split_over_experts(int64_t busy) {
 
 // Experts with rows, the busiest first (OpenMP's dynamic schedule then ends with the small ones,
 // which balances the threads best); *busy is their count.
-static Dsv3Err experts_schedule(int64_t **order, int64_t *busy, const int64_t *offsets,
-                                int64_t E) {
+static Dsv3Err experts_schedule(int64_t **order, int64_t *busy, const int64_t *offsets, int64_t E) {
     DSV3_CALL(dsv3_alloc((void **)order, (size_t)E * sizeof(int64_t), "experts schedule"));
     int64_t n = 0;
     for (int64_t e = 0; e < E; e++) {
@@ -84,7 +83,8 @@ static Dsv3Err experts_schedule(int64_t **order, int64_t *busy, const int64_t *o
 // g (m, F) = silu(h1) · h3.
 static void swiglu_rows(float *g, const float *h1, const float *h3, int64_t count, int threaded) {
 #pragma omp parallel for schedule(static) if (threaded && count >= EXPERTS_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < count; i++) g[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
+    for (int64_t i = 0; i < count; i++)
+        g[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
 }
 
 // From dg (m, F), the gradient of g = silu(h1) · h3: da (m, F) = dg · h3 · silu'(h1), in place
@@ -111,23 +111,23 @@ static void expert_forward(float *ys, float *h1, float *h3, float *g, const floa
                 h3, iF);
     swiglu_rows(g, h1, h3, m * F, threaded);
     // ys (m, D) = g (m, F) · w2 (D, F)ᵀ
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iD, iF, 1.0f, g, iF, w2e, iF, 0.0f,
-                ys, iD);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iD, iF, 1.0f, g, iF, w2e, iF, 0.0f, ys,
+                iD);
 }
 
 // Backward of expert e on its m rows; ga, gb (m, F) are scratch.
-static void expert_backward(float *dxs, float *dw1e, float *dw2e, float *dw3e, float *ga,
-                            float *gb, const float *dys, const float *xs, const float *h1,
-                            const float *h3, const float *w1e, const float *w2e, const float *w3e,
-                            int64_t m, int64_t D, int64_t F, int threaded) {
+static void expert_backward(float *dxs, float *dw1e, float *dw2e, float *dw3e, float *ga, float *gb,
+                            const float *dys, const float *xs, const float *h1, const float *h3,
+                            const float *w1e, const float *w2e, const float *w3e, int64_t m,
+                            int64_t D, int64_t F, int threaded) {
     const int im = (int)m, iD = (int)D, iF = (int)F;
     // dw2 (D, F) += dysᵀ (D, m) · g (m, F), with g = silu(h1) · h3 recomputed in gb.
     swiglu_rows(gb, h1, h3, m * F, threaded);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iD, iF, im, 1.0f, dys, iD, gb, iF, 1.0f,
                 dw2e, iF);
     // dg (m, F) = dys (m, D) · w2 (D, F), in ga; then da in ga and db in gb (g is spent).
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iF, iD, 1.0f, dys, iD, w2e, iF,
-                0.0f, ga, iF);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iF, iD, 1.0f, dys, iD, w2e, iF, 0.0f,
+                ga, iF);
     swiglu_rows_backward(ga, gb, h1, h3, m * F, threaded);
     // dw1, dw3 (F, D) += daᵀ, dbᵀ (F, m) · xs (m, D)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iF, iD, im, 1.0f, ga, iF, xs, iD, 1.0f,
@@ -135,10 +135,10 @@ static void expert_backward(float *dxs, float *dw1e, float *dw2e, float *dw3e, f
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iF, iD, im, 1.0f, gb, iF, xs, iD, 1.0f,
                 dw3e, iD);
     // dxs (m, D) = da (m, F) · w1 (F, D) + db (m, F) · w3 (F, D)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, ga, iF, w1e, iD,
-                0.0f, dxs, iD);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, gb, iF, w3e, iD,
-                1.0f, dxs, iD);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, ga, iF, w1e, iD, 0.0f,
+                dxs, iD);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, gb, iF, w3e, iD, 1.0f,
+                dxs, iD);
 }
 
 Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, const float *w1,
@@ -149,10 +149,11 @@ Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, c
     const int64_t M = offsets[E];
     if (M == 0) return DSV3_OK;
     Dsv3Err err = DSV3_OK;
-    float *g = NULL;         // (M, F) silu(h1) · h3
-    int64_t *sched = NULL;   // (busy) experts with rows, busiest first
+    float *g = NULL;       // (M, F) silu(h1) · h3
+    int64_t *sched = NULL; // (busy) experts with rows, busiest first
     int64_t busy = 0;
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&g, (size_t)(M * F) * sizeof(float), "experts hidden"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&g, (size_t)(M * F) * sizeof(float), "experts hidden"));
     DSV3_CALL_GOTO(err, done, experts_schedule(&sched, &busy, offsets, E));
 
     const int over_experts = experts_split_over_experts(busy);
@@ -173,21 +174,23 @@ done:
 }
 
 Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, const float *dys,
-                              const float *xs, const float *h1, const float *h3,
-                              const float *w1, const float *w2, const float *w3,
-                              const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
+                              const float *xs, const float *h1, const float *h3, const float *w1,
+                              const float *w2, const float *w3, const int64_t *offsets, int64_t E,
+                              int64_t D, int64_t F) {
     DSV3_CALL(dsv3_cpu_check_experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3,
                                               offsets, E, D, F));
     DSV3_CALL(experts_check_blas_sizes(offsets, E, D, F));
     const int64_t M = offsets[E];
     if (M == 0) return DSV3_OK;
     Dsv3Err err = DSV3_OK;
-    float *ga = NULL;       // (M, F) dg, then da
-    float *gb = NULL;       // (M, F) g, then db
-    int64_t *sched = NULL;  // (busy) experts with rows, busiest first
+    float *ga = NULL;      // (M, F) dg, then da
+    float *gb = NULL;      // (M, F) g, then db
+    int64_t *sched = NULL; // (busy) experts with rows, busiest first
     int64_t busy = 0;
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&ga, (size_t)(M * F) * sizeof(float), "experts dh1"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&gb, (size_t)(M * F) * sizeof(float), "experts dh3"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&ga, (size_t)(M * F) * sizeof(float), "experts dh1"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&gb, (size_t)(M * F) * sizeof(float), "experts dh3"));
     DSV3_CALL_GOTO(err, done, experts_schedule(&sched, &busy, offsets, E));
 
     const int over_experts = experts_split_over_experts(busy);
@@ -196,9 +199,9 @@ Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, co
 #pragma omp parallel for schedule(dynamic, 1) if (over_experts)
     for (int64_t i = 0; i < busy; i++) {
         const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
-        expert_backward(dxs + r * D, dw1 + e * F * D, dw2 + e * D * F, dw3 + e * F * D,
-                        ga + r * F, gb + r * F, dys + r * D, xs + r * D, h1 + r * F, h3 + r * F,
-                        w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
+        expert_backward(dxs + r * D, dw1 + e * F * D, dw2 + e * D * F, dw3 + e * F * D, ga + r * F,
+                        gb + r * F, dys + r * D, xs + r * D, h1 + r * F, h3 + r * F, w1 + e * F * D,
+                        w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
     }
     if (over_experts) openblas_set_num_threads(blas_threads);
 done:

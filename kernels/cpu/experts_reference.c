@@ -21,7 +21,8 @@ Dsv3Err dsv3_experts_forward_reference(float *ys, float *h1, float *h3, const fl
     if (M == 0) return DSV3_OK;
     Dsv3Err err = DSV3_OK;
     double *g = NULL; // (F) silu(h1) · h3 of one row
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&g, (size_t)F * sizeof(double), "experts hidden"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&g, (size_t)F * sizeof(double), "experts hidden"));
     for (int64_t e = 0; e < E; e++) {
         const float *w1e = w1 + e * F * D, *w3e = w3 + e * F * D; // (F, D)
         const float *w2e = w2 + e * D * F;                        // (D, F)
@@ -39,7 +40,8 @@ Dsv3Err dsv3_experts_forward_reference(float *ys, float *h1, float *h3, const fl
             }
             for (int64_t d = 0; d < D; d++) {
                 double y = 0;
-                for (int64_t f = 0; f < F; f++) y += w2e[d * F + f] * g[f];
+                for (int64_t f = 0; f < F; f++)
+                    y += w2e[d * F + f] * g[f];
                 ys[m * D + d] = (float)y;
             }
         }
@@ -77,7 +79,8 @@ Dsv3Err dsv3_experts_backward_reference(float *dxs, float *dw1, float *dw2, floa
                 const double a = h1[m * F + f], b = h3[m * F + f];
                 const double sig = 1.0 / (1.0 + exp(-a));
                 double dg = 0; // gradient of g = (dys · w2[e])[m, f]
-                for (int64_t d = 0; d < D; d++) dg += (double)dys[m * D + d] * w2e[d * F + f];
+                for (int64_t d = 0; d < D; d++)
+                    dg += (double)dys[m * D + d] * w2e[d * F + f];
                 g[m * F + f] = a * sig * b;
                 da[m * F + f] = dg * b * sig * (1.0 + a * (1.0 - sig));
                 db[m * F + f] = dg * a * sig;

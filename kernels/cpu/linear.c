@@ -32,8 +32,8 @@ Dsv3Err dsv3_linear_forward(float *out, const float *x, const float *weight, int
     DSV3_CALL(linear_check_sizes(N, In, Out));
     DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)Out, (int)In, 1.0f, x, (int)In,
-                weight, (int)In, 0.0f, out, (int)Out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)Out, (int)In, 1.0f, x,
+                (int)In, weight, (int)In, 0.0f, out, (int)Out);
     return DSV3_OK;
 }
 
@@ -44,9 +44,9 @@ Dsv3Err dsv3_linear_backward(float *dx, float *dweight, const float *dout, const
     DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     if (dx != NULL)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)In, (int)Out, 1.0f, dout,
-                    (int)Out, weight, (int)In, accumulate_dx ? 1.0f : 0.0f, dx, (int)In);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Out, (int)In, (int)N, 1.0f, dout, (int)Out,
-                x, (int)In, 1.0f, dweight, (int)In);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)In, (int)Out, 1.0f,
+                    dout, (int)Out, weight, (int)In, accumulate_dx ? 1.0f : 0.0f, dx, (int)In);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Out, (int)In, (int)N, 1.0f, dout,
+                (int)Out, x, (int)In, 1.0f, dweight, (int)In);
     return DSV3_OK;
 }

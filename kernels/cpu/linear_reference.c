@@ -15,7 +15,8 @@ Dsv3Err dsv3_linear_forward_reference(float *out, const float *x, const float *w
     for (int64_t n = 0; n < N; n++)
         for (int64_t o = 0; o < Out; o++) {
             double sum = 0;
-            for (int64_t i = 0; i < In; i++) sum += (double)x[n * In + i] * weight[o * In + i];
+            for (int64_t i = 0; i < In; i++)
+                sum += (double)x[n * In + i] * weight[o * In + i];
             out[n * Out + o] = (float)sum;
         }
     return DSV3_OK;
@@ -30,13 +31,15 @@ Dsv3Err dsv3_linear_backward_reference(float *dx, float *dweight, const float *d
         for (int64_t n = 0; n < N; n++)
             for (int64_t i = 0; i < In; i++) {
                 double sum = 0;
-                for (int64_t o = 0; o < Out; o++) sum += (double)dout[n * Out + o] * weight[o * In + i];
+                for (int64_t o = 0; o < Out; o++)
+                    sum += (double)dout[n * Out + o] * weight[o * In + i];
                 dx[n * In + i] = accumulate_dx ? (float)(dx[n * In + i] + sum) : (float)sum;
             }
     for (int64_t o = 0; o < Out; o++)
         for (int64_t i = 0; i < In; i++) {
             double sum = 0;
-            for (int64_t n = 0; n < N; n++) sum += (double)dout[n * Out + o] * x[n * In + i];
+            for (int64_t n = 0; n < N; n++)
+                sum += (double)dout[n * Out + o] * x[n * In + i];
             dweight[o * In + i] += (float)sum;
         }
     return DSV3_OK;

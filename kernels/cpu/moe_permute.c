@@ -40,7 +40,9 @@ Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx,
         return DSV3_OK;
     }
     int64_t first_bad = M;
-#pragma omp parallel for schedule(static) reduction(min : first_bad) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
+#pragma omp parallel for schedule(static)                                                          \
+    reduction(min                                                                                  \
+              : first_bad) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t a = 0; a < M; a++)
         if ((topk_idx[a] < 0 || topk_idx[a] >= E) && a < first_bad) first_bad = a;
     DSV3_CHECK(first_bad == M, DSV3_ERR_USAGE,
@@ -52,7 +54,8 @@ Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx,
     if (slices > M / PERMUTE_PLAN_MIN_SLICE) slices = M / PERMUTE_PLAN_MIN_SLICE;
     if (slices < 1) slices = 1;
     int64_t *place = NULL; // (slices, E): counts, then each slice's next row in each expert
-    DSV3_CALL(dsv3_calloc((void **)&place, (size_t)(slices * E), sizeof(int64_t), "moe plan counts"));
+    DSV3_CALL(
+        dsv3_calloc((void **)&place, (size_t)(slices * E), sizeof(int64_t), "moe plan counts"));
 
 #pragma omp parallel num_threads(slices) if (slices > 1)
     {
@@ -60,7 +63,8 @@ Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx,
         const int64_t team = omp_get_num_threads();
         for (int64_t s = omp_get_thread_num(); s < slices; s += team) {
             int64_t *mine = place + s * E;
-            for (int64_t a = s * M / slices; a < (s + 1) * M / slices; a++) mine[topk_idx[a]]++;
+            for (int64_t a = s * M / slices; a < (s + 1) * M / slices; a++)
+                mine[topk_idx[a]]++;
         }
 #pragma omp barrier
 #pragma omp single
@@ -110,7 +114,8 @@ Dsv3Err dsv3_moe_gather_backward(float *dx, const float *dxs, const int32_t *ord
         float *dst = dx + n * D; // (D)
         for (int64_t k = 0; k < K; k++) {
             const float *src = dxs + (int64_t)row_of[n * K + k] * D; // (D)
-            for (int64_t d = 0; d < D; d++) dst[d] += src[d];
+            for (int64_t d = 0; d < D; d++)
+                dst[d] += src[d];
         }
     }
     dsv3_free(row_of);
@@ -131,23 +136,26 @@ Dsv3Err dsv3_moe_combine_forward(float *out, const float *ys, const float *weigh
         for (int64_t d0 = 0; d0 < D; d0 += PERMUTE_COLUMN_BLOCK) {
             const int64_t width = D - d0 < PERMUTE_COLUMN_BLOCK ? D - d0 : PERMUTE_COLUMN_BLOCK;
             float acc[PERMUTE_COLUMN_BLOCK];
-            for (int64_t d = 0; d < width; d++) acc[d] = 0.0f;
+            for (int64_t d = 0; d < width; d++)
+                acc[d] = 0.0f;
             for (int64_t k = 0; k < K; k++) {
                 const float w = weights[n * K + k];
                 const float *y = ys + (int64_t)row_of[n * K + k] * D + d0; // (width)
-                for (int64_t d = 0; d < width; d++) acc[d] += w * y[d];
+                for (int64_t d = 0; d < width; d++)
+                    acc[d] += w * y[d];
             }
             float *o = out + n * D + d0; // (width)
-            for (int64_t d = 0; d < width; d++) o[d] += acc[d];
+            for (int64_t d = 0; d < width; d++)
+                o[d] += acc[d];
         }
     }
     dsv3_free(row_of);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout,
-                                  const float *ys, const float *weights, const int32_t *order,
-                                  int64_t N, int64_t K, int64_t D) {
+Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout, const float *ys,
+                                  const float *weights, const int32_t *order, int64_t N, int64_t K,
+                                  int64_t D) {
     DSV3_CALL(
         dsv3_cpu_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     const int64_t M = N * K;

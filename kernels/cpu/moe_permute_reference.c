@@ -38,7 +38,8 @@ Dsv3Err dsv3_moe_gather_reference(float *xs, const float *x, const int32_t *orde
     DSV3_CALL(dsv3_cpu_check_moe_gather(&N, xs, x, order, M, K, D));
     if (M == 0) return DSV3_OK;
     for (int64_t j = 0; j < M; j++)
-        for (int64_t d = 0; d < D; d++) xs[j * D + d] = x[(order[j] / K) * D + d];
+        for (int64_t d = 0; d < D; d++)
+            xs[j * D + d] = x[(order[j] / K) * D + d];
     return DSV3_OK;
 }
 
@@ -49,13 +50,13 @@ Dsv3Err dsv3_moe_gather_backward_reference(float *dx, const float *dxs, const in
     if (M == 0) return DSV3_OK;
     DSV3_CALL(dsv3_cpu_check_moe_order(order, M));
     for (int64_t j = 0; j < M; j++)
-        for (int64_t d = 0; d < D; d++) dx[(order[j] / K) * D + d] += dxs[j * D + d];
+        for (int64_t d = 0; d < D; d++)
+            dx[(order[j] / K) * D + d] += dxs[j * D + d];
     return DSV3_OK;
 }
 
 Dsv3Err dsv3_moe_combine_forward_reference(float *out, const float *ys, const float *weights,
-                                           const int32_t *order, int64_t N, int64_t K,
-                                           int64_t D) {
+                                           const int32_t *order, int64_t N, int64_t K, int64_t D) {
     DSV3_CALL(dsv3_cpu_check_moe_combine_forward(out, ys, weights, order, N, K, D));
     const int64_t M = N * K;
     if (M == 0) return DSV3_OK;
@@ -74,8 +75,7 @@ Dsv3Err dsv3_moe_combine_forward_reference(float *out, const float *ys, const fl
 
 Dsv3Err dsv3_moe_combine_backward_reference(float *dys, float *dweights, const float *dout,
                                             const float *ys, const float *weights,
-                                            const int32_t *order, int64_t N, int64_t K,
-                                            int64_t D) {
+                                            const int32_t *order, int64_t N, int64_t K, int64_t D) {
     DSV3_CALL(
         dsv3_cpu_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     const int64_t M = N * K;

@@ -40,11 +40,13 @@ Dsv3Err dsv3_rmsnorm_forward(float *out, float *rstd, const float *x, const floa
         float *yr = out + n * D;     // (D)
         double ss = 0;
 #pragma omp simd reduction(+ : ss)
-        for (int64_t j = 0; j < D; j++) ss += (double)xr[j] * xr[j];
+        for (int64_t j = 0; j < D; j++)
+            ss += (double)xr[j] * xr[j];
         const float r = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
         rstd[n] = r;
 #pragma omp simd
-        for (int64_t j = 0; j < D; j++) yr[j] = xr[j] * r * weight[j];
+        for (int64_t j = 0; j < D; j++)
+            yr[j] = xr[j] * r * weight[j];
     }
     return DSV3_OK;
 }
@@ -71,7 +73,8 @@ Dsv3Err dsv3_rmsnorm_backward(float *dx, float *dweight, const float *dout, cons
             float *dxr = dx + n * D;        // (D)
             double s = 0;
 #pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < D; j++) s += (double)(gr[j] * weight[j]) * xr[j];
+            for (int64_t j = 0; j < D; j++)
+                s += (double)(gr[j] * weight[j]) * xr[j];
             const float r = rstd[n];
             const float c = (float)((double)r * r * r * s / (double)D);
 #pragma omp simd
@@ -84,7 +87,8 @@ Dsv3Err dsv3_rmsnorm_backward(float *dx, float *dweight, const float *dout, cons
     }
     for (int64_t j = 0; j < D; j++) {
         double sum = 0;
-        for (int t = 0; t < threads; t++) sum += partial[(int64_t)t * D + j];
+        for (int t = 0; t < threads; t++)
+            sum += partial[(int64_t)t * D + j];
         dweight[j] += (float)sum;
     }
     dsv3_free(partial);

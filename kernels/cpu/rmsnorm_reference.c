@@ -21,11 +21,13 @@ Dsv3Err dsv3_rmsnorm_forward_reference(float *out, float *rstd, const float *x, 
                "rmsnorm_forward: out, rstd, x and weight must not be NULL");
     for (int64_t n = 0; n < N; n++) {
         double mean_square = 0;
-        for (int64_t j = 0; j < D; j++) mean_square += (double)x[n * D + j] * x[n * D + j];
+        for (int64_t j = 0; j < D; j++)
+            mean_square += (double)x[n * D + j] * x[n * D + j];
         mean_square /= (double)D;
         double r = 1.0 / sqrt(mean_square + (double)eps);
         rstd[n] = (float)r;
-        for (int64_t j = 0; j < D; j++) out[n * D + j] = (float)(x[n * D + j] * r * weight[j]);
+        for (int64_t j = 0; j < D; j++)
+            out[n * D + j] = (float)(x[n * D + j] * r * weight[j]);
     }
     return DSV3_OK;
 }
@@ -43,14 +45,16 @@ Dsv3Err dsv3_rmsnorm_backward_reference(float *dx, float *dweight, const float *
     for (int64_t n = 0; n < N; n++) {
         double r = rstd[n];
         double dot = 0; // Σ_k dy_k w_k x_k
-        for (int64_t k = 0; k < D; k++) dot += (double)dout[n * D + k] * weight[k] * x[n * D + k];
+        for (int64_t k = 0; k < D; k++)
+            dot += (double)dout[n * D + k] * weight[k] * x[n * D + k];
         for (int64_t j = 0; j < D; j++)
             dx[n * D + j] = (float)(r * weight[j] * dout[n * D + j] -
                                     x[n * D + j] * r * r * r * dot / (double)D);
     }
     for (int64_t j = 0; j < D; j++) {
         double sum = 0;
-        for (int64_t n = 0; n < N; n++) sum += (double)dout[n * D + j] * x[n * D + j] * rstd[n];
+        for (int64_t n = 0; n < N; n++)
+            sum += (double)dout[n * D + j] * x[n * D + j] * rstd[n];
         dweight[j] += (float)sum;
     }
     return DSV3_OK;

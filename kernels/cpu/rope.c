@@ -48,8 +48,7 @@ Dsv3Err dsv3_rope_tables(float *cos_table, float *sin_table, int64_t T, int64_t 
     if (yarn) {
         low = fmax(floor(correction_dim(beta_fast, R, theta, original_seq_len)), 0.0);
         high = fmin(ceil(correction_dim(beta_slow, R, theta, original_seq_len)), (double)(R - 1));
-        if (low == high)
-            high += RAMP_MIN_WIDTH;
+        if (low == high) high += RAMP_MIN_WIDTH;
     }
     for (int64_t i = 0; i < pairs; i++) {
         double f = pow(theta, -(double)(2 * i) / (double)R);

@@ -44,8 +44,7 @@ Dsv3Err dsv3_rope_tables_reference(float *cos_table, float *sin_table, int64_t T
         double high = ceil(correction_dim(beta_slow, R, theta, original_seq_len));
         low = fmax(low, 0.0);
         high = fmin(high, (double)(R - 1));
-        if (low == high)
-            high += RAMP_MIN_WIDTH;
+        if (low == high) high += RAMP_MIN_WIDTH;
         for (int64_t i = 0; i < pairs; i++) {
             double ramp = ((double)i - low) / (high - low);
             ramp = fmin(fmax(ramp, 0.0), 1.0);

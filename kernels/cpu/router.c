@@ -28,7 +28,7 @@ enum { ROUTER_PARALLEL_MIN_TOKENS = 64 };
 
 // A list of at most `cap` (value, index) pairs kept sorted by value, descending.
 typedef struct {
-    float *value; // (cap)
+    float *value;   // (cap)
     int32_t *index; // (cap)
     int64_t size, cap;
 } TopList;
@@ -37,9 +37,12 @@ typedef struct {
 // order and a full list keeps the lower index.
 static inline void toplist_offer(TopList *t, float v, int32_t i) {
     int64_t p;
-    if (t->size < t->cap) p = t->size++;
-    else if (v > t->value[t->cap - 1]) p = t->cap - 1;
-    else return;
+    if (t->size < t->cap)
+        p = t->size++;
+    else if (v > t->value[t->cap - 1])
+        p = t->cap - 1;
+    else
+        return;
     while (p > 0 && t->value[p - 1] < v) {
         t->value[p] = t->value[p - 1];
         t->index[p] = t->index[p - 1];
@@ -56,18 +59,22 @@ static void router_token(float *s, int32_t *idx, float *w, const float *l, const
                          float *kval, unsigned char *kept) {
     const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
     if (args->sigmoid) {
-        for (int64_t e = 0; e < E; e++) s[e] = 1.0f / (1.0f + expf(-l[e]));
+        for (int64_t e = 0; e < E; e++)
+            s[e] = 1.0f / (1.0f + expf(-l[e]));
     } else {
         float max = l[0], sum = 0;
-        for (int64_t e = 1; e < E; e++) max = l[e] > max ? l[e] : max;
+        for (int64_t e = 1; e < E; e++)
+            max = l[e] > max ? l[e] : max;
         for (int64_t e = 0; e < E; e++) {
             s[e] = expf(l[e] - max);
             sum += s[e];
         }
         const float inv = 1.0f / sum;
-        for (int64_t e = 0; e < E; e++) s[e] *= inv;
+        for (int64_t e = 0; e < E; e++)
+            s[e] *= inv;
     }
-    for (int64_t e = 0; e < E; e++) choice[e] = bias ? s[e] + bias[e] : s[e];
+    for (int64_t e = 0; e < E; e++)
+        choice[e] = bias ? s[e] + bias[e] : s[e];
 
     TopList top = {kval, idx, 0, K};
     if (G > 0) {
@@ -85,14 +92,16 @@ static void router_token(float *s, int32_t *idx, float *w, const float *l, const
             toplist_offer(&groups, gs, (int32_t)g);
         }
         memset(kept, 0, (size_t)G);
-        for (int64_t t = 0; t < groups.size; t++) kept[gidx[t]] = 1;
+        for (int64_t t = 0; t < groups.size; t++)
+            kept[gidx[t]] = 1;
         // Kept groups in increasing order, so experts are offered in increasing index order.
         for (int64_t g = 0; g < G; g++)
             if (kept[g])
                 for (int64_t e = g * per_group; e < (g + 1) * per_group; e++)
                     toplist_offer(&top, choice[e], (int32_t)e);
     } else {
-        for (int64_t e = 0; e < E; e++) toplist_offer(&top, choice[e], (int32_t)e);
+        for (int64_t e = 0; e < E; e++)
+            toplist_offer(&top, choice[e], (int32_t)e);
     }
 
     float sum = 0;
@@ -102,9 +111,11 @@ static void router_token(float *s, int32_t *idx, float *w, const float *l, const
     }
     if (args->route_norm) {
         const float denom = sum + ROUTER_NORM_EPS;
-        for (int64_t k = 0; k < K; k++) w[k] /= denom;
+        for (int64_t k = 0; k < K; k++)
+            w[k] /= denom;
     }
-    for (int64_t k = 0; k < K; k++) w[k] *= args->route_scale;
+    for (int64_t k = 0; k < K; k++)
+        w[k] *= args->route_scale;
 }
 
 Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, int64_t *counts,
@@ -123,14 +134,17 @@ Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, in
     float *fscratch = NULL;
     int32_t *iscratch = NULL;
     unsigned char *bscratch = NULL;
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&fscratch,
-                                         (size_t)(threads * floats_per_thread) * sizeof(float),
-                                         "router scratch"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&iscratch,
-                                         (size_t)(threads * ints_per_thread) * sizeof(int32_t),
-                                         "router group scratch"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&bscratch, (size_t)(threads * bytes_per_thread),
-                                         "router group flags"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&fscratch,
+                              (size_t)(threads * floats_per_thread) * sizeof(float),
+                              "router scratch"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&iscratch,
+                              (size_t)(threads * ints_per_thread) * sizeof(int32_t),
+                              "router group scratch"));
+    DSV3_CALL_GOTO(
+        err, done,
+        dsv3_alloc((void **)&bscratch, (size_t)(threads * bytes_per_thread), "router group flags"));
 
 #pragma omp parallel if (N >= ROUTER_PARALLEL_MIN_TOKENS)
     {
@@ -146,7 +160,8 @@ Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, in
                          expert_bias, args, choice, gval, gidx, kval, kept);
     }
     // N·K increments: cheaper on one thread than merging per-thread histograms.
-    for (int64_t i = 0; i < N * K; i++) counts[topk_idx[i]]++;
+    for (int64_t i = 0; i < N * K; i++)
+        counts[topk_idx[i]]++;
 done:
     dsv3_free(fscratch);
     dsv3_free(iscratch);
@@ -185,9 +200,12 @@ Dsv3Err dsv3_router_backward(float *dlogits, const float *dweights, const float 
         } else {
             // Softmax: dl = s · (ds − Σ_e ds·s), with ds nonzero at the K chosen experts only.
             float inner = 0;
-            for (int64_t k = 0; k < K; k++) inner += (a * dw[k] - b) * s[idx[k]];
-            for (int64_t e = 0; e < E; e++) dl[e] = -s[e] * inner;
-            for (int64_t k = 0; k < K; k++) dl[idx[k]] += s[idx[k]] * (a * dw[k] - b);
+            for (int64_t k = 0; k < K; k++)
+                inner += (a * dw[k] - b) * s[idx[k]];
+            for (int64_t e = 0; e < E; e++)
+                dl[e] = -s[e] * inner;
+            for (int64_t k = 0; k < K; k++)
+                dl[idx[k]] += s[idx[k]] * (a * dw[k] - b);
         }
     }
     return DSV3_OK;

@@ -35,30 +35,38 @@ Dsv3Err dsv3_router_forward_reference(float *scores, int32_t *topk_idx, float *w
                                       const Dsv3RouterArgs *args) {
     DSV3_CALL(dsv3_cpu_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
     const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
-    for (int64_t e = 0; e < E; e++) counts[e] = 0;
+    for (int64_t e = 0; e < E; e++)
+        counts[e] = 0;
     if (N == 0) return DSV3_OK;
 
     Dsv3Err err = DSV3_OK;
-    float *choice = NULL;         // (E) biased scores of one token, −inf outside its groups
-    unsigned char *taken = NULL;  // (E) experts (or groups) already picked
-    float *group_score = NULL;    // (G)
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&choice, (size_t)E * sizeof(float), "router choice"));
+    float *choice = NULL;        // (E) biased scores of one token, −inf outside its groups
+    unsigned char *taken = NULL; // (E) experts (or groups) already picked
+    float *group_score = NULL;   // (G)
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&choice, (size_t)E * sizeof(float), "router choice"));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&taken, (size_t)E, "router taken flags"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&group_score, (size_t)(G > 0 ? G : 1) * sizeof(float),
-                                         "router group scores"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&group_score, (size_t)(G > 0 ? G : 1) * sizeof(float),
+                              "router group scores"));
 
     for (int64_t n = 0; n < N; n++) {
         const float *l = logits + n * E; // (E)
         float *s = scores + n * E;       // (E)
         if (args->sigmoid) {
-            for (int64_t e = 0; e < E; e++) s[e] = (float)(1.0 / (1.0 + exp(-(double)l[e])));
+            for (int64_t e = 0; e < E; e++)
+                s[e] = (float)(1.0 / (1.0 + exp(-(double)l[e])));
         } else {
             double max = l[0], sum = 0;
-            for (int64_t e = 1; e < E; e++) max = l[e] > max ? l[e] : max;
-            for (int64_t e = 0; e < E; e++) sum += exp((double)l[e] - max);
-            for (int64_t e = 0; e < E; e++) s[e] = (float)(exp((double)l[e] - max) / sum);
+            for (int64_t e = 1; e < E; e++)
+                max = l[e] > max ? l[e] : max;
+            for (int64_t e = 0; e < E; e++)
+                sum += exp((double)l[e] - max);
+            for (int64_t e = 0; e < E; e++)
+                s[e] = (float)(exp((double)l[e] - max) / sum);
         }
-        for (int64_t e = 0; e < E; e++) choice[e] = s[e] + (expert_bias ? expert_bias[e] : 0.0f);
+        for (int64_t e = 0; e < E; e++)
+            choice[e] = s[e] + (expert_bias ? expert_bias[e] : 0.0f);
 
         if (G > 0) {
             const int64_t per_group = E / G;
@@ -77,7 +85,8 @@ Dsv3Err dsv3_router_forward_reference(float *scores, int32_t *topk_idx, float *w
                 taken[argmax_untaken(group_score, taken, G)] = 1; // taken = kept group
             for (int64_t g = 0; g < G; g++)
                 if (!taken[g])
-                    for (int64_t i = 0; i < per_group; i++) choice[g * per_group + i] = -INFINITY;
+                    for (int64_t i = 0; i < per_group; i++)
+                        choice[g * per_group + i] = -INFINITY;
         }
 
         memset(taken, 0, (size_t)E);
@@ -112,12 +121,13 @@ Dsv3Err dsv3_router_backward_reference(float *dlogits, const float *dweights, co
 
     Dsv3Err err = DSV3_OK;
     double *dscores = NULL; // (E) gradient of one token's scores
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&dscores, (size_t)E * sizeof(double), "router dscores"));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_alloc((void **)&dscores, (size_t)E * sizeof(double), "router dscores"));
 
     for (int64_t n = 0; n < N; n++) {
-        const float *s = scores + n * E;      // (E)
+        const float *s = scores + n * E;       // (E)
         const int32_t *idx = topk_idx + n * K; // (K)
-        const float *dw = dweights + n * K;   // (K)
+        const float *dw = dweights + n * K;    // (K)
         // weights[k] = scale · s[idx[k]] / (S + eps) with S = Σ_j s[idx[j]] when route_norm.
         double S = 0, dot = 0;
         for (int64_t k = 0; k < K; k++) {
@@ -125,18 +135,22 @@ Dsv3Err dsv3_router_backward_reference(float *dlogits, const float *dweights, co
             dot += (double)dw[k] * s[idx[k]];
         }
         const double denom = S + ROUTER_NORM_EPS;
-        for (int64_t e = 0; e < E; e++) dscores[e] = 0;
+        for (int64_t e = 0; e < E; e++)
+            dscores[e] = 0;
         for (int64_t k = 0; k < K; k++) {
             double g = args->route_norm ? dw[k] / denom - dot / (denom * denom) : dw[k];
             dscores[idx[k]] += g * args->route_scale;
         }
         float *dl = dlogits + n * E; // (E)
         if (args->sigmoid) {
-            for (int64_t e = 0; e < E; e++) dl[e] = (float)(dscores[e] * s[e] * (1.0 - s[e]));
+            for (int64_t e = 0; e < E; e++)
+                dl[e] = (float)(dscores[e] * s[e] * (1.0 - s[e]));
         } else {
             double inner = 0; // Σ_e dscores · s
-            for (int64_t e = 0; e < E; e++) inner += dscores[e] * s[e];
-            for (int64_t e = 0; e < E; e++) dl[e] = (float)(s[e] * (dscores[e] - inner));
+            for (int64_t e = 0; e < E; e++)
+                inner += dscores[e] * s[e];
+            for (int64_t e = 0; e < E; e++)
+                dl[e] = (float)(s[e] * (dscores[e] - inner));
         }
     }
 done:

@@ -19,7 +19,8 @@ Dsv3Err dsv3_swiglu_forward_reference(float *h, const float *a, const float *b, 
     if (N == 0) return DSV3_OK;
     DSV3_CHECK(h != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
                "swiglu_forward: h, a and b must not be NULL");
-    for (int64_t i = 0; i < N * F; i++) h[i] = (float)(a[i] * sigmoid(a[i]) * b[i]);
+    for (int64_t i = 0; i < N * F; i++)
+        h[i] = (float)(a[i] * sigmoid(a[i]) * b[i]);
     return DSV3_OK;
 }
 

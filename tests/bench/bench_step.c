@@ -2,7 +2,8 @@
 //
 // The same work as tests/reference/bench_torch.py: torchtitan's debugmodel architecture,
 // random tokens, and per step forward, loss, backward, clipping, expert-bias update and AdamW.
-//   bench_step [--seq_len 512] [--batch 2] [--steps 3] [--warmup 1] [--threads N] [--ac none|op|full]
+//   bench_step [--seq_len 512] [--batch 2] [--steps 3] [--warmup 1] [--threads N] [--ac
+//   none|op|full]
 // Prints `dsv3 tokens_per_s=<x>` and the memory line: peak RSS of this process against
 // parameters + gradients + AdamW state + the activations and scratch the model allocated.
 #include <cblas.h>
@@ -32,12 +33,18 @@ int main(int argc, char **argv) {
     Dsv3AcMode ac = DSV3_AC_NONE;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--seq_len")) seq_len = atoll(v);
-        else if (!strcmp(k, "--batch")) batch = atoll(v);
-        else if (!strcmp(k, "--steps")) steps = atoll(v);
-        else if (!strcmp(k, "--warmup")) warmup = atoll(v);
-        else if (!strcmp(k, "--threads")) threads = atoll(v);
-        else if (!strcmp(k, "--ac")) ac = !strcmp(v, "full") ? DSV3_AC_FULL : !strcmp(v, "op") ? DSV3_AC_OP : DSV3_AC_NONE;
+        if (!strcmp(k, "--seq_len"))
+            seq_len = atoll(v);
+        else if (!strcmp(k, "--batch"))
+            batch = atoll(v);
+        else if (!strcmp(k, "--steps"))
+            steps = atoll(v);
+        else if (!strcmp(k, "--warmup"))
+            warmup = atoll(v);
+        else if (!strcmp(k, "--threads"))
+            threads = atoll(v);
+        else if (!strcmp(k, "--ac"))
+            ac = !strcmp(v, "full") ? DSV3_AC_FULL : !strcmp(v, "op") ? DSV3_AC_OP : DSV3_AC_NONE;
         else {
             fprintf(stderr, "unknown option %s\n", k);
             return 2;
@@ -49,26 +56,40 @@ int main(int argc, char **argv) {
     }
     Dsv3ModelArgs args;
     if (dsv3_model_args_flavor("debugmodel", &args) != DSV3_OK) return fail();
-    Dsv3ModelOptions opt = {.batch = batch, .seq_len = seq_len, .eos_id = 0, .ac_mode = ac,
-                            .loss_chunk = 1024, .seed = 0};
+    Dsv3ModelOptions opt = {.batch = batch,
+                            .seq_len = seq_len,
+                            .eos_id = 0,
+                            .ac_mode = ac,
+                            .loss_chunk = 1024,
+                            .seed = 0};
     Dsv3Model *m = NULL;
     if (dsv3_model_create(&m, &args, &opt) != DSV3_OK) return fail();
     int64_t N = batch * seq_len;
-    int32_t *tokens = malloc((size_t)N * sizeof *tokens), *labels = malloc((size_t)N * sizeof *labels);
+    int32_t *tokens = malloc((size_t)N * sizeof *tokens),
+            *labels = malloc((size_t)N * sizeof *labels);
     uint64_t key = dsv3_rng_key(0, "bench tokens");
     double elapsed = 0;
     for (int64_t s = 0; s < warmup + steps; s++) {
         for (int64_t n = 0; n < N; n++) {
-            tokens[n] = (int32_t)(dsv3_rng_bits(key, (uint64_t)(2 * (s * N + n))) % (uint64_t)args.vocab_size);
-            labels[n] = (int32_t)(dsv3_rng_bits(key, (uint64_t)(2 * (s * N + n) + 1)) % (uint64_t)args.vocab_size);
+            tokens[n] = (int32_t)(dsv3_rng_bits(key, (uint64_t)(2 * (s * N + n))) %
+                                  (uint64_t)args.vocab_size);
+            labels[n] = (int32_t)(dsv3_rng_bits(key, (uint64_t)(2 * (s * N + n) + 1)) %
+                                  (uint64_t)args.vocab_size);
         }
         double t0 = dsv3_log_seconds(), loss = 0;
         int64_t count = 0;
         if (dsv3_model_forward(m, tokens) != DSV3_OK) return fail();
-        if (dsv3_model_backward(m, labels, 1.0f / (float)N, &loss, &count) != DSV3_OK) return fail();
-        Dsv3OptimizerStep step = {.lr = 8e-4, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
-                                  .weight_decay = 0.1f, .max_norm = 1.0, .step = s + 1};
-        if (dsv3_optimizer_step(m, &step, dsv3_optimizer_grad_sum_squares(m)) != DSV3_OK) return fail();
+        if (dsv3_model_backward(m, labels, 1.0f / (float)N, &loss, &count) != DSV3_OK)
+            return fail();
+        Dsv3OptimizerStep step = {.lr = 8e-4,
+                                  .beta1 = 0.9f,
+                                  .beta2 = 0.95f,
+                                  .eps = 1e-8f,
+                                  .weight_decay = 0.1f,
+                                  .max_norm = 1.0,
+                                  .step = s + 1};
+        if (dsv3_optimizer_step(m, &step, dsv3_optimizer_grad_sum_squares(m)) != DSV3_OK)
+            return fail();
         if (s >= warmup) elapsed += dsv3_log_seconds() - t0;
     }
     Dsv3ParamCounts counts;
@@ -79,8 +100,8 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &usage);
     double rss = (double)usage.ru_maxrss / 1024.0; // ru_maxrss is in KiB on Linux
     printf("dsv3 tokens_per_s=%.1f\n", (double)(N * steps) / elapsed);
-    printf("dsv3 peak_rss_mib=%.1f params+grads+adam_mib=%.1f activations_mib=%.1f ratio=%.2f\n", rss,
-           state, activations, rss / (state + activations));
+    printf("dsv3 peak_rss_mib=%.1f params+grads+adam_mib=%.1f activations_mib=%.1f ratio=%.2f\n",
+           rss, state, activations, rss / (state + activations));
     free(tokens);
     free(labels);
     dsv3_model_destroy(m);

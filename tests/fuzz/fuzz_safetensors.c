@@ -38,21 +38,27 @@ static void check_accepted(const Dsv3Safetensors *f, const uint8_t *data, size_t
     size_t count = 0;
     const Dsv3SafetensorsTensor *t = dsv3_safetensors_tensors(f, &count);
     uint64_t header = 0;
-    for (int i = 7; i >= 0; i--) header = header << 8 | data[i];
+    for (int i = 7; i >= 0; i--)
+        header = header << 8 | data[i];
     uint64_t data_size = size - 8 - header, covered = 0;
     for (size_t i = 0; i < count; i++) {
-        if (t[i].begin > t[i].end || t[i].end > data_size) fuzz_fail("tensor %zu outside the data", i);
+        if (t[i].begin > t[i].end || t[i].end > data_size)
+            fuzz_fail("tensor %zu outside the data", i);
         uint64_t bytes = t[i].end - t[i].begin;
-        if ((uint64_t)t[i].numel * dsv3_dtype_size(t[i].dtype) != bytes) fuzz_fail("tensor %zu size mismatch", i);
+        if ((uint64_t)t[i].numel * dsv3_dtype_size(t[i].dtype) != bytes)
+            fuzz_fail("tensor %zu size mismatch", i);
         covered += bytes;
         for (size_t j = 0; j < i; j++)
             if (t[i].begin < t[j].end && t[j].begin < t[i].end && bytes && t[j].end > t[j].begin)
                 fuzz_fail("tensors %zu and %zu overlap", j, i);
-        if (dsv3_safetensors_find(f, t[i].name) == NULL) fuzz_fail("tensor %zu cannot be found by name", i);
+        if (dsv3_safetensors_find(f, t[i].name) == NULL)
+            fuzz_fail("tensor %zu cannot be found by name", i);
         uint8_t *buf = malloc(bytes ? bytes : 1);
         if (!buf) fuzz_fail("out of memory");
-        if (dsv3_safetensors_read(f, &t[i], buf, 0, bytes) != DSV3_OK) fuzz_fail("read: %s", dsv3_error_text());
-        if (bytes && memcmp(buf, data + 8 + header + t[i].begin, bytes) != 0) fuzz_fail("read wrong bytes");
+        if (dsv3_safetensors_read(f, &t[i], buf, 0, bytes) != DSV3_OK)
+            fuzz_fail("read: %s", dsv3_error_text());
+        if (bytes && memcmp(buf, data + 8 + header + t[i].begin, bytes) != 0)
+            fuzz_fail("read wrong bytes");
         free(buf);
         if (dsv3_dtype_converts_to_f32(t[i].dtype) && t[i].numel <= FUZZ_MAX_CONVERT) {
             float *out = malloc(sizeof(float) * (size_t)(t[i].numel ? t[i].numel : 1));
@@ -62,8 +68,9 @@ static void check_accepted(const Dsv3Safetensors *f, const uint8_t *data, size_t
             free(out);
         }
     }
-    if (covered != data_size) fuzz_fail("%llu of %llu data bytes covered", (unsigned long long)covered,
-                                        (unsigned long long)data_size);
+    if (covered != data_size)
+        fuzz_fail("%llu of %llu data bytes covered", (unsigned long long)covered,
+                  (unsigned long long)data_size);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -49,7 +49,8 @@ static void walk(const Dsv3TomlValue *v, int depth) {
         if (v->boolean != 0 && v->boolean != 1) fuzz_fail("boolean %d", v->boolean);
         break;
     case DSV3_TOML_ARRAY:
-        for (size_t i = 0; i < v->array.count; i++) walk(&v->array.items[i], depth + 1);
+        for (size_t i = 0; i < v->array.count; i++)
+            walk(&v->array.items[i], depth + 1);
         break;
     case DSV3_TOML_TABLE:
         for (size_t i = 0; i < v->table.count; i++) {
@@ -73,7 +74,8 @@ typedef struct {
 static void text_append(Text *t, const char *s, size_t n) {
     if (t->length + n + 1 > t->capacity) {
         size_t capacity = t->capacity ? t->capacity : 256;
-        while (capacity < t->length + n + 1) capacity *= 2;
+        while (capacity < t->length + n + 1)
+            capacity *= 2;
         char *data = realloc(t->data, capacity);
         if (!data) fuzz_fail("out of memory printing the tree");
         t->data = data;
@@ -108,9 +110,12 @@ static void write_string(Text *t, const char *s) {
 
 static void write_float(Text *t, double d) {
     char number[64];
-    if (isnan(d)) snprintf(number, sizeof number, "%snan", signbit(d) ? "-" : "");
-    else if (isinf(d)) snprintf(number, sizeof number, "%sinf", d < 0 ? "-" : "");
-    else snprintf(number, sizeof number, "%.17g", d); // 17 digits read back exactly
+    if (isnan(d))
+        snprintf(number, sizeof number, "%snan", signbit(d) ? "-" : "");
+    else if (isinf(d))
+        snprintf(number, sizeof number, "%sinf", d < 0 ? "-" : "");
+    else
+        snprintf(number, sizeof number, "%.17g", d); // 17 digits read back exactly
     // "%g" may print an integer ("1"); a fraction keeps it a float.
     if (!strpbrk(number, ".eni")) strcat(number, ".0");
     text_puts(t, number);
@@ -167,8 +172,8 @@ static void check_same(const Dsv3TomlValue *a, const Dsv3TomlValue *b) {
         if (strcmp(a->string, b->string) != 0) fuzz_fail("string read back differently");
         break;
     case DSV3_TOML_INTEGER:
-        if (a->integer != b->integer) fuzz_fail("integer %" PRId64 " read back as %" PRId64,
-                                                a->integer, b->integer);
+        if (a->integer != b->integer)
+            fuzz_fail("integer %" PRId64 " read back as %" PRId64, a->integer, b->integer);
         break;
     case DSV3_TOML_FLOAT:
         if (isnan(a->number) ? !isnan(b->number)
@@ -180,7 +185,8 @@ static void check_same(const Dsv3TomlValue *a, const Dsv3TomlValue *b) {
         break;
     case DSV3_TOML_ARRAY:
         if (a->array.count != b->array.count) fuzz_fail("array length read back differently");
-        for (size_t i = 0; i < a->array.count; i++) check_same(&a->array.items[i], &b->array.items[i]);
+        for (size_t i = 0; i < a->array.count; i++)
+            check_same(&a->array.items[i], &b->array.items[i]);
         break;
     case DSV3_TOML_TABLE:
         if (a->table.count != b->table.count) fuzz_fail("table size read back differently");
@@ -198,7 +204,8 @@ static void round_trip(const Dsv3TomlValue *root) {
     write_root(&t, root);
     Dsv3TomlValue *again = NULL;
     if (dsv3_toml_parse(t.data, t.length, FUZZ_SOURCE, &again) != DSV3_OK)
-        fuzz_fail("printed tree does not parse: %s\n--- printed ---\n%s", dsv3_error_text(), t.data);
+        fuzz_fail("printed tree does not parse: %s\n--- printed ---\n%s", dsv3_error_text(),
+                  t.data);
     check_same(root, again);
     dsv3_toml_free(again);
     free(t.data);

@@ -49,8 +49,10 @@ int main(int argc, char **argv) {
             return 1;
         }
         if (!S_ISDIR(st.st_mode)) {
-            if (replay_file(argv[i])) replayed++;
-            else unreadable = 1;
+            if (replay_file(argv[i]))
+                replayed++;
+            else
+                unreadable = 1;
             continue;
         }
         DIR *dir = opendir(argv[i]);
@@ -64,8 +66,10 @@ int main(int argc, char **argv) {
             char path[4096];
             snprintf(path, sizeof path, "%s/%s", argv[i], entry->d_name);
             if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
-            if (replay_file(path)) replayed++;
-            else unreadable = 1;
+            if (replay_file(path))
+                replayed++;
+            else
+                unreadable = 1;
         }
         closedir(dir);
     }

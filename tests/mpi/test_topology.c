@@ -13,10 +13,10 @@
 //                 [--join accept|connect --service NAME --timeout SECONDS]
 // Each rank's role follows from its job rank: 0 coordinator, then stages, and the last pp × ep
 // ranks (when ep > 1) expert servers. --roles gives one letter per job rank instead (c, s, e;
-// any other letter is a role that does not exist), to test wrong launches. --join accept makes this job the training side of a joined job
-// (rank 0 coordinator, the rest stages), --join connect the expert side (all expert servers).
-// Exits 0 when every check passed on every rank; on a topology error, job rank 0 prints the
-// error and every rank exits 1.
+// any other letter is a role that does not exist), to test wrong launches. --join accept makes this
+// job the training side of a joined job (rank 0 coordinator, the rest stages), --join connect the
+// expert side (all expert servers). Exits 0 when every check passed on every rank; on a topology
+// error, job rank 0 prints the error and every rank exits 1.
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,7 +39,7 @@ enum { FOREIGN_ROLE = 7 };
 typedef struct {
     int64_t degree[N_DIMS]; // dp_shard may be -1
     int64_t ep;
-    const char *roles;      // NULL: roles from the job rank
+    const char *roles; // NULL: roles from the job rank
     JoinMode join;
     const char *service;
     double timeout_s;
@@ -51,15 +51,17 @@ typedef struct {
     int64_t ep, n_stage, n_expert;
     int job_rank, job_size;
     Dsv3Role role;
-    int64_t at[N_DIMS];   // my mesh coordinates (stage ranks), else -1
+    int64_t at[N_DIMS]; // my mesh coordinates (stage ranks), else -1
     int64_t stage_index, expert_pp, expert_ep, expert_index;
 } Expect;
 
 static int usage(int rank, const char *what) {
     if (rank == 0)
-        fprintf(stderr, "test_topology: %s\nusage: test_topology [--pp N] [--dp-replicate N] "
-                        "[--dp-shard N|-1] [--cp N] [--tp N] [--ep N] [--roles LETTERS] "
-                        "[--join accept|connect --service NAME --timeout SECONDS]\n", what);
+        fprintf(stderr,
+                "test_topology: %s\nusage: test_topology [--pp N] [--dp-replicate N] "
+                "[--dp-shard N|-1] [--cp N] [--tp N] [--ep N] [--roles LETTERS] "
+                "[--join accept|connect --service NAME --timeout SECONDS]\n",
+                what);
     return 2;
 }
 
@@ -77,13 +79,20 @@ static int parse_options(int argc, char **argv, int rank, Options *opt) {
                 known = 1;
             }
         if (known) continue;
-        if (strcmp(flag, "--ep") == 0) opt->ep = strtoll(value, NULL, 10);
-        else if (strcmp(flag, "--roles") == 0) opt->roles = value;
-        else if (strcmp(flag, "--service") == 0) opt->service = value;
-        else if (strcmp(flag, "--timeout") == 0) opt->timeout_s = strtod(value, NULL);
-        else if (strcmp(flag, "--join") == 0 && strcmp(value, "accept") == 0) opt->join = JOIN_ACCEPT;
-        else if (strcmp(flag, "--join") == 0 && strcmp(value, "connect") == 0) opt->join = JOIN_CONNECT;
-        else return usage(rank, "unknown option or value");
+        if (strcmp(flag, "--ep") == 0)
+            opt->ep = strtoll(value, NULL, 10);
+        else if (strcmp(flag, "--roles") == 0)
+            opt->roles = value;
+        else if (strcmp(flag, "--service") == 0)
+            opt->service = value;
+        else if (strcmp(flag, "--timeout") == 0)
+            opt->timeout_s = strtod(value, NULL);
+        else if (strcmp(flag, "--join") == 0 && strcmp(value, "accept") == 0)
+            opt->join = JOIN_ACCEPT;
+        else if (strcmp(flag, "--join") == 0 && strcmp(value, "connect") == 0)
+            opt->join = JOIN_CONNECT;
+        else
+            return usage(rank, "unknown option or value");
     }
     if (opt->join != JOIN_NONE && !opt->service) return usage(rank, "--join needs --service");
     return 0;
@@ -107,8 +116,14 @@ static Dsv3Role role_of(const Options *opt, int job_rank, int job_size) {
 
 // Fills `e` by walking the mesh in order and counting job ranks.
 static void expect_fill(const Options *opt, int job_rank, int job_size, Dsv3Role role, Expect *e) {
-    *e = (Expect){.ep = opt->ep, .job_rank = job_rank, .job_size = job_size, .role = role,
-                  .stage_index = -1, .expert_pp = -1, .expert_ep = -1, .expert_index = -1};
+    *e = (Expect){.ep = opt->ep,
+                  .job_rank = job_rank,
+                  .job_size = job_size,
+                  .role = role,
+                  .stage_index = -1,
+                  .expert_pp = -1,
+                  .expert_ep = -1,
+                  .expert_index = -1};
     e->n_expert = opt->ep > 1 ? opt->degree[DIM_PP] * opt->ep : 0;
     e->n_stage = job_size - 1 - e->n_expert;
     int64_t others = 1;
@@ -117,7 +132,8 @@ static void expect_fill(const Options *opt, int job_rank, int job_size, Dsv3Role
         if (d != DIM_DP_SHARD) others *= opt->degree[d];
     }
     if (e->size[DIM_DP_SHARD] == -1) e->size[DIM_DP_SHARD] = e->n_stage / others;
-    for (int d = 0; d < N_DIMS; d++) e->at[d] = -1;
+    for (int d = 0; d < N_DIMS; d++)
+        e->at[d] = -1;
 
     int rank = 1;
     for (int64_t p = 0; p < e->size[DIM_PP]; p++)
@@ -183,16 +199,16 @@ static void print_ranks(char *buf, size_t size, const int *ranks, int n) {
 
 // Checks that `comm` holds exactly job ranks `want[0..n)` in that order (n == 0: that it is
 // MPI_COMM_NULL), and that an all-reduce over it works. Returns the number of failures.
-static int check_comm(const char *name, MPI_Comm comm, MPI_Comm job, int job_rank,
-                      const int *want, int n) {
+static int check_comm(const char *name, MPI_Comm comm, MPI_Comm job, int job_rank, const int *want,
+                      int n) {
     if (n == 0) {
         if (comm == MPI_COMM_NULL) return 0;
         fprintf(stderr, "[job rank %d] %s: expected MPI_COMM_NULL\n", job_rank, name);
         return 1;
     }
     if (comm == MPI_COMM_NULL) {
-        fprintf(stderr, "[job rank %d] %s: is MPI_COMM_NULL, expected %d members\n", job_rank,
-                name, n);
+        fprintf(stderr, "[job rank %d] %s: is MPI_COMM_NULL, expected %d members\n", job_rank, name,
+                n);
         return 1;
     }
     int size = 0, rank = -1;
@@ -202,32 +218,36 @@ static int check_comm(const char *name, MPI_Comm comm, MPI_Comm job, int job_ran
     MPI_Group group, job_group;
     MPI_Comm_group(comm, &group);
     MPI_Comm_group(job, &job_group);
-    for (int i = 0; i < size; i++) index[i] = i;
+    for (int i = 0; i < size; i++)
+        index[i] = i;
     MPI_Group_translate_ranks(group, size, index, job_group, got);
     MPI_Group_free(&group);
     MPI_Group_free(&job_group);
     int ok = size == n && memcmp(got, want, sizeof got) == 0 && got[rank] == job_rank;
     // The communicator works: the sum of its members' job ranks is what the list says.
     long long sum = job_rank, want_sum = 0;
-    for (int i = 0; i < n; i++) want_sum += want[i];
+    for (int i = 0; i < n; i++)
+        want_sum += want[i];
     MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_LONG_LONG, MPI_SUM, comm);
     ok = ok && sum == want_sum;
     if (ok) return 0;
     char got_text[512], want_text[512];
     print_ranks(got_text, sizeof got_text, got, size);
     print_ranks(want_text, sizeof want_text, want, n);
-    fprintf(stderr, "[job rank %d] %s: holds job ranks {%s} (I am its rank %d, sum %lld), "
-                    "expected {%s}\n", job_rank, name, got_text, rank, sum, want_text);
+    fprintf(stderr,
+            "[job rank %d] %s: holds job ranks {%s} (I am its rank %d, sum %lld), "
+            "expected {%s}\n",
+            job_rank, name, got_text, rank, sum, want_text);
     return 1;
 }
 
-#define CHECK_FIELD(got, want)                                                                \
-    do {                                                                                      \
-        if ((int64_t)(got) != (int64_t)(want)) {                                              \
-            fprintf(stderr, "[job rank %d] %s is %lld, expected %lld\n", e->job_rank, #got,   \
-                    (long long)(got), (long long)(want));                                     \
-            failures++;                                                                       \
-        }                                                                                     \
+#define CHECK_FIELD(got, want)                                                                     \
+    do {                                                                                           \
+        if ((int64_t)(got) != (int64_t)(want)) {                                                   \
+            fprintf(stderr, "[job rank %d] %s is %lld, expected %lld\n", e->job_rank, #got,        \
+                    (long long)(got), (long long)(want));                                          \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 // Checks the scalar fields of `topo` against `e`.
@@ -297,10 +317,12 @@ static int check_comms(const Dsv3Topology *topo, const Expect *e, int *want) {
 
     int64_t first = is_stage ? 1 : is_expert ? 1 + e->n_stage : 0;
     int64_t count = is_stage ? e->n_stage : is_expert ? e->n_expert : 1;
-    for (int64_t i = 0; i < count; i++) want[i] = (int)(first + i);
+    for (int64_t i = 0; i < count; i++)
+        want[i] = (int)(first + i);
     failures += check_comm("role_comm", topo->role_comm, topo->job, e->job_rank, want, (int)count);
 
-    for (int i = 0; i < e->job_size; i++) want[i] = i;
+    for (int i = 0; i < e->job_size; i++)
+        want[i] = i;
     failures += check_comm("job", topo->job, topo->job, e->job_rank, want, e->job_size);
     return failures;
 }
@@ -340,9 +362,9 @@ int main(int argc, char **argv) {
     MPI_Comm_size(job, &job_size);
     Dsv3Role role = role_of(&opt, job_rank, job_size);
 
-    Dsv3ParallelDims dims = {opt.degree[DIM_PP], opt.degree[DIM_DP_REPLICATE],
-                             opt.degree[DIM_DP_SHARD], opt.degree[DIM_CP], opt.degree[DIM_TP],
-                             opt.ep};
+    Dsv3ParallelDims dims = {opt.degree[DIM_PP],       opt.degree[DIM_DP_REPLICATE],
+                             opt.degree[DIM_DP_SHARD], opt.degree[DIM_CP],
+                             opt.degree[DIM_TP],       opt.ep};
     Dsv3Topology topo;
     if (dsv3_topology_create(job, role, &dims, &topo) != DSV3_OK) {
         // Every rank failed alike; one of them says why.
@@ -362,7 +384,9 @@ int main(int argc, char **argv) {
         printf("test_topology: %s (%s side): pp %lld × dp_replicate %lld × dp_shard %lld × cp "
                "%lld × tp %lld, ep %lld; %d ranks; %d failed checks\n",
                failures ? "FAILED" : "ok",
-               opt.join == JOIN_CONNECT ? "expert" : opt.join == JOIN_ACCEPT ? "training" : "mpmd",
+               opt.join == JOIN_CONNECT  ? "expert"
+               : opt.join == JOIN_ACCEPT ? "training"
+                                         : "mpmd",
                (long long)topo.dims.pp, (long long)topo.dims.dp_replicate,
                (long long)topo.dims.dp_shard, (long long)topo.dims.cp, (long long)topo.dims.tp,
                (long long)topo.dims.ep, job_size, failures);

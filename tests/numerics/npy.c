@@ -33,7 +33,8 @@ static Dsv3Err parse_header(Dsv3Npy *out, const char *h, const char *path) {
         }
     }
     DSV3_CHECK(found, DSV3_ERR_IO, "%s: dtype must be little-endian f4, f8, i4 or i8", path);
-    DSV3_CHECK(strstr(h, "'fortran_order': False"), DSV3_ERR_IO, "%s: Fortran order is not supported", path);
+    DSV3_CHECK(strstr(h, "'fortran_order': False"), DSV3_ERR_IO,
+               "%s: Fortran order is not supported", path);
     const char *shape = strstr(h, "'shape'");
     DSV3_CHECK(shape && strchr(shape, '('), DSV3_ERR_IO, "%s: no 'shape' in the .npy header", path);
     const char *p = strchr(shape, '(') + 1;
@@ -63,9 +64,9 @@ Dsv3Err dsv3_npy_read(Dsv3Npy *out, const char *dir, const char *name) {
     Dsv3Err err = DSV3_OK;
     char *header = NULL;
     unsigned char pre[NPY_PREAMBLE + 4];
-    DSV3_CHECK_GOTO(err, done, fread(pre, 1, NPY_PREAMBLE, f) == NPY_PREAMBLE &&
-                                   memcmp(pre, NPY_MAGIC, 6) == 0,
-                    DSV3_ERR_IO, "%s is not a .npy file", path);
+    DSV3_CHECK_GOTO(
+        err, done, fread(pre, 1, NPY_PREAMBLE, f) == NPY_PREAMBLE && memcmp(pre, NPY_MAGIC, 6) == 0,
+        DSV3_ERR_IO, "%s is not a .npy file", path);
     size_t header_len;
     if (pre[6] == 1) {
         unsigned char len[2];
@@ -74,9 +75,11 @@ Dsv3Err dsv3_npy_read(Dsv3Npy *out, const char *dir, const char *name) {
     } else {
         unsigned char len[4];
         DSV3_CHECK_GOTO(err, done, fread(len, 1, 4, f) == 4, DSV3_ERR_IO, "%s: truncated", path);
-        header_len = (size_t)len[0] | (size_t)len[1] << 8 | (size_t)len[2] << 16 | (size_t)len[3] << 24;
+        header_len =
+            (size_t)len[0] | (size_t)len[1] << 8 | (size_t)len[2] << 16 | (size_t)len[3] << 24;
     }
-    DSV3_CHECK_GOTO(err, done, header_len < NPY_MAX_HEADER, DSV3_ERR_IO, "%s: header too long", path);
+    DSV3_CHECK_GOTO(err, done, header_len < NPY_MAX_HEADER, DSV3_ERR_IO, "%s: header too long",
+                    path);
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&header, header_len + 1, "npy header"));
     DSV3_CHECK_GOTO(err, done, fread(header, 1, header_len, f) == header_len, DSV3_ERR_IO,
                     "%s: truncated header", path);
@@ -102,10 +105,11 @@ Dsv3Err dsv3_npy_read_f32(float **out, int64_t *count, const char *dir, const ch
         *count = npy.count;
         return DSV3_OK;
     }
-    DSV3_CHECK_GOTO(err, fail, npy.type == DSV3_NPY_F64, DSV3_ERR_IO,
-                    "%s/%s.npy: expected floats", dir, name);
+    DSV3_CHECK_GOTO(err, fail, npy.type == DSV3_NPY_F64, DSV3_ERR_IO, "%s/%s.npy: expected floats",
+                    dir, name);
     DSV3_CALL_GOTO(err, fail, dsv3_alloc((void **)out, (size_t)npy.count * sizeof **out + 1, name));
-    for (int64_t i = 0; i < npy.count; i++) (*out)[i] = (float)((double *)npy.data)[i];
+    for (int64_t i = 0; i < npy.count; i++)
+        (*out)[i] = (float)((double *)npy.data)[i];
     *count = npy.count;
 fail:
     dsv3_npy_free(&npy);
@@ -167,18 +171,29 @@ fail:
 Dsv3Err dsv3_npy_write_f32(const char *dir, const char *name, const float *data, int64_t count) {
     char path[NPY_PATH_CAPACITY], header[128];
     snprintf(path, sizeof path, "%s/%s.npy", dir, name);
-    int n = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld,), }",
-                     (long long)count);
+    int n =
+        snprintf(header, sizeof header,
+                 "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld,), }", (long long)count);
     // Pad with spaces so that magic + version + length + header + '\n' is a multiple of 64.
     int total = NPY_PREAMBLE + 2 + n + 1;
     int pad = (64 - total % 64) % 64;
     FILE *f = fopen(path, "wb");
     DSV3_CHECK(f, DSV3_ERR_IO, "cannot create %s: %s", path, strerror(errno));
     unsigned short len = (unsigned short)(n + pad + 1);
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(len & 0xff),
+    unsigned char pre[10] = {0x93,
+                             'N',
+                             'U',
+                             'M',
+                             'P',
+                             'Y',
+                             1,
+                             0,
+                             (unsigned char)(len & 0xff),
                              (unsigned char)(len >> 8)};
-    int ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(header, 1, (size_t)n, f) == (size_t)n;
-    for (int i = 0; i < pad && ok; i++) ok = fputc(' ', f) != EOF;
+    int ok =
+        fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(header, 1, (size_t)n, f) == (size_t)n;
+    for (int i = 0; i < pad && ok; i++)
+        ok = fputc(' ', f) != EOF;
     ok = ok && fputc('\n', f) != EOF;
     ok = ok && fwrite(data, sizeof *data, (size_t)count, f) == (size_t)count;
     ok = (fclose(f) == 0) && ok;

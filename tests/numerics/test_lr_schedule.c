@@ -38,12 +38,13 @@ static Dsv3Err check_case(Dsv3Case *c, int64_t index, const double *row, double 
         // Relative, so an lr of exactly 0 must come out exactly 0.
         if (!(fabs(got - want) <= MAX_RELATIVE_ERROR * fabs(want))) {
             fprintf(stderr,
-                    "case %lld (warmup %lld, total %lld, decay_ratio %s%g, %s, min_lr_factor %g) step %lld: "
+                    "case %lld (warmup %lld, total %lld, decay_ratio %s%g, %s, min_lr_factor %g) "
+                    "step %lld: "
                     "lr %.17g, torch %.17g\n",
                     (long long)index, (long long)params.warmup_steps, (long long)params.total_steps,
                     params.has_decay_ratio ? "" : "unset ", params.decay_ratio,
-                    dsv3_lr_decay_type_name(params.decay_type), params.min_lr_factor, (long long)step, got,
-                    want);
+                    dsv3_lr_decay_type_name(params.decay_type), params.min_lr_factor,
+                    (long long)step, got, want);
             c->failures++;
         }
     }

@@ -41,10 +41,10 @@ static int fail_with(Dsv3Err err) {
     return err ? (int)err : 1;
 }
 
-#define TRY(expr)                                                                  \
-    do {                                                                           \
-        Dsv3Err try_err_ = (expr);                                                 \
-        if (try_err_ != DSV3_OK) exit(fail_with(try_err_));                        \
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        Dsv3Err try_err_ = (expr);                                                                 \
+        if (try_err_ != DSV3_OK) exit(fail_with(try_err_));                                        \
     } while (0)
 
 static double num(json_object *o, const char *key) {
@@ -78,39 +78,66 @@ static void read_case(Case *c, const char *dir) {
     Dsv3ModelArgs *a = &c->args;
 #define I(key) a->key = (int64_t)num(m, #key)
 #define F(key) a->key = num(m, #key)
-    I(vocab_size); I(dim); I(inter_dim); I(moe_inter_dim); I(n_layers); I(n_dense_layers);
-    I(n_heads); F(norm_eps); I(num_experts); I(num_shared_experts); I(top_k); F(route_scale);
-    I(num_expert_groups); I(num_limited_groups); F(load_balance_coeff); I(q_lora_rank);
-    I(kv_lora_rank); I(qk_nope_head_dim); I(qk_rope_head_dim); I(v_head_dim);
-    I(original_seq_len); F(rope_theta); F(rope_factor); F(beta_fast); F(beta_slow); F(mscale);
+    I(vocab_size);
+    I(dim);
+    I(inter_dim);
+    I(moe_inter_dim);
+    I(n_layers);
+    I(n_dense_layers);
+    I(n_heads);
+    F(norm_eps);
+    I(num_experts);
+    I(num_shared_experts);
+    I(top_k);
+    F(route_scale);
+    I(num_expert_groups);
+    I(num_limited_groups);
+    F(load_balance_coeff);
+    I(q_lora_rank);
+    I(kv_lora_rank);
+    I(qk_nope_head_dim);
+    I(qk_rope_head_dim);
+    I(v_head_dim);
+    I(original_seq_len);
+    F(rope_theta);
+    F(rope_factor);
+    F(beta_fast);
+    F(beta_slow);
+    F(mscale);
 #undef I
 #undef F
     json_object *rn = NULL;
     json_object_object_get_ex(m, "route_norm", &rn);
     a->route_norm = json_object_get_boolean(rn);
-    a->score_func = strcmp(str(m, "score_func"), "sigmoid") == 0 ? DSV3_SCORE_SIGMOID : DSV3_SCORE_SOFTMAX;
-    a->attn_mask_type = strcmp(str(m, "attn_mask_type"), "block_causal") == 0 ? DSV3_MASK_BLOCK_CAUSAL
-                                                                                : DSV3_MASK_CAUSAL;
+    a->score_func =
+        strcmp(str(m, "score_func"), "sigmoid") == 0 ? DSV3_SCORE_SIGMOID : DSV3_SCORE_SOFTMAX;
+    a->attn_mask_type = strcmp(str(m, "attn_mask_type"), "block_causal") == 0
+                            ? DSV3_MASK_BLOCK_CAUSAL
+                            : DSV3_MASK_CAUSAL;
     c->seq_len = (int64_t)num(root, "seq_len");
     c->batch = (int64_t)num(root, "local_batch_size");
     c->micro_batches = (int64_t)num(root, "micro_batches");
     c->steps = (int64_t)num(root, "steps");
     c->eos_id = (int32_t)num(root, "eos_id");
-    c->optim = (Dsv3OptimizerStep){.lr = num(o, "lr"), .beta1 = (float)num(o, "beta1"),
-                                   .beta2 = (float)num(o, "beta2"), .eps = (float)num(o, "eps"),
+    c->optim = (Dsv3OptimizerStep){.lr = num(o, "lr"),
+                                   .beta1 = (float)num(o, "beta1"),
+                                   .beta2 = (float)num(o, "beta2"),
+                                   .eps = (float)num(o, "eps"),
                                    .weight_decay = (float)num(o, "weight_decay"),
                                    .max_norm = num(root, "max_norm")};
     double ratio = num(s, "decay_ratio");
     c->schedule = (Dsv3LrScheduleParams){.warmup_steps = (int64_t)num(s, "warmup_steps"),
                                          .total_steps = (int64_t)num(s, "total_steps"),
-                                         .has_decay_ratio = ratio >= 0, .decay_ratio = ratio,
+                                         .has_decay_ratio = ratio >= 0,
+                                         .decay_ratio = ratio,
                                          .min_lr_factor = num(s, "min_lr_factor")};
     TRY(dsv3_lr_decay_type_parse(str(s, "decay_type"), &c->schedule.decay_type));
     json_object_put(root);
 }
 
 // Loads "<prefix><fqn>.npy" into every parameter and "<buffer_prefix>…expert_bias" into biases.
-static void load_state(Dsv3Model *m, const char *dir, const char *prefix, const char *buffer_prefix) {
+static void load_state(Dsv3Model *m, const char *dir, const char *prefix,
+                       const char *buffer_prefix) {
     int n = 0;
     Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
     char name[256];
@@ -143,8 +170,13 @@ static void load_state(Dsv3Model *m, const char *dir, const char *prefix, const 
 }
 
 static Dsv3Model *make_model(const Case *c, int64_t batch, Dsv3AcMode mode, int64_t every) {
-    Dsv3ModelOptions opt = {.batch = batch, .seq_len = c->seq_len, .eos_id = c->eos_id,
-                            .ac_mode = mode, .ac_every = every, .loss_chunk = 7, .seed = 0};
+    Dsv3ModelOptions opt = {.batch = batch,
+                            .seq_len = c->seq_len,
+                            .eos_id = c->eos_id,
+                            .ac_mode = mode,
+                            .ac_every = every,
+                            .loss_chunk = 7,
+                            .seed = 0};
     Dsv3Model *m = NULL;
     TRY(dsv3_model_create(&m, &c->args, &opt));
     return m;
@@ -152,7 +184,8 @@ static Dsv3Model *make_model(const Case *c, int64_t batch, Dsv3AcMode mode, int6
 
 static int64_t count_labels(const int32_t *labels, int64_t n) {
     int64_t count = 0;
-    for (int64_t i = 0; i < n; i++) count += labels[i] != DSV3_IGNORE_INDEX;
+    for (int64_t i = 0; i < n; i++)
+        count += labels[i] != DSV3_IGNORE_INDEX;
     return count;
 }
 
@@ -195,7 +228,8 @@ static void compare_params(Dsv3Model *m, int grads, const char *name_prefix,
         }
 }
 
-static void check_one_step(const Case *c, const char *dir, const int32_t *tokens, const int32_t *labels) {
+static void check_one_step(const Case *c, const char *dir, const int32_t *tokens,
+                           const int32_t *labels) {
     Dsv3Model *m = make_model(c, c->batch, DSV3_AC_NONE, 0);
     load_state(m, dir, "param.", "buffer.");
     int64_t per_micro = c->batch * c->seq_len, V = c->args.vocab_size;
@@ -211,7 +245,8 @@ static void check_one_step(const Case *c, const char *dir, const int32_t *tokens
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
         if (!counts) continue;
         float as_float[4096];
-        for (int64_t e = 0; e < c->args.num_experts; e++) as_float[e] = (float)counts[e];
+        for (int64_t e = 0; e < c->args.num_experts; e++)
+            as_float[e] = (float)counts[e];
         snprintf(name, sizeof name, "counts.layers.%lld", (long long)l);
         snprintf(what, sizeof what, "tokens per expert, layer %lld", (long long)l);
         compare_file(what, as_float, c->args.num_experts, name, 0.0);
@@ -221,8 +256,8 @@ static void check_one_step(const Case *c, const char *dir, const int32_t *tokens
 
 // Trains c->steps steps; fills losses, norms, lrs (steps) and leaves the model for inspection.
 static Dsv3Model *train(const Case *c, const char *dir, Dsv3AcMode mode, int64_t every,
-                        const int32_t *tokens, const int32_t *labels, double *losses,
-                        double *norms, double *lrs) {
+                        const int32_t *tokens, const int32_t *labels, double *losses, double *norms,
+                        double *lrs) {
     Dsv3Model *m = make_model(c, c->batch, mode, every);
     load_state(m, dir, "param.", "buffer.");
     Dsv3LrSchedule schedule;
@@ -253,28 +288,38 @@ static void check_training(const Case *c, const char *dir) {
     }
     Dsv3Model *m = train(c, dir, DSV3_AC_NONE, 0, tokens, labels, losses, norms, lrs);
     float as_float[64];
-    for (int64_t s = 0; s < c->steps; s++) as_float[s] = (float)losses[s];
+    for (int64_t s = 0; s < c->steps; s++)
+        as_float[s] = (float)losses[s];
     compare_file("training losses (every step)", as_float, c->steps, "train_losses", TOLERANCE);
     // Per-step loss errors too: the contract is every step, not the norm over steps.
     double *want = NULL;
     TRY(dsv3_case_read_f64(&checks, &want, NULL, "train_losses"));
     double worst = 0;
-    for (int64_t s = 0; s < c->steps; s++) worst = fmax(worst, fabs(losses[s] - want[s]) / fabs(want[s]));
+    for (int64_t s = 0; s < c->steps; s++)
+        worst = fmax(worst, fabs(losses[s] - want[s]) / fabs(want[s]));
     dsv3_case_report(&checks, "training loss, worst single step", worst, TOLERANCE);
-    for (int64_t s = 0; s < c->steps; s++) as_float[s] = (float)norms[s];
+    for (int64_t s = 0; s < c->steps; s++)
+        as_float[s] = (float)norms[s];
     compare_file("gradient norms (every step)", as_float, c->steps, "train_grad_norms", TOLERANCE);
-    for (int64_t s = 0; s < c->steps; s++) as_float[s] = (float)lrs[s];
+    for (int64_t s = 0; s < c->steps; s++)
+        as_float[s] = (float)lrs[s];
     compare_file("learning rates (every step)", as_float, c->steps, "train_lrs", TOLERANCE);
     compare_params(m, 0, "final.param.", "after training: ");
     dsv3_model_destroy(m);
 
     // Activation checkpointing: the same losses in every mode.
-    struct { const char *name; Dsv3AcMode mode; int64_t every; } modes[] = {
+    struct {
+        const char *name;
+        Dsv3AcMode mode;
+        int64_t every;
+    } modes[] = {
         {"op", DSV3_AC_OP, 0}, {"full", DSV3_AC_FULL, 0}, {"every 2nd layer", DSV3_AC_NONE, 2}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
-        Dsv3Model *ac = train(c, dir, modes[i].mode, modes[i].every, tokens, labels, ac_losses, ac_norms, ac_lrs);
+        Dsv3Model *ac = train(c, dir, modes[i].mode, modes[i].every, tokens, labels, ac_losses,
+                              ac_norms, ac_lrs);
         double err = 0;
-        for (int64_t s = 0; s < c->steps; s++) err = fmax(err, fabs(ac_losses[s] - losses[s]) / fabs(losses[s]));
+        for (int64_t s = 0; s < c->steps; s++)
+            err = fmax(err, fabs(ac_losses[s] - losses[s]) / fabs(losses[s]));
         char what[256];
         snprintf(what, sizeof what, "activation checkpointing %s vs none", modes[i].name);
         dsv3_case_report(&checks, what, err, AC_TOLERANCE);
@@ -283,7 +328,8 @@ static void check_training(const Case *c, const char *dir) {
 }
 
 // M micro-batches of B sequences against one batch of M × B sequences.
-static void check_accumulation(const Case *c, const char *dir, const int32_t *tokens, const int32_t *labels) {
+static void check_accumulation(const Case *c, const char *dir, const int32_t *tokens,
+                               const int32_t *labels) {
     Dsv3Model *small = make_model(c, c->batch, DSV3_AC_NONE, 0);
     Dsv3Model *big = make_model(c, c->batch * c->micro_batches, DSV3_AC_NONE, 0);
     load_state(small, dir, "param.", "buffer.");

@@ -27,14 +27,13 @@ enum { CASE_WIDTH = 26, WHAT_WIDTH = 20 };
 // Both versions of every op used here, so that each case runs them the same way.
 typedef struct {
     const char *name;
-    Dsv3Err (*router_forward)(float *, int32_t *, float *, int64_t *, const float *,
-                              const float *, int64_t, const Dsv3RouterArgs *);
+    Dsv3Err (*router_forward)(float *, int32_t *, float *, int64_t *, const float *, const float *,
+                              int64_t, const Dsv3RouterArgs *);
     Dsv3Err (*router_backward)(float *, const float *, const float *, const int32_t *, int64_t,
                                const Dsv3RouterArgs *);
     Dsv3Err (*plan)(int32_t *, int64_t *, const int32_t *, int64_t, int64_t, int64_t);
     Dsv3Err (*gather)(float *, const float *, const int32_t *, int64_t, int64_t, int64_t);
-    Dsv3Err (*gather_backward)(float *, const float *, const int32_t *, int64_t, int64_t,
-                               int64_t);
+    Dsv3Err (*gather_backward)(float *, const float *, const int32_t *, int64_t, int64_t, int64_t);
     Dsv3Err (*combine_forward)(float *, const float *, const float *, const int32_t *, int64_t,
                                int64_t, int64_t);
     Dsv3Err (*combine_backward)(float *, float *, const float *, const float *, const float *,
@@ -54,8 +53,8 @@ static const Impl IMPLS[] = {
     {"reference", dsv3_router_forward_reference, dsv3_router_backward_reference,
      dsv3_moe_plan_reference, dsv3_moe_gather_reference, dsv3_moe_gather_backward_reference,
      dsv3_moe_combine_forward_reference, dsv3_moe_combine_backward_reference,
-     dsv3_experts_forward_reference, dsv3_experts_backward_reference,
-     dsv3_linear_forward_reference, dsv3_linear_backward_reference},
+     dsv3_experts_forward_reference, dsv3_experts_backward_reference, dsv3_linear_forward_reference,
+     dsv3_linear_backward_reference},
     {"fast", dsv3_router_forward, dsv3_router_backward, dsv3_moe_plan, dsv3_moe_gather,
      dsv3_moe_gather_backward, dsv3_moe_combine_forward, dsv3_moe_combine_backward,
      dsv3_experts_forward, dsv3_experts_backward, dsv3_linear_forward, dsv3_linear_backward},
@@ -70,8 +69,8 @@ static Dsv3Err read_router_args(Dsv3Case *c, Dsv3RouterArgs *args, int64_t *N, i
     DSV3_CALL(dsv3_case_read_i32(c, &dims, NULL, "dims"));
     DSV3_CALL(dsv3_case_read_f64(c, &params, NULL, "params"));
     *N = dims[0];
-    *args = (Dsv3RouterArgs){dims[1], dims[2], dims[3], dims[4], dims[5], dims[6],
-                             (float)params[0]};
+    *args =
+        (Dsv3RouterArgs){dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], (float)params[0]};
     *D = dims[7];
     *Fh = dims[8];
     return DSV3_OK;
@@ -109,10 +108,11 @@ static Dsv3Err test_router(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, counts, E, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweights, N * K, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dlogits, N * E, NULL));
-    DSV3_CALL(impl->router_forward(scores, idx, weights, counts, logits,
-                                   has_bias[0] ? bias : NULL, N, &a));
+    DSV3_CALL(impl->router_forward(scores, idx, weights, counts, logits, has_bias[0] ? bias : NULL,
+                                   N, &a));
     for (int64_t n = 0; n < N; n++)
-        for (int64_t k = 0; k < K; k++) dweights[n * K + k] = g[n * E + idx[n * K + k]];
+        for (int64_t k = 0; k < K; k++)
+            dweights[n * K + k] = g[n * E + idx[n * K + k]];
     DSV3_CALL(impl->router_backward(dlogits, dweights, scores, idx, N, &a));
     DSV3_CALL(densify(c, &chosen, &wd, idx, weights, N, E, K));
     DSV3_CALL(dsv3_case_check(c, "scores", scores, N * E, "scores"));
@@ -150,7 +150,8 @@ static Dsv3Err test_permute(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(impl->combine_forward(out, ys, weights, order, N, K, D));
     DSV3_CALL(impl->combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     DSV3_CALL(DSV3_CASE_BUFFER(c, order64, M, NULL));
-    for (int64_t j = 0; j < M; j++) order64[j] = order[j];
+    for (int64_t j = 0; j < M; j++)
+        order64[j] = order[j];
     DSV3_CALL(dsv3_case_check_exact(c, "order", order64, M, "order"));
     DSV3_CALL(dsv3_case_check_exact(c, "offsets", offsets, E + 1, "offsets"));
     DSV3_CALL(dsv3_case_check(c, "gather xs", xs, M * D, "xs"));
@@ -170,7 +171,8 @@ static Dsv3Err test_experts(Dsv3Case *c, const Impl *impl) {
     const int64_t E = dims[0], D = dims[1], Fh = dims[2], M = dims[3];
     DSV3_CALL(dsv3_case_read_i32(c, &off32, NULL, "offsets")); // (E + 1)
     DSV3_CALL(DSV3_CASE_BUFFER(c, offsets, E + 1, NULL));
-    for (int64_t e = 0; e <= E; e++) offsets[e] = off32[e];
+    for (int64_t e = 0; e <= E; e++)
+        offsets[e] = off32[e];
     DSV3_CALL(dsv3_case_read_f32(c, &xs, NULL, "xs"));    // (M, D)
     DSV3_CALL(dsv3_case_read_f32(c, &w1, NULL, "w1"));    // (E, F, D)
     DSV3_CALL(dsv3_case_read_f32(c, &w2, NULL, "w2"));    // (E, D, F)
@@ -184,8 +186,8 @@ static Dsv3Err test_experts(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, h3, M * Fh, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dxs, M * D, NULL));
     DSV3_CALL(impl->experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, Fh));
-    DSV3_CALL(impl->experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, offsets, E,
-                                     D, Fh));
+    DSV3_CALL(
+        impl->experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, offsets, E, D, Fh));
     DSV3_CALL(dsv3_case_check(c, "ys", ys, M * D, "ys"));
     DSV3_CALL(dsv3_case_check(c, "h1", h1, M * Fh, "h1"));
     DSV3_CALL(dsv3_case_check(c, "h3", h3, M * Fh, "h3"));
@@ -241,16 +243,16 @@ static Dsv3Err test_moe_block(Dsv3Case *c, const Impl *impl) {
 
     // Forward.
     DSV3_CALL(impl->linear_forward(logits, x, gate, N, D, E));
-    DSV3_CALL(impl->router_forward(scores, idx, weights, counts, logits,
-                                   has_bias[0] ? bias : NULL, N, &a));
+    DSV3_CALL(impl->router_forward(scores, idx, weights, counts, logits, has_bias[0] ? bias : NULL,
+                                   N, &a));
     DSV3_CALL(impl->plan(order, offsets, idx, N, K, E));
     DSV3_CALL(impl->gather(xs, x, order, M, K, D));
     DSV3_CALL(impl->experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, Fh));
     DSV3_CALL(impl->combine_forward(out, ys, weights, order, N, K, D));
     // Backward: dx collects the expert path (gather) and the gate path (linear).
     DSV3_CALL(impl->combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
-    DSV3_CALL(impl->experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, offsets, E,
-                                     D, Fh));
+    DSV3_CALL(
+        impl->experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, offsets, E, D, Fh));
     DSV3_CALL(impl->gather_backward(dx, dxs, order, M, K, D));
     DSV3_CALL(impl->router_backward(dlogits, dweights, scores, idx, N, &a));
     DSV3_CALL(impl->linear_backward(dx, dgate, dlogits, x, gate, N, D, E, 1));
@@ -266,9 +268,15 @@ static Dsv3Err test_moe_block(Dsv3Case *c, const Impl *impl) {
 }
 
 static const char *const ROUTER_CASES[] = {
-    "router_softmax",  "router_softmax_bias",       "router_sigmoid",
-    "router_sigmoid_bias_norm", "router_softmax_norm_scale", "router_groups",
-    "router_groups_softmax", "router_k1", "router_n1",
+    "router_softmax",
+    "router_softmax_bias",
+    "router_sigmoid",
+    "router_sigmoid_bias_norm",
+    "router_softmax_norm_scale",
+    "router_groups",
+    "router_groups_softmax",
+    "router_k1",
+    "router_n1",
 };
 static const char *const EXPERTS_CASES[] = {"experts", "experts_one_row"};
 static const char *const MOE_CASES[] = {"moe_softmax", "moe_groups"};

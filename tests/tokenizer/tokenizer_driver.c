@@ -22,7 +22,8 @@ static int read_u32(FILE *f, uint32_t *v) {
 }
 
 static void write_u32(FILE *f, uint32_t v) {
-    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
     fwrite(b, 1, 4, f);
 }
 
@@ -64,7 +65,8 @@ int main(int argc, char **argv) {
     double start = dsv3_log_seconds();
     size_t total_ids = 0;
     for (size_t i = 0; i < n; i++) {
-        if (dsv3_tokenizer_encode(t, texts[i], lengths[i], &ids[i]) != DSV3_OK) return die("encode failed");
+        if (dsv3_tokenizer_encode(t, texts[i], lengths[i], &ids[i]) != DSV3_OK)
+            return die("encode failed");
         total_ids += ids[i].count;
     }
     double seconds = dsv3_log_seconds() - start;
@@ -73,7 +75,8 @@ int main(int argc, char **argv) {
         int64_t r0 = dsv3_tokenizer_replaced_sequences(t);
         Dsv3TokenIds again = {0};
         // Re-encode to learn whether this case was valid UTF-8 (nothing replaced).
-        if (dsv3_tokenizer_encode(t, texts[i], lengths[i], &again) != DSV3_OK) return die("encode failed");
+        if (dsv3_tokenizer_encode(t, texts[i], lengths[i], &again) != DSV3_OK)
+            return die("encode failed");
         int valid = dsv3_tokenizer_replaced_sequences(t) == r0;
         dsv3_token_ids_free(&again);
         char *text = NULL;
@@ -84,16 +87,20 @@ int main(int argc, char **argv) {
             if (roundtrip_failures++ < 5) fprintf(stderr, "case %zu: decode(encode(x)) != x\n", i);
         }
         write_u32(out, (uint32_t)ids[i].count);
-        for (size_t k = 0; k < ids[i].count; k++) write_u32(out, (uint32_t)ids[i].ids[k]);
+        for (size_t k = 0; k < ids[i].count; k++)
+            write_u32(out, (uint32_t)ids[i].ids[k]);
         write_u32(out, (uint32_t)text_length);
         fwrite(text, 1, text_length, out);
         dsv3_free(text);
         dsv3_token_ids_free(&ids[i]);
         free(texts[i]);
     }
-    printf("dsv3 encode: %zu cases, %zu bytes, %zu tokens in %.4f s (%.2f MB/s, %.0f tokens/s); %lld invalid "
-           "UTF-8 sequences replaced\n", n, total_bytes, total_ids, seconds, (double)total_bytes / seconds / 1e6,
-           (double)total_ids / seconds, (long long)(dsv3_tokenizer_replaced_sequences(t) - replaced_before) / 2);
+    printf("dsv3 encode: %zu cases, %zu bytes, %zu tokens in %.4f s (%.2f MB/s, %.0f tokens/s); "
+           "%lld invalid "
+           "UTF-8 sequences replaced\n",
+           n, total_bytes, total_ids, seconds, (double)total_bytes / seconds / 1e6,
+           (double)total_ids / seconds,
+           (long long)(dsv3_tokenizer_replaced_sequences(t) - replaced_before) / 2);
     free(ids);
     free(texts);
     free(lengths);

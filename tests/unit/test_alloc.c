@@ -103,7 +103,8 @@ static void test_calloc_zeroes_and_is_aligned(void **state) {
     assert_int_equal(dsv3_calloc((void **)&zeros, 1024, sizeof *zeros, "zeros"), DSV3_OK);
     assert_int_equal((uintptr_t)zeros % DSV3_ALLOC_ALIGNMENT, 0);
     assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + 1024 * sizeof *zeros);
-    for (size_t i = 0; i < 1024; i++) assert_int_equal(zeros[i], 0);
+    for (size_t i = 0; i < 1024; i++)
+        assert_int_equal(zeros[i], 0);
     dsv3_free(zeros);
 
     // Zero elements, or elements of size zero, are valid empty buffers.

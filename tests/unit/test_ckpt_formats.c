@@ -35,10 +35,10 @@ static void test_bf16_f16_rounding(void **state) {
     assert_int_equal(dsv3_dtype_f32_to_f16(1.0f), 0x3c00);
     assert_int_equal(dsv3_dtype_f32_to_f16(-2.0f), 0xc000);
     assert_int_equal(dsv3_dtype_f32_to_f16(65504.0f), 0x7bff);
-    assert_int_equal(dsv3_dtype_f32_to_f16(65520.0f), 0x7c00);   // rounds to infinity
-    assert_int_equal(dsv3_dtype_f32_to_f16(0x1p-24f), 0x0001);   // smallest subnormal
-    assert_int_equal(dsv3_dtype_f32_to_f16(0x1p-25f), 0x0000);   // halfway: ties to even (0)
-    assert_int_equal(dsv3_dtype_f32_to_f16(0x1p-14f), 0x0400);   // smallest normal
+    assert_int_equal(dsv3_dtype_f32_to_f16(65520.0f), 0x7c00); // rounds to infinity
+    assert_int_equal(dsv3_dtype_f32_to_f16(0x1p-24f), 0x0001); // smallest subnormal
+    assert_int_equal(dsv3_dtype_f32_to_f16(0x1p-25f), 0x0000); // halfway: ties to even (0)
+    assert_int_equal(dsv3_dtype_f32_to_f16(0x1p-14f), 0x0400); // smallest normal
     // Every 16-bit pattern that is a number survives f16 → f32 → f16 and bf16 → f32 → bf16.
     for (uint32_t h = 0; h < 0x10000; h++) {
         float f = dsv3_dtype_f16_to_f32((uint16_t)h);
@@ -51,19 +51,21 @@ static void test_bf16_f16_rounding(void **state) {
 static void test_e4m3(void **state) {
     (void)state;
     assert_true(dsv3_dtype_e4m3_to_f32(0x00) == 0.0f);
-    assert_true(dsv3_dtype_e4m3_to_f32(0x38) == 1.0f);      // exponent 7 = bias
-    assert_true(dsv3_dtype_e4m3_to_f32(0x7e) == 448.0f);    // largest finite
+    assert_true(dsv3_dtype_e4m3_to_f32(0x38) == 1.0f);   // exponent 7 = bias
+    assert_true(dsv3_dtype_e4m3_to_f32(0x7e) == 448.0f); // largest finite
     assert_true(dsv3_dtype_e4m3_to_f32(0xfe) == -448.0f);
-    assert_true(dsv3_dtype_e4m3_to_f32(0x01) == 0x1p-9f);   // smallest subnormal
-    assert_true(dsv3_dtype_e4m3_to_f32(0x08) == 0x1p-6f);   // smallest normal
+    assert_true(dsv3_dtype_e4m3_to_f32(0x01) == 0x1p-9f); // smallest subnormal
+    assert_true(dsv3_dtype_e4m3_to_f32(0x08) == 0x1p-6f); // smallest normal
     assert_true(isnan(dsv3_dtype_e4m3_to_f32(0x7f)) && isnan(dsv3_dtype_e4m3_to_f32(0xff)));
     // Block dequantisation: a 130 × 3 weight has 2 × 1 scale blocks.
     enum { M = 130, N = 3 };
     uint8_t q[M * N];
     float out[M * N], scale[2] = {2.0f, -0.5f};
-    for (int i = 0; i < M * N; i++) q[i] = 0x38; // 1.0
+    for (int i = 0; i < M * N; i++)
+        q[i] = 0x38; // 1.0
     dsv3_fp8_dequantize_rows(out, q, scale, 0, M, N);
-    assert_true(out[0] == 2.0f && out[127 * N + 2] == 2.0f && out[128 * N] == -0.5f && out[M * N - 1] == -0.5f);
+    assert_true(out[0] == 2.0f && out[127 * N + 2] == 2.0f && out[128 * N] == -0.5f &&
+                out[M * N - 1] == -0.5f);
     dsv3_fp8_dequantize_rows(out, q + 128 * N, scale, 128, 2, N); // a row range further down
     assert_true(out[0] == -0.5f);
     assert_int_equal(dsv3_fp8_check_scale_shape("w", M, N, 2, 1), DSV3_OK);
@@ -110,7 +112,8 @@ static void test_hf_names(void **state) {
     assert_false(dsv3_hf_fqn_is_stacked("layers.0.moe.shared_experts.w1.weight"));
     // Every table entry maps back and forth.
     const char *fqns[] = {"layers.4.attention.wq.weight", "layers.4.attention.q_norm.weight",
-                          "layers.4.moe.shared_experts.w2.weight", "layers.4.moe.expert_bias", "norm.weight"};
+                          "layers.4.moe.shared_experts.w2.weight", "layers.4.moe.expert_bias",
+                          "norm.weight"};
     for (size_t i = 0; i < sizeof fqns / sizeof *fqns; i++) {
         assert_int_equal(dsv3_hf_name_from_fqn(fqns[i], -1, hf), DSV3_OK);
         dsv3_hf_name_parse(hf, &n);
@@ -123,9 +126,11 @@ static uint8_t *make_file(const char *header, size_t data_bytes, size_t *size) {
     size_t h = strlen(header);
     *size = 8 + h + data_bytes;
     uint8_t *buf = calloc(1, *size);
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)h >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)((uint64_t)h >> (8 * i));
     memcpy(buf + 8, header, h);
-    for (size_t i = 0; i < data_bytes; i++) buf[8 + h + i] = (uint8_t)i;
+    for (size_t i = 0; i < data_bytes; i++)
+        buf[8 + h + i] = (uint8_t)i;
     return buf;
 }
 
@@ -134,7 +139,8 @@ static void expect_rejected(const char *header, size_t data_bytes, const char *n
     uint8_t *buf = make_file(header, data_bytes, &size);
     Dsv3Safetensors *f = NULL;
     size_t before = dsv3_alloc_current_bytes();
-    assert_int_equal(dsv3_safetensors_open_memory(&f, buf, size, "bad.safetensors"), DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_safetensors_open_memory(&f, buf, size, "bad.safetensors"),
+                     DSV3_ERR_USAGE);
     assert_null(f);
     assert_int_equal(dsv3_alloc_current_bytes(), before);
     const char *msg = dsv3_error_message();
@@ -154,29 +160,42 @@ static void test_safetensors_rejects(void **state) {
     dsv3_safetensors_close(f);
     // A header length beyond the file, and one above the limit.
     buf[0] = 0xff;
-    assert_int_equal(dsv3_safetensors_open_memory(&f, buf, size, "bad.safetensors"), DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_safetensors_open_memory(&f, buf, size, "bad.safetensors"),
+                     DSV3_ERR_USAGE);
     expect_message_contains("beyond the end");
     buf[0] = 0, buf[7] = 0x10;
-    assert_int_equal(dsv3_safetensors_open_memory(&f, buf, size, "bad.safetensors"), DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_safetensors_open_memory(&f, buf, size, "bad.safetensors"),
+                     DSV3_ERR_USAGE);
     expect_message_contains("100 MB");
     assert_int_equal(dsv3_safetensors_open_memory(&f, buf, 5, "bad.safetensors"), DSV3_ERR_USAGE);
     expect_message_contains("too short");
     free(buf);
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "not valid JSON");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8,
+                    "not valid JSON");
     expect_rejected("[1, 2]", 0, "not an object");
-    expect_rejected("{\"a\":{\"dtype\":\"F31\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "unknown dtype");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "span 8");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "outside");
+    expect_rejected("{\"a\":{\"dtype\":\"F31\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+                    "unknown dtype");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8,
+                    "span 8");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4,
+                    "outside");
     expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                    "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlaps");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "belong to no tensor");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, "belong to no tensor");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "shape[0]");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,4]}}",
+                    "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                    12, "overlaps");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8,
+                    "belong to no tensor");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8,
+                    "belong to no tensor");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
+                    "shape[0]");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_"
+                    "offsets\":[0,4]}}",
                     4, "more than");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8, "begin <= end");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", 8,
+                    "begin <= end");
     expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "data_offsets");
-    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4, "not valid JSON");
+    expect_rejected("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", 4,
+                    "not valid JSON");
     expect_rejected("{\"__metadata__\":[1]}", 0, "__metadata__");
 }
 
@@ -216,9 +235,11 @@ static void test_safetensors_round_trip(void **state) {
     assert_memory_equal(got, a, sizeof a);
     assert_int_equal(dsv3_safetensors_read_f32(f, t, got, 4, 2), DSV3_OK);
     assert_true(got[0] == a[4] && got[1] == a[5]);
-    assert_int_equal(dsv3_safetensors_read_f32(f, dsv3_safetensors_find(f, "b"), got, 0, 2), DSV3_OK);
+    assert_int_equal(dsv3_safetensors_read_f32(f, dsv3_safetensors_find(f, "b"), got, 0, 2),
+                     DSV3_OK);
     assert_true(got[0] == 0.5f && got[1] == -3.0f);
-    assert_int_equal(dsv3_safetensors_read_f32(f, dsv3_safetensors_find(f, "c"), got, 0, 3), DSV3_OK);
+    assert_int_equal(dsv3_safetensors_read_f32(f, dsv3_safetensors_find(f, "c"), got, 0, 3),
+                     DSV3_OK);
     assert_true(got[0] == 1.0f && got[1] == 448.0f && got[2] == 0.0f);
     assert_int_equal(dsv3_safetensors_read_f32(f, t, got, 5, 2), DSV3_ERR_USAGE);
     expect_message_contains("weights.a");

@@ -46,18 +46,22 @@ static void expect_message_contains(const char *needle) {
 // A small model's tensor list with buffers: values and moments filled from `seed` (or zeroed).
 static float *attach(Dsv3CkptTensors *t, Dsv3ModelArgs *a, float seed) {
     assert_int_equal(dsv3_model_args_flavor("debugmodel", a), DSV3_OK);
-    a->vocab_size = 64, a->dim = 16, a->inter_dim = 32, a->moe_inter_dim = 8, a->n_layers = 2, a->n_heads = 2;
-    a->num_experts = 4, a->top_k = 2, a->kv_lora_rank = 8, a->qk_nope_head_dim = 4, a->qk_rope_head_dim = 4;
+    a->vocab_size = 64, a->dim = 16, a->inter_dim = 32, a->moe_inter_dim = 8, a->n_layers = 2,
+    a->n_heads = 2;
+    a->num_experts = 4, a->top_k = 2, a->kv_lora_rank = 8, a->qk_nope_head_dim = 4,
+    a->qk_rope_head_dim = 4;
     a->v_head_dim = 4;
     assert_int_equal(dsv3_ckpt_tensors_build(t, a, NULL), DSV3_OK);
     int64_t total = 0;
-    for (int64_t i = 0; i < t->count; i++) total += 3 * t->items[i].numel;
+    for (int64_t i = 0; i < t->count; i++)
+        total += 3 * t->items[i].numel;
     float *buf = calloc((size_t)total, sizeof *buf), *p = buf;
     assert_non_null(buf);
     for (int64_t i = 0; i < t->count; i++) {
         Dsv3CkptTensor *x = &t->items[i];
         x->data = p, x->exp_avg = p + x->numel, x->exp_avg_sq = p + 2 * x->numel;
-        for (int64_t k = 0; seed != 0 && k < 3 * x->numel; k++) p[k] = seed * (float)(i + 1) + 1e-3f * (float)k;
+        for (int64_t k = 0; seed != 0 && k < 3 * x->numel; k++)
+            p[k] = seed * (float)(i + 1) + 1e-3f * (float)k;
         p += 3 * x->numel;
     }
     return buf;
@@ -69,8 +73,10 @@ static void save(const Dsv3CkptTensors *t, int64_t step, int with_optimizer, Dsv
     assert_int_equal(dsv3_ckpt_dir_begin(root, step), DSV3_OK);
     dsv3_ckpt_step_dir(dir, root, step, 1);
     char *desc[2] = {NULL, NULL};
-    assert_int_equal(dsv3_ckpt_store_write_shards(dir, 0, t, 1, with_optimizer, dtype, step, &desc[0]), DSV3_OK);
-    assert_int_equal(dsv3_ckpt_store_write_shards(dir, 1, t, 0, with_optimizer, dtype, step, &desc[1]), DSV3_OK);
+    assert_int_equal(
+        dsv3_ckpt_store_write_shards(dir, 0, t, 1, with_optimizer, dtype, step, &desc[0]), DSV3_OK);
+    assert_int_equal(
+        dsv3_ckpt_store_write_shards(dir, 1, t, 0, with_optimizer, dtype, step, &desc[1]), DSV3_OK);
     Dsv3Manifest m = {.step = step};
     snprintf(m.kind, sizeof m.kind, "%s", with_optimizer ? "full" : "model");
     assert_int_equal(dsv3_ckpt_store_index(dir, desc, 2, step, &m), DSV3_OK);
@@ -93,14 +99,16 @@ static void test_round_trip(void **state) {
     assert_int_equal(dsv3_manifest_read(dir, &m), DSV3_OK);
     assert_int_equal(m.step, 3);
     assert_string_equal(m.kind, "full");
-    assert_true(dsv3_manifest_has(&m, DSV3_CKPT_MODEL_FILE) && dsv3_manifest_has(&m, "shards/model-s00000.h5"));
+    assert_true(dsv3_manifest_has(&m, DSV3_CKPT_MODEL_FILE) &&
+                dsv3_manifest_has(&m, "shards/model-s00000.h5"));
     assert_false(dsv3_manifest_has(&m, "shards/model-s00001.h5")); // rank 1 owned nothing
     assert_int_equal(dsv3_manifest_verify(dir, &m, 0, 1), DSV3_OK);
     dsv3_manifest_free(&m);
     assert_int_equal(dsv3_ckpt_store_read(dir, &b, 1), DSV3_OK);
     for (int64_t i = 0; i < a.count; i++)
         assert_memory_equal(a.items[i].data, b.items[i].data, // biases have no moments
-                            (a.items[i].is_bias ? 1 : 3) * (size_t)a.items[i].numel * sizeof(float));
+                            (a.items[i].is_bias ? 1 : 3) * (size_t)a.items[i].numel *
+                                sizeof(float));
     // A model-only bfloat16 export reads back as the rounded values; biases stay exact.
     memset(vb, 0, 3 * sizeof(float));
     save(&a, 4, 0, DSV3_DTYPE_BF16);
@@ -108,8 +116,9 @@ static void test_round_trip(void **state) {
     assert_int_equal(dsv3_ckpt_store_read(dir, &b, 0), DSV3_OK);
     for (int64_t i = 0; i < a.count; i++)
         for (int64_t k = 0; k < a.items[i].numel; k++) {
-            float want = a.items[i].is_bias ? a.items[i].data[k]
-                                            : dsv3_dtype_bf16_to_f32(dsv3_dtype_f32_to_bf16(a.items[i].data[k]));
+            float want = a.items[i].is_bias
+                             ? a.items[i].data[k]
+                             : dsv3_dtype_bf16_to_f32(dsv3_dtype_f32_to_bf16(a.items[i].data[k]));
             assert_true(b.items[i].data[k] == want);
         }
     assert_int_equal(dsv3_ckpt_store_read(dir, &b, 1), DSV3_ERR_BACKEND); // no optimizer.h5
@@ -158,14 +167,17 @@ static void test_damage_and_mismatch(void **state) {
     args.dim = 8;
     assert_int_equal(dsv3_ckpt_tensors_build(&b, &args, NULL), DSV3_OK);
     float *zeros = calloc(1 << 16, sizeof *zeros);
-    for (int64_t i = 0; i < b.count; i++) b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
+    for (int64_t i = 0; i < b.count; i++)
+        b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
     assert_int_equal(dsv3_ckpt_store_read(dir, &b, 0), DSV3_ERR_USAGE);
-    expect_message_contains("dataset tok_embeddings.weight has shape (64, 16) but the model's tensor is (64, 8)");
+    expect_message_contains(
+        "dataset tok_embeddings.weight has shape (64, 16) but the model's tensor is (64, 8)");
     // Fewer layers: the extra datasets are named.
     dsv3_ckpt_tensors_free(&b);
     args.dim = 16, args.n_layers = 1;
     assert_int_equal(dsv3_ckpt_tensors_build(&b, &args, NULL), DSV3_OK);
-    for (int64_t i = 0; i < b.count; i++) b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
+    for (int64_t i = 0; i < b.count; i++)
+        b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
     assert_int_equal(dsv3_ckpt_store_read(dir, &b, 0), DSV3_ERR_USAGE);
     expect_message_contains("which this model does not have");
     free(zeros);

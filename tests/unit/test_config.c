@@ -41,7 +41,9 @@ static int fixture_teardown(void **state) {
     Fixture *f = *state;
     size_t now = dsv3_alloc_current_bytes();
     int leaked = now != f->start_bytes;
-    if (leaked) print_error("%zu bytes still counted after the test (started at %zu)\n", now, f->start_bytes);
+    if (leaked)
+        print_error("%zu bytes still counted after the test (started at %zu)\n", now,
+                    f->start_bytes);
     free(f);
     dsv3_error_clear();
     return leaked ? -1 : 0;
@@ -55,10 +57,10 @@ static Dsv3Err load(Dsv3Config *cfg, const char *text) {
 }
 
 // Fails the test with the whole error record when `err` is not DSV3_OK.
-#define EXPECT_OK(expr)                                                                      \
-    do {                                                                                     \
-        Dsv3Err expect_ok_err_ = (expr);                                                     \
-        if (expect_ok_err_ != DSV3_OK) fail_msg("%s failed:\n%s", #expr, dsv3_error_text()); \
+#define EXPECT_OK(expr)                                                                            \
+    do {                                                                                           \
+        Dsv3Err expect_ok_err_ = (expr);                                                           \
+        if (expect_ok_err_ != DSV3_OK) fail_msg("%s failed:\n%s", #expr, dsv3_error_text());       \
     } while (0)
 
 // Checks that `err` is `code` and that the message contains every needle (NULL-terminated);
@@ -79,11 +81,13 @@ static void expect_error_at(const char *file, int line, Dsv3Err err, Dsv3Err cod
     va_end(ap);
     dsv3_error_clear();
 }
-#define EXPECT_ERROR(expr, code, ...) expect_error_at(__FILE__, __LINE__, (expr), (code), __VA_ARGS__, NULL)
+#define EXPECT_ERROR(expr, code, ...)                                                              \
+    expect_error_at(__FILE__, __LINE__, (expr), (code), __VA_ARGS__, NULL)
 
 static const Dsv3ConfigKey *find_key(const char *section, const char *key) {
     for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++)
-        if (strcmp(dsv3_config_keys[i].section, section) == 0 && strcmp(dsv3_config_keys[i].key, key) == 0)
+        if (strcmp(dsv3_config_keys[i].section, section) == 0 &&
+            strcmp(dsv3_config_keys[i].key, key) == 0)
             return &dsv3_config_keys[i];
     fail_msg("no key %s.%s in the schema", section, key);
     return NULL;
@@ -119,7 +123,9 @@ static void expect_same_values(const Dsv3Config *x, const Dsv3Config *y) {
                          *(const double *)fy);
             break;
         case DSV3_CFG_STR:
-            if (strcmp(fx, fy) != 0) fail_msg("%s.%s: '%s' != '%s'", k->section, k->key, (const char *)fx, (const char *)fy);
+            if (strcmp(fx, fy) != 0)
+                fail_msg("%s.%s: '%s' != '%s'", k->section, k->key, (const char *)fx,
+                         (const char *)fy);
             break;
         }
     }
@@ -181,10 +187,10 @@ static void test_schema_names_each_key_once_in_contiguous_sections(void **state)
                 fail_msg("section [%s] is split around %s.%s", k->section, k->section, k->key);
             assert_true(k->offset != o->offset);
         }
-        size_t size = k->type == DSV3_CFG_STR     ? DSV3_CONFIG_STRING_CAPACITY
-                      : k->type == DSV3_CFG_BOOL  ? sizeof(int)
-                      : k->type == DSV3_CFG_INT   ? sizeof(int64_t)
-                                                  : sizeof(double);
+        size_t size = k->type == DSV3_CFG_STR    ? DSV3_CONFIG_STRING_CAPACITY
+                      : k->type == DSV3_CFG_BOOL ? sizeof(int)
+                      : k->type == DSV3_CFG_INT  ? sizeof(int64_t)
+                                                 : sizeof(double);
         assert_true(k->offset + size <= values_end);
     }
 }
@@ -211,7 +217,9 @@ static void test_schema_defaults_satisfy_their_own_bounds_and_choices(void **sta
                 if (len == n && strncmp(c, k->default_str, n) == 0) found = 1;
                 c += len + (c[len] == '|');
             }
-            if (!found) fail_msg("%s.%s default '%s' not in %s", k->section, k->key, k->default_str, k->choices);
+            if (!found)
+                fail_msg("%s.%s default '%s' not in %s", k->section, k->key, k->default_str,
+                         k->choices);
         }
     }
 }
@@ -247,13 +255,35 @@ static void test_init_sets_every_key_to_its_default(void **state) {
 // Field-by-field equality of model arguments (the struct has padding, so no memcmp).
 static void expect_same_model_args(const Dsv3ModelArgs *x, const Dsv3ModelArgs *y) {
 #define SAME(field) assert_true(x->field == y->field)
-    SAME(vocab_size); SAME(dim); SAME(inter_dim); SAME(moe_inter_dim); SAME(n_layers);
-    SAME(n_dense_layers); SAME(n_heads); SAME(norm_eps); SAME(num_experts);
-    SAME(num_shared_experts); SAME(top_k); SAME(score_func); SAME(route_norm); SAME(route_scale);
-    SAME(num_expert_groups); SAME(num_limited_groups); SAME(load_balance_coeff); SAME(q_lora_rank);
-    SAME(kv_lora_rank); SAME(qk_nope_head_dim); SAME(qk_rope_head_dim); SAME(v_head_dim);
-    SAME(attn_mask_type); SAME(original_seq_len); SAME(rope_theta); SAME(rope_factor);
-    SAME(beta_fast); SAME(beta_slow); SAME(mscale);
+    SAME(vocab_size);
+    SAME(dim);
+    SAME(inter_dim);
+    SAME(moe_inter_dim);
+    SAME(n_layers);
+    SAME(n_dense_layers);
+    SAME(n_heads);
+    SAME(norm_eps);
+    SAME(num_experts);
+    SAME(num_shared_experts);
+    SAME(top_k);
+    SAME(score_func);
+    SAME(route_norm);
+    SAME(route_scale);
+    SAME(num_expert_groups);
+    SAME(num_limited_groups);
+    SAME(load_balance_coeff);
+    SAME(q_lora_rank);
+    SAME(kv_lora_rank);
+    SAME(qk_nope_head_dim);
+    SAME(qk_rope_head_dim);
+    SAME(v_head_dim);
+    SAME(attn_mask_type);
+    SAME(original_seq_len);
+    SAME(rope_theta);
+    SAME(rope_factor);
+    SAME(beta_fast);
+    SAME(beta_slow);
+    SAME(mscale);
 #undef SAME
 }
 
@@ -373,8 +403,9 @@ static void test_unknown_section_suggests_the_closest(void **state) {
 
 static void test_key_above_every_header_names_its_sections(void **state) {
     Fixture *f = *state;
-    EXPECT_ERROR(load(&f->a, "steps = 10\n[training]\nseq_len = 8\n"), DSV3_ERR_CONFIG,
-                 "x.toml:1: 'steps' stands outside any section; put it under [training] or [validation]");
+    EXPECT_ERROR(
+        load(&f->a, "steps = 10\n[training]\nseq_len = 8\n"), DSV3_ERR_CONFIG,
+        "x.toml:1: 'steps' stands outside any section; put it under [training] or [validation]");
     EXPECT_ERROR(load(&f->a, "\nflavor = \"16B\"\n"), DSV3_ERR_CONFIG,
                  "x.toml:2: 'flavor' stands outside any section; put it under [model]");
     EXPECT_ERROR(load(&f->a, "frobnicate = true\n"), DSV3_ERR_CONFIG,
@@ -419,17 +450,21 @@ static void test_wrong_type_names_file_line_key_and_both_types(void **state) {
     static const struct {
         const char *text, *message;
     } cases[] = {
-        {"# c\n[training]\nsteps = \"10\"\n", "x.toml:3: training.steps must be an integer, not string"},
+        {"# c\n[training]\nsteps = \"10\"\n",
+         "x.toml:3: training.steps must be an integer, not string"},
         {"[training]\nsteps = 10.0\n", "x.toml:2: training.steps must be an integer, not float"},
         {"[training]\nsteps = true\n", "training.steps must be an integer, not boolean"},
         {"[training]\nsteps = [10]\n", "training.steps must be an integer, not array"},
         {"[training]\nsteps = {a = 1}\n", "training.steps must be an integer, not table"},
-        {"[job]\nprint_config = 1\n", "x.toml:2: job.print_config must be a boolean (true or false), not integer"},
-        {"[job]\nprint_config = \"true\"\n", "job.print_config must be a boolean (true or false), not string"},
+        {"[job]\nprint_config = 1\n",
+         "x.toml:2: job.print_config must be a boolean (true or false), not integer"},
+        {"[job]\nprint_config = \"true\"\n",
+         "job.print_config must be a boolean (true or false), not string"},
         {"[optimizer]\nlr = \"3e-4\"\n", "x.toml:2: optimizer.lr must be a number, not string"},
         {"[optimizer]\nlr = false\n", "optimizer.lr must be a number, not boolean"},
         {"[job]\ndump_folder = 3\n", "x.toml:2: job.dump_folder must be a string, not integer"},
-        {"[job]\n\n\ndump_folder = [\"a\"]\n", "x.toml:4: job.dump_folder must be a string, not array"},
+        {"[job]\n\n\ndump_folder = [\"a\"]\n",
+         "x.toml:4: job.dump_folder must be a string, not array"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         dsv3_config_init(&f->a);
@@ -506,7 +541,8 @@ static void test_load_file_that_cannot_be_read_is_an_io_error(void **state) {
 // Values out of range, bad choices, keys not supported yet
 
 // Loads `text` (which must parse), then expects resolve to fail naming every needle.
-static void expect_resolve_fails(Fixture *f, int line, const char *text, const char *n1, const char *n2) {
+static void expect_resolve_fails(Fixture *f, int line, const char *text, const char *n1,
+                                 const char *n2) {
     dsv3_config_init(&f->a);
     Dsv3Err err = load(&f->a, text);
     if (err != DSV3_OK) fail_msg("line %d: '%s' does not load: %s", line, text, dsv3_error_text());
@@ -518,22 +554,28 @@ static void expect_resolve_ok(Fixture *f, int line, const char *text) {
     dsv3_config_init(&f->a);
     Dsv3Err err = load(&f->a, text);
     if (err == DSV3_OK) err = dsv3_config_resolve(&f->a);
-    if (err != DSV3_OK) fail_msg("line %d: '%s' should be valid: %s", line, text, dsv3_error_text());
+    if (err != DSV3_OK)
+        fail_msg("line %d: '%s' should be valid: %s", line, text, dsv3_error_text());
 }
 #define RESOLVE_OK(text) expect_resolve_ok(f, __LINE__, (text))
 
 static void test_out_of_range_values_name_key_value_and_origin(void **state) {
     Fixture *f = *state;
-    RESOLVE_FAILS("[training]\nsteps = -1\n", "x.toml:2: training.steps = -1 is out of range", "≥ 1");
-    RESOLVE_FAILS("[training]\nsteps = 0\n", "training.steps = 0 is out of range", "Training steps");
-    RESOLVE_FAILS("[training]\nlocal_batch_size = 0\n", "training.local_batch_size = 0", "out of range");
+    RESOLVE_FAILS("[training]\nsteps = -1\n", "x.toml:2: training.steps = -1 is out of range",
+                  "≥ 1");
+    RESOLVE_FAILS("[training]\nsteps = 0\n", "training.steps = 0 is out of range",
+                  "Training steps");
+    RESOLVE_FAILS("[training]\nlocal_batch_size = 0\n", "training.local_batch_size = 0",
+                  "out of range");
     RESOLVE_FAILS("[training]\nseq_len = -5\n", "training.seq_len = -5", "out of range");
-    RESOLVE_FAILS("[training]\nglobal_batch_size = -2\n", "training.global_batch_size = -2", "out of range");
+    RESOLVE_FAILS("[training]\nglobal_batch_size = -2\n", "training.global_batch_size = -2",
+                  "out of range");
     RESOLVE_FAILS("[training]\nglobal_batch_size = 0\n", "x.toml:2: training.global_batch_size = 0",
                   "expected -1 or a positive multiple");
     RESOLVE_FAILS("[training]\nmax_norm = 0\n", "x.toml:2", "training.max_norm must be > 0");
     RESOLVE_FAILS("[optimizer]\nlr = 0.0\n", "x.toml:2: optimizer.lr must be > 0", "not 0");
-    RESOLVE_FAILS("[optimizer]\nlr = -1e-4\n", "optimizer.lr = -0.0001 is out of range", "[0, 1000]");
+    RESOLVE_FAILS("[optimizer]\nlr = -1e-4\n", "optimizer.lr = -0.0001 is out of range",
+                  "[0, 1000]");
     RESOLVE_FAILS("[optimizer]\nlr = nan\n", "optimizer.lr = nan is out of range", "x.toml:2");
     RESOLVE_FAILS("[optimizer]\nlr = inf\n", "optimizer.lr = inf is out of range", "x.toml:2");
     RESOLVE_FAILS("[optimizer]\nbeta1 = 1.0\n", "optimizer.beta1", "must be < 1");
@@ -543,12 +585,16 @@ static void test_out_of_range_values_name_key_value_and_origin(void **state) {
                   "x.toml:2: parallelism.data_parallel_shard_degree must be -1", "≥ 1");
     RESOLVE_FAILS("[parallelism]\ndata_parallel_shard_degree = -3\n",
                   "parallelism.data_parallel_shard_degree = -3 is out of range", "≥ -1");
-    RESOLVE_FAILS("[parallelism]\ntensor_parallel_degree = 0\n", "parallelism.tensor_parallel_degree = 0", "out of range");
+    RESOLVE_FAILS("[parallelism]\ntensor_parallel_degree = 0\n",
+                  "parallelism.tensor_parallel_degree = 0", "out of range");
     RESOLVE_FAILS("[parallelism]\nexpert_tensor_parallel_degree = 2\n",
                   "parallelism.expert_tensor_parallel_degree = 2 is out of range", "[1, 1]");
-    RESOLVE_FAILS("[lr_scheduler]\ndecay_ratio = 1.5\n", "lr_scheduler.decay_ratio = 1.5 is out of range", "x.toml:2");
-    RESOLVE_FAILS("[lr_scheduler]\ndecay_ratio = -0.5\n", "lr_scheduler.decay_ratio = -0.5", "expected -1");
-    RESOLVE_FAILS("[lr_scheduler]\nwarmup_steps = -1\n", "lr_scheduler.warmup_steps = -1", "out of range");
+    RESOLVE_FAILS("[lr_scheduler]\ndecay_ratio = 1.5\n",
+                  "lr_scheduler.decay_ratio = 1.5 is out of range", "x.toml:2");
+    RESOLVE_FAILS("[lr_scheduler]\ndecay_ratio = -0.5\n", "lr_scheduler.decay_ratio = -0.5",
+                  "expected -1");
+    RESOLVE_FAILS("[lr_scheduler]\nwarmup_steps = -1\n", "lr_scheduler.warmup_steps = -1",
+                  "out of range");
     RESOLVE_FAILS("[checkpoint]\nload_step = -2\n", "checkpoint.load_step = -2", "out of range");
     RESOLVE_FAILS("[model]\ndim = 0\n", "x.toml:2: model.dim = 0 is out of range", "Model width");
     RESOLVE_FAILS("[model]\nnorm_eps = -1e-6\n", "model.norm_eps", "out of range");
@@ -565,25 +611,36 @@ static void test_out_of_range_values_name_key_value_and_origin(void **state) {
 static void test_bad_choice_lists_the_choices(void **state) {
     Fixture *f = *state;
     RESOLVE_FAILS("[lr_scheduler]\ndecay_type = \"exp\"\n",
-                  "x.toml:2: lr_scheduler.decay_type = \"exp\" is not one of: linear|sqrt|cosine", "exp");
-    RESOLVE_FAILS("[optimizer]\nname = \"SGD\"\n", "optimizer.name = \"SGD\" is not one of: AdamW", "SGD");
-    RESOLVE_FAILS("[activation_checkpoint]\nmode = \"Full\"\n", "activation_checkpoint.mode", "none|selective|full");
+                  "x.toml:2: lr_scheduler.decay_type = \"exp\" is not one of: linear|sqrt|cosine",
+                  "exp");
+    RESOLVE_FAILS("[optimizer]\nname = \"SGD\"\n", "optimizer.name = \"SGD\" is not one of: AdamW",
+                  "SGD");
+    RESOLVE_FAILS("[activation_checkpoint]\nmode = \"Full\"\n", "activation_checkpoint.mode",
+                  "none|selective|full");
     // Choices match whole words only: neither a prefix nor two choices with their separator.
-    RESOLVE_FAILS("[lr_scheduler]\ndecay_type = \"lin\"\n", "lr_scheduler.decay_type", "not one of");
-    RESOLVE_FAILS("[lr_scheduler]\ndecay_type = \"linear|sqrt\"\n", "lr_scheduler.decay_type", "not one of");
-    RESOLVE_FAILS("[lr_scheduler]\ndecay_type = \"\"\n", "lr_scheduler.decay_type = \"\"", "not one of");
-    RESOLVE_FAILS("[model]\nscore_func = \"relu\"\n", "model.score_func = \"relu\"", "softmax|sigmoid");
-    RESOLVE_OK("[lr_scheduler]\ndecay_type = \"cosine\"\n[training]\nmixed_precision_param = \"float32\"\n");
-    RESOLVE_OK("[parallelism]\npipeline_parallel_schedule = \"GPipe\"\nexpert_server_launch = \"join\"\n");
+    RESOLVE_FAILS("[lr_scheduler]\ndecay_type = \"lin\"\n", "lr_scheduler.decay_type",
+                  "not one of");
+    RESOLVE_FAILS("[lr_scheduler]\ndecay_type = \"linear|sqrt\"\n", "lr_scheduler.decay_type",
+                  "not one of");
+    RESOLVE_FAILS("[lr_scheduler]\ndecay_type = \"\"\n", "lr_scheduler.decay_type = \"\"",
+                  "not one of");
+    RESOLVE_FAILS("[model]\nscore_func = \"relu\"\n", "model.score_func = \"relu\"",
+                  "softmax|sigmoid");
+    RESOLVE_OK("[lr_scheduler]\ndecay_type = \"cosine\"\n[training]\nmixed_precision_param = "
+               "\"float32\"\n");
+    RESOLVE_OK(
+        "[parallelism]\npipeline_parallel_schedule = \"GPipe\"\nexpert_server_launch = \"join\"\n");
 }
 
 static void test_not_yet_supported_key_keeps_only_its_default(void **state) {
     Fixture *f = *state;
-    RESOLVE_FAILS("[checkpoint]\nasync_mode = \"async\"\n", "x.toml:2: checkpoint.async_mode is not supported yet",
-                  "keep its default");
-    RESOLVE_FAILS("[optimizer]\nimplementation = \"foreach\"\n", "optimizer.implementation", "not supported yet");
+    RESOLVE_FAILS("[checkpoint]\nasync_mode = \"async\"\n",
+                  "x.toml:2: checkpoint.async_mode is not supported yet", "keep its default");
+    RESOLVE_FAILS("[optimizer]\nimplementation = \"foreach\"\n", "optimizer.implementation",
+                  "not supported yet");
     // Writing the default explicitly, as torchtitan's configs do, is fine.
-    RESOLVE_OK("[checkpoint]\nasync_mode = \"disabled\"\n[optimizer]\nimplementation = \"fused\"\n");
+    RESOLVE_OK(
+        "[checkpoint]\nasync_mode = \"disabled\"\n[optimizer]\nimplementation = \"fused\"\n");
 }
 
 static void test_every_not_yet_key_rejects_any_other_value(void **state) {
@@ -596,7 +653,9 @@ static void test_every_not_yet_key_rejects_any_other_value(void **state) {
         char dotted[256], value[64];
         snprintf(dotted, sizeof dotted, "%s.%s", k->section, k->key);
         switch (k->type) {
-        case DSV3_CFG_BOOL: snprintf(value, sizeof value, "%s", k->default_int ? "false" : "true"); break;
+        case DSV3_CFG_BOOL:
+            snprintf(value, sizeof value, "%s", k->default_int ? "false" : "true");
+            break;
         case DSV3_CFG_INT: snprintf(value, sizeof value, "%" PRId64, k->default_int + 1); break;
         case DSV3_CFG_FLOAT: snprintf(value, sizeof value, "%.17g", k->default_float + 1); break;
         case DSV3_CFG_STR:
@@ -617,7 +676,8 @@ static void test_every_not_yet_key_rejects_any_other_value(void **state) {
         dsv3_config_init(&f->a);
         EXPECT_OK(dsv3_config_override(&f->a, dotted, value));
         char expected[2 * sizeof dotted + 64];
-        snprintf(expected, sizeof expected, "command line --%s: %s is not supported yet", dotted, dotted);
+        snprintf(expected, sizeof expected, "command line --%s: %s is not supported yet", dotted,
+                 dotted);
         EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG, expected);
     }
     assert_true(seen > 0);
@@ -654,7 +714,8 @@ static void test_override_rejects_garbled_values(void **state) {
     static const struct {
         const char *dotted, *value, *message;
     } cases[] = {
-        {"training.steps", "20x", "command line --training.steps: training.steps must be an integer, not '20x'"},
+        {"training.steps", "20x",
+         "command line --training.steps: training.steps must be an integer, not '20x'"},
         {"training.steps", "", "training.steps must be an integer, not ''"},
         {"training.steps", "2.0", "training.steps must be an integer, not '2.0'"},
         {"training.steps", "99999999999999999999", "must be an integer"},
@@ -679,31 +740,43 @@ static void test_override_rejects_garbled_values(void **state) {
 
 static void test_override_rejects_unknown_or_malformed_names(void **state) {
     Fixture *f = *state;
-    EXPECT_ERROR(dsv3_config_override(&f->a, "training.stepz", "5"), DSV3_ERR_CONFIG,
-                 "command line --training.stepz: unknown key 'stepz' in [training] (did you mean 'steps'?)");
-    EXPECT_ERROR(dsv3_config_override(&f->a, "trainig.steps", "5"), DSV3_ERR_CONFIG,
-                 "command line --trainig.steps: unknown section [trainig] (did you mean 'training'?)");
+    EXPECT_ERROR(
+        dsv3_config_override(&f->a, "training.stepz", "5"), DSV3_ERR_CONFIG,
+        "command line --training.stepz: unknown key 'stepz' in [training] (did you mean 'steps'?)");
+    EXPECT_ERROR(
+        dsv3_config_override(&f->a, "trainig.steps", "5"), DSV3_ERR_CONFIG,
+        "command line --trainig.steps: unknown section [trainig] (did you mean 'training'?)");
     EXPECT_ERROR(dsv3_config_override(&f->a, "training", "5"), DSV3_ERR_CONFIG,
                  "an override is --section.key value");
     EXPECT_ERROR(dsv3_config_override(&f->a, "training.", "5"), DSV3_ERR_CONFIG,
                  "an override is --section.key value");
     EXPECT_ERROR(dsv3_config_override(&f->a, ".steps", "5"), DSV3_ERR_CONFIG,
                  "an override is --section.key value");
-    EXPECT_ERROR(dsv3_config_override(&f->a, "", "5"), DSV3_ERR_CONFIG, "an override is --section.key value");
+    EXPECT_ERROR(dsv3_config_override(&f->a, "", "5"), DSV3_ERR_CONFIG,
+                 "an override is --section.key value");
     EXPECT_ERROR(dsv3_config_override(&f->a, "training.steps.more", "5"), DSV3_ERR_CONFIG,
                  "unknown key 'steps.more' in [training]");
     static char long_section[300];
     memset(long_section, 's', 250);
     strcpy(long_section + 250, ".key");
-    EXPECT_ERROR(dsv3_config_override(&f->a, long_section, "5"), DSV3_ERR_CONFIG, "unknown section");
+    EXPECT_ERROR(dsv3_config_override(&f->a, long_section, "5"), DSV3_ERR_CONFIG,
+                 "unknown section");
 }
 
 static void test_parse_args_accepts_space_equals_and_bare_forms(void **state) {
     Fixture *f = *state;
-    char *argv[] = {"dsv3-coordinator", "--training.steps", "20", "--optimizer.lr=0.001",
-                    "--job.print_config", "--job.description", "hello world",
-                    "--lr_scheduler.decay_ratio", "-1", "--checkpoint.load_step=-1",
-                    "--job.dump_folder=a=b", "--job.dry_run"};
+    char *argv[] = {"dsv3-coordinator",
+                    "--training.steps",
+                    "20",
+                    "--optimizer.lr=0.001",
+                    "--job.print_config",
+                    "--job.description",
+                    "hello world",
+                    "--lr_scheduler.decay_ratio",
+                    "-1",
+                    "--checkpoint.load_step=-1",
+                    "--job.dump_folder=a=b",
+                    "--job.dry_run"};
     EXPECT_OK(dsv3_config_parse_args(&f->a, ARGC(argv), argv));
     assert_int_equal(f->a.training.steps, 20);
     assert_true(f->a.optimizer.lr == 0.001);
@@ -783,8 +856,10 @@ static void test_parse_args_rejects_unknown_and_garbled_arguments(void **state) 
         {"steps", DSV3_ERR_USAGE, "unexpected argument 'steps'"},
         {"-s", DSV3_ERR_USAGE, "unexpected argument '-s'"},
         {"--", DSV3_ERR_USAGE, "unexpected argument '--'"},
-        {"--training.stepz", DSV3_ERR_CONFIG, "unknown key 'stepz' in [training] (did you mean 'steps'?)"},
-        {"--trainig.steps", DSV3_ERR_CONFIG, "unknown section [trainig] (did you mean 'training'?)"},
+        {"--training.stepz", DSV3_ERR_CONFIG,
+         "unknown key 'stepz' in [training] (did you mean 'steps'?)"},
+        {"--trainig.steps", DSV3_ERR_CONFIG,
+         "unknown section [trainig] (did you mean 'training'?)"},
         {"--training", DSV3_ERR_CONFIG, "an override is --section.key value"},
         {"--=5", DSV3_ERR_CONFIG, "an override is --section.key value"},
         {"--training.steps=abc", DSV3_ERR_CONFIG, "training.steps must be an integer, not 'abc'"},
@@ -868,24 +943,30 @@ static void test_inconsistent_model_keys_are_reported(void **state) {
 static void test_combination_checks_name_both_sides(void **state) {
     Fixture *f = *state;
     RESOLVE_FAILS("[training]\nlocal_batch_size = 8\nglobal_batch_size = 12\n",
-                  "x.toml:3: training.global_batch_size 12 is not a multiple of", "training.local_batch_size 8");
+                  "x.toml:3: training.global_batch_size 12 is not a multiple of",
+                  "training.local_batch_size 8");
     RESOLVE_FAILS("[parallelism]\nexpert_parallel_degree = 3\n",
-                  "x.toml:2: parallelism.expert_parallel_degree 3 does not divide", "model.num_experts 8");
+                  "x.toml:2: parallelism.expert_parallel_degree 3 does not divide",
+                  "model.num_experts 8");
     RESOLVE_FAILS("[parallelism]\npipeline_parallel_degree = 7\n",
-                  "x.toml:2: parallelism.pipeline_parallel_degree 7 exceeds model.n_layers 6", "at least one layer");
+                  "x.toml:2: parallelism.pipeline_parallel_degree 7 exceeds model.n_layers 6",
+                  "at least one layer");
     RESOLVE_FAILS("[parallelism]\ntensor_parallel_degree = 3\n",
-                  "x.toml:2: parallelism.tensor_parallel_degree 3 does not divide", "model.n_heads 16");
+                  "x.toml:2: parallelism.tensor_parallel_degree 3 does not divide",
+                  "model.n_heads 16");
     RESOLVE_FAILS("[parallelism]\ncontext_parallel_degree = 3\n", "training.seq_len 2048",
                   "context_parallel_degree");
     RESOLVE_FAILS("[training]\ndataset = \"tokens\"\n",
                   "x.toml:2: training.dataset = \"tokens\" needs training.dataset_path", "tokens");
-    RESOLVE_FAILS("[training]\ndataset = \"text\"\ndataset_path = \"\"\n", "training.dataset = \"text\"",
-                  "dataset_path");
+    RESOLVE_FAILS("[training]\ndataset = \"text\"\ndataset_path = \"\"\n",
+                  "training.dataset = \"text\"", "dataset_path");
     static const char *const bad_ac[] = {"0", "-1", "x", "", "2x", "OP", "op "};
     for (size_t i = 0; i < sizeof bad_ac / sizeof bad_ac[0]; i++) {
         char text[128];
-        snprintf(text, sizeof text, "[activation_checkpoint]\nselective_ac_option = \"%s\"\n", bad_ac[i]);
-        RESOLVE_FAILS(text, "x.toml:2: activation_checkpoint.selective_ac_option", "\"op\" or a positive integer");
+        snprintf(text, sizeof text, "[activation_checkpoint]\nselective_ac_option = \"%s\"\n",
+                 bad_ac[i]);
+        RESOLVE_FAILS(text, "x.toml:2: activation_checkpoint.selective_ac_option",
+                      "\"op\" or a positive integer");
     }
     // The same keys with values that fit together.
     RESOLVE_OK("[training]\nlocal_batch_size = 4\nglobal_batch_size = 12\n");
@@ -895,7 +976,8 @@ static void test_combination_checks_name_both_sides(void **state) {
     RESOLVE_OK("[activation_checkpoint]\nselective_ac_option = \"op\"\n");
     RESOLVE_OK("[activation_checkpoint]\nselective_ac_option = \"3\"\n");
     // A bigger model moves the limits with it.
-    RESOLVE_OK("[model]\nflavor = \"16B\"\n[parallelism]\nexpert_parallel_degree = 64\npipeline_parallel_degree = 27\n");
+    RESOLVE_OK("[model]\nflavor = \"16B\"\n[parallelism]\nexpert_parallel_degree = "
+               "64\npipeline_parallel_degree = 27\n");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -948,14 +1030,15 @@ static void test_to_toml_round_trips_every_field_bit_exactly(void **state) {
 static void test_to_toml_round_trips_floats_beyond_the_valid_ranges(void **state) {
     Fixture *f = *state;
     // Loading does not validate, so the printer must keep any double, valid or not.
-    static const double awkward[] = {1e300, -1e300, DBL_MAX, -DBL_MIN, 5e-324, 1e22, 1e21, 1e16,
-                                     123456789012345678.0, 100.0, -0.0, 0.0, 1.0 / 3.0,
-                                     2.2e-4, 1e-8, 0.1, 4.35e-310, 9007199254740993.0};
+    static const double awkward[] = {
+        1e300, -1e300, DBL_MAX, -DBL_MIN,  5e-324, 1e22, 1e21, 1e16,      123456789012345678.0,
+        100.0, -0.0,   0.0,     1.0 / 3.0, 2.2e-4, 1e-8, 0.1,  4.35e-310, 9007199254740993.0};
     int float_keys = 0;
     for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++) {
         const Dsv3ConfigKey *k = &dsv3_config_keys[i];
         if (k->type != DSV3_CFG_FLOAT) continue;
-        *(double *)((char *)&f->a + k->offset) = awkward[float_keys % (sizeof awkward / sizeof awkward[0])];
+        *(double *)((char *)&f->a + k->offset) =
+            awkward[float_keys % (sizeof awkward / sizeof awkward[0])];
         float_keys++;
     }
     // Two passes so that every awkward value lands on some key whatever the key count.
@@ -1050,7 +1133,8 @@ static void test_help_mentions_every_key(void **state) {
         // The entry's first line, then its help text on the next.
         const char *end = strchr(at, '\n');
         assert_non_null(end);
-        assert_int_equal(line_contains(at, end, "[not supported yet]"), k->status == DSV3_KEY_NOT_YET);
+        assert_int_equal(line_contains(at, end, "[not supported yet]"),
+                         k->status == DSV3_KEY_NOT_YET);
         if (k->choices) assert_true(line_contains(at, end, k->choices));
         assert_true(strncmp(end + 1, "      ", 6) == 0);
         assert_true(strncmp(end + 7, k->help, strlen(k->help)) == 0);
@@ -1067,7 +1151,8 @@ static void test_help_mentions_every_key(void **state) {
 static void check_shipped_config(Fixture *f, const char *name, const char *flavor, int64_t dim) {
     const char *root = getenv("DSV3_SOURCE_ROOT");
     if (!root || !*root) {
-        print_message("DSV3_SOURCE_ROOT is not set (run through meson test): skipping conf/%s\n", name);
+        print_message("DSV3_SOURCE_ROOT is not set (run through meson test): skipping conf/%s\n",
+                      name);
         skip();
     }
     char path[1024];
@@ -1084,8 +1169,13 @@ static void check_shipped_config(Fixture *f, const char *name, const char *flavo
     round_trip(&f->a, &f->b, 1);
     // The way users pass it works the same.
     dsv3_config_init(&f->b);
-    char *argv[] = {"dsv3-coordinator", "--job.config_file", path, "--training.steps", "3",
-                    "--lr_scheduler.warmup_steps", "1"};
+    char *argv[] = {"dsv3-coordinator",
+                    "--job.config_file",
+                    path,
+                    "--training.steps",
+                    "3",
+                    "--lr_scheduler.warmup_steps",
+                    "1"};
     EXPECT_OK(dsv3_config_parse_args(&f->b, ARGC(argv), argv));
     EXPECT_OK(dsv3_config_resolve(&f->b));
     assert_int_equal(f->b.training.steps, 3);

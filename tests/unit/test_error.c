@@ -182,7 +182,8 @@ static void test_raise_may_quote_the_current_message(void **state) {
     assert_int_equal(wrap_with_context(-4), DSV3_ERR_USAGE);
     assert_string_equal(dsv3_error_message(), "while reading layer 7: x must be positive, not -4");
     const char *text = dsv3_error_text();
-    assert_non_null(strstr(text, "usage error: while reading layer 7: x must be positive, not -4\n"));
+    assert_non_null(
+        strstr(text, "usage error: while reading layer 7: x must be positive, not -4\n"));
     assert_non_null(strstr(text, "in wrap_with_context()"));
     dsv3_error_clear();
 
@@ -234,7 +235,8 @@ static void test_trace_without_raise_records_only_the_frame(void **state) {
     (void)state;
     dsv3_error_clear();
     int line = __LINE__ + 1;
-    assert_int_equal(dsv3_error_trace(DSV3_ERR_TIMEOUT, __FILE__, line, __func__), DSV3_ERR_TIMEOUT);
+    assert_int_equal(dsv3_error_trace(DSV3_ERR_TIMEOUT, __FILE__, line, __func__),
+                     DSV3_ERR_TIMEOUT);
     char frame[256];
     format_frame(frame, sizeof frame, line, __func__);
     assert_string_equal(dsv3_error_text(), frame);

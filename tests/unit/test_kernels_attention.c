@@ -90,8 +90,7 @@ static double relative_error(const float *a, const float *b, int64_t n) {
 static void assert_close(const char *what, const float *fast, const float *ref, int64_t n) {
     double err = relative_error(fast, ref, n);
     print_message("%-28s relative error %.2e\n", what, err);
-    if (!(err <= TOLERANCE))
-        fail_msg("%s: relative error %.3e exceeds %.0e", what, err, TOLERANCE);
+    if (!(err <= TOLERANCE)) fail_msg("%s: relative error %.3e exceeds %.0e", what, err, TOLERANCE);
 }
 
 static void assert_usage_error(Dsv3Err err, const char *expected_words) {
@@ -112,8 +111,7 @@ static int32_t *random_documents(int64_t B, int64_t T, int mean_length) {
         int32_t id = 0;
         for (int64_t t = 0; t < T; t++) {
             doc[b * T + t] = id;
-            if (uniform(0.0f, 1.0f) < 1.0f / (float)mean_length)
-                id++;
+            if (uniform(0.0f, 1.0f) < 1.0f / (float)mean_length) id++;
         }
     }
     return doc;
@@ -146,11 +144,11 @@ static void check_tables(int64_t T, int64_t R, int64_t original_seq_len) {
 
 static void test_rope_tables_match_reference(void **state) {
     (void)state;
-    check_tables(1, 2, 4096); // one position, one pair
+    check_tables(1, 2, 4096);  // one position, one pair
     check_tables(7, 64, 4096); // no YaRN: T <= original_seq_len
-    check_tables(70, 64, 16); // YaRN, ramp inside the pairs
-    check_tables(129, 8, 32); // YaRN, correction range clamped to the dims
-    check_tables(33, 64, 32); // YaRN right past the original length
+    check_tables(70, 64, 16);  // YaRN, ramp inside the pairs
+    check_tables(129, 8, 32);  // YaRN, correction range clamped to the dims
+    check_tables(33, 64, 32);  // YaRN right past the original length
 }
 
 static void test_rope_tables_without_yarn_are_plain_frequencies(void **state) {
@@ -205,8 +203,7 @@ static void check_rope(int64_t B, int64_t T, int64_t H, int64_t row_stride, int6
             int64_t rel = j - offset, inside = 0;
             for (int64_t h = 0; h < H; h++)
                 inside |= rel >= h * head_stride && rel < h * head_stride + R;
-            if (!inside)
-                assert_true(fast[row * row_stride + j] == x[row * row_stride + j]);
+            if (!inside) assert_true(fast[row * row_stride + j] == x[row * row_stride + j]);
         }
     }
     float *gfast = random_floats(n, -1, 1);
@@ -327,18 +324,18 @@ static void run_attention(const AttentionCase *tc, int threads_for_fast) {
 }
 
 static const AttentionCase causal_cases[] = {
-    {1, 1, 1, 24, 16, 0}, // one token: out = v
-    {2, 7, 3, 24, 16, 0}, // shorter than a tile
-    {1, 70, 2, 24, 16, 0}, // one full tile and a ragged one
-    {2, 129, 2, 24, 16, 0}, // ragged after two full tiles
-    {1, 64, 1, 5, 3, 0}, // exactly one tile, tiny odd head dims
+    {1, 1, 1, 24, 16, 0},     // one token: out = v
+    {2, 7, 3, 24, 16, 0},     // shorter than a tile
+    {1, 70, 2, 24, 16, 0},    // one full tile and a ragged one
+    {2, 129, 2, 24, 16, 0},   // ragged after two full tiles
+    {1, 64, 1, 5, 3, 0},      // exactly one tile, tiny odd head dims
     {1, 130, 4, 192, 128, 0}, // MLA's head dims
 };
 
 static const AttentionCase document_cases[] = {
-    {1, 1, 1, 24, 16, 3},    {2, 7, 3, 24, 16, 3}, // several documents inside one tile
+    {1, 1, 1, 24, 16, 3},    {2, 7, 3, 24, 16, 3},    // several documents inside one tile
     {1, 70, 2, 24, 16, 5},   {2, 129, 2, 24, 16, 40}, // documents that cross tiles
-    {2, 200, 1, 8, 8, 1000}, // mostly one document: like causal
+    {2, 200, 1, 8, 8, 1000},                          // mostly one document: like causal
     {1, 257, 2, 24, 16, 20},
 };
 
@@ -406,7 +403,8 @@ static void test_attention_with_kept_scores_is_identical(void **state) {
     float *v = random_floats(r.nv, -1, 1), *dout = random_floats(r.nv, -1, 1);
     float *scores = random_floats(B * H * T * T, 0, 1);
     int32_t doc[B * T];
-    for (int64_t i = 0; i < B * T; i++) doc[i] = (int32_t)((i % T) / 25); // three documents
+    for (int64_t i = 0; i < B * T; i++)
+        doc[i] = (int32_t)((i % T) / 25); // three documents
     for (int run = 0; run < 2; run++) {
         float *kept = run == 0 ? NULL : scores;
         assert_int_equal(dsv3_attention_forward_cached(r.out[run], r.lse[run], kept, q, k, v, doc,
@@ -435,9 +433,9 @@ static void test_attention_does_not_depend_on_thread_count(void **state) {
     const int threads_before = omp_get_max_threads();
     for (int run = 0; run < 2; run++) {
         omp_set_num_threads(run == 0 ? 1 : 4); // one schedule, then the other
-        assert_int_equal(dsv3_attention_forward(r.out[run], r.lse[run], q, k, v, NULL, B, T, H, Dqk,
-                                                Dv, 0.25f),
-                         DSV3_OK);
+        assert_int_equal(
+            dsv3_attention_forward(r.out[run], r.lse[run], q, k, v, NULL, B, T, H, Dqk, Dv, 0.25f),
+            DSV3_OK);
         assert_int_equal(dsv3_attention_backward(r.dq[run], r.dk[run], r.dv[run], dout, q, k, v,
                                                  r.out[run], r.lse[run], NULL, B, T, H, Dqk, Dv,
                                                  0.25f),

@@ -48,7 +48,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    for (int i = 0; i < buffer_count; i++) dsv3_free(buffers[i]);
+    for (int i = 0; i < buffer_count; i++)
+        dsv3_free(buffers[i]);
     buffer_count = 0;
     omp_set_num_threads(start_threads);
     dsv3_error_clear();
@@ -95,7 +96,8 @@ static float rng_uniform(float scale) {
 }
 
 static void fill(float *x, int64_t count, float scale) {
-    for (int64_t i = 0; i < count; i++) x[i] = rng_uniform(scale);
+    for (int64_t i = 0; i < count; i++)
+        x[i] = rng_uniform(scale);
 }
 
 static int32_t rng_index(int64_t bound) { return (int32_t)(rng_next() % (uint64_t)bound); }
@@ -138,7 +140,8 @@ static void test_embedding_matches_reference(void **state) {
         char shape[64];
         snprintf(shape, sizeof shape, "N %" PRId64 " D %" PRId64 " V %" PRId64, N, D, V);
         int32_t *tokens = ints(N);
-        for (int64_t n = 0; n < N; n++) tokens[n] = rng_index(V);
+        for (int64_t n = 0; n < N; n++)
+            tokens[n] = rng_index(V);
         tokens[N - 1] = tokens[0]; // a repeated token: the backward must sum its rows
         float *weight = floats(V * D), *dout = floats(N * D), *dweight0 = floats(V * D);
         fill(weight, V * D, 1);
@@ -157,7 +160,8 @@ static void test_embedding_matches_reference(void **state) {
             expect_close(out, out_ref, N * D, "embedding out", shape, THREAD_COUNTS[t]);
             expect_close(dweight, dweight_ref, V * D, "embedding dweight", shape, THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0) dsv3_free(buffers[--buffer_count]);
+        while (buffer_count > 0)
+            dsv3_free(buffers[--buffer_count]);
     }
 }
 
@@ -173,7 +177,8 @@ static void test_embedding_rejects_bad_tokens(void **state) {
     expect_error(dsv3_embedding_backward(dweight, dout, tokens, N, D, V), "tokens[3] = 17");
     expect_error(dsv3_embedding_backward_reference(dweight, dout, tokens, N, D, V),
                  "tokens[3] = 17");
-    for (int64_t i = 0; i < V * D; i++) assert_true(dweight[i] == 0); // checked before any work
+    for (int64_t i = 0; i < V * D; i++)
+        assert_true(dweight[i] == 0); // checked before any work
     tokens[3] = 3;
     tokens[1] = -2;
     expect_error(dsv3_embedding_forward(out, tokens, weight, N, D, V), "tokens[1] = -2");
@@ -200,7 +205,8 @@ static void test_rmsnorm_matches_reference(void **state) {
         float *x = floats(N * D), *weight = floats(D), *dout = floats(N * D);
         float *dweight0 = floats(D);
         fill(x, N * D, 3);
-        for (int64_t j = 0; j < D; j++) x[j] *= 100; // one row of large activations
+        for (int64_t j = 0; j < D; j++)
+            x[j] *= 100; // one row of large activations
         fill(weight, D, 1);
         fill(dout, N * D, 1);
         fill(dweight0, D, 1);
@@ -223,7 +229,8 @@ static void test_rmsnorm_matches_reference(void **state) {
             expect_close(dx, dx_ref, N * D, "rmsnorm dx", shape, THREAD_COUNTS[t]);
             expect_close(dweight, dweight_ref, D, "rmsnorm dweight", shape, THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0) dsv3_free(buffers[--buffer_count]);
+        while (buffer_count > 0)
+            dsv3_free(buffers[--buffer_count]);
     }
 }
 
@@ -285,9 +292,11 @@ static void test_linear_matches_reference(void **state) {
                              THREAD_COUNTS[t]);
             }
             // Free this round's buffers early: the biggest shape would not fit MAX_BUFFERS.
-            while (buffer_count > 5) dsv3_free(buffers[--buffer_count]);
+            while (buffer_count > 5)
+                dsv3_free(buffers[--buffer_count]);
         }
-        while (buffer_count > 0) dsv3_free(buffers[--buffer_count]);
+        while (buffer_count > 0)
+            dsv3_free(buffers[--buffer_count]);
     }
 }
 
@@ -332,14 +341,16 @@ static void test_swiglu_matches_reference(void **state) {
             expect_close(h, h_ref, count, "swiglu h", shape, THREAD_COUNTS[t]);
             expect_close(da, da_ref, count, "swiglu da", shape, THREAD_COUNTS[t]);
             expect_close(db, db_ref, count, "swiglu db", shape, THREAD_COUNTS[t]);
-            for (int64_t i = 0; i < count; i++) assert_true(isfinite(h[i]) && isfinite(da[i]));
+            for (int64_t i = 0; i < count; i++)
+                assert_true(isfinite(h[i]) && isfinite(da[i]));
             // In place: da over a, db over b.
             float *a_in = copy_of(a, count), *b_in = copy_of(b, count);
             assert_int_equal(dsv3_swiglu_backward(a_in, b_in, dh, a_in, b_in, N, F), DSV3_OK);
             expect_close(a_in, da_ref, count, "swiglu da (in place)", shape, THREAD_COUNTS[t]);
             expect_close(b_in, db_ref, count, "swiglu db (in place)", shape, THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0) dsv3_free(buffers[--buffer_count]);
+        while (buffer_count > 0)
+            dsv3_free(buffers[--buffer_count]);
     }
 }
 
@@ -409,7 +420,8 @@ static void test_cross_entropy_matches_reference(void **state) {
             expect_close(dweight, dweight_ref, V * D, "cross_entropy dweight", shape,
                          THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0) dsv3_free(buffers[--buffer_count]);
+        while (buffer_count > 0)
+            dsv3_free(buffers[--buffer_count]);
     }
 }
 
@@ -427,7 +439,8 @@ static void test_cross_entropy_rejects_bad_arguments(void **state) {
     expect_error(
         dsv3_cross_entropy_reference(&loss, dh, dweight, h, weight, labels, N, D, V, 1.0f, 3),
         "labels[5] = 50");
-    for (int64_t i = 0; i < V * D; i++) assert_true(dweight[i] == 0); // checked before any work
+    for (int64_t i = 0; i < V * D; i++)
+        assert_true(dweight[i] == 0); // checked before any work
     labels[5] = -1;
     expect_error(dsv3_cross_entropy(&loss, dh, dweight, h, weight, labels, N, D, V, 1.0f, 3),
                  "labels[5] = -1");
@@ -487,7 +500,8 @@ static void test_adamw_matches_reference(void **state) {
                     expect_close(v, v_ref, n, "adamw v", shape, THREAD_COUNTS[t]);
                 }
             }
-            while (buffer_count > 0) dsv3_free(buffers[--buffer_count]);
+            while (buffer_count > 0)
+                dsv3_free(buffers[--buffer_count]);
         }
     }
 }
@@ -535,7 +549,8 @@ static void test_sum_squares_and_scale_match_reference(void **state) {
             dsv3_scale(scaled, n, 0.37f);
             if (n > 0) assert_memory_equal(scaled, scaled_ref, (size_t)n * sizeof(float));
         }
-        while (buffer_count > 0) dsv3_free(buffers[--buffer_count]);
+        while (buffer_count > 0)
+            dsv3_free(buffers[--buffer_count]);
     }
 }
 

@@ -49,7 +49,8 @@ static float rng_uniform(float lo, float hi) {
 static float *random_floats(int64_t n, float lo, float hi) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     assert_non_null(p);
-    for (int64_t i = 0; i < n; i++) p[i] = rng_uniform(lo, hi);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = rng_uniform(lo, hi);
     return p;
 }
 
@@ -87,7 +88,8 @@ static int32_t *random_choice(int64_t N, int64_t K, int64_t E) {
     assert_non_null(idx);
     assert_non_null(perm);
     for (int64_t n = 0; n < N; n++) {
-        for (int64_t e = 0; e < E; e++) perm[e] = (int32_t)e;
+        for (int64_t e = 0; e < E; e++)
+            perm[e] = (int32_t)e;
         for (int64_t k = 0; k < K; k++) { // partial Fisher–Yates
             int64_t j = k + (int64_t)(rng_next() % (uint64_t)(E - k));
             int32_t t = perm[k];
@@ -126,11 +128,13 @@ static void check_router_case(const RouterCase *c) {
     float *dl_ref = zeros(N * E, sizeof(float));
     int32_t *i_ref = zeros(N * K, sizeof(int32_t));
     int64_t *c_ref = zeros(E, sizeof(int64_t));
-    assert_int_equal(dsv3_router_forward_reference(s_ref, i_ref, w_ref, c_ref, logits, bias, N, &args),
+    assert_int_equal(
+        dsv3_router_forward_reference(s_ref, i_ref, w_ref, c_ref, logits, bias, N, &args), DSV3_OK);
+    assert_int_equal(dsv3_router_backward_reference(dl_ref, dweights, s_ref, i_ref, N, &args),
                      DSV3_OK);
-    assert_int_equal(dsv3_router_backward_reference(dl_ref, dweights, s_ref, i_ref, N, &args), DSV3_OK);
     int64_t total = 0;
-    for (int64_t e = 0; e < E; e++) total += c_ref[e];
+    for (int64_t e = 0; e < E; e++)
+        total += c_ref[e];
     assert_int_equal(total, N * K);
 
     for (int t = 0; t < THREAD_COUNT_CASES; t++) {
@@ -157,17 +161,18 @@ static void test_router_matches_reference(void **state) {
     rng_state = 1;
     static const RouterCase cases[] = {
         // N   E  K  G  L  sigmoid norm scale bias
-        {37, 8, 3, 0, 0, 0, 0, 1.0f, 0.0f},      // debugmodel: softmax, no norm
-        {1, 8, 3, 0, 0, 0, 0, 1.0f, 0.0f},       // one token
-        {50, 8, 1, 0, 0, 1, 0, 1.0f, 0.0f},      // K = 1, sigmoid
-        {64, 16, 4, 4, 2, 1, 1, 2.5f, 0.3f},     // group-limited, sigmoid, norm, bias
-        {65, 16, 4, 4, 2, 0, 0, 16.0f, 0.0f},    // group-limited, softmax
-        {300, 64, 6, 0, 0, 0, 0, 1.0f, 0.05f},   // 16B-like with bias
-        {129, 64, 8, 8, 4, 1, 1, 2.5f, 0.5f},    // 671B-like routing
-        {33, 7, 7, 0, 0, 0, 1, 0.5f, 1.0f},      // K = E, odd E
-        {20, 12, 2, 6, 1, 0, 1, 1.0f, 0.2f},     // one group of 2 experts kept
+        {37, 8, 3, 0, 0, 0, 0, 1.0f, 0.0f},    // debugmodel: softmax, no norm
+        {1, 8, 3, 0, 0, 0, 0, 1.0f, 0.0f},     // one token
+        {50, 8, 1, 0, 0, 1, 0, 1.0f, 0.0f},    // K = 1, sigmoid
+        {64, 16, 4, 4, 2, 1, 1, 2.5f, 0.3f},   // group-limited, sigmoid, norm, bias
+        {65, 16, 4, 4, 2, 0, 0, 16.0f, 0.0f},  // group-limited, softmax
+        {300, 64, 6, 0, 0, 0, 0, 1.0f, 0.05f}, // 16B-like with bias
+        {129, 64, 8, 8, 4, 1, 1, 2.5f, 0.5f},  // 671B-like routing
+        {33, 7, 7, 0, 0, 0, 1, 0.5f, 1.0f},    // K = E, odd E
+        {20, 12, 2, 6, 1, 0, 1, 1.0f, 0.2f},   // one group of 2 experts kept
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_router_case(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_router_case(&cases[i]);
 }
 
 // Equal scores: the choice goes to the lower expert index, in both versions.
@@ -181,7 +186,8 @@ static void test_router_ties_go_to_lower_index(void **state) {
     assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args), DSV3_OK);
     assert_int_equal(idx[0], 1), assert_int_equal(idx[1], 3), assert_int_equal(idx[2], 5);
     const float tied[6] = {0, 0, 0, 0, 0, 0};
-    assert_int_equal(dsv3_router_forward_reference(s, idx, w, counts, tied, NULL, 1, &args), DSV3_OK);
+    assert_int_equal(dsv3_router_forward_reference(s, idx, w, counts, tied, NULL, 1, &args),
+                     DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1), assert_int_equal(idx[2], 2);
     assert_int_equal(dsv3_router_forward(s, idx, w, counts, tied, NULL, 1, &args), DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1), assert_int_equal(idx[2], 2);
@@ -207,7 +213,8 @@ static void test_router_bias_and_groups(void **state) {
     assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args), DSV3_OK);
     assert_int_equal(idx[0], 7), assert_int_equal(idx[1], 6);
     // With the bias, group 0 scores highest (5 + σ(−2) + σ(−1.5)): experts 0 and 1.
-    assert_int_equal(dsv3_router_forward_reference(s, idx, w, counts, logits, bias, 1, &args), DSV3_OK);
+    assert_int_equal(dsv3_router_forward_reference(s, idx, w, counts, logits, bias, 1, &args),
+                     DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1);
     assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, bias, 1, &args), DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1);
@@ -242,7 +249,8 @@ static void test_router_argument_checks(void **state) {
                        "topk_idx[0][2] = 16 is not an expert in [0, 16)");
     expect_usage_error(dsv3_router_backward_reference(dl, w, s, idx, 1, &args),
                        "topk_idx[0][2] = 16");
-    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, NULL), "args is NULL");
+    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, NULL),
+                       "args is NULL");
 }
 
 // ---- permutation ----
@@ -276,10 +284,11 @@ static void check_permute_case(const PermuteCase *c) {
     float *dys_ref = zeros(M * D, sizeof(float)), *dw_ref = zeros(N * K, sizeof(float));
     assert_int_equal(dsv3_moe_gather_reference(xs_ref, x, o_ref, M, K, D), DSV3_OK);
     assert_int_equal(dsv3_moe_gather_backward_reference(dx_ref, dxs, o_ref, M, K, D), DSV3_OK);
-    assert_int_equal(dsv3_moe_combine_forward_reference(out_ref, ys, weights, o_ref, N, K, D), DSV3_OK);
-    assert_int_equal(dsv3_moe_combine_backward_reference(dys_ref, dw_ref, dout, ys, weights, o_ref,
-                                                         N, K, D),
+    assert_int_equal(dsv3_moe_combine_forward_reference(out_ref, ys, weights, o_ref, N, K, D),
                      DSV3_OK);
+    assert_int_equal(
+        dsv3_moe_combine_backward_reference(dys_ref, dw_ref, dout, ys, weights, o_ref, N, K, D),
+        DSV3_OK);
 
     for (int t = 0; t < THREAD_COUNT_CASES; t++) {
         omp_set_num_threads(THREAD_COUNTS[t]);
@@ -297,7 +306,8 @@ static void check_permute_case(const PermuteCase *c) {
         assert_close(dx, dx_ref, N * D, "gather backward dx");
         assert_int_equal(dsv3_moe_combine_forward(out, ys, weights, o, N, K, D), DSV3_OK);
         assert_close(out, out_ref, N * D, "combine out");
-        assert_int_equal(dsv3_moe_combine_backward(dys, dw, dout, ys, weights, o, N, K, D), DSV3_OK);
+        assert_int_equal(dsv3_moe_combine_backward(dys, dw, dout, ys, weights, o, N, K, D),
+                         DSV3_OK);
         assert_close(dys, dys_ref, M * D, "combine dys");
         assert_close(dw, dw_ref, N * K, "combine dweights");
         free(o), free(off), free(xs), free(dx), free(out), free(dys), free(dw);
@@ -310,10 +320,11 @@ static void test_permute_matches_reference(void **state) {
     (void)state;
     rng_state = 2;
     static const PermuteCase cases[] = {
-        {1, 1, 1, 1},       {1, 3, 8, 5},     {37, 3, 8, 33},  {200, 6, 64, 17},
-        {3000, 6, 64, 3},   {5000, 8, 16, 4}, {0, 3, 8, 4},    {100, 2, 300, 257},
+        {1, 1, 1, 1},     {1, 3, 8, 5},     {37, 3, 8, 33}, {200, 6, 64, 17},
+        {3000, 6, 64, 3}, {5000, 8, 16, 4}, {0, 3, 8, 4},   {100, 2, 300, 257},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_permute_case(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_permute_case(&cases[i]);
 }
 
 // The plan of a tiny case, by hand: experts of (n, k) = [[2, 0], [0, 1], [2, 1]].
@@ -342,9 +353,11 @@ static void test_permute_argument_checks(void **state) {
     expect_usage_error(dsv3_moe_gather(xs, x, bad_order, 3, 2, 2), "M = 3 rows");
     const int32_t repeated[4] = {0, 1, 1, 2};
     expect_usage_error(dsv3_moe_combine_forward(x, xs, w, repeated, 2, 2, 2), "permutation");
-    expect_usage_error(dsv3_moe_combine_forward_reference(x, xs, w, repeated, 2, 2, 2), "permutation");
+    expect_usage_error(dsv3_moe_combine_forward_reference(x, xs, w, repeated, 2, 2, 2),
+                       "permutation");
     expect_usage_error(dsv3_moe_gather_backward(x, xs, repeated, 4, 2, 2), "permutation");
-    expect_usage_error(dsv3_moe_combine_backward(xs, w, x, xs, w, repeated, 2, 2, 2), "permutation");
+    expect_usage_error(dsv3_moe_combine_backward(xs, w, x, xs, w, repeated, 2, 2, 2),
+                       "permutation");
     expect_usage_error(dsv3_moe_combine_forward(x, xs, w, order, 2, 0, 2), "K = 0");
 }
 
@@ -358,11 +371,13 @@ typedef struct {
 static void check_experts_case(const ExpertsCase *c) {
     const int64_t E = c->E, D = c->D, F = c->F;
     int64_t *offsets = zeros(E + 1, sizeof(int64_t));
-    for (int64_t e = 0; e < E; e++) offsets[e + 1] = offsets[e] + c->rows[e];
+    for (int64_t e = 0; e < E; e++)
+        offsets[e + 1] = offsets[e] + c->rows[e];
     const int64_t M = offsets[E];
     const float scale = 1.0f / sqrtf((float)D);
     float *xs = random_floats(M * D, -1.0f, 1.0f);
-    float *w1 = random_floats(E * F * D, -scale, scale), *w3 = random_floats(E * F * D, -scale, scale);
+    float *w1 = random_floats(E * F * D, -scale, scale),
+          *w3 = random_floats(E * F * D, -scale, scale);
     float *w2 = random_floats(E * D * F, -scale, scale);
     float *dys = random_floats(M * D, -1.0f, 1.0f);
     float *g0 = random_floats(E * F * D, -1.0f, 1.0f); // what the weight gradients add onto
@@ -370,9 +385,9 @@ static void check_experts_case(const ExpertsCase *c) {
     float *h3_ref = zeros(M * F, sizeof(float)), *dxs_ref = zeros(M * D, sizeof(float));
     float *dw1_ref = copy_floats(g0, E * F * D), *dw2_ref = copy_floats(g0, E * F * D);
     float *dw3_ref = copy_floats(g0, E * F * D);
-    assert_int_equal(dsv3_experts_forward_reference(ys_ref, h1_ref, h3_ref, xs, w1, w2, w3, offsets,
-                                                    E, D, F),
-                     DSV3_OK);
+    assert_int_equal(
+        dsv3_experts_forward_reference(ys_ref, h1_ref, h3_ref, xs, w1, w2, w3, offsets, E, D, F),
+        DSV3_OK);
     assert_int_equal(dsv3_experts_backward_reference(dxs_ref, dw1_ref, dw2_ref, dw3_ref, dys, xs,
                                                      h1_ref, h3_ref, w1, w2, w3, offsets, E, D, F),
                      DSV3_OK);
@@ -382,7 +397,8 @@ static void check_experts_case(const ExpertsCase *c) {
         float *h3 = zeros(M * F, sizeof(float)), *dxs = zeros(M * D, sizeof(float));
         float *dw1 = copy_floats(g0, E * F * D), *dw2 = copy_floats(g0, E * F * D);
         float *dw3 = copy_floats(g0, E * F * D);
-        assert_int_equal(dsv3_experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F), DSV3_OK);
+        assert_int_equal(dsv3_experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F),
+                         DSV3_OK);
         assert_close(ys, ys_ref, M * D, "experts ys");
         assert_close(h1, h1_ref, M * F, "experts h1");
         assert_close(h3, h3_ref, M * F, "experts h3");
@@ -418,10 +434,11 @@ static void test_experts_match_reference(void **state) {
     static const int64_t many[] = {9, 3, 0, 17, 25, 1, 0, 8, 12, 4, 30, 2};
     static const int64_t none[] = {0, 0, 0};
     static const ExpertsCase cases[] = {
-        {1, 1, 1, one},       {1, 7, 5, one},       {4, 17, 23, uneven},
-        {5, 32, 48, two_busy}, {12, 24, 40, many},   {3, 8, 8, none},
+        {1, 1, 1, one},        {1, 7, 5, one},     {4, 17, 23, uneven},
+        {5, 32, 48, two_busy}, {12, 24, 40, many}, {3, 8, 8, none},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_experts_case(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_experts_case(&cases[i]);
 }
 
 static void test_experts_argument_checks(void **state) {
@@ -436,9 +453,9 @@ static void test_experts_argument_checks(void **state) {
                                                        buf, buf, decreasing, 2, 2, 2),
                        "non-decreasing");
     const int64_t fine[3] = {0, 1, 2};
-    expect_usage_error(dsv3_experts_backward(buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf,
-                                             fine, 2, 0, 2),
-                       "D = 0");
+    expect_usage_error(
+        dsv3_experts_backward(buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, fine, 2, 0, 2),
+        "D = 0");
 }
 
 // Scratch memory is returned on every path.

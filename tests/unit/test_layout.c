@@ -69,7 +69,8 @@ static void test_resolve_bad_degrees(void **state) {
         Dsv3ParallelDims dims;
         const char *message;
     } cases[] = {
-        {{0, 1, 1, 1, 1, 1}, "parallelism.pipeline_parallel_degree is 0, but it must be at least 1"},
+        {{0, 1, 1, 1, 1, 1},
+         "parallelism.pipeline_parallel_degree is 0, but it must be at least 1"},
         {{1, -2, 1, 1, 1, 1},
          "parallelism.data_parallel_replicate_degree is -2, but it must be at least 1"},
         {{1, 1, 0, 1, 1, 1},
@@ -283,7 +284,7 @@ static void test_stage_layers_errors(void **state) {
 
 enum { C = DSV3_ROLE_COORDINATOR, S = DSV3_ROLE_STAGE, E = DSV3_ROLE_EXPERT };
 
-#define LAUNCH_HINT                                                                           \
+#define LAUNCH_HINT                                                                                \
     "launch `mpiexec -n 1 dsv3-coordinator … : -n S dsv3-stage … [: -n E dsv3-expert …]`"
 
 static void test_roles_valid(void **state) {
@@ -303,9 +304,9 @@ static void test_roles_errors(void **state) {
     (void)state;
     int64_t n_stage, n_expert;
     static const int none[] = {S, S, S};
-    expect_error(dsv3_layout_check_roles(none, 3, &n_stage, &n_expert), DSV3_ERR_MPI,
-                 "no dsv3-coordinator was launched (launched: job ranks 0-2 dsv3-stage); "
-                 LAUNCH_HINT);
+    expect_error(
+        dsv3_layout_check_roles(none, 3, &n_stage, &n_expert), DSV3_ERR_MPI,
+        "no dsv3-coordinator was launched (launched: job ranks 0-2 dsv3-stage); " LAUNCH_HINT);
     static const int two[] = {C, S, C, S};
     expect_error(dsv3_layout_check_roles(two, 4, &n_stage, &n_expert), DSV3_ERR_MPI,
                  "2 dsv3-coordinator processes were launched, but a job takes exactly one "
@@ -321,11 +322,11 @@ static void test_roles_errors(void **state) {
                  "no dsv3-stage was launched (launched: job rank 0 dsv3-coordinator, job ranks "
                  "1-2 dsv3-expert); " LAUNCH_HINT);
     static const int swapped[] = {C, E, E, S, S};
-    expect_error(dsv3_layout_check_roles(swapped, 5, &n_stage, &n_expert), DSV3_ERR_MPI,
-                 "job rank 3 is dsv3-stage, but job rank 2 before it is dsv3-expert: the stages "
-                 "must come before the expert servers on the mpiexec line (launched: job rank 0 "
-                 "dsv3-coordinator, job ranks 1-2 dsv3-expert, job ranks 3-4 dsv3-stage); "
-                 LAUNCH_HINT);
+    expect_error(
+        dsv3_layout_check_roles(swapped, 5, &n_stage, &n_expert), DSV3_ERR_MPI,
+        "job rank 3 is dsv3-stage, but job rank 2 before it is dsv3-expert: the stages "
+        "must come before the expert servers on the mpiexec line (launched: job rank 0 "
+        "dsv3-coordinator, job ranks 1-2 dsv3-expert, job ranks 3-4 dsv3-stage); " LAUNCH_HINT);
     static const int foreign[] = {C, S, 7};
     expect_error(dsv3_layout_check_roles(foreign, 3, &n_stage, &n_expert), DSV3_ERR_MPI,
                  "job rank 2 reported role 7, which is not a dsv3 role; every process of the job "
@@ -337,7 +338,8 @@ static void test_roles_long_summary(void **state) {
     // Alternating roles make many runs; the summary stops after eight of them.
     int roles[20];
     roles[0] = S;
-    for (int r = 1; r < 20; r++) roles[r] = r % 2 ? C : S;
+    for (int r = 1; r < 20; r++)
+        roles[r] = r % 2 ? C : S;
     int64_t n_stage, n_expert;
     assert_int_equal(dsv3_layout_check_roles(roles, 20, &n_stage, &n_expert), DSV3_ERR_MPI);
     assert_non_null(strstr(dsv3_error_message(), "job rank 7 dsv3-coordinator, …)"));

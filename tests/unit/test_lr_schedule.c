@@ -27,7 +27,8 @@ static void expect_factors(const Dsv3LrSchedule *s, const double *expected, int6
     for (int64_t step = 1; step <= count; step++) {
         double got = dsv3_lr_factor(s, step);
         if (fabs(got - expected[step - 1]) > TOLERANCE)
-            fail_msg("step %lld: factor %.17g, expected %.17g", (long long)step, got, expected[step - 1]);
+            fail_msg("step %lld: factor %.17g, expected %.17g", (long long)step, got,
+                     expected[step - 1]);
     }
 }
 
@@ -58,8 +59,8 @@ static void test_no_decay_ratio(void **state) {
     expect_factors(&s, expected, 12);
 
     s = init_or_fail(4, 8, 0, 0.0, DSV3_LR_DECAY_LINEAR, 0.2);
-    const double with_min[] = {0.25, 0.5, 0.75, 1.0, 1.0, 0.2 + 0.8 * 0.75, 0.2 + 0.8 * 0.5, 0.2 + 0.8 * 0.25,
-                               0.2};
+    const double with_min[] = {
+        0.25, 0.5, 0.75, 1.0, 1.0, 0.2 + 0.8 * 0.75, 0.2 + 0.8 * 0.5, 0.2 + 0.8 * 0.25, 0.2};
     expect_factors(&s, with_min, 9);
 }
 
@@ -158,14 +159,10 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_debug_config),
-        cmocka_unit_test(test_no_decay_ratio),
-        cmocka_unit_test(test_decay_shapes),
-        cmocka_unit_test(test_zero_decay),
-        cmocka_unit_test(test_round_half_even),
-        cmocka_unit_test(test_clamps),
-        cmocka_unit_test(test_decay_type_names),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_debug_config),     cmocka_unit_test(test_no_decay_ratio),
+        cmocka_unit_test(test_decay_shapes),     cmocka_unit_test(test_zero_decay),
+        cmocka_unit_test(test_round_half_even),  cmocka_unit_test(test_clamps),
+        cmocka_unit_test(test_decay_type_names), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

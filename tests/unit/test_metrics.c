@@ -28,7 +28,8 @@ static char temp_dir[TEMP_CAPACITY];
 static int setup_dir(void **state) {
     (void)state;
     const char *base = getenv("TMPDIR");
-    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_metrics_XXXXXX", base && *base ? base : "/tmp");
+    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_metrics_XXXXXX",
+                     base && *base ? base : "/tmp");
     if (n < 0 || (size_t)n >= sizeof temp_dir) return -1;
     return mkdtemp(temp_dir) ? 0 : -1;
 }
@@ -84,9 +85,9 @@ static void test_expert_load_summary(void **state) {
     assert_int_equal(s.tokens, 12);
     assert_int_equal(s.max, 6);
     assert_int_equal(s.min, 1);
-    assert_true(fabs(s.max_over_mean - 2.0) < 1e-12);      // 6 / (12 / 4)
+    assert_true(fabs(s.max_over_mean - 2.0) < 1e-12); // 6 / (12 / 4)
     assert_true(fabs(s.min_over_mean - 1.0 / 3.0) < 1e-12);
-    assert_true(fabs(s.bias_norm - 5.0) < 1e-12);          // ‖(3, 4, 0, 0)‖
+    assert_true(fabs(s.bias_norm - 5.0) < 1e-12); // ‖(3, 4, 0, 0)‖
     dsv3_expert_load_layer(&load, 2, &s);
     assert_true(s.max_over_mean == 1.0 && s.min_over_mean == 1.0);
     dsv3_expert_load_layer(&load, 0, &s); // a dense layer's empty row
@@ -114,7 +115,8 @@ static void test_trace_sums_and_events(void **state) {
     assert_true(fabs(t.seconds[DSV3_PHASE_BACKWARD] - 100.0) < 1e-6);
     assert_true(t.seconds[DSV3_PHASE_FORWARD] == 0.0);
     assert_int_equal(t.events[199].index, 199);
-    assert_true(fabs(t.events[199].start - 199.0) < 1e-6 && fabs(t.events[199].seconds - 0.5) < 1e-9);
+    assert_true(fabs(t.events[199].start - 199.0) < 1e-6 &&
+                fabs(t.events[199].seconds - 0.5) < 1e-9);
     assert_string_equal(dsv3_phase_name(DSV3_PHASE_COMM_GRAD), "comm_grad_allreduce");
     assert_string_equal(dsv3_phase_category(DSV3_PHASE_COMM_GRAD), "comm");
     assert_null(dsv3_phase_name(DSV3_PHASE_COUNT));
@@ -130,8 +132,10 @@ static json_object *parse_file(const char *path) {
 static void test_chrome_trace_file(void **state) {
     (void)state;
     const Dsv3TraceEvent coordinator[] = {{DSV3_PHASE_DATA, 0, 0.0, 0.001}};
-    const Dsv3TraceEvent stage[] = {{DSV3_PHASE_FORWARD, 0, 0.002, 0.5}, {DSV3_PHASE_BACKWARD, 0, 0.502, 1.0},
-                                    {DSV3_PHASE_OPTIMIZER, -1, 1.6, 0.1}, {99, 0, 0, 0}};
+    const Dsv3TraceEvent stage[] = {{DSV3_PHASE_FORWARD, 0, 0.002, 0.5},
+                                    {DSV3_PHASE_BACKWARD, 0, 0.502, 1.0},
+                                    {DSV3_PHASE_OPTIMIZER, -1, 1.6, 0.1},
+                                    {99, 0, 0, 0}};
     Dsv3TraceTrack tracks[2] = {{"coordinator 0", coordinator, 1}, {"stage \"1\"", stage, 4}};
     char path[PATH_CAPACITY + 32];
     snprintf(path, sizeof path, "%s/trace.json", temp_dir);
@@ -155,7 +159,8 @@ static void test_chrome_trace_file(void **state) {
             continue;
         }
         assert_string_equal(json_object_get_string(ph), "X");
-        assert_true(json_object_object_get_ex(e, "ts", &ts) && json_object_object_get_ex(e, "dur", &dur));
+        assert_true(json_object_object_get_ex(e, "ts", &ts) &&
+                    json_object_object_get_ex(e, "dur", &dur));
         if (strcmp(json_object_get_string(name), "backward") == 0) {
             assert_true(fabs(json_object_get_double(ts) - 502000.0) < 1e-3); // microseconds
             assert_true(fabs(json_object_get_double(dur) - 1e6) < 1e-3);
@@ -175,7 +180,8 @@ static int read_line(const char *path, int index, char *line) {
     FILE *f = fopen(path, "r");
     if (!f) return 0;
     int ok = 0;
-    for (int i = 0; i <= index && fgets(line, LINE_CAPACITY, f); i++) ok = i == index;
+    for (int i = 0; i <= index && fgets(line, LINE_CAPACITY, f); i++)
+        ok = i == index;
     fclose(f);
     return ok;
 }
@@ -197,9 +203,18 @@ static void test_metrics_sinks(void **state) {
     Dsv3Metrics *m = NULL;
     assert_int_equal(dsv3_metrics_open(&m, &cfg, &args), DSV3_OK);
     Dsv3ExpertLoad load = make_load();
-    Dsv3StepRecord r = {.step = 10, .loss = 2.5, .grad_norm = 0.75, .lr = 1e-3, .tps = 1000, .tflops = 0.5,
-                        .mfu = 12.5, .memory_gib = 1.25, .memory_pct = 3.0, .seconds_step = 2.0,
-                        .expert_load = &load, .validation_loss = NAN};
+    Dsv3StepRecord r = {.step = 10,
+                        .loss = 2.5,
+                        .grad_norm = 0.75,
+                        .lr = 1e-3,
+                        .tps = 1000,
+                        .tflops = 0.5,
+                        .mfu = 12.5,
+                        .memory_gib = 1.25,
+                        .memory_pct = 3.0,
+                        .seconds_step = 2.0,
+                        .expert_load = &load,
+                        .validation_loss = NAN};
     r.seconds[DSV3_PHASE_FORWARD] = 0.5;
     assert_int_equal(dsv3_metrics_log_step(m, &r), DSV3_OK);
     r.step = 20;
@@ -218,10 +233,22 @@ static void test_metrics_sinks(void **state) {
     assert_non_null(o);
     assert_true(get_number(o, "step") == 10);
     assert_true(get_number(o, "loss") == 2.5);
-    static const char *const keys[] = {"grad_norm", "lr", "tps", "tflops", "mfu", "memory_gib", "memory_pct",
-                                       "time_step", "time_forward", "time_backward", "time_optimizer",
-                                       "time_comm_grad_allreduce", "time_data", "expert_imbalance"};
-    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) get_number(o, keys[i]);
+    static const char *const keys[] = {"grad_norm",
+                                       "lr",
+                                       "tps",
+                                       "tflops",
+                                       "mfu",
+                                       "memory_gib",
+                                       "memory_pct",
+                                       "time_step",
+                                       "time_forward",
+                                       "time_backward",
+                                       "time_optimizer",
+                                       "time_comm_grad_allreduce",
+                                       "time_data",
+                                       "expert_imbalance"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        get_number(o, keys[i]);
     assert_true(get_number(o, "time_forward") == 0.5);
     assert_true(get_number(o, "expert_imbalance") == 2.0);
     assert_true(get_number(o, "expert_load/layer_1/max_over_mean") == 2.0);
@@ -244,7 +271,8 @@ static void test_metrics_sinks(void **state) {
 
     snprintf(path, sizeof path, "%s/expert_counts.jsonl", cfg.job.dump_folder);
     assert_true(read_line(path, 0, line));
-    assert_string_equal(line, "{\"step\": 10, \"layer_1\": [1, 2, 3, 6], \"layer_2\": [3, 3, 3, 3]}\n");
+    assert_string_equal(line,
+                        "{\"step\": 10, \"layer_1\": [1, 2, 3, 6], \"layer_2\": [3, 3, 3, 3]}\n");
     assert_false(read_line(path, 1, line)); // the second record had no load
 
     // One run folder under <dump_folder>/tb holding one event file.
@@ -253,7 +281,8 @@ static void test_metrics_sinks(void **state) {
     assert_non_null(d);
     struct dirent *e;
     int runs = 0;
-    while ((e = readdir(d)) != NULL) runs += e->d_name[0] != '.';
+    while ((e = readdir(d)) != NULL)
+        runs += e->d_name[0] != '.';
     closedir(d);
     assert_int_equal(runs, 1);
     assert_int_equal(dsv3_alloc_current_bytes(), 0);

@@ -34,7 +34,8 @@ static void test_flavor_names(void **state) {
     (void)state;
     const char *expected[] = {"debugmodel", "16B", "236B", "671B"};
     size_t n = 0;
-    while (dsv3_model_flavor_names[n] != NULL) n++;
+    while (dsv3_model_flavor_names[n] != NULL)
+        n++;
     assert_int_equal(n, sizeof expected / sizeof expected[0]);
     for (size_t i = 0; i < n; i++) {
         assert_string_equal(dsv3_model_flavor_names[i], expected[i]);
@@ -182,8 +183,10 @@ static void test_counts_layers_sum_to_total(void **state) {
             Dsv3LayerParams p = dsv3_model_layer_params(&a, layer);
             sum += p.dense + p.routed;
             routed += p.routed;
-            if (layer < a.n_dense_layers) assert_int_equal(p.routed, 0);
-            else assert_true(p.routed > 0);
+            if (layer < a.n_dense_layers)
+                assert_int_equal(p.routed, 0);
+            else
+                assert_true(p.routed > 0);
         }
         assert_int_equal(sum, c.total);
         assert_int_equal(routed, c.routed_experts);
@@ -283,7 +286,7 @@ typedef struct {
     const char *key;
 } BadArgs;
 
-#define BREAK(name, body) \
+#define BREAK(name, body)                                                                          \
     static void break_##name(Dsv3ModelArgs *a) { body; }
 
 BREAK(vocab_size, a->vocab_size = 0)
@@ -312,9 +315,15 @@ BREAK(groups_without_limit, a->num_limited_groups = 0)
 BREAK(limit_without_groups, a->num_expert_groups = 0)
 BREAK(groups_negative, a->num_expert_groups = -8)
 BREAK(groups_not_dividing, a->num_expert_groups = 7)
-BREAK(groups_too_small, { a->num_expert_groups = 256; a->num_limited_groups = 4; })
+BREAK(groups_too_small, {
+    a->num_expert_groups = 256;
+    a->num_limited_groups = 4;
+})
 BREAK(limited_over_groups, a->num_limited_groups = 9)
-BREAK(top_k_over_limited, { a->num_expert_groups = 4; a->num_limited_groups = 1; })
+BREAK(top_k_over_limited, {
+    a->num_expert_groups = 4;
+    a->num_limited_groups = 1;
+})
 BREAK(norm_eps, a->norm_eps = 0)
 BREAK(norm_eps_nan, a->norm_eps = NAN)
 BREAK(route_scale, a->route_scale = 0)
@@ -326,7 +335,10 @@ BREAK(beta_slow, a->beta_slow = 0)
 BREAK(beta_fast, a->beta_fast = a->beta_slow)
 BREAK(mscale, a->mscale = -1)
 BREAK(mscale_inf, a->mscale = INFINITY)
-BREAK(too_large, { a->dim = INT64_C(1) << 40; a->vocab_size = INT64_C(1) << 40; })
+BREAK(too_large, {
+    a->dim = INT64_C(1) << 40;
+    a->vocab_size = INT64_C(1) << 40;
+})
 
 static const BadArgs bad_args[] = {
     {"debugmodel", break_vocab_size, "model.vocab_size"},

@@ -50,7 +50,8 @@ static void test_layer_slots_follow_torchtitan(void **state) {
     assert_int_equal(moe.params[DSV3_P_FF_W1].numel, 0);
     // Every layer's flat buffer holds exactly the layer's parameters, back to back.
     assert_int_equal(dense.numel, dsv3_model_layer_params(&a, 0).dense);
-    assert_int_equal(moe.numel, dsv3_model_layer_params(&a, 3).dense + dsv3_model_layer_params(&a, 3).routed);
+    assert_int_equal(moe.numel,
+                     dsv3_model_layer_params(&a, 3).dense + dsv3_model_layer_params(&a, 3).routed);
     dsv3_param_group_destroy(&dense);
     dsv3_param_group_destroy(&moe);
 }
@@ -93,8 +94,8 @@ static void test_initialisation_statistics(void **state) {
     assert_true(mean == 1.0 && std == 0.0);
     double out_std = 1.0 / sqrt(256.0);
     moments(&head.params[DSV3_P_OUTPUT], &mean, &std, &max_abs);
-    assert_true(max_abs <= 3.0 * out_std + 1e-7);              // cut at ±3σ
-    assert_true(std < out_std && std > 0.95 * out_std);          // a truncated normal's std
+    assert_true(max_abs <= 3.0 * out_std + 1e-7);       // cut at ±3σ
+    assert_true(std < out_std && std > 0.95 * out_std); // a truncated normal's std
     dsv3_param_group_destroy(&emb);
     dsv3_param_group_destroy(&layer);
     dsv3_param_group_destroy(&head);

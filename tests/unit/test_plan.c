@@ -21,7 +21,8 @@ static Dsv3ParallelDims resolved(int64_t pp, int64_t dp_replicate, int64_t dp_sh
                                  int64_t tp, int64_t ep) {
     Dsv3ParallelDims d = {pp, dp_replicate, dp_shard, cp, tp, ep};
     int64_t n_expert = ep > 1 ? pp * ep : 0;
-    assert_int_equal(dsv3_layout_resolve(&d, pp * dp_replicate * dp_shard * cp * tp, n_expert), DSV3_OK);
+    assert_int_equal(dsv3_layout_resolve(&d, pp * dp_replicate * dp_shard * cp * tp, n_expert),
+                     DSV3_OK);
     return d;
 }
 
@@ -72,8 +73,10 @@ static void check_shares_cover_model(const char *name, Dsv3ParallelDims d) {
     for (int64_t r = 1; r <= n_stage + n_expert; r++) {
         Dsv3RankShare s;
         assert_int_equal(dsv3_plan_rank(&a, &d, r, &s), DSV3_OK);
-        if (s.role == DSV3_ROLE_EXPERT) expert_sum += s.params;
-        else if (s.coord.dp_replicate == 0) stage_sum += s.params;
+        if (s.role == DSV3_ROLE_EXPERT)
+            expert_sum += s.params;
+        else if (s.coord.dp_replicate == 0)
+            stage_sum += s.params;
     }
     int64_t shards = d.dp_shard * d.cp * d.tp;
     // Flat buffers: one per layer, plus embedding and head; each pads by < shards elements.

@@ -57,17 +57,19 @@ static double window_nll(const Dsv3Synthetic *s, const int32_t *tokens) {
             assert_int_equal(src, -1);
             double p = dsv3_synthetic_token_probability(s, regime, t);
             if (!(p > 0.0))
-                fail_msg("fresh id %d at %lld is outside regime %d's vocabulary", t, (long long)pos, regime);
+                fail_msg("fresh id %d at %lld is outside regime %d's vocabulary", t, (long long)pos,
+                         regime);
             nll -= log(p);
             break;
         }
         case DSV3_SYNTHETIC_COPY:
             if (src < 1 || src >= pos)
                 fail_msg("copy at %lld has source %lld", (long long)pos, (long long)src);
-            assert_int_equal(dsv3_synthetic_position_kind(s, regime, src, NULL), DSV3_SYNTHETIC_FRESH);
+            assert_int_equal(dsv3_synthetic_position_kind(s, regime, src, NULL),
+                             DSV3_SYNTHETIC_FRESH);
             if (t != tokens[src])
-                fail_msg("position %lld (%d) does not copy %lld (%d)", (long long)pos, t, (long long)src,
-                         tokens[src]);
+                fail_msg("position %lld (%d) does not copy %lld (%d)", (long long)pos, t,
+                         (long long)src, tokens[src]);
             break;
         case DSV3_SYNTHETIC_EOS_TOKEN:
             assert_int_equal(pos, seq_len);
@@ -85,7 +87,8 @@ static double window_nll(const Dsv3Synthetic *s, const int32_t *tokens) {
 static void check_empirical_floor(int64_t vocab, int64_t seq_len, uint64_t seed) {
     Dsv3Synthetic *s = create_or_fail(vocab, seq_len, seed);
     int32_t *tokens = NULL;
-    assert_int_equal(dsv3_alloc((void **)&tokens, (size_t)(seq_len + 1) * sizeof *tokens, "tokens"), DSV3_OK);
+    assert_int_equal(dsv3_alloc((void **)&tokens, (size_t)(seq_len + 1) * sizeof *tokens, "tokens"),
+                     DSV3_OK);
     double sum = 0.0, sum_sq = 0.0;
     int64_t regime_count[DSV3_SYNTHETIC_NUM_REGIMES] = {0};
     for (int64_t w = 0; w < EMPIRICAL_WINDOWS; w++) {
@@ -149,12 +152,14 @@ static void test_floor_formula(void **state) {
             for (int64_t pos = 1; pos <= seq_len; pos++)
                 fresh += dsv3_synthetic_position_kind(s, r, pos, NULL) == DSV3_SYNTHETIC_FRESH;
             assert_true(fresh >= 1);
-            expected += dsv3_synthetic_regime_probability(r) * (double)fresh * entropy / (double)seq_len;
+            expected +=
+                dsv3_synthetic_regime_probability(r) * (double)fresh * entropy / (double)seq_len;
             weights += dsv3_synthetic_regime_probability(r);
         }
         assert_true(fabs(weights - 1.0) < 1e-15);
         double floor = dsv3_synthetic_entropy_floor(s);
-        if (fabs(floor - expected) > 1e-12 * expected) fail_msg("floor %.15f vs %.15f", floor, expected);
+        if (fabs(floor - expected) > 1e-12 * expected)
+            fail_msg("floor %.15f vs %.15f", floor, expected);
         assert_true(floor > 0.0 && floor < log((double)vocab));
         dsv3_synthetic_destroy(s);
     }
@@ -185,15 +190,18 @@ static void test_determinism(void **state) {
     Dsv3Synthetic *b = create_or_fail(DEBUG_VOCAB, T, 42);
     Dsv3Synthetic *c = create_or_fail(DEBUG_VOCAB, T, 43);
     static int32_t fwd[WINDOWS][T + 1], rev[WINDOWS][T + 1], other[T + 1];
-    for (int w = 0; w < WINDOWS; w++) window_or_fail(a, w, fwd[w]);
-    for (int w = WINDOWS - 1; w >= 0; w--) window_or_fail(b, w, rev[w]);
+    for (int w = 0; w < WINDOWS; w++)
+        window_or_fail(a, w, fwd[w]);
+    for (int w = WINDOWS - 1; w >= 0; w--)
+        window_or_fail(b, w, rev[w]);
     for (int w = 0; w < WINDOWS; w++) {
         assert_memory_equal(fwd[w], rev[w], sizeof fwd[w]);
         window_or_fail(a, w, other);
         assert_memory_equal(fwd[w], other, sizeof other);
         window_or_fail(c, w, other);
         assert_memory_not_equal(fwd[w], other, sizeof other);
-        for (int v = 0; v < w; v++) assert_memory_not_equal(fwd[w], fwd[v], sizeof fwd[w]);
+        for (int v = 0; v < w; v++)
+            assert_memory_not_equal(fwd[w], fwd[v], sizeof fwd[w]);
     }
     // Far-away windows are as cheap as near ones.
     window_or_fail(a, INT64_MAX / 2, other);
@@ -213,11 +221,13 @@ static void test_layout(void **state) {
         int64_t copies = 0, src = 0;
         assert_int_equal(dsv3_synthetic_position_kind(s, r, 0, &src), DSV3_SYNTHETIC_REGIME_TOKEN);
         assert_int_equal(src, -1);
-        assert_int_equal(dsv3_synthetic_position_kind(s, r, DEBUG_SEQ_LEN, &src), DSV3_SYNTHETIC_EOS_TOKEN);
+        assert_int_equal(dsv3_synthetic_position_kind(s, r, DEBUG_SEQ_LEN, &src),
+                         DSV3_SYNTHETIC_EOS_TOKEN);
         assert_int_equal(dsv3_synthetic_position_kind(s, r, 1, NULL), DSV3_SYNTHETIC_FRESH);
         for (int64_t pos = 1; pos < DEBUG_SEQ_LEN; pos++)
             copies += dsv3_synthetic_position_kind(s, r, pos, NULL) == DSV3_SYNTHETIC_COPY;
-        if (copies < DEBUG_SEQ_LEN / 4) fail_msg("regime %d has only %lld copies", r, (long long)copies);
+        if (copies < DEBUG_SEQ_LEN / 4)
+            fail_msg("regime %d has only %lld copies", r, (long long)copies);
     }
     int32_t tokens[DEBUG_SEQ_LEN + 1];
     for (int64_t w = 0; w < 200; w++) {
@@ -232,7 +242,8 @@ static void test_layout(void **state) {
 static void test_errors(void **state) {
     (void)state;
     Dsv3Synthetic *s = (Dsv3Synthetic *)&s; // must be reset to NULL on failure
-    assert_int_equal(dsv3_synthetic_create(&s, DSV3_SYNTHETIC_MIN_VOCAB - 1, 16, 0), DSV3_ERR_CONFIG);
+    assert_int_equal(dsv3_synthetic_create(&s, DSV3_SYNTHETIC_MIN_VOCAB - 1, 16, 0),
+                     DSV3_ERR_CONFIG);
     assert_null(s);
     expect_message_contains("model.vocab_size");
     char needed[32];

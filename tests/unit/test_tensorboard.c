@@ -69,7 +69,8 @@ static void test_masked_crc(void **state) {
 
 static uint64_t le(const unsigned char *p, int bytes) {
     uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = bytes - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -83,8 +84,8 @@ static uint64_t varint(const unsigned char **p) {
 }
 
 // Splits a file into records, checking both CRCs of each; returns the record count.
-static int read_records(const unsigned char *file, size_t size, const unsigned char **data, size_t *lengths,
-                        int capacity) {
+static int read_records(const unsigned char *file, size_t size, const unsigned char **data,
+                        size_t *lengths, int capacity) {
     size_t at = 0;
     int n = 0;
     while (at < size) {
@@ -92,7 +93,8 @@ static int read_records(const unsigned char *file, size_t size, const unsigned c
         uint64_t length = le(file + at, 8);
         assert_int_equal(le(file + at + 8, 4), dsv3_crc32c_masked(file + at, 8));
         assert_true(at + 16 + length <= size);
-        assert_int_equal(le(file + at + 12 + length, 4), dsv3_crc32c_masked(file + at + 12, length));
+        assert_int_equal(le(file + at + 12 + length, 4),
+                         dsv3_crc32c_masked(file + at + 12, length));
         assert_true(n < capacity);
         data[n] = file + at + 12;
         lengths[n++] = length;

@@ -53,15 +53,21 @@ static void write_tokenizer(void) {
     assert_int_equal(mkdir(path, 0777), 0);
     FILE *f = fopen(strcat(path, "/tokenizer.json"), "wb");
     assert_non_null(f);
-    fputs("{\"added_tokens\": [{\"id\": 95, \"content\": \"<s>\", \"special\": true}, {\"id\": 96, \"content\": "
-          "\"</s>\", \"special\": true}], \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"ByteLevel\", "
-          "\"add_prefix_space\": false, \"use_regex\": true}, \"post_processor\": null, \"decoder\": {\"type\": "
+    fputs("{\"added_tokens\": [{\"id\": 95, \"content\": \"<s>\", \"special\": true}, {\"id\": 96, "
+          "\"content\": "
+          "\"</s>\", \"special\": true}], \"normalizer\": null, \"pre_tokenizer\": {\"type\": "
+          "\"ByteLevel\", "
+          "\"add_prefix_space\": false, \"use_regex\": true}, \"post_processor\": null, "
+          "\"decoder\": {\"type\": "
           "\"ByteLevel\"}, \"model\": {\"type\": \"BPE\", \"merges\": [], \"vocab\": {",
           f);
     for (int b = 32; b < 127; b++) {
-        if (b == ' ') fprintf(f, "\"\\u0120\": 0");
-        else if (b == '"' || b == '\\') fprintf(f, ", \"\\%c\": %d", b, b - 32);
-        else fprintf(f, ", \"%c\": %d", b, b - 32);
+        if (b == ' ')
+            fprintf(f, "\"\\u0120\": 0");
+        else if (b == '"' || b == '\\')
+            fprintf(f, ", \"\\%c\": %d", b, b - 32);
+        else
+            fprintf(f, ", \"%c\": %d", b, b - 32);
     }
     fputs("}}}", f);
     assert_int_equal(fclose(f), 0);
@@ -75,18 +81,22 @@ static void write_tokenizer(void) {
 static int setup_dir(void **state) {
     (void)state;
     const char *base = getenv("TMPDIR");
-    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_text_data_XXXXXX", base && *base ? base : "/tmp");
+    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_text_data_XXXXXX",
+                     base && *base ? base : "/tmp");
     if (n < 0 || (size_t)n >= sizeof temp_dir || !mkdtemp(temp_dir)) return -1;
     char path[PATH_CAPACITY];
     path_of(path, "corpus");
     if (mkdir(path, 0777) != 0) return -1;
     path_of(path, "corpus/sub");
     if (mkdir(path, 0777) != 0) return -1;
-    write_file("corpus/b.jsonl", "{\"text\": \"bb\", \"x\": [1, 2]}\n\n{\"text\": \"b\\u00e9\"}\r\n");
+    write_file("corpus/b.jsonl",
+               "{\"text\": \"bb\", \"x\": [1, 2]}\n\n{\"text\": \"b\\u00e9\"}\r\n");
     write_gz("corpus/a.json.gz", "{\"text\": \"aaa\"}\n{\"text\": \"a\"}\n");
     write_file("corpus/sub/c.txt", "c c\n   \nlast line without newline");
     write_file("corpus/ignored.md", "not data\n");
-    write_file("bad.jsonl", "{\"text\": \"ok\"}\n[1, 2]\n{\"body\": \"x\"}\n{\"text\": \"y\"} trailing\n{\"text\n");
+    write_file(
+        "bad.jsonl",
+        "{\"text\": \"ok\"}\n[1, 2]\n{\"body\": \"x\"}\n{\"text\": \"y\"} trailing\n{\"text\n");
     write_tokenizer();
     return 0;
 }
@@ -105,7 +115,8 @@ static void read_all(Dsv3TextReader *r, char *out, size_t cap) {
         const char *text;
         size_t length;
         int done;
-        if (dsv3_text_reader_next(r, &text, &length, &done) != DSV3_OK) fail_msg("%s", dsv3_error_text());
+        if (dsv3_text_reader_next(r, &text, &length, &done) != DSV3_OK)
+            fail_msg("%s", dsv3_error_text());
         if (done) break;
         strncat(out, text, length < cap - strlen(out) - 2 ? length : cap - strlen(out) - 2);
         strcat(out, "|");
@@ -171,7 +182,8 @@ static void test_reader_malformed_lines(void **state) {
 
 // The expected stream: BOS + bytes - 32 + EOS per document of the corpus, in order.
 static size_t expected_stream(int32_t *ids) {
-    static const char *const docs[] = {"aaa", "a", "bb", "b\xc3\xa9", "c c", "last line without newline"};
+    static const char *const docs[] = {"aaa",       "a",   "bb",
+                                       "b\xc3\xa9", "c c", "last line without newline"};
     size_t n = 0;
     for (size_t d = 0; d < sizeof docs / sizeof docs[0]; d++) {
         ids[n++] = 95;
@@ -199,7 +211,9 @@ static void test_dataset_windows(void **state) {
         assert_int_equal(dsv3_text_dataset_window(d, k, w), DSV3_OK);
         for (int i = 0; i <= SEQ_LEN; i++) {
             size_t at = ((size_t)k * (SEQ_LEN + 1) + (size_t)i) % n;
-            if (w[i] != stream[at]) fail_msg("window %lld token %d: %d, expected %d", (long long)k, i, w[i], stream[at]);
+            if (w[i] != stream[at])
+                fail_msg("window %lld token %d: %d, expected %d", (long long)k, i, w[i],
+                         stream[at]);
         }
         if (k == 5) memcpy(first5, w, sizeof w);
         assert_int_equal(dsv3_text_dataset_position(d), k + 1);

@@ -22,7 +22,8 @@ static char temp_dir[PATH_CAPACITY];
 static int setup_dir(void **state) {
     (void)state;
     const char *base = getenv("TMPDIR");
-    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_token_file_XXXXXX", base && *base ? base : "/tmp");
+    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_token_file_XXXXXX",
+                     base && *base ? base : "/tmp");
     if (n < 0 || (size_t)n >= sizeof temp_dir) return -1;
     return mkdtemp(temp_dir) ? 0 : -1;
 }
@@ -34,7 +35,8 @@ static int teardown_dir(void **state) {
 
 // Writes `count` ids as little-endian uint32 (byte by byte, whatever the host's order), then
 // `extra` stray bytes; returns the path in `path`.
-static void write_tokens(char *path, const char *name, const uint32_t *ids, size_t count, size_t extra) {
+static void write_tokens(char *path, const char *name, const uint32_t *ids, size_t count,
+                         size_t extra) {
     int n = snprintf(path, PATH_CAPACITY, "%s/%s", temp_dir, name);
     assert_true(n > 0 && n < PATH_CAPACITY);
     FILE *f = fopen(path, "wb");
@@ -44,7 +46,8 @@ static void write_tokens(char *path, const char *name, const uint32_t *ids, size
                               (unsigned char)(ids[i] >> 16), (unsigned char)(ids[i] >> 24)};
         assert_int_equal(fwrite(b, 1, 4, f), 4);
     }
-    for (size_t i = 0; i < extra; i++) assert_int_equal(fputc(0, f), 0);
+    for (size_t i = 0; i < extra; i++)
+        assert_int_equal(fputc(0, f), 0);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -64,10 +67,17 @@ static Dsv3TokenFile *open_or_fail(const char *path, int64_t vocab, int64_t seq_
 // shorter than a window is never read.
 static void test_windows_and_wrap(void **state) {
     (void)state;
-    enum { SEQ_LEN = 4, WINDOW = SEQ_LEN + 1, WINDOWS = 3, TAIL = 2, COUNT = WINDOWS * WINDOW + TAIL };
+    enum {
+        SEQ_LEN = 4,
+        WINDOW = SEQ_LEN + 1,
+        WINDOWS = 3,
+        TAIL = 2,
+        COUNT = WINDOWS * WINDOW + TAIL
+    };
     uint32_t ids[COUNT];
     // Large ids exercise every byte of the little-endian encoding.
-    for (uint32_t i = 0; i < COUNT; i++) ids[i] = i * 0x01010101u % 0x7fffffffu;
+    for (uint32_t i = 0; i < COUNT; i++)
+        ids[i] = i * 0x01010101u % 0x7fffffffu;
     char path[PATH_CAPACITY];
     write_tokens(path, "stream.bin", ids, COUNT, 0);
     Dsv3TokenFile *f = open_or_fail(path, (int64_t)1 << 31, SEQ_LEN);
@@ -78,7 +88,8 @@ static void test_windows_and_wrap(void **state) {
         if (dsv3_token_file_window(f, w, tokens) != DSV3_OK)
             fail_msg("window %lld: %s", (long long)w, dsv3_error_text());
         int64_t start = (w % WINDOWS) * WINDOW;
-        for (int i = 0; i < WINDOW; i++) assert_int_equal(tokens[i], (int32_t)ids[start + i]);
+        for (int i = 0; i < WINDOW; i++)
+            assert_int_equal(tokens[i], (int32_t)ids[start + i]);
     }
     assert_int_equal(dsv3_token_file_window(f, -1, tokens), DSV3_ERR_USAGE);
     dsv3_error_clear();
@@ -201,12 +212,9 @@ static void test_open_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_windows_and_wrap),
-        cmocka_unit_test(test_exactly_one_window),
-        cmocka_unit_test(test_truncated_file),
-        cmocka_unit_test(test_too_short_file),
-        cmocka_unit_test(test_out_of_range_token),
-        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_windows_and_wrap),   cmocka_unit_test(test_exactly_one_window),
+        cmocka_unit_test(test_truncated_file),     cmocka_unit_test(test_too_short_file),
+        cmocka_unit_test(test_out_of_range_token), cmocka_unit_test(test_open_errors),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

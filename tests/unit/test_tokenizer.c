@@ -23,7 +23,8 @@ static char temp_dir[PATH_CAPACITY];
 static int setup_dir(void **state) {
     (void)state;
     const char *base = getenv("TMPDIR");
-    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_tokenizer_XXXXXX", base && *base ? base : "/tmp");
+    int n = snprintf(temp_dir, sizeof temp_dir, "%s/dsv3_tokenizer_XXXXXX",
+                     base && *base ? base : "/tmp");
     if (n < 0 || (size_t)n >= sizeof temp_dir) return -1;
     return mkdtemp(temp_dir) ? 0 : -1;
 }
@@ -54,37 +55,42 @@ static void write_file(const char *name, const char *text) {
 
 // The parts of a tokenizer.json; NULL takes the default.
 typedef struct {
-    const char *normalizer, *pre_tokenizer, *model_type, *model_extra, *merges, *added, *post, *decoder;
+    const char *normalizer, *pre_tokenizer, *model_type, *model_extra, *merges, *added, *post,
+        *decoder;
 } Parts;
 
 // Vocabulary: a b c ab abc aa Ġ (byte 0x20) x and the bytes of U+FFFD; ids 0..10.
-static const char VOCAB[] = "{\"a\": 0, \"b\": 1, \"c\": 2, \"ab\": 3, \"abc\": 4, \"aa\": 5, \"\\u0120\": 6, "
-                            "\"x\": 7, \"\\u00ef\": 8, \"\\u00bf\": 9, \"\\u00bd\": 10}";
+static const char VOCAB[] =
+    "{\"a\": 0, \"b\": 1, \"c\": 2, \"ab\": 3, \"abc\": 4, \"aa\": 5, \"\\u0120\": 6, "
+    "\"x\": 7, \"\\u00ef\": 8, \"\\u00bf\": 9, \"\\u00bd\": 10}";
 
 static void write_tokenizer(const Parts *p) {
     char json[JSON_CAPACITY];
-    int n = snprintf(json, sizeof json,
-                     "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": %s, "
-                     "\"normalizer\": %s, \"pre_tokenizer\": %s, \"post_processor\": %s, \"decoder\": %s, "
-                     "\"model\": {\"type\": \"%s\", \"dropout\": null, \"unk_token\": null, %s \"vocab\": %s, "
-                     "\"merges\": %s}}",
-                     p->added ? p->added
-                              : "[{\"id\": 20, \"content\": \"<s>\", \"special\": true, \"normalized\": false}, "
-                                "{\"id\": 21, \"content\": \"<s>x\", \"special\": false, \"normalized\": true}]",
-                     p->normalizer ? p->normalizer : "{\"type\": \"Sequence\", \"normalizers\": []}",
-                     p->pre_tokenizer ? p->pre_tokenizer
-                                      : "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
-                                        "\"pattern\": {\"Regex\": \"\\\\s+|[a-z]+\"}, \"behavior\": \"Isolated\", "
-                                        "\"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
-                                        "\"use_regex\": false}]}",
-                     p->post ? p->post : "{\"type\": \"ByteLevel\", \"trim_offsets\": false}",
-                     p->decoder ? p->decoder : "{\"type\": \"ByteLevel\"}", p->model_type ? p->model_type : "BPE",
-                     p->model_extra ? p->model_extra : "", VOCAB,
-                     p->merges ? p->merges : "[\"a b\", \"ab c\", \"a a\"]");
+    int n = snprintf(
+        json, sizeof json,
+        "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": %s, "
+        "\"normalizer\": %s, \"pre_tokenizer\": %s, \"post_processor\": %s, \"decoder\": %s, "
+        "\"model\": {\"type\": \"%s\", \"dropout\": null, \"unk_token\": null, %s \"vocab\": %s, "
+        "\"merges\": %s}}",
+        p->added ? p->added
+                 : "[{\"id\": 20, \"content\": \"<s>\", \"special\": true, \"normalized\": false}, "
+                   "{\"id\": 21, \"content\": \"<s>x\", \"special\": false, \"normalized\": true}]",
+        p->normalizer ? p->normalizer : "{\"type\": \"Sequence\", \"normalizers\": []}",
+        p->pre_tokenizer
+            ? p->pre_tokenizer
+            : "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+              "\"pattern\": {\"Regex\": \"\\\\s+|[a-z]+\"}, \"behavior\": \"Isolated\", "
+              "\"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+              "\"use_regex\": false}]}",
+        p->post ? p->post : "{\"type\": \"ByteLevel\", \"trim_offsets\": false}",
+        p->decoder ? p->decoder : "{\"type\": \"ByteLevel\"}",
+        p->model_type ? p->model_type : "BPE", p->model_extra ? p->model_extra : "", VOCAB,
+        p->merges ? p->merges : "[\"a b\", \"ab c\", \"a a\"]");
     assert_true(n > 0 && n < JSON_CAPACITY);
     write_file("tokenizer.json", json);
-    write_file("tokenizer_config.json", "{\"bos_token\": \"<s>\", \"eos_token\": {\"__type\": \"AddedToken\", "
-                                        "\"content\": \"c\"}, \"add_bos_token\": true}");
+    write_file("tokenizer_config.json",
+               "{\"bos_token\": \"<s>\", \"eos_token\": {\"__type\": \"AddedToken\", "
+               "\"content\": \"c\"}, \"add_bos_token\": true}");
 }
 
 static Dsv3Tokenizer *load_ok(const Parts *p) {
@@ -99,14 +105,18 @@ static void expect_ids(Dsv3Tokenizer *t, const char *text, size_t length, const 
     Dsv3TokenIds ids = {0};
     assert_int_equal(dsv3_tokenizer_encode(t, text, length, &ids), DSV3_OK);
     size_t n = 0;
-    while (want[n] >= 0) n++;
+    while (want[n] >= 0)
+        n++;
     if (ids.count != n) fail_msg("'%.*s': %zu ids, expected %zu", (int)length, text, ids.count, n);
     for (size_t i = 0; i < n; i++)
-        if (ids.ids[i] != want[i]) fail_msg("'%.*s': id %zu is %d, expected %d", (int)length, text, i, ids.ids[i], want[i]);
+        if (ids.ids[i] != want[i])
+            fail_msg("'%.*s': id %zu is %d, expected %d", (int)length, text, i, ids.ids[i],
+                     want[i]);
     dsv3_token_ids_free(&ids);
 }
 
-#define EXPECT(t, text, ...) expect_ids((t), (text), sizeof(text) - 1, (const int32_t[]){__VA_ARGS__, -1})
+#define EXPECT(t, text, ...)                                                                       \
+    expect_ids((t), (text), sizeof(text) - 1, (const int32_t[]){__VA_ARGS__, -1})
 
 static void test_merges_in_rank_order(void **state) {
     (void)state;
@@ -116,10 +126,10 @@ static void test_merges_in_rank_order(void **state) {
         Dsv3Tokenizer *t = load_ok(&p);
         EXPECT(t, "abc", 4);
         EXPECT(t, "cab", 2, 3);
-        EXPECT(t, "aab", 0, 3);  // "a b" (rank 0) beats "a a" (rank 2)
-        EXPECT(t, "aaa", 5, 0);  // equal ranks: leftmost first
+        EXPECT(t, "aab", 0, 3); // "a b" (rank 0) beats "a a" (rank 2)
+        EXPECT(t, "aaa", 5, 0); // equal ranks: leftmost first
         EXPECT(t, "ab ab", 3, 6, 3);
-        EXPECT(t, "zab", 3);     // 'z' has no token: dropped, as tokenizers does without unk_token
+        EXPECT(t, "zab", 3); // 'z' has no token: dropped, as tokenizers does without unk_token
         assert_int_equal(dsv3_tokenizer_vocab_size(t), 22);
         dsv3_tokenizer_free(t);
     }
@@ -140,20 +150,42 @@ static void test_ignore_merges(void **state) {
 static void test_oniguruma_semantics(void **state) {
     (void)state;
     static const char *const split[] = {
-        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": "
-        "\"\\\\p{S}+\"}, \"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}",
-        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": "
-        "\"\\\\s+\"}, \"behavior\": \"Removed\"}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}",
+        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+        "{\"Regex\": "
+        "\"\\\\p{S}+\"}, \"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\", \"use_regex\": "
+        "false}]}",
+        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+        "{\"Regex\": "
+        "\"\\\\s+\"}, \"behavior\": \"Removed\"}, {\"type\": \"ByteLevel\", \"use_regex\": "
+        "false}]}",
     };
     Dsv3Tokenizer *t = load_ok(&(Parts){.pre_tokenizer = split[0]});
-    EXPECT(t, "a\xf0\x9f\x9f\x99" "a", 0, 0); // U+1F7D9, a symbol since Unicode 15
-    EXPECT(t, "a\xe2\x82\xac" "a", 0, 0);      // U+20AC, a symbol all along
-    EXPECT(t, "a\xf0\x9f\xa2\xba" "a", 0, 0); // U+1F8BA, a symbol since Unicode 16
-    EXPECT(t, "a\xf0\x9f\x9f\x9a" "a", 5);    // U+1F7DA, unassigned in Unicode 16: no split
+    EXPECT(t,
+           "a\xf0\x9f\x9f\x99"
+           "a",
+           0, 0); // U+1F7D9, a symbol since Unicode 15
+    EXPECT(t,
+           "a\xe2\x82\xac"
+           "a",
+           0, 0); // U+20AC, a symbol all along
+    EXPECT(t,
+           "a\xf0\x9f\xa2\xba"
+           "a",
+           0, 0); // U+1F8BA, a symbol since Unicode 16
+    EXPECT(t,
+           "a\xf0\x9f\x9f\x9a"
+           "a",
+           5); // U+1F7DA, unassigned in Unicode 16: no split
     dsv3_tokenizer_free(t);
     t = load_ok(&(Parts){.pre_tokenizer = split[1]});
-    EXPECT(t, "a\xe3\x80\x80" "a", 0, 0); // U+3000 is White_Space: \\s
-    EXPECT(t, "a\xe1\xa0\x8e" "a", 5);    // U+180E is not White_Space (PCRE2's \\s has it)
+    EXPECT(t,
+           "a\xe3\x80\x80"
+           "a",
+           0, 0); // U+3000 is White_Space: \\s
+    EXPECT(t,
+           "a\xe1\xa0\x8e"
+           "a",
+           5); // U+180E is not White_Space (PCRE2's \\s has it)
     dsv3_tokenizer_free(t);
 }
 
@@ -197,7 +229,10 @@ static void test_invalid_utf8(void **state) {
     Dsv3Tokenizer *t = load_ok(&(Parts){0});
     // Each maximal invalid subpart becomes one U+FFFD (bytes EF BF BD, ids 8 9 10), as
     // Python's bytes.decode("utf-8", "replace"): E2 82 is one subpart, C0 and 80 are two.
-    EXPECT(t, "a\xe2\x82" "b", 0, 8, 9, 10, 1);
+    EXPECT(t,
+           "a\xe2\x82"
+           "b",
+           0, 8, 9, 10, 1);
     EXPECT(t, "\xc0\x80", 8, 9, 10, 8, 9, 10);
     EXPECT(t, "\xed\xa0\x80", 8, 9, 10, 8, 9, 10, 8, 9, 10); // a surrogate: 3 subparts
     assert_int_equal(dsv3_tokenizer_replaced_sequences(t), 6);
@@ -211,54 +246,74 @@ static void expect_unsupported(const Parts *p, const char *needle) {
     Dsv3Err err = dsv3_tokenizer_load(&t, temp_dir);
     if (err == DSV3_OK) fail_msg("loaded, but '%s' should have been refused", needle);
     assert_null(t);
-    if (!strstr(dsv3_error_message(), needle)) fail_msg("message '%s' does not name '%s'", dsv3_error_message(), needle);
-    if (!strstr(dsv3_error_message(), "tokenizer.json")) fail_msg("message '%s' does not name the file", dsv3_error_message());
+    if (!strstr(dsv3_error_message(), needle))
+        fail_msg("message '%s' does not name '%s'", dsv3_error_message(), needle);
+    if (!strstr(dsv3_error_message(), "tokenizer.json"))
+        fail_msg("message '%s' does not name the file", dsv3_error_message());
 }
 
 static void test_unsupported_is_an_error_naming_its_path(void **state) {
     (void)state;
-    expect_unsupported(&(Parts){.normalizer = "{\"type\": \"NFKC\"}"}, "normalizer.type = \"NFKC\"");
-    expect_unsupported(&(Parts){.normalizer = "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Lowercase\"}]}"},
-                       "normalizer.normalizers[0].type = \"Lowercase\"");
-    expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
-                                                 "\"Metaspace\"}, {\"type\": \"ByteLevel\"}]}"},
+    expect_unsupported(&(Parts){.normalizer = "{\"type\": \"NFKC\"}"},
+                       "normalizer.type = \"NFKC\"");
+    expect_unsupported(
+        &(Parts){.normalizer =
+                     "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Lowercase\"}]}"},
+        "normalizer.normalizers[0].type = \"Lowercase\"");
+    expect_unsupported(&(Parts){.pre_tokenizer =
+                                    "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+                                    "\"Metaspace\"}, {\"type\": \"ByteLevel\"}]}"},
                        "pre_tokenizer.pretokenizers[0].type = \"Metaspace\"");
-    expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
-                                                 "\"pattern\": {\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\"}, "
-                                                 "{\"type\": \"ByteLevel\"}]}"},
-                       "pre_tokenizer.pretokenizers[0].pattern.Regex: \\w");
-    expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
-                                                 "\"pattern\": {\"Regex\": \"(?m)a\"}, \"behavior\": \"Isolated\"}, "
-                                                 "{\"type\": \"ByteLevel\"}]}"},
-                       "inline option \"(?m\"");
-    expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
-                                                 "\"pattern\": {\"Regex\": \"[a-\"}, \"behavior\": \"Isolated\"}, "
-                                                 "{\"type\": \"ByteLevel\"}]}"},
-                       "pre_tokenizer.pretokenizers[0].pattern.Regex: the pattern does not compile");
-    expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
-                                                 "\"pattern\": {\"Regex\": \"a\"}, \"behavior\": \"Sideways\"}, "
-                                                 "{\"type\": \"ByteLevel\"}]}"},
-                       "pre_tokenizer.pretokenizers[0].behavior = \"Sideways\"");
-    expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"ByteLevel\", \"add_prefix_space\": true}"},
-                       "pre_tokenizer.add_prefix_space = true");
-    expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
-                                                 "\"ByteLevel\"}, {\"type\": \"Digits\"}]}"},
+    expect_unsupported(
+        &(Parts){.pre_tokenizer =
+                     "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+                     "\"pattern\": {\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\"}, "
+                     "{\"type\": \"ByteLevel\"}]}"},
+        "pre_tokenizer.pretokenizers[0].pattern.Regex: \\w");
+    expect_unsupported(
+        &(Parts){.pre_tokenizer =
+                     "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+                     "\"pattern\": {\"Regex\": \"(?m)a\"}, \"behavior\": \"Isolated\"}, "
+                     "{\"type\": \"ByteLevel\"}]}"},
+        "inline option \"(?m\"");
+    expect_unsupported(
+        &(Parts){.pre_tokenizer =
+                     "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+                     "\"pattern\": {\"Regex\": \"[a-\"}, \"behavior\": \"Isolated\"}, "
+                     "{\"type\": \"ByteLevel\"}]}"},
+        "pre_tokenizer.pretokenizers[0].pattern.Regex: the pattern does not compile");
+    expect_unsupported(
+        &(Parts){.pre_tokenizer =
+                     "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+                     "\"pattern\": {\"Regex\": \"a\"}, \"behavior\": \"Sideways\"}, "
+                     "{\"type\": \"ByteLevel\"}]}"},
+        "pre_tokenizer.pretokenizers[0].behavior = \"Sideways\"");
+    expect_unsupported(
+        &(Parts){.pre_tokenizer = "{\"type\": \"ByteLevel\", \"add_prefix_space\": true}"},
+        "pre_tokenizer.add_prefix_space = true");
+    expect_unsupported(&(Parts){.pre_tokenizer =
+                                    "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+                                    "\"ByteLevel\"}, {\"type\": \"Digits\"}]}"},
                        "nothing may follow the ByteLevel pre-tokenizer");
     expect_unsupported(&(Parts){.pre_tokenizer = "{\"type\": \"Digits\"}"}, "no ByteLevel step");
     expect_unsupported(&(Parts){.model_type = "WordPiece"}, "model.type = \"WordPiece\"");
     expect_unsupported(&(Parts){.model_extra = "\"continuing_subword_prefix\": \"##\","},
                        "model.continuing_subword_prefix = \"##\"");
-    expect_unsupported(&(Parts){.model_extra = "\"byte_fallback\": true,"}, "model.byte_fallback = true");
-    expect_unsupported(&(Parts){.merges = "[\"a b\", \"q a\"]"}, "model.merges[1]: token \"q\" is not in model.vocab");
+    expect_unsupported(&(Parts){.model_extra = "\"byte_fallback\": true,"},
+                       "model.byte_fallback = true");
+    expect_unsupported(&(Parts){.merges = "[\"a b\", \"q a\"]"},
+                       "model.merges[1]: token \"q\" is not in model.vocab");
     expect_unsupported(&(Parts){.merges = "[\"b a\"]"}, "model.merges[0]: the merged token \"ba\"");
     expect_unsupported(&(Parts){.merges = "[\"a b c\"]"}, "model.merges[0] = \"a b c\"");
     expect_unsupported(&(Parts){.added = "[{\"id\": 20, \"content\": \"<s>\", \"lstrip\": true}]"},
                        "added_tokens[0].lstrip = true");
-    expect_unsupported(&(Parts){.added = "[{\"id\": 20, \"content\": \"<s>\", \"single_word\": true}]"},
-                       "added_tokens[0].single_word = true");
+    expect_unsupported(
+        &(Parts){.added = "[{\"id\": 20, \"content\": \"<s>\", \"single_word\": true}]"},
+        "added_tokens[0].single_word = true");
     expect_unsupported(&(Parts){.post = "{\"type\": \"TemplateProcessing\"}"},
                        "post_processor.type = \"TemplateProcessing\"");
-    expect_unsupported(&(Parts){.decoder = "{\"type\": \"WordPiece\"}"}, "decoder.type = \"WordPiece\"");
+    expect_unsupported(&(Parts){.decoder = "{\"type\": \"WordPiece\"}"},
+                       "decoder.type = \"WordPiece\"");
     expect_unsupported(&(Parts){.decoder = "null"}, "decoder is null");
 }
 

@@ -232,7 +232,8 @@ static void test_many_keys(void **state) {
     (void)state;
     char text[4096];
     size_t used = 0;
-    for (int i = 0; i < 200; i++) used += (size_t)snprintf(text + used, sizeof text - used, "k%d = %d\n", i, i);
+    for (int i = 0; i < 200; i++)
+        used += (size_t)snprintf(text + used, sizeof text - used, "k%d = %d\n", i, i);
     Dsv3TomlValue *root = parse_ok(text);
     assert_int_equal(root->table.count, 200);
     assert_int_equal(get_int(root, "k0"), 0);
@@ -252,7 +253,7 @@ static void test_basic_string_escapes(void **state) {
 static void test_unicode_escapes(void **state) {
     (void)state;
     check_string("v = \"\\u00e9\\u20AC\\U0001F600\\u0041\"", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
-                                                              "A");
+                                                             "A");
     check_string("v = \"\\U0010FFFF\\uFFFD\"", "\xf4\x8f\xbf\xbf\xef\xbf\xbd");
 }
 
@@ -266,11 +267,13 @@ static void test_literal_strings(void **state) {
 
 static void test_multi_line_basic(void **state) {
     (void)state;
-    check_string("v = \"\"\"\nRoses are red\nViolets are blue\"\"\"", "Roses are red\nViolets are blue");
+    check_string("v = \"\"\"\nRoses are red\nViolets are blue\"\"\"",
+                 "Roses are red\nViolets are blue");
     check_string("v = \"\"\"\r\nline one\r\nline two\r\n\"\"\"", "line one\nline two\n");
     check_string("v = \"\"\"\nThe quick brown \\\n\n\n  fox jumps \\   \n    over.\"\"\"",
                  "The quick brown fox jumps over.");
-    check_string("v = \"\"\"Here are two quotes: \"\". Simple.\"\"\"", "Here are two quotes: \"\". Simple.");
+    check_string("v = \"\"\"Here are two quotes: \"\". Simple.\"\"\"",
+                 "Here are two quotes: \"\". Simple.");
     check_string("v = \"\"\"\"This,\" she said, \"is a quote.\"\"\"\"\"",
                  "\"This,\" she said, \"is a quote.\"\"");
     check_string("v = \"\"\"\"\"\"", "");
@@ -291,14 +294,16 @@ static void test_multi_line_literal(void **state) {
 
 static void test_utf8_in_strings_and_comments(void **state) {
     (void)state;
-    Dsv3TomlValue *root = parse_ok("# caf\xc3\xa9 \xe2\x82\xac\nv = \"\xf0\x9f\x98\x80 ok\" # \xc3\xa9\n");
+    Dsv3TomlValue *root =
+        parse_ok("# caf\xc3\xa9 \xe2\x82\xac\nv = \"\xf0\x9f\x98\x80 ok\" # \xc3\xa9\n");
     assert_string_equal(get_str(root, "v"), "\xf0\x9f\x98\x80 ok");
     dsv3_toml_free(root);
 }
 
 static void test_byte_order_mark(void **state) {
     (void)state;
-    Dsv3TomlValue *root = parse_ok("\xef\xbb\xbf" "a = 1\n");
+    Dsv3TomlValue *root = parse_ok("\xef\xbb\xbf"
+                                   "a = 1\n");
     assert_int_equal(get_int(root, "a"), 1);
     dsv3_toml_free(root);
 }
@@ -374,8 +379,9 @@ static void test_booleans(void **state) {
 
 static void test_arrays(void **state) {
     (void)state;
-    Dsv3TomlValue *root = parse_ok("a = [1, 2, 3]\nb = []\nc = [\"x\", 1.5, true, [1, [2]], {k = 1}]\n"
-                                   "d = [ 1 , 2 , ]\n");
+    Dsv3TomlValue *root =
+        parse_ok("a = [1, 2, 3]\nb = []\nc = [\"x\", 1.5, true, [1, [2]], {k = 1}]\n"
+                 "d = [ 1 , 2 , ]\n");
     const Dsv3TomlValue *a = get(root, "a", DSV3_TOML_ARRAY);
     assert_int_equal(a->array.count, 3);
     assert_int_equal(a->array.items[2].integer, 3);
@@ -395,7 +401,8 @@ static void test_arrays(void **state) {
 
 static void test_arrays_across_lines(void **state) {
     (void)state;
-    Dsv3TomlValue *root = parse_ok("a = [\n  1, # one\n\n  # a comment line\n  2,\r\n  3,\n]\nb = 4\n");
+    Dsv3TomlValue *root =
+        parse_ok("a = [\n  1, # one\n\n  # a comment line\n  2,\r\n  3,\n]\nb = 4\n");
     const Dsv3TomlValue *a = get(root, "a", DSV3_TOML_ARRAY);
     assert_int_equal(a->array.count, 3);
     assert_int_equal(a->line, 1);
@@ -409,7 +416,8 @@ static void test_large_array(void **state) {
     (void)state;
     char text[8192] = "v = [";
     size_t used = strlen(text);
-    for (int i = 0; i < 1000; i++) used += (size_t)snprintf(text + used, sizeof text - used, "%d,", i);
+    for (int i = 0; i < 1000; i++)
+        used += (size_t)snprintf(text + used, sizeof text - used, "%d,", i);
     snprintf(text + used, sizeof text - used, "]");
     Dsv3TomlValue *root = parse_single(text, DSV3_TOML_ARRAY);
     const Dsv3TomlValue *v = get(root, "v", DSV3_TOML_ARRAY);
@@ -449,8 +457,10 @@ static void test_nesting_at_the_bound(void **state) {
     (void)state;
     // "v" is at depth 1 and each '[' adds one: 64 levels is the deepest allowed.
     char text[256] = "v = ";
-    for (int i = 0; i < 64; i++) strcat(text, "[");
-    for (int i = 0; i < 64; i++) strcat(text, "]");
+    for (int i = 0; i < 64; i++)
+        strcat(text, "[");
+    for (int i = 0; i < 64; i++)
+        strcat(text, "]");
     Dsv3TomlValue *root = parse_single(text, DSV3_TOML_ARRAY);
     dsv3_toml_free(root);
 }
@@ -458,7 +468,8 @@ static void test_nesting_at_the_bound(void **state) {
 static void test_key_nesting_at_the_bound(void **state) {
     (void)state;
     char text[512] = "";
-    for (int i = 0; i < 63; i++) strcat(text, "a.");
+    for (int i = 0; i < 63; i++)
+        strcat(text, "a.");
     strcat(text, "b = 1\n");
     Dsv3TomlValue *root = parse_ok(text);
     dsv3_toml_free(root);
@@ -499,7 +510,8 @@ static void test_job_config(void **state) {
     assert_int_equal(get_int(train, "steps"), 1000);
     assert_true(get_float(train, "lr") == 3e-4);
     assert_string_equal(get_str(get(train, "log", DSV3_TOML_TABLE), "path"), "runs/tiny\tlog");
-    const Dsv3TomlValue *mesh = get(get(root, "parallel", DSV3_TOML_TABLE), "mesh", DSV3_TOML_ARRAY);
+    const Dsv3TomlValue *mesh =
+        get(get(root, "parallel", DSV3_TOML_TABLE), "mesh", DSV3_TOML_ARRAY);
     assert_int_equal(mesh->array.count, 2);
     assert_int_equal(mesh->line, 19);
     dsv3_toml_free(root);
@@ -639,7 +651,8 @@ static void test_rejects_bad_headers(void **state) {
     (void)state;
     expect_error("[a\nx = 1\n", 1, "expected ']' to close the table header, found end of line");
     expect_error("[a b]\n", 1, "expected ']'");
-    expect_error("[a] x = 1\n", 1, "expected the end of the line after the table header, found 'x'");
+    expect_error("[a] x = 1\n", 1,
+                 "expected the end of the line after the table header, found 'x'");
 }
 
 static void test_rejects_unterminated_strings(void **state) {
@@ -692,10 +705,10 @@ static void test_rejects_invalid_utf8(void **state) {
     (void)state;
     expect_error("a = \"\xff\"\n", 1, "invalid UTF-8 (byte 0xFF)");
     expect_error("a = 1\n# \xc3\x28\n", 2, "invalid UTF-8");
-    expect_error("a = \"\xc0\xaf\"", 1, "invalid UTF-8"); // overlong '/'
-    expect_error("a = \"\xed\xa0\x80\"", 1, "invalid UTF-8"); // encoded surrogate
+    expect_error("a = \"\xc0\xaf\"", 1, "invalid UTF-8");         // overlong '/'
+    expect_error("a = \"\xed\xa0\x80\"", 1, "invalid UTF-8");     // encoded surrogate
     expect_error("a = \"\xf4\x90\x80\x80\"", 1, "invalid UTF-8"); // beyond U+10FFFF
-    expect_error("a = \"\xe2\x82\"", 1, "invalid UTF-8"); // cut short
+    expect_error("a = \"\xe2\x82\"", 1, "invalid UTF-8");         // cut short
 }
 
 static void test_rejects_trailing_garbage(void **state) {
@@ -772,17 +785,21 @@ static void test_rejects_bad_inline_tables(void **state) {
 static void test_rejects_deep_nesting(void **state) {
     (void)state;
     char text[512] = "v = ";
-    for (int i = 0; i < 65; i++) strcat(text, "[");
+    for (int i = 0; i < 65; i++)
+        strcat(text, "[");
     expect_error(text, 1, "values nest deeper than 64 levels");
     strcpy(text, "v = ");
-    for (int i = 0; i < 65; i++) strcat(text, "{a=");
+    for (int i = 0; i < 65; i++)
+        strcat(text, "{a=");
     expect_error(text, 1, "deeper than 64 levels");
     strcpy(text, "");
-    for (int i = 0; i < 64; i++) strcat(text, "a.");
+    for (int i = 0; i < 64; i++)
+        strcat(text, "a.");
     strcat(text, "b = 1\n");
     expect_error(text, 1, "more than 64 dotted parts");
     strcpy(text, "[");
-    for (int i = 0; i < 63; i++) strcat(text, "a.");
+    for (int i = 0; i < 63; i++)
+        strcat(text, "a.");
     strcat(text, "b]\nc = 1\n");
     expect_error(text, 2, "nests deeper than 64 levels");
 }
