@@ -11,9 +11,10 @@ DSV3_RUN_PACKAGES=(gcc g++ make pkg-config meson ninja-build openmpi-bin libopen
 # ... to plot a run's metrics (run/plot.sh) ...
 DSV3_PLOT_PACKAGES=(python3 python3-matplotlib)
 # ... and to test it: CMocka, the PyTorch reference (Debian's CPU torch), a venv for PyPI
-# packages, clang and its runtime for the libFuzzer harnesses, matplotlib for run/plot.sh.
+# packages, clang and its runtime for the libFuzzer harnesses, matplotlib for run/plot.sh,
+# clang-format for the formatting check.
 DSV3_TEST_PACKAGES=(libcmocka-dev python3 python3-venv python3-numpy python3-torch clang
-    libclang-rt-dev python3-matplotlib)
+    libclang-rt-dev python3-matplotlib clang-format)
 
 dsv3_log() { printf '[dsv3] %s\n' "$*"; }
 dsv3_die() { printf '[dsv3] error: %s\n' "$*" >&2; exit 1; }

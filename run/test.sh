@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test suite:
-#   ./run/test.sh              unit, mpi, e2e (and cuda, skipped without a GPU), then the unit
-#                              suite again under AddressSanitizer + UBSan, then a short fuzz run
+#   ./run/test.sh              the formatting check (clang-format), unit, mpi, e2e (and cuda,
+#                              skipped without a GPU), then the unit suite again under
+#                              AddressSanitizer + UBSan, then a short fuzz run
 #   ./run/test.sh --suite unit only the given meson suite(s) of the main build
 # FUZZ_SECONDS (default 60) bounds the fuzz run; 0 skips it.
 set -euo pipefail
@@ -11,6 +12,12 @@ dsv3_ensure_packages "${DSV3_RUN_PACKAGES[@]}" "${DSV3_TEST_PACKAGES[@]}"
 dsv3_ensure_venv
 export PATH="$DSV3_VENV/bin:$PATH" # the reference scripts run on the venv's python
 dsv3_mpi_env
+
+# Formatting first: the C and CUDA sources follow .clang-format exactly.
+dsv3_log "checking the formatting of the C and CUDA sources (.clang-format)"
+mapfile -t sources < <(cd "$DSV3_ROOT" && find common kernels roles tests -name '*.[ch]' -o -name '*.cu' | sort)
+(cd "$DSV3_ROOT" && clang-format --dry-run --Werror "${sources[@]}") ||
+    dsv3_die "the files above are not formatted: run clang-format -i on them"
 
 dsv3_ensure_build "$DSV3_BUILD_DIR" -Dcuda=auto
 results=()
