@@ -78,21 +78,32 @@ static Dsv3Err agree(const Dsv3Launch *launch, int ok, int *all_ok) {
 
 // ---- save ----
 
+// Which of its boxes a stage rank writes (tensors.h): data-parallel replicas hold the same
+// shards, and so do the dp_shard × cp ranks of a store that does not shard over them.
+static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, Dsv3Model *m) {
+    const Dsv3StageCoord *c = &launch->topology.coord;
+    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
+    int fsdp_sharded = st->n_groups > 0 && st->groups[0].spec.fsdp > 1;
+    int first_of_fsdp = c->dp_shard == 0 && c->cp == 0;
+    return (Dsv3CkptWriters){.shard_writer =
+                                 c->dp_replicate == 0 && (fsdp_sharded || first_of_fsdp),
+                             .stage_lead = c->dp_replicate == 0 && first_of_fsdp && c->tp == 0,
+                             .tp_rank = c->tp};
+}
+
 // Stage rank: writes its shards; returns its description (counted; "" when it owns nothing).
 static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const SaveCommand *cmd,
                            const char *dir, char **description) {
     const Dsv3Config *cfg = &launch->config;
-    const Dsv3StageCoord *c = &launch->topology.coord;
-    // Today every stage rank holds every tensor whole: data-parallel rank 0 writes them.
-    int owner = c->dp_replicate == 0 && c->dp_shard == 0 && c->cp == 0 && c->tp == 0 && c->pp == 0;
     Dsv3Dtype dtype = DSV3_DTYPE_F32;
     if (cmd->model_only) DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &dtype));
+    Dsv3CkptWriters writers = writers_of(launch, m);
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_build(&t, &launch->model, m));
-    Dsv3Err err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t, owner,
+    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
+    Dsv3Err err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t,
                                                !cmd->model_only, dtype, cmd->step, description);
     dsv3_ckpt_tensors_free(&t);
-    if (err == DSV3_OK && owner) maybe_kill("shards", cmd->step);
+    if (err == DSV3_OK && launch->topology.stage_index == 0) maybe_kill("shards", cmd->step);
     return err;
 }
 
@@ -343,9 +354,11 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
     return DSV3_OK;
 }
 
+// Stage rank: reads its own boxes, whatever layout wrote the checkpoint (or HF files).
 static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const LoadCommand *cmd) {
+    Dsv3CkptWriters writers = writers_of(launch, m);
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_build(&t, &launch->model, m));
+    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
     Dsv3Err err = DSV3_OK;
     if (cmd->source == LOAD_HF) {
         err = dsv3_hf_load(cmd->path, &launch->model, &t);

@@ -3,8 +3,8 @@
 // With checkpoint.enable, the state after step s is saved to <dump_folder>/<folder>/step-s
 // when s is a multiple of checkpoint.interval and after the last step (model only, in
 // checkpoint.export_dtype, with last_save_model_only). A save: the coordinator makes
-// step-s.tmp/ and tells every rank (one broadcast per step); every stage rank that owns
-// tensors (today data-parallel rank 0, holding them whole) writes its shard files, the
+// step-s.tmp/ and tells every rank (one broadcast per step); every stage rank writes the boxes
+// of the tensors it is the first holder of (tensors.h: each element once) into its shard files, the
 // coordinator writes train_state.json and config.toml; all ranks agree it worked
 // (all-reduce); the coordinator gathers the shard descriptions, writes the virtual-dataset
 // index files (model.h5, optimizer.h5) and the manifest, renames the folder, and removes
@@ -15,6 +15,7 @@
 // and the step, from which the data position, LR and AdamW's step counter follow. Otherwise
 // checkpoint.initial_load_path, a checkpoint folder (step-N or a converted one; the model
 // only unless initial_load_model_only = false) or, with initial_load_in_hf, an HF folder.
+// Every rank reads its own boxes, so any layout loads what any other layout wrote.
 // Loading verifies the manifest (files, sizes; CRC-32s split over the stage ranks) first.
 // The coordinator uses non-blocking collectives and waits idly; stage ranks use the same
 // non-blocking collectives (blocking ones would not match).

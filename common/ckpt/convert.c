@@ -106,7 +106,7 @@ Dsv3Err dsv3_convert_from_hf(const char *hf_dir, const char *out_dir, const Dsv3
     char tmp[DSV3_CKPT_PATH_CAPACITY];
     DSV3_CALL(begin_output(out_dir, tmp));
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_build(&t, &args, NULL));
+    DSV3_CALL(dsv3_ckpt_tensors_of_model(&t, &args));
     Dsv3Manifest m = {.step = 0};
     snprintf(m.kind, sizeof m.kind, "model");
     Dsv3Err err = write_model_file(hf_dir, tmp, cfg, &args, &t);
@@ -332,7 +332,7 @@ Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3C
     Dsv3Dtype dtype;
     DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &dtype));
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_build(&t, &args, NULL));
+    DSV3_CALL(dsv3_ckpt_tensors_of_model(&t, &args));
     HfTensor *h = NULL;
     int64_t n = 0;
     char tmp[DSV3_CKPT_PATH_CAPACITY];

@@ -25,10 +25,29 @@ typedef struct {
     int64_t n_files;
     Dsv3Safetensors **files;
     uint8_t **seen; // per tensor: one flag per expert (stacked) or one
-    float *buffer;  // the current tensor as float32
-    uint8_t *raw;   // FP8 bytes of the current tensor
+    float *buffer;  // the rows of the current HF tensor that the box needs, as float32
+    float *part;    // the box's part of them (its columns)
+    uint8_t *raw;   // FP8 bytes of those rows
     float *scale;
 } Reader;
+
+// The part of one HF tensor (rows × cols, row-major) that a box needs: rows [row0, row0 +
+// rows) and columns [col0, col0 + cols).
+typedef struct {
+    int64_t row0, rows, col0, cols;
+} Part;
+
+// The part of an HF tensor (of want_ndim dims) that target t's box needs;
+// `stacked`: x is one expert's row of t. rows = 0 when the box needs nothing of it.
+static Part part_of(const Dsv3CkptTensor *t, int stacked, int64_t expert, int want_ndim) {
+    const int64_t *start = t->box.start + (stacked ? 1 : 0);
+    const int64_t *count = t->box.count + (stacked ? 1 : 0);
+    Part p = {.row0 = start[0], .rows = count[0], .cols = want_ndim > 1 ? count[1] : 1};
+    if (want_ndim > 1) p.col0 = start[1];
+    if (stacked && (expert < t->box.start[0] || expert >= t->box.start[0] + t->box.count[0]))
+        p.rows = 0;
+    return p;
+}
 
 static void join(char *out, size_t cap, const char *dir, const char *name) {
     if (snprintf(out, cap, "%s/%s", dir, name) >= (int)cap) out[0] = '\0';
@@ -154,10 +173,12 @@ static const Dsv3SafetensorsTensor *find_any(const Reader *r, const char *name, 
     return NULL;
 }
 
-// Reads one HF tensor (already matched to `target`) as float32 into r->buffer.
-static Dsv3Err read_tensor(Reader *r, int64_t k, const Dsv3SafetensorsTensor *x, const char *name) {
+// Reads rows [row0, row0 + rows) of HF tensor x (its width `width` elements) as float32 into
+// r->buffer.
+static Dsv3Err read_rows(Reader *r, int64_t k, const Dsv3SafetensorsTensor *x, const char *name,
+                         int64_t row0, int64_t rows, int64_t width) {
     if (x->dtype != DSV3_DTYPE_F8_E4M3)
-        return dsv3_safetensors_read_f32(r->files[k], x, r->buffer, 0, x->numel);
+        return dsv3_safetensors_read_f32(r->files[k], x, r->buffer, row0 * width, rows * width);
     char scale_name[DSV3_HF_NAME_CAPACITY + 16];
     snprintf(scale_name, sizeof scale_name, "%s%s", name, DSV3_HF_SCALE_SUFFIX);
     int64_t ks = 0;
@@ -168,16 +189,33 @@ static Dsv3Err read_tensor(Reader *r, int64_t k, const Dsv3SafetensorsTensor *x,
                "%s: F8_E4M3 tensor %s and its scale must be 2-D",
                dsv3_safetensors_source(r->files[k]), name);
     DSV3_CALL(dsv3_fp8_check_scale_shape(name, x->shape[0], x->shape[1], s->shape[0], s->shape[1]));
-    DSV3_CALL(dsv3_alloc((void **)&r->raw, (size_t)x->numel, "FP8 weight"));
+    DSV3_CALL(dsv3_alloc((void **)&r->raw, (size_t)(rows * width), "FP8 weight rows"));
     Dsv3Err err = dsv3_alloc((void **)&r->scale, (size_t)s->numel * sizeof(float), "FP8 scale");
-    if (err == DSV3_OK) err = dsv3_safetensors_read(r->files[k], x, r->raw, 0, (uint64_t)x->numel);
-    if (err == DSV3_OK) err = dsv3_safetensors_read_f32(r->files[ks], s, r->scale, 0, s->numel);
     if (err == DSV3_OK)
-        dsv3_fp8_dequantize_rows(r->buffer, r->raw, r->scale, 0, x->shape[0], x->shape[1]);
+        err = dsv3_safetensors_read(r->files[k], x, r->raw, (uint64_t)(row0 * width),
+                                    (uint64_t)(rows * width));
+    if (err == DSV3_OK) err = dsv3_safetensors_read_f32(r->files[ks], s, r->scale, 0, s->numel);
+    if (err == DSV3_OK) dsv3_fp8_dequantize_rows(r->buffer, r->raw, r->scale, row0, rows, width);
     dsv3_free(r->raw);
     dsv3_free(r->scale);
     r->raw = NULL, r->scale = NULL;
     return err;
+}
+
+// Reads the part of HF tensor x that the box needs and delivers it, box-shaped, to the sink.
+static Dsv3Err deliver(Reader *r, int64_t k, const Dsv3SafetensorsTensor *x,
+                       const Dsv3CkptTensor *target, int64_t expert, const Part *p, Dsv3HfSink sink,
+                       void *arg) {
+    int64_t width = x->ndim > 1 ? x->shape[1] : 1;
+    DSV3_CALL(read_rows(r, k, x, x->name, p->row0, p->rows, width));
+    const float *data = r->buffer;
+    if (p->cols != width) { // the box has some columns only (a row-wise tensor-parallel piece)
+        for (int64_t i = 0; i < p->rows; i++)
+            memcpy(r->part + i * p->cols, r->buffer + i * width + p->col0,
+                   (size_t)p->cols * sizeof(float));
+        data = r->part;
+    }
+    return sink(target, expert, data, p->rows * p->cols, arg);
 }
 
 static Dsv3Err take(Reader *r, int64_t k, const Dsv3SafetensorsTensor *x, Dsv3HfSink sink,
@@ -224,8 +262,9 @@ static Dsv3Err take(Reader *r, int64_t k, const Dsv3SafetensorsTensor *x, Dsv3Hf
     DSV3_CHECK(!*seen, DSV3_ERR_USAGE, "%s: tensor %s appears twice in the checkpoint", src,
                x->name);
     *seen = 1;
-    DSV3_CALL(read_tensor(r, k, x, x->name));
-    return sink(target, stacked ? n.expert : -1, r->buffer, x->numel, arg);
+    Part p = part_of(target, stacked, n.expert, (int)want_ndim);
+    if (p.rows == 0) return DSV3_OK; // outside this rank's box
+    return deliver(r, k, x, target, stacked ? n.expert : -1, &p, sink, arg);
 }
 
 // Every model tensor was delivered; missing expert biases become zeros.
@@ -241,8 +280,9 @@ static Dsv3Err check_complete(Reader *r, Dsv3HfSink sink, void *arg) {
             if (x->is_bias) {
                 DSV3_LOG_INFO("%s: no %s; the expert bias of layer %" PRId64 " starts at zero",
                               r->dir, hf, x->layer);
-                memset(r->buffer, 0, (size_t)x->numel * sizeof(float));
-                DSV3_CALL(sink(x, -1, r->buffer, x->numel, arg));
+                int64_t numel = dsv3_box_numel(&x->box, x->ndim);
+                memset(r->buffer, 0, (size_t)numel * sizeof(float));
+                if (numel) DSV3_CALL(sink(x, -1, r->buffer, numel, arg));
                 continue;
             }
             DSV3_RAISE(DSV3_ERR_USAGE, "%s lacks %s (the model's %s)", r->dir, hf, x->fqn);
@@ -254,14 +294,25 @@ static Dsv3Err check_complete(Reader *r, Dsv3HfSink sink, void *arg) {
 static Dsv3Err read_all(Reader *r, Dsv3HfSink sink, void *arg) {
     DSV3_CALL(check_config(r));
     DSV3_CALL(open_files(r));
-    int64_t largest = 1;
+    // The buffers hold the largest box rows of one HF tensor (full width) and their part.
+    int64_t largest_rows = 1, largest_part = 1;
     for (int64_t i = 0; i < r->t->count; i++) {
         const Dsv3CkptTensor *x = &r->t->items[i];
-        int64_t rows = dsv3_hf_fqn_is_stacked(x->fqn) ? x->shape[0] : 1;
-        DSV3_CALL(dsv3_calloc((void **)&r->seen[i], (size_t)rows, 1, "HF tensor flags"));
-        if (x->numel / rows > largest) largest = x->numel / rows;
+        int stacked = dsv3_hf_fqn_is_stacked(x->fqn);
+        int64_t experts = stacked ? x->shape[0] : 1;
+        DSV3_CALL(dsv3_calloc((void **)&r->seen[i], (size_t)experts, 1, "HF tensor flags"));
+        int64_t per_row = 1, part = x->box.count[stacked ? 1 : 0];
+        for (int d = (stacked ? 1 : 0) + 1; d < x->ndim; d++) {
+            per_row *= x->shape[d];
+            part *= x->box.count[d];
+        }
+        int64_t rows = x->box.count[stacked ? 1 : 0] * per_row;
+        if (rows > largest_rows) largest_rows = rows;
+        if (part > largest_part) largest_part = part;
     }
-    DSV3_CALL(dsv3_alloc((void **)&r->buffer, (size_t)largest * sizeof(float), "HF tensor buffer"));
+    DSV3_CALL(
+        dsv3_alloc((void **)&r->buffer, (size_t)largest_rows * sizeof(float), "HF tensor rows"));
+    DSV3_CALL(dsv3_alloc((void **)&r->part, (size_t)largest_part * sizeof(float), "HF box part"));
     int64_t skipped = 0;
     for (int64_t k = 0; k < r->n_files; k++) {
         size_t count = 0;
@@ -289,6 +340,7 @@ Dsv3Err dsv3_hf_read(const char *dir, const Dsv3ModelArgs *args, const Dsv3CkptT
         dsv3_free(r.seen[i]);
     dsv3_free(r.seen);
     dsv3_free(r.buffer);
+    dsv3_free(r.part);
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
     return DSV3_OK;
 }
@@ -297,7 +349,9 @@ static Dsv3Err copy_sink(const Dsv3CkptTensor *t, int64_t expert, const float *d
                          void *arg) {
     (void)arg;
     DSV3_ASSERT(t->data);
-    memcpy(t->data + (expert >= 0 ? expert * numel : 0), data, (size_t)numel * sizeof(float));
+    // A stacked expert weight's box holds whole experts from box.start[0] on.
+    int64_t at = expert >= 0 ? (expert - t->box.start[0]) * numel : 0;
+    memcpy(t->data + at, data, (size_t)numel * sizeof(float));
     return DSV3_OK;
 }
 

@@ -50,16 +50,18 @@ static Dsv3Err write_shard(const char *dir, const char *relative, const Dsv3Ckpt
     Dsv3Err err = dsv3_h5_attr_write_int(file, path, "step", step);
     for (int64_t i = 0; i < t->count && err == DSV3_OK; i++) {
         const Dsv3CkptTensor *x = &t->items[i];
+        if (!x->writes || dsv3_box_numel(&x->box, x->ndim) == 0) continue;
         for (Kind k = first; k <= last && err == DSV3_OK; k++) {
             if (k != KIND_MODEL && x->is_bias) continue; // buffers have no optimizer state
             Dsv3Dtype dtype = k == KIND_MODEL && !x->is_bias ? model_dtype : DSV3_DTYPE_F32;
             char name[DSV3_FQN_CAPACITY + 16];
             dataset_name(name, sizeof name, k, x->fqn);
-            int64_t start[DSV3_PARAM_MAX_DIMS] = {0};
+            // The shard file's dataset is the box itself; the description places it.
+            int64_t origin[DSV3_PARAM_MAX_DIMS] = {0};
             hid_t dset = -1;
-            err = dsv3_h5_dataset_create(&dset, file, path, name, dtype, x->ndim, x->shape);
+            err = dsv3_h5_dataset_create(&dset, file, path, name, dtype, x->ndim, x->box.count);
             if (err == DSV3_OK)
-                err = dsv3_h5_write_box(dset, path, name, dtype, x->ndim, start, x->shape,
+                err = dsv3_h5_write_box(dset, path, name, dtype, x->ndim, origin, x->box.count,
                                         kind_data(x, k));
             if (dset >= 0) H5Dclose(dset);
             if (err != DSV3_OK) break;
@@ -68,8 +70,8 @@ static Dsv3Err write_shard(const char *dir, const char *relative, const Dsv3Ckpt
             json_object_object_add(d, "name", json_object_new_string(name));
             json_object_object_add(d, "dtype", json_object_new_string(dsv3_dtype_name(dtype)));
             json_object_object_add(d, "shape", int_array(x->ndim, x->shape));
-            json_object_object_add(d, "start", int_array(x->ndim, start));
-            json_object_object_add(d, "count", int_array(x->ndim, x->shape));
+            json_object_object_add(d, "start", int_array(x->ndim, x->box.start));
+            json_object_object_add(d, "count", int_array(x->ndim, x->box.count));
             json_object_object_add(d, "file", json_object_new_string(relative));
             json_object_array_add(datasets, d);
         }
@@ -87,9 +89,16 @@ static Dsv3Err write_shard(const char *dir, const char *relative, const Dsv3Ckpt
     return DSV3_OK;
 }
 
+// Whether the rank writes anything (a rank that writes nothing makes no shard file).
+static int writes_any(const Dsv3CkptTensors *t) {
+    for (int64_t i = 0; i < t->count; i++)
+        if (t->items[i].writes && dsv3_box_numel(&t->items[i].box, t->items[i].ndim) > 0) return 1;
+    return 0;
+}
+
 Dsv3Err dsv3_ckpt_store_write_shards(const char *dir, int64_t shard, const Dsv3CkptTensors *t,
-                                     int owner, int with_optimizer, Dsv3Dtype model_dtype,
-                                     int64_t step, char **description) {
+                                     int with_optimizer, Dsv3Dtype model_dtype, int64_t step,
+                                     char **description) {
     *description = NULL;
     json_object *root = json_object_new_object(), *files = json_object_new_array(),
                 *datasets = json_object_new_array();
@@ -97,7 +106,7 @@ Dsv3Err dsv3_ckpt_store_write_shards(const char *dir, int64_t shard, const Dsv3C
     json_object_object_add(root, "files", files);
     json_object_object_add(root, "datasets", datasets);
     Dsv3Err err = DSV3_OK;
-    if (owner) {
+    if (writes_any(t)) {
         char relative[64];
         snprintf(relative, sizeof relative, "%s/model-s%05" PRId64 ".h5", SHARDS, shard);
         err = write_shard(dir, relative, t, KIND_MODEL, KIND_MODEL, model_dtype, step, files,
@@ -339,12 +348,11 @@ static Dsv3Err read_file(const char *dir, const Dsv3CkptTensors *t, Kind first, 
             if (k != KIND_MODEL && x->is_bias) continue;
             char name[DSV3_FQN_CAPACITY + 16];
             dataset_name(name, sizeof name, k, x->fqn);
-            int64_t start[DSV3_PARAM_MAX_DIMS] = {0};
             hid_t dset = -1;
             err = dsv3_h5_dataset_open(&dset, file, path, name, x->ndim, x->shape,
                                        k != KIND_MODEL || x->is_bias);
-            if (err == DSV3_OK)
-                err = dsv3_h5_read_box(dset, path, name, x->ndim, start, x->shape,
+            if (err == DSV3_OK && dsv3_box_numel(&x->box, x->ndim) > 0)
+                err = dsv3_h5_read_box(dset, path, name, x->ndim, x->box.start, x->box.count,
                                        (float *)kind_data(x, k));
             if (dset >= 0) H5Dclose(dset);
         }

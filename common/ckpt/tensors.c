@@ -1,4 +1,4 @@
-// tensors: parameters and expert biases of a model as one flat list, in group order.
+// tensors: a model's or a rank's checkpoint tensors as one flat list, in group order.
 #include "tensors.h"
 
 #include <inttypes.h>
@@ -16,57 +16,93 @@ const char *dsv3_ckpt_shape_text(int ndim, const int64_t *shape, char out[96]) {
     return out;
 }
 
-Dsv3Err dsv3_ckpt_tensors_build(Dsv3CkptTensors *out, const Dsv3ModelArgs *args, Dsv3Model *model) {
+static Dsv3Box whole_box(int ndim, const int64_t *shape) {
+    Dsv3Box b = {0};
+    for (int d = 0; d < ndim; d++)
+        b.count[d] = shape[d];
+    return b;
+}
+
+// A parameter's entry: its global shape and the box of its shard.
+static void param_entry(Dsv3CkptTensor *t, const Dsv3ParamGroup *g, const Dsv3Param *p) {
+    snprintf(t->fqn, sizeof t->fqn, "%s", p->fqn);
+    t->ndim = p->ndim;
+    memcpy(t->shape, p->shape, sizeof t->shape);
+    t->numel = p->numel;
+    t->layer = g->layer_id;
+    t->box = p->box;
+}
+
+// The expert bias of MoE layer `layer`: whole.
+static void bias_entry(Dsv3CkptTensor *t, const Dsv3ModelArgs *args, int64_t layer) {
+    snprintf(t->fqn, sizeof t->fqn, "layers.%" PRId64 "." DSV3_EXPERT_BIAS_SUFFIX, layer);
+    t->ndim = 1;
+    t->shape[0] = t->numel = args->num_experts;
+    t->layer = layer;
+    t->is_bias = 1;
+    t->box = whole_box(1, t->shape);
+}
+
+// Room for every group's slots and one bias per layer.
+static Dsv3Err alloc_items(Dsv3CkptTensors *out, int n_groups, int64_t n_layers) {
     memset(out, 0, sizeof *out);
-    int n_groups = (int)args->n_layers + 2;
-    Dsv3ParamGroup *layouts = NULL, *groups = NULL;
-    if (model) {
-        int n = 0;
-        groups = dsv3_model_groups(model, &n);
-        DSV3_ASSERT(n == n_groups);
-    } else {
-        DSV3_CALL(
-            dsv3_calloc((void **)&layouts, (size_t)n_groups, sizeof *layouts, "parameter layouts"));
-        dsv3_param_group_layout(&layouts[0], args, DSV3_GROUP_EMBEDDING, -1);
-        for (int64_t l = 0; l < args->n_layers; l++)
-            dsv3_param_group_layout(&layouts[1 + l], args, DSV3_GROUP_LAYER, l);
-        dsv3_param_group_layout(&layouts[n_groups - 1], args, DSV3_GROUP_HEAD, -1);
-        groups = layouts;
-    }
-    int64_t capacity = (int64_t)n_groups * (DSV3_PARAM_SLOT_COUNT + 1);
-    Dsv3Err err = dsv3_calloc((void **)&out->items, (size_t)capacity, sizeof *out->items,
-                              "checkpoint tensor list");
+    int64_t capacity = (int64_t)n_groups * DSV3_PARAM_SLOT_COUNT + n_layers;
+    return dsv3_calloc((void **)&out->items, (size_t)(capacity ? capacity : 1), sizeof *out->items,
+                       "checkpoint tensor list");
+}
+
+Dsv3Err dsv3_ckpt_tensors_of_model(Dsv3CkptTensors *out, const Dsv3ModelArgs *args) {
+    Dsv3StageRange whole = dsv3_stage_range_whole(args);
+    int n_groups = dsv3_param_stage_group_count(args, &whole);
+    Dsv3ParamGroup *groups = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&groups, (size_t)n_groups, sizeof *groups, "parameter layouts"));
+    Dsv3Err err = dsv3_param_stage_groups(args, &whole, &dsv3_shard_none, groups);
+    if (err == DSV3_OK) err = alloc_items(out, n_groups, args->n_layers);
     for (int g = 0; g < n_groups && err == DSV3_OK; g++) {
-        Dsv3ParamGroup *grp = &groups[g];
+        const Dsv3ParamGroup *grp = &groups[g];
+        for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
+            if (!grp->params[s].numel) continue;
+            Dsv3CkptTensor *t = &out->items[out->count++];
+            param_entry(t, grp, &grp->params[s]);
+            t->writes = 1;
+        }
+        if (grp->kind == DSV3_GROUP_LAYER && grp->moe) {
+            bias_entry(&out->items[out->count++], args, grp->layer_id);
+            out->items[out->count - 1].writes = 1;
+        }
+    }
+    dsv3_free(groups);
+    if (err != DSV3_OK) dsv3_ckpt_tensors_free(out);
+    return err;
+}
+
+Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
+                                  const Dsv3CkptWriters *writers) {
+    const Dsv3ModelArgs *args = dsv3_model_args(model);
+    const Dsv3ParamStore *st = dsv3_model_services(model)->params;
+    DSV3_CALL(alloc_items(out, st->n_groups, args->n_layers));
+    for (int g = 0; g < st->n_groups; g++) {
+        const Dsv3ParamGroup *grp = &st->groups[g];
+        const Dsv3ParamShard *sh = &st->shards[g];
         for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
             const Dsv3Param *p = &grp->params[s];
             if (!p->numel) continue;
             Dsv3CkptTensor *t = &out->items[out->count++];
-            snprintf(t->fqn, sizeof t->fqn, "%s", p->fqn);
-            t->ndim = p->ndim;
-            memcpy(t->shape, p->shape, sizeof t->shape);
-            t->numel = p->numel;
-            t->layer = grp->kind == DSV3_GROUP_LAYER ? grp->layer_id : -1;
-            if (model) {
-                t->data = grp->data + p->offset;
-                t->exp_avg = grp->adam_m + p->offset;
-                t->exp_avg_sq = grp->adam_v + p->offset;
-            }
+            param_entry(t, grp, p);
+            int replicated_over_tp = p->tp == DSV3_TP_REPLICATE || grp->spec.tp == 1;
+            t->writes = writers->shard_writer && (!replicated_over_tp || writers->tp_rank == 0);
+            t->data = sh->data + p->shard_offset;
+            t->exp_avg = sh->adam_m + p->shard_offset;
+            t->exp_avg_sq = sh->adam_v + p->shard_offset;
         }
         if (grp->kind == DSV3_GROUP_LAYER && grp->moe) {
             Dsv3CkptTensor *t = &out->items[out->count++];
-            snprintf(t->fqn, sizeof t->fqn, "layers.%" PRId64 "." DSV3_EXPERT_BIAS_SUFFIX,
-                     grp->layer_id);
-            t->ndim = 1;
-            t->shape[0] = t->numel = args->num_experts;
-            t->layer = grp->layer_id;
-            t->is_bias = 1;
-            if (model) t->data = dsv3_model_expert_bias(model, grp->layer_id);
+            bias_entry(t, args, grp->layer_id);
+            t->writes = writers->stage_lead;
+            t->data = dsv3_model_expert_bias(model, grp->layer_id);
         }
     }
-    dsv3_free(layouts);
-    if (err != DSV3_OK) dsv3_ckpt_tensors_free(out);
-    return err;
+    return DSV3_OK;
 }
 
 void dsv3_ckpt_tensors_free(Dsv3CkptTensors *t) {

@@ -1,10 +1,13 @@
-// tensors: the list of a model's checkpoint tensors — every parameter under its torchtitan FQN
-// and every MoE layer's expert bias (layers.L.moe.expert_bias, (E)) — with their global
-// shapes and, for a live model, where this rank keeps their values and AdamW moments.
+// tensors: the list of a checkpoint's tensors — every parameter under its torchtitan FQN and
+// every MoE layer's expert bias (layers.L.moe.expert_bias, (E)) — with their global shapes
+// and, for a training rank, the box of each tensor that the rank holds and where it keeps its
+// values and AdamW moments.
 //
-// Built from the model arguments alone (shapes, no memory: conversion tools) or from a
-// Dsv3Model (buffers too). A rank that holds a slice of a tensor will describe it by a box in
-// the global shape (today every stage rank holds every tensor whole). No I/O, no MPI.
+// Built from the model arguments alone (every tensor whole, no memory: conversion tools) or
+// from a rank's model (its parameter store's groups, laid out from the parameter table, and
+// its stage's expert biases). Each box of a checkpoint is written by exactly one rank (the
+// `writes` flag: Dsv3CkptWriters says which rank that is); every rank reads its own boxes,
+// whatever layout wrote the checkpoint. No I/O, no MPI.
 #ifndef DSV3_CKPT_TENSORS_H
 #define DSV3_CKPT_TENSORS_H
 
@@ -17,11 +20,13 @@
 typedef struct {
     char fqn[DSV3_FQN_CAPACITY];
     int ndim;
-    int64_t shape[DSV3_PARAM_MAX_DIMS];
-    int64_t numel;
+    int64_t shape[DSV3_PARAM_MAX_DIMS]; // global
+    int64_t numel;                      // global
     int64_t layer;                      // -1 outside layers
     int is_bias;                        // an expert bias: a buffer, no optimizer state
-    float *data, *exp_avg, *exp_avg_sq; // this rank's values (NULL without a model)
+    Dsv3Box box;                        // the part this rank holds (the whole tensor for tools)
+    int writes;                         // this rank writes `box` into a checkpoint
+    float *data, *exp_avg, *exp_avg_sq; // box-shaped values and moments (NULL without a model)
 } Dsv3CkptTensor;
 
 typedef struct {
@@ -29,8 +34,23 @@ typedef struct {
     Dsv3CkptTensor *items;
 } Dsv3CkptTensors;
 
-// The tensors of a model with these arguments; with `model`, also their buffers.
-Dsv3Err dsv3_ckpt_tensors_build(Dsv3CkptTensors *out, const Dsv3ModelArgs *args, Dsv3Model *model);
+// Which of its boxes a rank writes, so that every element is written once: ranks that hold the
+// same parameter shards (data-parallel replicas, and the dp_shard × cp ranks while the store
+// does not shard over them) and the tensor-parallel ranks of a tensor tp does not cut hold
+// equal copies, and only the first writes.
+typedef struct {
+    int shard_writer; // the first of the ranks holding this rank's shards
+    int stage_lead;   // the first rank of the pipeline stage (writes the expert biases)
+    int64_t tp_rank;  // tensors replicated over tp are written by tp rank 0
+} Dsv3CkptWriters;
+
+// Every tensor of a model with these arguments, whole, without buffers; writes = 1.
+Dsv3Err dsv3_ckpt_tensors_of_model(Dsv3CkptTensors *out, const Dsv3ModelArgs *args);
+
+// The tensors of a rank's model: the boxes of its store's groups (values, moments) and the
+// expert biases of its stage, with `writers` deciding the writes flags.
+Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
+                                  const Dsv3CkptWriters *writers);
 
 void dsv3_ckpt_tensors_free(Dsv3CkptTensors *t);
 

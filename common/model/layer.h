@@ -23,6 +23,7 @@
 
 #include "common/core/arena.h"
 #include "common/core/error.h"
+#include "common/model/experts.h"
 #include "common/model/model_args.h"
 #include "common/model/params.h"
 #include "kernels/kernels.h"
@@ -35,13 +36,14 @@ typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 
 // Shared by every layer of a model for one micro-batch shape.
 typedef struct {
-    int64_t B, T;          // micro-batch: B sequences of T tokens
-    const float *rope_cos; // (T, R/2)
-    const float *rope_sin; // (T, R/2)
-    float softmax_scale;   // Dqk^-0.5, × mscale² with YaRN
-    const int32_t *doc;    // (B, T) document ids for block-causal masks, or NULL (causal)
+    const Dsv3KernelContext *kernels; // the backend every op runs on
+    int64_t B, T;                     // micro-batch: B sequences of T tokens
+    const float *rope_cos;            // (T, R/2)
+    const float *rope_sin;            // (T, R/2)
+    float softmax_scale;              // Dqk^-0.5, × mscale² with YaRN
+    const int32_t *doc; // (B, T) document ids for block-causal masks, or NULL (causal)
     Dsv3RouterArgs router;
-    struct Dsv3Experts *experts;
+    Dsv3Experts *experts; // the routed experts of the MoE layers
 } Dsv3LayerContext;
 
 typedef struct {
@@ -103,21 +105,6 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
                                   int64_t B, int64_t T);
-
-// Routed experts, reached through this interface so that they can be local or on expert
-// servers. h1, h3 are the saved activations of a local implementation (others ignore them).
-typedef struct Dsv3Experts Dsv3Experts;
-struct Dsv3Experts {
-    // ys (M, D) for xs (M, D), rows grouped by expert as offsets (E + 1) say.
-    Dsv3Err (*forward)(Dsv3Experts *self, const Dsv3ParamGroup *g, float *ys, float *h1, float *h3,
-                       const float *xs, const int64_t *offsets);
-    // dxs (M, D) written; expert weight gradients added.
-    Dsv3Err (*backward)(Dsv3Experts *self, Dsv3ParamGroup *g, float *dxs, const float *dys,
-                        const float *xs, const float *h1, const float *h3, const int64_t *offsets);
-};
-
-// Experts computed on this rank from the layer's own parameter group.
-extern Dsv3Experts dsv3_local_experts;
 
 // out (N, D) = the block applied to x (N, D); x is copied into acts->x (unless it is
 // acts->x). acts->counts holds this micro-batch's tokens per expert for MoE layers.

@@ -1,4 +1,5 @@
-// model: the stage's forward/backward over its groups and layers. Legend as in model.h.
+// model: one pipeline stage's forward and backward over its layers, through its services.
+// Legend as in model.h; L the stage's layers.
 #include "model.h"
 
 #include <float.h>
@@ -12,91 +13,138 @@
 // torchtitan's final norm is nn.RMSNorm(dim) without eps: torch.finfo(float32).eps.
 static const float FINAL_NORM_EPS = FLT_EPSILON;
 
+// What one micro-batch in flight keeps between its forward and its backward.
+typedef struct {
+    int32_t *tokens;     // (N) first stage: the forward's tokens
+    int32_t *doc;        // (N) document ids, or NULL (causal)
+    Dsv3LayerActs *acts; // (L) per layer; acts[0].x is the stage input
+    float *last;         // (N, D) the last layer's output: the stage output
+    float *final_rstd;   // (N) last stage
+    float *final_out;    // (N, D) last stage: after the final norm
+} Slot;
+
 struct Dsv3Model {
     Dsv3ModelArgs args;
     Dsv3ModelOptions opt;
-    int n_groups;
-    Dsv3ParamGroup *groups;      // embedding, layers, head
-    float **expert_bias;         // per layer: (E) or NULL (dense layers)
-    int64_t **tokens_per_expert; // per layer: (E) or NULL
+    Dsv3ModelServices services;
+    Dsv3StageRange range; // the store's
+    int group_embedding;  // store group indices, or -1
+    int group_head;
+    int *group_layer;            // (L)
+    float **expert_bias;         // (L) per layer: (E) or NULL (dense layers)
+    int64_t **tokens_per_expert; // (L) per layer: (E) or NULL
     Dsv3Arena arena;             // activations, scratch, tables
-    Dsv3LayerActs *acts;         // per layer
+    Slot *slots;                 // (opt.slots)
     Dsv3LayerActs shared;        // recomputation buffers of checkpointed layers
     Dsv3LayerScratch scratch;
     Dsv3LayerContext ctx;
-    int32_t *tokens;   // (N) of the last forward
-    float *last;       // (N, D) output of the last layer
-    float *final_rstd; // (N)
-    float *final_out;  // (N, D) after the final norm
-    float *dfinal;     // (N, D)
-    float *dh;         // (N, D) gradient flowing down the layers
+    float *dfinal;               // (N, D) last stage
+    float *dh;                   // (N, D) gradient flowing down the layers
+    struct LocalServices *local; // dsv3_model_create_local's services, owned by the model
 };
+
+// The services of a whole model on one process (dsv3_model_create_local). They live at fixed
+// addresses (the model and the experts point into them), hence their own allocation.
+typedef struct LocalServices {
+    Dsv3KernelContext kernels;
+    void *workspace;
+    Dsv3ParamStore *store;
+    Dsv3LocalExperts experts;
+} LocalServices;
 
 static Dsv3AcMode layer_mode(const Dsv3ModelOptions *o, int64_t layer) {
     if (o->ac_every > 0) return (layer + 1) % o->ac_every == 0 ? DSV3_AC_FULL : DSV3_AC_NONE;
     return o->ac_mode;
 }
 
+static int64_t n_tokens(const Dsv3Model *m) { return m->opt.batch * m->opt.seq_len; }
+
+static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
+    const Dsv3ModelArgs *a = &m->args;
+    int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
+    Dsv3Arena *arena = &m->arena;
+    if (m->range.first) DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->tokens, N, "tokens"));
+    if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL)
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->doc, N, "document ids"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->acts, L, "layer activations"));
+    for (int64_t i = 0; i < L; i++) {
+        int64_t layer = m->range.first_layer + i;
+        DSV3_CALL(dsv3_layer_acts_create(&s->acts[i], arena, layer_mode(&m->opt, layer), &m->shared,
+                                         a, layer >= a->n_dense_layers, B, T));
+    }
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->last, N * D, "stage output"));
+    if (m->range.last) {
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->final_rstd, N, "final norm rstd"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->final_out, N * D, "final norm output"));
+    }
+    return DSV3_OK;
+}
+
+// The store's group of (kind, layer), which the stage must have.
+static Dsv3Err find_group(const Dsv3Model *m, Dsv3GroupKind kind, int64_t layer, int *out) {
+    *out = dsv3_param_store_find(m->services.params, kind, layer);
+    DSV3_CHECK(*out >= 0, DSV3_ERR_USAGE,
+               "model: the parameter store has no %s group for layer %" PRId64
+               " of this stage (layers %" PRId64 "-%" PRId64 ")",
+               dsv3_group_kind_name(kind), layer, m->range.first_layer,
+               m->range.first_layer + m->range.n_layers - 1);
+    return DSV3_OK;
+}
+
 static Dsv3Err create_state(Dsv3Model *m) {
     const Dsv3ModelArgs *a = &m->args;
-    int64_t L = a->n_layers, B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
+    int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
     int64_t R = a->qk_rope_head_dim;
     Dsv3Arena *arena = &m->arena;
-    m->n_groups = (int)L + 2;
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->groups, m->n_groups, "parameter groups"));
-    DSV3_CALL(dsv3_param_group_create(&m->groups[0], a, DSV3_GROUP_EMBEDDING, -1));
-    for (int64_t l = 0; l < L; l++)
-        DSV3_CALL(dsv3_param_group_create(&m->groups[1 + l], a, DSV3_GROUP_LAYER, l));
-    DSV3_CALL(dsv3_param_group_create(&m->groups[L + 1], a, DSV3_GROUP_HEAD, -1));
-    for (int g = 0; g < m->n_groups; g++)
-        dsv3_param_group_init(&m->groups[g], a, m->opt.seed);
-
+    m->group_embedding = m->group_head = -1;
+    if (m->range.first) DSV3_CALL(find_group(m, DSV3_GROUP_EMBEDDING, -1, &m->group_embedding));
+    if (m->range.last) DSV3_CALL(find_group(m, DSV3_GROUP_HEAD, -1, &m->group_head));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->group_layer, L, "layer group table"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->expert_bias, L, "expert bias table"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->tokens_per_expert, L, "token count table"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->acts, L, "layer activations"));
-    int any_checkpointed = 0;
-    for (int64_t l = 0; l < L; l++)
-        any_checkpointed |= layer_mode(&m->opt, l) != DSV3_AC_NONE;
+    int any_checkpointed = 0, any_moe = 0;
+    for (int64_t i = 0; i < L; i++) {
+        int64_t layer = m->range.first_layer + i;
+        DSV3_CALL(find_group(m, DSV3_GROUP_LAYER, layer, &m->group_layer[i]));
+        any_checkpointed |= layer_mode(&m->opt, layer) != DSV3_AC_NONE;
+        if (layer < a->n_dense_layers) continue;
+        any_moe = 1;
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->expert_bias[i], a->num_experts, "expert bias"));
+        DSV3_CALL(
+            DSV3_ARENA_ARRAY(arena, m->tokens_per_expert[i], a->num_experts, "tokens per expert"));
+    }
+    DSV3_CHECK(!any_moe || m->services.experts, DSV3_ERR_USAGE,
+               "model: layers %" PRId64 "-%" PRId64 " include MoE layers but no experts service "
+               "was given",
+               m->range.first_layer, m->range.first_layer + L - 1);
     if (any_checkpointed)
         DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1, B, T));
-    for (int64_t l = 0; l < L; l++) {
-        int moe = m->groups[1 + l].moe;
-        DSV3_CALL(dsv3_layer_acts_create(&m->acts[l], arena, layer_mode(&m->opt, l), &m->shared, a,
-                                         moe, B, T));
-        if (!moe) continue;
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->expert_bias[l], a->num_experts, "expert bias"));
-        DSV3_CALL(
-            DSV3_ARENA_ARRAY(arena, m->tokens_per_expert[l], a->num_experts, "tokens per expert"));
-    }
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->slots, m->opt.slots, "activation slots"));
+    for (int64_t k = 0; k < m->opt.slots; k++)
+        DSV3_CALL(create_slot(m, &m->slots[k]));
     DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, T));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->tokens, N, "tokens"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->last, N * D, "last layer output"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->final_rstd, N, "final norm rstd"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->final_out, N * D, "final norm output"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dfinal, N * D, "final norm gradient"));
+    if (m->range.last) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dfinal, N * D, "final norm gradient"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dh, N * D, "hidden gradient"));
 
     // Shared context: RoPE tables for positions 0 … T-1, softmax scale, router settings.
     float *cos = NULL, *sin = NULL;
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, cos, T * R / 2, "rope cos"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, sin, T * R / 2, "rope sin"));
-    DSV3_CALL(dsv3_rope_tables(cos, sin, T, R, a->rope_theta, a->rope_factor, a->beta_fast,
+    const Dsv3KernelContext *k = m->services.kernels;
+    DSV3_CALL(dsv3_rope_tables(k, cos, sin, T, R, a->rope_theta, a->rope_factor, a->beta_fast,
                                a->beta_slow, a->original_seq_len));
     double scale = 1.0 / sqrt((double)(a->qk_nope_head_dim + a->qk_rope_head_dim));
     if (T > a->original_seq_len) { // YaRN's attention temperature
         double mscale = 0.1 * a->mscale * log(a->rope_factor) + 1.0;
         scale *= mscale * mscale;
     }
-    int32_t *doc = NULL;
-    if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL)
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, doc, N, "document ids"));
     m->ctx = (Dsv3LayerContext){
+        .kernels = k,
         .B = B,
         .T = T,
         .rope_cos = cos,
         .rope_sin = sin,
         .softmax_scale = (float)scale,
-        .doc = doc,
         .router = {.num_experts = a->num_experts,
                    .top_k = a->top_k,
                    .num_groups = a->num_expert_groups,
@@ -104,22 +152,69 @@ static Dsv3Err create_state(Dsv3Model *m) {
                    .sigmoid = a->score_func == DSV3_SCORE_SIGMOID,
                    .route_norm = a->route_norm,
                    .route_scale = (float)a->route_scale},
-        .experts = &dsv3_local_experts,
+        .experts = m->services.experts,
     };
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt) {
+static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelServices *services) {
+    DSV3_CHECK(opt->batch > 0 && opt->seq_len > 0 && opt->loss_chunk > 0 && opt->slots > 0,
+               DSV3_ERR_USAGE,
+               "model batch (%" PRId64 "), seq_len (%" PRId64 "), loss chunk (%" PRId64
+               ") and activation slots (%" PRId64 ") must be positive",
+               opt->batch, opt->seq_len, opt->loss_chunk, opt->slots);
+    DSV3_CHECK(services->kernels && services->params && services->collectives, DSV3_ERR_USAGE,
+               "model: the kernel context, the parameter store and the collectives are required");
+    const Dsv3StageRange *r = &services->params->range;
+    DSV3_CHECK(r->dense && r->n_layers >= 1, DSV3_ERR_USAGE,
+               "model: the parameter store holds no layers of a stage (dense %d, %" PRId64
+               " layers)",
+               r->dense, r->n_layers);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3ModelArgs *args,
+                                   const Dsv3ModelOptions *opt, size_t *bytes) {
+    int64_t N = opt->batch * opt->seq_len;
+    Dsv3OpShape shape = {.N = N,
+                         .D = args->dim,
+                         .V = args->vocab_size,
+                         .B = opt->batch,
+                         .T = opt->seq_len,
+                         .H = args->n_heads,
+                         .Dqk = args->qk_nope_head_dim + args->qk_rope_head_dim,
+                         .Dv = args->v_head_dim,
+                         .E = args->num_experts,
+                         .K = args->top_k,
+                         .M = N * args->top_k,
+                         .F = args->moe_inter_dim,
+                         .chunk = opt->loss_chunk};
+    *bytes = 0;
+    for (int op = 0; op < DSV3_OP_COUNT; op++) {
+        size_t need = 0;
+        DSV3_CALL(dsv3_workspace_bytes(kernels, op, &shape, &need));
+        if (need > *bytes) *bytes = need;
+    }
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
+                          const Dsv3ModelServices *services) {
     *out = NULL;
-    DSV3_CHECK(opt->batch > 0 && opt->seq_len > 0 && opt->loss_chunk > 0, DSV3_ERR_USAGE,
-               "model batch (%" PRId64 "), seq_len (%" PRId64 ") and loss chunk (%" PRId64
-               ") must be positive",
-               opt->batch, opt->seq_len, opt->loss_chunk);
+    DSV3_CALL(check_options(opt, services));
     DSV3_CALL(dsv3_model_args_validate(args));
+    size_t need = 0;
+    DSV3_CALL(dsv3_model_workspace_bytes(services->kernels, args, opt, &need));
+    DSV3_CHECK(services->kernels->workspace_bytes >= need, DSV3_ERR_USAGE,
+               "model: the kernel context's workspace has %zu bytes, the model's ops need %zu "
+               "(size it with dsv3_model_workspace_bytes)",
+               services->kernels->workspace_bytes, need);
     Dsv3Model *m = NULL;
     DSV3_CALL(dsv3_calloc((void **)&m, 1, sizeof *m, "model"));
     m->args = *args;
     m->opt = *opt;
+    m->services = *services;
+    m->range = services->params->range;
     Dsv3Err err = create_state(m);
     if (err != DSV3_OK) {
         dsv3_model_destroy(m);
@@ -129,106 +224,236 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     return DSV3_OK;
 }
 
+static void local_services_destroy(LocalServices *l) {
+    if (!l) return;
+    dsv3_param_store_destroy(l->store);
+    if (l->workspace) dsv3_memory_free(&l->kernels, l->workspace);
+    dsv3_kernel_context_destroy(&l->kernels);
+    dsv3_free(l);
+}
+
+static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *args,
+                                     const Dsv3ModelOptions *opt, uint64_t seed) {
+    LocalServices *l = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&l, 1, sizeof *l, "model services"));
+    *out = l;
+    Dsv3KernelContext *k = &l->kernels;
+    DSV3_CALL(dsv3_kernel_context_create(k, DSV3_BACKEND_CPU, -1));
+    size_t bytes = 0;
+    DSV3_CALL(dsv3_model_workspace_bytes(k, args, opt, &bytes));
+    if (bytes > 0) DSV3_CALL(dsv3_memory_alloc(k, &l->workspace, bytes, "kernel workspace"));
+    k->workspace = l->workspace;
+    k->workspace_bytes = bytes;
+    Dsv3StageRange whole = dsv3_stage_range_whole(args);
+    DSV3_CALL(dsv3_param_store_local_create(&l->store, k, args, &whole, seed));
+    dsv3_local_experts_init(&l->experts, l->store, k);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
+                                const Dsv3ModelOptions *opt, uint64_t seed) {
+    *out = NULL;
+    DSV3_CALL(dsv3_model_args_validate(args));
+    LocalServices *l = NULL;
+    Dsv3Err err = local_services_create(&l, args, opt, seed);
+    if (err == DSV3_OK) {
+        Dsv3ModelServices services = {.kernels = &l->kernels,
+                                      .params = l->store,
+                                      .collectives = &dsv3_collectives_local,
+                                      .experts = &l->experts.base};
+        err = dsv3_model_create(out, args, opt, &services);
+    }
+    if (err != DSV3_OK) {
+        local_services_destroy(l);
+        return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    }
+    (*out)->local = l;
+    return DSV3_OK;
+}
+
 void dsv3_model_destroy(Dsv3Model *m) {
     if (!m) return;
-    for (int g = 0; g < m->n_groups && m->groups; g++)
-        dsv3_param_group_destroy(&m->groups[g]);
     dsv3_arena_destroy(&m->arena);
+    local_services_destroy(m->local);
     dsv3_free(m);
 }
 
 const Dsv3ModelArgs *dsv3_model_args(const Dsv3Model *m) { return &m->args; }
 
-Dsv3ParamGroup *dsv3_model_groups(Dsv3Model *m, int *count) {
-    *count = m->n_groups;
-    return m->groups;
-}
+const Dsv3ModelServices *dsv3_model_services(const Dsv3Model *m) { return &m->services; }
 
 Dsv3Param *dsv3_model_find(Dsv3Model *m, const char *fqn) {
-    for (int g = 0; g < m->n_groups; g++)
-        for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
-            Dsv3Param *p = &m->groups[g].params[s];
-            if (p->numel && strcmp(p->fqn, fqn) == 0) return p;
-        }
-    return NULL;
+    return dsv3_param_store_find_fqn(m->services.params, fqn, NULL);
 }
 
-float *dsv3_model_expert_bias(Dsv3Model *m, int64_t layer) { return m->expert_bias[layer]; }
+// Index of `layer` among the stage's layers, or -1.
+static int64_t local_layer(const Dsv3Model *m, int64_t layer) {
+    int64_t i = layer - m->range.first_layer;
+    return i >= 0 && i < m->range.n_layers ? i : -1;
+}
+
+float *dsv3_model_expert_bias(Dsv3Model *m, int64_t layer) {
+    int64_t i = local_layer(m, layer);
+    return i < 0 ? NULL : m->expert_bias[i];
+}
 
 int64_t *dsv3_model_tokens_per_expert(Dsv3Model *m, int64_t layer) {
-    return m->tokens_per_expert[layer];
+    int64_t i = local_layer(m, layer);
+    return i < 0 ? NULL : m->tokens_per_expert[i];
 }
 
-// Document ids as torchtitan's get_document_mask_mod: a position belongs to the document
-// that the last EOS before it closed; the EOS itself ends its own document.
-static void document_ids(int32_t *doc, const int32_t *tokens, int64_t B, int64_t T, int32_t eos) {
-    for (int64_t b = 0; b < B; b++) {
-        int32_t id = 0;
-        for (int64_t t = 0; t < T; t++) {
-            doc[b * T + t] = id;
-            if (tokens[b * T + t] == eos) id++;
-        }
-    }
+static Dsv3Err acquire(Dsv3Model *m, int g, Dsv3ParamUse use) {
+    Dsv3ParamStore *st = m->services.params;
+    return st->ops->acquire(st, g, use);
 }
 
-Dsv3Err dsv3_model_forward(Dsv3Model *m, const int32_t *tokens) {
+// Releases group g after `use`; after a backward, first hands its gradients over.
+static Dsv3Err release(Dsv3Model *m, int g, Dsv3ParamUse use) {
+    Dsv3ParamStore *st = m->services.params;
+    if (use == DSV3_PARAM_USE_BACKWARD) DSV3_CALL(st->ops->reduce(st, g));
+    return st->ops->release(st, g, use);
+}
+
+static Dsv3Err check_slot(const Dsv3Model *m, int64_t slot) {
+    DSV3_CHECK(slot >= 0 && slot < m->opt.slots, DSV3_ERR_USAGE,
+               "model: activation slot %" PRId64 " outside [0, %" PRId64 ")", slot, m->opt.slots);
+    return DSV3_OK;
+}
+
+// The stage input into the slot: embedded tokens (and their document ids) on the first stage,
+// the previous stage's activations and document ids on the others.
+static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
+    const Dsv3KernelContext *k = m->services.kernels;
     const Dsv3ModelArgs *a = &m->args;
-    int64_t N = m->opt.batch * m->opt.seq_len, L = a->n_layers;
-    for (int64_t n = 0; n < N; n++)
-        DSV3_CHECK(tokens[n] >= 0 && tokens[n] < a->vocab_size, DSV3_ERR_USAGE,
-                   "token %" PRId32 " at position %" PRId64 " of the micro-batch is outside the "
-                   "vocabulary [0, %" PRId64 ")",
-                   tokens[n], n, a->vocab_size);
-    memcpy(m->tokens, tokens, (size_t)N * sizeof *tokens);
-    if (m->ctx.doc)
-        document_ids((int32_t *)m->ctx.doc, tokens, m->opt.batch, m->opt.seq_len, m->opt.eos_id);
-    DSV3_CALL(dsv3_embedding_forward(m->acts[0].x, tokens,
-                                     m->groups[0].params[DSV3_P_TOK_EMBEDDINGS].data, N, a->dim,
-                                     a->vocab_size));
-    for (int64_t l = 0; l < L; l++) {
-        float *out = l + 1 < L ? m->acts[l + 1].x : m->last;
-        DSV3_CALL(dsv3_layer_forward(out, m->acts[l].x, &m->acts[l], &m->groups[1 + l], a,
-                                     m->expert_bias[l], &m->ctx, &m->scratch));
-        if (m->tokens_per_expert[l])
-            for (int64_t e = 0; e < a->num_experts; e++)
-                m->tokens_per_expert[l][e] += m->acts[l].counts[e];
+    int64_t B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
+    if (m->range.first) {
+        DSV3_CHECK(in->tokens, DSV3_ERR_USAGE, "model: the first stage's forward needs tokens");
+        DSV3_CALL(dsv3_tokens_check(k, in->tokens, N, a->vocab_size));
+        DSV3_CALL(dsv3_memory_copy(k, s->tokens, in->tokens, (size_t)N * sizeof *s->tokens,
+                                   DSV3_COPY_DEVICE_TO_DEVICE));
+        if (s->doc) DSV3_CALL(dsv3_document_ids(k, s->doc, s->tokens, B, T, m->opt.eos_id));
+        DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_FORWARD));
+        const Dsv3ParamGroup *emb = &m->services.params->groups[m->group_embedding];
+        DSV3_CALL(dsv3_embedding_forward(k, DSV3_TENSOR_F32, s->acts[0].x, s->tokens,
+                                         emb->params[DSV3_P_TOK_EMBEDDINGS].data, N, D,
+                                         a->vocab_size));
+        return release(m, m->group_embedding, DSV3_PARAM_USE_FORWARD);
     }
-    const Dsv3ParamGroup *head = &m->groups[L + 1];
-    DSV3_CALL(dsv3_rmsnorm_forward(m->final_out, m->final_rstd, m->last,
+    DSV3_CHECK(in->x && (in->doc || !s->doc), DSV3_ERR_USAGE,
+               "model: a later stage's forward needs the previous stage's activations%s",
+               s->doc ? " and document ids" : "");
+    DSV3_CALL(dsv3_memory_copy(k, s->acts[0].x, in->x, (size_t)(N * D) * sizeof(float),
+                               DSV3_COPY_DEVICE_TO_DEVICE));
+    if (s->doc)
+        DSV3_CALL(dsv3_memory_copy(k, s->doc, in->doc, (size_t)N * sizeof *s->doc,
+                                   DSV3_COPY_DEVICE_TO_DEVICE));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in) {
+    DSV3_CALL(check_slot(m, slot));
+    const Dsv3ModelArgs *a = &m->args;
+    const Dsv3KernelContext *k = m->services.kernels;
+    int64_t L = m->range.n_layers, N = n_tokens(m);
+    Slot *s = &m->slots[slot];
+    DSV3_CALL(take_input(m, s, in));
+    m->ctx.doc = s->doc;
+    for (int64_t i = 0; i < L; i++) {
+        float *out = i + 1 < L ? s->acts[i + 1].x : s->last;
+        int g = m->group_layer[i];
+        DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_FORWARD));
+        DSV3_CALL(dsv3_layer_forward(out, s->acts[i].x, &s->acts[i], &m->services.params->groups[g],
+                                     a, m->expert_bias[i], &m->ctx, &m->scratch));
+        DSV3_CALL(release(m, g, DSV3_PARAM_USE_FORWARD));
+        if (m->tokens_per_expert[i])
+            DSV3_CALL(dsv3_counts_accumulate(k, m->tokens_per_expert[i], s->acts[i].counts,
+                                             a->num_experts));
+    }
+    if (!m->range.last) return DSV3_OK;
+    DSV3_CALL(acquire(m, m->group_head, DSV3_PARAM_USE_FORWARD));
+    const Dsv3ParamGroup *head = &m->services.params->groups[m->group_head];
+    DSV3_CALL(dsv3_rmsnorm_forward(k, DSV3_TENSOR_F32, s->final_out, s->final_rstd, s->last,
                                    head->params[DSV3_P_NORM].data, N, a->dim, FINAL_NORM_EPS));
-    return DSV3_OK;
+    return release(m, m->group_head, DSV3_PARAM_USE_FORWARD);
 }
 
-Dsv3Err dsv3_model_logits(Dsv3Model *m, float *logits) {
-    int64_t N = m->opt.batch * m->opt.seq_len;
-    const Dsv3Param *output = &m->groups[m->args.n_layers + 1].params[DSV3_P_OUTPUT];
-    return dsv3_linear_forward(logits, m->final_out, output->data, N, m->args.dim,
-                               m->args.vocab_size);
+const float *dsv3_model_output(const Dsv3Model *m, int64_t slot) {
+    return slot >= 0 && slot < m->opt.slots ? m->slots[slot].last : NULL;
 }
 
-Dsv3Err dsv3_model_backward(Dsv3Model *m, const int32_t *labels, float grad_scale, double *loss_sum,
-                            int64_t *n_labels) {
+const int32_t *dsv3_model_doc(const Dsv3Model *m, int64_t slot) {
+    return slot >= 0 && slot < m->opt.slots ? m->slots[slot].doc : NULL;
+}
+
+Dsv3Err dsv3_model_logits(Dsv3Model *m, int64_t slot, float *logits) {
+    DSV3_CALL(check_slot(m, slot));
+    DSV3_CHECK(m->range.last, DSV3_ERR_USAGE, "model: logits exist on the last stage only");
+    DSV3_CALL(acquire(m, m->group_head, DSV3_PARAM_USE_FORWARD));
+    const Dsv3Param *output = &m->services.params->groups[m->group_head].params[DSV3_P_OUTPUT];
+    DSV3_CALL(dsv3_linear_forward(m->services.kernels, DSV3_TENSOR_F32, logits,
+                                  m->slots[slot].final_out, output->data, n_tokens(m), m->args.dim,
+                                  m->args.vocab_size));
+    return release(m, m->group_head, DSV3_PARAM_USE_FORWARD);
+}
+
+// Last stage: the loss of the slot's labels and, unless grad_scale is 0, the gradient of the
+// last layer's output into m->dh.
+static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, double *loss_sum,
+                             int64_t *n_labels) {
+    const Dsv3KernelContext *k = m->services.kernels;
     const Dsv3ModelArgs *a = &m->args;
-    int64_t N = m->opt.batch * m->opt.seq_len, L = a->n_layers, D = a->dim;
-    *n_labels = 0;
-    for (int64_t n = 0; n < N; n++)
-        *n_labels += labels[n] != DSV3_IGNORE_INDEX;
-    Dsv3ParamGroup *head = &m->groups[L + 1];
+    int64_t N = n_tokens(m), D = a->dim;
+    DSV3_CHECK(grad->labels, DSV3_ERR_USAGE, "model: the last stage's backward needs labels");
+    DSV3_CALL(dsv3_labels_count(k, n_labels, grad->labels, N));
+    int train = grad->grad_scale != 0.0f;
+    Dsv3ParamUse use = train ? DSV3_PARAM_USE_BACKWARD : DSV3_PARAM_USE_FORWARD;
+    DSV3_CALL(acquire(m, m->group_head, use));
+    Dsv3ParamGroup *head = &m->services.params->groups[m->group_head];
     Dsv3Param *output = &head->params[DSV3_P_OUTPUT], *norm = &head->params[DSV3_P_NORM];
-    int train = grad_scale != 0.0f;
-    *loss_sum = 0;
-    DSV3_CALL(dsv3_cross_entropy(loss_sum, train ? m->dfinal : NULL, train ? output->grad : NULL,
-                                 m->final_out, output->data, labels, N, D, a->vocab_size,
-                                 grad_scale, m->opt.loss_chunk));
-    if (!train) return DSV3_OK;
-    DSV3_CALL(dsv3_rmsnorm_backward(m->dh, norm->grad, m->dfinal, m->last, norm->data,
-                                    m->final_rstd, N, D));
-    for (int64_t l = L - 1; l >= 0; l--)
-        DSV3_CALL(dsv3_layer_backward(m->dh, m->dh, &m->acts[l], &m->groups[1 + l], a,
-                                      m->expert_bias[l], &m->ctx, &m->scratch, &m->shared));
-    DSV3_CALL(dsv3_embedding_backward(m->groups[0].params[DSV3_P_TOK_EMBEDDINGS].grad, m->dh,
-                                      m->tokens, N, D, a->vocab_size));
-    return DSV3_OK;
+    DSV3_CALL(dsv3_cross_entropy(k, DSV3_TENSOR_F32, loss_sum, train ? m->dfinal : NULL,
+                                 train ? output->grad : NULL, s->final_out, output->data,
+                                 grad->labels, N, D, a->vocab_size, grad->grad_scale,
+                                 m->opt.loss_chunk));
+    if (train)
+        DSV3_CALL(dsv3_rmsnorm_backward(k, DSV3_TENSOR_F32, m->dh, norm->grad, m->dfinal, s->last,
+                                        norm->data, s->final_rstd, N, D));
+    return release(m, m->group_head, use);
 }
+
+Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *grad, double *loss_sum,
+                            int64_t *n_labels) {
+    DSV3_CALL(check_slot(m, slot));
+    const Dsv3KernelContext *k = m->services.kernels;
+    const Dsv3ModelArgs *a = &m->args;
+    int64_t L = m->range.n_layers, N = n_tokens(m), D = a->dim;
+    Slot *s = &m->slots[slot];
+    *loss_sum = 0;
+    *n_labels = 0;
+    if (m->range.last) {
+        DSV3_CALL(head_backward(m, s, grad, loss_sum, n_labels));
+        if (grad->grad_scale == 0.0f) return DSV3_OK; // evaluation: the loss only
+    } else {
+        DSV3_CHECK(grad->dout, DSV3_ERR_USAGE,
+                   "model: a non-last stage's backward needs the gradient of its output");
+        DSV3_CALL(dsv3_memory_copy(k, m->dh, grad->dout, (size_t)(N * D) * sizeof(float),
+                                   DSV3_COPY_DEVICE_TO_DEVICE));
+    }
+    m->ctx.doc = s->doc;
+    for (int64_t i = L - 1; i >= 0; i--) {
+        int g = m->group_layer[i];
+        DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_BACKWARD));
+        DSV3_CALL(dsv3_layer_backward(m->dh, m->dh, &s->acts[i], &m->services.params->groups[g], a,
+                                      m->expert_bias[i], &m->ctx, &m->scratch, &m->shared));
+        DSV3_CALL(release(m, g, DSV3_PARAM_USE_BACKWARD));
+    }
+    if (!m->range.first) return DSV3_OK;
+    DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD));
+    Dsv3ParamGroup *emb = &m->services.params->groups[m->group_embedding];
+    DSV3_CALL(dsv3_embedding_backward(k, DSV3_TENSOR_F32, emb->params[DSV3_P_TOK_EMBEDDINGS].grad,
+                                      m->dh, s->tokens, N, D, a->vocab_size));
+    return release(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD);
+}
+
+const float *dsv3_model_input_grad(const Dsv3Model *m) { return m->range.first ? NULL : m->dh; }
 
 int64_t dsv3_model_activation_bytes(const Dsv3Model *m) { return (int64_t)m->arena.bytes; }

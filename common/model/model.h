@@ -1,62 +1,131 @@
-// model: DeepSeek-V3 on one pipeline stage — embedding, layers, final norm, output head and
-// loss — with its parameters, expert-load state and activations.
+// model: DeepSeek-V3 on one pipeline stage — a range of layers, the embedding on the first
+// stage, the final norm, output head and loss on the last — over injected services.
 //
-// A model is built for one micro-batch shape (B sequences of T tokens). A training step is
-// any number of micro-batches (dsv3_model_forward, then dsv3_model_backward), which add up
-// parameter gradients and tokens per expert; the optimizer (train/optimizer.h) then uses and
-// clears them. This module holds a whole model (one stage); pipeline stages come later.
-// Legend: N = B × T, D dim, V vocab, E experts. No MPI here.
+// A model is built for one micro-batch shape (B sequences of T tokens) and a number of
+// activation slots: the micro-batches it can hold between their forward and their backward,
+// so that a pipeline schedule can run several forwards before the matching backwards. Forward
+// of the first stage takes tokens; forward of any other stage takes the previous stage's
+// output activations and the document ids that travel with them (block-causal masks).
+// Backward of the last stage takes labels and computes the loss; backward of any other stage
+// takes the gradient of its output (from the next stage) and leaves the gradient of its input
+// (for the previous stage). A training step is any number of micro-batches, whose parameter
+// gradients and tokens per expert add up; the optimizer (train/optimizer.h) then uses and
+// clears them. With the whole model on one stage, forward(tokens) then backward(labels) is the
+// whole computation.
+//
+// The model owns activations and the expert-load state (expert biases and token counts of its
+// MoE layers) and no parameter memory. It reaches everything else through its services
+// (Dsv3ModelServices): the kernel context (backend, stream, workspace), the parameter store
+// (param_store.h: acquire a group before its forward or backward, release it after, hand its
+// gradients over after backward), the collectives on named groups (collectives.h: tensor and
+// context parallel layers call them) and the routed experts (experts.h). It has no MPI and no
+// CUDA of its own. Tensors handed in and out are in the kernel context's memory space.
+//
+// Legend: N = B × T, D dim, V vocab, E experts.
 #ifndef DSV3_MODEL_MODEL_H
 #define DSV3_MODEL_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/core/error.h"
+#include "common/model/collectives.h"
+#include "common/model/experts.h"
 #include "common/model/layer.h"
 #include "common/model/model_args.h"
+#include "common/model/param_store.h"
 #include "common/model/params.h"
+#include "kernels/kernels.h"
 
 typedef struct {
     int64_t batch, seq_len; // micro-batch shape
-    int32_t eos_id;         // document boundary of block-causal masks
+    int32_t eos_id;         // document boundary of block-causal masks (< 0: none)
     Dsv3AcMode ac_mode;     // none, op, or full (for every layer, or see ac_every)
     int64_t ac_every;       // > 0: full AC for layers with (id + 1) % ac_every == 0 only
     int64_t loss_chunk;     // tokens per chunk of the fused output head + loss
-    uint64_t seed;          // initialisation
+    int64_t slots;          // activation slots: micro-batches between forward and backward
 } Dsv3ModelOptions;
+
+// What the model calls. Owned by the caller, who keeps them alive as long as the model; the
+// store's range says which layers (and embedding, head) this stage runs.
+typedef struct {
+    const Dsv3KernelContext *kernels;
+    Dsv3ParamStore *params;
+    Dsv3Collectives *collectives;
+    Dsv3Experts *experts; // needed when the stage has MoE layers
+} Dsv3ModelServices;
 
 typedef struct Dsv3Model Dsv3Model;
 
-// Allocates and initialises (torchtitan's init, seeded) a whole model.
-Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt);
+// The workspace the model's ops need on `kernels` (the largest of dsv3_workspace_bytes over
+// its shapes): the caller sizes kernels->workspace with it before dsv3_model_create.
+Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3ModelArgs *args,
+                                   const Dsv3ModelOptions *opt, size_t *bytes);
+
+// Allocates a stage's activations for the store's range. The kernel context's workspace must
+// hold dsv3_model_workspace_bytes.
+Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
+                          const Dsv3ModelServices *services);
+
+// The whole model on this one process: a CPU kernel context, a local parameter store
+// initialised with `seed`, local experts and one-rank collectives, owned by the model.
+Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
+                                const Dsv3ModelOptions *opt, uint64_t seed);
+
+// Frees the activations (and the services of dsv3_model_create_local). NULL is allowed.
 void dsv3_model_destroy(Dsv3Model *m);
 
 const Dsv3ModelArgs *dsv3_model_args(const Dsv3Model *m);
+const Dsv3ModelServices *dsv3_model_services(const Dsv3Model *m);
 
-// Parameter groups: [0] embedding, [1 … n_layers] layers, [n_layers + 1] head.
-Dsv3ParamGroup *dsv3_model_groups(Dsv3Model *m, int *count);
-
-// The parameter with this FQN, or NULL.
+// The parameter with this FQN in this stage's store, or NULL.
 Dsv3Param *dsv3_model_find(Dsv3Model *m, const char *fqn);
 
-// Expert bias (E) and tokens per expert (E) accumulated since the last clear, of a MoE layer;
-// NULL for dense layers.
+// Expert bias (E) and tokens per expert (E) accumulated since the last clear, of MoE layer
+// `layer` of this stage; NULL for dense layers and layers of other stages.
 float *dsv3_model_expert_bias(Dsv3Model *m, int64_t layer);
 int64_t *dsv3_model_tokens_per_expert(Dsv3Model *m, int64_t layer);
 
-// Forward of one micro-batch: tokens (B, T), every id in [0, V) (else an error naming the
-// position). Keeps what backward needs; adds the micro-batch's tokens per expert.
-Dsv3Err dsv3_model_forward(Dsv3Model *m, const int32_t *tokens);
+// The input of a stage's forward: tokens (B, T) on the first stage, every id in [0, V) (else
+// an error naming the position); on the others x (N, D), the previous stage's output, and doc
+// (B, T), its document ids (NULL for causal masks).
+typedef struct {
+    const int32_t *tokens;
+    const float *x;
+    const int32_t *doc;
+} Dsv3StageInput;
 
-// Logits (N, V) of the last forward (for tests and evaluation).
-Dsv3Err dsv3_model_logits(Dsv3Model *m, float *logits);
+// Forward of one micro-batch into activation slot `slot` (in [0, slots)): keeps what backward
+// needs; adds the micro-batch's tokens per expert. Not the last stage: the output is then
+// dsv3_model_output (and dsv3_model_doc).
+Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in);
 
-// Loss and backward of the last forward: *loss_sum = Σ cross-entropy over labels (B, T) that
-// are not DSV3_IGNORE_INDEX, *n_labels their count; parameter gradients += the gradient of
-// grad_scale × loss_sum (grad_scale = 1 / labels in the whole global batch). With
-// grad_scale = 0 no backward runs (evaluation).
-Dsv3Err dsv3_model_backward(Dsv3Model *m, const int32_t *labels, float grad_scale, double *loss_sum,
+// A non-last stage's output (N, D) of slot's last forward, and its document ids (B, T) (NULL
+// for causal masks): valid until the slot's next forward.
+const float *dsv3_model_output(const Dsv3Model *m, int64_t slot);
+const int32_t *dsv3_model_doc(const Dsv3Model *m, int64_t slot);
+
+// Logits (N, V) of slot's last forward, last stage only (for tests and evaluation).
+Dsv3Err dsv3_model_logits(Dsv3Model *m, int64_t slot, float *logits);
+
+// The input of a stage's backward: on the last stage labels (B, T), DSV3_IGNORE_INDEX or in
+// [0, V), and grad_scale (1 / labels in the whole global batch; 0: the loss only, no
+// backward, for evaluation); on the others dout (N, D), the gradient of the stage's output.
+typedef struct {
+    const int32_t *labels;
+    float grad_scale;
+    const float *dout;
+} Dsv3StageGrad;
+
+// Backward of slot's micro-batch: parameter gradients handed to the store. The last stage
+// also returns *loss_sum = Σ cross-entropy over its labels and *n_labels their count (others
+// 0). Not the first stage: the gradient of the input is then dsv3_model_input_grad.
+Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *grad, double *loss_sum,
                             int64_t *n_labels);
+
+// A non-first stage's input gradient (N, D) from its last backward: valid until the next
+// backward of any slot.
+const float *dsv3_model_input_grad(const Dsv3Model *m);
 
 // Bytes of activations and scratch the model allocated (for memory reports).
 int64_t dsv3_model_activation_bytes(const Dsv3Model *m);

@@ -1,11 +1,14 @@
 // optimizer: the end of a training step on one rank — clip, expert-bias update, AdamW.
 //
 // Runs after the step's gradients (and tokens per expert) are complete on this rank, i.e.
-// after any data-parallel reduction. In torchtitan's order: the global L2 norm of all
-// gradients; every gradient scaled by min(1, max_norm / (norm + 1e-6)) (clip_grad_norm_);
-// the aux-loss-free bias update of every MoE layer, expert_bias += δ − mean(δ) with
-// δ = load_balance_coeff · sign(mean(n) − n) from the step's tokens per expert n; AdamW on
-// every parameter; gradients and token counts cleared for the next step.
+// after any data-parallel reduction, on what the rank owns: the flat shards of its parameter
+// store (param_store.h) and the expert biases of its stage's MoE layers. In torchtitan's order:
+// the global L2 norm of all gradients (this rank's share of its square comes from
+// dsv3_optimizer_grad_sum_squares; the caller sums the shares of all ranks); every gradient
+// scaled by min(1, max_norm / (norm + 1e-6)) (clip_grad_norm_); the aux-loss-free bias update
+// of every MoE layer, expert_bias += δ − mean(δ) with δ = load_balance_coeff · sign(mean(n) − n)
+// from the step's tokens per expert n; AdamW on every parameter; gradients and token counts
+// cleared for the next step. Every kernel runs through the model's kernel context.
 // No MPI here.
 #ifndef DSV3_TRAIN_OPTIMIZER_H
 #define DSV3_TRAIN_OPTIMIZER_H
@@ -25,8 +28,8 @@ typedef struct {
     int64_t step;    // 1-based, for AdamW's bias correction
 } Dsv3OptimizerStep;
 
-// Squared L2 norm of every gradient of the model, in double.
-double dsv3_optimizer_grad_sum_squares(Dsv3Model *m);
+// *sum_squares = the squared L2 norm of every gradient this rank owns, in double.
+Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares);
 
 // Clips with the global norm sqrt(sum_squares) (computed by the caller, possibly over several
 // ranks), updates expert biases, steps AdamW, clears gradients and counts.
