@@ -4,9 +4,28 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "common/core/alloc.h"
 #include "common/core/format.h"
 
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord) {
+    // FSDP sharding over dp_shard × cp is not implemented: those ranks hold whole pieces, as
+    // replicas, until a sharding parameter store lands.
+    return (Dsv3ShardSpec){.tp = dims->tp, .tp_rank = coord->tp, .fsdp = 1, .ep = 1};
+}
+
+// Elements of the flat shards of `range` laid out for `spec`.
+static Dsv3Err shard_elements(const Dsv3ModelArgs *args, const Dsv3StageRange *range,
+                              const Dsv3ShardSpec *spec, int64_t *out) {
+    int n = dsv3_param_stage_group_count(args, range);
+    Dsv3ParamGroup *groups = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&groups, (size_t)(n ? n : 1), sizeof *groups, "plan groups"));
+    Dsv3Err err = dsv3_param_stage_groups(args, range, spec, groups);
+    *out = 0;
+    for (int g = 0; g < n && err == DSV3_OK; g++)
+        *out += groups[g].shard_numel;
+    dsv3_free(groups);
+    return err;
+}
 
 Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims, int64_t job_rank,
                        Dsv3RankShare *out) {
@@ -32,25 +51,25 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims, 
     }
     DSV3_CALL(dsv3_layout_stage_layers(args->n_layers, dims->pp, out->pp_stage, &out->first_layer,
                                        &out->layer_count));
+    Dsv3StageRange range = {.first_layer = out->first_layer,
+                            .n_layers = out->layer_count,
+                            .first = out->pp_stage == 0,
+                            .last = out->pp_stage == dims->pp - 1};
+    Dsv3ShardSpec spec;
     if (out->role == DSV3_ROLE_EXPERT) {
         out->expert_count = args->num_experts / dims->ep;
         out->first_expert = out->ep_rank * out->expert_count;
-        for (int64_t l = out->first_layer; l < out->first_layer + out->layer_count; l++)
-            out->params += dsv3_model_layer_params(args, l).routed / dims->ep;
-        return DSV3_OK;
+        range.routed = 1;
+        spec = (Dsv3ShardSpec){.tp = 1, .fsdp = 1, .ep = dims->ep, .ep_rank = out->ep_rank};
+    } else {
+        out->has_embedding = range.first;
+        out->has_head = range.last;
+        out->fsdp_replicas = dims->dp_shard * dims->cp;
+        range.dense = 1;
+        range.routed = n_expert == 0;
+        spec = dsv3_plan_stage_spec(dims, &out->coord);
     }
-    // Stage rank: every flat buffer is split over the FSDP × TP group, padded to a multiple.
-    int64_t shards = dims->dp_shard * dims->cp * dims->tp;
-    out->has_embedding = out->pp_stage == 0;
-    out->has_head = out->pp_stage == dims->pp - 1;
-    for (int64_t l = out->first_layer; l < out->first_layer + out->layer_count; l++) {
-        Dsv3LayerParams p = dsv3_model_layer_params(args, l);
-        out->params += ceil_div(p.dense, shards);
-        if (n_expert == 0 && p.routed) out->params += ceil_div(p.routed, shards);
-    }
-    if (out->has_embedding) out->params += ceil_div(dsv3_model_embedding_params(args), shards);
-    if (out->has_head) out->params += ceil_div(dsv3_model_head_params(args), shards);
-    return DSV3_OK;
+    return shard_elements(args, &range, &spec, &out->params);
 }
 
 void dsv3_plan_describe(const Dsv3RankShare *s, char *out, size_t capacity) {
@@ -79,6 +98,9 @@ void dsv3_plan_describe(const Dsv3RankShare *s, char *out, size_t capacity) {
                  " of the MoE layers among %" PRId64 "-%" PRId64,
                  s->pp_stage, s->ep_rank, s->first_expert, s->first_expert + s->expert_count - 1,
                  s->first_layer, s->first_layer + s->layer_count - 1);
-    snprintf(out, capacity, "rank %" PRId64 ": %s; %s params: %s params, %s grads, %s optimizer",
-             s->job_rank, where, count, params, grads, optim);
+    snprintf(out, capacity, "rank %" PRId64 ": %s; %s params: %s params, %s grads, %s optimizer%s",
+             s->job_rank, where, count, params, grads, optim,
+             s->fsdp_replicas > 1 ? "; the same as the other dp_shard × cp ranks (FSDP sharding "
+                                    "is not implemented yet)"
+                                  : "");
 }

@@ -4,13 +4,13 @@
 // bytes of any job rank, without MPI and without allocating model memory, so that the plan of
 // a 671B job on thousands of ranks can be printed on a laptop.
 //
-// Ownership rules (DESIGN.md §2, §6): a pipeline stage's dense parameters (norms, attention,
-// dense FFNs, shared experts, routers; the embedding on the first stage, the final norm and
-// output head on the last) are split over its dp_shard × cp × tp ranks, one flat buffer per
-// layer padded to a multiple of that count, and replicated over dp_replicate. Routed experts
-// go to the stage's ep expert servers, num_experts / ep whole experts each; without expert
-// servers the stage ranks shard them like dense parameters. Master weights and gradients are
-// fp32; AdamW keeps two fp32 moments.
+// Every number comes from the parameter table (model/params.h) laid out as the rank's
+// parameter store lays it out (dsv3_plan_stage_spec): a pipeline stage's groups (the embedding
+// on the first stage, its layers, the final norm and output head on the last), each tensor
+// cut by tensor parallelism as torchtitan's plan says, replicated over dp_replicate and — until
+// FSDP sharding lands — over dp_shard × cp too. Routed experts go to the stage's ep expert
+// servers, num_experts / ep whole experts each, or stay with the stage ranks when the job has
+// none. Master weights and gradients are fp32; AdamW keeps two fp32 moments.
 #ifndef DSV3_COMM_PLAN_H
 #define DSV3_COMM_PLAN_H
 
@@ -20,6 +20,7 @@
 #include "common/core/error.h"
 #include "common/comm/layout.h"
 #include "common/model/model_args.h"
+#include "common/model/params.h"
 
 enum {
     DSV3_PLAN_PARAM_BYTES = 4,     // fp32 master weight
@@ -35,12 +36,16 @@ typedef struct {
     int64_t ep_rank;      // expert servers; -1 otherwise
     int64_t first_layer;  // stage ranks and expert servers: layers [first, first + count)
     int64_t layer_count;
-    int has_embedding;    // stage ranks of the first pipeline stage
-    int has_head;         // stage ranks of the last pipeline stage
-    int64_t first_expert; // expert servers: routed experts [first, first + count) of each
-    int64_t expert_count; //   MoE layer of their stage
-    int64_t params;       // parameter elements the rank owns
+    int has_embedding;     // stage ranks of the first pipeline stage
+    int has_head;          // stage ranks of the last pipeline stage
+    int64_t first_expert;  // expert servers: routed experts [first, first + count) of each
+    int64_t expert_count;  //   MoE layer of their stage
+    int64_t fsdp_replicas; // stage ranks: the dp_shard × cp ranks that hold the same shards
+    int64_t params;        // parameter elements the rank owns (its flat shards, padded)
 } Dsv3RankShare;
+
+// The shard spec of the stage rank at `coord`: how its parameter store lays out its groups.
+Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);
 
 // The share of job rank `job_rank` (0 = coordinator, then stage ranks, then expert servers)
 // in a job with resolved `dims`.
