@@ -1,6 +1,7 @@
-// plan: every rank's share adds up to the model. Shares of stage ranks cover each pipeline
-// stage's parameters exactly once per data-parallel replica (up to the padding of one element
-// per shard and flat buffer); expert servers split the routed experts exactly.
+// plan: every rank's share, from the parameter table as the rank's store lays it out, adds up
+// to the model: tensor parallelism cuts what torchtitan's plan cuts, the dp_shard × cp ranks
+// replicate (FSDP sharding is not implemented yet) and say so, expert servers split the routed
+// experts exactly.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,28 +63,56 @@ static void test_rank_outside_the_job_is_an_error(void **state) {
     dsv3_error_clear();
 }
 
-// Sums the shares of one data-parallel replica (dp_replicate coordinate 0) and of all expert
-// servers, and checks them against the model's counts.
+// Parameters of a stage that tensor parallelism does not cut (torchtitan's DeepSeek-V3 plan:
+// norms, wq_a, wkv_a and the router gate are replicated; routed experts too, when the stage
+// ranks hold them), written out independently of the parameter table.
+static int64_t replicated_over_tp(const Dsv3ModelArgs *a, int64_t first, int64_t count, int last,
+                                  int local_experts) {
+    int64_t D = a->dim, C = a->kv_lora_rank, R = a->qk_rope_head_dim, Q = a->q_lora_rank;
+    int64_t n = last ? D : 0; // the final norm
+    for (int64_t l = first; l < first + count; l++) {
+        n += 2 * D + (C + R) * D + C; // attention_norm, ffn_norm, wkv_a, kv_norm
+        if (Q > 0) n += Q * D + Q;    // wq_a, q_norm
+        if (l < a->n_dense_layers) continue;
+        n += a->num_experts * D; // the router gate
+        if (local_experts) n += 3 * a->num_experts * a->moe_inter_dim * D;
+    }
+    return n;
+}
+
+// The ranks with dp_replicate, dp_shard and cp coordinates 0 hold every pipeline stage once
+// per tp rank: together the model, plus (tp − 1) copies of what tp does not cut; expert
+// servers split the routed experts exactly. The other dp_shard × cp ranks hold the same as
+// their dp_shard = cp = 0 peer (no FSDP sharding yet), and every dp_replicate replica too.
 static void check_shares_cover_model(const char *name, Dsv3ParallelDims d) {
     Dsv3ModelArgs a = flavor(name);
     Dsv3ParamCounts counts;
     dsv3_model_param_counts(&a, &counts);
     int64_t n_stage = dsv3_layout_stage_count(&d), n_expert = dsv3_layout_expert_count(&d);
-    int64_t stage_sum = 0, expert_sum = 0;
+    int64_t stage_sum = 0, expert_sum = 0, extra = 0;
     for (int64_t r = 1; r <= n_stage + n_expert; r++) {
         Dsv3RankShare s;
         assert_int_equal(dsv3_plan_rank(&a, &d, r, &s), DSV3_OK);
-        if (s.role == DSV3_ROLE_EXPERT)
+        if (s.role == DSV3_ROLE_EXPERT) {
             expert_sum += s.params;
-        else if (s.coord.dp_replicate == 0)
-            stage_sum += s.params;
+            continue;
+        }
+        Dsv3StageCoord peer = s.coord;
+        peer.dp_replicate = peer.dp_shard = peer.cp = 0;
+        int64_t index = 0;
+        assert_int_equal(dsv3_layout_stage_index(&d, &peer, &index), DSV3_OK);
+        Dsv3RankShare first;
+        assert_int_equal(dsv3_plan_rank(&a, &d, 1 + index, &first), DSV3_OK);
+        assert_int_equal(s.params, first.params);
+        assert_int_equal(s.fsdp_replicas, d.dp_shard * d.cp);
+        if (s.coord.dp_replicate || s.coord.dp_shard || s.coord.cp) continue;
+        stage_sum += s.params;
+        if (s.coord.tp == 0)
+            extra += (d.tp - 1) * replicated_over_tp(&a, s.first_layer, s.layer_count, s.has_head,
+                                                     n_expert == 0);
     }
-    int64_t shards = d.dp_shard * d.cp * d.tp;
-    // Flat buffers: one per layer, plus embedding and head; each pads by < shards elements.
-    int64_t max_padding = (a.n_layers * (n_expert ? 1 : 2) + 2) * (shards - 1) * d.pp;
     int64_t expected_stage = n_expert ? counts.total - counts.routed_experts : counts.total;
-    assert_true(stage_sum >= expected_stage);
-    assert_true(stage_sum - expected_stage <= max_padding);
+    assert_int_equal(stage_sum, expected_stage + extra);
     assert_int_equal(expert_sum, n_expert ? counts.routed_experts : 0);
 }
 
