@@ -76,14 +76,14 @@ Dsv3Err dsv3_ckpt_tensors_of_model(Dsv3CkptTensors *out, const Dsv3ModelArgs *ar
     return err;
 }
 
-Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
-                                  const Dsv3CkptWriters *writers) {
-    const Dsv3ModelArgs *args = dsv3_model_args(model);
-    const Dsv3ParamStore *st = dsv3_model_services(model)->params;
-    DSV3_CALL(alloc_items(out, st->n_groups, args->n_layers));
-    for (int g = 0; g < st->n_groups; g++) {
-        const Dsv3ParamGroup *grp = &st->groups[g];
-        const Dsv3ParamShard *sh = &st->shards[g];
+Dsv3Err dsv3_ckpt_tensors_of_groups(Dsv3CkptTensors *out, const Dsv3ModelArgs *args,
+                                    const Dsv3ParamGroup *groups, const Dsv3ParamShard *shards,
+                                    int n_groups, float *const *expert_bias,
+                                    const Dsv3CkptWriters *writers) {
+    DSV3_CALL(alloc_items(out, n_groups, args->n_layers));
+    for (int g = 0; g < n_groups; g++) {
+        const Dsv3ParamGroup *grp = &groups[g];
+        const Dsv3ParamShard *sh = &shards[g];
         for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
             const Dsv3Param *p = &grp->params[s];
             if (!p->numel) continue;
@@ -95,14 +95,28 @@ Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
             t->exp_avg = sh->adam_m + p->shard_offset;
             t->exp_avg_sq = sh->adam_v + p->shard_offset;
         }
-        if (grp->kind == DSV3_GROUP_LAYER && grp->moe) {
+        if (grp->kind == DSV3_GROUP_LAYER && grp->moe && expert_bias[grp->layer_id]) {
             Dsv3CkptTensor *t = &out->items[out->count++];
             bias_entry(t, args, grp->layer_id);
             t->writes = writers->stage_lead;
-            t->data = dsv3_model_expert_bias(model, grp->layer_id);
+            t->data = expert_bias[grp->layer_id];
         }
     }
     return DSV3_OK;
+}
+
+Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
+                                  const Dsv3CkptWriters *writers) {
+    const Dsv3ModelArgs *args = dsv3_model_args(model);
+    const Dsv3ParamStore *st = dsv3_model_services(model)->params;
+    float **bias = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&bias, (size_t)args->n_layers, sizeof *bias, "bias table"));
+    for (int64_t l = 0; l < args->n_layers; l++)
+        bias[l] = dsv3_model_expert_bias(model, l);
+    Dsv3Err err =
+        dsv3_ckpt_tensors_of_groups(out, args, st->groups, st->shards, st->n_groups, bias, writers);
+    dsv3_free(bias);
+    return err;
 }
 
 void dsv3_ckpt_tensors_free(Dsv3CkptTensors *t) {

@@ -47,6 +47,14 @@ typedef struct {
 // Every tensor of a model with these arguments, whole, without buffers; writes = 1.
 Dsv3Err dsv3_ckpt_tensors_of_model(Dsv3CkptTensors *out, const Dsv3ModelArgs *args);
 
+// The tensors of parameter groups laid out for a rank (params.h), with their shards, and the
+// expert biases of the MoE layers among them (expert_bias[layer], indexed by model layer; a
+// NULL entry: this rank has no bias of that layer), `writers` deciding the writes flags.
+Dsv3Err dsv3_ckpt_tensors_of_groups(Dsv3CkptTensors *out, const Dsv3ModelArgs *args,
+                                    const Dsv3ParamGroup *groups, const Dsv3ParamShard *shards,
+                                    int n_groups, float *const *expert_bias,
+                                    const Dsv3CkptWriters *writers);
+
 // The tensors of a rank's model: the boxes of its store's groups (values, moments) and the
 // expert biases of its stage, with `writers` deciding the writes flags.
 Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,

@@ -1,7 +1,8 @@
 // Unit tests for checkpoint folders without MPI: a model's tensors written as one rank's shard
 // files, stitched by the virtual-dataset index files, read back exactly (also as a bfloat16
-// export); the manifest and its checks (missing, truncated, corrupt files); the step-N folder
-// life cycle, listing and keep_latest_k.
+// export); a checkpoint written by the ranks of one layout (tensor × FSDP shards, each writing
+// its boxes) read back by the ranks of others; the manifest and its checks (missing, truncated,
+// corrupt files); the step-N folder life cycle, listing and keep_latest_k.
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -43,15 +44,20 @@ static void expect_message_contains(const char *needle) {
     dsv3_error_clear();
 }
 
-// A small model's tensor list with buffers: values and moments filled from `seed` (or zeroed).
-static float *attach(Dsv3CkptTensors *t, Dsv3ModelArgs *a, float seed) {
+// A small model's arguments.
+static void small_args(Dsv3ModelArgs *a) {
     assert_int_equal(dsv3_model_args_flavor("debugmodel", a), DSV3_OK);
     a->vocab_size = 64, a->dim = 16, a->inter_dim = 32, a->moe_inter_dim = 8, a->n_layers = 2,
     a->n_heads = 2;
     a->num_experts = 4, a->top_k = 2, a->kv_lora_rank = 8, a->qk_nope_head_dim = 4,
     a->qk_rope_head_dim = 4;
     a->v_head_dim = 4;
-    assert_int_equal(dsv3_ckpt_tensors_build(t, a, NULL), DSV3_OK);
+}
+
+// A small model's tensor list with buffers: values and moments filled from `seed` (or zeroed).
+static float *attach(Dsv3CkptTensors *t, Dsv3ModelArgs *a, float seed) {
+    small_args(a);
+    assert_int_equal(dsv3_ckpt_tensors_of_model(t, a), DSV3_OK);
     int64_t total = 0;
     for (int64_t i = 0; i < t->count; i++)
         total += 3 * t->items[i].numel;
@@ -73,10 +79,17 @@ static void save(const Dsv3CkptTensors *t, int64_t step, int with_optimizer, Dsv
     assert_int_equal(dsv3_ckpt_dir_begin(root, step), DSV3_OK);
     dsv3_ckpt_step_dir(dir, root, step, 1);
     char *desc[2] = {NULL, NULL};
+    assert_int_equal(dsv3_ckpt_store_write_shards(dir, 0, t, with_optimizer, dtype, step, &desc[0]),
+                     DSV3_OK);
+    // A second rank holding the same tensors writes none of them.
+    Dsv3CkptTensors idle = {.count = t->count, .items = calloc((size_t)t->count, sizeof *t->items)};
+    memcpy(idle.items, t->items, (size_t)t->count * sizeof *t->items);
+    for (int64_t i = 0; i < idle.count; i++)
+        idle.items[i].writes = 0;
     assert_int_equal(
-        dsv3_ckpt_store_write_shards(dir, 0, t, 1, with_optimizer, dtype, step, &desc[0]), DSV3_OK);
-    assert_int_equal(
-        dsv3_ckpt_store_write_shards(dir, 1, t, 0, with_optimizer, dtype, step, &desc[1]), DSV3_OK);
+        dsv3_ckpt_store_write_shards(dir, 1, &idle, with_optimizer, dtype, step, &desc[1]),
+        DSV3_OK);
+    free(idle.items);
     Dsv3Manifest m = {.step = step};
     snprintf(m.kind, sizeof m.kind, "%s", with_optimizer ? "full" : "model");
     assert_int_equal(dsv3_ckpt_store_index(dir, desc, 2, step, &m), DSV3_OK);
@@ -165,7 +178,7 @@ static void test_damage_and_mismatch(void **state) {
     float *vb = attach(&b, &args, 0);
     dsv3_ckpt_tensors_free(&b);
     args.dim = 8;
-    assert_int_equal(dsv3_ckpt_tensors_build(&b, &args, NULL), DSV3_OK);
+    assert_int_equal(dsv3_ckpt_tensors_of_model(&b, &args), DSV3_OK);
     float *zeros = calloc(1 << 16, sizeof *zeros);
     for (int64_t i = 0; i < b.count; i++)
         b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
@@ -175,7 +188,7 @@ static void test_damage_and_mismatch(void **state) {
     // Fewer layers: the extra datasets are named.
     dsv3_ckpt_tensors_free(&b);
     args.dim = 16, args.n_layers = 1;
-    assert_int_equal(dsv3_ckpt_tensors_build(&b, &args, NULL), DSV3_OK);
+    assert_int_equal(dsv3_ckpt_tensors_of_model(&b, &args), DSV3_OK);
     for (int64_t i = 0; i < b.count; i++)
         b.items[i].data = b.items[i].exp_avg = b.items[i].exp_avg_sq = zeros;
     assert_int_equal(dsv3_ckpt_store_read(dir, &b, 0), DSV3_ERR_USAGE);
@@ -185,6 +198,171 @@ static void test_damage_and_mismatch(void **state) {
     free(vb);
     dsv3_ckpt_tensors_free(&a);
     dsv3_ckpt_tensors_free(&b);
+}
+
+// ---- layouts ----
+
+enum { LAYOUT_SEED = 5 };
+
+// The moments a rank's shard holds for value x: functions of the value, so that a moment read
+// into the wrong place shows.
+static float moment1(float x) { return 2.0f * x + 1.0f; }
+static float moment2(float x) { return x * x + 0.5f; }
+
+// One rank of a layout: its groups laid out for `spec`, shards initialised from LAYOUT_SEED
+// (moments from the values), and its expert biases (layer l's bias e = l + e / 8).
+typedef struct {
+    int n;
+    Dsv3ParamGroup *groups;
+    Dsv3ParamShard *shards;
+    float *bias[2];
+} Rank;
+
+static void rank_create(Rank *r, const Dsv3ModelArgs *a, const Dsv3ShardSpec *spec, int fill) {
+    memset(r, 0, sizeof *r);
+    Dsv3StageRange whole = dsv3_stage_range_whole(a);
+    r->n = dsv3_param_stage_group_count(a, &whole);
+    r->groups = calloc((size_t)r->n, sizeof *r->groups);
+    r->shards = calloc((size_t)r->n, sizeof *r->shards);
+    assert_int_equal(dsv3_param_stage_groups(a, &whole, spec, r->groups), DSV3_OK);
+    for (int g = 0; g < r->n; g++) {
+        size_t n = (size_t)r->groups[g].shard_numel;
+        Dsv3ParamShard *s = &r->shards[g];
+        s->data = calloc(n, sizeof(float)), s->adam_m = calloc(n, sizeof(float));
+        s->adam_v = calloc(n, sizeof(float));
+        if (!fill) continue;
+        dsv3_param_group_init_shard(&r->groups[g], a, LAYOUT_SEED, s->data);
+        for (size_t i = 0; i < n; i++)
+            s->adam_m[i] = moment1(s->data[i]), s->adam_v[i] = moment2(s->data[i]);
+    }
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        if (l < a->n_dense_layers) continue;
+        r->bias[l] = calloc((size_t)a->num_experts, sizeof(float));
+        for (int64_t e = 0; fill && e < a->num_experts; e++)
+            r->bias[l][e] = (float)l + (float)e / 8.0f;
+    }
+}
+
+static void rank_destroy(Rank *r) {
+    for (int g = 0; g < r->n; g++) {
+        free(r->shards[g].data);
+        free(r->shards[g].adam_m);
+        free(r->shards[g].adam_v);
+    }
+    free(r->groups);
+    free(r->shards);
+    free(r->bias[0]);
+    free(r->bias[1]);
+}
+
+// Every real element of the rank's shards (and its biases) holds what a writer initialised.
+static void check_rank(const Rank *r, const Dsv3ModelArgs *a) {
+    for (int g = 0; g < r->n; g++) {
+        const Dsv3ParamGroup *grp = &r->groups[g];
+        float *want = calloc((size_t)grp->shard_numel, sizeof *want);
+        dsv3_param_group_init_shard(grp, a, LAYOUT_SEED, want);
+        for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
+            const Dsv3Param *p = &grp->params[s];
+            if (!p->numel) continue;
+            int64_t real = dsv3_box_numel(&p->box, p->ndim);
+            for (int64_t i = p->shard_offset; i < p->shard_offset + real; i++) {
+                assert_true(r->shards[g].data[i] == want[i]);
+                assert_true(r->shards[g].adam_m[i] == moment1(want[i]));
+                assert_true(r->shards[g].adam_v[i] == moment2(want[i]));
+            }
+        }
+        free(want);
+    }
+    for (int64_t l = a->n_dense_layers; l < a->n_layers; l++)
+        for (int64_t e = 0; e < a->num_experts; e++)
+            assert_true(r->bias[l][e] == (float)l + (float)e / 8.0f);
+}
+
+// The ranks of a tp × fsdp layout write one checkpoint; the ranks of other layouts read it.
+static void test_any_layout_reads_any_layout(void **state) {
+    (void)state;
+    Dsv3ModelArgs a;
+    small_args(&a);
+    a.vocab_size = 63; // uneven cuts and padding
+    const int64_t tp = 2, fsdp = 3, step = 9;
+    char dir[PATH_CAPACITY];
+    assert_int_equal(dsv3_ckpt_dir_begin(root, step), DSV3_OK);
+    dsv3_ckpt_step_dir(dir, root, step, 1);
+    char *desc[6];
+    for (int64_t t = 0; t < tp; t++)
+        for (int64_t f = 0; f < fsdp; f++) {
+            Dsv3ShardSpec spec = {tp, t, fsdp, f, 1, 0};
+            Rank r;
+            rank_create(&r, &a, &spec, 1);
+            Dsv3CkptWriters w = {.shard_writer = 1, .stage_lead = t == 0 && f == 0, .tp_rank = t};
+            Dsv3CkptTensors x;
+            assert_int_equal(
+                dsv3_ckpt_tensors_of_groups(&x, &a, r.groups, r.shards, r.n, r.bias, &w), DSV3_OK);
+            assert_int_equal(dsv3_ckpt_store_write_shards(dir, t * fsdp + f, &x, 1, DSV3_DTYPE_F32,
+                                                          step, &desc[t * fsdp + f]),
+                             DSV3_OK);
+            dsv3_ckpt_tensors_free(&x);
+            rank_destroy(&r);
+        }
+    Dsv3Manifest m = {.step = step};
+    snprintf(m.kind, sizeof m.kind, "full");
+    // The index checks that the boxes cover every tensor exactly once.
+    assert_int_equal(dsv3_ckpt_store_index(dir, desc, tp * fsdp, step, &m), DSV3_OK);
+    assert_int_equal(dsv3_manifest_write(dir, &m), DSV3_OK);
+    assert_int_equal(dsv3_ckpt_dir_commit(root, step), DSV3_OK);
+    dsv3_manifest_free(&m);
+    for (int i = 0; i < tp * fsdp; i++)
+        dsv3_free(desc[i]);
+    dsv3_ckpt_step_dir(dir, root, step, 0);
+    const Dsv3ShardSpec readers[] = {{1, 0, 1, 0, 1, 0}, {1, 0, 4, 1, 1, 0}, {1, 0, 4, 3, 1, 0},
+                                     {4, 3, 1, 0, 1, 0}, {2, 1, 2, 0, 1, 0}, {2, 0, 3, 2, 1, 0},
+                                     {4, 1, 2, 1, 1, 0}};
+    for (size_t i = 0; i < sizeof readers / sizeof *readers; i++) {
+        Rank r;
+        rank_create(&r, &a, &readers[i], 0);
+        Dsv3CkptWriters w = {.tp_rank = readers[i].tp_rank};
+        Dsv3CkptTensors x;
+        assert_int_equal(dsv3_ckpt_tensors_of_groups(&x, &a, r.groups, r.shards, r.n, r.bias, &w),
+                         DSV3_OK);
+        assert_int_equal(dsv3_ckpt_store_read(dir, &x, 1), DSV3_OK);
+        check_rank(&r, &a);
+        dsv3_ckpt_tensors_free(&x);
+        rank_destroy(&r);
+    }
+}
+
+// Two ranks writing the same box, or a box left unwritten, fail the index with a clear error.
+static void test_index_checks_the_cover(void **state) {
+    (void)state;
+    Dsv3ModelArgs a;
+    small_args(&a);
+    char dir[PATH_CAPACITY];
+    assert_int_equal(dsv3_ckpt_dir_begin(root, 11), DSV3_OK);
+    dsv3_ckpt_step_dir(dir, root, 11, 1);
+    Dsv3ShardSpec halves[] = {{1, 0, 2, 0, 1, 0}, {1, 0, 2, 1, 1, 0}};
+    char *desc[3];
+    for (int i = 0; i < 3; i++) {
+        Rank r;
+        rank_create(&r, &a, &halves[i == 2 ? 0 : i], 1);
+        Dsv3CkptWriters w = {.shard_writer = 1, .stage_lead = i == 0, .tp_rank = 0};
+        Dsv3CkptTensors x;
+        assert_int_equal(dsv3_ckpt_tensors_of_groups(&x, &a, r.groups, r.shards, r.n, r.bias, &w),
+                         DSV3_OK);
+        assert_int_equal(dsv3_ckpt_store_write_shards(dir, i, &x, 0, DSV3_DTYPE_F32, 11, &desc[i]),
+                         DSV3_OK);
+        dsv3_ckpt_tensors_free(&x);
+        rank_destroy(&r);
+    }
+    Dsv3Manifest m = {.step = 11};
+    assert_int_equal(dsv3_ckpt_store_index(dir, desc, 3, 11, &m), DSV3_ERR_INTERNAL);
+    expect_message_contains("is written twice");
+    dsv3_manifest_free(&m);
+    m = (Dsv3Manifest){.step = 11};
+    assert_int_equal(dsv3_ckpt_store_index(dir, desc, 1, 11, &m), DSV3_ERR_INTERNAL);
+    expect_message_contains("the ranks wrote");
+    dsv3_manifest_free(&m);
+    for (int i = 0; i < 3; i++)
+        dsv3_free(desc[i]);
 }
 
 static void test_list_and_retain(void **state) {
@@ -231,6 +409,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_damage_and_mismatch),
+        cmocka_unit_test(test_any_layout_reads_any_layout),
+        cmocka_unit_test(test_index_checks_the_cover),
         cmocka_unit_test(test_list_and_retain),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
