@@ -1,0 +1,230 @@
+// stage model: the model cut into pipeline stages inside one process gives the one-stage
+// model's numbers bit for bit — stage 1's forward into stage 2's, backward back: the loss,
+// every parameter gradient, the tokens per expert; several micro-batches in flight (activation
+// slots: all forwards, then the backwards in reverse) equal them one after the other; a stage
+// checks what it is given.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/core/rng.h"
+#include "common/model/model.h"
+
+enum { BATCH = 2, SEQ = 16, SEED = 3, EOS = 1, MAX_MICRO = 3 };
+
+static Dsv3ModelArgs small_args(void) {
+    Dsv3ModelArgs a;
+    assert_int_equal(dsv3_model_args_flavor("debugmodel", &a), DSV3_OK);
+    a.vocab_size = 97, a.dim = 32, a.inter_dim = 48, a.moe_inter_dim = 16, a.n_layers = 4;
+    a.n_dense_layers = 1, a.n_heads = 2, a.num_experts = 4, a.top_k = 2, a.kv_lora_rank = 16;
+    a.qk_nope_head_dim = 8, a.qk_rope_head_dim = 8, a.v_head_dim = 8;
+    a.attn_mask_type = DSV3_MASK_BLOCK_CAUSAL;
+    return a;
+}
+
+static Dsv3ModelOptions options(int64_t slots, Dsv3AcMode ac) {
+    return (Dsv3ModelOptions){.batch = BATCH,
+                              .seq_len = SEQ,
+                              .eos_id = EOS,
+                              .ac_mode = ac,
+                              .loss_chunk = 7,
+                              .slots = slots};
+}
+
+// Tokens and labels of micro-batch `i` (EOS here and there: documents in the mask).
+static void batch(int64_t i, int32_t *tokens, int32_t *labels, int64_t vocab) {
+    uint64_t key = dsv3_rng_key(SEED, "stage model batch");
+    for (int64_t n = 0; n < BATCH * SEQ; n++) {
+        tokens[n] =
+            (int32_t)(dsv3_rng_bits(key, (uint64_t)(2 * (i * BATCH * SEQ + n))) % (uint64_t)vocab);
+        labels[n] = (int32_t)(dsv3_rng_bits(key, (uint64_t)(2 * (i * BATCH * SEQ + n) + 1)) %
+                              (uint64_t)vocab);
+    }
+    tokens[5] = EOS;
+    labels[3] = DSV3_IGNORE_INDEX;
+}
+
+// A stage of layers [first, first + count) with its own kernel context, local store (seeded
+// alike, so its values are the one-stage model's) and local experts.
+typedef struct {
+    Dsv3KernelContext kernels;
+    void *workspace;
+    Dsv3ParamStore *store;
+    Dsv3LocalExperts experts;
+    Dsv3Model *model;
+} Stage;
+
+static void stage_create(Stage *s, const Dsv3ModelArgs *a, const Dsv3ModelOptions *opt,
+                         int64_t first, int64_t count) {
+    memset(s, 0, sizeof *s);
+    assert_int_equal(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, -1), DSV3_OK);
+    size_t bytes = 0;
+    assert_int_equal(dsv3_model_workspace_bytes(&s->kernels, a, opt, &bytes), DSV3_OK);
+    assert_int_equal(dsv3_memory_alloc(&s->kernels, &s->workspace, bytes, "workspace"), DSV3_OK);
+    s->kernels.workspace = s->workspace;
+    s->kernels.workspace_bytes = bytes;
+    Dsv3StageRange range = {.first_layer = first,
+                            .n_layers = count,
+                            .first = first == 0,
+                            .last = first + count == a->n_layers,
+                            .dense = 1,
+                            .routed = 1};
+    assert_int_equal(dsv3_param_store_local_create(&s->store, &s->kernels, a, &range, SEED),
+                     DSV3_OK);
+    dsv3_local_experts_init(&s->experts, s->store, &s->kernels);
+    Dsv3ModelServices services = {.kernels = &s->kernels,
+                                  .params = s->store,
+                                  .collectives = &dsv3_collectives_local,
+                                  .experts = &s->experts.base};
+    assert_int_equal(dsv3_model_create(&s->model, a, opt, &services), DSV3_OK);
+}
+
+static void stage_destroy(Stage *s) {
+    dsv3_model_destroy(s->model);
+    dsv3_param_store_destroy(s->store);
+    dsv3_memory_free(&s->kernels, s->workspace);
+    dsv3_kernel_context_destroy(&s->kernels);
+}
+
+// Every gradient of `part` equals the same-named one of `whole`, bit for bit.
+static void expect_same_grads(Dsv3Model *whole, Stage *part) {
+    const Dsv3ParamStore *st = part->store;
+    for (int g = 0; g < st->n_groups; g++)
+        for (int k = 0; k < DSV3_PARAM_SLOT_COUNT; k++) {
+            const Dsv3Param *p = &st->groups[g].params[k];
+            if (!p->numel) continue;
+            const Dsv3Param *q = dsv3_model_find(whole, p->fqn);
+            assert_non_null(q);
+            assert_memory_equal(p->grad, q->grad, (size_t)p->numel * sizeof(float));
+            assert_memory_equal(p->data, q->data, (size_t)p->numel * sizeof(float));
+        }
+}
+
+static void expect_same_counts(Dsv3Model *whole, Dsv3Model *part, const Dsv3ModelArgs *a) {
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        const int64_t *mine = dsv3_model_tokens_per_expert(part, l);
+        if (!mine) continue;
+        assert_memory_equal(mine, dsv3_model_tokens_per_expert(whole, l),
+                            (size_t)a->num_experts * sizeof *mine);
+    }
+}
+
+// Two stages (layers 0-1 and 2-3) against the whole model, for `micro` micro-batches: the
+// forwards of all micro-batches first (one slot each), then their backwards in reverse, as a
+// pipeline schedule runs them; the whole model runs each micro-batch's forward and backward
+// together, in the same reverse order (so that gradients add up in the same order).
+static void check_split(Dsv3AcMode ac, int64_t micro) {
+    Dsv3ModelArgs a = small_args();
+    Dsv3ModelOptions one = options(1, ac), many = options(micro, ac);
+    Dsv3Model *whole = NULL;
+    assert_int_equal(dsv3_model_create_local(&whole, &a, &one, SEED), DSV3_OK);
+    Stage s1, s2;
+    stage_create(&s1, &a, &many, 0, 2);
+    stage_create(&s2, &a, &many, 2, 2);
+    assert_true(micro <= MAX_MICRO);
+    int32_t tokens[MAX_MICRO][BATCH * SEQ], labels[MAX_MICRO][BATCH * SEQ];
+    const int64_t N = BATCH * SEQ;
+    double whole_loss = 0, split_loss = 0;
+    int64_t whole_n = 0, split_n = 0;
+    const float grad_scale = 1.0f / (float)(N * micro);
+    for (int64_t i = 0; i < micro; i++)
+        batch(i, tokens[i], labels[i], a.vocab_size);
+    for (int64_t i = micro - 1; i >= 0; i--) {
+        double loss = 0;
+        int64_t n = 0;
+        assert_int_equal(dsv3_model_forward(whole, 0, &(Dsv3StageInput){.tokens = tokens[i]}),
+                         DSV3_OK);
+        Dsv3StageGrad grad = {.labels = labels[i], .grad_scale = grad_scale};
+        assert_int_equal(dsv3_model_backward(whole, 0, &grad, &loss, &n), DSV3_OK);
+        whole_loss += loss, whole_n += n;
+    }
+    for (int64_t i = 0; i < micro; i++) {
+        assert_int_equal(dsv3_model_forward(s1.model, i, &(Dsv3StageInput){.tokens = tokens[i]}),
+                         DSV3_OK);
+        Dsv3StageInput mid = {.x = dsv3_model_output(s1.model, i),
+                              .doc = dsv3_model_doc(s1.model, i)};
+        assert_non_null(mid.doc);
+        assert_int_equal(dsv3_model_forward(s2.model, i, &mid), DSV3_OK);
+    }
+    for (int64_t i = micro - 1; i >= 0; i--) {
+        double loss = 0, none = 0;
+        int64_t n = 0, zero = 0;
+        Dsv3StageGrad grad = {.labels = labels[i], .grad_scale = grad_scale};
+        assert_int_equal(dsv3_model_backward(s2.model, i, &grad, &loss, &n), DSV3_OK);
+        Dsv3StageGrad back = {.dout = dsv3_model_input_grad(s2.model)};
+        assert_int_equal(dsv3_model_backward(s1.model, i, &back, &none, &zero), DSV3_OK);
+        assert_true(none == 0 && zero == 0); // only the last stage has a loss
+        split_loss += loss, split_n += n;
+    }
+    assert_true(split_loss == whole_loss);
+    assert_int_equal(split_n, whole_n);
+    expect_same_grads(whole, &s1);
+    expect_same_grads(whole, &s2);
+    expect_same_counts(whole, s1.model, &a);
+    expect_same_counts(whole, s2.model, &a);
+    assert_null(dsv3_model_input_grad(s1.model)); // the first stage has no input gradient
+    stage_destroy(&s1);
+    stage_destroy(&s2);
+    dsv3_model_destroy(whole);
+}
+
+static void test_two_stages_equal_one(void **state) {
+    (void)state;
+    check_split(DSV3_AC_NONE, 1);
+}
+
+static void test_micro_batches_in_flight(void **state) {
+    (void)state;
+    check_split(DSV3_AC_NONE, 3);
+    check_split(DSV3_AC_OP, 3);
+    check_split(DSV3_AC_FULL, 2);
+}
+
+static void test_stage_checks_its_input(void **state) {
+    (void)state;
+    Dsv3ModelArgs a = small_args();
+    Dsv3ModelOptions opt = options(2, DSV3_AC_NONE);
+    Stage s1, s2;
+    stage_create(&s1, &a, &opt, 0, 2);
+    stage_create(&s2, &a, &opt, 2, 2);
+    int32_t tokens[BATCH * SEQ], labels[BATCH * SEQ];
+    batch(0, tokens, labels, a.vocab_size);
+    // A later stage needs activations (and document ids, for block-causal masks).
+    assert_int_equal(dsv3_model_forward(s2.model, 0, &(Dsv3StageInput){.tokens = tokens}),
+                     DSV3_ERR_USAGE);
+    dsv3_error_clear();
+    // The first stage needs tokens in the vocabulary, and slots exist.
+    assert_int_equal(dsv3_model_forward(s1.model, 2, &(Dsv3StageInput){.tokens = tokens}),
+                     DSV3_ERR_USAGE);
+    dsv3_error_clear();
+    tokens[7] = (int32_t)a.vocab_size;
+    assert_int_equal(dsv3_model_forward(s1.model, 0, &(Dsv3StageInput){.tokens = tokens}),
+                     DSV3_ERR_USAGE);
+    assert_non_null(strstr(dsv3_error_message(), "position 7"));
+    dsv3_error_clear();
+    // Logits exist on the last stage only; a middle stage's backward needs a gradient.
+    float logits[1];
+    assert_int_equal(dsv3_model_logits(s1.model, 0, logits), DSV3_ERR_USAGE);
+    dsv3_error_clear();
+    double loss = 0;
+    int64_t n = 0;
+    assert_int_equal(dsv3_model_backward(s1.model, 0, &(Dsv3StageGrad){0}, &loss, &n),
+                     DSV3_ERR_USAGE);
+    dsv3_error_clear();
+    stage_destroy(&s1);
+    stage_destroy(&s2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_stages_equal_one),
+        cmocka_unit_test(test_micro_batches_in_flight),
+        cmocka_unit_test(test_stage_checks_its_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
