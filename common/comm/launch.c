@@ -146,15 +146,13 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 
 // What training implements so far: data parallelism (every stage rank holds the whole model)
 // with routed experts on the stage ranks, on any dataset kind.
-static Dsv3Err check_trainable(const Dsv3Launch *launch) {
-    const Dsv3ParallelDims *d = &launch->topology.dims;
-    DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1 && launch->topology.n_expert == 0,
-               DSV3_ERR_CONFIG,
+static Dsv3Err check_trainable(const Dsv3ParallelDims *d, int64_t n_expert) {
+    DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1 && n_expert == 0, DSV3_ERR_CONFIG,
                "training with pipeline_parallel_degree %" PRId64 ", tensor_parallel_degree %" PRId64
                ", context_parallel_degree %" PRId64 " and %" PRId64 " expert servers is not "
                "supported yet: training runs data parallel only (pp, tp, cp 1; "
                "expert_parallel_degree 1). Start-up and --job.dry_run check every layout.",
-               d->pp, d->tp, d->cp, launch->topology.n_expert);
+               d->pp, d->tp, d->cp, n_expert);
     return DSV3_OK;
 }
 
@@ -188,6 +186,11 @@ static void log_summary(const Dsv3Launch *launch, const Dsv3ParallelDims *dims, 
                   dims->ep, n_expert,
                   n_expert ? cfg->parallelism.expert_server_launch
                            : "routed experts on stage ranks");
+    if (dims->dp_shard * dims->cp > 1)
+        DSV3_LOG_INFO("layout: the %" PRId64 " dp_shard × cp ranks of a pipeline stage hold the "
+                      "same parameters: FSDP sharding is not implemented yet (data parallelism "
+                      "with replicated parameters; the dry run shows each rank's memory)",
+                      dims->dp_shard * dims->cp);
 }
 
 // `--job.print_config`: the effective config, as TOML that loads back to the same config.
@@ -209,6 +212,11 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         DSV3_CALL(dsv3_plan_rank(&launch->model, dims, r, &share));
         dsv3_plan_describe(&share, line, sizeof line);
         DSV3_LOG_INFO("dry run: %s", line);
+    }
+    int64_t n_expert = dsv3_layout_expert_count(dims);
+    if (check_trainable(dims, n_expert) != DSV3_OK) {
+        DSV3_LOG_INFO("dry run: note: %s", dsv3_error_message());
+        dsv3_error_clear();
     }
     DSV3_LOG_INFO("dry run: config and layout are valid; nothing was allocated");
     return DSV3_OK;
@@ -356,7 +364,8 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     Dsv3Err err = dsv3_topology_create(job, role, &dims, &launch->topology);
     double topology_seconds = dsv3_log_seconds() - topology_start;
     if (err == DSV3_OK) err = check_batch(&launch->config, &launch->topology.dims);
-    if (err == DSV3_OK && !launch->config.job.dry_run) err = check_trainable(launch);
+    if (err == DSV3_OK && !launch->config.job.dry_run)
+        err = check_trainable(&launch->topology.dims, launch->topology.n_expert);
     int job_rank = 0;
     DSV3_MPI_CALL(MPI_Comm_rank(job, &job_rank));
     DSV3_MPI_CALL(MPI_Comm_free(&job));
