@@ -35,11 +35,12 @@ typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 
 // Shared by every layer of a model for one micro-batch shape.
 typedef struct {
-    int64_t B, T;          // micro-batch: B sequences of T tokens
-    const float *rope_cos; // (T, R/2)
-    const float *rope_sin; // (T, R/2)
-    float softmax_scale;   // Dqk^-0.5, × mscale² with YaRN
-    const int32_t *doc;    // (B, T) document ids for block-causal masks, or NULL (causal)
+    const Dsv3KernelContext *kernels; // where the ops run, with a workspace for all of them
+    int64_t B, T;                     // micro-batch: B sequences of T tokens
+    const float *rope_cos;            // (T, R/2)
+    const float *rope_sin;            // (T, R/2)
+    float softmax_scale;              // Dqk^-0.5, × mscale² with YaRN
+    const int32_t *doc; // (B, T) document ids for block-causal masks, or NULL (causal)
     Dsv3RouterArgs router;
     struct Dsv3Experts *experts;
 } Dsv3LayerContext;
@@ -105,15 +106,17 @@ Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const D
                                   int64_t B, int64_t T);
 
 // Routed experts, reached through this interface so that they can be local or on expert
-// servers. h1, h3 are the saved activations of a local implementation (others ignore them).
+// servers. h1, h3 are the saved activations of a local implementation (others ignore them);
+// `kernels` is the layer's kernel context.
 typedef struct Dsv3Experts Dsv3Experts;
 struct Dsv3Experts {
     // ys (M, D) for xs (M, D), rows grouped by expert as offsets (E + 1) say.
-    Dsv3Err (*forward)(Dsv3Experts *self, const Dsv3ParamGroup *g, float *ys, float *h1, float *h3,
-                       const float *xs, const int64_t *offsets);
+    Dsv3Err (*forward)(Dsv3Experts *self, const Dsv3KernelContext *kernels, const Dsv3ParamGroup *g,
+                       float *ys, float *h1, float *h3, const float *xs, const int64_t *offsets);
     // dxs (M, D) written; expert weight gradients added.
-    Dsv3Err (*backward)(Dsv3Experts *self, Dsv3ParamGroup *g, float *dxs, const float *dys,
-                        const float *xs, const float *h1, const float *h3, const int64_t *offsets);
+    Dsv3Err (*backward)(Dsv3Experts *self, const Dsv3KernelContext *kernels, Dsv3ParamGroup *g,
+                        float *dxs, const float *dys, const float *xs, const float *h1,
+                        const float *h3, const int64_t *offsets);
 };
 
 // Experts computed on this rank from the layer's own parameter group.

@@ -5,6 +5,8 @@
 // any number of micro-batches (dsv3_model_forward, then dsv3_model_backward), which add up
 // parameter gradients and tokens per expert; the optimizer (train/optimizer.h) then uses and
 // clears them. This module holds a whole model (one stage); pipeline stages come later.
+// Every op runs on the model's CPU kernel context, whose workspace is sized at creation for
+// the OpenMP thread count of the creating thread: run the model with at most that many.
 // Legend: N = B × T, D dim, V vocab, E experts. No MPI here.
 #ifndef DSV3_MODEL_MODEL_H
 #define DSV3_MODEL_MODEL_H
@@ -33,6 +35,9 @@ void dsv3_model_destroy(Dsv3Model *m);
 
 const Dsv3ModelArgs *dsv3_model_args(const Dsv3Model *m);
 
+// The kernel context the model's ops run on (with its workspace), for the optimizer.
+const Dsv3KernelContext *dsv3_model_kernel_context(const Dsv3Model *m);
+
 // Parameter groups: [0] embedding, [1 … n_layers] layers, [n_layers + 1] head.
 Dsv3ParamGroup *dsv3_model_groups(Dsv3Model *m, int *count);
 
@@ -58,7 +63,8 @@ Dsv3Err dsv3_model_logits(Dsv3Model *m, float *logits);
 Dsv3Err dsv3_model_backward(Dsv3Model *m, const int32_t *labels, float grad_scale, double *loss_sum,
                             int64_t *n_labels);
 
-// Bytes of activations and scratch the model allocated (for memory reports).
+// Bytes of activations and scratch (the kernel workspace included) the model allocated (for
+// memory reports).
 int64_t dsv3_model_activation_bytes(const Dsv3Model *m);
 
 #endif

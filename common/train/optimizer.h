@@ -5,8 +5,8 @@
 // gradients; every gradient scaled by min(1, max_norm / (norm + 1e-6)) (clip_grad_norm_);
 // the aux-loss-free bias update of every MoE layer, expert_bias += δ − mean(δ) with
 // δ = load_balance_coeff · sign(mean(n) − n) from the step's tokens per expert n; AdamW on
-// every parameter; gradients and token counts cleared for the next step.
-// No MPI here.
+// every parameter; gradients and token counts cleared for the next step. Every op runs on the
+// model's kernel context. No MPI here.
 #ifndef DSV3_TRAIN_OPTIMIZER_H
 #define DSV3_TRAIN_OPTIMIZER_H
 
@@ -25,8 +25,8 @@ typedef struct {
     int64_t step;    // 1-based, for AdamW's bias correction
 } Dsv3OptimizerStep;
 
-// Squared L2 norm of every gradient of the model, in double.
-double dsv3_optimizer_grad_sum_squares(Dsv3Model *m);
+// *sum_squares = the squared L2 norm of every gradient of the model, in double.
+Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares);
 
 // Clips with the global norm sqrt(sum_squares) (computed by the caller, possibly over several
 // ranks), updates expert biases, steps AdamW, clears gradients and counts.

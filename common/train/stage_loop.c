@@ -102,7 +102,8 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
     // The optimizer step clears the counts: keep the step's load first.
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
-    double sum_squares = dsv3_optimizer_grad_sum_squares(m);
+    double sum_squares = 0;
+    DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, &sum_squares));
     Dsv3OptimizerStep step = {.lr = plan->lr,
                               .beta1 = (float)cfg->optimizer.beta1,
                               .beta2 = (float)cfg->optimizer.beta2,

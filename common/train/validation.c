@@ -173,7 +173,9 @@ Dsv3Err dsv3_validation_stage(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3
     const Dsv3ModelArgs *a = dsv3_model_args(m);
     for (int64_t l = 0; l < a->n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
-        if (counts) memset(counts, 0, (size_t)a->num_experts * sizeof *counts);
+        if (counts)
+            DSV3_CALL(dsv3_memory_zero(dsv3_model_kernel_context(m), counts,
+                                       (size_t)a->num_experts * sizeof *counts));
     }
     r->seconds[DSV3_PHASE_VALIDATION] = dsv3_log_seconds() - start;
     return DSV3_OK;

@@ -88,8 +88,9 @@ int main(int argc, char **argv) {
                                   .weight_decay = 0.1f,
                                   .max_norm = 1.0,
                                   .step = s + 1};
-        if (dsv3_optimizer_step(m, &step, dsv3_optimizer_grad_sum_squares(m)) != DSV3_OK)
-            return fail();
+        double sum_squares = 0;
+        if (dsv3_optimizer_grad_sum_squares(m, &sum_squares) != DSV3_OK) return fail();
+        if (dsv3_optimizer_step(m, &step, sum_squares) != DSV3_OK) return fail();
         if (s >= warmup) elapsed += dsv3_log_seconds() - t0;
     }
     Dsv3ParamCounts counts;

@@ -266,7 +266,8 @@ static Dsv3Model *train(const Case *c, const char *dir, Dsv3AcMode mode, int64_t
     for (int64_t s = 0; s < c->steps; s++) {
         losses[s] = run_micro_batches(m, tokens + s * per_step, labels + s * per_step,
                                       c->micro_batches, per_micro, NULL);
-        double sum_squares = dsv3_optimizer_grad_sum_squares(m);
+        double sum_squares = 0;
+        TRY(dsv3_optimizer_grad_sum_squares(m, &sum_squares));
         norms[s] = sqrt(sum_squares);
         Dsv3OptimizerStep step = c->optim;
         step.lr = c->optim.lr * dsv3_lr_factor(&schedule, s + 1);
