@@ -17,6 +17,7 @@
 #include "kernels/cpu/cpu.h"
 
 enum {
+    BF16_SHIFT = 16, // bf16 bits are the upper 16 of the f32 bits
     BF16_MANTISSA_BITS = 7,
     BF16_EXPONENT_MASK = 0xFF,
     BF16_EXPONENT_BIAS = 127,
@@ -40,9 +41,10 @@ static uint16_t bf16_round(float x) {
     if (isnan(x)) return BF16_QUIET_NAN;
     uint32_t bits;
     memcpy(&bits, &x, sizeof bits);
-    const uint32_t sign = (bits >> 16) & BF16_SIGN_BIT;
-    const uint32_t below = (bits >> 16) & ~(uint32_t)BF16_SIGN_BIT; // |x| cut toward zero
-    if ((bits & 0xFFFFu) == 0) return (uint16_t)(sign | below);     // exact (also ±infinity)
+    const uint32_t sign = (bits >> BF16_SHIFT) & BF16_SIGN_BIT;
+    const uint32_t below = (bits >> BF16_SHIFT) & ~(uint32_t)BF16_SIGN_BIT; // |x| cut to zero
+    const uint32_t dropped = bits & ((1u << BF16_SHIFT) - 1);
+    if (dropped == 0) return (uint16_t)(sign | below); // exact (also ±infinity)
     const double magnitude = fabs((double)x);
     const double to_below = magnitude - bf16_magnitude(below);
     const double to_above = bf16_magnitude(below + 1) - magnitude;
@@ -61,7 +63,7 @@ Dsv3Err dsv3_cpu_reference_convert(const Dsv3KernelContext *ctx, void *dst,
         } else if (dst_dtype == DSV3_TENSOR_BF16) {
             ((uint16_t *)dst)[i] = bf16_round(((const float *)src)[i]);
         } else {
-            const uint32_t bits = (uint32_t)((const uint16_t *)src)[i] << 16;
+            const uint32_t bits = (uint32_t)((const uint16_t *)src)[i] << BF16_SHIFT;
             memcpy((float *)dst + i, &bits, sizeof(float));
         }
     }

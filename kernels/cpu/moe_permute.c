@@ -81,8 +81,8 @@ Dsv3Err dsv3_cpu_moe_plan(const Dsv3KernelContext *ctx, int32_t *order, int64_t 
                " is not an expert in [0, %" PRId64 ")",
                first_bad / K, first_bad % K, first_bad < M ? topk_idx[first_bad] : 0, E);
 
-    int64_t *place = ctx->workspace; // (slices, E): counts, then each slice's next row in each
-                                     // expert
+    // (slices, E): counts, then each slice's next row in each expert.
+    int64_t *place = ctx->workspace;
     memset(place, 0, (size_t)(slices * E) * sizeof(int64_t));
 
 #pragma omp parallel num_threads(slices) if (slices > 1)

@@ -68,11 +68,11 @@ Dsv3Err dsv3_cpu_reference_router_forward(const Dsv3KernelContext *ctx, Dsv3Tens
     for (int64_t e = 0; e < E; e++)
         counts[e] = 0;
     if (N == 0) return DSV3_OK;
-    float *choice = dsv3_cpu_workspace_at(ctx, slices[0]);        // (E) biased scores of one token,
-                                                                  // −inf outside its groups
-    unsigned char *taken = dsv3_cpu_workspace_at(ctx, slices[1]); // (E) experts (or groups)
-                                                                  // already picked
-    float *group_score = dsv3_cpu_workspace_at(ctx, slices[2]);   // (G)
+    // choice (E): biased scores of one token, −inf outside its groups; taken (E): experts (or
+    // groups) already picked; group_score (G).
+    float *choice = dsv3_cpu_workspace_at(ctx, slices[0]);
+    unsigned char *taken = dsv3_cpu_workspace_at(ctx, slices[1]);
+    float *group_score = dsv3_cpu_workspace_at(ctx, slices[2]);
 
     for (int64_t n = 0; n < N; n++) {
         const float *l = logits + n * E; // (E)
