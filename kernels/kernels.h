@@ -1,14 +1,32 @@
 // kernels: the op library, one backend-neutral C API.
 //
-// Every op of the model has a forward and a backward. Tensors are dense, row-major fp32
-// arrays on the CPU backend; each signature lists their shapes. Gradients of inputs ("d<x>")
-// are WRITTEN unless the comment says added; gradients of weights are ADDED, so that
-// micro-batches accumulate into the same buffer. Ops never keep state between calls; scratch
-// memory comes from dsv3_alloc and is released before returning. All ops are multi-threaded
-// through OpenBLAS (GEMMs) and OpenMP (the rest).
+// Every op of the model has a forward and a backward, called through a kernel context
+// (Dsv3KernelContext): the backend that runs it (CPU with OpenBLAS and OpenMP, the CPU
+// reference, or CUDA), its stream, its BLAS handle and the caller's workspace. A backend table
+// (kernels/backend.h) holds one function per op; the public functions below dispatch to the
+// context's table, so a caller never names a backend after creating its context.
 //
-// A simple reference version of every op, written for clarity, lives beside the fast one
-// (kernels_reference.h); the fast one is tested against it.
+// Memory. Tensors live in the context's memory space: host memory on the CPU backends, device
+// memory on CUDA (allocated with dsv3_memory_alloc, moved with dsv3_memory_copy). Ops never
+// allocate: the scratch an op needs comes from ctx->workspace, whose size the caller takes from
+// dsv3_workspace_bytes (the largest over the ops it will call); an op given too small a
+// workspace fails with DSV3_ERR_USAGE before computing anything. Ops keep no state between
+// calls and are asynchronous on CUDA (ordered on the context's stream; dsv3_synchronize waits);
+// results that are scalars (a loss, a sum of squares, a count) are written to memory the caller
+// passes, in the context's memory space.
+//
+// Precision. Activations and the weights they meet may be bf16 on a GPU: such tensors are
+// `void *` and their op takes a Dsv3TensorDtype that says what they hold. Everything else is
+// fp32 (typed float *): normalisation statistics, router scores and weights, softmax
+// statistics, rotary tables, weight gradients, master weights and AdamW state. The CPU
+// backends accept DSV3_TENSOR_F32 only (DSV3_ERR_USAGE otherwise); bf16 is stored as raw
+// uint16_t bits, since C11 has no bf16 type.
+//
+// Gradients of inputs ("d<x>") are WRITTEN unless the comment says added; gradients of weights
+// are ADDED, so that micro-batches accumulate into the same buffer.
+//
+// A reference version of every op, written for clarity, is the DSV3_BACKEND_CPU_REFERENCE
+// backend: the fast CPU ops and the CUDA ops are tested against it, and it against PyTorch.
 //
 // This library knows nothing of the model: no layer, no config, no MPI.
 //
@@ -18,94 +36,67 @@
 #ifndef DSV3_KERNELS_KERNELS_H
 #define DSV3_KERNELS_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/core/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // Label of a position that does not count in the loss (PyTorch's ignore_index).
 enum { DSV3_IGNORE_INDEX = -100 };
 
-// ---- embedding ----
+// ---- context ----
 
-// out (N, D) = weight (V, D) rows tokens[n]; every token must be in [0, V).
-Dsv3Err dsv3_embedding_forward(float *out, const int32_t *tokens, const float *weight, int64_t N,
-                               int64_t D, int64_t V);
-// dweight (V, D) += dout (N, D) scattered by tokens.
-Dsv3Err dsv3_embedding_backward(float *dweight, const float *dout, const int32_t *tokens, int64_t N,
-                                int64_t D, int64_t V);
+typedef enum {
+    DSV3_BACKEND_CPU,           // C, OpenBLAS GEMMs, OpenMP threads
+    DSV3_BACKEND_CPU_REFERENCE, // the plain reference versions, single-threaded
+    DSV3_BACKEND_CUDA,          // CUDA kernels, cuBLASLt (built when nvcc is found)
+} Dsv3Backend;
 
-// ---- RMSNorm (torch.nn.RMSNorm) ----
+enum { DSV3_BACKEND_COUNT = 3 };
 
-// out (N, D) = x · rstd · weight (D), rstd (N) = 1 / sqrt(mean(x²) + eps), saved for backward.
-Dsv3Err dsv3_rmsnorm_forward(float *out, float *rstd, const float *x, const float *weight,
-                             int64_t N, int64_t D, float eps);
-// dx (N, D) written; dweight (D) added.
-Dsv3Err dsv3_rmsnorm_backward(float *dx, float *dweight, const float *dout, const float *x,
-                              const float *weight, const float *rstd, int64_t N, int64_t D);
+// What the `void *` tensors of an op hold.
+typedef enum { DSV3_TENSOR_F32, DSV3_TENSOR_BF16 } Dsv3TensorDtype;
 
-// ---- linear (no bias; torch.nn.Linear's weight layout) ----
+// Directions of dsv3_memory_copy ("device" is the context's memory space).
+typedef enum {
+    DSV3_COPY_HOST_TO_DEVICE,
+    DSV3_COPY_DEVICE_TO_HOST,
+    DSV3_COPY_DEVICE_TO_DEVICE,
+} Dsv3CopyKind;
 
-// out (N, Out) = x (N, In) · weight (Out, In)ᵀ.
-Dsv3Err dsv3_linear_forward(float *out, const float *x, const float *weight, int64_t N, int64_t In,
-                            int64_t Out);
-// dx (N, In) = dout (N, Out) · weight, written (or added when accumulate_dx; skipped when dx is
-// NULL); dweight (Out, In) += doutᵀ · x.
-Dsv3Err dsv3_linear_backward(float *dx, float *dweight, const float *dout, const float *x,
-                             const float *weight, int64_t N, int64_t In, int64_t Out,
-                             int accumulate_dx);
+typedef struct Dsv3KernelOps Dsv3KernelOps;
 
-// ---- rotary embedding on interleaved pairs, with YaRN ----
+typedef struct {
+    const Dsv3KernelOps *ops; // the backend's table
+    Dsv3Backend backend;
+    int device;             // CUDA device ordinal; -1 on the CPU backends
+    void *stream;           // cudaStream_t; NULL on the CPU backends
+    void *blas;             // the backend's BLAS state (cuBLASLt handle); NULL on the CPU
+    void *workspace;        // scratch for the ops, in the context's memory space; the caller's
+    size_t workspace_bytes; // size of workspace
+} Dsv3KernelContext;
 
-// cos, sin (T, R/2): angle t · freq_i, freq_i = theta^(−2i/R). When T > original_seq_len the
-// frequencies get YaRN's correction (torchtitan's precompute_freqs_cis): between the
-// correction dims of beta_fast and beta_slow they blend linearly from freq_i to freq_i /
-// factor. T is the training seq_len.
-Dsv3Err dsv3_rope_tables(float *cos, float *sin, int64_t T, int64_t R, double theta, double factor,
-                         double beta_fast, double beta_slow, int64_t original_seq_len);
-// In place on x: for token n = b·T + t and head h < H, the R channels starting at
-// x + n·row_stride + h·head_stride hold pairs (x[2i], x[2i+1]) that rotate by angle (t, i).
-Dsv3Err dsv3_rope_forward(float *x, const float *cos, const float *sin, int64_t B, int64_t T,
-                          int64_t H, int64_t R, int64_t row_stride, int64_t head_stride);
-// In place on dx (same layout): the gradient through the rotation (rotation by −angle).
-Dsv3Err dsv3_rope_backward(float *dx, const float *cos, const float *sin, int64_t B, int64_t T,
-                           int64_t H, int64_t R, int64_t row_stride, int64_t head_stride);
+// "cpu", "cpu-reference", "cuda".
+const char *dsv3_backend_name(Dsv3Backend backend);
 
-// ---- attention (scaled dot product, causal or block-causal) ----
+// Whether this build has the backend (CUDA: compiled in; a device is checked at create).
+int dsv3_backend_built(Dsv3Backend backend);
 
-// q (B, T, H, Dqk), k (B, T, H, Dqk), v (B, T, H, Dv) → out (B, T, H, Dv) and lse (B, H, T),
-// the log-sum-exp of each query's scaled scores, saved for backward. Query t attends to key
-// s when s ≤ t and, if doc (B, T) is not NULL, doc[b, s] == doc[b, t] (document ids of a
-// block-causal mask). Softmax of scale · q·k, computed per head with an online softmax.
-Dsv3Err dsv3_attention_forward(float *out, float *lse, const float *q, const float *k,
-                               const float *v, const int32_t *doc, int64_t B, int64_t T, int64_t H,
-                               int64_t Dqk, int64_t Dv, float scale);
-// dq, dk (B, T, H, Dqk), dv (B, T, H, Dv) written.
-Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                const float *k, const float *v, const float *out, const float *lse,
-                                const int32_t *doc, int64_t B, int64_t T, int64_t H, int64_t Dqk,
-                                int64_t Dv, float scale);
-// The same, trading memory for time: forward keeps the scaled, masked scores of the tiles it
-// visits in scores (B, H, T, T) and backward reads them instead of recomputing q·kᵀ. Same
-// results, bit for bit; worth it while B·H·T² floats fit comfortably in memory.
-Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, const float *q,
-                                      const float *k, const float *v, const int32_t *doc, int64_t B,
-                                      int64_t T, int64_t H, int64_t Dqk, int64_t Dv, float scale);
-Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const float *dout,
-                                       const float *q, const float *k, const float *v,
-                                       const float *out, const float *lse, const float *scores,
-                                       const int32_t *doc, int64_t B, int64_t T, int64_t H,
-                                       int64_t Dqk, int64_t Dv, float scale);
+// A context for `backend` on `device` (CUDA: makes it current, creates a stream and a cuBLASLt
+// handle; ignored on the CPU). No workspace: set ctx->workspace and ctx->workspace_bytes to
+// memory of the context's space before calling an op that needs one. Errors: DSV3_ERR_USAGE
+// for a backend this build lacks, DSV3_ERR_BACKEND when the device cannot be used (error.h has
+// no DSV3_ERR_CUDA: a CUDA failure is a backend error).
+Dsv3Err dsv3_kernel_context_create(Dsv3KernelContext *ctx, Dsv3Backend backend, int device);
 
-// ---- SwiGLU gate: h = silu(a) · b, with a = w1 x and b = w3 x ----
+// Releases the stream and handle (not the workspace). Safe on a zeroed context.
+void dsv3_kernel_context_destroy(Dsv3KernelContext *ctx);
 
-// h (N, F); may not alias a or b.
-Dsv3Err dsv3_swiglu_forward(float *h, const float *a, const float *b, int64_t N, int64_t F);
-// da, db (N, F) written; da may alias a and db may alias b.
-Dsv3Err dsv3_swiglu_backward(float *da, float *db, const float *dh, const float *a, const float *b,
-                             int64_t N, int64_t F);
-
-// ---- MoE router (torchtitan's TokenChoiceTopKRouter) ----
-
+// Router settings (torchtitan's TokenChoiceTopKRouter).
 typedef struct {
     int64_t num_experts;        // E
     int64_t top_k;              // K
@@ -116,79 +107,348 @@ typedef struct {
     float route_scale;          // factor on the weights
 } Dsv3RouterArgs;
 
-// logits (N, E) = the gate's output. scores (N, E) = softmax or sigmoid of logits, saved.
-// Choice: the K largest scores + expert_bias (E, or NULL) — restricted, when groups are on,
-// to the num_limited_groups groups whose two best biased scores sum highest. topk_idx (N, K)
-// the chosen experts; weights (N, K) their UNbiased scores (over their sum + 1e-20 when
-// route_norm) × route_scale; counts (E) written: tokens per expert.
-Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, int64_t *counts,
-                            const float *logits, const float *expert_bias, int64_t N,
-                            const Dsv3RouterArgs *args);
-// dlogits (N, E) written from dweights (N, K).
-Dsv3Err dsv3_router_backward(float *dlogits, const float *dweights, const float *scores,
-                             const int32_t *topk_idx, int64_t N, const Dsv3RouterArgs *args);
-
-// ---- token permutation to experts and back ----
-
-// Sorts the N × K assignments by expert, stably (ties keep token order): order (M) holds
-// n·K + k of each routed row; offsets (E + 1) the first row of each expert (offsets[E] = M).
-Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx, int64_t N,
-                      int64_t K, int64_t E);
-// xs (M, D) = x (N, D) rows order[j] / K.
-Dsv3Err dsv3_moe_gather(float *xs, const float *x, const int32_t *order, int64_t M, int64_t K,
-                        int64_t D);
-// dx (N, D) += dxs (M, D) summed back onto their tokens (added).
-Dsv3Err dsv3_moe_gather_backward(float *dx, const float *dxs, const int32_t *order, int64_t M,
-                                 int64_t K, int64_t D);
-// out (N, D) += Σ_k weights[n, k] · ys[row of (n, k)], ys (M, D) in the order of `order`.
-Dsv3Err dsv3_moe_combine_forward(float *out, const float *ys, const float *weights,
-                                 const int32_t *order, int64_t N, int64_t K, int64_t D);
-// dys (M, D) written = weight · dout of its token; dweights (N, K) written = dout · ys.
-Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout, const float *ys,
-                                  const float *weights, const int32_t *order, int64_t N, int64_t K,
-                                  int64_t D);
-
-// ---- routed experts: grouped SwiGLU FFNs ----
-
-// For expert e < E and its rows [offsets[e], offsets[e+1]) of xs (M, D), offsets[0] = 0:
-// h1 = xs · w1[e]ᵀ, h3 = xs · w3[e]ᵀ (M, F) saved; ys (M, D) = (silu(h1) · h3) · w2[e]ᵀ.
-// w1, w3 (E, F, D); w2 (E, D, F).
-Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, const float *w1,
-                             const float *w2, const float *w3, const int64_t *offsets, int64_t E,
-                             int64_t D, int64_t F);
-// dxs (M, D) written; dw1, dw3 (E, F, D) and dw2 (E, D, F) added.
-Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, const float *dys,
-                              const float *xs, const float *h1, const float *h3, const float *w1,
-                              const float *w2, const float *w3, const int64_t *offsets, int64_t E,
-                              int64_t D, int64_t F);
-
-// ---- output head fused with cross-entropy ----
-
-// logits = h (N, D) · weight (V, D)ᵀ, in chunks of at most `chunk` tokens so that no more
-// than chunk × V logits exist at once. loss_sum = Σ over n with labels[n] ≠ DSV3_IGNORE_INDEX
-// of logsumexp(logits[n]) − logits[n, labels[n]], accumulated in double. When dh is not NULL:
-// dh (N, D) written and dweight (V, D) added with the gradient of grad_scale × loss_sum.
-// Labels must be DSV3_IGNORE_INDEX or in [0, V).
-Dsv3Err dsv3_cross_entropy(double *loss_sum, float *dh, float *dweight, const float *h,
-                           const float *weight, const int32_t *labels, int64_t N, int64_t D,
-                           int64_t V, float grad_scale, int64_t chunk);
-
-// ---- optimizer and clipping ----
-
+// AdamW settings of one step.
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
     int64_t step; // 1 on the first step (bias correction)
 } Dsv3AdamWArgs;
 
-// torch.optim.AdamW on n elements: param ·= 1 − lr·wd; m, v updated; param −= lr ·
-// m̂ / (sqrt(v̂) + eps) with bias-corrected m̂, v̂.
-Dsv3Err dsv3_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n,
-                        const Dsv3AdamWArgs *args);
+// Shapes for dsv3_workspace_bytes: the fields the op's signature uses, the others 0.
+typedef struct {
+    int64_t N, D, V, B, T, H, Dqk, Dv, E, K, M, F, chunk;
+} Dsv3OpShape;
 
-// Σ x² over n elements, in double.
-double dsv3_sum_squares(const float *x, int64_t n);
+// ---- the ops ----
+//
+// X(ID, name, parameter list, argument list): each line declares dsv3_<name>, a Dsv3Err
+// function with those parameters, and the table entry of every backend. The comment above a
+// block gives each op's semantics and shapes.
 
-// x ·= factor over n elements.
-void dsv3_scale(float *x, int64_t n, float factor);
+// Memory of the context's space, and moving bytes.
+//   memory_alloc: *out = `bytes` bytes, 64-byte aligned, counted (`what` names them in errors).
+//   memory_free: releases memory_alloc's memory; NULL is allowed.
+//   memory_copy: `bytes` bytes from src to dst in the direction `kind`; the regions may not
+//     overlap. Host memory is the caller's ordinary memory.
+//   memory_zero: `bytes` zero bytes at dst.
+//   synchronize: returns when every op issued on the context has finished.
+//   convert: dst (n) of dst_dtype = src (n) of src_dtype, rounding to nearest even.
+#define DSV3_KERNELS_MEMORY(X)                                                                     \
+    X(MEMORY_ALLOC, memory_alloc,                                                                  \
+      (const Dsv3KernelContext *ctx, void **out, size_t bytes, const char *what),                  \
+      (ctx, out, bytes, what))                                                                     \
+    X(MEMORY_FREE, memory_free, (const Dsv3KernelContext *ctx, void *p), (ctx, p))                 \
+    X(MEMORY_COPY, memory_copy,                                                                    \
+      (const Dsv3KernelContext *ctx, void *dst, const void *src, size_t bytes, Dsv3CopyKind kind), \
+      (ctx, dst, src, bytes, kind))                                                                \
+    X(MEMORY_ZERO, memory_zero, (const Dsv3KernelContext *ctx, void *dst, size_t bytes),           \
+      (ctx, dst, bytes))                                                                           \
+    X(SYNCHRONIZE, synchronize, (const Dsv3KernelContext *ctx), (ctx))                             \
+    X(CONVERT, convert,                                                                            \
+      (const Dsv3KernelContext *ctx, void *dst, Dsv3TensorDtype dst_dtype, const void *src,        \
+       Dsv3TensorDtype src_dtype, int64_t n),                                                      \
+      (ctx, dst, dst_dtype, src, src_dtype, n))
+
+// Workspace: *bytes = the scratch that op `op` (a DSV3_OP_* of this list) needs for `shape`
+// on this context (0 for most ops). Callers size ctx->workspace as the largest of the ops they
+// call; the CPU backend's sizes grow with the OpenMP thread count of the calling thread.
+#define DSV3_KERNELS_WORKSPACE(X)                                                                  \
+    X(WORKSPACE_BYTES, workspace_bytes,                                                            \
+      (const Dsv3KernelContext *ctx, int op, const Dsv3OpShape *shape, size_t *bytes),             \
+      (ctx, op, shape, bytes))
+
+// Token bookkeeping.
+//   tokens_check: every tokens (N) id in [0, V); otherwise DSV3_ERR_USAGE naming the first
+//     position outside and its value.
+//   document_ids: doc (B, T) as torchtitan's document mask: a position belongs to the document
+//     that the last eos before it closed (ids count from 0 per sequence); the eos itself ends
+//     its own document. eos < 0: every position 0.
+//   labels_count: *count (one int64) = labels (N) that are not DSV3_IGNORE_INDEX.
+#define DSV3_KERNELS_TOKENS(X)                                                                     \
+    X(TOKENS_CHECK, tokens_check,                                                                  \
+      (const Dsv3KernelContext *ctx, const int32_t *tokens, int64_t N, int64_t V),                 \
+      (ctx, tokens, N, V))                                                                         \
+    X(DOCUMENT_IDS, document_ids,                                                                  \
+      (const Dsv3KernelContext *ctx, int32_t *doc, const int32_t *tokens, int64_t B, int64_t T,    \
+       int32_t eos),                                                                               \
+      (ctx, doc, tokens, B, T, eos))                                                               \
+    X(LABELS_COUNT, labels_count,                                                                  \
+      (const Dsv3KernelContext *ctx, int64_t *count, const int32_t *labels, int64_t N),            \
+      (ctx, count, labels, N))
+
+// Element-wise and copies.
+//   add: out (n) = a (n) + b (n); out may alias a or b.
+//   copy_columns: for r < rows, dst[r·dst_stride + c] = src[r·src_stride + c], c < cols (a
+//     column block of a row-major matrix into another; strides in elements, ≥ cols; no overlap).
+#define DSV3_KERNELS_ELEMENTWISE(X)                                                                \
+    X(ADD, add,                                                                                    \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, const void *a,              \
+       const void *b, int64_t n),                                                                  \
+      (ctx, dtype, out, a, b, n))                                                                  \
+    X(COPY_COLUMNS, copy_columns,                                                                  \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dst, int64_t dst_stride,         \
+       const void *src, int64_t src_stride, int64_t rows, int64_t cols),                           \
+      (ctx, dtype, dst, dst_stride, src, src_stride, rows, cols))
+
+// Embedding.
+//   embedding_forward: out (N, D) = weight (V, D) rows tokens[n]; every token in [0, V).
+//   embedding_backward: dweight (V, D) += dout (N, D) scattered by tokens.
+#define DSV3_KERNELS_EMBEDDING(X)                                                                  \
+    X(EMBEDDING_FORWARD, embedding_forward,                                                        \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, const int32_t *tokens,      \
+       const void *weight, int64_t N, int64_t D, int64_t V),                                       \
+      (ctx, dtype, out, tokens, weight, N, D, V))                                                  \
+    X(EMBEDDING_BACKWARD, embedding_backward,                                                      \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, float *dweight, const void *dout,      \
+       const int32_t *tokens, int64_t N, int64_t D, int64_t V),                                    \
+      (ctx, dtype, dweight, dout, tokens, N, D, V))
+
+// RMSNorm (torch.nn.RMSNorm).
+//   rmsnorm_forward: out (N, D) = x · rstd · weight (D), rstd (N) = 1 / sqrt(mean(x²) + eps),
+//     saved for backward.
+//   rmsnorm_backward: dx (N, D) written; dweight (D) added.
+#define DSV3_KERNELS_RMSNORM(X)                                                                    \
+    X(RMSNORM_FORWARD, rmsnorm_forward,                                                            \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, float *rstd, const void *x, \
+       const void *weight, int64_t N, int64_t D, float eps),                                       \
+      (ctx, dtype, out, rstd, x, weight, N, D, eps))                                               \
+    X(RMSNORM_BACKWARD, rmsnorm_backward,                                                          \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx, float *dweight,              \
+       const void *dout, const void *x, const void *weight, const float *rstd, int64_t N,          \
+       int64_t D),                                                                                 \
+      (ctx, dtype, dx, dweight, dout, x, weight, rstd, N, D))
+
+// Linear (no bias; torch.nn.Linear's weight layout).
+//   linear_forward: out (N, Out) = x (N, In) · weight (Out, In)ᵀ.
+//   linear_backward: dx (N, In) = dout (N, Out) · weight, written (added when accumulate_dx;
+//     skipped when dx is NULL); dweight (Out, In) += doutᵀ · x.
+#define DSV3_KERNELS_LINEAR(X)                                                                     \
+    X(LINEAR_FORWARD, linear_forward,                                                              \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, const void *x,              \
+       const void *weight, int64_t N, int64_t In, int64_t Out),                                    \
+      (ctx, dtype, out, x, weight, N, In, Out))                                                    \
+    X(LINEAR_BACKWARD, linear_backward,                                                            \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx, float *dweight,              \
+       const void *dout, const void *x, const void *weight, int64_t N, int64_t In, int64_t Out,    \
+       int accumulate_dx),                                                                         \
+      (ctx, dtype, dx, dweight, dout, x, weight, N, In, Out, accumulate_dx))
+
+// Rotary embedding on interleaved pairs, with YaRN.
+//   rope_tables: cos, sin (T, R/2): angle t · freq_i, freq_i = theta^(−2i/R). When
+//     T > original_seq_len the frequencies get YaRN's correction (torchtitan's
+//     precompute_freqs_cis): between the correction dims of beta_fast and beta_slow they blend
+//     linearly from freq_i to freq_i / factor. T is the training seq_len.
+//   rope_forward: in place on x: for token n = b·T + t and head h < H, the R channels starting
+//     at x + n·row_stride + h·head_stride hold pairs (x[2i], x[2i+1]) that rotate by angle (t, i).
+//   rope_backward: in place on dx (same layout): the gradient through the rotation.
+#define DSV3_KERNELS_ROPE(X)                                                                       \
+    X(ROPE_TABLES, rope_tables,                                                                    \
+      (const Dsv3KernelContext *ctx, float *cos, float *sin, int64_t T, int64_t R, double theta,   \
+       double factor, double beta_fast, double beta_slow, int64_t original_seq_len),               \
+      (ctx, cos, sin, T, R, theta, factor, beta_fast, beta_slow, original_seq_len))                \
+    X(ROPE_FORWARD, rope_forward,                                                                  \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *x, const float *cos,             \
+       const float *sin, int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,           \
+       int64_t head_stride),                                                                       \
+      (ctx, dtype, x, cos, sin, B, T, H, R, row_stride, head_stride))                              \
+    X(ROPE_BACKWARD, rope_backward,                                                                \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx, const float *cos,            \
+       const float *sin, int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,           \
+       int64_t head_stride),                                                                       \
+      (ctx, dtype, dx, cos, sin, B, T, H, R, row_stride, head_stride))
+
+// Multi-head latent attention: assembling keys and values from wkv_b's output.
+//   mla_kv_forward: for token n and head h, k[n, h] (Dqk = nope + R) = [kvb[n, h, :nope],
+//     kpe[n·kpe_stride : +R]] (the rotary key is shared by the heads) and v[n, h] (Dv) =
+//     kvb[n, h, nope:]. kvb (N, H, nope + Dv), k (N, H, nope + R), v (N, H, Dv).
+//   mla_kv_backward: dkvb[n, h] = [dk[n, h, :nope], dv[n, h]] written; dkpe[n·dkpe_stride :
+//     +R] = Σ_h dk[n, h, nope:] written.
+#define DSV3_KERNELS_MLA(X)                                                                        \
+    X(MLA_KV_FORWARD, mla_kv_forward,                                                              \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *k, void *v, const void *kvb,     \
+       const void *kpe, int64_t kpe_stride, int64_t N, int64_t H, int64_t nope, int64_t R,         \
+       int64_t Dv),                                                                                \
+      (ctx, dtype, k, v, kvb, kpe, kpe_stride, N, H, nope, R, Dv))                                 \
+    X(MLA_KV_BACKWARD, mla_kv_backward,                                                            \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dkvb, void *dkpe,                \
+       int64_t dkpe_stride, const void *dk, const void *dv, int64_t N, int64_t H, int64_t nope,    \
+       int64_t R, int64_t Dv),                                                                     \
+      (ctx, dtype, dkvb, dkpe, dkpe_stride, dk, dv, N, H, nope, R, Dv))
+
+// Attention (scaled dot product, causal or block-causal).
+//   attention_forward: q (B, T, H, Dqk), k (B, T, H, Dqk), v (B, T, H, Dv) → out (B, T, H, Dv)
+//     and lse (B, H, T), the log-sum-exp of each query's scaled scores, saved for backward.
+//     Query t attends to key s when s ≤ t and, if doc (B, T) is not NULL, doc[b, s] ==
+//     doc[b, t] (document ids of a block-causal mask). Softmax of scale · q·k, computed per
+//     head with an online softmax. When scores (B, H, T, T) is not NULL, the scaled, masked
+//     scores of the tiles forward visits are kept there and backward reads them instead of
+//     recomputing q·kᵀ: same results, bit for bit, for B·H·T² floats of memory. A backend may
+//     ignore scores (it must then be NULL in backward too or hold what forward left).
+//   attention_backward: dq, dk (B, T, H, Dqk), dv (B, T, H, Dv) written.
+#define DSV3_KERNELS_ATTENTION(X)                                                                  \
+    X(ATTENTION_FORWARD, attention_forward,                                                        \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, float *lse, float *scores,  \
+       const void *q, const void *k, const void *v, const int32_t *doc, int64_t B, int64_t T,      \
+       int64_t H, int64_t Dqk, int64_t Dv, float scale),                                           \
+      (ctx, dtype, out, lse, scores, q, k, v, doc, B, T, H, Dqk, Dv, scale))                       \
+    X(ATTENTION_BACKWARD, attention_backward,                                                      \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dq, void *dk, void *dv,          \
+       const void *dout, const void *q, const void *k, const void *v, const void *out,             \
+       const float *lse, const float *scores, const int32_t *doc, int64_t B, int64_t T, int64_t H, \
+       int64_t Dqk, int64_t Dv, float scale),                                                      \
+      (ctx, dtype, dq, dk, dv, dout, q, k, v, out, lse, scores, doc, B, T, H, Dqk, Dv, scale))
+
+// SwiGLU gate: h = silu(a) · b, with a = w1 x and b = w3 x.
+//   swiglu_forward: h (N, F); may not alias a or b.
+//   swiglu_backward: da, db (N, F) written; da may alias a and db may alias b.
+#define DSV3_KERNELS_SWIGLU(X)                                                                     \
+    X(SWIGLU_FORWARD, swiglu_forward,                                                              \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *h, const void *a, const void *b, \
+       int64_t N, int64_t F),                                                                      \
+      (ctx, dtype, h, a, b, N, F))                                                                 \
+    X(SWIGLU_BACKWARD, swiglu_backward,                                                            \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *da, void *db, const void *dh,    \
+       const void *a, const void *b, int64_t N, int64_t F),                                        \
+      (ctx, dtype, da, db, dh, a, b, N, F))
+
+// MoE router (torchtitan's TokenChoiceTopKRouter), computed in fp32 whatever `dtype` is.
+//   router_forward: logits (N, E) = the gate's output. scores (N, E) = softmax or sigmoid of
+//     logits, saved. Choice: the K largest scores + expert_bias (E, or NULL) — restricted, when
+//     groups are on, to the num_limited_groups groups whose two best biased scores sum highest.
+//     topk_idx (N, K) the chosen experts; weights (N, K) their UNbiased scores (over their sum
+//     + 1e-20 when route_norm) × route_scale; counts (E) written: tokens per expert.
+//   router_backward: dlogits (N, E) written from dweights (N, K).
+//   counts_accumulate: total (n) += counts (n).
+//   expert_bias_update: the aux-loss-free balancing step, bias (E) += δ − mean(δ) with
+//     δ = coeff · sign(mean(counts) − counts), counts (E) the step's tokens per expert.
+#define DSV3_KERNELS_ROUTER(X)                                                                     \
+    X(ROUTER_FORWARD, router_forward,                                                              \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, float *scores, int32_t *topk_idx,      \
+       float *weights, int64_t *counts, const void *logits, const float *expert_bias, int64_t N,   \
+       const Dsv3RouterArgs *args),                                                                \
+      (ctx, dtype, scores, topk_idx, weights, counts, logits, expert_bias, N, args))               \
+    X(ROUTER_BACKWARD, router_backward,                                                            \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dlogits, const float *dweights,  \
+       const float *scores, const int32_t *topk_idx, int64_t N, const Dsv3RouterArgs *args),       \
+      (ctx, dtype, dlogits, dweights, scores, topk_idx, N, args))                                  \
+    X(COUNTS_ACCUMULATE, counts_accumulate,                                                        \
+      (const Dsv3KernelContext *ctx, int64_t *total, const int64_t *counts, int64_t n),            \
+      (ctx, total, counts, n))                                                                     \
+    X(EXPERT_BIAS_UPDATE, expert_bias_update,                                                      \
+      (const Dsv3KernelContext *ctx, float *bias, const int64_t *counts, int64_t E, double coeff), \
+      (ctx, bias, counts, E, coeff))
+
+// Token permutation to experts and back.
+//   moe_plan: sorts the N × K assignments by expert, stably (ties keep token order): order (M)
+//     holds n·K + k of each routed row; offsets (E + 1) the first row of each expert
+//     (offsets[E] = M).
+//   moe_gather: xs (M, D) = x (N, D) rows order[j] / K.
+//   moe_gather_backward: dx (N, D) += dxs (M, D) summed back onto their tokens (added).
+//   moe_combine_forward: out (N, D) += Σ_k weights[n, k] · ys[row of (n, k)], ys (M, D) in the
+//     order of `order`.
+//   moe_combine_backward: dys (M, D) written = weight · dout of its token; dweights (N, K)
+//     written = dout · ys.
+#define DSV3_KERNELS_MOE(X)                                                                        \
+    X(MOE_PLAN, moe_plan,                                                                          \
+      (const Dsv3KernelContext *ctx, int32_t *order, int64_t *offsets, const int32_t *topk_idx,    \
+       int64_t N, int64_t K, int64_t E),                                                           \
+      (ctx, order, offsets, topk_idx, N, K, E))                                                    \
+    X(MOE_GATHER, moe_gather,                                                                      \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *xs, const void *x,               \
+       const int32_t *order, int64_t M, int64_t K, int64_t D),                                     \
+      (ctx, dtype, xs, x, order, M, K, D))                                                         \
+    X(MOE_GATHER_BACKWARD, moe_gather_backward,                                                    \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx, const void *dxs,             \
+       const int32_t *order, int64_t M, int64_t K, int64_t D),                                     \
+      (ctx, dtype, dx, dxs, order, M, K, D))                                                       \
+    X(MOE_COMBINE_FORWARD, moe_combine_forward,                                                    \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, const void *ys,             \
+       const float *weights, const int32_t *order, int64_t N, int64_t K, int64_t D),               \
+      (ctx, dtype, out, ys, weights, order, N, K, D))                                              \
+    X(MOE_COMBINE_BACKWARD, moe_combine_backward,                                                  \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dys, float *dweights,            \
+       const void *dout, const void *ys, const float *weights, const int32_t *order, int64_t N,    \
+       int64_t K, int64_t D),                                                                      \
+      (ctx, dtype, dys, dweights, dout, ys, weights, order, N, K, D))
+
+// Routed experts: grouped SwiGLU FFNs. Expert e < E has the rows [offsets[e], offsets[e+1])
+// of xs (M, D); offsets (E + 1) with offsets[0] = 0.
+//   experts_forward: h1 = xs · w1[e]ᵀ, h3 = xs · w3[e]ᵀ (M, F) saved; ys (M, D) =
+//     (silu(h1) · h3) · w2[e]ᵀ. w1, w3 (E, F, D); w2 (E, D, F).
+//   experts_backward: dxs (M, D) written; dw1, dw3 (E, F, D) and dw2 (E, D, F) added.
+#define DSV3_KERNELS_EXPERTS(X)                                                                    \
+    X(EXPERTS_FORWARD, experts_forward,                                                            \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *ys, void *h1, void *h3,          \
+       const void *xs, const void *w1, const void *w2, const void *w3, const int64_t *offsets,     \
+       int64_t E, int64_t D, int64_t F),                                                           \
+      (ctx, dtype, ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F))                                  \
+    X(EXPERTS_BACKWARD, experts_backward,                                                          \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dxs, float *dw1, float *dw2,     \
+       float *dw3, const void *dys, const void *xs, const void *h1, const void *h3,                \
+       const void *w1, const void *w2, const void *w3, const int64_t *offsets, int64_t E,          \
+       int64_t D, int64_t F),                                                                      \
+      (ctx, dtype, dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, offsets, E, D, F))
+
+// Output head fused with cross-entropy.
+//   cross_entropy: logits = h (N, D) · weight (V, D)ᵀ, in chunks of at most `chunk` tokens so
+//     that no more than chunk × V logits exist at once. *loss_sum (one double) = Σ over n with
+//     labels[n] ≠ DSV3_IGNORE_INDEX of logsumexp(logits[n]) − logits[n, labels[n]],
+//     accumulated in double. When dh is not NULL: dh (N, D) written and dweight (V, D) added
+//     with the gradient of grad_scale × loss_sum. Labels must be DSV3_IGNORE_INDEX or in [0, V).
+#define DSV3_KERNELS_CROSS_ENTROPY(X)                                                              \
+    X(CROSS_ENTROPY, cross_entropy,                                                                \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, double *loss_sum, void *dh,            \
+       float *dweight, const void *h, const void *weight, const int32_t *labels, int64_t N,        \
+       int64_t D, int64_t V, float grad_scale, int64_t chunk),                                     \
+      (ctx, dtype, loss_sum, dh, dweight, h, weight, labels, N, D, V, grad_scale, chunk))
+
+// Optimizer and clipping, on fp32 master state.
+//   adamw_step: torch.optim.AdamW on n elements: param ·= 1 − lr·wd; m, v updated; param −=
+//     lr · m̂ / (sqrt(v̂) + eps) with bias-corrected m̂, v̂.
+//   sum_squares: *out (one double) = Σ x² over n elements, accumulated in double.
+//   scale: x ·= factor over n elements.
+#define DSV3_KERNELS_OPTIMIZER(X)                                                                  \
+    X(ADAMW_STEP, adamw_step,                                                                      \
+      (const Dsv3KernelContext *ctx, float *param, const float *grad, float *m, float *v,          \
+       int64_t n, const Dsv3AdamWArgs *args),                                                      \
+      (ctx, param, grad, m, v, n, args))                                                           \
+    X(SUM_SQUARES, sum_squares,                                                                    \
+      (const Dsv3KernelContext *ctx, double *out, const float *x, int64_t n), (ctx, out, x, n))    \
+    X(SCALE, scale, (const Dsv3KernelContext *ctx, float *x, int64_t n, float factor),             \
+      (ctx, x, n, factor))
+
+#define DSV3_KERNEL_OPS(X)                                                                         \
+    DSV3_KERNELS_MEMORY(X)                                                                         \
+    DSV3_KERNELS_WORKSPACE(X)                                                                      \
+    DSV3_KERNELS_TOKENS(X)                                                                         \
+    DSV3_KERNELS_ELEMENTWISE(X)                                                                    \
+    DSV3_KERNELS_EMBEDDING(X)                                                                      \
+    DSV3_KERNELS_RMSNORM(X)                                                                        \
+    DSV3_KERNELS_LINEAR(X)                                                                         \
+    DSV3_KERNELS_ROPE(X)                                                                           \
+    DSV3_KERNELS_MLA(X)                                                                            \
+    DSV3_KERNELS_ATTENTION(X)                                                                      \
+    DSV3_KERNELS_SWIGLU(X)                                                                         \
+    DSV3_KERNELS_ROUTER(X)                                                                         \
+    DSV3_KERNELS_MOE(X)                                                                            \
+    DSV3_KERNELS_EXPERTS(X)                                                                        \
+    DSV3_KERNELS_CROSS_ENTROPY(X)                                                                  \
+    DSV3_KERNELS_OPTIMIZER(X)
+
+// DSV3_OP_<ID>: the op numbers that dsv3_workspace_bytes takes.
+#define DSV3_KERNEL_OP_ENUM(ID, name, params, args) DSV3_OP_##ID,
+typedef enum { DSV3_KERNEL_OPS(DSV3_KERNEL_OP_ENUM) DSV3_OP_COUNT } Dsv3Op;
+#undef DSV3_KERNEL_OP_ENUM
+
+// Dsv3Err dsv3_<name>(<params>): one function per op, dispatching to ctx->ops.
+#define DSV3_KERNEL_OP_DECLARE(ID, name, params, args) Dsv3Err dsv3_##name params;
+DSV3_KERNEL_OPS(DSV3_KERNEL_OP_DECLARE)
+#undef DSV3_KERNEL_OP_DECLARE
+
+// "embedding_forward", … for messages.
+const char *dsv3_op_name(Dsv3Op op);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,8 +1,11 @@
 // layer: MLA, SwiGLU FFN and MoE composed from the kernels, with activation checkpointing.
-// Legend as in layer.h.
+// Every op runs on the layer context's kernel context. Legend as in layer.h.
 #include "layer.h"
 
 #include <string.h>
+
+// The model computes in fp32: the dtype of every op's activations and weights.
+static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
 
 // ---- activations ----
 
@@ -138,31 +141,6 @@ Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const D
     return DSV3_OK;
 }
 
-// ---- local experts ----
-
-static Dsv3Err local_experts_forward(Dsv3Experts *self, const Dsv3ParamGroup *g, float *ys,
-                                     float *h1, float *h3, const float *xs,
-                                     const int64_t *offsets) {
-    (void)self;
-    const Dsv3Param *w1 = &g->params[DSV3_P_EXPERTS_W1];
-    return dsv3_experts_forward(ys, h1, h3, xs, w1->data, g->params[DSV3_P_EXPERTS_W2].data,
-                                g->params[DSV3_P_EXPERTS_W3].data, offsets, w1->shape[0],
-                                w1->shape[2], w1->shape[1]);
-}
-
-static Dsv3Err local_experts_backward(Dsv3Experts *self, Dsv3ParamGroup *g, float *dxs,
-                                      const float *dys, const float *xs, const float *h1,
-                                      const float *h3, const int64_t *offsets) {
-    (void)self;
-    Dsv3Param *w1 = &g->params[DSV3_P_EXPERTS_W1], *w2 = &g->params[DSV3_P_EXPERTS_W2],
-              *w3 = &g->params[DSV3_P_EXPERTS_W3];
-    return dsv3_experts_backward(dxs, w1->grad, w2->grad, w3->grad, dys, xs, h1, h3, w1->data,
-                                 w2->data, w3->data, offsets, w1->shape[0], w1->shape[2],
-                                 w1->shape[1]);
-}
-
-Dsv3Experts dsv3_local_experts = {local_experts_forward, local_experts_backward};
-
 // ---- forward ----
 
 static const float *P(const Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->params[slot].data; }
@@ -172,143 +150,147 @@ static float *G(Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->params[slot].
 static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
                                  const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
                                  Dsv3LayerScratch *s) {
-    int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv;
+    const Dsv3KernelContext *kc = ctx->kernels;
+    int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
     float eps = (float)args->norm_eps;
     if (d->Q > 0) {
-        DSV3_CALL(dsv3_linear_forward(a->qa, a->xn, P(g, DSV3_P_WQ_A), N, d->D, d->Q));
+        DSV3_CALL(dsv3_linear_forward(kc, F32, a->qa, a->xn, P(g, DSV3_P_WQ_A), N, d->D, d->Q));
+        DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), N,
+                                       d->Q, eps));
         DSV3_CALL(
-            dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), N, d->Q, eps));
-        DSV3_CALL(dsv3_linear_forward(a->q, a->qn, P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk));
+            dsv3_linear_forward(kc, F32, a->q, a->qn, P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk));
     } else {
-        DSV3_CALL(dsv3_linear_forward(a->q, a->xn, P(g, DSV3_P_WQ), N, d->D, d->H * d->Dqk));
+        DSV3_CALL(
+            dsv3_linear_forward(kc, F32, a->q, a->xn, P(g, DSV3_P_WQ), N, d->D, d->H * d->Dqk));
     }
-    DSV3_CALL(dsv3_rope_forward(a->q + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T, d->H, d->R,
-                                d->H * d->Dqk, d->Dqk));
+    DSV3_CALL(dsv3_rope_forward(kc, F32, a->q + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T,
+                                d->H, d->R, d->H * d->Dqk, d->Dqk));
     // wkv_a gives the latent (N, C) and the shared rotary key (N, R) side by side.
-    DSV3_CALL(dsv3_linear_forward(s->kva, a->xn, P(g, DSV3_P_WKV_A), N, d->D, d->C + d->R));
-    for (int64_t n = 0; n < N; n++) {
-        memcpy(a->kvc + n * d->C, s->kva + n * (d->C + d->R), (size_t)d->C * sizeof(float));
-        memcpy(a->kpe + n * d->R, s->kva + n * (d->C + d->R) + d->C, (size_t)d->R * sizeof(float));
-    }
-    DSV3_CALL(
-        dsv3_rope_forward(a->kpe, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R, d->R, d->R));
-    DSV3_CALL(dsv3_rmsnorm_forward(a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), N, d->C, eps));
-    DSV3_CALL(dsv3_linear_forward(s->kvb, a->kvn, P(g, DSV3_P_WKV_B), N, d->C, d->H * nv));
+    DSV3_CALL(dsv3_linear_forward(kc, F32, s->kva, a->xn, P(g, DSV3_P_WKV_A), N, d->D, CR));
+    DSV3_CALL(dsv3_copy_columns(kc, F32, a->kvc, d->C, s->kva, CR, N, d->C));
+    DSV3_CALL(dsv3_copy_columns(kc, F32, a->kpe, d->R, s->kva + d->C, CR, N, d->R));
+    DSV3_CALL(dsv3_rope_forward(kc, F32, a->kpe, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R,
+                                d->R, d->R));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), N,
+                                   d->C, eps));
+    DSV3_CALL(dsv3_linear_forward(kc, F32, s->kvb, a->kvn, P(g, DSV3_P_WKV_B), N, d->C, d->H * nv));
     // k = [k_nope of each head, the shared k_pe]; v from the rest of wkv_b's output.
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t h = 0; h < d->H; h++) {
-            const float *src = s->kvb + (n * d->H + h) * nv;
-            float *k = a->k + (n * d->H + h) * d->Dqk;
-            memcpy(k, src, (size_t)nope * sizeof(float));
-            memcpy(k + nope, a->kpe + n * d->R, (size_t)d->R * sizeof(float));
-            memcpy(a->v + (n * d->H + h) * d->Dv, src + nope, (size_t)d->Dv * sizeof(float));
-        }
-    DSV3_CALL(dsv3_attention_forward_cached(a->o, a->lse, a->attn_scores, a->q, a->k, a->v,
-                                            ctx->doc, d->B, d->T, d->H, d->Dqk, d->Dv,
-                                            ctx->softmax_scale));
+    DSV3_CALL(
+        dsv3_mla_kv_forward(kc, F32, a->k, a->v, s->kvb, a->kpe, d->R, N, d->H, nope, d->R, d->Dv));
+    DSV3_CALL(dsv3_attention_forward(kc, F32, a->o, a->lse, a->attn_scores, a->q, a->k, a->v,
+                                     ctx->doc, d->B, d->T, d->H, d->Dqk, d->Dv,
+                                     ctx->softmax_scale));
     return DSV3_OK;
 }
 
-static Dsv3Err swiglu_ffn_forward(float *out, Dsv3LayerActs *a, const float *w1, const float *w2,
-                                  const float *w3, int64_t N, int64_t D, int64_t hidden) {
-    DSV3_CALL(dsv3_linear_forward(a->fa, a->hn, w1, N, D, hidden));
-    DSV3_CALL(dsv3_linear_forward(a->fb, a->hn, w3, N, D, hidden));
-    DSV3_CALL(dsv3_swiglu_forward(a->fg, a->fa, a->fb, N, hidden));
-    DSV3_CALL(dsv3_linear_forward(out, a->fg, w2, N, hidden, D));
+static Dsv3Err swiglu_ffn_forward(const Dsv3KernelContext *kc, float *out, Dsv3LayerActs *a,
+                                  const float *w1, const float *w2, const float *w3, int64_t N,
+                                  int64_t D, int64_t hidden) {
+    DSV3_CALL(dsv3_linear_forward(kc, F32, a->fa, a->hn, w1, N, D, hidden));
+    DSV3_CALL(dsv3_linear_forward(kc, F32, a->fb, a->hn, w3, N, D, hidden));
+    DSV3_CALL(dsv3_swiglu_forward(kc, F32, a->fg, a->fa, a->fb, N, hidden));
+    DSV3_CALL(dsv3_linear_forward(kc, F32, out, a->fg, w2, N, hidden, D));
     return DSV3_OK;
 }
 
 static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
                            const float *expert_bias, const Dsv3LayerContext *ctx) {
-    DSV3_CALL(dsv3_linear_forward(a->logits, a->hn, P(g, DSV3_P_GATE), d->N, d->D, d->E));
-    DSV3_CALL(dsv3_router_forward(a->scores, a->topk, a->weights, a->counts, a->logits, expert_bias,
-                                  d->N, &ctx->router));
-    DSV3_CALL(dsv3_moe_plan(a->order, a->offsets, a->topk, d->N, d->K, d->E));
-    DSV3_CALL(dsv3_moe_gather(a->xs, a->hn, a->order, d->M, d->K, d->D));
-    DSV3_CALL(ctx->experts->forward(ctx->experts, g, a->ys, a->h1, a->h3, a->xs, a->offsets));
+    const Dsv3KernelContext *kc = ctx->kernels;
+    DSV3_CALL(dsv3_linear_forward(kc, F32, a->logits, a->hn, P(g, DSV3_P_GATE), d->N, d->D, d->E));
+    DSV3_CALL(dsv3_router_forward(kc, F32, a->scores, a->topk, a->weights, a->counts, a->logits,
+                                  expert_bias, d->N, &ctx->router));
+    DSV3_CALL(dsv3_moe_plan(kc, a->order, a->offsets, a->topk, d->N, d->K, d->E));
+    DSV3_CALL(dsv3_moe_gather(kc, F32, a->xs, a->hn, a->order, d->M, d->K, d->D));
+    DSV3_CALL(ctx->experts->forward(ctx->experts, g->layer_id, F32, a->ys, a->h1, a->h3, a->xs,
+                                    a->offsets));
     if (d->Fs > 0)
-        DSV3_CALL(swiglu_ffn_forward(out, a, P(g, DSV3_P_SHARED_W1), P(g, DSV3_P_SHARED_W2),
+        DSV3_CALL(swiglu_ffn_forward(kc, out, a, P(g, DSV3_P_SHARED_W1), P(g, DSV3_P_SHARED_W2),
                                      P(g, DSV3_P_SHARED_W3), d->N, d->D, d->Fs));
     else
-        memset(out, 0, (size_t)(d->N * d->D) * sizeof(float));
-    DSV3_CALL(dsv3_moe_combine_forward(out, a->ys, a->weights, a->order, d->N, d->K, d->D));
+        DSV3_CALL(dsv3_memory_zero(kc, out, (size_t)(d->N * d->D) * sizeof(float)));
+    DSV3_CALL(
+        dsv3_moe_combine_forward(kc, F32, out, a->ys, a->weights, a->order, d->N, d->K, d->D));
     return DSV3_OK;
-}
-
-static void add(float *out, const float *a, const float *b, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
 }
 
 Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const Dsv3ParamGroup *g,
                            const Dsv3ModelArgs *args, const float *expert_bias,
                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
+    const Dsv3KernelContext *kc = ctx->kernels;
     Dims d = dims_of(args, ctx->B, ctx->T);
     float eps = (float)args->norm_eps;
-    if (x != a->x) memcpy(a->x, x, (size_t)(d.N * d.D) * sizeof(float));
-    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d.N, d.D,
-                                   eps));
+    if (x != a->x)
+        DSV3_CALL(dsv3_memory_copy(kc, a->x, x, (size_t)(d.N * d.D) * sizeof(float),
+                                   DSV3_COPY_DEVICE_TO_DEVICE));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM),
+                                   d.N, d.D, eps));
     DSV3_CALL(attention_forward(a, g, &d, args, ctx, s));
-    DSV3_CALL(dsv3_linear_forward(s->ffn_out, a->o, P(g, DSV3_P_WO), d.N, d.H * d.Dv, d.D));
-    add(a->h, a->x, s->ffn_out, d.N * d.D);
-    DSV3_CALL(dsv3_rmsnorm_forward(a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d.N, d.D, eps));
+    DSV3_CALL(
+        dsv3_linear_forward(kc, F32, s->ffn_out, a->o, P(g, DSV3_P_WO), d.N, d.H * d.Dv, d.D));
+    DSV3_CALL(dsv3_add(kc, F32, a->h, a->x, s->ffn_out, d.N * d.D));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d.N,
+                                   d.D, eps));
     if (g->moe)
         DSV3_CALL(moe_forward(s->ffn_out, a, g, &d, expert_bias, ctx));
     else
-        DSV3_CALL(swiglu_ffn_forward(s->ffn_out, a, P(g, DSV3_P_FF_W1), P(g, DSV3_P_FF_W2),
+        DSV3_CALL(swiglu_ffn_forward(kc, s->ffn_out, a, P(g, DSV3_P_FF_W1), P(g, DSV3_P_FF_W2),
                                      P(g, DSV3_P_FF_W3), d.N, d.D, d.I));
-    add(out, a->h, s->ffn_out, d.N * d.D);
+    DSV3_CALL(dsv3_add(kc, F32, out, a->h, s->ffn_out, d.N * d.D));
     return DSV3_OK;
 }
 
 // ---- backward ----
 
 // op mode: rebuilds the element-wise buffers from the kept matmul outputs, by the same ops.
-static Dsv3Err recompute_elementwise(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
+static Dsv3Err recompute_elementwise(const Dsv3KernelContext *kc, Dsv3LayerActs *a,
+                                     const Dsv3ParamGroup *g, const Dims *d,
                                      const Dsv3ModelArgs *args) {
     float eps = (float)args->norm_eps;
-    DSV3_CALL(dsv3_rmsnorm_forward(a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM), d->N,
-                                   d->D, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM),
+                                   d->N, d->D, eps));
     if (d->Q > 0)
-        DSV3_CALL(
-            dsv3_rmsnorm_forward(a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), d->N, d->Q, eps));
-    DSV3_CALL(
-        dsv3_rmsnorm_forward(a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), d->N, d->C, eps));
-    DSV3_CALL(
-        dsv3_rmsnorm_forward(a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d->N, d->D, eps));
+        DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), d->N,
+                                       d->Q, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), d->N,
+                                   d->C, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d->N,
+                                   d->D, eps));
     int64_t hidden = g->moe ? d->Fs : d->I;
-    if (hidden > 0) DSV3_CALL(dsv3_swiglu_forward(a->fg, a->fa, a->fb, d->N, hidden));
-    if (g->moe) DSV3_CALL(dsv3_moe_gather(a->xs, a->hn, a->order, d->M, d->K, d->D));
+    if (hidden > 0) DSV3_CALL(dsv3_swiglu_forward(kc, F32, a->fg, a->fa, a->fb, d->N, hidden));
+    if (g->moe) DSV3_CALL(dsv3_moe_gather(kc, F32, a->xs, a->hn, a->order, d->M, d->K, d->D));
     return DSV3_OK;
 }
 
 // dn (N, D) gets (accumulate = 1: adds) the gradient of the FFN input from dout.
-static Dsv3Err swiglu_ffn_backward(float *dn, int accumulate, const float *dout, Dsv3LayerActs *a,
-                                   Dsv3ParamGroup *g, Dsv3ParamSlot w1, Dsv3ParamSlot w2,
-                                   Dsv3ParamSlot w3, int64_t N, int64_t D, int64_t hidden,
-                                   Dsv3LayerScratch *s) {
-    DSV3_CALL(dsv3_linear_backward(s->dfg, G(g, w2), dout, a->fg, P(g, w2), N, hidden, D, 0));
-    DSV3_CALL(dsv3_swiglu_backward(s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden));
+static Dsv3Err swiglu_ffn_backward(const Dsv3KernelContext *kc, float *dn, int accumulate,
+                                   const float *dout, Dsv3LayerActs *a, Dsv3ParamGroup *g,
+                                   Dsv3ParamSlot w1, Dsv3ParamSlot w2, Dsv3ParamSlot w3, int64_t N,
+                                   int64_t D, int64_t hidden, Dsv3LayerScratch *s) {
     DSV3_CALL(
-        dsv3_linear_backward(dn, G(g, w1), s->dfa, a->hn, P(g, w1), N, D, hidden, accumulate));
-    DSV3_CALL(dsv3_linear_backward(dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1));
+        dsv3_linear_backward(kc, F32, s->dfg, G(g, w2), dout, a->fg, P(g, w2), N, hidden, D, 0));
+    DSV3_CALL(dsv3_swiglu_backward(kc, F32, s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, w1), s->dfa, a->hn, P(g, w1), N, D, hidden,
+                                   accumulate));
+    DSV3_CALL(
+        dsv3_linear_backward(kc, F32, dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1));
     return DSV3_OK;
 }
 
 static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3ParamGroup *g,
                             const Dims *d, const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
-    DSV3_CALL(dsv3_moe_combine_backward(s->dys, s->dweights, dout, a->ys, a->weights, a->order,
-                                        d->N, d->K, d->D));
-    DSV3_CALL(
-        ctx->experts->backward(ctx->experts, g, s->dxs, s->dys, a->xs, a->h1, a->h3, a->offsets));
-    memset(dn, 0, (size_t)(d->N * d->D) * sizeof(float));
-    DSV3_CALL(dsv3_moe_gather_backward(dn, s->dxs, a->order, d->M, d->K, d->D));
-    DSV3_CALL(
-        dsv3_router_backward(s->dlogits, s->dweights, a->scores, a->topk, d->N, &ctx->router));
-    DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_GATE), s->dlogits, a->hn, P(g, DSV3_P_GATE),
-                                   d->N, d->D, d->E, 1));
+    const Dsv3KernelContext *kc = ctx->kernels;
+    DSV3_CALL(dsv3_moe_combine_backward(kc, F32, s->dys, s->dweights, dout, a->ys, a->weights,
+                                        a->order, d->N, d->K, d->D));
+    DSV3_CALL(ctx->experts->backward(ctx->experts, g->layer_id, F32, s->dxs, s->dys, a->xs, a->h1,
+                                     a->h3, a->offsets));
+    DSV3_CALL(dsv3_memory_zero(kc, dn, (size_t)(d->N * d->D) * sizeof(float)));
+    DSV3_CALL(dsv3_moe_gather_backward(kc, F32, dn, s->dxs, a->order, d->M, d->K, d->D));
+    DSV3_CALL(dsv3_router_backward(kc, F32, s->dlogits, s->dweights, a->scores, a->topk, d->N,
+                                   &ctx->router));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_GATE), s->dlogits, a->hn,
+                                   P(g, DSV3_P_GATE), d->N, d->D, d->E, 1));
     if (d->Fs > 0)
-        DSV3_CALL(swiglu_ffn_backward(dn, 1, dout, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W2,
+        DSV3_CALL(swiglu_ffn_backward(kc, dn, 1, dout, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W2,
                                       DSV3_P_SHARED_W3, d->N, d->D, d->Fs, s));
     return DSV3_OK;
 }
@@ -317,49 +299,39 @@ static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3
 static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g, const Dims *d,
                                   const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
                                   Dsv3LayerScratch *s) {
+    const Dsv3KernelContext *kc = ctx->kernels;
     int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
-    DSV3_CALL(dsv3_linear_backward(s->do_, G(g, DSV3_P_WO), s->dh, a->o, P(g, DSV3_P_WO), N,
-                                   d->H * d->Dv, d->D, 0));
-    DSV3_CALL(dsv3_attention_backward_cached(s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o,
-                                             a->lse, a->attn_scores, ctx->doc, d->B, d->T, d->H,
-                                             d->Dqk, d->Dv, ctx->softmax_scale));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, s->do_, G(g, DSV3_P_WO), s->dh, a->o, P(g, DSV3_P_WO),
+                                   N, d->H * d->Dv, d->D, 0));
+    DSV3_CALL(dsv3_attention_backward(kc, F32, s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o,
+                                      a->lse, a->attn_scores, ctx->doc, d->B, d->T, d->H, d->Dqk,
+                                      d->Dv, ctx->softmax_scale));
     // Undo the assembly of k and v: per-head k_nope and v go back to wkv_b's output; the
     // shared k_pe receives the sum over heads.
-    for (int64_t n = 0; n < N; n++) {
-        float *dkpe = s->dkva + n * CR + d->C;
-        memset(dkpe, 0, (size_t)d->R * sizeof(float));
-        for (int64_t h = 0; h < d->H; h++) {
-            const float *dk = s->dk + (n * d->H + h) * d->Dqk;
-            float *dst = s->dkvb + (n * d->H + h) * nv;
-            memcpy(dst, dk, (size_t)nope * sizeof(float));
-            memcpy(dst + nope, s->dv + (n * d->H + h) * d->Dv, (size_t)d->Dv * sizeof(float));
-            for (int64_t r = 0; r < d->R; r++)
-                dkpe[r] += dk[nope + r];
-        }
-    }
-    DSV3_CALL(dsv3_rope_backward(s->dkva + d->C, ctx->rope_cos, ctx->rope_sin, d->B, d->T, 1, d->R,
-                                 CR, d->R));
-    DSV3_CALL(dsv3_linear_backward(s->dkvn, G(g, DSV3_P_WKV_B), s->dkvb, a->kvn, P(g, DSV3_P_WKV_B),
-                                   N, d->C, d->H * nv, 0));
-    DSV3_CALL(dsv3_rmsnorm_backward(s->dkvc, G(g, DSV3_P_KV_NORM), s->dkvn, a->kvc,
+    DSV3_CALL(dsv3_mla_kv_backward(kc, F32, s->dkvb, s->dkva + d->C, CR, s->dk, s->dv, N, d->H,
+                                   nope, d->R, d->Dv));
+    DSV3_CALL(dsv3_rope_backward(kc, F32, s->dkva + d->C, ctx->rope_cos, ctx->rope_sin, d->B, d->T,
+                                 1, d->R, CR, d->R));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, s->dkvn, G(g, DSV3_P_WKV_B), s->dkvb, a->kvn,
+                                   P(g, DSV3_P_WKV_B), N, d->C, d->H * nv, 0));
+    DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dkvc, G(g, DSV3_P_KV_NORM), s->dkvn, a->kvc,
                                     P(g, DSV3_P_KV_NORM), a->kv_rstd, N, d->C));
-    for (int64_t n = 0; n < N; n++)
-        memcpy(s->dkva + n * CR, s->dkvc + n * d->C, (size_t)d->C * sizeof(float));
-    DSV3_CALL(dsv3_rope_backward(s->dq + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T, d->H, d->R,
-                                 d->H * d->Dqk, d->Dqk));
+    DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkva, CR, s->dkvc, d->C, N, d->C));
+    DSV3_CALL(dsv3_rope_backward(kc, F32, s->dq + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T,
+                                 d->H, d->R, d->H * d->Dqk, d->Dqk));
     if (d->Q > 0) {
-        DSV3_CALL(dsv3_linear_backward(s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn, P(g, DSV3_P_WQ_B),
-                                       N, d->Q, d->H * d->Dqk, 0));
-        DSV3_CALL(dsv3_rmsnorm_backward(s->dqa, G(g, DSV3_P_Q_NORM), s->dqn, a->qa,
+        DSV3_CALL(dsv3_linear_backward(kc, F32, s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn,
+                                       P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk, 0));
+        DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dqa, G(g, DSV3_P_Q_NORM), s->dqn, a->qa,
                                         P(g, DSV3_P_Q_NORM), a->qa_rstd, N, d->Q));
-        DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_WQ_A), s->dqa, a->xn, P(g, DSV3_P_WQ_A), N,
-                                       d->D, d->Q, 0));
+        DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ_A), s->dqa, a->xn,
+                                       P(g, DSV3_P_WQ_A), N, d->D, d->Q, 0));
     } else {
-        DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_WQ), s->dq, a->xn, P(g, DSV3_P_WQ), N, d->D,
-                                       d->H * d->Dqk, 0));
+        DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ), s->dq, a->xn, P(g, DSV3_P_WQ),
+                                       N, d->D, d->H * d->Dqk, 0));
     }
-    DSV3_CALL(dsv3_linear_backward(dn, G(g, DSV3_P_WKV_A), s->dkva, a->xn, P(g, DSV3_P_WKV_A), N,
-                                   d->D, CR, 1));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WKV_A), s->dkva, a->xn,
+                                   P(g, DSV3_P_WKV_A), N, d->D, CR, 1));
     return DSV3_OK;
 }
 
@@ -367,6 +339,7 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
                             const Dsv3ModelArgs *args, const float *expert_bias,
                             const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
                             Dsv3LayerActs *shared) {
+    const Dsv3KernelContext *kc = ctx->kernels;
     Dims d = dims_of(args, ctx->B, ctx->T);
     int64_t ND = d.N * d.D;
     if (a->mode == DSV3_AC_FULL) {
@@ -374,21 +347,21 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
         DSV3_CALL(dsv3_layer_forward(s->dh, a->x, shared, g, args, expert_bias, ctx, s));
         a = shared;
     } else if (a->mode == DSV3_AC_OP) {
-        DSV3_CALL(recompute_elementwise(a, g, &d, args));
+        DSV3_CALL(recompute_elementwise(kc, a, g, &d, args));
     }
     // out = h + ffn(ffn_norm(h)): dh = dout + ffn_norm' · ffn'(dout).
     if (g->moe)
         DSV3_CALL(moe_backward(s->dn, dout, a, g, &d, ctx, s));
     else
-        DSV3_CALL(swiglu_ffn_backward(s->dn, 0, dout, a, g, DSV3_P_FF_W1, DSV3_P_FF_W2,
+        DSV3_CALL(swiglu_ffn_backward(kc, s->dn, 0, dout, a, g, DSV3_P_FF_W1, DSV3_P_FF_W2,
                                       DSV3_P_FF_W3, d.N, d.D, d.I, s));
-    DSV3_CALL(dsv3_rmsnorm_backward(s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h,
+    DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h,
                                     P(g, DSV3_P_FFN_NORM), a->ffn_rstd, d.N, d.D));
-    add(s->dh, dout, s->dx, ND);
+    DSV3_CALL(dsv3_add(kc, F32, s->dh, dout, s->dx, ND));
     // h = x + wo · mla(attention_norm(x)).
     DSV3_CALL(attention_backward(s->dn, a, g, &d, args, ctx, s));
-    DSV3_CALL(dsv3_rmsnorm_backward(s->dx, G(g, DSV3_P_ATTENTION_NORM), s->dn, a->x,
+    DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_ATTENTION_NORM), s->dn, a->x,
                                     P(g, DSV3_P_ATTENTION_NORM), a->attn_rstd, d.N, d.D));
-    add(dx, s->dh, s->dx, ND);
+    DSV3_CALL(dsv3_add(kc, F32, dx, s->dh, s->dx, ND));
     return DSV3_OK;
 }

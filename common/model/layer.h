@@ -36,7 +36,7 @@ typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 
 // Shared by every layer of a model for one micro-batch shape.
 typedef struct {
-    const Dsv3KernelContext *kernels; // the backend every op runs on
+    const Dsv3KernelContext *kernels; // where the ops run, with a workspace for all of them
     int64_t B, T;                     // micro-batch: B sequences of T tokens
     const float *rope_cos;            // (T, R/2)
     const float *rope_sin;            // (T, R/2)

@@ -173,26 +173,69 @@ static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelService
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3ModelArgs *args,
-                                   const Dsv3ModelOptions *opt, size_t *bytes) {
-    int64_t N = opt->batch * opt->seq_len;
-    Dsv3OpShape shape = {.N = N,
-                         .D = args->dim,
-                         .V = args->vocab_size,
-                         .B = opt->batch,
-                         .T = opt->seq_len,
-                         .H = args->n_heads,
-                         .Dqk = args->qk_nope_head_dim + args->qk_rope_head_dim,
-                         .Dv = args->v_head_dim,
-                         .E = args->num_experts,
-                         .K = args->top_k,
-                         .M = N * args->top_k,
-                         .F = args->moe_inter_dim,
-                         .chunk = opt->loss_chunk};
+// The ops a forward, a backward and an optimizer step call, each with the shapes it is called
+// with (the fields of its signature; element counts without a field of their own go in N).
+// Their largest workspace is the model's.
+Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3ModelArgs *a,
+                                   const Dsv3ModelOptions *opt, const Dsv3ParamStore *params,
+                                   size_t *bytes) {
+    const int64_t B = opt->batch, T = opt->seq_len, N = B * T, D = a->dim, V = a->vocab_size;
+    const int64_t H = a->n_heads, Dqk = a->qk_nope_head_dim + a->qk_rope_head_dim;
+    const int64_t Dv = a->v_head_dim, E = a->num_experts, K = a->top_k, M = N * K;
+    const int64_t F = a->moe_inter_dim, Fs = F * a->num_shared_experts, I = a->inter_dim;
+    const int64_t hidden = I > Fs ? I : Fs;
+    int64_t largest_group = 0; // the optimizer's ops run over the store's shards
+    for (int g = 0; g < params->n_groups; g++)
+        if (params->groups[g].shard_numel > largest_group)
+            largest_group = params->groups[g].shard_numel;
+    const struct {
+        Dsv3Op op;
+        Dsv3OpShape shape;
+    } calls[] = {
+        {DSV3_OP_ROPE_TABLES, {.T = T}},
+        {DSV3_OP_TOKENS_CHECK, {.N = N, .V = V}},
+        {DSV3_OP_DOCUMENT_IDS, {.B = B, .T = T}},
+        {DSV3_OP_LABELS_COUNT, {.N = N}},
+        {DSV3_OP_EMBEDDING_FORWARD, {.N = N, .D = D, .V = V}},
+        {DSV3_OP_EMBEDDING_BACKWARD, {.N = N, .D = D, .V = V}},
+        {DSV3_OP_RMSNORM_FORWARD, {.N = N, .D = D}},
+        {DSV3_OP_RMSNORM_BACKWARD, {.N = N, .D = D}},
+        {DSV3_OP_RMSNORM_FORWARD, {.N = N, .D = a->q_lora_rank}},
+        {DSV3_OP_RMSNORM_BACKWARD, {.N = N, .D = a->q_lora_rank}},
+        {DSV3_OP_RMSNORM_FORWARD, {.N = N, .D = a->kv_lora_rank}},
+        {DSV3_OP_RMSNORM_BACKWARD, {.N = N, .D = a->kv_lora_rank}},
+        {DSV3_OP_LINEAR_FORWARD, {.N = N}},
+        {DSV3_OP_LINEAR_BACKWARD, {.N = N}},
+        {DSV3_OP_ROPE_FORWARD, {.B = B, .T = T, .H = H}},
+        {DSV3_OP_ROPE_BACKWARD, {.B = B, .T = T, .H = H}},
+        {DSV3_OP_COPY_COLUMNS, {.N = N}},
+        {DSV3_OP_MLA_KV_FORWARD, {.N = N, .H = H, .Dv = Dv}},
+        {DSV3_OP_MLA_KV_BACKWARD, {.N = N, .H = H, .Dv = Dv}},
+        {DSV3_OP_ATTENTION_FORWARD, {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv}},
+        {DSV3_OP_ATTENTION_BACKWARD, {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv}},
+        {DSV3_OP_ADD, {.N = N * D}},
+        {DSV3_OP_SWIGLU_FORWARD, {.N = N, .F = hidden}},
+        {DSV3_OP_SWIGLU_BACKWARD, {.N = N, .F = hidden}},
+        {DSV3_OP_ROUTER_FORWARD, {.N = N, .E = E, .K = K}},
+        {DSV3_OP_ROUTER_BACKWARD, {.N = N, .E = E, .K = K}},
+        {DSV3_OP_COUNTS_ACCUMULATE, {.E = E}},
+        {DSV3_OP_MOE_PLAN, {.N = N, .K = K, .E = E}},
+        {DSV3_OP_MOE_GATHER, {.M = M, .K = K, .D = D}},
+        {DSV3_OP_MOE_GATHER_BACKWARD, {.M = M, .K = K, .D = D}},
+        {DSV3_OP_MOE_COMBINE_FORWARD, {.N = N, .K = K, .D = D}},
+        {DSV3_OP_MOE_COMBINE_BACKWARD, {.N = N, .K = K, .D = D}},
+        {DSV3_OP_EXPERTS_FORWARD, {.E = E, .D = D, .F = F, .M = M}},
+        {DSV3_OP_EXPERTS_BACKWARD, {.E = E, .D = D, .F = F, .M = M}},
+        {DSV3_OP_CROSS_ENTROPY, {.N = N, .D = D, .V = V, .chunk = opt->loss_chunk}},
+        {DSV3_OP_SUM_SQUARES, {.N = largest_group}},
+        {DSV3_OP_SCALE, {.N = largest_group}},
+        {DSV3_OP_EXPERT_BIAS_UPDATE, {.E = E}},
+        {DSV3_OP_ADAMW_STEP, {.N = largest_group}},
+    };
     *bytes = 0;
-    for (int op = 0; op < DSV3_OP_COUNT; op++) {
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
         size_t need = 0;
-        DSV3_CALL(dsv3_workspace_bytes(kernels, op, &shape, &need));
+        DSV3_CALL(dsv3_workspace_bytes(kernels, calls[i].op, &calls[i].shape, &need));
         if (need > *bytes) *bytes = need;
     }
     return DSV3_OK;
@@ -204,7 +247,7 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     DSV3_CALL(check_options(opt, services));
     DSV3_CALL(dsv3_model_args_validate(args));
     size_t need = 0;
-    DSV3_CALL(dsv3_model_workspace_bytes(services->kernels, args, opt, &need));
+    DSV3_CALL(dsv3_model_workspace_bytes(services->kernels, args, opt, services->params, &need));
     DSV3_CHECK(services->kernels->workspace_bytes >= need, DSV3_ERR_USAGE,
                "model: the kernel context's workspace has %zu bytes, the model's ops need %zu "
                "(size it with dsv3_model_workspace_bytes)",
@@ -239,13 +282,13 @@ static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *a
     *out = l;
     Dsv3KernelContext *k = &l->kernels;
     DSV3_CALL(dsv3_kernel_context_create(k, DSV3_BACKEND_CPU, -1));
+    Dsv3StageRange whole = dsv3_stage_range_whole(args);
+    DSV3_CALL(dsv3_param_store_local_create(&l->store, k, args, &whole, seed));
     size_t bytes = 0;
-    DSV3_CALL(dsv3_model_workspace_bytes(k, args, opt, &bytes));
+    DSV3_CALL(dsv3_model_workspace_bytes(k, args, opt, l->store, &bytes));
     if (bytes > 0) DSV3_CALL(dsv3_memory_alloc(k, &l->workspace, bytes, "kernel workspace"));
     k->workspace = l->workspace;
     k->workspace_bytes = bytes;
-    Dsv3StageRange whole = dsv3_stage_range_whole(args);
-    DSV3_CALL(dsv3_param_store_local_create(&l->store, k, args, &whole, seed));
     dsv3_local_experts_init(&l->experts, l->store, k);
     return DSV3_OK;
 }

@@ -57,10 +57,12 @@ typedef struct {
 
 typedef struct Dsv3Model Dsv3Model;
 
-// The workspace the model's ops need on `kernels` (the largest of dsv3_workspace_bytes over
-// its shapes): the caller sizes kernels->workspace with it before dsv3_model_create.
+// The workspace the model's ops (and the optimizer's, over the store's shards) need on
+// `kernels`: the largest of dsv3_workspace_bytes over their shapes, for the calling thread's
+// OpenMP thread count. The caller sizes kernels->workspace with it before dsv3_model_create.
 Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3ModelArgs *args,
-                                   const Dsv3ModelOptions *opt, size_t *bytes);
+                                   const Dsv3ModelOptions *opt, const Dsv3ParamStore *params,
+                                   size_t *bytes);
 
 // Allocates a stage's activations for the store's range. The kernel context's workspace must
 // hold dsv3_model_workspace_bytes.

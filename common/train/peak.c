@@ -13,6 +13,9 @@
 enum { PEAK_MIN_REPEATS = 3, PEAK_MAX_REPEATS = 1000 };
 static const double PEAK_MIN_SECONDS = 0.2;
 
+// The benchmark runs the model's GEMM, on the CPU backend (which has no device).
+enum { PEAK_NO_DEVICE = -1 };
+
 Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
     const int64_t n = DSV3_PEAK_GEMM_DIM;
     const size_t bytes = (size_t)(n * n) * sizeof(float);
@@ -20,6 +23,8 @@ Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
     float *a = NULL, *b = NULL, *c = NULL;
     Dsv3Err err = DSV3_OK;
     *tflops = 0;
+    Dsv3KernelContext kc = {0};
+    DSV3_CALL_GOTO(err, done, dsv3_kernel_context_create(&kc, DSV3_BACKEND_CPU, PEAK_NO_DEVICE));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&a, bytes, "peak benchmark input"));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&b, bytes, "peak benchmark weight"));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&c, bytes, "peak benchmark output"));
@@ -28,12 +33,13 @@ Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
         a[i] = (float)((i % 7) - 3) * 0.25f;
         b[i] = (float)((i % 5) - 2) * 0.5f;
     }
-    DSV3_CALL_GOTO(err, done, dsv3_linear_forward(c, a, b, n, n, n)); // warm-up
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_linear_forward(&kc, DSV3_TENSOR_F32, c, a, b, n, n, n)); // warm-up
     double best = 0, flops = 2.0 * (double)n * (double)n * (double)n;
     double bench_start = dsv3_log_seconds();
     for (int r = 0; r < PEAK_MAX_REPEATS; r++) {
         double t0 = dsv3_log_seconds();
-        DSV3_CALL_GOTO(err, done, dsv3_linear_forward(c, a, b, n, n, n));
+        DSV3_CALL_GOTO(err, done, dsv3_linear_forward(&kc, DSV3_TENSOR_F32, c, a, b, n, n, n));
         double t = dsv3_log_seconds() - t0;
         if (t > 0 && flops / t > best) best = flops / t;
         if (r + 1 >= PEAK_MIN_REPEATS && dsv3_log_seconds() - bench_start >= PEAK_MIN_SECONDS)
@@ -41,6 +47,7 @@ Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
     }
     *tflops = best / 1e12;
 done:
+    dsv3_kernel_context_destroy(&kc);
     dsv3_free(a);
     dsv3_free(b);
     dsv3_free(c);

@@ -17,32 +17,11 @@
 #include "common/train/peak.h"
 #include "common/train/protocol.h"
 #include "common/train/report.h"
+#include "common/train/stage_runtime.h"
 #include "common/train/trace.h"
 #include "common/train/validation.h"
 
-// Tokens per chunk of the fused output head + loss: bounds the logits held at once to
-// LOSS_CHUNK × vocab floats (129,280 × 1024 × 4 B = 0.5 GiB at the 671B vocabulary).
-enum { LOSS_CHUNK = 1024 };
-
 enum { COORDINATOR = 0 };
-
-Dsv3Err dsv3_stage_model_options(const Dsv3Config *cfg, int32_t eos_id, Dsv3ModelOptions *out) {
-    const char *mode = cfg->activation_checkpoint.mode;
-    const char *option = cfg->activation_checkpoint.selective_ac_option;
-    *out = (Dsv3ModelOptions){.batch = cfg->training.local_batch_size,
-                              .seq_len = cfg->training.seq_len,
-                              .eos_id = eos_id,
-                              .ac_mode = DSV3_AC_NONE,
-                              .loss_chunk = LOSS_CHUNK,
-                              .seed = (uint64_t)cfg->debug.seed};
-    if (strcmp(mode, "full") == 0)
-        out->ac_mode = DSV3_AC_FULL;
-    else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0)
-        out->ac_mode = DSV3_AC_OP;
-    else if (strcmp(mode, "selective") == 0)
-        out->ac_every = strtoll(option, NULL, 10);
-    return DSV3_OK;
-}
 
 // Sums every gradient group and the tokens per expert over the data-parallel ranks.
 static Dsv3Err reduce_data_parallel(Dsv3Model *m, MPI_Comm dp, Dsv3Trace *trace) {
@@ -88,11 +67,12 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
             memcpy(labels + b * T, windows + b * (T + 1) + 1, (size_t)T * sizeof *labels);
         }
         double t0 = dsv3_log_seconds();
-        DSV3_CALL(dsv3_model_forward(m, tokens));
+        DSV3_CALL(dsv3_model_forward(m, 0, &(Dsv3StageInput){.tokens = tokens}));
         double t1 = dsv3_log_seconds();
         double loss = 0;
         int64_t n = 0;
-        DSV3_CALL(dsv3_model_backward(m, labels, (float)plan->grad_scale, &loss, &n));
+        Dsv3StageGrad grad = {.labels = labels, .grad_scale = (float)plan->grad_scale};
+        DSV3_CALL(dsv3_model_backward(m, 0, &grad, &loss, &n));
         DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_FORWARD, (int32_t)i, t0, t1));
         DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_BACKWARD, (int32_t)i, t1, dsv3_log_seconds()));
         r->loss_sum += loss;
@@ -102,7 +82,8 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
     // The optimizer step clears the counts: keep the step's load first.
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
-    double sum_squares = dsv3_optimizer_grad_sum_squares(m);
+    double sum_squares = 0;
+    DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, &sum_squares));
     Dsv3OptimizerStep step = {.lr = plan->lr,
                               .beta1 = (float)cfg->optimizer.beta1,
                               .beta2 = (float)cfg->optimizer.beta2,
@@ -126,15 +107,16 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     MPI_Comm job = launch->topology.job;
     Dsv3StepPlan plan; // the start plan (step 0) carries the EOS id
     DSV3_MPI_CALL(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
-    Dsv3ModelOptions opt;
-    DSV3_CALL(dsv3_stage_model_options(cfg, plan.eos_id, &opt));
     double t0 = dsv3_log_seconds();
+    Dsv3StageRuntime rt = {0};
     Dsv3Model *m = NULL;
     int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
     Dsv3Trace trace = {0};
     Dsv3ExpertLoad load = {0};
     Dsv3Err err = DSV3_OK;
-    DSV3_CALL_GOTO(err, done, dsv3_model_create(&m, &launch->model, &opt));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_stage_runtime_create(&rt, launch, plan.eos_id, &dsv3_collectives_local));
+    m = rt.model;
     char bytes[DSV3_FORMAT_CAPACITY];
     dsv3_log(
         launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
@@ -177,6 +159,6 @@ done:
     dsv3_free(labels);
     dsv3_trace_destroy(&trace);
     dsv3_expert_load_destroy(&load);
-    dsv3_model_destroy(m);
+    dsv3_stage_runtime_destroy(&rt);
     return err;
 }

@@ -163,17 +163,19 @@ Dsv3Err dsv3_validation_stage(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3
                 tokens[b * T + t] = x < 0 ? 0 : x;
                 labels[b * T + t] = y < 0 ? DSV3_IGNORE_INDEX : y;
             }
-        DSV3_CALL(dsv3_model_forward(m, tokens));
+        DSV3_CALL(dsv3_model_forward(m, 0, &(Dsv3StageInput){.tokens = tokens}));
         double loss = 0;
         int64_t n = 0;
-        DSV3_CALL(dsv3_model_backward(m, labels, 0.0f, &loss, &n));
+        DSV3_CALL(dsv3_model_backward(m, 0, &(Dsv3StageGrad){.labels = labels}, &loss, &n));
         r->loss_sum += loss;
         r->n_labels += n;
     }
     const Dsv3ModelArgs *a = dsv3_model_args(m);
     for (int64_t l = 0; l < a->n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
-        if (counts) memset(counts, 0, (size_t)a->num_experts * sizeof *counts);
+        if (counts)
+            DSV3_CALL(dsv3_memory_zero(dsv3_model_services(m)->kernels, counts,
+                                       (size_t)a->num_experts * sizeof *counts));
     }
     r->seconds[DSV3_PHASE_VALIDATION] = dsv3_log_seconds() - start;
     return DSV3_OK;

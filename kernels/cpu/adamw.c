@@ -14,13 +14,14 @@
 #include <stdint.h>
 
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // Elements below which a loop stays on one thread.
 enum { ADAMW_PARALLEL_MIN_ELEMENTS = 1 << 15 };
 
-Dsv3Err dsv3_adamw_step(float *param, const float *grad, float *m, float *v, int64_t n,
-                        const Dsv3AdamWArgs *args) {
+Dsv3Err dsv3_cpu_adamw_step(const Dsv3KernelContext *ctx, float *param, const float *grad, float *m,
+                            float *v, int64_t n, const Dsv3AdamWArgs *args) {
+    (void)ctx;
     DSV3_CALL(dsv3_cpu_check_adamw(param, grad, m, v, n, args));
     const double lr = args->lr, beta1 = args->beta1, beta2 = args->beta2;
     const double step = (double)args->step;
@@ -43,17 +44,23 @@ Dsv3Err dsv3_adamw_step(float *param, const float *grad, float *m, float *v, int
     return DSV3_OK;
 }
 
-double dsv3_sum_squares(const float *x, int64_t n) {
+Dsv3Err dsv3_cpu_sum_squares(const Dsv3KernelContext *ctx, double *out, const float *x, int64_t n) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_sum_squares(out, x, n));
     double sum = 0;
     const int parallel = n >= ADAMW_PARALLEL_MIN_ELEMENTS;
 #pragma omp parallel for simd schedule(static) reduction(+ : sum) if (parallel)
     for (int64_t i = 0; i < n; i++)
         sum += (double)x[i] * x[i];
-    return sum;
+    *out = sum;
+    return DSV3_OK;
 }
 
-void dsv3_scale(float *x, int64_t n, float factor) {
+Dsv3Err dsv3_cpu_scale(const Dsv3KernelContext *ctx, float *x, int64_t n, float factor) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_scale(x, n));
 #pragma omp parallel for simd schedule(static) if (n >= ADAMW_PARALLEL_MIN_ELEMENTS)
     for (int64_t i = 0; i < n; i++)
         x[i] *= factor;
+    return DSV3_OK;
 }

@@ -12,10 +12,11 @@
 #include <stdint.h>
 
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
-Dsv3Err dsv3_adamw_step_reference(float *param, const float *grad, float *m, float *v, int64_t n,
-                                  const Dsv3AdamWArgs *args) {
+Dsv3Err dsv3_cpu_reference_adamw_step(const Dsv3KernelContext *ctx, float *param, const float *grad,
+                                      float *m, float *v, int64_t n, const Dsv3AdamWArgs *args) {
+    (void)ctx;
     DSV3_CALL(dsv3_cpu_check_adamw(param, grad, m, v, n, args));
     if (n == 0) return DSV3_OK;
 
@@ -36,14 +37,21 @@ Dsv3Err dsv3_adamw_step_reference(float *param, const float *grad, float *m, flo
     return DSV3_OK;
 }
 
-double dsv3_sum_squares_reference(const float *x, int64_t n) {
+Dsv3Err dsv3_cpu_reference_sum_squares(const Dsv3KernelContext *ctx, double *out, const float *x,
+                                       int64_t n) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_sum_squares(out, x, n));
     double sum = 0;
     for (int64_t i = 0; i < n; i++)
         sum += (double)x[i] * x[i];
-    return sum;
+    *out = sum;
+    return DSV3_OK;
 }
 
-void dsv3_scale_reference(float *x, int64_t n, float factor) {
+Dsv3Err dsv3_cpu_reference_scale(const Dsv3KernelContext *ctx, float *x, int64_t n, float factor) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_scale(x, n));
     for (int64_t i = 0; i < n; i++)
         x[i] *= factor;
+    return DSV3_OK;
 }

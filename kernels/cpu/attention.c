@@ -9,7 +9,7 @@
 // masked element by element.
 //
 // Backward: the probabilities are recomputed from the saved lse, P = exp(S − lse) — from the
-// scores themselves when the caller kept them (the _cached variants: no q·kᵀ again), with
+// scores themselves when the caller kept them (scores not NULL: no q·kᵀ again), with
 // delta_t = dout_t · out_t, dP = dout vᵀ and dS = P ⊙ (dP − delta); then dv += Pᵀ dout,
 // dk += scale dSᵀ q, dq += scale dS k, accumulated by sgemm straight into the outputs.
 // When the (sequence, head) pairs share out evenly enough over the threads, each thread owns
@@ -19,7 +19,8 @@
 //
 // OpenMP runs the tiles in parallel and each sgemm inside runs on one thread: OpenBLAS's
 // pthreads build serialises concurrent multi-threaded GEMMs, so its thread count is set to 1
-// for the length of a parallel region and restored after.
+// for the length of a parallel region and restored after. Each thread's tiles and the
+// backward's delta come from the context's workspace.
 //
 // Legend: B sequences, T positions, H heads, Dqk query/key head dim, Dv value head dim,
 // BQ / BK query / key rows of a tile. q, k, dq, dk (B, T, H, Dqk); v, out, dout, dv
@@ -35,10 +36,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "common/core/alloc.h"
 #include "common/core/error.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // Tile sizes: large enough that sgemm's packing is amortised, small enough that a tile's
 // scores and one block of q, k, v stay in L2.
@@ -250,22 +250,28 @@ static void forward_query_block(float *out, float *lse, float *cache, const floa
     }
 }
 
-Dsv3Err dsv3_attention_forward(float *out, float *lse, const float *q, const float *k,
-                               const float *v, const int32_t *doc, int64_t B, int64_t T, int64_t H,
-                               int64_t Dqk, int64_t Dv, float scale) {
-    return dsv3_attention_forward_cached(out, lse, NULL, q, k, v, doc, B, T, H, Dqk, Dv, scale);
+// Workspace of the forward: scratch (threads, forward_scratch_floats) floats.
+size_t dsv3_cpu_attention_forward_workspace(const Dsv3OpShape *shape, int threads) {
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, threads * forward_scratch_floats(shape->Dv), sizeof(float));
+    return layout.bytes;
 }
 
-Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, const float *q,
-                                      const float *k, const float *v, const int32_t *doc, int64_t B,
-                                      int64_t T, int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
+                                   float *lse, float *scores, const void *q_, const void *k_,
+                                   const void *v_, const int32_t *doc, int64_t B, int64_t T,
+                                   int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+    DSV3_CALL(dsv3_cpu_check_f32("attention_forward", dtype));
+    float *out = out_;                     // (B, T, H, Dv)
+    const float *q = q_, *k = k_, *v = v_; // (B, T, H, Dqk), twice, (B, T, H, Dv)
     DSV3_CALL(dsv3_cpu_check_attention_forward(out, lse, q, k, v, B, T, H, Dqk, Dv, scale));
     DSV3_CALL(check_blas_dims(H, Dqk, Dv));
     const int threads = omp_get_max_threads();
+    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_forward",
+                                       dsv3_cpu_attention_forward_workspace(&shape, threads)));
     const int64_t per_thread = forward_scratch_floats(Dv);
-    float *scratch = NULL; // (threads, per_thread)
-    DSV3_CALL(dsv3_alloc((void **)&scratch, (size_t)(threads * per_thread) * sizeof *scratch,
-                         "attention forward scratch"));
+    float *scratch = ctx->workspace; // (threads, per_thread)
     const int64_t blocks = (T + BLOCK_Q - 1) / BLOCK_Q;
     const int64_t tasks = B * H * blocks;
     const int saved = blas_threads_enter();
@@ -277,7 +283,6 @@ Dsv3Err dsv3_attention_forward_cached(float *out, float *lse, float *scores, con
                             scale, scratch + omp_get_thread_num() * per_thread);
     }
     blas_threads_leave(saved);
-    dsv3_free(scratch);
     return DSV3_OK;
 }
 
@@ -365,33 +370,42 @@ static int whole_heads_per_thread(int64_t heads, int threads) {
     return heads * TWO_PASS_GEMMS >= rounds * threads * ONE_PASS_GEMMS;
 }
 
-Dsv3Err dsv3_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                const float *k, const float *v, const float *out, const float *lse,
-                                const int32_t *doc, int64_t B, int64_t T, int64_t H, int64_t Dqk,
-                                int64_t Dv, float scale) {
-    return dsv3_attention_backward_cached(dq, dk, dv, dout, q, k, v, out, lse, NULL, doc, B, T, H,
-                                          Dqk, Dv, scale);
+// Workspace of the backward: scratch (threads, backward_scratch_floats) floats, then delta
+// (B, H, T) floats. *delta_offset (when not NULL) gets delta's offset.
+static size_t backward_workspace(const Dsv3OpShape *shape, int threads, size_t *delta_offset) {
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, threads * backward_scratch_floats(), sizeof(float));
+    const size_t delta =
+        dsv3_cpu_layout_add(&layout, shape->B * shape->H * shape->T, sizeof(float));
+    if (delta_offset) *delta_offset = delta;
+    return layout.bytes;
 }
 
-Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const float *dout,
-                                       const float *q, const float *k, const float *v,
-                                       const float *out, const float *lse, const float *scores,
-                                       const int32_t *doc, int64_t B, int64_t T, int64_t H,
-                                       int64_t Dqk, int64_t Dv, float scale) {
+size_t dsv3_cpu_attention_backward_workspace(const Dsv3OpShape *shape, int threads) {
+    return backward_workspace(shape, threads, NULL);
+}
+
+Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dq_,
+                                    void *dk_, void *dv_, const void *dout_, const void *q_,
+                                    const void *k_, const void *v_, const void *out_,
+                                    const float *lse, const float *scores, const int32_t *doc,
+                                    int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
+                                    float scale) {
+    DSV3_CALL(dsv3_cpu_check_f32("attention_backward", dtype));
+    float *dq = dq_, *dk = dk_, *dv = dv_;           // (B, T, H, Dqk), twice, (B, T, H, Dv)
+    const float *q = q_, *k = k_;                    // (B, T, H, Dqk)
+    const float *v = v_, *out = out_, *dout = dout_; // (B, T, H, Dv)
     DSV3_CALL(dsv3_cpu_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, Dqk,
                                                 Dv, scale));
     DSV3_CALL(check_blas_dims(H, Dqk, Dv));
     const int threads = omp_get_max_threads();
     const int64_t per_thread = backward_scratch_floats();
-    Dsv3Err err = DSV3_OK;
-    float *scratch = NULL; // (threads, per_thread)
-    float *delta = NULL;   // (B, H, T)
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&scratch, (size_t)(threads * per_thread) * sizeof *scratch,
-                              "attention backward scratch"));
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&delta, (size_t)(B * H * T) * sizeof *delta,
-                              "attention backward delta"));
+    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    size_t delta_offset = 0;
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_backward",
+                                       backward_workspace(&shape, threads, &delta_offset)));
+    float *scratch = ctx->workspace;                         // (threads, per_thread)
+    float *delta = dsv3_cpu_workspace_at(ctx, delta_offset); // (B, H, T)
     const int64_t N = B * T;
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -439,8 +453,5 @@ Dsv3Err dsv3_attention_backward_cached(float *dq, float *dk, float *dv, const fl
         }
     }
     blas_threads_leave(saved);
-done:
-    dsv3_free(scratch);
-    dsv3_free(delta);
-    return err;
+    return DSV3_OK;
 }

@@ -1,7 +1,8 @@
 // attention_reference.c: causal / block-causal scaled dot-product attention, written for
-// clarity (see kernels_reference.h): one query row at a time, every sum in double. The fast
-// version (attention.c) is tested against this one, and this one against PyTorch
-// (tests/reference/ops_attention.py).
+// clarity (see kernels.h): one query row at a time, every sum in double, the rows of one head
+// in the context's workspace. The fast version (attention.c) is tested against this one, and
+// this one against PyTorch (tests/reference/ops_attention.py). It ignores kept scores and
+// recomputes them (a backend may, see kernels.h).
 //
 // Legend: B sequences, T positions, H heads, Dqk query/key head dim, Dv value head dim.
 // q, k (B, T, H, Dqk); v, out (B, T, H, Dv): the vector of (b, t, h) starts at
@@ -11,10 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/core/alloc.h"
 #include "common/core/error.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
 static int visible(const int32_t *doc_b, int64_t t, int64_t s) {
     return s <= t && (doc_b == NULL || doc_b[s] == doc_b[t]);
@@ -50,12 +50,27 @@ static double probabilities(double *p, const float *q, const float *k, const int
     return max + log(sum); // key s = t is always visible, so sum >= 1
 }
 
-Dsv3Err dsv3_attention_forward_reference(float *out, float *lse, const float *q, const float *k,
-                                         const float *v, const int32_t *doc, int64_t B, int64_t T,
-                                         int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+// Workspace of the forward: p (T) doubles.
+size_t dsv3_cpu_reference_attention_forward_workspace(const Dsv3OpShape *shape) {
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, shape->T, sizeof(double));
+    return layout.bytes;
+}
+
+Dsv3Err dsv3_cpu_reference_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                             void *out_, float *lse, float *scores, const void *q_,
+                                             const void *k_, const void *v_, const int32_t *doc,
+                                             int64_t B, int64_t T, int64_t H, int64_t Dqk,
+                                             int64_t Dv, float scale) {
+    (void)scores; // nothing kept: the backward recomputes
+    DSV3_CALL(dsv3_cpu_check_f32("attention_forward", dtype));
+    float *out = out_;                     // (B, T, H, Dv)
+    const float *q = q_, *k = k_, *v = v_; // (B, T, H, Dqk), twice, (B, T, H, Dv)
     DSV3_CALL(dsv3_cpu_check_attention_forward(out, lse, q, k, v, B, T, H, Dqk, Dv, scale));
-    double *p = NULL; // (T)
-    DSV3_CALL(dsv3_alloc((void **)&p, (size_t)T * sizeof *p, "attention probabilities"));
+    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_forward",
+                                       dsv3_cpu_reference_attention_forward_workspace(&shape)));
+    double *p = ctx->workspace; // (T)
     for (int64_t b = 0; b < B; b++) {
         const int32_t *doc_b = doc == NULL ? NULL : doc + b * T; // (T)
         for (int64_t h = 0; h < H; h++) {
@@ -72,7 +87,6 @@ Dsv3Err dsv3_attention_forward_reference(float *out, float *lse, const float *q,
             }
         }
     }
-    dsv3_free(p);
     return DSV3_OK;
 }
 
@@ -80,26 +94,46 @@ Dsv3Err dsv3_attention_forward_reference(float *out, float *lse, const float *q,
 // version checks the whole chain): with P the probabilities, dP_ts = dout_t · v_s and
 // delta_t = Σ_s P_ts dP_ts, dS = P ⊙ (dP − delta); dq_t = scale Σ_s dS_ts k_s,
 // dk_s = scale Σ_t dS_ts q_t, dv_s = Σ_t P_ts dout_t.
-Dsv3Err dsv3_attention_backward_reference(float *dq, float *dk, float *dv, const float *dout,
-                                          const float *q, const float *k, const float *v,
-                                          const float *out, const float *lse, const int32_t *doc,
-                                          int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                          float scale) {
+// Workspace of the backward: p, ds (T) doubles, one query row; dk_acc (T, Dqk) and dv_acc
+// (T, Dv) doubles, one head's dk and dv. offsets (4) get the slices' offsets (when not NULL).
+static size_t backward_workspace(const Dsv3OpShape *shape, size_t *offsets) {
+    Dsv3CpuLayout layout = {0};
+    const size_t p = dsv3_cpu_layout_add(&layout, shape->T, sizeof(double));
+    const size_t ds = dsv3_cpu_layout_add(&layout, shape->T, sizeof(double));
+    const size_t dk = dsv3_cpu_layout_add(&layout, shape->T * shape->Dqk, sizeof(double));
+    const size_t dv = dsv3_cpu_layout_add(&layout, shape->T * shape->Dv, sizeof(double));
+    if (offsets) {
+        offsets[0] = p, offsets[1] = ds, offsets[2] = dk, offsets[3] = dv;
+    }
+    return layout.bytes;
+}
+
+size_t dsv3_cpu_reference_attention_backward_workspace(const Dsv3OpShape *shape) {
+    return backward_workspace(shape, NULL);
+}
+
+Dsv3Err dsv3_cpu_reference_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                              void *dq_, void *dk_, void *dv_, const void *dout_,
+                                              const void *q_, const void *k_, const void *v_,
+                                              const void *out_, const float *lse,
+                                              const float *scores, const int32_t *doc, int64_t B,
+                                              int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
+                                              float scale) {
+    (void)scores; // recomputed, see above
+    DSV3_CALL(dsv3_cpu_check_f32("attention_backward", dtype));
+    float *dq = dq_, *dk = dk_, *dv = dv_;           // (B, T, H, Dqk), twice, (B, T, H, Dv)
+    const float *q = q_, *k = k_;                    // (B, T, H, Dqk)
+    const float *v = v_, *out = out_, *dout = dout_; // (B, T, H, Dv)
     DSV3_CALL(dsv3_cpu_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, Dqk,
                                                 Dv, scale));
-    Dsv3Err err = DSV3_OK;
-    double *p = NULL, *ds = NULL; // (T) each: one query row
-    double *dk_acc = NULL;        // (T, Dqk): one head's dk
-    double *dv_acc = NULL;        // (T, Dv): one head's dv
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&p, (size_t)T * sizeof *p, "attention probabilities"));
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&ds, (size_t)T * sizeof *ds, "attention score gradients"));
-    DSV3_CALL_GOTO(
-        err, done,
-        dsv3_alloc((void **)&dk_acc, (size_t)(T * Dqk) * sizeof *dk_acc, "attention dk"));
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&dv_acc, (size_t)(T * Dv) * sizeof *dv_acc, "attention dv"));
+    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    size_t offsets[4];
+    DSV3_CALL(
+        dsv3_cpu_check_workspace(ctx, "attention_backward", backward_workspace(&shape, offsets)));
+    double *p = dsv3_cpu_workspace_at(ctx, offsets[0]);      // (T): one query row
+    double *ds = dsv3_cpu_workspace_at(ctx, offsets[1]);     // (T): one query row
+    double *dk_acc = dsv3_cpu_workspace_at(ctx, offsets[2]); // (T, Dqk): one head's dk
+    double *dv_acc = dsv3_cpu_workspace_at(ctx, offsets[3]); // (T, Dv): one head's dv
     for (int64_t b = 0; b < B; b++) {
         const int32_t *doc_b = doc == NULL ? NULL : doc + b * T; // (T)
         for (int64_t h = 0; h < H; h++) {
@@ -143,10 +177,5 @@ Dsv3Err dsv3_attention_backward_reference(float *dq, float *dk, float *dv, const
             }
         }
     }
-done:
-    dsv3_free(p);
-    dsv3_free(ds);
-    dsv3_free(dk_acc);
-    dsv3_free(dv_acc);
-    return err;
+    return DSV3_OK;
 }

@@ -37,6 +37,34 @@ Dsv3Err dsv3_cpu_check_linear_backward(const float *dx, const float *dweight, co
                                        const float *x, const float *weight, int64_t N, int64_t In,
                                        int64_t Out);
 
+// n >= 0; out always, x when n > 0.
+Dsv3Err dsv3_cpu_check_sum_squares(const double *out, const float *x, int64_t n);
+// n >= 0; x when n > 0.
+Dsv3Err dsv3_cpu_check_scale(const float *x, int64_t n);
+
+// ---- element-wise, copies and conversion (checks_elementwise.c) ----
+
+// n >= 0; the pointers when n > 0.
+Dsv3Err dsv3_cpu_check_add(const float *out, const float *a, const float *b, int64_t n);
+// rows, cols >= 0, both strides >= cols; the pointers when rows × cols > 0.
+Dsv3Err dsv3_cpu_check_copy_columns(const float *dst, int64_t dst_stride, const float *src,
+                                    int64_t src_stride, int64_t rows, int64_t cols);
+// The pair of dtypes is one the CPU converts (f32 → f32, f32 → bf16, bf16 → f32); n >= 0; when
+// n > 0 the pointers, and dst and src do not overlap.
+Dsv3Err dsv3_cpu_check_convert(const void *dst, Dsv3TensorDtype dst_dtype, const void *src,
+                               Dsv3TensorDtype src_dtype, int64_t n);
+
+// ---- token bookkeeping (checks_tokens.c) ----
+
+// N >= 0, 0 < V <= 2^31 (int32 ids); tokens when N > 0. The ids themselves are checked by the
+// op (its result).
+Dsv3Err dsv3_cpu_check_tokens(const int32_t *tokens, int64_t N, int64_t V);
+// B, T >= 0; doc and tokens when B × T > 0.
+Dsv3Err dsv3_cpu_check_document_ids(const int32_t *doc, const int32_t *tokens, int64_t B,
+                                    int64_t T);
+// N >= 0; count always, labels when N > 0.
+Dsv3Err dsv3_cpu_check_labels_count(const int64_t *count, const int32_t *labels, int64_t N);
+
 // ---- attention and rotary embedding (checks_attention.c) ----
 
 Dsv3Err dsv3_cpu_check_attention_forward(const float *out, const float *lse, const float *q,
@@ -56,7 +84,14 @@ Dsv3Err dsv3_cpu_check_rope_apply(const float *x, const float *cos_table, const 
                                   int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
                                   int64_t head_stride);
 
-// ---- MoE: router, permutation and routed experts (checks_moe.c) ----
+// MLA's key/value assembly, both directions: N >= 0, H >= 1, nope, R, Dv >= 0, the rotary
+// key's stride >= R; when N > 0 the four tensors (a, b the head-wise outputs or gradients, kvb
+// wkv_b's output or its gradient, kpe the rotary key or its gradient; op names the direction).
+Dsv3Err dsv3_cpu_check_mla_kv(const char *op, const float *a, const float *b, const float *kvb,
+                              const float *kpe, int64_t kpe_stride, int64_t N, int64_t H,
+                              int64_t nope, int64_t R, int64_t Dv);
+
+// ---- MoE: router, load balancing, permutation and routed experts (checks_moe.c) ----
 
 // Experts whose biased scores make up one group's score (torchtitan: the top 2 of the group);
 // a group must hold at least this many experts.
@@ -98,11 +133,17 @@ Dsv3Err dsv3_cpu_check_experts_backward(const float *dxs, const float *dw1, cons
                                         const float *w2, const float *w3, const int64_t *offsets,
                                         int64_t E, int64_t D, int64_t F);
 
+// n >= 0; the pointers when n > 0.
+Dsv3Err dsv3_cpu_check_counts_accumulate(const int64_t *total, const int64_t *counts, int64_t n);
+// E >= 1, the pointers and a finite coeff.
+Dsv3Err dsv3_cpu_check_expert_bias_update(const float *bias, const int64_t *counts, int64_t E,
+                                          double coeff);
+
 // Every entry of order (M) is an assignment in [0, M).
 Dsv3Err dsv3_cpu_check_moe_order(const int32_t *order, int64_t M);
-// *row_of (M, a counted allocation the caller frees): the row of each assignment; fails, with
-// nothing allocated, unless order is a permutation of [0, M). The check of order and the table
-// that the gather backward and the combine read; one thread.
-Dsv3Err dsv3_cpu_moe_rows_of(int32_t **row_of, const int32_t *order, int64_t M);
+// row_of (M, the caller's scratch): the row of each assignment; fails unless order is a
+// permutation of [0, M). The check of order and the table that the gather backward and the
+// combine read; one thread.
+Dsv3Err dsv3_cpu_moe_rows_of(int32_t *row_of, const int32_t *order, int64_t M);
 
 #endif

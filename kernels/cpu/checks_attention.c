@@ -1,4 +1,6 @@
-// checks_attention: the shared argument checks of attention and of the rotary embedding.
+// checks_attention: the shared argument checks of attention, of the rotary embedding and of
+// MLA's key/value assembly.
+#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -79,5 +81,23 @@ Dsv3Err dsv3_cpu_check_rope_apply(const float *x, const float *cos_table, const 
                "rope: row_stride must be >= (H-1)*head_stride + R = %lld so tokens do not overlap, "
                "got %lld",
                (long long)((H - 1) * head_stride + R), (long long)row_stride);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_mla_kv(const char *op, const float *a, const float *b, const float *kvb,
+                              const float *kpe, int64_t kpe_stride, int64_t N, int64_t H,
+                              int64_t nope, int64_t R, int64_t Dv) {
+    DSV3_CHECK(N >= 0 && H >= 1, DSV3_ERR_USAGE,
+               "%s: N = %" PRId64 ", H = %" PRId64 ", expected N >= 0 and H >= 1", op, N, H);
+    DSV3_CHECK(nope >= 0 && R >= 0 && Dv >= 0, DSV3_ERR_USAGE,
+               "%s: nope = %" PRId64 ", R = %" PRId64 ", Dv = %" PRId64 ", expected all >= 0", op,
+               nope, R, Dv);
+    DSV3_CHECK(kpe_stride >= R, DSV3_ERR_USAGE,
+               "%s: the rotary key's stride %" PRId64 " must be >= R = %" PRId64
+               " (rows must not overlap)",
+               op, kpe_stride, R);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(a != NULL && b != NULL && kvb != NULL && kpe != NULL, DSV3_ERR_USAGE,
+               "%s: no tensor may be NULL", op);
     return DSV3_OK;
 }

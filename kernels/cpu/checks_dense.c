@@ -1,4 +1,5 @@
-// checks_dense: the shared argument checks of AdamW, cross-entropy, embedding and linear.
+// checks_dense: the shared argument checks of AdamW, cross-entropy, embedding, linear, and the
+// sum of squares and scaling of gradient clipping.
 #include <inttypes.h>
 #include <stdint.h>
 
@@ -97,5 +98,18 @@ Dsv3Err dsv3_cpu_check_linear_backward(const float *dx, const float *dweight, co
                "linear_backward: dweight, dout and x must not be NULL");
     DSV3_CHECK(dx == NULL || weight != NULL, DSV3_ERR_USAGE,
                "linear_backward: weight must not be NULL when dx is wanted");
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_sum_squares(const double *out, const float *x, int64_t n) {
+    DSV3_CHECK(out != NULL, DSV3_ERR_USAGE, "sum_squares: out is NULL");
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "sum_squares: n = %" PRId64 ", expected n >= 0", n);
+    DSV3_CHECK(n == 0 || x != NULL, DSV3_ERR_USAGE, "sum_squares: x is NULL");
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_scale(const float *x, int64_t n) {
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "scale: n = %" PRId64 ", expected n >= 0", n);
+    DSV3_CHECK(n == 0 || x != NULL, DSV3_ERR_USAGE, "scale: x is NULL");
     return DSV3_OK;
 }

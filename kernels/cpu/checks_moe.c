@@ -1,5 +1,5 @@
-// checks_moe: the shared argument checks of the router, the MoE token permutation and the
-// routed experts.
+// checks_moe: the shared argument checks of the router, the load balancing, the MoE token
+// permutation and the routed experts.
 //
 // Legend: N tokens, E experts, K experts per token, G expert groups, L groups a token may use,
 // D model width, F expert hidden width, M = N × K routed rows.
@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
 
 static Dsv3Err router_check_args(const Dsv3RouterArgs *args, int64_t N) {
@@ -72,6 +71,23 @@ Dsv3Err dsv3_cpu_check_router_backward(const float *dlogits, const float *dweigh
     return DSV3_OK;
 }
 
+Dsv3Err dsv3_cpu_check_counts_accumulate(const int64_t *total, const int64_t *counts, int64_t n) {
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "counts_accumulate: n = %" PRId64 ", expected n >= 0", n);
+    DSV3_CHECK(n == 0 || (total != NULL && counts != NULL), DSV3_ERR_USAGE,
+               "counts_accumulate: total and counts must not be NULL");
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_expert_bias_update(const float *bias, const int64_t *counts, int64_t E,
+                                          double coeff) {
+    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "expert_bias_update: E = %" PRId64 ", expected E >= 1", E);
+    DSV3_CHECK(bias != NULL && counts != NULL, DSV3_ERR_USAGE,
+               "expert_bias_update: bias and counts must not be NULL");
+    DSV3_CHECK(isfinite(coeff), DSV3_ERR_USAGE,
+               "expert_bias_update: coeff = %g, expected a finite number", coeff);
+    return DSV3_OK;
+}
+
 static Dsv3Err permute_check_dims(int64_t N, int64_t K, int64_t D) {
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "moe_permute: N = %" PRId64 " tokens, expected N >= 0", N);
     DSV3_CHECK(K >= 1, DSV3_ERR_USAGE, "moe_permute: K = %" PRId64 ", expected K >= 1", K);
@@ -100,24 +116,16 @@ Dsv3Err dsv3_cpu_check_moe_order(const int32_t *order, int64_t M) {
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_cpu_moe_rows_of(int32_t **row_of, const int32_t *order, int64_t M) {
-    *row_of = NULL;
+Dsv3Err dsv3_cpu_moe_rows_of(int32_t *row_of, const int32_t *order, int64_t M) {
     DSV3_CALL(dsv3_cpu_check_moe_order(order, M));
-    int32_t *rows = NULL; // (M)
-    DSV3_CALL(dsv3_alloc((void **)&rows, (size_t)M * sizeof(int32_t), "moe rows of assignments"));
-    memset(rows, 0xff, (size_t)M * sizeof(int32_t)); // all −1
+    memset(row_of, 0xff, (size_t)M * sizeof(int32_t)); // all −1
     for (int64_t j = 0; j < M; j++) {
-        if (rows[order[j]] >= 0) {
-            const int32_t first = rows[order[j]];
-            dsv3_free(rows);
-            DSV3_RAISE(DSV3_ERR_USAGE,
-                       "moe_permute: order[%" PRId32 "] = order[%" PRId64 "] = %" PRId32
-                       ": order must be a permutation of [0, M)",
-                       first, j, order[j]);
-        }
-        rows[order[j]] = (int32_t)j;
+        DSV3_CHECK(row_of[order[j]] < 0, DSV3_ERR_USAGE,
+                   "moe_permute: order[%" PRId32 "] = order[%" PRId64 "] = %" PRId32
+                   ": order must be a permutation of [0, M)",
+                   row_of[order[j]], j, order[j]);
+        row_of[order[j]] = (int32_t)j;
     }
-    *row_of = rows;
     return DSV3_OK;
 }
 

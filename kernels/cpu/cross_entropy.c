@@ -9,7 +9,7 @@
 //   dW (V, D) += dlogits (C, V)ᵀ · h_c (C, D)                        sgemm, beta = 1
 // Rows whose label is DSV3_IGNORE_INDEX add nothing to the loss and get zero gradients. The
 // per-row losses of a chunk are summed in row order, so the loss does not depend on the
-// thread count.
+// thread count. The chunk's logits and row losses live in the context's workspace.
 //
 // Legend: N tokens, D model width, V vocabulary, C rows of one chunk (C ≤ chunk).
 #include <cblas.h>
@@ -20,10 +20,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/cpu/vec_exp.h"
-#include "kernels/kernels.h"
 
 // OpenBLAS takes its sizes as 32-bit ints (the LP64 interface); the other checks are shared
 // with the reference version (checks.h).
@@ -67,29 +66,46 @@ static double cross_entropy_row(float *row, int32_t label, int64_t V, int grad, 
     return (double)m + log(s) - target;
 }
 
-Dsv3Err dsv3_cross_entropy(double *loss_sum, float *dh, float *dweight, const float *h,
-                           const float *weight, const int32_t *labels, int64_t N, int64_t D,
-                           int64_t V, float grad_scale, int64_t chunk) {
+// Workspace: logits (C, V) floats, then row_loss (C) doubles, C = min(chunk, N) rows.
+// *row_loss_offset (when not NULL) gets row_loss's offset.
+static size_t cross_entropy_workspace(const Dsv3OpShape *shape, size_t *row_loss_offset) {
+    const int64_t rows = shape->chunk < shape->N ? shape->chunk : shape->N;
+    Dsv3CpuLayout layout = {0};
+    if (rows > 0 && shape->V > 0 && rows > INT64_MAX / shape->V) return SIZE_MAX;
+    dsv3_cpu_layout_add(&layout, rows * shape->V, sizeof(float));
+    const size_t row_loss = dsv3_cpu_layout_add(&layout, rows, sizeof(double));
+    if (row_loss_offset) *row_loss_offset = row_loss;
+    return layout.bytes;
+}
+
+size_t dsv3_cpu_cross_entropy_workspace(const Dsv3OpShape *shape, int threads) {
+    (void)threads;
+    return cross_entropy_workspace(shape, NULL);
+}
+
+Dsv3Err dsv3_cpu_cross_entropy(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                               double *loss_sum, void *dh_, float *dweight, const void *h_,
+                               const void *weight_, const int32_t *labels, int64_t N, int64_t D,
+                               int64_t V, float grad_scale, int64_t chunk) {
+    DSV3_CALL(dsv3_cpu_check_f32("cross_entropy", dtype));
+    float *dh = dh_;                        // (N, D)
+    const float *h = h_, *weight = weight_; // (N, D), (V, D)
     DSV3_CALL(cross_entropy_check_blas_sizes(N, D, V));
     DSV3_CALL(
         dsv3_cpu_check_cross_entropy(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
-    *loss_sum = 0;
-    if (N == 0) return DSV3_OK;
     const int64_t rows = chunk < N ? chunk : N; // C at most
     DSV3_CHECK((uint64_t)rows <= SIZE_MAX / sizeof(float) / (uint64_t)V, DSV3_ERR_USAGE,
                "cross_entropy: chunk %" PRId64 " × V %" PRId64 " logits do not fit in memory", rows,
                V);
+    const Dsv3OpShape shape = {.N = N, .V = V, .chunk = chunk};
+    size_t row_loss_offset = 0;
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "cross_entropy",
+                                       cross_entropy_workspace(&shape, &row_loss_offset)));
+    *loss_sum = 0;
+    if (N == 0) return DSV3_OK;
     const int grad = dh != NULL;
-
-    Dsv3Err err = DSV3_OK;
-    float *logits = NULL;    // (C, V), then dlogits in place
-    double *row_loss = NULL; // (C)
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&logits, (size_t)rows * (size_t)V * sizeof(float),
-                              "cross-entropy logits chunk"));
-    DSV3_CALL_GOTO(
-        err, done,
-        dsv3_alloc((void **)&row_loss, (size_t)rows * sizeof(double), "cross-entropy row losses"));
+    float *logits = ctx->workspace;                                 // (C, V), then dlogits
+    double *row_loss = dsv3_cpu_workspace_at(ctx, row_loss_offset); // (C)
 
     double total = 0;
     for (int64_t n0 = 0; n0 < N; n0 += rows) {
@@ -127,9 +143,5 @@ Dsv3Err dsv3_cross_entropy(double *loss_sum, float *dh, float *dweight, const fl
         }
     }
     *loss_sum = total;
-
-done:
-    dsv3_free(row_loss);
-    dsv3_free(logits);
-    return err;
+    return DSV3_OK;
 }

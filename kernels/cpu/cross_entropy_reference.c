@@ -1,8 +1,9 @@
 // cross_entropy_reference.c: the output head fused with the cross-entropy loss, written for
 // clarity.
 //
-// Materialises all N × V logits in double (so it ignores `chunk` beyond checking it), takes a
-// stable log-softmax per row and the gradient of grad_scale × loss_sum:
+// Materialises all N × V logits in double in the context's workspace (so it ignores `chunk`
+// beyond checking it), takes a stable log-softmax per row and the gradient of
+// grad_scale × loss_sum:
 //   dlogits = grad_scale · (softmax − onehot) on counted rows, 0 on ignored ones,
 //   dh = dlogits · W,   dW += dlogitsᵀ · h.
 //
@@ -10,21 +11,37 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "common/core/alloc.h"
-#include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include <string.h>
 
-Dsv3Err dsv3_cross_entropy_reference(double *loss_sum, float *dh, float *dweight, const float *h,
-                                     const float *weight, const int32_t *labels, int64_t N,
-                                     int64_t D, int64_t V, float grad_scale, int64_t chunk) {
+#include "kernels/cpu/checks.h"
+#include "kernels/cpu/cpu.h"
+
+// Workspace: dlogits (N, V) doubles.
+size_t dsv3_cpu_reference_cross_entropy_workspace(const Dsv3OpShape *shape) {
+    Dsv3CpuLayout layout = {0};
+    if (shape->N > 0 && shape->V > 0 && shape->N > INT64_MAX / shape->V) return SIZE_MAX;
+    dsv3_cpu_layout_add(&layout, shape->N * shape->V, sizeof(double));
+    return layout.bytes;
+}
+
+Dsv3Err dsv3_cpu_reference_cross_entropy(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                         double *loss_sum, void *dh_, float *dweight,
+                                         const void *h_, const void *weight_, const int32_t *labels,
+                                         int64_t N, int64_t D, int64_t V, float grad_scale,
+                                         int64_t chunk) {
+    DSV3_CALL(dsv3_cpu_check_f32("cross_entropy", dtype));
+    float *dh = dh_;                        // (N, D)
+    const float *h = h_, *weight = weight_; // (N, D), (V, D)
     DSV3_CALL(
         dsv3_cpu_check_cross_entropy(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
+    const Dsv3OpShape shape = {.N = N, .V = V, .chunk = chunk};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "cross_entropy",
+                                       dsv3_cpu_reference_cross_entropy_workspace(&shape)));
     *loss_sum = 0;
     if (N == 0) return DSV3_OK;
 
-    double *dlogits = NULL; // (N, V): the logits, then their gradient
-    DSV3_CALL(dsv3_calloc((void **)&dlogits, (size_t)N * (size_t)V, sizeof(double),
-                          "reference cross-entropy logits"));
+    double *dlogits = ctx->workspace; // (N, V): the logits, then their gradient
+    memset(dlogits, 0, (size_t)(N * V) * sizeof(double));
     double loss = 0;
     for (int64_t n = 0; n < N; n++) {
         double *row = dlogits + n * V;
@@ -65,6 +82,5 @@ Dsv3Err dsv3_cross_entropy_reference(double *loss_sum, float *dh, float *dweight
                 dweight[v * D + d] += (float)sum;
             }
     }
-    dsv3_free(dlogits);
     return DSV3_OK;
 }

@@ -12,13 +12,18 @@
 #include <string.h>
 
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // Tokens below which both loops stay on one thread (thread start-up costs more than it saves).
 enum { EMBEDDING_PARALLEL_MIN_TOKENS = 64 };
 
-Dsv3Err dsv3_embedding_forward(float *out, const int32_t *tokens, const float *weight, int64_t N,
-                               int64_t D, int64_t V) {
+Dsv3Err dsv3_cpu_embedding_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
+                                   const int32_t *tokens, const void *weight_, int64_t N, int64_t D,
+                                   int64_t V) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("embedding_forward", dtype));
+    float *out = out_;             // (N, D)
+    const float *weight = weight_; // (V, D)
     DSV3_CALL(dsv3_cpu_check_embedding(out, "out", tokens, weight, "weight", N, D, V));
     const size_t row_bytes = (size_t)D * sizeof(float);
 #pragma omp parallel for schedule(static) if (N >= EMBEDDING_PARALLEL_MIN_TOKENS)
@@ -27,8 +32,12 @@ Dsv3Err dsv3_embedding_forward(float *out, const int32_t *tokens, const float *w
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_embedding_backward(float *dweight, const float *dout, const int32_t *tokens, int64_t N,
-                                int64_t D, int64_t V) {
+Dsv3Err dsv3_cpu_embedding_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                    float *dweight, const void *dout_, const int32_t *tokens,
+                                    int64_t N, int64_t D, int64_t V) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("embedding_backward", dtype));
+    const float *dout = dout_; // (N, D)
     DSV3_CALL(dsv3_cpu_check_embedding(dweight, "dweight", tokens, dout, "dout", N, D, V));
 #pragma omp parallel if (N >= EMBEDDING_PARALLEL_MIN_TOKENS)
     {

@@ -4,10 +4,15 @@
 #include <stdint.h>
 
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
-Dsv3Err dsv3_embedding_forward_reference(float *out, const int32_t *tokens, const float *weight,
-                                         int64_t N, int64_t D, int64_t V) {
+Dsv3Err dsv3_cpu_reference_embedding_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                             void *out_, const int32_t *tokens, const void *weight_,
+                                             int64_t N, int64_t D, int64_t V) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("embedding_forward", dtype));
+    float *out = out_;             // (N, D)
+    const float *weight = weight_; // (V, D)
     DSV3_CALL(dsv3_cpu_check_embedding(out, "out", tokens, weight, "weight", N, D, V));
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < D; j++)
@@ -15,8 +20,13 @@ Dsv3Err dsv3_embedding_forward_reference(float *out, const int32_t *tokens, cons
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_embedding_backward_reference(float *dweight, const float *dout, const int32_t *tokens,
-                                          int64_t N, int64_t D, int64_t V) {
+Dsv3Err dsv3_cpu_reference_embedding_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                              float *dweight, const void *dout_,
+                                              const int32_t *tokens, int64_t N, int64_t D,
+                                              int64_t V) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("embedding_backward", dtype));
+    const float *dout = dout_; // (N, D)
     DSV3_CALL(dsv3_cpu_check_embedding(dweight, "dweight", tokens, dout, "dout", N, D, V));
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < D; j++)

@@ -26,9 +26,8 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // After kernels.h: OpenBLAS's cblas.h pulls in <complex.h>, whose macro `I` would replace a
 // parameter name of kernels.h.
@@ -61,23 +60,48 @@ static int experts_split_over_experts(int64_t busy) {
     return threads > 1 && busy >= (int64_t)threads * EXPERTS_MIN_PER_THREAD;
 }
 
-// Experts with rows, the busiest first (OpenMP's dynamic schedule then ends with the small ones,
-// which balances the threads best); *busy is their count.
-static Dsv3Err experts_schedule(int64_t **order, int64_t *busy, const int64_t *offsets, int64_t E) {
-    DSV3_CALL(dsv3_alloc((void **)order, (size_t)E * sizeof(int64_t), "experts schedule"));
+// order (E, the first *busy used): experts with rows, the busiest first (OpenMP's dynamic
+// schedule then ends with the small ones, which balances the threads best); *busy is their
+// count.
+static void experts_schedule(int64_t *order, int64_t *busy, const int64_t *offsets, int64_t E) {
     int64_t n = 0;
     for (int64_t e = 0; e < E; e++) {
         const int64_t m = offsets[e + 1] - offsets[e];
         if (m == 0) continue;
         int64_t p = n++; // insertion by rows, descending; ties keep expert order
-        while (p > 0 && offsets[(*order)[p - 1] + 1] - offsets[(*order)[p - 1]] < m) {
-            (*order)[p] = (*order)[p - 1];
+        while (p > 0 && offsets[order[p - 1] + 1] - offsets[order[p - 1]] < m) {
+            order[p] = order[p - 1];
             p--;
         }
-        (*order)[p] = e;
+        order[p] = e;
     }
     *busy = n;
-    return DSV3_OK;
+}
+
+// Workspace: `hidden` buffers of (M, F) floats (forward: g; backward: ga, gb), then the
+// schedule (E) int64. offsets (hidden + 1) get the slices' offsets (when not NULL).
+static size_t experts_workspace(const Dsv3OpShape *shape, int hidden, size_t *offsets) {
+    Dsv3CpuLayout layout = {0};
+    for (int i = 0; i < hidden; i++) {
+        const size_t at = dsv3_cpu_layout_add(&layout, shape->M * shape->F, sizeof(float));
+        if (offsets) offsets[i] = at;
+    }
+    const size_t schedule = dsv3_cpu_layout_add(&layout, shape->E, sizeof(int64_t));
+    if (offsets) offsets[hidden] = schedule;
+    return layout.bytes;
+}
+
+// Hidden (M, F) buffers of each direction.
+enum { FORWARD_HIDDEN = 1, BACKWARD_HIDDEN = 2 };
+
+size_t dsv3_cpu_experts_forward_workspace(const Dsv3OpShape *shape, int threads) {
+    (void)threads;
+    return experts_workspace(shape, FORWARD_HIDDEN, NULL);
+}
+
+size_t dsv3_cpu_experts_backward_workspace(const Dsv3OpShape *shape, int threads) {
+    (void)threads;
+    return experts_workspace(shape, BACKWARD_HIDDEN, NULL);
 }
 
 // g (m, F) = silu(h1) · h3.
@@ -141,20 +165,26 @@ static void expert_backward(float *dxs, float *dw1e, float *dw2e, float *dw3e, f
                 dxs, iD);
 }
 
-Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, const float *w1,
-                             const float *w2, const float *w3, const int64_t *offsets, int64_t E,
-                             int64_t D, int64_t F) {
+Dsv3Err dsv3_cpu_experts_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *ys_,
+                                 void *h1_, void *h3_, const void *xs_, const void *w1_,
+                                 const void *w2_, const void *w3_, const int64_t *offsets,
+                                 int64_t E, int64_t D, int64_t F) {
+    DSV3_CALL(dsv3_cpu_check_f32("experts_forward", dtype));
+    float *ys = ys_, *h1 = h1_, *h3 = h3_;       // (M, D), (M, F), (M, F)
+    const float *xs = xs_;                       // (M, D)
+    const float *w1 = w1_, *w2 = w2_, *w3 = w3_; // (E, F, D), (E, D, F), (E, F, D)
     DSV3_CALL(dsv3_cpu_check_experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F));
     DSV3_CALL(experts_check_blas_sizes(offsets, E, D, F));
     const int64_t M = offsets[E];
+    const Dsv3OpShape shape = {.E = E, .M = M, .F = F};
+    size_t slices[FORWARD_HIDDEN + 1];
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "experts_forward",
+                                       experts_workspace(&shape, FORWARD_HIDDEN, slices)));
     if (M == 0) return DSV3_OK;
-    Dsv3Err err = DSV3_OK;
-    float *g = NULL;       // (M, F) silu(h1) · h3
-    int64_t *sched = NULL; // (busy) experts with rows, busiest first
+    float *g = dsv3_cpu_workspace_at(ctx, slices[0]);       // (M, F) silu(h1) · h3
+    int64_t *sched = dsv3_cpu_workspace_at(ctx, slices[1]); // (busy) experts with rows
     int64_t busy = 0;
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&g, (size_t)(M * F) * sizeof(float), "experts hidden"));
-    DSV3_CALL_GOTO(err, done, experts_schedule(&sched, &busy, offsets, E));
+    experts_schedule(sched, &busy, offsets, E);
 
     const int over_experts = experts_split_over_experts(busy);
     // Over experts: one BLAS thread per GEMM while OpenMP's threads each run their own experts.
@@ -167,31 +197,33 @@ Dsv3Err dsv3_experts_forward(float *ys, float *h1, float *h3, const float *xs, c
                        w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
     }
     if (over_experts) openblas_set_num_threads(blas_threads);
-done:
-    dsv3_free(g);
-    dsv3_free(sched);
-    return err;
+    return DSV3_OK;
 }
 
-Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, const float *dys,
-                              const float *xs, const float *h1, const float *h3, const float *w1,
-                              const float *w2, const float *w3, const int64_t *offsets, int64_t E,
-                              int64_t D, int64_t F) {
+Dsv3Err dsv3_cpu_experts_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dxs_,
+                                  float *dw1, float *dw2, float *dw3, const void *dys_,
+                                  const void *xs_, const void *h1_, const void *h3_,
+                                  const void *w1_, const void *w2_, const void *w3_,
+                                  const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
+    DSV3_CALL(dsv3_cpu_check_f32("experts_backward", dtype));
+    float *dxs = dxs_;                           // (M, D)
+    const float *dys = dys_, *xs = xs_;          // (M, D) each
+    const float *h1 = h1_, *h3 = h3_;            // (M, F) each
+    const float *w1 = w1_, *w2 = w2_, *w3 = w3_; // (E, F, D), (E, D, F), (E, F, D)
     DSV3_CALL(dsv3_cpu_check_experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3,
                                               offsets, E, D, F));
     DSV3_CALL(experts_check_blas_sizes(offsets, E, D, F));
     const int64_t M = offsets[E];
+    const Dsv3OpShape shape = {.E = E, .M = M, .F = F};
+    size_t slices[BACKWARD_HIDDEN + 1];
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "experts_backward",
+                                       experts_workspace(&shape, BACKWARD_HIDDEN, slices)));
     if (M == 0) return DSV3_OK;
-    Dsv3Err err = DSV3_OK;
-    float *ga = NULL;      // (M, F) dg, then da
-    float *gb = NULL;      // (M, F) g, then db
-    int64_t *sched = NULL; // (busy) experts with rows, busiest first
+    float *ga = dsv3_cpu_workspace_at(ctx, slices[0]);      // (M, F) dg, then da
+    float *gb = dsv3_cpu_workspace_at(ctx, slices[1]);      // (M, F) g, then db
+    int64_t *sched = dsv3_cpu_workspace_at(ctx, slices[2]); // (busy) experts with rows
     int64_t busy = 0;
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&ga, (size_t)(M * F) * sizeof(float), "experts dh1"));
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&gb, (size_t)(M * F) * sizeof(float), "experts dh3"));
-    DSV3_CALL_GOTO(err, done, experts_schedule(&sched, &busy, offsets, E));
+    experts_schedule(sched, &busy, offsets, E);
 
     const int over_experts = experts_split_over_experts(busy);
     const int blas_threads = openblas_get_num_threads();
@@ -204,9 +236,5 @@ Dsv3Err dsv3_experts_backward(float *dxs, float *dw1, float *dw2, float *dw3, co
                         w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
     }
     if (over_experts) openblas_set_num_threads(blas_threads);
-done:
-    dsv3_free(ga);
-    dsv3_free(gb);
-    dsv3_free(sched);
-    return err;
+    return DSV3_OK;
 }

@@ -1,28 +1,59 @@
 // experts_reference.c: routed experts (grouped SwiGLU FFNs), written for clarity.
 //
 // Expert e owns the rows [offsets[e], offsets[e+1]) of xs and computes, row by row,
-// h1 = w1[e] x, h3 = w3[e] x, y = w2[e] (silu(h1) · h3), each dot product in double.
+// h1 = w1[e] x, h3 = w3[e] x, y = w2[e] (silu(h1) · h3), each dot product in double; the
+// hidden rows in double live in the context's workspace.
 //
 // Legend: E experts, D model width, F expert hidden width, M routed rows (offsets[E]).
 #include <math.h>
 #include <stdint.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
 static double silu(double a) { return a / (1.0 + exp(-a)); }
 
-Dsv3Err dsv3_experts_forward_reference(float *ys, float *h1, float *h3, const float *xs,
-                                       const float *w1, const float *w2, const float *w3,
-                                       const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
+// Workspace of the forward: g (F) doubles, one row's silu(h1) · h3.
+size_t dsv3_cpu_reference_experts_forward_workspace(const Dsv3OpShape *shape) {
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, shape->F, sizeof(double));
+    return layout.bytes;
+}
+
+// (M, F) buffers of the backward: da, db, g.
+enum { BACKWARD_BUFFERS = 3 };
+
+// Workspace of the backward: da, db, g (M, F) doubles each. offsets (BACKWARD_BUFFERS) get the
+// slices' offsets (when not NULL).
+static size_t backward_workspace(const Dsv3OpShape *shape, size_t *offsets) {
+    Dsv3CpuLayout layout = {0};
+    for (int i = 0; i < BACKWARD_BUFFERS; i++) {
+        const size_t at = dsv3_cpu_layout_add(&layout, shape->M * shape->F, sizeof(double));
+        if (offsets) offsets[i] = at;
+    }
+    return layout.bytes;
+}
+
+size_t dsv3_cpu_reference_experts_backward_workspace(const Dsv3OpShape *shape) {
+    return backward_workspace(shape, NULL);
+}
+
+Dsv3Err dsv3_cpu_reference_experts_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                           void *ys_, void *h1_, void *h3_, const void *xs_,
+                                           const void *w1_, const void *w2_, const void *w3_,
+                                           const int64_t *offsets, int64_t E, int64_t D,
+                                           int64_t F) {
+    DSV3_CALL(dsv3_cpu_check_f32("experts_forward", dtype));
+    float *ys = ys_, *h1 = h1_, *h3 = h3_;       // (M, D), (M, F), (M, F)
+    const float *xs = xs_;                       // (M, D)
+    const float *w1 = w1_, *w2 = w2_, *w3 = w3_; // (E, F, D), (E, D, F), (E, F, D)
     DSV3_CALL(dsv3_cpu_check_experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F));
+    const Dsv3OpShape shape = {.E = E, .M = offsets[E], .F = F};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "experts_forward",
+                                       dsv3_cpu_reference_experts_forward_workspace(&shape)));
     const int64_t M = offsets[E];
     if (M == 0) return DSV3_OK;
-    Dsv3Err err = DSV3_OK;
-    double *g = NULL; // (F) silu(h1) · h3 of one row
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&g, (size_t)F * sizeof(double), "experts hidden"));
+    double *g = ctx->workspace; // (F) silu(h1) · h3 of one row
     for (int64_t e = 0; e < E; e++) {
         const float *w1e = w1 + e * F * D, *w3e = w3 + e * F * D; // (F, D)
         const float *w2e = w2 + e * D * F;                        // (D, F)
@@ -46,28 +77,31 @@ Dsv3Err dsv3_experts_forward_reference(float *ys, float *h1, float *h3, const fl
             }
         }
     }
-done:
-    dsv3_free(g);
-    return err;
+    return DSV3_OK;
 }
 
-Dsv3Err dsv3_experts_backward_reference(float *dxs, float *dw1, float *dw2, float *dw3,
-                                        const float *dys, const float *xs, const float *h1,
-                                        const float *h3, const float *w1, const float *w2,
-                                        const float *w3, const int64_t *offsets, int64_t E,
-                                        int64_t D, int64_t F) {
+Dsv3Err dsv3_cpu_reference_experts_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                            void *dxs_, float *dw1, float *dw2, float *dw3,
+                                            const void *dys_, const void *xs_, const void *h1_,
+                                            const void *h3_, const void *w1_, const void *w2_,
+                                            const void *w3_, const int64_t *offsets, int64_t E,
+                                            int64_t D, int64_t F) {
+    DSV3_CALL(dsv3_cpu_check_f32("experts_backward", dtype));
+    float *dxs = dxs_;                           // (M, D)
+    const float *dys = dys_, *xs = xs_;          // (M, D) each
+    const float *h1 = h1_, *h3 = h3_;            // (M, F) each
+    const float *w1 = w1_, *w2 = w2_, *w3 = w3_; // (E, F, D), (E, D, F), (E, F, D)
     DSV3_CALL(dsv3_cpu_check_experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3,
                                               offsets, E, D, F));
     const int64_t M = offsets[E];
+    const Dsv3OpShape shape = {.E = E, .M = M, .F = F};
+    size_t slices[BACKWARD_BUFFERS];
+    DSV3_CALL(
+        dsv3_cpu_check_workspace(ctx, "experts_backward", backward_workspace(&shape, slices)));
     if (M == 0) return DSV3_OK;
-    Dsv3Err err = DSV3_OK;
-    double *da = NULL; // (M, F) gradient of h1
-    double *db = NULL; // (M, F) gradient of h3
-    double *g = NULL;  // (M, F) silu(h1) · h3
-    const size_t bytes = (size_t)(M * F) * sizeof(double);
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&da, bytes, "experts dh1"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&db, bytes, "experts dh3"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&g, bytes, "experts hidden"));
+    double *da = dsv3_cpu_workspace_at(ctx, slices[0]); // (M, F) gradient of h1
+    double *db = dsv3_cpu_workspace_at(ctx, slices[1]); // (M, F) gradient of h3
+    double *g = dsv3_cpu_workspace_at(ctx, slices[2]);  // (M, F) silu(h1) · h3
 
     for (int64_t e = 0; e < E; e++) {
         const float *w1e = w1 + e * F * D, *w3e = w3 + e * F * D; // (F, D)
@@ -107,9 +141,5 @@ Dsv3Err dsv3_experts_backward_reference(float *dxs, float *dw1, float *dw2, floa
                 dxs[m * D + d] = (float)s;
             }
     }
-done:
-    dsv3_free(da);
-    dsv3_free(db);
-    dsv3_free(g);
-    return err;
+    return DSV3_OK;
 }

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // OpenBLAS takes its sizes as 32-bit ints (the LP64 interface); the other checks are shared
 // with the reference version (checks.h).
@@ -27,8 +27,13 @@ static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_linear_forward(float *out, const float *x, const float *weight, int64_t N, int64_t In,
-                            int64_t Out) {
+Dsv3Err dsv3_cpu_linear_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
+                                const void *x_, const void *weight_, int64_t N, int64_t In,
+                                int64_t Out) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("linear_forward", dtype));
+    float *out = out_;                      // (N, Out)
+    const float *x = x_, *weight = weight_; // (N, In), (Out, In)
     DSV3_CALL(linear_check_sizes(N, In, Out));
     DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
@@ -37,9 +42,14 @@ Dsv3Err dsv3_linear_forward(float *out, const float *x, const float *weight, int
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_linear_backward(float *dx, float *dweight, const float *dout, const float *x,
-                             const float *weight, int64_t N, int64_t In, int64_t Out,
-                             int accumulate_dx) {
+Dsv3Err dsv3_cpu_linear_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx_,
+                                 float *dweight, const void *dout_, const void *x_,
+                                 const void *weight_, int64_t N, int64_t In, int64_t Out,
+                                 int accumulate_dx) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("linear_backward", dtype));
+    float *dx = dx_;                                       // (N, In)
+    const float *dout = dout_, *x = x_, *weight = weight_; // (N, Out), (N, In), (Out, In)
     DSV3_CALL(linear_check_sizes(N, In, Out));
     DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;

@@ -2,14 +2,19 @@
 //
 // Plain triple loops with double accumulators.
 //
-// Legend: N rows (tokens), I input features, O output features.
+// Legend: N rows (tokens), In input features, Out output features.
 #include <stdint.h>
 
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
-Dsv3Err dsv3_linear_forward_reference(float *out, const float *x, const float *weight, int64_t N,
-                                      int64_t In, int64_t Out) {
+Dsv3Err dsv3_cpu_reference_linear_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                          void *out_, const void *x_, const void *weight_,
+                                          int64_t N, int64_t In, int64_t Out) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("linear_forward", dtype));
+    float *out = out_;                      // (N, Out)
+    const float *x = x_, *weight = weight_; // (N, In), (Out, In)
     DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     for (int64_t n = 0; n < N; n++)
@@ -22,9 +27,14 @@ Dsv3Err dsv3_linear_forward_reference(float *out, const float *x, const float *w
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_linear_backward_reference(float *dx, float *dweight, const float *dout, const float *x,
-                                       const float *weight, int64_t N, int64_t In, int64_t Out,
-                                       int accumulate_dx) {
+Dsv3Err dsv3_cpu_reference_linear_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                           void *dx_, float *dweight, const void *dout_,
+                                           const void *x_, const void *weight_, int64_t N,
+                                           int64_t In, int64_t Out, int accumulate_dx) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("linear_backward", dtype));
+    float *dx = dx_;                                       // (N, In)
+    const float *dout = dout_, *x = x_, *weight = weight_; // (N, Out), (N, In), (Out, In)
     DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     if (dx != NULL)

@@ -9,7 +9,8 @@
 // expert, and the slices scatter in increasing a, which keeps the sort stable. The backward of
 // the gather and both directions of the combine go over tokens rather than rows (through the
 // inverse permutation), so every output row is written by one thread only: no atomics, and the
-// same bits for every thread count.
+// same bits for every thread count. The plan's counts and the inverse permutation live in the
+// context's workspace.
 //
 // Legend: N tokens, K experts per token, E experts, D model width, M = N × K routed rows.
 #include <inttypes.h>
@@ -18,9 +19,8 @@
 
 #include <omp.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // Assignments (or rows) below which a call stays on one thread.
 enum { PERMUTE_PARALLEL_MIN_ROWS = 256 };
@@ -31,10 +31,41 @@ enum { PERMUTE_PLAN_MIN_SLICE = 4096 };
 // Columns accumulated at once on the stack by the combine (1 KiB of floats).
 enum { PERMUTE_COLUMN_BLOCK = 256 };
 
-Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx, int64_t N,
-                      int64_t K, int64_t E) {
+// Slices of the plan's counting sort: one per thread, each of at least PERMUTE_PLAN_MIN_SLICE
+// assignments; none without assignments.
+static int64_t plan_slices(int64_t M, int threads) {
+    if (M <= 0) return 0;
+    int64_t slices = threads;
+    if (slices > M / PERMUTE_PLAN_MIN_SLICE) slices = M / PERMUTE_PLAN_MIN_SLICE;
+    return slices < 1 ? 1 : slices;
+}
+
+// Workspace of the plan: place (slices, E) int64.
+size_t dsv3_cpu_moe_plan_workspace(const Dsv3OpShape *shape, int threads) {
+    Dsv3CpuLayout layout = {0};
+    const int64_t M =
+        shape->K > 0 && shape->N > INT64_MAX / shape->K ? INT64_MAX : shape->N * shape->K;
+    dsv3_cpu_layout_add(&layout, plan_slices(M, threads) * shape->E, sizeof(int64_t));
+    return layout.bytes;
+}
+
+// Workspace of the gather backward and the combine: row_of (M = N × K) int32.
+size_t dsv3_cpu_moe_rows_of_workspace(const Dsv3OpShape *shape, int threads) {
+    (void)threads;
+    Dsv3CpuLayout layout = {0};
+    const int64_t M = shape->M > 0 ? shape->M : shape->N * shape->K;
+    dsv3_cpu_layout_add(&layout, M, sizeof(int32_t));
+    return layout.bytes;
+}
+
+Dsv3Err dsv3_cpu_moe_plan(const Dsv3KernelContext *ctx, int32_t *order, int64_t *offsets,
+                          const int32_t *topk_idx, int64_t N, int64_t K, int64_t E) {
     DSV3_CALL(dsv3_cpu_check_moe_plan(order, offsets, topk_idx, N, K, E));
     const int64_t M = N * K;
+    const int64_t slices = plan_slices(M, omp_get_max_threads());
+    const Dsv3OpShape shape = {.N = N, .K = K, .E = E};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "moe_plan",
+                                       dsv3_cpu_moe_plan_workspace(&shape, omp_get_max_threads())));
     if (M == 0) {
         memset(offsets, 0, (size_t)(E + 1) * sizeof(int64_t));
         return DSV3_OK;
@@ -50,12 +81,9 @@ Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx,
                " is not an expert in [0, %" PRId64 ")",
                first_bad / K, first_bad % K, first_bad < M ? topk_idx[first_bad] : 0, E);
 
-    int64_t slices = omp_get_max_threads();
-    if (slices > M / PERMUTE_PLAN_MIN_SLICE) slices = M / PERMUTE_PLAN_MIN_SLICE;
-    if (slices < 1) slices = 1;
-    int64_t *place = NULL; // (slices, E): counts, then each slice's next row in each expert
-    DSV3_CALL(
-        dsv3_calloc((void **)&place, (size_t)(slices * E), sizeof(int64_t), "moe plan counts"));
+    // (slices, E): counts, then each slice's next row in each expert.
+    int64_t *place = ctx->workspace;
+    memset(place, 0, (size_t)(slices * E) * sizeof(int64_t));
 
 #pragma omp parallel num_threads(slices) if (slices > 1)
     {
@@ -86,12 +114,15 @@ Dsv3Err dsv3_moe_plan(int32_t *order, int64_t *offsets, const int32_t *topk_idx,
                 order[mine[topk_idx[a]]++] = (int32_t)a;
         }
     }
-    dsv3_free(place);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_gather(float *xs, const float *x, const int32_t *order, int64_t M, int64_t K,
-                        int64_t D) {
+Dsv3Err dsv3_cpu_moe_gather(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *xs_,
+                            const void *x_, const int32_t *order, int64_t M, int64_t K, int64_t D) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("moe_gather", dtype));
+    float *xs = xs_;     // (M, D)
+    const float *x = x_; // (N, D)
     int64_t N;
     DSV3_CALL(dsv3_cpu_check_moe_gather(&N, xs, x, order, M, K, D));
     if (M == 0) return DSV3_OK;
@@ -102,13 +133,27 @@ Dsv3Err dsv3_moe_gather(float *xs, const float *x, const int32_t *order, int64_t
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_gather_backward(float *dx, const float *dxs, const int32_t *order, int64_t M,
-                                 int64_t K, int64_t D) {
+// row_of (M) from the context's workspace, filled from order; checked before any work.
+static Dsv3Err rows_of(int32_t **row_of, const Dsv3KernelContext *ctx, const char *op,
+                       const int32_t *order, int64_t M) {
+    const Dsv3OpShape shape = {.M = M};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, op, dsv3_cpu_moe_rows_of_workspace(&shape, 1)));
+    *row_of = ctx->workspace;
+    if (M > 0) DSV3_CALL(dsv3_cpu_moe_rows_of(*row_of, order, M));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_moe_gather_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx_,
+                                     const void *dxs_, const int32_t *order, int64_t M, int64_t K,
+                                     int64_t D) {
+    DSV3_CALL(dsv3_cpu_check_f32("moe_gather_backward", dtype));
+    float *dx = dx_;         // (N, D)
+    const float *dxs = dxs_; // (M, D)
     int64_t N;
     DSV3_CALL(dsv3_cpu_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
-    if (M == 0) return DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
+    DSV3_CALL(rows_of(&row_of, ctx, "moe_gather_backward", order, M));
+    if (M == 0) return DSV3_OK;
 #pragma omp parallel for schedule(static) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t n = 0; n < N; n++) {
         float *dst = dx + n * D; // (D)
@@ -118,17 +163,20 @@ Dsv3Err dsv3_moe_gather_backward(float *dx, const float *dxs, const int32_t *ord
                 dst[d] += src[d];
         }
     }
-    dsv3_free(row_of);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_combine_forward(float *out, const float *ys, const float *weights,
-                                 const int32_t *order, int64_t N, int64_t K, int64_t D) {
+Dsv3Err dsv3_cpu_moe_combine_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                     void *out_, const void *ys_, const float *weights,
+                                     const int32_t *order, int64_t N, int64_t K, int64_t D) {
+    DSV3_CALL(dsv3_cpu_check_f32("moe_combine_forward", dtype));
+    float *out = out_;     // (N, D)
+    const float *ys = ys_; // (M, D)
     DSV3_CALL(dsv3_cpu_check_moe_combine_forward(out, ys, weights, order, N, K, D));
     const int64_t M = N * K;
-    if (M == 0) return DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
+    DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_forward", order, M));
+    if (M == 0) return DSV3_OK;
 #pragma omp parallel for schedule(static) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t n = 0; n < N; n++) {
         // The weighted sum over k first, then onto out: torchtitan's bmm, then its addition to
@@ -149,19 +197,22 @@ Dsv3Err dsv3_moe_combine_forward(float *out, const float *ys, const float *weigh
                 o[d] += acc[d];
         }
     }
-    dsv3_free(row_of);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout, const float *ys,
-                                  const float *weights, const int32_t *order, int64_t N, int64_t K,
-                                  int64_t D) {
+Dsv3Err dsv3_cpu_moe_combine_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                      void *dys_, float *dweights, const void *dout_,
+                                      const void *ys_, const float *weights, const int32_t *order,
+                                      int64_t N, int64_t K, int64_t D) {
+    DSV3_CALL(dsv3_cpu_check_f32("moe_combine_backward", dtype));
+    float *dys = dys_;                    // (M, D)
+    const float *dout = dout_, *ys = ys_; // (N, D), (M, D)
     DSV3_CALL(
         dsv3_cpu_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     const int64_t M = N * K;
-    if (M == 0) return DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
+    DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_backward", order, M));
+    if (M == 0) return DSV3_OK;
 #pragma omp parallel for schedule(static) if (M >= PERMUTE_PARALLEL_MIN_ROWS)
     for (int64_t n = 0; n < N; n++) {
         const float *g = dout + n * D; // (D)
@@ -179,6 +230,5 @@ Dsv3Err dsv3_moe_combine_backward(float *dys, float *dweights, const float *dout
             dweights[n * K + k] = dot;
         }
     }
-    dsv3_free(row_of);
     return DSV3_OK;
 }

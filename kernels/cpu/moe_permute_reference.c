@@ -3,18 +3,36 @@
 // An assignment a = n·K + k is token n's k-th chosen expert. The plan lists the assignments
 // expert by expert, each expert's in increasing a (torch.argsort(stable=True) of the flattened
 // expert indices); routed row j holds assignment order[j], a copy of token order[j] / K.
-// Combine adds each token's K expert outputs, weighted, back onto the token.
+// Combine adds each token's K expert outputs, weighted, back onto the token; it finds the row
+// of each assignment in a table kept in the context's workspace.
 //
 // Legend: N tokens, K experts per token, E experts, D model width, M = N × K routed rows.
 #include <inttypes.h>
 #include <stdint.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
-Dsv3Err dsv3_moe_plan_reference(int32_t *order, int64_t *offsets, const int32_t *topk_idx,
-                                int64_t N, int64_t K, int64_t E) {
+// Workspace of the combine (both directions): row_of (M = N × K) int32.
+size_t dsv3_cpu_reference_moe_combine_workspace(const Dsv3OpShape *shape) {
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, shape->N * shape->K, sizeof(int32_t));
+    return layout.bytes;
+}
+
+// row_of (M) from the context's workspace, filled from order; checked before any work.
+static Dsv3Err rows_of(int32_t **row_of, const Dsv3KernelContext *ctx, const char *op,
+                       const int32_t *order, int64_t N, int64_t K) {
+    const Dsv3OpShape shape = {.N = N, .K = K};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, op, dsv3_cpu_reference_moe_combine_workspace(&shape)));
+    *row_of = ctx->workspace;
+    if (N * K > 0) DSV3_CALL(dsv3_cpu_moe_rows_of(*row_of, order, N * K));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_reference_moe_plan(const Dsv3KernelContext *ctx, int32_t *order, int64_t *offsets,
+                                    const int32_t *topk_idx, int64_t N, int64_t K, int64_t E) {
+    (void)ctx;
     DSV3_CALL(dsv3_cpu_check_moe_plan(order, offsets, topk_idx, N, K, E));
     const int64_t M = N * K;
     for (int64_t a = 0; a < M; a++)
@@ -32,8 +50,13 @@ Dsv3Err dsv3_moe_plan_reference(int32_t *order, int64_t *offsets, const int32_t 
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_gather_reference(float *xs, const float *x, const int32_t *order, int64_t M,
-                                  int64_t K, int64_t D) {
+Dsv3Err dsv3_cpu_reference_moe_gather(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                      void *xs_, const void *x_, const int32_t *order, int64_t M,
+                                      int64_t K, int64_t D) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("moe_gather", dtype));
+    float *xs = xs_;     // (M, D)
+    const float *x = x_; // (N, D)
     int64_t N;
     DSV3_CALL(dsv3_cpu_check_moe_gather(&N, xs, x, order, M, K, D));
     if (M == 0) return DSV3_OK;
@@ -43,8 +66,13 @@ Dsv3Err dsv3_moe_gather_reference(float *xs, const float *x, const int32_t *orde
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_gather_backward_reference(float *dx, const float *dxs, const int32_t *order,
-                                           int64_t M, int64_t K, int64_t D) {
+Dsv3Err dsv3_cpu_reference_moe_gather_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                               void *dx_, const void *dxs_, const int32_t *order,
+                                               int64_t M, int64_t K, int64_t D) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("moe_gather_backward", dtype));
+    float *dx = dx_;         // (N, D)
+    const float *dxs = dxs_; // (M, D)
     int64_t N;
     DSV3_CALL(dsv3_cpu_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
     if (M == 0) return DSV3_OK;
@@ -55,13 +83,16 @@ Dsv3Err dsv3_moe_gather_backward_reference(float *dx, const float *dxs, const in
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_combine_forward_reference(float *out, const float *ys, const float *weights,
-                                           const int32_t *order, int64_t N, int64_t K, int64_t D) {
+Dsv3Err dsv3_cpu_reference_moe_combine_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                               void *out_, const void *ys_, const float *weights,
+                                               const int32_t *order, int64_t N, int64_t K,
+                                               int64_t D) {
+    DSV3_CALL(dsv3_cpu_check_f32("moe_combine_forward", dtype));
+    float *out = out_;     // (N, D)
+    const float *ys = ys_; // (M, D)
     DSV3_CALL(dsv3_cpu_check_moe_combine_forward(out, ys, weights, order, N, K, D));
-    const int64_t M = N * K;
-    if (M == 0) return DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
+    DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_forward", order, N, K));
     for (int64_t n = 0; n < N; n++)
         for (int64_t d = 0; d < D; d++) {
             double sum = 0;
@@ -69,19 +100,21 @@ Dsv3Err dsv3_moe_combine_forward_reference(float *out, const float *ys, const fl
                 sum += (double)weights[n * K + k] * ys[row_of[n * K + k] * D + d];
             out[n * D + d] += (float)sum;
         }
-    dsv3_free(row_of);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_moe_combine_backward_reference(float *dys, float *dweights, const float *dout,
-                                            const float *ys, const float *weights,
-                                            const int32_t *order, int64_t N, int64_t K, int64_t D) {
+Dsv3Err dsv3_cpu_reference_moe_combine_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                                void *dys_, float *dweights, const void *dout_,
+                                                const void *ys_, const float *weights,
+                                                const int32_t *order, int64_t N, int64_t K,
+                                                int64_t D) {
+    DSV3_CALL(dsv3_cpu_check_f32("moe_combine_backward", dtype));
+    float *dys = dys_;                    // (M, D)
+    const float *dout = dout_, *ys = ys_; // (N, D), (M, D)
     DSV3_CALL(
         dsv3_cpu_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
-    const int64_t M = N * K;
-    if (M == 0) return DSV3_OK;
     int32_t *row_of = NULL; // (M)
-    DSV3_CALL(dsv3_cpu_moe_rows_of(&row_of, order, M));
+    DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_backward", order, N, K));
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++) {
             const int64_t j = row_of[n * K + k];
@@ -92,6 +125,5 @@ Dsv3Err dsv3_moe_combine_backward_reference(float *dys, float *dweights, const f
             }
             dweights[n * K + k] = (float)dot;
         }
-    dsv3_free(row_of);
     return DSV3_OK;
 }

@@ -14,9 +14,9 @@
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <string.h>
 
-#include "common/core/alloc.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // Elements below which a loop stays on one thread.
 enum { RMSNORM_PARALLEL_MIN_ELEMENTS = 1 << 14 };
@@ -27,8 +27,13 @@ static Dsv3Err rmsnorm_check_sizes(int64_t N, int64_t D) {
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_rmsnorm_forward(float *out, float *rstd, const float *x, const float *weight,
-                             int64_t N, int64_t D, float eps) {
+Dsv3Err dsv3_cpu_rmsnorm_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
+                                 float *rstd, const void *x_, const void *weight_, int64_t N,
+                                 int64_t D, float eps) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_forward", dtype));
+    float *out = out_;                      // (N, D)
+    const float *x = x_, *weight = weight_; // (N, D), (D)
     DSV3_CALL(rmsnorm_check_sizes(N, D));
     DSV3_CHECK(eps >= 0, DSV3_ERR_USAGE, "rmsnorm: eps = %g, expected eps >= 0", (double)eps);
     if (N == 0) return DSV3_OK;
@@ -51,18 +56,37 @@ Dsv3Err dsv3_rmsnorm_forward(float *out, float *rstd, const float *x, const floa
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_rmsnorm_backward(float *dx, float *dweight, const float *dout, const float *x,
-                              const float *weight, const float *rstd, int64_t N, int64_t D) {
+// Threads of the backward: all of them when the rows are many enough, else one.
+static int backward_threads(int64_t N, int64_t D, int threads) {
+    return N * D >= RMSNORM_PARALLEL_MIN_ELEMENTS ? threads : 1;
+}
+
+// Workspace of the backward: partial (threads, D) doubles, each thread's share of dweight.
+size_t dsv3_cpu_rmsnorm_backward_workspace(const Dsv3OpShape *shape, int threads) {
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, backward_threads(shape->N, shape->D, threads) * shape->D,
+                        sizeof(double));
+    return layout.bytes;
+}
+
+Dsv3Err dsv3_cpu_rmsnorm_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx_,
+                                  float *dweight, const void *dout_, const void *x_,
+                                  const void *weight_, const float *rstd, int64_t N, int64_t D) {
+    DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_backward", dtype));
+    float *dx = dx_;                                       // (N, D)
+    const float *dout = dout_, *x = x_, *weight = weight_; // (N, D), (N, D), (D)
     DSV3_CALL(rmsnorm_check_sizes(N, D));
     if (N == 0) return DSV3_OK;
     DSV3_CHECK(dx != NULL && dweight != NULL && dout != NULL && x != NULL && weight != NULL &&
                    rstd != NULL,
                DSV3_ERR_USAGE,
                "rmsnorm_backward: dx, dweight, dout, x, weight and rstd must not be NULL");
-    const int threads = N * D >= RMSNORM_PARALLEL_MIN_ELEMENTS ? omp_get_max_threads() : 1;
-    double *partial = NULL; // (threads, D) each thread's share of dweight
-    DSV3_CALL(dsv3_calloc((void **)&partial, (size_t)threads * (size_t)D, sizeof(double),
-                          "rmsnorm dweight partial sums"));
+    const int threads = backward_threads(N, D, omp_get_max_threads());
+    const Dsv3OpShape shape = {.N = N, .D = D};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "rmsnorm_backward",
+                                       dsv3_cpu_rmsnorm_backward_workspace(&shape, threads)));
+    double *partial = ctx->workspace; // (threads, D) each thread's share of dweight
+    memset(partial, 0, (size_t)threads * (size_t)D * sizeof(double));
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         double *acc = partial + (int64_t)omp_get_thread_num() * D; // (D)
@@ -91,6 +115,5 @@ Dsv3Err dsv3_rmsnorm_backward(float *dx, float *dweight, const float *dout, cons
             sum += partial[(int64_t)t * D + j];
         dweight[j] += (float)sum;
     }
-    dsv3_free(partial);
     return DSV3_OK;
 }

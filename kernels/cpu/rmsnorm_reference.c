@@ -9,10 +9,15 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
-Dsv3Err dsv3_rmsnorm_forward_reference(float *out, float *rstd, const float *x, const float *weight,
-                                       int64_t N, int64_t D, float eps) {
+Dsv3Err dsv3_cpu_reference_rmsnorm_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                           void *out_, float *rstd, const void *x_,
+                                           const void *weight_, int64_t N, int64_t D, float eps) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_forward", dtype));
+    float *out = out_;                      // (N, D)
+    const float *x = x_, *weight = weight_; // (N, D), (D)
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
     DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
     DSV3_CHECK(eps >= 0, DSV3_ERR_USAGE, "rmsnorm: eps = %g, expected eps >= 0", (double)eps);
@@ -32,9 +37,14 @@ Dsv3Err dsv3_rmsnorm_forward_reference(float *out, float *rstd, const float *x, 
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_rmsnorm_backward_reference(float *dx, float *dweight, const float *dout,
-                                        const float *x, const float *weight, const float *rstd,
-                                        int64_t N, int64_t D) {
+Dsv3Err dsv3_cpu_reference_rmsnorm_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                            void *dx_, float *dweight, const void *dout_,
+                                            const void *x_, const void *weight_, const float *rstd,
+                                            int64_t N, int64_t D) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_backward", dtype));
+    float *dx = dx_;                                       // (N, D)
+    const float *dout = dout_, *x = x_, *weight = weight_; // (N, D), (N, D), (D)
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
     DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
     if (N == 0) return DSV3_OK;

@@ -10,10 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/core/alloc.h"
 #include "common/core/error.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // Where YaRN's ramp has both ends equal, torchtitan widens it by this much to avoid 0 / 0.
 #define RAMP_MIN_WIDTH 0.001
@@ -33,14 +32,13 @@ static double yarn_ramp(int64_t i, double low, double high) {
     return ramp < 0.0 ? 0.0 : (ramp > 1.0 ? 1.0 : ramp);
 }
 
-Dsv3Err dsv3_rope_tables(float *cos_table, float *sin_table, int64_t T, int64_t R, double theta,
-                         double factor, double beta_fast, double beta_slow,
-                         int64_t original_seq_len) {
+Dsv3Err dsv3_cpu_rope_tables(const Dsv3KernelContext *ctx, float *cos_table, float *sin_table,
+                             int64_t T, int64_t R, double theta, double factor, double beta_fast,
+                             double beta_slow, int64_t original_seq_len) {
+    (void)ctx;
     DSV3_CALL(dsv3_cpu_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
                                          beta_slow, original_seq_len));
     const int64_t pairs = R / 2;
-    double *freq = NULL; // (R/2)
-    DSV3_CALL(dsv3_alloc((void **)&freq, (size_t)pairs * sizeof *freq, "rope frequencies"));
     // YaRN only when training beyond the original context; its range is computed over R dims
     // while the ramp runs over the R/2 pairs, as in torchtitan.
     const int yarn = T > original_seq_len;
@@ -50,23 +48,21 @@ Dsv3Err dsv3_rope_tables(float *cos_table, float *sin_table, int64_t T, int64_t 
         high = fmin(ceil(correction_dim(beta_slow, R, theta, original_seq_len)), (double)(R - 1));
         if (low == high) high += RAMP_MIN_WIDTH;
     }
+    // Threads split the pairs, so that each frequency is computed once and needs no scratch;
+    // a column of the tables is written per pair.
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < pairs; i++) {
         double f = pow(theta, -(double)(2 * i) / (double)R);
         if (yarn) {
             double smooth = 1.0 - yarn_ramp(i, low, high);
             f = f / factor * (1.0 - smooth) + f * smooth;
         }
-        freq[i] = f;
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        for (int64_t i = 0; i < pairs; i++) {
-            double angle = (double)t * freq[i];
+        for (int64_t t = 0; t < T; t++) {
+            double angle = (double)t * f;
             cos_table[t * pairs + i] = (float)cos(angle);
             sin_table[t * pairs + i] = (float)sin(angle);
         }
     }
-    dsv3_free(freq);
     return DSV3_OK;
 }
 
@@ -94,18 +90,24 @@ static void rotate_all(float *x, const float *cos_table, const float *sin_table,
     }
 }
 
-Dsv3Err dsv3_rope_forward(float *x, const float *cos_table, const float *sin_table, int64_t B,
-                          int64_t T, int64_t H, int64_t R, int64_t row_stride,
-                          int64_t head_stride) {
+Dsv3Err dsv3_cpu_rope_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *x_,
+                              const float *cos_table, const float *sin_table, int64_t B, int64_t T,
+                              int64_t H, int64_t R, int64_t row_stride, int64_t head_stride) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("rope_forward", dtype));
+    float *x = x_; // rotated slices of (B, T, row_stride)
     DSV3_CALL(
         dsv3_cpu_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride, 1.0f);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_rope_backward(float *dx, const float *cos_table, const float *sin_table, int64_t B,
-                           int64_t T, int64_t H, int64_t R, int64_t row_stride,
-                           int64_t head_stride) {
+Dsv3Err dsv3_cpu_rope_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dx_,
+                               const float *cos_table, const float *sin_table, int64_t B, int64_t T,
+                               int64_t H, int64_t R, int64_t row_stride, int64_t head_stride) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("rope_backward", dtype));
+    float *dx = dx_; // rotated slices of (B, T, row_stride)
     DSV3_CALL(
         dsv3_cpu_check_rope_apply(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride, -1.0f);

@@ -1,5 +1,5 @@
 // rope_reference.c: rotary position embedding on interleaved pairs, with YaRN, written for
-// clarity (see kernels_reference.h). The fast version (rope.c) is tested against this one,
+// clarity (see kernels.h). The fast version (rope.c) is tested against this one,
 // and this one against PyTorch (tests/reference/ops_attention.py).
 //
 // Legend: B sequences, T positions, H heads, R rotary dims (even), R/2 rotated pairs.
@@ -9,10 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/core/alloc.h"
 #include "common/core/error.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
 // Where a ramp's two ends coincide, torchtitan widens it by this much to avoid 0 / 0.
 #define RAMP_MIN_WIDTH 0.001
@@ -25,18 +24,12 @@ static double correction_dim(double rotations, int64_t R, double theta, int64_t 
     return (double)R * log((double)original_seq_len / (rotations * 2.0 * PI)) / (2.0 * log(theta));
 }
 
-// Follows torchtitan's precompute_freqs_cis step by step, in double (torchtitan uses float32;
-// double then one rounding to float keeps the tables within an ulp of the exact values).
-Dsv3Err dsv3_rope_tables_reference(float *cos_table, float *sin_table, int64_t T, int64_t R,
-                                   double theta, double factor, double beta_fast, double beta_slow,
-                                   int64_t original_seq_len) {
-    DSV3_CALL(dsv3_cpu_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
-                                         beta_slow, original_seq_len));
-    const int64_t pairs = R / 2;
-    double *freq = NULL; // (R/2)
-    DSV3_CALL(dsv3_alloc((void **)&freq, (size_t)pairs * sizeof *freq, "rope frequencies"));
-    for (int64_t i = 0; i < pairs; i++)
-        freq[i] = 1.0 / pow(theta, (double)(2 * i) / (double)R);
+// Frequency of pair i, following torchtitan's precompute_freqs_cis step by step, in double
+// (torchtitan uses float32; double then one rounding to float keeps the tables within an ulp of
+// the exact values).
+static double frequency(int64_t i, int64_t T, int64_t R, double theta, double factor,
+                        double beta_fast, double beta_slow, int64_t original_seq_len) {
+    double freq = 1.0 / pow(theta, (double)(2 * i) / (double)R);
     if (T > original_seq_len) {
         // YaRN: the correction range is computed over R dims but the ramp runs over R/2 pairs,
         // exactly as in torchtitan.
@@ -45,21 +38,31 @@ Dsv3Err dsv3_rope_tables_reference(float *cos_table, float *sin_table, int64_t T
         low = fmax(low, 0.0);
         high = fmin(high, (double)(R - 1));
         if (low == high) high += RAMP_MIN_WIDTH;
-        for (int64_t i = 0; i < pairs; i++) {
-            double ramp = ((double)i - low) / (high - low);
-            ramp = fmin(fmax(ramp, 0.0), 1.0);
-            double smooth = 1.0 - ramp;
-            freq[i] = freq[i] / factor * (1.0 - smooth) + freq[i] * smooth;
-        }
+        double ramp = ((double)i - low) / (high - low);
+        ramp = fmin(fmax(ramp, 0.0), 1.0);
+        double smooth = 1.0 - ramp;
+        freq = freq / factor * (1.0 - smooth) + freq * smooth;
     }
-    for (int64_t t = 0; t < T; t++) {
-        for (int64_t i = 0; i < pairs; i++) {
-            double angle = (double)t * freq[i];
+    return freq;
+}
+
+Dsv3Err dsv3_cpu_reference_rope_tables(const Dsv3KernelContext *ctx, float *cos_table,
+                                       float *sin_table, int64_t T, int64_t R, double theta,
+                                       double factor, double beta_fast, double beta_slow,
+                                       int64_t original_seq_len) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
+                                         beta_slow, original_seq_len));
+    const int64_t pairs = R / 2;
+    for (int64_t i = 0; i < pairs; i++) {
+        const double freq =
+            frequency(i, T, R, theta, factor, beta_fast, beta_slow, original_seq_len);
+        for (int64_t t = 0; t < T; t++) {
+            double angle = (double)t * freq;
             cos_table[t * pairs + i] = (float)cos(angle);
             sin_table[t * pairs + i] = (float)sin(angle);
         }
     }
-    dsv3_free(freq);
     return DSV3_OK;
 }
 
@@ -85,18 +88,26 @@ static void rotate_all(float *x, const float *cos_table, const float *sin_table,
     }
 }
 
-Dsv3Err dsv3_rope_forward_reference(float *x, const float *cos_table, const float *sin_table,
-                                    int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
-                                    int64_t head_stride) {
+Dsv3Err dsv3_cpu_reference_rope_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                        void *x_, const float *cos_table, const float *sin_table,
+                                        int64_t B, int64_t T, int64_t H, int64_t R,
+                                        int64_t row_stride, int64_t head_stride) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("rope_forward", dtype));
+    float *x = x_; // rotated slices of (B, T, row_stride)
     DSV3_CALL(
         dsv3_cpu_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride, 1.0f);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_rope_backward_reference(float *dx, const float *cos_table, const float *sin_table,
-                                     int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
-                                     int64_t head_stride) {
+Dsv3Err dsv3_cpu_reference_rope_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                         void *dx_, const float *cos_table, const float *sin_table,
+                                         int64_t B, int64_t T, int64_t H, int64_t R,
+                                         int64_t row_stride, int64_t head_stride) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("rope_backward", dtype));
+    float *dx = dx_; // rotated slices of (B, T, row_stride)
     DSV3_CALL(
         dsv3_cpu_check_rope_apply(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride, -1.0f);

@@ -5,8 +5,8 @@
 // over the E experts instead of K; candidates come in increasing index order and only a
 // strictly larger value moves past an equal one, so ties go to the lower index, as in the
 // reference version. Group-limited routing picks groups the same way and then scans only the
-// experts of the kept groups. The backward needs no scratch: the scores' gradient is nonzero
-// at the K chosen experts only.
+// experts of the kept groups; each thread's lists live in the context's workspace. The
+// backward needs no scratch: the scores' gradient is nonzero at the K chosen experts only.
 //
 // Legend: N tokens, E experts, K experts per token, G expert groups (E/G experts each), L
 // groups a token may use.
@@ -16,9 +16,8 @@
 
 #include <omp.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu.h"
 
 // torchtitan's route_norm adds this to the sum of a token's weights before dividing.
 static const float ROUTER_NORM_EPS = 1e-20f;
@@ -118,33 +117,50 @@ static void router_token(float *s, int32_t *idx, float *w, const float *l, const
         w[k] *= args->route_scale;
 }
 
-Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, int64_t *counts,
-                            const float *logits, const float *expert_bias, int64_t N,
-                            const Dsv3RouterArgs *args) {
+// Per-thread scratch of the forward: choice (E), kval (K), gval (G) floats; gidx (G) int32;
+// kept (G) bytes. The workspace query's shape has no G: since groups divide the E experts,
+// G ≤ E, and every layout reserves for G = E. offsets (SCRATCH_BLOCKS, when not NULL) get the
+// offsets of the float, int32 and byte blocks, each (threads, per thread). No tokens, no scratch.
+enum { SCRATCH_BLOCKS = 3 };
+
+static size_t forward_workspace(const Dsv3OpShape *shape, int threads, int64_t *floats_per_thread,
+                                size_t *offsets) {
+    if (shape->N <= 0) threads = 0;
+    const int64_t groups = shape->E; // G ≤ E
+    const int64_t floats = shape->E + shape->K + groups;
+    Dsv3CpuLayout layout = {0};
+    const size_t f = dsv3_cpu_layout_add(&layout, threads * floats, sizeof(float));
+    const size_t i = dsv3_cpu_layout_add(&layout, threads * groups, sizeof(int32_t));
+    const size_t b = dsv3_cpu_layout_add(&layout, threads * groups, 1);
+    if (floats_per_thread) *floats_per_thread = floats;
+    if (offsets) offsets[0] = f, offsets[1] = i, offsets[2] = b;
+    return layout.bytes;
+}
+
+size_t dsv3_cpu_router_forward_workspace(const Dsv3OpShape *shape, int threads) {
+    return forward_workspace(shape, threads, NULL, NULL);
+}
+
+Dsv3Err dsv3_cpu_router_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, float *scores,
+                                int32_t *topk_idx, float *weights, int64_t *counts,
+                                const void *logits_, const float *expert_bias, int64_t N,
+                                const Dsv3RouterArgs *args) {
+    DSV3_CALL(dsv3_cpu_check_f32("router_forward", dtype));
+    const float *logits = logits_; // (N, E)
     DSV3_CALL(dsv3_cpu_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
-    const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
+    const int64_t E = args->num_experts, K = args->top_k;
+    const Dsv3OpShape shape = {.N = N, .E = E, .K = K};
+    int64_t floats_per_thread = 0;
+    size_t slices[SCRATCH_BLOCKS];
+    DSV3_CALL(dsv3_cpu_check_workspace(
+        ctx, "router_forward",
+        forward_workspace(&shape, omp_get_max_threads(), &floats_per_thread, slices)));
     memset(counts, 0, (size_t)E * sizeof(int64_t));
     if (N == 0) return DSV3_OK;
-
-    // Per-thread scratch: choice (E), kval (K), gval (G) floats; gidx (G) int32; kept (G) bytes.
-    const int threads = omp_get_max_threads();
-    const int64_t Gs = G > 0 ? G : 1;
-    const int64_t floats_per_thread = E + K + Gs, ints_per_thread = Gs, bytes_per_thread = Gs;
-    Dsv3Err err = DSV3_OK;
-    float *fscratch = NULL;
-    int32_t *iscratch = NULL;
-    unsigned char *bscratch = NULL;
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&fscratch,
-                              (size_t)(threads * floats_per_thread) * sizeof(float),
-                              "router scratch"));
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&iscratch,
-                              (size_t)(threads * ints_per_thread) * sizeof(int32_t),
-                              "router group scratch"));
-    DSV3_CALL_GOTO(
-        err, done,
-        dsv3_alloc((void **)&bscratch, (size_t)(threads * bytes_per_thread), "router group flags"));
+    const int64_t per_thread = E;                              // G ≤ E group entries per thread
+    float *fscratch = dsv3_cpu_workspace_at(ctx, slices[0]);   // (threads, floats)
+    int32_t *iscratch = dsv3_cpu_workspace_at(ctx, slices[1]); // (threads, E)
+    unsigned char *bscratch = dsv3_cpu_workspace_at(ctx, slices[2]); // (threads, E)
 
 #pragma omp parallel if (N >= ROUTER_PARALLEL_MIN_TOKENS)
     {
@@ -152,8 +168,8 @@ Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, in
         float *choice = fscratch + t * floats_per_thread;
         float *kval = choice + E;
         float *gval = kval + K;
-        int32_t *gidx = iscratch + t * ints_per_thread;
-        unsigned char *kept = bscratch + t * bytes_per_thread;
+        int32_t *gidx = iscratch + t * per_thread;
+        unsigned char *kept = bscratch + t * per_thread;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++)
             router_token(scores + n * E, topk_idx + n * K, weights + n * K, logits + n * E,
@@ -162,15 +178,15 @@ Dsv3Err dsv3_router_forward(float *scores, int32_t *topk_idx, float *weights, in
     // N·K increments: cheaper on one thread than merging per-thread histograms.
     for (int64_t i = 0; i < N * K; i++)
         counts[topk_idx[i]]++;
-done:
-    dsv3_free(fscratch);
-    dsv3_free(iscratch);
-    dsv3_free(bscratch);
-    return err;
+    return DSV3_OK;
 }
 
-Dsv3Err dsv3_router_backward(float *dlogits, const float *dweights, const float *scores,
-                             const int32_t *topk_idx, int64_t N, const Dsv3RouterArgs *args) {
+Dsv3Err dsv3_cpu_router_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                 void *dlogits_, const float *dweights, const float *scores,
+                                 const int32_t *topk_idx, int64_t N, const Dsv3RouterArgs *args) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("router_backward", dtype));
+    float *dlogits = dlogits_; // (N, E)
     DSV3_CALL(dsv3_cpu_check_router_backward(dlogits, dweights, scores, topk_idx, N, args));
     const int64_t E = args->num_experts, K = args->top_k;
     if (N == 0) return DSV3_OK;

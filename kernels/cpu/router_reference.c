@@ -14,9 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "common/core/alloc.h"
 #include "kernels/cpu/checks.h"
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
 // torchtitan's route_norm adds this to the sum of a token's weights before dividing.
 static const double ROUTER_NORM_EPS = 1e-20;
@@ -29,26 +28,51 @@ static int64_t argmax_untaken(const float *value, const unsigned char *taken, in
     return best;
 }
 
-Dsv3Err dsv3_router_forward_reference(float *scores, int32_t *topk_idx, float *weights,
-                                      int64_t *counts, const float *logits,
-                                      const float *expert_bias, int64_t N,
-                                      const Dsv3RouterArgs *args) {
+// Workspace of the forward: choice (E) floats, taken (E) bytes, group_score (G) floats. The
+// workspace query's shape has no G; groups divide the E experts, so G ≤ E. offsets
+// (SCRATCH_SLICES, when not NULL) get the slices' offsets.
+enum { SCRATCH_SLICES = 3 };
+
+static size_t forward_workspace(const Dsv3OpShape *shape, size_t *offsets) {
+    Dsv3CpuLayout layout = {0};
+    const size_t choice = dsv3_cpu_layout_add(&layout, shape->E, sizeof(float));
+    const size_t taken = dsv3_cpu_layout_add(&layout, shape->E, 1);
+    const size_t group_score = dsv3_cpu_layout_add(&layout, shape->E, sizeof(float)); // G ≤ E
+    if (offsets) offsets[0] = choice, offsets[1] = taken, offsets[2] = group_score;
+    return layout.bytes;
+}
+
+size_t dsv3_cpu_reference_router_forward_workspace(const Dsv3OpShape *shape) {
+    return forward_workspace(shape, NULL);
+}
+
+// Workspace of the backward: dscores (E) doubles.
+size_t dsv3_cpu_reference_router_backward_workspace(const Dsv3OpShape *shape) {
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, shape->E, sizeof(double));
+    return layout.bytes;
+}
+
+Dsv3Err dsv3_cpu_reference_router_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                          float *scores, int32_t *topk_idx, float *weights,
+                                          int64_t *counts, const void *logits_,
+                                          const float *expert_bias, int64_t N,
+                                          const Dsv3RouterArgs *args) {
+    DSV3_CALL(dsv3_cpu_check_f32("router_forward", dtype));
+    const float *logits = logits_; // (N, E)
     DSV3_CALL(dsv3_cpu_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
     const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
+    const Dsv3OpShape shape = {.N = N, .E = E, .K = K};
+    size_t slices[SCRATCH_SLICES];
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "router_forward", forward_workspace(&shape, slices)));
     for (int64_t e = 0; e < E; e++)
         counts[e] = 0;
     if (N == 0) return DSV3_OK;
-
-    Dsv3Err err = DSV3_OK;
-    float *choice = NULL;        // (E) biased scores of one token, −inf outside its groups
-    unsigned char *taken = NULL; // (E) experts (or groups) already picked
-    float *group_score = NULL;   // (G)
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&choice, (size_t)E * sizeof(float), "router choice"));
-    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&taken, (size_t)E, "router taken flags"));
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&group_score, (size_t)(G > 0 ? G : 1) * sizeof(float),
-                              "router group scores"));
+    // choice (E): biased scores of one token, −inf outside its groups; taken (E): experts (or
+    // groups) already picked; group_score (G).
+    float *choice = dsv3_cpu_workspace_at(ctx, slices[0]);
+    unsigned char *taken = dsv3_cpu_workspace_at(ctx, slices[1]);
+    float *group_score = dsv3_cpu_workspace_at(ctx, slices[2]);
 
     for (int64_t n = 0; n < N; n++) {
         const float *l = logits + n * E; // (E)
@@ -105,24 +129,22 @@ Dsv3Err dsv3_router_forward_reference(float *scores, int32_t *topk_idx, float *w
             weights[n * K + k] = (float)(w * args->route_scale);
         }
     }
-done:
-    dsv3_free(choice);
-    dsv3_free(taken);
-    dsv3_free(group_score);
-    return err;
+    return DSV3_OK;
 }
 
-Dsv3Err dsv3_router_backward_reference(float *dlogits, const float *dweights, const float *scores,
-                                       const int32_t *topk_idx, int64_t N,
-                                       const Dsv3RouterArgs *args) {
+Dsv3Err dsv3_cpu_reference_router_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                           void *dlogits_, const float *dweights,
+                                           const float *scores, const int32_t *topk_idx, int64_t N,
+                                           const Dsv3RouterArgs *args) {
+    DSV3_CALL(dsv3_cpu_check_f32("router_backward", dtype));
+    float *dlogits = dlogits_; // (N, E)
     DSV3_CALL(dsv3_cpu_check_router_backward(dlogits, dweights, scores, topk_idx, N, args));
     const int64_t E = args->num_experts, K = args->top_k;
+    const Dsv3OpShape shape = {.N = N, .E = E, .K = K};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "router_backward",
+                                       dsv3_cpu_reference_router_backward_workspace(&shape)));
     if (N == 0) return DSV3_OK;
-
-    Dsv3Err err = DSV3_OK;
-    double *dscores = NULL; // (E) gradient of one token's scores
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_alloc((void **)&dscores, (size_t)E * sizeof(double), "router dscores"));
+    double *dscores = ctx->workspace; // (E) gradient of one token's scores
 
     for (int64_t n = 0; n < N; n++) {
         const float *s = scores + n * E;       // (E)
@@ -153,7 +175,5 @@ Dsv3Err dsv3_router_backward_reference(float *dlogits, const float *dweights, co
                 dl[e] = (float)(s[e] * (dscores[e] - inner));
         }
     }
-done:
-    dsv3_free(dscores);
-    return err;
+    return DSV3_OK;
 }

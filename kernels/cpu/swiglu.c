@@ -9,8 +9,8 @@
 #include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/cpu/cpu.h"
 #include "kernels/cpu/vec_exp.h"
-#include "kernels/kernels.h"
 
 // Elements below which the loop stays on one thread.
 enum { SWIGLU_PARALLEL_MIN_ELEMENTS = 1 << 14 };
@@ -21,7 +21,12 @@ static Dsv3Err swiglu_check_sizes(int64_t N, int64_t F) {
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_swiglu_forward(float *h, const float *a, const float *b, int64_t N, int64_t F) {
+Dsv3Err dsv3_cpu_swiglu_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *h_,
+                                const void *a_, const void *b_, int64_t N, int64_t F) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("swiglu_forward", dtype));
+    float *h = h_;                // (N, F)
+    const float *a = a_, *b = b_; // (N, F) each
     DSV3_CALL(swiglu_check_sizes(N, F));
     if (N == 0) return DSV3_OK;
     DSV3_CHECK(h != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
@@ -35,8 +40,13 @@ Dsv3Err dsv3_swiglu_forward(float *h, const float *a, const float *b, int64_t N,
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_swiglu_backward(float *da, float *db, const float *dh, const float *a, const float *b,
-                             int64_t N, int64_t F) {
+Dsv3Err dsv3_cpu_swiglu_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *da_,
+                                 void *db_, const void *dh_, const void *a_, const void *b_,
+                                 int64_t N, int64_t F) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("swiglu_backward", dtype));
+    float *da = da_, *db = db_;              // (N, F) each
+    const float *dh = dh_, *a = a_, *b = b_; // (N, F) each
     DSV3_CALL(swiglu_check_sizes(N, F));
     if (N == 0) return DSV3_OK;
     DSV3_CHECK(da != NULL && db != NULL && dh != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,

@@ -8,12 +8,17 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "kernels/kernels_reference.h"
+#include "kernels/cpu/cpu.h"
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
-Dsv3Err dsv3_swiglu_forward_reference(float *h, const float *a, const float *b, int64_t N,
-                                      int64_t F) {
+Dsv3Err dsv3_cpu_reference_swiglu_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                          void *h_, const void *a_, const void *b_, int64_t N,
+                                          int64_t F) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("swiglu_forward", dtype));
+    float *h = h_;                // (N, F)
+    const float *a = a_, *b = b_; // (N, F) each
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
     DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
     if (N == 0) return DSV3_OK;
@@ -24,8 +29,13 @@ Dsv3Err dsv3_swiglu_forward_reference(float *h, const float *a, const float *b, 
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_swiglu_backward_reference(float *da, float *db, const float *dh, const float *a,
-                                       const float *b, int64_t N, int64_t F) {
+Dsv3Err dsv3_cpu_reference_swiglu_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                           void *da_, void *db_, const void *dh_, const void *a_,
+                                           const void *b_, int64_t N, int64_t F) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("swiglu_backward", dtype));
+    float *da = da_, *db = db_;              // (N, F) each
+    const float *dh = dh_, *a = a_, *b = b_; // (N, F) each
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
     DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
     if (N == 0) return DSV3_OK;

@@ -61,9 +61,9 @@ int main(int argc, char **argv) {
                             .eos_id = 0,
                             .ac_mode = ac,
                             .loss_chunk = 1024,
-                            .seed = 0};
+                            .slots = 1};
     Dsv3Model *m = NULL;
-    if (dsv3_model_create(&m, &args, &opt) != DSV3_OK) return fail();
+    if (dsv3_model_create_local(&m, &args, &opt, 0) != DSV3_OK) return fail();
     int64_t N = batch * seq_len;
     int32_t *tokens = malloc((size_t)N * sizeof *tokens),
             *labels = malloc((size_t)N * sizeof *labels);
@@ -78,8 +78,9 @@ int main(int argc, char **argv) {
         }
         double t0 = dsv3_log_seconds(), loss = 0;
         int64_t count = 0;
-        if (dsv3_model_forward(m, tokens) != DSV3_OK) return fail();
-        if (dsv3_model_backward(m, labels, 1.0f / (float)N, &loss, &count) != DSV3_OK)
+        Dsv3StageGrad grad = {.labels = labels, .grad_scale = 1.0f / (float)N};
+        if (dsv3_model_forward(m, 0, &(Dsv3StageInput){.tokens = tokens}) != DSV3_OK ||
+            dsv3_model_backward(m, 0, &grad, &loss, &count) != DSV3_OK)
             return fail();
         Dsv3OptimizerStep step = {.lr = 8e-4,
                                   .beta1 = 0.9f,
@@ -88,8 +89,9 @@ int main(int argc, char **argv) {
                                   .weight_decay = 0.1f,
                                   .max_norm = 1.0,
                                   .step = s + 1};
-        if (dsv3_optimizer_step(m, &step, dsv3_optimizer_grad_sum_squares(m)) != DSV3_OK)
-            return fail();
+        double sum_squares = 0;
+        if (dsv3_optimizer_grad_sum_squares(m, &sum_squares) != DSV3_OK) return fail();
+        if (dsv3_optimizer_step(m, &step, sum_squares) != DSV3_OK) return fail();
         if (s >= warmup) elapsed += dsv3_log_seconds() - t0;
     }
     Dsv3ParamCounts counts;

@@ -138,10 +138,10 @@ static void read_case(Case *c, const char *dir) {
 // Loads "<prefix><fqn>.npy" into every parameter and "<buffer_prefix>…expert_bias" into biases.
 static void load_state(Dsv3Model *m, const char *dir, const char *prefix,
                        const char *buffer_prefix) {
-    int n = 0;
-    Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
+    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
+    Dsv3ParamGroup *groups = st->groups;
     char name[256];
-    for (int g = 0; g < n; g++)
+    for (int g = 0; g < st->n_groups; g++)
         for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
             Dsv3Param *p = &groups[g].params[s];
             if (!p->numel) continue;
@@ -176,9 +176,9 @@ static Dsv3Model *make_model(const Case *c, int64_t batch, Dsv3AcMode mode, int6
                             .ac_mode = mode,
                             .ac_every = every,
                             .loss_chunk = 7,
-                            .seed = 0};
+                            .slots = 1};
     Dsv3Model *m = NULL;
-    TRY(dsv3_model_create(&m, &c->args, &opt));
+    TRY(dsv3_model_create_local(&m, &c->args, &opt, 0));
     return m;
 }
 
@@ -197,9 +197,10 @@ static double run_micro_batches(Dsv3Model *m, const int32_t *tokens, const int32
     for (int64_t i = 0; i < mb; i++) {
         double sum = 0;
         int64_t n = 0;
-        TRY(dsv3_model_forward(m, tokens + i * per_micro));
-        if (i == 0 && logits0) TRY(dsv3_model_logits(m, logits0));
-        TRY(dsv3_model_backward(m, labels + i * per_micro, 1.0f / (float)total, &sum, &n));
+        TRY(dsv3_model_forward(m, 0, &(Dsv3StageInput){.tokens = tokens + i * per_micro}));
+        if (i == 0 && logits0) TRY(dsv3_model_logits(m, 0, logits0));
+        Dsv3StageGrad grad = {.labels = labels + i * per_micro, .grad_scale = 1.0f / (float)total};
+        TRY(dsv3_model_backward(m, 0, &grad, &sum, &n));
         loss += sum;
     }
     return loss / (double)total;
@@ -215,10 +216,10 @@ static void compare_file(const char *what, const float *got, int64_t count, cons
 // Every parameter's gradient (`grads`) or value against "<name_prefix><fqn>".
 static void compare_params(Dsv3Model *m, int grads, const char *name_prefix,
                            const char *what_prefix) {
-    int n = 0;
-    Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
+    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
+    Dsv3ParamGroup *groups = st->groups;
     char name[256], what[256];
-    for (int g = 0; g < n; g++)
+    for (int g = 0; g < st->n_groups; g++)
         for (int s = 0; s < DSV3_PARAM_SLOT_COUNT; s++) {
             Dsv3Param *p = &groups[g].params[s];
             if (!p->numel) continue;
@@ -266,7 +267,8 @@ static Dsv3Model *train(const Case *c, const char *dir, Dsv3AcMode mode, int64_t
     for (int64_t s = 0; s < c->steps; s++) {
         losses[s] = run_micro_batches(m, tokens + s * per_step, labels + s * per_step,
                                       c->micro_batches, per_micro, NULL);
-        double sum_squares = dsv3_optimizer_grad_sum_squares(m);
+        double sum_squares = 0;
+        TRY(dsv3_optimizer_grad_sum_squares(m, &sum_squares));
         norms[s] = sqrt(sum_squares);
         Dsv3OptimizerStep step = c->optim;
         step.lr = c->optim.lr * dsv3_lr_factor(&schedule, s + 1);

@@ -3,8 +3,9 @@
 // (last channels of every head) and k_pe (last channels of wkv_a's output), and causal /
 // block-causal attention forward and backward.
 //
-// Usage: test_ops_attention CASE_DIR. Both the reference and the fast version of every op run
-// in float32 on the same inputs; each output and gradient must be within TOLERANCE relative
+// Usage: test_ops_attention CASE_DIR. Both the reference and the fast version of every op (a
+// context of DSV3_BACKEND_CPU_REFERENCE, then of DSV3_BACKEND_CPU) run in float32 on the same
+// inputs; each output and gradient must be within TOLERANCE relative
 // error (‖got − expected‖ / ‖expected‖) of the float64 expectation. The rotary cases rotate
 // with the tables that dsv3 computes, so they check tables and rotation together. Prints one
 // line per check and exits non-zero when any check fails.
@@ -18,37 +19,25 @@
 #include "case.h"
 #include "common/core/alloc.h"
 #include "kernels/kernels.h"
-#include "kernels/kernels_reference.h"
+#include "tests/kernels_workspace.h"
 
 #define TOLERANCE 1e-4
 
 // Columns of the check lines: sub-case, check.
 enum { CASE_WIDTH = 27, WHAT_WIDTH = 5 };
 
-// Both versions of every op, so that each case runs them the same way.
+// Every tensor of these ops is fp32.
+static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
+
+// Both versions of every op, so that each case runs them the same way: one context each.
 typedef struct {
     const char *name;
-    Dsv3Err (*rope_tables)(float *, float *, int64_t, int64_t, double, double, double, double,
-                           int64_t);
-    Dsv3Err (*rope_forward)(float *, const float *, const float *, int64_t, int64_t, int64_t,
-                            int64_t, int64_t, int64_t);
-    Dsv3Err (*rope_backward)(float *, const float *, const float *, int64_t, int64_t, int64_t,
-                             int64_t, int64_t, int64_t);
-    Dsv3Err (*attention_forward)(float *, float *, const float *, const float *, const float *,
-                                 const int32_t *, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                 float);
-    Dsv3Err (*attention_backward)(float *, float *, float *, const float *, const float *,
-                                  const float *, const float *, const float *, const float *,
-                                  const int32_t *, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                  float);
+    Dsv3Backend backend;
 } Impl;
 
 static const Impl IMPLS[] = {
-    {"reference", dsv3_rope_tables_reference, dsv3_rope_forward_reference,
-     dsv3_rope_backward_reference, dsv3_attention_forward_reference,
-     dsv3_attention_backward_reference},
-    {"fast", dsv3_rope_tables, dsv3_rope_forward, dsv3_rope_backward, dsv3_attention_forward,
-     dsv3_attention_backward},
+    {"reference", DSV3_BACKEND_CPU_REFERENCE},
+    {"fast", DSV3_BACKEND_CPU},
 };
 enum { IMPL_COUNT = sizeof IMPLS / sizeof IMPLS[0] };
 
@@ -63,7 +52,7 @@ static const char *const ATTENTION_CASES[] = {"attention_one_token",        "att
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 // dims: T, R, original_seq_len; params: theta, factor, beta_fast, beta_slow.
-static Dsv3Err test_rope_tables(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_rope_tables(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL;
     double *params = NULL;
     float *cos_table = NULL, *sin_table = NULL;
@@ -72,8 +61,8 @@ static Dsv3Err test_rope_tables(Dsv3Case *c, const Impl *impl) {
     const int64_t T = dims[0], R = dims[1], original_seq_len = dims[2];
     DSV3_CALL(DSV3_CASE_BUFFER(c, cos_table, T * R / 2, NULL)); // (T, R/2)
     DSV3_CALL(DSV3_CASE_BUFFER(c, sin_table, T * R / 2, NULL)); // (T, R/2)
-    DSV3_CALL(impl->rope_tables(cos_table, sin_table, T, R, params[0], params[1], params[2],
-                                params[3], original_seq_len));
+    DSV3_CALL(dsv3_rope_tables(kc, cos_table, sin_table, T, R, params[0], params[1], params[2],
+                               params[3], original_seq_len));
     DSV3_CALL(dsv3_case_check(c, "cos", cos_table, T * R / 2, "cos"));
     DSV3_CALL(dsv3_case_check(c, "sin", sin_table, T * R / 2, "sin"));
     return DSV3_OK;
@@ -82,7 +71,7 @@ static Dsv3Err test_rope_tables(Dsv3Case *c, const Impl *impl) {
 // dims: B, T, H, R, row_stride, head_stride, offset, original_seq_len; params as the tables.
 // x (B, T, row_stride) holds, per token, H rotated slices of R channels starting at
 // offset + h·head_stride; the other channels pass through.
-static Dsv3Err test_rope_apply(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_rope_apply(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL;
     double *params = NULL;
     float *x = NULL, *dout = NULL, *cos_table = NULL, *sin_table = NULL;
@@ -97,19 +86,19 @@ static Dsv3Err test_rope_apply(Dsv3Case *c, const Impl *impl) {
                n);
     DSV3_CALL(DSV3_CASE_BUFFER(c, cos_table, T * R / 2, NULL)); // (T, R/2)
     DSV3_CALL(DSV3_CASE_BUFFER(c, sin_table, T * R / 2, NULL)); // (T, R/2)
-    DSV3_CALL(impl->rope_tables(cos_table, sin_table, T, R, params[0], params[1], params[2],
-                                params[3], original_seq_len));
-    DSV3_CALL(
-        impl->rope_forward(x + offset, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
-    DSV3_CALL(impl->rope_backward(dout + offset, cos_table, sin_table, B, T, H, R, row_stride,
-                                  head_stride));
+    DSV3_CALL(dsv3_rope_tables(kc, cos_table, sin_table, T, R, params[0], params[1], params[2],
+                               params[3], original_seq_len));
+    DSV3_CALL(dsv3_rope_forward(kc, F32, x + offset, cos_table, sin_table, B, T, H, R, row_stride,
+                                head_stride));
+    DSV3_CALL(dsv3_rope_backward(kc, F32, dout + offset, cos_table, sin_table, B, T, H, R,
+                                 row_stride, head_stride));
     DSV3_CALL(dsv3_case_check(c, "out", x, n, "out"));
     DSV3_CALL(dsv3_case_check(c, "dx", dout, n, "dx"));
     return DSV3_OK;
 }
 
 // dims: B, T, H, Dqk, Dv, has_doc; params: scale.
-static Dsv3Err test_attention(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_attention(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL, *doc = NULL;
     double *params = NULL;
     float *q = NULL, *k = NULL, *v = NULL, *dout = NULL;
@@ -129,9 +118,13 @@ static Dsv3Err test_attention(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, dq, nqk, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dk, nqk, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dv, nv, NULL));
-    DSV3_CALL(impl->attention_forward(out, lse, q, k, v, doc, B, T, H, Dqk, Dv, scale));
-    DSV3_CALL(impl->attention_backward(dq, dk, dv, dout, q, k, v, out, lse, doc, B, T, H, Dqk, Dv,
-                                       scale));
+    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    DSV3_CALL(kernels_test_reserve(kc, DSV3_OP_ATTENTION_FORWARD, &shape));
+    DSV3_CALL(
+        dsv3_attention_forward(kc, F32, out, lse, NULL, q, k, v, doc, B, T, H, Dqk, Dv, scale));
+    DSV3_CALL(kernels_test_reserve(kc, DSV3_OP_ATTENTION_BACKWARD, &shape));
+    DSV3_CALL(dsv3_attention_backward(kc, F32, dq, dk, dv, dout, q, k, v, out, lse, NULL, doc, B, T,
+                                      H, Dqk, Dv, scale));
     DSV3_CALL(dsv3_case_check(c, "out", out, nv, "out"));
     DSV3_CALL(dsv3_case_check(c, "lse", lse, B * H * T, "lse"));
     DSV3_CALL(dsv3_case_check(c, "dq", dq, nqk, "dq"));
@@ -149,12 +142,18 @@ int main(int argc, char **argv) {
     dsv3_case_init(&c, argv[1], TOLERANCE, DSV3_CASE_LINE_TABLE, CASE_WIDTH, WHAT_WIDTH);
     for (int i = 0; i < IMPL_COUNT; i++) {
         const Impl *impl = &IMPLS[i];
+        Dsv3KernelContext kc;
+        if (dsv3_kernel_context_create(&kc, impl->backend, KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
+            fprintf(stderr, "%s", dsv3_error_text());
+            return 1;
+        }
         for (size_t j = 0; j < COUNT(ROPE_TABLE_CASES); j++)
-            DSV3_CASE_RUN(&c, impl->name, ROPE_TABLE_CASES[j], test_rope_tables(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, ROPE_TABLE_CASES[j], test_rope_tables(&c, &kc));
         for (size_t j = 0; j < COUNT(ROPE_APPLY_CASES); j++)
-            DSV3_CASE_RUN(&c, impl->name, ROPE_APPLY_CASES[j], test_rope_apply(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, ROPE_APPLY_CASES[j], test_rope_apply(&c, &kc));
         for (size_t j = 0; j < COUNT(ATTENTION_CASES); j++)
-            DSV3_CASE_RUN(&c, impl->name, ATTENTION_CASES[j], test_attention(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, ATTENTION_CASES[j], test_attention(&c, &kc));
+        kernels_test_release(&kc);
     }
     if (dsv3_alloc_current_bytes() != 0) {
         printf("%zu bytes still allocated at the end\n", dsv3_alloc_current_bytes());

@@ -3,8 +3,9 @@
 // several steps, and clipping by the global gradient norm built from dsv3_sum_squares and
 // dsv3_scale.
 //
-// Usage: test_ops_dense CASE_DIR. Both the reference and the fast version of every op run in
-// float32 on the same inputs; each output and gradient must be within TOLERANCE relative error
+// Usage: test_ops_dense CASE_DIR. Both the reference and the fast version of every op (a
+// context of DSV3_BACKEND_CPU_REFERENCE, then of DSV3_BACKEND_CPU) run in float32 on the same
+// inputs; each output and gradient must be within TOLERANCE relative error
 // (‖got − expected‖ / ‖expected‖) of the float64 expectation. Prints one line per check and
 // exits non-zero when any check fails.
 #include <inttypes.h>
@@ -14,7 +15,7 @@
 
 #include "case.h"
 #include "kernels/kernels.h"
-#include "kernels/kernels_reference.h"
+#include "tests/kernels_workspace.h"
 
 #define TOLERANCE 1e-4
 
@@ -23,43 +24,22 @@ enum { NAME_CAPACITY = 256, MAX_CLIP_TENSORS = 8, MAX_ADAMW_STEPS = 16 };
 // Columns of the check lines: sub-case, check.
 enum { CASE_WIDTH = 16, WHAT_WIDTH = 22 };
 
-// Both versions of every op, so that each case runs them the same way.
+// Every tensor of these ops is fp32.
+static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
+
+// Both versions of every op, so that each case runs them the same way: one context each.
 typedef struct {
     const char *name;
-    Dsv3Err (*embedding_forward)(float *, const int32_t *, const float *, int64_t, int64_t,
-                                 int64_t);
-    Dsv3Err (*embedding_backward)(float *, const float *, const int32_t *, int64_t, int64_t,
-                                  int64_t);
-    Dsv3Err (*rmsnorm_forward)(float *, float *, const float *, const float *, int64_t, int64_t,
-                               float);
-    Dsv3Err (*rmsnorm_backward)(float *, float *, const float *, const float *, const float *,
-                                const float *, int64_t, int64_t);
-    Dsv3Err (*linear_forward)(float *, const float *, const float *, int64_t, int64_t, int64_t);
-    Dsv3Err (*linear_backward)(float *, float *, const float *, const float *, const float *,
-                               int64_t, int64_t, int64_t, int);
-    Dsv3Err (*swiglu_forward)(float *, const float *, const float *, int64_t, int64_t);
-    Dsv3Err (*swiglu_backward)(float *, float *, const float *, const float *, const float *,
-                               int64_t, int64_t);
-    Dsv3Err (*cross_entropy)(double *, float *, float *, const float *, const float *,
-                             const int32_t *, int64_t, int64_t, int64_t, float, int64_t);
-    Dsv3Err (*adamw_step)(float *, const float *, float *, float *, int64_t, const Dsv3AdamWArgs *);
-    double (*sum_squares)(const float *, int64_t);
-    void (*scale)(float *, int64_t, float);
+    Dsv3Backend backend;
 } Impl;
 
 static const Impl IMPLS[] = {
-    {"reference", dsv3_embedding_forward_reference, dsv3_embedding_backward_reference,
-     dsv3_rmsnorm_forward_reference, dsv3_rmsnorm_backward_reference, dsv3_linear_forward_reference,
-     dsv3_linear_backward_reference, dsv3_swiglu_forward_reference, dsv3_swiglu_backward_reference,
-     dsv3_cross_entropy_reference, dsv3_adamw_step_reference, dsv3_sum_squares_reference,
-     dsv3_scale_reference},
-    {"fast", dsv3_embedding_forward, dsv3_embedding_backward, dsv3_rmsnorm_forward,
-     dsv3_rmsnorm_backward, dsv3_linear_forward, dsv3_linear_backward, dsv3_swiglu_forward,
-     dsv3_swiglu_backward, dsv3_cross_entropy, dsv3_adamw_step, dsv3_sum_squares, dsv3_scale},
+    {"reference", DSV3_BACKEND_CPU_REFERENCE},
+    {"fast", DSV3_BACKEND_CPU},
 };
 enum { IMPL_COUNT = sizeof IMPLS / sizeof IMPLS[0] };
 
-static Dsv3Err test_embedding(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_embedding(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL, *tokens = NULL;
     float *weight = NULL, *dout = NULL, *dweight0 = NULL, *out = NULL, *dweight = NULL;
     DSV3_CALL(dsv3_case_read_i32(c, &dims, NULL, "dims"));
@@ -70,14 +50,14 @@ static Dsv3Err test_embedding(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(dsv3_case_read_f32(c, &dweight0, NULL, "dweight0")); // (V, D)
     DSV3_CALL(DSV3_CASE_BUFFER(c, out, N * D, NULL));              // (N, D)
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweight, V * D, dweight0));      // (V, D)
-    DSV3_CALL(impl->embedding_forward(out, tokens, weight, N, D, V));
-    DSV3_CALL(impl->embedding_backward(dweight, dout, tokens, N, D, V));
+    DSV3_CALL(dsv3_embedding_forward(kc, F32, out, tokens, weight, N, D, V));
+    DSV3_CALL(dsv3_embedding_backward(kc, F32, dweight, dout, tokens, N, D, V));
     DSV3_CALL(dsv3_case_check(c, "out", out, N * D, "out"));
     DSV3_CALL(dsv3_case_check(c, "dweight (added)", dweight, V * D, "dweight"));
     return DSV3_OK;
 }
 
-static Dsv3Err test_rmsnorm(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_rmsnorm(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL;
     double *params = NULL;
     float *x = NULL, *weight = NULL, *dout = NULL, *dweight0 = NULL;
@@ -94,8 +74,9 @@ static Dsv3Err test_rmsnorm(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, rstd, N, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dx, N * D, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweight, D, dweight0));
-    DSV3_CALL(impl->rmsnorm_forward(out, rstd, x, weight, N, D, eps));
-    DSV3_CALL(impl->rmsnorm_backward(dx, dweight, dout, x, weight, rstd, N, D));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, out, rstd, x, weight, N, D, eps));
+    DSV3_CALL(dsv3_rmsnorm_backward(SIZED(kc, RMSNORM_BACKWARD, .N = N, .D = D), F32, dx, dweight,
+                                    dout, x, weight, rstd, N, D));
     DSV3_CALL(dsv3_case_check(c, "out", out, N * D, "out"));
     DSV3_CALL(dsv3_case_check(c, "rstd", rstd, N, "rstd"));
     DSV3_CALL(dsv3_case_check(c, "dx", dx, N * D, "dx"));
@@ -103,7 +84,7 @@ static Dsv3Err test_rmsnorm(Dsv3Case *c, const Impl *impl) {
     return DSV3_OK;
 }
 
-static Dsv3Err test_linear(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_linear(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL;
     float *x = NULL, *weight = NULL, *dout = NULL, *dx0 = NULL, *dweight0 = NULL;
     float *out = NULL, *dx = NULL, *dx_acc = NULL, *dweight = NULL, *dweight_scratch = NULL;
@@ -119,9 +100,9 @@ static Dsv3Err test_linear(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, dx_acc, N * I, dx0));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweight, O * I, dweight0));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweight_scratch, O * I, NULL));
-    DSV3_CALL(impl->linear_forward(out, x, weight, N, I, O));
-    DSV3_CALL(impl->linear_backward(dx, dweight, dout, x, weight, N, I, O, 0));
-    DSV3_CALL(impl->linear_backward(dx_acc, dweight_scratch, dout, x, weight, N, I, O, 1));
+    DSV3_CALL(dsv3_linear_forward(kc, F32, out, x, weight, N, I, O));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, dx, dweight, dout, x, weight, N, I, O, 0));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, dx_acc, dweight_scratch, dout, x, weight, N, I, O, 1));
     DSV3_CALL(dsv3_case_check(c, "out", out, N * O, "out"));
     DSV3_CALL(dsv3_case_check(c, "dx", dx, N * I, "dx"));
     DSV3_CALL(dsv3_case_check(c, "dx (accumulate_dx)", dx_acc, N * I, "dx_accumulated"));
@@ -129,7 +110,7 @@ static Dsv3Err test_linear(Dsv3Case *c, const Impl *impl) {
     return DSV3_OK;
 }
 
-static Dsv3Err test_swiglu(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_swiglu(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL;
     float *a = NULL, *b = NULL, *dh = NULL, *h = NULL, *da = NULL, *db = NULL;
     DSV3_CALL(dsv3_case_read_i32(c, &dims, NULL, "dims"));
@@ -142,15 +123,15 @@ static Dsv3Err test_swiglu(Dsv3Case *c, const Impl *impl) {
     // allows.
     DSV3_CALL(DSV3_CASE_BUFFER(c, da, N * Fh, a));
     DSV3_CALL(DSV3_CASE_BUFFER(c, db, N * Fh, b));
-    DSV3_CALL(impl->swiglu_forward(h, a, b, N, Fh));
-    DSV3_CALL(impl->swiglu_backward(da, db, dh, da, db, N, Fh));
+    DSV3_CALL(dsv3_swiglu_forward(kc, F32, h, a, b, N, Fh));
+    DSV3_CALL(dsv3_swiglu_backward(kc, F32, da, db, dh, da, db, N, Fh));
     DSV3_CALL(dsv3_case_check(c, "h", h, N * Fh, "h"));
     DSV3_CALL(dsv3_case_check(c, "da (in place of a)", da, N * Fh, "da"));
     DSV3_CALL(dsv3_case_check(c, "db (in place of b)", db, N * Fh, "db"));
     return DSV3_OK;
 }
 
-static Dsv3Err test_cross_entropy(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_cross_entropy(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL, *labels = NULL;
     double *params = NULL, *expected_loss = NULL;
     float *h = NULL, *weight = NULL, *dweight0 = NULL, *dh = NULL, *dweight = NULL;
@@ -167,10 +148,12 @@ static Dsv3Err test_cross_entropy(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweight, V * D, dweight0));
 
     double loss_only = 0, loss = 0;
-    DSV3_CALL(
-        impl->cross_entropy(&loss_only, NULL, NULL, h, weight, labels, N, D, V, grad_scale, chunk));
-    DSV3_CALL(
-        impl->cross_entropy(&loss, dh, dweight, h, weight, labels, N, D, V, grad_scale, chunk));
+    const Dsv3OpShape shape = {.N = N, .D = D, .V = V, .chunk = chunk};
+    DSV3_CALL(kernels_test_reserve(kc, DSV3_OP_CROSS_ENTROPY, &shape));
+    DSV3_CALL(dsv3_cross_entropy(kc, F32, &loss_only, NULL, NULL, h, weight, labels, N, D, V,
+                                 grad_scale, chunk));
+    DSV3_CALL(dsv3_cross_entropy(kc, F32, &loss, dh, dweight, h, weight, labels, N, D, V,
+                                 grad_scale, chunk));
     dsv3_case_check_scalar(c, "loss_sum (no grad)", loss_only, expected_loss[0]);
     dsv3_case_check_scalar(c, "loss_sum", loss, expected_loss[0]);
     DSV3_CALL(dsv3_case_check(c, "dh", dh, N * D, "dh"));
@@ -178,7 +161,7 @@ static Dsv3Err test_cross_entropy(Dsv3Case *c, const Impl *impl) {
     return DSV3_OK;
 }
 
-static Dsv3Err test_adamw(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_adamw(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL;
     double *params = NULL;
     float *param0 = NULL, *param = NULL, *m = NULL, *v = NULL;
@@ -202,7 +185,7 @@ static Dsv3Err test_adamw(Dsv3Case *c, const Impl *impl) {
         DSV3_CALL(dsv3_case_read_f32(c, &grad, NULL, name));
         args.lr = (float)params[4 + s];
         args.step = s + 1;
-        DSV3_CALL(impl->adamw_step(param, grad, m, v, n, &args));
+        DSV3_CALL(dsv3_adamw_step(kc, param, grad, m, v, n, &args));
         const struct {
             const char *prefix;
             const float *got;
@@ -218,7 +201,7 @@ static Dsv3Err test_adamw(Dsv3Case *c, const Impl *impl) {
 
 // torch.nn.utils.clip_grad_norm_: total = sqrt(Σ over tensors of Σ g²), every gradient scaled
 // by min(1, max_norm / (total + 1e-6)).
-static Dsv3Err test_clip(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_clip(Dsv3Case *c, Dsv3KernelContext *kc) {
     static const double CLIP_EPS = 1e-6; // torch's guard against a zero norm
     int32_t *dims = NULL;
     double *params = NULL, *expected_total = NULL;
@@ -236,14 +219,16 @@ static Dsv3Err test_clip(Dsv3Case *c, const Impl *impl) {
         char name[NAME_CAPACITY];
         snprintf(name, sizeof name, "grad%" PRId64, t);
         DSV3_CALL(dsv3_case_read_f32(c, &grads[t], &sizes[t], name));
-        sum += impl->sum_squares(grads[t], sizes[t]);
+        double tensor_sum = 0;
+        DSV3_CALL(dsv3_sum_squares(kc, &tensor_sum, grads[t], sizes[t]));
+        sum += tensor_sum;
     }
     const double total = sqrt(sum);
     const double coef = fmin(1.0, max_norm / (total + CLIP_EPS));
     dsv3_case_check_scalar(c, "total norm", total, expected_total[0]);
     for (int64_t t = 0; t < tensors; t++) {
         char name[NAME_CAPACITY], what[NAME_CAPACITY];
-        impl->scale(grads[t], sizes[t], (float)coef);
+        DSV3_CALL(dsv3_scale(kc, grads[t], sizes[t], (float)coef));
         snprintf(name, sizeof name, "clipped%" PRId64, t);
         snprintf(what, sizeof what, "clipped grad %" PRId64, t);
         DSV3_CALL(dsv3_case_check(c, what, grads[t], sizes[t], name));
@@ -263,15 +248,21 @@ int main(int argc, char **argv) {
     dsv3_case_init(&c, argv[1], TOLERANCE, DSV3_CASE_LINE_TABLE, CASE_WIDTH, WHAT_WIDTH);
     for (int i = 0; i < IMPL_COUNT; i++) {
         const Impl *impl = &IMPLS[i];
-        DSV3_CASE_RUN(&c, impl->name, "embedding", test_embedding(&c, impl));
-        DSV3_CASE_RUN(&c, impl->name, "rmsnorm", test_rmsnorm(&c, impl));
-        DSV3_CASE_RUN(&c, impl->name, "linear", test_linear(&c, impl));
-        DSV3_CASE_RUN(&c, impl->name, "swiglu", test_swiglu(&c, impl));
+        Dsv3KernelContext kc;
+        if (dsv3_kernel_context_create(&kc, impl->backend, KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
+            fprintf(stderr, "%s", dsv3_error_text());
+            return 1;
+        }
+        DSV3_CASE_RUN(&c, impl->name, "embedding", test_embedding(&c, &kc));
+        DSV3_CASE_RUN(&c, impl->name, "rmsnorm", test_rmsnorm(&c, &kc));
+        DSV3_CASE_RUN(&c, impl->name, "linear", test_linear(&c, &kc));
+        DSV3_CASE_RUN(&c, impl->name, "swiglu", test_swiglu(&c, &kc));
         for (size_t k = 0; k < sizeof CE_CASES / sizeof CE_CASES[0]; k++)
-            DSV3_CASE_RUN(&c, impl->name, CE_CASES[k], test_cross_entropy(&c, impl));
-        DSV3_CASE_RUN(&c, impl->name, "adamw", test_adamw(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, CE_CASES[k], test_cross_entropy(&c, &kc));
+        DSV3_CASE_RUN(&c, impl->name, "adamw", test_adamw(&c, &kc));
         for (size_t k = 0; k < sizeof CLIP_CASES / sizeof CLIP_CASES[0]; k++)
-            DSV3_CASE_RUN(&c, impl->name, CLIP_CASES[k], test_clip(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, CLIP_CASES[k], test_clip(&c, &kc));
+        kernels_test_release(&kc);
     }
     if (c.failures > 0) {
         printf("test_ops_dense: %d check(s) above the tolerance %.0e\n", c.failures, TOLERANCE);

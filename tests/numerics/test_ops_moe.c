@@ -2,8 +2,9 @@
 // with every option, the token permutation and combine, the routed experts, and a whole routed
 // MoE block (gate linear → router → plan → gather → experts → combine, forward and backward).
 //
-// Usage: test_ops_moe CASE_DIR. Both the reference and the fast version of every op run in
-// float32 on the same inputs; each float output and gradient must be within TOLERANCE relative
+// Usage: test_ops_moe CASE_DIR. Both the reference and the fast version of every op (a
+// context of DSV3_BACKEND_CPU_REFERENCE, then of DSV3_BACKEND_CPU) run in float32 on the same
+// inputs; each float output and gradient must be within TOLERANCE relative
 // error (‖got − expected‖ / ‖expected‖) of the float64 expectation, and each integer output
 // (the choice, the plan, the counts) must be exact. The order of a token's K experts is free,
 // so the router's choice and weights are compared per expert (dense (N, E) arrays). Prints one
@@ -17,49 +18,35 @@
 
 #include "case.h"
 #include "kernels/kernels.h"
-#include "kernels/kernels_reference.h"
+#include "tests/kernels_workspace.h"
 
 #define TOLERANCE 1e-4
 
 // Columns of the check lines: sub-case, check.
 enum { CASE_WIDTH = 26, WHAT_WIDTH = 20 };
 
-// Both versions of every op used here, so that each case runs them the same way.
+// Every tensor of these ops is fp32.
+static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
+
+// Both versions of every op used here, so that each case runs them the same way: one context
+// each.
 typedef struct {
     const char *name;
-    Dsv3Err (*router_forward)(float *, int32_t *, float *, int64_t *, const float *, const float *,
-                              int64_t, const Dsv3RouterArgs *);
-    Dsv3Err (*router_backward)(float *, const float *, const float *, const int32_t *, int64_t,
-                               const Dsv3RouterArgs *);
-    Dsv3Err (*plan)(int32_t *, int64_t *, const int32_t *, int64_t, int64_t, int64_t);
-    Dsv3Err (*gather)(float *, const float *, const int32_t *, int64_t, int64_t, int64_t);
-    Dsv3Err (*gather_backward)(float *, const float *, const int32_t *, int64_t, int64_t, int64_t);
-    Dsv3Err (*combine_forward)(float *, const float *, const float *, const int32_t *, int64_t,
-                               int64_t, int64_t);
-    Dsv3Err (*combine_backward)(float *, float *, const float *, const float *, const float *,
-                                const int32_t *, int64_t, int64_t, int64_t);
-    Dsv3Err (*experts_forward)(float *, float *, float *, const float *, const float *,
-                               const float *, const float *, const int64_t *, int64_t, int64_t,
-                               int64_t);
-    Dsv3Err (*experts_backward)(float *, float *, float *, float *, const float *, const float *,
-                                const float *, const float *, const float *, const float *,
-                                const float *, const int64_t *, int64_t, int64_t, int64_t);
-    Dsv3Err (*linear_forward)(float *, const float *, const float *, int64_t, int64_t, int64_t);
-    Dsv3Err (*linear_backward)(float *, float *, const float *, const float *, const float *,
-                               int64_t, int64_t, int64_t, int);
+    Dsv3Backend backend;
 } Impl;
 
 static const Impl IMPLS[] = {
-    {"reference", dsv3_router_forward_reference, dsv3_router_backward_reference,
-     dsv3_moe_plan_reference, dsv3_moe_gather_reference, dsv3_moe_gather_backward_reference,
-     dsv3_moe_combine_forward_reference, dsv3_moe_combine_backward_reference,
-     dsv3_experts_forward_reference, dsv3_experts_backward_reference, dsv3_linear_forward_reference,
-     dsv3_linear_backward_reference},
-    {"fast", dsv3_router_forward, dsv3_router_backward, dsv3_moe_plan, dsv3_moe_gather,
-     dsv3_moe_gather_backward, dsv3_moe_combine_forward, dsv3_moe_combine_backward,
-     dsv3_experts_forward, dsv3_experts_backward, dsv3_linear_forward, dsv3_linear_backward},
+    {"reference", DSV3_BACKEND_CPU_REFERENCE},
+    {"fast", DSV3_BACKEND_CPU},
 };
 enum { IMPL_COUNT = sizeof IMPLS / sizeof IMPLS[0] };
+
+// Contexts sized for the router, the permutation and the experts of the shape in scope.
+#define ROUTER(DIRECTION) SIZED(kc, ROUTER_##DIRECTION, .N = N, .E = E, .K = K)
+#define PLAN SIZED(kc, MOE_PLAN, .N = N, .K = K, .E = E)
+#define GATHER_BACKWARD SIZED(kc, MOE_GATHER_BACKWARD, .M = M, .K = K, .D = D)
+#define COMBINE(DIRECTION) SIZED(kc, MOE_COMBINE_##DIRECTION, .N = N, .K = K, .D = D)
+#define EXPERTS(DIRECTION) SIZED(kc, EXPERTS_##DIRECTION, .E = E, .D = D, .F = Fh, .M = M)
 
 // Reads dims (N, E, K, G, L, sigmoid, route_norm, D, F) and params (route_scale).
 static Dsv3Err read_router_args(Dsv3Case *c, Dsv3RouterArgs *args, int64_t *N, int64_t *D,
@@ -89,7 +76,7 @@ static Dsv3Err densify(Dsv3Case *c, int64_t **chosen, float **weights_dense, con
     return DSV3_OK;
 }
 
-static Dsv3Err test_router(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_router(Dsv3Case *c, Dsv3KernelContext *kc) {
     Dsv3RouterArgs a;
     int64_t N, D, Fh;
     DSV3_CALL(read_router_args(c, &a, &N, &D, &Fh));
@@ -108,12 +95,12 @@ static Dsv3Err test_router(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, counts, E, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweights, N * K, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dlogits, N * E, NULL));
-    DSV3_CALL(impl->router_forward(scores, idx, weights, counts, logits, has_bias[0] ? bias : NULL,
-                                   N, &a));
+    DSV3_CALL(dsv3_router_forward(ROUTER(FORWARD), F32, scores, idx, weights, counts, logits,
+                                  has_bias[0] ? bias : NULL, N, &a));
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++)
             dweights[n * K + k] = g[n * E + idx[n * K + k]];
-    DSV3_CALL(impl->router_backward(dlogits, dweights, scores, idx, N, &a));
+    DSV3_CALL(dsv3_router_backward(ROUTER(BACKWARD), F32, dlogits, dweights, scores, idx, N, &a));
     DSV3_CALL(densify(c, &chosen, &wd, idx, weights, N, E, K));
     DSV3_CALL(dsv3_case_check(c, "scores", scores, N * E, "scores"));
     DSV3_CALL(dsv3_case_check_exact(c, "chosen experts", chosen, N * E, "chosen"));
@@ -123,7 +110,7 @@ static Dsv3Err test_router(Dsv3Case *c, const Impl *impl) {
     return DSV3_OK;
 }
 
-static Dsv3Err test_permute(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_permute(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL, *idx = NULL, *order = NULL;
     float *x = NULL, *weights = NULL, *ys = NULL, *dxs = NULL, *dout = NULL, *out = NULL;
     float *dx = NULL, *xs = NULL, *dys = NULL, *dweights = NULL;
@@ -144,11 +131,12 @@ static Dsv3Err test_permute(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, xs, M * D, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dys, M * D, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweights, N * K, NULL));
-    DSV3_CALL(impl->plan(order, offsets, idx, N, K, E));
-    DSV3_CALL(impl->gather(xs, x, order, M, K, D));
-    DSV3_CALL(impl->gather_backward(dx, dxs, order, M, K, D));
-    DSV3_CALL(impl->combine_forward(out, ys, weights, order, N, K, D));
-    DSV3_CALL(impl->combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
+    DSV3_CALL(dsv3_moe_plan(PLAN, order, offsets, idx, N, K, E));
+    DSV3_CALL(dsv3_moe_gather(kc, F32, xs, x, order, M, K, D));
+    DSV3_CALL(dsv3_moe_gather_backward(GATHER_BACKWARD, F32, dx, dxs, order, M, K, D));
+    DSV3_CALL(dsv3_moe_combine_forward(COMBINE(FORWARD), F32, out, ys, weights, order, N, K, D));
+    DSV3_CALL(dsv3_moe_combine_backward(COMBINE(BACKWARD), F32, dys, dweights, dout, ys, weights,
+                                        order, N, K, D));
     DSV3_CALL(DSV3_CASE_BUFFER(c, order64, M, NULL));
     for (int64_t j = 0; j < M; j++)
         order64[j] = order[j];
@@ -162,7 +150,7 @@ static Dsv3Err test_permute(Dsv3Case *c, const Impl *impl) {
     return DSV3_OK;
 }
 
-static Dsv3Err test_experts(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_experts(Dsv3Case *c, Dsv3KernelContext *kc) {
     int32_t *dims = NULL, *off32 = NULL;
     float *xs = NULL, *w1 = NULL, *w2 = NULL, *w3 = NULL, *dys = NULL;
     float *dw1 = NULL, *dw2 = NULL, *dw3 = NULL, *ys = NULL, *h1 = NULL, *h3 = NULL, *dxs = NULL;
@@ -185,9 +173,10 @@ static Dsv3Err test_experts(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, h1, M * Fh, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, h3, M * Fh, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dxs, M * D, NULL));
-    DSV3_CALL(impl->experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, Fh));
     DSV3_CALL(
-        impl->experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, offsets, E, D, Fh));
+        dsv3_experts_forward(EXPERTS(FORWARD), F32, ys, h1, h3, xs, w1, w2, w3, offsets, E, D, Fh));
+    DSV3_CALL(dsv3_experts_backward(EXPERTS(BACKWARD), F32, dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1,
+                                    w2, w3, offsets, E, D, Fh));
     DSV3_CALL(dsv3_case_check(c, "ys", ys, M * D, "ys"));
     DSV3_CALL(dsv3_case_check(c, "h1", h1, M * Fh, "h1"));
     DSV3_CALL(dsv3_case_check(c, "h3", h3, M * Fh, "h3"));
@@ -199,7 +188,7 @@ static Dsv3Err test_experts(Dsv3Case *c, const Impl *impl) {
 }
 
 // The routed part of an MoE block, forward and backward, chaining the ops as a layer would.
-static Dsv3Err test_moe_block(Dsv3Case *c, const Impl *impl) {
+static Dsv3Err test_moe_block(Dsv3Case *c, Dsv3KernelContext *kc) {
     Dsv3RouterArgs a;
     int64_t N, D, Fh;
     DSV3_CALL(read_router_args(c, &a, &N, &D, &Fh));
@@ -242,20 +231,22 @@ static Dsv3Err test_moe_block(Dsv3Case *c, const Impl *impl) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, dw3, E * Fh * D, NULL));
 
     // Forward.
-    DSV3_CALL(impl->linear_forward(logits, x, gate, N, D, E));
-    DSV3_CALL(impl->router_forward(scores, idx, weights, counts, logits, has_bias[0] ? bias : NULL,
-                                   N, &a));
-    DSV3_CALL(impl->plan(order, offsets, idx, N, K, E));
-    DSV3_CALL(impl->gather(xs, x, order, M, K, D));
-    DSV3_CALL(impl->experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, Fh));
-    DSV3_CALL(impl->combine_forward(out, ys, weights, order, N, K, D));
-    // Backward: dx collects the expert path (gather) and the gate path (linear).
-    DSV3_CALL(impl->combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
+    DSV3_CALL(dsv3_linear_forward(kc, F32, logits, x, gate, N, D, E));
+    DSV3_CALL(dsv3_router_forward(ROUTER(FORWARD), F32, scores, idx, weights, counts, logits,
+                                  has_bias[0] ? bias : NULL, N, &a));
+    DSV3_CALL(dsv3_moe_plan(PLAN, order, offsets, idx, N, K, E));
+    DSV3_CALL(dsv3_moe_gather(kc, F32, xs, x, order, M, K, D));
     DSV3_CALL(
-        impl->experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, offsets, E, D, Fh));
-    DSV3_CALL(impl->gather_backward(dx, dxs, order, M, K, D));
-    DSV3_CALL(impl->router_backward(dlogits, dweights, scores, idx, N, &a));
-    DSV3_CALL(impl->linear_backward(dx, dgate, dlogits, x, gate, N, D, E, 1));
+        dsv3_experts_forward(EXPERTS(FORWARD), F32, ys, h1, h3, xs, w1, w2, w3, offsets, E, D, Fh));
+    DSV3_CALL(dsv3_moe_combine_forward(COMBINE(FORWARD), F32, out, ys, weights, order, N, K, D));
+    // Backward: dx collects the expert path (gather) and the gate path (linear).
+    DSV3_CALL(dsv3_moe_combine_backward(COMBINE(BACKWARD), F32, dys, dweights, dout, ys, weights,
+                                        order, N, K, D));
+    DSV3_CALL(dsv3_experts_backward(EXPERTS(BACKWARD), F32, dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1,
+                                    w2, w3, offsets, E, D, Fh));
+    DSV3_CALL(dsv3_moe_gather_backward(GATHER_BACKWARD, F32, dx, dxs, order, M, K, D));
+    DSV3_CALL(dsv3_router_backward(ROUTER(BACKWARD), F32, dlogits, dweights, scores, idx, N, &a));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, dx, dgate, dlogits, x, gate, N, D, E, 1));
 
     DSV3_CALL(dsv3_case_check_exact(c, "counts", counts, E, "counts"));
     DSV3_CALL(dsv3_case_check(c, "out", out, N * D, "out"));
@@ -292,13 +283,19 @@ int main(int argc, char **argv) {
     dsv3_case_init(&c, argv[1], TOLERANCE, DSV3_CASE_LINE_TABLE, CASE_WIDTH, WHAT_WIDTH);
     for (int i = 0; i < IMPL_COUNT; i++) {
         const Impl *impl = &IMPLS[i];
+        Dsv3KernelContext kc;
+        if (dsv3_kernel_context_create(&kc, impl->backend, KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
+            fprintf(stderr, "%s", dsv3_error_text());
+            return 1;
+        }
         for (size_t j = 0; j < COUNT(ROUTER_CASES); j++)
-            DSV3_CASE_RUN(&c, impl->name, ROUTER_CASES[j], test_router(&c, impl));
-        DSV3_CASE_RUN(&c, impl->name, "permute", test_permute(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, ROUTER_CASES[j], test_router(&c, &kc));
+        DSV3_CASE_RUN(&c, impl->name, "permute", test_permute(&c, &kc));
         for (size_t j = 0; j < COUNT(EXPERTS_CASES); j++)
-            DSV3_CASE_RUN(&c, impl->name, EXPERTS_CASES[j], test_experts(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, EXPERTS_CASES[j], test_experts(&c, &kc));
         for (size_t j = 0; j < COUNT(MOE_CASES); j++)
-            DSV3_CASE_RUN(&c, impl->name, MOE_CASES[j], test_moe_block(&c, impl));
+            DSV3_CASE_RUN(&c, impl->name, MOE_CASES[j], test_moe_block(&c, &kc));
+        kernels_test_release(&kc);
     }
     printf("%s: %d failure(s)\n", c.failures ? "FAIL" : "PASS", c.failures);
     return c.failures ? 1 : 0;

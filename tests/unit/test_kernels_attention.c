@@ -2,7 +2,9 @@
 // attention (forward, backward). The fast ops are compared with the reference ops on random
 // inputs of several shapes — odd sizes, one token, sequence lengths that are not a multiple
 // of any tile, with and without document masks — by relative error ‖fast − ref‖ / ‖ref‖; and
-// both reject bad arguments with a message that names the argument.
+// both reject bad arguments with a message that names the argument. The fast ops run on a
+// DSV3_BACKEND_CPU context, the reference ops on a DSV3_BACKEND_CPU_REFERENCE one, each with
+// the workspace that dsv3_workspace_bytes asks for.
 //
 // Legend: B sequences, T positions, H heads, Dqk / Dv query-key / value head dims, R rotary
 // dims, L latent dims in front of k_pe (kv_lora_rank).
@@ -19,7 +21,7 @@
 #include "common/core/alloc.h"
 #include "common/core/error.h"
 #include "kernels/kernels.h"
-#include "kernels/kernels_reference.h"
+#include "tests/kernels_workspace.h"
 
 // Fast vs reference, per tensor.
 #define TOLERANCE 1e-5
@@ -29,17 +31,29 @@
 #define BETA_FAST 32.0
 #define BETA_SLOW 1.0
 
+// Every tensor of these ops is fp32.
+static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
+
 static size_t start_bytes;
+static Dsv3KernelContext cpu, reference; // the fast and the reference backend
 
 static int record_start(void **state) {
     (void)state;
     dsv3_error_clear();
     start_bytes = dsv3_alloc_current_bytes();
+    if (dsv3_kernel_context_create(&cpu, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK ||
+        dsv3_kernel_context_create(&reference, DSV3_BACKEND_CPU_REFERENCE,
+                                   KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
+        print_error("%s\n", dsv3_error_text());
+        return -1;
+    }
     return 0;
 }
 
 static int check_nothing_leaked(void **state) {
     (void)state;
+    kernels_test_release(&cpu);
+    kernels_test_release(&reference);
     size_t now = dsv3_alloc_current_bytes();
     if (now != start_bytes) {
         print_error("%zu bytes still counted after the test (started at %zu)\n", now, start_bytes);
@@ -123,11 +137,11 @@ static void check_tables(int64_t T, int64_t R, int64_t original_seq_len) {
     const int64_t n = T * R / 2;
     float *cf = random_floats(n, 0, 1), *sf = random_floats(n, 0, 1);
     float *cr = random_floats(n, 0, 1), *sr = random_floats(n, 0, 1);
-    assert_int_equal(dsv3_rope_tables(cf, sf, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW,
-                                      original_seq_len),
+    assert_int_equal(dsv3_rope_tables(&cpu, cf, sf, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST,
+                                      BETA_SLOW, original_seq_len),
                      DSV3_OK);
-    assert_int_equal(dsv3_rope_tables_reference(cr, sr, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST,
-                                                BETA_SLOW, original_seq_len),
+    assert_int_equal(dsv3_rope_tables(&reference, cr, sr, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST,
+                                      BETA_SLOW, original_seq_len),
                      DSV3_OK);
     assert_close("cos", cf, cr, n);
     assert_close("sin", sf, sr, n);
@@ -155,8 +169,9 @@ static void test_rope_tables_without_yarn_are_plain_frequencies(void **state) {
     (void)state;
     enum { T = 5, R = 8 };
     float c[T * R / 2], s[T * R / 2];
-    assert_int_equal(dsv3_rope_tables(c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, T),
-                     DSV3_OK);
+    assert_int_equal(
+        dsv3_rope_tables(&cpu, c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, T),
+        DSV3_OK);
     for (int t = 0; t < T; t++) {
         for (int i = 0; i < R / 2; i++) {
             double angle = t * pow(ROPE_THETA, -2.0 * i / R);
@@ -173,7 +188,8 @@ static void test_rope_tables_with_yarn_slow_down_the_low_frequencies(void **stat
     enum { T = 32, R = 64 };
     float c[T * R / 2], s[T * R / 2];
     assert_int_equal(
-        dsv3_rope_tables(c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, 16), DSV3_OK);
+        dsv3_rope_tables(&cpu, c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, 16),
+        DSV3_OK);
     const int t = 3, last = R / 2 - 1;
     assert_true(fabs(s[t * R / 2] - sin(3.0)) < 1e-7);
     double slow = 3.0 * pow(ROPE_THETA, -2.0 * last / R) / ROPE_FACTOR;
@@ -187,14 +203,16 @@ static void check_rope(int64_t B, int64_t T, int64_t H, int64_t row_stride, int6
     float *c = NULL, *s = NULL; // (T, R/2)
     assert_int_equal(dsv3_alloc((void **)&c, (size_t)(T * pairs) * sizeof *c, "cos"), DSV3_OK);
     assert_int_equal(dsv3_alloc((void **)&s, (size_t)(T * pairs) * sizeof *s, "sin"), DSV3_OK);
-    assert_int_equal(dsv3_rope_tables(c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, 4),
-                     DSV3_OK);
+    assert_int_equal(
+        dsv3_rope_tables(&cpu, c, s, T, R, ROPE_THETA, ROPE_FACTOR, BETA_FAST, BETA_SLOW, 4),
+        DSV3_OK);
     float *x = random_floats(n, -2, 2);
     float *fast = copy_floats(x, n), *ref = copy_floats(x, n);
-    assert_int_equal(dsv3_rope_forward(fast + offset, c, s, B, T, H, R, row_stride, head_stride),
-                     DSV3_OK);
     assert_int_equal(
-        dsv3_rope_forward_reference(ref + offset, c, s, B, T, H, R, row_stride, head_stride),
+        dsv3_rope_forward(&cpu, F32, fast + offset, c, s, B, T, H, R, row_stride, head_stride),
+        DSV3_OK);
+    assert_int_equal(
+        dsv3_rope_forward(&reference, F32, ref + offset, c, s, B, T, H, R, row_stride, head_stride),
         DSV3_OK);
     assert_close("rope forward", fast, ref, n);
     // Channels outside the rotated slices are untouched.
@@ -208,15 +226,17 @@ static void check_rope(int64_t B, int64_t T, int64_t H, int64_t row_stride, int6
     }
     float *gfast = random_floats(n, -1, 1);
     float *gref = copy_floats(gfast, n), *g = copy_floats(gfast, n);
-    assert_int_equal(dsv3_rope_backward(gfast + offset, c, s, B, T, H, R, row_stride, head_stride),
-                     DSV3_OK);
     assert_int_equal(
-        dsv3_rope_backward_reference(gref + offset, c, s, B, T, H, R, row_stride, head_stride),
+        dsv3_rope_backward(&cpu, F32, gfast + offset, c, s, B, T, H, R, row_stride, head_stride),
         DSV3_OK);
+    assert_int_equal(dsv3_rope_backward(&reference, F32, gref + offset, c, s, B, T, H, R,
+                                        row_stride, head_stride),
+                     DSV3_OK);
     assert_close("rope backward", gfast, gref, n);
     // A rotation is orthogonal: backward undoes forward.
-    assert_int_equal(dsv3_rope_backward(fast + offset, c, s, B, T, H, R, row_stride, head_stride),
-                     DSV3_OK);
+    assert_int_equal(
+        dsv3_rope_backward(&cpu, F32, fast + offset, c, s, B, T, H, R, row_stride, head_stride),
+        DSV3_OK);
     assert_close("rope backward after forward", fast, x, n);
     // <forward(x), g> = <x, backward(g)>.
     double lhs = 0.0, rhs = 0.0;
@@ -255,25 +275,22 @@ static void test_rope_rejects_bad_arguments(void **state) {
     (void)state;
     float c[8] = {0}, s[8] = {0}, x[64] = {0};
     for (int ref = 0; ref < 2; ref++) {
-        Dsv3Err (*tables)(float *, float *, int64_t, int64_t, double, double, double, double,
-                          int64_t) = ref ? dsv3_rope_tables_reference : dsv3_rope_tables;
-        Dsv3Err (*fwd)(float *, const float *, const float *, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t) = ref ? dsv3_rope_forward_reference : dsv3_rope_forward;
-        Dsv3Err (*bwd)(float *, const float *, const float *, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t) = ref ? dsv3_rope_backward_reference : dsv3_rope_backward;
-        assert_usage_error(tables(c, s, 2, 3, 1e4, 40, 32, 1, 4), "R (rotary dims) must be even");
-        assert_usage_error(tables(c, s, 0, 4, 1e4, 40, 32, 1, 4), "T (positions)");
-        assert_usage_error(tables(c, s, 2, 4, 1.0, 40, 32, 1, 4), "theta");
-        assert_usage_error(tables(c, s, 2, 4, 1e4, 0, 32, 1, 4), "factor");
-        assert_usage_error(tables(c, s, 2, 4, 1e4, 40, 0, 1, 4), "beta_fast");
-        assert_usage_error(tables(c, s, 2, 4, 1e4, 40, 32, 1, 0), "original_seq_len");
-        assert_usage_error(tables(NULL, s, 2, 4, 1e4, 40, 32, 1, 4), "cos and sin");
-        assert_usage_error(fwd(NULL, c, s, 1, 2, 1, 4, 4, 4), "x must not be NULL");
-        assert_usage_error(fwd(x, c, NULL, 1, 2, 1, 4, 4, 4), "cos and sin");
-        assert_usage_error(fwd(x, c, s, 0, 2, 1, 4, 4, 4), "B, T, H");
-        assert_usage_error(fwd(x, c, s, 1, 2, 1, 5, 8, 8), "R (rotary dims)");
-        assert_usage_error(fwd(x, c, s, 1, 2, 2, 4, 8, 2), "head_stride");
-        assert_usage_error(bwd(x, c, s, 1, 2, 2, 4, 6, 4), "row_stride");
+        const Dsv3KernelContext *k = ref ? &reference : &cpu;
+        assert_usage_error(dsv3_rope_tables(k, c, s, 2, 3, 1e4, 40, 32, 1, 4),
+                           "R (rotary dims) must be even");
+        assert_usage_error(dsv3_rope_tables(k, c, s, 0, 4, 1e4, 40, 32, 1, 4), "T (positions)");
+        assert_usage_error(dsv3_rope_tables(k, c, s, 2, 4, 1.0, 40, 32, 1, 4), "theta");
+        assert_usage_error(dsv3_rope_tables(k, c, s, 2, 4, 1e4, 0, 32, 1, 4), "factor");
+        assert_usage_error(dsv3_rope_tables(k, c, s, 2, 4, 1e4, 40, 0, 1, 4), "beta_fast");
+        assert_usage_error(dsv3_rope_tables(k, c, s, 2, 4, 1e4, 40, 32, 1, 0), "original_seq_len");
+        assert_usage_error(dsv3_rope_tables(k, NULL, s, 2, 4, 1e4, 40, 32, 1, 4), "cos and sin");
+        assert_usage_error(dsv3_rope_forward(k, F32, NULL, c, s, 1, 2, 1, 4, 4, 4),
+                           "x must not be NULL");
+        assert_usage_error(dsv3_rope_forward(k, F32, x, c, NULL, 1, 2, 1, 4, 4, 4), "cos and sin");
+        assert_usage_error(dsv3_rope_forward(k, F32, x, c, s, 0, 2, 1, 4, 4, 4), "B, T, H");
+        assert_usage_error(dsv3_rope_forward(k, F32, x, c, s, 1, 2, 1, 5, 8, 8), "R (rotary dims)");
+        assert_usage_error(dsv3_rope_forward(k, F32, x, c, s, 1, 2, 2, 4, 8, 2), "head_stride");
+        assert_usage_error(dsv3_rope_backward(k, F32, x, c, s, 1, 2, 2, 4, 6, 4), "row_stride");
     }
 }
 
@@ -283,6 +300,11 @@ typedef struct {
     int64_t B, T, H, Dqk, Dv;
     int doc_mean_length; // 0: causal only
 } AttentionCase;
+
+// A context sized for the attention of the shape in scope (B, T, H, Dqk, Dv); DIRECTION is
+// FORWARD or BACKWARD.
+#define ATTENTION(ctx, DIRECTION)                                                                  \
+    SIZED((ctx), ATTENTION_##DIRECTION, .B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv)
 
 static void run_attention(const AttentionCase *tc, int threads_for_fast) {
     const int64_t B = tc->B, T = tc->T, H = tc->H, Dqk = tc->Dqk, Dv = tc->Dv;
@@ -297,17 +319,19 @@ static void run_attention(const AttentionCase *tc, int threads_for_fast) {
     float *dk_f = random_floats(nqk, 0, 1), *dk_r = random_floats(nqk, 0, 1);
     float *dv_f = random_floats(nv, 0, 1), *dv_r = random_floats(nv, 0, 1);
 
-    assert_int_equal(
-        dsv3_attention_forward_reference(out_r, lse_r, q, k, v, doc, B, T, H, Dqk, Dv, scale),
-        DSV3_OK);
-    assert_int_equal(dsv3_attention_backward_reference(dq_r, dk_r, dv_r, dout, q, k, v, out_r,
-                                                       lse_r, doc, B, T, H, Dqk, Dv, scale),
+    assert_int_equal(dsv3_attention_forward(ATTENTION(&reference, FORWARD), F32, out_r, lse_r, NULL,
+                                            q, k, v, doc, B, T, H, Dqk, Dv, scale),
+                     DSV3_OK);
+    assert_int_equal(dsv3_attention_backward(ATTENTION(&reference, BACKWARD), F32, dq_r, dk_r, dv_r,
+                                             dout, q, k, v, out_r, lse_r, NULL, doc, B, T, H, Dqk,
+                                             Dv, scale),
                      DSV3_OK);
     const int threads_before = omp_get_max_threads();
     omp_set_num_threads(threads_for_fast);
-    Dsv3Err fwd = dsv3_attention_forward(out_f, lse_f, q, k, v, doc, B, T, H, Dqk, Dv, scale);
-    Dsv3Err bwd = dsv3_attention_backward(dq_f, dk_f, dv_f, dout, q, k, v, out_f, lse_f, doc, B, T,
-                                          H, Dqk, Dv, scale);
+    Dsv3Err fwd = dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, out_f, lse_f, NULL, q, k, v,
+                                         doc, B, T, H, Dqk, Dv, scale);
+    Dsv3Err bwd = dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, dq_f, dk_f, dv_f, dout, q,
+                                          k, v, out_f, lse_f, NULL, doc, B, T, H, Dqk, Dv, scale);
     omp_set_num_threads(threads_before);
     assert_int_equal(fwd, DSV3_OK);
     assert_int_equal(bwd, DSV3_OK);
@@ -407,12 +431,13 @@ static void test_attention_with_kept_scores_is_identical(void **state) {
         doc[i] = (int32_t)((i % T) / 25); // three documents
     for (int run = 0; run < 2; run++) {
         float *kept = run == 0 ? NULL : scores;
-        assert_int_equal(dsv3_attention_forward_cached(r.out[run], r.lse[run], kept, q, k, v, doc,
-                                                       B, T, H, Dqk, Dv, 0.25f),
+        assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, r.out[run],
+                                                r.lse[run], kept, q, k, v, doc, B, T, H, Dqk, Dv,
+                                                0.25f),
                          DSV3_OK);
-        assert_int_equal(dsv3_attention_backward_cached(r.dq[run], r.dk[run], r.dv[run], dout, q, k,
-                                                        v, r.out[run], r.lse[run], kept, doc, B, T,
-                                                        H, Dqk, Dv, 0.25f),
+        assert_int_equal(dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, r.dq[run],
+                                                 r.dk[run], r.dv[run], dout, q, k, v, r.out[run],
+                                                 r.lse[run], kept, doc, B, T, H, Dqk, Dv, 0.25f),
                          DSV3_OK);
     }
     two_runs_check_equal(&r);
@@ -433,12 +458,13 @@ static void test_attention_does_not_depend_on_thread_count(void **state) {
     const int threads_before = omp_get_max_threads();
     for (int run = 0; run < 2; run++) {
         omp_set_num_threads(run == 0 ? 1 : 4); // one schedule, then the other
-        assert_int_equal(
-            dsv3_attention_forward(r.out[run], r.lse[run], q, k, v, NULL, B, T, H, Dqk, Dv, 0.25f),
-            DSV3_OK);
-        assert_int_equal(dsv3_attention_backward(r.dq[run], r.dk[run], r.dv[run], dout, q, k, v,
-                                                 r.out[run], r.lse[run], NULL, B, T, H, Dqk, Dv,
-                                                 0.25f),
+        assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, r.out[run],
+                                                r.lse[run], NULL, q, k, v, NULL, B, T, H, Dqk, Dv,
+                                                0.25f),
+                         DSV3_OK);
+        assert_int_equal(dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, r.dq[run],
+                                                 r.dk[run], r.dv[run], dout, q, k, v, r.out[run],
+                                                 r.lse[run], NULL, NULL, B, T, H, Dqk, Dv, 0.25f),
                          DSV3_OK);
     }
     omp_set_num_threads(threads_before);
@@ -451,8 +477,11 @@ static void test_attention_does_not_depend_on_thread_count(void **state) {
 
 static void test_attention_of_one_token_copies_its_value(void **state) {
     (void)state;
-    float q[4] = {1, 2, 3, 4}, k[4] = {4, 3, 2, 1}, v[2] = {0.5f, -7.0f}, out[2], lse[1];
-    assert_int_equal(dsv3_attention_forward(out, lse, q, k, v, NULL, 1, 1, 1, 4, 2, 0.5f), DSV3_OK);
+    enum { B = 1, T = 1, H = 1, Dqk = 4, Dv = 2 };
+    float q[Dqk] = {1, 2, 3, 4}, k[Dqk] = {4, 3, 2, 1}, v[Dv] = {0.5f, -7.0f}, out[Dv], lse[1];
+    assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, out, lse, NULL, q, k, v,
+                                            NULL, B, T, H, Dqk, Dv, 0.5f),
+                     DSV3_OK);
     assert_true(out[0] == 0.5f && out[1] == -7.0f);
     assert_true(fabsf(lse[0] - 0.5f * 20.0f) < 1e-6f); // lse of one score is the score
 }
@@ -460,25 +489,40 @@ static void test_attention_of_one_token_copies_its_value(void **state) {
 static void test_attention_rejects_bad_arguments(void **state) {
     (void)state;
     float x[64] = {0}, lse[8] = {0};
+    // The shapes of the calls below, each with a workspace sized for it.
+#define FWD(b, t, h, dqk, dv)                                                                      \
+    SIZED(ctx, ATTENTION_FORWARD, .B = (b), .T = (t), .H = (h), .Dqk = (dqk), .Dv = (dv)), F32
+#define BWD(b, t, h, dqk, dv)                                                                      \
+    SIZED(ctx, ATTENTION_BACKWARD, .B = (b), .T = (t), .H = (h), .Dqk = (dqk), .Dv = (dv)), F32
     for (int ref = 0; ref < 2; ref++) {
-        Dsv3Err (*fwd)(float *, float *, const float *, const float *, const float *,
-                       const int32_t *, int64_t, int64_t, int64_t, int64_t, int64_t, float) =
-            ref ? dsv3_attention_forward_reference : dsv3_attention_forward;
-        Dsv3Err (*bwd)(float *, float *, float *, const float *, const float *, const float *,
-                       const float *, const float *, const float *, const int32_t *, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, float) =
-            ref ? dsv3_attention_backward_reference : dsv3_attention_backward;
-        assert_usage_error(fwd(NULL, lse, x, x, x, NULL, 1, 2, 1, 4, 4, 0.5f), "must not be NULL");
-        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 0, 1, 4, 4, 0.5f), "B, T, H must be >= 1");
-        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 2, 1, 0, 4, 0.5f), "head dims");
-        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 2, 1, 4, 4, 0.0f), "scale");
-        assert_usage_error(fwd(x, lse, x, x, x, NULL, 1, 2, 1, 4, 4, NAN), "scale");
-        assert_usage_error(bwd(x, x, x, x, x, x, x, x, NULL, NULL, 1, 2, 1, 4, 4, 0.5f),
+        Dsv3KernelContext *ctx = ref ? &reference : &cpu;
+        assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 4, 4), NULL, lse, NULL, x, x, x,
+                                                  NULL, 1, 2, 1, 4, 4, 0.5f),
                            "must not be NULL");
-        assert_usage_error(bwd(x, x, x, x, x, x, x, x, lse, NULL, 1, 2, 1, 4, -1, 0.5f),
+        assert_usage_error(dsv3_attention_forward(FWD(1, 0, 1, 4, 4), x, lse, NULL, x, x, x, NULL,
+                                                  1, 0, 1, 4, 4, 0.5f),
+                           "B, T, H must be >= 1");
+        assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 0, 4), x, lse, NULL, x, x, x, NULL,
+                                                  1, 2, 1, 0, 4, 0.5f),
                            "head dims");
-        assert_usage_error(bwd(x, x, x, x, x, x, x, x, lse, NULL, 1, 2, 1, 4, 4, -1.0f), "scale");
+        assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 4, 4), x, lse, NULL, x, x, x, NULL,
+                                                  1, 2, 1, 4, 4, 0.0f),
+                           "scale");
+        assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 4, 4), x, lse, NULL, x, x, x, NULL,
+                                                  1, 2, 1, 4, 4, NAN),
+                           "scale");
+        assert_usage_error(dsv3_attention_backward(BWD(1, 2, 1, 4, 4), x, x, x, x, x, x, x, x, NULL,
+                                                   NULL, NULL, 1, 2, 1, 4, 4, 0.5f),
+                           "must not be NULL");
+        assert_usage_error(dsv3_attention_backward(BWD(1, 2, 1, 4, -1), x, x, x, x, x, x, x, x, lse,
+                                                   NULL, NULL, 1, 2, 1, 4, -1, 0.5f),
+                           "head dims");
+        assert_usage_error(dsv3_attention_backward(BWD(1, 2, 1, 4, 4), x, x, x, x, x, x, x, x, lse,
+                                                   NULL, NULL, 1, 2, 1, 4, 4, -1.0f),
+                           "scale");
     }
+#undef FWD
+#undef BWD
 }
 
 #define LEAK_CHECKED(test) cmocka_unit_test_setup_teardown(test, record_start, check_nothing_leaked)

@@ -4,7 +4,9 @@
 // paths), at 1 and 3 OpenMP threads; relative error ‖fast − ref‖ / ‖ref‖ ≤ 1e-5 for every
 // output and gradient. Then the argument checks of both versions, with the messages that name
 // the bad position and value, and the accuracy and limits of vec_exp (the vectorizable e^x
-// behind the softmax and SwiGLU).
+// behind the softmax and SwiGLU). The fast versions run on a DSV3_BACKEND_CPU context, the
+// reference versions on a DSV3_BACKEND_CPU_REFERENCE one, each op with the workspace that
+// dsv3_workspace_bytes asks for.
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h>
@@ -20,7 +22,7 @@
 #include "common/core/alloc.h"
 #include "kernels/cpu/vec_exp.h"
 #include "kernels/kernels.h"
-#include "kernels/kernels_reference.h"
+#include "tests/kernels_workspace.h"
 
 #define TOLERANCE 1e-5
 
@@ -30,12 +32,16 @@ enum { MAX_BUFFERS = 32 };
 static const int THREAD_COUNTS[] = {1, 3};
 enum { THREAD_COUNT_CASES = sizeof THREAD_COUNTS / sizeof THREAD_COUNTS[0] };
 
-// ---- fixtures: counted buffers, freed and leak-checked after every test ----
+// Every tensor of these ops is fp32.
+static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
+
+// ---- fixtures: counted buffers and the two contexts, freed and leak-checked after every test ----
 
 static void *buffers[MAX_BUFFERS];
 static int buffer_count;
 static size_t start_bytes;
 static int start_threads;
+static Dsv3KernelContext cpu, reference; // the fast and the reference backend
 
 static int setup(void **state) {
     (void)state;
@@ -43,6 +49,12 @@ static int setup(void **state) {
     buffer_count = 0;
     start_bytes = dsv3_alloc_current_bytes();
     start_threads = omp_get_max_threads();
+    if (dsv3_kernel_context_create(&cpu, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK ||
+        dsv3_kernel_context_create(&reference, DSV3_BACKEND_CPU_REFERENCE,
+                                   KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
+        print_error("%s\n", dsv3_error_text());
+        return -1;
+    }
     return 0;
 }
 
@@ -51,6 +63,8 @@ static int teardown(void **state) {
     for (int i = 0; i < buffer_count; i++)
         dsv3_free(buffers[i]);
     buffer_count = 0;
+    kernels_test_release(&cpu);
+    kernels_test_release(&reference);
     omp_set_num_threads(start_threads);
     dsv3_error_clear();
     size_t now = dsv3_alloc_current_bytes();
@@ -148,15 +162,17 @@ static void test_embedding_matches_reference(void **state) {
         fill(dout, N * D, 1);
         fill(dweight0, V * D, 1);
         float *out_ref = floats(N * D), *dweight_ref = copy_of(dweight0, V * D);
-        assert_int_equal(dsv3_embedding_forward_reference(out_ref, tokens, weight, N, D, V),
+        assert_int_equal(dsv3_embedding_forward(&reference, F32, out_ref, tokens, weight, N, D, V),
                          DSV3_OK);
-        assert_int_equal(dsv3_embedding_backward_reference(dweight_ref, dout, tokens, N, D, V),
-                         DSV3_OK);
+        assert_int_equal(
+            dsv3_embedding_backward(&reference, F32, dweight_ref, dout, tokens, N, D, V), DSV3_OK);
         for (int t = 0; t < THREAD_COUNT_CASES; t++) {
             omp_set_num_threads(THREAD_COUNTS[t]);
             float *out = floats(N * D), *dweight = copy_of(dweight0, V * D);
-            assert_int_equal(dsv3_embedding_forward(out, tokens, weight, N, D, V), DSV3_OK);
-            assert_int_equal(dsv3_embedding_backward(dweight, dout, tokens, N, D, V), DSV3_OK);
+            assert_int_equal(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V),
+                             DSV3_OK);
+            assert_int_equal(dsv3_embedding_backward(&cpu, F32, dweight, dout, tokens, N, D, V),
+                             DSV3_OK);
             expect_close(out, out_ref, N * D, "embedding out", shape, THREAD_COUNTS[t]);
             expect_close(dweight, dweight_ref, V * D, "embedding dweight", shape, THREAD_COUNTS[t]);
         }
@@ -172,21 +188,24 @@ static void test_embedding_rejects_bad_tokens(void **state) {
     float *weight = floats(V * D), *out = floats(N * D), *dweight = floats(V * D);
     float *dout = floats(N * D);
     fill(dout, N * D, 1);
-    expect_error(dsv3_embedding_forward(out, tokens, weight, N, D, V), "tokens[3] = 17");
-    expect_error(dsv3_embedding_forward_reference(out, tokens, weight, N, D, V), "tokens[3] = 17");
-    expect_error(dsv3_embedding_backward(dweight, dout, tokens, N, D, V), "tokens[3] = 17");
-    expect_error(dsv3_embedding_backward_reference(dweight, dout, tokens, N, D, V),
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V), "tokens[3] = 17");
+    expect_error(dsv3_embedding_forward(&reference, F32, out, tokens, weight, N, D, V),
+                 "tokens[3] = 17");
+    expect_error(dsv3_embedding_backward(&cpu, F32, dweight, dout, tokens, N, D, V),
+                 "tokens[3] = 17");
+    expect_error(dsv3_embedding_backward(&reference, F32, dweight, dout, tokens, N, D, V),
                  "tokens[3] = 17");
     for (int64_t i = 0; i < V * D; i++)
         assert_true(dweight[i] == 0); // checked before any work
     tokens[3] = 3;
     tokens[1] = -2;
-    expect_error(dsv3_embedding_forward(out, tokens, weight, N, D, V), "tokens[1] = -2");
-    expect_error(dsv3_embedding_forward(out, tokens, weight, N, 0, V), "D = 0");
-    expect_error(dsv3_embedding_forward(out, tokens, weight, N, D, 0), "V = 0");
-    expect_error(dsv3_embedding_forward(out, tokens, weight, -1, D, V), "N = -1");
-    expect_error(dsv3_embedding_forward(NULL, tokens, weight, N, D, V), "out is NULL");
-    expect_error(dsv3_embedding_backward_reference(dweight, dout, NULL, N, D, V), "tokens is NULL");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V), "tokens[1] = -2");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, 0, V), "D = 0");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, 0), "V = 0");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, -1, D, V), "N = -1");
+    expect_error(dsv3_embedding_forward(&cpu, F32, NULL, tokens, weight, N, D, V), "out is NULL");
+    expect_error(dsv3_embedding_backward(&reference, F32, dweight, dout, NULL, N, D, V),
+                 "tokens is NULL");
 }
 
 // ---- RMSNorm ----
@@ -212,17 +231,21 @@ static void test_rmsnorm_matches_reference(void **state) {
         fill(dweight0, D, 1);
         float *out_ref = floats(N * D), *rstd_ref = floats(N), *dx_ref = floats(N * D);
         float *dweight_ref = copy_of(dweight0, D);
-        assert_int_equal(dsv3_rmsnorm_forward_reference(out_ref, rstd_ref, x, weight, N, D, eps),
-                         DSV3_OK);
         assert_int_equal(
-            dsv3_rmsnorm_backward_reference(dx_ref, dweight_ref, dout, x, weight, rstd_ref, N, D),
+            dsv3_rmsnorm_forward(&reference, F32, out_ref, rstd_ref, x, weight, N, D, eps),
             DSV3_OK);
+        assert_int_equal(dsv3_rmsnorm_backward(SIZED(&reference, RMSNORM_BACKWARD, .N = N, .D = D),
+                                               F32, dx_ref, dweight_ref, dout, x, weight, rstd_ref,
+                                               N, D),
+                         DSV3_OK);
         for (int t = 0; t < THREAD_COUNT_CASES; t++) {
             omp_set_num_threads(THREAD_COUNTS[t]);
             float *out = floats(N * D), *rstd = floats(N), *dx = floats(N * D);
             float *dweight = copy_of(dweight0, D);
-            assert_int_equal(dsv3_rmsnorm_forward(out, rstd, x, weight, N, D, eps), DSV3_OK);
-            assert_int_equal(dsv3_rmsnorm_backward(dx, dweight, dout, x, weight, rstd, N, D),
+            assert_int_equal(dsv3_rmsnorm_forward(&cpu, F32, out, rstd, x, weight, N, D, eps),
+                             DSV3_OK);
+            assert_int_equal(dsv3_rmsnorm_backward(SIZED(&cpu, RMSNORM_BACKWARD, .N = N, .D = D),
+                                                   F32, dx, dweight, dout, x, weight, rstd, N, D),
                              DSV3_OK);
             expect_close(out, out_ref, N * D, "rmsnorm out", shape, THREAD_COUNTS[t]);
             expect_close(rstd, rstd_ref, N, "rmsnorm rstd", shape, THREAD_COUNTS[t]);
@@ -237,12 +260,16 @@ static void test_rmsnorm_matches_reference(void **state) {
 static void test_rmsnorm_rejects_bad_arguments(void **state) {
     (void)state;
     float *x = floats(8), *w = floats(4), *out = floats(8), *rstd = floats(2), *dx = floats(8);
-    expect_error(dsv3_rmsnorm_forward(out, rstd, x, w, 2, 0, 1e-6f), "D = 0");
-    expect_error(dsv3_rmsnorm_forward_reference(out, rstd, x, w, -3, 4, 1e-6f), "N = -3");
-    expect_error(dsv3_rmsnorm_forward(out, rstd, x, w, 2, 4, -1.0f), "eps");
-    expect_error(dsv3_rmsnorm_forward(out, NULL, x, w, 2, 4, 1e-6f), "NULL");
-    expect_error(dsv3_rmsnorm_backward(dx, NULL, out, x, w, rstd, 2, 4), "NULL");
-    expect_error(dsv3_rmsnorm_backward_reference(dx, w, out, x, w, NULL, 2, 4), "NULL");
+    expect_error(dsv3_rmsnorm_forward(&cpu, F32, out, rstd, x, w, 2, 0, 1e-6f), "D = 0");
+    expect_error(dsv3_rmsnorm_forward(&reference, F32, out, rstd, x, w, -3, 4, 1e-6f), "N = -3");
+    expect_error(dsv3_rmsnorm_forward(&cpu, F32, out, rstd, x, w, 2, 4, -1.0f), "eps");
+    expect_error(dsv3_rmsnorm_forward(&cpu, F32, out, NULL, x, w, 2, 4, 1e-6f), "NULL");
+    expect_error(dsv3_rmsnorm_backward(SIZED(&cpu, RMSNORM_BACKWARD, .N = 2, .D = 4), F32, dx, NULL,
+                                       out, x, w, rstd, 2, 4),
+                 "NULL");
+    expect_error(dsv3_rmsnorm_backward(SIZED(&reference, RMSNORM_BACKWARD, .N = 2, .D = 4), F32, dx,
+                                       w, out, x, w, NULL, 2, 4),
+                 "NULL");
 }
 
 // ---- linear ----
@@ -265,18 +292,19 @@ static void test_linear_matches_reference(void **state) {
         for (int accumulate = 0; accumulate <= 1; accumulate++) {
             float *out_ref = floats(N * O), *dx_ref = copy_of(dx0, N * I);
             float *dweight_ref = copy_of(dweight0, O * I);
-            assert_int_equal(dsv3_linear_forward_reference(out_ref, x, weight, N, I, O), DSV3_OK);
-            assert_int_equal(dsv3_linear_backward_reference(dx_ref, dweight_ref, dout, x, weight, N,
-                                                            I, O, accumulate),
+            assert_int_equal(dsv3_linear_forward(&reference, F32, out_ref, x, weight, N, I, O),
+                             DSV3_OK);
+            assert_int_equal(dsv3_linear_backward(&reference, F32, dx_ref, dweight_ref, dout, x,
+                                                  weight, N, I, O, accumulate),
                              DSV3_OK);
             for (int t = 0; t < THREAD_COUNT_CASES; t++) {
                 omp_set_num_threads(THREAD_COUNTS[t]);
                 float *out = floats(N * O), *dx = copy_of(dx0, N * I);
                 float *dweight = copy_of(dweight0, O * I);
-                assert_int_equal(dsv3_linear_forward(out, x, weight, N, I, O), DSV3_OK);
-                assert_int_equal(
-                    dsv3_linear_backward(dx, dweight, dout, x, weight, N, I, O, accumulate),
-                    DSV3_OK);
+                assert_int_equal(dsv3_linear_forward(&cpu, F32, out, x, weight, N, I, O), DSV3_OK);
+                assert_int_equal(dsv3_linear_backward(&cpu, F32, dx, dweight, dout, x, weight, N, I,
+                                                      O, accumulate),
+                                 DSV3_OK);
                 expect_close(out, out_ref, N * O, "linear out", shape, THREAD_COUNTS[t]);
                 expect_close(dx, dx_ref, N * I,
                              accumulate ? "linear dx (accumulated)" : "linear dx", shape,
@@ -285,9 +313,9 @@ static void test_linear_matches_reference(void **state) {
                              THREAD_COUNTS[t]);
                 // Without dx, only dweight is accumulated; weight is then not needed.
                 float *dweight_only = copy_of(dweight0, O * I);
-                assert_int_equal(
-                    dsv3_linear_backward(NULL, dweight_only, dout, x, NULL, N, I, O, accumulate),
-                    DSV3_OK);
+                assert_int_equal(dsv3_linear_backward(&cpu, F32, NULL, dweight_only, dout, x, NULL,
+                                                      N, I, O, accumulate),
+                                 DSV3_OK);
                 expect_close(dweight_only, dweight_ref, O * I, "linear dweight (dx NULL)", shape,
                              THREAD_COUNTS[t]);
             }
@@ -303,14 +331,15 @@ static void test_linear_matches_reference(void **state) {
 static void test_linear_rejects_bad_arguments(void **state) {
     (void)state;
     float *x = floats(12), *w = floats(12), *out = floats(12);
-    expect_error(dsv3_linear_forward(out, x, w, 2, 0, 3), "In = 0");
-    expect_error(dsv3_linear_forward_reference(out, x, w, 2, 3, 0), "Out = 0");
-    expect_error(dsv3_linear_forward(out, x, w, -1, 3, 3), "N = -1");
-    expect_error(dsv3_linear_forward(out, x, w, (int64_t)1 << 32, 3, 3), "N = 4294967296");
-    expect_error(dsv3_linear_forward(out, NULL, w, 2, 3, 3), "NULL");
-    expect_error(dsv3_linear_backward(out, NULL, out, x, w, 2, 3, 3, 0), "NULL");
-    expect_error(dsv3_linear_backward(out, w, out, x, NULL, 2, 3, 3, 0), "weight");
-    expect_error(dsv3_linear_backward_reference(out, w, out, x, NULL, 2, 3, 3, 0), "weight");
+    expect_error(dsv3_linear_forward(&cpu, F32, out, x, w, 2, 0, 3), "In = 0");
+    expect_error(dsv3_linear_forward(&reference, F32, out, x, w, 2, 3, 0), "Out = 0");
+    expect_error(dsv3_linear_forward(&cpu, F32, out, x, w, -1, 3, 3), "N = -1");
+    expect_error(dsv3_linear_forward(&cpu, F32, out, x, w, (int64_t)1 << 32, 3, 3),
+                 "N = 4294967296");
+    expect_error(dsv3_linear_forward(&cpu, F32, out, NULL, w, 2, 3, 3), "NULL");
+    expect_error(dsv3_linear_backward(&cpu, F32, out, NULL, out, x, w, 2, 3, 3, 0), "NULL");
+    expect_error(dsv3_linear_backward(&cpu, F32, out, w, out, x, NULL, 2, 3, 3, 0), "weight");
+    expect_error(dsv3_linear_backward(&reference, F32, out, w, out, x, NULL, 2, 3, 3, 0), "weight");
 }
 
 // ---- SwiGLU ----
@@ -331,13 +360,14 @@ static void test_swiglu_matches_reference(void **state) {
         for (size_t i = 0; i < sizeof TAILS / sizeof TAILS[0] && (int64_t)i < count; i++)
             a[i] = TAILS[i]; // σ saturates; e^−a overflows for the most negative
         float *h_ref = floats(count), *da_ref = floats(count), *db_ref = floats(count);
-        assert_int_equal(dsv3_swiglu_forward_reference(h_ref, a, b, N, F), DSV3_OK);
-        assert_int_equal(dsv3_swiglu_backward_reference(da_ref, db_ref, dh, a, b, N, F), DSV3_OK);
+        assert_int_equal(dsv3_swiglu_forward(&reference, F32, h_ref, a, b, N, F), DSV3_OK);
+        assert_int_equal(dsv3_swiglu_backward(&reference, F32, da_ref, db_ref, dh, a, b, N, F),
+                         DSV3_OK);
         for (int t = 0; t < THREAD_COUNT_CASES; t++) {
             omp_set_num_threads(THREAD_COUNTS[t]);
             float *h = floats(count), *da = floats(count), *db = floats(count);
-            assert_int_equal(dsv3_swiglu_forward(h, a, b, N, F), DSV3_OK);
-            assert_int_equal(dsv3_swiglu_backward(da, db, dh, a, b, N, F), DSV3_OK);
+            assert_int_equal(dsv3_swiglu_forward(&cpu, F32, h, a, b, N, F), DSV3_OK);
+            assert_int_equal(dsv3_swiglu_backward(&cpu, F32, da, db, dh, a, b, N, F), DSV3_OK);
             expect_close(h, h_ref, count, "swiglu h", shape, THREAD_COUNTS[t]);
             expect_close(da, da_ref, count, "swiglu da", shape, THREAD_COUNTS[t]);
             expect_close(db, db_ref, count, "swiglu db", shape, THREAD_COUNTS[t]);
@@ -345,7 +375,8 @@ static void test_swiglu_matches_reference(void **state) {
                 assert_true(isfinite(h[i]) && isfinite(da[i]));
             // In place: da over a, db over b.
             float *a_in = copy_of(a, count), *b_in = copy_of(b, count);
-            assert_int_equal(dsv3_swiglu_backward(a_in, b_in, dh, a_in, b_in, N, F), DSV3_OK);
+            assert_int_equal(dsv3_swiglu_backward(&cpu, F32, a_in, b_in, dh, a_in, b_in, N, F),
+                             DSV3_OK);
             expect_close(a_in, da_ref, count, "swiglu da (in place)", shape, THREAD_COUNTS[t]);
             expect_close(b_in, db_ref, count, "swiglu db (in place)", shape, THREAD_COUNTS[t]);
         }
@@ -357,10 +388,10 @@ static void test_swiglu_matches_reference(void **state) {
 static void test_swiglu_rejects_bad_arguments(void **state) {
     (void)state;
     float *a = floats(4), *b = floats(4), *h = floats(4);
-    expect_error(dsv3_swiglu_forward(h, a, b, 2, 0), "F = 0");
-    expect_error(dsv3_swiglu_forward_reference(h, a, b, -2, 2), "N = -2");
-    expect_error(dsv3_swiglu_forward(NULL, a, b, 2, 2), "NULL");
-    expect_error(dsv3_swiglu_backward(h, NULL, h, a, b, 2, 2), "NULL");
+    expect_error(dsv3_swiglu_forward(&cpu, F32, h, a, b, 2, 0), "F = 0");
+    expect_error(dsv3_swiglu_forward(&reference, F32, h, a, b, -2, 2), "N = -2");
+    expect_error(dsv3_swiglu_forward(&cpu, F32, NULL, a, b, 2, 2), "NULL");
+    expect_error(dsv3_swiglu_backward(&cpu, F32, h, NULL, h, a, b, 2, 2), "NULL");
 }
 
 // ---- cross-entropy with the output head ----
@@ -369,6 +400,9 @@ typedef struct {
     int64_t N, D, V, chunk;
     int ignore_every; // every k-th label is DSV3_IGNORE_INDEX; 0: none; 1: all
 } CrossEntropyCase;
+
+// A context sized for the cross-entropy of the shape in scope (N, D, V, chunk).
+#define CE(ctx) SIZED((ctx), CROSS_ENTROPY, .N = N, .D = D, .V = V, .chunk = chunk)
 
 static void test_cross_entropy_matches_reference(void **state) {
     (void)state;
@@ -379,7 +413,7 @@ static void test_cross_entropy_matches_reference(void **state) {
     rng_state = 5;
     for (size_t s = 0; s < sizeof CASES / sizeof CASES[0]; s++) {
         const CrossEntropyCase c = CASES[s];
-        const int64_t N = c.N, D = c.D, V = c.V;
+        const int64_t N = c.N, D = c.D, V = c.V, chunk = c.chunk;
         char shape[96];
         snprintf(shape, sizeof shape,
                  "N %" PRId64 " D %" PRId64 " V %" PRId64 " chunk %" PRId64 " ignore every %d", N,
@@ -398,19 +432,19 @@ static void test_cross_entropy_matches_reference(void **state) {
         fill(dweight0, V * D, 0.01f);
         double loss_ref = -1;
         float *dh_ref = floats(N * D), *dweight_ref = copy_of(dweight0, V * D);
-        assert_int_equal(dsv3_cross_entropy_reference(&loss_ref, dh_ref, dweight_ref, h, weight,
-                                                      labels, N, D, V, grad_scale, c.chunk),
+        assert_int_equal(dsv3_cross_entropy(CE(&reference), F32, &loss_ref, dh_ref, dweight_ref, h,
+                                            weight, labels, N, D, V, grad_scale, c.chunk),
                          DSV3_OK);
         for (int t = 0; t < THREAD_COUNT_CASES; t++) {
             omp_set_num_threads(THREAD_COUNTS[t]);
             double loss = -1, loss_only = -1;
             float *dh = floats(N * D), *dweight = copy_of(dweight0, V * D);
             fill(dh, N * D, 1); // dh is written, whatever was there
-            assert_int_equal(dsv3_cross_entropy(&loss, dh, dweight, h, weight, labels, N, D, V,
-                                                grad_scale, c.chunk),
+            assert_int_equal(dsv3_cross_entropy(CE(&cpu), F32, &loss, dh, dweight, h, weight,
+                                                labels, N, D, V, grad_scale, c.chunk),
                              DSV3_OK);
-            assert_int_equal(dsv3_cross_entropy(&loss_only, NULL, NULL, h, weight, labels, N, D, V,
-                                                grad_scale, c.chunk),
+            assert_int_equal(dsv3_cross_entropy(CE(&cpu), F32, &loss_only, NULL, NULL, h, weight,
+                                                labels, N, D, V, grad_scale, c.chunk),
                              DSV3_OK);
             double loss_err = loss_ref == 0 ? fabs(loss) : fabs(loss - loss_ref) / fabs(loss_ref);
             if (!(loss_err <= TOLERANCE))
@@ -434,29 +468,41 @@ static void test_cross_entropy_rejects_bad_arguments(void **state) {
     fill(h, N * D, 1);
     fill(weight, V * D, 1);
     double loss = 0;
-    expect_error(dsv3_cross_entropy(&loss, dh, dweight, h, weight, labels, N, D, V, 1.0f, 3),
+    int64_t chunk = 3;
+    expect_error(dsv3_cross_entropy(CE(&cpu), F32, &loss, dh, dweight, h, weight, labels, N, D, V,
+                                    1.0f, chunk),
                  "labels[5] = 50");
-    expect_error(
-        dsv3_cross_entropy_reference(&loss, dh, dweight, h, weight, labels, N, D, V, 1.0f, 3),
-        "labels[5] = 50");
+    expect_error(dsv3_cross_entropy(CE(&reference), F32, &loss, dh, dweight, h, weight, labels, N,
+                                    D, V, 1.0f, chunk),
+                 "labels[5] = 50");
     for (int64_t i = 0; i < V * D; i++)
         assert_true(dweight[i] == 0); // checked before any work
     labels[5] = -1;
-    expect_error(dsv3_cross_entropy(&loss, dh, dweight, h, weight, labels, N, D, V, 1.0f, 3),
+    expect_error(dsv3_cross_entropy(CE(&cpu), F32, &loss, dh, dweight, h, weight, labels, N, D, V,
+                                    1.0f, chunk),
                  "labels[5] = -1");
     labels[5] = 5;
-    expect_error(dsv3_cross_entropy(&loss, dh, dweight, h, weight, labels, N, D, V, 1.0f, 0),
+    chunk = 0;
+    expect_error(dsv3_cross_entropy(CE(&cpu), F32, &loss, dh, dweight, h, weight, labels, N, D, V,
+                                    1.0f, chunk),
                  "chunk = 0");
+    chunk = -4;
+    expect_error(dsv3_cross_entropy(CE(&reference), F32, &loss, dh, dweight, h, weight, labels, N,
+                                    D, V, 1.0f, chunk),
+                 "chunk = -4");
+    chunk = 3;
     expect_error(
-        dsv3_cross_entropy_reference(&loss, dh, dweight, h, weight, labels, N, D, V, 1.0f, -4),
-        "chunk = -4");
-    expect_error(dsv3_cross_entropy(&loss, dh, NULL, h, weight, labels, N, D, V, 1.0f, 3),
-                 "dweight");
-    expect_error(dsv3_cross_entropy(NULL, dh, dweight, h, weight, labels, N, D, V, 1.0f, 3),
+        dsv3_cross_entropy(CE(&cpu), F32, &loss, dh, NULL, h, weight, labels, N, D, V, 1.0f, chunk),
+        "dweight");
+    expect_error(dsv3_cross_entropy(CE(&cpu), F32, NULL, dh, dweight, h, weight, labels, N, D, V,
+                                    1.0f, chunk),
                  "loss_sum");
-    expect_error(dsv3_cross_entropy(&loss, dh, dweight, h, weight, labels, N, D, 0, 1.0f, 3),
+    expect_error(dsv3_cross_entropy(SIZED(&cpu, CROSS_ENTROPY, .N = N, .D = D, .V = 0, .chunk = 3),
+                                    F32, &loss, dh, dweight, h, weight, labels, N, D, 0, 1.0f, 3),
                  "V = 0");
-    expect_error(dsv3_cross_entropy(&loss, dh, dweight, h, weight, NULL, N, D, V, 1.0f, 3), "NULL");
+    expect_error(dsv3_cross_entropy(CE(&cpu), F32, &loss, dh, dweight, h, weight, NULL, N, D, V,
+                                    1.0f, chunk),
+                 "NULL");
 }
 
 // ---- AdamW, sum of squares, scale ----
@@ -491,9 +537,10 @@ static void test_adamw_matches_reference(void **state) {
                                           .eps = 1e-8f,
                                           .weight_decay = decay ? 0.1f : 0.0f,
                                           .step = k + 1};
-                    assert_int_equal(dsv3_adamw_step(p, grads + k * n, m, v, n, &args), DSV3_OK);
+                    assert_int_equal(dsv3_adamw_step(&cpu, p, grads + k * n, m, v, n, &args),
+                                     DSV3_OK);
                     assert_int_equal(
-                        dsv3_adamw_step_reference(p_ref, grads + k * n, m_ref, v_ref, n, &args),
+                        dsv3_adamw_step(&reference, p_ref, grads + k * n, m_ref, v_ref, n, &args),
                         DSV3_OK);
                     expect_close(p, p_ref, n, "adamw param", shape, THREAD_COUNTS[t]);
                     expect_close(m, m_ref, n, "adamw m", shape, THREAD_COUNTS[t]);
@@ -513,20 +560,20 @@ static void test_adamw_rejects_bad_arguments(void **state) {
         .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .step = 1};
     Dsv3AdamWArgs a = good;
     a.step = 0;
-    expect_error(dsv3_adamw_step(p, g, m, v, 4, &a), "step = 0");
-    expect_error(dsv3_adamw_step_reference(p, g, m, v, 4, &a), "step = 0");
+    expect_error(dsv3_adamw_step(&cpu, p, g, m, v, 4, &a), "step = 0");
+    expect_error(dsv3_adamw_step(&reference, p, g, m, v, 4, &a), "step = 0");
     a = good;
     a.beta1 = 1.0f;
-    expect_error(dsv3_adamw_step(p, g, m, v, 4, &a), "beta1");
+    expect_error(dsv3_adamw_step(&cpu, p, g, m, v, 4, &a), "beta1");
     a = good;
     a.beta2 = -0.5f;
-    expect_error(dsv3_adamw_step(p, g, m, v, 4, &a), "beta2");
+    expect_error(dsv3_adamw_step(&cpu, p, g, m, v, 4, &a), "beta2");
     a = good;
     a.lr = -1.0f;
-    expect_error(dsv3_adamw_step_reference(p, g, m, v, 4, &a), "lr");
-    expect_error(dsv3_adamw_step(p, g, m, v, 4, NULL), "args");
-    expect_error(dsv3_adamw_step(p, NULL, m, v, 4, &good), "NULL");
-    expect_error(dsv3_adamw_step(p, g, m, v, -1, &good), "n = -1");
+    expect_error(dsv3_adamw_step(&reference, p, g, m, v, 4, &a), "lr");
+    expect_error(dsv3_adamw_step(&cpu, p, g, m, v, 4, NULL), "args");
+    expect_error(dsv3_adamw_step(&cpu, p, NULL, m, v, 4, &good), "NULL");
+    expect_error(dsv3_adamw_step(&cpu, p, g, m, v, -1, &good), "n = -1");
 }
 
 static void test_sum_squares_and_scale_match_reference(void **state) {
@@ -537,16 +584,18 @@ static void test_sum_squares_and_scale_match_reference(void **state) {
         const int64_t n = SIZES[s];
         float *x = floats(n);
         fill(x, n, 2);
-        const double ref = dsv3_sum_squares_reference(x, n);
+        double expected = -1;
+        assert_int_equal(dsv3_sum_squares(&reference, &expected, x, n), DSV3_OK);
         float *scaled_ref = copy_of(x, n);
-        dsv3_scale_reference(scaled_ref, n, 0.37f);
+        assert_int_equal(dsv3_scale(&reference, scaled_ref, n, 0.37f), DSV3_OK);
         for (int t = 0; t < THREAD_COUNT_CASES; t++) {
             omp_set_num_threads(THREAD_COUNTS[t]);
-            const double got = dsv3_sum_squares(x, n);
+            double got = -1;
+            assert_int_equal(dsv3_sum_squares(&cpu, &got, x, n), DSV3_OK);
             // Both sum in double: only the order differs.
-            assert_true(fabs(got - ref) <= 1e-12 * (ref > 0 ? ref : 1));
+            assert_true(fabs(got - expected) <= 1e-12 * (expected > 0 ? expected : 1));
             float *scaled = copy_of(x, n);
-            dsv3_scale(scaled, n, 0.37f);
+            assert_int_equal(dsv3_scale(&cpu, scaled, n, 0.37f), DSV3_OK);
             if (n > 0) assert_memory_equal(scaled, scaled_ref, (size_t)n * sizeof(float));
         }
         while (buffer_count > 0)
@@ -586,23 +635,31 @@ static void test_empty_inputs_are_accepted(void **state) {
     double loss = -1;
     const Dsv3AdamWArgs args = {
         .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .step = 1};
-    assert_int_equal(dsv3_embedding_forward(NULL, NULL, NULL, 0, 8, 10), DSV3_OK);
-    assert_int_equal(dsv3_embedding_backward(NULL, NULL, NULL, 0, 8, 10), DSV3_OK);
-    assert_int_equal(dsv3_rmsnorm_forward(NULL, NULL, NULL, NULL, 0, 8, 1e-6f), DSV3_OK);
-    assert_int_equal(dsv3_rmsnorm_backward(NULL, NULL, NULL, NULL, NULL, NULL, 0, 8), DSV3_OK);
-    assert_int_equal(dsv3_linear_forward(NULL, NULL, NULL, 0, 8, 4), DSV3_OK);
-    assert_int_equal(dsv3_linear_backward(NULL, NULL, NULL, NULL, NULL, 0, 8, 4, 0), DSV3_OK);
-    assert_int_equal(dsv3_swiglu_forward(NULL, NULL, NULL, 0, 8), DSV3_OK);
-    assert_int_equal(dsv3_swiglu_backward(NULL, NULL, NULL, NULL, NULL, 0, 8), DSV3_OK);
-    assert_int_equal(dsv3_cross_entropy(&loss, NULL, NULL, NULL, NULL, NULL, 0, 8, 10, 1, 4),
+    assert_int_equal(dsv3_embedding_forward(&cpu, F32, NULL, NULL, NULL, 0, 8, 10), DSV3_OK);
+    assert_int_equal(dsv3_embedding_backward(&cpu, F32, NULL, NULL, NULL, 0, 8, 10), DSV3_OK);
+    assert_int_equal(dsv3_rmsnorm_forward(&cpu, F32, NULL, NULL, NULL, NULL, 0, 8, 1e-6f), DSV3_OK);
+    assert_int_equal(dsv3_rmsnorm_backward(SIZED(&cpu, RMSNORM_BACKWARD, .N = 0, .D = 8), F32, NULL,
+                                           NULL, NULL, NULL, NULL, NULL, 0, 8),
                      DSV3_OK);
+    assert_int_equal(dsv3_linear_forward(&cpu, F32, NULL, NULL, NULL, 0, 8, 4), DSV3_OK);
+    assert_int_equal(dsv3_linear_backward(&cpu, F32, NULL, NULL, NULL, NULL, NULL, 0, 8, 4, 0),
+                     DSV3_OK);
+    assert_int_equal(dsv3_swiglu_forward(&cpu, F32, NULL, NULL, NULL, 0, 8), DSV3_OK);
+    assert_int_equal(dsv3_swiglu_backward(&cpu, F32, NULL, NULL, NULL, NULL, NULL, 0, 8), DSV3_OK);
+    const int64_t N = 0, D = 8, V = 10, chunk = 4;
+    assert_int_equal(
+        dsv3_cross_entropy(CE(&cpu), F32, &loss, NULL, NULL, NULL, NULL, NULL, N, D, V, 1, chunk),
+        DSV3_OK);
     assert_true(loss == 0);
     loss = -1;
-    assert_int_equal(
-        dsv3_cross_entropy_reference(&loss, NULL, NULL, NULL, NULL, NULL, 0, 8, 10, 1, 4), DSV3_OK);
+    assert_int_equal(dsv3_cross_entropy(CE(&reference), F32, &loss, NULL, NULL, NULL, NULL, NULL, N,
+                                        D, V, 1, chunk),
+                     DSV3_OK);
     assert_true(loss == 0);
-    assert_int_equal(dsv3_adamw_step(NULL, NULL, NULL, NULL, 0, &args), DSV3_OK);
-    assert_true(dsv3_sum_squares(NULL, 0) == 0);
+    assert_int_equal(dsv3_adamw_step(&cpu, NULL, NULL, NULL, NULL, 0, &args), DSV3_OK);
+    double sum = -1;
+    assert_int_equal(dsv3_sum_squares(&cpu, &sum, NULL, 0), DSV3_OK);
+    assert_true(sum == 0);
 }
 
 #define FIXTURE(test) cmocka_unit_test_setup_teardown(test, setup, teardown)

@@ -4,7 +4,9 @@
 // every router option); each output and gradient must match the reference version within
 // TOLERANCE relative error, and the integer outputs (choice, plan, counts) exactly. Every shape
 // runs with one thread and with two, so both of the experts' threading strategies are covered.
-// Also: a few hand-made cases with known answers, and the argument checks.
+// Also: a few hand-made cases with known answers, and the argument checks. The fast ops run on
+// a DSV3_BACKEND_CPU context, the reference ops on a DSV3_BACKEND_CPU_REFERENCE one, each with
+// the workspace that dsv3_workspace_bytes asks for.
 //
 // Legend: N tokens, E experts, K experts per token, G expert groups, L groups a token may use,
 // D model width, F expert hidden width, M = N × K routed rows.
@@ -21,7 +23,7 @@
 
 #include "common/core/alloc.h"
 #include "kernels/kernels.h"
-#include "kernels/kernels_reference.h"
+#include "tests/kernels_workspace.h"
 
 // ‖fast − reference‖ / ‖reference‖ allowed for every float output.
 static const double TOLERANCE = 1e-5;
@@ -29,6 +31,38 @@ static const double TOLERANCE = 1e-5;
 // Thread counts every case runs with.
 static const int THREAD_COUNTS[] = {1, 2};
 enum { THREAD_COUNT_CASES = sizeof THREAD_COUNTS / sizeof THREAD_COUNTS[0] };
+
+// Every tensor of these ops is fp32.
+static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
+
+// The fast and the reference backend, made once for all tests.
+static Dsv3KernelContext cpu, reference;
+
+static int contexts_create(void **state) {
+    (void)state;
+    if (dsv3_kernel_context_create(&cpu, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK ||
+        dsv3_kernel_context_create(&reference, DSV3_BACKEND_CPU_REFERENCE,
+                                   KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
+        print_error("%s\n", dsv3_error_text());
+        return -1;
+    }
+    return 0;
+}
+
+static int contexts_destroy(void **state) {
+    (void)state;
+    kernels_test_release(&cpu);
+    kernels_test_release(&reference);
+    return 0;
+}
+
+// Contexts sized for the router, the permutation and the experts of the shape in scope.
+#define ROUTER(ctx, DIRECTION) SIZED((ctx), ROUTER_##DIRECTION, .N = N, .E = E, .K = K)
+#define PLAN(ctx) SIZED((ctx), MOE_PLAN, .N = N, .K = K, .E = E)
+#define GATHER_BACKWARD(ctx) SIZED((ctx), MOE_GATHER_BACKWARD, .M = M, .K = K, .D = D)
+#define COMBINE(ctx, DIRECTION) SIZED((ctx), MOE_COMBINE_##DIRECTION, .N = N, .K = K, .D = D)
+#define EXPERTS(ctx, DIRECTION)                                                                    \
+    SIZED((ctx), EXPERTS_##DIRECTION, .E = E, .D = D, .F = F, .M = offsets[E])
 
 // ---- helpers ----
 
@@ -128,9 +162,11 @@ static void check_router_case(const RouterCase *c) {
     float *dl_ref = zeros(N * E, sizeof(float));
     int32_t *i_ref = zeros(N * K, sizeof(int32_t));
     int64_t *c_ref = zeros(E, sizeof(int64_t));
-    assert_int_equal(
-        dsv3_router_forward_reference(s_ref, i_ref, w_ref, c_ref, logits, bias, N, &args), DSV3_OK);
-    assert_int_equal(dsv3_router_backward_reference(dl_ref, dweights, s_ref, i_ref, N, &args),
+    assert_int_equal(dsv3_router_forward(ROUTER(&reference, FORWARD), F32, s_ref, i_ref, w_ref,
+                                         c_ref, logits, bias, N, &args),
+                     DSV3_OK);
+    assert_int_equal(dsv3_router_backward(ROUTER(&reference, BACKWARD), F32, dl_ref, dweights,
+                                          s_ref, i_ref, N, &args),
                      DSV3_OK);
     int64_t total = 0;
     for (int64_t e = 0; e < E; e++)
@@ -143,12 +179,16 @@ static void check_router_case(const RouterCase *c) {
         float *dl = zeros(N * E, sizeof(float));
         int32_t *idx = zeros(N * K, sizeof(int32_t));
         int64_t *counts = zeros(E, sizeof(int64_t));
-        assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, bias, N, &args), DSV3_OK);
+        assert_int_equal(dsv3_router_forward(ROUTER(&cpu, FORWARD), F32, s, idx, w, counts, logits,
+                                             bias, N, &args),
+                         DSV3_OK);
         assert_close(s, s_ref, N * E, "router scores");
         assert_memory_equal(idx, i_ref, (size_t)(N * K) * sizeof(int32_t));
         assert_memory_equal(counts, c_ref, (size_t)E * sizeof(int64_t));
         assert_close(w, w_ref, N * K, "router weights");
-        assert_int_equal(dsv3_router_backward(dl, dweights, s, idx, N, &args), DSV3_OK);
+        assert_int_equal(
+            dsv3_router_backward(ROUTER(&cpu, BACKWARD), F32, dl, dweights, s, idx, N, &args),
+            DSV3_OK);
         assert_close(dl, dl_ref, N * E, "router dlogits");
         free(s), free(w), free(dl), free(idx), free(counts);
     }
@@ -179,17 +219,23 @@ static void test_router_matches_reference(void **state) {
 static void test_router_ties_go_to_lower_index(void **state) {
     (void)state;
     const Dsv3RouterArgs args = {6, 3, 0, 0, 0, 0, 1.0f};
+    const int64_t N = 1, E = 6, K = 3;
     const float logits[6] = {0.5f, 1.0f, 0.5f, 1.0f, 0.5f, 1.0f};
     float s[6], w[3];
     int32_t idx[3];
     int64_t counts[6];
-    assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args), DSV3_OK);
+    assert_int_equal(
+        dsv3_router_forward(ROUTER(&cpu, FORWARD), F32, s, idx, w, counts, logits, NULL, 1, &args),
+        DSV3_OK);
     assert_int_equal(idx[0], 1), assert_int_equal(idx[1], 3), assert_int_equal(idx[2], 5);
     const float tied[6] = {0, 0, 0, 0, 0, 0};
-    assert_int_equal(dsv3_router_forward_reference(s, idx, w, counts, tied, NULL, 1, &args),
+    assert_int_equal(dsv3_router_forward(ROUTER(&reference, FORWARD), F32, s, idx, w, counts, tied,
+                                         NULL, 1, &args),
                      DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1), assert_int_equal(idx[2], 2);
-    assert_int_equal(dsv3_router_forward(s, idx, w, counts, tied, NULL, 1, &args), DSV3_OK);
+    assert_int_equal(
+        dsv3_router_forward(ROUTER(&cpu, FORWARD), F32, s, idx, w, counts, tied, NULL, 1, &args),
+        DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1), assert_int_equal(idx[2], 2);
 }
 
@@ -203,24 +249,34 @@ static void test_router_bias_and_groups(void **state) {
     int32_t idx[2];
     int64_t counts[8];
     Dsv3RouterArgs args = {8, 2, 0, 0, 1, 0, 1.0f};
-    assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, bias, 1, &args), DSV3_OK);
+    const int64_t N = 1, E = 8, K = 2;
+    assert_int_equal(
+        dsv3_router_forward(ROUTER(&cpu, FORWARD), F32, s, idx, w, counts, logits, bias, 1, &args),
+        DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 7);
     assert_float_equal(w[0], 1.0f / (1.0f + expf(2.0f)), 1e-7);
     assert_int_equal(counts[0], 1), assert_int_equal(counts[7], 1), assert_int_equal(counts[3], 0);
     // Four groups of two; group scores 1+2, 3+4, 5+6, 7+8 (in sigmoid order); keep one group:
     // the last, so the second choice is expert 6, not expert 0 despite its bias.
     args.num_groups = 4, args.num_limited_groups = 1;
-    assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args), DSV3_OK);
+    assert_int_equal(
+        dsv3_router_forward(ROUTER(&cpu, FORWARD), F32, s, idx, w, counts, logits, NULL, 1, &args),
+        DSV3_OK);
     assert_int_equal(idx[0], 7), assert_int_equal(idx[1], 6);
     // With the bias, group 0 scores highest (5 + σ(−2) + σ(−1.5)): experts 0 and 1.
-    assert_int_equal(dsv3_router_forward_reference(s, idx, w, counts, logits, bias, 1, &args),
+    assert_int_equal(dsv3_router_forward(ROUTER(&reference, FORWARD), F32, s, idx, w, counts,
+                                         logits, bias, 1, &args),
                      DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1);
-    assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, bias, 1, &args), DSV3_OK);
+    assert_int_equal(
+        dsv3_router_forward(ROUTER(&cpu, FORWARD), F32, s, idx, w, counts, logits, bias, 1, &args),
+        DSV3_OK);
     assert_int_equal(idx[0], 0), assert_int_equal(idx[1], 1);
     // route_norm: the weights sum to route_scale.
     args.route_norm = 1, args.route_scale = 2.5f;
-    assert_int_equal(dsv3_router_forward(s, idx, w, counts, logits, bias, 1, &args), DSV3_OK);
+    assert_int_equal(
+        dsv3_router_forward(ROUTER(&cpu, FORWARD), F32, s, idx, w, counts, logits, bias, 1, &args),
+        DSV3_OK);
     assert_float_equal(w[0] + w[1], 2.5f, 1e-6);
 }
 
@@ -229,28 +285,44 @@ static void test_router_argument_checks(void **state) {
     float s[16], w[4], dl[16], logits[16] = {0};
     int32_t idx[4] = {0, 1, 2, 3};
     int64_t counts[16];
+    // Each call's context is sized for its (N, args) pair.
+#define ARGS_FORWARD(ctx, n, a)                                                                    \
+    SIZED((ctx), ROUTER_FORWARD, .N = (n), .E = (a).num_experts, .K = (a).top_k), F32
+#define ARGS_BACKWARD(ctx, n, a)                                                                   \
+    SIZED((ctx), ROUTER_BACKWARD, .N = (n), .E = (a).num_experts, .K = (a).top_k), F32
     Dsv3RouterArgs args = {8, 9, 0, 0, 0, 0, 1.0f};
-    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args), "top_k = 9");
-    expect_usage_error(dsv3_router_forward_reference(s, idx, w, counts, logits, NULL, 1, &args),
+    expect_usage_error(
+        dsv3_router_forward(ARGS_FORWARD(&cpu, 1, args), s, idx, w, counts, logits, NULL, 1, &args),
+        "top_k = 9");
+    expect_usage_error(dsv3_router_forward(ARGS_FORWARD(&reference, 1, args), s, idx, w, counts,
+                                           logits, NULL, 1, &args),
                        "top_k = 9");
     args = (Dsv3RouterArgs){12, 2, 5, 1, 0, 0, 1.0f};
-    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args),
-                       "num_groups = 5 must divide num_experts = 12");
+    expect_usage_error(
+        dsv3_router_forward(ARGS_FORWARD(&cpu, 1, args), s, idx, w, counts, logits, NULL, 1, &args),
+        "num_groups = 5 must divide num_experts = 12");
     args = (Dsv3RouterArgs){16, 2, 4, 5, 0, 0, 1.0f};
-    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args),
-                       "num_limited_groups = 5");
+    expect_usage_error(
+        dsv3_router_forward(ARGS_FORWARD(&cpu, 1, args), s, idx, w, counts, logits, NULL, 1, &args),
+        "num_limited_groups = 5");
     args = (Dsv3RouterArgs){16, 9, 4, 2, 0, 0, 1.0f};
-    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, &args),
-                       "exceeds the 8 experts");
+    expect_usage_error(
+        dsv3_router_forward(ARGS_FORWARD(&cpu, 1, args), s, idx, w, counts, logits, NULL, 1, &args),
+        "exceeds the 8 experts");
     args = (Dsv3RouterArgs){16, 4, 0, 0, 0, 0, 1.0f};
-    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, -1, &args), "N = -1");
+    expect_usage_error(dsv3_router_forward(ARGS_FORWARD(&cpu, -1, args), s, idx, w, counts, logits,
+                                           NULL, -1, &args),
+                       "N = -1");
     idx[2] = 16;
-    expect_usage_error(dsv3_router_backward(dl, w, s, idx, 1, &args),
+    expect_usage_error(dsv3_router_backward(ARGS_BACKWARD(&cpu, 1, args), dl, w, s, idx, 1, &args),
                        "topk_idx[0][2] = 16 is not an expert in [0, 16)");
-    expect_usage_error(dsv3_router_backward_reference(dl, w, s, idx, 1, &args),
-                       "topk_idx[0][2] = 16");
-    expect_usage_error(dsv3_router_forward(s, idx, w, counts, logits, NULL, 1, NULL),
+    expect_usage_error(
+        dsv3_router_backward(ARGS_BACKWARD(&reference, 1, args), dl, w, s, idx, 1, &args),
+        "topk_idx[0][2] = 16");
+    expect_usage_error(dsv3_router_forward(&cpu, F32, s, idx, w, counts, logits, NULL, 1, NULL),
                        "args is NULL");
+#undef ARGS_FORWARD
+#undef ARGS_BACKWARD
 }
 
 // ---- permutation ----
@@ -271,7 +343,7 @@ static void check_permute_case(const PermuteCase *c) {
 
     int32_t *o_ref = zeros(M, sizeof(int32_t));
     int64_t *off_ref = zeros(E + 1, sizeof(int64_t));
-    assert_int_equal(dsv3_moe_plan_reference(o_ref, off_ref, idx, N, K, E), DSV3_OK);
+    assert_int_equal(dsv3_moe_plan(PLAN(&reference), o_ref, off_ref, idx, N, K, E), DSV3_OK);
     assert_int_equal(off_ref[0], 0);
     assert_int_equal(off_ref[E], M);
     for (int64_t e = 0; e < E; e++)
@@ -282,31 +354,38 @@ static void check_permute_case(const PermuteCase *c) {
     float *xs_ref = zeros(M * D, sizeof(float));
     float *dx_ref = copy_floats(base, N * D), *out_ref = copy_floats(base, N * D);
     float *dys_ref = zeros(M * D, sizeof(float)), *dw_ref = zeros(N * K, sizeof(float));
-    assert_int_equal(dsv3_moe_gather_reference(xs_ref, x, o_ref, M, K, D), DSV3_OK);
-    assert_int_equal(dsv3_moe_gather_backward_reference(dx_ref, dxs, o_ref, M, K, D), DSV3_OK);
-    assert_int_equal(dsv3_moe_combine_forward_reference(out_ref, ys, weights, o_ref, N, K, D),
-                     DSV3_OK);
+    assert_int_equal(dsv3_moe_gather(&reference, F32, xs_ref, x, o_ref, M, K, D), DSV3_OK);
     assert_int_equal(
-        dsv3_moe_combine_backward_reference(dys_ref, dw_ref, dout, ys, weights, o_ref, N, K, D),
+        dsv3_moe_gather_backward(GATHER_BACKWARD(&reference), F32, dx_ref, dxs, o_ref, M, K, D),
         DSV3_OK);
+    assert_int_equal(dsv3_moe_combine_forward(COMBINE(&reference, FORWARD), F32, out_ref, ys,
+                                              weights, o_ref, N, K, D),
+                     DSV3_OK);
+    assert_int_equal(dsv3_moe_combine_backward(COMBINE(&reference, BACKWARD), F32, dys_ref, dw_ref,
+                                               dout, ys, weights, o_ref, N, K, D),
+                     DSV3_OK);
 
     for (int t = 0; t < THREAD_COUNT_CASES; t++) {
         omp_set_num_threads(THREAD_COUNTS[t]);
         int32_t *o = zeros(M, sizeof(int32_t));
         int64_t *off = zeros(E + 1, sizeof(int64_t));
-        assert_int_equal(dsv3_moe_plan(o, off, idx, N, K, E), DSV3_OK);
+        assert_int_equal(dsv3_moe_plan(PLAN(&cpu), o, off, idx, N, K, E), DSV3_OK);
         assert_memory_equal(o, o_ref, (size_t)(M > 0 ? M : 1) * sizeof(int32_t));
         assert_memory_equal(off, off_ref, (size_t)(E + 1) * sizeof(int64_t));
         float *xs = zeros(M * D, sizeof(float));
         float *dx = copy_floats(base, N * D), *out = copy_floats(base, N * D);
         float *dys = zeros(M * D, sizeof(float)), *dw = zeros(N * K, sizeof(float));
-        assert_int_equal(dsv3_moe_gather(xs, x, o, M, K, D), DSV3_OK);
+        assert_int_equal(dsv3_moe_gather(&cpu, F32, xs, x, o, M, K, D), DSV3_OK);
         assert_memory_equal(xs, xs_ref, (size_t)(M * D > 0 ? M * D : 1) * sizeof(float));
-        assert_int_equal(dsv3_moe_gather_backward(dx, dxs, o, M, K, D), DSV3_OK);
+        assert_int_equal(dsv3_moe_gather_backward(GATHER_BACKWARD(&cpu), F32, dx, dxs, o, M, K, D),
+                         DSV3_OK);
         assert_close(dx, dx_ref, N * D, "gather backward dx");
-        assert_int_equal(dsv3_moe_combine_forward(out, ys, weights, o, N, K, D), DSV3_OK);
+        assert_int_equal(
+            dsv3_moe_combine_forward(COMBINE(&cpu, FORWARD), F32, out, ys, weights, o, N, K, D),
+            DSV3_OK);
         assert_close(out, out_ref, N * D, "combine out");
-        assert_int_equal(dsv3_moe_combine_backward(dys, dw, dout, ys, weights, o, N, K, D),
+        assert_int_equal(dsv3_moe_combine_backward(COMBINE(&cpu, BACKWARD), F32, dys, dw, dout, ys,
+                                                   weights, o, N, K, D),
                          DSV3_OK);
         assert_close(dys, dys_ref, M * D, "combine dys");
         assert_close(dw, dw_ref, N * K, "combine dweights");
@@ -335,7 +414,8 @@ static void test_plan_by_hand(void **state) {
     int64_t offsets[4];
     const int32_t want_order[6] = {1, 2, 3, 5, 0, 4};
     const int64_t want_offsets[4] = {0, 2, 4, 6};
-    assert_int_equal(dsv3_moe_plan(order, offsets, idx, 3, 2, 3), DSV3_OK);
+    const int64_t N = 3, K = 2, E = 3;
+    assert_int_equal(dsv3_moe_plan(PLAN(&cpu), order, offsets, idx, N, K, E), DSV3_OK);
     assert_memory_equal(order, want_order, sizeof want_order);
     assert_memory_equal(offsets, want_offsets, sizeof want_offsets);
 }
@@ -345,20 +425,30 @@ static void test_permute_argument_checks(void **state) {
     int32_t idx[4] = {0, 1, 5, 2}, order[4];
     int64_t offsets[5];
     float x[8] = {0}, xs[8], w[4] = {0};
-    expect_usage_error(dsv3_moe_plan(order, offsets, idx, 2, 2, 4),
+    int64_t N = 2, K = 2, E = 4, M = 4, D = 2;
+    expect_usage_error(dsv3_moe_plan(PLAN(&cpu), order, offsets, idx, N, K, E),
                        "topk_idx[1][0] = 5 is not an expert in [0, 4)");
-    expect_usage_error(dsv3_moe_plan_reference(order, offsets, idx, 2, 2, 4), "topk_idx[1][0] = 5");
+    expect_usage_error(dsv3_moe_plan(PLAN(&reference), order, offsets, idx, N, K, E),
+                       "topk_idx[1][0] = 5");
     const int32_t bad_order[4] = {0, 1, 4, 2};
-    expect_usage_error(dsv3_moe_gather(xs, x, bad_order, 4, 2, 2), "order[2] = 4");
-    expect_usage_error(dsv3_moe_gather(xs, x, bad_order, 3, 2, 2), "M = 3 rows");
+    expect_usage_error(dsv3_moe_gather(&cpu, F32, xs, x, bad_order, 4, 2, 2), "order[2] = 4");
+    expect_usage_error(dsv3_moe_gather(&cpu, F32, xs, x, bad_order, 3, 2, 2), "M = 3 rows");
     const int32_t repeated[4] = {0, 1, 1, 2};
-    expect_usage_error(dsv3_moe_combine_forward(x, xs, w, repeated, 2, 2, 2), "permutation");
-    expect_usage_error(dsv3_moe_combine_forward_reference(x, xs, w, repeated, 2, 2, 2),
-                       "permutation");
-    expect_usage_error(dsv3_moe_gather_backward(x, xs, repeated, 4, 2, 2), "permutation");
-    expect_usage_error(dsv3_moe_combine_backward(xs, w, x, xs, w, repeated, 2, 2, 2),
-                       "permutation");
-    expect_usage_error(dsv3_moe_combine_forward(x, xs, w, order, 2, 0, 2), "K = 0");
+    expect_usage_error(
+        dsv3_moe_combine_forward(COMBINE(&cpu, FORWARD), F32, x, xs, w, repeated, N, K, D),
+        "permutation");
+    expect_usage_error(
+        dsv3_moe_combine_forward(COMBINE(&reference, FORWARD), F32, x, xs, w, repeated, N, K, D),
+        "permutation");
+    expect_usage_error(
+        dsv3_moe_gather_backward(GATHER_BACKWARD(&cpu), F32, x, xs, repeated, M, K, D),
+        "permutation");
+    expect_usage_error(
+        dsv3_moe_combine_backward(COMBINE(&cpu, BACKWARD), F32, xs, w, x, xs, w, repeated, N, K, D),
+        "permutation");
+    K = 0;
+    expect_usage_error(
+        dsv3_moe_combine_forward(COMBINE(&cpu, FORWARD), F32, x, xs, w, order, N, K, D), "K = 0");
 }
 
 // ---- experts ----
@@ -385,11 +475,12 @@ static void check_experts_case(const ExpertsCase *c) {
     float *h3_ref = zeros(M * F, sizeof(float)), *dxs_ref = zeros(M * D, sizeof(float));
     float *dw1_ref = copy_floats(g0, E * F * D), *dw2_ref = copy_floats(g0, E * F * D);
     float *dw3_ref = copy_floats(g0, E * F * D);
-    assert_int_equal(
-        dsv3_experts_forward_reference(ys_ref, h1_ref, h3_ref, xs, w1, w2, w3, offsets, E, D, F),
-        DSV3_OK);
-    assert_int_equal(dsv3_experts_backward_reference(dxs_ref, dw1_ref, dw2_ref, dw3_ref, dys, xs,
-                                                     h1_ref, h3_ref, w1, w2, w3, offsets, E, D, F),
+    assert_int_equal(dsv3_experts_forward(EXPERTS(&reference, FORWARD), F32, ys_ref, h1_ref, h3_ref,
+                                          xs, w1, w2, w3, offsets, E, D, F),
+                     DSV3_OK);
+    assert_int_equal(dsv3_experts_backward(EXPERTS(&reference, BACKWARD), F32, dxs_ref, dw1_ref,
+                                           dw2_ref, dw3_ref, dys, xs, h1_ref, h3_ref, w1, w2, w3,
+                                           offsets, E, D, F),
                      DSV3_OK);
     for (int t = 0; t < THREAD_COUNT_CASES; t++) {
         omp_set_num_threads(THREAD_COUNTS[t]);
@@ -397,13 +488,14 @@ static void check_experts_case(const ExpertsCase *c) {
         float *h3 = zeros(M * F, sizeof(float)), *dxs = zeros(M * D, sizeof(float));
         float *dw1 = copy_floats(g0, E * F * D), *dw2 = copy_floats(g0, E * F * D);
         float *dw3 = copy_floats(g0, E * F * D);
-        assert_int_equal(dsv3_experts_forward(ys, h1, h3, xs, w1, w2, w3, offsets, E, D, F),
+        assert_int_equal(dsv3_experts_forward(EXPERTS(&cpu, FORWARD), F32, ys, h1, h3, xs, w1, w2,
+                                              w3, offsets, E, D, F),
                          DSV3_OK);
         assert_close(ys, ys_ref, M * D, "experts ys");
         assert_close(h1, h1_ref, M * F, "experts h1");
         assert_close(h3, h3_ref, M * F, "experts h3");
-        assert_int_equal(dsv3_experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3,
-                                               offsets, E, D, F),
+        assert_int_equal(dsv3_experts_backward(EXPERTS(&cpu, BACKWARD), F32, dxs, dw1, dw2, dw3,
+                                               dys, xs, h1, h3, w1, w2, w3, offsets, E, D, F),
                          DSV3_OK);
         assert_close(dxs, dxs_ref, M * D, "experts dxs");
         // Compare the increments, so that the values added onto do not hide an error.
@@ -445,22 +537,31 @@ static void test_experts_argument_checks(void **state) {
     (void)state;
     float buf[64] = {0};
     const int64_t not_zero[3] = {1, 2, 3}, decreasing[3] = {0, 3, 2};
-    expect_usage_error(dsv3_experts_forward(buf, buf, buf, buf, buf, buf, buf, not_zero, 2, 2, 2),
+    // The offsets are wrong: the workspace is sized for the rows they would give.
+    enum { E = 2, D = 2, F = 2, ROWS = 3 };
+#define BAD(ctx, DIRECTION) SIZED((ctx), EXPERTS_##DIRECTION, .E = E, .D = D, .F = F, .M = ROWS)
+    expect_usage_error(dsv3_experts_forward(BAD(&cpu, FORWARD), F32, buf, buf, buf, buf, buf, buf,
+                                            buf, not_zero, E, D, F),
                        "offsets[0] = 1");
-    expect_usage_error(dsv3_experts_forward(buf, buf, buf, buf, buf, buf, buf, decreasing, 2, 2, 2),
+    expect_usage_error(dsv3_experts_forward(BAD(&cpu, FORWARD), F32, buf, buf, buf, buf, buf, buf,
+                                            buf, decreasing, E, D, F),
                        "offsets[2] = 2 < offsets[1] = 3");
-    expect_usage_error(dsv3_experts_backward_reference(buf, buf, buf, buf, buf, buf, buf, buf, buf,
-                                                       buf, buf, decreasing, 2, 2, 2),
+    expect_usage_error(dsv3_experts_backward(BAD(&reference, BACKWARD), F32, buf, buf, buf, buf,
+                                             buf, buf, buf, buf, buf, buf, buf, decreasing, E, D,
+                                             F),
                        "non-decreasing");
     const int64_t fine[3] = {0, 1, 2};
-    expect_usage_error(
-        dsv3_experts_backward(buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, fine, 2, 0, 2),
-        "D = 0");
+    expect_usage_error(dsv3_experts_backward(BAD(&cpu, BACKWARD), F32, buf, buf, buf, buf, buf, buf,
+                                             buf, buf, buf, buf, buf, fine, E, 0, F),
+                       "D = 0");
+#undef BAD
 }
 
-// Scratch memory is returned on every path.
+// The ops allocate nothing: after the workspaces are freed, every counted byte is returned.
 static void test_no_leaks(void **state) {
     (void)state;
+    kernels_test_free_workspace(&cpu);
+    kernels_test_free_workspace(&reference);
     const size_t before = dsv3_alloc_current_bytes();
     rng_state = 4;
     static const int64_t rows[] = {3, 0, 4};
@@ -471,6 +572,8 @@ static void test_no_leaks(void **state) {
     const RouterCase r = {40, 16, 4, 4, 2, 1, 1, 2.5f, 0.3f};
     check_router_case(&r);
     test_permute_argument_checks(state);
+    kernels_test_free_workspace(&cpu);
+    kernels_test_free_workspace(&reference);
     assert_int_equal(dsv3_alloc_current_bytes(), before);
 }
 
@@ -487,5 +590,5 @@ int main(void) {
         cmocka_unit_test(test_experts_argument_checks),
         cmocka_unit_test(test_no_leaks),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, contexts_create, contexts_destroy);
 }

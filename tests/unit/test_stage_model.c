@@ -63,11 +63,6 @@ static void stage_create(Stage *s, const Dsv3ModelArgs *a, const Dsv3ModelOption
                          int64_t first, int64_t count) {
     memset(s, 0, sizeof *s);
     assert_int_equal(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, -1), DSV3_OK);
-    size_t bytes = 0;
-    assert_int_equal(dsv3_model_workspace_bytes(&s->kernels, a, opt, &bytes), DSV3_OK);
-    assert_int_equal(dsv3_memory_alloc(&s->kernels, &s->workspace, bytes, "workspace"), DSV3_OK);
-    s->kernels.workspace = s->workspace;
-    s->kernels.workspace_bytes = bytes;
     Dsv3StageRange range = {.first_layer = first,
                             .n_layers = count,
                             .first = first == 0,
@@ -76,6 +71,11 @@ static void stage_create(Stage *s, const Dsv3ModelArgs *a, const Dsv3ModelOption
                             .routed = 1};
     assert_int_equal(dsv3_param_store_local_create(&s->store, &s->kernels, a, &range, SEED),
                      DSV3_OK);
+    size_t bytes = 0;
+    assert_int_equal(dsv3_model_workspace_bytes(&s->kernels, a, opt, s->store, &bytes), DSV3_OK);
+    assert_int_equal(dsv3_memory_alloc(&s->kernels, &s->workspace, bytes, "workspace"), DSV3_OK);
+    s->kernels.workspace = s->workspace;
+    s->kernels.workspace_bytes = bytes;
     dsv3_local_experts_init(&s->experts, s->store, &s->kernels);
     Dsv3ModelServices services = {.kernels = &s->kernels,
                                   .params = s->store,

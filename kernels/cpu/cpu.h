@@ -1,0 +1,90 @@
+// cpu: what the two CPU backends share inside kernels/cpu/ — the op functions of both tables,
+// the workspace layouts of the ops that need scratch, and the checks every op makes of its
+// context (dtype, workspace).
+//
+// Every op of kernels.h has a fast version, dsv3_cpu_<op> (<op>.c: OpenBLAS, OpenMP), and a
+// reference version, dsv3_cpu_reference_<op> (<op>_reference.c: plain loops), with the
+// signature of kernels.h; the backend tables (backend_cpu.c, backend_cpu_reference.c) list
+// them. The memory ops have one implementation that both tables use (memory.c). In their
+// definitions a `void *` tensor parameter is named x_ and read as the fp32 array x once the
+// dtype is checked.
+//
+// Workspace. An op that needs scratch takes it from ctx->workspace as consecutive slices, each
+// aligned to DSV3_CPU_WORKSPACE_ALIGNMENT. The op and the workspace query compute the slices
+// with the same layout function (<op>_workspace below, taking the OpenMP thread count that the
+// op will see), so what dsv3_workspace_bytes promises is what the op asks for. Sizes that do
+// not fit a size_t saturate at SIZE_MAX, which the query reports as an error.
+//
+// Not here: the argument checks of each op (checks.h), the math.
+#ifndef DSV3_KERNELS_CPU_CPU_H
+#define DSV3_KERNELS_CPU_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/core/error.h"
+#include "kernels/kernels.h"
+
+// ---- the op functions of both tables ----
+
+#define DSV3_CPU_OP_DECLARE(ID, name, params, args)                                                \
+    Dsv3Err dsv3_cpu_##name params;                                                                \
+    Dsv3Err dsv3_cpu_reference_##name params;
+DSV3_KERNEL_OPS(DSV3_CPU_OP_DECLARE)
+#undef DSV3_CPU_OP_DECLARE
+
+// ---- workspace layouts ----
+
+// Alignment of every workspace slice: a cache line, as the allocations the slices replace.
+enum { DSV3_CPU_WORKSPACE_ALIGNMENT = 64 };
+
+// Bytes of a workspace being laid out; slices are appended at aligned offsets.
+typedef struct {
+    size_t bytes;
+} Dsv3CpuLayout;
+
+// Appends a slice of `count` elements of `size` bytes (count < 0 counts as 0) and returns its
+// offset; the total saturates at SIZE_MAX instead of overflowing.
+size_t dsv3_cpu_layout_add(Dsv3CpuLayout *layout, int64_t count, size_t size);
+
+// The slice at `offset` of ctx's workspace.
+static inline void *dsv3_cpu_workspace_at(const Dsv3KernelContext *ctx, size_t offset) {
+    return (char *)ctx->workspace + offset;
+}
+
+// Workspace bytes of each op that needs scratch, for `shape` with `threads` OpenMP threads.
+// Fast versions (<op>.c):
+size_t dsv3_cpu_attention_forward_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_attention_backward_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_cross_entropy_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_experts_forward_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_experts_backward_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_moe_plan_workspace(const Dsv3OpShape *shape, int threads);
+// The row of every assignment (the inverse of the plan's order): gather backward and combine.
+size_t dsv3_cpu_moe_rows_of_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_rmsnorm_backward_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_router_forward_workspace(const Dsv3OpShape *shape, int threads);
+// Reference versions (<op>_reference.c), single-threaded:
+size_t dsv3_cpu_reference_attention_forward_workspace(const Dsv3OpShape *shape);
+size_t dsv3_cpu_reference_attention_backward_workspace(const Dsv3OpShape *shape);
+size_t dsv3_cpu_reference_cross_entropy_workspace(const Dsv3OpShape *shape);
+size_t dsv3_cpu_reference_experts_forward_workspace(const Dsv3OpShape *shape);
+size_t dsv3_cpu_reference_experts_backward_workspace(const Dsv3OpShape *shape);
+size_t dsv3_cpu_reference_moe_combine_workspace(const Dsv3OpShape *shape); // both directions
+size_t dsv3_cpu_reference_router_forward_workspace(const Dsv3OpShape *shape);
+size_t dsv3_cpu_reference_router_backward_workspace(const Dsv3OpShape *shape);
+
+// ---- checks of the context (checks_context.c) ----
+
+// DSV3_ERR_USAGE naming `op` and the dtype unless dtype is DSV3_TENSOR_F32: the CPU backends
+// compute in fp32 only.
+Dsv3Err dsv3_cpu_check_f32(const char *op, Dsv3TensorDtype dtype);
+
+// DSV3_ERR_USAGE naming `op`, the bytes `needed` and the bytes ctx has, unless ctx's workspace
+// holds at least `needed` bytes. Called before any work.
+Dsv3Err dsv3_cpu_check_workspace(const Dsv3KernelContext *ctx, const char *op, size_t needed);
+
+// The arguments of a workspace query (both backends): op is a DSV3_OP_*, shape and bytes given.
+Dsv3Err dsv3_cpu_check_workspace_query(int op, const Dsv3OpShape *shape, const size_t *bytes);
+
+#endif
