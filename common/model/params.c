@@ -60,7 +60,7 @@ void dsv3_param_dims(const Dsv3ModelArgs *a, Dsv3ParamDims *out) {
                            .Dv = a->v_head_dim,
                            .Q = a->q_lora_rank,
                            .C = a->kv_lora_rank,
-                           .I = a->inter_dim,
+                           .Fd = a->inter_dim,
                            .E = a->num_experts,
                            .F = a->moe_inter_dim,
                            .Fs = a->moe_inter_dim * a->num_shared_experts};

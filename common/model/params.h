@@ -32,8 +32,8 @@
 // of any tensor identically. This module does no I/O, no MPI, and allocates only scratch.
 //
 // Legend: V vocab, D dim, H heads, Dqk = nope + R query/key head dim, nope qk_nope_head_dim,
-// R qk_rope_head_dim, Dv v head dim, Q q_lora_rank, C kv_lora_rank, I inter_dim, E experts,
-// F moe_inter_dim, Fs = F × num_shared_experts.
+// R qk_rope_head_dim, Dv v head dim, Q q_lora_rank, C kv_lora_rank, Fd inter_dim (the dense
+// FFN), E experts, F moe_inter_dim, Fs = F × num_shared_experts.
 #ifndef DSV3_MODEL_PARAMS_H
 #define DSV3_MODEL_PARAMS_H
 
@@ -46,7 +46,7 @@ enum { DSV3_FQN_CAPACITY = 96, DSV3_PARAM_MAX_DIMS = 3 };
 
 // The model's dimensions, as the table's shape expressions name them.
 typedef struct {
-    int64_t V, D, H, Dqk, nope, R, Dv, Q, C, I, E, F, Fs;
+    int64_t V, D, H, Dqk, nope, R, Dv, Q, C, Fd, E, F, Fs;
 } Dsv3ParamDims;
 
 typedef enum {
@@ -100,9 +100,9 @@ typedef enum {
       COLWISE)                                                                                     \
     X(WO, "attention.wo.weight", LAYER, ALWAYS, 2, s.D, s.H *s.Dv, 0, TRUNC_DEPTH, ROWWISE)        \
     X(FFN_NORM, "ffn_norm.weight", LAYER, ALWAYS, 1, s.D, 0, 0, ONES, REPLICATE)                   \
-    X(FF_W1, "feed_forward.w1.weight", LAYER, DENSE_FFN, 2, s.I, s.D, 0, TRUNC_STD, COLWISE)       \
-    X(FF_W2, "feed_forward.w2.weight", LAYER, DENSE_FFN, 2, s.D, s.I, 0, TRUNC_DEPTH, ROWWISE)     \
-    X(FF_W3, "feed_forward.w3.weight", LAYER, DENSE_FFN, 2, s.I, s.D, 0, TRUNC_DEPTH, COLWISE)     \
+    X(FF_W1, "feed_forward.w1.weight", LAYER, DENSE_FFN, 2, s.Fd, s.D, 0, TRUNC_STD, COLWISE)      \
+    X(FF_W2, "feed_forward.w2.weight", LAYER, DENSE_FFN, 2, s.D, s.Fd, 0, TRUNC_DEPTH, ROWWISE)    \
+    X(FF_W3, "feed_forward.w3.weight", LAYER, DENSE_FFN, 2, s.Fd, s.D, 0, TRUNC_DEPTH, COLWISE)    \
     X(GATE, "moe.router.gate.weight", LAYER, MOE, 2, s.E, s.D, 0, TRUNC_DEPTH, REPLICATE)          \
     X(SHARED_W1, "moe.shared_experts.w1.weight", LAYER, MOE_SHARED, 2, s.Fs, s.D, 0, TRUNC_STD,    \
       COLWISE)                                                                                     \

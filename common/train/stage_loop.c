@@ -28,12 +28,11 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, MPI_Comm dp, Dsv3Trace *trace)
     int size = 1;
     DSV3_MPI_CALL(MPI_Comm_size(dp, &size));
     if (size == 1) return DSV3_OK;
-    int n = 0;
     double t0 = dsv3_log_seconds();
-    Dsv3ParamGroup *groups = dsv3_model_groups(m, &n);
-    for (int g = 0; g < n; g++)
-        DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, groups[g].grad, (int)groups[g].numel, MPI_FLOAT,
-                                    MPI_SUM, dp));
+    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
+    for (int g = 0; g < st->n_groups; g++)
+        DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, st->shards[g].grad,
+                                    (int)st->groups[g].shard_numel, MPI_FLOAT, MPI_SUM, dp));
     double t1 = dsv3_log_seconds();
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_GRAD, -1, t0, t1));
     const Dsv3ModelArgs *a = dsv3_model_args(m);

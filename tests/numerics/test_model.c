@@ -341,10 +341,11 @@ static void check_accumulation(const Case *c, const char *dir, const int32_t *to
     double b = run_micro_batches(big, tokens, labels, 1, per_micro * c->micro_batches, NULL);
     dsv3_case_report(&checks, "accumulated loss vs one big batch", fabs(a - b) / fabs(b),
                      ACCUMULATION_TOLERANCE);
-    int n = 0;
-    Dsv3ParamGroup *gs = dsv3_model_groups(small, &n), *gb = dsv3_model_groups(big, &n);
+    const Dsv3ParamStore *ss = dsv3_model_services(small)->params,
+                         *sb = dsv3_model_services(big)->params;
+    Dsv3ParamGroup *gs = ss->groups, *gb = sb->groups;
     double diff = 0, norm = 0;
-    for (int g = 0; g < n; g++)
+    for (int g = 0; g < ss->n_groups; g++)
         for (int64_t i = 0; i < gs[g].numel; i++) {
             double d = (double)gs[g].grad[i] - gb[g].grad[i];
             diff += d * d;
