@@ -5,8 +5,12 @@
 // generates the struct field, the parser entry, the validation and the printed config.
 // Unknown sections or keys, wrong types and impossible values are errors naming the file,
 // line and key. A key that is declared but not implemented yet may only keep its default.
-// [model] architecture keys default to the chosen flavor's values (model_args.h).
-// This module does no MPI; the layout checks that need process counts live in comm/.
+//
+// This module holds plain values only and knows nothing of the model. The [model]
+// architecture keys default to the chosen flavor's values, which live in common/model/:
+// common/model/model_config.h fills them, checks what needs model arguments and turns a
+// config into Dsv3ModelArgs. Every program resolves a config through it. This module does no
+// MPI either; the layout checks that need process counts live in comm/.
 #ifndef DSV3_CORE_CONFIG_H
 #define DSV3_CORE_CONFIG_H
 
@@ -14,7 +18,6 @@
 #include <stdint.h>
 
 #include "common/core/error.h"
-#include "common/model/model_args.h"
 
 enum {
     DSV3_CONFIG_STRING_CAPACITY = 4096, // a path of PATH_MAX bytes fits
@@ -311,6 +314,10 @@ typedef struct {
     DSV3_CONFIG_SECTIONS(DSV3_CONFIG_SECTION_STRUCT)
     // Where each key's value came from ("" = default), indexed like dsv3_config_keys.
     char origin[DSV3_CONFIG_KEY_COUNT][DSV3_CONFIG_ORIGIN_CAPACITY];
+    // 1 once the [model] keys the user left unset hold the flavor's values
+    // (dsv3_model_config_resolve fills them). Filling is not the user setting a key, so it
+    // leaves the origins empty.
+    int model_filled;
 } Dsv3Config;
 
 // One schema entry.
@@ -347,12 +354,23 @@ Dsv3Err dsv3_config_override(Dsv3Config *cfg, const char *dotted, const char *va
 // else is an error; callers remove their own flags first.
 Dsv3Err dsv3_config_parse_args(Dsv3Config *cfg, int argc, char **argv);
 
-// Fills the [model] keys the user did not set from the flavor, then checks every value and
-// the combinations that need no process counts. Call once after loading.
-Dsv3Err dsv3_config_resolve(Dsv3Config *cfg);
+// The schema entry of section.key, or NULL when there is none.
+const Dsv3ConfigKey *dsv3_config_key_find(const char *section, const char *key);
 
-// The model arguments of a resolved config.
-void dsv3_config_model_args(const Dsv3Config *cfg, Dsv3ModelArgs *out);
+// Whether the user set the key (in a file or on the command line), not just its default.
+int dsv3_config_key_is_set(const Dsv3Config *cfg, const Dsv3ConfigKey *k);
+
+// Where the key's value came from, for messages: "conf/x.toml:12", "command line --a.b" or
+// "default".
+const char *dsv3_config_key_where(const Dsv3Config *cfg, const Dsv3ConfigKey *k);
+
+// Checks every value (type bounds, choices, keys not supported yet) and the combinations of
+// plain values that need neither the model nor process counts. The [model] keys must hold
+// values first: either the user set every one of them, or dsv3_model_config_resolve
+// (common/model/model_config.h) filled the rest from the flavor; it calls this function and
+// then checks what needs model arguments, so programs call it instead. Calling this alone on
+// a config whose [model] keys are not filled is a usage error.
+Dsv3Err dsv3_config_resolve(Dsv3Config *cfg);
 
 // The whole config as TOML that dsv3_config_load_text parses back to the same values.
 // *out is a counted buffer the caller frees with dsv3_free.

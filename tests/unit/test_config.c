@@ -1,7 +1,8 @@
 // Unit tests for config: the schema's defaults, TOML loading, command-line overrides, flavor
-// resolution, validation of single keys and of combinations, printing as TOML that reads back
-// bit-exactly, the help text, and the shipped configs under conf/. Every test checks that all
-// it allocated was given back, on the failure paths too.
+// resolution (common/model/model_config.h), validation of single keys and of combinations, what
+// the core checks without the model and what model_config adds, printing as TOML that reads
+// back bit-exactly, the help text, and the shipped configs under conf/. Every test checks that
+// all it allocated was given back, on the failure paths too.
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -18,6 +19,7 @@
 
 #include "common/core/alloc.h"
 #include "common/core/config.h"
+#include "common/model/model_config.h"
 
 // Two configs (each with 4 KiB per string key) are too big for a comfortable stack frame.
 typedef struct {
@@ -138,7 +140,7 @@ static void round_trip(const Dsv3Config *from, Dsv3Config *to, int resolve) {
     EXPECT_OK(dsv3_config_to_toml(from, &text));
     dsv3_config_init(to);
     Dsv3Err err = dsv3_config_load_text(to, text, strlen(text), "printed.toml");
-    if (err == DSV3_OK && resolve) err = dsv3_config_resolve(to);
+    if (err == DSV3_OK && resolve) err = dsv3_model_config_resolve(to);
     if (err != DSV3_OK) {
         print_error("printed config:\n%s\n", text);
         dsv3_free(text);
@@ -289,7 +291,7 @@ static void expect_same_model_args(const Dsv3ModelArgs *x, const Dsv3ModelArgs *
 
 static void test_defaults_resolve_to_the_debugmodel_flavor(void **state) {
     Fixture *f = *state;
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     assert_int_equal(f->a.model.dim, 256);
     assert_int_equal(f->a.model.n_layers, 6);
     assert_int_equal(f->a.model.vocab_size, 2048);
@@ -303,7 +305,7 @@ static void test_defaults_resolve_to_the_debugmodel_flavor(void **state) {
     assert_string_equal(f->a.model.attn_mask_type, "causal");
     Dsv3ModelArgs flavor, resolved;
     EXPECT_OK(dsv3_model_args_flavor("debugmodel", &flavor));
-    dsv3_config_model_args(&f->a, &resolved);
+    dsv3_model_args_from_config(&f->a, &resolved);
     expect_same_model_args(&resolved, &flavor);
     // Filling from the flavor is not the user setting a key.
     assert_string_equal(origin_of(&f->a, "model", "dim"), "");
@@ -314,10 +316,10 @@ static void test_every_flavor_resolves_to_its_model_args(void **state) {
     for (size_t i = 0; dsv3_model_flavor_names[i]; i++) {
         dsv3_config_init(&f->a);
         EXPECT_OK(dsv3_config_override(&f->a, "model.flavor", dsv3_model_flavor_names[i]));
-        EXPECT_OK(dsv3_config_resolve(&f->a));
+        EXPECT_OK(dsv3_model_config_resolve(&f->a));
         Dsv3ModelArgs flavor, resolved;
         EXPECT_OK(dsv3_model_args_flavor(dsv3_model_flavor_names[i], &flavor));
-        dsv3_config_model_args(&f->a, &resolved);
+        dsv3_model_args_from_config(&f->a, &resolved);
         expect_same_model_args(&resolved, &flavor);
     }
     assert_int_equal(f->a.model.dim, 7168); // the last one is 671B
@@ -546,14 +548,15 @@ static void expect_resolve_fails(Fixture *f, int line, const char *text, const c
     dsv3_config_init(&f->a);
     Dsv3Err err = load(&f->a, text);
     if (err != DSV3_OK) fail_msg("line %d: '%s' does not load: %s", line, text, dsv3_error_text());
-    expect_error_at(__FILE__, line, dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG, n1, n2, NULL);
+    expect_error_at(__FILE__, line, dsv3_model_config_resolve(&f->a), DSV3_ERR_CONFIG, n1, n2,
+                    NULL);
 }
 #define RESOLVE_FAILS(text, n1, n2) expect_resolve_fails(f, __LINE__, (text), (n1), (n2))
 
 static void expect_resolve_ok(Fixture *f, int line, const char *text) {
     dsv3_config_init(&f->a);
     Dsv3Err err = load(&f->a, text);
-    if (err == DSV3_OK) err = dsv3_config_resolve(&f->a);
+    if (err == DSV3_OK) err = dsv3_model_config_resolve(&f->a);
     if (err != DSV3_OK)
         fail_msg("line %d: '%s' should be valid: %s", line, text, dsv3_error_text());
 }
@@ -678,7 +681,7 @@ static void test_every_not_yet_key_rejects_any_other_value(void **state) {
         char expected[2 * sizeof dotted + 64];
         snprintf(expected, sizeof expected, "command line --%s: %s is not supported yet", dotted,
                  dotted);
-        EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG, expected);
+        EXPECT_ERROR(dsv3_model_config_resolve(&f->a), DSV3_ERR_CONFIG, expected);
     }
     assert_true(seen > 0);
 }
@@ -890,7 +893,7 @@ static void test_user_model_key_beats_the_flavor(void **state) {
     Fixture *f = *state;
     EXPECT_OK(load(&f->a, "[model]\ndim = 512\nscore_func = \"sigmoid\"\n"));
     EXPECT_OK(dsv3_config_override(&f->a, "model.n_layers", "4"));
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     assert_int_equal(f->a.model.dim, 512);
     assert_int_equal(f->a.model.n_layers, 4);
     assert_string_equal(f->a.model.score_func, "sigmoid");
@@ -899,13 +902,13 @@ static void test_user_model_key_beats_the_flavor(void **state) {
     assert_int_equal(f->a.model.n_heads, 16);
     assert_int_equal(f->a.model.num_experts, 8);
     Dsv3ModelArgs args;
-    dsv3_config_model_args(&f->a, &args);
+    dsv3_model_args_from_config(&f->a, &args);
     assert_int_equal(args.dim, 512);
     assert_int_equal(args.score_func, DSV3_SCORE_SIGMOID);
 
     // A model key equal to the flavor's value is kept as well (and is harmless).
     EXPECT_OK(load(&f->b, "[model]\nflavor = \"16B\"\nn_layers = 27\nmscale = 0.5\n"));
-    EXPECT_OK(dsv3_config_resolve(&f->b));
+    EXPECT_OK(dsv3_model_config_resolve(&f->b));
     assert_int_equal(f->b.model.n_layers, 27);
     assert_int_equal(f->b.model.dim, 2048);
     assert_int_equal(f->b.model.num_experts, 64);
@@ -915,7 +918,7 @@ static void test_user_model_key_beats_the_flavor(void **state) {
 static void test_unknown_flavor_names_origin_and_known_flavors(void **state) {
     Fixture *f = *state;
     EXPECT_OK(load(&f->a, "[model]\nflavor = \"tiny\"\n"));
-    Dsv3Err err = dsv3_config_resolve(&f->a);
+    Dsv3Err err = dsv3_model_config_resolve(&f->a);
     assert_int_equal(err, DSV3_ERR_CONFIG);
     const char *msg = dsv3_error_message();
     assert_true(strncmp(msg, "x.toml:2: ", strlen("x.toml:2: ")) == 0);
@@ -926,7 +929,7 @@ static void test_unknown_flavor_names_origin_and_known_flavors(void **state) {
     dsv3_error_clear();
 
     EXPECT_OK(dsv3_config_override(&f->b, "model.flavor", "debug_model"));
-    EXPECT_ERROR(dsv3_config_resolve(&f->b), DSV3_ERR_CONFIG,
+    EXPECT_ERROR(dsv3_model_config_resolve(&f->b), DSV3_ERR_CONFIG,
                  "command line --model.flavor: model.flavor = 'debug_model'", "debugmodel, 16B");
 }
 
@@ -935,6 +938,73 @@ static void test_inconsistent_model_keys_are_reported(void **state) {
     RESOLVE_FAILS("[model]\nn_dense_layers = 7\n", "model.n_dense_layers", "model.n_layers");
     RESOLVE_FAILS("[model]\ntop_k = 9\n", "model.top_k", "model.num_experts");
     RESOLVE_FAILS("[model]\nqk_rope_head_dim = 63\n", "model.qk_rope_head_dim", "even");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The core's checks and model_config's
+
+static void test_core_resolve_needs_the_model_keys_filled(void **state) {
+    Fixture *f = *state;
+    // Alone, the core does not know the flavors: it says who fills the [model] keys.
+    EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_USAGE, "model.vocab_size has no value yet",
+                 "dsv3_model_config_resolve");
+    // Once model_config filled them, the core's checks of plain values run on their own.
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
+    assert_int_equal(f->a.model_filled, 1);
+    assert_string_equal(origin_of(&f->a, "model", "vocab_size"), "");
+    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_config_override(&f->a, "training.steps", "0"));
+    EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG,
+                 "command line --training.steps: training.steps = 0 is out of range");
+}
+
+static void test_core_accepts_what_only_model_arguments_refute(void **state) {
+    Fixture *f = *state;
+    // Every [model] key set by the user (debugmodel's values, printed): no flavor is needed.
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
+    char *text = NULL;
+    EXPECT_OK(dsv3_config_to_toml(&f->a, &text));
+    Dsv3Err err = dsv3_config_load_text(&f->b, text, strlen(text), "printed.toml");
+    dsv3_free(text);
+    EXPECT_OK(err);
+    EXPECT_OK(dsv3_config_resolve(&f->b));
+    assert_int_equal(f->b.model_filled, 0);
+    // Each value below is plain enough for the core; model_config refutes it, naming both sides.
+    static const struct {
+        const char *dotted, *value, *message, *other_side;
+    } cases[] = {
+        {"model.top_k", "9", "model.top_k", "model.num_experts"},
+        {"parallelism.expert_parallel_degree", "3",
+         "command line --parallelism.expert_parallel_degree: parallelism.expert_parallel_degree 3 "
+         "does not divide model.num_experts 8",
+         "num_experts"},
+        {"parallelism.pipeline_parallel_degree", "7",
+         "command line --parallelism.pipeline_parallel_degree: "
+         "parallelism.pipeline_parallel_degree "
+         "7 exceeds model.n_layers 6",
+         "at least one layer"},
+        {"parallelism.tensor_parallel_degree", "3",
+         "command line --parallelism.tensor_parallel_degree: parallelism.tensor_parallel_degree 3 "
+         "does not divide model.n_heads 16",
+         "n_heads"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(&f->a, &f->b, sizeof f->a); // plain data: copyable
+        EXPECT_OK(dsv3_config_override(&f->a, cases[i].dotted, cases[i].value));
+        EXPECT_OK(dsv3_config_resolve(&f->a));
+        EXPECT_ERROR(dsv3_model_config_resolve(&f->a), DSV3_ERR_CONFIG, cases[i].message,
+                     cases[i].other_side);
+    }
+    // Values that fit the model pass both, and the model arguments are the user's.
+    EXPECT_OK(dsv3_config_override(&f->b, "model.n_layers", "8"));
+    EXPECT_OK(dsv3_config_override(&f->b, "parallelism.pipeline_parallel_degree", "8"));
+    EXPECT_OK(dsv3_config_override(&f->b, "parallelism.tensor_parallel_degree", "4"));
+    EXPECT_OK(dsv3_config_resolve(&f->b));
+    EXPECT_OK(dsv3_model_config_resolve(&f->b));
+    Dsv3ModelArgs args;
+    dsv3_model_args_from_config(&f->b, &args);
+    assert_int_equal(args.n_layers, 8);
+    assert_int_equal(args.dim, 256);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -985,7 +1055,7 @@ static void test_combination_checks_name_both_sides(void **state) {
 
 static void test_to_toml_round_trips_every_field_bit_exactly(void **state) {
     Fixture *f = *state;
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     Dsv3Config *c = &f->a;
     // Floats whose shortest decimal form is long, tiny, or not exact in binary.
     c->optimizer.eps = 1e-8;
@@ -1023,7 +1093,7 @@ static void test_to_toml_round_trips_every_field_bit_exactly(void **state) {
     snprintf(c->checkpoint.folder, sizeof c->checkpoint.folder, "\\u0041 is not A");
     memset(c->validation.dataset_path, 'v', DSV3_CONFIG_STRING_CAPACITY - 1);
     c->validation.dataset_path[DSV3_CONFIG_STRING_CAPACITY - 1] = '\0';
-    EXPECT_OK(dsv3_config_resolve(c)); // still a valid config
+    EXPECT_OK(dsv3_model_config_resolve(c)); // still a valid config
     round_trip(c, &f->b, 1);
 }
 
@@ -1077,7 +1147,7 @@ static void test_to_toml_round_trips_every_flavor(void **state) {
     for (size_t i = 0; dsv3_model_flavor_names[i]; i++) {
         dsv3_config_init(&f->a);
         EXPECT_OK(dsv3_config_override(&f->a, "model.flavor", dsv3_model_flavor_names[i]));
-        EXPECT_OK(dsv3_config_resolve(&f->a));
+        EXPECT_OK(dsv3_model_config_resolve(&f->a));
         round_trip(&f->a, &f->b, 1);
     }
 }
@@ -1163,7 +1233,7 @@ static void check_shipped_config(Fixture *f, const char *name, const char *flavo
     }
     dsv3_config_init(&f->a);
     EXPECT_OK(dsv3_config_load_file(&f->a, path));
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     assert_string_equal(f->a.model.flavor, flavor);
     assert_int_equal(f->a.model.dim, dim);
     round_trip(&f->a, &f->b, 1);
@@ -1177,7 +1247,7 @@ static void check_shipped_config(Fixture *f, const char *name, const char *flavo
                     "--lr_scheduler.warmup_steps",
                     "1"};
     EXPECT_OK(dsv3_config_parse_args(&f->b, ARGC(argv), argv));
-    EXPECT_OK(dsv3_config_resolve(&f->b));
+    EXPECT_OK(dsv3_model_config_resolve(&f->b));
     assert_int_equal(f->b.training.steps, 3);
     assert_string_equal(f->b.model.flavor, flavor);
 }
@@ -1232,6 +1302,8 @@ int main(void) {
         TEST(test_user_model_key_beats_the_flavor),
         TEST(test_unknown_flavor_names_origin_and_known_flavors),
         TEST(test_inconsistent_model_keys_are_reported),
+        TEST(test_core_resolve_needs_the_model_keys_filled),
+        TEST(test_core_accepts_what_only_model_arguments_refute),
         TEST(test_combination_checks_name_both_sides),
         TEST(test_to_toml_round_trips_every_field_bit_exactly),
         TEST(test_to_toml_round_trips_floats_beyond_the_valid_ranges),
