@@ -26,7 +26,7 @@
      .min = (double)(lo),                                                                          \
      .max = (double)(hi),                                                                          \
      .choices = (ch),                                                                              \
-     .status = (st),                                                                               \
+     st,                                                                                           \
      .help = (hl),                                                                                 \
      .offset = offsetof(Dsv3Config, S.name)},
 #define SECTION_ENTRIES(section, KEYS) KEYS(KEY_ENTRY, section)
@@ -36,7 +36,15 @@ const Dsv3ConfigKey dsv3_config_keys[DSV3_CONFIG_KEY_COUNT] = {
 
 // A suggestion is offered when the unknown name is this close (edits) to a known one.
 // Config files are read in chunks of CONFIG_READ_CHUNK bytes, doubling.
-enum { SUGGESTION_MAX_DISTANCE = 3, NAME_CAPACITY = 128, CONFIG_READ_CHUNK = 16384 };
+// Messages quote at most VALUE_SHOWN_BYTES of a string value (VALUE_TEXT_CAPACITY leaves room
+// for the quotes, "..." and the NUL; numbers are far shorter).
+enum {
+    SUGGESTION_MAX_DISTANCE = 3,
+    NAME_CAPACITY = 128,
+    CONFIG_READ_CHUNK = 16384,
+    VALUE_SHOWN_BYTES = 200,
+    VALUE_TEXT_CAPACITY = VALUE_SHOWN_BYTES + 8,
+};
 
 static void *key_field(Dsv3Config *cfg, const Dsv3ConfigKey *k) { return (char *)cfg + k->offset; }
 
@@ -423,12 +431,47 @@ static int value_is_default(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
     return 0;
 }
 
+// A value as the user writes it in TOML (strings quoted; long ones cut), for messages.
+static void format_value(const void *f, Dsv3ConfigType type, char *out, size_t capacity) {
+    switch (type) {
+    case DSV3_CFG_BOOL: snprintf(out, capacity, "%s", *(const int *)f ? "true" : "false"); break;
+    case DSV3_CFG_INT: snprintf(out, capacity, "%" PRId64, *(const int64_t *)f); break;
+    case DSV3_CFG_FLOAT: snprintf(out, capacity, "%g", *(const double *)f); break;
+    case DSV3_CFG_STR: {
+        const char *text = f;
+        int cut = strlen(text) > VALUE_SHOWN_BYTES;
+        snprintf(out, capacity, "\"%.*s%s\"", VALUE_SHOWN_BYTES, text, cut ? "..." : "");
+        break;
+    }
+    }
+}
+
+// The schema's default of a key, formatted as format_value does.
+static void format_default(const Dsv3ConfigKey *k, char *out, size_t capacity) {
+    int flag = (int)k->default_int; // a BOOL field is an int
+    const void *f = k->type == DSV3_CFG_BOOL    ? (const void *)&flag
+                    : k->type == DSV3_CFG_INT   ? (const void *)&k->default_int
+                    : k->type == DSV3_CFG_FLOAT ? (const void *)&k->default_float
+                                                : (const void *)k->default_str;
+    format_value(f, k->type, out, capacity);
+}
+
+// A key that waits for a capability keeps its default, or the run stops before any work.
+static Dsv3Err check_supported(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
+    if (k->status != DSV3_KEY_NOT_YET || value_is_default(cfg, k)) return DSV3_OK;
+    char value[VALUE_TEXT_CAPACITY], fallback[VALUE_TEXT_CAPACITY];
+    format_value(key_field_const(cfg, k), k->type, value, sizeof value);
+    format_default(k, fallback, sizeof fallback);
+    DSV3_RAISE(DSV3_ERR_CONFIG,
+               "%s: %s.%s = %s is not supported yet: it needs %s, which is not implemented "
+               "(only the default %s is accepted)",
+               dsv3_config_key_where(cfg, k), k->section, k->key, value, k->needs, fallback);
+}
+
 static Dsv3Err check_key(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
     const char *where = dsv3_config_key_where(cfg, k);
     const void *f = key_field_const(cfg, k);
-    DSV3_CHECK(k->status != DSV3_KEY_NOT_YET || value_is_default(cfg, k), DSV3_ERR_CONFIG,
-               "%s: %s.%s is not supported yet; remove it or keep its default (%s)", where,
-               k->section, k->key, k->help);
+    DSV3_CALL(check_supported(cfg, k));
     switch (k->type) {
     case DSV3_CFG_BOOL: break;
     case DSV3_CFG_INT: {
@@ -678,10 +721,14 @@ Dsv3Err dsv3_config_help(char **out) {
             DSV3_CALL_GOTO(err, fail, append_value(&t, &defaults, k));
             DSV3_CALL_GOTO(err, fail, text_append(&t, ")"));
         }
-        DSV3_CALL_GOTO(err, fail,
-                       text_append(&t, "%s\n      %s\n",
-                                   k->status == DSV3_KEY_NOT_YET ? " [not supported yet]" : "",
-                                   k->help));
+        if (k->status == DSV3_KEY_NOT_YET)
+            DSV3_CALL_GOTO(err, fail,
+                           text_append(&t,
+                                       " [not supported yet]\n      %s (it needs %s, which is "
+                                       "not implemented)\n",
+                                       k->help, k->needs));
+        else
+            DSV3_CALL_GOTO(err, fail, text_append(&t, "\n      %s\n", k->help));
     }
     *out = t.data;
     return DSV3_OK;

@@ -1,8 +1,9 @@
 // Unit tests for config: the schema's defaults, TOML loading, command-line overrides, flavor
-// resolution (common/model/model_config.h), validation of single keys and of combinations, what
-// the core checks without the model and what model_config adds, printing as TOML that reads
-// back bit-exactly, the help text, and the shipped configs under conf/. Every test checks that
-// all it allocated was given back, on the failure paths too.
+// resolution (common/model/model_config.h), validation of single keys and of combinations, keys
+// not supported yet and the capability each waits for, what the core checks without the model
+// and what model_config adds, printing as TOML that reads back bit-exactly, the help text, and
+// the shipped configs under conf/. Every test checks that all it allocated was given back, on
+// the failure paths too.
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -629,21 +630,90 @@ static void test_bad_choice_lists_the_choices(void **state) {
                   "not one of");
     RESOLVE_FAILS("[model]\nscore_func = \"relu\"\n", "model.score_func = \"relu\"",
                   "softmax|sigmoid");
-    RESOLVE_OK("[lr_scheduler]\ndecay_type = \"cosine\"\n[training]\nmixed_precision_param = "
-               "\"float32\"\n");
-    RESOLVE_OK(
-        "[parallelism]\npipeline_parallel_schedule = \"GPipe\"\nexpert_server_launch = \"join\"\n");
+    RESOLVE_OK("[lr_scheduler]\ndecay_type = \"cosine\"\n[checkpoint]\nexport_dtype = "
+               "\"bfloat16\"\n");
+    RESOLVE_OK("[parallelism]\nexpert_server_launch = \"join\"\n[validation]\ndataset = "
+               "\"tokens\"\ndataset_path = \"held_out.bin\"\n");
 }
 
 static void test_not_yet_supported_key_keeps_only_its_default(void **state) {
     Fixture *f = *state;
     RESOLVE_FAILS("[checkpoint]\nasync_mode = \"async\"\n",
-                  "x.toml:2: checkpoint.async_mode is not supported yet", "keep its default");
+                  "x.toml:2: checkpoint.async_mode = \"async\" is not supported yet: it needs "
+                  "background checkpoint writing, which is not implemented",
+                  "(only the default \"disabled\" is accepted)");
     RESOLVE_FAILS("[optimizer]\nimplementation = \"foreach\"\n", "optimizer.implementation",
                   "not supported yet");
     // Writing the default explicitly, as torchtitan's configs do, is fine.
     RESOLVE_OK(
         "[checkpoint]\nasync_mode = \"disabled\"\n[optimizer]\nimplementation = \"fused\"\n");
+}
+
+// Keys that no code reads yet, each with the capability it waits for, spelled out.
+static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
+    Fixture *f = *state;
+    static const struct {
+        const char *text, *message, *default_text;
+    } cases[] = {
+        {"[parallelism]\nfsdp_reshard_after_forward = \"always\"\n",
+         "x.toml:2: parallelism.fsdp_reshard_after_forward = \"always\" is not supported yet: it "
+         "needs FSDP/HSDP parameter sharding, which is not implemented (only the default "
+         "\"default\" is accepted)",
+         "[parallelism]\nfsdp_reshard_after_forward = \"default\"\n"},
+        {"[parallelism]\ndisable_loss_parallel = true\n",
+         "x.toml:2: parallelism.disable_loss_parallel = true is not supported yet: it needs tensor "
+         "parallelism, which is not implemented (only the default false is accepted)",
+         "[parallelism]\ndisable_loss_parallel = false\n"},
+        {"[parallelism]\npipeline_parallel_schedule = \"Interleaved1F1B\"\n",
+         "x.toml:2: parallelism.pipeline_parallel_schedule = \"Interleaved1F1B\" is not supported "
+         "yet: it needs pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B), which is not "
+         "implemented (only the default \"1F1B\" is accepted)",
+         "[parallelism]\npipeline_parallel_schedule = \"1F1B\"\n"},
+        {"[parallelism]\npipeline_parallel_microbatch_size = 2\n",
+         "x.toml:2: parallelism.pipeline_parallel_microbatch_size = 2 is not supported yet: it "
+         "needs pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B), which is not implemented "
+         "(only the default 1 is accepted)",
+         "[parallelism]\npipeline_parallel_microbatch_size = 1\n"},
+        {"[debug]\ndeterministic = true\n",
+         "x.toml:2: debug.deterministic = true is not supported yet: it needs the CUDA backend's "
+         "deterministic mode, which is not implemented (only the default false is accepted)",
+         "[debug]\ndeterministic = false\n"},
+        {"[training]\nmixed_precision_param = \"float32\"\n",
+         "x.toml:2: training.mixed_precision_param = \"float32\" is not supported yet: it needs "
+         "the CUDA backend's bf16 compute with fp32 master weights, which is not implemented "
+         "(only the default \"bfloat16\" is accepted)",
+         "[training]\nmixed_precision_param = \"bfloat16\"\n"},
+        {"[training]\nmixed_precision_reduce = \"bfloat16\"\n",
+         "x.toml:2: training.mixed_precision_reduce = \"bfloat16\" is not supported yet: it needs "
+         "the CUDA backend's bf16 compute with fp32 master weights, which is not implemented "
+         "(only the default \"float32\" is accepted)",
+         "[training]\nmixed_precision_reduce = \"float32\"\n"},
+        {"[profiling]\nsave_memory_snapshot_folder = \"snapshots\"\n",
+         "x.toml:2: profiling.save_memory_snapshot_folder = \"snapshots\" is not supported yet: it "
+         "needs a memory snapshot writer, which is not implemented (only the default "
+         "\"memory_snapshot\" is accepted)",
+         "[profiling]\nsave_memory_snapshot_folder = \"memory_snapshot\"\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_resolve_fails(f, __LINE__, cases[i].text, cases[i].message, "");
+        expect_resolve_ok(f, __LINE__, cases[i].default_text);
+    }
+    // The check is the core's own: dsv3_config_resolve makes it without the model.
+    dsv3_config_init(&f->a);
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
+    EXPECT_OK(dsv3_config_override(&f->a, "parallelism.fsdp_reshard_after_forward", "always"));
+    EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG,
+                 "command line --parallelism.fsdp_reshard_after_forward: "
+                 "parallelism.fsdp_reshard_after_forward = \"always\" is not supported yet");
+    // The help says what the key waits for, and why a CPU run needs no deterministic mode.
+    char *help = NULL;
+    EXPECT_OK(dsv3_config_help(&help));
+    assert_non_null(strstr(help,
+                           "--debug.deterministic (bool, default false) [not supported yet]\n"
+                           "      Deterministic CUDA kernels only (the CPU kernels are always "
+                           "deterministic for a given thread count) (it needs the CUDA "
+                           "backend's deterministic mode, which is not implemented)\n"));
+    dsv3_free(help);
 }
 
 static void test_every_not_yet_key_rejects_any_other_value(void **state) {
@@ -678,12 +748,39 @@ static void test_every_not_yet_key_rejects_any_other_value(void **state) {
         }
         dsv3_config_init(&f->a);
         EXPECT_OK(dsv3_config_override(&f->a, dotted, value));
-        char expected[2 * sizeof dotted + 64];
-        snprintf(expected, sizeof expected, "command line --%s: %s is not supported yet", dotted,
-                 dotted);
+        // The value and the default as the message shows them.
+        char shown[sizeof value + 2], fallback[128];
+        switch (k->type) {
+        case DSV3_CFG_BOOL:
+            snprintf(shown, sizeof shown, "%s", value);
+            snprintf(fallback, sizeof fallback, "%s", k->default_int ? "true" : "false");
+            break;
+        case DSV3_CFG_INT:
+            snprintf(shown, sizeof shown, "%s", value);
+            snprintf(fallback, sizeof fallback, "%" PRId64, k->default_int);
+            break;
+        case DSV3_CFG_FLOAT:
+            snprintf(shown, sizeof shown, "%g", k->default_float + 1);
+            snprintf(fallback, sizeof fallback, "%g", k->default_float);
+            break;
+        case DSV3_CFG_STR:
+            snprintf(shown, sizeof shown, "\"%s\"", value);
+            snprintf(fallback, sizeof fallback, "\"%s\"", k->default_str);
+            break;
+        }
+        assert_non_null(k->needs);
+        assert_true(strlen(k->needs) > 0);
+        char expected[2 * sizeof dotted + sizeof shown + sizeof fallback + 256];
+        snprintf(expected, sizeof expected,
+                 "command line --%s: %s = %s is not supported yet: it needs %s, which is not "
+                 "implemented (only the default %s is accepted)",
+                 dotted, dotted, shown, k->needs, fallback);
         EXPECT_ERROR(dsv3_model_config_resolve(&f->a), DSV3_ERR_CONFIG, expected);
     }
     assert_true(seen > 0);
+    // Only keys that wait for something name a capability.
+    for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++)
+        if (dsv3_config_keys[i].status != DSV3_KEY_NOT_YET) assert_null(dsv3_config_keys[i].needs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1080,7 +1177,7 @@ static void test_to_toml_round_trips_every_field_bit_exactly(void **state) {
     // Booleans flipped from their defaults.
     c->job.print_config = 1;
     c->job.dry_run = 1;
-    c->parallelism.disable_loss_parallel = 1;
+    c->metrics.disable_color_printing = 1;
     c->checkpoint.last_save_model_only = 0;
     // Strings that need escaping, and some that only look like TOML syntax.
     snprintf(c->job.description, sizeof c->job.description,
@@ -1208,6 +1305,17 @@ static void test_help_mentions_every_key(void **state) {
         if (k->choices) assert_true(line_contains(at, end, k->choices));
         assert_true(strncmp(end + 1, "      ", 6) == 0);
         assert_true(strncmp(end + 7, k->help, strlen(k->help)) == 0);
+        // A key not supported yet says on its help line what it waits for.
+        const char *help_end = strchr(end + 1, '\n');
+        assert_non_null(help_end);
+        if (k->status == DSV3_KEY_NOT_YET) {
+            char needs[256];
+            snprintf(needs, sizeof needs, "(it needs %s, which is not implemented)", k->needs);
+            if (!line_contains(end + 1, help_end, needs))
+                fail_msg("the help of %s.%s lacks '%s'", k->section, k->key, needs);
+        } else {
+            assert_false(line_contains(end + 1, help_end, "it needs"));
+        }
     }
     assert_non_null(strstr(help, "--training.steps (int, default 10000)"));
     assert_non_null(strstr(help, "--model.dim (int, default from model.flavor)"));
@@ -1290,6 +1398,7 @@ int main(void) {
         TEST(test_out_of_range_values_name_key_value_and_origin),
         TEST(test_bad_choice_lists_the_choices),
         TEST(test_not_yet_supported_key_keeps_only_its_default),
+        TEST(test_not_yet_keys_name_the_capability_they_wait_for),
         TEST(test_every_not_yet_key_rejects_any_other_value),
         TEST(test_override_sets_value_and_origin),
         TEST(test_override_rejects_garbled_values),
