@@ -167,9 +167,9 @@ static void log_summary(const Dsv3Launch *launch, const Dsv3ParallelDims *dims, 
     dsv3_model_param_counts(&launch->model, &counts);
     char total[DSV3_FORMAT_CAPACITY], active[DSV3_FORMAT_CAPACITY], routed[DSV3_FORMAT_CAPACITY],
         shared[DSV3_FORMAT_CAPACITY], router[DSV3_FORMAT_CAPACITY], flops[DSV3_FORMAT_CAPACITY];
-    DSV3_LOG_INFO("config: %s (model %s, flavor %s)",
+    DSV3_LOG_INFO("config: %s (model %s, flavor %s): %s",
                   cfg->job.config_file[0] ? cfg->job.config_file : "built-in defaults",
-                  cfg->model.name, cfg->model.flavor);
+                  cfg->model.name, cfg->model.flavor, cfg->job.description);
     DSV3_LOG_INFO("model: %s parameters in total, %s active per token (routed experts %s, "
                   "shared experts %s, routers %s)",
                   dsv3_format_count(counts.total, total), dsv3_format_count(counts.active, active),
