@@ -733,7 +733,9 @@ static void test_every_not_yet_key_rejects_any_other_value(void **state) {
         case DSV3_CFG_FLOAT: snprintf(value, sizeof value, "%.17g", k->default_float + 1); break;
         case DSV3_CFG_STR:
             // Another valid choice when there are choices, so that only the status can fail.
-            if (k->choices) {
+            // A key whose only choice is its default (mixed_precision_reduce) has none: any
+            // other value then, which the status check reports before the choices.
+            if (k->choices && strcmp(k->choices, k->default_str) != 0) {
                 const char *c = k->choices;
                 size_t len = strcspn(c, "|");
                 if (strlen(k->default_str) == len && strncmp(c, k->default_str, len) == 0) {
