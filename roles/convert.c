@@ -14,6 +14,7 @@
 #include "common/ckpt/train_state.h"
 #include "common/core/config.h"
 #include "common/core/log.h"
+#include "common/model/model_config.h"
 
 enum { EXIT_USAGE = 2, PATH_CAPACITY = 4096 + 64 };
 
@@ -61,7 +62,7 @@ int main(int argc, char **argv) {
         err = dsv3_config_load_file(&cfg, path);
     }
     if (err == DSV3_OK) err = dsv3_config_parse_args(&cfg, n, rest);
-    if (err == DSV3_OK) err = dsv3_config_resolve(&cfg);
+    if (err == DSV3_OK) err = dsv3_model_config_resolve(&cfg);
     if (err == DSV3_OK)
         err = from_hf ? dsv3_convert_from_hf(in, out, &cfg)
                       : dsv3_convert_to_hf(in, out, &cfg, (int64_t)max_shard);

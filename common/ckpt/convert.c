@@ -21,6 +21,7 @@
 #include "common/ckpt/train_state.h"
 #include "common/core/alloc.h"
 #include "common/core/log.h"
+#include "common/model/model_config.h"
 
 static Dsv3Err path_join(char out[DSV3_CKPT_PATH_CAPACITY], const char *dir, const char *name) {
     int n = snprintf(out, DSV3_CKPT_PATH_CAPACITY, "%s/%s", dir, name);
@@ -102,7 +103,7 @@ static Dsv3Err write_model_file(const char *hf_dir, const char *tmp, const Dsv3C
 
 Dsv3Err dsv3_convert_from_hf(const char *hf_dir, const char *out_dir, const Dsv3Config *cfg) {
     Dsv3ModelArgs args;
-    dsv3_config_model_args(cfg, &args);
+    dsv3_model_args_from_config(cfg, &args);
     char tmp[DSV3_CKPT_PATH_CAPACITY];
     DSV3_CALL(begin_output(out_dir, tmp));
     Dsv3CkptTensors t;
@@ -328,7 +329,7 @@ Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3C
     dsv3_manifest_free(&m);
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
     Dsv3ModelArgs args;
-    dsv3_config_model_args(cfg, &args);
+    dsv3_model_args_from_config(cfg, &args);
     Dsv3Dtype dtype;
     DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &dtype));
     Dsv3CkptTensors t;

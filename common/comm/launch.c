@@ -13,6 +13,7 @@
 #include "common/comm/mpi_check.h"
 #include "common/comm/plan.h"
 #include "common/comm/roles.h"
+#include "common/model/model_config.h"
 
 // Command-line state that is not part of the job config.
 typedef struct {
@@ -79,7 +80,7 @@ static Dsv3Err parse_flags(Dsv3Role role, int argc, char **argv, LaunchFlags *f)
 static Dsv3Err coordinator_load_config(int argc, char **argv, Dsv3Config *cfg) {
     dsv3_config_init(cfg);
     DSV3_CALL(dsv3_config_parse_args(cfg, argc, argv));
-    DSV3_CALL(dsv3_config_resolve(cfg));
+    DSV3_CALL(dsv3_model_config_resolve(cfg));
     return DSV3_OK;
 }
 
@@ -102,7 +103,7 @@ static Dsv3Err broadcast_text(MPI_Comm comm, int *ok, char **text) {
 static Dsv3Err config_from_text(Dsv3Config *cfg, const char *text) {
     dsv3_config_init(cfg);
     DSV3_CALL(dsv3_config_load_text(cfg, text, strlen(text), "config from the coordinator"));
-    DSV3_CALL(dsv3_config_resolve(cfg));
+    DSV3_CALL(dsv3_model_config_resolve(cfg));
     return DSV3_OK;
 }
 
@@ -164,9 +165,9 @@ static void log_summary(const Dsv3Launch *launch, const Dsv3ParallelDims *dims, 
     dsv3_model_param_counts(&launch->model, &counts);
     char total[DSV3_FORMAT_CAPACITY], active[DSV3_FORMAT_CAPACITY], routed[DSV3_FORMAT_CAPACITY],
         shared[DSV3_FORMAT_CAPACITY], router[DSV3_FORMAT_CAPACITY], flops[DSV3_FORMAT_CAPACITY];
-    DSV3_LOG_INFO("config: %s (model %s, flavor %s)",
+    DSV3_LOG_INFO("config: %s (model %s, flavor %s): %s",
                   cfg->job.config_file[0] ? cfg->job.config_file : "built-in defaults",
-                  cfg->model.name, cfg->model.flavor);
+                  cfg->model.name, cfg->model.flavor, cfg->job.description);
     DSV3_LOG_INFO("model: %s parameters in total, %s active per token (routed experts %s, "
                   "shared experts %s, routers %s)",
                   dsv3_format_count(counts.total, total), dsv3_format_count(counts.active, active),
@@ -330,7 +331,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
         Dsv3Err err =
             coordinator_load_config(flags->config_argc, flags->config_argv, &launch->config);
         if (err == DSV3_OK) {
-            dsv3_config_model_args(&launch->config, &launch->model);
+            dsv3_model_args_from_config(&launch->config, &launch->model);
             DSV3_CHECK(
                 flags->print_launch || launch->config.job.dry_run, DSV3_ERR_MPI,
                 "dsv3-coordinator was started without stage processes; launch it with "
@@ -356,7 +357,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
         if (job != MPI_COMM_NULL) DSV3_MPI_CALL(MPI_Comm_free(&job));
         return DSV3_OK; // the coordinator reported the config error
     }
-    dsv3_config_model_args(&launch->config, &launch->model);
+    dsv3_model_args_from_config(&launch->config, &launch->model);
 
     // Roles and layout: every rank reaches the same verdict, job rank 0 prints it.
     Dsv3ParallelDims dims = config_dims(&launch->config);

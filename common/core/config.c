@@ -1,4 +1,4 @@
-// config: schema table, TOML and command-line loading, resolution and printing.
+// config: schema table, TOML and command-line loading, checks of plain values and printing.
 #include "config.h"
 
 #include <errno.h>
@@ -26,7 +26,7 @@
      .min = (double)(lo),                                                                          \
      .max = (double)(hi),                                                                          \
      .choices = (ch),                                                                              \
-     .status = (st),                                                                               \
+     st,                                                                                           \
      .help = (hl),                                                                                 \
      .offset = offsetof(Dsv3Config, S.name)},
 #define SECTION_ENTRIES(section, KEYS) KEYS(KEY_ENTRY, section)
@@ -36,7 +36,15 @@ const Dsv3ConfigKey dsv3_config_keys[DSV3_CONFIG_KEY_COUNT] = {
 
 // A suggestion is offered when the unknown name is this close (edits) to a known one.
 // Config files are read in chunks of CONFIG_READ_CHUNK bytes, doubling.
-enum { SUGGESTION_MAX_DISTANCE = 3, NAME_CAPACITY = 128, CONFIG_READ_CHUNK = 16384 };
+// Messages quote at most VALUE_SHOWN_BYTES of a string value (VALUE_TEXT_CAPACITY leaves room
+// for the quotes, "..." and the NUL; numbers are far shorter).
+enum {
+    SUGGESTION_MAX_DISTANCE = 3,
+    NAME_CAPACITY = 128,
+    CONFIG_READ_CHUNK = 16384,
+    VALUE_SHOWN_BYTES = 200,
+    VALUE_TEXT_CAPACITY = VALUE_SHOWN_BYTES + 8,
+};
 
 static void *key_field(Dsv3Config *cfg, const Dsv3ConfigKey *k) { return (char *)cfg + k->offset; }
 
@@ -46,7 +54,7 @@ static const void *key_field_const(const Dsv3Config *cfg, const Dsv3ConfigKey *k
 
 static int key_index(const Dsv3ConfigKey *k) { return (int)(k - dsv3_config_keys); }
 
-static const Dsv3ConfigKey *key_find(const char *section, const char *name) {
+const Dsv3ConfigKey *dsv3_config_key_find(const char *section, const char *name) {
     for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++)
         if (strcmp(dsv3_config_keys[i].section, section) == 0 &&
             strcmp(dsv3_config_keys[i].key, name) == 0)
@@ -257,7 +265,7 @@ static Dsv3Err load_section(Dsv3Config *cfg, const char *section, const Dsv3Toml
         const char *name = table->table.keys[i];
         const Dsv3TomlValue *v = &table->table.values[i];
         format_where(where, source, v->line);
-        const Dsv3ConfigKey *k = key_find(section, name);
+        const Dsv3ConfigKey *k = dsv3_config_key_find(section, name);
         if (!k) DSV3_CALL(unknown_key(where, section, name));
         DSV3_CALL(set_from_toml(cfg, k, v, where));
     }
@@ -333,7 +341,7 @@ Dsv3Err dsv3_config_override(Dsv3Config *cfg, const char *dotted, const char *va
     DSV3_CHECK(n < sizeof section, DSV3_ERR_CONFIG, "%s: unknown section", where);
     memcpy(section, dotted, n);
     section[n] = '\0';
-    const Dsv3ConfigKey *k = key_find(section, dot + 1);
+    const Dsv3ConfigKey *k = dsv3_config_key_find(section, dot + 1);
     if (!k) DSV3_CALL(unknown_key(where, section, dot + 1));
     DSV3_CALL(set_from_text(cfg, k, value, where));
     return DSV3_OK;
@@ -377,7 +385,7 @@ Dsv3Err dsv3_config_parse_args(Dsv3Config *cfg, int argc, char **argv) {
             if (sn < sizeof section) {
                 memcpy(section, dotted, sn);
                 section[sn] = '\0';
-                k = key_find(section, dot + 1);
+                k = dsv3_config_key_find(section, dot + 1);
             }
         }
         const char *value = option_value(argc, argv, &i, eq, k && k->type == DSV3_CFG_BOOL);
@@ -393,12 +401,12 @@ Dsv3Err dsv3_config_parse_args(Dsv3Config *cfg, int argc, char **argv) {
 
 // ---- resolution and validation ----
 
-static int key_is_set(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
+int dsv3_config_key_is_set(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
     return cfg->origin[key_index(k)][0] != '\0';
 }
 
-static const char *key_where(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
-    return key_is_set(cfg, k) ? cfg->origin[key_index(k)] : "default";
+const char *dsv3_config_key_where(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
+    return dsv3_config_key_is_set(cfg, k) ? cfg->origin[key_index(k)] : "default";
 }
 
 static int choice_ok(const char *choices, const char *value) {
@@ -423,12 +431,47 @@ static int value_is_default(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
     return 0;
 }
 
+// A value as the user writes it in TOML (strings quoted; long ones cut), for messages.
+static void format_value(const void *f, Dsv3ConfigType type, char *out, size_t capacity) {
+    switch (type) {
+    case DSV3_CFG_BOOL: snprintf(out, capacity, "%s", *(const int *)f ? "true" : "false"); break;
+    case DSV3_CFG_INT: snprintf(out, capacity, "%" PRId64, *(const int64_t *)f); break;
+    case DSV3_CFG_FLOAT: snprintf(out, capacity, "%g", *(const double *)f); break;
+    case DSV3_CFG_STR: {
+        const char *text = f;
+        int cut = strlen(text) > VALUE_SHOWN_BYTES;
+        snprintf(out, capacity, "\"%.*s%s\"", VALUE_SHOWN_BYTES, text, cut ? "..." : "");
+        break;
+    }
+    }
+}
+
+// The schema's default of a key, formatted as format_value does.
+static void format_default(const Dsv3ConfigKey *k, char *out, size_t capacity) {
+    int flag = (int)k->default_int; // a BOOL field is an int
+    const void *f = k->type == DSV3_CFG_BOOL    ? (const void *)&flag
+                    : k->type == DSV3_CFG_INT   ? (const void *)&k->default_int
+                    : k->type == DSV3_CFG_FLOAT ? (const void *)&k->default_float
+                                                : (const void *)k->default_str;
+    format_value(f, k->type, out, capacity);
+}
+
+// A key that waits for a capability keeps its default, or the run stops before any work.
+static Dsv3Err check_supported(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
+    if (k->status != DSV3_KEY_NOT_YET || value_is_default(cfg, k)) return DSV3_OK;
+    char value[VALUE_TEXT_CAPACITY], fallback[VALUE_TEXT_CAPACITY];
+    format_value(key_field_const(cfg, k), k->type, value, sizeof value);
+    format_default(k, fallback, sizeof fallback);
+    DSV3_RAISE(DSV3_ERR_CONFIG,
+               "%s: %s.%s = %s is not supported yet: it needs %s, which is not implemented "
+               "(only the default %s is accepted)",
+               dsv3_config_key_where(cfg, k), k->section, k->key, value, k->needs, fallback);
+}
+
 static Dsv3Err check_key(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
-    const char *where = key_where(cfg, k);
+    const char *where = dsv3_config_key_where(cfg, k);
     const void *f = key_field_const(cfg, k);
-    DSV3_CHECK(k->status != DSV3_KEY_NOT_YET || value_is_default(cfg, k), DSV3_ERR_CONFIG,
-               "%s: %s.%s is not supported yet; remove it or keep its default (%s)", where,
-               k->section, k->key, k->help);
+    DSV3_CALL(check_supported(cfg, k));
     switch (k->type) {
     case DSV3_CFG_BOOL: break;
     case DSV3_CFG_INT: {
@@ -462,7 +505,8 @@ static Dsv3Err check_key(const Dsv3Config *cfg, const Dsv3ConfigKey *k) {
 }
 
 // Where a value came from, for messages about combinations of keys.
-#define WHERE(cfg, section, name) key_where((cfg), key_find(#section, #name))
+#define WHERE(cfg, section, name)                                                                  \
+    dsv3_config_key_where((cfg), dsv3_config_key_find(#section, #name))
 
 // [validation]: -1 takes training's batch and length; the model is built for training's length.
 static Dsv3Err check_validation(const Dsv3Config *cfg) {
@@ -488,7 +532,8 @@ static Dsv3Err check_validation(const Dsv3Config *cfg) {
     return DSV3_OK;
 }
 
-// Checks that need two or more keys.
+// Checks that need two or more keys. Those that also need model arguments (a parallel degree
+// against num_experts, n_layers or n_heads) are model_config's.
 static Dsv3Err check_combinations(const Dsv3Config *cfg) {
     DSV3_CHECK(cfg->optimizer.lr > 0, DSV3_ERR_CONFIG, "%s: optimizer.lr must be > 0, not %g",
                WHERE(cfg, optimizer, lr), cfg->optimizer.lr);
@@ -529,25 +574,6 @@ static Dsv3Err check_combinations(const Dsv3Config *cfg) {
                "positive integer N (checkpoint every N-th layer)",
                WHERE(cfg, activation_checkpoint, selective_ac_option), ac);
     DSV3_CALL(check_validation(cfg));
-
-    Dsv3ModelArgs args;
-    dsv3_config_model_args(cfg, &args);
-    DSV3_CALL(dsv3_model_args_validate(&args));
-    int64_t ep = cfg->parallelism.expert_parallel_degree;
-    DSV3_CHECK(args.num_experts % ep == 0, DSV3_ERR_CONFIG,
-               "%s: parallelism.expert_parallel_degree %" PRId64 " does not divide "
-               "model.num_experts %" PRId64,
-               WHERE(cfg, parallelism, expert_parallel_degree), ep, args.num_experts);
-    int64_t pp = cfg->parallelism.pipeline_parallel_degree;
-    DSV3_CHECK(pp <= args.n_layers, DSV3_ERR_CONFIG,
-               "%s: parallelism.pipeline_parallel_degree %" PRId64
-               " exceeds model.n_layers %" PRId64 ": every pipeline stage needs at least one layer",
-               WHERE(cfg, parallelism, pipeline_parallel_degree), pp, args.n_layers);
-    int64_t tp = cfg->parallelism.tensor_parallel_degree;
-    DSV3_CHECK(args.n_heads % tp == 0, DSV3_ERR_CONFIG,
-               "%s: parallelism.tensor_parallel_degree %" PRId64
-               " does not divide model.n_heads %" PRId64,
-               WHERE(cfg, parallelism, tensor_parallel_degree), tp, args.n_heads);
     int64_t cp = cfg->parallelism.context_parallel_degree;
     DSV3_CHECK(cfg->training.seq_len % (2 * cp) == 0 || cp == 1, DSV3_ERR_CONFIG,
                "%s: training.seq_len %" PRId64 " must be a multiple of 2 × "
@@ -557,101 +583,27 @@ static Dsv3Err check_combinations(const Dsv3Config *cfg) {
     return DSV3_OK;
 }
 
-// Copies one flavor value into the config unless the user set that key.
-static void fill_from_flavor(Dsv3Config *cfg, const char *name, double number, const char *text) {
-    const Dsv3ConfigKey *k = key_find("model", name);
-    if (key_is_set(cfg, k)) return;
-    void *f = key_field(cfg, k);
-    switch (k->type) {
-    case DSV3_CFG_BOOL: *(int *)f = number != 0; break;
-    case DSV3_CFG_INT: *(int64_t *)f = (int64_t)number; break;
-    case DSV3_CFG_FLOAT: *(double *)f = number; break;
-    case DSV3_CFG_STR: snprintf((char *)f, DSV3_CONFIG_STRING_CAPACITY, "%s", text); break;
+// The [model] keys hold values: the flavor's (filled by model_config) or the user's own.
+static Dsv3Err check_model_filled(const Dsv3Config *cfg) {
+    if (cfg->model_filled) return DSV3_OK;
+    for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++) {
+        const Dsv3ConfigKey *k = &dsv3_config_keys[i];
+        DSV3_CHECK(k->status != DSV3_KEY_FROM_FLAVOR || dsv3_config_key_is_set(cfg, k),
+                   DSV3_ERR_USAGE,
+                   "%s.%s has no value yet: the [model] keys the user leaves unset take the "
+                   "flavor's values; resolve the config with dsv3_model_config_resolve "
+                   "(common/model/model_config.h), which fills them first",
+                   k->section, k->key);
     }
+    return DSV3_OK;
 }
 
 Dsv3Err dsv3_config_resolve(Dsv3Config *cfg) {
-    const Dsv3ConfigKey *flavor_key = key_find("model", "flavor");
-    Dsv3ModelArgs a;
-    Dsv3Err err = dsv3_model_args_flavor(cfg->model.flavor, &a);
-    if (err != DSV3_OK) {
-        // Say where the bad flavor came from, keeping the list of known names.
-        DSV3_RAISE(err, "%s: %s", key_where(cfg, flavor_key), dsv3_error_message());
-    }
-#define FILL(name) fill_from_flavor(cfg, #name, (double)a.name, NULL)
-    FILL(vocab_size);
-    FILL(dim);
-    FILL(inter_dim);
-    FILL(moe_inter_dim);
-    FILL(n_layers);
-    FILL(n_dense_layers);
-    FILL(n_heads);
-    FILL(norm_eps);
-    FILL(num_experts);
-    FILL(num_shared_experts);
-    FILL(top_k);
-    FILL(route_norm);
-    FILL(route_scale);
-    FILL(num_expert_groups);
-    FILL(num_limited_groups);
-    FILL(load_balance_coeff);
-    FILL(q_lora_rank);
-    FILL(kv_lora_rank);
-    FILL(qk_nope_head_dim);
-    FILL(qk_rope_head_dim);
-    FILL(v_head_dim);
-    FILL(original_seq_len);
-    FILL(rope_theta);
-    FILL(rope_factor);
-    FILL(beta_fast);
-    FILL(beta_slow);
-    FILL(mscale);
-#undef FILL
-    fill_from_flavor(cfg, "score_func", 0,
-                     a.score_func == DSV3_SCORE_SIGMOID ? "sigmoid" : "softmax");
-    fill_from_flavor(cfg, "attn_mask_type", 0,
-                     a.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL ? "block_causal" : "causal");
+    DSV3_CALL(check_model_filled(cfg));
     for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++)
         DSV3_CALL(check_key(cfg, &dsv3_config_keys[i]));
     DSV3_CALL(check_combinations(cfg));
     return DSV3_OK;
-}
-
-void dsv3_config_model_args(const Dsv3Config *cfg, Dsv3ModelArgs *out) {
-    *out = (Dsv3ModelArgs){
-        .vocab_size = cfg->model.vocab_size,
-        .dim = cfg->model.dim,
-        .inter_dim = cfg->model.inter_dim,
-        .moe_inter_dim = cfg->model.moe_inter_dim,
-        .n_layers = cfg->model.n_layers,
-        .n_dense_layers = cfg->model.n_dense_layers,
-        .n_heads = cfg->model.n_heads,
-        .norm_eps = cfg->model.norm_eps,
-        .num_experts = cfg->model.num_experts,
-        .num_shared_experts = cfg->model.num_shared_experts,
-        .top_k = cfg->model.top_k,
-        .score_func =
-            strcmp(cfg->model.score_func, "sigmoid") == 0 ? DSV3_SCORE_SIGMOID : DSV3_SCORE_SOFTMAX,
-        .route_norm = cfg->model.route_norm,
-        .route_scale = cfg->model.route_scale,
-        .num_expert_groups = cfg->model.num_expert_groups,
-        .num_limited_groups = cfg->model.num_limited_groups,
-        .load_balance_coeff = cfg->model.load_balance_coeff,
-        .q_lora_rank = cfg->model.q_lora_rank,
-        .kv_lora_rank = cfg->model.kv_lora_rank,
-        .qk_nope_head_dim = cfg->model.qk_nope_head_dim,
-        .qk_rope_head_dim = cfg->model.qk_rope_head_dim,
-        .v_head_dim = cfg->model.v_head_dim,
-        .attn_mask_type = strcmp(cfg->model.attn_mask_type, "block_causal") == 0
-                              ? DSV3_MASK_BLOCK_CAUSAL
-                              : DSV3_MASK_CAUSAL,
-        .original_seq_len = cfg->model.original_seq_len,
-        .rope_theta = cfg->model.rope_theta,
-        .rope_factor = cfg->model.rope_factor,
-        .beta_fast = cfg->model.beta_fast,
-        .beta_slow = cfg->model.beta_slow,
-        .mscale = cfg->model.mscale,
-    };
 }
 
 // ---- printing ----
@@ -769,10 +721,14 @@ Dsv3Err dsv3_config_help(char **out) {
             DSV3_CALL_GOTO(err, fail, append_value(&t, &defaults, k));
             DSV3_CALL_GOTO(err, fail, text_append(&t, ")"));
         }
-        DSV3_CALL_GOTO(err, fail,
-                       text_append(&t, "%s\n      %s\n",
-                                   k->status == DSV3_KEY_NOT_YET ? " [not supported yet]" : "",
-                                   k->help));
+        if (k->status == DSV3_KEY_NOT_YET)
+            DSV3_CALL_GOTO(err, fail,
+                           text_append(&t,
+                                       " [not supported yet]\n      %s (it needs %s, which is "
+                                       "not implemented)\n",
+                                       k->help, k->needs));
+        else
+            DSV3_CALL_GOTO(err, fail, text_append(&t, "\n      %s\n", k->help));
     }
     *out = t.data;
     return DSV3_OK;

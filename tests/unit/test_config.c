@@ -1,7 +1,9 @@
 // Unit tests for config: the schema's defaults, TOML loading, command-line overrides, flavor
-// resolution, validation of single keys and of combinations, printing as TOML that reads back
-// bit-exactly, the help text, and the shipped configs under conf/. Every test checks that all
-// it allocated was given back, on the failure paths too.
+// resolution (common/model/model_config.h), validation of single keys and of combinations, keys
+// not supported yet and the capability each waits for, what the core checks without the model
+// and what model_config adds, printing as TOML that reads back bit-exactly, the help text, and
+// the shipped configs under conf/. Every test checks that all it allocated was given back, on
+// the failure paths too.
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -18,6 +20,7 @@
 
 #include "common/core/alloc.h"
 #include "common/core/config.h"
+#include "common/model/model_config.h"
 
 // Two configs (each with 4 KiB per string key) are too big for a comfortable stack frame.
 typedef struct {
@@ -138,7 +141,7 @@ static void round_trip(const Dsv3Config *from, Dsv3Config *to, int resolve) {
     EXPECT_OK(dsv3_config_to_toml(from, &text));
     dsv3_config_init(to);
     Dsv3Err err = dsv3_config_load_text(to, text, strlen(text), "printed.toml");
-    if (err == DSV3_OK && resolve) err = dsv3_config_resolve(to);
+    if (err == DSV3_OK && resolve) err = dsv3_model_config_resolve(to);
     if (err != DSV3_OK) {
         print_error("printed config:\n%s\n", text);
         dsv3_free(text);
@@ -289,7 +292,7 @@ static void expect_same_model_args(const Dsv3ModelArgs *x, const Dsv3ModelArgs *
 
 static void test_defaults_resolve_to_the_debugmodel_flavor(void **state) {
     Fixture *f = *state;
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     assert_int_equal(f->a.model.dim, 256);
     assert_int_equal(f->a.model.n_layers, 6);
     assert_int_equal(f->a.model.vocab_size, 2048);
@@ -303,7 +306,7 @@ static void test_defaults_resolve_to_the_debugmodel_flavor(void **state) {
     assert_string_equal(f->a.model.attn_mask_type, "causal");
     Dsv3ModelArgs flavor, resolved;
     EXPECT_OK(dsv3_model_args_flavor("debugmodel", &flavor));
-    dsv3_config_model_args(&f->a, &resolved);
+    dsv3_model_args_from_config(&f->a, &resolved);
     expect_same_model_args(&resolved, &flavor);
     // Filling from the flavor is not the user setting a key.
     assert_string_equal(origin_of(&f->a, "model", "dim"), "");
@@ -314,10 +317,10 @@ static void test_every_flavor_resolves_to_its_model_args(void **state) {
     for (size_t i = 0; dsv3_model_flavor_names[i]; i++) {
         dsv3_config_init(&f->a);
         EXPECT_OK(dsv3_config_override(&f->a, "model.flavor", dsv3_model_flavor_names[i]));
-        EXPECT_OK(dsv3_config_resolve(&f->a));
+        EXPECT_OK(dsv3_model_config_resolve(&f->a));
         Dsv3ModelArgs flavor, resolved;
         EXPECT_OK(dsv3_model_args_flavor(dsv3_model_flavor_names[i], &flavor));
-        dsv3_config_model_args(&f->a, &resolved);
+        dsv3_model_args_from_config(&f->a, &resolved);
         expect_same_model_args(&resolved, &flavor);
     }
     assert_int_equal(f->a.model.dim, 7168); // the last one is 671B
@@ -546,14 +549,15 @@ static void expect_resolve_fails(Fixture *f, int line, const char *text, const c
     dsv3_config_init(&f->a);
     Dsv3Err err = load(&f->a, text);
     if (err != DSV3_OK) fail_msg("line %d: '%s' does not load: %s", line, text, dsv3_error_text());
-    expect_error_at(__FILE__, line, dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG, n1, n2, NULL);
+    expect_error_at(__FILE__, line, dsv3_model_config_resolve(&f->a), DSV3_ERR_CONFIG, n1, n2,
+                    NULL);
 }
 #define RESOLVE_FAILS(text, n1, n2) expect_resolve_fails(f, __LINE__, (text), (n1), (n2))
 
 static void expect_resolve_ok(Fixture *f, int line, const char *text) {
     dsv3_config_init(&f->a);
     Dsv3Err err = load(&f->a, text);
-    if (err == DSV3_OK) err = dsv3_config_resolve(&f->a);
+    if (err == DSV3_OK) err = dsv3_model_config_resolve(&f->a);
     if (err != DSV3_OK)
         fail_msg("line %d: '%s' should be valid: %s", line, text, dsv3_error_text());
 }
@@ -626,21 +630,90 @@ static void test_bad_choice_lists_the_choices(void **state) {
                   "not one of");
     RESOLVE_FAILS("[model]\nscore_func = \"relu\"\n", "model.score_func = \"relu\"",
                   "softmax|sigmoid");
-    RESOLVE_OK("[lr_scheduler]\ndecay_type = \"cosine\"\n[training]\nmixed_precision_param = "
-               "\"float32\"\n");
-    RESOLVE_OK(
-        "[parallelism]\npipeline_parallel_schedule = \"GPipe\"\nexpert_server_launch = \"join\"\n");
+    RESOLVE_OK("[lr_scheduler]\ndecay_type = \"cosine\"\n[checkpoint]\nexport_dtype = "
+               "\"bfloat16\"\n");
+    RESOLVE_OK("[parallelism]\nexpert_server_launch = \"join\"\n[validation]\ndataset = "
+               "\"tokens\"\ndataset_path = \"held_out.bin\"\n");
 }
 
 static void test_not_yet_supported_key_keeps_only_its_default(void **state) {
     Fixture *f = *state;
     RESOLVE_FAILS("[checkpoint]\nasync_mode = \"async\"\n",
-                  "x.toml:2: checkpoint.async_mode is not supported yet", "keep its default");
+                  "x.toml:2: checkpoint.async_mode = \"async\" is not supported yet: it needs "
+                  "background checkpoint writing, which is not implemented",
+                  "(only the default \"disabled\" is accepted)");
     RESOLVE_FAILS("[optimizer]\nimplementation = \"foreach\"\n", "optimizer.implementation",
                   "not supported yet");
     // Writing the default explicitly, as torchtitan's configs do, is fine.
     RESOLVE_OK(
         "[checkpoint]\nasync_mode = \"disabled\"\n[optimizer]\nimplementation = \"fused\"\n");
+}
+
+// Keys that no code reads yet, each with the capability it waits for, spelled out.
+static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
+    Fixture *f = *state;
+    static const struct {
+        const char *text, *message, *default_text;
+    } cases[] = {
+        {"[parallelism]\nfsdp_reshard_after_forward = \"always\"\n",
+         "x.toml:2: parallelism.fsdp_reshard_after_forward = \"always\" is not supported yet: it "
+         "needs FSDP/HSDP parameter sharding, which is not implemented (only the default "
+         "\"default\" is accepted)",
+         "[parallelism]\nfsdp_reshard_after_forward = \"default\"\n"},
+        {"[parallelism]\ndisable_loss_parallel = true\n",
+         "x.toml:2: parallelism.disable_loss_parallel = true is not supported yet: it needs tensor "
+         "parallelism, which is not implemented (only the default false is accepted)",
+         "[parallelism]\ndisable_loss_parallel = false\n"},
+        {"[parallelism]\npipeline_parallel_schedule = \"Interleaved1F1B\"\n",
+         "x.toml:2: parallelism.pipeline_parallel_schedule = \"Interleaved1F1B\" is not supported "
+         "yet: it needs pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B), which is not "
+         "implemented (only the default \"1F1B\" is accepted)",
+         "[parallelism]\npipeline_parallel_schedule = \"1F1B\"\n"},
+        {"[parallelism]\npipeline_parallel_microbatch_size = 2\n",
+         "x.toml:2: parallelism.pipeline_parallel_microbatch_size = 2 is not supported yet: it "
+         "needs pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B), which is not implemented "
+         "(only the default 1 is accepted)",
+         "[parallelism]\npipeline_parallel_microbatch_size = 1\n"},
+        {"[debug]\ndeterministic = true\n",
+         "x.toml:2: debug.deterministic = true is not supported yet: it needs the CUDA backend's "
+         "deterministic mode, which is not implemented (only the default false is accepted)",
+         "[debug]\ndeterministic = false\n"},
+        {"[training]\nmixed_precision_param = \"float32\"\n",
+         "x.toml:2: training.mixed_precision_param = \"float32\" is not supported yet: it needs "
+         "the CUDA backend's bf16 compute with fp32 master weights, which is not implemented "
+         "(only the default \"bfloat16\" is accepted)",
+         "[training]\nmixed_precision_param = \"bfloat16\"\n"},
+        {"[training]\nmixed_precision_reduce = \"bfloat16\"\n",
+         "x.toml:2: training.mixed_precision_reduce = \"bfloat16\" is not supported yet: it needs "
+         "the CUDA backend's bf16 compute with fp32 master weights, which is not implemented "
+         "(only the default \"float32\" is accepted)",
+         "[training]\nmixed_precision_reduce = \"float32\"\n"},
+        {"[profiling]\nsave_memory_snapshot_folder = \"snapshots\"\n",
+         "x.toml:2: profiling.save_memory_snapshot_folder = \"snapshots\" is not supported yet: it "
+         "needs a memory snapshot writer, which is not implemented (only the default "
+         "\"memory_snapshot\" is accepted)",
+         "[profiling]\nsave_memory_snapshot_folder = \"memory_snapshot\"\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_resolve_fails(f, __LINE__, cases[i].text, cases[i].message, "");
+        expect_resolve_ok(f, __LINE__, cases[i].default_text);
+    }
+    // The check is the core's own: dsv3_config_resolve makes it without the model.
+    dsv3_config_init(&f->a);
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
+    EXPECT_OK(dsv3_config_override(&f->a, "parallelism.fsdp_reshard_after_forward", "always"));
+    EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG,
+                 "command line --parallelism.fsdp_reshard_after_forward: "
+                 "parallelism.fsdp_reshard_after_forward = \"always\" is not supported yet");
+    // The help says what the key waits for, and why a CPU run needs no deterministic mode.
+    char *help = NULL;
+    EXPECT_OK(dsv3_config_help(&help));
+    assert_non_null(strstr(help,
+                           "--debug.deterministic (bool, default false) [not supported yet]\n"
+                           "      Deterministic CUDA kernels only (the CPU kernels are always "
+                           "deterministic for a given thread count) (it needs the CUDA "
+                           "backend's deterministic mode, which is not implemented)\n"));
+    dsv3_free(help);
 }
 
 static void test_every_not_yet_key_rejects_any_other_value(void **state) {
@@ -660,7 +733,9 @@ static void test_every_not_yet_key_rejects_any_other_value(void **state) {
         case DSV3_CFG_FLOAT: snprintf(value, sizeof value, "%.17g", k->default_float + 1); break;
         case DSV3_CFG_STR:
             // Another valid choice when there are choices, so that only the status can fail.
-            if (k->choices) {
+            // A key whose only choice is its default (mixed_precision_reduce) has none: any
+            // other value then, which the status check reports before the choices.
+            if (k->choices && strcmp(k->choices, k->default_str) != 0) {
                 const char *c = k->choices;
                 size_t len = strcspn(c, "|");
                 if (strlen(k->default_str) == len && strncmp(c, k->default_str, len) == 0) {
@@ -675,12 +750,39 @@ static void test_every_not_yet_key_rejects_any_other_value(void **state) {
         }
         dsv3_config_init(&f->a);
         EXPECT_OK(dsv3_config_override(&f->a, dotted, value));
-        char expected[2 * sizeof dotted + 64];
-        snprintf(expected, sizeof expected, "command line --%s: %s is not supported yet", dotted,
-                 dotted);
-        EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG, expected);
+        // The value and the default as the message shows them.
+        char shown[sizeof value + 2], fallback[128];
+        switch (k->type) {
+        case DSV3_CFG_BOOL:
+            snprintf(shown, sizeof shown, "%s", value);
+            snprintf(fallback, sizeof fallback, "%s", k->default_int ? "true" : "false");
+            break;
+        case DSV3_CFG_INT:
+            snprintf(shown, sizeof shown, "%s", value);
+            snprintf(fallback, sizeof fallback, "%" PRId64, k->default_int);
+            break;
+        case DSV3_CFG_FLOAT:
+            snprintf(shown, sizeof shown, "%g", k->default_float + 1);
+            snprintf(fallback, sizeof fallback, "%g", k->default_float);
+            break;
+        case DSV3_CFG_STR:
+            snprintf(shown, sizeof shown, "\"%s\"", value);
+            snprintf(fallback, sizeof fallback, "\"%s\"", k->default_str);
+            break;
+        }
+        assert_non_null(k->needs);
+        assert_true(strlen(k->needs) > 0);
+        char expected[2 * sizeof dotted + sizeof shown + sizeof fallback + 256];
+        snprintf(expected, sizeof expected,
+                 "command line --%s: %s = %s is not supported yet: it needs %s, which is not "
+                 "implemented (only the default %s is accepted)",
+                 dotted, dotted, shown, k->needs, fallback);
+        EXPECT_ERROR(dsv3_model_config_resolve(&f->a), DSV3_ERR_CONFIG, expected);
     }
     assert_true(seen > 0);
+    // Only keys that wait for something name a capability.
+    for (int i = 0; i < DSV3_CONFIG_KEY_COUNT; i++)
+        if (dsv3_config_keys[i].status != DSV3_KEY_NOT_YET) assert_null(dsv3_config_keys[i].needs);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -890,7 +992,7 @@ static void test_user_model_key_beats_the_flavor(void **state) {
     Fixture *f = *state;
     EXPECT_OK(load(&f->a, "[model]\ndim = 512\nscore_func = \"sigmoid\"\n"));
     EXPECT_OK(dsv3_config_override(&f->a, "model.n_layers", "4"));
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     assert_int_equal(f->a.model.dim, 512);
     assert_int_equal(f->a.model.n_layers, 4);
     assert_string_equal(f->a.model.score_func, "sigmoid");
@@ -899,13 +1001,13 @@ static void test_user_model_key_beats_the_flavor(void **state) {
     assert_int_equal(f->a.model.n_heads, 16);
     assert_int_equal(f->a.model.num_experts, 8);
     Dsv3ModelArgs args;
-    dsv3_config_model_args(&f->a, &args);
+    dsv3_model_args_from_config(&f->a, &args);
     assert_int_equal(args.dim, 512);
     assert_int_equal(args.score_func, DSV3_SCORE_SIGMOID);
 
     // A model key equal to the flavor's value is kept as well (and is harmless).
     EXPECT_OK(load(&f->b, "[model]\nflavor = \"16B\"\nn_layers = 27\nmscale = 0.5\n"));
-    EXPECT_OK(dsv3_config_resolve(&f->b));
+    EXPECT_OK(dsv3_model_config_resolve(&f->b));
     assert_int_equal(f->b.model.n_layers, 27);
     assert_int_equal(f->b.model.dim, 2048);
     assert_int_equal(f->b.model.num_experts, 64);
@@ -915,7 +1017,7 @@ static void test_user_model_key_beats_the_flavor(void **state) {
 static void test_unknown_flavor_names_origin_and_known_flavors(void **state) {
     Fixture *f = *state;
     EXPECT_OK(load(&f->a, "[model]\nflavor = \"tiny\"\n"));
-    Dsv3Err err = dsv3_config_resolve(&f->a);
+    Dsv3Err err = dsv3_model_config_resolve(&f->a);
     assert_int_equal(err, DSV3_ERR_CONFIG);
     const char *msg = dsv3_error_message();
     assert_true(strncmp(msg, "x.toml:2: ", strlen("x.toml:2: ")) == 0);
@@ -926,7 +1028,7 @@ static void test_unknown_flavor_names_origin_and_known_flavors(void **state) {
     dsv3_error_clear();
 
     EXPECT_OK(dsv3_config_override(&f->b, "model.flavor", "debug_model"));
-    EXPECT_ERROR(dsv3_config_resolve(&f->b), DSV3_ERR_CONFIG,
+    EXPECT_ERROR(dsv3_model_config_resolve(&f->b), DSV3_ERR_CONFIG,
                  "command line --model.flavor: model.flavor = 'debug_model'", "debugmodel, 16B");
 }
 
@@ -935,6 +1037,73 @@ static void test_inconsistent_model_keys_are_reported(void **state) {
     RESOLVE_FAILS("[model]\nn_dense_layers = 7\n", "model.n_dense_layers", "model.n_layers");
     RESOLVE_FAILS("[model]\ntop_k = 9\n", "model.top_k", "model.num_experts");
     RESOLVE_FAILS("[model]\nqk_rope_head_dim = 63\n", "model.qk_rope_head_dim", "even");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The core's checks and model_config's
+
+static void test_core_resolve_needs_the_model_keys_filled(void **state) {
+    Fixture *f = *state;
+    // Alone, the core does not know the flavors: it says who fills the [model] keys.
+    EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_USAGE, "model.vocab_size has no value yet",
+                 "dsv3_model_config_resolve");
+    // Once model_config filled them, the core's checks of plain values run on their own.
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
+    assert_int_equal(f->a.model_filled, 1);
+    assert_string_equal(origin_of(&f->a, "model", "vocab_size"), "");
+    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_config_override(&f->a, "training.steps", "0"));
+    EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG,
+                 "command line --training.steps: training.steps = 0 is out of range");
+}
+
+static void test_core_accepts_what_only_model_arguments_refute(void **state) {
+    Fixture *f = *state;
+    // Every [model] key set by the user (debugmodel's values, printed): no flavor is needed.
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
+    char *text = NULL;
+    EXPECT_OK(dsv3_config_to_toml(&f->a, &text));
+    Dsv3Err err = dsv3_config_load_text(&f->b, text, strlen(text), "printed.toml");
+    dsv3_free(text);
+    EXPECT_OK(err);
+    EXPECT_OK(dsv3_config_resolve(&f->b));
+    assert_int_equal(f->b.model_filled, 0);
+    // Each value below is plain enough for the core; model_config refutes it, naming both sides.
+    static const struct {
+        const char *dotted, *value, *message, *other_side;
+    } cases[] = {
+        {"model.top_k", "9", "model.top_k", "model.num_experts"},
+        {"parallelism.expert_parallel_degree", "3",
+         "command line --parallelism.expert_parallel_degree: parallelism.expert_parallel_degree 3 "
+         "does not divide model.num_experts 8",
+         "num_experts"},
+        {"parallelism.pipeline_parallel_degree", "7",
+         "command line --parallelism.pipeline_parallel_degree: "
+         "parallelism.pipeline_parallel_degree "
+         "7 exceeds model.n_layers 6",
+         "at least one layer"},
+        {"parallelism.tensor_parallel_degree", "3",
+         "command line --parallelism.tensor_parallel_degree: parallelism.tensor_parallel_degree 3 "
+         "does not divide model.n_heads 16",
+         "n_heads"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(&f->a, &f->b, sizeof f->a); // plain data: copyable
+        EXPECT_OK(dsv3_config_override(&f->a, cases[i].dotted, cases[i].value));
+        EXPECT_OK(dsv3_config_resolve(&f->a));
+        EXPECT_ERROR(dsv3_model_config_resolve(&f->a), DSV3_ERR_CONFIG, cases[i].message,
+                     cases[i].other_side);
+    }
+    // Values that fit the model pass both, and the model arguments are the user's.
+    EXPECT_OK(dsv3_config_override(&f->b, "model.n_layers", "8"));
+    EXPECT_OK(dsv3_config_override(&f->b, "parallelism.pipeline_parallel_degree", "8"));
+    EXPECT_OK(dsv3_config_override(&f->b, "parallelism.tensor_parallel_degree", "4"));
+    EXPECT_OK(dsv3_config_resolve(&f->b));
+    EXPECT_OK(dsv3_model_config_resolve(&f->b));
+    Dsv3ModelArgs args;
+    dsv3_model_args_from_config(&f->b, &args);
+    assert_int_equal(args.n_layers, 8);
+    assert_int_equal(args.dim, 256);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -985,7 +1154,7 @@ static void test_combination_checks_name_both_sides(void **state) {
 
 static void test_to_toml_round_trips_every_field_bit_exactly(void **state) {
     Fixture *f = *state;
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     Dsv3Config *c = &f->a;
     // Floats whose shortest decimal form is long, tiny, or not exact in binary.
     c->optimizer.eps = 1e-8;
@@ -1010,7 +1179,7 @@ static void test_to_toml_round_trips_every_field_bit_exactly(void **state) {
     // Booleans flipped from their defaults.
     c->job.print_config = 1;
     c->job.dry_run = 1;
-    c->parallelism.disable_loss_parallel = 1;
+    c->metrics.disable_color_printing = 1;
     c->checkpoint.last_save_model_only = 0;
     // Strings that need escaping, and some that only look like TOML syntax.
     snprintf(c->job.description, sizeof c->job.description,
@@ -1023,7 +1192,7 @@ static void test_to_toml_round_trips_every_field_bit_exactly(void **state) {
     snprintf(c->checkpoint.folder, sizeof c->checkpoint.folder, "\\u0041 is not A");
     memset(c->validation.dataset_path, 'v', DSV3_CONFIG_STRING_CAPACITY - 1);
     c->validation.dataset_path[DSV3_CONFIG_STRING_CAPACITY - 1] = '\0';
-    EXPECT_OK(dsv3_config_resolve(c)); // still a valid config
+    EXPECT_OK(dsv3_model_config_resolve(c)); // still a valid config
     round_trip(c, &f->b, 1);
 }
 
@@ -1077,7 +1246,7 @@ static void test_to_toml_round_trips_every_flavor(void **state) {
     for (size_t i = 0; dsv3_model_flavor_names[i]; i++) {
         dsv3_config_init(&f->a);
         EXPECT_OK(dsv3_config_override(&f->a, "model.flavor", dsv3_model_flavor_names[i]));
-        EXPECT_OK(dsv3_config_resolve(&f->a));
+        EXPECT_OK(dsv3_model_config_resolve(&f->a));
         round_trip(&f->a, &f->b, 1);
     }
 }
@@ -1138,6 +1307,17 @@ static void test_help_mentions_every_key(void **state) {
         if (k->choices) assert_true(line_contains(at, end, k->choices));
         assert_true(strncmp(end + 1, "      ", 6) == 0);
         assert_true(strncmp(end + 7, k->help, strlen(k->help)) == 0);
+        // A key not supported yet says on its help line what it waits for.
+        const char *help_end = strchr(end + 1, '\n');
+        assert_non_null(help_end);
+        if (k->status == DSV3_KEY_NOT_YET) {
+            char needs[256];
+            snprintf(needs, sizeof needs, "(it needs %s, which is not implemented)", k->needs);
+            if (!line_contains(end + 1, help_end, needs))
+                fail_msg("the help of %s.%s lacks '%s'", k->section, k->key, needs);
+        } else {
+            assert_false(line_contains(end + 1, help_end, "it needs"));
+        }
     }
     assert_non_null(strstr(help, "--training.steps (int, default 10000)"));
     assert_non_null(strstr(help, "--model.dim (int, default from model.flavor)"));
@@ -1163,7 +1343,7 @@ static void check_shipped_config(Fixture *f, const char *name, const char *flavo
     }
     dsv3_config_init(&f->a);
     EXPECT_OK(dsv3_config_load_file(&f->a, path));
-    EXPECT_OK(dsv3_config_resolve(&f->a));
+    EXPECT_OK(dsv3_model_config_resolve(&f->a));
     assert_string_equal(f->a.model.flavor, flavor);
     assert_int_equal(f->a.model.dim, dim);
     round_trip(&f->a, &f->b, 1);
@@ -1177,7 +1357,7 @@ static void check_shipped_config(Fixture *f, const char *name, const char *flavo
                     "--lr_scheduler.warmup_steps",
                     "1"};
     EXPECT_OK(dsv3_config_parse_args(&f->b, ARGC(argv), argv));
-    EXPECT_OK(dsv3_config_resolve(&f->b));
+    EXPECT_OK(dsv3_model_config_resolve(&f->b));
     assert_int_equal(f->b.training.steps, 3);
     assert_string_equal(f->b.model.flavor, flavor);
 }
@@ -1220,6 +1400,7 @@ int main(void) {
         TEST(test_out_of_range_values_name_key_value_and_origin),
         TEST(test_bad_choice_lists_the_choices),
         TEST(test_not_yet_supported_key_keeps_only_its_default),
+        TEST(test_not_yet_keys_name_the_capability_they_wait_for),
         TEST(test_every_not_yet_key_rejects_any_other_value),
         TEST(test_override_sets_value_and_origin),
         TEST(test_override_rejects_garbled_values),
@@ -1232,6 +1413,8 @@ int main(void) {
         TEST(test_user_model_key_beats_the_flavor),
         TEST(test_unknown_flavor_names_origin_and_known_flavors),
         TEST(test_inconsistent_model_keys_are_reported),
+        TEST(test_core_resolve_needs_the_model_keys_filled),
+        TEST(test_core_accepts_what_only_model_arguments_refute),
         TEST(test_combination_checks_name_both_sides),
         TEST(test_to_toml_round_trips_every_field_bit_exactly),
         TEST(test_to_toml_round_trips_floats_beyond_the_valid_ranges),
