@@ -12,8 +12,8 @@
 #include "common/comm/tags.h"
 
 _Static_assert(sizeof(Dsv3StepPlan) <= INT_MAX && sizeof(Dsv3StepReport) <= INT_MAX &&
-                   sizeof(Dsv3CkptLoadCommand) <= INT_MAX,
-               "fixed messages travel as one MPI_BYTE count");
+                   sizeof(Dsv3CkptLoadCommand) <= INT_MAX && sizeof(Dsv3TraceEvent) <= INT_MAX,
+               "fixed-size messages and elements travel as one count of bytes");
 
 Dsv3Err dsv3_protocol_create(Dsv3Protocol **out, const Dsv3Topology *topo, double init_timeout_s,
                              double train_timeout_s) {
@@ -24,7 +24,7 @@ Dsv3Err dsv3_protocol_create(Dsv3Protocol **out, const Dsv3Topology *topo, doubl
     DSV3_CALL(dsv3_calloc((void **)&p, 1, sizeof *p, "protocol"));
     Dsv3Err err = DSV3_OK;
     p->comm = MPI_COMM_NULL;
-    p->event_type = MPI_DATATYPE_NULL;
+    p->event_type = p->report_type = MPI_DATATYPE_NULL;
     p->role = topo->role;
     p->job_size = topo->job_size;
     p->n_stage = topo->n_stage;
@@ -34,6 +34,9 @@ Dsv3Err dsv3_protocol_create(Dsv3Protocol **out, const Dsv3Topology *topo, doubl
     DSV3_MPI_CALL_GOTO(err, fail,
                        MPI_Type_contiguous((int)sizeof(Dsv3TraceEvent), MPI_BYTE, &p->event_type));
     DSV3_MPI_CALL_GOTO(err, fail, MPI_Type_commit(&p->event_type));
+    DSV3_MPI_CALL_GOTO(err, fail,
+                       MPI_Type_contiguous((int)sizeof(Dsv3StepReport), MPI_BYTE, &p->report_type));
+    DSV3_MPI_CALL_GOTO(err, fail, MPI_Type_commit(&p->report_type));
     DSV3_CALL_GOTO(err, fail,
                    dsv3_calloc((void **)&p->stage_ranks, (size_t)(p->n_stage > 0 ? p->n_stage : 1),
                                sizeof *p->stage_ranks, "stage rank list"));
@@ -58,6 +61,7 @@ void dsv3_protocol_destroy(Dsv3Protocol *p) {
     dsv3_watch_destroy(p->watch);
     // Shutdown cannot report failures; these codes are not checked.
     if (p->event_type != MPI_DATATYPE_NULL) MPI_Type_free(&p->event_type);
+    if (p->report_type != MPI_DATATYPE_NULL) MPI_Type_free(&p->report_type);
     if (p->comm != MPI_COMM_NULL) MPI_Comm_free(&p->comm);
     dsv3_free(p->stage_ranks);
     dsv3_free(p);
@@ -122,13 +126,13 @@ Dsv3Err dsv3_protocol_wait_one(Dsv3Protocol *p, MPI_Request *request, const int 
     return dsv3_watch_wait(p->watch, 1, request, peers, n_peers, "%s", what);
 }
 
-void dsv3_protocol_position(const Dsv3Protocol *p, char *out, size_t capacity) {
-    if (!p->plans || p->plan.step == 0)
+void dsv3_protocol_describe_plan(const Dsv3StepPlan *plan, char *out, size_t capacity) {
+    if (plan->step == 0)
         snprintf(out, capacity, "start-up");
-    else if (p->plan.validate)
-        snprintf(out, capacity, "the validation pass after step %lld", (long long)p->plan.step);
+    else if (plan->validate)
+        snprintf(out, capacity, "the validation pass after step %lld", (long long)plan->step);
     else
-        snprintf(out, capacity, "step %lld", (long long)p->plan.step);
+        snprintf(out, capacity, "step %lld", (long long)plan->step);
 }
 
 // ---- plans, peak, ready ----
@@ -138,9 +142,8 @@ static const int COORDINATOR_PEER[1] = {DSV3_PROTOCOL_COORDINATOR};
 Dsv3Err dsv3_protocol_send_plan(Dsv3Protocol *p, const Dsv3StepPlan *plan) {
     DSV3_ASSERT(p->role == DSV3_ROLE_COORDINATOR);
     p->plan = *plan;
-    p->plans++;
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for every rank to take the plan of %s%s", where,
              plan->stop ? " (stop)" : "");
     MPI_Request req;
@@ -152,14 +155,13 @@ Dsv3Err dsv3_protocol_send_plan(Dsv3Protocol *p, const Dsv3StepPlan *plan) {
 Dsv3Err dsv3_protocol_recv_plan(Dsv3Protocol *p, Dsv3StepPlan *plan) {
     DSV3_ASSERT(p->role != DSV3_ROLE_COORDINATOR);
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for the coordinator's next plan (the last was %s)", where);
     MPI_Request req;
     DSV3_MPI_CALL(
         MPI_Ibcast(plan, (int)sizeof *plan, MPI_BYTE, DSV3_PROTOCOL_COORDINATOR, p->comm, &req));
     DSV3_CALL(dsv3_protocol_wait_one(p, &req, COORDINATOR_PEER, 1, what));
     p->plan = *plan;
-    p->plans++;
     return DSV3_OK;
 }
 
@@ -190,7 +192,7 @@ Dsv3Err dsv3_protocol_send_windows(Dsv3Protocol *p, int64_t stage_index, int64_t
     Dsv3ProtocolRequests r;
     DSV3_CALL(dsv3_protocol_requests_init(&r, dsv3_protocol_chunks(p, count)));
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for stage rank %lld to take micro-batch %lld of %s",
              (long long)stage_index, (long long)micro, where);
     Dsv3Err err = dsv3_protocol_post(p, &r, 1, (void *)windows, count, MPI_INT32_T, sizeof *windows,
@@ -206,7 +208,7 @@ Dsv3Err dsv3_protocol_recv_windows(Dsv3Protocol *p, int64_t micro, int32_t *wind
     Dsv3ProtocolRequests r;
     DSV3_CALL(dsv3_protocol_requests_init(&r, dsv3_protocol_chunks(p, count)));
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for micro-batch %lld of %s from the coordinator",
              (long long)micro, where);
     Dsv3Err err = dsv3_protocol_post(p, &r, 0, windows, count, MPI_INT32_T, sizeof *windows,
@@ -224,7 +226,7 @@ static Dsv3Err send_to_coordinator(Dsv3Protocol *p, const void *buf, int64_t cou
     Dsv3ProtocolRequests r;
     DSV3_CALL(dsv3_protocol_requests_init(&r, dsv3_protocol_chunks(p, count)));
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for the coordinator to take the %s of %s", thing, where);
     Dsv3Err err = dsv3_protocol_post(p, &r, 1, (void *)buf, count, type, elem_bytes,
                                      DSV3_PROTOCOL_COORDINATOR, tag);
@@ -235,7 +237,7 @@ static Dsv3Err send_to_coordinator(Dsv3Protocol *p, const void *buf, int64_t cou
 }
 
 Dsv3Err dsv3_protocol_send_report(Dsv3Protocol *p, const Dsv3StepReport *report) {
-    return send_to_coordinator(p, report, (int64_t)sizeof *report, MPI_BYTE, 1, DSV3_TAG_REPORT,
+    return send_to_coordinator(p, report, 1, p->report_type, sizeof *report, DSV3_TAG_REPORT,
                                "report");
 }
 
@@ -263,8 +265,8 @@ Dsv3Err dsv3_protocol_recv_reports(Dsv3Protocol *p, const Dsv3StepPlan *plan,
     Dsv3Err err = DSV3_OK;
     for (int64_t i = 0; i < p->n_stage; i++)
         DSV3_CALL_GOTO(err, done,
-                       dsv3_protocol_post(p, &r, 0, &reports[i], (int64_t)sizeof *reports, MPI_BYTE,
-                                          1, p->stage_ranks[i], DSV3_TAG_REPORT));
+                       dsv3_protocol_post(p, &r, 0, &reports[i], 1, p->report_type, sizeof *reports,
+                                          p->stage_ranks[i], DSV3_TAG_REPORT));
     if (load) {
         DSV3_CALL_GOTO(err, done,
                        dsv3_protocol_post(p, &r, 0, counts, n, MPI_INT64_T, sizeof *counts,
@@ -274,7 +276,7 @@ Dsv3Err dsv3_protocol_recv_reports(Dsv3Protocol *p, const Dsv3StepPlan *plan,
                                           DSV3_PROTOCOL_FIRST_STAGE, DSV3_TAG_EXPERT_BIAS));
     }
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for the reports of %s from %lld stage rank(s)", where,
              (long long)p->n_stage);
     DSV3_CALL_GOTO(err, done, dsv3_protocol_wait(p, &r, p->stage_ranks, (int)p->n_stage, what));
@@ -300,7 +302,7 @@ Dsv3Err dsv3_protocol_recv_traces(Dsv3Protocol *p, Dsv3TraceEvent *const *events
                        dsv3_protocol_post(p, &r, 0, events[i], counts[i], p->event_type,
                                           sizeof **events, p->stage_ranks[i], DSV3_TAG_TRACE));
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for the trace events of %s", where);
     DSV3_CALL_GOTO(err, done, dsv3_protocol_wait(p, &r, p->stage_ranks, (int)p->n_stage, what));
 done:

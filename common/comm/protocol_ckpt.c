@@ -13,7 +13,7 @@ static const int COORDINATOR_PEER[1] = {DSV3_PROTOCOL_COORDINATOR};
 static Dsv3Err broadcast(Dsv3Protocol *p, void *buf, int size, const char *thing) {
     int root = p->role == DSV3_ROLE_COORDINATOR;
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
-    dsv3_protocol_position(p, where, sizeof where);
+    dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     if (root)
         snprintf(what, sizeof what, "waits for every rank to take the %s after %s", thing, where);
     else

@@ -20,12 +20,12 @@ struct Dsv3Protocol {
     Dsv3Role role;
     int job_size;
     int64_t n_stage;
-    int *stage_ranks;        // (S) job ranks of the stage ranks, for waits on all of them
-    int64_t chunk;           // elements per point-to-point message
-    MPI_Datatype event_type; // one Dsv3TraceEvent, as bytes
+    int *stage_ranks;         // (S) job ranks of the stage ranks, for waits on all of them
+    int64_t chunk;            // elements per point-to-point message
+    MPI_Datatype event_type;  // one Dsv3TraceEvent, as bytes
+    MPI_Datatype report_type; // one Dsv3StepReport, as bytes
     Dsv3Watch *watch;
-    Dsv3StepPlan plan; // the last plan sent or received, for wait texts
-    int64_t plans;     // plans sent or received
+    Dsv3StepPlan plan; // the last plan sent or received (zero before the first), for wait texts
 };
 
 // The requests of one wait: up to DSV3_PROTOCOL_INLINE_REQUESTS inline (stage ranks allocate
@@ -54,7 +54,7 @@ Dsv3Err dsv3_protocol_wait(Dsv3Protocol *p, Dsv3ProtocolRequests *r, const int *
 Dsv3Err dsv3_protocol_wait_one(Dsv3Protocol *p, MPI_Request *request, const int *peers, int n_peers,
                                const char *what);
 
-// "start-up", "step 7", "the validation pass after step 60": where the last plan put us.
-void dsv3_protocol_position(const Dsv3Protocol *p, char *out, size_t capacity);
+// "start-up", "step 7", "the validation pass after step 60": what `plan` is about.
+void dsv3_protocol_describe_plan(const Dsv3StepPlan *plan, char *out, size_t capacity);
 
 #endif
