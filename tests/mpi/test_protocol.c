@@ -238,11 +238,13 @@ static void expect_timeout(Check *chk, Dsv3Err err, double seconds, const char *
            "the timeout took %.2f s (deadline %g s, grace %g s)", seconds, TRAIN_TIMEOUT_S,
            DSV3_WATCH_GRACE_SECONDS);
     if (silent) {
-        char named[512];
+        char named[512] = "";
         const char *end = strstr(msg, " has not answered");
         if (!end) end = strstr(msg, " have not answered");
         size_t n = end ? (size_t)(end - msg) : 0;
-        snprintf(named, sizeof named, "%.*s", (int)n, msg);
+        if (n >= sizeof named) n = sizeof named - 1;
+        memcpy(named, msg, n);
+        named[n] = '\0';
         EXPECT(chk, end && strcmp(named, silent) == 0, "expected '%s' alone named silent: %s",
                silent, msg);
         EXPECT(chk, strstr(msg, "comm.train_timeout_seconds = 1"), "no deadline named: %s", msg);
