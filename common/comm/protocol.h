@@ -131,14 +131,16 @@ Dsv3Err dsv3_protocol_create(Dsv3Protocol **out, const Dsv3Topology *topo, doubl
 // completed). NULL is a no-op.
 void dsv3_protocol_destroy(Dsv3Protocol *p);
 
-// The watch every wait of this rank goes through (shared with comm/collectives_mpi.h).
+// Not collective: the watch every wait of this rank goes through (comm/collectives_mpi.h
+// shares it).
 Dsv3Watch *dsv3_protocol_watch(Dsv3Protocol *p);
 
 // Not collective: which deadline the next waits of this rank get.
 void dsv3_protocol_set_patience(Dsv3Protocol *p, Dsv3Patience patience);
 
 // For tests: point-to-point messages are split into chunks of at most `elems` elements
-// (default INT_MAX). Not collective, but both ends of a message must use the same limit.
+// (INT_MAX by default and for elems ≤ 0). Not collective, but both ends of a message must use
+// the same limit.
 void dsv3_protocol_set_chunk_limit(Dsv3Protocol *p, int64_t elems);
 
 // ---- plans, peak, ready ----
