@@ -21,7 +21,8 @@
 // Start-up (after dsv3_launch_start):
 //   1. A  dsv3_protocol_create                            collective (MPI_Comm_dup)
 //   2. C→A the start plan (step 0, EOS id)                 send_plan / recv_plan
-//          stage ranks build their models
+//          stage ranks build their models, then S duplicate their group communicators
+//          (dsv3_collectives_mpi_create, collective on the stage ranks)
 //   3. A  peak FLOPs: the best stage rank's to C           share_peak
 //   4. C→A the checkpoint load command                     send_load / recv_load
 //          when it names something: S load it, then A agree (stage ranks pass 1 or end the
