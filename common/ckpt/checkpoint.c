@@ -18,27 +18,10 @@
 #include "common/core/alloc.h"
 #include "common/core/format.h"
 #include "common/core/log.h"
-#include "common/comm/idle_wait.h"
-#include "common/comm/mpi_check.h"
+#include "common/comm/protocol.h"
 
-enum { COORDINATOR = 0 };
-
-// The per-step save command (broadcast by the coordinator when checkpointing is enabled).
-typedef struct {
-    int64_t step;       // > 0: save the state after this step into root/step-<step>.tmp now
-    int32_t model_only; // the last step's model-only export
-    int32_t pad;
-} SaveCommand;
-
-typedef enum { LOAD_NONE, LOAD_DSV3, LOAD_HF } LoadSource;
-
-// The start-up load command.
-typedef struct {
-    int32_t source;     // LoadSource
-    int32_t model_only; // no optimizer state
-    int64_t step;
-    char path[DSV3_CKPT_PATH_CAPACITY];
-} LoadCommand;
+_Static_assert((int)DSV3_PROTOCOL_PATH_CAPACITY == (int)DSV3_CKPT_PATH_CAPACITY,
+               "the load command carries a checkpoint path");
 
 static const char KILL_ENV[] = "DSV3_CKPT_TEST_KILL";
 
@@ -60,22 +43,6 @@ static void root_of(const Dsv3Config *cfg, char out[DSV3_CKPT_PATH_CAPACITY]) {
         out[0] = '\0';
 }
 
-// Waits on the coordinator without spinning, on stage ranks with MPI_Wait.
-static Dsv3Err wait_one(const Dsv3Launch *launch, MPI_Request *req) {
-    if (launch->role == DSV3_ROLE_COORDINATOR) return dsv3_idle_waitall(1, req);
-    DSV3_MPI_CALL(MPI_Wait(req, MPI_STATUS_IGNORE));
-    return DSV3_OK;
-}
-
-// Every rank's `ok` → whether all are ok (non-blocking all-reduce on every rank).
-static Dsv3Err agree(const Dsv3Launch *launch, int ok, int *all_ok) {
-    MPI_Request req;
-    *all_ok = ok;
-    DSV3_MPI_CALL(
-        MPI_Iallreduce(MPI_IN_PLACE, all_ok, 1, MPI_INT, MPI_MIN, launch->topology.job, &req));
-    return wait_one(launch, &req);
-}
-
 // ---- save ----
 
 // Which of its boxes a stage rank writes (tensors.h): data-parallel replicas hold the same
@@ -92,7 +59,7 @@ static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, Dsv3Model *m) {
 }
 
 // Stage rank: writes its shards; returns its description (counted; "" when it owns nothing).
-static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const SaveCommand *cmd,
+static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3CkptSaveCommand *cmd,
                            const char *dir, char **description) {
     const Dsv3Config *cfg = &launch->config;
     Dsv3Dtype dtype = DSV3_DTYPE_F32;
@@ -107,54 +74,9 @@ static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const SaveCom
     return err;
 }
 
-// Gathers every rank's description on the coordinator (descriptions[r] for job rank r).
-static Dsv3Err gather_descriptions(const Dsv3Launch *launch, const char *mine, char ***all) {
-    MPI_Comm job = launch->topology.job;
-    int size = launch->topology.job_size, me = launch->topology.job_rank;
-    int length = (int)strlen(mine) + 1, *lengths = NULL, *offsets = NULL;
-    char *text = NULL;
-    Dsv3Err err = DSV3_OK;
-    MPI_Request req;
-    if (me == COORDINATOR) {
-        DSV3_CALL(
-            dsv3_calloc((void **)&lengths, (size_t)size, sizeof *lengths, "description lengths"));
-        DSV3_CALL_GOTO(
-            err, done,
-            dsv3_calloc((void **)&offsets, (size_t)size, sizeof *offsets, "description offsets"));
-    }
-    DSV3_MPI_CALL_GOTO(
-        err, done, MPI_Igather(&length, 1, MPI_INT, lengths, 1, MPI_INT, COORDINATOR, job, &req));
-    DSV3_CALL_GOTO(err, done, wait_one(launch, &req));
-    if (me == COORDINATOR) {
-        int64_t total = 0;
-        for (int r = 0; r < size; r++)
-            offsets[r] = (int)total, total += lengths[r];
-        DSV3_CHECK_GOTO(err, done, total < INT32_MAX, DSV3_ERR_INTERNAL,
-                        "checkpoint: shard descriptions too large");
-        DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&text, (size_t)total, "shard descriptions"));
-    }
-    DSV3_MPI_CALL_GOTO(err, done,
-                       MPI_Igatherv(mine, length, MPI_CHAR, text, lengths, offsets, MPI_CHAR,
-                                    COORDINATOR, job, &req));
-    DSV3_CALL_GOTO(err, done, wait_one(launch, &req));
-    if (me == COORDINATOR) {
-        DSV3_CALL_GOTO(
-            err, done,
-            dsv3_calloc((void **)all, (size_t)size, sizeof **all, "shard description list"));
-        for (int r = 0; r < size; r++)
-            (*all)[r] = text + offsets[r];
-        text = NULL; // owned through (*all)[0]
-    }
-done:
-    dsv3_free(text);
-    dsv3_free(lengths);
-    dsv3_free(offsets);
-    return err;
-}
-
 // Coordinator: index files, manifest, commit, retention.
-static Dsv3Err commit(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, const SaveCommand *cmd,
-                      const char *dir, char **descriptions) {
+static Dsv3Err commit(Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
+                      const Dsv3CkptSaveCommand *cmd, const char *dir, char **descriptions) {
     Dsv3Manifest m = {.step = cmd->step};
     snprintf(m.kind, sizeof m.kind, "%s", cmd->model_only ? "model" : "full");
     Dsv3Err err = DSV3_OK;
@@ -187,29 +109,28 @@ Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *lau
                                    double lr) {
     const Dsv3Config *cfg = &launch->config;
     if (!cfg->checkpoint.enable) return DSV3_OK;
-    SaveCommand cmd = {0};
+    Dsv3CkptSaveCommand cmd = {0};
     if (save_due(cfg, step)) {
         cmd.step = step;
         cmd.model_only = step == cfg->training.steps && cfg->checkpoint.last_save_model_only;
         DSV3_CALL(dsv3_ckpt_dir_begin(c->root, step));
     }
-    MPI_Request req;
-    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
-    DSV3_CALL(dsv3_idle_waitall(1, &req));
+    // A save command switches the waits to comm.init_timeout_seconds until the save is over.
+    DSV3_CALL(dsv3_protocol_send_save(launch->protocol, &cmd));
     if (!cmd.step) return DSV3_OK;
     double t0 = dsv3_log_seconds();
     char dir[DSV3_CKPT_PATH_CAPACITY];
     dsv3_ckpt_step_dir(dir, c->root, step, 1);
     Dsv3Err err = dsv3_train_state_write(dir, cfg, step, c->global_batch, lr);
     int all_ok = 0;
-    DSV3_CALL(agree(launch, err == DSV3_OK, &all_ok));
+    DSV3_CALL(dsv3_protocol_agree(launch->protocol, err == DSV3_OK, &all_ok));
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
     DSV3_CHECK(all_ok, DSV3_ERR_IO,
                "checkpoint step %" PRId64 ": a stage rank could not write its shards (its error "
                "is above); %s is left incomplete and will not be loaded",
                step, dir);
     char **descriptions = NULL;
-    DSV3_CALL(gather_descriptions(launch, "", &descriptions));
+    DSV3_CALL(dsv3_protocol_gather_descriptions(launch->protocol, "", &descriptions));
     err = commit(c, launch, &cmd, dir, descriptions);
     dsv3_free(descriptions[0]);
     dsv3_free(descriptions);
@@ -218,15 +139,16 @@ Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *lau
     dsv3_ckpt_step_dir(final, c->root, step, 0);
     DSV3_LOG_INFO("checkpoint: saved %s (%s) in %.2f s", final,
                   cmd.model_only ? "model only" : "full state", dsv3_log_seconds() - t0);
+    dsv3_protocol_set_patience(launch->protocol, DSV3_PATIENCE_TRAIN);
     return DSV3_OK;
 }
 
 Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
     if (!launch->config.checkpoint.enable) return DSV3_OK;
-    SaveCommand cmd;
-    MPI_Request req;
-    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
-    DSV3_MPI_CALL(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    // A save command switches the waits to comm.init_timeout_seconds; the stage loop switches
+    // back once the next plan has arrived (the coordinator commits the folder meanwhile).
+    Dsv3CkptSaveCommand cmd;
+    DSV3_CALL(dsv3_protocol_recv_save(launch->protocol, &cmd));
     if (!cmd.step) return DSV3_OK;
     char root[DSV3_CKPT_PATH_CAPACITY], dir[DSV3_CKPT_PATH_CAPACITY];
     root_of(&launch->config, root);
@@ -234,7 +156,7 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
     char *description = NULL;
     Dsv3Err err = stage_write(launch, m, &cmd, dir, &description);
     int all_ok = 0;
-    Dsv3Err agreed = agree(launch, err == DSV3_OK, &all_ok);
+    Dsv3Err agreed = dsv3_protocol_agree(launch->protocol, err == DSV3_OK, &all_ok);
     if (err != DSV3_OK || agreed != DSV3_OK) {
         dsv3_free(description);
         return dsv3_error_trace(err != DSV3_OK ? err : agreed, __FILE__, __LINE__, __func__);
@@ -246,7 +168,7 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
                    " failed on another rank (its error is reported there)",
                    cmd.step);
     }
-    err = gather_descriptions(launch, description, NULL);
+    err = dsv3_protocol_gather_descriptions(launch->protocol, description, NULL);
     dsv3_free(description);
     return err;
 }
@@ -254,7 +176,8 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
 // ---- load ----
 
 // Coordinator: what to load at start, from the config and the checkpoint folder.
-static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg, LoadCommand *cmd) {
+static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg,
+                           Dsv3CkptLoadCommand *cmd) {
     memset(cmd, 0, sizeof *cmd);
     if (cfg->checkpoint.enable) {
         int64_t *steps = NULL, count = 0;
@@ -288,7 +211,7 @@ static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg, LoadCo
                 chosen = count - 1;
         }
         if (err == DSV3_OK && chosen >= 0) {
-            cmd->source = LOAD_DSV3;
+            cmd->source = DSV3_CKPT_LOAD_DSV3;
             cmd->step = steps[chosen];
             cmd->model_only = kinds[chosen] == DSV3_CKPT_MODEL;
             dsv3_ckpt_step_dir(cmd->path, c->root, steps[chosen], 0);
@@ -296,11 +219,11 @@ static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg, LoadCo
         }
         dsv3_free(steps);
         dsv3_free(kinds);
-        if (err != DSV3_OK || cmd->source != LOAD_NONE) return err;
+        if (err != DSV3_OK || cmd->source != DSV3_CKPT_LOAD_NONE) return err;
     }
     if (!cfg->checkpoint.initial_load_path[0]) return DSV3_OK;
     snprintf(cmd->path, sizeof cmd->path, "%s", cfg->checkpoint.initial_load_path);
-    cmd->source = cfg->checkpoint.initial_load_in_hf ? LOAD_HF : LOAD_DSV3;
+    cmd->source = cfg->checkpoint.initial_load_in_hf ? DSV3_CKPT_LOAD_HF : DSV3_CKPT_LOAD_DSV3;
     cmd->model_only = cfg->checkpoint.initial_load_model_only || cfg->checkpoint.initial_load_in_hf;
     return DSV3_OK;
 }
@@ -313,9 +236,9 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
     c->global_batch = global_batch;
     root_of(cfg, c->root);
     *first_step = 1;
-    LoadCommand cmd;
+    Dsv3CkptLoadCommand cmd;
     DSV3_CALL(choose_load(c, cfg, &cmd));
-    if (cmd.source == LOAD_DSV3) {
+    if (cmd.source == DSV3_CKPT_LOAD_DSV3) {
         Dsv3Manifest m;
         DSV3_CALL(dsv3_manifest_read(cmd.path, &m));
         int full = strcmp(m.kind, "full") == 0;
@@ -329,23 +252,22 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
             DSV3_CALL(dsv3_train_state_read(cmd.path, cfg, global_batch, &cmd.step));
             *first_step = cmd.step + 1;
         }
-    } else if (cmd.source == LOAD_HF) {
+    } else if (cmd.source == DSV3_CKPT_LOAD_HF) {
         struct stat st;
         DSV3_CHECK(stat(cmd.path, &st) == 0 && S_ISDIR(st.st_mode), DSV3_ERR_CONFIG,
                    "checkpoint.initial_load_path '%s' is not a folder of HF safetensors", cmd.path);
     }
     double t0 = dsv3_log_seconds();
-    MPI_Request req;
-    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
-    DSV3_CALL(dsv3_idle_waitall(1, &req));
-    if (cmd.source == LOAD_NONE) return DSV3_OK;
+    // Start-up: the waits have comm.init_timeout_seconds, loads may take long.
+    DSV3_CALL(dsv3_protocol_send_load(launch->protocol, &cmd));
+    if (cmd.source == DSV3_CKPT_LOAD_NONE) return DSV3_OK;
     int all_ok = 0;
-    DSV3_CALL(agree(launch, 1, &all_ok));
+    DSV3_CALL(dsv3_protocol_agree(launch->protocol, 1, &all_ok));
     DSV3_CHECK(all_ok, DSV3_ERR_IO, "loading %s failed on a stage rank (its error is above)",
                cmd.path);
     if (cmd.model_only)
         DSV3_LOG_INFO("checkpoint: loaded the model from %s%s in %.2f s; training starts at step 1",
-                      cmd.path, cmd.source == LOAD_HF ? " (HF safetensors)" : "",
+                      cmd.path, cmd.source == DSV3_CKPT_LOAD_HF ? " (HF safetensors)" : "",
                       dsv3_log_seconds() - t0);
     else
         DSV3_LOG_INFO("checkpoint: resumed from %s (model, optimizer, step %" PRId64
@@ -355,12 +277,12 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
 }
 
 // Stage rank: reads its own boxes, whatever layout wrote the checkpoint (or HF files).
-static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const LoadCommand *cmd) {
+static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3CkptLoadCommand *cmd) {
     Dsv3CkptWriters writers = writers_of(launch, m);
     Dsv3CkptTensors t;
     DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
     Dsv3Err err = DSV3_OK;
-    if (cmd->source == LOAD_HF) {
+    if (cmd->source == DSV3_CKPT_LOAD_HF) {
         err = dsv3_hf_load(cmd->path, &launch->model, &t);
     } else {
         Dsv3Manifest man;
@@ -377,14 +299,12 @@ static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const LoadComm
 }
 
 Dsv3Err dsv3_ckpt_stage_start(const Dsv3Launch *launch, Dsv3Model *m) {
-    LoadCommand cmd;
-    MPI_Request req;
-    DSV3_MPI_CALL(MPI_Ibcast(&cmd, sizeof cmd, MPI_BYTE, COORDINATOR, launch->topology.job, &req));
-    DSV3_MPI_CALL(MPI_Wait(&req, MPI_STATUS_IGNORE));
-    if (cmd.source == LOAD_NONE) return DSV3_OK;
+    Dsv3CkptLoadCommand cmd;
+    DSV3_CALL(dsv3_protocol_recv_load(launch->protocol, &cmd));
+    if (cmd.source == DSV3_CKPT_LOAD_NONE) return DSV3_OK;
     // A failure here is this rank's own (every rank reads the same files): report it and let
     // main() end the job, rather than wait for an agreement that would only delay the message.
     DSV3_CALL(stage_load(launch, m, &cmd));
     int all_ok = 0;
-    return agree(launch, 1, &all_ok);
+    return dsv3_protocol_agree(launch->protocol, 1, &all_ok);
 }

@@ -17,8 +17,8 @@
 // only unless initial_load_model_only = false) or, with initial_load_in_hf, an HF folder.
 // Every rank reads its own boxes, so any layout loads what any other layout wrote.
 // Loading verifies the manifest (files, sizes; CRC-32s split over the stage ranks) first.
-// The coordinator uses non-blocking collectives and waits idly; stage ranks use the same
-// non-blocking collectives (blocking ones would not match).
+// Every message is a function of comm/protocol.h (which documents their order); its waits
+// have comm.init_timeout_seconds during a load or a save, since both may take long.
 //
 // Fault injection for tests: DSV3_CKPT_TEST_KILL=<point>:<step> makes a process SIGKILL
 // itself during the save of that step — "shards" (stage rank 0, after writing its shards) or

@@ -127,7 +127,7 @@ static void report(Dsv3Err err, int user_error) {
 }
 
 void dsv3_launch_report(Dsv3Err err) {
-    report(err, err == DSV3_ERR_CONFIG || err == DSV3_ERR_USAGE);
+    report(err, err == DSV3_ERR_CONFIG || err == DSV3_ERR_USAGE || err == DSV3_ERR_TIMEOUT);
 }
 
 // The global batch must split evenly over data-parallel ranks and micro-batches.
@@ -393,7 +393,14 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
         DSV3_LOG_INFO("start-up: %d ranks ready in %.2f s", launch->topology.job_size,
                       dsv3_log_seconds() - start);
     }
-    launch->status = launch->config.job.dry_run ? DSV3_LAUNCH_DONE : DSV3_LAUNCH_RUN;
+    if (launch->config.job.dry_run) {
+        launch->status = DSV3_LAUNCH_DONE;
+        return DSV3_OK;
+    }
+    DSV3_CALL(dsv3_protocol_create(&launch->protocol, &launch->topology,
+                                   (double)launch->config.comm.init_timeout_seconds,
+                                   (double)launch->config.comm.train_timeout_seconds));
+    launch->status = DSV3_LAUNCH_RUN;
     return DSV3_OK;
 }
 
@@ -411,4 +418,8 @@ Dsv3Err dsv3_launch_start(Dsv3Role role, int argc, char **argv, Dsv3Launch *laun
     return DSV3_OK;
 }
 
-void dsv3_launch_finish(Dsv3Launch *launch) { dsv3_topology_destroy(&launch->topology); }
+void dsv3_launch_finish(Dsv3Launch *launch) {
+    dsv3_protocol_destroy(launch->protocol);
+    launch->protocol = NULL;
+    dsv3_topology_destroy(&launch->topology);
+}

@@ -2,7 +2,7 @@
 //
 // Collectives need no tag. Each subsystem uses its own duplicated communicator as well, so a
 // tag only has to be unique among the messages of one subsystem; keeping them in one enum
-// makes that easy to see.
+// makes that easy to see. All of these travel on the protocol's communicator (comm/protocol.h).
 #ifndef DSV3_COMM_TAGS_H
 #define DSV3_COMM_TAGS_H
 
@@ -12,6 +12,8 @@ typedef enum {
     DSV3_TAG_EXPERT_COUNTS, // stage rank 0 → coordinator: tokens per expert (L, E) int64
     DSV3_TAG_EXPERT_BIAS,   // stage rank 0 → coordinator: expert biases (L, E) float
     DSV3_TAG_TRACE,         // stage rank → coordinator: a profiled step's trace events
+    DSV3_TAG_PING,          // a rank whose wait timed out → a peer: are you alive? (comm/watch.h)
+    DSV3_TAG_PONG,          // the peer's answer: what it is waiting for
 } Dsv3Tag;
 
 #endif

@@ -14,13 +14,10 @@
 #include "common/data/text_dataset.h"
 #include "common/data/token_file.h"
 #include "common/data/tokenizer.h"
-#include "common/comm/idle_wait.h"
-#include "common/comm/mpi_check.h"
-#include "common/comm/tags.h"
+#include "common/comm/protocol.h"
 #include "common/train/lr_schedule.h"
 #include "common/train/metrics.h"
 #include "common/train/peak.h"
-#include "common/train/protocol.h"
 #include "common/train/report.h"
 #include "common/train/trace.h"
 #include "common/train/validation.h"
@@ -97,8 +94,7 @@ static Dsv3Err send_batches(const Dsv3Launch *launch, Data *data, const BatchSha
             for (int64_t b = 0; b < s->B; b++)
                 DSV3_CALL(data_window(data, first + b, windows + b * W));
             double t1 = dsv3_log_seconds();
-            DSV3_MPI_CALL(MPI_Send(windows, (int)(s->B * W), MPI_INT32_T, (int)(1 + r),
-                                   DSV3_TAG_BATCH, t->job));
+            DSV3_CALL(dsv3_protocol_send_windows(launch->protocol, r, i, windows, s->B * W));
             DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_DATA, (int32_t)i, t0, t1));
             DSV3_CALL(
                 dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t1, dsv3_log_seconds()));
@@ -148,11 +144,6 @@ static Dsv3Err schedule_of(const Dsv3Config *cfg, Dsv3LrSchedule *out) {
                               .min_lr_factor = cfg->lr_scheduler.min_lr_factor};
     DSV3_CALL(dsv3_lr_decay_type_parse(cfg->lr_scheduler.decay_type, &p.decay_type));
     return dsv3_lr_schedule_init(out, &p);
-}
-
-static Dsv3Err broadcast_plan(const Dsv3Launch *launch, Dsv3StepPlan *plan) {
-    DSV3_MPI_CALL(MPI_Bcast(plan, sizeof *plan, MPI_BYTE, 0, launch->topology.job));
-    return DSV3_OK;
 }
 
 // The state of the step loop beside the data.
@@ -214,14 +205,12 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
     // Step 0 lets the stage ranks build their models before the first step's clock starts.
     double ready_start = dsv3_log_seconds();
     Dsv3StepPlan start_plan = {.eos_id = eos_id};
-    DSV3_CALL_GOTO(err, done, broadcast_plan(launch, &start_plan));
+    DSV3_CALL_GOTO(err, done, dsv3_protocol_send_plan(launch->protocol, &start_plan));
     DSV3_CALL_GOTO(err, done, dsv3_peak_start_coordinator(launch, &st->peak_tflops));
     Dsv3CkptCoordinator ckpt; // loads a checkpoint if the config asks for one (checkpoint.h)
     int64_t first_step = 1;
     DSV3_CALL_GOTO(err, done, dsv3_ckpt_coordinator_start(&ckpt, launch, s.G, &first_step));
-    MPI_Request ready;
-    DSV3_MPI_CALL_GOTO(err, done, MPI_Ibarrier(launch->topology.job, &ready));
-    DSV3_CALL_GOTO(err, done, dsv3_idle_waitall(1, &ready));
+    DSV3_CALL_GOTO(err, done, dsv3_protocol_ready(launch->protocol));
     DSV3_LOG_INFO("start-up: %" PRId64
                   " stage rank(s) allocated their models and are ready after %.2f s",
                   launch->topology.n_stage, dsv3_log_seconds() - ready_start);
@@ -239,13 +228,16 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
                              .eos_id = eos_id,
                              .flags = (logged ? DSV3_PLAN_EXPERT_LOAD : 0) |
                                       (profiled ? DSV3_PLAN_PROFILE : 0)};
-        DSV3_CALL_GOTO(err, done, broadcast_plan(launch, &plan));
+        DSV3_CALL_GOTO(err, done, dsv3_protocol_send_plan(launch->protocol, &plan));
         DSV3_CALL_GOTO(
             err, done,
             dsv3_trace_add(&st->trace, DSV3_PHASE_COMM_PLAN, -1, start, dsv3_log_seconds()));
         DSV3_CALL_GOTO(err, done, send_batches(launch, data, &s, step, windows, &st->trace));
         double wait = dsv3_log_seconds();
         DSV3_CALL_GOTO(err, done, dsv3_report_gather(&st->gather, launch, &plan));
+        // The first step of the run is over (a long one: first touches, warm-up); from now on
+        // a peer that is silent for comm.train_timeout_seconds ends the job.
+        dsv3_protocol_set_patience(launch->protocol, DSV3_PATIENCE_TRAIN);
         double end = dsv3_log_seconds();
         DSV3_CALL_GOTO(err, done,
                        dsv3_trace_add(&st->trace, DSV3_PHASE_WAIT_REPORTS, -1, wait, end));
@@ -297,7 +289,7 @@ Dsv3Err dsv3_coordinator_train(Dsv3Launch *launch) {
     DSV3_CALL_GOTO(err, done, dsv3_report_gather_create(&st.gather, launch));
     DSV3_CALL_GOTO(err, done, dsv3_validation_open(&st.validation, launch));
     DSV3_CALL_GOTO(err, done, train_steps(launch, &data, &st, eos_id, floor));
-    DSV3_CALL_GOTO(err, done, broadcast_plan(launch, &stop));
+    DSV3_CALL_GOTO(err, done, dsv3_protocol_send_plan(launch->protocol, &stop));
 done:
     dsv3_metrics_close(st.metrics);
     dsv3_report_gather_destroy(&st.gather);

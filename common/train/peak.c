@@ -5,8 +5,6 @@
 
 #include "common/core/alloc.h"
 #include "common/core/log.h"
-#include "common/comm/idle_wait.h"
-#include "common/comm/mpi_check.h"
 #include "kernels/kernels.h"
 
 // At least PEAK_MIN_REPEATS timed GEMMs and PEAK_MIN_SECONDS of them, after one warm-up.
@@ -65,21 +63,6 @@ double dsv3_peak_mfu_percent(double flops_per_token, double tokens_per_second, d
     return 100.0 * flops_per_token * tokens_per_second / (peak_tflops * 1e12);
 }
 
-Dsv3Err dsv3_peak_share(const Dsv3Launch *launch, double local, double *best) {
-    const Dsv3Topology *t = &launch->topology;
-    double mine = launch->role == DSV3_ROLE_STAGE ? local : 0, max = 0;
-    MPI_Request request;
-    // Non-blocking on every rank: the coordinator's wait must not spin, and blocking and
-    // non-blocking collectives do not match each other.
-    DSV3_MPI_CALL(MPI_Ireduce(&mine, &max, 1, MPI_DOUBLE, MPI_MAX, 0, t->job, &request));
-    if (launch->role == DSV3_ROLE_COORDINATOR)
-        DSV3_CALL(dsv3_idle_waitall(1, &request));
-    else
-        DSV3_MPI_CALL(MPI_Wait(&request, MPI_STATUS_IGNORE));
-    if (best) *best = max;
-    return DSV3_OK;
-}
-
 Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch) {
     if (launch->config.metrics.peak_tflops > 0) return DSV3_OK;
     double tflops = 0, seconds = 0;
@@ -89,7 +72,7 @@ Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch) {
              DSV3_PEAK_GEMM_DIM, seconds);
     // The benchmark's buffers are gone; the step lines report the peak of each step.
     dsv3_alloc_reset_peak();
-    return dsv3_peak_share(launch, tflops, NULL);
+    return dsv3_protocol_share_peak(launch->protocol, tflops, NULL);
 }
 
 Dsv3Err dsv3_peak_start_coordinator(const Dsv3Launch *launch, double *peak_tflops) {
@@ -98,7 +81,7 @@ Dsv3Err dsv3_peak_start_coordinator(const Dsv3Launch *launch, double *peak_tflop
         DSV3_LOG_INFO("MFU against metrics.peak_tflops = %.3f TFLOP/s per device", *peak_tflops);
         return DSV3_OK;
     }
-    DSV3_CALL(dsv3_peak_share(launch, 0, peak_tflops));
+    DSV3_CALL(dsv3_protocol_share_peak(launch->protocol, 0, peak_tflops));
     DSV3_LOG_INFO(
         "MFU against a measured peak of %.3f TFLOP/s per stage rank (the best of %lld ranks, fp32 "
         "GEMM %d³ at start-up; set metrics.peak_tflops for a data-sheet peak)",

@@ -33,14 +33,10 @@ int64_t dsv3_peak_device_memory_bytes(void);
 // 100 × flops_per_token × tokens_per_second / (peak_tflops × 1e12); 0 when the peak is 0.
 double dsv3_peak_mfu_percent(double flops_per_token, double tokens_per_second, double peak_tflops);
 
-// Collective over the job (coordinator and stage ranks; expert servers pass 0 too): *best on
-// the coordinator is the largest of the stage ranks' `local` values. The coordinator waits without
-// spinning; every rank must call it in the same place of the start-up.
-Dsv3Err dsv3_peak_share(const Dsv3Launch *launch, double local, double *best);
-
 // Start-up, collective over the job unless metrics.peak_tflops is set: a stage rank measures
 // its peak (stage rank 0 logs it), the coordinator gets the best in *peak_tflops (or the
-// configured value) and logs it. Call between building the model and the ready barrier.
+// configured value) through dsv3_protocol_share_peak and logs it. Call between building the
+// model and the ready point.
 Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch);
 Dsv3Err dsv3_peak_start_coordinator(const Dsv3Launch *launch, double *peak_tflops);
 

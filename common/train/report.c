@@ -7,33 +7,24 @@
 #include "common/core/alloc.h"
 #include "common/core/log.h"
 #include "common/train/metrics.h"
-#include "common/comm/idle_wait.h"
-#include "common/comm/mpi_check.h"
-#include "common/comm/tags.h"
 
-enum { COORDINATOR = 0, FIRST_STAGE_RANK = 1 };
+// Job rank of stage index 0, for the trace tracks' names.
+enum { FIRST_STAGE_RANK = 1 };
 
 // <dump_folder>/<save_traces_folder>/iteration_<step>/trace.json
 enum { TRACE_PATH_CAPACITY = 2 * DSV3_CONFIG_STRING_CAPACITY + 64 };
 
-// Extra receives posted beside the S reports: expert counts and biases.
-enum { EXTRA_REQUESTS = 2 };
-
 Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv3StepReport *report,
                          const Dsv3ExpertLoad *load, const Dsv3Trace *trace) {
-    MPI_Comm job = launch->topology.job;
+    Dsv3Protocol *p = launch->protocol;
     int profile = (plan->flags & DSV3_PLAN_PROFILE) != 0;
     report->n_trace_events = profile ? trace->count : 0;
-    DSV3_MPI_CALL(MPI_Send(report, sizeof *report, MPI_BYTE, COORDINATOR, DSV3_TAG_REPORT, job));
-    if ((plan->flags & DSV3_PLAN_EXPERT_LOAD) && launch->topology.stage_index == 0) {
-        int n = (int)(load->n_layers * load->n_experts);
-        DSV3_MPI_CALL(
-            MPI_Send(load->counts, n, MPI_INT64_T, COORDINATOR, DSV3_TAG_EXPERT_COUNTS, job));
-        DSV3_MPI_CALL(MPI_Send(load->bias, n, MPI_FLOAT, COORDINATOR, DSV3_TAG_EXPERT_BIAS, job));
-    }
+    DSV3_CALL(dsv3_protocol_send_report(p, report));
+    if ((plan->flags & DSV3_PLAN_EXPERT_LOAD) && launch->topology.stage_index == 0)
+        DSV3_CALL(dsv3_protocol_send_expert_load(p, load->counts, load->bias,
+                                                 load->n_layers * load->n_experts));
     if (profile && trace->count > 0)
-        DSV3_MPI_CALL(MPI_Send(trace->events, (int)(trace->count * (int64_t)sizeof *trace->events),
-                               MPI_BYTE, COORDINATOR, DSV3_TAG_TRACE, job));
+        DSV3_CALL(dsv3_protocol_send_trace(p, trace->events, trace->count));
     return DSV3_OK;
 }
 
@@ -48,6 +39,8 @@ Dsv3Err dsv3_report_gather_create(Dsv3ReportGather *g, const Dsv3Launch *launch)
                    dsv3_calloc((void **)&g->events, S, sizeof *g->events, "trace event buffers"));
     DSV3_CALL_GOTO(err, fail,
                    dsv3_calloc((void **)&g->capacity, S, sizeof *g->capacity, "trace capacities"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&g->counts, S, sizeof *g->counts, "trace event counts"));
     DSV3_CALL_GOTO(err, fail, dsv3_expert_load_create(&g->load, &launch->model));
     return DSV3_OK;
 fail:
@@ -60,62 +53,37 @@ void dsv3_report_gather_destroy(Dsv3ReportGather *g) {
         dsv3_free(g->events[r]);
     dsv3_free(g->events);
     dsv3_free(g->capacity);
+    dsv3_free(g->counts);
     dsv3_free(g->reports);
     dsv3_expert_load_destroy(&g->load);
     memset(g, 0, sizeof *g);
 }
 
 // Receives each rank's trace events, sized by its report.
-static Dsv3Err gather_traces(Dsv3ReportGather *g, MPI_Comm job, MPI_Request *requests) {
-    int n = 0;
+static Dsv3Err gather_traces(Dsv3ReportGather *g, Dsv3Protocol *p) {
     for (int64_t r = 0; r < g->n_stage; r++) {
         int64_t count = g->reports[r].n_trace_events;
-        DSV3_CHECK(count >= 0 && count < INT32_MAX / (int64_t)sizeof(Dsv3TraceEvent),
-                   DSV3_ERR_INTERNAL, "stage %lld reported %lld trace events", (long long)r,
-                   (long long)count);
-        if (count == 0) continue;
-        if (count > g->capacity[r]) {
-            dsv3_free(g->events[r]);
-            g->events[r] = NULL;
-            g->capacity[r] = 0;
-            DSV3_CALL(dsv3_alloc((void **)&g->events[r], (size_t)count * sizeof(Dsv3TraceEvent),
-                                 "trace events"));
-            g->capacity[r] = count;
-        }
-        DSV3_MPI_CALL(MPI_Irecv(g->events[r], (int)(count * (int64_t)sizeof(Dsv3TraceEvent)),
-                                MPI_BYTE, (int)(FIRST_STAGE_RANK + r), DSV3_TAG_TRACE, job,
-                                &requests[n++]));
+        DSV3_CHECK(count >= 0, DSV3_ERR_INTERNAL, "stage %lld reported %lld trace events",
+                   (long long)r, (long long)count);
+        g->counts[r] = count;
+        if (count <= g->capacity[r]) continue;
+        dsv3_free(g->events[r]);
+        g->events[r] = NULL;
+        g->capacity[r] = 0;
+        DSV3_CALL(dsv3_alloc((void **)&g->events[r], (size_t)count * sizeof(Dsv3TraceEvent),
+                             "trace events"));
+        g->capacity[r] = count;
     }
-    return dsv3_idle_waitall(n, requests);
+    return dsv3_protocol_recv_traces(p, g->events, g->counts);
 }
 
 Dsv3Err dsv3_report_gather(Dsv3ReportGather *g, const Dsv3Launch *launch,
                            const Dsv3StepPlan *plan) {
-    MPI_Comm job = launch->topology.job;
-    MPI_Request *requests = NULL;
-    Dsv3Err err = DSV3_OK;
-    DSV3_CALL(dsv3_calloc((void **)&requests, (size_t)g->n_stage + EXTRA_REQUESTS, sizeof *requests,
-                          "report requests"));
-    int n = 0;
-    for (int64_t r = 0; r < g->n_stage; r++)
-        DSV3_MPI_CALL_GOTO(err, done,
-                           MPI_Irecv(&g->reports[r], sizeof *g->reports, MPI_BYTE,
-                                     (int)(FIRST_STAGE_RANK + r), DSV3_TAG_REPORT, job,
-                                     &requests[n++]));
-    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) {
-        int count = (int)(g->load.n_layers * g->load.n_experts);
-        DSV3_MPI_CALL_GOTO(err, done,
-                           MPI_Irecv(g->load.counts, count, MPI_INT64_T, FIRST_STAGE_RANK,
-                                     DSV3_TAG_EXPERT_COUNTS, job, &requests[n++]));
-        DSV3_MPI_CALL_GOTO(err, done,
-                           MPI_Irecv(g->load.bias, count, MPI_FLOAT, FIRST_STAGE_RANK,
-                                     DSV3_TAG_EXPERT_BIAS, job, &requests[n++]));
-    }
-    DSV3_CALL_GOTO(err, done, dsv3_idle_waitall(n, requests));
-    if (plan->flags & DSV3_PLAN_PROFILE) DSV3_CALL_GOTO(err, done, gather_traces(g, job, requests));
-done:
-    dsv3_free(requests);
-    return err;
+    Dsv3Protocol *p = launch->protocol;
+    DSV3_CALL(dsv3_protocol_recv_reports(p, plan, g->reports, g->load.counts, g->load.bias,
+                                         g->load.n_layers * g->load.n_experts));
+    if (plan->flags & DSV3_PLAN_PROFILE) DSV3_CALL(gather_traces(g, p));
+    return DSV3_OK;
 }
 
 void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out) {

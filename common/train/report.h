@@ -1,12 +1,12 @@
-// report: the messages a stage rank sends the coordinator after each step (protocol.h), and
-// the coordinator's side that gathers and combines them.
+// report: the messages a stage rank sends the coordinator after each step (comm/protocol.h),
+// and the coordinator's side that gathers and combines them.
 //
 // Every stage rank sends its Dsv3StepReport; when the plan has DSV3_PLAN_EXPERT_LOAD, stage
 // rank 0 also sends the step's expert load (tokens per expert and biases: all-reduced over
 // the data-parallel ranks, so one rank has them all); when it has DSV3_PLAN_PROFILE, every
-// stage rank sends its trace events. The coordinator posts non-blocking receives and waits
-// without spinning. With pipeline stages the first rank of each stage will send its layers'
-// load; today every stage rank holds every layer.
+// stage rank sends its trace events. The coordinator receives all reports at once and waits
+// without spinning, under the protocol's deadline. With pipeline stages the first rank of each
+// stage will send its layers' load; today every stage rank holds every layer.
 #ifndef DSV3_TRAIN_REPORT_H
 #define DSV3_TRAIN_REPORT_H
 
@@ -14,8 +14,8 @@
 
 #include "common/core/error.h"
 #include "common/comm/launch.h"
+#include "common/comm/protocol.h"
 #include "common/train/expert_load.h"
-#include "common/train/protocol.h"
 #include "common/train/trace.h"
 
 // Stage rank: sends the report (n_trace_events filled in here) and what the plan asks for.
@@ -29,6 +29,7 @@ typedef struct {
     Dsv3ExpertLoad load;     // valid after a plan with DSV3_PLAN_EXPERT_LOAD
     Dsv3TraceEvent **events; // (S) counted buffers; reports[r].n_trace_events each
     int64_t *capacity;       // (S) events each buffer holds
+    int64_t *counts;         // (S) events received into each buffer in the last profiled step
 } Dsv3ReportGather;
 
 // What the coordinator makes of the reports.

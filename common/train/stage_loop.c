@@ -2,6 +2,7 @@
 #include "stage_loop.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,47 +10,56 @@
 #include "common/core/alloc.h"
 #include "common/core/format.h"
 #include "common/core/log.h"
-#include "common/comm/mpi_check.h"
-#include "common/comm/tags.h"
+#include "common/comm/collectives_mpi.h"
+#include "common/comm/protocol.h"
 #include "common/model/model.h"
 #include "common/train/expert_load.h"
 #include "common/train/optimizer.h"
 #include "common/train/peak.h"
-#include "common/train/protocol.h"
 #include "common/train/report.h"
 #include "common/train/stage_runtime.h"
 #include "common/train/trace.h"
 #include "common/train/validation.h"
 
-enum { COORDINATOR = 0 };
+enum { CONTEXT_CAPACITY = 64 };
 
-// Sums every gradient group and the tokens per expert over the data-parallel ranks.
-static Dsv3Err reduce_data_parallel(Dsv3Model *m, MPI_Comm dp, Dsv3Trace *trace) {
-    int size = 1;
-    DSV3_MPI_CALL(MPI_Comm_size(dp, &size));
+// Sums every gradient group and the tokens per expert over the data-parallel ranks
+// (DSV3_GROUP_DP of the MPI collectives).
+static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int64_t step,
+                                    Dsv3Trace *trace) {
+    Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
+    int64_t size = 1, rank = 0;
+    DSV3_CALL(c->group(c, DSV3_GROUP_DP, &size, &rank));
     if (size == 1) return DSV3_OK;
+    char context[CONTEXT_CAPACITY];
     double t0 = dsv3_log_seconds();
     const Dsv3ParamStore *st = dsv3_model_services(m)->params;
+    snprintf(context, sizeof context, "the gradients of step %lld", (long long)step);
+    dsv3_collectives_mpi_set_context(coll, context);
     for (int g = 0; g < st->n_groups; g++)
-        DSV3_MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, st->shards[g].grad,
-                                    (int)st->groups[g].shard_numel, MPI_FLOAT, MPI_SUM, dp));
+        DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, st->shards[g].grad, st->groups[g].shard_numel,
+                                DSV3_ELEM_F32, DSV3_REDUCE_SUM));
     double t1 = dsv3_log_seconds();
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_GRAD, -1, t0, t1));
     const Dsv3ModelArgs *a = dsv3_model_args(m);
+    snprintf(context, sizeof context, "the tokens per expert of step %lld", (long long)step);
+    dsv3_collectives_mpi_set_context(coll, context);
     for (int64_t l = 0; l < a->n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
         if (counts)
-            DSV3_MPI_CALL(
-                MPI_Allreduce(MPI_IN_PLACE, counts, (int)a->num_experts, MPI_INT64_T, MPI_SUM, dp));
+            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, counts, a->num_experts, DSV3_ELEM_I64,
+                                    DSV3_REDUCE_SUM));
     }
+    dsv3_collectives_mpi_set_context(coll, NULL);
     return dsv3_trace_add(trace, DSV3_PHASE_COMM_EXPERT_COUNTS, -1, t1, dsv3_log_seconds());
 }
 
 // One step on this rank; fills the report, the phase times in `trace` and, when the plan asks
 // for it, the step's expert load.
-static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3StepPlan *plan,
-                          int32_t *windows, int32_t *tokens, int32_t *labels, Dsv3Trace *trace,
-                          Dsv3ExpertLoad *load, Dsv3StepReport *r) {
+static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
+                          const Dsv3StepPlan *plan, int32_t *windows, int32_t *tokens,
+                          int32_t *labels, Dsv3Trace *trace, Dsv3ExpertLoad *load,
+                          Dsv3StepReport *r) {
     const Dsv3Config *cfg = &launch->config;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
     memset(r, 0, sizeof *r);
@@ -57,8 +67,7 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
     dsv3_alloc_reset_peak();
     for (int64_t i = 0; i < plan->micro_batches; i++) {
         double t_recv = dsv3_log_seconds();
-        DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR,
-                               DSV3_TAG_BATCH, launch->topology.job, MPI_STATUS_IGNORE));
+        DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
         DSV3_CALL(
             dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t_recv, dsv3_log_seconds()));
         for (int64_t b = 0; b < B; b++) {
@@ -77,7 +86,7 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
         r->loss_sum += loss;
         r->n_labels += n;
     }
-    DSV3_CALL(reduce_data_parallel(m, launch->topology.dp, trace));
+    DSV3_CALL(reduce_data_parallel(m, coll, plan->step, trace));
     // The optimizer step clears the counts: keep the step's load first.
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
@@ -103,18 +112,23 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3Step
 Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     const Dsv3Config *cfg = &launch->config;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
-    MPI_Comm job = launch->topology.job;
+    Dsv3Protocol *p = launch->protocol;
     Dsv3StepPlan plan; // the start plan (step 0) carries the EOS id
-    DSV3_MPI_CALL(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
+    DSV3_CALL(dsv3_protocol_recv_plan(p, &plan));
     double t0 = dsv3_log_seconds();
     Dsv3StageRuntime rt = {0};
     Dsv3Model *m = NULL;
+    Dsv3CollectivesMpi *coll = NULL;
     int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
     Dsv3Trace trace = {0};
     Dsv3ExpertLoad load = {0};
     Dsv3Err err = DSV3_OK;
+    int64_t trained = 0; // training steps completed in this run
     DSV3_CALL_GOTO(err, done,
-                   dsv3_stage_runtime_create(&rt, launch, plan.eos_id, &dsv3_collectives_local));
+                   dsv3_collectives_mpi_create(&coll, &launch->topology, dsv3_protocol_watch(p)));
+    DSV3_CALL_GOTO(
+        err, done,
+        dsv3_stage_runtime_create(&rt, launch, plan.eos_id, dsv3_collectives_mpi_interface(coll)));
     m = rt.model;
     char bytes[DSV3_FORMAT_CAPACITY];
     dsv3_log(
@@ -132,25 +146,29 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
                    dsv3_alloc((void **)&tokens, (size_t)(B * T) * sizeof *tokens, "tokens"));
     DSV3_CALL_GOTO(err, done,
                    dsv3_alloc((void **)&labels, (size_t)(B * T) * sizeof *labels, "labels"));
-    // Ready: the first step's clock starts when every rank is here. (An Ibarrier, because the
-    // coordinator's is one: blocking and non-blocking collectives do not match each other.)
-    MPI_Request ready;
-    DSV3_MPI_CALL_GOTO(err, done, MPI_Ibarrier(job, &ready));
-    DSV3_MPI_CALL_GOTO(err, done, MPI_Wait(&ready, MPI_STATUS_IGNORE));
-    DSV3_MPI_CALL_GOTO(err, done, MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
+    // Ready: the first step's clock starts when every rank is here.
+    DSV3_CALL_GOTO(err, done, dsv3_protocol_ready(p));
+    DSV3_CALL_GOTO(err, done, dsv3_protocol_recv_plan(p, &plan));
     while (!plan.stop) {
+        // Until the first step is over, and after a checkpoint save switched to it, the start-up
+        // deadline applies; then training's.
+        dsv3_protocol_set_patience(p, trained > 0 ? DSV3_PATIENCE_TRAIN : DSV3_PATIENCE_INIT);
         Dsv3StepReport report;
         if (plan.validate)
             DSV3_CALL_GOTO(
                 err, done,
                 dsv3_validation_stage(m, launch, &plan, windows, tokens, labels, &report));
         else
-            DSV3_CALL_GOTO(
-                err, done,
-                stage_step(m, launch, &plan, windows, tokens, labels, &trace, &load, &report));
+            DSV3_CALL_GOTO(err, done,
+                           stage_step(m, launch, coll, &plan, windows, tokens, labels, &trace,
+                                      &load, &report));
         DSV3_CALL_GOTO(err, done, dsv3_report_send(launch, &plan, &report, &load, &trace));
-        if (!plan.validate) DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_step(launch, m));
-        DSV3_MPI_CALL_GOTO(err, done, MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, job));
+        if (!plan.validate) {
+            trained++;
+            dsv3_protocol_set_patience(p, DSV3_PATIENCE_TRAIN);
+            DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_step(launch, m));
+        }
+        DSV3_CALL_GOTO(err, done, dsv3_protocol_recv_plan(p, &plan));
     }
 done:
     dsv3_free(windows);
@@ -159,5 +177,6 @@ done:
     dsv3_trace_destroy(&trace);
     dsv3_expert_load_destroy(&load);
     dsv3_stage_runtime_destroy(&rt);
+    dsv3_collectives_mpi_destroy(coll);
     return err;
 }

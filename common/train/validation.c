@@ -9,11 +9,7 @@
 #include "common/data/synthetic.h"
 #include "common/data/token_file.h"
 #include "common/comm/layout.h"
-#include "common/comm/mpi_check.h"
-#include "common/comm/tags.h"
 #include "kernels/kernels.h"
-
-enum { COORDINATOR = 0 };
 
 // The first held-out synthetic window; pass windows count down from it. Training takes windows
 // from 0 up and would need 2^62 of them to meet it.
@@ -127,7 +123,7 @@ Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3Rep
                          .micro_batches = v->batches * v->micro_per_batch,
                          .eos_id = v->eos_id,
                          .validate = 1};
-    DSV3_MPI_CALL(MPI_Bcast(&plan, sizeof plan, MPI_BYTE, COORDINATOR, t->job));
+    DSV3_CALL(dsv3_protocol_send_plan(launch->protocol, &plan));
     for (int64_t k = 0; k < v->batches; k++)
         for (int64_t i = 0; i < v->micro_per_batch; i++)
             for (int64_t r = 0; r < t->n_stage; r++) {
@@ -135,8 +131,8 @@ Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3Rep
                 DSV3_CALL(dsv3_layout_stage_coord(&t->dims, r, &c));
                 DSV3_CALL(fill_micro_batch(v, k, i, c.dp_replicate * t->dims.dp_shard + c.dp_shard,
                                            windows));
-                DSV3_MPI_CALL(MPI_Send(windows, (int)(v->B * (v->T + 1)), MPI_INT32_T, (int)(1 + r),
-                                       DSV3_TAG_BATCH, t->job));
+                DSV3_CALL(dsv3_protocol_send_windows(
+                    launch->protocol, r, k * v->micro_per_batch + i, windows, v->B * (v->T + 1)));
             }
     DSV3_CALL(dsv3_report_gather(gather, launch, &plan));
     Dsv3ReportTotals totals;
@@ -155,8 +151,7 @@ Dsv3Err dsv3_validation_stage(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3
     double start = dsv3_log_seconds();
     memset(r, 0, sizeof *r);
     for (int64_t i = 0; i < plan->micro_batches; i++) {
-        DSV3_MPI_CALL(MPI_Recv(windows, (int)(B * (T + 1)), MPI_INT32_T, COORDINATOR,
-                               DSV3_TAG_BATCH, launch->topology.job, MPI_STATUS_IGNORE));
+        DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t < T; t++) {
                 int32_t x = windows[b * (T + 1) + t], y = windows[b * (T + 1) + t + 1];

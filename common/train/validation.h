@@ -21,8 +21,8 @@
 
 #include "common/core/error.h"
 #include "common/comm/launch.h"
+#include "common/comm/protocol.h"
 #include "common/model/model.h"
-#include "common/train/protocol.h"
 #include "common/train/report.h"
 
 // Held-out windows of the synthetic dataset in a pass over "the whole set" (steps = -1).
