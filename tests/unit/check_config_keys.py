@@ -12,22 +12,14 @@ and string literals do not count. A key that run/ scripts read through --print-l
 because the C code that prints it reads the field.
 
 A supported key that no code reads is a lie to the user: it is accepted and silently ignored.
-Every such key is printed with a hint and the script exits 1. Two kinds of keys are exempt:
-keys whose schema admits only their default (nothing to ignore), and the keys in PENDING,
-whose reader is being written elsewhere; a PENDING key that is read now is an error too, so
-that the list only ever shrinks.
+Every such key is printed with a hint and the script exits 1. Keys whose schema admits only
+their default are exempt: there is nothing to ignore.
 """
 
 import os
 import re
 import subprocess
 import sys
-
-# Keys marked supported whose reader is not in the tree yet, with what will read them.
-PENDING = {
-    "comm.train_timeout_seconds": "the deadline of every blocking wait of training "
-    "(the coordinator <-> stage <-> expert protocol)",
-}
 
 SOURCE_DIRS = ("common", "roles", "kernels")
 SOURCE_SUFFIXES = (".c", ".h", ".cu", ".cuh")
@@ -129,7 +121,7 @@ def main():
     if not any(path.startswith("common" + os.sep) for path in code):
         sys.exit(f"check_config_keys.py: no C sources under {root}/common")
 
-    silent, stale, checked = [], [], 0
+    silent, checked = [], 0
     for dotted, status, values in keys:
         section, key = dotted.split(".", 1)
         readers = [p for p, text in sorted(code.items()) if read_pattern(section, key).search(text)]
@@ -139,13 +131,6 @@ def main():
                       f"if its feature works now, mark it supported")
             continue
         checked += 1
-        if dotted in PENDING:
-            if readers:
-                stale.append((dotted, readers[0]))
-            else:
-                print(f"pending: {dotted} is read by no code yet; it is meant for "
-                      f"{PENDING[dotted]}")
-            continue
         if readers:
             continue
         if values == "only_default":
@@ -159,12 +144,8 @@ def main():
               f"reads cfg->{section}.{key}: a user who sets it is silently ignored. Make the code "
               f"use it, or mark it DSV3_NOT_YET(\"the capability it waits for\") in "
               f"common/core/config.h.")
-    for dotted, reader in stale:
-        print(f"error: {dotted} is read now ({reader}): remove it from PENDING in "
-              f"tests/unit/check_config_keys.py")
-    print(f"{checked} supported keys checked, {len(silent)} read by no code, "
-          f"{len(stale)} stale pending entries")
-    return 1 if silent or stale else 0
+    print(f"{checked} supported keys checked, {len(silent)} read by no code")
+    return 1 if silent else 0
 
 
 if __name__ == "__main__":
