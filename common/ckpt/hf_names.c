@@ -1,43 +1,40 @@
-// hf_names: the adapter's name table and a small pattern matcher ("{}" = a decimal number).
+// hf_names: the adapter's names from the parameter table, and a small pattern matcher ("{}" =
+// a decimal number).
 #include "hf_names.h"
 
 #include <stdio.h>
 #include <string.h>
 
+// Pattern capacities: the longest HF and FQN patterns with their prefixes.
+enum { PATTERN_CAPACITY = 128 };
+
 typedef struct {
-    const char *hf;    // "{}" per number: layer, then expert
-    const char *titan; // "{}" for the layer
+    char hf[PATTERN_CAPACITY];    // "{}" per number: layer, then expert
+    char titan[PATTERN_CAPACITY]; // "{}" for the layer
 } NamePair;
 
-static const NamePair NAMES[] = {
-    {"model.embed_tokens.weight", "tok_embeddings.weight"},
-    {"model.layers.{}.self_attn.q_proj.weight", "layers.{}.attention.wq.weight"},
-    {"model.layers.{}.self_attn.q_a_proj.weight", "layers.{}.attention.wq_a.weight"},
-    {"model.layers.{}.self_attn.q_a_layernorm.weight", "layers.{}.attention.q_norm.weight"},
-    {"model.layers.{}.self_attn.q_b_proj.weight", "layers.{}.attention.wq_b.weight"},
-    {"model.layers.{}.self_attn.kv_a_proj_with_mqa.weight", "layers.{}.attention.wkv_a.weight"},
-    {"model.layers.{}.self_attn.kv_a_layernorm.weight", "layers.{}.attention.kv_norm.weight"},
-    {"model.layers.{}.self_attn.kv_b_proj.weight", "layers.{}.attention.wkv_b.weight"},
-    {"model.layers.{}.self_attn.o_proj.weight", "layers.{}.attention.wo.weight"},
-    {"model.layers.{}.mlp.gate_proj.weight", "layers.{}.feed_forward.w1.weight"},
-    {"model.layers.{}.mlp.up_proj.weight", "layers.{}.feed_forward.w3.weight"},
-    {"model.layers.{}.mlp.down_proj.weight", "layers.{}.feed_forward.w2.weight"},
-    {"model.layers.{}.input_layernorm.weight", "layers.{}.attention_norm.weight"},
-    {"model.layers.{}.post_attention_layernorm.weight", "layers.{}.ffn_norm.weight"},
-    {"model.layers.{}.mlp.experts.{}.gate_proj.weight", "layers.{}.moe.experts.w1"},
-    {"model.layers.{}.mlp.experts.{}.up_proj.weight", "layers.{}.moe.experts.w3"},
-    {"model.layers.{}.mlp.experts.{}.down_proj.weight", "layers.{}.moe.experts.w2"},
-    {"model.layers.{}.mlp.gate.weight", "layers.{}.moe.router.gate.weight"},
-    {"model.layers.{}.mlp.shared_experts.gate_proj.weight",
-     "layers.{}.moe.shared_experts.w1.weight"},
-    {"model.layers.{}.mlp.shared_experts.up_proj.weight", "layers.{}.moe.shared_experts.w3.weight"},
-    {"model.layers.{}.mlp.shared_experts.down_proj.weight",
-     "layers.{}.moe.shared_experts.w2.weight"},
-    {"model.layers.{}.mlp.gate.e_score_correction_bias", "layers.{}." DSV3_EXPERT_BIAS_SUFFIX},
-    {"model.norm.weight", "norm.weight"},
-    {"lm_head.weight", "output.weight"},
-};
-enum { NAME_COUNT = sizeof NAMES / sizeof NAMES[0], MAX_NUMBERS = 2 };
+// Layer slots and the expert bias live under these prefixes on either side.
+static const char HF_LAYER_PREFIX[] = "model.layers.{}.", TITAN_LAYER_PREFIX[] = "layers.{}.";
+// The expert bias is a buffer, not a parameter slot.
+static const char HF_EXPERT_BIAS[] = "mlp.gate.e_score_correction_bias";
+
+// Name pair `i`: the parameter table's slot i (model/params.h), or the expert bias after them.
+static NamePair name_pair(int i) {
+    NamePair n;
+    int layered = 1;
+    const char *hf = HF_EXPERT_BIAS, *titan = DSV3_EXPERT_BIAS_SUFFIX;
+    if (i < DSV3_PARAM_SLOT_COUNT) {
+        Dsv3GroupKind kind = dsv3_param_slot_group((Dsv3ParamSlot)i);
+        layered = kind == DSV3_GROUP_LAYER || kind == DSV3_GROUP_EXPERTS;
+        hf = dsv3_param_slot_hf_name((Dsv3ParamSlot)i);
+        titan = dsv3_param_slot_suffix((Dsv3ParamSlot)i);
+    }
+    snprintf(n.hf, sizeof n.hf, "%s%s", layered ? HF_LAYER_PREFIX : "", hf);
+    snprintf(n.titan, sizeof n.titan, "%s%s", layered ? TITAN_LAYER_PREFIX : "", titan);
+    return n;
+}
+
+enum { NAME_COUNT = DSV3_PARAM_SLOT_COUNT + 1, MAX_NUMBERS = 2 };
 // Digits accepted for one number (layer or expert index).
 enum { MAX_DIGITS = 9 };
 
@@ -101,8 +98,9 @@ void dsv3_hf_name_parse(const char *hf_name, Dsv3HfName *out) {
     for (int i = 0; i < NAME_COUNT; i++) {
         int64_t numbers[MAX_NUMBERS];
         int count = 0;
-        if (!match(NAMES[i].hf, hf_name, numbers, &count)) continue;
-        if (!fill(out->fqn, sizeof out->fqn, NAMES[i].titan, numbers)) return;
+        NamePair names = name_pair(i);
+        if (!match(names.hf, hf_name, numbers, &count)) continue;
+        if (!fill(out->fqn, sizeof out->fqn, names.titan, numbers)) return;
         out->kind = DSV3_HF_TENSOR;
         out->layer = count > 0 ? numbers[0] : -1;
         out->expert = count > 1 ? numbers[1] : -1;
@@ -114,12 +112,13 @@ Dsv3Err dsv3_hf_name_from_fqn(const char *fqn, int64_t expert, char out[DSV3_HF_
     for (int i = 0; i < NAME_COUNT; i++) {
         int64_t numbers[MAX_NUMBERS] = {0};
         int count = 0;
-        if (!match(NAMES[i].titan, fqn, numbers, &count)) continue;
-        int stacked = count_holes(NAMES[i].hf) > count;
+        NamePair names = name_pair(i);
+        if (!match(names.titan, fqn, numbers, &count)) continue;
+        int stacked = count_holes(names.hf) > count;
         DSV3_CHECK(stacked == (expert >= 0), DSV3_ERR_USAGE, "%s %s an expert index", fqn,
                    stacked ? "is a stacked expert weight and needs" : "takes no");
         if (stacked) numbers[count] = expert;
-        DSV3_CHECK(fill(out, DSV3_HF_NAME_CAPACITY, NAMES[i].hf, numbers), DSV3_ERR_USAGE,
+        DSV3_CHECK(fill(out, DSV3_HF_NAME_CAPACITY, names.hf, numbers), DSV3_ERR_USAGE,
                    "the HF name of %s is too long", fqn);
         return DSV3_OK;
     }

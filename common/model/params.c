@@ -21,7 +21,7 @@ static const double OUTPUT_CUT_SIGMAS = 3.0;
 
 // One row of DSV3_PARAM_SLOTS, with its shape evaluated.
 typedef struct {
-    const char *suffix;
+    const char *suffix, *hf;
     Dsv3GroupKind group;
     Dsv3ParamWhen when;
     int ndim;
@@ -32,10 +32,17 @@ typedef struct {
 
 static SlotRow slot_row(Dsv3ParamSlot slot, const Dsv3ParamDims *dims) {
     const Dsv3ParamDims s = *dims; // the name the table's shape expressions use
-#define DSV3_PARAM_SLOT_ROW(SLOT, suffix, group, when, ndim, d0, d1, d2, init, tp)                 \
+#define DSV3_PARAM_SLOT_ROW(SLOT, fqn_suffix, hf_name, group_, when_, ndim_, d0, d1, d2, init_,    \
+                            tp_)                                                                   \
     case DSV3_P_##SLOT:                                                                            \
-        return (SlotRow){suffix,       DSV3_GROUP_##group, DSV3_WHEN_##when, ndim,                 \
-                         {d0, d1, d2}, DSV3_INIT_##init,   DSV3_TP_##tp};
+        return (SlotRow){.suffix = fqn_suffix,                                                     \
+                         .hf = hf_name,                                                            \
+                         .group = DSV3_GROUP_##group_,                                             \
+                         .when = DSV3_WHEN_##when_,                                                \
+                         .ndim = ndim_,                                                            \
+                         .shape = {d0, d1, d2},                                                    \
+                         .init = DSV3_INIT_##init_,                                                \
+                         .tp = DSV3_TP_##tp_};
     switch (slot) {
         DSV3_PARAM_SLOTS(DSV3_PARAM_SLOT_ROW)
     case DSV3_PARAM_SLOT_COUNT: break;
@@ -49,6 +56,18 @@ const char *dsv3_group_kind_name(Dsv3GroupKind kind) {
                                                              "head"};
     return (unsigned)kind < DSV3_GROUP_KIND_COUNT ? names[kind] : "unknown";
 }
+
+// The rows' names and groups do not depend on the dimensions.
+static SlotRow slot_names(Dsv3ParamSlot slot) {
+    const Dsv3ParamDims none = {0};
+    return slot_row(slot, &none);
+}
+
+const char *dsv3_param_slot_suffix(Dsv3ParamSlot slot) { return slot_names(slot).suffix; }
+
+const char *dsv3_param_slot_hf_name(Dsv3ParamSlot slot) { return slot_names(slot).hf; }
+
+Dsv3GroupKind dsv3_param_slot_group(Dsv3ParamSlot slot) { return slot_names(slot).group; }
 
 void dsv3_param_dims(const Dsv3ModelArgs *a, Dsv3ParamDims *out) {
     *out = (Dsv3ParamDims){.V = a->vocab_size,

@@ -1,7 +1,8 @@
 // params: the parameter table of DeepSeek-V3 and the layout of its flat buffers.
 //
 // Every parameter slot is declared once, in DSV3_PARAM_SLOTS, with:
-//   - its FQN suffix: torchtitan's module path (layer slots get the prefix "layers.<id>.");
+//   - its FQN suffix: torchtitan's module path (layer slots get the prefix "layers.<id>.") and
+//     its Hugging Face name (ckpt/hf_names.h maps one to the other from this table);
 //   - its group and the condition under which the group has it: the embedding (first pipeline
 //     stage), a layer's dense parameters, a MoE layer's routed experts, the head (last stage);
 //   - its shape, as expressions in the model's dimensions (Dsv3ParamDims `s`);
@@ -84,37 +85,56 @@ typedef enum {
     DSV3_TP_EMBEDDING_ROWWISE, // vocabulary rows of the embedding (dim 0) split
 } Dsv3TpPlacement;
 
-// X(SLOT, fqn suffix, group, when, ndim, d0, d1, d2, init, tp). Shapes are expressions in
-// `s`, a Dsv3ParamDims; unused dims are 0.
+// X(SLOT, fqn suffix, HF name, group, when, ndim, d0, d1, d2, init, tp). The HF name is
+// DeepSeek-V3's in Hugging Face checkpoints (torchtitan's DeepSeekV3StateDictAdapter): for
+// layer slots the part after "model.layers.<id>.", with "{}" for the expert of a stacked expert
+// weight. Shapes are expressions in `s`, a Dsv3ParamDims; unused dims are 0.
 #define DSV3_PARAM_SLOTS(X)                                                                        \
-    X(TOK_EMBEDDINGS, "tok_embeddings.weight", EMBEDDING, ALWAYS, 2, s.V, s.D, 0, NORMAL,          \
-      EMBEDDING_ROWWISE)                                                                           \
-    X(ATTENTION_NORM, "attention_norm.weight", LAYER, ALWAYS, 1, s.D, 0, 0, ONES, REPLICATE)       \
-    X(WQ, "attention.wq.weight", LAYER, Q_FULL, 2, s.H *s.Dqk, s.D, 0, TRUNC_STD, COLWISE)         \
-    X(WQ_A, "attention.wq_a.weight", LAYER, Q_LORA, 2, s.Q, s.D, 0, TRUNC_STD, REPLICATE)          \
-    X(Q_NORM, "attention.q_norm.weight", LAYER, Q_LORA, 1, s.Q, 0, 0, ONES, REPLICATE)             \
-    X(WQ_B, "attention.wq_b.weight", LAYER, Q_LORA, 2, s.H *s.Dqk, s.Q, 0, TRUNC_STD, COLWISE)     \
-    X(WKV_A, "attention.wkv_a.weight", LAYER, ALWAYS, 2, s.C + s.R, s.D, 0, TRUNC_STD, REPLICATE)  \
-    X(KV_NORM, "attention.kv_norm.weight", LAYER, ALWAYS, 1, s.C, 0, 0, ONES, REPLICATE)           \
-    X(WKV_B, "attention.wkv_b.weight", LAYER, ALWAYS, 2, s.H *(s.nope + s.Dv), s.C, 0, TRUNC_STD,  \
-      COLWISE)                                                                                     \
-    X(WO, "attention.wo.weight", LAYER, ALWAYS, 2, s.D, s.H *s.Dv, 0, TRUNC_DEPTH, ROWWISE)        \
-    X(FFN_NORM, "ffn_norm.weight", LAYER, ALWAYS, 1, s.D, 0, 0, ONES, REPLICATE)                   \
-    X(FF_W1, "feed_forward.w1.weight", LAYER, DENSE_FFN, 2, s.Fd, s.D, 0, TRUNC_STD, COLWISE)      \
-    X(FF_W2, "feed_forward.w2.weight", LAYER, DENSE_FFN, 2, s.D, s.Fd, 0, TRUNC_DEPTH, ROWWISE)    \
-    X(FF_W3, "feed_forward.w3.weight", LAYER, DENSE_FFN, 2, s.Fd, s.D, 0, TRUNC_DEPTH, COLWISE)    \
-    X(GATE, "moe.router.gate.weight", LAYER, MOE, 2, s.E, s.D, 0, TRUNC_DEPTH, REPLICATE)          \
-    X(SHARED_W1, "moe.shared_experts.w1.weight", LAYER, MOE_SHARED, 2, s.Fs, s.D, 0, TRUNC_STD,    \
-      COLWISE)                                                                                     \
-    X(SHARED_W2, "moe.shared_experts.w2.weight", LAYER, MOE_SHARED, 2, s.D, s.Fs, 0, TRUNC_DEPTH,  \
-      ROWWISE)                                                                                     \
-    X(SHARED_W3, "moe.shared_experts.w3.weight", LAYER, MOE_SHARED, 2, s.Fs, s.D, 0, TRUNC_DEPTH,  \
-      COLWISE)                                                                                     \
-    X(EXPERTS_W1, "moe.experts.w1", EXPERTS, ALWAYS, 3, s.E, s.F, s.D, TRUNC_STD, REPLICATE)       \
-    X(EXPERTS_W2, "moe.experts.w2", EXPERTS, ALWAYS, 3, s.E, s.D, s.F, TRUNC_DEPTH, REPLICATE)     \
-    X(EXPERTS_W3, "moe.experts.w3", EXPERTS, ALWAYS, 3, s.E, s.F, s.D, TRUNC_DEPTH, REPLICATE)     \
-    X(NORM, "norm.weight", HEAD, ALWAYS, 1, s.D, 0, 0, ONES, REPLICATE)                            \
-    X(OUTPUT, "output.weight", HEAD, ALWAYS, 2, s.V, s.D, 0, TRUNC_OUTPUT, COLWISE)
+    X(TOK_EMBEDDINGS, "tok_embeddings.weight", "model.embed_tokens.weight", EMBEDDING, ALWAYS, 2,  \
+      s.V, s.D, 0, NORMAL, EMBEDDING_ROWWISE)                                                      \
+    X(ATTENTION_NORM, "attention_norm.weight", "input_layernorm.weight", LAYER, ALWAYS, 1, s.D, 0, \
+      0, ONES, REPLICATE)                                                                          \
+    X(WQ, "attention.wq.weight", "self_attn.q_proj.weight", LAYER, Q_FULL, 2, (s.H * s.Dqk), s.D,  \
+      0, TRUNC_STD, COLWISE)                                                                       \
+    X(WQ_A, "attention.wq_a.weight", "self_attn.q_a_proj.weight", LAYER, Q_LORA, 2, s.Q, s.D, 0,   \
+      TRUNC_STD, REPLICATE)                                                                        \
+    X(Q_NORM, "attention.q_norm.weight", "self_attn.q_a_layernorm.weight", LAYER, Q_LORA, 1, s.Q,  \
+      0, 0, ONES, REPLICATE)                                                                       \
+    X(WQ_B, "attention.wq_b.weight", "self_attn.q_b_proj.weight", LAYER, Q_LORA, 2, (s.H * s.Dqk), \
+      s.Q, 0, TRUNC_STD, COLWISE)                                                                  \
+    X(WKV_A, "attention.wkv_a.weight", "self_attn.kv_a_proj_with_mqa.weight", LAYER, ALWAYS, 2,    \
+      s.C + s.R, s.D, 0, TRUNC_STD, REPLICATE)                                                     \
+    X(KV_NORM, "attention.kv_norm.weight", "self_attn.kv_a_layernorm.weight", LAYER, ALWAYS, 1,    \
+      s.C, 0, 0, ONES, REPLICATE)                                                                  \
+    X(WKV_B, "attention.wkv_b.weight", "self_attn.kv_b_proj.weight", LAYER, ALWAYS, 2,             \
+      (s.H * (s.nope + s.Dv)), s.C, 0, TRUNC_STD, COLWISE)                                         \
+    X(WO, "attention.wo.weight", "self_attn.o_proj.weight", LAYER, ALWAYS, 2, s.D, (s.H * s.Dv),   \
+      0, TRUNC_DEPTH, ROWWISE)                                                                     \
+    X(FFN_NORM, "ffn_norm.weight", "post_attention_layernorm.weight", LAYER, ALWAYS, 1, s.D, 0, 0, \
+      ONES, REPLICATE)                                                                             \
+    X(FF_W1, "feed_forward.w1.weight", "mlp.gate_proj.weight", LAYER, DENSE_FFN, 2, s.Fd, s.D, 0,  \
+      TRUNC_STD, COLWISE)                                                                          \
+    X(FF_W2, "feed_forward.w2.weight", "mlp.down_proj.weight", LAYER, DENSE_FFN, 2, s.D, s.Fd, 0,  \
+      TRUNC_DEPTH, ROWWISE)                                                                        \
+    X(FF_W3, "feed_forward.w3.weight", "mlp.up_proj.weight", LAYER, DENSE_FFN, 2, s.Fd, s.D, 0,    \
+      TRUNC_DEPTH, COLWISE)                                                                        \
+    X(GATE, "moe.router.gate.weight", "mlp.gate.weight", LAYER, MOE, 2, s.E, s.D, 0, TRUNC_DEPTH,  \
+      REPLICATE)                                                                                   \
+    X(SHARED_W1, "moe.shared_experts.w1.weight", "mlp.shared_experts.gate_proj.weight", LAYER,     \
+      MOE_SHARED, 2, s.Fs, s.D, 0, TRUNC_STD, COLWISE)                                             \
+    X(SHARED_W2, "moe.shared_experts.w2.weight", "mlp.shared_experts.down_proj.weight", LAYER,     \
+      MOE_SHARED, 2, s.D, s.Fs, 0, TRUNC_DEPTH, ROWWISE)                                           \
+    X(SHARED_W3, "moe.shared_experts.w3.weight", "mlp.shared_experts.up_proj.weight", LAYER,       \
+      MOE_SHARED, 2, s.Fs, s.D, 0, TRUNC_DEPTH, COLWISE)                                           \
+    X(EXPERTS_W1, "moe.experts.w1", "mlp.experts.{}.gate_proj.weight", EXPERTS, ALWAYS, 3, s.E,    \
+      s.F, s.D, TRUNC_STD, REPLICATE)                                                              \
+    X(EXPERTS_W2, "moe.experts.w2", "mlp.experts.{}.down_proj.weight", EXPERTS, ALWAYS, 3, s.E,    \
+      s.D, s.F, TRUNC_DEPTH, REPLICATE)                                                            \
+    X(EXPERTS_W3, "moe.experts.w3", "mlp.experts.{}.up_proj.weight", EXPERTS, ALWAYS, 3, s.E, s.F, \
+      s.D, TRUNC_DEPTH, REPLICATE)                                                                 \
+    X(NORM, "norm.weight", "model.norm.weight", HEAD, ALWAYS, 1, s.D, 0, 0, ONES, REPLICATE)       \
+    X(OUTPUT, "output.weight", "lm_head.weight", HEAD, ALWAYS, 2, s.V, s.D, 0, TRUNC_OUTPUT,       \
+      COLWISE)
 
 #define DSV3_PARAM_SLOT_ENUM(slot, ...) DSV3_P_##slot,
 typedef enum { DSV3_PARAM_SLOTS(DSV3_PARAM_SLOT_ENUM) DSV3_PARAM_SLOT_COUNT } Dsv3ParamSlot;
@@ -175,6 +195,11 @@ typedef struct {
 
 // "layer", "experts", …
 const char *dsv3_group_kind_name(Dsv3GroupKind kind);
+
+// A slot's FQN suffix, its HF name (as in DSV3_PARAM_SLOTS) and its group kind.
+const char *dsv3_param_slot_suffix(Dsv3ParamSlot slot);
+const char *dsv3_param_slot_hf_name(Dsv3ParamSlot slot);
+Dsv3GroupKind dsv3_param_slot_group(Dsv3ParamSlot slot);
 
 // The dimensions of these model arguments.
 void dsv3_param_dims(const Dsv3ModelArgs *args, Dsv3ParamDims *out);
