@@ -13,6 +13,9 @@
 // torchtitan's final norm is nn.RMSNorm(dim) without eps: torch.finfo(float32).eps.
 static const float FINAL_NORM_EPS = FLT_EPSILON;
 
+// The CPU backend has no device.
+enum { NO_DEVICE = -1 };
+
 // What one micro-batch in flight keeps between its forward and its backward.
 typedef struct {
     int32_t *tokens;     // (N) first stage: the forward's tokens
@@ -276,14 +279,14 @@ static void local_services_destroy(LocalServices *l) {
 }
 
 static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *args,
-                                     const Dsv3ModelOptions *opt, uint64_t seed) {
+                                     const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
+                                     uint64_t seed) {
     LocalServices *l = NULL;
     DSV3_CALL(dsv3_calloc((void **)&l, 1, sizeof *l, "model services"));
     *out = l;
     Dsv3KernelContext *k = &l->kernels;
-    DSV3_CALL(dsv3_kernel_context_create(k, DSV3_BACKEND_CPU, -1));
-    Dsv3StageRange whole = dsv3_stage_range_whole(args);
-    DSV3_CALL(dsv3_param_store_local_create(&l->store, k, args, &whole, seed));
+    DSV3_CALL(dsv3_kernel_context_create(k, DSV3_BACKEND_CPU, NO_DEVICE));
+    DSV3_CALL(dsv3_param_store_local_create(&l->store, k, args, range, seed));
     size_t bytes = 0;
     DSV3_CALL(dsv3_model_workspace_bytes(k, args, opt, l->store, &bytes));
     if (bytes > 0) DSV3_CALL(dsv3_memory_alloc(k, &l->workspace, bytes, "kernel workspace"));
@@ -294,16 +297,20 @@ static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *a
 }
 
 Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
-                                const Dsv3ModelOptions *opt, uint64_t seed) {
+                                const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
+                                uint64_t seed, Dsv3Collectives *collectives) {
     *out = NULL;
     DSV3_CALL(dsv3_model_args_validate(args));
+    Dsv3StageRange whole = dsv3_stage_range_whole(args);
+    if (!range) range = &whole;
     LocalServices *l = NULL;
-    Dsv3Err err = local_services_create(&l, args, opt, seed);
+    Dsv3Err err = local_services_create(&l, args, opt, range, seed);
     if (err == DSV3_OK) {
         Dsv3ModelServices services = {.kernels = &l->kernels,
                                       .params = l->store,
-                                      .collectives = &dsv3_collectives_local,
-                                      .experts = &l->experts.base};
+                                      .collectives =
+                                          collectives ? collectives : &dsv3_collectives_local,
+                                      .experts = range->routed ? &l->experts.base : NULL};
         err = dsv3_model_create(out, args, opt, &services);
     }
     if (err != DSV3_OK) {

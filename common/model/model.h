@@ -69,10 +69,13 @@ Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3M
 Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
                           const Dsv3ModelServices *services);
 
-// The whole model on this one process: a CPU kernel context, a local parameter store
-// initialised with `seed`, local experts and one-rank collectives, owned by the model.
+// A stage with services of its own: a CPU kernel context with the workspace the model needs,
+// a local parameter store holding the groups of `range` (NULL: the whole model) initialised
+// with `seed`, and local experts when the range holds the routed experts; all owned by the
+// model. `collectives` (NULL: one rank alone) stays the caller's and must outlive the model.
 Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
-                                const Dsv3ModelOptions *opt, uint64_t seed);
+                                const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
+                                uint64_t seed, Dsv3Collectives *collectives);
 
 // Frees the activations (and the services of dsv3_model_create_local). NULL is allowed.
 void dsv3_model_destroy(Dsv3Model *m);

@@ -116,7 +116,6 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     Dsv3StepPlan plan; // the start plan (step 0) carries the EOS id
     DSV3_CALL(dsv3_protocol_recv_plan(p, &plan));
     double t0 = dsv3_log_seconds();
-    Dsv3StageRuntime rt = {0};
     Dsv3Model *m = NULL;
     Dsv3CollectivesMpi *coll = NULL;
     int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
@@ -128,8 +127,7 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
                    dsv3_collectives_mpi_create(&coll, &launch->topology, dsv3_protocol_watch(p)));
     DSV3_CALL_GOTO(
         err, done,
-        dsv3_stage_runtime_create(&rt, launch, plan.eos_id, dsv3_collectives_mpi_interface(coll)));
-    m = rt.model;
+        dsv3_stage_model_create(&m, launch, plan.eos_id, dsv3_collectives_mpi_interface(coll)));
     char bytes[DSV3_FORMAT_CAPACITY];
     dsv3_log(
         launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
@@ -176,7 +174,7 @@ done:
     dsv3_free(labels);
     dsv3_trace_destroy(&trace);
     dsv3_expert_load_destroy(&load);
-    dsv3_stage_runtime_destroy(&rt);
+    dsv3_model_destroy(m);
     dsv3_collectives_mpi_destroy(coll);
     return err;
 }

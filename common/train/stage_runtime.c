@@ -1,4 +1,4 @@
-// stage_runtime: kernel context, parameter store, experts and model of one stage rank.
+// stage_runtime: the model of one stage rank, from the launch.
 #include "stage_runtime.h"
 
 #include <stdlib.h>
@@ -9,9 +9,6 @@
 // Tokens per chunk of the fused output head + loss: bounds the logits held at once to
 // LOSS_CHUNK × vocab floats (129,280 × 1024 × 4 B = 0.5 GiB at the 671B vocabulary).
 enum { LOSS_CHUNK = 1024 };
-
-// The CPU backend has no device.
-enum { NO_DEVICE = -1 };
 
 Dsv3Err dsv3_stage_model_options(const Dsv3Config *cfg, int32_t eos_id, Dsv3ModelOptions *out) {
     const char *mode = cfg->activation_checkpoint.mode;
@@ -31,8 +28,8 @@ Dsv3Err dsv3_stage_model_options(const Dsv3Config *cfg, int32_t eos_id, Dsv3Mode
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_stage_runtime_create(Dsv3StageRuntime *rt, const Dsv3Launch *launch, int32_t eos_id,
-                                  Dsv3Collectives *collectives) {
+Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32_t eos_id,
+                                Dsv3Collectives *collectives) {
     const Dsv3Topology *t = &launch->topology;
     const Dsv3ModelArgs *args = &launch->model;
     Dsv3StageRange range = {.dense = 1, .routed = t->n_expert == 0};
@@ -40,31 +37,8 @@ Dsv3Err dsv3_stage_runtime_create(Dsv3StageRuntime *rt, const Dsv3Launch *launch
                                        &range.n_layers));
     range.first = t->coord.pp == 0;
     range.last = t->coord.pp == t->dims.pp - 1;
-    DSV3_CALL(dsv3_kernel_context_create(&rt->kernels, DSV3_BACKEND_CPU, NO_DEVICE));
-    // The local store holds whole groups: tensor parallelism and FSDP sharding refuse to start
-    // (launch.h), so this is what the layout's plan says (comm/plan.h).
-    DSV3_CALL(dsv3_param_store_local_create(&rt->store, &rt->kernels, args, &range,
-                                            (uint64_t)launch->config.debug.seed));
-    dsv3_local_experts_init(&rt->experts, rt->store, &rt->kernels);
     Dsv3ModelOptions opt;
     DSV3_CALL(dsv3_stage_model_options(&launch->config, eos_id, &opt));
-    size_t bytes = 0;
-    DSV3_CALL(dsv3_model_workspace_bytes(&rt->kernels, args, &opt, rt->store, &bytes));
-    if (bytes > 0)
-        DSV3_CALL(dsv3_memory_alloc(&rt->kernels, &rt->workspace, bytes, "kernel workspace"));
-    rt->kernels.workspace = rt->workspace;
-    rt->kernels.workspace_bytes = bytes;
-    Dsv3ModelServices services = {.kernels = &rt->kernels,
-                                  .params = rt->store,
-                                  .collectives = collectives,
-                                  .experts = range.routed ? &rt->experts.base : NULL};
-    return dsv3_model_create(&rt->model, args, &opt, &services);
-}
-
-void dsv3_stage_runtime_destroy(Dsv3StageRuntime *rt) {
-    dsv3_model_destroy(rt->model);
-    dsv3_param_store_destroy(rt->store);
-    if (rt->workspace) dsv3_memory_free(&rt->kernels, rt->workspace);
-    dsv3_kernel_context_destroy(&rt->kernels);
-    memset(rt, 0, sizeof *rt);
+    return dsv3_model_create_local(out, args, &opt, &range, (uint64_t)launch->config.debug.seed,
+                                   collectives);
 }

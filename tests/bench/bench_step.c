@@ -63,7 +63,7 @@ int main(int argc, char **argv) {
                             .loss_chunk = 1024,
                             .slots = 1};
     Dsv3Model *m = NULL;
-    if (dsv3_model_create_local(&m, &args, &opt, 0) != DSV3_OK) return fail();
+    if (dsv3_model_create_local(&m, &args, &opt, NULL, 0, NULL) != DSV3_OK) return fail();
     int64_t N = batch * seq_len;
     int32_t *tokens = malloc((size_t)N * sizeof *tokens),
             *labels = malloc((size_t)N * sizeof *labels);

@@ -178,7 +178,7 @@ static Dsv3Model *make_model(const Case *c, int64_t batch, Dsv3AcMode mode, int6
                             .loss_chunk = 7,
                             .slots = 1};
     Dsv3Model *m = NULL;
-    TRY(dsv3_model_create_local(&m, &c->args, &opt, 0));
+    TRY(dsv3_model_create_local(&m, &c->args, &opt, NULL, 0, NULL));
     return m;
 }
 

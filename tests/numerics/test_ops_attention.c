@@ -19,7 +19,7 @@
 #include "case.h"
 #include "common/core/alloc.h"
 #include "kernels/kernels.h"
-#include "tests/kernels_workspace.h"
+#include "tests/kernels_test.h"
 
 #define TOLERANCE 1e-4
 

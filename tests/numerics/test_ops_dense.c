@@ -15,7 +15,7 @@
 
 #include "case.h"
 #include "kernels/kernels.h"
-#include "tests/kernels_workspace.h"
+#include "tests/kernels_test.h"
 
 #define TOLERANCE 1e-4
 

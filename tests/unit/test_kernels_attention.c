@@ -21,7 +21,7 @@
 #include "common/core/alloc.h"
 #include "common/core/error.h"
 #include "kernels/kernels.h"
-#include "tests/kernels_workspace.h"
+#include "tests/kernels_test.h"
 
 // Fast vs reference, per tensor.
 #define TOLERANCE 1e-5
@@ -41,19 +41,12 @@ static int record_start(void **state) {
     (void)state;
     dsv3_error_clear();
     start_bytes = dsv3_alloc_current_bytes();
-    if (dsv3_kernel_context_create(&cpu, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK ||
-        dsv3_kernel_context_create(&reference, DSV3_BACKEND_CPU_REFERENCE,
-                                   KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
-        print_error("%s\n", dsv3_error_text());
-        return -1;
-    }
-    return 0;
+    return kernels_test_contexts_create(&cpu, &reference);
 }
 
 static int check_nothing_leaked(void **state) {
     (void)state;
-    kernels_test_release(&cpu);
-    kernels_test_release(&reference);
+    kernels_test_contexts_destroy(&cpu, &reference);
     size_t now = dsv3_alloc_current_bytes();
     if (now != start_bytes) {
         print_error("%zu bytes still counted after the test (started at %zu)\n", now, start_bytes);

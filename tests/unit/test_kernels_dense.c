@@ -22,7 +22,7 @@
 #include "common/core/alloc.h"
 #include "kernels/cpu/vec_exp.h"
 #include "kernels/kernels.h"
-#include "tests/kernels_workspace.h"
+#include "tests/kernels_test.h"
 
 #define TOLERANCE 1e-5
 
@@ -49,13 +49,7 @@ static int setup(void **state) {
     buffer_count = 0;
     start_bytes = dsv3_alloc_current_bytes();
     start_threads = omp_get_max_threads();
-    if (dsv3_kernel_context_create(&cpu, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK ||
-        dsv3_kernel_context_create(&reference, DSV3_BACKEND_CPU_REFERENCE,
-                                   KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
-        print_error("%s\n", dsv3_error_text());
-        return -1;
-    }
-    return 0;
+    return kernels_test_contexts_create(&cpu, &reference);
 }
 
 static int teardown(void **state) {
@@ -63,8 +57,7 @@ static int teardown(void **state) {
     for (int i = 0; i < buffer_count; i++)
         dsv3_free(buffers[i]);
     buffer_count = 0;
-    kernels_test_release(&cpu);
-    kernels_test_release(&reference);
+    kernels_test_contexts_destroy(&cpu, &reference);
     omp_set_num_threads(start_threads);
     dsv3_error_clear();
     size_t now = dsv3_alloc_current_bytes();
@@ -97,17 +90,9 @@ static float *copy_of(const float *src, int64_t count) {
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return kernels_test_rng_next(&rng_state); }
 
-// Uniform in [−scale, scale).
-static float rng_uniform(float scale) {
-    return scale * (float)((double)(rng_next() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
+static float rng_uniform(float scale) { return kernels_test_uniform(&rng_state, scale); }
 
 static void fill(float *x, int64_t count, float scale) {
     for (int64_t i = 0; i < count; i++)

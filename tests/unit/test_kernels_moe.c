@@ -23,7 +23,7 @@
 
 #include "common/core/alloc.h"
 #include "kernels/kernels.h"
-#include "tests/kernels_workspace.h"
+#include "tests/kernels_test.h"
 
 // ‖fast − reference‖ / ‖reference‖ allowed for every float output.
 static const double TOLERANCE = 1e-5;
@@ -40,19 +40,12 @@ static Dsv3KernelContext cpu, reference;
 
 static int contexts_create(void **state) {
     (void)state;
-    if (dsv3_kernel_context_create(&cpu, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK ||
-        dsv3_kernel_context_create(&reference, DSV3_BACKEND_CPU_REFERENCE,
-                                   KERNELS_TEST_NO_DEVICE) != DSV3_OK) {
-        print_error("%s\n", dsv3_error_text());
-        return -1;
-    }
-    return 0;
+    return kernels_test_contexts_create(&cpu, &reference);
 }
 
 static int contexts_destroy(void **state) {
     (void)state;
-    kernels_test_release(&cpu);
-    kernels_test_release(&reference);
+    kernels_test_contexts_destroy(&cpu, &reference);
     return 0;
 }
 
@@ -68,12 +61,7 @@ static int contexts_destroy(void **state) {
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void) { // splitmix64
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return kernels_test_rng_next(&rng_state); }
 
 // Uniform in [lo, hi).
 static float rng_uniform(float lo, float hi) {

@@ -49,51 +49,24 @@ static void batch(int64_t i, int32_t *tokens, int32_t *labels, int64_t vocab) {
     labels[3] = DSV3_IGNORE_INDEX;
 }
 
-// A stage of layers [first, first + count) with its own kernel context, local store (seeded
-// alike, so its values are the one-stage model's) and local experts.
-typedef struct {
-    Dsv3KernelContext kernels;
-    void *workspace;
-    Dsv3ParamStore *store;
-    Dsv3LocalExperts experts;
-    Dsv3Model *model;
-} Stage;
-
-static void stage_create(Stage *s, const Dsv3ModelArgs *a, const Dsv3ModelOptions *opt,
-                         int64_t first, int64_t count) {
-    memset(s, 0, sizeof *s);
-    assert_int_equal(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, -1), DSV3_OK);
+// A stage of layers [first, first + count) with services of its own (a local store seeded alike,
+// so its values are the one-stage model's).
+static Dsv3Model *stage_create(const Dsv3ModelArgs *a, const Dsv3ModelOptions *opt, int64_t first,
+                               int64_t count) {
     Dsv3StageRange range = {.first_layer = first,
                             .n_layers = count,
                             .first = first == 0,
                             .last = first + count == a->n_layers,
                             .dense = 1,
                             .routed = 1};
-    assert_int_equal(dsv3_param_store_local_create(&s->store, &s->kernels, a, &range, SEED),
-                     DSV3_OK);
-    size_t bytes = 0;
-    assert_int_equal(dsv3_model_workspace_bytes(&s->kernels, a, opt, s->store, &bytes), DSV3_OK);
-    assert_int_equal(dsv3_memory_alloc(&s->kernels, &s->workspace, bytes, "workspace"), DSV3_OK);
-    s->kernels.workspace = s->workspace;
-    s->kernels.workspace_bytes = bytes;
-    dsv3_local_experts_init(&s->experts, s->store, &s->kernels);
-    Dsv3ModelServices services = {.kernels = &s->kernels,
-                                  .params = s->store,
-                                  .collectives = &dsv3_collectives_local,
-                                  .experts = &s->experts.base};
-    assert_int_equal(dsv3_model_create(&s->model, a, opt, &services), DSV3_OK);
-}
-
-static void stage_destroy(Stage *s) {
-    dsv3_model_destroy(s->model);
-    dsv3_param_store_destroy(s->store);
-    dsv3_memory_free(&s->kernels, s->workspace);
-    dsv3_kernel_context_destroy(&s->kernels);
+    Dsv3Model *m = NULL;
+    assert_int_equal(dsv3_model_create_local(&m, a, opt, &range, SEED, NULL), DSV3_OK);
+    return m;
 }
 
 // Every gradient of `part` equals the same-named one of `whole`, bit for bit.
-static void expect_same_grads(Dsv3Model *whole, Stage *part) {
-    const Dsv3ParamStore *st = part->store;
+static void expect_same_grads(Dsv3Model *whole, Dsv3Model *part) {
+    const Dsv3ParamStore *st = dsv3_model_services(part)->params;
     for (int g = 0; g < st->n_groups; g++)
         for (int k = 0; k < DSV3_PARAM_SLOT_COUNT; k++) {
             const Dsv3Param *p = &st->groups[g].params[k];
@@ -122,10 +95,8 @@ static void check_split(Dsv3AcMode ac, int64_t micro) {
     Dsv3ModelArgs a = small_args();
     Dsv3ModelOptions one = options(1, ac), many = options(micro, ac);
     Dsv3Model *whole = NULL;
-    assert_int_equal(dsv3_model_create_local(&whole, &a, &one, SEED), DSV3_OK);
-    Stage s1, s2;
-    stage_create(&s1, &a, &many, 0, 2);
-    stage_create(&s2, &a, &many, 2, 2);
+    assert_int_equal(dsv3_model_create_local(&whole, &a, &one, NULL, SEED, NULL), DSV3_OK);
+    Dsv3Model *s1 = stage_create(&a, &many, 0, 2), *s2 = stage_create(&a, &many, 2, 2);
     assert_true(micro <= MAX_MICRO);
     int32_t tokens[MAX_MICRO][BATCH * SEQ], labels[MAX_MICRO][BATCH * SEQ];
     const int64_t N = BATCH * SEQ;
@@ -144,32 +115,31 @@ static void check_split(Dsv3AcMode ac, int64_t micro) {
         whole_loss += loss, whole_n += n;
     }
     for (int64_t i = 0; i < micro; i++) {
-        assert_int_equal(dsv3_model_forward(s1.model, i, &(Dsv3StageInput){.tokens = tokens[i]}),
+        assert_int_equal(dsv3_model_forward(s1, i, &(Dsv3StageInput){.tokens = tokens[i]}),
                          DSV3_OK);
-        Dsv3StageInput mid = {.x = dsv3_model_output(s1.model, i),
-                              .doc = dsv3_model_doc(s1.model, i)};
+        Dsv3StageInput mid = {.x = dsv3_model_output(s1, i), .doc = dsv3_model_doc(s1, i)};
         assert_non_null(mid.doc);
-        assert_int_equal(dsv3_model_forward(s2.model, i, &mid), DSV3_OK);
+        assert_int_equal(dsv3_model_forward(s2, i, &mid), DSV3_OK);
     }
     for (int64_t i = micro - 1; i >= 0; i--) {
         double loss = 0, none = 0;
         int64_t n = 0, zero = 0;
         Dsv3StageGrad grad = {.labels = labels[i], .grad_scale = grad_scale};
-        assert_int_equal(dsv3_model_backward(s2.model, i, &grad, &loss, &n), DSV3_OK);
-        Dsv3StageGrad back = {.dout = dsv3_model_input_grad(s2.model)};
-        assert_int_equal(dsv3_model_backward(s1.model, i, &back, &none, &zero), DSV3_OK);
+        assert_int_equal(dsv3_model_backward(s2, i, &grad, &loss, &n), DSV3_OK);
+        Dsv3StageGrad back = {.dout = dsv3_model_input_grad(s2)};
+        assert_int_equal(dsv3_model_backward(s1, i, &back, &none, &zero), DSV3_OK);
         assert_true(none == 0 && zero == 0); // only the last stage has a loss
         split_loss += loss, split_n += n;
     }
     assert_true(split_loss == whole_loss);
     assert_int_equal(split_n, whole_n);
-    expect_same_grads(whole, &s1);
-    expect_same_grads(whole, &s2);
-    expect_same_counts(whole, s1.model, &a);
-    expect_same_counts(whole, s2.model, &a);
-    assert_null(dsv3_model_input_grad(s1.model)); // the first stage has no input gradient
-    stage_destroy(&s1);
-    stage_destroy(&s2);
+    expect_same_grads(whole, s1);
+    expect_same_grads(whole, s2);
+    expect_same_counts(whole, s1, &a);
+    expect_same_counts(whole, s2, &a);
+    assert_null(dsv3_model_input_grad(s1)); // the first stage has no input gradient
+    dsv3_model_destroy(s1);
+    dsv3_model_destroy(s2);
     dsv3_model_destroy(whole);
 }
 
@@ -189,35 +159,32 @@ static void test_stage_checks_its_input(void **state) {
     (void)state;
     Dsv3ModelArgs a = small_args();
     Dsv3ModelOptions opt = options(2, DSV3_AC_NONE);
-    Stage s1, s2;
-    stage_create(&s1, &a, &opt, 0, 2);
-    stage_create(&s2, &a, &opt, 2, 2);
+    Dsv3Model *s1 = stage_create(&a, &opt, 0, 2), *s2 = stage_create(&a, &opt, 2, 2);
     int32_t tokens[BATCH * SEQ], labels[BATCH * SEQ];
     batch(0, tokens, labels, a.vocab_size);
     // A later stage needs activations (and document ids, for block-causal masks).
-    assert_int_equal(dsv3_model_forward(s2.model, 0, &(Dsv3StageInput){.tokens = tokens}),
+    assert_int_equal(dsv3_model_forward(s2, 0, &(Dsv3StageInput){.tokens = tokens}),
                      DSV3_ERR_USAGE);
     dsv3_error_clear();
     // The first stage needs tokens in the vocabulary, and slots exist.
-    assert_int_equal(dsv3_model_forward(s1.model, 2, &(Dsv3StageInput){.tokens = tokens}),
+    assert_int_equal(dsv3_model_forward(s1, 2, &(Dsv3StageInput){.tokens = tokens}),
                      DSV3_ERR_USAGE);
     dsv3_error_clear();
     tokens[7] = (int32_t)a.vocab_size;
-    assert_int_equal(dsv3_model_forward(s1.model, 0, &(Dsv3StageInput){.tokens = tokens}),
+    assert_int_equal(dsv3_model_forward(s1, 0, &(Dsv3StageInput){.tokens = tokens}),
                      DSV3_ERR_USAGE);
     assert_non_null(strstr(dsv3_error_message(), "tokens[7]"));
     dsv3_error_clear();
     // Logits exist on the last stage only; a middle stage's backward needs a gradient.
     float logits[1];
-    assert_int_equal(dsv3_model_logits(s1.model, 0, logits), DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_model_logits(s1, 0, logits), DSV3_ERR_USAGE);
     dsv3_error_clear();
     double loss = 0;
     int64_t n = 0;
-    assert_int_equal(dsv3_model_backward(s1.model, 0, &(Dsv3StageGrad){0}, &loss, &n),
-                     DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_model_backward(s1, 0, &(Dsv3StageGrad){0}, &loss, &n), DSV3_ERR_USAGE);
     dsv3_error_clear();
-    stage_destroy(&s1);
-    stage_destroy(&s2);
+    dsv3_model_destroy(s1);
+    dsv3_model_destroy(s2);
 }
 
 int main(void) {

@@ -1,15 +1,19 @@
-// kernels_workspace: what the kernel tests share — a context per CPU backend, and a workspace
-// sized for each call by dsv3_workspace_bytes, as a caller of the op library sizes its own.
+// kernels_test: what the kernel tests share — a context per CPU backend, a workspace sized for
+// each call by dsv3_workspace_bytes (as a caller of the op library sizes its own), and
+// reproducible random inputs.
 //
 // SIZED(&ctx, OP, .N = …) gives the context with a workspace of exactly what op DSV3_OP_OP
 // needs for that shape (with the OpenMP thread count at the call), so that an op that writes
 // past what it asked for meets the end of its allocation (and AddressSanitizer). Header only,
 // for the test programs; not part of the op library.
-#ifndef DSV3_TESTS_KERNELS_WORKSPACE_H
-#define DSV3_TESTS_KERNELS_WORKSPACE_H
+#ifndef DSV3_TESTS_KERNELS_TEST_H
+#define DSV3_TESTS_KERNELS_TEST_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
+#include "common/core/error.h"
 #include "kernels/kernels.h"
 
 // The CPU backends have no device.
@@ -49,6 +53,39 @@ static inline void kernels_test_free_workspace(Dsv3KernelContext *ctx) {
 static inline void kernels_test_release(Dsv3KernelContext *ctx) {
     kernels_test_free_workspace(ctx);
     dsv3_kernel_context_destroy(ctx);
+}
+
+// The fast and the reference CPU contexts, without workspaces: 0, or -1 after printing why
+// (for a CMocka fixture).
+static inline int kernels_test_contexts_create(Dsv3KernelContext *cpu,
+                                               Dsv3KernelContext *reference) {
+    if (dsv3_kernel_context_create(cpu, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK ||
+        dsv3_kernel_context_create(reference, DSV3_BACKEND_CPU_REFERENCE, KERNELS_TEST_NO_DEVICE) !=
+            DSV3_OK) {
+        fprintf(stderr, "%s\n", dsv3_error_text());
+        return -1;
+    }
+    return 0;
+}
+
+static inline void kernels_test_contexts_destroy(Dsv3KernelContext *cpu,
+                                                 Dsv3KernelContext *reference) {
+    kernels_test_release(cpu);
+    kernels_test_release(reference);
+}
+
+// splitmix64: the same numbers on every machine, from *state.
+static inline uint64_t kernels_test_rng_next(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// Uniform in [−scale, scale).
+static inline float kernels_test_uniform(uint64_t *state, float scale) {
+    return scale *
+           (float)((double)(kernels_test_rng_next(state) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
 #endif
