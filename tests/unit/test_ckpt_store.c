@@ -283,7 +283,23 @@ static void check_rank_values(const Rank *r, const Dsv3ModelArgs *a, int moments
             assert_true(r->bias[l][e] == (float)l + (float)e / 8.0f);
 }
 
-static void check_rank(const Rank *r, const Dsv3ModelArgs *a) { check_rank_values(r, a, 1); }
+// A rank of layout `spec` reads its boxes from `dir`, a checkpoint (or, with `hf`, an HF
+// folder: values only), and finds what the writers initialised.
+static void read_as(const char *dir, const Dsv3ModelArgs *a, const Dsv3ShardSpec *spec, int hf) {
+    Rank r;
+    rank_create(&r, a, spec, 0);
+    Dsv3CkptWriters w = {.tp_rank = spec->tp_rank};
+    Dsv3CkptTensors x;
+    assert_int_equal(dsv3_ckpt_tensors_of_groups(&x, a, r.groups, r.shards, r.n, r.bias, &w),
+                     DSV3_OK);
+    if (hf)
+        assert_int_equal(dsv3_hf_load(dir, a, &x), DSV3_OK);
+    else
+        assert_int_equal(dsv3_ckpt_store_read(dir, &x, 1), DSV3_OK);
+    check_rank_values(&r, a, !hf);
+    dsv3_ckpt_tensors_free(&x);
+    rank_destroy(&r);
+}
 
 // The ranks of a tp × fsdp layout write one checkpoint; the ranks of other layouts read it.
 static void test_any_layout_reads_any_layout(void **state) {
@@ -324,18 +340,8 @@ static void test_any_layout_reads_any_layout(void **state) {
     const Dsv3ShardSpec readers[] = {{1, 0, 1, 0, 1, 0}, {1, 0, 4, 1, 1, 0}, {1, 0, 4, 3, 1, 0},
                                      {4, 3, 1, 0, 1, 0}, {2, 1, 2, 0, 1, 0}, {2, 0, 3, 2, 1, 0},
                                      {4, 1, 2, 1, 1, 0}};
-    for (size_t i = 0; i < sizeof readers / sizeof *readers; i++) {
-        Rank r;
-        rank_create(&r, &a, &readers[i], 0);
-        Dsv3CkptWriters w = {.tp_rank = readers[i].tp_rank};
-        Dsv3CkptTensors x;
-        assert_int_equal(dsv3_ckpt_tensors_of_groups(&x, &a, r.groups, r.shards, r.n, r.bias, &w),
-                         DSV3_OK);
-        assert_int_equal(dsv3_ckpt_store_read(dir, &x, 1), DSV3_OK);
-        check_rank(&r, &a);
-        dsv3_ckpt_tensors_free(&x);
-        rank_destroy(&r);
-    }
+    for (size_t i = 0; i < sizeof readers / sizeof *readers; i++)
+        read_as(dir, &a, &readers[i], 0);
 }
 
 // An HF folder (model.safetensors with per-expert weights, config.json), read by the ranks of
@@ -401,18 +407,8 @@ static void test_hf_folder_read_in_boxes(void **state) {
                                      {4, 2, 2, 1, 1, 0},
                                      {1, 0, 4, 3, 1, 0},
                                      {1, 0, 1, 0, 2, 1}};
-    for (size_t i = 0; i < sizeof readers / sizeof *readers; i++) {
-        Rank r;
-        rank_create(&r, &a, &readers[i], 0);
-        Dsv3CkptWriters w = {.tp_rank = readers[i].tp_rank};
-        Dsv3CkptTensors x;
-        assert_int_equal(dsv3_ckpt_tensors_of_groups(&x, &a, r.groups, r.shards, r.n, r.bias, &w),
-                         DSV3_OK);
-        assert_int_equal(dsv3_hf_load(dir, &a, &x), DSV3_OK);
-        check_rank_values(&r, &a, 0);
-        dsv3_ckpt_tensors_free(&x);
-        rank_destroy(&r);
-    }
+    for (size_t i = 0; i < sizeof readers / sizeof *readers; i++)
+        read_as(dir, &a, &readers[i], 1);
 }
 
 // Two ranks writing the same box, or a box left unwritten, fail the index with a clear error.
