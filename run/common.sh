@@ -98,9 +98,13 @@ dsv3_launch_prepare() {
 }
 
 # The layout as the coordinator works it out from the config and overrides ("$@"): one source
-# of truth. Sets stage_procs, expert_procs, expert_launch, expert_service and init_timeout.
+# of truth. Sets stage_procs, expert_procs, expert_launch, expert_service, init_timeout and
+# dry_run. With -h or --help among the arguments it prints the coordinator's help and exits.
 dsv3_launch_plan() {
-    local plan
+    local plan a
+    for a in "$@"; do
+        case $a in -h | --help) exec "$MPIEXEC" -n 1 ${MPIEXEC_FLAGS:-} "$bin/dsv3-coordinator" --help ;; esac
+    done
     plan=$("$MPIEXEC" -n 1 ${MPIEXEC_FLAGS:-} "$bin/dsv3-coordinator" --print-launch "${nproc_args[@]}" \
         --job.config_file "$CONFIG_FILE" "$@") || exit 1
     stage_procs=$(sed -n 's/^stage_procs=//p' <<<"$plan")
@@ -108,6 +112,7 @@ dsv3_launch_plan() {
     expert_launch=$(sed -n 's/^expert_launch=//p' <<<"$plan")
     expert_service=$(sed -n 's/^expert_service=//p' <<<"$plan")
     init_timeout=$(sed -n 's/^init_timeout=//p' <<<"$plan")
+    dry_run=$(sed -n 's/^dry_run=//p' <<<"$plan")
     [ -n "$stage_procs" ] && [ -n "$expert_procs" ] || dsv3_die "could not work out the layout: $plan"
 }
 

@@ -15,22 +15,17 @@
 # stage processes (any size) and exits. DRY_RUN_LAUNCH=1 launches every process instead, which
 # also checks the launch and builds every communicator, then stops before training. With
 # parallelism.expert_server_launch = "join" the expert servers are not started here: start
-# them with ./run/expert_servers.sh (same config).
+# them with ./run/expert_servers.sh (same config). --help lists every config key.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 dsv3_launch_prepare
 config_args=(--job.config_file "$CONFIG_FILE" "$@")
 
-dry_run=0
-for a in "$@"; do
-    case $a in --job.dry_run | --job.dry_run=true) dry_run=1 ;; esac
-done
-if [ $dry_run -eq 1 ] && [ "${DRY_RUN_LAUNCH:-0}" != 1 ]; then
+dsv3_launch_plan "$@"
+if [ "$dry_run" = 1 ] && [ "${DRY_RUN_LAUNCH:-0}" != 1 ]; then
     exec "$MPIEXEC" -n 1 ${MPIEXEC_FLAGS:-} "$bin/dsv3-coordinator" "${nproc_args[@]}" "${config_args[@]}"
 fi
-
-dsv3_launch_plan "$@"
 compute_ranks=$stage_procs
 if [ "$expert_launch" = mpmd ]; then compute_ranks=$((stage_procs + expert_procs)); fi
 dsv3_launch_environment "$compute_ranks"

@@ -127,7 +127,8 @@ static void report(Dsv3Err err, int user_error) {
 }
 
 void dsv3_launch_report(Dsv3Err err) {
-    report(err, err == DSV3_ERR_CONFIG || err == DSV3_ERR_USAGE || err == DSV3_ERR_TIMEOUT);
+    report(err, err == DSV3_ERR_CONFIG || err == DSV3_ERR_USAGE || err == DSV3_ERR_TIMEOUT ||
+                    err == DSV3_ERR_LAUNCH);
 }
 
 // The global batch must split evenly over data-parallel ranks and micro-batches.
@@ -235,11 +236,15 @@ static Dsv3Err serve_alone(Dsv3Launch *launch, const LaunchFlags *flags) {
     DSV3_CALL(dsv3_layout_resolve(&dims, n_stage, n_expert));
     DSV3_CALL(check_batch(cfg, &dims));
     if (flags->print_launch) {
+        // A layout training cannot run is refused here, before any process (or a joining expert
+        // server job) is started for it.
+        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(&dims, n_expert));
         // Shell-readable, for run/train.sh and run/expert_servers.sh.
         printf("stage_procs=%" PRId64 "\nexpert_procs=%" PRId64 "\nexpert_launch=%s\n"
-               "expert_service=%s\ninit_timeout=%" PRId64 "\n",
+               "expert_service=%s\ninit_timeout=%" PRId64 "\ndry_run=%d\n",
                n_stage, n_expert, cfg->parallelism.expert_server_launch,
-               cfg->parallelism.expert_server_service, cfg->comm.init_timeout_seconds);
+               cfg->parallelism.expert_server_service, cfg->comm.init_timeout_seconds,
+               cfg->job.dry_run ? 1 : 0);
         return DSV3_OK;
     }
     log_summary(launch, &dims, n_stage, n_expert);
@@ -333,7 +338,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
         if (err == DSV3_OK) {
             dsv3_model_args_from_config(&launch->config, &launch->model);
             DSV3_CHECK(
-                flags->print_launch || launch->config.job.dry_run, DSV3_ERR_MPI,
+                flags->print_launch || launch->config.job.dry_run, DSV3_ERR_LAUNCH,
                 "dsv3-coordinator was started without stage processes; launch it with "
                 "`mpiexec -n 1 dsv3-coordinator … : -n S dsv3-stage …` (./run/train.sh does), "
                 "or pass --job.dry_run --nproc S to plan a job of S stage processes");

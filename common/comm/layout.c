@@ -73,7 +73,7 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
     DSV3_CALL(layout_check_degree("expert_parallel_degree", dims->ep));
     DSV3_CHECK(n_expert_procs >= 0, DSV3_ERR_USAGE, "dsv3_layout_resolve: n_expert_procs is %lld",
                (long long)n_expert_procs);
-    DSV3_CHECK(n_stage_procs >= 1, DSV3_ERR_MPI,
+    DSV3_CHECK(n_stage_procs >= 1, DSV3_ERR_LAUNCH,
                "parallelism: no dsv3-stage process was launched, but a job needs at least one");
 
     // The product of every degree but dp_shard, which is either given or filled from it.
@@ -84,7 +84,7 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
 
     int64_t dp_shard = dims->dp_shard;
     if (dp_shard == DSV3_LAYOUT_FILL) {
-        DSV3_CHECK(n_stage_procs % others == 0, DSV3_ERR_MPI,
+        DSV3_CHECK(n_stage_procs % others == 0, DSV3_ERR_LAUNCH,
                    "parallelism: cannot fill data_parallel_shard_degree: %lld stage %s not a "
                    "multiple of pp %lld × dp_replicate %lld × cp %lld × tp %lld = %lld; launch a "
                    "multiple of %lld dsv3-stage processes or change pipeline_parallel_degree, "
@@ -98,7 +98,7 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
     }
     int64_t mesh;
     DSV3_CALL(layout_multiply(others, dp_shard, &mesh));
-    DSV3_CHECK(mesh == n_stage_procs, DSV3_ERR_MPI,
+    DSV3_CHECK(mesh == n_stage_procs, DSV3_ERR_LAUNCH,
                "parallelism: pp %lld × dp_replicate %lld × dp_shard %lld × cp %lld × tp %lld = "
                "%lld, but %lld stage %s launched (pipeline_parallel_degree × "
                "data_parallel_replicate_degree × data_parallel_shard_degree × "
@@ -109,7 +109,7 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
                layout_plural(n_stage_procs, "process was", "processes were"));
 
     if (dims->ep == 1) {
-        DSV3_CHECK(n_expert_procs == 0, DSV3_ERR_MPI,
+        DSV3_CHECK(n_expert_procs == 0, DSV3_ERR_LAUNCH,
                    "parallelism: expert_parallel_degree is 1, so the job takes no expert servers, "
                    "but %lld %s launched (set expert_parallel_degree to the number of expert "
                    "servers per pipeline stage to use them)",
@@ -117,7 +117,7 @@ Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64
     } else {
         int64_t expected;
         DSV3_CALL(layout_multiply(dims->ep, dims->pp, &expected));
-        DSV3_CHECK(n_expert_procs == expected, DSV3_ERR_MPI,
+        DSV3_CHECK(n_expert_procs == expected, DSV3_ERR_LAUNCH,
                    "parallelism: expert_parallel_degree %lld × pipeline_parallel_degree %lld = "
                    "%lld expert servers expected, but %lld %s launched",
                    (long long)dims->ep, (long long)dims->pp, (long long)expected,
@@ -257,7 +257,7 @@ Dsv3Err dsv3_layout_check_roles(const int *roles, int64_t n, int64_t *n_stage, i
     DSV3_CHECK(roles != NULL && n >= 1, DSV3_ERR_USAGE,
                "dsv3_layout_check_roles: needs the roles of at least one rank");
     for (int64_t r = 0; r < n; r++)
-        DSV3_CHECK(roles[r] >= 0 && roles[r] < DSV3_ROLE_COUNT, DSV3_ERR_MPI,
+        DSV3_CHECK(roles[r] >= 0 && roles[r] < DSV3_ROLE_COUNT, DSV3_ERR_LAUNCH,
                    "job rank %lld reported role %d, which is not a dsv3 role; every process of "
                    "the job must be dsv3-coordinator, dsv3-stage or dsv3-expert",
                    (long long)r, roles[r]);
@@ -270,20 +270,21 @@ Dsv3Err dsv3_layout_check_roles(const int *roles, int64_t n, int64_t *n_stage, i
         counts[roles[r]]++;
         if (roles[r] == DSV3_ROLE_COORDINATOR) last_coordinator = r;
     }
-    DSV3_CHECK(counts[DSV3_ROLE_COORDINATOR] >= 1, DSV3_ERR_MPI,
+    DSV3_CHECK(counts[DSV3_ROLE_COORDINATOR] >= 1, DSV3_ERR_LAUNCH,
                "no dsv3-coordinator was launched (launched: %s); " LAYOUT_LAUNCH_HINT, launched);
-    DSV3_CHECK(counts[DSV3_ROLE_COORDINATOR] == 1, DSV3_ERR_MPI,
+    DSV3_CHECK(counts[DSV3_ROLE_COORDINATOR] == 1, DSV3_ERR_LAUNCH,
                "%lld dsv3-coordinator processes were launched, but a job takes exactly one "
                "(launched: %s); " LAYOUT_LAUNCH_HINT,
                (long long)counts[DSV3_ROLE_COORDINATOR], launched);
-    DSV3_CHECK(roles[0] == DSV3_ROLE_COORDINATOR, DSV3_ERR_MPI,
+    DSV3_CHECK(roles[0] == DSV3_ROLE_COORDINATOR, DSV3_ERR_LAUNCH,
                "job rank %lld is dsv3-coordinator, but the coordinator must be the first app of "
                "the mpiexec line (launched: %s); " LAYOUT_LAUNCH_HINT,
                (long long)last_coordinator, launched);
-    DSV3_CHECK(counts[DSV3_ROLE_STAGE] >= 1, DSV3_ERR_MPI,
+    DSV3_CHECK(counts[DSV3_ROLE_STAGE] >= 1, DSV3_ERR_LAUNCH,
                "no dsv3-stage was launched (launched: %s); " LAYOUT_LAUNCH_HINT, launched);
     for (int64_t r = 2; r < n; r++)
-        DSV3_CHECK(!(roles[r] == DSV3_ROLE_STAGE && roles[r - 1] == DSV3_ROLE_EXPERT), DSV3_ERR_MPI,
+        DSV3_CHECK(!(roles[r] == DSV3_ROLE_STAGE && roles[r - 1] == DSV3_ROLE_EXPERT),
+                   DSV3_ERR_LAUNCH,
                    "job rank %lld is dsv3-stage, but job rank %lld before it is dsv3-expert: the "
                    "stages must come before the expert servers on the mpiexec line (launched: "
                    "%s); " LAYOUT_LAUNCH_HINT,

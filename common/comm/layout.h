@@ -64,7 +64,7 @@ const char *dsv3_role_program(Dsv3Role role);
 // Validates `dims` against the processes that were launched and fills dp_shard when it is -1.
 // Every degree must be ≥ 1 (DSV3_ERR_CONFIG, naming the config key); the mesh must hold exactly
 // `n_stage_procs` ranks and the job exactly pp × ep expert servers when ep > 1, none when ep == 1
-// (DSV3_ERR_MPI, naming every factor). Idempotent: a resolved `dims` resolves to itself.
+// (DSV3_ERR_LAUNCH, naming every factor). Idempotent: a resolved `dims` resolves to itself.
 // On failure `dims` is left unchanged.
 Dsv3Err dsv3_layout_resolve(Dsv3ParallelDims *dims, int64_t n_stage_procs, int64_t n_expert_procs);
 
@@ -96,7 +96,7 @@ Dsv3Err dsv3_layout_stage_layers(int64_t n_layers, int64_t pp, int64_t stage, in
 
 // Checks the roles of a job's `n` ranks in job-rank order (`roles[r]` is job rank r's role):
 // exactly one coordinator, at rank 0, then at least one stage, then the expert servers if any.
-// Sets `*n_stage` and `*n_expert`. A violation is DSV3_ERR_MPI with a message that says which
+// Sets `*n_stage` and `*n_expert`. A violation is DSV3_ERR_LAUNCH with a message that says which
 // program runs where and how to launch the job correctly. Deterministic, so every rank that
 // checks the same list reaches the same verdict.
 Dsv3Err dsv3_layout_check_roles(const int *roles, int64_t n, int64_t *n_stage, int64_t *n_expert);

@@ -22,9 +22,10 @@ typedef enum {
     DSV3_ERR_INTERNAL, // one of our own invariants broke: a bug
     DSV3_ERR_IO,       // a file could not be read or written
     DSV3_ERR_MEMORY,   // an allocation failed
-    DSV3_ERR_MPI,      // an MPI call failed, or the launch does not match the config
+    DSV3_ERR_MPI,      // an MPI call failed
     DSV3_ERR_TIMEOUT,  // a peer did not answer in time
     DSV3_ERR_BACKEND,  // CUDA, cuBLAS, NCCL, BLAS or HDF5 reported an error
+    DSV3_ERR_LAUNCH,   // the processes launched do not match the config's layout
 } Dsv3Err;
 
 // Name of a code, e.g. "config error".

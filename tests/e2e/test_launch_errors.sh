@@ -9,6 +9,7 @@ run_expect_fail "$out" "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${cfg[@]}" \
     --parallelism.tensor_parallel_degree 2 --parallelism.data_parallel_shard_degree 1 : -n 3 "$BIN/dsv3-stage"
 expect_in "$out" "pp 1 × dp_replicate 1 × dp_shard 1 × cp 1 × tp 2 = 2, but 3 stage processes were launched"
 expect_count "$out" "stage processes were launched" 1
+expect_in "$out" "error: launch error: parallelism: pp 1"
 
 run_expect_fail "$out" "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${cfg[@]}" \
     --parallelism.expert_parallel_degree 2 : -n 2 "$BIN/dsv3-stage" : -n 1 "$BIN/dsv3-expert"

@@ -21,6 +21,24 @@ NPROC=64 timeout 60 "$train" --job.dry_run --parallelism.pipeline_parallel_degre
     { cat "$out"; fail "dry run through train.sh failed"; }
 expect_count "$out" "dry run: rank " 65
 
+# --help lists the keys; an explicit --job.dry_run false trains (the coordinator reads the
+# arguments, not the script).
+timeout 60 "$train" --help >"$out" 2>&1 || { cat "$out"; fail "train.sh --help failed"; }
+expect_in "$out" "usage: dsv3-coordinator"
+expect_in "$out" "--training.steps"
+NPROC=1 timeout 120 "$train" --job.dry_run false --training.steps 1 --training.seq_len 64 >"$out" 2>&1 ||
+    { cat "$out"; fail "train.sh --job.dry_run false failed"; }
+expect_in "$out" "final training loss"
+
+# A joined layout that training cannot run yet is refused by both scripts before anything starts.
+refused=(--parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2)
+for script in "$train" "$experts"; do
+    run_expect_fail "$out" env NPROC=1 timeout 60 "$script" "${refused[@]}"
+    expect_in "$out" "2 expert servers is not supported yet"
+    expect_count "$out" "ompi-server" 0
+    expect_count "$out" "rendezvous" 0
+done
+
 # Joined expert servers: two jobs, one rendezvous.
 export DSV3_OMPI_SERVER_URI=$WORK/ompi-server.uri
 join=(--job.dry_run --parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2

@@ -99,7 +99,7 @@ static void test_resolve_bad_degrees(void **state) {
 static void test_resolve_stage_mismatch(void **state) {
     (void)state;
     Dsv3ParallelDims dims = dims_of(2, 1, 2, 1, 2, 1);
-    expect_error(dsv3_layout_resolve(&dims, 6, 0), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 6, 0), DSV3_ERR_LAUNCH,
                  "parallelism: pp 2 × dp_replicate 1 × dp_shard 2 × cp 1 × tp 2 = 8, but 6 stage "
                  "processes were launched (pipeline_parallel_degree × "
                  "data_parallel_replicate_degree × data_parallel_shard_degree × "
@@ -108,7 +108,7 @@ static void test_resolve_stage_mismatch(void **state) {
     assert_int_equal(dims.dp_shard, 2);
 
     dims = dims_of(1, 2, 1, 1, 1, 1);
-    expect_error(dsv3_layout_resolve(&dims, 1, 0), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 1, 0), DSV3_ERR_LAUNCH,
                  "parallelism: pp 1 × dp_replicate 2 × dp_shard 1 × cp 1 × tp 1 = 2, but 1 stage "
                  "process was launched (pipeline_parallel_degree × "
                  "data_parallel_replicate_degree × data_parallel_shard_degree × "
@@ -116,14 +116,14 @@ static void test_resolve_stage_mismatch(void **state) {
                  "dsv3-stage processes)");
 
     dims = dims_of(1, 1, 1, 1, 1, 1);
-    expect_error(dsv3_layout_resolve(&dims, 0, 0), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 0, 0), DSV3_ERR_LAUNCH,
                  "parallelism: no dsv3-stage process was launched, but a job needs at least one");
 }
 
 static void test_resolve_fill_mismatch(void **state) {
     (void)state;
     Dsv3ParallelDims dims = dims_of(4, 1, -1, 1, 1, 1);
-    expect_error(dsv3_layout_resolve(&dims, 6, 0), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 6, 0), DSV3_ERR_LAUNCH,
                  "parallelism: cannot fill data_parallel_shard_degree: 6 stage processes are not "
                  "a multiple of pp 4 × dp_replicate 1 × cp 1 × tp 1 = 4; launch a multiple of 4 "
                  "dsv3-stage processes or change pipeline_parallel_degree, "
@@ -132,7 +132,7 @@ static void test_resolve_fill_mismatch(void **state) {
     assert_int_equal(dims.dp_shard, -1);
 
     dims = dims_of(1, 1, -1, 2, 1, 1);
-    expect_error(dsv3_layout_resolve(&dims, 1, 0), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 1, 0), DSV3_ERR_LAUNCH,
                  "parallelism: cannot fill data_parallel_shard_degree: 1 stage process is not "
                  "a multiple of pp 1 × dp_replicate 1 × cp 2 × tp 1 = 2; launch a multiple of 2 "
                  "dsv3-stage processes or change pipeline_parallel_degree, "
@@ -143,26 +143,26 @@ static void test_resolve_fill_mismatch(void **state) {
 static void test_resolve_expert_mismatch(void **state) {
     (void)state;
     Dsv3ParallelDims dims = dims_of(2, 1, 1, 1, 1, 2);
-    expect_error(dsv3_layout_resolve(&dims, 2, 3), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 2, 3), DSV3_ERR_LAUNCH,
                  "parallelism: expert_parallel_degree 2 × pipeline_parallel_degree 2 = 4 expert "
                  "servers expected, but 3 were launched");
-    expect_error(dsv3_layout_resolve(&dims, 2, 0), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 2, 0), DSV3_ERR_LAUNCH,
                  "parallelism: expert_parallel_degree 2 × pipeline_parallel_degree 2 = 4 expert "
                  "servers expected, but 0 were launched");
 
     dims = dims_of(2, 1, 1, 1, 1, 1);
-    expect_error(dsv3_layout_resolve(&dims, 2, 2), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 2, 2), DSV3_ERR_LAUNCH,
                  "parallelism: expert_parallel_degree is 1, so the job takes no expert servers, "
                  "but 2 were launched (set expert_parallel_degree to the number of expert servers "
                  "per pipeline stage to use them)");
-    expect_error(dsv3_layout_resolve(&dims, 2, 1), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_resolve(&dims, 2, 1), DSV3_ERR_LAUNCH,
                  "parallelism: expert_parallel_degree is 1, so the job takes no expert servers, "
                  "but 1 was launched (set expert_parallel_degree to the number of expert servers "
                  "per pipeline stage to use them)");
 
     // Stage counts are checked before expert counts; dp_shard is not filled on failure.
     dims = dims_of(2, 1, -1, 1, 1, 2);
-    assert_int_equal(dsv3_layout_resolve(&dims, 4, 1), DSV3_ERR_MPI);
+    assert_int_equal(dsv3_layout_resolve(&dims, 4, 1), DSV3_ERR_LAUNCH);
     dsv3_error_clear();
     assert_int_equal(dims.dp_shard, -1);
 }
@@ -305,30 +305,30 @@ static void test_roles_errors(void **state) {
     int64_t n_stage, n_expert;
     static const int none[] = {S, S, S};
     expect_error(
-        dsv3_layout_check_roles(none, 3, &n_stage, &n_expert), DSV3_ERR_MPI,
+        dsv3_layout_check_roles(none, 3, &n_stage, &n_expert), DSV3_ERR_LAUNCH,
         "no dsv3-coordinator was launched (launched: job ranks 0-2 dsv3-stage); " LAUNCH_HINT);
     static const int two[] = {C, S, C, S};
-    expect_error(dsv3_layout_check_roles(two, 4, &n_stage, &n_expert), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_check_roles(two, 4, &n_stage, &n_expert), DSV3_ERR_LAUNCH,
                  "2 dsv3-coordinator processes were launched, but a job takes exactly one "
                  "(launched: job rank 0 dsv3-coordinator, job rank 1 dsv3-stage, job rank 2 "
                  "dsv3-coordinator, job rank 3 dsv3-stage); " LAUNCH_HINT);
     static const int late[] = {S, S, S, C};
-    expect_error(dsv3_layout_check_roles(late, 4, &n_stage, &n_expert), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_check_roles(late, 4, &n_stage, &n_expert), DSV3_ERR_LAUNCH,
                  "job rank 3 is dsv3-coordinator, but the coordinator must be the first app of "
                  "the mpiexec line (launched: job ranks 0-2 dsv3-stage, job rank 3 "
                  "dsv3-coordinator); " LAUNCH_HINT);
     static const int no_stage[] = {C, E, E};
-    expect_error(dsv3_layout_check_roles(no_stage, 3, &n_stage, &n_expert), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_check_roles(no_stage, 3, &n_stage, &n_expert), DSV3_ERR_LAUNCH,
                  "no dsv3-stage was launched (launched: job rank 0 dsv3-coordinator, job ranks "
                  "1-2 dsv3-expert); " LAUNCH_HINT);
     static const int swapped[] = {C, E, E, S, S};
     expect_error(
-        dsv3_layout_check_roles(swapped, 5, &n_stage, &n_expert), DSV3_ERR_MPI,
+        dsv3_layout_check_roles(swapped, 5, &n_stage, &n_expert), DSV3_ERR_LAUNCH,
         "job rank 3 is dsv3-stage, but job rank 2 before it is dsv3-expert: the stages "
         "must come before the expert servers on the mpiexec line (launched: job rank 0 "
         "dsv3-coordinator, job ranks 1-2 dsv3-expert, job ranks 3-4 dsv3-stage); " LAUNCH_HINT);
     static const int foreign[] = {C, S, 7};
-    expect_error(dsv3_layout_check_roles(foreign, 3, &n_stage, &n_expert), DSV3_ERR_MPI,
+    expect_error(dsv3_layout_check_roles(foreign, 3, &n_stage, &n_expert), DSV3_ERR_LAUNCH,
                  "job rank 2 reported role 7, which is not a dsv3 role; every process of the job "
                  "must be dsv3-coordinator, dsv3-stage or dsv3-expert");
 }
@@ -341,7 +341,7 @@ static void test_roles_long_summary(void **state) {
     for (int r = 1; r < 20; r++)
         roles[r] = r % 2 ? C : S;
     int64_t n_stage, n_expert;
-    assert_int_equal(dsv3_layout_check_roles(roles, 20, &n_stage, &n_expert), DSV3_ERR_MPI);
+    assert_int_equal(dsv3_layout_check_roles(roles, 20, &n_stage, &n_expert), DSV3_ERR_LAUNCH);
     assert_non_null(strstr(dsv3_error_message(), "job rank 7 dsv3-coordinator, …)"));
     dsv3_error_clear();
 }
