@@ -152,7 +152,8 @@ typedef struct {
     Dsv3ReportGather gather;
     Dsv3Trace trace;
     Dsv3Validation *validation;
-    double peak_tflops;
+    double peak_tflops; // MFU's peak: configured, or measured and raised by faster steps
+    int peak_warned;    // a configured peak below a step's rate was reported
 } LoopState;
 
 // After step `step`'s reports: the trace file, validation, the logged line. *loss is the
@@ -166,6 +167,22 @@ static Dsv3Err after_step(Dsv3Launch *launch, LoopState *st, const BatchShape *s
     Dsv3StepRecord rec;
     step_record(&st->gather, &st->trace, s, plan->step, plan->lr, seconds, flops_per_token,
                 st->peak_tflops, &rec);
+    int raised = 0;
+    double peak =
+        dsv3_peak_after_step(st->peak_tflops, cfg->metrics.peak_tflops, rec.tflops, &raised);
+    if (raised) {
+        DSV3_LOG_WARN("step %" PRId64 " reached %.3f TFLOP/s per stage rank, above the peak of "
+                      "%.3f measured at start-up (the machine was busier then): MFU is against "
+                      "%.3f TFLOP/s from now on (set metrics.peak_tflops for a fixed peak)",
+                      plan->step, rec.tflops, st->peak_tflops, peak);
+        st->peak_tflops = peak;
+        rec.mfu = dsv3_peak_mfu_percent(flops_per_token, rec.tps, peak);
+    } else if (rec.mfu > 100 && !st->peak_warned) {
+        DSV3_LOG_WARN("MFU %.1f%% at step %" PRId64 ": metrics.peak_tflops = %.3f is below the "
+                      "%.3f TFLOP/s this step reached per stage rank",
+                      rec.mfu, plan->step, cfg->metrics.peak_tflops, rec.tflops);
+        st->peak_warned = 1;
+    }
     *loss = rec.loss;
     if (dsv3_validation_due(st->validation, plan->step)) {
         double vseconds = 0;

@@ -63,6 +63,12 @@ double dsv3_peak_mfu_percent(double flops_per_token, double tokens_per_second, d
     return 100.0 * flops_per_token * tokens_per_second / (peak_tflops * 1e12);
 }
 
+double dsv3_peak_after_step(double peak_tflops, double configured_tflops, double step_tflops,
+                            int *raised) {
+    *raised = configured_tflops <= 0 && step_tflops > peak_tflops;
+    return *raised ? step_tflops : peak_tflops;
+}
+
 Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch) {
     if (launch->config.metrics.peak_tflops > 0) return DSV3_OK;
     double tflops = 0, seconds = 0;

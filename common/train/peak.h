@@ -33,6 +33,14 @@ int64_t dsv3_peak_device_memory_bytes(void);
 // 100 × flops_per_token × tokens_per_second / (peak_tflops × 1e12); 0 when the peak is 0.
 double dsv3_peak_mfu_percent(double flops_per_token, double tokens_per_second, double peak_tflops);
 
+// The peak MFU is computed against once a step reached `step_tflops` per device. A measured
+// peak (`configured_tflops` 0) below a step's rate was measured while the machine was busier
+// than during that step: the step's rate becomes the peak, so MFU never reads above 100%, and
+// *raised is set. A configured peak is kept (*raised stays 0); an MFU above 100% then means that
+// metrics.peak_tflops is below what the device reaches.
+double dsv3_peak_after_step(double peak_tflops, double configured_tflops, double step_tflops,
+                            int *raised);
+
 // Start-up, collective over the job unless metrics.peak_tflops is set: a stage rank measures
 // its peak (stage rank 0 logs it), the coordinator gets the best in *peak_tflops (or the
 // configured value) through dsv3_protocol_share_peak and logs it. Call between building the

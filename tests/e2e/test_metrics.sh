@@ -37,6 +37,12 @@ expect_count "$WORK/run.out" "validate step" 2
 # The output is a file, so run/train.sh asked for plain lines.
 ! grep -q $'\033\\[' "$WORK/run.out" || fail "colour escapes in output that is not a terminal"
 $py "$(dirname "$0")/check_metrics.py" "$dump" 1,3,4,6 3,6 2,4,6 2 512 || fail "metrics outputs (above)"
+# Against a measured peak MFU never reads above 100% (a faster step raises the peak, saying so).
+$py - "$dump/metrics.jsonl" <<'PY' || fail "MFU above 100% against a measured peak"
+import json, sys
+mfu = [json.loads(l)["mfu"] for l in open(sys.argv[1])]
+assert all(0 < m <= 100 for m in mfu), mfu
+PY
 
 "$DSV3_SOURCE_ROOT/run/plot.sh" "$dump" >"$WORK/plot.out" 2>&1 || { cat "$WORK/plot.out"; fail "run/plot.sh failed"; }
 for name in loss lr grad_norm tps expert_imbalance overview; do
@@ -56,11 +62,14 @@ open(sys.argv[1], "wb").write(struct.pack(f"<{len(ids)}I", *ids))
 open(sys.argv[2], "wb").write(struct.pack(f"<{len(ids) - 4 * 33}I", *ids[4 * 33:]))
 PY
 NPROC=1 timeout 300 "$train" --training.steps 2 --training.seq_len 32 --training.local_batch_size 4 \
+    --metrics.peak_tflops 0.001 \
     --training.dataset tokens --training.dataset_path "$WORK/train.u32" --lr_scheduler.warmup_steps 1 \
     --metrics.log_freq 1 --validation.enable --validation.freq 1 --validation.dataset tokens \
     --validation.dataset_path "$WORK/valid.u32" --validation.local_batch_size 2 --validation.steps 2 \
     --job.dump_folder "$WORK/tokens" >"$WORK/tokens.out" 2>&1 ||
     { cat "$WORK/tokens.out"; fail "training with token-file validation failed"; }
+# A configured peak below what a step reaches is kept, and the MFU above 100% is explained once.
+expect_count "$WORK/tokens.out" "metrics.peak_tflops = 0.001 is below the" 1
 python3 - "$WORK/tokens/metrics.jsonl" <<'PY' || fail "the validation loss is not the next step's training loss"
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1])]

@@ -19,6 +19,7 @@
 #include "common/core/config.h"
 #include "common/train/expert_load.h"
 #include "common/train/metrics.h"
+#include "common/train/peak.h"
 #include "common/train/trace.h"
 
 enum { PATH_CAPACITY = 4096, TEMP_CAPACITY = 1024, LINE_CAPACITY = 1 << 16 };
@@ -288,6 +289,21 @@ static void test_metrics_sinks(void **state) {
     assert_int_equal(dsv3_alloc_current_bytes(), 0);
 }
 
+// MFU's peak: a measured peak below a step's rate is raised to it (MFU stays at most 100%);
+// a configured peak is kept, however low.
+static void test_peak_after_step(void **state) {
+    (void)state;
+    int raised = -1;
+    assert_true(dsv3_peak_after_step(2.0, 0, 1.5, &raised) == 2.0);
+    assert_int_equal(raised, 0);
+    assert_true(dsv3_peak_after_step(2.0, 0, 3.0, &raised) == 3.0);
+    assert_int_equal(raised, 1);
+    assert_true(dsv3_peak_mfu_percent(1e12, 3.0, 3.0) <= 100.0);
+    assert_true(dsv3_peak_after_step(0.5, 0.5, 3.0, &raised) == 0.5);
+    assert_int_equal(raised, 0);
+    assert_true(dsv3_peak_mfu_percent(1e12, 3.0, 0.5) > 100.0);
+}
+
 static void test_make_dirs_reports_a_file_in_the_way(void **state) {
     (void)state;
     char file[PATH_CAPACITY + 16], below[PATH_CAPACITY + 32];
@@ -306,6 +322,7 @@ int main(void) {
         cmocka_unit_test(test_trace_sums_and_events),
         cmocka_unit_test(test_chrome_trace_file),
         cmocka_unit_test(test_metrics_sinks),
+        cmocka_unit_test(test_peak_after_step),
         cmocka_unit_test(test_make_dirs_reports_a_file_in_the_way),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
