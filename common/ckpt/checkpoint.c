@@ -179,7 +179,19 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
 static Dsv3Err choose_load(Dsv3CkptCoordinator *c, const Dsv3Config *cfg,
                            Dsv3CkptLoadCommand *cmd) {
     memset(cmd, 0, sizeof *cmd);
-    if (cfg->checkpoint.enable) {
+    if (!cfg->checkpoint.enable) { // checkpoints left by an earlier run are not used: say so
+        int64_t *steps = NULL, count = 0;
+        int *kinds = NULL;
+        DSV3_CALL(dsv3_ckpt_list(c->root, &steps, &kinds, &count));
+        if (count > 0)
+            DSV3_LOG_WARN("checkpoint.enable is false: %s holds %" PRId64
+                          " checkpoint folder(s) (the latest step-%" PRId64
+                          "), which this run neither resumes from nor replaces; it starts from "
+                          "step 1 (set checkpoint.enable = true to resume)",
+                          c->root, count, steps[count - 1]);
+        dsv3_free(steps);
+        dsv3_free(kinds);
+    } else {
         int64_t *steps = NULL, count = 0;
         int *kinds = NULL;
         DSV3_CALL(dsv3_ckpt_list(c->root, &steps, &kinds, &count));

@@ -49,6 +49,13 @@ same_losses "$WORK/straight" "$WORK/resumed"
 # keep_latest_k 1 removed step-10 and step-15 but kept step-5, the one resumed from.
 for s in 5 20; do [ -d "$WORK/resumed/checkpoint/step-$s" ] || fail "step-$s was removed"; done
 for s in 10 15; do [ ! -e "$WORK/resumed/checkpoint/step-$s" ] || fail "step-$s was kept (keep_latest_k 1)"; done
+# With checkpoint.enable = false the checkpoints there are left alone, and the run says so.
+"${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" "${SMALL[@]}" \
+    --job.dump_folder "$WORK/resumed" --training.steps 1 : -n 2 "$BIN/dsv3-stage" >"$WORK/off.out" 2>&1 ||
+    { cat "$WORK/off.out"; fail "run with checkpoint.enable = false"; }
+expect_in "$WORK/off.out" "checkpoint.enable is false: $WORK/resumed/checkpoint holds 2 checkpoint folder(s) (the latest step-20)"
+expect_count "$WORK/off.out" "resumed from" 0
+
 # The files are global-shape datasets under torchtitan's FQNs, readable with h5py.
 python3 - "$WORK/resumed/checkpoint/step-20" <<'PY' || fail "h5py cannot read the checkpoint"
 import sys, h5py, json
