@@ -48,6 +48,28 @@ static Dsv3Err finish_output(const char *tmp, const char *out) {
     return DSV3_OK;
 }
 
+// A failed conversion leaves nothing behind: removes <out>.tmp and returns `err`, whose message
+// is kept (a folder that cannot be removed is named in a warning).
+static Dsv3Err abandon_output(Dsv3Err err, const char *tmp) {
+    char message[1024];
+    snprintf(message, sizeof message, "%s", dsv3_error_message());
+    if (dsv3_ckpt_remove_tree(tmp) != DSV3_OK) {
+        DSV3_LOG_WARN("%s", dsv3_error_message());
+        return dsv3_error_raise(err, __FILE__, __LINE__, __func__, "%s", message);
+    }
+    return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+}
+
+// Values are converted as they are; NaN or infinite ones are named, as a model that holds them
+// will not train.
+static void warn_nonfinite(const char *what, const float *data, int64_t numel) {
+    int64_t bad = dsv3_count_nonfinite(data, numel);
+    if (bad)
+        DSV3_LOG_WARN("tensor %s holds %" PRId64 " NaN or infinite value(s) of %" PRId64
+                      "; converted as they are",
+                      what, bad, numel);
+}
+
 // ---- from HF ----
 
 typedef struct {
@@ -61,7 +83,9 @@ typedef struct {
 static Dsv3Err h5_sink(const Dsv3CkptTensor *x, int64_t expert, const float *data, int64_t numel,
                        void *arg) {
     H5Sink *s = arg;
-    (void)numel;
+    char hf_name[DSV3_HF_NAME_CAPACITY];
+    DSV3_CALL(dsv3_hf_name_from_fqn(x->fqn, expert, hf_name));
+    warn_nonfinite(hf_name, data, numel);
     int64_t start[DSV3_H5_MAX_DIMS] = {0}, count[DSV3_H5_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++)
         count[d] = x->shape[d];
@@ -135,7 +159,7 @@ Dsv3Err dsv3_convert_from_hf(const char *hf_dir, const char *out_dir, const Dsv3
     if (err == DSV3_OK) err = finish_output(tmp, out_dir);
     dsv3_manifest_free(&m);
     dsv3_ckpt_tensors_free(&t);
-    if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    if (err != DSV3_OK) return abandon_output(err, tmp);
     DSV3_LOG_INFO("converted %s to %s (%s)", hf_dir, out_dir, cfg->checkpoint.export_dtype);
     return DSV3_OK;
 }
@@ -200,6 +224,7 @@ static Dsv3Err write_shard(const char *path, const char *ckpt, hid_t file, const
             err = dsv3_h5_read_box(dset, ckpt, x->fqn, x->ndim, start, count, buffer);
         if (dset >= 0) H5Dclose(dset);
         int64_t numel = h[i].bytes / (int64_t)dsv3_dtype_size(h[i].spec.dtype);
+        if (err == DSV3_OK) warn_nonfinite(h[i].name, buffer, numel);
         if (err == DSV3_OK) err = dsv3_dtype_from_f32(converted, buffer, numel, h[i].spec.dtype);
         if (err == DSV3_OK) err = dsv3_safetensors_writer_append(w, converted, (size_t)h[i].bytes);
     }
@@ -338,12 +363,16 @@ Dsv3Err dsv3_convert_to_hf(const char *ckpt_dir, const char *hf_dir, const Dsv3C
     int64_t n = 0;
     char tmp[DSV3_CKPT_PATH_CAPACITY];
     err = list_hf_tensors(&t, dtype, &h, &n);
+    int started = 0;
     if (err == DSV3_OK) err = begin_output(hf_dir, tmp);
-    if (err == DSV3_OK)
+    if (err == DSV3_OK) {
+        started = 1;
         err = export_all(ckpt_dir, tmp, &args, cfg->checkpoint.export_dtype, max_shard_bytes, h, n);
+    }
     if (err == DSV3_OK) err = finish_output(tmp, hf_dir);
     dsv3_free(h);
     dsv3_ckpt_tensors_free(&t);
+    if (err != DSV3_OK && started) return abandon_output(err, tmp);
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
     DSV3_LOG_INFO("exported %s to %s (%" PRId64 " tensors, %s)", ckpt_dir, hf_dir, n,
                   cfg->checkpoint.export_dtype);

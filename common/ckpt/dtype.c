@@ -163,3 +163,10 @@ Dsv3Err dsv3_dtype_from_f32(void *out, const float *in, int64_t n, Dsv3Dtype d) 
     }
     return DSV3_OK;
 }
+
+int64_t dsv3_count_nonfinite(const float *x, int64_t n) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += !isfinite(x[i]);
+    return bad;
+}

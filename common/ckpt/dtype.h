@@ -56,6 +56,9 @@ Dsv3Err dsv3_dtype_to_f32(float *out, const void *in, int64_t n, Dsv3Dtype d);
 Dsv3Err dsv3_dtype_from_f32(void *out, const float *in, int64_t n, Dsv3Dtype d);
 
 // Single values (exposed for tests and the FP8 dequantiser).
+// How many of the n values are NaN or infinite.
+int64_t dsv3_count_nonfinite(const float *x, int64_t n);
+
 float dsv3_dtype_bf16_to_f32(uint16_t h);
 uint16_t dsv3_dtype_f32_to_bf16(float f);
 float dsv3_dtype_f16_to_f32(uint16_t h);

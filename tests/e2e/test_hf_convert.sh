@@ -85,9 +85,32 @@ run_expect_fail "$WORK/misfit.out" "$from_hf" "$case/hf_bf16" "$WORK/misfit" --m
     --model.kv_lora_rank 16
 expect_in "$WORK/misfit.out" "tensor model.layers.0.self_attn.kv_a_layernorm.weight has shape (32) but the model's layers.0.attention.kv_norm.weight needs (16)"
 [ ! -e "$WORK/misfit" ] || fail "a failed conversion left its output folder"
+[ ! -e "$WORK/misfit.tmp" ] || fail "a failed conversion left its temporary folder"
 run_expect_fail "$WORK/layers.out" "$from_hf" "$case/hf_f32" "$WORK/layers" --model_flavor debugmodel "${model[@]}" \
     --model.n_layers 2
 expect_in "$WORK/layers.out" "num_hidden_layers = 3 but the model has model.n_layers = 2"
 run_expect_fail "$WORK/exists.out" "$from_hf" "$case/hf_f32" "$WORK/dsv3_f32" --model_flavor debugmodel "${model[@]}"
 expect_in "$WORK/exists.out" "already exists"
+# NaN weights convert as they are, each tensor named in a warning, in both directions.
+cp -r "$case/hf_f32" "$WORK/hf_nan"
+python3 - "$WORK/hf_nan" <<'PY' || fail "could not write a NaN into the HF folder"
+import glob, json, struct, sys
+name = "model.layers.0.self_attn.kv_a_layernorm.weight"
+for path in glob.glob(f"{sys.argv[1]}/*.safetensors"):
+    blob = bytearray(open(path, "rb").read())
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + n])
+    if name in header:
+        start = 8 + n + header[name]["data_offsets"][0]
+        blob[start:start + 4] = struct.pack("<f", float("nan"))
+        open(path, "wb").write(blob)
+        break
+else:
+    raise SystemExit(f"{name} not found")
+PY
+"$from_hf" "$WORK/hf_nan" "$WORK/dsv3_nan" --model_flavor debugmodel "${model[@]}" >"$WORK/nan.out" 2>&1 ||
+    { cat "$WORK/nan.out"; fail "convert_from_hf with a NaN"; }
+expect_in "$WORK/nan.out" "tensor model.layers.0.self_attn.kv_a_layernorm.weight holds 1 NaN or infinite value(s)"
+"$to_hf" "$WORK/dsv3_nan" "$WORK/back_nan" >"$WORK/back_nan.out" 2>&1 || { cat "$WORK/back_nan.out"; fail "convert_to_hf with a NaN"; }
+expect_in "$WORK/back_nan.out" "tensor model.layers.0.self_attn.kv_a_layernorm.weight holds 1 NaN or infinite value(s)"
 echo "hf_convert: ok"
