@@ -382,7 +382,9 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
                                " stage processes launched",
                                flags->nproc, launch->topology.n_stage);
     if (err != DSV3_OK) {
-        if (job_rank == 0) report(err, 1); // the launch or the config is at fault, not dsv3
+        // The launch or the config is at fault, not dsv3. A joined expert server job has a log of
+        // its own: its first rank says why too.
+        if (job_rank == 0 || (flags->join && world_rank == 0)) report(err, 1);
         return DSV3_OK;
     }
 

@@ -39,6 +39,23 @@ for script in "$train" "$experts"; do
     expect_count "$out" "rendezvous" 0
 done
 
+# Expert servers joined by hand to a training job of such a layout say why they stop too.
+ompi-server --no-daemonize -r "$WORK/manual.uri" &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do [ -s "$WORK/manual.uri" ] && break; sleep 0.1; done
+manual=(timeout 120 mpiexec --oversubscribe --ompi-server "file:$WORK/manual.uri")
+"${manual[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" "${refused[@]}" \
+    --comm.init_timeout_seconds 60 : -n 1 "$BIN/dsv3-stage" >"$out" 2>&1 &
+train_pid=$!
+run_expect_fail "$WORK/manual.out" "${manual[@]}" -n 2 "$BIN/dsv3-expert" --join dsv3-experts --join-timeout 60
+! wait $train_pid || fail "the training job of a layout training cannot run succeeded"
+expect_in "$out" "2 expert servers is not supported yet"
+expect_in "$WORK/manual.out" "2 expert servers is not supported yet"
+kill $server_pid
+wait $server_pid 2>/dev/null || true
+trap 'rm -rf "$WORK"' EXIT
+
 # Joined expert servers: two jobs, one rendezvous.
 export DSV3_OMPI_SERVER_URI=$WORK/ompi-server.uri
 join=(--job.dry_run --parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
