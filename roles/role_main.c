@@ -6,6 +6,7 @@
 
 #include "common/core/alloc.h"
 #include "common/core/log.h"
+#include "common/core/stop_signal.h"
 
 // Exit code of a start-up that failed on every rank with a reported error.
 enum { ROLE_EXIT_FAILED = 1, ROLE_EXIT_ABORTED = 2 };
@@ -18,6 +19,7 @@ static void role_abort(Dsv3Err err) {
 
 int dsv3_role_main(Dsv3Role role, Dsv3RoleBody body, int argc, char **argv) {
     int provided = 0;
+    dsv3_stop_signal_install(); // before MPI: a stop signal must never kill a rank mid-step
     // MULTIPLE: the join watchdog (comm/job_comm.h) unpublishes a stale service name from its own
     // thread when a peer job never comes.
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {

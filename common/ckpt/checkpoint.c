@@ -106,13 +106,13 @@ static int save_due(const Dsv3Config *cfg, int64_t step) {
 }
 
 Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step,
-                                   double lr) {
+                                   double lr, int stop) {
     const Dsv3Config *cfg = &launch->config;
-    if (!cfg->checkpoint.enable) return DSV3_OK;
     Dsv3CkptSaveCommand cmd = {0};
-    if (save_due(cfg, step)) {
+    int due = cfg->checkpoint.enable && save_due(cfg, step);
+    if (due || stop) {
         cmd.step = step;
-        cmd.model_only = step == cfg->training.steps && cfg->checkpoint.last_save_model_only;
+        cmd.model_only = due && step == cfg->training.steps && cfg->checkpoint.last_save_model_only;
         DSV3_CALL(dsv3_ckpt_dir_begin(c->root, step));
     }
     // A save command switches the waits to comm.init_timeout_seconds until the save is over.
@@ -144,7 +144,6 @@ Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *lau
 }
 
 Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
-    if (!launch->config.checkpoint.enable) return DSV3_OK;
     // A save command switches the waits to comm.init_timeout_seconds; the stage loop switches
     // back once the next plan has arrived (the coordinator commits the folder meanwhile).
     Dsv3CkptSaveCommand cmd;

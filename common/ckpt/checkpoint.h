@@ -1,5 +1,6 @@
 // checkpoint: saving and loading during training, collective over the job (DESIGN.md §8).
 //
+// After every step the coordinator tells every rank whether to save (one broadcast per step).
 // With checkpoint.enable, the state after step s is saved to <dump_folder>/<folder>/step-s
 // when s is a multiple of checkpoint.interval and after the last step (model only, in
 // checkpoint.export_dtype, with last_save_model_only). A save: the coordinator makes
@@ -44,10 +45,11 @@ typedef struct {
 Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
                                     int64_t global_batch, int64_t *first_step);
 
-// Coordinator, after every training step (collective with dsv3_ckpt_stage_step): saves when due.
-// `lr` is the rate the step used.
+// Coordinator, after every training step (collective with dsv3_ckpt_stage_step): saves when due,
+// and whenever `stop` is set (a stop signal, core/stop_signal.h: the full state after this step
+// is saved whatever checkpoint.enable says). `lr` is the rate the step used.
 Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step,
-                                   double lr);
+                                   double lr, int stop);
 
 // Stage rank: the other side of the two calls above.
 Dsv3Err dsv3_ckpt_stage_start(const Dsv3Launch *launch, Dsv3Model *m);

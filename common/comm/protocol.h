@@ -98,6 +98,8 @@ typedef struct {
     int64_t bytes_current, bytes_peak; // counted allocations of this rank (peak of this step)
     int64_t device_bytes;              // memory of this rank's device (peak.h)
     int64_t n_trace_events;            // events that follow (a profiled step), else 0
+    int32_t stop_signal;               // a stop signal this rank received (core/stop_signal.h)
+    int32_t pad;
 } Dsv3StepReport;
 
 // The checkpoint command after every step (with checkpoint.enable).

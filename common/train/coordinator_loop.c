@@ -10,6 +10,7 @@
 #include "common/core/alloc.h"
 #include "common/core/format.h"
 #include "common/core/log.h"
+#include "common/core/stop_signal.h"
 #include "common/data/synthetic.h"
 #include "common/data/text_dataset.h"
 #include "common/data/token_file.h"
@@ -258,12 +259,26 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
         double end = dsv3_log_seconds();
         DSV3_CALL_GOTO(err, done,
                        dsv3_trace_add(&st->trace, DSV3_PHASE_WAIT_REPORTS, -1, wait, end));
-        // Saves when due; before after_step, whose validation passes the stage ranks serve after
-        // it.
-        DSV3_CALL_GOTO(err, done, dsv3_ckpt_coordinator_step(&ckpt, launch, step, plan.lr));
+        // A stop signal here or on any stage rank ends the run after this step, saved.
+        int stop_signal = dsv3_stop_signal_received();
+        if (!stop_signal) stop_signal = dsv3_report_stop_signal(&st->gather);
+        int stop = stop_signal && step < cfg->training.steps;
+        // Saves when due (or stopping); before after_step, whose validation passes the stage
+        // ranks serve after it.
+        DSV3_CALL_GOTO(err, done, dsv3_ckpt_coordinator_step(&ckpt, launch, step, plan.lr, stop));
         DSV3_CALL_GOTO(err, done,
                        after_step(launch, st, &s, &plan, end - start, flops_per_token, windows,
                                   &last_loss, &held_out));
+        if (stop) {
+            char saved[DSV3_CKPT_PATH_CAPACITY];
+            dsv3_ckpt_step_dir(saved, ckpt.root, step, 0);
+            DSV3_LOG_INFO("stopping on %s after step %" PRId64 " of %" PRId64
+                          ": its state is saved in %s; run the same command again to resume "
+                          "from it%s",
+                          dsv3_stop_signal_name(stop_signal), step, cfg->training.steps, saved,
+                          cfg->checkpoint.enable ? "" : " (with checkpoint.enable = true)");
+            goto done;
+        }
     }
     if (!isnan(floor))
         DSV3_LOG_INFO(

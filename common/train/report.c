@@ -6,6 +6,7 @@
 
 #include "common/core/alloc.h"
 #include "common/core/log.h"
+#include "common/core/stop_signal.h"
 #include "common/train/metrics.h"
 
 // Job rank of stage index 0, for the trace tracks' names.
@@ -19,6 +20,7 @@ Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv
     Dsv3Protocol *p = launch->protocol;
     int profile = (plan->flags & DSV3_PLAN_PROFILE) != 0;
     report->n_trace_events = profile ? trace->count : 0;
+    report->stop_signal = dsv3_stop_signal_received();
     DSV3_CALL(dsv3_protocol_send_report(p, report));
     if ((plan->flags & DSV3_PLAN_EXPERT_LOAD) && launch->topology.stage_index == 0)
         DSV3_CALL(dsv3_protocol_send_expert_load(p, load->counts, load->bias,
@@ -84,6 +86,12 @@ Dsv3Err dsv3_report_gather(Dsv3ReportGather *g, const Dsv3Launch *launch,
                                          g->load.n_layers * g->load.n_experts));
     if (plan->flags & DSV3_PLAN_PROFILE) DSV3_CALL(gather_traces(g, p));
     return DSV3_OK;
+}
+
+int dsv3_report_stop_signal(const Dsv3ReportGather *g) {
+    for (int64_t r = 0; r < g->n_stage; r++)
+        if (g->reports[r].stop_signal) return g->reports[r].stop_signal;
+    return 0;
 }
 
 void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out) {

@@ -50,6 +50,9 @@ Dsv3Err dsv3_report_gather(Dsv3ReportGather *g, const Dsv3Launch *launch, const 
 
 void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out);
 
+// The stop signal of the lowest stage index whose last report carried one, or 0.
+int dsv3_report_stop_signal(const Dsv3ReportGather *g);
+
 // Coordinator, after a profiled step's gather: writes
 // <dump_folder>/<profiling.save_traces_folder>/iteration_<step>/trace.json, the coordinator's
 // track (`own`) and every stage rank's (trace.h), and logs its path.
