@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/ckpt/dtype.h"
@@ -101,6 +102,58 @@ done:
     return err;
 }
 
+// Coordinator, when a save failed: one message with the failing ranks' own errors (`own`, the
+// coordinator's, or NULL; `theirs`, by job rank, "" for a rank that did not fail, or NULL), the
+// bytes the checkpoint needs and those free where it goes. The unfinished folder is removed;
+// the checkpoints saved before stay as they are. The message is the error (ends the job), or
+// with checkpoint.fail_on_error = false a warning (training goes on).
+static Dsv3Err save_failed(const Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
+                           const Dsv3CkptSaveCommand *cmd, const char *dir, const char *own,
+                           char *const *theirs) {
+    char text[4096];
+    size_t n = (size_t)snprintf(text, sizeof text,
+                                "checkpoint step %" PRId64 " could not be saved in %s:", cmd->step,
+                                c->root);
+    if (own && n < sizeof text)
+        n += (size_t)snprintf(text + n, sizeof text - n, " the coordinator: %s;", own);
+    for (int r = 1; theirs && r < launch->topology.job_size && n < sizeof text; r++)
+        if (theirs[r][0])
+            n += (size_t)snprintf(text + n, sizeof text - n, " stage rank %d: %s;", r - 1,
+                                  theirs[r]);
+    Dsv3ParamCounts counts;
+    dsv3_model_param_counts(&launch->model, &counts);
+    Dsv3Dtype dtype = DSV3_DTYPE_F32;
+    if (cmd->model_only &&
+        dsv3_dtype_from_export(launch->config.checkpoint.export_dtype, &dtype) != DSV3_OK)
+        dsv3_error_clear();
+    double need = (double)counts.total * (double)dsv3_dtype_size(dtype) * (cmd->model_only ? 1 : 3);
+    char need_text[DSV3_FORMAT_CAPACITY], free_text[DSV3_FORMAT_CAPACITY];
+    struct statvfs fs;
+    int known = statvfs(c->root, &fs) == 0;
+    if (n < sizeof text)
+        n += (size_t)snprintf(text + n, sizeof text - n, " it needs about %s (%s)",
+                              dsv3_format_bytes(need, need_text),
+                              cmd->model_only ? "the model"
+                                              : "the model and both AdamW moments in float32");
+    if (known && n < sizeof text)
+        snprintf(text + n, sizeof text - n, ", and the file system there has %s free",
+                 dsv3_format_bytes((double)fs.f_bavail * (double)fs.f_frsize, free_text));
+    if (dsv3_ckpt_remove_tree(dir) != DSV3_OK) {
+        DSV3_LOG_WARN("%s", dsv3_error_message());
+        dsv3_error_clear();
+    }
+    if (launch->config.checkpoint.fail_on_error)
+        DSV3_RAISE(DSV3_ERR_IO,
+                   "%s. The checkpoints saved before are untouched; set "
+                   "checkpoint.fail_on_error = false to train on when a save fails",
+                   text);
+    DSV3_LOG_WARN("%s. The checkpoints saved before are untouched; training goes on "
+                  "(checkpoint.fail_on_error = false)",
+                  text);
+    dsv3_protocol_set_patience(launch->protocol, DSV3_PATIENCE_TRAIN);
+    return DSV3_OK;
+}
+
 static int save_due(const Dsv3Config *cfg, int64_t step) {
     return step % cfg->checkpoint.interval == 0 || step == cfg->training.steps;
 }
@@ -122,19 +175,23 @@ Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *lau
     char dir[DSV3_CKPT_PATH_CAPACITY];
     dsv3_ckpt_step_dir(dir, c->root, step, 1);
     Dsv3Err err = dsv3_train_state_write(dir, cfg, step, c->global_batch, lr);
+    char own[1024] = "";
+    if (err != DSV3_OK) snprintf(own, sizeof own, "%s", dsv3_error_message());
     int all_ok = 0;
     DSV3_CALL(dsv3_protocol_agree(launch->protocol, err == DSV3_OK, &all_ok));
+    // Every rank's shard description, or, when a rank failed, its error message.
+    char **texts = NULL;
+    DSV3_CALL(dsv3_protocol_gather_descriptions(launch->protocol, "", &texts));
+    if (all_ok) {
+        err = commit(c, launch, &cmd, dir, texts);
+        if (err != DSV3_OK) snprintf(own, sizeof own, "%s", dsv3_error_message());
+    }
+    if (!all_ok || err != DSV3_OK)
+        err = save_failed(c, launch, &cmd, dir, own[0] ? own : NULL, all_ok ? NULL : texts);
+    dsv3_free(texts[0]);
+    dsv3_free(texts);
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
-    DSV3_CHECK(all_ok, DSV3_ERR_IO,
-               "checkpoint step %" PRId64 ": a stage rank could not write its shards (its error "
-               "is above); %s is left incomplete and will not be loaded",
-               step, dir);
-    char **descriptions = NULL;
-    DSV3_CALL(dsv3_protocol_gather_descriptions(launch->protocol, "", &descriptions));
-    err = commit(c, launch, &cmd, dir, descriptions);
-    dsv3_free(descriptions[0]);
-    dsv3_free(descriptions);
-    if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    if (!all_ok || own[0]) return DSV3_OK; // reported; training goes on
     char final[DSV3_CKPT_PATH_CAPACITY];
     dsv3_ckpt_step_dir(final, c->root, step, 0);
     DSV3_LOG_INFO("checkpoint: saved %s (%s) in %.2f s", final,
@@ -154,22 +211,26 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
     dsv3_ckpt_step_dir(dir, root, cmd.step, 1);
     char *description = NULL;
     Dsv3Err err = stage_write(launch, m, &cmd, dir, &description);
+    char failure[1024] = "";
+    if (err != DSV3_OK) {
+        snprintf(failure, sizeof failure, "%s", dsv3_error_message());
+        dsv3_error_clear();
+    }
     int all_ok = 0;
     Dsv3Err agreed = dsv3_protocol_agree(launch->protocol, err == DSV3_OK, &all_ok);
-    if (err != DSV3_OK || agreed != DSV3_OK) {
+    if (agreed != DSV3_OK) {
         dsv3_free(description);
-        return dsv3_error_trace(err != DSV3_OK ? err : agreed, __FILE__, __LINE__, __func__);
+        return dsv3_error_trace(agreed, __FILE__, __LINE__, __func__);
     }
-    if (!all_ok) {
-        dsv3_free(description);
-        DSV3_RAISE(DSV3_ERR_IO,
-                   "checkpoint step %" PRId64
-                   " failed on another rank (its error is reported there)",
-                   cmd.step);
-    }
-    err = dsv3_protocol_gather_descriptions(launch->protocol, description, NULL);
+    // The coordinator reports a failure with every failing rank's own message.
+    err = dsv3_protocol_gather_descriptions(launch->protocol, all_ok ? description : failure, NULL);
     dsv3_free(description);
-    return err;
+    if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    DSV3_CHECK(all_ok || !launch->config.checkpoint.fail_on_error, DSV3_ERR_IO,
+               "checkpoint step %" PRId64 " was not saved%s%s (the coordinator reports every "
+               "rank's error)",
+               cmd.step, failure[0] ? ": " : "", failure);
+    return DSV3_OK;
 }
 
 // ---- load ----

@@ -11,22 +11,47 @@
 
 #include "common/core/alloc.h"
 
-enum { H5_MESSAGE_CAPACITY = 256, SHAPE_TEXT_CAPACITY = 96 };
+enum {
+    H5_MESSAGE_CAPACITY = 256,
+    H5_TEXT_CAPACITY = 2 * H5_MESSAGE_CAPACITY + 8,
+    SHAPE_TEXT_CAPACITY = 96
+};
 // Elements converted at a time when a box is written in F16/BF16 (bounds the scratch buffer).
 enum { CONVERT_CHUNK = 1 << 20 };
 
-// HDF5's innermost error message, for our own error text.
-static herr_t first_message(unsigned n, const H5E_error2_t *e, void *arg) {
-    if (n == 0)
-        snprintf(arg, H5_MESSAGE_CAPACITY, "%s (in %s)", e->desc ? e->desc : "?",
-                 e->func_name ? e->func_name : "?");
+// HDF5's error stack, for our own error text: the API call's message and the innermost one,
+// which holds the operating system's reason (errno and its text) when there is one.
+typedef struct {
+    char api[H5_MESSAGE_CAPACITY];
+    char cause[H5_MESSAGE_CAPACITY];
+} H5Messages;
+
+static herr_t collect_message(unsigned n, const H5E_error2_t *e, void *arg) {
+    H5Messages *m = arg;
+    const char *desc = e->desc ? e->desc : "?";
+    if (n == 0) {
+        snprintf(m->api, sizeof m->api, "%s (in %s)", desc, e->func_name ? e->func_name : "?");
+        return 0;
+    }
+    // A failed system call reads "…, errno = 28, error message = 'No space left on device', …"
+    // over several lines: keep the reason; otherwise the first line.
+    static const char key[] = "error message = '";
+    const char *reason = strstr(desc, key);
+    if (reason) {
+        reason += sizeof key - 1;
+        const char *end = strchr(reason, '\'');
+        snprintf(m->cause, sizeof m->cause, "%.*s", (int)(end ? end - reason : 64), reason);
+    } else {
+        snprintf(m->cause, sizeof m->cause, "%.*s", (int)strcspn(desc, "\n"), desc);
+    }
     return 0;
 }
 
-static const char *h5_message(char buf[H5_MESSAGE_CAPACITY]) {
-    snprintf(buf, H5_MESSAGE_CAPACITY, "no HDF5 message");
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, first_message, buf);
+static const char *h5_message(char buf[H5_TEXT_CAPACITY]) {
+    H5Messages m = {.api = "no HDF5 message", .cause = ""};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_message, &m);
     H5Eclear2(H5E_DEFAULT);
+    snprintf(buf, H5_TEXT_CAPACITY, "%s%s%s", m.api, m.cause[0] ? ": " : "", m.cause);
     return buf;
 }
 
@@ -34,7 +59,7 @@ static const char *h5_message(char buf[H5_MESSAGE_CAPACITY]) {
 #define H5_CHECK(cond, ...)                                                                        \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            char h5_text_[H5_MESSAGE_CAPACITY], what_[512];                                        \
+            char h5_text_[H5_TEXT_CAPACITY], what_[512];                                           \
             snprintf(what_, sizeof what_, __VA_ARGS__);                                            \
             return dsv3_error_raise(DSV3_ERR_BACKEND, __FILE__, __LINE__, __func__, "%s: %s",      \
                                     what_, h5_message(h5_text_));                                  \

@@ -262,7 +262,9 @@ typedef enum {
     X(S, INT, keep_latest_k, 10, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,                 \
       "Checkpoints kept (0: all)")                                                                 \
     X(S, INT, load_step, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,                    \
-      "Step to resume from (-1: the latest)")
+      "Step to resume from (-1: the latest)")                                                      \
+    X(S, BOOL, fail_on_error, 1, 0, 1, DSV3_NO_CHOICES, DSV3_SUPPORTED,                            \
+      "A checkpoint that cannot be saved stops training (false: report it and train on)")
 
 #define DSV3_CONFIG_ACTIVATION_CHECKPOINT(X, S)                                                    \
     X(S, STR, mode, "selective", 0, 0, "none|selective|full", DSV3_SUPPORTED,                      \
