@@ -12,9 +12,9 @@ DSV3_RUN_PACKAGES=(gcc g++ make pkg-config meson ninja-build openmpi-bin libopen
 DSV3_PLOT_PACKAGES=(python3 python3-matplotlib)
 # ... and to test it: CMocka, the PyTorch reference (Debian's CPU torch), a venv for PyPI
 # packages, clang and its runtime for the libFuzzer harnesses, matplotlib for run/plot.sh,
-# clang-format for the formatting check.
+# clang-format for the formatting check, Slurm and munge for the cluster tests' one-node cluster.
 DSV3_TEST_PACKAGES=(libcmocka-dev python3 python3-venv python3-numpy python3-torch clang
-    libclang-rt-dev python3-matplotlib clang-format)
+    libclang-rt-dev python3-matplotlib clang-format slurmd slurmctld slurm-client munge)
 
 dsv3_log() { printf '[dsv3] %s\n' "$*"; }
 dsv3_die() { printf '[dsv3] error: %s\n' "$*" >&2; exit 1; }
@@ -84,17 +84,67 @@ dsv3_mpi_env() {
 # ---- launching a job (run/train.sh, run/expert_servers.sh) ----
 
 # Config file, NPROC, launcher, packages, build and MPI environment of a launch. Sets
-# CONFIG_FILE, MPIEXEC, nproc_args and bin.
+# CONFIG_FILE, MPIEXEC, nproc_args and bin. With DSV3_PREBUILT=1 (batch jobs on compute nodes)
+# nothing is installed or built: the build must exist.
 dsv3_launch_prepare() {
     CONFIG_FILE=${CONFIG_FILE:-$DSV3_ROOT/conf/debug_model.toml}
     nproc_args=()
     [ -z "${NPROC:-}" ] || nproc_args=(--nproc "$NPROC")
     MPIEXEC=${MPIEXEC:-mpiexec}
     [ -f "$CONFIG_FILE" ] || dsv3_die "CONFIG_FILE '$CONFIG_FILE' does not exist"
-    dsv3_ensure_packages "${DSV3_RUN_PACKAGES[@]}"
-    dsv3_ensure_build "$DSV3_BUILD_DIR" -Dcuda=auto
-    dsv3_mpi_env
     bin=$DSV3_BUILD_DIR/roles
+    if [ "${DSV3_PREBUILT:-0}" = 1 ]; then
+        [ -x "$bin/dsv3-coordinator" ] && [ -x "$bin/dsv3-stage" ] && [ -x "$bin/dsv3-expert" ] ||
+            dsv3_die "no dsv3 build in $DSV3_BUILD_DIR: build it before submitting (./run/train.sh --job.dry_run builds)"
+    else
+        dsv3_ensure_packages "${DSV3_RUN_PACKAGES[@]}"
+        dsv3_ensure_build "$DSV3_BUILD_DIR" -Dcuda=auto
+    fi
+    dsv3_mpi_env
+}
+
+# A batch job of TASKS tasks with THREADS cores each (run/slurm/, run/pbs/): the stage processes
+# are what the coordinator and the expert servers of an MPMD layout leave; exports NPROC (unless
+# set), each rank's BLAS and OpenMP threads (unless set), DSV3_PREBUILT (compute nodes install
+# and build nothing) and DSV3_OMPI_SERVER_URI (default: a file in the submission folder, which
+# a joining expert-server job can read). dsv3_batch_layout TASKS THREADS [overrides...]
+dsv3_batch_layout() {
+    local tasks=$1 threads=$2 experts=0
+    shift 2
+    export DSV3_PREBUILT=1 DSV3_OMPI_SERVER_URI=${DSV3_OMPI_SERVER_URI:-$DSV3_ROOT/dsv3-ompi-server.uri}
+    dsv3_launch_prepare
+    dsv3_launch_plan "$@"
+    if [ "$expert_launch" = mpmd ]; then experts=$expert_procs; fi
+    export NPROC=${NPROC:-$((tasks - 1 - experts))}
+    [ "$NPROC" -ge 1 ] || dsv3_die "$tasks tasks leave no stage rank (1 coordinator + $experts expert servers)"
+    export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads} OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+    dsv3_log "$tasks tasks: 1 coordinator, $NPROC stage ranks, $experts expert servers; $threads thread(s) each"
+}
+
+# Runs a command in the background and waits for it, passing signals on: SIGTERM, SIGUSR1 and a
+# first SIGINT reach it as SIGUSR1 (a dsv3 job saves the state after the current step and exits
+# 0; mpiexec itself would kill its ranks a second after a SIGTERM), a second SIGINT (Ctrl-C
+# twice) as SIGTERM, which stops a job at once. Sets dsv3_status to its exit status and
+# dsv3_signal to the first signal received (empty: none).
+dsv3_run_forwarding_signals() {
+    "$@" &
+    dsv3_child=$!
+    dsv3_signal=
+    trap 'dsv3_forward TERM USR1' TERM
+    trap 'dsv3_forward USR1 USR1' USR1
+    trap 'if [ "$dsv3_signal" = INT ]; then dsv3_forward INT TERM; else dsv3_forward INT USR1; fi' INT
+    while :; do
+        dsv3_status=0
+        wait "$dsv3_child" || dsv3_status=$?
+        # A trapped signal interrupts wait with a status above 128 while the command runs on.
+        if [ $dsv3_status -gt 128 ] && kill -0 "$dsv3_child" 2>/dev/null; then continue; fi
+        break
+    done
+    trap - TERM USR1 INT
+}
+dsv3_forward() { # dsv3_forward RECEIVED SENT
+    [ -n "$dsv3_signal" ] || dsv3_signal=$1
+    kill -s "$2" "$dsv3_child" 2>/dev/null || true
 }
 
 # The layout as the coordinator works it out from the config and overrides ("$@"): one source

@@ -47,22 +47,7 @@ if [ "$expert_launch" = mpmd ] && [ "$expert_procs" -gt 0 ]; then
     cmd+=(: -n "$expert_procs" "$bin/dsv3-expert")
 fi
 dsv3_log "$(printf '%q ' "${cmd[@]}")"
-
-# Signals reach the job, and no process outlives this script. SIGTERM, SIGUSR1 or a first SIGINT
-# become SIGUSR1 for mpiexec, which forwards it to every rank: the job saves the state after the
-# current step and exits 0 (mpiexec itself would kill the ranks a second after a SIGTERM). A
-# second SIGINT (Ctrl-C twice) stops the job at once (SIGTERM to mpiexec).
-"${cmd[@]}" &
-job=$!
-interrupts=0
-forward() { kill -s "$1" "$job" 2>/dev/null || true; }
-trap 'forward USR1' TERM USR1
-trap 'interrupts=$((interrupts + 1)); if [ $interrupts -eq 1 ]; then forward USR1; else forward TERM; fi' INT
-while :; do
-    status=0
-    wait "$job" || status=$?
-    # A trapped signal interrupts wait with a status above 128 while the job runs on.
-    if [ $status -gt 128 ] && kill -0 "$job" 2>/dev/null; then continue; fi
-    break
-done
-exit $status
+# Signals reach the job (mpiexec forwards SIGUSR1 to every rank: the job saves and stops), and
+# no process outlives this script.
+dsv3_run_forwarding_signals "${cmd[@]}"
+exit "$dsv3_status"
