@@ -169,7 +169,8 @@ dsv3_launch_plan() {
 # Environment and mpiexec flags for `ranks` computing ranks on this node: an equal share of the
 # cores each for BLAS and OpenMP (unless set), idle OpenMP threads asleep (OpenBLAS's threads
 # need those cores), ranks unbound (OpenMPI binds each to one core unless the user chose a
-# mapping), oversubscription allowed outside Slurm. Sets launch_flags.
+# mapping), oversubscription allowed on this machine (not under Slurm or with a hostfile). Sets
+# launch_flags.
 dsv3_launch_environment() {
     local ranks=$1 cores threads
     cores=$(nproc)
@@ -182,6 +183,7 @@ dsv3_launch_environment() {
     [ -t 1 ] || export NO_COLOR=${NO_COLOR:-1}
     launch_flags=()
     case " ${MPIEXEC_FLAGS:-} " in *" --bind-to "* | *" --map-by "*) ;; *) launch_flags+=(--bind-to none) ;; esac
+    case " ${MPIEXEC_FLAGS:-} " in *" --hostfile "* | *" --host "* | *" --machinefile "*) return 0 ;; esac
     if [ -z "${SLURM_JOB_ID:-}" ] && [ $((ranks + 1)) -gt "$cores" ]; then launch_flags+=(--oversubscribe); fi
 }
 
