@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,6 +102,31 @@ static void job_comm_watchdog_stop(JobCommWatchdog *dog, pthread_t thread) {
     pthread_join(thread, NULL);
     pthread_cond_destroy(&dog->wake);
     pthread_mutex_destroy(&dog->lock);
+}
+
+// The rest of a joined job's start-up, watched (dsv3_job_comm_watch_join).
+static JobCommWatchdog join_dog;
+static pthread_t join_thread;
+static int join_watched;
+
+Dsv3Err dsv3_job_comm_watch_join(double timeout_s, const char *peer) {
+    int rank = 0;
+    DSV3_MPI_CALL(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    snprintf(join_dog.line, sizeof join_dog.line,
+             "start-up did not finish within comm.init_timeout_seconds = %g s after the join: %s "
+             "stopped answering (it ended, or hangs); every process of this job stops",
+             timeout_s, peer);
+    int speak = rank == 0;
+    DSV3_CALL(job_comm_watchdog_start(
+        &join_dog, &join_thread, speak ? timeout_s : timeout_s + JOB_COMM_QUIET_GRACE_S, speak));
+    join_watched = 1;
+    return DSV3_OK;
+}
+
+void dsv3_job_comm_joined_ready(void) {
+    if (!join_watched) return;
+    job_comm_watchdog_stop(&join_dog, join_thread);
+    join_watched = 0;
 }
 
 // MPI_Open_port, MPI_Publish_name and MPI_Lookup_name report on MPI_COMM_WORLD's error handler
@@ -287,6 +313,10 @@ Dsv3Err dsv3_job_comm_connect(const char *service, double timeout_s, MPI_Comm *j
         goto done;
     }
     DSV3_CALL_GOTO(err, done, job_comm_merge(&inter, 1, saved.world, job));
+    if (getenv(DSV3_JOB_COMM_TEST_EXIT)) { // fault injection: a server job lost after the join
+        DSV3_LOG_WARN("%s is set: this expert server exits after joining", DSV3_JOB_COMM_TEST_EXIT);
+        _exit(1);
+    }
 done:
     job_comm_handlers_restore(&saved);
     return err;

@@ -27,9 +27,14 @@
 // Every *job returned has the error handler MPI_COMM_WORLD had on entry (normally
 // MPI_ERRORS_ARE_FATAL), whichever way it was built.
 //
-// This module does not build the role communicators (comm/topology.h) and does not watch the
-// link after start-up (a dead peer job then blocks its survivors; the expert link has its own
-// heartbeat).
+// After a join the rest of start-up (the config, the role communicators) is collective over both
+// jobs, and a peer job lost there would block it: dsv3_job_comm_watch_join guards it with the same
+// kind of watchdog until dsv3_job_comm_joined_ready. This module does not build the role
+// communicators (comm/topology.h) and does not watch the link after start-up (training's waits
+// have deadlines of their own, comm/watch.h).
+//
+// Fault injection for tests: with DSV3_JOB_COMM_TEST_EXIT set, an expert server exits right
+// after it joined.
 #ifndef DSV3_COMM_JOB_COMM_H
 #define DSV3_COMM_JOB_COMM_H
 
@@ -39,6 +44,8 @@
 
 // Exit code of a process whose join timed out inside MPI_Comm_accept / MPI_Comm_connect.
 enum { DSV3_JOB_COMM_EXIT_TIMEOUT = 3 };
+
+#define DSV3_JOB_COMM_TEST_EXIT "DSV3_JOB_COMM_TEST_EXIT"
 
 // Collective over MPI_COMM_WORLD (an MPMD launch): *job = a duplicate of MPI_COMM_WORLD.
 Dsv3Err dsv3_job_comm_world(MPI_Comm *job);
@@ -54,5 +61,11 @@ Dsv3Err dsv3_job_comm_accept(const char *service, double timeout_s, MPI_Comm *jo
 // `timeout_s` seconds (then DSV3_ERR_TIMEOUT on every rank), and connects. *job = the merged
 // communicator, the training job's ranks first, then this job's in MPI_COMM_WORLD order.
 Dsv3Err dsv3_job_comm_connect(const char *service, double timeout_s, MPI_Comm *job);
+
+// Not collective: ends this process (rank 0 of MPI_COMM_WORLD first saying that `peer`, e.g.
+// "the expert server job", stopped answering) unless dsv3_job_comm_joined_ready is called within
+// timeout_s seconds. Call right after a join; at most one watch at a time.
+Dsv3Err dsv3_job_comm_watch_join(double timeout_s, const char *peer);
+void dsv3_job_comm_joined_ready(void);
 
 #endif

@@ -276,6 +276,7 @@ static Dsv3Err build_job_comm(Dsv3Launch *launch, const LaunchFlags *flags, MPI_
         DSV3_LOG_INFO("joining the training job through service '%s' (timeout %.0f s)", flags->join,
                       flags->join_timeout);
         DSV3_CALL(dsv3_job_comm_connect(flags->join, flags->join_timeout, job));
+        DSV3_CALL(dsv3_job_comm_watch_join(flags->join_timeout, "the training job"));
         return share_config(launch, *job, ok);
     }
     MPI_Comm world = MPI_COMM_NULL;
@@ -309,6 +310,7 @@ static Dsv3Err build_job_comm(Dsv3Launch *launch, const LaunchFlags *flags, MPI_
                       "(start them with ./run/expert_servers.sh)",
                       timeout, service);
     DSV3_CALL(dsv3_job_comm_accept(service, timeout, job));
+    DSV3_CALL(dsv3_job_comm_watch_join(timeout, "the expert server job"));
     DSV3_MPI_CALL(MPI_Comm_free(&world));
     return share_config(launch, *job, ok); // the joined servers need it too
 }
@@ -420,6 +422,8 @@ Dsv3Err dsv3_launch_start(Dsv3Role role, int argc, char **argv, Dsv3Launch *laun
     LaunchFlags flags;
     Dsv3Err err = parse_flags(role, argc, argv, &flags);
     if (err == DSV3_OK) err = launch_start(role, &flags, launch);
+    // A joined start-up is over (a failed one stays watched until the process ends).
+    if (err == DSV3_OK && launch->status != DSV3_LAUNCH_FAILED) dsv3_job_comm_joined_ready();
     dsv3_free(flags.config_argv);
     DSV3_CALL(err);
     return DSV3_OK;

@@ -72,4 +72,16 @@ expect_in "$out" "pp 2 × dp_replicate 1 × dp_shard 1 × cp 1 × tp 1 = 2 stage
 expect_in "$out" "start-up: 7 ranks ready"
 expect_in "$WORK/experts.out" "joining the training job through service 'dsv3-experts'"
 [ ! -e "$DSV3_OMPI_SERVER_URI" ] || fail "train.sh left its ompi-server rendezvous file behind"
+
+# An expert server job lost right after joining: the training job stops within its start-up
+# timeout, saying why, instead of waiting for ever in a collective over both jobs.
+join_lost=(--job.dry_run --parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
+    --parallelism.pipeline_parallel_degree 2 --comm.init_timeout_seconds 5)
+start_s=$SECONDS
+DRY_RUN_LAUNCH=1 NPROC=2 timeout 120 "$train" "${join_lost[@]}" >"$out" 2>&1 &
+train_pid=$!
+DSV3_JOB_COMM_TEST_EXIT=1 NPROC=2 timeout 120 "$experts" "${join_lost[@]}" >"$WORK/experts.out" 2>&1 || true
+! wait $train_pid || { cat "$out"; fail "the training job succeeded without its expert servers"; }
+expect_in "$out" "start-up did not finish within comm.init_timeout_seconds = 5 s after the join: the expert server job stopped answering"
+[ $((SECONDS - start_s)) -lt 60 ] || fail "the training job took $((SECONDS - start_s)) s to stop"
 echo "run scripts: ok"
