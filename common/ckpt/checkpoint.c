@@ -59,6 +59,22 @@ static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, Dsv3Model *m) {
                              .tp_rank = c->tp};
 }
 
+// A state with NaN or infinite values is never saved (it would displace good checkpoints).
+static Dsv3Err refuse_nonfinite(const Dsv3CkptTensors *t, int64_t step) {
+    for (int64_t i = 0; i < t->count; i++) {
+        const Dsv3CkptTensor *x = &t->items[i];
+        int64_t n = dsv3_box_numel(&x->box, x->ndim);
+        const float *arrays[] = {x->data, x->exp_avg, x->exp_avg_sq};
+        const char *what[] = {"", "AdamW's exp_avg of ", "AdamW's exp_avg_sq of "};
+        for (int a = 0; a < 3; a++)
+            DSV3_CHECK(!arrays[a] || dsv3_count_nonfinite(arrays[a], n) == 0, DSV3_ERR_NUMERIC,
+                       "the state after step %" PRId64 " is not saved: %s%s holds NaN or "
+                       "infinite values",
+                       step, what[a], x->fqn);
+    }
+    return DSV3_OK;
+}
+
 // Stage rank: writes its shards; returns its description (counted; "" when it owns nothing).
 static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3CkptSaveCommand *cmd,
                            const char *dir, char **description) {
@@ -68,8 +84,10 @@ static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3Ckp
     Dsv3CkptWriters writers = writers_of(launch, m);
     Dsv3CkptTensors t;
     DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
-    Dsv3Err err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t,
-                                               !cmd->model_only, dtype, cmd->step, description);
+    Dsv3Err err = refuse_nonfinite(&t, cmd->step);
+    if (err == DSV3_OK)
+        err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t, !cmd->model_only,
+                                           dtype, cmd->step, description);
     dsv3_ckpt_tensors_free(&t);
     if (err == DSV3_OK && launch->topology.stage_index == 0) maybe_kill("shards", cmd->step);
     return err;

@@ -128,7 +128,7 @@ static void report(Dsv3Err err, int user_error) {
 
 void dsv3_launch_report(Dsv3Err err) {
     report(err, err == DSV3_ERR_CONFIG || err == DSV3_ERR_USAGE || err == DSV3_ERR_TIMEOUT ||
-                    err == DSV3_ERR_LAUNCH);
+                    err == DSV3_ERR_LAUNCH || err == DSV3_ERR_NUMERIC);
 }
 
 // The global batch must split evenly over data-parallel ranks and micro-batches.

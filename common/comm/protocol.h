@@ -76,8 +76,9 @@ enum {
 // A stage rank reads it as token 0 with an ignored label.
 enum { DSV3_PAD_TOKEN = -1 };
 
-// Bytes of a checkpoint path in a load command (DSV3_CKPT_PATH_CAPACITY of ckpt/manifest.h).
-enum { DSV3_PROTOCOL_PATH_CAPACITY = 4096 + 128 };
+// Bytes of a checkpoint path in a load command (DSV3_CKPT_PATH_CAPACITY of ckpt/manifest.h)
+// and of a tensor name in a report (DSV3_FQN_CAPACITY of model/params.h).
+enum { DSV3_PROTOCOL_PATH_CAPACITY = 4096 + 128, DSV3_PROTOCOL_FQN_CAPACITY = 96 };
 
 typedef struct {
     int64_t step;          // 1-based
@@ -99,7 +100,10 @@ typedef struct {
     int64_t device_bytes;              // memory of this rank's device (peak.h)
     int64_t n_trace_events;            // events that follow (a profiled step), else 0
     int32_t stop_signal;               // a stop signal this rank received (core/stop_signal.h)
-    int32_t pad;
+    // When the global gradient norm is not finite: this rank's first group (in forward order)
+    // and tensor with a NaN or infinite gradient (-1 and "" when it owns none).
+    int32_t nonfinite_group;
+    char nonfinite_fqn[DSV3_PROTOCOL_FQN_CAPACITY];
 } Dsv3StepReport;
 
 // The checkpoint command after every step (with checkpoint.enable).

@@ -191,6 +191,9 @@ typedef enum {
     X(S, FLOAT, max_norm, 1.0, 0.0, 1e12, DSV3_NO_CHOICES, DSV3_SUPPORTED,                         \
       "Clip gradients to this global L2 norm")                                                     \
     X(S, INT, steps, 10000, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED, "Training steps")    \
+    X(S, INT, skip_nonfinite_steps, 0, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,           \
+      "Steps with a NaN or infinite loss or gradient skipped (unchanged state) before the run "    \
+      "stops")                                                                                     \
     X(S, BOOL, enable_cpu_offload, 0, 0, 1, DSV3_NO_CHOICES, DSV3_NOT_YET("CPU offloading"),       \
       "Keep parameters and optimizer state in host memory")                                        \
     X(S, STR, mixed_precision_param, "bfloat16", 0, 0, "bfloat16|float32",                         \

@@ -33,6 +33,7 @@ const char *dsv3_error_name(Dsv3Err code) {
     case DSV3_ERR_MEMORY: return "out of memory";
     case DSV3_ERR_MPI: return "MPI error";
     case DSV3_ERR_LAUNCH: return "launch error";
+    case DSV3_ERR_NUMERIC: return "numeric error";
     case DSV3_ERR_TIMEOUT: return "timeout";
     case DSV3_ERR_BACKEND: return "backend error";
     }

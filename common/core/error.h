@@ -26,6 +26,7 @@ typedef enum {
     DSV3_ERR_TIMEOUT,  // a peer did not answer in time
     DSV3_ERR_BACKEND,  // CUDA, cuBLAS, NCCL, BLAS or HDF5 reported an error
     DSV3_ERR_LAUNCH,   // the processes launched do not match the config's layout
+    DSV3_ERR_NUMERIC,  // training produced NaN or infinite values
 } Dsv3Err;
 
 // Name of a code, e.g. "config error".

@@ -153,9 +153,55 @@ typedef struct {
     Dsv3ReportGather gather;
     Dsv3Trace trace;
     Dsv3Validation *validation;
-    double peak_tflops; // MFU's peak: configured, or measured and raised by faster steps
-    int peak_warned;    // a configured peak below a step's rate was reported
+    double peak_tflops;    // MFU's peak: configured, or measured and raised by faster steps
+    int peak_warned;       // a configured peak below a step's rate was reported
+    int64_t skipped_steps; // steps with NaN or infinite values skipped so far
 } LoopState;
+
+// A step whose loss or gradient norm is NaN or infinite changed no state on the stage ranks.
+// Within training.skip_nonfinite_steps it is counted and logged; beyond, the run stops with an
+// error that names the first tensor with such a gradient and the last good checkpoint.
+static Dsv3Err nonfinite_step(LoopState *st, const Dsv3Config *cfg, const char *ckpt_root,
+                              int64_t step, const Dsv3ReportTotals *totals) {
+    const Dsv3StepReport *first = NULL;
+    for (int64_t r = 0; r < st->gather.n_stage; r++) {
+        const Dsv3StepReport *rep = &st->gather.reports[r];
+        if (rep->nonfinite_group >= 0 && (!first || rep->nonfinite_group < first->nonfinite_group))
+            first = rep;
+    }
+    char where[DSV3_FQN_CAPACITY + 64];
+    if (first)
+        snprintf(where, sizeof where, "first in the gradient of %s", first->nonfinite_fqn);
+    else
+        snprintf(where, sizeof where, "in the loss");
+    if (st->skipped_steps < cfg->training.skip_nonfinite_steps) {
+        st->skipped_steps++;
+        DSV3_LOG_WARN("step %" PRId64 ": loss %g, gradient norm %g: NaN or infinite values %s; "
+                      "step skipped, parameters and optimizer state unchanged (%" PRId64
+                      " of training.skip_nonfinite_steps = %" PRId64 ")",
+                      step, totals->loss, totals->grad_norm, where, st->skipped_steps,
+                      cfg->training.skip_nonfinite_steps);
+        return DSV3_OK;
+    }
+    int64_t *steps = NULL, count = 0, good = -1;
+    int *kinds = NULL;
+    DSV3_CALL(dsv3_ckpt_list(ckpt_root, &steps, &kinds, &count));
+    for (int64_t i = 0; i < count; i++)
+        if (kinds[i] == DSV3_CKPT_FULL) good = steps[i];
+    dsv3_free(steps);
+    dsv3_free(kinds);
+    char saved[DSV3_CKPT_PATH_CAPACITY + 64];
+    if (good >= 0)
+        snprintf(saved, sizeof saved, "the last good checkpoint is %s/step-%" PRId64, ckpt_root,
+                 good);
+    else
+        snprintf(saved, sizeof saved, "no checkpoint was saved");
+    DSV3_RAISE(DSV3_ERR_NUMERIC,
+               "step %" PRId64 ": loss %g, gradient norm %g: NaN or infinite values %s; the "
+               "parameters were not updated and %s. Lower optimizer.lr, or let "
+               "training.skip_nonfinite_steps skip such steps",
+               step, totals->loss, totals->grad_norm, where, saved);
+}
 
 // After step `step`'s reports: the trace file, validation, the logged line. *loss is the
 // step's loss, replaced by the held-out loss (and *held_out set) when validation ran.
@@ -259,6 +305,10 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
         double end = dsv3_log_seconds();
         DSV3_CALL_GOTO(err, done,
                        dsv3_trace_add(&st->trace, DSV3_PHASE_WAIT_REPORTS, -1, wait, end));
+        Dsv3ReportTotals totals;
+        dsv3_report_combine(&st->gather, &totals);
+        if (!isfinite(totals.loss) || !isfinite(totals.grad_norm))
+            DSV3_CALL_GOTO(err, done, nonfinite_step(st, cfg, ckpt.root, step, &totals));
         // A stop signal here or on any stage rank ends the run after this step, saved.
         int stop_signal = dsv3_stop_signal_received();
         if (!stop_signal) stop_signal = dsv3_report_stop_signal(&st->gather);

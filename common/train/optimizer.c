@@ -2,6 +2,9 @@
 #include "optimizer.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -50,4 +53,61 @@ Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum
         DSV3_CALL(dsv3_memory_zero(k, sh->grad, (size_t)n * sizeof(float)));
     }
     return DSV3_OK;
+}
+
+// How many of the n values at x (in the kernel context's memory) are NaN or infinite: their
+// squares sum to NaN or infinity.
+static Dsv3Err nonfinite(const Dsv3KernelContext *k, const float *x, int64_t n, int *bad) {
+    double sum = 0;
+    DSV3_CALL(dsv3_sum_squares(k, &sum, x, n));
+    *bad = !isfinite(sum);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_optimizer_skip(Dsv3Model *m, int32_t *group, char *fqn) {
+    const Dsv3ModelServices *sv = dsv3_model_services(m);
+    const Dsv3KernelContext *k = sv->kernels;
+    const Dsv3ParamStore *st = sv->params;
+    const Dsv3ModelArgs *a = dsv3_model_args(m);
+    *group = -1;
+    fqn[0] = '\0';
+    for (int g = 0; g < st->n_groups && *group < 0; g++) {
+        const Dsv3ParamGroup *pg = &st->groups[g];
+        int bad = 0;
+        DSV3_CALL(nonfinite(k, st->shards[g].grad, pg->shard_numel, &bad));
+        if (!bad) continue;
+        *group = g;
+        for (int p = 0; p < DSV3_PARAM_SLOT_COUNT && !fqn[0]; p++) {
+            const Dsv3Param *x = &pg->params[p];
+            int64_t row = x->local_numel / (x->local[0] > 0 ? x->local[0] : 1);
+            if (!x->fqn[0] || x->real_rows <= 0) continue;
+            DSV3_CALL(nonfinite(k, st->shards[g].grad + x->shard_offset, x->real_rows * row, &bad));
+            if (bad) snprintf(fqn, DSV3_FQN_CAPACITY, "%s", x->fqn);
+        }
+    }
+    for (int g = 0; g < st->n_groups; g++)
+        DSV3_CALL(dsv3_memory_zero(k, st->shards[g].grad,
+                                   (size_t)st->groups[g].shard_numel * sizeof(float)));
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        int64_t *counts = dsv3_model_tokens_per_expert(m, l);
+        if (counts) DSV3_CALL(dsv3_memory_zero(k, counts, (size_t)a->num_experts * sizeof *counts));
+    }
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_optimizer_test_inject(Dsv3Model *m, int64_t step) {
+    const char *spec = getenv("DSV3_TEST_NONFINITE_GRAD");
+    if (!spec) return DSV3_OK;
+    char *colon = NULL;
+    long long at = strtoll(spec, &colon, 10);
+    if (at != step || !colon || *colon != ':') return DSV3_OK;
+    const Dsv3ModelServices *sv = dsv3_model_services(m);
+    int g = -1;
+    Dsv3Param *x = dsv3_param_store_find_fqn(sv->params, colon + 1, &g);
+    DSV3_CHECK(x != NULL, DSV3_ERR_USAGE, "DSV3_TEST_NONFINITE_GRAD: no tensor %s on this rank",
+               colon + 1);
+    if (x->shard_row0 != 0 || x->real_rows <= 0) return DSV3_OK; // another rank owns row 0
+    const float nan = NAN;
+    return dsv3_memory_copy(sv->kernels, sv->params->shards[g].grad + x->shard_offset, &nan,
+                            sizeof nan, DSV3_COPY_HOST_TO_DEVICE);
 }

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "common/model/params.h"
+
 #include "common/core/error.h"
 #include "common/model/model.h"
 
@@ -34,5 +36,15 @@ Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares);
 // Clips with the global norm sqrt(sum_squares) (computed by the caller, possibly over several
 // ranks), updates expert biases, steps AdamW, clears gradients and counts.
 Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum_squares);
+
+// A step whose global gradient norm is not finite: leaves parameters, expert biases and AdamW
+// state as they are and clears gradients and counts. *group and fqn (DSV3_FQN_CAPACITY) name
+// the first group (forward order) and tensor of this rank with a NaN or infinite gradient
+// (-1 and "" when it owns none).
+Dsv3Err dsv3_optimizer_skip(Dsv3Model *m, int32_t *group, char *fqn);
+
+// Test hook: with DSV3_TEST_NONFINITE_GRAD=STEP:FQN set, at step STEP the rank that owns the
+// first element of tensor FQN's gradient sets it to NaN. Call before the gradient norm.
+Dsv3Err dsv3_optimizer_test_inject(Dsv3Model *m, int64_t step);
 
 #endif

@@ -22,6 +22,8 @@
 #include "common/train/validation.h"
 
 enum { CONTEXT_CAPACITY = 64 };
+_Static_assert((int)DSV3_PROTOCOL_FQN_CAPACITY == (int)DSV3_FQN_CAPACITY,
+               "a report carries a tensor name");
 
 // Sums every gradient group and the tokens per expert over the data-parallel ranks
 // (DSV3_GROUP_DP of the MPI collectives).
@@ -91,6 +93,7 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
     double sum_squares = 0;
+    DSV3_CALL(dsv3_optimizer_test_inject(m, plan->step));
     DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, &sum_squares));
     Dsv3OptimizerStep step = {.lr = plan->lr,
                               .beta1 = (float)cfg->optimizer.beta1,
@@ -99,7 +102,13 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
                               .weight_decay = (float)cfg->optimizer.weight_decay,
                               .max_norm = cfg->training.max_norm,
                               .step = plan->step};
-    DSV3_CALL(dsv3_optimizer_step(m, &step, sum_squares));
+    // The norm is global, so every rank takes the same branch; a step with NaN or infinite
+    // gradients changes no state (the coordinator stops the run or counts it as skipped).
+    r->nonfinite_group = -1;
+    if (isfinite(sum_squares))
+        DSV3_CALL(dsv3_optimizer_step(m, &step, sum_squares));
+    else
+        DSV3_CALL(dsv3_optimizer_skip(m, &r->nonfinite_group, r->nonfinite_fqn));
     r->grad_norm = sqrt(sum_squares);
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_OPTIMIZER, -1, t1, dsv3_log_seconds()));
     memcpy(r->seconds, trace->seconds, sizeof r->seconds);

@@ -225,6 +225,7 @@ static void test_every_code_has_a_name(void **state) {
         {DSV3_ERR_TIMEOUT, "timeout"},
         {DSV3_ERR_BACKEND, "backend error"},
         {DSV3_ERR_LAUNCH, "launch error"},
+        {DSV3_ERR_NUMERIC, "numeric error"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         assert_string_equal(dsv3_error_name(names[i].code), names[i].name);
