@@ -2,6 +2,7 @@
 #include "checkpoint.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -93,6 +94,100 @@ static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3Ckp
     return err;
 }
 
+// A stage rank's save written in the background (checkpoint.async_mode): a copy of the boxes it
+// writes and the thread writing them. A stage process has at most one in flight.
+typedef struct {
+    int64_t step; // 0: none
+    pthread_t thread;
+    Dsv3CkptTensors t; // the rank's tensors, pointing into `copy`
+    float *copy;
+    char dir[DSV3_CKPT_PATH_CAPACITY];
+    int64_t shard;
+    int with_optimizer;
+    Dsv3Dtype dtype;
+    Dsv3Err err;
+    char failure[1024]; // the thread's error message
+    char *description;
+} StagePending;
+
+static StagePending stage_pending;
+
+static void *stage_pending_main(void *arg) {
+    StagePending *s = arg;
+    s->err = refuse_nonfinite(&s->t, s->step);
+    if (s->err == DSV3_OK)
+        s->err = dsv3_ckpt_store_write_shards(s->dir, s->shard, &s->t, s->with_optimizer, s->dtype,
+                                              s->step, &s->description);
+    if (s->err != DSV3_OK) snprintf(s->failure, sizeof s->failure, "%s", dsv3_error_message());
+    return NULL;
+}
+
+// Stage rank: copies the boxes it writes (values, and moments unless model-only) into host
+// memory and starts writing them in the background.
+static Dsv3Err stage_write_async(const Dsv3Launch *launch, Dsv3Model *m,
+                                 const Dsv3CkptSaveCommand *cmd, const char *dir) {
+    StagePending *s = &stage_pending;
+    memset(s, 0, sizeof *s);
+    Dsv3CkptWriters writers = writers_of(launch, m);
+    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&s->t, m, &writers));
+    int64_t total = 0;
+    for (int64_t i = 0; i < s->t.count; i++)
+        if (s->t.items[i].writes)
+            total += 3 * dsv3_box_numel(&s->t.items[i].box, s->t.items[i].ndim);
+    Dsv3Err err = dsv3_alloc((void **)&s->copy, (size_t)(total ? total : 1) * sizeof(float),
+                             "background checkpoint copy");
+    float *at = s->copy;
+    for (int64_t i = 0; i < s->t.count && err == DSV3_OK; i++) {
+        Dsv3CkptTensor *x = &s->t.items[i];
+        int64_t n = dsv3_box_numel(&x->box, x->ndim);
+        float **arrays[] = {&x->data, &x->exp_avg, &x->exp_avg_sq};
+        for (int a = 0; a < 3; a++) {
+            if (!x->writes || !*arrays[a]) {
+                if (!x->writes) *arrays[a] = NULL;
+                continue;
+            }
+            memcpy(at, *arrays[a], (size_t)n * sizeof(float));
+            *arrays[a] = at;
+            at += n;
+        }
+    }
+    s->dtype = DSV3_DTYPE_F32;
+    if (err == DSV3_OK && cmd->model_only)
+        err = dsv3_dtype_from_export(launch->config.checkpoint.export_dtype, &s->dtype);
+    if (err == DSV3_OK) {
+        snprintf(s->dir, sizeof s->dir, "%s", dir);
+        s->shard = launch->topology.stage_index;
+        s->with_optimizer = !cmd->model_only;
+        s->step = cmd->step;
+        int rc = pthread_create(&s->thread, NULL, stage_pending_main, s);
+        if (rc != 0) {
+            s->step = 0;
+            err = dsv3_error_raise(DSV3_ERR_INTERNAL, __FILE__, __LINE__, __func__,
+                                   "could not start the background checkpoint writer: %s",
+                                   strerror(rc));
+        }
+    }
+    if (err != DSV3_OK) {
+        dsv3_ckpt_tensors_free(&s->t);
+        dsv3_free(s->copy);
+        s->copy = NULL;
+    }
+    return err;
+}
+
+// Stage rank: waits for the background save; returns its result as stage_write does.
+static Dsv3Err stage_wait_async(char **description, char *failure, size_t capacity) {
+    StagePending *s = &stage_pending;
+    pthread_join(s->thread, NULL);
+    Dsv3Err err = s->err;
+    snprintf(failure, capacity, "%.*s", (int)capacity - 1, s->failure);
+    *description = s->description;
+    dsv3_ckpt_tensors_free(&s->t);
+    dsv3_free(s->copy);
+    memset(s, 0, sizeof *s);
+    return err;
+}
+
 // Coordinator: index files, manifest, commit, retention.
 static Dsv3Err commit(Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
                       const Dsv3CkptSaveCommand *cmd, const char *dir, char **descriptions) {
@@ -176,64 +271,81 @@ static int save_due(const Dsv3Config *cfg, int64_t step) {
     return step % cfg->checkpoint.interval == 0 || step == cfg->training.steps;
 }
 
-Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step,
-                                   double lr, int stop) {
-    const Dsv3Config *cfg = &launch->config;
-    Dsv3CkptSaveCommand cmd = {0};
-    int due = cfg->checkpoint.enable && save_due(cfg, step);
-    if (due || stop) {
-        cmd.step = step;
-        cmd.model_only = due && step == cfg->training.steps && cfg->checkpoint.last_save_model_only;
-        DSV3_CALL(dsv3_ckpt_dir_begin(c->root, step));
-    }
-    // A save command switches the waits to comm.init_timeout_seconds until the save is over.
-    DSV3_CALL(dsv3_protocol_send_save(launch->protocol, &cmd));
-    if (!cmd.step) return DSV3_OK;
-    double t0 = dsv3_log_seconds();
-    char dir[DSV3_CKPT_PATH_CAPACITY];
-    dsv3_ckpt_step_dir(dir, c->root, step, 1);
-    Dsv3Err err = dsv3_train_state_write(dir, cfg, step, c->global_batch, lr);
-    char own[1024] = "";
-    if (err != DSV3_OK) snprintf(own, sizeof own, "%s", dsv3_error_message());
+// Coordinator: completes a save whose shards are written (collective with stage_complete):
+// every rank agrees it worked, the coordinator gathers the shard descriptions and commits the
+// folder, or reports the failure. `own` is the coordinator's own failure ("" if none).
+static Dsv3Err complete_save(Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
+                             const Dsv3CkptSaveCommand *cmd, const char *own_failure,
+                             double start) {
+    char dir[DSV3_CKPT_PATH_CAPACITY], own[1024];
+    dsv3_ckpt_step_dir(dir, c->root, cmd->step, 1);
+    snprintf(own, sizeof own, "%s", own_failure);
     int all_ok = 0;
-    DSV3_CALL(dsv3_protocol_agree(launch->protocol, err == DSV3_OK, &all_ok));
+    DSV3_CALL(dsv3_protocol_agree(launch->protocol, own[0] == '\0', &all_ok));
     // Every rank's shard description, or, when a rank failed, its error message.
     char **texts = NULL;
     DSV3_CALL(dsv3_protocol_gather_descriptions(launch->protocol, "", &texts));
+    Dsv3Err err = DSV3_OK;
     if (all_ok) {
-        err = commit(c, launch, &cmd, dir, texts);
+        err = commit(c, launch, cmd, dir, texts);
         if (err != DSV3_OK) snprintf(own, sizeof own, "%s", dsv3_error_message());
     }
     if (!all_ok || err != DSV3_OK)
-        err = save_failed(c, launch, &cmd, dir, own[0] ? own : NULL, all_ok ? NULL : texts);
+        err = save_failed(c, launch, cmd, dir, own[0] ? own : NULL, all_ok ? NULL : texts);
     dsv3_free(texts[0]);
     dsv3_free(texts);
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
     if (!all_ok || own[0]) return DSV3_OK; // reported; training goes on
     char final[DSV3_CKPT_PATH_CAPACITY];
-    dsv3_ckpt_step_dir(final, c->root, step, 0);
-    DSV3_LOG_INFO("checkpoint: saved %s (%s) in %.2f s", final,
-                  cmd.model_only ? "model only" : "full state", dsv3_log_seconds() - t0);
+    dsv3_ckpt_step_dir(final, c->root, cmd->step, 0);
+    DSV3_LOG_INFO("checkpoint: saved %s (%s) in %.2f s%s", final,
+                  cmd->model_only ? "model only" : "full state", dsv3_log_seconds() - start,
+                  cmd->async ? ", written in the background" : "");
     dsv3_protocol_set_patience(launch->protocol, DSV3_PATIENCE_TRAIN);
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
-    // A save command switches the waits to comm.init_timeout_seconds; the stage loop switches
-    // back once the next plan has arrived (the coordinator commits the folder meanwhile).
-    Dsv3CkptSaveCommand cmd;
-    DSV3_CALL(dsv3_protocol_recv_save(launch->protocol, &cmd));
+Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step,
+                                   double lr, int stop) {
+    const Dsv3Config *cfg = &launch->config;
+    Dsv3CkptSaveCommand cmd = {0};
+    int due = cfg->checkpoint.enable && save_due(cfg, step);
+    int last = stop || step == cfg->training.steps;
+    if (due || stop) {
+        cmd.step = step;
+        cmd.model_only = due && step == cfg->training.steps && cfg->checkpoint.last_save_model_only;
+        cmd.async = strcmp(cfg->checkpoint.async_mode, "disabled") != 0 && !last;
+        DSV3_CALL(dsv3_ckpt_dir_begin(c->root, step));
+    }
+    cmd.finish = c->pending.step > 0 && (cmd.step || last);
+    // A save command switches the waits to comm.init_timeout_seconds until the save is over.
+    DSV3_CALL(dsv3_protocol_send_save(launch->protocol, &cmd));
+    if (cmd.finish) {
+        Dsv3CkptSaveCommand pending = c->pending;
+        c->pending.step = 0;
+        DSV3_CALL(complete_save(c, launch, &pending, c->pending_error, c->pending_start));
+    }
     if (!cmd.step) return DSV3_OK;
-    char root[DSV3_CKPT_PATH_CAPACITY], dir[DSV3_CKPT_PATH_CAPACITY];
-    root_of(&launch->config, root);
-    dsv3_ckpt_step_dir(dir, root, cmd.step, 1);
-    char *description = NULL;
-    Dsv3Err err = stage_write(launch, m, &cmd, dir, &description);
-    char failure[1024] = "";
-    if (err != DSV3_OK) {
-        snprintf(failure, sizeof failure, "%s", dsv3_error_message());
+    double t0 = dsv3_log_seconds();
+    char dir[DSV3_CKPT_PATH_CAPACITY], own[1024] = "";
+    dsv3_ckpt_step_dir(dir, c->root, step, 1);
+    if (dsv3_train_state_write(dir, cfg, step, c->global_batch, lr) != DSV3_OK) {
+        snprintf(own, sizeof own, "%s", dsv3_error_message());
         dsv3_error_clear();
     }
+    if (!cmd.async) return complete_save(c, launch, &cmd, own, t0);
+    c->pending = cmd;
+    c->pending_start = t0;
+    snprintf(c->pending_error, sizeof c->pending_error, "%s", own);
+    DSV3_LOG_INFO("checkpoint: step-%" PRId64 " is being written in the background", step);
+    dsv3_protocol_set_patience(launch->protocol, DSV3_PATIENCE_TRAIN);
+    return DSV3_OK;
+}
+
+// Stage rank: the other side of complete_save, for a save written with `err` (its message in
+// `failure`) and `description` (counted, freed here).
+static Dsv3Err stage_complete(const Dsv3Launch *launch, int64_t step, Dsv3Err err,
+                              char *description, const char *failure) {
     int all_ok = 0;
     Dsv3Err agreed = dsv3_protocol_agree(launch->protocol, err == DSV3_OK, &all_ok);
     if (agreed != DSV3_OK) {
@@ -247,8 +359,33 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
     DSV3_CHECK(all_ok || !launch->config.checkpoint.fail_on_error, DSV3_ERR_IO,
                "checkpoint step %" PRId64 " was not saved%s%s (the coordinator reports every "
                "rank's error)",
-               cmd.step, failure[0] ? ": " : "", failure);
+               step, failure[0] ? ": " : "", failure);
     return DSV3_OK;
+}
+
+Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
+    // A save command switches the waits to comm.init_timeout_seconds; the stage loop switches
+    // back once the next plan has arrived (the coordinator commits the folder meanwhile).
+    Dsv3CkptSaveCommand cmd;
+    DSV3_CALL(dsv3_protocol_recv_save(launch->protocol, &cmd));
+    char failure[1024] = "";
+    char *description = NULL;
+    if (cmd.finish) {
+        int64_t step = stage_pending.step;
+        Dsv3Err err = stage_wait_async(&description, failure, sizeof failure);
+        DSV3_CALL(stage_complete(launch, step, err, description, failure));
+    }
+    if (!cmd.step) return DSV3_OK;
+    char root[DSV3_CKPT_PATH_CAPACITY], dir[DSV3_CKPT_PATH_CAPACITY];
+    root_of(&launch->config, root);
+    dsv3_ckpt_step_dir(dir, root, cmd.step, 1);
+    if (cmd.async) return stage_write_async(launch, m, &cmd, dir);
+    Dsv3Err err = stage_write(launch, m, &cmd, dir, &description);
+    if (err != DSV3_OK) {
+        snprintf(failure, sizeof failure, "%s", dsv3_error_message());
+        dsv3_error_clear();
+    }
+    return stage_complete(launch, cmd.step, err, description, failure);
 }
 
 // ---- load ----

@@ -1,6 +1,13 @@
 // checkpoint: saving and loading during training, collective over the job (DESIGN.md §8).
 //
 // After every step the coordinator tells every rank whether to save (one broadcast per step).
+// With checkpoint.async_mode = "async" (or "async_with_pinned_mem", the same on CPUs) a save
+// before the last step is asynchronous: every stage rank copies the boxes it writes into host
+// memory (a copy of its share of the state) and a background thread writes them while training
+// goes on; the save is completed — all ranks agree, the coordinator commits the folder — when
+// the next save begins, at the last step, or when a stop signal arrives, so at most one save is
+// in flight and a crash or signal during it leaves the previous checkpoint the one to resume
+// from. The last save and a stop signal's save are synchronous.
 // With checkpoint.enable, the state after step s is saved to <dump_folder>/<folder>/step-s
 // when s is a multiple of checkpoint.interval and after the last step (model only, in
 // checkpoint.export_dtype, with last_save_model_only). A save: the coordinator makes
@@ -30,6 +37,7 @@
 #include <stdint.h>
 
 #include "common/ckpt/manifest.h"
+#include "common/comm/protocol.h"
 #include "common/comm/launch.h"
 #include "common/model/model.h"
 
@@ -37,6 +45,9 @@ typedef struct {
     char root[DSV3_CKPT_PATH_CAPACITY]; // <dump_folder>/<folder>
     int64_t resumed_step;               // the step-N this run loaded from root (-1: none)
     int64_t global_batch;               // G, for the train state
+    Dsv3CkptSaveCommand pending;        // the save being written in the background (step 0: none)
+    double pending_start;               // when it began
+    char pending_error[1024];           // the coordinator's own failure in it ("" if none)
 } Dsv3CkptCoordinator;
 
 // Coordinator, at start (collective with dsv3_ckpt_stage_start): finds what to load, tells the

@@ -110,6 +110,8 @@ typedef struct {
 typedef struct {
     int64_t step;       // > 0: save the state after this step now; 0: no save
     int32_t model_only; // the last step's model-only export
+    int32_t async;      // the stage ranks write this save in the background (checkpoint.async_mode)
+    int32_t finish;     // first complete the save still written in the background
     int32_t pad;
 } Dsv3CkptSaveCommand;
 

@@ -261,7 +261,7 @@ typedef enum {
     X(S, STR, export_dtype, "float32", 0, 0, "float16|bfloat16|float32", DSV3_SUPPORTED,           \
       "Dtype of model-only checkpoints")                                                           \
     X(S, STR, async_mode, "disabled", 0, 0, "disabled|async|async_with_pinned_mem",                \
-      DSV3_NOT_YET("background checkpoint writing"), "Write checkpoints in the background")        \
+      DSV3_SUPPORTED, "Write checkpoints in the background")                                       \
     X(S, INT, keep_latest_k, 10, 0, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,                 \
       "Checkpoints kept (0: all)")                                                                 \
     X(S, INT, load_step, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,                    \

@@ -6,16 +6,18 @@
 # keep_latest_k of them exist; at the end every step's loss, grad norm and LR (the last logged
 # value of each step) equal an uninterrupted run's bit for bit.
 #
-#   kill_loop.sh [TRIALS [SEED]]     (defaults 20 and 1; the e2e suite runs a short loop)
+#   kill_loop.sh [TRIALS [SEED [OVERRIDES...]]]   (defaults 20 and 1; the e2e suite runs short
+#                                                  loops, with synchronous and background saves)
 source "$(dirname "$0")/lib.sh"
 trials=${1:-20}
 RANDOM=${2:-1}
+shift $(($# < 2 ? $# : 2))
 SMALL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
     --model.inter_dim 128 --model.moe_inter_dim 32 --model.num_experts 4 --model.top_k 2 --model.kv_lora_rank 16
     --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
     --training.seq_len 32 --training.local_batch_size 2 --training.steps 600 --metrics.log_freq 1
     --lr_scheduler.warmup_steps 3 --checkpoint.enable --checkpoint.interval 10 --checkpoint.keep_latest_k 2
-    --checkpoint.last_save_model_only false)
+    --checkpoint.last_save_model_only false "$@")
 
 # start DIR: the job in the background (1 coordinator + 2 stage ranks); sets pid (the timeout's,
 # whose child is mpiexec, whose children are the ranks).

@@ -49,6 +49,25 @@ same_losses "$WORK/straight" "$WORK/resumed"
 # keep_latest_k 1 removed step-10 and step-15 but kept step-5, the one resumed from.
 for s in 5 20; do [ -d "$WORK/resumed/checkpoint/step-$s" ] || fail "step-$s was removed"; done
 for s in 10 15; do [ ! -e "$WORK/resumed/checkpoint/step-$s" ] || fail "step-$s was kept (keep_latest_k 1)"; done
+# --- exact resume from checkpoints written in the background (checkpoint.async_mode) ---
+run "$WORK/async" --training.steps 10 --checkpoint.async_mode async >"$WORK/a1.out" 2>&1 ||
+    { cat "$WORK/a1.out"; fail "first half, async"; }
+expect_in "$WORK/a1.out" "checkpoint: saved $WORK/async/checkpoint/step-5 (full state) in"
+expect_in "$WORK/a1.out" ", written in the background"
+run "$WORK/async" --training.steps 20 --checkpoint.async_mode async --checkpoint.load_step 5 \
+    >"$WORK/a2.out" 2>&1 || { cat "$WORK/a2.out"; fail "resumed run, async"; }
+expect_in "$WORK/a2.out" "resumed from $WORK/async/checkpoint/step-5"
+same_losses "$WORK/straight" "$WORK/async"
+python3 - "$WORK/resumed/checkpoint/step-20" "$WORK/async/checkpoint/step-20" <<'PY' || fail "async and synchronous checkpoints differ"
+import sys, h5py, numpy as np
+for name in ("model.h5", "optimizer.h5"):
+    a, b = h5py.File(f"{sys.argv[1]}/{name}", "r"), h5py.File(f"{sys.argv[2]}/{name}", "r")
+    keys = []
+    a.visit(lambda k: keys.append(k) if isinstance(a[k], h5py.Dataset) else None)
+    assert all(np.array_equal(a[k][()], b[k][()]) for k in keys), name
+print("step-20 written after background saves equals the synchronous one")
+PY
+
 # With checkpoint.enable = false the checkpoints there are left alone, and the run says so.
 "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" "${SMALL[@]}" \
     --job.dump_folder "$WORK/resumed" --training.steps 1 : -n 2 "$BIN/dsv3-stage" >"$WORK/off.out" 2>&1 ||

@@ -20,8 +20,8 @@ expect_in "$out" "command line --training.steps: training.steps = -5 is out of r
 run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --optimizer.lr 0
 expect_in "$out" "optimizer.lr"
 
-run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --checkpoint.async_mode async
-expect_in "$out" "command line --checkpoint.async_mode: checkpoint.async_mode = \"async\" is not supported yet: it needs background checkpoint writing"
+run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --training.enable_cpu_offload true
+expect_in "$out" "command line --training.enable_cpu_offload: training.enable_cpu_offload = true is not supported yet: it needs CPU offloading"
 
 # A key that no code reads yet stops the job too, naming what it waits for.
 run_expect_fail "$out" launch --job.config_file "$CONF/debug_model.toml" --debug.deterministic true

@@ -638,10 +638,10 @@ static void test_bad_choice_lists_the_choices(void **state) {
 
 static void test_not_yet_supported_key_keeps_only_its_default(void **state) {
     Fixture *f = *state;
-    RESOLVE_FAILS("[checkpoint]\nasync_mode = \"async\"\n",
-                  "x.toml:2: checkpoint.async_mode = \"async\" is not supported yet: it needs "
-                  "background checkpoint writing, which is not implemented",
-                  "(only the default \"disabled\" is accepted)");
+    RESOLVE_FAILS("[training]\nenable_cpu_offload = true\n",
+                  "x.toml:2: training.enable_cpu_offload = true is not supported yet: it needs "
+                  "CPU offloading, which is not implemented",
+                  "(only the default false is accepted)");
     RESOLVE_FAILS("[optimizer]\nimplementation = \"foreach\"\n", "optimizer.implementation",
                   "not supported yet");
     // Writing the default explicitly, as torchtitan's configs do, is fine.
