@@ -453,12 +453,19 @@ static Dsv3Err load_merges(Dsv3Tokenizer *t, const Where *w, json_object *merges
     return DSV3_OK;
 }
 
-static Dsv3Err load_model(Dsv3Tokenizer *t, const Where *root, json_object *model) {
+static Dsv3Err check_model_type(const Where *root, json_object *model) {
     Where w;
     sub_path(&w, root, "model", -1);
     const char *type;
     DSV3_CALL(type_of(&w, model, &type));
     if (strcmp(type, "BPE") != 0) return unsupported_type(&w, type, "\"BPE\"");
+    return DSV3_OK;
+}
+
+// model: a BPE model (check_model_type has seen its type).
+static Dsv3Err load_model(Dsv3Tokenizer *t, const Where *root, json_object *model) {
+    Where w;
+    sub_path(&w, root, "model", -1);
     DSV3_CALL(require_off(&w, model, "dropout"));
     DSV3_CALL(require_off(&w, model, "continuing_subword_prefix"));
     DSV3_CALL(require_off(&w, model, "end_of_word_suffix"));
@@ -556,11 +563,14 @@ static Dsv3Err load_tokenizer_json(Dsv3Tokenizer *t, const char *file) {
                 *vocab = NULL, *added = NULL;
     DSV3_CHECK_GOTO(err, done, json_object_is_type(root, json_type_object), DSV3_ERR_CONFIG,
                     "%s: the top level must be a JSON object", file);
+    // The model's kind first: a Unigram or WordLevel tokenizer is named as such, not by the
+    // first of its other fields that a BPE tokenizer would not have.
+    DSV3_CALL_GOTO(err, done, member(&w, root, "model", json_type_object, 1, &model));
+    DSV3_CALL_GOTO(err, done, check_model_type(&w, model));
     DSV3_CALL_GOTO(err, done, require_off(&w, root, "truncation"));
     DSV3_CALL_GOTO(err, done, require_off(&w, root, "padding"));
     DSV3_CALL_GOTO(err, done, member(&w, root, "normalizer", json_type_object, 0, &normalizer));
     DSV3_CALL_GOTO(err, done, member(&w, root, "pre_tokenizer", json_type_object, 0, &pre));
-    DSV3_CALL_GOTO(err, done, member(&w, root, "model", json_type_object, 1, &model));
     DSV3_CALL_GOTO(err, done, member(&w, root, "post_processor", json_type_object, 0, &post));
     DSV3_CALL_GOTO(err, done, member(&w, root, "decoder", json_type_object, 0, &decoder));
     DSV3_CALL_GOTO(err, done, member(&w, root, "added_tokens", json_type_array, 0, &added));
