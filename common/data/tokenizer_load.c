@@ -284,9 +284,7 @@ static Dsv3Err load_pretokenizer(Dsv3Tokenizer *t, const Where *w, json_object *
         DSV3_CALL(member(w, p, "individual_digits", json_type_boolean, 0, &individual));
         int each = individual && json_object_get_boolean(individual);
         pcre2_code *code = NULL;
-        // Rust's char::is_numeric is the general category N.
-        const char *pattern = each ? "\\p{N}" : "\\p{N}+";
-        DSV3_CALL(dsv3_tok_compile(&code, pattern, strlen(pattern), 1, w->path, w->file));
+        DSV3_CALL(dsv3_tok_compile_digits(&code, each, w->path, w->file));
         return add_step(t, code, TOK_SPLIT_ISOLATED, 0);
     }
     if (strcmp(type, "ByteLevel") == 0) {
