@@ -73,29 +73,38 @@ static int append(Parser *p, const Target *t, const void *bytes, size_t n) {
     return 1;
 }
 
+// The UTF-8 of code point c in u; returns its length.
+static size_t utf8_encode(uint32_t c, unsigned char u[4]) {
+    if (c < 0x80) {
+        u[0] = (unsigned char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        u[0] = (unsigned char)(0xC0 | c >> 6), u[1] = (unsigned char)(0x80 | (c & 0x3F));
+        return 2;
+    }
+    if (c < SUPPLEMENTARY_FIRST) {
+        u[0] = (unsigned char)(0xE0 | c >> 12), u[1] = (unsigned char)(0x80 | (c >> 6 & 0x3F));
+        u[2] = (unsigned char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    u[0] = (unsigned char)(0xF0 | c >> 18), u[1] = (unsigned char)(0x80 | (c >> 12 & 0x3F));
+    u[2] = (unsigned char)(0x80 | (c >> 6 & 0x3F)), u[3] = (unsigned char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
 static int append_code_point(Parser *p, const Target *t, uint32_t c) {
     unsigned char u[4];
-    size_t n;
-    if (c < 0x80)
-        u[0] = (unsigned char)c, n = 1;
-    else if (c < 0x800)
-        u[0] = (unsigned char)(0xC0 | c >> 6), u[1] = (unsigned char)(0x80 | (c & 0x3F)), n = 2;
-    else if (c < SUPPLEMENTARY_FIRST)
-        u[0] = (unsigned char)(0xE0 | c >> 12), u[1] = (unsigned char)(0x80 | (c >> 6 & 0x3F)),
-        u[2] = (unsigned char)(0x80 | (c & 0x3F)), n = 3;
-    else
-        u[0] = (unsigned char)(0xF0 | c >> 18), u[1] = (unsigned char)(0x80 | (c >> 12 & 0x3F)),
-        u[2] = (unsigned char)(0x80 | (c >> 6 & 0x3F)), u[3] = (unsigned char)(0x80 | (c & 0x3F)),
-        n = 4;
+    size_t n = utf8_encode(c, u);
     return append(p, t, u, n);
 }
 
-// The 4 hex digits at s[at ..) as a code unit, or -1.
-static int32_t hex4(const Parser *p, size_t at) {
-    if (p->n - at < HEX_DIGITS) return -1;
+// The 4 hex digits at s[0 .. available) as a code unit, or -1.
+static int32_t hex4_at(const unsigned char *s, size_t available) {
+    if (available < HEX_DIGITS) return -1;
     int32_t v = 0;
     for (int i = 0; i < HEX_DIGITS; i++) {
-        unsigned char c = p->s[at + (size_t)i];
+        unsigned char c = s[i];
         int d = c >= '0' && c <= '9'   ? c - '0'
                 : c >= 'a' && c <= 'f' ? c - 'a' + 10
                 : c >= 'A' && c <= 'F' ? c - 'A' + 10
@@ -106,22 +115,33 @@ static int32_t hex4(const Parser *p, size_t at) {
     return v;
 }
 
+static int32_t hex4(const Parser *p, size_t at) { return hex4_at(p->s + at, p->n - at); }
+
+// The code point of a surrogate pair of escapes "\uD8xx\uDCxx" at s[0 .. available), or 0.
+static uint32_t surrogate_pair_at(const unsigned char *s, size_t available) {
+    if (available < 2 * ESCAPE_U_LENGTH || s[0] != '\\' || s[1] != 'u' ||
+        s[ESCAPE_U_LENGTH] != '\\' || s[ESCAPE_U_LENGTH + 1] != 'u')
+        return 0;
+    int32_t high = hex4_at(s + 2, HEX_DIGITS), low = hex4_at(s + ESCAPE_U_LENGTH + 2, HEX_DIGITS);
+    if (high < (int32_t)HIGH_SURROGATE_FIRST || high > (int32_t)HIGH_SURROGATE_LAST ||
+        low < (int32_t)LOW_SURROGATE_FIRST || low > (int32_t)LOW_SURROGATE_LAST)
+        return 0;
+    return SUPPLEMENTARY_FIRST + (((uint32_t)high - HIGH_SURROGATE_FIRST) << 10) +
+           ((uint32_t)low - LOW_SURROGATE_FIRST);
+}
+
 // A \u escape at p->at (the backslash): one code point, or a surrogate pair as json.loads
 // joins them; a lone surrogate becomes U+FFFD.
 static int unicode_escape(Parser *p, const Target *t) {
     int32_t unit = hex4(p, p->at + 2);
     if (unit < 0) return malformed(p, p->at, "an invalid \\u escape (4 hex digits expected)");
-    p->at += ESCAPE_U_LENGTH;
-    uint32_t c = (uint32_t)unit;
-    if (c >= HIGH_SURROGATE_FIRST && c <= HIGH_SURROGATE_LAST && p->n - p->at >= ESCAPE_U_LENGTH &&
-        p->s[p->at] == '\\' && p->s[p->at + 1] == 'u') {
-        int32_t low = hex4(p, p->at + 2);
-        if (low >= (int32_t)LOW_SURROGATE_FIRST && low <= (int32_t)LOW_SURROGATE_LAST) {
-            c = SUPPLEMENTARY_FIRST + ((c - HIGH_SURROGATE_FIRST) << 10) +
-                ((uint32_t)low - LOW_SURROGATE_FIRST);
-            p->at += ESCAPE_U_LENGTH;
-        }
+    uint32_t c = surrogate_pair_at(p->s + p->at, p->n - p->at);
+    if (c) {
+        p->at += 2 * ESCAPE_U_LENGTH;
+        return append_code_point(p, t, c);
     }
+    c = (uint32_t)unit;
+    p->at += ESCAPE_U_LENGTH;
     if (c >= HIGH_SURROGATE_FIRST && c <= LOW_SURROGATE_LAST) {
         c = REPLACEMENT_CHARACTER;
         if (t) (*t->lone_surrogates)++;
@@ -356,6 +376,28 @@ Dsv3Err dsv3_json_text_field(Dsv3JsonText *out, const char *line, size_t length,
         *ok = 1;
     if (!*ok) out->length = 0, out->lone_surrogates = 0;
     return DSV3_OK;
+}
+
+void dsv3_json_text_join_surrogate_pairs(char *text, size_t *length) {
+    unsigned char *s = (unsigned char *)text;
+    size_t n = *length, out = 0;
+    int in_string = 0;
+    for (size_t at = 0; at < n;) {
+        if (in_string && s[at] == '\\') {
+            uint32_t c = surrogate_pair_at(s + at, n - at);
+            if (c) {
+                out += utf8_encode(c, s + out);
+                at += 2 * ESCAPE_U_LENGTH;
+                continue;
+            }
+            s[out++] = s[at++]; // the backslash, then the escaped character below
+            if (at == n) break;
+        } else if (s[at] == '"') {
+            in_string = !in_string;
+        }
+        s[out++] = s[at++];
+    }
+    *length = out;
 }
 
 void dsv3_json_text_free(Dsv3JsonText *t) {

@@ -12,7 +12,7 @@
 // repeats, the last one wins, as in json.loads.
 //
 // Not here: reading files (text_reader.h), JSON values other than the field's (they are only
-// validated), JSON documents spanning several lines.
+// validated), JSON documents spanning several lines (but see the surrogate-pair rewrite below).
 #ifndef DSV3_DATA_JSON_TEXT_H
 #define DSV3_DATA_JSON_TEXT_H
 
@@ -39,5 +39,11 @@ Dsv3Err dsv3_json_text_field(Dsv3JsonText *out, const char *line, size_t length,
                              int *ok, char why[DSV3_JSON_TEXT_WHY_CAPACITY]);
 
 void dsv3_json_text_free(Dsv3JsonText *t);
+
+// Rewrites every surrogate pair of escapes inside the strings of the JSON text[0 .. *length) as
+// the UTF-8 of its code point, in place (the text only shrinks), leaving everything else as it
+// is: for JSON libraries that decode some pairs wrongly (json-c turns the 32,768 whose code
+// point's low 16 bits are 0xD800-0xDFFF, U+1D800-U+1DFFF ... U+10D800-U+10DFFF, into U+FFFD).
+void dsv3_json_text_join_surrogate_pairs(char *text, size_t *length);
 
 #endif

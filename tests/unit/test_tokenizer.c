@@ -222,6 +222,14 @@ static void test_added_tokens(void **state) {
     assert_non_null(strstr(dsv3_error_message(), "cannot decode id 15"));
     dsv3_token_ids_free(&ids);
     dsv3_tokenizer_free(t);
+    // Contents written as surrogate-pair escapes, as json.dumps writes them: U+2D8EF is one that
+    // json-c alone decodes as U+FFFD; an escaped backslash before "u" is no escape.
+    t = load_ok(&(Parts){.added = "[{\"id\": 20, \"content\": \"<s>\", \"special\": true}, "
+                                  "{\"id\": 21, \"content\": \"\\ud876\\udcef\"}, "
+                                  "{\"id\": 22, \"content\": \"\\\\ud876\\\\udcef\"}]"});
+    EXPECT(t, "\xf0\xad\xa3\xaf", 21);
+    EXPECT(t, "\\ud876\\udcef", 22);
+    dsv3_tokenizer_free(t);
 }
 
 static void test_invalid_utf8(void **state) {
