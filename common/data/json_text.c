@@ -52,7 +52,7 @@ static void skip_space(Parser *p) {
 }
 
 static int append(Parser *p, const Target *t, const void *bytes, size_t n) {
-    if (!t) return 1;
+    if (!t || n == 0) return 1;
     if (*t->length + n > *t->capacity) {
         size_t cap = *t->capacity ? *t->capacity : FIRST_CAPACITY;
         while (cap < *t->length + n)
