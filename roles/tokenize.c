@@ -172,7 +172,10 @@ static Dsv3Err tokenize(const Options *o, Dsv3Tokenizer *tok, Dsv3TextReader *re
         DSV3_CALL_GOTO(err, done, dsv3_text_reader_next(reader, &text, &length, &finished));
         if (finished) break;
         ids.count = 0;
+        int64_t replaced = dsv3_tokenizer_replaced_sequences(tok);
         DSV3_CALL_GOTO(err, done, dsv3_tokenizer_encode_document(tok, text, length, &ids));
+        dsv3_text_reader_count_replacements(reader,
+                                            dsv3_tokenizer_replaced_sequences(tok) - replaced);
         DSV3_CALL_GOTO(err, done, write_ids(out, tmp, ids.ids, ids.count));
         p->documents++;
         p->tokens += (int64_t)ids.count;
@@ -226,16 +229,16 @@ static Dsv3Err run(const Options *o) {
     tmp[0] = '\0';
     double seconds = dsv3_log_seconds() - p.start;
     char docs[DSV3_FORMAT_CAPACITY], toks[DSV3_FORMAT_CAPACITY], rate[DSV3_FORMAT_CAPACITY];
+    int64_t replacements = dsv3_text_reader_replacements(reader);
     DSV3_LOG_INFO("wrote %s: %s documents, %s tokens (BOS/EOS included) in %.2f s, %s tokens/s; "
-                  "%lld malformed "
-                  "lines skipped, %lld invalid UTF-8 sequences replaced; train with "
-                  "training.dataset = \"tokens\", "
+                  "%lld malformed lines skipped, %lld replaced by U+FFFD (invalid UTF-8, lone "
+                  "surrogate escapes)%s%s; train with training.dataset = \"tokens\", "
                   "model.vocab_size >= %lld",
                   o->output, dsv3_format_count(p.documents, docs),
                   dsv3_format_count(p.tokens, toks), seconds,
                   dsv3_format_count(seconds > 0 ? (int64_t)((double)p.tokens / seconds) : 0, rate),
-                  (long long)dsv3_text_reader_bad_lines(reader),
-                  (long long)dsv3_tokenizer_replaced_sequences(tok),
+                  (long long)dsv3_text_reader_bad_lines(reader), (long long)replacements,
+                  replacements ? ", the first at " : "", dsv3_text_reader_first_replacement(reader),
                   (long long)dsv3_tokenizer_vocab_size(tok));
 done:
     if (out) fclose(out);

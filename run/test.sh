@@ -41,6 +41,7 @@ else
     if [ "${FUZZ_SECONDS:-60}" -gt 0 ]; then
         "$DSV3_ROOT/tests/fuzz/run.sh" toml "${FUZZ_SECONDS:-60}" || status=1
         "$DSV3_ROOT/tests/fuzz/run.sh" safetensors "${FUZZ_SECONDS:-60}" || status=1
+        "$DSV3_ROOT/tests/fuzz/run.sh" json_text "${FUZZ_SECONDS:-60}" || status=1
     fi
 fi
 

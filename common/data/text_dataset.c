@@ -79,10 +79,16 @@ static Dsv3Err fill(Dsv3TextDataset *d) {
                        d->path);
             d->passes++;
             d->tokens_this_pass = 0;
-            if (d->passes == 1)
-                DSV3_LOG_INFO("text data %s: read to the end (%lld documents); reading it again "
-                              "from the start",
-                              d->path, (long long)dsv3_text_reader_documents(d->reader));
+            if (d->passes == 1) {
+                int64_t replacements = dsv3_text_reader_replacements(d->reader);
+                DSV3_LOG_INFO("text data %s: read to the end (%lld documents, %lld malformed lines "
+                              "skipped, %lld replaced by U+FFFD%s%s); reading it again from the "
+                              "start",
+                              d->path, (long long)dsv3_text_reader_documents(d->reader),
+                              (long long)dsv3_text_reader_bad_lines(d->reader),
+                              (long long)replacements, replacements ? ", the first at " : "",
+                              dsv3_text_reader_first_replacement(d->reader));
+            }
             DSV3_CALL(dsv3_text_reader_rewind(d->reader));
             continue;
         }
@@ -94,7 +100,10 @@ static Dsv3Err fill(Dsv3TextDataset *d) {
             d->head = 0;
         }
         size_t before = d->buffer.count;
+        int64_t replaced = dsv3_tokenizer_replaced_sequences(d->tokenizer);
         DSV3_CALL(dsv3_tokenizer_encode_document(d->tokenizer, text, length, &d->buffer));
+        dsv3_text_reader_count_replacements(
+            d->reader, dsv3_tokenizer_replaced_sequences(d->tokenizer) - replaced);
         d->tokens_this_pass += (int64_t)(d->buffer.count - before);
     }
     return DSV3_OK;

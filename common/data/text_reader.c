@@ -3,7 +3,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +11,14 @@
 
 #include "common/core/alloc.h"
 #include "common/core/log.h"
+#include "json_text.h"
 
 enum {
     READ_CHUNK = 1 << 18,  // bytes per gzread
     GZ_BUFFER = 1 << 17,   // zlib's own input buffer
     BAD_LINES_LOGGED = 10, // the first malformed lines are named; later ones only counted
     PATH_CAPACITY = 4096,
+    LOCATION_CAPACITY = PATH_CAPACITY + 32, // "path:line"
 };
 
 typedef enum { FORMAT_NONE, FORMAT_TEXT, FORMAT_JSON } Format;
@@ -42,9 +43,10 @@ struct Dsv3TextReader {
     char *line; // the current line
     size_t line_length, line_capacity;
     int eof;
-    json_tokener *tokener;
-    json_object *doc; // the parsed line, kept alive while its text is handed out
+    Dsv3JsonText json; // the decoded field of the current JSON line
     int64_t documents, bad_lines;
+    int64_t replacements;                      // U+FFFD put in by us or reported by the caller
+    char first_replacement[LOCATION_CAPACITY]; // "path:line" of the first, "" before any
 };
 
 static Format format_of(const char *path) {
@@ -79,34 +81,21 @@ static Dsv3Err add_file(Dsv3TextReader *r, const char *path, Format format, int6
     return DSV3_OK;
 }
 
-static int compare_names(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+static int compare_files(const void *a, const void *b) {
+    return strcmp(((const File *)a)->path, ((const File *)b)->path);
 }
 
-// Adds every file of a known format under `dir`, recursively, sorted by name at each level.
+// Adds every file of a known format under `dir`, recursively, in the order the folder lists
+// them (the caller sorts).
 static Dsv3Err add_folder(Dsv3TextReader *r, const char *dir) {
     DIR *d = opendir(dir);
     DSV3_CHECK(d, DSV3_ERR_IO, "cannot open folder '%s': %s", dir, strerror(errno));
-    char **names = NULL;
-    size_t n = 0, cap = 0;
     Dsv3Err err = DSV3_OK;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue; // ., .. and hidden files (e.g. partial downloads)
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **grown = realloc(names, cap * sizeof *names);
-            DSV3_CHECK_GOTO(err, done, grown, DSV3_ERR_MEMORY, "out of memory listing '%s'", dir);
-            names = grown;
-        }
-        names[n] = strdup(e->d_name);
-        DSV3_CHECK_GOTO(err, done, names[n], DSV3_ERR_MEMORY, "out of memory listing '%s'", dir);
-        n++;
-    }
-    if (n) qsort(names, n, sizeof *names, compare_names);
-    for (size_t i = 0; i < n; i++) {
         char path[PATH_CAPACITY];
-        int len = snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        int len = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         DSV3_CHECK_GOTO(err, done, len > 0 && (size_t)len < sizeof path, DSV3_ERR_IO,
                         "path too long in '%s'", dir);
         struct stat st;
@@ -117,9 +106,6 @@ static Dsv3Err add_folder(Dsv3TextReader *r, const char *dir) {
             DSV3_CALL_GOTO(err, done, add_file(r, path, format_of(path), (int64_t)st.st_size));
     }
 done:
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
     closedir(d);
     return err;
 }
@@ -148,6 +134,10 @@ Dsv3Err dsv3_text_reader_open(Dsv3TextReader **out, const char *const *paths, in
             DSV3_CHECK_GOTO(err, fail, r->n_files > before, DSV3_ERR_IO,
                             "folder '%s' holds no .txt, .jsonl, .json (or .gz of those) files",
                             paths[i]);
+            // Byte order of the whole path: every path of this folder starts with the same
+            // "folder/", so this is the byte order of the paths relative to the folder.
+            qsort(r->files + before, (size_t)(r->n_files - before), sizeof *r->files,
+                  compare_files);
         } else {
             Format f = format_of(paths[i]);
             DSV3_CHECK_GOTO(
@@ -159,8 +149,6 @@ Dsv3Err dsv3_text_reader_open(Dsv3TextReader **out, const char *const *paths, in
         }
     }
     DSV3_CALL_GOTO(err, fail, dsv3_alloc((void **)&r->chunk, READ_CHUNK, "text read buffer"));
-    r->tokener = json_tokener_new();
-    DSV3_CHECK_GOTO(err, fail, r->tokener, DSV3_ERR_MEMORY, "cannot allocate a JSON parser");
     *out = r;
     return DSV3_OK;
 fail:
@@ -182,8 +170,7 @@ void dsv3_text_reader_close(Dsv3TextReader *r) {
     dsv3_free(r->field);
     dsv3_free(r->chunk);
     dsv3_free(r->line);
-    if (r->tokener) json_tokener_free(r->tokener);
-    if (r->doc) json_object_put(r->doc);
+    dsv3_json_text_free(&r->json);
     dsv3_free(r);
 }
 
@@ -276,35 +263,14 @@ static int blank(const char *s, size_t n) {
 
 // Extracts the document of a JSON line; *ok = 0 when the line was malformed and skipped.
 static Dsv3Err json_document(Dsv3TextReader *r, const char **text, size_t *length, int *ok) {
-    *ok = 0;
-    if (r->doc) json_object_put(r->doc);
-    json_tokener_reset(r->tokener);
-    r->doc = json_tokener_parse_ex(r->tokener, r->line, (int)r->line_length);
-    enum json_tokener_error jerr = json_tokener_get_error(r->tokener);
-    char why[256];
-    if (!r->doc || jerr != json_tokener_success) {
-        snprintf(why, sizeof why, "not a JSON value (%s)",
-                 jerr == json_tokener_continue ? "unexpected end of line"
-                                               : json_tokener_error_desc(jerr));
-        return bad_line(r, why);
-    }
-    if (json_tokener_get_parse_end(r->tokener) < r->line_length &&
-        !blank(r->line + json_tokener_get_parse_end(r->tokener),
-               r->line_length - json_tokener_get_parse_end(r->tokener)))
-        return bad_line(r, "text after the JSON value");
-    if (!json_object_is_type(r->doc, json_type_object)) return bad_line(r, "not a JSON object");
-    json_object *v = NULL;
-    if (!json_object_object_get_ex(r->doc, r->field, &v) ||
-        !json_object_is_type(v, json_type_string)) {
-        snprintf(why, sizeof why, "field \"%s\" is %s", r->field, v ? "not a string" : "missing");
-        return bad_line(r, why);
-    }
-    *text = json_object_get_string(v);
-    *length = (size_t)json_object_get_string_len(v);
-    *ok = 1;
+    char why[DSV3_JSON_TEXT_WHY_CAPACITY];
+    DSV3_CALL(dsv3_json_text_field(&r->json, r->line, r->line_length, r->field, ok, why));
+    if (!*ok) return bad_line(r, why);
+    if (r->json.lone_surrogates) dsv3_text_reader_count_replacements(r, r->json.lone_surrogates);
+    *text = r->json.text ? r->json.text : "";
+    *length = r->json.length;
     return DSV3_OK;
 }
-
 Dsv3Err dsv3_text_reader_next(Dsv3TextReader *r, const char **text, size_t *length, int *done) {
     *done = 0;
     while (r->current < r->n_files) {
@@ -344,6 +310,20 @@ Dsv3Err dsv3_text_reader_next(Dsv3TextReader *r, const char **text, size_t *leng
 int dsv3_text_reader_file_count(const Dsv3TextReader *r) { return r->n_files; }
 int64_t dsv3_text_reader_documents(const Dsv3TextReader *r) { return r->documents; }
 int64_t dsv3_text_reader_bad_lines(const Dsv3TextReader *r) { return r->bad_lines; }
+
+void dsv3_text_reader_count_replacements(Dsv3TextReader *r, int64_t count) {
+    if (count <= 0) return;
+    if (r->replacements == 0 && r->current < r->n_files)
+        snprintf(r->first_replacement, sizeof r->first_replacement, "%s:%lld",
+                 r->files[r->current].path, (long long)r->line_number);
+    r->replacements += count;
+}
+
+int64_t dsv3_text_reader_replacements(const Dsv3TextReader *r) { return r->replacements; }
+
+const char *dsv3_text_reader_first_replacement(const Dsv3TextReader *r) {
+    return r->first_replacement;
+}
 
 void dsv3_text_reader_progress(const Dsv3TextReader *r, int64_t *read_bytes, int64_t *total_bytes) {
     int64_t total = 0;

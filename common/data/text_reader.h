@@ -6,11 +6,17 @@
 //   .jsonl, .json     JSON lines: every non-blank line is an object whose `field` (default
 //                     "text") is the document, as in C4's .json.gz shards
 // A path may be a file or a folder; a folder contributes every file of those formats under it,
-// recursively, in byte order of their paths (other files are ignored). Several paths are read
-// in the order given.
+// recursively, in byte order (strcmp) of their whole paths relative to the folder, so
+// "a.txt" comes before "a/b.txt" ('.' < '/') and "B.txt" before "a.txt"; other files and names
+// starting with '.' are ignored. Several paths are read in the order given.
 //
-// A malformed line (not JSON, not an object, `field` missing or not a string) is reported as
-// file:line and either skipped with a warning (skip_bad_lines) or an error.
+// JSON lines are strict JSON, decoded as Python's json.loads does (json_text.h). A malformed
+// line (not JSON, not an object, `field` missing or not a string) is reported as file:line with
+// the reason, and either skipped with a warning (skip_bad_lines) or an error.
+//
+// Replacements: a lone surrogate escape becomes U+FFFD (json_text.h) and is counted here; the
+// caller adds those its tokenizer makes (invalid UTF-8), so one count and the file:line of the
+// first replacement cover both.
 //
 // Not here: tokenizing (tokenizer.h), shuffling, sharding, seeking to a byte offset.
 #ifndef DSV3_DATA_TEXT_READER_H
@@ -41,6 +47,15 @@ Dsv3Err dsv3_text_reader_rewind(Dsv3TextReader *r);
 int dsv3_text_reader_file_count(const Dsv3TextReader *r);
 int64_t dsv3_text_reader_documents(const Dsv3TextReader *r);
 int64_t dsv3_text_reader_bad_lines(const Dsv3TextReader *r);
+
+// Adds `count` replacements (U+FFFD) made in the document last returned; the first one's
+// file:line is remembered.
+void dsv3_text_reader_count_replacements(Dsv3TextReader *r, int64_t count);
+
+// Replacements since opening (lone surrogate escapes and those the caller counted), and
+// "file:line" of the first ("" when there was none).
+int64_t dsv3_text_reader_replacements(const Dsv3TextReader *r);
+const char *dsv3_text_reader_first_replacement(const Dsv3TextReader *r);
 
 // Bytes of the files (as stored, compressed or not) read so far, and their total size.
 void dsv3_text_reader_progress(const Dsv3TextReader *r, int64_t *read_bytes, int64_t *total_bytes);

@@ -119,6 +119,9 @@ typedef struct {
 extern const Dsv3TokUnicodeExtra dsv3_tok_unicode_extra[];
 extern const char *const dsv3_tok_unicode_shrunk[]; // categories that lose characters; 0-ended
 extern const char DSV3_TOK_UNICODE_FROM[], DSV3_TOK_UNICODE_TO[];
+// The digits of `tokenizers`' Digits pre-tokenizer (Rust's char::is_numeric) that PCRE2's
+// Unicode version lacks in \p{N}, as PCRE2 class items (tokenizer_unicode.c).
+extern const char DSV3_TOK_DIGITS_EXTRA[];
 
 // FNV-1a over bytes (hash tables of this module).
 uint64_t dsv3_tok_hash(const char *bytes, size_t length);
@@ -130,6 +133,11 @@ int32_t dsv3_tok_lookup(const Dsv3Tokenizer *t, const char *bytes, size_t length
 // names it in errors.
 Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex,
                          const char *json_path, const char *file);
+
+// Compiles the Digits pre-tokenizer's pattern: one digit (individual) or a run of digits, with
+// digits as `tokenizers` counts them (Rust's char::is_numeric).
+Dsv3Err dsv3_tok_compile_digits(pcre2_code **out, int individual, const char *json_path,
+                                const char *file);
 
 // Splits each piece of `in` by every step, leaving the pre-tokens in `in`.
 Dsv3Err dsv3_tok_pretokenize(Dsv3Tokenizer *t, const char *text, TokPieces *in);

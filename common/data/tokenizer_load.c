@@ -1,11 +1,14 @@
 // tokenizer_load: reads tokenizer.json and tokenizer_config.json into a Dsv3Tokenizer,
 // refusing (with the JSON path) anything whose behaviour we do not reproduce exactly.
+#include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/core/alloc.h"
 #include "common/core/log.h"
+#include "json_text.h"
 #include "tokenizer_internal.h"
 
 enum {
@@ -284,9 +287,7 @@ static Dsv3Err load_pretokenizer(Dsv3Tokenizer *t, const Where *w, json_object *
         DSV3_CALL(member(w, p, "individual_digits", json_type_boolean, 0, &individual));
         int each = individual && json_object_get_boolean(individual);
         pcre2_code *code = NULL;
-        // Rust's char::is_numeric is the general category N.
-        const char *pattern = each ? "\\p{N}" : "\\p{N}+";
-        DSV3_CALL(dsv3_tok_compile(&code, pattern, strlen(pattern), 1, w->path, w->file));
+        DSV3_CALL(dsv3_tok_compile_digits(&code, each, w->path, w->file));
         return add_step(t, code, TOK_SPLIT_ISOLATED, 0);
     }
     if (strcmp(type, "ByteLevel") == 0) {
@@ -453,12 +454,19 @@ static Dsv3Err load_merges(Dsv3Tokenizer *t, const Where *w, json_object *merges
     return DSV3_OK;
 }
 
-static Dsv3Err load_model(Dsv3Tokenizer *t, const Where *root, json_object *model) {
+static Dsv3Err check_model_type(const Where *root, json_object *model) {
     Where w;
     sub_path(&w, root, "model", -1);
     const char *type;
     DSV3_CALL(type_of(&w, model, &type));
     if (strcmp(type, "BPE") != 0) return unsupported_type(&w, type, "\"BPE\"");
+    return DSV3_OK;
+}
+
+// model: a BPE model (check_model_type has seen its type).
+static Dsv3Err load_model(Dsv3Tokenizer *t, const Where *root, json_object *model) {
+    Where w;
+    sub_path(&w, root, "model", -1);
     DSV3_CALL(require_off(&w, model, "dropout"));
     DSV3_CALL(require_off(&w, model, "continuing_subword_prefix"));
     DSV3_CALL(require_off(&w, model, "end_of_word_suffix"));
@@ -547,20 +555,58 @@ done:
     return err;
 }
 
+// Reads and parses a JSON file (`what` names it in messages), with json-c after rewriting the
+// surrogate-pair escapes that json-c would decode wrongly (json_text.h).
+static Dsv3Err read_json(const char *file, const char *what, json_object **out) {
+    *out = NULL;
+    FILE *f = fopen(file, "rb");
+    DSV3_CHECK(f, DSV3_ERR_IO, "cannot read %s '%s': %s", what, file, strerror(errno));
+    char *text = NULL;
+    Dsv3Err err = DSV3_OK;
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    DSV3_CHECK_GOTO(err, done, size >= 0 && size < INT_MAX && fseek(f, 0, SEEK_SET) == 0,
+                    DSV3_ERR_IO, "cannot read %s '%s': %s", what, file,
+                    size >= INT_MAX ? "larger than 2 GiB" : strerror(errno));
+    DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&text, (size_t)size + 1, what));
+    DSV3_CHECK_GOTO(err, done, fread(text, 1, (size_t)size, f) == (size_t)size, DSV3_ERR_IO,
+                    "cannot read %s '%s': %s", what, file, strerror(errno));
+    size_t length = (size_t)size;
+    dsv3_json_text_join_surrogate_pairs(text, &length);
+    json_tokener *tok = json_tokener_new();
+    DSV3_CHECK_GOTO(err, done, tok, DSV3_ERR_MEMORY, "cannot allocate a JSON parser");
+    *out = json_tokener_parse_ex(tok, text, (int)length);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    json_tokener_free(tok);
+    if (jerr != json_tokener_success && *out) {
+        json_object_put(*out);
+        *out = NULL;
+    }
+    DSV3_CHECK_GOTO(
+        err, done, *out, DSV3_ERR_IO, "cannot read %s '%s': not valid JSON (%s)", what, file,
+        jerr == json_tokener_continue ? "unexpected end of file" : json_tokener_error_desc(jerr));
+done:
+    dsv3_free(text);
+    fclose(f);
+    return err;
+}
+
 static Dsv3Err load_tokenizer_json(Dsv3Tokenizer *t, const char *file) {
-    json_object *root = json_object_from_file(file);
-    DSV3_CHECK(root, DSV3_ERR_IO, "cannot read tokenizer '%s': %s", file, json_util_get_last_err());
+    json_object *root = NULL;
+    DSV3_CALL(read_json(file, "tokenizer", &root));
     Dsv3Err err = DSV3_OK;
     Where w = {.file = file, .path = ""};
     json_object *normalizer = NULL, *pre = NULL, *model = NULL, *post = NULL, *decoder = NULL,
                 *vocab = NULL, *added = NULL;
     DSV3_CHECK_GOTO(err, done, json_object_is_type(root, json_type_object), DSV3_ERR_CONFIG,
                     "%s: the top level must be a JSON object", file);
+    // The model's kind first: a Unigram or WordLevel tokenizer is named as such, not by the
+    // first of its other fields that a BPE tokenizer would not have.
+    DSV3_CALL_GOTO(err, done, member(&w, root, "model", json_type_object, 1, &model));
+    DSV3_CALL_GOTO(err, done, check_model_type(&w, model));
     DSV3_CALL_GOTO(err, done, require_off(&w, root, "truncation"));
     DSV3_CALL_GOTO(err, done, require_off(&w, root, "padding"));
     DSV3_CALL_GOTO(err, done, member(&w, root, "normalizer", json_type_object, 0, &normalizer));
     DSV3_CALL_GOTO(err, done, member(&w, root, "pre_tokenizer", json_type_object, 0, &pre));
-    DSV3_CALL_GOTO(err, done, member(&w, root, "model", json_type_object, 1, &model));
     DSV3_CALL_GOTO(err, done, member(&w, root, "post_processor", json_type_object, 0, &post));
     DSV3_CALL_GOTO(err, done, member(&w, root, "decoder", json_type_object, 0, &decoder));
     DSV3_CALL_GOTO(err, done, member(&w, root, "added_tokens", json_type_array, 0, &added));
@@ -628,9 +674,8 @@ static Dsv3Err config_token(Dsv3Tokenizer *t, const char *file, json_object *roo
 }
 
 static Dsv3Err load_config_json(Dsv3Tokenizer *t, const char *file) {
-    json_object *root = json_object_from_file(file);
-    DSV3_CHECK(root, DSV3_ERR_IO, "cannot read tokenizer config '%s': %s", file,
-               json_util_get_last_err());
+    json_object *root = NULL;
+    DSV3_CALL(read_json(file, "tokenizer config", &root));
     Dsv3Err err = DSV3_OK;
     DSV3_CHECK_GOTO(err, done, json_object_is_type(root, json_type_object), DSV3_ERR_CONFIG,
                     "%s: the top level must be a JSON object", file);

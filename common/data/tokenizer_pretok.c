@@ -198,23 +198,18 @@ static Dsv3Err translate(const char *p, size_t n, char **out, const char *json_p
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex,
-                         const char *json_path, const char *file) {
+// Compiles a PCRE2 pattern (UTF, UCP, LF newlines, plus `options`) with the JIT when it can.
+static Dsv3Err compile_pcre2(pcre2_code **out, const char *pattern, size_t length, uint32_t options,
+                             const char *json_path, const char *file) {
     *out = NULL;
-    char *translated = NULL;
-    if (regex) DSV3_CALL(translate(pattern, length, &translated, json_path, file));
     pcre2_compile_context *ctx = pcre2_compile_context_create(NULL);
     DSV3_CHECK(ctx, DSV3_ERR_MEMORY, "cannot allocate a PCRE2 compile context");
     pcre2_set_newline(ctx, PCRE2_NEWLINE_LF);
     int code = 0;
     PCRE2_SIZE offset = 0;
-    uint32_t options = PCRE2_UTF | PCRE2_UCP | (regex ? PCRE2_MULTILINE : PCRE2_LITERAL);
-    pcre2_code *re = regex
-                         ? pcre2_compile((PCRE2_SPTR)translated, PCRE2_ZERO_TERMINATED, options,
-                                         &code, &offset, ctx)
-                         : pcre2_compile((PCRE2_SPTR)pattern, length, options, &code, &offset, ctx);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, length, PCRE2_UTF | PCRE2_UCP | options,
+                                   &code, &offset, ctx);
     pcre2_compile_context_free(ctx);
-    dsv3_free(translated);
     if (!re) {
         PCRE2_UCHAR message[PATTERN_ERROR_CAPACITY];
         pcre2_get_error_message(code, message, sizeof message);
@@ -228,6 +223,31 @@ Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, i
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
     *out = re;
     return DSV3_OK;
+}
+
+Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex,
+                         const char *json_path, const char *file) {
+    if (!regex) return compile_pcre2(out, pattern, length, PCRE2_LITERAL, json_path, file);
+    char *translated = NULL;
+    DSV3_CALL(translate(pattern, length, &translated, json_path, file));
+    Dsv3Err err =
+        compile_pcre2(out, translated, strlen(translated), PCRE2_MULTILINE, json_path, file);
+    dsv3_free(translated);
+    return err;
+}
+
+Dsv3Err dsv3_tok_compile_digits(pcre2_code **out, int individual, const char *json_path,
+                                const char *file) {
+    // PCRE2's \p{N} (Nd, Nl, No of its Unicode version) and the digits that Rust's newer
+    // char::is_numeric adds (tokenizer_unicode.c); not Oniguruma's \p{N}, which `tokenizers`
+    // uses for Split regexes only.
+    Buffer b = {0};
+    Dsv3Err err = puts_(&b, "[\\p{N}");
+    if (err == DSV3_OK) err = puts_(&b, DSV3_TOK_DIGITS_EXTRA);
+    if (err == DSV3_OK) err = puts_(&b, individual ? "]" : "]+");
+    if (err == DSV3_OK) err = compile_pcre2(out, b.text, b.length, 0, json_path, file);
+    dsv3_free(b.text);
+    return err;
 }
 
 Dsv3Err dsv3_tok_pieces_push(TokPieces *p, size_t start, size_t length, int is_match) {

@@ -47,6 +47,16 @@ expect_in "$WORK/bad.out" "bad.jsonl:2: field \"text\" is not a string"
 expect_in "$WORK/skip.out" "bad.jsonl:4: not a JSON value"
 expect_in "$WORK/skip.out" "2 documents"
 expect_in "$WORK/skip.out" "2 malformed lines skipped"
+# Strict JSON: what json-c would take silently is a malformed line, with the reason.
+printf '{"text": "fine"}\n{"text": "a", }\n' >"$WORK/lenient.jsonl"
+run_expect_fail "$WORK/lenient.out" "$tokenize" --tokenizer "$WORK/tok" --output "$WORK/x.bin" "$WORK/lenient.jsonl"
+expect_in "$WORK/lenient.out" "lenient.jsonl:2: not a JSON value: a trailing comma at column 13"
+# Replacements: lone surrogate escapes and invalid UTF-8 are counted, the first named file:line.
+printf '{"text": "ok"}\n{"text": "a\\ud800 \\udc00"}\n\xff\xfe x\n' >"$WORK/replaced.jsonl"
+printf '{"text": "ok"}\n{"text": "b\xff"}\n' >"$WORK/replaced2.jsonl"
+"$tokenize" --tokenizer "$WORK/tok" --output "$WORK/r.bin" --skip-bad-lines "$WORK/replaced2.jsonl" \
+    "$WORK/replaced.jsonl" >"$WORK/replaced.out" 2>&1 || { cat "$WORK/replaced.out"; fail "replacements run failed"; }
+expect_in "$WORK/replaced.out" "3 replaced by U+FFFD (invalid UTF-8, lone surrogate escapes), the first at $WORK/replaced2.jsonl:2"
 run_expect_fail "$WORK/notok.out" "$tokenize" --tokenizer "$WORK/none" --output "$WORK/x.bin" "$WORK/corpus"
 expect_in "$WORK/notok.out" "download_hf_assets.sh"
 run_expect_fail "$WORK/fmt.out" "$tokenize" --tokenizer "$WORK/tok" --output "$WORK/x.bin" "$WORK/tok.out"

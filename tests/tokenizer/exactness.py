@@ -130,11 +130,13 @@ def corpus(rng, n_docs, specials):
     return docs
 
 
-def train(directory, vocab_size, splits, digits=False, ignore_merges=False, texts=()):
+def train(directory, vocab_size, splits, digits=None, ignore_merges=False, texts=()):
+    """A byte-level BPE tokenizer with these Split regexes, then Digits (individual_digits = digits)
+    unless digits is None, then ByteLevel."""
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     steps = [pre_tokenizers.Split(Regex(p), behavior="isolated") for p in splits]
-    if digits:
-        steps.append(pre_tokenizers.Digits(individual_digits=True))
+    if digits is not None:
+        steps.append(pre_tokenizers.Digits(individual_digits=digits))
     steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tok.decoder = decoders.ByteLevel()
@@ -209,10 +211,10 @@ def main():
     docs = corpus(rng, 1500, SPECIALS + ADDED)
     train_texts = [d.decode("utf-8", "replace") for d in docs]
     failures = 0
-    cases = [("v3-splits vocab 300", 300, V3_SPLITS, False, False),
-             ("v3-splits vocab 1000", 1000, V3_SPLITS, False, False),
-             ("v3-splits vocab 4000", 4000, V3_SPLITS, False, False),
-             ("v3-splits vocab 2000 ignore_merges", 2000, V3_SPLITS, False, True),
+    cases = [("v3-splits vocab 300", 300, V3_SPLITS, None, False),
+             ("v3-splits vocab 1000", 1000, V3_SPLITS, None, False),
+             ("v3-splits vocab 4000", 4000, V3_SPLITS, None, False),
+             ("v3-splits vocab 2000 ignore_merges", 2000, V3_SPLITS, None, True),
              ("moe-splits+digits vocab 1500", 1500, MOE_SPLITS, True, False)]
     for name, vocab, splits, digits, ignore in cases:
         directory = os.path.join(work, name.replace(" ", "_"))

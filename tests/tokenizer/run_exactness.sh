@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs exactness.py on the test venv's python (which has `tokenizers`) in a fresh folder:
-#   run_exactness.sh TOKENIZER_DRIVER
+# Runs a script of tests/tokenizer on the test venv's python (which has `tokenizers`) with a
+# fresh folder as its last argument:
+#   run_exactness.sh SCRIPT.py ARG...
 set -euo pipefail
 python=${DSV3_PYTHON:-$DSV3_SOURCE_ROOT/.venv/bin/python}
 [ -x "$python" ] || python=python3
@@ -10,4 +11,6 @@ if ! "$python" -c 'import tokenizers' 2>/dev/null; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$python" "$DSV3_SOURCE_ROOT/tests/tokenizer/exactness.py" "$1" "$work"
+script=$1
+shift
+"$python" "$DSV3_SOURCE_ROOT/tests/tokenizer/$script" "$@" "$work"

@@ -1,5 +1,6 @@
 // Unit tests for text files and the "text" dataset: .txt / .jsonl / .json.gz reading, folder
-// order, malformed lines (fatal with file:line, or skipped and counted), and windows packed
+// order (byte order of whole paths), malformed lines (fatal with file:line and the reason, or
+// skipped and counted), replacements counted with the first file:line, and windows packed
 // from BOS + document + EOS, read forward, skipped ahead, re-read from the start and wrapped.
 #include <setjmp.h>
 #include <stdarg.h>
@@ -94,6 +95,19 @@ static int setup_dir(void **state) {
     write_gz("corpus/a.json.gz", "{\"text\": \"aaa\"}\n{\"text\": \"a\"}\n");
     write_file("corpus/sub/c.txt", "c c\n   \nlast line without newline");
     write_file("corpus/ignored.md", "not data\n");
+    // Byte order of whole paths: "B.txt" < "a-b.txt" < "a.txt" < "a/b.txt" ('-' < '.' < '/'),
+    // which sorting each folder level by name would not give.
+    static const char *const order[] = {"order", "order/a"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        path_of(path, order[i]);
+        if (mkdir(path, 0777) != 0) return -1;
+    }
+    write_file("order/a/b.txt", "4\n");
+    write_file("order/a.txt", "3\n");
+    write_file("order/a-b.txt", "2\n");
+    write_file("order/B.txt", "1\n");
+    write_file("replaced.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"a\\ud800b\\udc00\"}\n"
+                                 "{\"text\": \"\\ud83d\\ude00\"}\n{\"text\": \"\\udfff\"}\n");
     write_file(
         "bad.jsonl",
         "{\"text\": \"ok\"}\n[1, 2]\n{\"body\": \"x\"}\n{\"text\": \"y\"} trailing\n{\"text\n");
@@ -144,6 +158,40 @@ static void test_reader_formats_and_order(void **state) {
     dsv3_text_reader_close(r);
 }
 
+static void test_reader_folder_order(void **state) {
+    (void)state;
+    char folder[PATH_CAPACITY], all[256];
+    path_of(folder, "order");
+    const char *paths[] = {folder};
+    Dsv3TextReader *r = NULL;
+    assert_int_equal(dsv3_text_reader_open(&r, paths, 1, "text", 0), DSV3_OK);
+    read_all(r, all, sizeof all);
+    assert_string_equal(all, "1|2|3|4|");
+    dsv3_text_reader_close(r);
+}
+
+// Lone surrogate escapes become U+FFFD, counted with the file:line of the first; the caller's
+// own replacements (the tokenizer's) add to the same count.
+static void test_reader_replacements(void **state) {
+    (void)state;
+    char path[PATH_CAPACITY], all[256], want[PATH_CAPACITY + 32];
+    path_of(path, "replaced.jsonl");
+    const char *paths[] = {path};
+    Dsv3TextReader *r = NULL;
+    assert_int_equal(dsv3_text_reader_open(&r, paths, 1, "text", 0), DSV3_OK);
+    assert_string_equal(dsv3_text_reader_first_replacement(r), "");
+    read_all(r, all, sizeof all);
+    assert_string_equal(all, "fine|a\xef\xbf\xbd"
+                             "b\xef\xbf\xbd|\xf0\x9f\x98\x80|\xef\xbf\xbd|");
+    assert_int_equal(dsv3_text_reader_replacements(r), 3);
+    snprintf(want, sizeof want, "%s:2", path);
+    assert_string_equal(dsv3_text_reader_first_replacement(r), want);
+    dsv3_text_reader_count_replacements(r, 2);
+    assert_int_equal(dsv3_text_reader_replacements(r), 5);
+    assert_string_equal(dsv3_text_reader_first_replacement(r), want);
+    dsv3_text_reader_close(r);
+}
+
 static void test_reader_malformed_lines(void **state) {
     (void)state;
     char bad[PATH_CAPACITY], all[256];
@@ -158,6 +206,17 @@ static void test_reader_malformed_lines(void **state) {
     assert_int_equal(dsv3_text_reader_next(r, &text, &length, &done), DSV3_OK);
     assert_int_equal(dsv3_text_reader_next(r, &text, &length, &done), DSV3_ERR_IO);
     assert_non_null(strstr(dsv3_error_message(), "bad.jsonl:2: not a JSON object"));
+    dsv3_text_reader_close(r);
+    // Malformed JSON that a lenient parser would take: file:line and the reason.
+    write_file("lenient.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"a\",}\n");
+    char lenient[PATH_CAPACITY];
+    path_of(lenient, "lenient.jsonl");
+    const char *lenient_paths[] = {lenient};
+    assert_int_equal(dsv3_text_reader_open(&r, lenient_paths, 1, "text", 0), DSV3_OK);
+    assert_int_equal(dsv3_text_reader_next(r, &text, &length, &done), DSV3_OK);
+    assert_int_equal(dsv3_text_reader_next(r, &text, &length, &done), DSV3_ERR_IO);
+    assert_non_null(strstr(dsv3_error_message(),
+                           "lenient.jsonl:2: not a JSON value: a trailing comma at column 13"));
     dsv3_text_reader_close(r);
     // Skipped and counted.
     assert_int_equal(dsv3_text_reader_open(&r, paths, 1, "text", 1), DSV3_OK);
@@ -253,6 +312,8 @@ static void test_dataset_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reader_formats_and_order),
+        cmocka_unit_test(test_reader_folder_order),
+        cmocka_unit_test(test_reader_replacements),
         cmocka_unit_test(test_reader_malformed_lines),
         cmocka_unit_test(test_dataset_windows),
         cmocka_unit_test(test_dataset_errors),

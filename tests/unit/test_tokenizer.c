@@ -222,6 +222,14 @@ static void test_added_tokens(void **state) {
     assert_non_null(strstr(dsv3_error_message(), "cannot decode id 15"));
     dsv3_token_ids_free(&ids);
     dsv3_tokenizer_free(t);
+    // Contents written as surrogate-pair escapes, as json.dumps writes them: U+2D8EF is one that
+    // json-c alone decodes as U+FFFD; an escaped backslash before "u" is no escape.
+    t = load_ok(&(Parts){.added = "[{\"id\": 20, \"content\": \"<s>\", \"special\": true}, "
+                                  "{\"id\": 21, \"content\": \"\\ud876\\udcef\"}, "
+                                  "{\"id\": 22, \"content\": \"\\\\ud876\\\\udcef\"}]"});
+    EXPECT(t, "\xf0\xad\xa3\xaf", 21);
+    EXPECT(t, "\\ud876\\udcef", 22);
+    dsv3_tokenizer_free(t);
 }
 
 static void test_invalid_utf8(void **state) {
@@ -317,6 +325,36 @@ static void test_unsupported_is_an_error_naming_its_path(void **state) {
     expect_unsupported(&(Parts){.decoder = "null"}, "decoder is null");
 }
 
+// A Unigram or WordLevel tokenizer.json is named by its model type, though its normalizer,
+// pre-tokenizer, decoder and vocabulary would each have been refused before the model.
+static void test_model_type_named_first(void **state) {
+    (void)state;
+    static const char *const files[][2] = {
+        {"Unigram",
+         "{\"version\": \"1.0\", \"truncation\": {\"max_length\": 8}, \"added_tokens\": [], "
+         "\"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"\"}, "
+         "\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\"}, "
+         "\"post_processor\": null, \"decoder\": {\"type\": \"Metaspace\"}, "
+         "\"model\": {\"type\": \"Unigram\", \"unk_id\": 0, "
+         "\"vocab\": [[\"<unk>\", 0.0], [\"a\", -1.5]]}}"},
+        {"WordLevel",
+         "{\"version\": \"1.0\", \"added_tokens\": [], \"normalizer\": {\"type\": "
+         "\"Lowercase\"}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"decoder\": null, "
+         "\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"[UNK]\": 0, \"a\": 1}, "
+         "\"unk_token\": \"[UNK]\"}}"},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        write_file("tokenizer.json", files[i][1]);
+        Dsv3Tokenizer *t = NULL;
+        assert_int_equal(dsv3_tokenizer_load(&t, temp_dir), DSV3_ERR_CONFIG);
+        char want[128];
+        snprintf(want, sizeof want, "model.type = \"%s\" is not supported (supported: \"BPE\")",
+                 files[i][0]);
+        if (!strstr(dsv3_error_message(), want))
+            fail_msg("message '%s' does not say '%s'", dsv3_error_message(), want);
+    }
+}
+
 static void test_bad_files(void **state) {
     (void)state;
     Dsv3Tokenizer *t = NULL;
@@ -344,6 +382,7 @@ int main(void) {
         cmocka_unit_test(test_added_tokens),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_unsupported_is_an_error_naming_its_path),
+        cmocka_unit_test(test_model_type_named_first),
         cmocka_unit_test(test_bad_files),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
