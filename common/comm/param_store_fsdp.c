@@ -409,8 +409,3 @@ Dsv3FsdpTimes dsv3_param_store_fsdp_times(const Dsv3ParamStore *store) {
     if (store->ops != &fsdp_ops) return (Dsv3FsdpTimes){0};
     return ((const FsdpStore *)store)->times;
 }
-
-int64_t dsv3_param_store_fsdp_buffer_bytes(const Dsv3ParamStore *store) {
-    if (store->ops != &fsdp_ops) return 0;
-    return dsv3_fsdp_buffer_bytes(&((const FsdpStore *)store)->plan);
-}

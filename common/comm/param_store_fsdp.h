@@ -47,7 +47,7 @@ typedef struct {
 
 // Time spent on the store's communication since creation: `comm_seconds` from each operation's
 // start to its observed completion, `wait_seconds` of that spent blocked in waits (the rest
-// overlapped compute), `bytes` received.
+// overlapped compute), `bytes` of the groups gathered and of the shards reduced.
 typedef struct {
     double comm_seconds, wait_seconds;
     int64_t bytes;
@@ -62,8 +62,5 @@ Dsv3Err dsv3_param_store_fsdp_create(Dsv3ParamStore **out, const Dsv3KernelConte
 
 // The store's communication times (zero for a store of another kind).
 Dsv3FsdpTimes dsv3_param_store_fsdp_times(const Dsv3ParamStore *store);
-
-// Bytes of the store's buffer pool (0 for a store of another kind).
-int64_t dsv3_param_store_fsdp_buffer_bytes(const Dsv3ParamStore *store);
 
 #endif

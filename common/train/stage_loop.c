@@ -146,11 +146,12 @@ static Dsv3Err log_memory_and_overlap(const Dsv3Launch *launch, Dsv3Model *m, in
     const Dsv3ParamStore *st = dsv3_model_services(m)->params;
     if (st->fsdp_size == 1) return DSV3_OK;
     Dsv3FsdpTimes times = dsv3_param_store_fsdp_times(st);
-    DSV3_LOG_INFO("fsdp: communication %.3f s, of which %.3f s waited: %.1f%% hidden behind "
-                  "compute",
-                  times.comm_seconds, times.wait_seconds,
-                  times.comm_seconds > 0 ? 100.0 * (1.0 - times.wait_seconds / times.comm_seconds)
-                                         : 100.0);
+    char moved[DSV3_FORMAT_CAPACITY];
+    DSV3_LOG_INFO(
+        "fsdp: %s gathered and reduce-scattered; communication %.3f s, of which "
+        "%.3f s waited: %.1f%% hidden behind compute",
+        dsv3_format_bytes((double)times.bytes, moved), times.comm_seconds, times.wait_seconds,
+        times.comm_seconds > 0 ? 100.0 * (1.0 - times.wait_seconds / times.comm_seconds) : 100.0);
     return DSV3_OK;
 }
 
