@@ -6,12 +6,24 @@
 #   ./run/bench.sh [--seq_len 512] [--batch 2] [--steps 3] [--threads "1 2"] [--repeat 3]
 # Each side runs --repeat times, alternating, and its best run counts, so that a busy machine
 # slows neither side more than the other.
+#   ./run/bench.sh --fsdp [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
+# runs the training executables instead, on --batch sequences per step in three layouts of
+# two cores: one process with 2 threads, data parallel over 2 processes (parameters
+# replicated, gradients all-reduced) and FSDP over 2 processes (dp_shard 2), 1 thread each.
+# Prints each layout's tokens/s (the median step after a warm-up step, best of --repeat runs),
+# FSDP's against DP's, and the share of FSDP's communication time that overlapped compute
+# (1 − time waiting for it / time from each operation's start to its completion).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-seq_len=512 batch=2 steps=3 threads="1 2" repeat=3
+seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0
 while [ $# -gt 0 ]; do
     case $1 in
+    --fsdp)
+        fsdp=1
+        shift
+        continue
+        ;;
     --seq_len) seq_len=$2 ;;
     --batch) batch=$2 ;;
     --steps) steps=$2 ;;
@@ -27,6 +39,46 @@ dsv3_ensure_venv
 dsv3_ensure_build "$DSV3_BUILD_DIR" -Dcuda=auto
 bench=$DSV3_BUILD_DIR/tests/bench/bench_step
 best() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
+
+# layout_tps NAME NPROC THREADS [overrides...]: tokens/s of one training run of NAME (the
+# median step after the first); its log stays in $work/NAME.log.
+layout_tps() {
+    local name=$1 nproc=$2 t=$3
+    shift 3
+    rm -rf "${work:?}/$name"
+    CONFIG_FILE=$DSV3_ROOT/conf/debug_model.toml NPROC=$nproc OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t \
+        BUILD_DIR=$DSV3_BUILD_DIR "$DSV3_ROOT/run/train.sh" --training.seq_len "$seq_len" \
+        --training.global_batch_size "$batch" --training.steps $((steps + 1)) --metrics.log_freq 1 \
+        --metrics.peak_tflops 1 --validation.enable false --job.dump_folder "$work/$name" "$@" \
+        >"$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; dsv3_die "the $name run failed"; }
+    "$DSV3_VENV/bin/python" - "$work/$name/metrics.jsonl" "$((batch * seq_len))" <<'PY'
+import json, statistics, sys
+steps = [json.loads(line) for line in open(sys.argv[1])][1:]
+print(f"{int(sys.argv[2]) / statistics.median(s['time_step'] for s in steps):.1f}")
+PY
+}
+
+if [ $fsdp -eq 1 ]; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    one=0 dp=0 sharded=0
+    for _ in $(seq "$repeat"); do
+        one=$(best "$one" "$(layout_tps one 1 2 --training.local_batch_size "$batch")")
+        dp=$(best "$dp" "$(layout_tps dp 2 1 --training.local_batch_size $((batch / 2)) \
+            --parallelism.data_parallel_replicate_degree 2 --parallelism.data_parallel_shard_degree 1)")
+        sharded=$(best "$sharded" "$(layout_tps fsdp 2 1 --training.local_batch_size $((batch / 2)))")
+    done
+    printf 'debug model, seq_len %s, %s sequences per step:
+' "$seq_len" "$batch"
+    printf '  1 process x 2 threads  %8.1f tokens/s
+  DP 2 x 1 thread        %8.1f tokens/s
+' "$one" "$dp"
+    printf '  FSDP 2 x 1 thread      %8.1f tokens/s  (%.1f%% of DP 2)
+' "$sharded" \
+        "$(awk -v a="$sharded" -v b="$dp" 'BEGIN { print 100 * a / b }')"
+    sed -n 's/.*\[stage \([0-9]*\)\] fsdp: /  FSDP rank \1 (last run): /p' "$work/fsdp.log"
+    exit 0
+fi
 
 for t in $threads; do
     export OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}

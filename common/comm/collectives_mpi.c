@@ -277,3 +277,14 @@ Dsv3Collectives *dsv3_collectives_mpi_interface(Dsv3CollectivesMpi *c) { return 
 void dsv3_collectives_mpi_set_context(Dsv3CollectivesMpi *c, const char *context) {
     snprintf(c->context, sizeof c->context, "%s", context ? context : "");
 }
+
+MPI_Comm dsv3_collectives_mpi_comm(const Dsv3CollectivesMpi *c, Dsv3CommGroup g) {
+    return (unsigned)g < DSV3_COMM_GROUP_COUNT ? c->groups[g].comm : MPI_COMM_NULL;
+}
+
+Dsv3Err dsv3_collectives_mpi_wait(Dsv3CollectivesMpi *c, Dsv3CommGroup g, int n,
+                                  MPI_Request *requests, const char *operation) {
+    DSV3_CHECK((unsigned)g < DSV3_COMM_GROUP_COUNT, DSV3_ERR_USAGE, "collectives: group %d unknown",
+               (int)g);
+    return wait(c, g, n, requests, operation);
+}

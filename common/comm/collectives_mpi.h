@@ -51,6 +51,17 @@ void dsv3_collectives_mpi_destroy(Dsv3CollectivesMpi *c);
 // The interface the model calls.
 Dsv3Collectives *dsv3_collectives_mpi_interface(Dsv3CollectivesMpi *c);
 
+// The duplicated communicator of group g, for a service that starts non-blocking operations of
+// its own on it (the FSDP store, comm/param_store_fsdp.h). Every rank must start them in the
+// same order; this module's own operations complete before they return, so they never
+// interleave with them as long as both run on one thread.
+MPI_Comm dsv3_collectives_mpi_comm(const Dsv3CollectivesMpi *c, Dsv3CommGroup g);
+
+// Waits for `n` requests of `operation` ("all-gather") on group g under the watch, as this
+// module's own operations wait (deadline, pings answered, the silent rank named).
+Dsv3Err dsv3_collectives_mpi_wait(Dsv3CollectivesMpi *c, Dsv3CommGroup g, int n,
+                                  MPI_Request *requests, const char *operation);
+
 // Not collective: what the next operations are for, in the answer to pings and in timeout
 // messages ("the gradients of step 7"); NULL or "" clears it.
 void dsv3_collectives_mpi_set_context(Dsv3CollectivesMpi *c, const char *context);

@@ -146,13 +146,13 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
     return DSV3_OK;
 }
 
-// What training implements so far: data parallelism (every stage rank holds the whole model)
-// with routed experts on the stage ranks, on any dataset kind.
+// What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
+// dp_replicate × dp_shard, with routed experts on the stage ranks, on any dataset kind.
 static Dsv3Err check_trainable(const Dsv3ParallelDims *d, int64_t n_expert) {
     DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1 && n_expert == 0, DSV3_ERR_CONFIG,
                "training with pipeline_parallel_degree %" PRId64 ", tensor_parallel_degree %" PRId64
                ", context_parallel_degree %" PRId64 " and %" PRId64 " expert servers is not "
-               "supported yet: training runs data parallel only (pp, tp, cp 1; "
+               "supported yet: training runs data parallel, FSDP and HSDP only (pp, tp, cp 1; "
                "expert_parallel_degree 1). Start-up and --job.dry_run check every layout.",
                d->pp, d->tp, d->cp, n_expert);
     return DSV3_OK;
@@ -189,10 +189,12 @@ static void log_summary(const Dsv3Launch *launch, const Dsv3ParallelDims *dims, 
                   n_expert ? cfg->parallelism.expert_server_launch
                            : "routed experts on stage ranks");
     if (dims->dp_shard * dims->cp > 1)
-        DSV3_LOG_INFO("layout: the %" PRId64 " dp_shard × cp ranks of a pipeline stage hold the "
-                      "same parameters: FSDP sharding is not implemented yet (data parallelism "
-                      "with replicated parameters; the dry run shows each rank's memory)",
-                      dims->dp_shard * dims->cp);
+        DSV3_LOG_INFO("layout: FSDP: parameters, gradients and optimizer state sharded over the "
+                      "%" PRId64 " dp_shard × cp ranks of a pipeline stage%s, reshard after "
+                      "forward: %s",
+                      dims->dp_shard * dims->cp,
+                      dims->dp_replicate > 1 ? " (HSDP: replicated over dp_replicate)" : "",
+                      cfg->parallelism.fsdp_reshard_after_forward);
 }
 
 // `--job.print_config`: the effective config, as TOML that loads back to the same config.
@@ -208,10 +210,12 @@ static Dsv3Err print_config(const Dsv3Config *cfg) {
 // `--job.dry_run`: every rank's share, from the config alone.
 static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) {
     int64_t n = 1 + dsv3_layout_stage_count(dims) + dsv3_layout_expert_count(dims);
-    char line[512];
+    Dsv3PlanOptions opt;
+    DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
+    char line[DSV3_PLAN_LINE_CAPACITY];
     for (int64_t r = 0; r < n; r++) {
         Dsv3RankShare share;
-        DSV3_CALL(dsv3_plan_rank(&launch->model, dims, r, &share));
+        DSV3_CALL(dsv3_plan_rank(&launch->model, dims, &opt, r, &share));
         dsv3_plan_describe(&share, line, sizeof line);
         DSV3_LOG_INFO("dry run: %s", line);
     }

@@ -1,24 +1,30 @@
 // plan: what each rank of a job will hold, computed from the config alone.
 //
-// For `--job.dry_run`: the mesh place, the layers and the parameter, gradient and optimizer
-// bytes of any job rank, without MPI and without allocating model memory, so that the plan of
-// a 671B job on thousands of ranks can be printed on a laptop.
+// For `--job.dry_run`: the mesh place, the layers and the memory of any job rank — parameter,
+// gradient and optimizer bytes, FSDP gather buffers, activations of the configured micro-batch
+// and activation checkpointing, kernel workspace — without MPI and without allocating model
+// memory, so that the plan of a 671B job on thousands of ranks can be printed on a laptop.
+// Stage ranks log their measured peak against the same plan at the end of training.
 //
 // Every number comes from the parameter table (model/params.h) laid out as the rank's
 // parameter store lays it out (dsv3_plan_stage_spec): a pipeline stage's groups (the embedding
 // on the first stage, its layers, the final norm and output head on the last), each tensor
-// cut by tensor parallelism as torchtitan's plan says, replicated over dp_replicate and — until
-// FSDP sharding lands — over dp_shard × cp too. Routed experts go to the stage's ep expert
-// servers, num_experts / ep whole experts each, or stay with the stage ranks when the job has
-// none. Master weights and gradients are fp32; AdamW keeps two fp32 moments.
+// cut by tensor parallelism as torchtitan's plan says, sharded over the dp_shard × cp ranks
+// (FSDP, comm/param_store_fsdp.h, whose buffer pool model/fsdp_plan.h sizes) and replicated
+// over dp_replicate. Routed experts go to the stage's ep expert servers, num_experts / ep
+// whole experts each, or stay with the stage ranks when the job has none. Master weights and
+// gradients are fp32; AdamW keeps two fp32 moments.
 #ifndef DSV3_COMM_PLAN_H
 #define DSV3_COMM_PLAN_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/core/config.h"
 #include "common/core/error.h"
 #include "common/comm/layout.h"
+#include "common/model/fsdp_plan.h"
+#include "common/model/model.h"
 #include "common/model/model_args.h"
 #include "common/model/params.h"
 
@@ -26,6 +32,7 @@ enum {
     DSV3_PLAN_PARAM_BYTES = 4,     // fp32 master weight
     DSV3_PLAN_GRAD_BYTES = 4,      // fp32 gradient
     DSV3_PLAN_OPTIMIZER_BYTES = 8, // AdamW exp_avg + exp_avg_sq, fp32 each
+    DSV3_PLAN_LINE_CAPACITY = 768, // dsv3_plan_describe's line
 };
 
 typedef struct {
@@ -36,21 +43,36 @@ typedef struct {
     int64_t ep_rank;      // expert servers; -1 otherwise
     int64_t first_layer;  // stage ranks and expert servers: layers [first, first + count)
     int64_t layer_count;
-    int has_embedding;     // stage ranks of the first pipeline stage
-    int has_head;          // stage ranks of the last pipeline stage
-    int64_t first_expert;  // expert servers: routed experts [first, first + count) of each
-    int64_t expert_count;  //   MoE layer of their stage
-    int64_t fsdp_replicas; // stage ranks: the dp_shard × cp ranks that hold the same shards
-    int64_t params;        // parameter elements the rank owns (its flat shards, padded)
+    int has_embedding;    // stage ranks of the first pipeline stage
+    int has_head;         // stage ranks of the last pipeline stage
+    int64_t first_expert; // expert servers: routed experts [first, first + count) of each
+    int64_t expert_count; //   MoE layer of their stage
+    int64_t fsdp;         // stage ranks: the dp_shard × cp ranks its tensors are sharded over
+    int64_t params;       // parameter elements the rank owns (its flat shards, padded)
+    // Bytes of stage ranks (0 elsewhere): the FSDP gather and gradient buffers, activations and
+    // scratch of one micro-batch, the kernel workspace.
+    int64_t gather_bytes, activation_bytes, workspace_bytes;
 } Dsv3RankShare;
+
+// What a rank's memory depends on beyond the layout.
+typedef struct {
+    Dsv3ModelOptions model; // micro-batch, sequence length, activation checkpointing
+    Dsv3ReshardPolicy reshard;
+} Dsv3PlanOptions;
+
+// The plan options a resolved config asks for.
+Dsv3Err dsv3_plan_options_from_config(const Dsv3Config *cfg, Dsv3PlanOptions *out);
 
 // The shard spec of the stage rank at `coord`: how its parameter store lays out its groups.
 Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);
 
 // The share of job rank `job_rank` (0 = coordinator, then stage ranks, then expert servers)
 // in a job with resolved `dims`.
-Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims, int64_t job_rank,
-                       Dsv3RankShare *out);
+Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
+                       const Dsv3PlanOptions *opt, int64_t job_rank, Dsv3RankShare *out);
+
+// Every byte of the share: parameters, gradients, optimizer state and the byte counts above.
+int64_t dsv3_plan_total_bytes(const Dsv3RankShare *share);
 
 // One human-readable line describing `share` (no newline).
 void dsv3_plan_describe(const Dsv3RankShare *share, char *out, size_t capacity);

@@ -7,8 +7,8 @@
 
 enum { ARENA_INITIAL_CAPACITY = 64 };
 
-Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t size,
-                          const char *what) {
+Dsv3Err dsv3_arena_table(Dsv3Arena *arena, void **out, size_t count, size_t size,
+                         const char *what) {
     *out = NULL;
     if (arena->count == arena->capacity) {
         size_t capacity = arena->capacity ? 2 * arena->capacity : ARENA_INITIAL_CAPACITY;
@@ -22,6 +22,14 @@ Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t siz
     // Zero-sized requests still get a distinct buffer, so callers need no special case.
     DSV3_CALL(dsv3_calloc(out, count ? count : 1, size ? size : 1, what));
     arena->buffers[arena->count++] = *out;
+    arena->bytes += count * size;
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_arena_calloc(Dsv3Arena *arena, void **out, size_t count, size_t size,
+                          const char *what) {
+    if (!arena->measure) return dsv3_arena_table(arena, out, count, size, what);
+    *out = NULL;
     arena->bytes += count * size;
     return DSV3_OK;
 }

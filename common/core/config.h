@@ -208,8 +208,8 @@ typedef enum {
       "HSDP replicas")                                                                             \
     X(S, INT, data_parallel_shard_degree, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,   \
       "FSDP shards (-1: the stage processes left over)")                                           \
-    X(S, STR, fsdp_reshard_after_forward, "default", 0, 0, "default|always|never",                 \
-      DSV3_NOT_YET("FSDP/HSDP parameter sharding"), "Free gathered parameters after forward")      \
+    X(S, STR, fsdp_reshard_after_forward, "default", 0, 0, "default|always|never", DSV3_SUPPORTED, \
+      "Free gathered parameters after forward (FSDP/HSDP)")                                        \
     X(S, INT, tensor_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,         \
       "Tensor-parallel ranks")                                                                     \
     X(S, BOOL, disable_loss_parallel, 0, 0, 1, DSV3_NO_CHOICES,                                    \

@@ -50,7 +50,7 @@ static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T) {
 static Dsv3Err act_buffer(void **field, void *shared_field, int64_t count, size_t size, int policy,
                           const char *name, const Dsv3LayerActs *acts, Dsv3Arena *arena) {
     int own = acts->mode == DSV3_AC_NONE || (acts->mode == DSV3_AC_OP && policy == KEEP);
-    if (!own && shared_field) {
+    if (!own) { // a checkpointed layer recomputes into the shared set (NULL in a plan)
         *field = shared_field;
         return DSV3_OK;
     }

@@ -69,7 +69,7 @@ static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     if (m->range.first) DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->tokens, N, "tokens"));
     if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL)
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->doc, N, "document ids"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->acts, L, "layer activations"));
+    DSV3_CALL(DSV3_ARENA_TABLE(arena, s->acts, L, "layer activations"));
     for (int64_t i = 0; i < L; i++) {
         int64_t layer = m->range.first_layer + i;
         DSV3_CALL(dsv3_layer_acts_create(&s->acts[i], arena, layer_mode(&m->opt, layer), &m->shared,
@@ -102,9 +102,9 @@ static Dsv3Err create_state(Dsv3Model *m) {
     m->group_embedding = m->group_head = -1;
     if (m->range.first) DSV3_CALL(find_group(m, DSV3_GROUP_EMBEDDING, -1, &m->group_embedding));
     if (m->range.last) DSV3_CALL(find_group(m, DSV3_GROUP_HEAD, -1, &m->group_head));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->group_layer, L, "layer group table"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->expert_bias, L, "expert bias table"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->tokens_per_expert, L, "token count table"));
+    DSV3_CALL(DSV3_ARENA_TABLE(arena, m->group_layer, L, "layer group table"));
+    DSV3_CALL(DSV3_ARENA_TABLE(arena, m->expert_bias, L, "expert bias table"));
+    DSV3_CALL(DSV3_ARENA_TABLE(arena, m->tokens_per_expert, L, "token count table"));
     int any_checkpointed = 0, any_moe = 0;
     for (int64_t i = 0; i < L; i++) {
         int64_t layer = m->range.first_layer + i;
@@ -122,7 +122,7 @@ static Dsv3Err create_state(Dsv3Model *m) {
                m->range.first_layer, m->range.first_layer + L - 1);
     if (any_checkpointed)
         DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1, B, T));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->slots, m->opt.slots, "activation slots"));
+    DSV3_CALL(DSV3_ARENA_TABLE(arena, m->slots, m->opt.slots, "activation slots"));
     for (int64_t k = 0; k < m->opt.slots; k++)
         DSV3_CALL(create_slot(m, &m->slots[k]));
     DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, T));
@@ -134,8 +134,9 @@ static Dsv3Err create_state(Dsv3Model *m) {
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, cos, T * R / 2, "rope cos"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, sin, T * R / 2, "rope sin"));
     const Dsv3KernelContext *k = m->services.kernels;
-    DSV3_CALL(dsv3_rope_tables(k, cos, sin, T, R, a->rope_theta, a->rope_factor, a->beta_fast,
-                               a->beta_slow, a->original_seq_len));
+    if (!arena->measure) // a plan (dsv3_model_plan_activation_bytes) has no tables to fill
+        DSV3_CALL(dsv3_rope_tables(k, cos, sin, T, R, a->rope_theta, a->rope_factor, a->beta_fast,
+                                   a->beta_slow, a->original_seq_len));
     double scale = 1.0 / sqrt((double)(a->qk_nope_head_dim + a->qk_rope_head_dim));
     if (T > a->original_seq_len) { // YaRN's attention temperature
         double mscale = 0.1 * a->mscale * log(a->rope_factor) + 1.0;
@@ -270,6 +271,30 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     return DSV3_OK;
 }
 
+// Experts that are never called: a plan's model only lays out its activations.
+static Dsv3Experts planned_experts;
+
+Dsv3Err dsv3_model_plan_activation_bytes(const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
+                                         const Dsv3StageRange *range, int64_t *bytes) {
+    *bytes = 0;
+    Dsv3ParamStore store = {.args = *args, .range = *range};
+    store.n_groups = dsv3_param_stage_group_count(args, range);
+    DSV3_CALL(dsv3_calloc((void **)&store.groups, (size_t)(store.n_groups ? store.n_groups : 1),
+                          sizeof *store.groups, "planned groups"));
+    Dsv3Model m = {.args = *args,
+                   .opt = *opt,
+                   .services = {.params = &store, .experts = &planned_experts},
+                   .range = *range,
+                   .arena = {.measure = 1}};
+    Dsv3Err err = dsv3_param_stage_groups(args, range, &dsv3_shard_none, store.groups);
+    if (err == DSV3_OK) err = create_state(&m);
+    *bytes = (int64_t)m.arena.bytes;
+    dsv3_arena_destroy(&m.arena);
+    dsv3_free(store.groups);
+    DSV3_CALL(err);
+    return DSV3_OK;
+}
+
 static void local_services_destroy(LocalServices *l) {
     if (!l) return;
     dsv3_param_store_destroy(l->store);
@@ -278,15 +303,22 @@ static void local_services_destroy(LocalServices *l) {
     dsv3_free(l);
 }
 
+static Dsv3Err local_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
+                                  const Dsv3ModelArgs *args, const Dsv3StageRange *range,
+                                  uint64_t seed, void *arg) {
+    (void)arg;
+    return dsv3_param_store_local_create(out, kernels, args, range, seed);
+}
+
 static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *args,
                                      const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
-                                     uint64_t seed) {
+                                     uint64_t seed, const Dsv3StoreFactory *store) {
     LocalServices *l = NULL;
     DSV3_CALL(dsv3_calloc((void **)&l, 1, sizeof *l, "model services"));
     *out = l;
     Dsv3KernelContext *k = &l->kernels;
     DSV3_CALL(dsv3_kernel_context_create(k, DSV3_BACKEND_CPU, NO_DEVICE));
-    DSV3_CALL(dsv3_param_store_local_create(&l->store, k, args, range, seed));
+    DSV3_CALL(store->create(&l->store, k, args, range, seed, store->arg));
     size_t bytes = 0;
     DSV3_CALL(dsv3_model_workspace_bytes(k, args, opt, l->store, &bytes));
     if (bytes > 0) DSV3_CALL(dsv3_memory_alloc(k, &l->workspace, bytes, "kernel workspace"));
@@ -299,12 +331,21 @@ static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *a
 Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
                                 const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                 uint64_t seed, Dsv3Collectives *collectives) {
+    return dsv3_model_create_stage(out, args, opt, range, seed, collectives, NULL);
+}
+
+Dsv3Err dsv3_model_create_stage(Dsv3Model **out, const Dsv3ModelArgs *args,
+                                const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
+                                uint64_t seed, Dsv3Collectives *collectives,
+                                const Dsv3StoreFactory *store) {
     *out = NULL;
+    const Dsv3StoreFactory local = {local_store_create, NULL};
+    if (!store) store = &local;
     DSV3_CALL(dsv3_model_args_validate(args));
     Dsv3StageRange whole = dsv3_stage_range_whole(args);
     if (!range) range = &whole;
     LocalServices *l = NULL;
-    Dsv3Err err = local_services_create(&l, args, opt, range, seed);
+    Dsv3Err err = local_services_create(&l, args, opt, range, seed, store);
     if (err == DSV3_OK) {
         Dsv3ModelServices services = {.kernels = &l->kernels,
                                       .params = l->store,

@@ -77,6 +77,22 @@ Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
                                 const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                 uint64_t seed, Dsv3Collectives *collectives);
 
+// How dsv3_model_create_stage makes its parameter store: the groups of `range`, in memory of
+// `kernels` (which outlives the store), initialised with `seed`; `arg` is the factory's.
+typedef struct {
+    Dsv3Err (*create)(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
+                      const Dsv3ModelArgs *args, const Dsv3StageRange *range, uint64_t seed,
+                      void *arg);
+    void *arg;
+} Dsv3StoreFactory;
+
+// As dsv3_model_create_local, with the parameter store `store` makes (NULL: a local store);
+// the model owns the store.
+Dsv3Err dsv3_model_create_stage(Dsv3Model **out, const Dsv3ModelArgs *args,
+                                const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
+                                uint64_t seed, Dsv3Collectives *collectives,
+                                const Dsv3StoreFactory *store);
+
 // Frees the activations (and the services of dsv3_model_create_local). NULL is allowed.
 void dsv3_model_destroy(Dsv3Model *m);
 
@@ -134,5 +150,10 @@ const float *dsv3_model_input_grad(const Dsv3Model *m);
 
 // Bytes of activations and scratch the model allocated (for memory reports).
 int64_t dsv3_model_activation_bytes(const Dsv3Model *m);
+
+// The bytes dsv3_model_activation_bytes will report for a stage of `range` built with `opt`,
+// computed without allocating them (memory plans of any model size).
+Dsv3Err dsv3_model_plan_activation_bytes(const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
+                                         const Dsv3StageRange *range, int64_t *bytes);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 // Where the value of section.key came from ("conf/x.toml:12", "command line --a.b", "default").
@@ -128,4 +129,27 @@ void dsv3_model_args_from_config(const Dsv3Config *cfg, Dsv3ModelArgs *out) {
         .beta_slow = cfg->model.beta_slow,
         .mscale = cfg->model.mscale,
     };
+}
+
+// Tokens per chunk of the fused output head + loss: bounds the logits held at once to
+// LOSS_CHUNK × vocab floats (129,280 × 1024 × 4 B = 0.5 GiB at the 671B vocabulary).
+enum { LOSS_CHUNK = 1024 };
+
+Dsv3Err dsv3_model_options_from_config(const Dsv3Config *cfg, int32_t eos_id,
+                                       Dsv3ModelOptions *out) {
+    const char *mode = cfg->activation_checkpoint.mode;
+    const char *option = cfg->activation_checkpoint.selective_ac_option;
+    *out = (Dsv3ModelOptions){.batch = cfg->training.local_batch_size,
+                              .seq_len = cfg->training.seq_len,
+                              .eos_id = eos_id,
+                              .ac_mode = DSV3_AC_NONE,
+                              .loss_chunk = LOSS_CHUNK,
+                              .slots = 1};
+    if (strcmp(mode, "full") == 0)
+        out->ac_mode = DSV3_AC_FULL;
+    else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0)
+        out->ac_mode = DSV3_AC_OP;
+    else if (strcmp(mode, "selective") == 0)
+        out->ac_every = strtoll(option, NULL, 10);
+    return DSV3_OK;
 }

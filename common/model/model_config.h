@@ -11,6 +11,7 @@
 
 #include "common/core/config.h"
 #include "common/core/error.h"
+#include "common/model/model.h"
 #include "common/model/model_args.h"
 
 // Fills the [model] keys the user did not set from model.flavor (their origins stay empty:
@@ -23,5 +24,11 @@ Dsv3Err dsv3_model_config_resolve(Dsv3Config *cfg);
 
 // The model arguments of a resolved config.
 void dsv3_model_args_from_config(const Dsv3Config *cfg, Dsv3ModelArgs *out);
+
+// The model options of a stage rank that a resolved config asks for (batch, seq_len,
+// activation checkpointing, one activation slot: a step runs each micro-batch's forward and
+// backward together); `eos_id` is the tokenizer's (block-causal masks).
+Dsv3Err dsv3_model_options_from_config(const Dsv3Config *cfg, int32_t eos_id,
+                                       Dsv3ModelOptions *out);
 
 #endif

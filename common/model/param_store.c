@@ -50,7 +50,12 @@ static Dsv3Err local_reduce(Dsv3ParamStore *self, int g) {
     return DSV3_OK;
 }
 
-static void local_destroy(Dsv3ParamStore *self) {
+static Dsv3Err local_finish(Dsv3ParamStore *self) {
+    (void)self;
+    return DSV3_OK;
+}
+
+void dsv3_param_store_shards_free(Dsv3ParamStore *self) {
     for (int g = 0; self->shards && g < self->n_groups; g++) {
         Dsv3ParamShard *s = &self->shards[g];
         float *buffers[] = {s->data, s->grad, s->adam_m, s->adam_v};
@@ -59,11 +64,17 @@ static void local_destroy(Dsv3ParamStore *self) {
     }
     dsv3_free(self->shards);
     dsv3_free(self->groups);
+    self->shards = NULL;
+    self->groups = NULL;
+}
+
+static void local_destroy(Dsv3ParamStore *self) {
+    dsv3_param_store_shards_free(self);
     dsv3_free(self);
 }
 
 static const Dsv3ParamStoreOps local_ops = {local_nothing, local_nothing, local_reduce,
-                                            local_destroy};
+                                            local_finish, local_destroy};
 
 // Initial values of group g into its value shard: directly in host memory, through a host
 // buffer for a device.
@@ -83,18 +94,18 @@ static Dsv3Err init_values(Dsv3ParamStore *st, int g, uint64_t seed) {
     return err;
 }
 
-static Dsv3Err local_create_groups(Dsv3ParamStore *st, uint64_t seed) {
+Dsv3Err dsv3_param_store_shards_create(Dsv3ParamStore *st, const Dsv3ShardSpec *spec,
+                                       uint64_t seed) {
     st->n_groups = dsv3_param_stage_group_count(&st->args, &st->range);
     DSV3_CALL(dsv3_calloc((void **)&st->groups, (size_t)st->n_groups, sizeof *st->groups,
                           "parameter groups"));
     DSV3_CALL(dsv3_calloc((void **)&st->shards, (size_t)st->n_groups, sizeof *st->shards,
                           "parameter shards"));
-    DSV3_CALL(dsv3_param_stage_groups(&st->args, &st->range, &dsv3_shard_none, st->groups));
+    DSV3_CALL(dsv3_param_stage_groups(&st->args, &st->range, spec, st->groups));
     for (int g = 0; g < st->n_groups; g++) {
         Dsv3ParamGroup *group = &st->groups[g];
         Dsv3ParamShard *s = &st->shards[g];
-        DSV3_ASSERT(group->shard_numel == group->numel); // unsharded: the shard is the group
-        size_t bytes = (size_t)group->numel * sizeof(float);
+        size_t bytes = (size_t)group->shard_numel * sizeof(float);
         const char *what = dsv3_group_kind_name(group->kind);
         DSV3_CALL(dsv3_memory_alloc(st->kernels, (void **)&s->data, bytes, what));
         DSV3_CALL(dsv3_memory_alloc(st->kernels, (void **)&s->grad, bytes, "gradients"));
@@ -104,7 +115,16 @@ static Dsv3Err local_create_groups(Dsv3ParamStore *st, uint64_t seed) {
         DSV3_CALL(dsv3_memory_zero(st->kernels, s->adam_m, bytes));
         DSV3_CALL(dsv3_memory_zero(st->kernels, s->adam_v, bytes));
         DSV3_CALL(init_values(st, g, seed));
-        dsv3_param_group_bind(group, s->data, s->grad);
+    }
+    return DSV3_OK;
+}
+
+static Dsv3Err local_create_groups(Dsv3ParamStore *st, uint64_t seed) {
+    DSV3_CALL(dsv3_param_store_shards_create(st, &dsv3_shard_none, seed));
+    for (int g = 0; g < st->n_groups; g++) {
+        Dsv3ParamGroup *group = &st->groups[g];
+        DSV3_ASSERT(group->shard_numel == group->numel); // unsharded: the shard is the group
+        dsv3_param_group_bind(group, st->shards[g].data, st->shards[g].grad);
     }
     return DSV3_OK;
 }
@@ -115,7 +135,8 @@ Dsv3Err dsv3_param_store_local_create(Dsv3ParamStore **out, const Dsv3KernelCont
     *out = NULL;
     Dsv3ParamStore *st = NULL;
     DSV3_CALL(dsv3_calloc((void **)&st, 1, sizeof *st, "parameter store"));
-    *st = (Dsv3ParamStore){.ops = &local_ops, .kernels = kernels, .args = *args, .range = *range};
+    *st = (Dsv3ParamStore){
+        .ops = &local_ops, .kernels = kernels, .args = *args, .range = *range, .fsdp_size = 1};
     Dsv3Err err = local_create_groups(st, seed);
     if (err != DSV3_OK) {
         local_destroy(st);

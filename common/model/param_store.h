@@ -10,6 +10,10 @@
 // a group's shards into a gather buffer on acquire, frees or keeps it on release (the reshard
 // policy) and reduce-scatters the gradients into the shards on reduce.
 //
+// After the last micro-batch of a step the caller finishes the step's gradients (finish: every
+// pending reduction complete, the shards' gradients hold the step's sums over the store's
+// ranks, gathered copies dropped because the optimizer is about to change the values).
+//
 // What a rank owns is its flat shards (Dsv3ParamShard, one per group, shard_numel elements
 // each, in the kernel context's memory space): the optimizer steps those, the checkpoint
 // writes and reads their boxes (params.h), the gradient norm sums them.
@@ -38,6 +42,8 @@ typedef struct {
     Dsv3Err (*release)(Dsv3ParamStore *self, int g, Dsv3ParamUse use);
     // The group's backward of one micro-batch is done: take its gradients into the shard.
     Dsv3Err (*reduce)(Dsv3ParamStore *self, int g);
+    // The step's backward is over: complete the reductions, drop the gathered copies.
+    Dsv3Err (*finish)(Dsv3ParamStore *self);
     void (*destroy)(Dsv3ParamStore *self);
 } Dsv3ParamStoreOps;
 
@@ -49,6 +55,10 @@ struct Dsv3ParamStore {
     int n_groups;
     Dsv3ParamGroup *groups; // (n_groups) layouts, in dsv3_param_stage_groups order
     Dsv3ParamShard *shards; // (n_groups) what this rank owns
+    // Ranks the shards are spread over (the FSDP group; 1: every group whole on this rank).
+    // Their gradients are complete after finish, summed over those ranks (and, for HSDP, over
+    // the replicas); with 1 the caller sums them over the data-parallel ranks itself.
+    int64_t fsdp_size;
 };
 
 // The index of the group of `kind` for `layer_id` (-1 for the embedding and the head), or -1
@@ -61,10 +71,19 @@ Dsv3Param *dsv3_param_store_find_fqn(Dsv3ParamStore *store, const char *fqn, int
 // Elements of every shard together (what the rank owns).
 int64_t dsv3_param_store_numel(const Dsv3ParamStore *store);
 
+// For stores: lays out the groups of store->range for `spec`, allocates every group's shard
+// (values initialised as torchtitan does with `seed`, gradients and moments zero) in memory of
+// store->kernels's space. store->args, range and kernels must be set.
+Dsv3Err dsv3_param_store_shards_create(Dsv3ParamStore *store, const Dsv3ShardSpec *spec,
+                                       uint64_t seed);
+
+// For stores: frees what dsv3_param_store_shards_create made (safe on a partial one).
+void dsv3_param_store_shards_free(Dsv3ParamStore *store);
+
 // The local store: every group of `range` whole (no sharding), in memory of `kernels`'s space,
 // values initialised as torchtitan does with `seed`, gradients and moments zero. Its
-// acquire/release/reduce make no collective and change nothing; the groups are bound to their
-// buffers from creation on. `kernels` must outlive the store.
+// acquire/release/reduce/finish make no collective and change nothing; the groups are bound to
+// their buffers from creation on. `kernels` must outlive the store.
 Dsv3Err dsv3_param_store_local_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
                                       const Dsv3ModelArgs *args, const Dsv3StageRange *range,
                                       uint64_t seed);

@@ -1,6 +1,7 @@
 // stage_loop: receive micro-batches, compute, reduce, step, report.
 #include "stage_loop.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 #include "common/core/format.h"
 #include "common/core/log.h"
 #include "common/comm/collectives_mpi.h"
+#include "common/comm/param_store_fsdp.h"
+#include "common/comm/plan.h"
 #include "common/comm/protocol.h"
 #include "common/model/model.h"
 #include "common/train/expert_load.h"
@@ -25,20 +28,26 @@ enum { CONTEXT_CAPACITY = 64 };
 _Static_assert((int)DSV3_PROTOCOL_FQN_CAPACITY == (int)DSV3_FQN_CAPACITY,
                "a report carries a tensor name");
 
-// Sums every gradient group and the tokens per expert over the data-parallel ranks
-// (DSV3_GROUP_DP of the MPI collectives).
+// Completes the step's gradients: the store finishes its reductions (an FSDP store has then
+// summed them over the FSDP group and the HSDP replicas); a store that keeps every group whole
+// has them summed here over the data-parallel ranks (DSV3_GROUP_DP of the MPI collectives).
+// The tokens per expert are summed over the data-parallel ranks in both cases.
 static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int64_t step,
                                     Dsv3Trace *trace) {
     Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
-    int64_t size = 1, rank = 0;
-    DSV3_CALL(c->group(c, DSV3_GROUP_DP, &size, &rank));
-    if (size == 1) return DSV3_OK;
+    Dsv3ParamStore *st = dsv3_model_services(m)->params;
     char context[CONTEXT_CAPACITY];
     double t0 = dsv3_log_seconds();
-    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
     snprintf(context, sizeof context, "the gradients of step %lld", (long long)step);
     dsv3_collectives_mpi_set_context(coll, context);
-    for (int g = 0; g < st->n_groups; g++)
+    DSV3_CALL(st->ops->finish(st));
+    int64_t size = 1, rank = 0;
+    DSV3_CALL(c->group(c, DSV3_GROUP_DP, &size, &rank));
+    if (size == 1) {
+        dsv3_collectives_mpi_set_context(coll, NULL);
+        return DSV3_OK;
+    }
+    for (int g = 0; st->fsdp_size == 1 && g < st->n_groups; g++)
         DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, st->shards[g].grad, st->groups[g].shard_numel,
                                 DSV3_ELEM_F32, DSV3_REDUCE_SUM));
     double t1 = dsv3_log_seconds();
@@ -54,6 +63,15 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int6
     }
     dsv3_collectives_mpi_set_context(coll, NULL);
     return dsv3_trace_add(trace, DSV3_PHASE_COMM_EXPERT_COUNTS, -1, t1, dsv3_log_seconds());
+}
+
+// The global squared gradient norm: this rank's shards, summed over the FSDP group when the
+// store shards them (replicas hold the same sums and are not counted again).
+static Dsv3Err grad_sum_squares(Dsv3Model *m, Dsv3CollectivesMpi *coll, double *sum_squares) {
+    DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, sum_squares));
+    if (dsv3_model_services(m)->params->fsdp_size == 1) return DSV3_OK;
+    Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
+    return c->all_reduce(c, DSV3_GROUP_FSDP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM);
 }
 
 // One step on this rank; fills the report, the phase times in `trace` and, when the plan asks
@@ -94,7 +112,7 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
     double t1 = dsv3_log_seconds();
     double sum_squares = 0;
     DSV3_CALL(dsv3_optimizer_test_inject(m, plan->step));
-    DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, &sum_squares));
+    DSV3_CALL(grad_sum_squares(m, coll, &sum_squares));
     Dsv3OptimizerStep step = {.lr = plan->lr,
                               .beta1 = (float)cfg->optimizer.beta1,
                               .beta2 = (float)cfg->optimizer.beta2,
@@ -118,6 +136,34 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
     return DSV3_OK;
 }
 
+// End of training, on every stage rank: the largest step peak of allocated memory against the
+// plan of this rank (comm/plan.h, what --job.dry_run prints), and the FSDP store's share of
+// communication that overlapped compute.
+static Dsv3Err log_memory_and_overlap(const Dsv3Launch *launch, Dsv3Model *m, int64_t peak) {
+    const Dsv3Topology *t = &launch->topology;
+    Dsv3PlanOptions opt;
+    DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
+    Dsv3RankShare share;
+    DSV3_CALL(dsv3_plan_rank(&launch->model, &t->dims, &opt, t->job_rank, &share));
+    int64_t planned = dsv3_plan_total_bytes(&share);
+    char measured_text[DSV3_FORMAT_CAPACITY], planned_text[DSV3_FORMAT_CAPACITY];
+    DSV3_LOG_INFO("memory: peak %" PRId64 " bytes (%s) on this rank, planned %" PRId64
+                  " bytes (%s): %.2f%% of the plan",
+                  peak, dsv3_format_bytes((double)peak, measured_text), planned,
+                  dsv3_format_bytes((double)planned, planned_text),
+                  planned > 0 ? 100.0 * (double)peak / (double)planned : 0.0);
+    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
+    if (st->fsdp_size == 1) return DSV3_OK;
+    Dsv3FsdpTimes times = dsv3_param_store_fsdp_times(st);
+    char moved[DSV3_FORMAT_CAPACITY];
+    DSV3_LOG_INFO(
+        "fsdp: %s gathered and reduce-scattered; communication %.3f s, of which "
+        "%.3f s waited: %.1f%% hidden behind compute",
+        dsv3_format_bytes((double)times.bytes, moved), times.comm_seconds, times.wait_seconds,
+        times.comm_seconds > 0 ? 100.0 * (1.0 - times.wait_seconds / times.comm_seconds) : 100.0);
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     const Dsv3Config *cfg = &launch->config;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
@@ -132,11 +178,10 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     Dsv3ExpertLoad load = {0};
     Dsv3Err err = DSV3_OK;
     int64_t trained = 0; // training steps completed in this run
+    int64_t peak = 0;    // the largest step peak of allocated bytes
     DSV3_CALL_GOTO(err, done,
                    dsv3_collectives_mpi_create(&coll, &launch->topology, dsv3_protocol_watch(p)));
-    DSV3_CALL_GOTO(
-        err, done,
-        dsv3_stage_model_create(&m, launch, plan.eos_id, dsv3_collectives_mpi_interface(coll)));
+    DSV3_CALL_GOTO(err, done, dsv3_stage_model_create(&m, launch, plan.eos_id, coll));
     char bytes[DSV3_FORMAT_CAPACITY];
     dsv3_log(
         launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
@@ -172,11 +217,13 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
         DSV3_CALL_GOTO(err, done, dsv3_report_send(launch, &plan, &report, &load, &trace));
         if (!plan.validate) {
             trained++;
+            if (report.bytes_peak > peak) peak = report.bytes_peak;
             dsv3_protocol_set_patience(p, DSV3_PATIENCE_TRAIN);
             DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_step(launch, m));
         }
         DSV3_CALL_GOTO(err, done, dsv3_protocol_recv_plan(p, &plan));
     }
+    if (trained > 0) DSV3_CALL_GOTO(err, done, log_memory_and_overlap(launch, m, peak));
 done:
     dsv3_free(windows);
     dsv3_free(tokens);

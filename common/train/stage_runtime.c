@@ -1,35 +1,19 @@
 // stage_runtime: the model of one stage rank, from the launch.
 #include "stage_runtime.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 #include "common/comm/layout.h"
+#include "common/comm/param_store_fsdp.h"
+#include "common/comm/plan.h"
+#include "common/model/model_config.h"
 
-// Tokens per chunk of the fused output head + loss: bounds the logits held at once to
-// LOSS_CHUNK × vocab floats (129,280 × 1024 × 4 B = 0.5 GiB at the 671B vocabulary).
-enum { LOSS_CHUNK = 1024 };
-
-Dsv3Err dsv3_stage_model_options(const Dsv3Config *cfg, int32_t eos_id, Dsv3ModelOptions *out) {
-    const char *mode = cfg->activation_checkpoint.mode;
-    const char *option = cfg->activation_checkpoint.selective_ac_option;
-    *out = (Dsv3ModelOptions){.batch = cfg->training.local_batch_size,
-                              .seq_len = cfg->training.seq_len,
-                              .eos_id = eos_id,
-                              .ac_mode = DSV3_AC_NONE,
-                              .loss_chunk = LOSS_CHUNK,
-                              .slots = 1};
-    if (strcmp(mode, "full") == 0)
-        out->ac_mode = DSV3_AC_FULL;
-    else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0)
-        out->ac_mode = DSV3_AC_OP;
-    else if (strcmp(mode, "selective") == 0)
-        out->ac_every = strtoll(option, NULL, 10);
-    return DSV3_OK;
+static Dsv3Err fsdp_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
+                                 const Dsv3ModelArgs *args, const Dsv3StageRange *range,
+                                 uint64_t seed, void *arg) {
+    return dsv3_param_store_fsdp_create(out, kernels, args, range, seed, arg);
 }
 
 Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32_t eos_id,
-                                Dsv3Collectives *collectives) {
+                                Dsv3CollectivesMpi *collectives) {
     const Dsv3Topology *t = &launch->topology;
     const Dsv3ModelArgs *args = &launch->model;
     Dsv3StageRange range = {.dense = 1, .routed = t->n_expert == 0};
@@ -38,7 +22,14 @@ Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32
     range.first = t->coord.pp == 0;
     range.last = t->coord.pp == t->dims.pp - 1;
     Dsv3ModelOptions opt;
-    DSV3_CALL(dsv3_stage_model_options(&launch->config, eos_id, &opt));
-    return dsv3_model_create_local(out, args, &opt, &range, (uint64_t)launch->config.debug.seed,
-                                   collectives);
+    DSV3_CALL(dsv3_model_options_from_config(&launch->config, eos_id, &opt));
+    Dsv3FsdpOptions fsdp = {.spec = dsv3_plan_stage_spec(&t->dims, &t->coord),
+                            .collectives = collectives,
+                            .pipelined = t->dims.pp > 1};
+    DSV3_CALL(dsv3_reshard_policy_parse(launch->config.parallelism.fsdp_reshard_after_forward,
+                                        &fsdp.policy));
+    Dsv3StoreFactory sharded = {fsdp_store_create, &fsdp};
+    return dsv3_model_create_stage(out, args, &opt, &range, (uint64_t)launch->config.debug.seed,
+                                   dsv3_collectives_mpi_interface(collectives),
+                                   fsdp.spec.fsdp > 1 ? &sharded : NULL);
 }

@@ -655,11 +655,6 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
     static const struct {
         const char *text, *message, *default_text;
     } cases[] = {
-        {"[parallelism]\nfsdp_reshard_after_forward = \"always\"\n",
-         "x.toml:2: parallelism.fsdp_reshard_after_forward = \"always\" is not supported yet: it "
-         "needs FSDP/HSDP parameter sharding, which is not implemented (only the default "
-         "\"default\" is accepted)",
-         "[parallelism]\nfsdp_reshard_after_forward = \"default\"\n"},
         {"[parallelism]\ndisable_loss_parallel = true\n",
          "x.toml:2: parallelism.disable_loss_parallel = true is not supported yet: it needs tensor "
          "parallelism, which is not implemented (only the default false is accepted)",
@@ -701,10 +696,10 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
     // The check is the core's own: dsv3_config_resolve makes it without the model.
     dsv3_config_init(&f->a);
     EXPECT_OK(dsv3_model_config_resolve(&f->a));
-    EXPECT_OK(dsv3_config_override(&f->a, "parallelism.fsdp_reshard_after_forward", "always"));
+    EXPECT_OK(dsv3_config_override(&f->a, "parallelism.disable_loss_parallel", "true"));
     EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG,
-                 "command line --parallelism.fsdp_reshard_after_forward: "
-                 "parallelism.fsdp_reshard_after_forward = \"always\" is not supported yet");
+                 "command line --parallelism.disable_loss_parallel: "
+                 "parallelism.disable_loss_parallel = true is not supported yet");
     // The help says what the key waits for, and why a CPU run needs no deterministic mode.
     char *help = NULL;
     EXPECT_OK(dsv3_config_help(&help));

@@ -1,16 +1,23 @@
 // plan: every rank's share, from the parameter table as the rank's store lays it out, adds up
 // to the model: tensor parallelism cuts what torchtitan's plan cuts, the dp_shard × cp ranks
-// replicate (FSDP sharding is not implemented yet) and say so, expert servers split the routed
+// of a stage split every tensor (FSDP: their real rows add up to the piece, their padded
+// shards are equal), dp_replicate replicas hold the same, expert servers split the routed
 // experts exactly.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "common/comm/plan.h"
+
+// One sequence of 16 tokens, no activation checkpointing, the default reshard policy.
+static const Dsv3PlanOptions PLAN = {
+    .model = {.batch = 1, .seq_len = 16, .eos_id = -1, .loss_chunk = 1024, .slots = 1},
+    .reshard = DSV3_RESHARD_DEFAULT};
 
 static Dsv3ModelArgs flavor(const char *name) {
     Dsv3ModelArgs a;
@@ -32,7 +39,7 @@ static void test_one_stage_rank_holds_everything(void **state) {
     Dsv3ModelArgs a = flavor("debugmodel");
     Dsv3ParallelDims d = resolved(1, 1, 1, 1, 1, 1);
     Dsv3RankShare s;
-    assert_int_equal(dsv3_plan_rank(&a, &d, 1, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 1, &s), DSV3_OK);
     assert_int_equal(s.role, DSV3_ROLE_STAGE);
     assert_int_equal(s.params, 33014016);
     assert_true(s.has_embedding && s.has_head);
@@ -45,7 +52,7 @@ static void test_coordinator_owns_nothing(void **state) {
     Dsv3ModelArgs a = flavor("debugmodel");
     Dsv3ParallelDims d = resolved(2, 1, 2, 1, 1, 2);
     Dsv3RankShare s;
-    assert_int_equal(dsv3_plan_rank(&a, &d, 0, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 0, &s), DSV3_OK);
     assert_int_equal(s.role, DSV3_ROLE_COORDINATOR);
     assert_int_equal(s.params, 0);
     char line[512];
@@ -58,7 +65,7 @@ static void test_rank_outside_the_job_is_an_error(void **state) {
     Dsv3ModelArgs a = flavor("debugmodel");
     Dsv3ParallelDims d = resolved(1, 1, 2, 1, 1, 1);
     Dsv3RankShare s;
-    assert_int_equal(dsv3_plan_rank(&a, &d, 3, &s), DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 3, &s), DSV3_ERR_USAGE);
     assert_non_null(strstr(dsv3_error_message(), "outside a job of 3 ranks"));
     dsv3_error_clear();
 }
@@ -80,10 +87,36 @@ static int64_t replicated_over_tp(const Dsv3ModelArgs *a, int64_t first, int64_t
     return n;
 }
 
-// The ranks with dp_replicate, dp_shard and cp coordinates 0 hold every pipeline stage once
-// per tp rank: together the model, plus (tp − 1) copies of what tp does not cut; expert
-// servers split the routed experts exactly. The other dp_shard × cp ranks hold the same as
-// their dp_shard = cp = 0 peer (no FSDP sharding yet), and every dp_replicate replica too.
+// Elements of the real rows (the boxes) of the groups the stage rank at `s` holds.
+static int64_t real_elements(const Dsv3ModelArgs *a, const Dsv3ParallelDims *d,
+                             const Dsv3RankShare *s, int64_t n_expert) {
+    Dsv3StageRange range = {.first_layer = s->first_layer,
+                            .n_layers = s->layer_count,
+                            .first = s->has_embedding,
+                            .last = s->has_head,
+                            .dense = 1,
+                            .routed = n_expert == 0};
+    Dsv3ShardSpec spec = dsv3_plan_stage_spec(d, &s->coord);
+    int n = dsv3_param_stage_group_count(a, &range);
+    Dsv3ParamGroup *groups = calloc((size_t)n, sizeof *groups);
+    assert_non_null(groups);
+    assert_int_equal(dsv3_param_stage_groups(a, &range, &spec, groups), DSV3_OK);
+    int64_t real = 0, shards = 0;
+    for (int g = 0; g < n; g++) {
+        shards += groups[g].shard_numel;
+        for (int p = 0; p < DSV3_PARAM_SLOT_COUNT; p++)
+            if (groups[g].params[p].numel)
+                real += dsv3_box_numel(&groups[g].params[p].box, groups[g].params[p].ndim);
+    }
+    free(groups);
+    assert_int_equal(shards, s->params); // the plan counts the padded shards the store holds
+    return real;
+}
+
+// The real rows of the dp_replicate = 0 ranks cover every pipeline stage once per tp rank:
+// together the model, plus (tp − 1) copies of what tp does not cut; expert servers split the
+// routed experts exactly. The ranks of an FSDP group hold equal (padded) shards, and every
+// dp_replicate replica the same as its dp_replicate = 0 peer.
 static void check_shares_cover_model(const char *name, Dsv3ParallelDims d) {
     Dsv3ModelArgs a = flavor(name);
     Dsv3ParamCounts counts;
@@ -92,7 +125,7 @@ static void check_shares_cover_model(const char *name, Dsv3ParallelDims d) {
     int64_t stage_sum = 0, expert_sum = 0, extra = 0;
     for (int64_t r = 1; r <= n_stage + n_expert; r++) {
         Dsv3RankShare s;
-        assert_int_equal(dsv3_plan_rank(&a, &d, r, &s), DSV3_OK);
+        assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, r, &s), DSV3_OK);
         if (s.role == DSV3_ROLE_EXPERT) {
             expert_sum += s.params;
             continue;
@@ -102,12 +135,12 @@ static void check_shares_cover_model(const char *name, Dsv3ParallelDims d) {
         int64_t index = 0;
         assert_int_equal(dsv3_layout_stage_index(&d, &peer, &index), DSV3_OK);
         Dsv3RankShare first;
-        assert_int_equal(dsv3_plan_rank(&a, &d, 1 + index, &first), DSV3_OK);
+        assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 1 + index, &first), DSV3_OK);
         assert_int_equal(s.params, first.params);
-        assert_int_equal(s.fsdp_replicas, d.dp_shard * d.cp);
-        if (s.coord.dp_replicate || s.coord.dp_shard || s.coord.cp) continue;
-        stage_sum += s.params;
-        if (s.coord.tp == 0)
+        assert_int_equal(s.fsdp, d.dp_shard * d.cp);
+        if (s.coord.dp_replicate) continue;
+        stage_sum += real_elements(&a, &d, &s, n_expert);
+        if (s.coord.tp == 0 && s.coord.dp_shard == 0 && s.coord.cp == 0)
             extra += (d.tp - 1) * replicated_over_tp(&a, s.first_layer, s.layer_count, s.has_head,
                                                      n_expert == 0);
     }
@@ -131,7 +164,7 @@ static void test_expert_servers_hold_whole_experts(void **state) {
     Dsv3ParallelDims d = resolved(16, 1, 32, 1, 8, 32);
     Dsv3RankShare s;
     int64_t last = 1 + dsv3_layout_stage_count(&d) + dsv3_layout_expert_count(&d) - 1;
-    assert_int_equal(dsv3_plan_rank(&a, &d, last, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, last, &s), DSV3_OK);
     assert_int_equal(s.role, DSV3_ROLE_EXPERT);
     assert_int_equal(s.pp_stage, 15);
     assert_int_equal(s.ep_rank, 31);
@@ -141,6 +174,63 @@ static void test_expert_servers_hold_whole_experts(void **state) {
     assert_int_equal(s.params, 3LL * 8 * 3 * 2048 * 7168);
 }
 
+// torchtitan's policies: default keeps only the head gathered after forward (and everything
+// under pipeline parallelism), always keeps nothing, never keeps everything.
+static void test_reshard_policies(void **state) {
+    (void)state;
+    Dsv3ReshardPolicy p;
+    assert_int_equal(dsv3_reshard_policy_parse("never", &p), DSV3_OK);
+    assert_int_equal(p, DSV3_RESHARD_NEVER);
+    assert_int_equal(dsv3_reshard_policy_parse("sometimes", &p), DSV3_ERR_CONFIG);
+    assert_non_null(strstr(dsv3_error_message(), "expected default, always or never"));
+    dsv3_error_clear();
+    for (int kind = 0; kind < DSV3_GROUP_KIND_COUNT; kind++) {
+        int head = kind == DSV3_GROUP_HEAD;
+        assert_int_equal(dsv3_reshard_after_forward(DSV3_RESHARD_DEFAULT, kind, 0), !head);
+        assert_int_equal(dsv3_reshard_after_forward(DSV3_RESHARD_DEFAULT, kind, 1), 0);
+        assert_int_equal(dsv3_reshard_after_forward(DSV3_RESHARD_ALWAYS, kind, 0), 1);
+        assert_int_equal(dsv3_reshard_after_forward(DSV3_RESHARD_NEVER, kind, 0), 0);
+    }
+}
+
+// The debug model at dp_shard 4: buffers sized by its largest group (the dense layer 0, whole
+// on every rank once gathered); the working set, plus
+// what a policy keeps before the last group (default: nothing, the head being last).
+static void test_fsdp_buffers_of_the_debug_model(void **state) {
+    (void)state;
+    Dsv3ModelArgs a = flavor("debugmodel");
+    Dsv3ParallelDims d = resolved(1, 1, 4, 1, 1, 1);
+    Dsv3StageRange range = dsv3_stage_range_whole(&a);
+    Dsv3ShardSpec spec = {.tp = 1, .fsdp = 4, .fsdp_rank = 3, .ep = 1};
+    int n = dsv3_param_stage_group_count(&a, &range);
+    Dsv3ParamGroup *groups = calloc((size_t)n, sizeof *groups);
+    assert_non_null(groups);
+    assert_int_equal(dsv3_param_stage_groups(&a, &range, &spec, groups), DSV3_OK);
+    Dsv3FsdpBuffers b;
+    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 0, groups, n, &b);
+    assert_int_equal(groups[1].kind, DSV3_GROUP_LAYER);
+    for (int g = 0; g < n; g++)
+        assert_true(groups[g].numel <= groups[1].numel);
+    assert_int_equal(b.buffer_numel, groups[1].numel);
+    assert_int_equal(b.buffers, DSV3_FSDP_WORKING_BUFFERS);
+    dsv3_fsdp_buffers(DSV3_RESHARD_ALWAYS, 0, groups, n, &b);
+    assert_int_equal(b.buffers, DSV3_FSDP_WORKING_BUFFERS);
+    dsv3_fsdp_buffers(DSV3_RESHARD_NEVER, 0, groups, n, &b);
+    assert_int_equal(b.buffers, n + DSV3_FSDP_GRAD_BUFFERS);
+    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 1, groups, n, &b); // pipelined: as never
+    assert_int_equal(b.buffers, n + DSV3_FSDP_GRAD_BUFFERS);
+    // The plan of that rank counts the same buffers; one rank alone has none.
+    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 0, groups, n, &b);
+    Dsv3RankShare s;
+    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 4, &s), DSV3_OK);
+    assert_int_equal(s.gather_bytes, dsv3_fsdp_buffer_bytes(&b));
+    assert_true(s.activation_bytes > 0 && s.workspace_bytes > 0);
+    Dsv3ParallelDims one = resolved(1, 1, 1, 1, 1, 1);
+    assert_int_equal(dsv3_plan_rank(&a, &one, &PLAN, 1, &s), DSV3_OK);
+    assert_int_equal(s.gather_bytes, 0);
+    free(groups);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_stage_rank_holds_everything),
@@ -148,6 +238,8 @@ int main(void) {
         cmocka_unit_test(test_rank_outside_the_job_is_an_error),
         cmocka_unit_test(test_shares_cover_the_model),
         cmocka_unit_test(test_expert_servers_hold_whole_experts),
+        cmocka_unit_test(test_reshard_policies),
+        cmocka_unit_test(test_fsdp_buffers_of_the_debug_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# FSDP and HSDP against one process: 10 AdamW steps of the debug model (gradient clipping,
+# expert-bias updates, warm-up then linear decay) on the same global batch of 4 sequences at
+# dp_shard 2 and 4, HSDP 2 × 2, dp_shard 2 with 2 micro-batches of gradient accumulation and
+# dp_shard 2 with the reshard policies "always" and "never". Losses, grad norms, final
+# parameters and both AdamW moments agree within 1e-5 relative (per tensor, in L2 norm: sums
+# in another order change single elements whose gradient is near zero the most); the
+# tokens per expert of every step and the final expert biases are identical.
+# Memory: every stage rank of every run peaks within 10% of its plan (what --job.dry_run
+# prints), and at one sequence of 128 tokens per rank a dp_shard 4 rank peaks at no more than
+# half of what one process does.
+source "$(dirname "$0")/lib.sh"
+COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
+    --training.global_batch_size 4 --lr_scheduler.warmup_steps 3 --metrics.log_freq 1
+    --metrics.peak_tflops 1 --validation.enable false --checkpoint.enable --checkpoint.interval 10
+    --checkpoint.last_save_model_only false)
+
+# train NAME NPROC [overrides...]: a run into $WORK/NAME with NPROC stage ranks.
+train() {
+    local name=$1 nproc=$2
+    shift 2
+    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name" "$@" \
+        : -n "$nproc" "$BIN/dsv3-stage" >"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "$name failed"; }
+    expect_count "$WORK/$name.out" "memory: peak " "$nproc"
+}
+
+# peaks NAME: every rank's measured and planned peak bytes, one "measured planned" line each.
+peaks() { sed -n 's/.*memory: peak \([0-9]*\) bytes .*planned \([0-9]*\) bytes.*/\1 \2/p' "$WORK/$1.out"; }
+
+train one 1 --training.local_batch_size 4
+train dp2 2 --training.local_batch_size 2
+expect_in "$WORK/dp2.out" "layout: FSDP: parameters, gradients and optimizer state sharded over the 2 dp_shard × cp ranks"
+train dp4 4 --training.local_batch_size 1
+train hsdp 4 --training.local_batch_size 1 --parallelism.data_parallel_replicate_degree 2
+expect_in "$WORK/hsdp.out" "(HSDP: replicated over dp_replicate)"
+train accum 2 --training.local_batch_size 1
+train always 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward always
+train never 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward never
+
+python3 - "$WORK" one dp2 dp4 hsdp accum always never <<'PY' || fail "a sharded layout disagrees with one process"
+import json, sys
+import h5py, numpy as np
+
+TOL = 1e-5
+work, ref, layouts = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+def metrics(name):
+    return [json.loads(line) for line in open(f"{work}/{name}/metrics.jsonl")]
+
+def tensors(name):
+    out = {}
+    for kind in ("model", "optimizer"):
+        with h5py.File(f"{work}/{name}/checkpoint/step-10/{kind}.h5", "r") as f:
+            f.visititems(lambda key, d: out.__setitem__(f"{kind}:{key}", d[()])
+                         if isinstance(d, h5py.Dataset) else None)
+    return out
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-30)
+
+one, one_t = metrics(ref), tensors(ref)
+assert len(one) == 10, len(one)
+for name in layouts:
+    m, t = metrics(name), tensors(name)
+    assert len(m) == 10, (name, len(m))
+    loss = max(rel(a["loss"], b["loss"]) for a, b in zip(m, one))
+    norm = max(rel(a["grad_norm"], b["grad_norm"]) for a, b in zip(m, one))
+    for a, b in zip(m, one):
+        load_a = {k: v for k, v in a.items() if k.endswith("_tokens")}
+        load_b = {k: v for k, v in b.items() if k.endswith("_tokens")}
+        assert load_a and load_a == load_b, (name, a["step"], load_a, load_b)
+    assert sorted(t) == sorted(one_t), (name, set(t) ^ set(one_t))
+    state, worst = 0.0, ""
+    for key, b in one_t.items():
+        a = t[key]
+        assert a.shape == b.shape, (name, key, a.shape, b.shape)
+        if key.endswith("expert_bias"):
+            assert np.array_equal(a, b), (name, key, a, b)
+            continue
+        scale = float(np.linalg.norm(b.astype(np.float64)))
+        error = float(np.linalg.norm(a.astype(np.float64) - b)) / scale if scale > 0 else 0.0
+        if error > state:
+            state, worst = error, key
+    print(f"{name}: losses {loss:.1e}, grad norms {norm:.1e}, final state {state:.1e} relative "
+          f"(worst {worst}); tokens per expert and expert biases identical")
+    assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
+PY
+# Memory at one sequence per rank (2 steps each): one process against dp_shard 4.
+train mem_one 1 --training.local_batch_size 1 --training.global_batch_size 1 --training.seq_len 128 --training.steps 2
+train mem_dp4 4 --training.local_batch_size 1 --training.seq_len 128 --training.steps 2
+for name in one dp2 dp4 hsdp accum always never mem_one mem_dp4; do
+    peaks "$name" | awk -v run="$name" '{ r = $1 / $2; printf "%s: peak %.2f MiB, plan %.2f MiB (%.2f%%)\n", run, $1 / 2^20, $2 / 2^20, 100 * r;
+        if (r < 0.9 || r > 1.1) bad = 1 } END { exit bad }' || fail "$name: a rank's peak is not within 10% of its plan"
+done
+one_peak=$(peaks mem_one | awk '{ print $1 }')
+peaks mem_dp4 | awk -v one="$one_peak" '{ if ($1 > one / 2) bad = 1; if ($1 > worst) worst = $1 }
+    END { printf "dp_shard 4: %.2f MiB per rank at most, one process %.2f MiB\n", worst / 2^20, one / 2^20; exit bad }' ||
+    fail "a dp_shard 4 rank peaks above half the one-process peak"
+echo "fsdp: ok"
