@@ -13,14 +13,19 @@
 # Prints each layout's tokens/s (the median step after a warm-up step, best of --repeat runs),
 # FSDP's against DP's, and the share of FSDP's communication time that overlapped compute
 # (1 − time waiting for it / time from each operation's start to its completion).
+#   ./run/bench.sh --checkpoint [--seq_len 512] [--batch 2] [--repeat 3]
+# times whole training runs of 12 steps (one process, 2 threads) without checkpoints, with a
+# full checkpoint every 3 steps written synchronously, and written in the background
+# (checkpoint.async_mode = "async"; the last save is synchronous in both), best of --repeat,
+# and prints what a save costs the run in each mode.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0
+seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0
 while [ $# -gt 0 ]; do
     case $1 in
-    --fsdp)
-        fsdp=1
+    --fsdp | --checkpoint)
+        [ "$1" = --fsdp ] && fsdp=1 || checkpoint=1
         shift
         continue
         ;;
@@ -77,6 +82,42 @@ if [ $fsdp -eq 1 ]; then
 ' "$sharded" \
         "$(awk -v a="$sharded" -v b="$dp" 'BEGIN { print 100 * a / b }')"
     sed -n 's/.*\[stage \([0-9]*\)\] fsdp: /  FSDP rank \1 (last run): /p' "$work/fsdp.log"
+    exit 0
+fi
+
+if [ $checkpoint -eq 1 ]; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    # run_seconds NAME [overrides...]: wall time of a 12-step run on one process, 2 threads.
+    run_seconds() {
+        local name=$1 t0
+        shift
+        rm -rf "${work:?}/$name"
+        t0=$(date +%s.%N)
+        CONFIG_FILE=$DSV3_ROOT/conf/debug_model.toml NPROC=1 OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 \
+            BUILD_DIR=$DSV3_BUILD_DIR "$DSV3_ROOT/run/train.sh" --training.seq_len "$seq_len" \
+            --training.local_batch_size "$batch" --training.steps 12 --validation.enable false \
+            --metrics.peak_tflops 1 --checkpoint.interval 3 --checkpoint.last_save_model_only false \
+            --job.dump_folder "$work/$name" "$@" >"$work/$name.log" 2>&1 ||
+            { cat "$work/$name.log" >&2; dsv3_die "the $name run failed"; }
+        awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }'
+    }
+    least() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == 0 || b < a ? b : a) }'; }
+    none=0 sync=0 async=0
+    for _ in $(seq "$repeat"); do
+        none=$(least "$none" "$(run_seconds none --checkpoint.enable false)")
+        sync=$(least "$sync" "$(run_seconds sync --checkpoint.enable true)")
+        async=$(least "$async" "$(run_seconds async --checkpoint.enable true --checkpoint.async_mode async)")
+    done
+    size=$(du -sm "$work/sync/checkpoint/step-12" | cut -f1)
+    # Four saves (steps 3, 6, 9, 12); the last is synchronous in both modes.
+    awk -v n="$none" -v s="$sync" -v a="$async" -v mb="$size" -v sl="$seq_len" -v b="$batch" 'BEGIN {
+        per = (s - n) / 4
+        printf "debug model, seq_len %s, batch %s, 12 steps, a full checkpoint (%d MB) every 3 steps:\n", sl, b, mb
+        printf "  no checkpoints      %6.2f s\n", n
+        printf "  synchronous saves   %6.2f s  (%.2f s per save)\n", s, per
+        printf "  background saves    %6.2f s  (%.2f s per save before the last)\n", a, (a - n - per) / 3
+    }'
     exit 0
 fi
 
