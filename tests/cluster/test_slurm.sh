@@ -11,10 +11,7 @@ source "$(dirname "$0")/slurm_cluster.sh"
 slurm_start "$WORK/slurm"
 cd "$DSV3_SOURCE_ROOT"
 export BUILD_DIR=$DSV3_BUILD_ROOT
-SMALL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
-    --model.inter_dim 128 --model.moe_inter_dim 32 --model.num_experts 4 --model.top_k 2 --model.kv_lora_rank 16
-    --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
-    --training.seq_len 32 --training.local_batch_size 2 --metrics.log_freq 1 --lr_scheduler.warmup_steps 3
+SMALL=("${SMALL_MODEL[@]}" --metrics.log_freq 1 --lr_scheduler.warmup_steps 3
     --training.steps 300 --checkpoint.interval 1000)
 
 # submit NAME [sbatch options...] -- [overrides...]: sets job; the log is $WORK/NAME.out.
@@ -50,20 +47,7 @@ slurm_wait "$job"
 expect_count "$WORK/preempted.out" "stopping on SIGUSR1 after step" 1
 expect_in "$WORK/preempted.out" "requeueing job $job to resume"
 expect_in "$WORK/preempted.out" "checkpoint: resumed from $WORK/preempted/checkpoint/step-"
-python3 - "$WORK/straight/metrics.jsonl" "$WORK/preempted/metrics.jsonl" <<'PY' || fail "the requeued job's steps differ"
-import json, sys
-def steps(path):
-    out = {}
-    for line in open(path):
-        r = json.loads(line)
-        out[r["step"]] = (r["loss"], r["grad_norm"], r["lr"])
-    return out
-a, b = steps(sys.argv[1]), steps(sys.argv[2])
-assert sorted(a) == sorted(b) == list(range(1, 301)), (len(a), len(b))
-diff = [(s, a[s], b[s]) for s in a if a[s] != b[s]]
-assert not diff, diff[:3]
-print("preempted and requeued: all 300 steps identical to the uninterrupted job")
-PY
+same_steps "$WORK/straight" "$WORK/preempted" 1 300
 
 # 3. Expert servers as their own job, joining a training job (2 pipeline stages × ep 2).
 export DSV3_OMPI_SERVER_URI=$WORK/ompi-server.uri DRY_RUN_LAUNCH=1

@@ -12,10 +12,7 @@ source "$(dirname "$0")/lib.sh"
 trials=${1:-20}
 RANDOM=${2:-1}
 shift $(($# < 2 ? $# : 2))
-SMALL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
-    --model.inter_dim 128 --model.moe_inter_dim 32 --model.num_experts 4 --model.top_k 2 --model.kv_lora_rank 16
-    --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
-    --training.seq_len 32 --training.local_batch_size 2 --training.steps 600 --metrics.log_freq 1
+SMALL=("${SMALL_MODEL[@]}" --training.steps 600 --metrics.log_freq 1
     --lr_scheduler.warmup_steps 3 --checkpoint.enable --checkpoint.interval 10 --checkpoint.keep_latest_k 2
     --checkpoint.last_save_model_only false "$@")
 
@@ -78,18 +75,6 @@ done
 start "$dir"
 wait "$pid" || { tail -20 "$dir.out"; fail "the last run after the kills"; }
 whole "$dir/checkpoint" 2
-python3 - "$WORK/straight/metrics.jsonl" "$dir/metrics.jsonl" "$killed" <<'PY' || fail "the killed run's steps differ from the uninterrupted run's"
-import json, sys
-def steps(path):
-    out = {}
-    for line in open(path):
-        r = json.loads(line)
-        out[r["step"]] = (r["loss"], r["grad_norm"], r["lr"])
-    return out
-a, b = steps(sys.argv[1]), steps(sys.argv[2])
-assert sorted(b) == sorted(a) == list(range(1, 601)), sorted(b)
-diff = [(s, a[s], b[s]) for s in a if a[s] != b[s]]
-assert not diff, diff[:3]
-print(f"{sys.argv[3]} processes killed; all 600 steps identical to the uninterrupted run")
-PY
+same_steps "$WORK/straight" "$dir" 1 600
+echo "$killed processes killed"
 echo "kill loop: ok"

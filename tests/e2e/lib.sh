@@ -29,3 +29,31 @@ run_expect_fail() {
     [ $rc -ne 0 ] || { cat "$out" >&2; fail "expected a non-zero exit from: $*"; }
     [ $rc -ne 124 ] || { cat "$out" >&2; fail "timed out (hang) instead of failing: $*"; }
 }
+
+# A small model (155,120 parameters) on 32-token sequences, 2 per micro-batch: end-to-end runs of
+# many steps in seconds.
+SMALL_MODEL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
+    --model.inter_dim 128 --model.moe_inter_dim 32 --model.num_experts 4 --model.top_k 2 --model.kv_lora_rank 16
+    --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
+    --training.seq_len 32 --training.local_batch_size 2)
+
+# same_steps A B FIRST LAST: both runs logged every step 1..LAST (metrics.jsonl, log_freq 1), and
+# steps FIRST..LAST of B — its last line of each step, when it was stopped and resumed — have
+# A's loss, grad norm and LR bit for bit.
+same_steps() {
+    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" "$4" <<'PY' || fail "steps $3-$4 of $2 differ from $1"
+import json, sys
+def steps(path):
+    out = {}
+    for line in open(path):
+        r = json.loads(line)
+        out[r["step"]] = (r["loss"], r["grad_norm"], r["lr"])
+    return out
+a, b = steps(sys.argv[1]), steps(sys.argv[2])
+first, last = int(sys.argv[3]), int(sys.argv[4])
+assert sorted(a) == sorted(b) == list(range(1, last + 1)), (len(a), len(b))
+diff = [(s, a[s], b[s]) for s in range(first, last + 1) if a[s] != b[s]]
+assert not diff, diff[:3]
+print(f"{sys.argv[2]}: steps {first}-{last} identical to {sys.argv[1]}")
+PY
+}

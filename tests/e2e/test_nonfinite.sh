@@ -5,10 +5,7 @@
 # parameters, expert biases and AdamW state exactly as they were; a learning rate that makes
 # training diverge stops it before any non-finite state is saved.
 source "$(dirname "$0")/lib.sh"
-SMALL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
-    --model.inter_dim 128 --model.moe_inter_dim 32 --model.num_experts 4 --model.top_k 2 --model.kv_lora_rank 16
-    --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
-    --training.seq_len 32 --training.local_batch_size 2 --metrics.log_freq 1 --lr_scheduler.warmup_steps 2
+SMALL=("${SMALL_MODEL[@]}" --metrics.log_freq 1 --lr_scheduler.warmup_steps 2
     --checkpoint.enable --checkpoint.interval 1 --checkpoint.last_save_model_only false)
 run() {
     local dir=$1

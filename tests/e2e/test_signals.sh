@@ -7,10 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 export BUILD_DIR=$DSV3_BUILD_ROOT MPIEXEC_FLAGS=--oversubscribe
 train=$DSV3_SOURCE_ROOT/run/train.sh
-SMALL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
-    --model.inter_dim 128 --model.moe_inter_dim 32 --model.num_experts 4 --model.top_k 2 --model.kv_lora_rank 16
-    --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
-    --training.seq_len 32 --training.local_batch_size 2 --training.steps 100 --metrics.log_freq 1
+SMALL=("${SMALL_MODEL[@]}" --training.steps 100 --metrics.log_freq 1
     --lr_scheduler.warmup_steps 3 --checkpoint.interval 100)
 
 # start DIR [overrides...]: the job in the background through run/train.sh (2 stage ranks) under
@@ -43,24 +40,6 @@ stopped() {
     step=$(sed -n 's/.*after step \([0-9]*\) of .*/\1/p' <<<"$line")
 }
 
-# same_tail A B FROM: steps FROM.. of B's metrics equal A's bitwise (B's last line per step).
-same_tail() {
-    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY' || fail "$2 differs from $1"
-import json, sys
-def steps(path):
-    out = {}
-    for line in open(path):
-        r = json.loads(line)
-        out[r["step"]] = (r["loss"], r["grad_norm"], r["lr"])
-    return out
-a, b, first = steps(sys.argv[1]), steps(sys.argv[2]), int(sys.argv[3])
-assert sorted(b) == list(range(1, 101)), sorted(b)
-diff = [(s, a[s], b[s]) for s in range(first, 101) if a[s] != b[s]]
-assert not diff, diff
-print(f"{sys.argv[2]}: steps {first}-100 identical to the uninterrupted run")
-PY
-}
-
 start "$WORK/straight"
 wait "$pid" || { cat "$WORK/straight.out"; fail "uninterrupted run"; }
 
@@ -73,7 +52,7 @@ expect_in "$WORK/term.out" "stopping on SIGUSR1 after step $step of 100: its sta
 start "$WORK/term" --checkpoint.enable
 wait "$pid" || { cat "$WORK/term.out"; fail "resumed run"; }
 expect_in "$WORK/term.out" "resumed from $WORK/term/checkpoint/step-$step"
-same_tail "$WORK/straight" "$WORK/term" $((step + 1))
+same_steps "$WORK/straight" "$WORK/term" $((step + 1)) 100
 
 # 2. SIGUSR1 to one stage rank of a job that does not checkpoint: it saves anyway.
 start "$WORK/one"
@@ -86,7 +65,7 @@ expect_in "$WORK/one.out" "stopping on SIGUSR1 after step $step of 100"
 expect_in "$WORK/one.out" "run the same command again to resume from it (with checkpoint.enable = true)"
 start "$WORK/one" --checkpoint.enable
 wait "$pid" || { cat "$WORK/one.out"; fail "resumed run"; }
-same_tail "$WORK/straight" "$WORK/one" $((step + 1))
+same_steps "$WORK/straight" "$WORK/one" $((step + 1)) 100
 
 # 3. Two signals in a row: still one save, nothing half-written.
 start "$WORK/twice" --checkpoint.enable
@@ -99,5 +78,5 @@ stopped "$WORK/twice"
 [ "$(ls "$WORK/twice/checkpoint")" = "step-$step" ] || fail "checkpoint folders after two signals: $(ls "$WORK/twice/checkpoint")"
 start "$WORK/twice" --checkpoint.enable
 wait "$pid" || { cat "$WORK/twice.out"; fail "resumed run"; }
-same_tail "$WORK/straight" "$WORK/twice" $((step + 1))
+same_steps "$WORK/straight" "$WORK/twice" $((step + 1)) 100
 echo "signals: ok"
