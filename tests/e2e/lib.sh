@@ -6,6 +6,8 @@ BIN=$DSV3_BUILD_ROOT/roles
 CONF=$DSV3_SOURCE_ROOT/conf
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# Test scripts' Python finds the helpers here (ckpt_tensors.py).
+export PYTHONPATH=$DSV3_SOURCE_ROOT/tests/e2e${PYTHONPATH:+:$PYTHONPATH}
 # Every launch is bounded: a hang is a failure, not a stuck CI.
 MPIRUN=(timeout 120 mpiexec --oversubscribe)
 

@@ -39,7 +39,8 @@ train never 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_for
 
 python3 - "$WORK" one dp2 dp4 hsdp accum always never <<'PY' || fail "a sharded layout disagrees with one process"
 import json, sys
-import h5py, numpy as np
+import numpy as np
+from ckpt_tensors import checkpoint_tensors
 
 TOL = 1e-5
 work, ref, layouts = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -48,12 +49,7 @@ def metrics(name):
     return [json.loads(line) for line in open(f"{work}/{name}/metrics.jsonl")]
 
 def tensors(name):
-    out = {}
-    for kind in ("model", "optimizer"):
-        with h5py.File(f"{work}/{name}/checkpoint/step-10/{kind}.h5", "r") as f:
-            f.visititems(lambda key, d: out.__setitem__(f"{kind}:{key}", d[()])
-                         if isinstance(d, h5py.Dataset) else None)
-    return out
+    return checkpoint_tensors(f"{work}/{name}/checkpoint/step-10")
 
 def rel(a, b):
     return abs(a - b) / max(abs(b), 1e-30)

@@ -41,7 +41,8 @@ resume one_to_dp4 one 4 --training.local_batch_size 1
 
 python3 - "$WORK" <<'PY' || fail "a resumed layout disagrees with the straight run"
 import json, sys
-import h5py, numpy as np
+import numpy as np
+from ckpt_tensors import checkpoint_tensors
 
 TOL = 1e-5
 work = sys.argv[1]
@@ -64,12 +65,7 @@ for name in ("dp4", "dp4_to_dp2", "dp4_to_hsdp", "dp4_to_one", "one_to_dp4"):
     assert worst <= TOL, (name, worst)
 
 def tensors(name, step):
-    out = {}
-    for kind in ("model", "optimizer"):
-        with h5py.File(f"{work}/{name}/checkpoint/step-{step}/{kind}.h5", "r") as f:
-            f.visititems(lambda key, d: out.__setitem__(f"{kind}:{key}", d[()])
-                         if isinstance(d, h5py.Dataset) else None)
-    return out
+    return checkpoint_tensors(f"{work}/{name}/checkpoint/step-{step}")
 
 # Whole tensors, written by each layout, against the one-process checkpoint of the same step.
 for name, step in (("dp4", 5), ("dp4_to_hsdp", 10), ("dp4_to_dp2", 10), ("one_to_dp4", 10)):
