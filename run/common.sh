@@ -142,6 +142,15 @@ dsv3_run_forwarding_signals() {
     done
     trap - TERM USR1 INT
 }
+# Says so when mpiexec itself ended on a signal nobody sent it (Open MPI's launcher can crash
+# when a connected job, such as a joined expert-server job, is lost): its ranks then end on
+# their own deadlines (comm.init_timeout_seconds, comm.train_timeout_seconds), and what they
+# printed after the crash is lost. dsv3_explain_launcher_status STATUS [SIGNAL_FORWARDED]
+dsv3_explain_launcher_status() {
+    local status=$1 forwarded=${2:-}
+    [ "$status" -gt 128 ] && [ "$status" -lt 160 ] && [ -z "$forwarded" ] || return 0
+    dsv3_log "error: mpiexec itself ended on SIG$(kill -l $((status - 128))) (exit status $status): Open MPI's launcher failed, so the job's later output is lost; its ranks stop on their own within comm.init_timeout_seconds / comm.train_timeout_seconds. Look above for the first error, and at the log of any job joined to this one (expert servers)" >&2
+}
 dsv3_forward() { # dsv3_forward RECEIVED SENT
     [ -n "$dsv3_signal" ] || dsv3_signal=$1
     kill -s "$2" "$dsv3_child" 2>/dev/null || true

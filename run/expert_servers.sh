@@ -29,4 +29,7 @@ dsv3_launch_environment "$expert_procs"
 cmd=("$MPIEXEC" "${launch_flags[@]}" --ompi-server "file:$uri" ${MPIEXEC_FLAGS:-} -n "$expert_procs"
     "$bin/dsv3-expert" --join "$expert_service" --join-timeout "$init_timeout")
 dsv3_log "$(printf '%q ' "${cmd[@]}")"
-"${cmd[@]}"
+status=0
+"${cmd[@]}" || status=$?
+dsv3_explain_launcher_status "$status"
+exit "$status"

@@ -47,16 +47,27 @@ else
     fi
 fi
 
-# One plain closing line over every suite that ran.
+# The end of every failed test's output again, then one plain closing line over every suite
+# that ran: the last lines of a long run say what failed and why.
 "$DSV3_VENV/bin/python" - "${results[@]}" <<'PY'
 import json, sys
 counts = {"OK": 0, "FAIL": 0, "SKIP": 0, "TIMEOUT": 0, "EXPECTEDFAIL": 0, "UNEXPECTEDPASS": 0, "ERROR": 0}
+failures = []
 for path in sys.argv[1:]:
     for line in open(path):
-        result = json.loads(line)["result"]
+        test = json.loads(line)
+        result = test["result"]
         counts[result] = counts.get(result, 0) + 1
+        if result in ("FAIL", "TIMEOUT", "UNEXPECTEDPASS", "ERROR"):
+            failures.append(test)
+for test in failures:
+    output = (test.get("stdout") or "") + (test.get("stderr") or "")
+    print(f"--- {test['name']} ended {test['result']} after {test['duration']:.0f} s; its last lines:")
+    print("\n".join(output.rstrip().splitlines()[-25:]))
 passed = counts["OK"] + counts["EXPECTEDFAIL"]
 failed = counts["FAIL"] + counts["TIMEOUT"] + counts["UNEXPECTEDPASS"] + counts["ERROR"]
+for test in failures:
+    print(f"failed: {test['name']}")
 print(f"{passed} passed, {failed} failed, {counts['SKIP']} skipped")
 PY
 exit $status

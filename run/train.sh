@@ -50,4 +50,5 @@ dsv3_log "$(printf '%q ' "${cmd[@]}")"
 # Signals reach the job (mpiexec forwards SIGUSR1 to every rank: the job saves and stops), and
 # no process outlives this script.
 dsv3_run_forwarding_signals "${cmd[@]}"
+dsv3_explain_launcher_status "$dsv3_status" "$dsv3_signal"
 exit "$dsv3_status"

@@ -82,6 +82,15 @@ DRY_RUN_LAUNCH=1 NPROC=2 timeout 120 "$train" "${join_lost[@]}" >"$out" 2>&1 &
 train_pid=$!
 DSV3_JOB_COMM_TEST_EXIT=1 NPROC=2 timeout 120 "$experts" "${join_lost[@]}" >"$WORK/experts.out" 2>&1 || true
 ! wait $train_pid || { cat "$out"; fail "the training job succeeded without its expert servers"; }
-expect_in "$out" "start-up did not finish within comm.init_timeout_seconds = 5 s after the join: the expert server job stopped answering"
+# Open MPI's mpiexec sometimes crashes itself when the joined job vanishes; then the ranks' own
+# message is lost with it, and train.sh says what happened instead.
+if grep -q "mpiexec itself ended on SIG" "$out"; then
+    echo "mpiexec crashed when the expert server job was lost (Open MPI); train.sh said so"
+else
+    expect_in "$out" "start-up did not finish within comm.init_timeout_seconds = 5 s after the join: the expert server job stopped answering"
+fi
 [ $((SECONDS - start_s)) -lt 60 ] || fail "the training job took $((SECONDS - start_s)) s to stop"
+# Either way no rank outlives its start-up deadline.
+for _ in $(seq 50); do pgrep -f "$DSV3_BUILD_ROOT/roles/dsv3-" >/dev/null || break; sleep 0.2; done
+! pgrep -af "$DSV3_BUILD_ROOT/roles/dsv3-" || fail "ranks of the lost join were still running 10 s after train.sh returned"
 echo "run scripts: ok"

@@ -7,7 +7,7 @@
 # build lives in build-fuzz/ at the repository root and is configured on first use. The fuzzer
 # works on a copy of the corpus in a temporary folder, so the seeds stay as committed; inputs
 # that crash it are kept in build-fuzz/artifacts/ to be fixed and then added to the corpus.
-# Exits non-zero when the fuzzer finds a crash (or the build fails).
+# Exits non-zero when the fuzzer finds a crash (or the build fails), printing the end of its log.
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -34,11 +34,17 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/corpus" "$build/artifacts"
 cp "$corpus"/* "$work/corpus/"
 
+# libFuzzer's progress goes to a log; one line sums it up, the log's end follows a failure.
+log="$build/fuzz_$target.log"
 status=0
 "$build/tests/fuzz/fuzz_$target" "$work/corpus" -max_len="$max_len" \
     -max_total_time="$seconds" -print_final_stats=1 \
-    -artifact_prefix="$build/artifacts/$target-" || status=$?
+    -artifact_prefix="$build/artifacts/$target-" >"$log" 2>&1 || status=$?
 if [ "$status" -ne 0 ]; then
-    echo "$0: fuzz_$target failed (exit $status); crash inputs are in $build/artifacts/" >&2
+    tail -n 40 "$log" >&2
+    echo "$0: fuzz_$target failed (exit $status); crash inputs are in $build/artifacts/, the log is $log" >&2
+    exit "$status"
 fi
-exit "$status"
+runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+cov=$(sed -n 's/^#[0-9]*[[:space:]]*DONE[[:space:]]*cov: \([0-9]*\).*/\1/p' "$log")
+echo "fuzz_$target: ${runs:-?} inputs in ${seconds} s, coverage ${cov:-?} edges, no crash (log: $log)"
