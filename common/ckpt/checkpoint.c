@@ -1,4 +1,5 @@
-// checkpoint: the save and load protocols between the coordinator and the stage ranks.
+// checkpoint: the save and load protocols between the coordinator, the stage ranks and the
+// expert servers.
 #include "checkpoint.h"
 
 #include <errno.h>
@@ -48,16 +49,40 @@ static void root_of(const Dsv3Config *cfg, char out[DSV3_CKPT_PATH_CAPACITY]) {
 // ---- save ----
 
 // Which of its boxes a stage rank writes (tensors.h): data-parallel replicas hold the same
-// shards, and so do the dp_shard × cp ranks of a store that does not shard over them.
-static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, Dsv3Model *m) {
+// shards, and so do the dp_shard × cp ranks of a store that does not shard over them. An
+// expert server is the only holder of its experts' boxes.
+static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, const Dsv3CkptRank *rank) {
+    if (!rank->model) return (Dsv3CkptWriters){.shard_writer = 1};
     const Dsv3StageCoord *c = &launch->topology.coord;
-    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
+    const Dsv3ParamStore *st = dsv3_model_services(rank->model)->params;
     int fsdp_sharded = st->n_groups > 0 && st->groups[0].spec.fsdp > 1;
     int first_of_fsdp = c->dp_shard == 0 && c->cp == 0;
     return (Dsv3CkptWriters){.shard_writer =
                                  c->dp_replicate == 0 && (fsdp_sharded || first_of_fsdp),
                              .stage_lead = c->dp_replicate == 0 && first_of_fsdp && c->tp == 0,
                              .tp_rank = c->tp};
+}
+
+// The tensors a rank saves and loads: a stage rank's model (its store's groups and its stage's
+// expert biases), or an expert server's store (routed experts only, no biases).
+static Dsv3Err rank_tensors(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
+                            Dsv3CkptTensors *t) {
+    Dsv3CkptWriters writers = writers_of(launch, rank);
+    if (rank->model) return dsv3_ckpt_tensors_of_rank(t, rank->model, &writers);
+    const Dsv3ParamStore *st = rank->store;
+    float **no_bias = NULL;
+    DSV3_CALL(
+        dsv3_calloc((void **)&no_bias, (size_t)st->args.n_layers, sizeof *no_bias, "bias table"));
+    Dsv3Err err = dsv3_ckpt_tensors_of_groups(t, &st->args, st->groups, st->shards, st->n_groups,
+                                              no_bias, &writers);
+    dsv3_free(no_bias);
+    return err;
+}
+
+// The number of a rank's shard files: stage ranks by stage index, then the expert servers.
+static int64_t shard_of(const Dsv3Launch *launch, const Dsv3CkptRank *rank) {
+    const Dsv3Topology *t = &launch->topology;
+    return rank->model ? t->stage_index : t->n_stage + t->expert_index;
 }
 
 // A state with NaN or infinite values is never saved (it would displace good checkpoints).
@@ -76,21 +101,22 @@ static Dsv3Err refuse_nonfinite(const Dsv3CkptTensors *t, int64_t step) {
     return DSV3_OK;
 }
 
-// Stage rank: writes its shards; returns its description (counted; "" when it owns nothing).
-static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3CkptSaveCommand *cmd,
-                           const char *dir, char **description) {
+// Stage rank or expert server: writes its shards; returns its description (counted; "" when it
+// owns nothing).
+static Dsv3Err stage_write(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
+                           const Dsv3CkptSaveCommand *cmd, const char *dir, char **description) {
     const Dsv3Config *cfg = &launch->config;
     Dsv3Dtype dtype = DSV3_DTYPE_F32;
     if (cmd->model_only) DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &dtype));
-    Dsv3CkptWriters writers = writers_of(launch, m);
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
+    DSV3_CALL(rank_tensors(launch, rank, &t));
     Dsv3Err err = refuse_nonfinite(&t, cmd->step);
     if (err == DSV3_OK)
-        err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t, !cmd->model_only,
-                                           dtype, cmd->step, description);
+        err = dsv3_ckpt_store_write_shards(dir, shard_of(launch, rank), &t, !cmd->model_only, dtype,
+                                           cmd->step, description);
     dsv3_ckpt_tensors_free(&t);
-    if (err == DSV3_OK && launch->topology.stage_index == 0) maybe_kill("shards", cmd->step);
+    if (err == DSV3_OK && rank->model && launch->topology.stage_index == 0)
+        maybe_kill("shards", cmd->step);
     return err;
 }
 
@@ -124,12 +150,11 @@ static void *stage_pending_main(void *arg) {
 
 // Stage rank: copies the boxes it writes (values, and moments unless model-only) into host
 // memory and starts writing them in the background.
-static Dsv3Err stage_write_async(const Dsv3Launch *launch, Dsv3Model *m,
+static Dsv3Err stage_write_async(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
                                  const Dsv3CkptSaveCommand *cmd, const char *dir) {
     StagePending *s = &stage_pending;
     memset(s, 0, sizeof *s);
-    Dsv3CkptWriters writers = writers_of(launch, m);
-    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&s->t, m, &writers));
+    DSV3_CALL(rank_tensors(launch, rank, &s->t));
     int64_t total = 0;
     for (int64_t i = 0; i < s->t.count; i++)
         if (s->t.items[i].writes)
@@ -156,7 +181,7 @@ static Dsv3Err stage_write_async(const Dsv3Launch *launch, Dsv3Model *m,
         err = dsv3_dtype_from_export(launch->config.checkpoint.export_dtype, &s->dtype);
     if (err == DSV3_OK) {
         snprintf(s->dir, sizeof s->dir, "%s", dir);
-        s->shard = launch->topology.stage_index;
+        s->shard = shard_of(launch, rank);
         s->with_optimizer = !cmd->model_only;
         s->step = cmd->step;
         int rc = pthread_create(&s->thread, NULL, stage_pending_main, s);
@@ -363,7 +388,7 @@ static Dsv3Err stage_complete(const Dsv3Launch *launch, int64_t step, Dsv3Err er
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
+Dsv3Err dsv3_ckpt_rank_step(const Dsv3Launch *launch, const Dsv3CkptRank *rank) {
     // A save command switches the waits to comm.init_timeout_seconds; the stage loop switches
     // back once the next plan has arrived (the coordinator commits the folder meanwhile).
     Dsv3CkptSaveCommand cmd;
@@ -379,8 +404,8 @@ Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m) {
     char root[DSV3_CKPT_PATH_CAPACITY], dir[DSV3_CKPT_PATH_CAPACITY];
     root_of(&launch->config, root);
     dsv3_ckpt_step_dir(dir, root, cmd.step, 1);
-    if (cmd.async) return stage_write_async(launch, m, &cmd, dir);
-    Dsv3Err err = stage_write(launch, m, &cmd, dir, &description);
+    if (cmd.async) return stage_write_async(launch, rank, &cmd, dir);
+    Dsv3Err err = stage_write(launch, rank, &cmd, dir, &description);
     if (err != DSV3_OK) {
         snprintf(failure, sizeof failure, "%s", dsv3_error_message());
         dsv3_error_clear();
@@ -503,11 +528,12 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
     return DSV3_OK;
 }
 
-// Stage rank: reads its own boxes, whatever layout wrote the checkpoint (or HF files).
-static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3CkptLoadCommand *cmd) {
-    Dsv3CkptWriters writers = writers_of(launch, m);
+// Stage rank or expert server: reads its own boxes, whatever layout wrote the checkpoint (or
+// HF files). The stage ranks verify the manifest's files between them.
+static Dsv3Err stage_load(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
+                          const Dsv3CkptLoadCommand *cmd) {
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
+    DSV3_CALL(rank_tensors(launch, rank, &t));
     Dsv3Err err = DSV3_OK;
     if (cmd->source == DSV3_CKPT_LOAD_HF) {
         err = dsv3_hf_load(cmd->path, &launch->model, &t);
@@ -515,8 +541,9 @@ static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3Ckpt
         Dsv3Manifest man;
         err = dsv3_manifest_read(cmd->path, &man);
         if (err == DSV3_OK) {
-            err = dsv3_manifest_verify(cmd->path, &man, launch->topology.stage_index,
-                                       launch->topology.n_stage);
+            if (rank->model)
+                err = dsv3_manifest_verify(cmd->path, &man, launch->topology.stage_index,
+                                           launch->topology.n_stage);
             dsv3_manifest_free(&man);
         }
         if (err == DSV3_OK) err = dsv3_ckpt_store_read(cmd->path, &t, !cmd->model_only);
@@ -525,13 +552,13 @@ static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3Ckpt
     return err;
 }
 
-Dsv3Err dsv3_ckpt_stage_start(const Dsv3Launch *launch, Dsv3Model *m) {
+Dsv3Err dsv3_ckpt_rank_start(const Dsv3Launch *launch, const Dsv3CkptRank *rank) {
     Dsv3CkptLoadCommand cmd;
     DSV3_CALL(dsv3_protocol_recv_load(launch->protocol, &cmd));
     if (cmd.source == DSV3_CKPT_LOAD_NONE) return DSV3_OK;
     // A failure here is this rank's own (every rank reads the same files): report it and let
     // main() end the job, rather than wait for an agreement that would only delay the message.
-    DSV3_CALL(stage_load(launch, m, &cmd));
+    DSV3_CALL(stage_load(launch, rank, &cmd));
     int all_ok = 0;
     return dsv3_protocol_agree(launch->protocol, 1, &all_ok);
 }

@@ -11,8 +11,9 @@
 // With checkpoint.enable, the state after step s is saved to <dump_folder>/<folder>/step-s
 // when s is a multiple of checkpoint.interval and after the last step (model only, in
 // checkpoint.export_dtype, with last_save_model_only). A save: the coordinator makes
-// step-s.tmp/ and tells every rank (one broadcast per step); every stage rank writes the boxes
-// of the tensors it is the first holder of (tensors.h: each element once) into its shard files, the
+// step-s.tmp/ and tells every rank (one broadcast per step); every stage rank and expert server
+// writes the boxes of the tensors it is the first holder of (tensors.h: each element once) into
+// its shard files, the
 // coordinator writes train_state.json and config.toml; all ranks agree it worked
 // (all-reduce); the coordinator gathers the shard descriptions, writes the virtual-dataset
 // index files (model.h5, optimizer.h5) and the manifest, renames the folder, and removes
@@ -50,20 +51,26 @@ typedef struct {
     char pending_error[1024];           // the coordinator's own failure in it ("" if none)
 } Dsv3CkptCoordinator;
 
-// Coordinator, at start (collective with dsv3_ckpt_stage_start): finds what to load, tells the
-// stage ranks, waits until they have loaded it. *first_step is the first step to train (1, or
-// the resumed step + 1).
+// Coordinator, at start (collective with dsv3_ckpt_rank_start): finds what to load, tells the
+// stage ranks and expert servers, waits until they have loaded it. *first_step is the first step to
+// train (1, or the resumed step + 1).
 Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *launch,
                                     int64_t global_batch, int64_t *first_step);
 
-// Coordinator, after every training step (collective with dsv3_ckpt_stage_step): saves when due,
+// Coordinator, after every training step (collective with dsv3_ckpt_rank_step): saves when due,
 // and whenever `stop` is set (a stop signal, core/stop_signal.h: the full state after this step
 // is saved whatever checkpoint.enable says). `lr` is the rate the step used.
 Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *launch, int64_t step,
                                    double lr, int stop);
 
-// Stage rank: the other side of the two calls above.
-Dsv3Err dsv3_ckpt_stage_start(const Dsv3Launch *launch, Dsv3Model *m);
-Dsv3Err dsv3_ckpt_stage_step(const Dsv3Launch *launch, Dsv3Model *m);
+// What a stage rank or an expert server saves and loads.
+typedef struct {
+    Dsv3Model *model;      // a stage rank's model: its store's groups, its stage's expert biases
+    Dsv3ParamStore *store; // an expert server's routed experts (model NULL)
+} Dsv3CkptRank;
+
+// Stage rank or expert server: the other side of the two calls above.
+Dsv3Err dsv3_ckpt_rank_start(const Dsv3Launch *launch, const Dsv3CkptRank *rank);
+Dsv3Err dsv3_ckpt_rank_step(const Dsv3Launch *launch, const Dsv3CkptRank *rank);
 
 #endif

@@ -3,7 +3,8 @@
 // each rank and passes the descriptions between them.
 //
 // Files of a checkpoint folder (README.md, "Checkpoints"):
-//   shards/model-sNNNNN.h5      this stage rank's slices of the model tensors (NNNNN: stage index)
+//   shards/model-sNNNNN.h5      a rank's slices of the model tensors (NNNNN: the stage index of a
+//                               stage rank; S + expert index for an expert server)
 //   shards/optimizer-sNNNNN.h5  its slices of AdamW's exp_avg/<fqn> and exp_avg_sq/<fqn>
 //   model.h5                    one global-shape dataset per FQN (virtual: its sources are the
 //                               shard slices, by relative path), attributes format_version, step

@@ -147,14 +147,15 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 }
 
 // What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
-// dp_replicate × dp_shard, with routed experts on the stage ranks, on any dataset kind.
-static Dsv3Err check_trainable(const Dsv3ParallelDims *d, int64_t n_expert) {
-    DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1 && n_expert == 0, DSV3_ERR_CONFIG,
+// dp_replicate × dp_shard, with routed experts on the stage ranks or on expert servers, on any
+// dataset kind.
+static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
+    DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1, DSV3_ERR_CONFIG,
                "training with pipeline_parallel_degree %" PRId64 ", tensor_parallel_degree %" PRId64
-               ", context_parallel_degree %" PRId64 " and %" PRId64 " expert servers is not "
-               "supported yet: training runs data parallel, FSDP and HSDP only (pp, tp, cp 1; "
-               "expert_parallel_degree 1). Start-up and --job.dry_run check every layout.",
-               d->pp, d->tp, d->cp, n_expert);
+               " and context_parallel_degree %" PRId64 " is not supported yet: training runs "
+               "data parallel, FSDP and HSDP, with or without expert servers (pp, tp, cp 1). "
+               "Start-up and --job.dry_run check every layout.",
+               d->pp, d->tp, d->cp);
     return DSV3_OK;
 }
 
@@ -219,8 +220,7 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         dsv3_plan_describe(&share, line, sizeof line);
         DSV3_LOG_INFO("dry run: %s", line);
     }
-    int64_t n_expert = dsv3_layout_expert_count(dims);
-    if (check_trainable(dims, n_expert) != DSV3_OK) {
+    if (check_trainable(dims) != DSV3_OK) {
         DSV3_LOG_INFO("dry run: note: %s", dsv3_error_message());
         dsv3_error_clear();
     }
@@ -242,7 +242,7 @@ static Dsv3Err serve_alone(Dsv3Launch *launch, const LaunchFlags *flags) {
     if (flags->print_launch) {
         // A layout training cannot run is refused here, before any process (or a joining expert
         // server job) is started for it.
-        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(&dims, n_expert));
+        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(&dims));
         // Shell-readable, for run/train.sh and run/expert_servers.sh.
         printf("stage_procs=%" PRId64 "\nexpert_procs=%" PRId64 "\nexpert_launch=%s\n"
                "expert_service=%s\ninit_timeout=%" PRId64 "\ndry_run=%d\n",
@@ -377,7 +377,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     double topology_seconds = dsv3_log_seconds() - topology_start;
     if (err == DSV3_OK) err = check_batch(&launch->config, &launch->topology.dims);
     if (err == DSV3_OK && !launch->config.job.dry_run)
-        err = check_trainable(&launch->topology.dims, launch->topology.n_expert);
+        err = check_trainable(&launch->topology.dims);
     int job_rank = 0;
     DSV3_MPI_CALL(MPI_Comm_rank(job, &job_rank));
     DSV3_MPI_CALL(MPI_Comm_free(&job));

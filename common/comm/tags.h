@@ -2,7 +2,8 @@
 //
 // Collectives need no tag. Each subsystem uses its own duplicated communicator as well, so a
 // tag only has to be unique among the messages of one subsystem; keeping them in one enum
-// makes that easy to see. All of these travel on the protocol's communicator (comm/protocol.h).
+// makes that easy to see. They travel on the protocol's communicator (comm/protocol.h), except
+// the DSV3_TAG_EXPERT_* ones, which travel on the expert exchange's (comm/expert_exchange.h).
 #ifndef DSV3_COMM_TAGS_H
 #define DSV3_COMM_TAGS_H
 
@@ -14,6 +15,9 @@ typedef enum {
     DSV3_TAG_TRACE,         // stage rank → coordinator: a profiled step's trace events
     DSV3_TAG_PING,          // a rank whose wait timed out → a peer: are you alive? (comm/watch.h)
     DSV3_TAG_PONG,          // the peer's answer: what it is waiting for
+    DSV3_TAG_EXPERT_REQUEST, // stage rank → expert server: what to do next, rows per expert
+    DSV3_TAG_EXPERT_ROWS,    // stage rank → expert server: the rows (or their gradients)
+    DSV3_TAG_EXPERT_RESULT,  // expert server → stage rank: the outputs (or input gradients)
 } Dsv3Tag;
 
 #endif

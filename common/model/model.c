@@ -174,6 +174,9 @@ static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelService
                "model: the parameter store holds no layers of a stage (dense %d, %" PRId64
                " layers)",
                r->dense, r->n_layers);
+    int has_moe = r->first_layer + r->n_layers > services->params->args.n_dense_layers;
+    DSV3_CHECK(services->experts || !has_moe, DSV3_ERR_USAGE,
+               "model: the stage has MoE layers but no routed experts to call");
     return DSV3_OK;
 }
 
@@ -307,7 +310,7 @@ static Dsv3Err local_store_create(Dsv3ParamStore **out, const Dsv3KernelContext 
                                   const Dsv3ModelArgs *args, const Dsv3StageRange *range,
                                   uint64_t seed, void *arg) {
     (void)arg;
-    return dsv3_param_store_local_create(out, kernels, args, range, seed);
+    return dsv3_param_store_local_create(out, kernels, args, range, NULL, seed);
 }
 
 static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *args,
@@ -331,13 +334,13 @@ static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *a
 Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
                                 const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                 uint64_t seed, Dsv3Collectives *collectives) {
-    return dsv3_model_create_stage(out, args, opt, range, seed, collectives, NULL);
+    return dsv3_model_create_stage(out, args, opt, range, seed, collectives, NULL, NULL);
 }
 
 Dsv3Err dsv3_model_create_stage(Dsv3Model **out, const Dsv3ModelArgs *args,
                                 const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                 uint64_t seed, Dsv3Collectives *collectives,
-                                const Dsv3StoreFactory *store) {
+                                const Dsv3StoreFactory *store, Dsv3Experts *experts) {
     *out = NULL;
     const Dsv3StoreFactory local = {local_store_create, NULL};
     if (!store) store = &local;
@@ -351,7 +354,7 @@ Dsv3Err dsv3_model_create_stage(Dsv3Model **out, const Dsv3ModelArgs *args,
                                       .params = l->store,
                                       .collectives =
                                           collectives ? collectives : &dsv3_collectives_local,
-                                      .experts = range->routed ? &l->experts.base : NULL};
+                                      .experts = range->routed ? &l->experts.base : experts};
         err = dsv3_model_create(out, args, opt, &services);
     }
     if (err != DSV3_OK) {

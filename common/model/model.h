@@ -86,12 +86,14 @@ typedef struct {
     void *arg;
 } Dsv3StoreFactory;
 
-// As dsv3_model_create_local, with the parameter store `store` makes (NULL: a local store);
-// the model owns the store.
+// As dsv3_model_create_local, with the parameter store `store` makes (NULL: a local store),
+// which the model owns, and, for a range without the routed experts (range->routed = 0) that
+// has MoE layers, the caller's `experts` (the pipeline stage's expert servers), which must
+// outlive the model.
 Dsv3Err dsv3_model_create_stage(Dsv3Model **out, const Dsv3ModelArgs *args,
                                 const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                 uint64_t seed, Dsv3Collectives *collectives,
-                                const Dsv3StoreFactory *store);
+                                const Dsv3StoreFactory *store, Dsv3Experts *experts);
 
 // Frees the activations (and the services of dsv3_model_create_local). NULL is allowed.
 void dsv3_model_destroy(Dsv3Model *m);

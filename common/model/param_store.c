@@ -119,8 +119,8 @@ Dsv3Err dsv3_param_store_shards_create(Dsv3ParamStore *st, const Dsv3ShardSpec *
     return DSV3_OK;
 }
 
-static Dsv3Err local_create_groups(Dsv3ParamStore *st, uint64_t seed) {
-    DSV3_CALL(dsv3_param_store_shards_create(st, &dsv3_shard_none, seed));
+static Dsv3Err local_create_groups(Dsv3ParamStore *st, const Dsv3ShardSpec *spec, uint64_t seed) {
+    DSV3_CALL(dsv3_param_store_shards_create(st, spec, seed));
     for (int g = 0; g < st->n_groups; g++) {
         Dsv3ParamGroup *group = &st->groups[g];
         DSV3_ASSERT(group->shard_numel == group->numel); // unsharded: the shard is the group
@@ -131,13 +131,16 @@ static Dsv3Err local_create_groups(Dsv3ParamStore *st, uint64_t seed) {
 
 Dsv3Err dsv3_param_store_local_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
                                       const Dsv3ModelArgs *args, const Dsv3StageRange *range,
-                                      uint64_t seed) {
+                                      const Dsv3ShardSpec *spec, uint64_t seed) {
     *out = NULL;
+    DSV3_CHECK(!spec || (spec->tp == 1 && spec->fsdp == 1), DSV3_ERR_USAGE,
+               "the local parameter store cuts routed experts over ep only (tp %lld, fsdp %lld)",
+               (long long)spec->tp, (long long)spec->fsdp);
     Dsv3ParamStore *st = NULL;
     DSV3_CALL(dsv3_calloc((void **)&st, 1, sizeof *st, "parameter store"));
     *st = (Dsv3ParamStore){
         .ops = &local_ops, .kernels = kernels, .args = *args, .range = *range, .fsdp_size = 1};
-    Dsv3Err err = local_create_groups(st, seed);
+    Dsv3Err err = local_create_groups(st, spec ? spec : &dsv3_shard_none, seed);
     if (err != DSV3_OK) {
         local_destroy(st);
         return dsv3_error_trace(err, __FILE__, __LINE__, __func__);

@@ -8,38 +8,29 @@
 
 #include "kernels/kernels.h"
 
-Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares) {
-    const Dsv3ModelServices *sv = dsv3_model_services(m);
-    const Dsv3ParamStore *st = sv->params;
+Dsv3Err dsv3_optimizer_store_sum_squares(const Dsv3KernelContext *k, const Dsv3ParamStore *st,
+                                         double *sum_squares) {
     *sum_squares = 0;
     for (int g = 0; g < st->n_groups; g++) {
         double part = 0;
-        DSV3_CALL(
-            dsv3_sum_squares(sv->kernels, &part, st->shards[g].grad, st->groups[g].shard_numel));
+        DSV3_CALL(dsv3_sum_squares(k, &part, st->shards[g].grad, st->groups[g].shard_numel));
         *sum_squares += part;
     }
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum_squares) {
+Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares) {
     const Dsv3ModelServices *sv = dsv3_model_services(m);
-    const Dsv3KernelContext *k = sv->kernels;
-    const Dsv3ParamStore *st = sv->params;
-    const Dsv3ModelArgs *a = dsv3_model_args(m);
+    return dsv3_optimizer_store_sum_squares(sv->kernels, sv->params, sum_squares);
+}
+
+Dsv3Err dsv3_optimizer_store_step(const Dsv3KernelContext *k, const Dsv3ParamStore *st,
+                                  const Dsv3OptimizerStep *s, double sum_squares) {
     double norm = sqrt(sum_squares);
     double coef = s->max_norm / (norm + DSV3_CLIP_EPS);
     if (coef > 1.0) coef = 1.0;
     for (int g = 0; g < st->n_groups; g++)
         DSV3_CALL(dsv3_scale(k, st->shards[g].grad, st->groups[g].shard_numel, (float)coef));
-    for (int64_t l = 0; l < a->n_layers; l++) {
-        float *bias = dsv3_model_expert_bias(m, l);
-        int64_t *counts = dsv3_model_tokens_per_expert(m, l);
-        if (!bias) continue;
-        if (a->load_balance_coeff > 0)
-            DSV3_CALL(
-                dsv3_expert_bias_update(k, bias, counts, a->num_experts, a->load_balance_coeff));
-        DSV3_CALL(dsv3_memory_zero(k, counts, (size_t)a->num_experts * sizeof *counts));
-    }
     Dsv3AdamWArgs adam = {.lr = (float)s->lr,
                           .beta1 = s->beta1,
                           .beta2 = s->beta2,
@@ -55,6 +46,23 @@ Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum
     return DSV3_OK;
 }
 
+Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum_squares) {
+    const Dsv3ModelServices *sv = dsv3_model_services(m);
+    const Dsv3KernelContext *k = sv->kernels;
+    const Dsv3ModelArgs *a = dsv3_model_args(m);
+    // The bias update reads the token counts, not the gradients: it may come before clipping.
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        float *bias = dsv3_model_expert_bias(m, l);
+        int64_t *counts = dsv3_model_tokens_per_expert(m, l);
+        if (!bias) continue;
+        if (a->load_balance_coeff > 0)
+            DSV3_CALL(
+                dsv3_expert_bias_update(k, bias, counts, a->num_experts, a->load_balance_coeff));
+        DSV3_CALL(dsv3_memory_zero(k, counts, (size_t)a->num_experts * sizeof *counts));
+    }
+    return dsv3_optimizer_store_step(k, sv->params, s, sum_squares);
+}
+
 // How many of the n values at x (in the kernel context's memory) are NaN or infinite: their
 // squares sum to NaN or infinity.
 static Dsv3Err nonfinite(const Dsv3KernelContext *k, const float *x, int64_t n, int *bad) {
@@ -64,11 +72,8 @@ static Dsv3Err nonfinite(const Dsv3KernelContext *k, const float *x, int64_t n, 
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_optimizer_skip(Dsv3Model *m, int32_t *group, char *fqn) {
-    const Dsv3ModelServices *sv = dsv3_model_services(m);
-    const Dsv3KernelContext *k = sv->kernels;
-    const Dsv3ParamStore *st = sv->params;
-    const Dsv3ModelArgs *a = dsv3_model_args(m);
+Dsv3Err dsv3_optimizer_store_skip(const Dsv3KernelContext *k, const Dsv3ParamStore *st,
+                                  int32_t *group, char *fqn) {
     *group = -1;
     fqn[0] = '\0';
     for (int g = 0; g < st->n_groups && *group < 0; g++) {
@@ -88,6 +93,14 @@ Dsv3Err dsv3_optimizer_skip(Dsv3Model *m, int32_t *group, char *fqn) {
     for (int g = 0; g < st->n_groups; g++)
         DSV3_CALL(dsv3_memory_zero(k, st->shards[g].grad,
                                    (size_t)st->groups[g].shard_numel * sizeof(float)));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_optimizer_skip(Dsv3Model *m, int32_t *group, char *fqn) {
+    const Dsv3ModelServices *sv = dsv3_model_services(m);
+    const Dsv3KernelContext *k = sv->kernels;
+    const Dsv3ModelArgs *a = dsv3_model_args(m);
+    DSV3_CALL(dsv3_optimizer_store_skip(k, sv->params, group, fqn));
     for (int64_t l = 0; l < a->n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);
         if (counts) DSV3_CALL(dsv3_memory_zero(k, counts, (size_t)a->num_experts * sizeof *counts));

@@ -43,6 +43,16 @@ Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum
 // (-1 and "" when it owns none).
 Dsv3Err dsv3_optimizer_skip(Dsv3Model *m, int32_t *group, char *fqn);
 
+// The same over a parameter store alone (an expert server's routed experts, which have no
+// expert biases): the squared norm of its gradients; clipping and AdamW (gradients cleared);
+// a skipped step (gradients cleared, the first non-finite group and tensor named).
+Dsv3Err dsv3_optimizer_store_sum_squares(const Dsv3KernelContext *k, const Dsv3ParamStore *st,
+                                         double *sum_squares);
+Dsv3Err dsv3_optimizer_store_step(const Dsv3KernelContext *k, const Dsv3ParamStore *st,
+                                  const Dsv3OptimizerStep *s, double sum_squares);
+Dsv3Err dsv3_optimizer_store_skip(const Dsv3KernelContext *k, const Dsv3ParamStore *st,
+                                  int32_t *group, char *fqn);
+
 // Test hook: with DSV3_TEST_NONFINITE_GRAD=STEP:FQN set, at step STEP the rank that owns the
 // first element of tensor FQN's gradient sets it to NaN. Call before the gradient norm.
 Dsv3Err dsv3_optimizer_test_inject(Dsv3Model *m, int64_t step);

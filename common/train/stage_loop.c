@@ -12,6 +12,7 @@
 #include "common/core/format.h"
 #include "common/core/log.h"
 #include "common/comm/collectives_mpi.h"
+#include "common/comm/expert_exchange.h"
 #include "common/comm/param_store_fsdp.h"
 #include "common/comm/plan.h"
 #include "common/comm/protocol.h"
@@ -66,19 +67,27 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int6
 }
 
 // The global squared gradient norm: this rank's shards, summed over the FSDP group when the
-// store shards them (replicas hold the same sums and are not counted again).
-static Dsv3Err grad_sum_squares(Dsv3Model *m, Dsv3CollectivesMpi *coll, double *sum_squares) {
+// store shards them (replicas hold the same sums and are not counted again); with expert
+// servers, the stage's first rank's sum (every stage rank has it now) plus the servers' own.
+static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
+                                Dsv3ExpertExchange *experts, double *sum_squares) {
     DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, sum_squares));
-    if (dsv3_model_services(m)->params->fsdp_size == 1) return DSV3_OK;
-    Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
-    return c->all_reduce(c, DSV3_GROUP_FSDP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM);
+    if (dsv3_model_services(m)->params->fsdp_size > 1) {
+        Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
+        DSV3_CALL(
+            c->all_reduce(c, DSV3_GROUP_FSDP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
+    }
+    if (!experts) return DSV3_OK;
+    const Dsv3StageCoord *c = &launch->topology.coord;
+    if (c->dp_replicate != 0 || c->dp_shard != 0 || c->cp != 0 || c->tp != 0) *sum_squares = 0;
+    return dsv3_expert_exchange_sum(experts, sum_squares);
 }
 
 // One step on this rank; fills the report, the phase times in `trace` and, when the plan asks
 // for it, the step's expert load.
 static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
-                          const Dsv3StepPlan *plan, int32_t *windows, int32_t *tokens,
-                          int32_t *labels, Dsv3Trace *trace, Dsv3ExpertLoad *load,
+                          Dsv3ExpertExchange *experts, const Dsv3StepPlan *plan, int32_t *windows,
+                          int32_t *tokens, int32_t *labels, Dsv3Trace *trace, Dsv3ExpertLoad *load,
                           Dsv3StepReport *r) {
     const Dsv3Config *cfg = &launch->config;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
@@ -106,13 +115,14 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
         r->loss_sum += loss;
         r->n_labels += n;
     }
+    if (experts) DSV3_CALL(dsv3_expert_exchange_end(experts));
     DSV3_CALL(reduce_data_parallel(m, coll, plan->step, trace));
     // The optimizer step clears the counts: keep the step's load first.
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
     double sum_squares = 0;
     DSV3_CALL(dsv3_optimizer_test_inject(m, plan->step));
-    DSV3_CALL(grad_sum_squares(m, coll, &sum_squares));
+    DSV3_CALL(grad_sum_squares(m, launch, coll, experts, &sum_squares));
     Dsv3OptimizerStep step = {.lr = plan->lr,
                               .beta1 = (float)cfg->optimizer.beta1,
                               .beta2 = (float)cfg->optimizer.beta2,
@@ -173,6 +183,7 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     double t0 = dsv3_log_seconds();
     Dsv3Model *m = NULL;
     Dsv3CollectivesMpi *coll = NULL;
+    Dsv3ExpertExchange *experts = NULL; // the stage's expert servers, when the job has them
     int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
     Dsv3Trace trace = {0};
     Dsv3ExpertLoad load = {0};
@@ -181,7 +192,13 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     int64_t peak = 0;    // the largest step peak of allocated bytes
     DSV3_CALL_GOTO(err, done,
                    dsv3_collectives_mpi_create(&coll, &launch->topology, dsv3_protocol_watch(p)));
-    DSV3_CALL_GOTO(err, done, dsv3_stage_model_create(&m, launch, plan.eos_id, coll));
+    if (launch->topology.n_expert > 0)
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_expert_exchange_create(&experts, &launch->topology, &launch->model,
+                                                   dsv3_protocol_watch(p)));
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_stage_model_create(&m, launch, plan.eos_id, coll,
+                                           experts ? dsv3_expert_exchange_experts(experts) : NULL));
     char bytes[DSV3_FORMAT_CAPACITY];
     dsv3_log(
         launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
@@ -190,7 +207,7 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     DSV3_CALL_GOTO(err, done, dsv3_expert_load_create(&load, &launch->model));
     DSV3_CALL_GOTO(err, done, dsv3_peak_start_stage(launch));
     // After the peak measurement, in the coordinator's order of start-up collectives.
-    DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_start(launch, m));
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_start(launch, &(Dsv3CkptRank){.model = m}));
     DSV3_CALL_GOTO(
         err, done,
         dsv3_alloc((void **)&windows, (size_t)(B * (T + 1)) * sizeof *windows, "token windows"));
@@ -206,20 +223,22 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
         // deadline applies; then training's.
         dsv3_protocol_set_patience(p, trained > 0 ? DSV3_PATIENCE_TRAIN : DSV3_PATIENCE_INIT);
         Dsv3StepReport report;
-        if (plan.validate)
+        if (plan.validate) {
             DSV3_CALL_GOTO(
                 err, done,
                 dsv3_validation_stage(m, launch, &plan, windows, tokens, labels, &report));
-        else
+            if (experts) DSV3_CALL_GOTO(err, done, dsv3_expert_exchange_end(experts));
+        } else {
             DSV3_CALL_GOTO(err, done,
-                           stage_step(m, launch, coll, &plan, windows, tokens, labels, &trace,
-                                      &load, &report));
+                           stage_step(m, launch, coll, experts, &plan, windows, tokens, labels,
+                                      &trace, &load, &report));
+        }
         DSV3_CALL_GOTO(err, done, dsv3_report_send(launch, &plan, &report, &load, &trace));
         if (!plan.validate) {
             trained++;
             if (report.bytes_peak > peak) peak = report.bytes_peak;
             dsv3_protocol_set_patience(p, DSV3_PATIENCE_TRAIN);
-            DSV3_CALL_GOTO(err, done, dsv3_ckpt_stage_step(launch, m));
+            DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_step(launch, &(Dsv3CkptRank){.model = m}));
         }
         DSV3_CALL_GOTO(err, done, dsv3_protocol_recv_plan(p, &plan));
     }
@@ -231,6 +250,7 @@ done:
     dsv3_trace_destroy(&trace);
     dsv3_expert_load_destroy(&load);
     dsv3_model_destroy(m);
+    dsv3_expert_exchange_destroy(experts);
     dsv3_collectives_mpi_destroy(coll);
     return err;
 }

@@ -13,7 +13,7 @@ static Dsv3Err fsdp_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *
 }
 
 Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32_t eos_id,
-                                Dsv3CollectivesMpi *collectives) {
+                                Dsv3CollectivesMpi *collectives, Dsv3Experts *experts) {
     const Dsv3Topology *t = &launch->topology;
     const Dsv3ModelArgs *args = &launch->model;
     Dsv3StageRange range = {.dense = 1, .routed = t->n_expert == 0};
@@ -31,5 +31,5 @@ Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32
     Dsv3StoreFactory sharded = {fsdp_store_create, &fsdp};
     return dsv3_model_create_stage(out, args, &opt, &range, (uint64_t)launch->config.debug.seed,
                                    dsv3_collectives_mpi_interface(collectives),
-                                   fsdp.spec.fsdp > 1 ? &sharded : NULL);
+                                   fsdp.spec.fsdp > 1 ? &sharded : NULL, experts);
 }

@@ -6,7 +6,8 @@
 // the FSDP group dp_shard × cp has one rank; otherwise the FSDP store of
 // comm/param_store_fsdp.h, sharded over that group, with the reshard policy of
 // parallelism.fsdp_reshard_after_forward); its routed
-// experts are computed locally when the job has no expert servers; its kernels run on the CPU
+// experts are computed locally when the job has no expert servers, and are otherwise the
+// caller's (the stage's expert servers, comm/expert_exchange.h); its kernels run on the CPU
 // backend with one workspace sized for every op; its collectives are the caller's.
 #ifndef DSV3_TRAIN_STAGE_RUNTIME_H
 #define DSV3_TRAIN_STAGE_RUNTIME_H
@@ -17,8 +18,9 @@
 #include "common/model/model.h"
 
 // This stage rank's model with its services (freed with dsv3_model_destroy); `collectives`
-// must outlive it. Collective on the FSDP group when it has more than one rank.
+// and `experts` (the expert servers' when the job has them, else NULL) must outlive it.
+// Collective on the FSDP group when it has more than one rank.
 Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32_t eos_id,
-                                Dsv3CollectivesMpi *collectives);
+                                Dsv3CollectivesMpi *collectives, Dsv3Experts *experts);
 
 #endif

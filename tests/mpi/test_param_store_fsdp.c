@@ -160,7 +160,7 @@ static void check_policy(const Dsv3Topology *topo, Dsv3CollectivesMpi *coll,
                            .collectives = coll,
                            .policy = policy};
     Run r = {.me = topo->stage_index, .rep = rep};
-    expect_ok(rep, dsv3_param_store_local_create(&r.local, k, &args, &range, SEED), "local");
+    expect_ok(rep, dsv3_param_store_local_create(&r.local, k, &args, &range, NULL, SEED), "local");
     expect_ok(rep, dsv3_param_store_fsdp_create(&r.fsdp, k, &args, &range, SEED, &opt), "fsdp");
     if (!r.local || !r.fsdp) goto done;
     int64_t total = dsv3_param_store_numel(r.fsdp);

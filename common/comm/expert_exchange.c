@@ -1,0 +1,317 @@
+// expert_exchange: requests, rows and results between stage ranks and expert servers.
+// Legend as in expert_exchange.h; a request header is (2 + El) int64: operation, layer, then the
+// rows of each of the server's El experts.
+#include "expert_exchange.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/core/alloc.h"
+#include "common/comm/mpi_check.h"
+#include "common/comm/tags.h"
+
+struct Dsv3ExpertExchange {
+    Dsv3Experts base; // first: the model's calls get &base
+    MPI_Comm comm;    // duplicate of the stage's MoE communicator
+    MPI_Datatype row; // D floats
+    Dsv3Watch *watch;
+    int rank;              // in comm: stage ranks 0 … S − 1, then the servers
+    int64_t S, ep, El, D;  // stage ranks, servers, experts per server, dim
+    int *job_ranks;        // (S + ep) each member's rank in the job (the watch's ranks)
+    int *others;           // the job ranks of every other member
+    int64_t header;        // int64 per request header: 2 + El
+    int64_t *headers;      // stage rank: (ep, header) sent; server: (S, header) received
+    MPI_Request *requests; // (3 · max(S, ep))
+    int64_t bytes;         // rows sent and received
+    // Server side: the current request.
+    Dsv3ExpertRequest req;
+    int64_t *offsets;   // (El + 1)
+    int64_t *rank_rows; // (S) rows of each stage rank
+    float *staging;     // rows as they travel: stage rank 0's, then rank 1's, …
+    int64_t capacity;   // rows staging holds
+};
+
+static const char *op_name(int64_t op) {
+    switch (op) {
+    case DSV3_EXPERT_FORWARD: return "forward";
+    case DSV3_EXPERT_BACKWARD: return "backward";
+    case DSV3_EXPERT_END: return "end of pass";
+    }
+    return "unknown";
+}
+
+static Dsv3Err wait(Dsv3ExpertExchange *x, int n, const int *peers, int n_peers, const char *what,
+                    int64_t layer) {
+    return dsv3_watch_wait(x->watch, n, x->requests, peers, n_peers, "%s (MoE layer %" PRId64 ")",
+                           what, layer);
+}
+
+// ---- stage rank side ----
+
+// One forward or backward call: `in` (M, D) sorted by expert as `offsets` (E + 1) says, to the
+// servers; their results into `out` (M, D), each server's block in place.
+static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
+                          Dsv3TensorDtype dtype, float *out, const float *in,
+                          const int64_t *offsets) {
+    DSV3_CHECK(dtype == DSV3_TENSOR_F32, DSV3_ERR_USAGE,
+               "expert servers exchange fp32 rows; layer %" PRId64 " sent another dtype", layer);
+    int n = 0;
+    for (int64_t j = 0; j < x->ep; j++) {
+        int64_t *h = x->headers + j * x->header;
+        const int64_t *o = offsets + j * x->El;
+        h[0] = op;
+        h[1] = layer;
+        for (int64_t e = 0; e < x->El; e++)
+            h[2 + e] = o[e + 1] - o[e];
+        int rows = (int)(o[x->El] - o[0]), peer = (int)(x->S + j);
+        DSV3_MPI_CALL(MPI_Isend(h, (int)x->header, MPI_INT64_T, peer, DSV3_TAG_EXPERT_REQUEST,
+                                x->comm, &x->requests[n++]));
+        DSV3_MPI_CALL(MPI_Isend(in + o[0] * x->D, rows, x->row, peer, DSV3_TAG_EXPERT_ROWS, x->comm,
+                                &x->requests[n++]));
+        DSV3_MPI_CALL(MPI_Irecv(out + o[0] * x->D, rows, x->row, peer, DSV3_TAG_EXPERT_RESULT,
+                                x->comm, &x->requests[n++]));
+        x->bytes += 2 * (int64_t)rows * x->D * (int64_t)sizeof(float);
+    }
+    return wait(x, n, x->job_ranks + x->S, (int)x->ep,
+                op == DSV3_EXPERT_FORWARD ? "waits for the expert servers' outputs"
+                                          : "waits for the expert servers' input gradients",
+                layer);
+}
+
+static Dsv3Err remote_forward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *ys,
+                              void *h1, void *h3, const void *xs, const int64_t *offsets) {
+    (void)h1, (void)h3; // the servers keep what their backward needs
+    return stage_call((Dsv3ExpertExchange *)self, DSV3_EXPERT_FORWARD, layer, dtype, ys, xs,
+                      offsets);
+}
+
+static Dsv3Err remote_backward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *dxs,
+                               const void *dys, const void *xs, const void *h1, const void *h3,
+                               const int64_t *offsets) {
+    (void)xs, (void)h1, (void)h3;
+    return stage_call((Dsv3ExpertExchange *)self, DSV3_EXPERT_BACKWARD, layer, dtype, dxs, dys,
+                      offsets);
+}
+
+Dsv3Experts *dsv3_expert_exchange_experts(Dsv3ExpertExchange *x) { return &x->base; }
+
+Dsv3Err dsv3_expert_exchange_end(Dsv3ExpertExchange *x) {
+    int n = 0;
+    for (int64_t j = 0; j < x->ep; j++) {
+        int64_t *h = x->headers + j * x->header;
+        memset(h, 0, (size_t)x->header * sizeof *h);
+        h[0] = DSV3_EXPERT_END;
+        h[1] = -1;
+        DSV3_MPI_CALL(MPI_Isend(h, (int)x->header, MPI_INT64_T, (int)(x->S + j),
+                                DSV3_TAG_EXPERT_REQUEST, x->comm, &x->requests[n++]));
+    }
+    return wait(x, n, x->job_ranks + x->S, (int)x->ep,
+                "waits for the expert servers to take the end of the pass", -1);
+}
+
+// ---- server side ----
+
+Dsv3Err dsv3_expert_exchange_next(Dsv3ExpertExchange *x, Dsv3ExpertRequest *req) {
+    for (int64_t r = 0; r < x->S; r++)
+        DSV3_MPI_CALL(MPI_Irecv(x->headers + r * x->header, (int)x->header, MPI_INT64_T, (int)r,
+                                DSV3_TAG_EXPERT_REQUEST, x->comm, &x->requests[r]));
+    char what[DSV3_WATCH_TEXT_CAPACITY];
+    snprintf(what, sizeof what, "waits for the stage ranks' next request (the last was %s)",
+             op_name(x->req.op));
+    DSV3_CALL(wait(x, (int)x->S, x->job_ranks, (int)x->S, what, x->req.layer));
+    const int64_t *first = x->headers;
+    memset(x->offsets, 0, (size_t)(x->El + 1) * sizeof *x->offsets);
+    for (int64_t r = 0; r < x->S; r++) {
+        const int64_t *h = x->headers + r * x->header;
+        DSV3_CHECK(h[0] == first[0] && h[1] == first[1], DSV3_ERR_INTERNAL,
+                   "expert server: stage rank 0 asks for %s of layer %" PRId64
+                   " but stage rank %" PRId64 " for %s of layer %" PRId64,
+                   op_name(first[0]), first[1], r, op_name(h[0]), h[1]);
+        x->rank_rows[r] = 0;
+        for (int64_t e = 0; e < x->El; e++) {
+            DSV3_CHECK(h[2 + e] >= 0, DSV3_ERR_INTERNAL,
+                       "expert server: stage rank %" PRId64 " sent %" PRId64
+                       " rows for expert %" PRId64,
+                       r, h[2 + e], e);
+            x->offsets[e + 1] += h[2 + e];
+            x->rank_rows[r] += h[2 + e];
+        }
+    }
+    for (int64_t e = 0; e < x->El; e++)
+        x->offsets[e + 1] += x->offsets[e];
+    x->req = (Dsv3ExpertRequest){.op = (Dsv3ExpertOp)first[0],
+                                 .layer = first[1],
+                                 .rows = x->offsets[x->El],
+                                 .offsets = x->offsets};
+    DSV3_CHECK(x->req.op >= DSV3_EXPERT_FORWARD && x->req.op <= DSV3_EXPERT_END, DSV3_ERR_INTERNAL,
+               "expert server: unknown request %" PRId64 " from the stage ranks", first[0]);
+    if (x->req.rows > x->capacity) {
+        dsv3_free(x->staging);
+        x->staging = NULL;
+        x->capacity = 0;
+        DSV3_CALL(dsv3_alloc((void **)&x->staging, (size_t)(x->req.rows * x->D) * sizeof(float),
+                             "expert rows in transit"));
+        x->capacity = x->req.rows;
+    }
+    *req = x->req;
+    return DSV3_OK;
+}
+
+// Copies rows between the staging order (stage rank by stage rank, each sorted by expert) and
+// the request's order (expert by expert, each in stage-rank order): to_request chooses.
+static void permute(Dsv3ExpertExchange *x, float *rows, int to_request) {
+    size_t row_bytes = (size_t)x->D * sizeof(float);
+    int64_t staged = 0;                    // start of stage rank r's rows in staging
+    int64_t *placed = x->rank_rows + x->S; // rows of each expert placed so far (El scratch)
+    memset(placed, 0, (size_t)x->El * sizeof *placed);
+    for (int64_t r = 0; r < x->S; r++) {
+        const int64_t *counts = x->headers + r * x->header + 2;
+        for (int64_t e = 0, at = staged; e < x->El; e++) {
+            float *request = rows + (x->offsets[e] + placed[e]) * x->D;
+            float *staging = x->staging + at * x->D;
+            if (counts[e] > 0)
+                memcpy(to_request ? request : staging, to_request ? staging : request,
+                       (size_t)counts[e] * row_bytes);
+            placed[e] += counts[e];
+            at += counts[e];
+        }
+        staged += x->rank_rows[r];
+    }
+}
+
+Dsv3Err dsv3_expert_exchange_receive(Dsv3ExpertExchange *x, float *rows) {
+    int64_t at = 0;
+    for (int64_t r = 0; r < x->S; r++) {
+        DSV3_MPI_CALL(MPI_Irecv(x->staging + at * x->D, (int)x->rank_rows[r], x->row, (int)r,
+                                DSV3_TAG_EXPERT_ROWS, x->comm, &x->requests[r]));
+        at += x->rank_rows[r];
+    }
+    x->bytes += x->req.rows * x->D * (int64_t)sizeof(float);
+    DSV3_CALL(wait(x, (int)x->S, x->job_ranks, (int)x->S,
+                   x->req.op == DSV3_EXPERT_FORWARD ? "waits for the stage ranks' routed rows"
+                                                    : "waits for the stage ranks' output gradients",
+                   x->req.layer));
+    permute(x, rows, 1);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_expert_exchange_reply(Dsv3ExpertExchange *x, const float *result) {
+    permute(x, (float *)result, 0);
+    int64_t at = 0;
+    for (int64_t r = 0; r < x->S; r++) {
+        DSV3_MPI_CALL(MPI_Isend(x->staging + at * x->D, (int)x->rank_rows[r], x->row, (int)r,
+                                DSV3_TAG_EXPERT_RESULT, x->comm, &x->requests[r]));
+        at += x->rank_rows[r];
+    }
+    x->bytes += x->req.rows * x->D * (int64_t)sizeof(float);
+    return wait(x, (int)x->S, x->job_ranks, (int)x->S,
+                "waits for the stage ranks to take the experts' results", x->req.layer);
+}
+
+// ---- both ----
+
+Dsv3Err dsv3_expert_exchange_sum(Dsv3ExpertExchange *x, double *value) {
+    DSV3_MPI_CALL(
+        MPI_Iallreduce(MPI_IN_PLACE, value, 1, MPI_DOUBLE, MPI_SUM, x->comm, &x->requests[0]));
+    return dsv3_watch_wait(x->watch, 1, x->requests, x->others, (int)(x->S + x->ep - 1),
+                           "waits in the sum of squared gradient norms over the stage ranks and "
+                           "expert servers");
+}
+
+int64_t dsv3_expert_exchange_bytes(const Dsv3ExpertExchange *x) { return x->bytes; }
+
+// The job rank of every member of the MoE communicator, and of every other one.
+static Dsv3Err list_members(Dsv3ExpertExchange *x, MPI_Comm job) {
+    int n = (int)(x->S + x->ep);
+    int *mine = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&mine, (size_t)n, sizeof *mine, "MoE ranks"));
+    Dsv3Err err = DSV3_OK;
+    MPI_Group of_comm = MPI_GROUP_NULL, of_job = MPI_GROUP_NULL;
+    DSV3_MPI_CALL_GOTO(err, done, MPI_Comm_group(x->comm, &of_comm));
+    DSV3_MPI_CALL_GOTO(err, done, MPI_Comm_group(job, &of_job));
+    for (int r = 0; r < n; r++)
+        mine[r] = r;
+    DSV3_MPI_CALL_GOTO(err, done,
+                       MPI_Group_translate_ranks(of_comm, n, mine, of_job, x->job_ranks));
+    for (int r = 0, k = 0; r < n; r++)
+        if (r != x->rank) x->others[k++] = x->job_ranks[r];
+done:
+    if (of_comm != MPI_GROUP_NULL) MPI_Group_free(&of_comm);
+    if (of_job != MPI_GROUP_NULL) MPI_Group_free(&of_job);
+    dsv3_free(mine);
+    return err;
+}
+
+Dsv3Err dsv3_expert_exchange_create(Dsv3ExpertExchange **out, const Dsv3Topology *topo,
+                                    const Dsv3ModelArgs *args, Dsv3Watch *watch) {
+    *out = NULL;
+    DSV3_CHECK(topo->moe != MPI_COMM_NULL, DSV3_ERR_USAGE,
+               "expert exchange: this rank is in no MoE communicator (a job without expert "
+               "servers, or the coordinator)");
+    Dsv3ExpertExchange *x = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&x, 1, sizeof *x, "expert exchange"));
+    x->base = (Dsv3Experts){remote_forward, remote_backward};
+    x->comm = MPI_COMM_NULL;
+    x->row = MPI_DATATYPE_NULL;
+    x->watch = watch;
+    x->ep = topo->dims.ep;
+    x->S = topo->n_stage / topo->dims.pp;
+    x->El = args->num_experts / x->ep;
+    x->D = args->dim;
+    x->header = 2 + x->El;
+    Dsv3Err err = DSV3_OK;
+    DSV3_CHECK_GOTO(err, fail, args->num_experts % x->ep == 0, DSV3_ERR_CONFIG,
+                    "parallelism.expert_parallel_degree = %lld does not divide model.num_experts "
+                    "= %lld: each expert server must own the same number of experts",
+                    (long long)x->ep, (long long)args->num_experts);
+    MPI_Request dup;
+    DSV3_MPI_CALL_GOTO(err, fail, MPI_Comm_idup(topo->moe, &x->comm, &dup));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_watch_wait(watch, 1, &dup, NULL, DSV3_WATCH_ALL_PEERS,
+                                   "waits for the stage ranks and expert servers of its pipeline "
+                                   "stage to open the expert exchange"));
+    DSV3_MPI_CALL_GOTO(err, fail, MPI_Comm_rank(x->comm, &x->rank));
+    DSV3_MPI_CALL_GOTO(err, fail, MPI_Type_contiguous((int)x->D, MPI_FLOAT, &x->row));
+    DSV3_MPI_CALL_GOTO(err, fail, MPI_Type_commit(&x->row));
+    int64_t n = x->S + x->ep, most = x->S > x->ep ? x->S : x->ep;
+    DSV3_CALL_GOTO(
+        err, fail,
+        dsv3_calloc((void **)&x->job_ranks, (size_t)n, sizeof *x->job_ranks, "MoE ranks"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&x->others, (size_t)n, sizeof *x->others, "MoE peers"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&x->headers, (size_t)(most * x->header), sizeof *x->headers,
+                               "expert requests"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&x->requests, (size_t)(3 * most), sizeof *x->requests,
+                               "expert exchange requests"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&x->offsets, (size_t)(x->El + 1), sizeof *x->offsets,
+                               "expert row offsets"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&x->rank_rows, (size_t)(x->S + x->El), sizeof *x->rank_rows,
+                               "expert rows per stage rank"));
+    DSV3_CALL_GOTO(err, fail, list_members(x, topo->job));
+    x->req.layer = -1;
+    *out = x;
+    return DSV3_OK;
+fail:
+    dsv3_expert_exchange_destroy(x);
+    return err;
+}
+
+void dsv3_expert_exchange_destroy(Dsv3ExpertExchange *x) {
+    if (!x) return;
+    // Shutdown cannot report failures; these codes are not checked.
+    if (x->row != MPI_DATATYPE_NULL) MPI_Type_free(&x->row);
+    if (x->comm != MPI_COMM_NULL) MPI_Comm_free(&x->comm);
+    dsv3_free(x->job_ranks);
+    dsv3_free(x->others);
+    dsv3_free(x->headers);
+    dsv3_free(x->requests);
+    dsv3_free(x->offsets);
+    dsv3_free(x->rank_rows);
+    dsv3_free(x->staging);
+    dsv3_free(x);
+}

@@ -1,0 +1,278 @@
+// expert_server: the expert server's store, its service loop, its optimizer step.
+// Legend: El experts of this server, D dim, F moe_inter_dim, M rows of a request.
+#include "expert_server.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/ckpt/checkpoint.h"
+#include "common/comm/expert_exchange.h"
+#include "common/comm/layout.h"
+#include "common/comm/protocol.h"
+#include "common/core/alloc.h"
+#include "common/core/format.h"
+#include "common/core/log.h"
+#include "common/model/experts.h"
+#include "common/model/param_store.h"
+#include "common/train/optimizer.h"
+
+enum { NO_DEVICE = -1 };
+
+// What one MoE layer's backward needs of its last forward.
+typedef struct {
+    float *xs, *h1, *h3; // (M, D), (M, F), (M, F)
+    int64_t *offsets;    // (El + 1)
+    int64_t rows, capacity;
+} Saved;
+
+typedef struct {
+    const Dsv3Launch *launch;
+    Dsv3KernelContext kernels;
+    void *workspace;
+    Dsv3ParamStore *store;
+    Dsv3LocalExperts experts;
+    Dsv3ExpertExchange *exchange;
+    int64_t first_layer, n_layers, El, D, F;
+    Saved *saved;     // (n_layers) by layer − first_layer
+    float *out, *in;  // a request's results and its incoming gradients (scratch, M × D each)
+    int64_t scratch;  // rows out and in hold
+    int64_t rows;     // rows served (forward and backward)
+    double busy_s;    // computing
+    double waiting_s; // waiting for requests and rows
+} Server;
+
+// Grows *buf to hold `count` elements of `size` bytes (contents not kept).
+static Dsv3Err grow(void **buf, int64_t count, size_t size, const char *what) {
+    dsv3_free(*buf);
+    *buf = NULL;
+    return dsv3_alloc(buf, (size_t)(count > 0 ? count : 1) * size, what);
+}
+
+// Room for `rows` rows in the layer's saved activations.
+static Dsv3Err saved_reserve(Server *s, Saved *sv, int64_t rows) {
+    if (rows <= sv->capacity) return DSV3_OK;
+    int64_t capacity = rows + rows / 4; // routing moves a little from step to step
+    sv->capacity = 0;
+    DSV3_CALL(grow((void **)&sv->xs, capacity * s->D, sizeof(float), "expert rows (saved)"));
+    DSV3_CALL(grow((void **)&sv->h1, capacity * s->F, sizeof(float), "expert h1 (saved)"));
+    DSV3_CALL(grow((void **)&sv->h3, capacity * s->F, sizeof(float), "expert h3 (saved)"));
+    sv->capacity = capacity;
+    return DSV3_OK;
+}
+
+static Dsv3Err scratch_reserve(Server *s, int64_t rows) {
+    if (rows <= s->scratch) return DSV3_OK;
+    int64_t capacity = rows + rows / 4;
+    s->scratch = 0;
+    DSV3_CALL(grow((void **)&s->out, capacity * s->D, sizeof(float), "expert results"));
+    DSV3_CALL(grow((void **)&s->in, capacity * s->D, sizeof(float), "expert output gradients"));
+    s->scratch = capacity;
+    return DSV3_OK;
+}
+
+// The kernel workspace for `op` over `rows` rows (grown when a request needs more).
+static Dsv3Err workspace_reserve(Server *s, Dsv3Op op, const Dsv3OpShape *shape) {
+    size_t need = 0;
+    DSV3_CALL(dsv3_workspace_bytes(&s->kernels, op, shape, &need));
+    if (need <= s->kernels.workspace_bytes) return DSV3_OK;
+    if (s->workspace) dsv3_memory_free(&s->kernels, s->workspace);
+    s->workspace = NULL;
+    s->kernels.workspace = NULL;
+    s->kernels.workspace_bytes = 0;
+    DSV3_CALL(dsv3_memory_alloc(&s->kernels, &s->workspace, need, "kernel workspace"));
+    s->kernels.workspace = s->workspace;
+    s->kernels.workspace_bytes = need;
+    return DSV3_OK;
+}
+
+static Dsv3Err serve_forward(Server *s, const Dsv3ExpertRequest *req, Saved *sv) {
+    DSV3_CALL(saved_reserve(s, sv, req->rows));
+    DSV3_CALL(scratch_reserve(s, req->rows));
+    double t0 = dsv3_log_seconds();
+    DSV3_CALL(dsv3_expert_exchange_receive(s->exchange, sv->xs));
+    double t1 = dsv3_log_seconds();
+    memcpy(sv->offsets, req->offsets, (size_t)(s->El + 1) * sizeof *sv->offsets);
+    sv->rows = req->rows;
+    Dsv3OpShape shape = {.E = s->El, .D = s->D, .F = s->F, .M = req->rows};
+    DSV3_CALL(workspace_reserve(s, DSV3_OP_EXPERTS_FORWARD, &shape));
+    DSV3_CALL(s->experts.base.forward(&s->experts.base, req->layer, DSV3_TENSOR_F32, s->out, sv->h1,
+                                      sv->h3, sv->xs, sv->offsets));
+    double t2 = dsv3_log_seconds();
+    DSV3_CALL(dsv3_expert_exchange_reply(s->exchange, s->out));
+    s->waiting_s += t1 - t0;
+    s->busy_s += t2 - t1;
+    return DSV3_OK;
+}
+
+static Dsv3Err serve_backward(Server *s, const Dsv3ExpertRequest *req, Saved *sv) {
+    DSV3_CHECK(sv->rows == req->rows && memcmp(sv->offsets, req->offsets,
+                                               (size_t)(s->El + 1) * sizeof *sv->offsets) == 0,
+               DSV3_ERR_INTERNAL,
+               "expert server: the backward of layer %" PRId64 " brings %" PRId64
+               " rows routed differently from its forward's %" PRId64,
+               req->layer, req->rows, sv->rows);
+    DSV3_CALL(scratch_reserve(s, req->rows));
+    double t0 = dsv3_log_seconds();
+    DSV3_CALL(dsv3_expert_exchange_receive(s->exchange, s->in));
+    double t1 = dsv3_log_seconds();
+    Dsv3OpShape shape = {.E = s->El, .D = s->D, .F = s->F, .M = req->rows};
+    DSV3_CALL(workspace_reserve(s, DSV3_OP_EXPERTS_BACKWARD, &shape));
+    DSV3_CALL(s->experts.base.backward(&s->experts.base, req->layer, DSV3_TENSOR_F32, s->out, s->in,
+                                       sv->xs, sv->h1, sv->h3, sv->offsets));
+    double t2 = dsv3_log_seconds();
+    DSV3_CALL(dsv3_expert_exchange_reply(s->exchange, s->out));
+    s->waiting_s += t1 - t0;
+    s->busy_s += t2 - t1;
+    return DSV3_OK;
+}
+
+// Serves requests until the stage ranks end the pass.
+static Dsv3Err serve_pass(Server *s) {
+    for (;;) {
+        Dsv3ExpertRequest req;
+        double t0 = dsv3_log_seconds();
+        DSV3_CALL(dsv3_expert_exchange_next(s->exchange, &req));
+        s->waiting_s += dsv3_log_seconds() - t0;
+        if (req.op == DSV3_EXPERT_END) return DSV3_OK;
+        int64_t l = req.layer - s->first_layer;
+        DSV3_CHECK(l >= 0 && l < s->n_layers && req.layer >= s->launch->model.n_dense_layers,
+                   DSV3_ERR_INTERNAL,
+                   "expert server: a request for layer %" PRId64
+                   ", which is not a MoE layer of pipeline stage %" PRId64,
+                   req.layer, s->launch->topology.pp_stage);
+        s->rows += req.rows;
+        if (req.op == DSV3_EXPERT_FORWARD)
+            DSV3_CALL(serve_forward(s, &req, &s->saved[l]));
+        else
+            DSV3_CALL(serve_backward(s, &req, &s->saved[l]));
+    }
+}
+
+// A training step: the pass, then the global norm and this server's optimizer step.
+static Dsv3Err server_step(Server *s, const Dsv3StepPlan *plan) {
+    DSV3_CALL(serve_pass(s));
+    DSV3_CALL(s->store->ops->finish(s->store));
+    int64_t largest = 0;
+    for (int g = 0; g < s->store->n_groups; g++)
+        if (s->store->groups[g].shard_numel > largest) largest = s->store->groups[g].shard_numel;
+    const Dsv3Op ops[] = {DSV3_OP_SUM_SQUARES, DSV3_OP_SCALE, DSV3_OP_ADAMW_STEP};
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+        DSV3_CALL(workspace_reserve(s, ops[i], &(Dsv3OpShape){.N = largest}));
+    double sum_squares = 0;
+    DSV3_CALL(dsv3_optimizer_store_sum_squares(&s->kernels, s->store, &sum_squares));
+    DSV3_CALL(dsv3_expert_exchange_sum(s->exchange, &sum_squares));
+    if (!isfinite(sum_squares)) {
+        int32_t group = -1;
+        char fqn[DSV3_FQN_CAPACITY];
+        DSV3_CALL(dsv3_optimizer_store_skip(&s->kernels, s->store, &group, fqn));
+        if (group >= 0)
+            DSV3_LOG_WARN("step %" PRId64 ": NaN or infinite values in the gradient of %s on "
+                          "this expert server; its experts were not updated",
+                          plan->step, fqn);
+        return DSV3_OK;
+    }
+    const Dsv3Config *cfg = &s->launch->config;
+    Dsv3OptimizerStep step = {.lr = plan->lr,
+                              .beta1 = (float)cfg->optimizer.beta1,
+                              .beta2 = (float)cfg->optimizer.beta2,
+                              .eps = (float)cfg->optimizer.eps,
+                              .weight_decay = (float)cfg->optimizer.weight_decay,
+                              .max_norm = cfg->training.max_norm,
+                              .step = plan->step};
+    return dsv3_optimizer_store_step(&s->kernels, s->store, &step, sum_squares);
+}
+
+static void server_destroy(Server *s) {
+    for (int64_t l = 0; s->saved && l < s->n_layers; l++) {
+        dsv3_free(s->saved[l].xs);
+        dsv3_free(s->saved[l].h1);
+        dsv3_free(s->saved[l].h3);
+        dsv3_free(s->saved[l].offsets);
+    }
+    dsv3_free(s->saved);
+    dsv3_free(s->out);
+    dsv3_free(s->in);
+    dsv3_expert_exchange_destroy(s->exchange);
+    dsv3_param_store_destroy(s->store);
+    if (s->workspace) dsv3_memory_free(&s->kernels, s->workspace);
+    dsv3_kernel_context_destroy(&s->kernels);
+}
+
+// The store of this server's experts, the experts over it, the exchange with the stage ranks.
+static Dsv3Err server_create(Server *s, const Dsv3Launch *launch) {
+    const Dsv3Topology *t = &launch->topology;
+    const Dsv3ModelArgs *args = &launch->model;
+    s->launch = launch;
+    s->El = args->num_experts / t->dims.ep;
+    s->D = args->dim;
+    s->F = args->moe_inter_dim;
+    DSV3_CALL(
+        dsv3_expert_exchange_create(&s->exchange, t, args, dsv3_protocol_watch(launch->protocol)));
+    Dsv3StageRange range = {.routed = 1};
+    DSV3_CALL(dsv3_layout_stage_layers(args->n_layers, t->dims.pp, t->pp_stage, &range.first_layer,
+                                       &range.n_layers));
+    s->first_layer = range.first_layer;
+    s->n_layers = range.n_layers;
+    DSV3_CALL(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, NO_DEVICE));
+    Dsv3ShardSpec spec = dsv3_shard_none;
+    spec.ep = t->dims.ep;
+    spec.ep_rank = t->ep_rank;
+    DSV3_CALL(dsv3_param_store_local_create(&s->store, &s->kernels, args, &range, &spec,
+                                            (uint64_t)launch->config.debug.seed));
+    dsv3_local_experts_init(&s->experts, s->store, &s->kernels);
+    DSV3_CALL(dsv3_calloc((void **)&s->saved, (size_t)(s->n_layers > 0 ? s->n_layers : 1),
+                          sizeof *s->saved, "saved expert activations"));
+    for (int64_t l = 0; l < s->n_layers; l++)
+        DSV3_CALL(dsv3_calloc((void **)&s->saved[l].offsets, (size_t)(s->El + 1),
+                              sizeof *s->saved[l].offsets, "saved expert offsets"));
+    return DSV3_OK;
+}
+
+static void log_served(const Server *s, int64_t steps) {
+    char bytes[DSV3_FORMAT_CAPACITY], owned[DSV3_FORMAT_CAPACITY];
+    const Dsv3Topology *t = &s->launch->topology;
+    dsv3_log(
+        t->expert_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
+        "expert server %" PRId64 " (stage %" PRId64 ", experts %" PRId64 "–%" PRId64 "): %" PRId64
+        " steps, %" PRId64 " rows served, %s exchanged; %.2f s computing, "
+        "%.2f s waiting; %s of parameters and AdamW state",
+        t->expert_index, t->pp_stage, t->ep_rank * s->El, (t->ep_rank + 1) * s->El - 1, steps,
+        s->rows, dsv3_format_bytes((double)dsv3_expert_exchange_bytes(s->exchange), bytes),
+        s->busy_s, s->waiting_s,
+        dsv3_format_bytes(3.0 * (double)dsv3_param_store_numel(s->store) * sizeof(float), owned));
+}
+
+Dsv3Err dsv3_expert_server_train(Dsv3Launch *launch) {
+    Dsv3Protocol *p = launch->protocol;
+    Dsv3StepPlan plan; // the start plan
+    DSV3_CALL(dsv3_protocol_recv_plan(p, &plan));
+    Server s = {0};
+    Dsv3Err err = DSV3_OK;
+    int64_t trained = 0;
+    DSV3_CALL_GOTO(err, done, server_create(&s, launch));
+    // The stage ranks' start-up order: peak, checkpoint load, ready.
+    if (launch->config.metrics.peak_tflops <= 0)
+        DSV3_CALL_GOTO(err, done, dsv3_protocol_share_peak(p, 0, NULL));
+    Dsv3CkptRank rank = {.store = s.store};
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_start(launch, &rank));
+    DSV3_CALL_GOTO(err, done, dsv3_protocol_ready(p));
+    DSV3_CALL_GOTO(err, done, dsv3_protocol_recv_plan(p, &plan));
+    while (!plan.stop) {
+        dsv3_protocol_set_patience(p, trained > 0 ? DSV3_PATIENCE_TRAIN : DSV3_PATIENCE_INIT);
+        if (plan.validate) {
+            DSV3_CALL_GOTO(err, done, serve_pass(&s));
+        } else {
+            DSV3_CALL_GOTO(err, done, server_step(&s, &plan));
+            trained++;
+            dsv3_protocol_set_patience(p, DSV3_PATIENCE_TRAIN);
+            DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_step(launch, &rank));
+        }
+        DSV3_CALL_GOTO(err, done, dsv3_protocol_recv_plan(p, &plan));
+    }
+    if (trained > 0) log_served(&s, trained);
+done:
+    server_destroy(&s);
+    return err;
+}
