@@ -359,6 +359,17 @@ Dsv3Err dsv3_ckpt_list(const char *root, int64_t **steps, int **full, int64_t *c
     return DSV3_OK;
 }
 
+// Renames a committed step-N aside (*.tmp: never loaded) before removing its files, so that
+// a crash during the removal leaves no step-N without its manifest or with part of its files.
+static Dsv3Err remove_atomically(const char *dir) {
+    char aside[DSV3_CKPT_PATH_CAPACITY + 16];
+    snprintf(aside, sizeof aside, "%s.removed%s", dir, TMP_SUFFIX);
+    DSV3_CALL(dsv3_ckpt_remove_tree(aside));
+    DSV3_CHECK(rename(dir, aside) == 0, DSV3_ERR_IO, "cannot move %s aside to remove it: %s", dir,
+               strerror(errno));
+    return dsv3_ckpt_remove_tree(aside);
+}
+
 Dsv3Err dsv3_ckpt_retain(const char *root, int64_t keep, int64_t protect) {
     if (keep <= 0) return DSV3_OK;
     int64_t *steps = NULL, count = 0;
@@ -376,7 +387,7 @@ Dsv3Err dsv3_ckpt_retain(const char *root, int64_t keep, int64_t protect) {
         char dir[DSV3_CKPT_PATH_CAPACITY];
         dsv3_ckpt_step_dir(dir, root, steps[i], 0);
         DSV3_LOG_INFO("checkpoint: removing %s (keep_latest_k %" PRId64 ")", dir, keep);
-        err = dsv3_ckpt_remove_tree(dir);
+        err = remove_atomically(dir);
     }
     dsv3_free(steps);
     dsv3_free(full);
