@@ -534,10 +534,10 @@ static Dsv3Err stage_load(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
                           const Dsv3CkptLoadCommand *cmd) {
     Dsv3CkptTensors t;
     DSV3_CALL(rank_tensors(launch, rank, &t));
-    Dsv3Err err = DSV3_OK;
-    if (cmd->source == DSV3_CKPT_LOAD_HF) {
+    Dsv3Err err = dsv3_ckpt_tensors_add_rest(&t, &launch->model);
+    if (err == DSV3_OK && cmd->source == DSV3_CKPT_LOAD_HF) {
         err = dsv3_hf_load(cmd->path, &launch->model, &t);
-    } else {
+    } else if (err == DSV3_OK) {
         Dsv3Manifest man;
         err = dsv3_manifest_read(cmd->path, &man);
         if (err == DSV3_OK) {

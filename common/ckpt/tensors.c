@@ -119,6 +119,29 @@ Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
     return err;
 }
 
+Dsv3Err dsv3_ckpt_tensors_add_rest(Dsv3CkptTensors *t, const Dsv3ModelArgs *args) {
+    Dsv3CkptTensors all;
+    DSV3_CALL(dsv3_ckpt_tensors_of_model(&all, args));
+    Dsv3CkptTensor *items = NULL;
+    Dsv3Err err = dsv3_calloc((void **)&items, (size_t)(t->count + all.count), sizeof *items,
+                              "checkpoint tensor list");
+    if (err == DSV3_OK) {
+        memcpy(items, t->items, (size_t)t->count * sizeof *items);
+        int64_t count = t->count;
+        for (int64_t i = 0; i < all.count; i++) {
+            if (dsv3_ckpt_tensors_find(t, all.items[i].fqn)) continue;
+            items[count] = all.items[i];
+            memset(&items[count].box, 0, sizeof items[count].box);
+            items[count++].writes = 0;
+        }
+        dsv3_free(t->items);
+        t->items = items;
+        t->count = count;
+    }
+    dsv3_ckpt_tensors_free(&all);
+    return err;
+}
+
 void dsv3_ckpt_tensors_free(Dsv3CkptTensors *t) {
     dsv3_free(t->items);
     t->items = NULL;

@@ -60,6 +60,12 @@ Dsv3Err dsv3_ckpt_tensors_of_groups(Dsv3CkptTensors *out, const Dsv3ModelArgs *a
 Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
                                   const Dsv3CkptWriters *writers);
 
+// Adds every tensor of the model that `t` lacks, with an empty box, no buffers and no write: a
+// rank that holds part of the model (an expert server, a stage rank whose routed experts live
+// on expert servers) then reads a checkpoint of the whole model and still checks each dataset
+// in it against the model.
+Dsv3Err dsv3_ckpt_tensors_add_rest(Dsv3CkptTensors *t, const Dsv3ModelArgs *args);
+
 void dsv3_ckpt_tensors_free(Dsv3CkptTensors *t);
 
 // The tensor of this FQN, or NULL.
