@@ -4,10 +4,12 @@
 #include "expert_exchange.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/core/alloc.h"
+#include "common/core/log.h"
 #include "common/comm/mpi_check.h"
 #include "common/comm/tags.h"
 
@@ -24,6 +26,12 @@ struct Dsv3ExpertExchange {
     int64_t *headers;      // stage rank: (ep, header) sent; server: (S, header) received
     MPI_Request *requests; // (3 · max(S, ep))
     int64_t bytes;         // rows sent and received
+    // Stage rank side: the call in flight and the time its rows were away.
+    int pending;             // requests posted, not yet waited for
+    Dsv3ExpertOp pending_op; // of that call
+    double posted_at;        // dsv3_log_seconds() when it was posted
+    Dsv3ExpertTimes times;
+    double *step_values; // (1 + 3 ep) the step's sum
     // Server side: the current request.
     Dsv3ExpertRequest req;
     int64_t *offsets;   // (El + 1)
@@ -50,12 +58,18 @@ static Dsv3Err wait(Dsv3ExpertExchange *x, int n, const int *peers, int n_peers,
 // ---- stage rank side ----
 
 // One forward or backward call: `in` (M, D) sorted by expert as `offsets` (E + 1) says, to the
-// servers; their results into `out` (M, D), each server's block in place.
+// servers; their results will arrive into `out` (M, D), each server's block in place. Returns
+// once the requests are posted; remote_finish waits for them.
 static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
                           Dsv3TensorDtype dtype, float *out, const float *in,
                           const int64_t *offsets) {
     DSV3_CHECK(dtype == DSV3_TENSOR_F32, DSV3_ERR_USAGE,
                "expert servers exchange fp32 rows; layer %" PRId64 " sent another dtype", layer);
+    DSV3_CHECK(x->pending == 0, DSV3_ERR_INTERNAL,
+               "expert exchange: layer %" PRId64
+               " calls its experts before finishing the last call",
+               layer);
+    x->posted_at = dsv3_log_seconds();
     int n = 0;
     for (int64_t j = 0; j < x->ep; j++) {
         int64_t *h = x->headers + j * x->header;
@@ -71,12 +85,12 @@ static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
                                 &x->requests[n++]));
         DSV3_MPI_CALL(MPI_Irecv(out + o[0] * x->D, rows, x->row, peer, DSV3_TAG_EXPERT_RESULT,
                                 x->comm, &x->requests[n++]));
-        x->bytes += 2 * (int64_t)rows * x->D * (int64_t)sizeof(float);
+        x->bytes +=
+            x->header * (int64_t)sizeof *h + 2 * (int64_t)rows * x->D * (int64_t)sizeof(float);
     }
-    return wait(x, n, x->job_ranks + x->S, (int)x->ep,
-                op == DSV3_EXPERT_FORWARD ? "waits for the expert servers' outputs"
-                                          : "waits for the expert servers' input gradients",
-                layer);
+    x->pending = n;
+    x->pending_op = op;
+    return DSV3_OK;
 }
 
 static Dsv3Err remote_forward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *ys,
@@ -92,6 +106,22 @@ static Dsv3Err remote_backward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype
     (void)xs, (void)h1, (void)h3;
     return stage_call((Dsv3ExpertExchange *)self, DSV3_EXPERT_BACKWARD, layer, dtype, dxs, dys,
                       offsets);
+}
+
+static Dsv3Err remote_finish(Dsv3Experts *self, int64_t layer) {
+    Dsv3ExpertExchange *x = (Dsv3ExpertExchange *)self;
+    double t0 = dsv3_log_seconds();
+    int n = x->pending;
+    x->pending = 0;
+    DSV3_CALL(wait(x, n, x->job_ranks + x->S, (int)x->ep,
+                   x->pending_op == DSV3_EXPERT_FORWARD
+                       ? "waits for the expert servers' outputs"
+                       : "waits for the expert servers' input gradients",
+                   layer));
+    double t1 = dsv3_log_seconds();
+    x->times.total_s += t1 - x->posted_at;
+    x->times.exposed_s += t1 - t0;
+    return DSV3_OK;
 }
 
 Dsv3Experts *dsv3_expert_exchange_experts(Dsv3ExpertExchange *x) { return &x->base; }
@@ -120,6 +150,7 @@ Dsv3Err dsv3_expert_exchange_next(Dsv3ExpertExchange *x, Dsv3ExpertRequest *req)
     snprintf(what, sizeof what, "waits for the stage ranks' next request (the last was %s)",
              op_name(x->req.op));
     DSV3_CALL(wait(x, (int)x->S, x->job_ranks, (int)x->S, what, x->req.layer));
+    x->bytes += x->S * x->header * (int64_t)sizeof *x->headers;
     const int64_t *first = x->headers;
     memset(x->offsets, 0, (size_t)(x->El + 1) * sizeof *x->offsets);
     for (int64_t r = 0; r < x->S; r++) {
@@ -211,15 +242,47 @@ Dsv3Err dsv3_expert_exchange_reply(Dsv3ExpertExchange *x, const float *result) {
 
 // ---- both ----
 
-Dsv3Err dsv3_expert_exchange_sum(Dsv3ExpertExchange *x, double *value) {
+Dsv3Err dsv3_expert_exchange_step_sum(Dsv3ExpertExchange *x, double *sum_squares,
+                                      const Dsv3ExpertServerWork *work,
+                                      Dsv3ExpertServerStats *stats) {
+    // [sum of squares, then (rows, computing, waiting) of server 0, 1, …]: each server fills its
+    // own three, so a sum gathers them.
+    double *v = x->step_values;
+    int64_t n = 1 + 3 * x->ep;
+    memset(v, 0, (size_t)n * sizeof *v);
+    v[0] = *sum_squares;
+    if (work) {
+        double *mine = v + 1 + 3 * (x->rank - x->S);
+        mine[0] = work->rows;
+        mine[1] = work->compute_s;
+        mine[2] = work->idle_s;
+    }
     DSV3_MPI_CALL(
-        MPI_Iallreduce(MPI_IN_PLACE, value, 1, MPI_DOUBLE, MPI_SUM, x->comm, &x->requests[0]));
-    return dsv3_watch_wait(x->watch, 1, x->requests, x->others, (int)(x->S + x->ep - 1),
-                           "waits in the sum of squared gradient norms over the stage ranks and "
-                           "expert servers");
+        MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, x->comm, &x->requests[0]));
+    DSV3_CALL(dsv3_watch_wait(x->watch, 1, x->requests, x->others, (int)(x->S + x->ep - 1),
+                              "waits in the sum of squared gradient norms over the stage ranks "
+                              "and expert servers"));
+    *sum_squares = v[0];
+    if (!stats) return DSV3_OK;
+    *stats = (Dsv3ExpertServerStats){.servers = x->ep, .rows_min = v[1], .idle_min_s = v[3]};
+    for (int64_t j = 0; j < x->ep; j++) {
+        const double *w = v + 1 + 3 * j;
+        stats->rows += w[0];
+        stats->rows_max = fmax(stats->rows_max, w[0]);
+        stats->rows_min = fmin(stats->rows_min, w[0]);
+        stats->compute_max_s = fmax(stats->compute_max_s, w[1]);
+        stats->idle_min_s = fmin(stats->idle_min_s, w[2]);
+    }
+    return DSV3_OK;
 }
 
 int64_t dsv3_expert_exchange_bytes(const Dsv3ExpertExchange *x) { return x->bytes; }
+
+Dsv3ExpertTimes dsv3_expert_exchange_take_times(Dsv3ExpertExchange *x) {
+    Dsv3ExpertTimes t = x->times;
+    x->times = (Dsv3ExpertTimes){0};
+    return t;
+}
 
 // The job rank of every member of the MoE communicator, and of every other one.
 static Dsv3Err list_members(Dsv3ExpertExchange *x, MPI_Comm job) {
@@ -251,7 +314,7 @@ Dsv3Err dsv3_expert_exchange_create(Dsv3ExpertExchange **out, const Dsv3Topology
                "servers, or the coordinator)");
     Dsv3ExpertExchange *x = NULL;
     DSV3_CALL(dsv3_calloc((void **)&x, 1, sizeof *x, "expert exchange"));
-    x->base = (Dsv3Experts){remote_forward, remote_backward};
+    x->base = (Dsv3Experts){remote_forward, remote_backward, remote_finish};
     x->comm = MPI_COMM_NULL;
     x->row = MPI_DATATYPE_NULL;
     x->watch = watch;
@@ -292,6 +355,9 @@ Dsv3Err dsv3_expert_exchange_create(Dsv3ExpertExchange **out, const Dsv3Topology
     DSV3_CALL_GOTO(err, fail,
                    dsv3_calloc((void **)&x->rank_rows, (size_t)(x->S + x->El), sizeof *x->rank_rows,
                                "expert rows per stage rank"));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_calloc((void **)&x->step_values, (size_t)(1 + 3 * x->ep),
+                               sizeof *x->step_values, "expert step sums"));
     DSV3_CALL_GOTO(err, fail, list_members(x, topo->job));
     x->req.layer = -1;
     *out = x;
@@ -313,5 +379,6 @@ void dsv3_expert_exchange_destroy(Dsv3ExpertExchange *x) {
     dsv3_free(x->offsets);
     dsv3_free(x->rank_rows);
     dsv3_free(x->staging);
+    dsv3_free(x->step_values);
     dsv3_free(x);
 }

@@ -7,9 +7,11 @@
 // E + 1); the rows of server j's experts are one contiguous block of them.
 //
 // Stage rank side: dsv3_expert_exchange_experts is the model's Dsv3Experts (model/experts.h).
-// forward sends every server a request (operation, layer, rows per expert of its El) and the
-// block of rows for its experts, and receives their outputs straight into place; backward does
-// the same with the gradients of the outputs and receives the gradients of the rows. After the
+// forward posts to every server a request (operation, layer, rows per expert of its El) and the
+// block of rows for its experts, and the receives of their outputs straight into place; backward
+// does the same with the gradients of the outputs and receives the gradients of the rows; finish
+// waits. Between the two the layer computes its shared experts: the part of the rows' time away
+// spent in that work is hidden, the part spent in finish is exposed. After the
 // last micro-batch of a step (or of a validation pass) dsv3_expert_exchange_end tells every
 // server the pass is over.
 //
@@ -20,8 +22,8 @@
 // offsets (El + 1), which the grouped expert kernels take as they are; dsv3_expert_exchange_reply
 // sends each stage rank its rows of a result laid out the same way, in the order it sent them.
 //
-// Both: dsv3_expert_exchange_sum adds one value over the stage's stage ranks and servers (the
-// squared gradient norm).
+// Both: dsv3_expert_exchange_step_sum adds the squared gradient norm over the stage's stage ranks
+// and servers, and hands the stage ranks what each server did in the step.
 //
 // Every wait goes through the protocol's watch (comm/watch.h): a deadline, pings answered, a
 // silent peer named. Rows travel as fp32 in host memory; a row is one MPI element (D floats),
@@ -36,6 +38,7 @@
 #include <stdint.h>
 
 #include "common/core/error.h"
+#include "common/comm/protocol.h"
 #include "common/comm/topology.h"
 #include "common/comm/watch.h"
 #include "common/model/experts.h"
@@ -80,10 +83,28 @@ Dsv3Err dsv3_expert_exchange_receive(Dsv3ExpertExchange *x, float *rows);
 // Server: sends each stage rank its rows of `result` (req->rows, D, laid out as received).
 Dsv3Err dsv3_expert_exchange_reply(Dsv3ExpertExchange *x, const float *result);
 
-// Collective on the MoE communicator: *value summed over its ranks.
-Dsv3Err dsv3_expert_exchange_sum(Dsv3ExpertExchange *x, double *value);
+// One expert server's work in a step: rows received, seconds computing, seconds waiting.
+typedef struct {
+    double rows, compute_s, idle_s;
+} Dsv3ExpertServerWork;
 
-// Bytes of rows this rank sent and received so far (both directions, every pass).
+// Collective on the MoE communicator, once per step: *sum_squares summed over its ranks; a
+// server gives its `work` (stage ranks NULL) and a stage rank gets every server's summed up in
+// *stats (servers NULL).
+Dsv3Err dsv3_expert_exchange_step_sum(Dsv3ExpertExchange *x, double *sum_squares,
+                                      const Dsv3ExpertServerWork *work,
+                                      Dsv3ExpertServerStats *stats);
+
+// Bytes of requests and rows this rank sent and received so far (both directions, every pass).
 int64_t dsv3_expert_exchange_bytes(const Dsv3ExpertExchange *x);
+
+// Stage rank: seconds the routed rows were away (dispatch, the servers' work, combine), and of
+// those the seconds spent waiting in finish (exposed; the rest overlapped the shared experts).
+typedef struct {
+    double total_s, exposed_s;
+} Dsv3ExpertTimes;
+
+// Stage rank: the times since the last call, and starts counting again.
+Dsv3ExpertTimes dsv3_expert_exchange_take_times(Dsv3ExpertExchange *x);
 
 #endif

@@ -48,8 +48,14 @@ static Dsv3Err local_backward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype 
     return released;
 }
 
+// Local results are ready when forward and backward return.
+static Dsv3Err local_finish(Dsv3Experts *self, int64_t layer) {
+    (void)self, (void)layer;
+    return DSV3_OK;
+}
+
 void dsv3_local_experts_init(Dsv3LocalExperts *e, Dsv3ParamStore *store,
                              const Dsv3KernelContext *kernels) {
     *e = (Dsv3LocalExperts){
-        .base = {local_forward, local_backward}, .store = store, .kernels = kernels};
+        .base = {local_forward, local_backward, local_finish}, .store = store, .kernels = kernels};
 }

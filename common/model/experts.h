@@ -31,6 +31,11 @@ struct Dsv3Experts {
     Dsv3Err (*backward)(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *dxs,
                         const void *dys, const void *xs, const void *h1, const void *h3,
                         const int64_t *offsets);
+    // ys of the last forward, or dxs of the last backward, are ready after this call, not
+    // before: an implementation that sends the rows elsewhere returns from forward and backward
+    // once they travel, and the layer computes what does not need them (the shared experts)
+    // before it calls finish. Inputs stay untouched until then.
+    Dsv3Err (*finish)(Dsv3Experts *self, int64_t layer);
 };
 
 // Experts computed on this rank from the experts groups of `store` (which must hold the

@@ -59,7 +59,7 @@ static Dsv3Err act_buffer(void **field, void *shared_field, int64_t count, size_
 
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int64_t B, int64_t T) {
+                               int local_experts, int64_t B, int64_t T) {
     DSV3_ASSERT(mode == DSV3_AC_NONE || shared);
     Dims d = dims_of(args, B, T);
     memset(acts, 0, sizeof *acts);
@@ -103,8 +103,10 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
         ACT_I32(order, d.M, KEEP);
         ACT_I64(offsets, d.E + 1, KEEP);
         ACT_FLOAT(xs, d.M * d.D, RECOMPUTE);
-        ACT_FLOAT(h1, d.M * d.F, KEEP);
-        ACT_FLOAT(h3, d.M * d.F, KEEP);
+        if (local_experts) {
+            ACT_FLOAT(h1, d.M * d.F, KEEP);
+            ACT_FLOAT(h3, d.M * d.F, KEEP);
+        }
         ACT_FLOAT(ys, d.M * d.D, KEEP);
     }
     return DSV3_OK;
@@ -203,11 +205,13 @@ static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g
     DSV3_CALL(dsv3_moe_gather(kc, F32, a->xs, a->hn, a->order, d->M, d->K, d->D));
     DSV3_CALL(ctx->experts->forward(ctx->experts, g->layer_id, F32, a->ys, a->h1, a->h3, a->xs,
                                     a->offsets));
+    // The shared experts while the routed rows may be away (experts.h).
     if (d->Fs > 0)
         DSV3_CALL(swiglu_ffn_forward(kc, out, a, P(g, DSV3_P_SHARED_W1), P(g, DSV3_P_SHARED_W2),
                                      P(g, DSV3_P_SHARED_W3), d->N, d->D, d->Fs));
     else
         DSV3_CALL(dsv3_memory_zero(kc, out, (size_t)(d->N * d->D) * sizeof(float)));
+    DSV3_CALL(ctx->experts->finish(ctx->experts, g->layer_id));
     DSV3_CALL(
         dsv3_moe_combine_forward(kc, F32, out, a->ys, a->weights, a->order, d->N, d->K, d->D));
     return DSV3_OK;
@@ -261,19 +265,26 @@ static Dsv3Err recompute_elementwise(const Dsv3KernelContext *kc, Dsv3LayerActs 
     return DSV3_OK;
 }
 
-// dn (N, D) gets (accumulate = 1: adds) the gradient of the FFN input from dout.
-static Dsv3Err swiglu_ffn_backward(const Dsv3KernelContext *kc, float *dn, int accumulate,
-                                   const float *dout, Dsv3LayerActs *a, Dsv3ParamGroup *g,
-                                   Dsv3ParamSlot w1, Dsv3ParamSlot w2, Dsv3ParamSlot w3, int64_t N,
-                                   int64_t D, int64_t hidden, Dsv3LayerScratch *s) {
+// A SwiGLU FFN's backward, first half: w2's gradient and the gradients of the hidden
+// activations (s->dfa, s->dfb) from dout.
+static Dsv3Err swiglu_ffn_backward_hidden(const Dsv3KernelContext *kc, const float *dout,
+                                          Dsv3LayerActs *a, Dsv3ParamGroup *g, Dsv3ParamSlot w2,
+                                          int64_t N, int64_t D, int64_t hidden,
+                                          Dsv3LayerScratch *s) {
     DSV3_CALL(
         dsv3_linear_backward(kc, F32, s->dfg, G(g, w2), dout, a->fg, P(g, w2), N, hidden, D, 0));
-    DSV3_CALL(dsv3_swiglu_backward(kc, F32, s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden));
+    return dsv3_swiglu_backward(kc, F32, s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden);
+}
+
+// Second half: w1's and w3's gradients, and dn (N, D) gets (accumulate = 1: adds) the gradient
+// of the FFN input.
+static Dsv3Err swiglu_ffn_backward_input(const Dsv3KernelContext *kc, float *dn, int accumulate,
+                                         Dsv3LayerActs *a, Dsv3ParamGroup *g, Dsv3ParamSlot w1,
+                                         Dsv3ParamSlot w3, int64_t N, int64_t D, int64_t hidden,
+                                         Dsv3LayerScratch *s) {
     DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, w1), s->dfa, a->hn, P(g, w1), N, D, hidden,
                                    accumulate));
-    DSV3_CALL(
-        dsv3_linear_backward(kc, F32, dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1));
-    return DSV3_OK;
+    return dsv3_linear_backward(kc, F32, dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1);
 }
 
 static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3ParamGroup *g,
@@ -283,15 +294,21 @@ static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3
                                         a->order, d->N, d->K, d->D));
     DSV3_CALL(ctx->experts->backward(ctx->experts, g->layer_id, F32, s->dxs, s->dys, a->xs, a->h1,
                                      a->h3, a->offsets));
-    DSV3_CALL(dsv3_memory_zero(kc, dn, (size_t)(d->N * d->D) * sizeof(float)));
-    DSV3_CALL(dsv3_moe_gather_backward(kc, F32, dn, s->dxs, a->order, d->M, d->K, d->D));
+    // While the routed gradients may be away (experts.h): what does not add into dn, so that dn
+    // sums its terms in one order wherever the experts run.
     DSV3_CALL(dsv3_router_backward(kc, F32, s->dlogits, s->dweights, a->scores, a->topk, d->N,
                                    &ctx->router));
+    if (d->Fs > 0)
+        DSV3_CALL(
+            swiglu_ffn_backward_hidden(kc, dout, a, g, DSV3_P_SHARED_W2, d->N, d->D, d->Fs, s));
+    DSV3_CALL(ctx->experts->finish(ctx->experts, g->layer_id));
+    DSV3_CALL(dsv3_memory_zero(kc, dn, (size_t)(d->N * d->D) * sizeof(float)));
+    DSV3_CALL(dsv3_moe_gather_backward(kc, F32, dn, s->dxs, a->order, d->M, d->K, d->D));
     DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_GATE), s->dlogits, a->hn,
                                    P(g, DSV3_P_GATE), d->N, d->D, d->E, 1));
     if (d->Fs > 0)
-        DSV3_CALL(swiglu_ffn_backward(kc, dn, 1, dout, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W2,
-                                      DSV3_P_SHARED_W3, d->N, d->D, d->Fs, s));
+        DSV3_CALL(swiglu_ffn_backward_input(kc, dn, 1, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
+                                            d->N, d->D, d->Fs, s));
     return DSV3_OK;
 }
 
@@ -350,11 +367,13 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
         DSV3_CALL(recompute_elementwise(kc, a, g, &d, args));
     }
     // out = h + ffn(ffn_norm(h)): dh = dout + ffn_norm' · ffn'(dout).
-    if (g->moe)
+    if (g->moe) {
         DSV3_CALL(moe_backward(s->dn, dout, a, g, &d, ctx, s));
-    else
-        DSV3_CALL(swiglu_ffn_backward(kc, s->dn, 0, dout, a, g, DSV3_P_FF_W1, DSV3_P_FF_W2,
-                                      DSV3_P_FF_W3, d.N, d.D, d.I, s));
+    } else {
+        DSV3_CALL(swiglu_ffn_backward_hidden(kc, dout, a, g, DSV3_P_FF_W2, d.N, d.D, d.I, s));
+        DSV3_CALL(swiglu_ffn_backward_input(kc, s->dn, 0, a, g, DSV3_P_FF_W1, DSV3_P_FF_W3, d.N,
+                                            d.D, d.I, s));
+    }
     DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h,
                                     P(g, DSV3_P_FFN_NORM), a->ffn_rstd, d.N, d.D));
     DSV3_CALL(dsv3_add(kc, F32, s->dh, dout, s->dx, ND));

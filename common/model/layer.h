@@ -71,7 +71,7 @@ typedef struct {
     int32_t *order;         // (M) routed rows, sorted by expert
     int64_t *offsets;       // (E + 1)
     float *xs;              // (M, D) gathered expert inputs
-    float *h1, *h3, *ys;    // (M, F), (M, F), (M, D)
+    float *h1, *h3, *ys;    // (M, F), (M, F) when the experts are local; (M, D)
 } Dsv3LayerActs;
 
 // Temporaries of forward and backward, shared by all layers of a model.
@@ -98,10 +98,12 @@ typedef struct {
 
 // Allocates a layer's activations for mode `mode` (moe: 1 for a MoE layer, 0 for a dense
 // one); buffers that the mode recomputes point into `shared`, one set for all layers made
-// with mode DSV3_AC_NONE, shared = NULL and moe = -1 (room for both kinds).
+// with mode DSV3_AC_NONE, shared = NULL and moe = -1 (room for both kinds). The routed
+// experts' hidden activations h1 and h3 exist only when the experts run on this rank
+// (local_experts); expert servers keep their own.
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int64_t B, int64_t T);
+                               int local_experts, int64_t B, int64_t T);
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
                                   int64_t B, int64_t T);

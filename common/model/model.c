@@ -73,7 +73,7 @@ static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     for (int64_t i = 0; i < L; i++) {
         int64_t layer = m->range.first_layer + i;
         DSV3_CALL(dsv3_layer_acts_create(&s->acts[i], arena, layer_mode(&m->opt, layer), &m->shared,
-                                         a, layer >= a->n_dense_layers, B, T));
+                                         a, layer >= a->n_dense_layers, m->range.routed, B, T));
     }
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->last, N * D, "stage output"));
     if (m->range.last) {
@@ -121,7 +121,8 @@ static Dsv3Err create_state(Dsv3Model *m) {
                "was given",
                m->range.first_layer, m->range.first_layer + L - 1);
     if (any_checkpointed)
-        DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1, B, T));
+        DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1,
+                                         m->range.routed, B, T));
     DSV3_CALL(DSV3_ARENA_TABLE(arena, m->slots, m->opt.slots, "activation slots"));
     for (int64_t k = 0; k < m->opt.slots; k++)
         DSV3_CALL(create_slot(m, &m->slots[k]));
