@@ -1,6 +1,7 @@
 // role_main: MPI start, launch, the role's body, and the one place a job is aborted.
 #include "role_main.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -20,6 +21,9 @@ static void role_abort(Dsv3Err err) {
 int dsv3_role_main(Dsv3Role role, Dsv3RoleBody body, int argc, char **argv) {
     int provided = 0;
     dsv3_stop_signal_install(); // before MPI: a stop signal must never kill a rank mid-step
+    // A write to a peer process that died (a lost expert server job) fails instead of killing
+    // this rank without a word; the protocol's watch then names the silent peer.
+    signal(SIGPIPE, SIG_IGN);
     // MULTIPLE: the join watchdog (comm/job_comm.h) unpublishes a stale service name from its own
     // thread when a peer job never comes.
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {

@@ -13,6 +13,12 @@
 # Prints each layout's tokens/s (the median step after a warm-up step, best of --repeat runs),
 # FSDP's against DP's, and the share of FSDP's communication time that overlapped compute
 # (1 − time waiting for it / time from each operation's start to its completion).
+#   ./run/bench.sh --experts [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
+# runs the training executables on two cores with the routed experts on the stage process (one
+# process, 2 threads) and on 2 expert servers (one stage process and 2 servers, 1 thread each),
+# prints each one's tokens/s (as --fsdp measures them) and the bytes the servers exchanged per
+# step against the theoretical minimum: rows (tokens × top_k) × dim × 4 bytes × 2 directions ×
+# 2 passes (forward, backward).
 #   ./run/bench.sh --checkpoint [--seq_len 512] [--batch 2] [--repeat 3]
 # times whole training runs of 12 steps (one process, 2 threads) without checkpoints, with a
 # full checkpoint every 3 steps written synchronously, and written in the background
@@ -21,11 +27,11 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0
+seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0 experts=0
 while [ $# -gt 0 ]; do
     case $1 in
-    --fsdp | --checkpoint)
-        [ "$1" = --fsdp ] && fsdp=1 || checkpoint=1
+    --fsdp | --checkpoint | --experts)
+        case $1 in --fsdp) fsdp=1 ;; --checkpoint) checkpoint=1 ;; *) experts=1 ;; esac
         shift
         continue
         ;;
@@ -82,6 +88,27 @@ if [ $fsdp -eq 1 ]; then
 ' "$sharded" \
         "$(awk -v a="$sharded" -v b="$dp" 'BEGIN { print 100 * a / b }')"
     sed -n 's/.*\[stage \([0-9]*\)\] fsdp: /  FSDP rank \1 (last run): /p' "$work/fsdp.log"
+    exit 0
+fi
+
+if [ $experts -eq 1 ]; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    local_tps=0 servers_tps=0
+    for _ in $(seq "$repeat"); do
+        local_tps=$(best "$local_tps" "$(layout_tps local 1 2 --training.local_batch_size "$batch")")
+        servers_tps=$(best "$servers_tps" "$(layout_tps servers 1 1 --training.local_batch_size "$batch" \
+            --parallelism.expert_parallel_degree 2)")
+    done
+    printf 'debug model, seq_len %s, %s sequences per step, two cores:\n' "$seq_len" "$batch"
+    printf '  experts on the stage process (1 x 2 threads)          %8.1f tokens/s\n' "$local_tps"
+    printf '  experts on 2 servers (stage + 2 servers, 1 thread each) %6.1f tokens/s  (%.2fx)\n' \
+        "$servers_tps" "$(awk -v a="$servers_tps" -v b="$local_tps" 'BEGIN { print a / b }')"
+    # Each server logs its bytes (requests and rows) and its rows' own bytes, in and out.
+    sed -n 's/.*: \([0-9]*\) steps, .* exchanged (\([0-9]*\) bytes; the rows alone, in and out: \([0-9]*\)).*/\1 \2 \3/p' \
+        "$work/servers.log" | awk '{ steps = $1; sent += $2; rows += $3 }
+        END { printf "  bytes exchanged per step: %.3f MiB; theoretical minimum (tokens x top_k rows x dim x 4 B x 2 directions x 2 passes) %.3f MiB: %.3f%% above it (request headers)\n",
+            sent / steps / 2^20, rows / steps / 2^20, 100 * (sent / rows - 1) }'
     exit 0
 fi
 

@@ -131,8 +131,14 @@ void dsv3_launch_report(Dsv3Err err) {
                     err == DSV3_ERR_LAUNCH || err == DSV3_ERR_NUMERIC);
 }
 
-// The global batch must split evenly over data-parallel ranks and micro-batches.
+// The global batch must split evenly over data-parallel ranks and micro-batches, and the
+// routed experts evenly over the expert servers of a stage.
 static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) {
+    DSV3_CHECK(cfg->model.num_experts % dims->ep == 0, DSV3_ERR_CONFIG,
+               "parallelism.expert_parallel_degree %" PRId64
+               " does not divide model.num_experts %" PRId64
+               ": every expert server owns the same number of experts",
+               dims->ep, cfg->model.num_experts);
     int64_t dp = dims->dp_replicate * dims->dp_shard;
     int64_t per_step = cfg->training.local_batch_size * dp;
     int64_t global = cfg->training.global_batch_size;

@@ -91,6 +91,14 @@ typedef struct {
     int32_t validate;      // 1: a validation pass, not a training step
 } Dsv3StepPlan;
 
+// The expert servers of a stage rank's pipeline stage in one step (all zero without them).
+typedef struct {
+    int64_t servers;
+    double rows, rows_max, rows_min; // rows received in all, by the busiest, by the least busy
+    double compute_max_s;            // the busiest server's computing
+    double idle_min_s;               // the least idle server's waiting for rows
+} Dsv3ExpertServerStats;
+
 typedef struct {
     double loss_sum;                   // Σ cross-entropy over this rank's labels
     int64_t n_labels;                  // labels counted
@@ -99,6 +107,7 @@ typedef struct {
     int64_t bytes_current, bytes_peak; // counted allocations of this rank (peak of this step)
     int64_t device_bytes;              // memory of this rank's device (peak.h)
     int64_t n_trace_events;            // events that follow (a profiled step), else 0
+    Dsv3ExpertServerStats experts;     // its stage's expert servers
     int32_t stop_signal;               // a stop signal this rank received (core/stop_signal.h)
     // When the global gradient norm is not finite: this rank's first group (in forward order)
     // and tensor with a NaN or infinite gradient (-1 and "" when it owns none).

@@ -127,6 +127,7 @@ static void step_record(const Dsv3ReportGather *g, const Dsv3Trace *own, const B
                          .expert_load = &g->load,
                          .validation_loss = NAN};
     memcpy(out->seconds, totals.seconds, sizeof out->seconds);
+    out->experts = totals.experts;
     // The coordinator's own phases: reading data, broadcasting the plan.
     out->seconds[DSV3_PHASE_DATA] = own->seconds[DSV3_PHASE_DATA];
     out->seconds[DSV3_PHASE_COMM_PLAN] = own->seconds[DSV3_PHASE_COMM_PLAN];

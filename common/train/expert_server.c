@@ -35,12 +35,11 @@ typedef struct {
     Dsv3LocalExperts experts;
     Dsv3ExpertExchange *exchange;
     int64_t first_layer, n_layers, El, D, F;
-    Saved *saved;     // (n_layers) by layer − first_layer
-    float *out, *in;  // a request's results and its incoming gradients (scratch, M × D each)
-    int64_t scratch;  // rows out and in hold
-    int64_t rows;     // rows served (forward and backward)
-    double busy_s;    // computing
-    double waiting_s; // waiting for requests and rows
+    Saved *saved;    // (n_layers) by layer − first_layer
+    float *out, *in; // a request's results and its incoming gradients (scratch, M × D each)
+    int64_t scratch; // rows out and in hold
+    Dsv3ExpertServerWork done; // in all: rows received (forward and backward), seconds
+    Dsv3ExpertServerWork step; // the same at the start of the step
 } Server;
 
 // Grows *buf to hold `count` elements of `size` bytes (contents not kept).
@@ -101,8 +100,8 @@ static Dsv3Err serve_forward(Server *s, const Dsv3ExpertRequest *req, Saved *sv)
                                       sv->h3, sv->xs, sv->offsets));
     double t2 = dsv3_log_seconds();
     DSV3_CALL(dsv3_expert_exchange_reply(s->exchange, s->out));
-    s->waiting_s += t1 - t0;
-    s->busy_s += t2 - t1;
+    s->done.idle_s += t1 - t0;
+    s->done.compute_s += t2 - t1;
     return DSV3_OK;
 }
 
@@ -123,8 +122,8 @@ static Dsv3Err serve_backward(Server *s, const Dsv3ExpertRequest *req, Saved *sv
                                        sv->xs, sv->h1, sv->h3, sv->offsets));
     double t2 = dsv3_log_seconds();
     DSV3_CALL(dsv3_expert_exchange_reply(s->exchange, s->out));
-    s->waiting_s += t1 - t0;
-    s->busy_s += t2 - t1;
+    s->done.idle_s += t1 - t0;
+    s->done.compute_s += t2 - t1;
     return DSV3_OK;
 }
 
@@ -134,7 +133,7 @@ static Dsv3Err serve_pass(Server *s) {
         Dsv3ExpertRequest req;
         double t0 = dsv3_log_seconds();
         DSV3_CALL(dsv3_expert_exchange_next(s->exchange, &req));
-        s->waiting_s += dsv3_log_seconds() - t0;
+        s->done.idle_s += dsv3_log_seconds() - t0;
         if (req.op == DSV3_EXPERT_END) return DSV3_OK;
         int64_t l = req.layer - s->first_layer;
         DSV3_CHECK(l >= 0 && l < s->n_layers && req.layer >= s->launch->model.n_dense_layers,
@@ -142,7 +141,7 @@ static Dsv3Err serve_pass(Server *s) {
                    "expert server: a request for layer %" PRId64
                    ", which is not a MoE layer of pipeline stage %" PRId64,
                    req.layer, s->launch->topology.pp_stage);
-        s->rows += req.rows;
+        s->done.rows += (double)req.rows;
         if (req.op == DSV3_EXPERT_FORWARD)
             DSV3_CALL(serve_forward(s, &req, &s->saved[l]));
         else
@@ -162,7 +161,11 @@ static Dsv3Err server_step(Server *s, const Dsv3StepPlan *plan) {
         DSV3_CALL(workspace_reserve(s, ops[i], &(Dsv3OpShape){.N = largest}));
     double sum_squares = 0;
     DSV3_CALL(dsv3_optimizer_store_sum_squares(&s->kernels, s->store, &sum_squares));
-    DSV3_CALL(dsv3_expert_exchange_sum(s->exchange, &sum_squares));
+    Dsv3ExpertServerWork work = {.rows = s->done.rows - s->step.rows,
+                                 .compute_s = s->done.compute_s - s->step.compute_s,
+                                 .idle_s = s->done.idle_s - s->step.idle_s};
+    s->step = s->done;
+    DSV3_CALL(dsv3_expert_exchange_step_sum(s->exchange, &sum_squares, &work, NULL));
     if (!isfinite(sum_squares)) {
         int32_t group = -1;
         char fqn[DSV3_FQN_CAPACITY];
@@ -231,17 +234,22 @@ static Dsv3Err server_create(Server *s, const Dsv3Launch *launch) {
 }
 
 static void log_served(const Server *s, int64_t steps) {
-    char bytes[DSV3_FORMAT_CAPACITY], owned[DSV3_FORMAT_CAPACITY];
+    char bytes[DSV3_FORMAT_CAPACITY], params[DSV3_FORMAT_CAPACITY], owned[DSV3_FORMAT_CAPACITY],
+        peak[DSV3_FORMAT_CAPACITY];
     const Dsv3Topology *t = &s->launch->topology;
-    dsv3_log(
-        t->expert_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
-        "expert server %" PRId64 " (stage %" PRId64 ", experts %" PRId64 "–%" PRId64 "): %" PRId64
-        " steps, %" PRId64 " rows served, %s exchanged; %.2f s computing, "
-        "%.2f s waiting; %s of parameters and AdamW state",
-        t->expert_index, t->pp_stage, t->ep_rank * s->El, (t->ep_rank + 1) * s->El - 1, steps,
-        s->rows, dsv3_format_bytes((double)dsv3_expert_exchange_bytes(s->exchange), bytes),
-        s->busy_s, s->waiting_s,
-        dsv3_format_bytes(3.0 * (double)dsv3_param_store_numel(s->store) * sizeof(float), owned));
+    double param_bytes = (double)dsv3_param_store_numel(s->store) * sizeof(float);
+    DSV3_LOG_INFO("expert server %" PRId64 " (stage %" PRId64 ", experts %" PRId64 "–%" PRId64
+                  "): %" PRId64 " steps, %.0f rows received, %s exchanged (%" PRId64
+                  " bytes; the rows alone, in and out: %.0f); %.2f s computing, "
+                  "%.2f s waiting; %s of parameters, %s with gradients and AdamW state; peak %s "
+                  "allocated",
+                  t->expert_index, t->pp_stage, t->ep_rank * s->El, (t->ep_rank + 1) * s->El - 1,
+                  steps, s->done.rows,
+                  dsv3_format_bytes((double)dsv3_expert_exchange_bytes(s->exchange), bytes),
+                  dsv3_expert_exchange_bytes(s->exchange), 2.0 * s->done.rows * (double)s->D * 4,
+                  s->done.compute_s, s->done.idle_s, dsv3_format_bytes(param_bytes, params),
+                  dsv3_format_bytes(4 * param_bytes, owned),
+                  dsv3_format_bytes((double)dsv3_alloc_peak_bytes(), peak));
 }
 
 Dsv3Err dsv3_expert_server_train(Dsv3Launch *launch) {

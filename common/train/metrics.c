@@ -20,7 +20,7 @@
 enum {
     PATH_CAPACITY = 2 * DSV3_CONFIG_STRING_CAPACITY + 64, // dump_folder / tb folder / run time
     NAME_CAPACITY = 64,                                   // "expert_load/layer_60/max_over_mean"
-    FIXED_SCALARS = 16,                                   // loss … validation_loss
+    FIXED_SCALARS = 21,                                   // loss … validation_loss
     SCALARS_PER_LAYER = 5,
     RUN_TIME_CAPACITY = 32, // "20250101-120000"
 };
@@ -157,6 +157,14 @@ static void collect(Dsv3Metrics *m, const Dsv3StepRecord *r) {
     for (int p = 0; p < DSV3_PHASE_COUNT; p++)
         if (p != DSV3_PHASE_VALIDATION || r->seconds[p] > 0)
             add(m, r->seconds[p], "time_%s", dsv3_phase_name(p));
+    const Dsv3ExpertServerStats *x = &r->experts;
+    if (x->servers > 0) {
+        add(m, x->rows, "expert_servers/rows");
+        add(m, x->rows_max, "expert_servers/rows_max");
+        add(m, x->rows_min, "expert_servers/rows_min");
+        add(m, x->compute_max_s, "expert_servers/compute_max");
+        add(m, x->idle_min_s, "expert_servers/idle_min");
+    }
     const Dsv3ExpertLoad *load = r->expert_load;
     if (load) {
         double worst = 0;
@@ -229,6 +237,14 @@ static void print_step(const Dsv3Metrics *m, const Dsv3StepRecord *r) {
         r->seconds_step, s[DSV3_PHASE_FORWARD], s[DSV3_PHASE_BACKWARD], s[DSV3_PHASE_OPTIMIZER],
         comm, s[DSV3_PHASE_COMM_BATCH], s[DSV3_PHASE_COMM_GRAD], s[DSV3_PHASE_COMM_EXPERT_COUNTS],
         s[DSV3_PHASE_COMM_PLAN], s[DSV3_PHASE_DATA]);
+    const Dsv3ExpertServerStats *servers = &r->experts;
+    if (servers->servers > 0)
+        DSV3_LOG_INFO("      expert servers: %" PRId64 " received %.0f rows (%.0f to %.0f per "
+                      "server), computed up to %.3f s, idled at least %.3f s; rows away %.3f s, "
+                      "%.3f of it hidden behind the shared experts",
+                      servers->servers, servers->rows, servers->rows_min, servers->rows_max,
+                      servers->compute_max_s, servers->idle_min_s, s[DSV3_PHASE_COMM_EXPERTS],
+                      s[DSV3_PHASE_EXPERTS_HIDDEN]);
     const Dsv3ExpertLoad *load = r->expert_load;
     if (!load) return;
     double worst = 0, sum = 0, bias = 0;

@@ -21,6 +21,7 @@
 
 #include "common/core/config.h"
 #include "common/core/error.h"
+#include "common/comm/protocol.h"
 #include "common/train/expert_load.h"
 #include "common/train/trace.h"
 
@@ -35,6 +36,7 @@ typedef struct {
     double seconds_step;               // wall time of the step on the coordinator
     double seconds[DSV3_PHASE_COUNT];  // per phase (0: not timed this step)
     const Dsv3ExpertLoad *expert_load; // NULL: none (dense model or not captured)
+    Dsv3ExpertServerStats experts;     // servers 0: the routed experts ran on the stage ranks
     double validation_loss;            // NAN: no validation this step
 } Dsv3StepRecord;
 

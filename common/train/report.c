@@ -110,6 +110,7 @@ void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out) {
             out->device_bytes = rep->device_bytes;
     }
     out->loss = out->n_labels > 0 ? loss_sum / (double)out->n_labels : NAN;
+    if (g->n_stage > 0) out->experts = g->reports[0].experts;
 }
 
 Dsv3Err dsv3_report_write_trace(const Dsv3ReportGather *g, const Dsv3Trace *own,

@@ -40,6 +40,7 @@ typedef struct {
     double seconds[DSV3_PHASE_COUNT]; // the slowest stage rank's, per phase
     int64_t bytes_peak;               // the largest rank's peak of the step
     int64_t device_bytes;             // the smallest device of those ranks (0: unknown)
+    Dsv3ExpertServerStats experts;    // the expert servers (every stage rank reports them)
 } Dsv3ReportTotals;
 
 Dsv3Err dsv3_report_gather_create(Dsv3ReportGather *g, const Dsv3Launch *launch);

@@ -70,7 +70,8 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int6
 // store shards them (replicas hold the same sums and are not counted again); with expert
 // servers, the stage's first rank's sum (every stage rank has it now) plus the servers' own.
 static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
-                                Dsv3ExpertExchange *experts, double *sum_squares) {
+                                Dsv3ExpertExchange *experts, double *sum_squares,
+                                Dsv3ExpertServerStats *stats) {
     DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, sum_squares));
     if (dsv3_model_services(m)->params->fsdp_size > 1) {
         Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
@@ -80,7 +81,7 @@ static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Coll
     if (!experts) return DSV3_OK;
     const Dsv3StageCoord *c = &launch->topology.coord;
     if (c->dp_replicate != 0 || c->dp_shard != 0 || c->cp != 0 || c->tp != 0) *sum_squares = 0;
-    return dsv3_expert_exchange_sum(experts, sum_squares);
+    return dsv3_expert_exchange_step_sum(experts, sum_squares, NULL, stats);
 }
 
 // One step on this rank; fills the report, the phase times in `trace` and, when the plan asks
@@ -115,14 +116,20 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
         r->loss_sum += loss;
         r->n_labels += n;
     }
-    if (experts) DSV3_CALL(dsv3_expert_exchange_end(experts));
+    if (experts) {
+        DSV3_CALL(dsv3_expert_exchange_end(experts));
+        // Spread over the forward and backward passes above: sums without events.
+        Dsv3ExpertTimes away = dsv3_expert_exchange_take_times(experts);
+        trace->seconds[DSV3_PHASE_COMM_EXPERTS] = away.total_s;
+        trace->seconds[DSV3_PHASE_EXPERTS_HIDDEN] = away.total_s - away.exposed_s;
+    }
     DSV3_CALL(reduce_data_parallel(m, coll, plan->step, trace));
     // The optimizer step clears the counts: keep the step's load first.
     if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
     double t1 = dsv3_log_seconds();
     double sum_squares = 0;
     DSV3_CALL(dsv3_optimizer_test_inject(m, plan->step));
-    DSV3_CALL(grad_sum_squares(m, launch, coll, experts, &sum_squares));
+    DSV3_CALL(grad_sum_squares(m, launch, coll, experts, &sum_squares, &r->experts));
     Dsv3OptimizerStep step = {.lr = plan->lr,
                               .beta1 = (float)cfg->optimizer.beta1,
                               .beta2 = (float)cfg->optimizer.beta2,
@@ -227,7 +234,10 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
             DSV3_CALL_GOTO(
                 err, done,
                 dsv3_validation_stage(m, launch, &plan, windows, tokens, labels, &report));
-            if (experts) DSV3_CALL_GOTO(err, done, dsv3_expert_exchange_end(experts));
+            if (experts) {
+                DSV3_CALL_GOTO(err, done, dsv3_expert_exchange_end(experts));
+                dsv3_expert_exchange_take_times(experts); // not a training step's
+            }
         } else {
             DSV3_CALL_GOTO(err, done,
                            stage_step(m, launch, coll, experts, &plan, windows, tokens, labels,

@@ -24,6 +24,9 @@
 //   comm_grad_allreduce  stage: gradient all-reduce over the data-parallel ranks
 //   comm_expert_counts   stage: tokens-per-expert all-reduce over the data-parallel ranks
 //   comm_plan            every rank: the step-plan broadcast
+//   comm_experts         stage: routed rows away at the expert servers (dispatch, their work,
+//                        combine), inside forward and backward; no events
+//   experts_hidden       stage: the part of comm_experts the shared experts overlapped
 //   wait_reports         coordinator: waiting for the stage reports (the stages compute)
 //   validation           held-out loss without gradients
 #define DSV3_PHASES(X)                                                                             \
@@ -35,6 +38,8 @@
     X(COMM_GRAD, "comm_grad_allreduce", "comm")                                                    \
     X(COMM_EXPERT_COUNTS, "comm_expert_counts", "comm")                                            \
     X(COMM_PLAN, "comm_plan", "comm")                                                              \
+    X(COMM_EXPERTS, "comm_experts", "comm")                                                        \
+    X(EXPERTS_HIDDEN, "experts_hidden", "comm")                                                    \
     X(WAIT_REPORTS, "wait_reports", "wait")                                                        \
     X(VALIDATION, "validation", "compute")
 

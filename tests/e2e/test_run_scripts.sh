@@ -31,10 +31,11 @@ NPROC=1 timeout 120 "$train" --job.dry_run false --training.steps 1 --training.s
 expect_in "$out" "final training loss"
 
 # A joined layout that training cannot run yet is refused by both scripts before anything starts.
-refused=(--parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2)
+refused=(--parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
+    --parallelism.pipeline_parallel_degree 2)
 for script in "$train" "$experts"; do
-    run_expect_fail "$out" env NPROC=1 timeout 60 "$script" "${refused[@]}"
-    expect_in "$out" "2 expert servers is not supported yet"
+    run_expect_fail "$out" env NPROC=2 timeout 60 "$script" "${refused[@]}"
+    expect_in "$out" "training with pipeline_parallel_degree 2, tensor_parallel_degree 1 and context_parallel_degree 1 is not supported yet"
     expect_count "$out" "ompi-server" 0
     expect_count "$out" "rendezvous" 0
 done
@@ -46,12 +47,12 @@ trap 'kill $server_pid 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do [ -s "$WORK/manual.uri" ] && break; sleep 0.1; done
 manual=(timeout 120 mpiexec --oversubscribe --ompi-server "file:$WORK/manual.uri")
 "${manual[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" "${refused[@]}" \
-    --comm.init_timeout_seconds 60 : -n 1 "$BIN/dsv3-stage" >"$out" 2>&1 &
+    --comm.init_timeout_seconds 60 : -n 2 "$BIN/dsv3-stage" >"$out" 2>&1 &
 train_pid=$!
-run_expect_fail "$WORK/manual.out" "${manual[@]}" -n 2 "$BIN/dsv3-expert" --join dsv3-experts --join-timeout 60
+run_expect_fail "$WORK/manual.out" "${manual[@]}" -n 4 "$BIN/dsv3-expert" --join dsv3-experts --join-timeout 60
 ! wait $train_pid || fail "the training job of a layout training cannot run succeeded"
-expect_in "$out" "2 expert servers is not supported yet"
-expect_in "$WORK/manual.out" "2 expert servers is not supported yet"
+expect_in "$out" "pipeline_parallel_degree 2, tensor_parallel_degree 1 and context_parallel_degree 1 is not supported yet"
+expect_in "$WORK/manual.out" "pipeline_parallel_degree 2, tensor_parallel_degree 1 and context_parallel_degree 1 is not supported yet"
 kill $server_pid
 wait $server_pid 2>/dev/null || true
 trap 'rm -rf "$WORK"' EXIT

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Expert servers against one process: 10 AdamW steps of the debug model (8 experts, gradient
+# clipping, expert-bias updates, warm-up then decay) on the same global batch of 4 sequences,
+# with the routed experts on 2 and on 4 expert servers, on 2 servers behind dp_shard 2 stage
+# ranks, with 2 micro-batches of gradient accumulation, and with full activation
+# checkpointing. Losses, grad norms, final parameters and both AdamW moments agree within 1e-5
+# relative (per tensor, in L2 norm); tokens per expert and final expert biases are identical.
+# Checkpoints across layouts: step 5 of the ep 2 run resumes with ep 4 and with the experts
+# back on the stage rank (ep 1), and step 5 of the one-process run resumes with ep 2; each
+# goes on with the one-process losses.
+# Memory: the stage rank of an expert-server job holds no routed-expert memory (its peak is
+# within 10% of its plan, which leaves them out, and below the one-process peak by at least
+# the experts' parameters and AdamW state); each server reports what it owns.
+# A num_experts that ep does not divide is refused at start-up, naming both.
+source "$(dirname "$0")/lib.sh"
+COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
+    --training.global_batch_size 4 --lr_scheduler.warmup_steps 3 --metrics.log_freq 1
+    --metrics.peak_tflops 1 --validation.enable false --checkpoint.enable --checkpoint.interval 5
+    --checkpoint.last_save_model_only false)
+
+# train NAME NPROC EP [overrides...]: a run into $WORK/NAME with NPROC stage ranks and, for
+# EP > 1, EP expert servers (MPMD).
+train() {
+    local name=$1 nproc=$2 ep=$3
+    shift 3
+    local servers=()
+    [ "$ep" -eq 1 ] || servers=(: -n "$ep" "$BIN/dsv3-expert")
+    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name" \
+        --parallelism.expert_parallel_degree "$ep" "$@" : -n "$nproc" "$BIN/dsv3-stage" "${servers[@]}" \
+        >"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "$name failed"; }
+    expect_count "$WORK/$name.out" "memory: peak " "$nproc"
+}
+
+# resume NAME FROM NPROC EP [overrides...]: FROM's step-5 copied into a new run that goes on to 10.
+resume() {
+    local name=$1 from=$2
+    shift 2
+    mkdir -p "$WORK/$name/checkpoint"
+    cp -r "$WORK/$from/checkpoint/step-5" "$WORK/$name/checkpoint/"
+    train "$name" "$@"
+    expect_in "$WORK/$name.out" "resumed from $WORK/$name/checkpoint/step-5"
+}
+
+train one 1 1 --training.local_batch_size 4
+train ep2 1 2 --training.local_batch_size 4
+expect_in "$WORK/ep2.out" "ep 2 → 2 expert servers (mpmd)"
+expect_in "$WORK/ep2.out" "expert server 0 (stage 0, experts 0–3): 10 steps"
+train ep4 1 4 --training.local_batch_size 4
+train ep2_dp2 2 2 --training.local_batch_size 2
+train ep2_accum 1 2 --training.local_batch_size 2
+train ep2_ac 1 2 --training.local_batch_size 4 --activation_checkpoint.mode full
+resume ep2_to_ep4 ep2 1 4 --training.local_batch_size 4
+resume ep2_to_one ep2 1 1 --training.local_batch_size 4
+resume one_to_ep2 one 1 2 --training.local_batch_size 4
+
+python3 - "$WORK" <<'PY' || fail "an expert-server layout disagrees with one process"
+import json, sys
+import numpy as np
+from ckpt_tensors import checkpoint_tensors
+
+TOL = 1e-5
+work = sys.argv[1]
+
+def metrics(name):
+    return {r["step"]: r for r in map(json.loads, open(f"{work}/{name}/metrics.jsonl"))}
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-30)
+
+def state_error(name, step):
+    ref = checkpoint_tensors(f"{work}/one/checkpoint/step-{step}")
+    got = checkpoint_tensors(f"{work}/{name}/checkpoint/step-{step}")
+    assert sorted(got) == sorted(ref), (name, set(got) ^ set(ref))
+    worst, where = 0.0, ""
+    for key, b in ref.items():
+        a = got[key]
+        assert a.shape == b.shape, (name, key, a.shape, b.shape)
+        if key.endswith("expert_bias"):
+            assert np.array_equal(a, b), (name, key, a, b)
+            continue
+        scale = float(np.linalg.norm(b.astype(np.float64)))
+        error = float(np.linalg.norm(a.astype(np.float64) - b)) / scale if scale > 0 else 0.0
+        if error > worst:
+            worst, where = error, key
+    return worst, where
+
+one = metrics("one")
+assert sorted(one) == list(range(1, 11)), sorted(one)
+runs = {"ep2": 1, "ep4": 1, "ep2_dp2": 1, "ep2_accum": 1, "ep2_ac": 1,
+        "ep2_to_ep4": 6, "ep2_to_one": 6, "one_to_ep2": 6}
+for name, first in runs.items():
+    m = metrics(name)
+    assert sorted(m) == list(range(first, 11)), (name, sorted(m))
+    loss = max(rel(m[s]["loss"], one[s]["loss"]) for s in m)
+    norm = max(rel(m[s]["grad_norm"], one[s]["grad_norm"]) for s in m)
+    for s in m:
+        load = {k: v for k, v in m[s].items() if k.endswith("_tokens")}
+        assert load and load == {k: v for k, v in one[s].items() if k.endswith("_tokens")}, (name, s)
+    state, worst = state_error(name, 10)
+    print(f"{name}: steps {first}-10: losses {loss:.1e}, grad norms {norm:.1e}, final state "
+          f"{state:.1e} relative (worst {worst}); tokens per expert and expert biases identical")
+    assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
+PY
+
+# peak NAME: the stage rank's measured and planned peak bytes, "measured planned".
+peak() { sed -n 's/.*memory: peak \([0-9]*\) bytes .*planned \([0-9]*\) bytes.*/\1 \2/p' "$WORK/$1.out" | head -1; }
+# 8 experts × 5 MoE layers × 3 × 256 × 256 weights × 4 fp32 copies (value, gradient, 2 moments).
+experts_bytes=$((8 * 5 * 3 * 256 * 256 * 4 * 4))
+read -r one_peak _ <<<"$(peak one)"
+read -r ep2_peak ep2_plan <<<"$(peak ep2)"
+awk -v m="$ep2_peak" -v p="$ep2_plan" -v one="$one_peak" -v e="$experts_bytes" 'BEGIN {
+    printf "stage rank with 2 expert servers: peak %.2f MiB, plan %.2f MiB; one process %.2f MiB; routed experts %.2f MiB\n",
+        m / 2^20, p / 2^20, one / 2^20, e / 2^20
+    exit (m / p < 0.9 || m / p > 1.1 || one - m < e) }' || fail "the stage rank of the ep 2 run holds routed-expert memory"
+expect_in "$WORK/ep2.out" "15.00 MiB of parameters, 60.00 MiB with gradients and AdamW state"
+
+run_expect_fail "$WORK/ep3.out" "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" \
+    --job.dump_folder "$WORK/ep3" --parallelism.expert_parallel_degree 3 : -n 1 "$BIN/dsv3-stage" : -n 3 "$BIN/dsv3-expert"
+expect_in "$WORK/ep3.out" "parallelism.expert_parallel_degree 3 does not divide model.num_experts 8"
+echo "expert servers: ok"
