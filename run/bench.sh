@@ -17,7 +17,7 @@
 # runs the training executables on two cores with the routed experts on the stage process (one
 # process, 2 threads) and on 2 expert servers (one stage process and 2 servers, 1 thread each),
 # prints each one's tokens/s (as --fsdp measures them) and the bytes the servers exchanged per
-# step against the theoretical minimum: rows (tokens × top_k) × dim × 4 bytes × 2 directions ×
+# step against the theoretical minimum: rows (tokens × top_k × MoE layers) × dim × 4 bytes × 2 directions ×
 # 2 passes (forward, backward).
 #   ./run/bench.sh --checkpoint [--seq_len 512] [--batch 2] [--repeat 3]
 # times whole training runs of 12 steps (one process, 2 threads) without checkpoints, with a
@@ -107,7 +107,7 @@ if [ $experts -eq 1 ]; then
     # Each server logs its bytes (requests and rows) and its rows' own bytes, in and out.
     sed -n 's/.*: \([0-9]*\) steps, .* exchanged (\([0-9]*\) bytes; the rows alone, in and out: \([0-9]*\)).*/\1 \2 \3/p' \
         "$work/servers.log" | awk '{ steps = $1; sent += $2; rows += $3 }
-        END { printf "  bytes exchanged per step: %.3f MiB; theoretical minimum (tokens x top_k rows x dim x 4 B x 2 directions x 2 passes) %.3f MiB: %.3f%% above it (request headers)\n",
+        END { printf "  bytes exchanged per step: %.3f MiB; theoretical minimum (tokens x top_k x MoE layers rows x dim x 4 B x 2 directions x 2 passes) %.3f MiB: %.3f%% above it (request headers)\n",
             sent / steps / 2^20, rows / steps / 2^20, 100 * (sent / rows - 1) }'
     exit 0
 fi

@@ -13,6 +13,8 @@
 #include "common/comm/mpi_check.h"
 #include "common/comm/tags.h"
 
+enum { STEP_VALUES = 4 }; // per server in the step's sum: rows, computing, waiting, stop signal
+
 struct Dsv3ExpertExchange {
     Dsv3Experts base; // first: the model's calls get &base
     MPI_Comm comm;    // duplicate of the stage's MoE communicator
@@ -31,7 +33,7 @@ struct Dsv3ExpertExchange {
     Dsv3ExpertOp pending_op; // of that call
     double posted_at;        // dsv3_log_seconds() when it was posted
     Dsv3ExpertTimes times;
-    double *step_values; // (1 + 3 ep) the step's sum
+    double *step_values; // (1 + STEP_VALUES · ep) the step's sum
     // Server side: the current request.
     Dsv3ExpertRequest req;
     int64_t *offsets;   // (El + 1)
@@ -245,17 +247,18 @@ Dsv3Err dsv3_expert_exchange_reply(Dsv3ExpertExchange *x, const float *result) {
 Dsv3Err dsv3_expert_exchange_step_sum(Dsv3ExpertExchange *x, double *sum_squares,
                                       const Dsv3ExpertServerWork *work,
                                       Dsv3ExpertServerStats *stats) {
-    // [sum of squares, then (rows, computing, waiting) of server 0, 1, …]: each server fills its
-    // own three, so a sum gathers them.
+    // [sum of squares, then (rows, computing, waiting, stop signal) of server 0, 1, …]: each
+    // server fills its own four, so a sum gathers them.
     double *v = x->step_values;
-    int64_t n = 1 + 3 * x->ep;
+    int64_t n = 1 + STEP_VALUES * x->ep;
     memset(v, 0, (size_t)n * sizeof *v);
     v[0] = *sum_squares;
     if (work) {
-        double *mine = v + 1 + 3 * (x->rank - x->S);
+        double *mine = v + 1 + STEP_VALUES * (x->rank - x->S);
         mine[0] = work->rows;
         mine[1] = work->compute_s;
         mine[2] = work->idle_s;
+        mine[3] = work->stop_signal;
     }
     DSV3_MPI_CALL(
         MPI_Iallreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, x->comm, &x->requests[0]));
@@ -266,7 +269,8 @@ Dsv3Err dsv3_expert_exchange_step_sum(Dsv3ExpertExchange *x, double *sum_squares
     if (!stats) return DSV3_OK;
     *stats = (Dsv3ExpertServerStats){.servers = x->ep, .rows_min = v[1], .idle_min_s = v[3]};
     for (int64_t j = 0; j < x->ep; j++) {
-        const double *w = v + 1 + 3 * j;
+        const double *w = v + 1 + STEP_VALUES * j;
+        if (w[3] != 0 && stats->stop_signal == 0) stats->stop_signal = (int32_t)w[3];
         stats->rows += w[0];
         stats->rows_max = fmax(stats->rows_max, w[0]);
         stats->rows_min = fmin(stats->rows_min, w[0]);
@@ -356,7 +360,7 @@ Dsv3Err dsv3_expert_exchange_create(Dsv3ExpertExchange **out, const Dsv3Topology
                    dsv3_calloc((void **)&x->rank_rows, (size_t)(x->S + x->El), sizeof *x->rank_rows,
                                "expert rows per stage rank"));
     DSV3_CALL_GOTO(err, fail,
-                   dsv3_calloc((void **)&x->step_values, (size_t)(1 + 3 * x->ep),
+                   dsv3_calloc((void **)&x->step_values, (size_t)(1 + STEP_VALUES * x->ep),
                                sizeof *x->step_values, "expert step sums"));
     DSV3_CALL_GOTO(err, fail, list_members(x, topo->job));
     x->req.layer = -1;

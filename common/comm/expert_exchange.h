@@ -83,9 +83,11 @@ Dsv3Err dsv3_expert_exchange_receive(Dsv3ExpertExchange *x, float *rows);
 // Server: sends each stage rank its rows of `result` (req->rows, D, laid out as received).
 Dsv3Err dsv3_expert_exchange_reply(Dsv3ExpertExchange *x, const float *result);
 
-// One expert server's work in a step: rows received, seconds computing, seconds waiting.
+// One expert server's step: rows received, seconds computing, seconds waiting, and the stop
+// signal it received (core/stop_signal.h; 0: none), which the stage ranks report for it.
 typedef struct {
     double rows, compute_s, idle_s;
+    int stop_signal;
 } Dsv3ExpertServerWork;
 
 // Collective on the MoE communicator, once per step: *sum_squares summed over its ranks; a

@@ -97,6 +97,8 @@ typedef struct {
     double rows, rows_max, rows_min; // rows received in all, by the busiest, by the least busy
     double compute_max_s;            // the busiest server's computing
     double idle_min_s;               // the least idle server's waiting for rows
+    int32_t stop_signal;             // a stop signal one of them received (0: none)
+    int32_t pad;
 } Dsv3ExpertServerStats;
 
 typedef struct {

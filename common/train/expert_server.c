@@ -14,6 +14,7 @@
 #include "common/core/alloc.h"
 #include "common/core/format.h"
 #include "common/core/log.h"
+#include "common/core/stop_signal.h"
 #include "common/model/experts.h"
 #include "common/model/param_store.h"
 #include "common/train/optimizer.h"
@@ -163,7 +164,8 @@ static Dsv3Err server_step(Server *s, const Dsv3StepPlan *plan) {
     DSV3_CALL(dsv3_optimizer_store_sum_squares(&s->kernels, s->store, &sum_squares));
     Dsv3ExpertServerWork work = {.rows = s->done.rows - s->step.rows,
                                  .compute_s = s->done.compute_s - s->step.compute_s,
-                                 .idle_s = s->done.idle_s - s->step.idle_s};
+                                 .idle_s = s->done.idle_s - s->step.idle_s,
+                                 .stop_signal = dsv3_stop_signal_received()};
     s->step = s->done;
     DSV3_CALL(dsv3_expert_exchange_step_sum(s->exchange, &sum_squares, &work, NULL));
     if (!isfinite(sum_squares)) {

@@ -21,6 +21,8 @@ Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv
     int profile = (plan->flags & DSV3_PLAN_PROFILE) != 0;
     report->n_trace_events = profile ? trace->count : 0;
     report->stop_signal = dsv3_stop_signal_received();
+    // An expert server's, which reached this rank with the step's sums (it sends no report).
+    if (!report->stop_signal) report->stop_signal = report->experts.stop_signal;
     DSV3_CALL(dsv3_protocol_send_report(p, report));
     if ((plan->flags & DSV3_PLAN_EXPERT_LOAD) && launch->topology.stage_index == 0)
         DSV3_CALL(dsv3_protocol_send_expert_load(p, load->counts, load->bias,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kill loop: one run directory, TRIALS times in a row a job is started (resuming from its latest
-# checkpoint) and one of its processes, the coordinator or a stage rank chosen at random, is
+# checkpoint) and one of its processes, the coordinator, a stage rank or an expert server chosen at random, is
 # SIGKILLed at a random moment (start-up, load, step or save); then the job runs to the end. After every kill each committed
 # checkpoint folder is whole (every file of its manifest with its size and CRC-32) and at most
 # keep_latest_k of them exist; at the end every step's loss, grad norm and LR (the last logged
@@ -8,6 +8,8 @@
 #
 #   kill_loop.sh [TRIALS [SEED [OVERRIDES...]]]   (defaults 20 and 1; the e2e suite runs short
 #                                                  loops, with synchronous and background saves)
+# EXPERT_SERVERS=N adds N expert servers to the job (expert_parallel_degree N), which may be
+# killed too.
 source "$(dirname "$0")/lib.sh"
 trials=${1:-20}
 RANDOM=${2:-1}
@@ -15,12 +17,16 @@ shift $(($# < 2 ? $# : 2))
 SMALL=("${SMALL_MODEL[@]}" --training.steps 600 --metrics.log_freq 1
     --lr_scheduler.warmup_steps 3 --checkpoint.enable --checkpoint.interval 10 --checkpoint.keep_latest_k 2
     --checkpoint.last_save_model_only false "$@")
+RANKS=(: -n 2 "$BIN/dsv3-stage")
+if [ "${EXPERT_SERVERS:-0}" -gt 0 ]; then
+    SMALL+=(--parallelism.expert_parallel_degree "$EXPERT_SERVERS")
+    RANKS+=(: -n "$EXPERT_SERVERS" "$BIN/dsv3-expert")
+fi
 
-# start DIR: the job in the background (1 coordinator + 2 stage ranks); sets pid (the timeout's,
-# whose child is mpiexec, whose children are the ranks).
+# start DIR: the job in the background (1 coordinator + 2 stage ranks [+ expert servers]); sets
+# pid (the timeout's, whose child is mpiexec, whose children are the ranks).
 start() {
-    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${SMALL[@]}" --job.dump_folder "$1" : -n 2 "$BIN/dsv3-stage" \
-        >>"$1.out" 2>&1 &
+    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${SMALL[@]}" --job.dump_folder "$1" "${RANKS[@]}" >>"$1.out" 2>&1 &
     pid=$!
 }
 
@@ -45,7 +51,7 @@ PY
 }
 
 "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${SMALL[@]}" --checkpoint.enable false --job.dump_folder "$WORK/straight" \
-    : -n 2 "$BIN/dsv3-stage" >"$WORK/straight.out" 2>&1 || { cat "$WORK/straight.out"; fail "uninterrupted run"; }
+    "${RANKS[@]}" >"$WORK/straight.out" 2>&1 || { cat "$WORK/straight.out"; fail "uninterrupted run"; }
 
 dir=$WORK/killed
 killed=0

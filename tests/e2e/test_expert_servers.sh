@@ -11,6 +11,7 @@
 # Memory: the stage rank of an expert-server job holds no routed-expert memory (its peak is
 # within 10% of its plan, which leaves them out, and below the one-process peak by at least
 # the experts' parameters and AdamW state); each server reports what it owns.
+# A stop signal to one expert server saves and stops the job, which then resumes exactly.
 # A num_experts that ep does not divide is refused at start-up, naming both.
 source "$(dirname "$0")/lib.sh"
 COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
@@ -113,6 +114,24 @@ awk -v m="$ep2_peak" -v p="$ep2_plan" -v one="$one_peak" -v e="$experts_bytes" '
         m / 2^20, p / 2^20, one / 2^20, e / 2^20
     exit (m / p < 0.9 || m / p > 1.1 || one - m < e) }' || fail "the stage rank of the ep 2 run holds routed-expert memory"
 expect_in "$WORK/ep2.out" "15.00 MiB of parameters, 60.00 MiB with gradients and AdamW state"
+
+# SIGUSR1 to one expert server alone: the job saves the last completed step on every role and
+# exits 0; the same command resumes, and every step equals the straight run's bit for bit.
+STOP=(--training.steps 20 --checkpoint.interval 100 --training.local_batch_size 4)
+train straight 1 2 "${STOP[@]}" --checkpoint.enable false
+"${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" "${STOP[@]}" --job.dump_folder "$WORK/stopped" \
+    --parallelism.expert_parallel_degree 2 : -n 1 "$BIN/dsv3-stage" : -n 2 "$BIN/dsv3-expert" >"$WORK/stopped.out" 2>&1 &
+job=$!
+for _ in $(seq 600); do
+    [ "$(cat "$WORK/stopped/metrics.jsonl" 2>/dev/null | wc -l)" -ge 4 ] && break
+    sleep 0.1
+done
+kill -USR1 "$(pgrep -f "^$BIN/dsv3-expert" | head -1)"
+wait $job || { cat "$WORK/stopped.out"; fail "the job whose expert server got SIGUSR1 failed"; }
+expect_in "$WORK/stopped.out" "stopping on SIGUSR1 after step"
+train stopped 1 2 "${STOP[@]}"
+expect_in "$WORK/stopped.out" "checkpoint: resumed from $WORK/stopped/checkpoint/step-"
+same_steps "$WORK/straight" "$WORK/stopped" 1 20
 
 run_expect_fail "$WORK/ep3.out" "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" \
     --job.dump_folder "$WORK/ep3" --parallelism.expert_parallel_degree 3 : -n 1 "$BIN/dsv3-stage" : -n 3 "$BIN/dsv3-expert"
