@@ -189,6 +189,18 @@ static void test_oniguruma_semantics(void **state) {
     dsv3_tokenizer_free(t);
 }
 
+// Split with a string pattern: the string itself, no regex.
+static void test_split_string(void **state) {
+    (void)state;
+    Dsv3Tokenizer *t = load_ok(&(Parts){
+        .pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+                         "\"pattern\": {\"String\": \"a.\"}, \"behavior\": \"Removed\"}, "
+                         "{\"type\": \"ByteLevel\", \"use_regex\": false}]}"});
+    EXPECT(t, "ab-c", 4);        // no split: '-' has no token, so "ab" and "c" merge
+    EXPECT(t, "ca.bc", 2, 1, 2); // "a." removed
+    dsv3_tokenizer_free(t);
+}
+
 static void test_added_tokens(void **state) {
     (void)state;
     Dsv3Tokenizer *t = load_ok(&(Parts){0});
@@ -379,6 +391,7 @@ int main(void) {
         cmocka_unit_test(test_merges_in_rank_order),
         cmocka_unit_test(test_ignore_merges),
         cmocka_unit_test(test_oniguruma_semantics),
+        cmocka_unit_test(test_split_string),
         cmocka_unit_test(test_added_tokens),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_unsupported_is_an_error_naming_its_path),
