@@ -189,6 +189,25 @@ static void test_oniguruma_semantics(void **state) {
     dsv3_tokenizer_free(t);
 }
 
+// A word none of whose bytes has a token gives no ids, also into an empty list and again from
+// the word cache (an empty list has no buffer yet: nothing may be copied to or from it).
+static void test_word_without_tokens(void **state) {
+    (void)state;
+    for (int ignore = 0; ignore < 2; ignore++) {
+        Dsv3Tokenizer *t =
+            load_ok(&(Parts){.model_extra = ignore ? "\"ignore_merges\": true," : ""});
+        for (int again = 0; again < 2; again++) {
+            Dsv3TokenIds ids = {0};
+            assert_int_equal(dsv3_tokenizer_encode(t, "zz", 2, &ids), DSV3_OK);
+            assert_int_equal(dsv3_tokenizer_encode(t, "z", 1, &ids), DSV3_OK);
+            assert_int_equal(ids.count, 0);
+            dsv3_token_ids_free(&ids);
+        }
+        EXPECT(t, "zz ab", 6, 3);
+        dsv3_tokenizer_free(t);
+    }
+}
+
 // Split with a string pattern: the string itself, no regex.
 static void test_split_string(void **state) {
     (void)state;
@@ -391,6 +410,7 @@ int main(void) {
         cmocka_unit_test(test_merges_in_rank_order),
         cmocka_unit_test(test_ignore_merges),
         cmocka_unit_test(test_oniguruma_semantics),
+        cmocka_unit_test(test_word_without_tokens),
         cmocka_unit_test(test_split_string),
         cmocka_unit_test(test_added_tokens),
         cmocka_unit_test(test_invalid_utf8),
