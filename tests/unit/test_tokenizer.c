@@ -405,6 +405,28 @@ static void test_bad_files(void **state) {
     assert_int_equal(eos, -1);
 }
 
+// tokenizer.json's text from memory: the file loader's tokenizer, without BOS and EOS; messages
+// name the given name.
+static void test_load_from_memory(void **state) {
+    (void)state;
+    write_tokenizer(&(Parts){0});
+    char path[PATH_CAPACITY], json[JSON_CAPACITY];
+    path_of(path, "tokenizer.json");
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t length = fread(json, 1, sizeof json, f);
+    fclose(f);
+    Dsv3Tokenizer *t = NULL;
+    assert_int_equal(dsv3_tokenizer_load_json(&t, "memory.json", json, length), DSV3_OK);
+    EXPECT(t, "a<s>xb", 0, 20, 7, 1);
+    assert_int_equal(dsv3_tokenizer_bos_id(t), -1);
+    dsv3_tokenizer_free(t);
+    assert_int_equal(dsv3_tokenizer_load_json(&t, "memory.json", json, length / 2), DSV3_ERR_IO);
+    assert_null(t);
+    assert_non_null(strstr(dsv3_error_message(), "memory.json"));
+    dsv3_error_clear();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merges_in_rank_order),
@@ -417,6 +439,7 @@ int main(void) {
         cmocka_unit_test(test_unsupported_is_an_error_naming_its_path),
         cmocka_unit_test(test_model_type_named_first),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_load_from_memory),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
