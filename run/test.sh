@@ -44,6 +44,7 @@ else
         "$DSV3_ROOT/tests/fuzz/run.sh" json_text "${FUZZ_SECONDS:-60}" || status=1
         "$DSV3_ROOT/tests/fuzz/run.sh" manifest "${FUZZ_SECONDS:-60}" || status=1
         "$DSV3_ROOT/tests/fuzz/run.sh" token_file "${FUZZ_SECONDS:-60}" || status=1
+        "$DSV3_ROOT/tests/fuzz/run.sh" tokenizer_json "${FUZZ_SECONDS:-60}" || status=1
     fi
 fi
 
