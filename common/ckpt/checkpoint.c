@@ -76,6 +76,22 @@ static Dsv3Err refuse_nonfinite(const Dsv3CkptTensors *t, int64_t step) {
     return DSV3_OK;
 }
 
+// The tensors of a rank's model: the boxes of its store's groups (values, moments) and the
+// expert biases of its stage, with `writers` deciding the writes flags.
+static Dsv3Err tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
+                               const Dsv3CkptWriters *writers) {
+    const Dsv3ModelArgs *args = dsv3_model_args(model);
+    const Dsv3ParamStore *st = dsv3_model_services(model)->params;
+    float **bias = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&bias, (size_t)args->n_layers, sizeof *bias, "bias table"));
+    for (int64_t l = 0; l < args->n_layers; l++)
+        bias[l] = dsv3_model_expert_bias(model, l);
+    Dsv3Err err =
+        dsv3_ckpt_tensors_of_groups(out, args, st->groups, st->shards, st->n_groups, bias, writers);
+    dsv3_free(bias);
+    return err;
+}
+
 // Stage rank: writes its shards; returns its description (counted; "" when it owns nothing).
 static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3CkptSaveCommand *cmd,
                            const char *dir, char **description) {
@@ -84,7 +100,7 @@ static Dsv3Err stage_write(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3Ckp
     if (cmd->model_only) DSV3_CALL(dsv3_dtype_from_export(cfg->checkpoint.export_dtype, &dtype));
     Dsv3CkptWriters writers = writers_of(launch, m);
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
+    DSV3_CALL(tensors_of_rank(&t, m, &writers));
     Dsv3Err err = refuse_nonfinite(&t, cmd->step);
     if (err == DSV3_OK)
         err = dsv3_ckpt_store_write_shards(dir, launch->topology.stage_index, &t, !cmd->model_only,
@@ -129,7 +145,7 @@ static Dsv3Err stage_write_async(const Dsv3Launch *launch, Dsv3Model *m,
     StagePending *s = &stage_pending;
     memset(s, 0, sizeof *s);
     Dsv3CkptWriters writers = writers_of(launch, m);
-    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&s->t, m, &writers));
+    DSV3_CALL(tensors_of_rank(&s->t, m, &writers));
     int64_t total = 0;
     for (int64_t i = 0; i < s->t.count; i++)
         if (s->t.items[i].writes)
@@ -507,7 +523,7 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
 static Dsv3Err stage_load(const Dsv3Launch *launch, Dsv3Model *m, const Dsv3CkptLoadCommand *cmd) {
     Dsv3CkptWriters writers = writers_of(launch, m);
     Dsv3CkptTensors t;
-    DSV3_CALL(dsv3_ckpt_tensors_of_rank(&t, m, &writers));
+    DSV3_CALL(tensors_of_rank(&t, m, &writers));
     Dsv3Err err = DSV3_OK;
     if (cmd->source == DSV3_CKPT_LOAD_HF) {
         err = dsv3_hf_load(cmd->path, &launch->model, &t);
