@@ -63,12 +63,28 @@ static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, const Dsv3CkptRank *
                              .tp_rank = c->tp};
 }
 
+// The tensors of a rank's model: the boxes of its store's groups (values, moments) and the
+// expert biases of its stage, with `writers` deciding the writes flags.
+static Dsv3Err tensors_of_model(Dsv3CkptTensors *out, Dsv3Model *model,
+                                const Dsv3CkptWriters *writers) {
+    const Dsv3ModelArgs *args = dsv3_model_args(model);
+    const Dsv3ParamStore *st = dsv3_model_services(model)->params;
+    float **bias = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&bias, (size_t)args->n_layers, sizeof *bias, "bias table"));
+    for (int64_t l = 0; l < args->n_layers; l++)
+        bias[l] = dsv3_model_expert_bias(model, l);
+    Dsv3Err err =
+        dsv3_ckpt_tensors_of_groups(out, args, st->groups, st->shards, st->n_groups, bias, writers);
+    dsv3_free(bias);
+    return err;
+}
+
 // The tensors a rank saves and loads: a stage rank's model (its store's groups and its stage's
 // expert biases), or an expert server's store (routed experts only, no biases).
 static Dsv3Err rank_tensors(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
                             Dsv3CkptTensors *t) {
     Dsv3CkptWriters writers = writers_of(launch, rank);
-    if (rank->model) return dsv3_ckpt_tensors_of_rank(t, rank->model, &writers);
+    if (rank->model) return tensors_of_model(t, rank->model, &writers);
     const Dsv3ParamStore *st = rank->store;
     float **no_bias = NULL;
     DSV3_CALL(

@@ -105,20 +105,6 @@ Dsv3Err dsv3_ckpt_tensors_of_groups(Dsv3CkptTensors *out, const Dsv3ModelArgs *a
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
-                                  const Dsv3CkptWriters *writers) {
-    const Dsv3ModelArgs *args = dsv3_model_args(model);
-    const Dsv3ParamStore *st = dsv3_model_services(model)->params;
-    float **bias = NULL;
-    DSV3_CALL(dsv3_calloc((void **)&bias, (size_t)args->n_layers, sizeof *bias, "bias table"));
-    for (int64_t l = 0; l < args->n_layers; l++)
-        bias[l] = dsv3_model_expert_bias(model, l);
-    Dsv3Err err =
-        dsv3_ckpt_tensors_of_groups(out, args, st->groups, st->shards, st->n_groups, bias, writers);
-    dsv3_free(bias);
-    return err;
-}
-
 Dsv3Err dsv3_ckpt_tensors_add_rest(Dsv3CkptTensors *t, const Dsv3ModelArgs *args) {
     Dsv3CkptTensors all;
     DSV3_CALL(dsv3_ckpt_tensors_of_model(&all, args));

@@ -4,8 +4,9 @@
 // values and AdamW moments.
 //
 // Built from the model arguments alone (every tensor whole, no memory: conversion tools) or
-// from a rank's model (its parameter store's groups, laid out from the parameter table, and
-// its stage's expert biases). Each box of a checkpoint is written by exactly one rank (the
+// from a rank's parameter groups, laid out from the parameter table, and its stage's expert
+// biases (checkpoint.c takes them from the rank's model; this module needs no model object, so
+// it links without the model's code). Each box of a checkpoint is written by exactly one rank (the
 // `writes` flag: Dsv3CkptWriters says which rank that is); every rank reads its own boxes,
 // whatever layout wrote the checkpoint. No I/O, no MPI.
 #ifndef DSV3_CKPT_TENSORS_H
@@ -54,11 +55,6 @@ Dsv3Err dsv3_ckpt_tensors_of_groups(Dsv3CkptTensors *out, const Dsv3ModelArgs *a
                                     const Dsv3ParamGroup *groups, const Dsv3ParamShard *shards,
                                     int n_groups, float *const *expert_bias,
                                     const Dsv3CkptWriters *writers);
-
-// The tensors of a rank's model: the boxes of its store's groups (values, moments) and the
-// expert biases of its stage, with `writers` deciding the writes flags.
-Dsv3Err dsv3_ckpt_tensors_of_rank(Dsv3CkptTensors *out, Dsv3Model *model,
-                                  const Dsv3CkptWriters *writers);
 
 // Adds every tensor of the model that `t` lacks, with an empty box, no buffers and no write: a
 // rank that holds part of the model (an expert server, a stage rank whose routed experts live

@@ -59,6 +59,11 @@ Dsv3Err dsv3_tokenizer_load(Dsv3Tokenizer **out, const char *folder);
 Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_path,
                                   const char *config_path);
 
+// The same from tokenizer.json's text in memory (json[0 .. length), any bytes); `name` stands
+// for the file in messages. No tokenizer_config.json: no BOS or EOS.
+Dsv3Err dsv3_tokenizer_load_json(Dsv3Tokenizer **out, const char *name, const char *json,
+                                 size_t length);
+
 void dsv3_tokenizer_free(Dsv3Tokenizer *t);
 
 // Appends the ids of text[0 .. length) (any bytes) to `out`; no BOS or EOS.

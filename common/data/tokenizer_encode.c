@@ -33,6 +33,16 @@ static Dsv3Err ids_reserve(Dsv3TokenIds *ids, size_t more) {
     return DSV3_OK;
 }
 
+// Appends `count` ids. None is nothing to copy: an empty list may have no buffer yet, and a
+// word whose bytes have no token gives none.
+static Dsv3Err ids_append(Dsv3TokenIds *ids, const int32_t *from, size_t count) {
+    if (count == 0) return DSV3_OK;
+    DSV3_CALL(ids_reserve(ids, count));
+    memcpy(ids->ids + ids->count, from, count * sizeof *from);
+    ids->count += count;
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_token_ids_push(Dsv3TokenIds *ids, int32_t id) {
     DSV3_CALL(ids_reserve(ids, 1));
     ids->ids[ids->count++] = id;
@@ -262,13 +272,7 @@ static Dsv3Err bpe_word(Dsv3Tokenizer *t, const char *w, size_t n, Dsv3TokenIds 
     uint64_t h = dsv3_tok_hash(w, n);
     int found;
     size_t slot = cache_slot(c, w, n, h, &found);
-    if (found) {
-        DSV3_CALL(ids_reserve(out, c->ids_count[slot]));
-        memcpy(out->ids + out->count, c->ids + c->ids_offset[slot],
-               c->ids_count[slot] * sizeof *out->ids);
-        out->count += c->ids_count[slot];
-        return DSV3_OK;
-    }
+    if (found) return ids_append(out, c->ids + c->ids_offset[slot], c->ids_count[slot]);
     size_t first = out->count;
     DSV3_CALL(bpe_merge(t, w, n, out));
     size_t produced = out->count - first;
@@ -283,7 +287,7 @@ static Dsv3Err bpe_word(Dsv3Tokenizer *t, const char *w, size_t n, Dsv3TokenIds 
     c->ids_offset[slot] = (uint32_t)c->ids_length;
     c->ids_count[slot] = (uint32_t)produced;
     memcpy(c->keys + c->keys_length, w, n);
-    memcpy(c->ids + c->ids_length, out->ids + first, produced * sizeof *c->ids);
+    if (produced) memcpy(c->ids + c->ids_length, out->ids + first, produced * sizeof *c->ids);
     c->keys_length += n;
     c->ids_length += produced;
     c->used++;

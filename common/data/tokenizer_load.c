@@ -555,10 +555,10 @@ done:
     return err;
 }
 
-// Reads and parses a JSON file (`what` names it in messages), with json-c after rewriting the
-// surrogate-pair escapes that json-c would decode wrongly (json_text.h).
-static Dsv3Err read_json(const char *file, const char *what, json_object **out) {
+// Reads a whole file into a counted buffer (`what` names it in messages).
+static Dsv3Err read_text(const char *file, const char *what, char **out, size_t *length) {
     *out = NULL;
+    *length = 0;
     FILE *f = fopen(file, "rb");
     DSV3_CHECK(f, DSV3_ERR_IO, "cannot read %s '%s': %s", what, file, strerror(errno));
     char *text = NULL;
@@ -570,10 +570,23 @@ static Dsv3Err read_json(const char *file, const char *what, json_object **out) 
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&text, (size_t)size + 1, what));
     DSV3_CHECK_GOTO(err, done, fread(text, 1, (size_t)size, f) == (size_t)size, DSV3_ERR_IO,
                     "cannot read %s '%s': %s", what, file, strerror(errno));
-    size_t length = (size_t)size;
+    *out = text, *length = (size_t)size;
+    text = NULL;
+done:
+    dsv3_free(text);
+    fclose(f);
+    return err;
+}
+
+// Parses JSON text with json-c after rewriting, in place, the surrogate-pair escapes that json-c
+// would decode wrongly (json_text.h); `file` and `what` name the text in messages.
+static Dsv3Err parse_json(char *text, size_t length, const char *file, const char *what,
+                          json_object **out) {
+    *out = NULL;
+    DSV3_CHECK(length < INT_MAX, DSV3_ERR_IO, "cannot read %s '%s': larger than 2 GiB", what, file);
     dsv3_json_text_join_surrogate_pairs(text, &length);
     json_tokener *tok = json_tokener_new();
-    DSV3_CHECK_GOTO(err, done, tok, DSV3_ERR_MEMORY, "cannot allocate a JSON parser");
+    DSV3_CHECK(tok, DSV3_ERR_MEMORY, "cannot allocate a JSON parser");
     *out = json_tokener_parse_ex(tok, text, (int)length);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     json_tokener_free(tok);
@@ -581,18 +594,27 @@ static Dsv3Err read_json(const char *file, const char *what, json_object **out) 
         json_object_put(*out);
         *out = NULL;
     }
-    DSV3_CHECK_GOTO(
-        err, done, *out, DSV3_ERR_IO, "cannot read %s '%s': not valid JSON (%s)", what, file,
-        jerr == json_tokener_continue ? "unexpected end of file" : json_tokener_error_desc(jerr));
-done:
+    DSV3_CHECK(*out, DSV3_ERR_IO, "cannot read %s '%s': not valid JSON (%s)", what, file,
+               jerr == json_tokener_continue ? "unexpected end of file"
+                                             : json_tokener_error_desc(jerr));
+    return DSV3_OK;
+}
+
+// Reads and parses a JSON file.
+static Dsv3Err read_json(const char *file, const char *what, json_object **out) {
+    *out = NULL;
+    char *text = NULL;
+    size_t length = 0;
+    DSV3_CALL(read_text(file, what, &text, &length));
+    Dsv3Err err = parse_json(text, length, file, what, out);
     dsv3_free(text);
-    fclose(f);
     return err;
 }
 
-static Dsv3Err load_tokenizer_json(Dsv3Tokenizer *t, const char *file) {
+// tokenizer.json from its text (parsed in place); `file` names it in messages.
+static Dsv3Err load_tokenizer_json(Dsv3Tokenizer *t, const char *file, char *text, size_t length) {
     json_object *root = NULL;
-    DSV3_CALL(read_json(file, "tokenizer", &root));
+    DSV3_CALL(parse_json(text, length, file, "tokenizer", &root));
     Dsv3Err err = DSV3_OK;
     Where w = {.file = file, .path = ""};
     json_object *normalizer = NULL, *pre = NULL, *model = NULL, *post = NULL, *decoder = NULL,
@@ -686,18 +708,18 @@ done:
     return err;
 }
 
-Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_path,
-                                  const char *config_path) {
-    DSV3_CHECK(out && tokenizer_path, DSV3_ERR_USAGE,
-               "dsv3_tokenizer_load_files: out or path is NULL");
+// A tokenizer from tokenizer.json's text (parsed in place; `name` names it in messages) and
+// tokenizer_config.json at config_path (NULL: none).
+static Dsv3Err tokenizer_build(Dsv3Tokenizer **out, const char *name, char *text, size_t length,
+                               const char *config_path) {
     *out = NULL;
     if (byte_of_char['!'] == 0) init_alphabet(); // '!' maps to itself once initialised
     Dsv3Tokenizer *t = NULL;
     DSV3_CALL(dsv3_calloc((void **)&t, 1, sizeof *t, "tokenizer"));
     t->bos_id = t->eos_id = -1;
     Dsv3Err err = DSV3_OK;
-    DSV3_CALL_GOTO(err, fail, dsv3_strdup(&t->path, tokenizer_path, "tokenizer path"));
-    DSV3_CALL_GOTO(err, fail, load_tokenizer_json(t, tokenizer_path));
+    DSV3_CALL_GOTO(err, fail, dsv3_strdup(&t->path, name, "tokenizer path"));
+    DSV3_CALL_GOTO(err, fail, load_tokenizer_json(t, name, text, length));
     if (config_path) DSV3_CALL_GOTO(err, fail, load_config_json(t, config_path));
     t->match = pcre2_match_data_create(1, NULL);
     DSV3_CHECK_GOTO(err, fail, t->match, DSV3_ERR_MEMORY, "cannot allocate PCRE2 match data");
@@ -705,6 +727,32 @@ Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_pat
     return DSV3_OK;
 fail:
     dsv3_tokenizer_free(t);
+    return err;
+}
+
+Dsv3Err dsv3_tokenizer_load_files(Dsv3Tokenizer **out, const char *tokenizer_path,
+                                  const char *config_path) {
+    DSV3_CHECK(out && tokenizer_path, DSV3_ERR_USAGE,
+               "dsv3_tokenizer_load_files: out or path is NULL");
+    *out = NULL;
+    char *text = NULL;
+    size_t length = 0;
+    DSV3_CALL(read_text(tokenizer_path, "tokenizer", &text, &length));
+    Dsv3Err err = tokenizer_build(out, tokenizer_path, text, length, config_path);
+    dsv3_free(text);
+    return err;
+}
+
+Dsv3Err dsv3_tokenizer_load_json(Dsv3Tokenizer **out, const char *name, const char *json,
+                                 size_t length) {
+    DSV3_CHECK(out && name && (json || length == 0), DSV3_ERR_USAGE,
+               "dsv3_tokenizer_load_json: out, name or json is NULL");
+    *out = NULL;
+    char *text = NULL; // parsing rewrites the text
+    DSV3_CALL(dsv3_alloc((void **)&text, length + 1, "tokenizer"));
+    if (length) memcpy(text, json, length);
+    Dsv3Err err = tokenizer_build(out, name, text, length, NULL);
+    dsv3_free(text);
     return err;
 }
 

@@ -198,7 +198,7 @@ static Dsv3Err translate(const char *p, size_t n, char **out, const char *json_p
     return DSV3_OK;
 }
 
-// Compiles a PCRE2 pattern (UTF, UCP, LF newlines, plus `options`) with the JIT when it can.
+// Compiles a PCRE2 pattern (UTF, LF newlines, plus `options`) with the JIT when it can.
 static Dsv3Err compile_pcre2(pcre2_code **out, const char *pattern, size_t length, uint32_t options,
                              const char *json_path, const char *file) {
     *out = NULL;
@@ -207,8 +207,8 @@ static Dsv3Err compile_pcre2(pcre2_code **out, const char *pattern, size_t lengt
     pcre2_set_newline(ctx, PCRE2_NEWLINE_LF);
     int code = 0;
     PCRE2_SIZE offset = 0;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, length, PCRE2_UTF | PCRE2_UCP | options,
-                                   &code, &offset, ctx);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, length, PCRE2_UTF | options, &code, &offset, ctx);
     pcre2_compile_context_free(ctx);
     if (!re) {
         PCRE2_UCHAR message[PATTERN_ERROR_CAPACITY];
@@ -227,11 +227,13 @@ static Dsv3Err compile_pcre2(pcre2_code **out, const char *pattern, size_t lengt
 
 Dsv3Err dsv3_tok_compile(pcre2_code **out, const char *pattern, size_t length, int regex,
                          const char *json_path, const char *file) {
+    // PCRE2 (10.42) refuses PCRE2_UCP with PCRE2_LITERAL, and a literal has no classes for it
+    // to change.
     if (!regex) return compile_pcre2(out, pattern, length, PCRE2_LITERAL, json_path, file);
     char *translated = NULL;
     DSV3_CALL(translate(pattern, length, &translated, json_path, file));
-    Dsv3Err err =
-        compile_pcre2(out, translated, strlen(translated), PCRE2_MULTILINE, json_path, file);
+    Dsv3Err err = compile_pcre2(out, translated, strlen(translated), PCRE2_UCP | PCRE2_MULTILINE,
+                                json_path, file);
     dsv3_free(translated);
     return err;
 }
@@ -245,7 +247,7 @@ Dsv3Err dsv3_tok_compile_digits(pcre2_code **out, int individual, const char *js
     Dsv3Err err = puts_(&b, "[\\p{N}");
     if (err == DSV3_OK) err = puts_(&b, DSV3_TOK_DIGITS_EXTRA);
     if (err == DSV3_OK) err = puts_(&b, individual ? "]" : "]+");
-    if (err == DSV3_OK) err = compile_pcre2(out, b.text, b.length, 0, json_path, file);
+    if (err == DSV3_OK) err = compile_pcre2(out, b.text, b.length, PCRE2_UCP, json_path, file);
     dsv3_free(b.text);
     return err;
 }

@@ -189,6 +189,37 @@ static void test_oniguruma_semantics(void **state) {
     dsv3_tokenizer_free(t);
 }
 
+// A word none of whose bytes has a token gives no ids, also into an empty list and again from
+// the word cache (an empty list has no buffer yet: nothing may be copied to or from it).
+static void test_word_without_tokens(void **state) {
+    (void)state;
+    for (int ignore = 0; ignore < 2; ignore++) {
+        Dsv3Tokenizer *t =
+            load_ok(&(Parts){.model_extra = ignore ? "\"ignore_merges\": true," : ""});
+        for (int again = 0; again < 2; again++) {
+            Dsv3TokenIds ids = {0};
+            assert_int_equal(dsv3_tokenizer_encode(t, "zz", 2, &ids), DSV3_OK);
+            assert_int_equal(dsv3_tokenizer_encode(t, "z", 1, &ids), DSV3_OK);
+            assert_int_equal(ids.count, 0);
+            dsv3_token_ids_free(&ids);
+        }
+        EXPECT(t, "zz ab", 6, 3);
+        dsv3_tokenizer_free(t);
+    }
+}
+
+// Split with a string pattern: the string itself, no regex.
+static void test_split_string(void **state) {
+    (void)state;
+    Dsv3Tokenizer *t = load_ok(&(Parts){
+        .pre_tokenizer = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+                         "\"pattern\": {\"String\": \"a.\"}, \"behavior\": \"Removed\"}, "
+                         "{\"type\": \"ByteLevel\", \"use_regex\": false}]}"});
+    EXPECT(t, "ab-c", 4);        // no split: '-' has no token, so "ab" and "c" merge
+    EXPECT(t, "ca.bc", 2, 1, 2); // "a." removed
+    dsv3_tokenizer_free(t);
+}
+
 static void test_added_tokens(void **state) {
     (void)state;
     Dsv3Tokenizer *t = load_ok(&(Parts){0});
@@ -374,16 +405,41 @@ static void test_bad_files(void **state) {
     assert_int_equal(eos, -1);
 }
 
+// tokenizer.json's text from memory: the file loader's tokenizer, without BOS and EOS; messages
+// name the given name.
+static void test_load_from_memory(void **state) {
+    (void)state;
+    write_tokenizer(&(Parts){0});
+    char path[PATH_CAPACITY], json[JSON_CAPACITY];
+    path_of(path, "tokenizer.json");
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t length = fread(json, 1, sizeof json, f);
+    fclose(f);
+    Dsv3Tokenizer *t = NULL;
+    assert_int_equal(dsv3_tokenizer_load_json(&t, "memory.json", json, length), DSV3_OK);
+    EXPECT(t, "a<s>xb", 0, 20, 7, 1);
+    assert_int_equal(dsv3_tokenizer_bos_id(t), -1);
+    dsv3_tokenizer_free(t);
+    assert_int_equal(dsv3_tokenizer_load_json(&t, "memory.json", json, length / 2), DSV3_ERR_IO);
+    assert_null(t);
+    assert_non_null(strstr(dsv3_error_message(), "memory.json"));
+    dsv3_error_clear();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merges_in_rank_order),
         cmocka_unit_test(test_ignore_merges),
         cmocka_unit_test(test_oniguruma_semantics),
+        cmocka_unit_test(test_word_without_tokens),
+        cmocka_unit_test(test_split_string),
         cmocka_unit_test(test_added_tokens),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_unsupported_is_an_error_naming_its_path),
         cmocka_unit_test(test_model_type_named_first),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_load_from_memory),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
