@@ -530,6 +530,9 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
     DSV3_CALL(dsv3_protocol_send_load(launch->protocol, &cmd));
     if (cmd.source == DSV3_CKPT_LOAD_NONE) return DSV3_OK;
     int all_ok = 0;
+    if (cmd.source ==
+        DSV3_CKPT_LOAD_DSV3) // the stage ranks checked every file (dsv3_ckpt_rank_start)
+        DSV3_CALL(dsv3_protocol_agree(launch->protocol, 1, &all_ok));
     DSV3_CALL(dsv3_protocol_agree(launch->protocol, 1, &all_ok));
     DSV3_CHECK(all_ok, DSV3_ERR_IO, "loading %s failed on a stage rank (its error is above)",
                cmd.path);
@@ -544,26 +547,29 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
     return DSV3_OK;
 }
 
+// Stage rank: checks its share of the manifest's files (sizes and CRC-32), which the stage ranks
+// split between them.
+static Dsv3Err verify_share(const Dsv3Launch *launch, const Dsv3CkptRank *rank, const char *path) {
+    if (!rank->model) return DSV3_OK;
+    Dsv3Manifest man;
+    DSV3_CALL(dsv3_manifest_read(path, &man));
+    Dsv3Err err =
+        dsv3_manifest_verify(path, &man, launch->topology.stage_index, launch->topology.n_stage);
+    dsv3_manifest_free(&man);
+    return err;
+}
+
 // Stage rank or expert server: reads its own boxes, whatever layout wrote the checkpoint (or
-// HF files). The stage ranks verify the manifest's files between them.
+// HF files).
 static Dsv3Err stage_load(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
                           const Dsv3CkptLoadCommand *cmd) {
     Dsv3CkptTensors t;
     DSV3_CALL(rank_tensors(launch, rank, &t));
     Dsv3Err err = dsv3_ckpt_tensors_add_rest(&t, &launch->model);
-    if (err == DSV3_OK && cmd->source == DSV3_CKPT_LOAD_HF) {
+    if (err == DSV3_OK && cmd->source == DSV3_CKPT_LOAD_HF)
         err = dsv3_hf_load(cmd->path, &launch->model, &t);
-    } else if (err == DSV3_OK) {
-        Dsv3Manifest man;
-        err = dsv3_manifest_read(cmd->path, &man);
-        if (err == DSV3_OK) {
-            if (rank->model)
-                err = dsv3_manifest_verify(cmd->path, &man, launch->topology.stage_index,
-                                           launch->topology.n_stage);
-            dsv3_manifest_free(&man);
-        }
-        if (err == DSV3_OK) err = dsv3_ckpt_store_read(cmd->path, &t, !cmd->model_only);
-    }
+    else if (err == DSV3_OK)
+        err = dsv3_ckpt_store_read(cmd->path, &t, !cmd->model_only);
     dsv3_ckpt_tensors_free(&t);
     return err;
 }
@@ -574,7 +580,13 @@ Dsv3Err dsv3_ckpt_rank_start(const Dsv3Launch *launch, const Dsv3CkptRank *rank)
     if (cmd.source == DSV3_CKPT_LOAD_NONE) return DSV3_OK;
     // A failure here is this rank's own (every rank reads the same files): report it and let
     // main() end the job, rather than wait for an agreement that would only delay the message.
-    DSV3_CALL(stage_load(launch, rank, &cmd));
     int all_ok = 0;
+    if (cmd.source == DSV3_CKPT_LOAD_DSV3) {
+        // Every file is checked before any rank reads one: a corrupt file stops the job with
+        // its checker's message, and no other rank hands it to HDF5 meanwhile.
+        DSV3_CALL(verify_share(launch, rank, cmd.path));
+        DSV3_CALL(dsv3_protocol_agree(launch->protocol, 1, &all_ok));
+    }
+    DSV3_CALL(stage_load(launch, rank, &cmd));
     return dsv3_protocol_agree(launch->protocol, 1, &all_ok);
 }
