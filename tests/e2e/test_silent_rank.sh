@@ -2,7 +2,8 @@
 # A rank that stops answering ends the whole job, quickly, with one message naming it — never a
 # hang. A real training job (the coordinator and 2 stage ranks, tiny steps, 3 s of
 # comm.train_timeout_seconds) runs until step 3; then the test stops one process with SIGSTOP:
-# a stage rank (the coordinator must name it) or the coordinator (the stage ranks must name it).
+# a stage rank (the coordinator must name it), the coordinator (the stage ranks must name it), or
+# one of 2 expert servers (the stage ranks must name it).
 # The job must end non-zero within LIMIT_S of the stop, and none of its processes may be left.
 source "$(dirname "$0")/lib.sh"
 SMALL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.vocab_size 256 --model.n_heads 2
@@ -31,6 +32,9 @@ trap cleanup EXIT
 
 alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; }
 
+# The job's extra config overrides and expert servers (none at first).
+EXTRA=() SERVERS=()
+
 # run_and_stop NAME PROGRAM WORLD_RANK: starts the job, waits for step 3, SIGSTOPs the process
 # that runs PROGRAM as MPI_COMM_WORLD rank WORLD_RANK, and waits for the job to end. Sets rc and
 # took (seconds from the stop to the end); the output is $WORK/NAME.out.
@@ -38,7 +42,7 @@ run_and_stop() {
     local name=$1 program=$2 world_rank=$3
     local out=$WORK/$name.out dump=$WORK/$name
     mpiexec --oversubscribe -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" \
-        "${SMALL[@]}" --job.dump_folder "$dump" : -n 2 "$BIN/dsv3-stage" >"$out" 2>&1 &
+        "${SMALL[@]}" "${EXTRA[@]}" --job.dump_folder "$dump" : -n 2 "$BIN/dsv3-stage" "${SERVERS[@]}" >"$out" 2>&1 &
     local launcher=$!
     pids=("$launcher")
     local deadline=$((SECONDS + START_LIMIT_S))
@@ -96,4 +100,11 @@ grep -E '^\[stage [12]\] error: timeout: the coordinator \(job rank 0\) has not 
 if grep -E "stage rank [01] \(job rank [12]\) ha(s|ve) not answered" "$out"; then
     fail "coordinator: a live stage rank was named as silent"
 fi
+# An expert server of a job with 2 stopped: the stage ranks, which wait for its outputs or its
+# part of the step's sums, name it.
+EXTRA=(--parallelism.expert_parallel_degree 2) SERVERS=(: -n 2 "$BIN/dsv3-expert")
+run_and_stop expert dsv3-expert 4
+out=$WORK/expert.out
+grep -E '^\[stage [12]\] error: timeout: (expert server 0 \(job rank 3\), )?expert server 1 \(job rank 4\) ha(s|ve) not answered for 3 s' "$out" >/dev/null ||
+    { cat "$out"; fail "expert: no stage rank named the stopped expert server"; }
 echo "silent rank: ok"
