@@ -178,14 +178,7 @@ static Dsv3Err server_step(Server *s, const Dsv3StepPlan *plan) {
                           plan->step, fqn);
         return DSV3_OK;
     }
-    const Dsv3Config *cfg = &s->launch->config;
-    Dsv3OptimizerStep step = {.lr = plan->lr,
-                              .beta1 = (float)cfg->optimizer.beta1,
-                              .beta2 = (float)cfg->optimizer.beta2,
-                              .eps = (float)cfg->optimizer.eps,
-                              .weight_decay = (float)cfg->optimizer.weight_decay,
-                              .max_norm = cfg->training.max_norm,
-                              .step = plan->step};
+    Dsv3OptimizerStep step = dsv3_optimizer_step_of(&s->launch->config, plan->lr, plan->step);
     return dsv3_optimizer_store_step(&s->kernels, s->store, &step, sum_squares);
 }
 

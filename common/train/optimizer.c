@@ -19,6 +19,16 @@ Dsv3Err dsv3_optimizer_store_sum_squares(const Dsv3KernelContext *k, const Dsv3P
     return DSV3_OK;
 }
 
+Dsv3OptimizerStep dsv3_optimizer_step_of(const Dsv3Config *cfg, double lr, int64_t step) {
+    return (Dsv3OptimizerStep){.lr = lr,
+                               .beta1 = (float)cfg->optimizer.beta1,
+                               .beta2 = (float)cfg->optimizer.beta2,
+                               .eps = (float)cfg->optimizer.eps,
+                               .weight_decay = (float)cfg->optimizer.weight_decay,
+                               .max_norm = cfg->training.max_norm,
+                               .step = step};
+}
+
 Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares) {
     const Dsv3ModelServices *sv = dsv3_model_services(m);
     return dsv3_optimizer_store_sum_squares(sv->kernels, sv->params, sum_squares);

@@ -17,6 +17,7 @@
 
 #include "common/model/params.h"
 
+#include "common/core/config.h"
 #include "common/core/error.h"
 #include "common/model/model.h"
 
@@ -29,6 +30,9 @@ typedef struct {
     double max_norm; // training.max_norm
     int64_t step;    // 1-based, for AdamW's bias correction
 } Dsv3OptimizerStep;
+
+// The step of training.max_norm and the [optimizer] section at learning rate `lr`.
+Dsv3OptimizerStep dsv3_optimizer_step_of(const Dsv3Config *cfg, double lr, int64_t step);
 
 // *sum_squares = the squared L2 norm of every gradient this rank owns, in double.
 Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares);

@@ -130,13 +130,7 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
     double sum_squares = 0;
     DSV3_CALL(dsv3_optimizer_test_inject(m, plan->step));
     DSV3_CALL(grad_sum_squares(m, launch, coll, experts, &sum_squares, &r->experts));
-    Dsv3OptimizerStep step = {.lr = plan->lr,
-                              .beta1 = (float)cfg->optimizer.beta1,
-                              .beta2 = (float)cfg->optimizer.beta2,
-                              .eps = (float)cfg->optimizer.eps,
-                              .weight_decay = (float)cfg->optimizer.weight_decay,
-                              .max_norm = cfg->training.max_norm,
-                              .step = plan->step};
+    Dsv3OptimizerStep step = dsv3_optimizer_step_of(cfg, plan->lr, plan->step);
     // The norm is global, so every rank takes the same branch; a step with NaN or infinite
     // gradients changes no state (the coordinator stops the run or counts it as skipped).
     r->nonfinite_group = -1;
