@@ -27,7 +27,6 @@
 // DSV3_FUZZ_WRITE_SEEDS=<folder> the first call also writes the six reference files there as
 // inputs (the seeds of tests/fuzz/corpus/checkpoint_h5).
 #include <hdf5.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +39,7 @@
 #include "common/ckpt/tensors.h"
 #include "common/core/alloc.h"
 #include "common/core/error.h"
+#include "fuzz_support.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 const char *__lsan_default_suppressions(void);
@@ -71,23 +71,6 @@ static const char *const FILES[FUZZ_FILES] = {
     DSV3_CKPT_MODEL_FILE,     DSV3_CKPT_OPTIMIZER_FILE,     "shards/model-s00000.h5",
     "shards/model-s00001.h5", "shards/optimizer-s00000.h5", "shards/optimizer-s00001.h5",
 };
-
-static void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fuzz_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "fuzz_checkpoint_h5: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    abort();
-}
-
-static void write_file(const char *path, const void *data, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f || (size && fwrite(data, 1, size, f) != size) || fclose(f) != 0)
-        fuzz_fail("cannot write %s", path);
-}
 
 static uint8_t *read_file(const char *path, size_t *size) {
     FILE *f = fopen(path, "rb");
@@ -204,7 +187,7 @@ static Reference *reference(void) {
         memcpy(seed + 1, r.bytes[i], r.size[i]);
         const char *slash = strrchr(FILES[i], '/');
         snprintf(path, sizeof path, "%s/%s", seeds, slash ? slash + 1 : FILES[i]);
-        write_file(path, seed, r.size[i] + 1);
+        fuzz_write_file(path, seed, r.size[i] + 1);
         free(seed);
     }
     snprintf(path, sizeof path, "%s/%s", r.ref, DSV3_MANIFEST_NAME);
@@ -247,16 +230,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < FUZZ_FILES; i++) {
         snprintf(path, sizeof path, "%s/%s", r->work, FILES[i]);
         if (i == target)
-            write_file(path, data + 1, size - 1);
+            fuzz_write_file(path, data + 1, size - 1);
         else
-            write_file(path, r->bytes[i], r->size[i]);
+            fuzz_write_file(path, r->bytes[i], r->size[i]);
     }
     int same = size - 1 == r->size[target] && memcmp(data + 1, r->bytes[target], size - 1) == 0;
     size_t before = dsv3_alloc_current_bytes();
     float values[3 * FUZZ_VALUES];
     // 1. The reference manifest.
     snprintf(path, sizeof path, "%s/%s", r->work, DSV3_MANIFEST_NAME);
-    write_file(path, r->manifest, r->manifest_size);
+    fuzz_write_file(path, r->manifest, r->manifest_size);
     memset(values, 0, sizeof values);
     int loaded = load(r->work, values);
     if (loaded != same)

@@ -7,7 +7,6 @@
 // for tokenizer.json must never grow its input, and must leave text without backslashes unchanged.
 // Any broken expectation aborts, which libFuzzer reports. The same file also builds with gcc
 // for tests/fuzz/replay_main.c.
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,21 +14,11 @@
 
 #include "common/core/alloc.h"
 #include "common/data/json_text.h"
+#include "fuzz_support.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum { ESCAPED_BYTE_LENGTH = 6 }; // "\u00XX"
-
-static void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fuzz_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "fuzz_json_text: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    abort();
-}
 
 // {"text": "<text with bytes below 0x20, '"' and '\' escaped>"}; malloc'd.
 static char *as_json_line(const char *text, size_t length, size_t *out_length) {

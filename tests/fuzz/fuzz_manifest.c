@@ -7,7 +7,6 @@
 // CRC-32) either passes or says why; then it is freed, leaving no counted bytes. Any broken
 // expectation aborts, which libFuzzer reports. The same file also builds with gcc for
 // tests/fuzz/replay_main.c.
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,25 +17,9 @@
 #include "common/ckpt/manifest.h"
 #include "common/core/alloc.h"
 #include "common/core/error.h"
+#include "fuzz_support.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fuzz_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "fuzz_manifest: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    abort();
-}
-
-static void write_file(const char *path, const void *data, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0)
-        fuzz_fail("cannot write %s", path);
-}
 
 // The scratch checkpoint folder, made once per process.
 static const char *scratch(void) {
@@ -46,11 +29,11 @@ static const char *scratch(void) {
     if (!mkdtemp(dir)) fuzz_fail("cannot make a scratch folder");
     char path[128];
     snprintf(path, sizeof path, "%s/model.h5", dir);
-    write_file(path, "HDF5!", 5);
+    fuzz_write_file(path, "HDF5!", 5);
     snprintf(path, sizeof path, "%s/shards", dir);
     if (mkdir(path, 0777) != 0) fuzz_fail("cannot make %s", path);
     snprintf(path, sizeof path, "%s/shards/s.h5", dir);
-    write_file(path, "", 0);
+    fuzz_write_file(path, "", 0);
     return dir;
 }
 
@@ -58,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *dir = scratch();
     char path[128];
     snprintf(path, sizeof path, "%s/%s", dir, DSV3_MANIFEST_NAME);
-    write_file(path, data, size);
+    fuzz_write_file(path, data, size);
     size_t before = dsv3_alloc_current_bytes();
     Dsv3Manifest m;
     if (dsv3_manifest_read(dir, &m) != DSV3_OK) {

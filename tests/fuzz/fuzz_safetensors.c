@@ -7,7 +7,6 @@
 // tensor must read back (as float32 too, for the floating types); then it is closed. Any
 // broken expectation aborts, which libFuzzer reports. The same file also builds with gcc for
 // tests/fuzz/replay_main.c.
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,23 +15,13 @@
 #include "common/ckpt/safetensors.h"
 #include "common/core/alloc.h"
 #include "common/core/error.h"
+#include "fuzz_support.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_SOURCE "fuzz.safetensors"
 // Elements read back as float32 per tensor at most (bounds the work per input).
 enum { FUZZ_MAX_CONVERT = 1 << 16 };
-
-static void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fuzz_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "fuzz_safetensors: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    abort();
-}
 
 static void check_accepted(const Dsv3Safetensors *f, const uint8_t *data, size_t size) {
     size_t count = 0;

@@ -6,7 +6,6 @@
 // tokens; every window, and the first window past the end (which wraps), either reads ids below
 // vocab_size that are the file's own bytes, or fails saying why. Any broken expectation aborts,
 // which libFuzzer reports. The same file also builds with gcc for tests/fuzz/replay_main.c.
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,21 +16,11 @@
 #include "common/core/error.h"
 #include "common/core/log.h"
 #include "common/data/token_file.h"
+#include "fuzz_support.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum { FUZZ_MAX_SEQ_LEN = 8, FUZZ_VOCAB_STEP = 256, FUZZ_MAX_WINDOWS = 4096 };
-
-static void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fuzz_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "fuzz_token_file: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    abort();
-}
 
 static uint32_t id_at(const uint8_t *file, int64_t token) {
     const uint8_t *b = file + 4 * token;

@@ -8,7 +8,6 @@
 // the same ids); every id is below the vocabulary size and decodes, with and without special
 // tokens; then it is freed, leaving no counted bytes. Any broken expectation aborts, which
 // libFuzzer reports. The same file also builds with gcc for tests/fuzz/replay_main.c.
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "common/core/error.h"
 #include "common/core/log.h"
 #include "common/data/tokenizer.h"
+#include "fuzz_support.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,17 +26,6 @@ enum { FUZZ_OWN_TEXT_BYTES = 256 };
 
 static const char FIXED_TEXT[] = "Hello  world\n\t123 4567 <s>x don't caf\xc3\xa9 \xe4\xb8\xad\xe6"
                                  "\x96\x87 \xf0\x9f\x98\x80 \xff\xfe ab abc aaa";
-
-static void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fuzz_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "fuzz_tokenizer_json: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    abort();
-}
 
 // Encodes text twice (the second time from the cache) and decodes the ids both ways.
 static void encode_decode(Dsv3Tokenizer *t, const char *text, size_t length) {
