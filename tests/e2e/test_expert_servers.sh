@@ -7,7 +7,8 @@
 # relative (per tensor, in L2 norm); tokens per expert and final expert biases are identical.
 # Checkpoints across layouts: step 5 of the ep 2 run resumes with ep 4 and with the experts
 # back on the stage rank (ep 1), and step 5 of the one-process run resumes with ep 2; each
-# goes on with the one-process losses.
+# goes on with the one-process losses. The ep 2 checkpoint converts to the one-process HF files,
+# and an HF folder loads into an ep 2 job.
 # Memory: the stage rank of an expert-server job holds no routed-expert memory (its peak is
 # within 10% of its plan, which leaves them out, and below the one-process peak by at least
 # the experts' parameters and AdamW state); each server reports what it owns.
@@ -88,6 +89,22 @@ for name, first in runs.items():
           f"{state:.1e} relative (worst {worst}); tokens per expert and expert biases identical")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
+
+# HF conversion: the ep 2 checkpoint converts to the very files of the one-process one, and an
+# HF folder loads straight into an ep 2 job (servers read their experts from it) with the
+# one-process job's first steps.
+to_hf=$DSV3_SOURCE_ROOT/run/convert_to_hf.sh
+for name in one ep2; do
+    BUILD_DIR=$DSV3_BUILD_ROOT "$to_hf" "$WORK/$name/checkpoint/step-10" "$WORK/hf_$name" >"$WORK/hf_$name.out" 2>&1 ||
+        { cat "$WORK/hf_$name.out"; fail "convert_to_hf of $name"; }
+done
+diff -r "$WORK/hf_one" "$WORK/hf_ep2" || fail "the ep 2 checkpoint converts to other HF files than one process's"
+FROM_HF=(--training.local_batch_size 4 --training.steps 3 --checkpoint.enable false
+    --checkpoint.initial_load_path "$WORK/hf_one" --checkpoint.initial_load_in_hf)
+train from_hf_one 1 1 "${FROM_HF[@]}"
+train from_hf_ep2 1 2 "${FROM_HF[@]}"
+expect_in "$WORK/from_hf_ep2.out" "loaded the model from $WORK/hf_one (HF safetensors)"
+same_steps "$WORK/from_hf_one" "$WORK/from_hf_ep2" 1 3
 
 # peak NAME: the stage rank's measured and planned peak bytes, "measured planned".
 peak() { sed -n 's/.*memory: peak \([0-9]*\) bytes .*planned \([0-9]*\) bytes.*/\1 \2/p' "$WORK/$1.out" | head -1; }
