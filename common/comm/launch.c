@@ -214,6 +214,39 @@ static Dsv3Err print_config(const Dsv3Config *cfg) {
     return DSV3_OK;
 }
 
+// The pipeline schedule of a dry run: its shape and theoretical bubble, and with
+// parallelism.print_schedule every pipeline rank's actions in order (several lines when long).
+static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt, int64_t pp) {
+    if (pp == 1) {
+        DSV3_LOG_INFO("dry run: schedule: no pipeline (pipeline_parallel_degree 1): each "
+                      "micro-batch's forward, then its backward");
+        return DSV3_OK;
+    }
+    Dsv3PipeSchedule s;
+    DSV3_CALL(dsv3_pipe_schedule_create(&s, opt->pipe.kind, pp, opt->pipe.n_micro,
+                                        opt->pipe.stages_per_rank));
+    DSV3_LOG_INFO("dry run: schedule: %s, %" PRId64 " micro-batches × %" PRId64
+                  " sequences over %" PRId64 " stages, theoretical bubble %.1f%%",
+                  dsv3_pipe_kind_name(s.kind), s.n_micro, opt->pipe.micro_batch, pp,
+                  100.0 * dsv3_pipe_schedule_bubble(&s));
+    enum { LINE = 1024 };
+    char line[LINE], action[32];
+    for (int64_t r = 0; cfg->parallelism.print_schedule && r < pp; r++) {
+        size_t used = 0;
+        for (int64_t i = s.first[r]; i < s.first[r + 1]; i++) {
+            dsv3_pipe_action_text(&s.actions[i], action, sizeof action);
+            if (used + strlen(action) + 2 >= LINE) {
+                DSV3_LOG_INFO("dry run: schedule: rank %" PRId64 ":%s", r, line);
+                used = 0;
+            }
+            used += (size_t)snprintf(line + used, LINE - used, " %s", action);
+        }
+        DSV3_LOG_INFO("dry run: schedule: rank %" PRId64 ":%s", r, used ? line : "");
+    }
+    dsv3_pipe_schedule_destroy(&s);
+    return DSV3_OK;
+}
+
 // `--job.dry_run`: every rank's share, from the config alone.
 static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) {
     int64_t n = 1 + dsv3_layout_stage_count(dims) + dsv3_layout_expert_count(dims);
@@ -226,6 +259,7 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         dsv3_plan_describe(&share, line, sizeof line);
         DSV3_LOG_INFO("dry run: %s", line);
     }
+    DSV3_CALL(log_schedule(&launch->config, &opt, dims->pp));
     if (check_trainable(dims) != DSV3_OK) {
         DSV3_LOG_INFO("dry run: note: %s", dsv3_error_message());
         dsv3_error_clear();

@@ -203,24 +203,49 @@ Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, in
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_layout_stage_layers(int64_t n_layers, int64_t pp, int64_t stage, int64_t *first,
-                                 int64_t *count) {
+Dsv3Err dsv3_layout_stage_layers(int64_t n_layers, const Dsv3PipeSplit *split, int64_t stage,
+                                 int64_t *first, int64_t *count) {
+    int64_t n = split->n_stages, in = split->input_weight, out = split->output_weight;
     DSV3_CHECK(n_layers >= 1, DSV3_ERR_CONFIG,
                "model.n_layers is %lld, but a model needs at least one layer", (long long)n_layers);
-    DSV3_CHECK(pp >= 1, DSV3_ERR_CONFIG,
-               "parallelism.pipeline_parallel_degree is %lld, but it must be at least 1",
-               (long long)pp);
-    DSV3_CHECK(pp <= n_layers, DSV3_ERR_CONFIG,
-               "parallelism.pipeline_parallel_degree %lld is larger than model.n_layers %lld, but "
-               "every pipeline stage needs at least one layer; lower pipeline_parallel_degree to "
-               "at most %lld",
-               (long long)pp, (long long)n_layers, (long long)n_layers);
-    DSV3_CHECK(stage >= 0 && stage < pp, DSV3_ERR_USAGE,
-               "pipeline stage %lld is out of range [0, %lld)", (long long)stage, (long long)pp);
-    int64_t base = n_layers / pp;
-    int64_t extra = n_layers % pp; // the first `extra` stages run base + 1 layers
-    *count = base + (stage < extra ? 1 : 0);
-    *first = stage * base + (stage < extra ? stage : extra);
+    DSV3_CHECK(n >= 1, DSV3_ERR_CONFIG, "the pipeline has %lld stages, but it needs at least one",
+               (long long)n);
+    DSV3_CHECK(stage >= 0 && stage < n, DSV3_ERR_USAGE,
+               "pipeline stage %lld is out of range [0, %lld)", (long long)stage, (long long)n);
+    if (n == 1) {
+        *first = 0;
+        *count = n_layers;
+        return DSV3_OK;
+    }
+    DSV3_CHECK(in >= 0 && out >= 0, DSV3_ERR_CONFIG,
+               "parallelism.pipeline_parallel_first_stage_less_layers %lld and "
+               "pipeline_parallel_last_stage_less_layers %lld must not be negative",
+               (long long)in, (long long)out);
+    int64_t effective = n_layers + in + out;
+    DSV3_CHECK(n <= effective, DSV3_ERR_CONFIG,
+               "%lld pipeline stages are more than the %lld effective layers (model.n_layers %lld "
+               "+ pipeline_parallel_first_stage_less_layers %lld + "
+               "pipeline_parallel_last_stage_less_layers %lld); lower "
+               "parallelism.pipeline_parallel_degree or the stages per rank",
+               (long long)n, (long long)effective, (long long)n_layers, (long long)in,
+               (long long)out);
+    int64_t base = effective / n, extra = effective % n; // the first `extra` stages take one more
+    DSV3_CHECK(in <= base && out <= base, DSV3_ERR_CONFIG,
+               "parallelism.pipeline_parallel_first_stage_less_layers %lld or "
+               "pipeline_parallel_last_stage_less_layers %lld exceeds the %lld effective layers "
+               "of the smallest of the %lld pipeline stages (model.n_layers %lld)",
+               (long long)in, (long long)out, (long long)base, (long long)n, (long long)n_layers);
+    // Effective layers before `stage`, less the embedding's weight, are the layers before it.
+    int64_t before = stage * base + (stage < extra ? stage : extra);
+    int64_t mine = base + (stage < extra ? 1 : 0);
+    int64_t start = stage == 0 ? 0 : before - in;
+    int64_t end = before + mine - in;
+    if (stage == n - 1) end -= out;
+    if (end > n_layers) end = n_layers;
+    DSV3_CHECK(end >= start, DSV3_ERR_INTERNAL, "pipeline stage %lld of %lld gets no layer range",
+               (long long)stage, (long long)n);
+    *first = start;
+    *count = end - start;
     return DSV3_OK;
 }
 

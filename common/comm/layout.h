@@ -86,13 +86,23 @@ Dsv3Err dsv3_layout_stage_index(const Dsv3ParallelDims *dims, const Dsv3StageCoo
 Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, int64_t *pp_stage,
                                  int64_t *ep_rank);
 
-// Layers [*first, *first + *count) of a model with `n_layers` layers that pipeline stage
-// `stage` of `pp` runs. The split is contiguous and as even as possible: every stage gets
-// n_layers / pp layers and the first n_layers % pp stages one more, so that the last stage,
-// which also runs the output head and the loss, is never the one with the extra layer.
-// pp > n_layers is a config error: every stage needs at least one layer.
-Dsv3Err dsv3_layout_stage_layers(int64_t n_layers, int64_t pp, int64_t stage, int64_t *first,
-                                 int64_t *count);
+// How a model's layers are split over pipeline stages, as torchtitan's
+// generate_llm_fqn_per_model_part: the embedding counts as `input_weight` layers and the final
+// norm with the output head as `output_weight` layers (pipeline_parallel_first_stage_less_layers
+// and _last_stage_less_layers, 1 each by default), and the n_layers + input_weight +
+// output_weight "effective" layers are spread over the `n_stages` (virtual) stages as evenly as
+// possible, the first stages taking one more when they do not divide.
+typedef struct {
+    int64_t n_stages, input_weight, output_weight;
+} Dsv3PipeSplit;
+
+// Layers [*first, *first + *count) that pipeline stage `stage` of `split` runs (the embedding
+// on stage 0, the norm and head on the last). One stage runs everything. DSV3_ERR_CONFIG, naming
+// the numbers and keys, when there are more stages than effective layers, or when a weight is
+// larger than the smallest stage's share (the first or last stage would run fewer than zero
+// layers).
+Dsv3Err dsv3_layout_stage_layers(int64_t n_layers, const Dsv3PipeSplit *split, int64_t stage,
+                                 int64_t *first, int64_t *count);
 
 // Checks the roles of a job's `n` ranks in job-rank order (`roles[r]` is job rank r's role):
 // exactly one coordinator, at rank 0, then at least one stage, then the expert servers if any.

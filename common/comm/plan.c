@@ -8,10 +8,99 @@
 #include "common/core/format.h"
 #include "common/model/model_config.h"
 
+static Dsv3Err pipeline_from_config(const Dsv3Config *cfg, Dsv3PlanPipeline *out) {
+    const char *schedule = cfg->parallelism.pipeline_parallel_schedule;
+    int64_t pp = cfg->parallelism.pipeline_parallel_degree, B = cfg->training.local_batch_size;
+    int64_t mb = cfg->parallelism.pipeline_parallel_microbatch_size;
+    int64_t per_stage = cfg->parallelism.pipeline_parallel_layers_per_stage;
+    DSV3_CALL(dsv3_pipe_kind_parse(schedule, &out->kind));
+    out->split =
+        (Dsv3PipeSplit){.n_stages = 1,
+                        .input_weight = cfg->parallelism.pipeline_parallel_first_stage_less_layers,
+                        .output_weight = cfg->parallelism.pipeline_parallel_last_stage_less_layers};
+    if (pp == 1) {
+        // Without a pipeline these keys would change nothing.
+        DSV3_CHECK(mb == 1 && per_stage == -1 && out->split.input_weight == 1 &&
+                       out->split.output_weight == 1 && out->kind == DSV3_PIPE_1F1B,
+                   DSV3_ERR_CONFIG,
+                   "parallelism.pipeline_parallel_schedule \"%s\", "
+                   "pipeline_parallel_microbatch_size %" PRId64
+                   ", pipeline_parallel_layers_per_stage %" PRId64
+                   ", pipeline_parallel_first_stage_less_layers %" PRId64
+                   " and pipeline_parallel_last_stage_less_layers %" PRId64
+                   " apply only to a pipeline, but pipeline_parallel_degree is 1: leave them at "
+                   "\"1F1B\", 1, -1, 1 and 1",
+                   schedule, mb, per_stage, out->split.input_weight, out->split.output_weight);
+        *out = (Dsv3PlanPipeline){.kind = out->kind,
+                                  .stages_per_rank = 1,
+                                  .n_micro = 1,
+                                  .micro_batch = B,
+                                  .split = out->split};
+        return DSV3_OK;
+    }
+    DSV3_CHECK(B % mb == 0, DSV3_ERR_CONFIG,
+               "training.local_batch_size %" PRId64
+               " is not a multiple of parallelism.pipeline_parallel_microbatch_size %" PRId64
+               ": every pipeline micro-batch has the same number of sequences",
+               B, mb);
+    DSV3_CHECK(!dsv3_pipe_kind_is_looped(out->kind), DSV3_ERR_CONFIG,
+               "parallelism.pipeline_parallel_schedule \"%s\" is not supported yet: stage ranks "
+               "run one pipeline stage each (GPipe or 1F1B)",
+               schedule);
+    int64_t stages = pp;
+    if (per_stage != -1) {
+        DSV3_CHECK(per_stage >= 1, DSV3_ERR_CONFIG,
+                   "parallelism.pipeline_parallel_layers_per_stage is %" PRId64
+                   ", but it must be at least 1 (or -1: chosen from the schedule)",
+                   per_stage);
+        int64_t effective =
+            cfg->model.n_layers + out->split.input_weight + out->split.output_weight;
+        stages = (effective + per_stage - 1) / per_stage;
+        DSV3_CHECK(stages == pp, DSV3_ERR_CONFIG,
+                   "model.n_layers %" PRId64 " with pipeline_parallel_layers_per_stage %" PRId64
+                   " (and the embedding and head counted as %" PRId64 " and %" PRId64
+                   " layers) makes %" PRId64 " pipeline stages, but pipeline_parallel_schedule "
+                   "\"%s\" runs one stage on each of the pipeline_parallel_degree %" PRId64
+                   " ranks",
+                   cfg->model.n_layers, per_stage, out->split.input_weight,
+                   out->split.output_weight, stages, schedule, pp);
+    }
+    out->stages_per_rank = stages / pp;
+    out->split.n_stages = stages;
+    out->n_micro = B / mb;
+    out->micro_batch = mb;
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_plan_options_from_config(const Dsv3Config *cfg, Dsv3PlanOptions *out) {
     // The EOS id changes no buffer size (block-causal masks keep document ids either way).
     DSV3_CALL(dsv3_model_options_from_config(cfg, -1, &out->model));
+    DSV3_CALL(pipeline_from_config(cfg, &out->pipe));
+    out->model.batch = out->pipe.micro_batch;
     return dsv3_reshard_policy_parse(cfg->parallelism.fsdp_reshard_after_forward, &out->reshard);
+}
+
+Dsv3Err dsv3_plan_stage_range(const Dsv3ModelArgs *args, const Dsv3PlanOptions *opt,
+                              int64_t pp_stage, Dsv3StageRange *out) {
+    // Looped schedules are not run yet: the stage of a rank is its pipeline stage.
+    *out =
+        (Dsv3StageRange){.first = pp_stage == 0, .last = pp_stage == opt->pipe.split.n_stages - 1};
+    return dsv3_layout_stage_layers(args->n_layers, &opt->pipe.split, pp_stage, &out->first_layer,
+                                    &out->n_layers);
+}
+
+Dsv3Err dsv3_plan_stage_slots(const Dsv3PlanOptions *opt, int64_t pp, int64_t pp_stage,
+                              int64_t *slots) {
+    if (pp == 1) { // no pipeline: one micro-batch at a time
+        *slots = 1;
+        return DSV3_OK;
+    }
+    Dsv3PipeSchedule schedule;
+    DSV3_CALL(dsv3_pipe_schedule_create(&schedule, opt->pipe.kind, pp, opt->pipe.n_micro,
+                                        opt->pipe.stages_per_rank));
+    *slots = dsv3_pipe_schedule_slots(&schedule, pp_stage, 0);
+    dsv3_pipe_schedule_destroy(&schedule);
+    return DSV3_OK;
 }
 
 Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord) {
@@ -76,12 +165,10 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
         DSV3_CALL(
             dsv3_layout_expert_coord(dims, job_rank - 1 - n_stage, &out->pp_stage, &out->ep_rank));
     }
-    DSV3_CALL(dsv3_layout_stage_layers(args->n_layers, dims->pp, out->pp_stage, &out->first_layer,
-                                       &out->layer_count));
-    Dsv3StageRange range = {.first_layer = out->first_layer,
-                            .n_layers = out->layer_count,
-                            .first = out->pp_stage == 0,
-                            .last = out->pp_stage == dims->pp - 1};
+    Dsv3StageRange range;
+    DSV3_CALL(dsv3_plan_stage_range(args, opt, out->pp_stage, &range));
+    out->first_layer = range.first_layer;
+    out->layer_count = range.n_layers;
     Dsv3ShardSpec spec;
     if (out->role == DSV3_ROLE_EXPERT) {
         out->expert_count = args->num_experts / dims->ep;
@@ -96,7 +183,10 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
         range.routed = n_expert == 0;
         spec = dsv3_plan_stage_spec(dims, &out->coord);
     }
-    return plan_groups(args, &range, &spec, opt, dims, out);
+    Dsv3PlanOptions mine = *opt;
+    if (out->role == DSV3_ROLE_STAGE)
+        DSV3_CALL(dsv3_plan_stage_slots(opt, dims->pp, out->pp_stage, &mine.model.slots));
+    return plan_groups(args, &range, &spec, &mine, dims, out);
 }
 
 int64_t dsv3_plan_total_bytes(const Dsv3RankShare *s) {

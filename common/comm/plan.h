@@ -27,6 +27,7 @@
 #include "common/model/model.h"
 #include "common/model/model_args.h"
 #include "common/model/params.h"
+#include "common/train/pipeline_schedule.h"
 
 enum {
     DSV3_PLAN_PARAM_BYTES = 4,     // fp32 master weight
@@ -54,14 +55,40 @@ typedef struct {
     int64_t gather_bytes, activation_bytes, workspace_bytes;
 } Dsv3RankShare;
 
+// The pipeline a config asks for, with torchtitan's rules (pipeline_llm,
+// build_pipeline_schedule): one stage per rank (looped schedules, several per rank, are not
+// supported yet; pipeline_parallel_layers_per_stage must then make pp stages); each training
+// micro-batch of local_batch_size sequences runs as n_micro = local_batch_size /
+// pipeline_parallel_microbatch_size pipeline micro-batches. Without a pipeline (pp 1) the one stage
+// runs the whole local batch at once (n_micro 1).
+typedef struct {
+    Dsv3PipeKind kind;
+    int64_t stages_per_rank;
+    int64_t n_micro;     // pipeline micro-batches per training micro-batch
+    int64_t micro_batch; // sequences per pipeline micro-batch
+    Dsv3PipeSplit split; // the layers of each (virtual) stage
+} Dsv3PlanPipeline;
+
 // What a rank's memory depends on beyond the layout.
 typedef struct {
-    Dsv3ModelOptions model; // micro-batch, sequence length, activation checkpointing
+    Dsv3ModelOptions model; // pipeline micro-batch, sequence length, activation checkpointing
     Dsv3ReshardPolicy reshard;
+    Dsv3PlanPipeline pipe;
 } Dsv3PlanOptions;
 
-// The plan options a resolved config asks for.
+// The plan options a resolved config asks for. DSV3_ERR_CONFIG naming the keys when the
+// pipeline keys do not fit together or with the model.
 Dsv3Err dsv3_plan_options_from_config(const Dsv3Config *cfg, Dsv3PlanOptions *out);
+
+// The layers (and embedding, head) that pipeline stage `pp_stage` runs, with `routed` and
+// `dense` left 0 for the caller to set.
+Dsv3Err dsv3_plan_stage_range(const Dsv3ModelArgs *args, const Dsv3PlanOptions *opt,
+                              int64_t pp_stage, Dsv3StageRange *out);
+
+// The activation slots of pipeline stage `pp_stage` under the schedule of `opt`: the most
+// micro-batches it holds between their forward and their backward.
+Dsv3Err dsv3_plan_stage_slots(const Dsv3PlanOptions *opt, int64_t pp, int64_t pp_stage,
+                              int64_t *slots);
 
 // The shard spec of the stage rank at `coord`: how its parameter store lays out its groups.
 Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);

@@ -219,10 +219,19 @@ typedef enum {
     X(S, INT, pipeline_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,       \
       "Pipeline stages")                                                                           \
     X(S, STR, pipeline_parallel_schedule, "1F1B", 0, 0, "GPipe|1F1B|Interleaved1F1B",              \
-      DSV3_NOT_YET("pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B)"), "Pipeline schedule")    \
+      DSV3_SUPPORTED, "Pipeline schedule")                                                         \
     X(S, INT, pipeline_parallel_microbatch_size, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,              \
-      DSV3_NOT_YET("pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B)"),                         \
-      "Sequences per pipeline micro-batch")                                                        \
+      DSV3_SUPPORTED, "Sequences per pipeline micro-batch")                                        \
+    X(S, INT, pipeline_parallel_layers_per_stage, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES,           \
+      DSV3_SUPPORTED,                                                                              \
+      "Layers per (virtual) pipeline stage (-1: one stage per rank, two for looped schedules)")    \
+    X(S, INT, pipeline_parallel_first_stage_less_layers, 1, 0, DSV3_I64_MAX, DSV3_NO_CHOICES,      \
+      DSV3_SUPPORTED, "Layers the embedding counts as when splitting the pipeline")                \
+    X(S, INT, pipeline_parallel_last_stage_less_layers, 1, 0, DSV3_I64_MAX, DSV3_NO_CHOICES,       \
+      DSV3_SUPPORTED,                                                                              \
+      "Layers the final norm and output head count as when splitting the pipeline")                \
+    X(S, BOOL, print_schedule, 0, 0, 1, DSV3_NO_CHOICES, DSV3_SUPPORTED,                           \
+      "Print every rank's pipeline actions (with --job.dry_run)")                                  \
     X(S, INT, context_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,        \
       "Context-parallel ranks")                                                                    \
     X(S, INT, expert_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,         \

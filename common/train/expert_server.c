@@ -10,6 +10,7 @@
 #include "common/ckpt/checkpoint.h"
 #include "common/comm/expert_exchange.h"
 #include "common/comm/layout.h"
+#include "common/comm/plan.h"
 #include "common/comm/protocol.h"
 #include "common/core/alloc.h"
 #include "common/core/format.h"
@@ -208,9 +209,12 @@ static Dsv3Err server_create(Server *s, const Dsv3Launch *launch) {
     s->F = args->moe_inter_dim;
     DSV3_CALL(
         dsv3_expert_exchange_create(&s->exchange, t, args, dsv3_protocol_watch(launch->protocol)));
-    Dsv3StageRange range = {.routed = 1};
-    DSV3_CALL(dsv3_layout_stage_layers(args->n_layers, t->dims.pp, t->pp_stage, &range.first_layer,
-                                       &range.n_layers));
+    Dsv3PlanOptions plan;
+    DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &plan));
+    Dsv3StageRange range;
+    DSV3_CALL(dsv3_plan_stage_range(args, &plan, t->pp_stage, &range));
+    range =
+        (Dsv3StageRange){.first_layer = range.first_layer, .n_layers = range.n_layers, .routed = 1};
     s->first_layer = range.first_layer;
     s->n_layers = range.n_layers;
     DSV3_CALL(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, NO_DEVICE));

@@ -1,10 +1,8 @@
 // stage_runtime: the model of one stage rank, from the launch.
 #include "stage_runtime.h"
 
-#include "common/comm/layout.h"
 #include "common/comm/param_store_fsdp.h"
 #include "common/comm/plan.h"
-#include "common/model/model_config.h"
 
 static Dsv3Err fsdp_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
                                  const Dsv3ModelArgs *args, const Dsv3StageRange *range,
@@ -16,13 +14,15 @@ Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32
                                 Dsv3CollectivesMpi *collectives, Dsv3Experts *experts) {
     const Dsv3Topology *t = &launch->topology;
     const Dsv3ModelArgs *args = &launch->model;
-    Dsv3StageRange range = {.dense = 1, .routed = t->n_expert == 0};
-    DSV3_CALL(dsv3_layout_stage_layers(args->n_layers, t->dims.pp, t->coord.pp, &range.first_layer,
-                                       &range.n_layers));
-    range.first = t->coord.pp == 0;
-    range.last = t->coord.pp == t->dims.pp - 1;
-    Dsv3ModelOptions opt;
-    DSV3_CALL(dsv3_model_options_from_config(&launch->config, eos_id, &opt));
+    Dsv3PlanOptions plan;
+    DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &plan));
+    Dsv3StageRange range;
+    DSV3_CALL(dsv3_plan_stage_range(args, &plan, t->coord.pp, &range));
+    range.dense = 1;
+    range.routed = t->n_expert == 0;
+    Dsv3ModelOptions opt = plan.model;
+    opt.eos_id = eos_id;
+    DSV3_CALL(dsv3_plan_stage_slots(&plan, t->dims.pp, t->coord.pp, &opt.slots));
     Dsv3FsdpOptions fsdp = {.spec = dsv3_plan_stage_spec(&t->dims, &t->coord),
                             .collectives = collectives,
                             .pipelined = t->dims.pp > 1};

@@ -659,16 +659,6 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
          "x.toml:2: parallelism.disable_loss_parallel = true is not supported yet: it needs tensor "
          "parallelism, which is not implemented (only the default false is accepted)",
          "[parallelism]\ndisable_loss_parallel = false\n"},
-        {"[parallelism]\npipeline_parallel_schedule = \"Interleaved1F1B\"\n",
-         "x.toml:2: parallelism.pipeline_parallel_schedule = \"Interleaved1F1B\" is not supported "
-         "yet: it needs pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B), which is not "
-         "implemented (only the default \"1F1B\" is accepted)",
-         "[parallelism]\npipeline_parallel_schedule = \"1F1B\"\n"},
-        {"[parallelism]\npipeline_parallel_microbatch_size = 2\n",
-         "x.toml:2: parallelism.pipeline_parallel_microbatch_size = 2 is not supported yet: it "
-         "needs pipeline scheduling (GPipe, 1F1B, Interleaved 1F1B), which is not implemented "
-         "(only the default 1 is accepted)",
-         "[parallelism]\npipeline_parallel_microbatch_size = 1\n"},
         {"[debug]\ndeterministic = true\n",
          "x.toml:2: debug.deterministic = true is not supported yet: it needs the CUDA backend's "
          "deterministic mode, which is not implemented (only the default false is accepted)",

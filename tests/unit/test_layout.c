@@ -241,44 +241,74 @@ static void test_expert_coord(void **state) {
 
 static void test_stage_layers(void **state) {
     (void)state;
-    // 7 layers over 3 stages: the first stage takes the remainder.
-    static const int64_t want_first[3] = {0, 3, 5}, want_count[3] = {3, 2, 2};
+    // torchtitan's example: 7 layers over 3 stages are 9 effective layers, 3 per stage; the
+    // embedding and the head each take one layer's place.
+    static const int64_t want_first[3] = {0, 2, 5}, want_count[3] = {2, 3, 2};
+    Dsv3PipeSplit split = {.n_stages = 3, .input_weight = 1, .output_weight = 1};
     for (int64_t s = 0; s < 3; s++) {
         int64_t first = -1, count = -1;
-        assert_int_equal(dsv3_layout_stage_layers(7, 3, s, &first, &count), DSV3_OK);
+        assert_int_equal(dsv3_layout_stage_layers(7, &split, s, &first, &count), DSV3_OK);
         assert_int_equal(first, want_first[s]);
         assert_int_equal(count, want_count[s]);
     }
-    // Every split covers all layers contiguously, with counts differing by at most one and
-    // never smaller on an earlier stage.
+    // 6 layers on 2 stages: 4 effective layers each.
+    split = (Dsv3PipeSplit){.n_stages = 2, .input_weight = 1, .output_weight = 1};
+    int64_t first, count;
+    assert_int_equal(dsv3_layout_stage_layers(6, &split, 1, &first, &count), DSV3_OK);
+    assert_int_equal(first, 3);
+    assert_int_equal(count, 3);
+    // One stage runs everything, whatever the weights.
+    split = (Dsv3PipeSplit){.n_stages = 1, .input_weight = 5, .output_weight = 5};
+    assert_int_equal(dsv3_layout_stage_layers(3, &split, 0, &first, &count), DSV3_OK);
+    assert_int_equal(first, 0);
+    assert_int_equal(count, 3);
+    // Every valid split covers all layers contiguously; without weights the counts differ by
+    // at most one, the larger ones first.
     for (int64_t n = 1; n <= 20; n++)
-        for (int64_t pp = 1; pp <= n; pp++) {
-            int64_t next = 0, previous = n;
-            for (int64_t s = 0; s < pp; s++) {
-                int64_t first, count;
-                assert_int_equal(dsv3_layout_stage_layers(n, pp, s, &first, &count), DSV3_OK);
-                assert_int_equal(first, next);
-                assert_true(count >= 1 && count <= previous);
-                assert_true(count == n / pp || count == n / pp + 1);
-                next += count;
-                previous = count;
+        for (int64_t stages = 1; stages <= n + 2; stages++)
+            for (int64_t w = 0; w <= 2; w++) {
+                split = (Dsv3PipeSplit){.n_stages = stages, .input_weight = w, .output_weight = w};
+                int64_t base = (n + 2 * w) / stages;
+                if (stages > n + 2 * w || (stages > 1 && w > base)) continue;
+                int64_t next = 0, previous = n;
+                for (int64_t s = 0; s < stages; s++) {
+                    assert_int_equal(dsv3_layout_stage_layers(n, &split, s, &first, &count),
+                                     DSV3_OK);
+                    assert_int_equal(first, next);
+                    assert_true(count >= 0);
+                    if (w == 0) {
+                        assert_true(count <= previous);
+                        assert_true(count == n / stages || count == n / stages + 1);
+                    }
+                    next += count;
+                    previous = count;
+                }
+                assert_int_equal(next, n);
             }
-            assert_int_equal(next, n);
-        }
 }
 
 static void test_stage_layers_errors(void **state) {
     (void)state;
     int64_t first, count;
-    expect_error(dsv3_layout_stage_layers(3, 4, 0, &first, &count), DSV3_ERR_CONFIG,
-                 "parallelism.pipeline_parallel_degree 4 is larger than model.n_layers 3, but "
-                 "every pipeline stage needs at least one layer; lower pipeline_parallel_degree "
-                 "to at most 3");
-    expect_error(dsv3_layout_stage_layers(0, 1, 0, &first, &count), DSV3_ERR_CONFIG,
+    Dsv3PipeSplit split = {.n_stages = 6, .input_weight = 1, .output_weight = 1};
+    expect_error(dsv3_layout_stage_layers(3, &split, 0, &first, &count), DSV3_ERR_CONFIG,
+                 "6 pipeline stages are more than the 5 effective layers (model.n_layers 3 + "
+                 "pipeline_parallel_first_stage_less_layers 1 + "
+                 "pipeline_parallel_last_stage_less_layers 1); lower "
+                 "parallelism.pipeline_parallel_degree or the stages per rank");
+    split = (Dsv3PipeSplit){.n_stages = 2, .input_weight = 4, .output_weight = 1};
+    expect_error(dsv3_layout_stage_layers(2, &split, 0, &first, &count), DSV3_ERR_CONFIG,
+                 "parallelism.pipeline_parallel_first_stage_less_layers 4 or "
+                 "pipeline_parallel_last_stage_less_layers 1 exceeds the 3 effective layers of "
+                 "the smallest of the 2 pipeline stages (model.n_layers 2)");
+    split = (Dsv3PipeSplit){.n_stages = 1, .input_weight = 1, .output_weight = 1};
+    expect_error(dsv3_layout_stage_layers(0, &split, 0, &first, &count), DSV3_ERR_CONFIG,
                  "model.n_layers is 0, but a model needs at least one layer");
-    expect_error(dsv3_layout_stage_layers(4, 0, 0, &first, &count), DSV3_ERR_CONFIG,
-                 "parallelism.pipeline_parallel_degree is 0, but it must be at least 1");
-    expect_error(dsv3_layout_stage_layers(4, 2, 2, &first, &count), DSV3_ERR_USAGE,
+    split.n_stages = 0;
+    expect_error(dsv3_layout_stage_layers(4, &split, 0, &first, &count), DSV3_ERR_CONFIG,
+                 "the pipeline has 0 stages, but it needs at least one");
+    split.n_stages = 2;
+    expect_error(dsv3_layout_stage_layers(4, &split, 2, &first, &count), DSV3_ERR_USAGE,
                  "pipeline stage 2 is out of range [0, 2)");
 }
 

@@ -14,10 +14,20 @@
 
 #include "common/comm/plan.h"
 
-// One sequence of 16 tokens, no activation checkpointing, the default reshard policy.
-static const Dsv3PlanOptions PLAN = {
-    .model = {.batch = 1, .seq_len = 16, .eos_id = -1, .loss_chunk = 1024, .slots = 1},
-    .reshard = DSV3_RESHARD_DEFAULT};
+// One sequence of 16 tokens, no activation checkpointing, the default reshard policy, one
+// micro-batch through the pp stages of `d` under 1F1B, torchtitan's default split.
+static const Dsv3PlanOptions *plan_for(const Dsv3ParallelDims *d) {
+    static Dsv3PlanOptions plan;
+    plan = (Dsv3PlanOptions){
+        .model = {.batch = 1, .seq_len = 16, .eos_id = -1, .loss_chunk = 1024, .slots = 1},
+        .reshard = DSV3_RESHARD_DEFAULT,
+        .pipe = {.kind = DSV3_PIPE_1F1B,
+                 .stages_per_rank = 1,
+                 .n_micro = 1,
+                 .micro_batch = 1,
+                 .split = {.n_stages = d->pp, .input_weight = 1, .output_weight = 1}}};
+    return &plan;
+}
 
 static Dsv3ModelArgs flavor(const char *name) {
     Dsv3ModelArgs a;
@@ -39,7 +49,7 @@ static void test_one_stage_rank_holds_everything(void **state) {
     Dsv3ModelArgs a = flavor("debugmodel");
     Dsv3ParallelDims d = resolved(1, 1, 1, 1, 1, 1);
     Dsv3RankShare s;
-    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 1, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), 1, &s), DSV3_OK);
     assert_int_equal(s.role, DSV3_ROLE_STAGE);
     assert_int_equal(s.params, 33014016);
     assert_true(s.has_embedding && s.has_head);
@@ -52,7 +62,7 @@ static void test_coordinator_owns_nothing(void **state) {
     Dsv3ModelArgs a = flavor("debugmodel");
     Dsv3ParallelDims d = resolved(2, 1, 2, 1, 1, 2);
     Dsv3RankShare s;
-    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 0, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), 0, &s), DSV3_OK);
     assert_int_equal(s.role, DSV3_ROLE_COORDINATOR);
     assert_int_equal(s.params, 0);
     char line[512];
@@ -65,7 +75,7 @@ static void test_rank_outside_the_job_is_an_error(void **state) {
     Dsv3ModelArgs a = flavor("debugmodel");
     Dsv3ParallelDims d = resolved(1, 1, 2, 1, 1, 1);
     Dsv3RankShare s;
-    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 3, &s), DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), 3, &s), DSV3_ERR_USAGE);
     assert_non_null(strstr(dsv3_error_message(), "outside a job of 3 ranks"));
     dsv3_error_clear();
 }
@@ -125,7 +135,7 @@ static void check_shares_cover_model(const char *name, Dsv3ParallelDims d) {
     int64_t stage_sum = 0, expert_sum = 0, extra = 0;
     for (int64_t r = 1; r <= n_stage + n_expert; r++) {
         Dsv3RankShare s;
-        assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, r, &s), DSV3_OK);
+        assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), r, &s), DSV3_OK);
         if (s.role == DSV3_ROLE_EXPERT) {
             expert_sum += s.params;
             continue;
@@ -135,7 +145,7 @@ static void check_shares_cover_model(const char *name, Dsv3ParallelDims d) {
         int64_t index = 0;
         assert_int_equal(dsv3_layout_stage_index(&d, &peer, &index), DSV3_OK);
         Dsv3RankShare first;
-        assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 1 + index, &first), DSV3_OK);
+        assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), 1 + index, &first), DSV3_OK);
         assert_int_equal(s.params, first.params);
         assert_int_equal(s.fsdp, d.dp_shard * d.cp);
         if (s.coord.dp_replicate) continue;
@@ -164,14 +174,17 @@ static void test_expert_servers_hold_whole_experts(void **state) {
     Dsv3ParallelDims d = resolved(16, 1, 32, 1, 8, 32);
     Dsv3RankShare s;
     int64_t last = 1 + dsv3_layout_stage_count(&d) + dsv3_layout_expert_count(&d) - 1;
-    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, last, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), last, &s), DSV3_OK);
     assert_int_equal(s.role, DSV3_ROLE_EXPERT);
     assert_int_equal(s.pp_stage, 15);
     assert_int_equal(s.ep_rank, 31);
     assert_int_equal(s.first_expert, 248);
     assert_int_equal(s.expert_count, 8);
-    // Layers 58-60 are MoE layers: 3 layers × 8 experts × 3 matrices × 2048 × 7168.
-    assert_int_equal(s.params, 3LL * 8 * 3 * 2048 * 7168);
+    // The last of 16 stages of 63 effective layers runs layers 59-60 and the head: 2 MoE
+    // layers × 8 experts × 3 matrices × 2048 × 7168.
+    assert_int_equal(s.first_layer, 59);
+    assert_int_equal(s.layer_count, 2);
+    assert_int_equal(s.params, 2LL * 8 * 3 * 2048 * 7168);
 }
 
 // torchtitan's policies: default keeps only the head gathered after forward (and everything
@@ -222,11 +235,11 @@ static void test_fsdp_buffers_of_the_debug_model(void **state) {
     // The plan of that rank counts the same buffers; one rank alone has none.
     dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 0, groups, n, &b);
     Dsv3RankShare s;
-    assert_int_equal(dsv3_plan_rank(&a, &d, &PLAN, 4, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), 4, &s), DSV3_OK);
     assert_int_equal(s.gather_bytes, dsv3_fsdp_buffer_bytes(&b));
     assert_true(s.activation_bytes > 0 && s.workspace_bytes > 0);
     Dsv3ParallelDims one = resolved(1, 1, 1, 1, 1, 1);
-    assert_int_equal(dsv3_plan_rank(&a, &one, &PLAN, 1, &s), DSV3_OK);
+    assert_int_equal(dsv3_plan_rank(&a, &one, plan_for(&one), 1, &s), DSV3_OK);
     assert_int_equal(s.gather_bytes, 0);
     free(groups);
 }
