@@ -35,6 +35,7 @@ static MPI_Comm topology_comm(const Dsv3Topology *topo, Dsv3CommGroup g) {
     case DSV3_GROUP_FSDP: return topo->dp_shard_cp;
     case DSV3_GROUP_DP_REPLICATE: return topo->dp_replicate;
     case DSV3_GROUP_DP: return topo->dp;
+    case DSV3_GROUP_PP: return topo->pp;
     }
     return MPI_COMM_NULL;
 }

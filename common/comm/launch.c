@@ -153,15 +153,22 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 }
 
 // What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
-// dp_replicate × dp_shard, with routed experts on the stage ranks or on expert servers, on any
-// dataset kind.
+// dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B), with routed experts on the stage ranks
+// or, without a pipeline, on expert servers, on any dataset kind.
 static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
-    DSV3_CHECK(d->pp == 1 && d->tp == 1 && d->cp == 1, DSV3_ERR_CONFIG,
-               "training with pipeline_parallel_degree %" PRId64 ", tensor_parallel_degree %" PRId64
-               " and context_parallel_degree %" PRId64 " is not supported yet: training runs "
-               "data parallel, FSDP and HSDP, with or without expert servers (pp, tp, cp 1). "
-               "Start-up and --job.dry_run check every layout.",
-               d->pp, d->tp, d->cp);
+    DSV3_CHECK(d->tp == 1 && d->cp == 1, DSV3_ERR_CONFIG,
+               "training with tensor_parallel_degree %" PRId64
+               " and context_parallel_degree %" PRId64
+               " is not supported yet: training runs data parallel, FSDP, HSDP and pipeline "
+               "parallel (tp, cp 1). Start-up and --job.dry_run check every layout.",
+               d->tp, d->cp);
+    DSV3_CHECK(d->pp == 1 || d->ep == 1, DSV3_ERR_CONFIG,
+               "training with pipeline_parallel_degree %" PRId64
+               " and expert_parallel_degree %" PRId64
+               " is not supported yet: expert servers serve one pipeline stage without a "
+               "pipeline (pp 1), or a pipeline computes its routed experts on the stage ranks "
+               "(ep 1)",
+               d->pp, d->ep);
     return DSV3_OK;
 }
 
@@ -214,20 +221,22 @@ static Dsv3Err print_config(const Dsv3Config *cfg) {
     return DSV3_OK;
 }
 
-// The pipeline schedule of a dry run: its shape and theoretical bubble, and with
-// parallelism.print_schedule every pipeline rank's actions in order (several lines when long).
-static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt, int64_t pp) {
+// The pipeline schedule: its shape and theoretical bubble, and with parallelism.print_schedule
+// every pipeline rank's actions in order (several lines when long). Lines start with `prefix`.
+static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt, int64_t pp,
+                            const char *prefix) {
     if (pp == 1) {
-        DSV3_LOG_INFO("dry run: schedule: no pipeline (pipeline_parallel_degree 1): each "
-                      "micro-batch's forward, then its backward");
+        DSV3_LOG_INFO("%s: no pipeline (pipeline_parallel_degree 1): each micro-batch's "
+                      "forward, then its backward",
+                      prefix);
         return DSV3_OK;
     }
     Dsv3PipeSchedule s;
     DSV3_CALL(dsv3_pipe_schedule_create(&s, opt->pipe.kind, pp, opt->pipe.n_micro,
                                         opt->pipe.stages_per_rank));
-    DSV3_LOG_INFO("dry run: schedule: %s, %" PRId64 " micro-batches × %" PRId64
-                  " sequences over %" PRId64 " stages, theoretical bubble %.1f%%",
-                  dsv3_pipe_kind_name(s.kind), s.n_micro, opt->pipe.micro_batch, pp,
+    DSV3_LOG_INFO("%s: %s, %" PRId64 " micro-batches × %" PRId64 " sequences over %" PRId64
+                  " stages, theoretical bubble %.1f%%",
+                  prefix, dsv3_pipe_kind_name(s.kind), s.n_micro, opt->pipe.micro_batch, pp,
                   100.0 * dsv3_pipe_schedule_bubble(&s));
     enum { LINE = 1024 };
     char line[LINE], action[32];
@@ -236,12 +245,12 @@ static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt, i
         for (int64_t i = s.first[r]; i < s.first[r + 1]; i++) {
             dsv3_pipe_action_text(&s.actions[i], action, sizeof action);
             if (used + strlen(action) + 2 >= LINE) {
-                DSV3_LOG_INFO("dry run: schedule: rank %" PRId64 ":%s", r, line);
+                DSV3_LOG_INFO("%s: rank %" PRId64 ":%s", prefix, r, line);
                 used = 0;
             }
             used += (size_t)snprintf(line + used, LINE - used, " %s", action);
         }
-        DSV3_LOG_INFO("dry run: schedule: rank %" PRId64 ":%s", r, used ? line : "");
+        DSV3_LOG_INFO("%s: rank %" PRId64 ":%s", prefix, r, used ? line : "");
     }
     dsv3_pipe_schedule_destroy(&s);
     return DSV3_OK;
@@ -259,7 +268,7 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         dsv3_plan_describe(&share, line, sizeof line);
         DSV3_LOG_INFO("dry run: %s", line);
     }
-    DSV3_CALL(log_schedule(&launch->config, &opt, dims->pp));
+    DSV3_CALL(log_schedule(&launch->config, &opt, dims->pp, "dry run: schedule"));
     if (check_trainable(dims) != DSV3_OK) {
         DSV3_LOG_INFO("dry run: note: %s", dsv3_error_message());
         dsv3_error_clear();
@@ -441,6 +450,12 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
                       topology_seconds);
         log_summary(launch, &launch->topology.dims, launch->topology.n_stage,
                     launch->topology.n_expert);
+        if (!launch->config.job.dry_run && launch->topology.dims.pp > 1) {
+            Dsv3PlanOptions opt;
+            DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
+            DSV3_CALL(log_schedule(&launch->config, &opt, launch->topology.dims.pp,
+                                   "layout: pipeline schedule"));
+        }
         if (launch->config.job.print_config) DSV3_CALL(print_config(&launch->config));
         if (launch->config.job.dry_run) DSV3_CALL(log_plan(launch, &launch->topology.dims));
         DSV3_LOG_INFO("start-up: %d ranks ready in %.2f s", launch->topology.job_size,

@@ -203,6 +203,10 @@ Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, in
     return DSV3_OK;
 }
 
+int dsv3_layout_takes_batches(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord) {
+    return coord->pp == 0 || coord->pp == dims->pp - 1;
+}
+
 Dsv3Err dsv3_layout_stage_layers(int64_t n_layers, const Dsv3PipeSplit *split, int64_t stage,
                                  int64_t *first, int64_t *count) {
     int64_t n = split->n_stages, in = split->input_weight, out = split->output_weight;

@@ -86,6 +86,10 @@ Dsv3Err dsv3_layout_stage_index(const Dsv3ParallelDims *dims, const Dsv3StageCoo
 Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, int64_t *pp_stage,
                                  int64_t *ep_rank);
 
+// Whether the stage rank at `coord` receives the coordinator's token windows: the ranks of the
+// first pipeline stage (which embed the tokens) and of the last (which take the labels).
+int dsv3_layout_takes_batches(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);
+
 // How a model's layers are split over pipeline stages, as torchtitan's
 // generate_llm_fqn_per_model_part: the embedding counts as `input_weight` layers and the final
 // norm with the output head as `output_weight` layers (pipeline_parallel_first_stage_less_layers

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "common/core/alloc.h"
+#include "common/comm/pipe_exchange.h"
 #include "common/core/format.h"
 #include "common/model/model_config.h"
 
@@ -184,9 +185,16 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
         spec = dsv3_plan_stage_spec(dims, &out->coord);
     }
     Dsv3PlanOptions mine = *opt;
-    if (out->role == DSV3_ROLE_STAGE)
-        DSV3_CALL(dsv3_plan_stage_slots(opt, dims->pp, out->pp_stage, &mine.model.slots));
-    return plan_groups(args, &range, &spec, &mine, dims, out);
+    if (out->role != DSV3_ROLE_STAGE) return plan_groups(args, &range, &spec, &mine, dims, out);
+    DSV3_CALL(dsv3_plan_stage_slots(opt, dims->pp, out->pp_stage, &mine.model.slots));
+    DSV3_CALL(plan_groups(args, &range, &spec, &mine, dims, out));
+    // With a pipeline, the buffers of the exchange with the neighbouring stages.
+    if (dims->pp > 1)
+        out->activation_bytes +=
+            dsv3_pipe_exchange_bytes(mine.model.batch * mine.model.seq_len, args->dim,
+                                     args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL,
+                                     mine.model.slots, out->pp_stage, dims->pp);
+    return DSV3_OK;
 }
 
 int64_t dsv3_plan_total_bytes(const Dsv3RankShare *s) {

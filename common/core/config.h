@@ -231,7 +231,7 @@ typedef enum {
       DSV3_SUPPORTED,                                                                              \
       "Layers the final norm and output head count as when splitting the pipeline")                \
     X(S, BOOL, print_schedule, 0, 0, 1, DSV3_NO_CHOICES, DSV3_SUPPORTED,                           \
-      "Print every rank's pipeline actions (with --job.dry_run)")                                  \
+      "Print every pipeline rank's actions at start-up and in --job.dry_run")                      \
     X(S, INT, context_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,        \
       "Context-parallel ranks")                                                                    \
     X(S, INT, expert_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,         \

@@ -13,8 +13,8 @@ int64_t dsv3_elem_size(Dsv3ElemType type) {
 }
 
 const char *dsv3_comm_group_name(Dsv3CommGroup g) {
-    static const char *const names[DSV3_COMM_GROUP_COUNT] = {"tp", "cp", "fsdp", "dp_replicate",
-                                                             "dp"};
+    static const char *const names[DSV3_COMM_GROUP_COUNT] = {"tp",           "cp", "fsdp",
+                                                             "dp_replicate", "dp", "pp"};
     return (unsigned)g < DSV3_COMM_GROUP_COUNT ? names[g] : "unknown group";
 }
 

@@ -25,9 +25,10 @@ typedef enum {
     DSV3_GROUP_FSDP,         // the FSDP shard group: [dp_shard][cp]
     DSV3_GROUP_DP_REPLICATE, // HSDP replicas: [dp_replicate]
     DSV3_GROUP_DP,           // every data-parallel rank: [dp_replicate][dp_shard]
+    DSV3_GROUP_PP,           // the pipeline stages: [pp]
 } Dsv3CommGroup;
 
-enum { DSV3_COMM_GROUP_COUNT = 5 };
+enum { DSV3_COMM_GROUP_COUNT = 6 };
 
 typedef enum { DSV3_ELEM_F32, DSV3_ELEM_F64, DSV3_ELEM_I64 } Dsv3ElemType;
 

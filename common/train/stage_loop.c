@@ -20,6 +20,7 @@
 #include "common/train/expert_load.h"
 #include "common/train/optimizer.h"
 #include "common/train/peak.h"
+#include "common/train/pipeline_step.h"
 #include "common/train/report.h"
 #include "common/train/stage_runtime.h"
 #include "common/train/trace.h"
@@ -68,7 +69,8 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int6
 
 // The global squared gradient norm: this rank's shards, summed over the FSDP group when the
 // store shards them (replicas hold the same sums and are not counted again); with expert
-// servers, the stage's first rank's sum (every stage rank has it now) plus the servers' own.
+// servers, the stage's first rank's sum (every stage rank has it now) plus the servers' own;
+// then summed over the pipeline stages.
 static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
                                 Dsv3ExpertExchange *experts, double *sum_squares,
                                 Dsv3ExpertServerStats *stats) {
@@ -78,43 +80,63 @@ static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Coll
         DSV3_CALL(
             c->all_reduce(c, DSV3_GROUP_FSDP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
     }
-    if (!experts) return DSV3_OK;
-    const Dsv3StageCoord *c = &launch->topology.coord;
-    if (c->dp_replicate != 0 || c->dp_shard != 0 || c->cp != 0 || c->tp != 0) *sum_squares = 0;
-    return dsv3_expert_exchange_step_sum(experts, sum_squares, NULL, stats);
+    if (experts) {
+        const Dsv3StageCoord *c = &launch->topology.coord;
+        if (c->dp_replicate != 0 || c->dp_shard != 0 || c->cp != 0 || c->tp != 0) *sum_squares = 0;
+        DSV3_CALL(dsv3_expert_exchange_step_sum(experts, sum_squares, NULL, stats));
+    }
+    if (launch->topology.dims.pp > 1) { // each pipeline stage has its own parameters
+        Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
+        DSV3_CALL(c->all_reduce(c, DSV3_GROUP_PP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
+    }
+    return DSV3_OK;
+}
+
+// The step's expert load of every layer: this stage's layers, and with a pipeline the other
+// stages' (each rank holds zeros for the layers it does not run, so a sum over pp gathers them).
+static Dsv3Err capture_expert_load(Dsv3ExpertLoad *load, Dsv3Model *m, const Dsv3Topology *t,
+                                   Dsv3CollectivesMpi *coll) {
+    dsv3_expert_load_capture(load, m);
+    if (t->dims.pp == 1) return DSV3_OK;
+    Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
+    int64_t n = load->n_layers * load->n_experts;
+    DSV3_CALL(c->all_reduce(c, DSV3_GROUP_PP, load->counts, n, DSV3_ELEM_I64, DSV3_REDUCE_SUM));
+    return c->all_reduce(c, DSV3_GROUP_PP, load->bias, n, DSV3_ELEM_F32, DSV3_REDUCE_SUM);
 }
 
 // One step on this rank; fills the report, the phase times in `trace` and, when the plan asks
 // for it, the step's expert load.
-static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
-                          Dsv3ExpertExchange *experts, const Dsv3StepPlan *plan, int32_t *windows,
-                          int32_t *tokens, int32_t *labels, Dsv3Trace *trace, Dsv3ExpertLoad *load,
+static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *launch,
+                          Dsv3CollectivesMpi *coll, Dsv3ExpertExchange *experts,
+                          const Dsv3StepPlan *plan, int32_t *windows, int32_t *tokens,
+                          int32_t *labels, Dsv3Trace *trace, Dsv3ExpertLoad *load,
                           Dsv3StepReport *r) {
     const Dsv3Config *cfg = &launch->config;
+    const Dsv3Topology *t = &launch->topology;
+    Dsv3Model *m = stage->model;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
+    int takes_batches = dsv3_layout_takes_batches(&t->dims, &t->coord);
     memset(r, 0, sizeof *r);
     dsv3_trace_step_start(trace, (plan->flags & DSV3_PLAN_PROFILE) != 0);
     dsv3_alloc_reset_peak();
     for (int64_t i = 0; i < plan->micro_batches; i++) {
-        double t_recv = dsv3_log_seconds();
-        DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
-        DSV3_CALL(
-            dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t_recv, dsv3_log_seconds()));
-        for (int64_t b = 0; b < B; b++) {
-            memcpy(tokens + b * T, windows + b * (T + 1), (size_t)T * sizeof *tokens);
-            memcpy(labels + b * T, windows + b * (T + 1) + 1, (size_t)T * sizeof *labels);
+        if (takes_batches) {
+            double t_recv = dsv3_log_seconds();
+            DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
+            DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t_recv,
+                                     dsv3_log_seconds()));
+            for (int64_t b = 0; b < B; b++) {
+                memcpy(tokens + b * T, windows + b * (T + 1), (size_t)T * sizeof *tokens);
+                memcpy(labels + b * T, windows + b * (T + 1) + 1, (size_t)T * sizeof *labels);
+            }
         }
-        double t0 = dsv3_log_seconds();
-        DSV3_CALL(dsv3_model_forward(m, 0, &(Dsv3StageInput){.tokens = tokens}));
-        double t1 = dsv3_log_seconds();
-        double loss = 0;
-        int64_t n = 0;
-        Dsv3StageGrad grad = {.labels = labels, .grad_scale = (float)plan->grad_scale};
-        DSV3_CALL(dsv3_model_backward(m, 0, &grad, &loss, &n));
-        DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_FORWARD, (int32_t)i, t0, t1));
-        DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_BACKWARD, (int32_t)i, t1, dsv3_log_seconds()));
-        r->loss_sum += loss;
-        r->n_labels += n;
+        DSV3_CALL(dsv3_pipeline_run(stage, tokens, labels, (float)plan->grad_scale, trace,
+                                    i * stage->schedule->n_micro, &r->loss_sum, &r->n_labels));
+    }
+    if (stage->exchange) {
+        DSV3_CALL(dsv3_pipe_exchange_finish(stage->exchange));
+        trace->seconds[DSV3_PHASE_PIPELINE_WAIT] =
+            dsv3_pipe_exchange_take_wait_seconds(stage->exchange);
     }
     if (experts) {
         DSV3_CALL(dsv3_expert_exchange_end(experts));
@@ -125,7 +147,7 @@ static Dsv3Err stage_step(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Collective
     }
     DSV3_CALL(reduce_data_parallel(m, coll, plan->step, trace));
     // The optimizer step clears the counts: keep the step's load first.
-    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) dsv3_expert_load_capture(load, m);
+    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) DSV3_CALL(capture_expert_load(load, m, t, coll));
     double t1 = dsv3_log_seconds();
     double sum_squares = 0;
     DSV3_CALL(dsv3_optimizer_test_inject(m, plan->step));
@@ -175,6 +197,25 @@ static Dsv3Err log_memory_and_overlap(const Dsv3Launch *launch, Dsv3Model *m, in
     return DSV3_OK;
 }
 
+// This rank's schedule and, with a pipeline, the exchange with its neighbouring stages.
+static Dsv3Err pipeline_create(Dsv3PipelineStage *stage, Dsv3PipeSchedule *schedule,
+                               const Dsv3Launch *launch, Dsv3Model *m) {
+    const Dsv3Topology *t = &launch->topology;
+    Dsv3PlanOptions opt;
+    DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
+    DSV3_CALL(dsv3_pipe_schedule_create(schedule, opt.pipe.kind, t->dims.pp, opt.pipe.n_micro,
+                                        opt.pipe.stages_per_rank));
+    *stage = (Dsv3PipelineStage){.model = m,
+                                 .schedule = schedule,
+                                 .rank = t->coord.pp,
+                                 .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len};
+    DSV3_CALL(dsv3_plan_stage_slots(&opt, t->dims.pp, t->coord.pp, &stage->slots));
+    if (t->dims.pp == 1) return DSV3_OK;
+    return dsv3_pipe_exchange_create(&stage->exchange, t, stage->micro_tokens, launch->model.dim,
+                                     launch->model.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL,
+                                     stage->slots, dsv3_protocol_watch(launch->protocol));
+}
+
 Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     const Dsv3Config *cfg = &launch->config;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
@@ -188,6 +229,8 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
     Dsv3Trace trace = {0};
     Dsv3ExpertLoad load = {0};
+    Dsv3PipeSchedule schedule = {0};
+    Dsv3PipelineStage stage = {0};
     Dsv3Err err = DSV3_OK;
     int64_t trained = 0; // training steps completed in this run
     int64_t peak = 0;    // the largest step peak of allocated bytes
@@ -200,6 +243,7 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     DSV3_CALL_GOTO(err, done,
                    dsv3_stage_model_create(&m, launch, plan.eos_id, coll,
                                            experts ? dsv3_expert_exchange_experts(experts) : NULL));
+    DSV3_CALL_GOTO(err, done, pipeline_create(&stage, &schedule, launch, m));
     char bytes[DSV3_FORMAT_CAPACITY];
     dsv3_log(
         launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
@@ -227,14 +271,18 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
         if (plan.validate) {
             DSV3_CALL_GOTO(
                 err, done,
-                dsv3_validation_stage(m, launch, &plan, windows, tokens, labels, &report));
+                dsv3_validation_stage(&stage, launch, &plan, windows, tokens, labels, &report));
+            if (stage.exchange) {
+                DSV3_CALL_GOTO(err, done, dsv3_pipe_exchange_finish(stage.exchange));
+                dsv3_pipe_exchange_take_wait_seconds(stage.exchange); // not a training step's
+            }
             if (experts) {
                 DSV3_CALL_GOTO(err, done, dsv3_expert_exchange_end(experts));
                 dsv3_expert_exchange_take_times(experts); // not a training step's
             }
         } else {
             DSV3_CALL_GOTO(err, done,
-                           stage_step(m, launch, coll, experts, &plan, windows, tokens, labels,
+                           stage_step(&stage, launch, coll, experts, &plan, windows, tokens, labels,
                                       &trace, &load, &report));
         }
         DSV3_CALL_GOTO(err, done, dsv3_report_send(launch, &plan, &report, &load, &trace));
@@ -248,6 +296,8 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     }
     if (trained > 0) DSV3_CALL_GOTO(err, done, log_memory_and_overlap(launch, m, peak));
 done:
+    dsv3_pipe_exchange_destroy(stage.exchange);
+    dsv3_pipe_schedule_destroy(&schedule);
     dsv3_free(windows);
     dsv3_free(tokens);
     dsv3_free(labels);

@@ -28,6 +28,7 @@
 //                        combine), inside forward and backward; no events
 //   experts_hidden       stage: the part of comm_experts the shared experts overlapped
 //   wait_reports         coordinator: waiting for the stage reports (the stages compute)
+//   pipeline_wait        stage: waiting for a neighbouring pipeline stage (the bubble), no events
 //   validation           held-out loss without gradients
 #define DSV3_PHASES(X)                                                                             \
     X(DATA, "data", "data")                                                                        \
@@ -41,6 +42,7 @@
     X(COMM_EXPERTS, "comm_experts", "comm")                                                        \
     X(EXPERTS_HIDDEN, "experts_hidden", "comm")                                                    \
     X(WAIT_REPORTS, "wait_reports", "wait")                                                        \
+    X(PIPELINE_WAIT, "pipeline_wait", "wait")                                                      \
     X(VALIDATION, "validation", "compute")
 
 #define DSV3_PHASE_ENUM(id, name, cat) DSV3_PHASE_##id,

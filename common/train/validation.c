@@ -129,6 +129,7 @@ Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3Rep
             for (int64_t r = 0; r < t->n_stage; r++) {
                 Dsv3StageCoord c;
                 DSV3_CALL(dsv3_layout_stage_coord(&t->dims, r, &c));
+                if (!dsv3_layout_takes_batches(&t->dims, &c)) continue;
                 DSV3_CALL(fill_micro_batch(v, k, i, c.dp_replicate * t->dims.dp_shard + c.dp_shard,
                                            windows));
                 DSV3_CALL(dsv3_protocol_send_windows(
@@ -143,28 +144,28 @@ Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3Rep
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_validation_stage(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3StepPlan *plan,
-                              int32_t *windows, int32_t *tokens, int32_t *labels,
-                              Dsv3StepReport *r) {
+Dsv3Err dsv3_validation_stage(const Dsv3PipelineStage *stage, const Dsv3Launch *launch,
+                              const Dsv3StepPlan *plan, int32_t *windows, int32_t *tokens,
+                              int32_t *labels, Dsv3StepReport *r) {
     const Dsv3Config *cfg = &launch->config;
+    const Dsv3Topology *t = &launch->topology;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
+    int takes_batches = dsv3_layout_takes_batches(&t->dims, &t->coord);
     double start = dsv3_log_seconds();
     memset(r, 0, sizeof *r);
     for (int64_t i = 0; i < plan->micro_batches; i++) {
-        DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t t = 0; t < T; t++) {
-                int32_t x = windows[b * (T + 1) + t], y = windows[b * (T + 1) + t + 1];
-                tokens[b * T + t] = x < 0 ? 0 : x;
-                labels[b * T + t] = y < 0 ? DSV3_IGNORE_INDEX : y;
-            }
-        DSV3_CALL(dsv3_model_forward(m, 0, &(Dsv3StageInput){.tokens = tokens}));
-        double loss = 0;
-        int64_t n = 0;
-        DSV3_CALL(dsv3_model_backward(m, 0, &(Dsv3StageGrad){.labels = labels}, &loss, &n));
-        r->loss_sum += loss;
-        r->n_labels += n;
+        if (takes_batches) {
+            DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t p = 0; p < T; p++) {
+                    int32_t x = windows[b * (T + 1) + p], y = windows[b * (T + 1) + p + 1];
+                    tokens[b * T + p] = x < 0 ? 0 : x;
+                    labels[b * T + p] = y < 0 ? DSV3_IGNORE_INDEX : y;
+                }
+        }
+        DSV3_CALL(dsv3_pipeline_run(stage, tokens, labels, 0, NULL, 0, &r->loss_sum, &r->n_labels));
     }
+    Dsv3Model *m = stage->model;
     const Dsv3ModelArgs *a = dsv3_model_args(m);
     for (int64_t l = 0; l < a->n_layers; l++) {
         int64_t *counts = dsv3_model_tokens_per_expert(m, l);

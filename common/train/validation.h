@@ -23,6 +23,7 @@
 #include "common/comm/launch.h"
 #include "common/comm/protocol.h"
 #include "common/model/model.h"
+#include "common/train/pipeline_step.h"
 #include "common/train/report.h"
 
 // Held-out windows of the synthetic dataset in a pass over "the whole set" (steps = -1).
@@ -44,10 +45,11 @@ Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3Rep
                             int64_t step, int32_t *windows, double *loss, int64_t *tokens,
                             double *seconds);
 
-// Stage rank: serves a validation plan (the windows, forward and loss of each micro-batch) and
-// fills the report (loss_sum, n_labels, seconds of the validation phase).
-Dsv3Err dsv3_validation_stage(Dsv3Model *m, const Dsv3Launch *launch, const Dsv3StepPlan *plan,
-                              int32_t *windows, int32_t *tokens, int32_t *labels,
-                              Dsv3StepReport *r);
+// Stage rank: serves a validation plan (the windows on the first and last pipeline stages,
+// forward and loss of each micro-batch through the pipeline, train/pipeline_step.h) and fills
+// the report (loss_sum, n_labels, seconds of the validation phase).
+Dsv3Err dsv3_validation_stage(const Dsv3PipelineStage *stage, const Dsv3Launch *launch,
+                              const Dsv3StepPlan *plan, int32_t *windows, int32_t *tokens,
+                              int32_t *labels, Dsv3StepReport *r);
 
 #endif

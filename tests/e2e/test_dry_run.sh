@@ -45,8 +45,8 @@ expect_in "$out" "nothing was allocated"
     { cat "$out"; fail "debug pipeline dry run failed"; }
 expect_in "$out" "rank 1: stage pp 0 dp_replicate 0 dp_shard 0 cp 0 tp 0; layers 0-2 + embedding;"
 expect_in "$out" "rank 2: stage pp 1 dp_replicate 0 dp_shard 0 cp 0 tp 0; layers 3-5 + norm, output;"
-expect_in "$out" "0 B gather buffers, 71.07 MiB activations" # 2 micro-batches in flight
-expect_in "$out" "0 B gather buffers, 47.94 MiB activations" # 1, and the head's buffers
+expect_in "$out" "0 B gather buffers, 71.32 MiB activations" # 2 micro-batches in flight
+expect_in "$out" "0 B gather buffers, 48.44 MiB activations" # 1; the head and the exchange buffers
 expect_in "$out" "schedule: 1F1B, 4 micro-batches × 1 sequences over 2 stages, theoretical bubble 20.0%"
 expect_in "$out" "schedule: rank 0: F0.0 SF0.0 RB0.0 F1.0 SF1.0 B0.0 RB1.0 F2.0 SF2.0 B1.0 RB2.0 F3.0 SF3.0 RB3.0 B2.0 B3.0"
 expect_in "$out" "schedule: rank 1: RF0.1 F0.1 RF1.1 B0.1 SB0.1 F1.1 RF2.1 B1.1 SB1.1 F2.1 RF3.1 B2.1 SB2.1 F3.1 B3.1 SB3.1"
@@ -55,8 +55,8 @@ expect_in "$out" "schedule: rank 1: RF0.1 F0.1 RF1.1 B0.1 SB0.1 F1.1 RF2.1 B1.1 
     --parallelism.pipeline_parallel_schedule GPipe --training.local_batch_size 4 >"$out" 2>&1 ||
     { cat "$out"; fail "debug GPipe dry run failed"; }
 expect_in "$out" "schedule: GPipe, 4 micro-batches × 1 sequences over 2 stages, theoretical bubble 20.0%"
-expect_in "$out" "0 B gather buffers, 119.12 MiB activations" # all 4 in flight on each stage
-expect_in "$out" "0 B gather buffers, 122.29 MiB activations"
+expect_in "$out" "0 B gather buffers, 119.37 MiB activations" # all 4 in flight on each stage
+expect_in "$out" "0 B gather buffers, 122.79 MiB activations"
 
 # Pipeline keys that do not fit, named with their numbers.
 dry() { "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" \

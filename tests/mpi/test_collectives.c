@@ -45,6 +45,7 @@ static unsigned group_dims(Dsv3CommGroup g) {
     case DSV3_GROUP_FSDP: return 1u << DIM_DP_SHARD | 1u << DIM_CP;
     case DSV3_GROUP_DP_REPLICATE: return 1u << DIM_DP_REPLICATE;
     case DSV3_GROUP_DP: return 1u << DIM_DP_REPLICATE | 1u << DIM_DP_SHARD;
+    case DSV3_GROUP_PP: return 1u << DIM_PP;
     }
     return 0;
 }

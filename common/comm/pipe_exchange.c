@@ -1,0 +1,249 @@
+// pipe_exchange: point-to-point activations and gradients between pipeline stages.
+#include "pipe_exchange.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include "common/core/alloc.h"
+#include "common/core/log.h"
+#include "common/comm/mpi_check.h"
+#include "common/comm/tags.h"
+
+enum { RING = 2 }; // buffers per direction, used in turn
+
+// Receive buffers of one direction: RING buffers, each with its pending requests (activations
+// and document ids, or a gradient) and the micro-batch it holds.
+typedef struct {
+    float *rows[RING];
+    int32_t *doc[RING];
+    MPI_Request requests[RING][2];
+    int64_t micro[RING];
+    int64_t posted; // receives posted so far: the next goes to buffer posted % RING
+} Inbox;
+
+struct Dsv3PipeExchange {
+    MPI_Comm comm; // duplicate of the pp communicator: rank = pipeline stage
+    Dsv3Watch *watch;
+    int stage, n_stages;
+    int prev_job, next_job; // job ranks of the neighbours (the watch's ranks)
+    int count;              // floats per message: n_rows · dim
+    int n_rows, with_doc;
+    int64_t slots;
+    Inbox activations, gradients;
+    float *grad_out[RING];
+    MPI_Request grad_send[RING];
+    int64_t grad_sent;
+    MPI_Request *slot_send; // (slots, 2): activations and document ids sent from each slot
+    double wait_seconds;
+};
+
+static Dsv3Err inbox_alloc(Inbox *in, int count, int n_doc) {
+    for (int k = 0; k < RING; k++) {
+        in->requests[k][0] = in->requests[k][1] = MPI_REQUEST_NULL;
+        in->micro[k] = -1;
+        DSV3_CALL(dsv3_alloc((void **)&in->rows[k], (size_t)count * sizeof(float),
+                             "pipeline receive buffer"));
+        if (n_doc)
+            DSV3_CALL(dsv3_alloc((void **)&in->doc[k], (size_t)n_doc * sizeof(int32_t),
+                                 "pipeline document ids"));
+    }
+    return DSV3_OK;
+}
+
+static void inbox_free(Inbox *in) {
+    for (int k = 0; k < RING; k++) {
+        dsv3_free(in->rows[k]);
+        dsv3_free(in->doc[k]);
+    }
+}
+
+Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *topo, int64_t n_rows,
+                                  int64_t dim, int with_doc, int64_t slots, Dsv3Watch *watch) {
+    *out = NULL;
+    DSV3_CHECK(topo->pp != MPI_COMM_NULL && slots > 0, DSV3_ERR_USAGE,
+               "pipeline exchange: this rank is no stage rank, or has no activation slot");
+    DSV3_CHECK(n_rows > 0 && dim > 0 && n_rows * dim <= INT_MAX, DSV3_ERR_CONFIG,
+               "a pipeline micro-batch of %lld tokens × dim %lld is more than one message holds "
+               "(%d floats): lower parallelism.pipeline_parallel_microbatch_size",
+               (long long)n_rows, (long long)dim, INT_MAX);
+    Dsv3PipeExchange *x = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&x, 1, sizeof *x, "pipeline exchange"));
+    x->comm = MPI_COMM_NULL;
+    x->watch = watch;
+    x->n_rows = (int)n_rows;
+    x->count = (int)(n_rows * dim);
+    x->with_doc = with_doc;
+    x->slots = slots;
+    x->stage = (int)topo->coord.pp;
+    x->n_stages = (int)topo->dims.pp;
+    int stride = (int)(topo->n_stage / topo->dims.pp); // stage ranks per pipeline stage
+    x->prev_job = topo->job_rank - stride;
+    x->next_job = topo->job_rank + stride;
+    for (int k = 0; k < RING; k++)
+        x->grad_send[k] = MPI_REQUEST_NULL;
+    Dsv3Err err = DSV3_OK;
+    MPI_Request dup;
+    DSV3_MPI_CALL_GOTO(err, fail, MPI_Comm_idup(topo->pp, &x->comm, &dup));
+    DSV3_CALL_GOTO(err, fail,
+                   dsv3_watch_wait(watch, 1, &dup, NULL, DSV3_WATCH_ALL_PEERS,
+                                   "waits for the other pipeline stages to open the pipeline "
+                                   "exchange"));
+    int n_doc = with_doc ? x->n_rows : 0;
+    if (x->stage > 0) {
+        DSV3_CALL_GOTO(err, fail, inbox_alloc(&x->activations, x->count, n_doc));
+        for (int k = 0; k < RING; k++)
+            DSV3_CALL_GOTO(err, fail,
+                           dsv3_alloc((void **)&x->grad_out[k], (size_t)x->count * sizeof(float),
+                                      "pipeline gradient send buffer"));
+    }
+    if (x->stage < x->n_stages - 1) {
+        DSV3_CALL_GOTO(err, fail, inbox_alloc(&x->gradients, x->count, 0));
+        DSV3_CALL_GOTO(err, fail,
+                       dsv3_calloc((void **)&x->slot_send, (size_t)slots * 2, sizeof *x->slot_send,
+                                   "pipeline slot sends"));
+        for (int64_t k = 0; k < slots * 2; k++)
+            x->slot_send[k] = MPI_REQUEST_NULL;
+    }
+    *out = x;
+    return DSV3_OK;
+fail:
+    dsv3_pipe_exchange_destroy(x);
+    return err;
+}
+
+int64_t dsv3_pipe_exchange_bytes(int64_t n_rows, int64_t dim, int with_doc, int64_t slots,
+                                 int64_t stage, int64_t n_stages) {
+    int64_t rows = n_rows * dim * (int64_t)sizeof(float);
+    int64_t doc = with_doc ? n_rows * (int64_t)sizeof(int32_t) : 0;
+    int64_t bytes = (int64_t)sizeof(Dsv3PipeExchange);
+    if (stage > 0) bytes += RING * (rows + doc) + RING * rows; // activations in, gradients out
+    if (stage < n_stages - 1) bytes += RING * rows + slots * 2 * (int64_t)sizeof(MPI_Request);
+    return bytes;
+}
+
+// Waits for `n` requests that depend on job rank `peer`, counting the time as pipeline wait.
+static Dsv3Err wait_for(Dsv3PipeExchange *x, int n, MPI_Request *requests, int peer,
+                        const char *what, int64_t micro) {
+    double t0 = dsv3_log_seconds();
+    Dsv3Err err =
+        dsv3_watch_wait(x->watch, n, requests, &peer, 1,
+                        "waits for pipeline stage %d to take or give the %s of "
+                        "micro-batch %lld",
+                        peer == x->prev_job ? x->stage - 1 : x->stage + 1, what, (long long)micro);
+    x->wait_seconds += dsv3_log_seconds() - t0;
+    return err;
+}
+
+Dsv3Err dsv3_pipe_exchange_finish(Dsv3PipeExchange *x) {
+    if (!x) return DSV3_OK;
+    if (x->slot_send)
+        DSV3_CALL(wait_for(x, (int)(x->slots * 2), x->slot_send, x->next_job,
+                           "activations (last sends)", -1));
+    if (x->stage > 0) DSV3_CALL(wait_for(x, RING, x->grad_send, x->prev_job, "gradients", -1));
+    return DSV3_OK;
+}
+
+void dsv3_pipe_exchange_destroy(Dsv3PipeExchange *x) {
+    if (!x) return;
+    inbox_free(&x->activations);
+    inbox_free(&x->gradients);
+    for (int k = 0; k < RING; k++)
+        dsv3_free(x->grad_out[k]);
+    dsv3_free(x->slot_send);
+    if (x->comm != MPI_COMM_NULL) MPI_Comm_free(&x->comm);
+    dsv3_free(x);
+}
+
+// The next buffer of `in` for micro-batch `micro`; it must hold nothing pending.
+static Dsv3Err inbox_next(Inbox *in, int64_t micro, int *k) {
+    *k = (int)(in->posted % RING);
+    DSV3_CHECK(in->requests[*k][0] == MPI_REQUEST_NULL && in->requests[*k][1] == MPI_REQUEST_NULL,
+               DSV3_ERR_INTERNAL,
+               "pipeline exchange: micro-batch %lld's receive needs a buffer that micro-batch "
+               "%lld still fills (receives posted more than one compute ahead)",
+               (long long)micro, (long long)in->micro[*k]);
+    in->micro[*k] = micro;
+    in->posted++;
+    return DSV3_OK;
+}
+
+static Dsv3Err inbox_find(const Inbox *in, int64_t micro, int *k) {
+    for (*k = 0; *k < RING; (*k)++)
+        if (in->micro[*k] == micro) return DSV3_OK;
+    DSV3_RAISE(DSV3_ERR_INTERNAL, "pipeline exchange: micro-batch %lld was never posted",
+               (long long)micro);
+}
+
+Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro) {
+    int k;
+    DSV3_CALL(inbox_next(&x->activations, micro, &k));
+    MPI_Request *r = x->activations.requests[k];
+    DSV3_MPI_CALL(MPI_Irecv(x->activations.rows[k], x->count, MPI_FLOAT, x->stage - 1,
+                            DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
+    if (x->with_doc)
+        DSV3_MPI_CALL(MPI_Irecv(x->activations.doc[k], x->n_rows, MPI_INT32_T, x->stage - 1,
+                                DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, const float **act,
+                                            const int32_t **doc) {
+    int k;
+    DSV3_CALL(inbox_find(&x->activations, micro, &k));
+    DSV3_CALL(wait_for(x, 2, x->activations.requests[k], x->prev_job, "activations", micro));
+    *act = x->activations.rows[k];
+    *doc = x->with_doc ? x->activations.doc[k] : NULL;
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_pipe_exchange_release_slot(Dsv3PipeExchange *x, int64_t slot) {
+    if (!x->slot_send) return DSV3_OK; // the last stage sends no activations
+    return wait_for(x, 2, &x->slot_send[2 * slot], x->next_job, "activations", -1);
+}
+
+Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t micro, int64_t slot,
+                                            const float *act, const int32_t *doc) {
+    (void)micro; // messages match in order; the micro-batch names waits only
+    MPI_Request *r = &x->slot_send[2 * slot];
+    DSV3_CHECK(r[0] == MPI_REQUEST_NULL && r[1] == MPI_REQUEST_NULL, DSV3_ERR_INTERNAL,
+               "pipeline exchange: slot %lld sends again before its last send completed",
+               (long long)slot);
+    DSV3_MPI_CALL(MPI_Isend(act, x->count, MPI_FLOAT, x->stage + 1, DSV3_TAG_PIPE_ACTIVATIONS,
+                            x->comm, &r[0]));
+    if (x->with_doc)
+        DSV3_MPI_CALL(MPI_Isend(doc, x->n_rows, MPI_INT32_T, x->stage + 1, DSV3_TAG_PIPE_DOC,
+                                x->comm, &r[1]));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro) {
+    int k;
+    DSV3_CALL(inbox_next(&x->gradients, micro, &k));
+    DSV3_MPI_CALL(MPI_Irecv(x->gradients.rows[k], x->count, MPI_FLOAT, x->stage + 1,
+                            DSV3_TAG_PIPE_GRADIENT, x->comm, &x->gradients.requests[k][0]));
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, const float **grad) {
+    int k;
+    DSV3_CALL(inbox_find(&x->gradients, micro, &k));
+    DSV3_CALL(wait_for(x, 1, x->gradients.requests[k], x->next_job, "gradient", micro));
+    *grad = x->gradients.rows[k];
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, const float *grad) {
+    int k = (int)(x->grad_sent % RING);
+    DSV3_CALL(wait_for(x, 1, &x->grad_send[k], x->prev_job, "gradient", micro - RING));
+    memcpy(x->grad_out[k], grad, (size_t)x->count * sizeof(float));
+    DSV3_MPI_CALL(MPI_Isend(x->grad_out[k], x->count, MPI_FLOAT, x->stage - 1,
+                            DSV3_TAG_PIPE_GRADIENT, x->comm, &x->grad_send[k]));
+    x->grad_sent++;
+    return DSV3_OK;
+}
+
+double dsv3_pipe_exchange_take_wait_seconds(Dsv3PipeExchange *x) {
+    double s = x->wait_seconds;
+    x->wait_seconds = 0;
+    return s;
+}

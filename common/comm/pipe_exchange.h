@@ -1,0 +1,63 @@
+// pipe_exchange: activations and their gradients between neighbouring pipeline stages.
+//
+// Over a duplicate of the stage's pp communicator (comm/topology.h; its rank is the pipeline
+// stage), point to point and non-blocking, as the schedule's actions say
+// (train/pipeline_schedule.h): a receive is posted ahead of the compute that consumes it and
+// waited for there; a send starts right after its compute. Activations travel with the
+// document ids of their tokens when masks are block-causal. Messages of one direction between
+// two stages match in the order they are posted (MPI's non-overtaking rule), which the
+// schedule's lists keep.
+//
+// Buffers. Received activations and gradients land in two buffers per direction, used in turn:
+// a receive is posted at most one compute ahead, so one buffer is being read while the other
+// fills. Activations are sent from the model's slot output, which stays valid until the slot's
+// next forward: dsv3_pipe_exchange_release_slot waits for that send before it. Input gradients
+// are copied into two send buffers used in turn (the model's input gradient is overwritten by
+// the next backward). Every wait goes through the watch and names the neighbour.
+#ifndef DSV3_COMM_PIPE_EXCHANGE_H
+#define DSV3_COMM_PIPE_EXCHANGE_H
+
+#include <stdint.h>
+
+#include "common/comm/topology.h"
+#include "common/comm/watch.h"
+#include "common/core/error.h"
+
+typedef struct Dsv3PipeExchange Dsv3PipeExchange;
+
+// Collective over the stage ranks of the job's pp communicator of this rank. `n_rows` rows of
+// `dim` floats per micro-batch (tokens of one micro-batch), `with_doc`: document ids travel
+// with activations; `slots`: this stage's activation slots. `watch` outlives the exchange.
+Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *topo, int64_t n_rows,
+                                  int64_t dim, int with_doc, int64_t slots, Dsv3Watch *watch);
+
+// Bytes an exchange of pipeline stage `stage` of `n_stages` allocates (memory plans).
+int64_t dsv3_pipe_exchange_bytes(int64_t n_rows, int64_t dim, int with_doc, int64_t slots,
+                                 int64_t stage, int64_t n_stages);
+
+// Waits for the sends still in flight and frees. NULL is a no-op.
+Dsv3Err dsv3_pipe_exchange_finish(Dsv3PipeExchange *x);
+void dsv3_pipe_exchange_destroy(Dsv3PipeExchange *x);
+
+// Posts the receive of micro-batch `micro`'s input activations (from the previous stage).
+Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro);
+// Waits for them: *act (n_rows, dim) and *doc (n_rows; NULL without document ids), valid until
+// the next post of activations after the next one.
+Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, const float **act,
+                                            const int32_t **doc);
+// Sends micro-batch `micro`'s output activations from activation slot `slot` to the next stage.
+Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t micro, int64_t slot,
+                                            const float *act, const int32_t *doc);
+// Waits until slot `slot`'s last activations have left (before the slot's next forward).
+Dsv3Err dsv3_pipe_exchange_release_slot(Dsv3PipeExchange *x, int64_t slot);
+
+// The same for gradients of this stage's output (from the next stage) and of its input (to the
+// previous stage; copied, so the caller's buffer is free at once).
+Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro);
+Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, const float **grad);
+Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, const float *grad);
+
+// Seconds spent waiting for neighbours since the last call (the stage's pipeline idle time).
+double dsv3_pipe_exchange_take_wait_seconds(Dsv3PipeExchange *x);
+
+#endif

@@ -1,0 +1,42 @@
+// pipeline_step: one training micro-batch through this rank's pipeline stage, as its schedule
+// (train/pipeline_schedule.h) lists the actions.
+//
+// A training micro-batch of B sequences runs as n_micro pipeline micro-batches of B / n_micro
+// sequences (rows [m·B/n_micro, (m+1)·B/n_micro) of the tokens and labels). F runs the stage's
+// forward into activation slot m % slots: on the first stage from the tokens, elsewhere from
+// the activations the previous stage sent; B runs the backward: on the last stage from the
+// labels (the loss of the whole global batch's scale), elsewhere from the gradient the next
+// stage sent. RECV and SEND actions go to the pipeline exchange (comm/pipe_exchange.h). Without
+// a pipeline (pp 1) the schedule is "F0.0 B0.0" and no exchange is needed.
+//
+// A forward-only pass (validation) runs the F actions and their sends, and on the last stage
+// the loss of each micro-batch (backward with grad_scale 0); nothing travels backwards.
+#ifndef DSV3_TRAIN_PIPELINE_STEP_H
+#define DSV3_TRAIN_PIPELINE_STEP_H
+
+#include <stdint.h>
+
+#include "common/comm/pipe_exchange.h"
+#include "common/core/error.h"
+#include "common/model/model.h"
+#include "common/train/pipeline_schedule.h"
+#include "common/train/trace.h"
+
+typedef struct {
+    Dsv3Model *model;
+    const Dsv3PipeSchedule *schedule;
+    int64_t rank;               // this rank's pipeline stage (its list in the schedule)
+    int64_t slots;              // the model's activation slots
+    int64_t micro_tokens;       // tokens per pipeline micro-batch
+    Dsv3PipeExchange *exchange; // NULL without a pipeline
+} Dsv3PipelineStage;
+
+// One training micro-batch: `tokens` (first stage) and `labels` (last stage; NULL elsewhere)
+// of n_micro · micro_tokens tokens. Adds the last stage's Σ cross-entropy to *loss_sum and its
+// labels to *n_labels; trace events are numbered from `trace_micro`. `grad_scale` 0 runs the
+// forward-only pass.
+Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, const int32_t *labels,
+                          float grad_scale, Dsv3Trace *trace, int64_t trace_micro, double *loss_sum,
+                          int64_t *n_labels);
+
+#endif
