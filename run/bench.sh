@@ -24,14 +24,19 @@
 # full checkpoint every 3 steps written synchronously, and written in the background
 # (checkpoint.async_mode = "async"; the last save is synchronous in both), best of --repeat,
 # and prints what a save costs the run in each mode.
+#   ./run/bench.sh --pipeline [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
+# trains with GPipe and 1F1B at pp 2 and pp 4 (1 thread per stage process; pp 4 oversubscribes
+# two cores), --batch micro-batches of one sequence per step, and prints for each the tokens/s
+# and the measured idle fraction (the most a stage rank waited for its neighbours over the step
+# time, median step) next to the schedule's theoretical bubble (pp − 1) / (n + pp − 1).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0 experts=0
+seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0 experts=0 pipeline=0
 while [ $# -gt 0 ]; do
     case $1 in
-    --fsdp | --checkpoint | --experts)
-        case $1 in --fsdp) fsdp=1 ;; --checkpoint) checkpoint=1 ;; *) experts=1 ;; esac
+    --fsdp | --checkpoint | --experts | --pipeline)
+        case $1 in --fsdp) fsdp=1 ;; --checkpoint) checkpoint=1 ;; --experts) experts=1 ;; *) pipeline=1 ;; esac
         shift
         continue
         ;;
@@ -88,6 +93,33 @@ if [ $fsdp -eq 1 ]; then
 ' "$sharded" \
         "$(awk -v a="$sharded" -v b="$dp" 'BEGIN { print 100 * a / b }')"
     sed -n 's/.*\[stage \([0-9]*\)\] fsdp: /  FSDP rank \1 (last run): /p' "$work/fsdp.log"
+    exit 0
+fi
+
+if [ $pipeline -eq 1 ]; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    printf 'debug model, seq_len %s, %s micro-batches of one sequence per step, 1 thread per stage:\n' \
+        "$seq_len" "$batch"
+    for pp in 2 4; do
+        for schedule in GPipe 1F1B; do
+            name=${schedule}_$pp
+            tps=0
+            for _ in $(seq "$repeat"); do
+                tps=$(best "$tps" "$(layout_tps "$name" "$pp" 1 --training.local_batch_size "$batch" \
+                    --parallelism.pipeline_parallel_degree "$pp" \
+                    --parallelism.pipeline_parallel_schedule "$schedule")")
+            done
+            "$DSV3_VENV/bin/python" - "$work/$name/metrics.jsonl" "$schedule" "$pp" "$batch" "$tps" <<'PY'
+import json, statistics, sys
+path, schedule, pp, n, tps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+steps = [json.loads(line) for line in open(path)][1:]
+idle = statistics.median(s["time_pipeline_wait"] / s["time_step"] for s in steps)
+print(f"  {schedule:6s} pp {pp}: {float(tps):8.1f} tokens/s, measured idle {100 * idle:5.1f}%, "
+      f"theoretical bubble {100 * (pp - 1) / (n + pp - 1):5.1f}%")
+PY
+        done
+    done
     exit 0
 fi
 

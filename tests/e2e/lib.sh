@@ -59,3 +59,26 @@ assert not diff, diff[:3]
 print(f"{sys.argv[2]}: steps {first}-{last} identical to {sys.argv[1]}")
 PY
 }
+
+# train_stages NAME NPROC [overrides...]: a training run with the caller's COMMON arguments into
+# $WORK/NAME on NPROC stage ranks, its output in $WORK/NAME.out; every stage rank logs its peak
+# memory against its plan.
+train_stages() {
+    local name=$1 nproc=$2
+    shift 2
+    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name" "$@" \
+        : -n "$nproc" "$BIN/dsv3-stage" >"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "$name failed"; }
+    expect_count "$WORK/$name.out" "memory: peak " "$nproc"
+}
+
+# peaks NAME: every rank's measured and planned peak bytes, one "measured planned" line each.
+peaks() { sed -n 's/.*memory: peak \([0-9]*\) bytes .*planned \([0-9]*\) bytes.*/\1 \2/p' "$WORK/$1.out"; }
+
+# check_peaks NAME...: every stage rank of each run peaked within 10% of its plan.
+check_peaks() {
+    local name
+    for name; do
+        peaks "$name" | awk -v run="$name" '{ r = $1 / $2; printf "%s: peak %.2f MiB, plan %.2f MiB (%.2f%%)\n", run, $1 / 2^20, $2 / 2^20, 100 * r;
+            if (r < 0.9 || r > 1.1) bad = 1 } END { exit bad }' || fail "$name: a rank's peak is not within 10% of its plan"
+    done
+}

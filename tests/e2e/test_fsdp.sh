@@ -15,27 +15,17 @@ COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --trainin
     --metrics.peak_tflops 1 --validation.enable false --checkpoint.enable --checkpoint.interval 10
     --checkpoint.last_save_model_only false)
 
-# train NAME NPROC [overrides...]: a run into $WORK/NAME with NPROC stage ranks.
-train() {
-    local name=$1 nproc=$2
-    shift 2
-    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name" "$@" \
-        : -n "$nproc" "$BIN/dsv3-stage" >"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "$name failed"; }
-    expect_count "$WORK/$name.out" "memory: peak " "$nproc"
-}
 
-# peaks NAME: every rank's measured and planned peak bytes, one "measured planned" line each.
-peaks() { sed -n 's/.*memory: peak \([0-9]*\) bytes .*planned \([0-9]*\) bytes.*/\1 \2/p' "$WORK/$1.out"; }
 
-train one 1 --training.local_batch_size 4
-train dp2 2 --training.local_batch_size 2
+train_stages one 1 --training.local_batch_size 4
+train_stages dp2 2 --training.local_batch_size 2
 expect_in "$WORK/dp2.out" "layout: FSDP: parameters, gradients and optimizer state sharded over the 2 dp_shard × cp ranks"
-train dp4 4 --training.local_batch_size 1
-train hsdp 4 --training.local_batch_size 1 --parallelism.data_parallel_replicate_degree 2
+train_stages dp4 4 --training.local_batch_size 1
+train_stages hsdp 4 --training.local_batch_size 1 --parallelism.data_parallel_replicate_degree 2
 expect_in "$WORK/hsdp.out" "(HSDP: replicated over dp_replicate)"
-train accum 2 --training.local_batch_size 1
-train always 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward always
-train never 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward never
+train_stages accum 2 --training.local_batch_size 1
+train_stages always 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward always
+train_stages never 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward never
 
 python3 - "$WORK" one dp2 dp4 hsdp accum always never <<'PY' || fail "a sharded layout disagrees with one process"
 import json, sys
@@ -70,12 +60,9 @@ for name in layouts:
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
 # Memory at one sequence per rank (2 steps each): one process against dp_shard 4.
-train mem_one 1 --training.local_batch_size 1 --training.global_batch_size 1 --training.seq_len 128 --training.steps 2
-train mem_dp4 4 --training.local_batch_size 1 --training.seq_len 128 --training.steps 2
-for name in one dp2 dp4 hsdp accum always never mem_one mem_dp4; do
-    peaks "$name" | awk -v run="$name" '{ r = $1 / $2; printf "%s: peak %.2f MiB, plan %.2f MiB (%.2f%%)\n", run, $1 / 2^20, $2 / 2^20, 100 * r;
-        if (r < 0.9 || r > 1.1) bad = 1 } END { exit bad }' || fail "$name: a rank's peak is not within 10% of its plan"
-done
+train_stages mem_one 1 --training.local_batch_size 1 --training.global_batch_size 1 --training.seq_len 128 --training.steps 2
+train_stages mem_dp4 4 --training.local_batch_size 1 --training.seq_len 128 --training.steps 2
+check_peaks one dp2 dp4 hsdp accum always never mem_one mem_dp4
 one_peak=$(peaks mem_one | awk '{ print $1 }')
 peaks mem_dp4 | awk -v one="$one_peak" '{ if ($1 > one / 2) bad = 1; if ($1 > worst) worst = $1 }
     END { printf "dp_shard 4: %.2f MiB per rank at most, one process %.2f MiB\n", worst / 2^20, one / 2^20; exit bad }' ||

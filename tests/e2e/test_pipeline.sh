@@ -17,24 +17,16 @@ COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --trainin
     --metrics.peak_tflops 1 --validation.enable false --checkpoint.enable --checkpoint.interval 5
     --checkpoint.last_save_model_only false)
 
-# train NAME NPROC [overrides...]: a run into $WORK/NAME with NPROC stage ranks.
-train() {
-    local name=$1 nproc=$2
-    shift 2
-    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name" "$@" \
-        : -n "$nproc" "$BIN/dsv3-stage" >"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "$name failed"; }
-}
-peaks() { sed -n 's/.*memory: peak \([0-9]*\) bytes .*planned \([0-9]*\) bytes.*/\1 \2/p' "$WORK/$1.out"; }
 PP2=(--parallelism.pipeline_parallel_degree 2)
 
-train one 1 --training.local_batch_size 4
-train pp2 2 --training.local_batch_size 4 "${PP2[@]}"
-train gpipe 2 --training.local_batch_size 4 "${PP2[@]}" --parallelism.pipeline_parallel_schedule GPipe
-train pp3 3 --training.local_batch_size 4 --parallelism.pipeline_parallel_degree 3
-train pp2_dp2 4 --training.local_batch_size 2 "${PP2[@]}"
+train_stages one 1 --training.local_batch_size 4
+train_stages pp2 2 --training.local_batch_size 4 "${PP2[@]}"
+train_stages gpipe 2 --training.local_batch_size 4 "${PP2[@]}" --parallelism.pipeline_parallel_schedule GPipe
+train_stages pp3 3 --training.local_batch_size 4 --parallelism.pipeline_parallel_degree 3
+train_stages pp2_dp2 4 --training.local_batch_size 2 "${PP2[@]}"
 expect_in "$WORK/pp2_dp2.out" "pp 2 × dp_replicate 1 × dp_shard 2"
-train pp2_ac 2 --training.local_batch_size 4 "${PP2[@]}" --activation_checkpoint.mode full
-train pp2_accum 2 --training.local_batch_size 2 "${PP2[@]}"
+train_stages pp2_ac 2 --training.local_batch_size 4 "${PP2[@]}" --activation_checkpoint.mode full
+train_stages pp2_accum 2 --training.local_batch_size 2 "${PP2[@]}"
 # Short documents of a text corpus: several per 32-token window, so block-causal masks differ
 # from causal ones, and the document ids the first stage computes must reach the others.
 python3 "$DSV3_SOURCE_ROOT/tests/e2e/make_tokenizer.py" "$WORK/tok"
@@ -48,8 +40,8 @@ with open(f"{sys.argv[1]}/a.txt", "w") as f:
 PY
 TEXT=(--model.attn_mask_type block_causal --model.hf_assets_path "$WORK/tok" --training.dataset text
     --training.dataset_path "$WORK/corpus")
-train block_one 1 --training.local_batch_size 4 "${TEXT[@]}"
-train block_pp2 2 --training.local_batch_size 4 "${PP2[@]}" "${TEXT[@]}"
+train_stages block_one 1 --training.local_batch_size 4 "${TEXT[@]}"
+train_stages block_pp2 2 --training.local_batch_size 4 "${PP2[@]}" "${TEXT[@]}"
 expect_in "$WORK/pp2.out" "layout: pipeline schedule: 1F1B, 4 micro-batches × 1 sequences over 2 stages, theoretical bubble 20.0%"
 
 python3 - "$WORK" <<'PY' || fail "a pipeline layout disagrees with one process"
@@ -83,10 +75,7 @@ for name, ref in pairs:
           f"(worst {worst}); tokens per expert identical; {wait:.2f} s waiting for neighbours")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
-for name in pp2 gpipe pp3 pp2_dp2 pp2_ac pp2_accum block_pp2; do
-    peaks "$name" | awk -v run="$name" '{ r = $1 / $2; printf "%s: peak %.2f MiB, plan %.2f MiB (%.2f%%)\n", run, $1 / 2^20, $2 / 2^20, 100 * r;
-        if (r < 0.9 || r > 1.1) bad = 1 } END { exit bad }' || fail "$name: a rank's peak is not within 10% of its plan"
-done
+check_peaks pp2 gpipe pp3 pp2_dp2 pp2_ac pp2_accum block_pp2
 
 # Checkpoints across layouts: resume at step 5 and train to 10, against the uninterrupted run.
 resume() {
@@ -94,7 +83,7 @@ resume() {
     shift 3
     mkdir -p "$WORK/$name/checkpoint"
     cp -r "$WORK/$from/checkpoint/step-5" "$WORK/$name/checkpoint/"
-    train "$name" "$nproc" "$@"
+    train_stages "$name" "$nproc" "$@"
     expect_in "$WORK/$name.out" "resumed from $WORK/$name/checkpoint/step-5"
 }
 resume from_pp2_on_one pp2 1 --training.local_batch_size 4
@@ -116,8 +105,8 @@ PY
 # Validation through the pipeline: the held-out loss of pp 2 is one process's.
 VAL=(--training.steps 2 --validation.enable true --validation.freq 2 --validation.steps 2
     --checkpoint.enable false)
-train val_one 1 --training.local_batch_size 4 "${VAL[@]}"
-train val_pp2 2 --training.local_batch_size 4 "${PP2[@]}" "${VAL[@]}"
+train_stages val_one 1 --training.local_batch_size 4 "${VAL[@]}"
+train_stages val_pp2 2 --training.local_batch_size 4 "${PP2[@]}" "${VAL[@]}"
 python3 - "$WORK" <<'PY' || fail "the pipeline's validation loss differs"
 import json, sys
 work = sys.argv[1]

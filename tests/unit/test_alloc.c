@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "common/core/alloc.h"
+#include "leak_check.h"
 
 // A request no machine can satisfy but that does not overflow the size arithmetic.
 #define IMPOSSIBLE_BYTES (SIZE_MAX / 4)
@@ -22,58 +23,37 @@ enum { THREADS = 4, ALLOCS_PER_THREAD = 2000 };
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
 
-static size_t start_bytes;
-
-static int record_start(void **state) {
-    (void)state;
-    dsv3_error_clear();
-    start_bytes = dsv3_alloc_current_bytes();
-    return 0;
-}
-
-// Every test, whether its allocations succeeded or failed, must give back all it took.
-static int check_nothing_leaked(void **state) {
-    (void)state;
-    size_t now = dsv3_alloc_current_bytes();
-    if (now != start_bytes) {
-        print_error("%zu bytes still counted after the test (started at %zu)\n", now, start_bytes);
-        return -1;
-    }
-    dsv3_error_clear();
-    return 0;
-}
-
 static void test_alloc_and_free_move_the_current_counter(void **state) {
     (void)state;
     void *a = NULL, *b = NULL;
     assert_int_equal(dsv3_alloc(&a, 1000, "a"), DSV3_OK);
     assert_non_null(a);
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + 1000);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + 1000);
     assert_int_equal(dsv3_alloc(&b, 24, "b"), DSV3_OK);
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + 1024);
-    assert_true(dsv3_alloc_peak_bytes() >= start_bytes + 1024);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + 1024);
+    assert_true(dsv3_alloc_peak_bytes() >= leak_check_start_bytes + 1024);
     dsv3_free(a);
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + 24);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + 24);
     dsv3_free(b);
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes);
 }
 
 static void test_peak_keeps_the_high_water_mark_until_reset(void **state) {
     (void)state;
     dsv3_alloc_reset_peak();
-    assert_int_equal(dsv3_alloc_peak_bytes(), start_bytes);
+    assert_int_equal(dsv3_alloc_peak_bytes(), leak_check_start_bytes);
     void *big = NULL, *small = NULL;
     assert_int_equal(dsv3_alloc(&big, 5000, "big"), DSV3_OK);
     dsv3_free(big);
     assert_int_equal(dsv3_alloc(&small, 100, "small"), DSV3_OK);
-    assert_int_equal(dsv3_alloc_peak_bytes(), start_bytes + 5000);
+    assert_int_equal(dsv3_alloc_peak_bytes(), leak_check_start_bytes + 5000);
     // A reset restarts the peak from what is in use now (e.g. at a step boundary).
     dsv3_alloc_reset_peak();
-    assert_int_equal(dsv3_alloc_peak_bytes(), start_bytes + 100);
+    assert_int_equal(dsv3_alloc_peak_bytes(), leak_check_start_bytes + 100);
     dsv3_free(small);
-    assert_int_equal(dsv3_alloc_peak_bytes(), start_bytes + 100);
+    assert_int_equal(dsv3_alloc_peak_bytes(), leak_check_start_bytes + 100);
     dsv3_alloc_reset_peak();
-    assert_int_equal(dsv3_alloc_peak_bytes(), start_bytes);
+    assert_int_equal(dsv3_alloc_peak_bytes(), leak_check_start_bytes);
 }
 
 static void test_every_buffer_is_aligned_and_writable(void **state) {
@@ -86,7 +66,7 @@ static void test_every_buffer_is_aligned_and_writable(void **state) {
         assert_int_equal((uintptr_t)p % DSV3_ALLOC_ALIGNMENT, 0);
         // Every requested byte is usable (AddressSanitizer reports any overrun).
         memset(p, 0x5a, sizes[i]);
-        assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + sizes[i]);
+        assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + sizes[i]);
         dsv3_free(p);
     }
 }
@@ -102,7 +82,7 @@ static void test_calloc_zeroes_and_is_aligned(void **state) {
     uint32_t *zeros = NULL;
     assert_int_equal(dsv3_calloc((void **)&zeros, 1024, sizeof *zeros, "zeros"), DSV3_OK);
     assert_int_equal((uintptr_t)zeros % DSV3_ALLOC_ALIGNMENT, 0);
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + 1024 * sizeof *zeros);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + 1024 * sizeof *zeros);
     for (size_t i = 0; i < 1024; i++)
         assert_int_equal(zeros[i], 0);
     dsv3_free(zeros);
@@ -124,7 +104,7 @@ static void test_calloc_overflow_names_the_buffer(void **state) {
     assert_non_null(strstr(msg, "expert weights"));
     assert_non_null(strstr(msg, "overflow"));
     assert_non_null(strstr(dsv3_error_text(), "out of memory: "));
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes);
     dsv3_error_clear();
 }
 
@@ -135,7 +115,7 @@ static void test_alloc_size_overflow_names_the_buffer(void **state) {
     assert_null(p);
     assert_non_null(strstr(dsv3_error_message(), "token buffer"));
     assert_non_null(strstr(dsv3_error_message(), "overflow"));
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes);
     dsv3_error_clear();
 
     // Sizes just past the limit of the padded-size arithmetic are refused, not wrapped around.
@@ -160,9 +140,9 @@ static void test_failed_allocation_names_buffer_and_size(void **state) {
     assert_non_null(strstr(msg, "optimizer state"));
     assert_non_null(strstr(msg, size_text));
     // The message says how much was already in use, to tell a leak from a too-big model.
-    snprintf(size_text, sizeof size_text, "%zu bytes already in use", start_bytes + 777);
+    snprintf(size_text, sizeof size_text, "%zu bytes already in use", leak_check_start_bytes + 777);
     assert_non_null(strstr(msg, size_text));
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + 777);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + 777);
     dsv3_free(held);
     dsv3_error_clear();
 
@@ -184,13 +164,13 @@ static void test_strdup_copies_into_a_counted_buffer(void **state) {
     assert_ptr_not_equal(copy, text);
     assert_string_equal(copy, text);
     assert_int_equal((uintptr_t)copy % DSV3_ALLOC_ALIGNMENT, 0);
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + strlen(text) + 1);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + strlen(text) + 1);
     dsv3_free(copy);
 
     char *empty = NULL;
     assert_int_equal(dsv3_strdup(&empty, "", "empty"), DSV3_OK);
     assert_string_equal(empty, "");
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes + 1);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes + 1);
     dsv3_free(empty);
 }
 
@@ -198,7 +178,7 @@ static void test_free_null_is_ignored(void **state) {
     (void)state;
     size_t peak = dsv3_alloc_peak_bytes();
     dsv3_free(NULL);
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes);
     assert_int_equal(dsv3_alloc_peak_bytes(), peak);
 }
 
@@ -226,13 +206,12 @@ static void test_counters_are_exact_across_threads(void **state) {
         assert_int_equal(pthread_join(threads[t], &result), 0);
         assert_null(result);
     }
-    assert_int_equal(dsv3_alloc_current_bytes(), start_bytes);
+    assert_int_equal(dsv3_alloc_current_bytes(), leak_check_start_bytes);
     // The peak saw at least the largest single buffer and never more than all at once.
-    assert_true(dsv3_alloc_peak_bytes() >= start_bytes + 100 * THREADS);
-    assert_true(dsv3_alloc_peak_bytes() <= start_bytes + 100 * THREADS * (THREADS + 1) / 2);
+    assert_true(dsv3_alloc_peak_bytes() >= leak_check_start_bytes + 100 * THREADS);
+    assert_true(dsv3_alloc_peak_bytes() <=
+                leak_check_start_bytes + 100 * THREADS * (THREADS + 1) / 2);
 }
-
-#define LEAK_CHECKED(test) cmocka_unit_test_setup_teardown(test, record_start, check_nothing_leaked)
 
 int main(void) {
     const struct CMUnitTest tests[] = {

@@ -12,6 +12,7 @@
 
 #include "common/core/alloc.h"
 #include "common/train/pipeline_schedule.h"
+#include "leak_check.h"
 
 // Simulated and theoretical bubbles agree up to the rounding of a few divisions.
 static const double BUBBLE_TOLERANCE = 1e-12;
@@ -543,29 +544,6 @@ static void test_simulator_times_a_hand_made_list(void **state) {
     assert_true(sim.busy_max == 6.0);
     assert_true(sim.idle_fraction == 1.0 - 12.0 / 18.0);
 }
-
-// Every test leaves the allocation counter where it found it, failures of the simulator
-// included.
-static size_t start_bytes;
-
-static int record_start(void **state) {
-    (void)state;
-    dsv3_error_clear();
-    start_bytes = dsv3_alloc_current_bytes();
-    return 0;
-}
-
-static int check_nothing_leaked(void **state) {
-    (void)state;
-    size_t now = dsv3_alloc_current_bytes();
-    if (now != start_bytes) {
-        print_error("%zu bytes still counted after the test (started at %zu)\n", now, start_bytes);
-        return -1;
-    }
-    return 0;
-}
-
-#define LEAK_CHECKED(test) cmocka_unit_test_setup_teardown(test, record_start, check_nothing_leaked)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
