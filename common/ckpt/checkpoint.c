@@ -397,11 +397,15 @@ static Dsv3Err stage_complete(const Dsv3Launch *launch, int64_t step, Dsv3Err er
     err = dsv3_protocol_gather_descriptions(launch->protocol, all_ok ? description : failure, NULL);
     dsv3_free(description);
     if (err != DSV3_OK) return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
-    DSV3_CHECK(all_ok || !launch->config.checkpoint.fail_on_error, DSV3_ERR_IO,
-               "checkpoint step %" PRId64 " was not saved%s%s (the coordinator reports every "
-               "rank's error)",
-               step, failure[0] ? ": " : "", failure);
-    return DSV3_OK;
+    if (all_ok || !launch->config.checkpoint.fail_on_error) return DSV3_OK;
+    // The coordinator now removes the folder and ends the job with every rank's reason; a stage
+    // rank that stopped first would take it down before it speaks. No next plan comes: the wait
+    // ends with the job, or, if the coordinator went silent instead, with the watch's deadline.
+    Dsv3StepPlan never;
+    DSV3_CALL(dsv3_protocol_recv_plan(launch->protocol, &never));
+    DSV3_RAISE(DSV3_ERR_IO,
+               "checkpoint step %" PRId64 " was not saved%s%s, and the coordinator went on", step,
+               failure[0] ? ": " : "", failure);
 }
 
 Dsv3Err dsv3_ckpt_rank_step(const Dsv3Launch *launch, const Dsv3CkptRank *rank) {
