@@ -1,6 +1,6 @@
 // expert_exchange: requests, rows and results between stage ranks and expert servers.
-// Legend as in expert_exchange.h; a request header is (2 + El) int64: operation, layer, then the
-// rows of each of the server's El experts.
+// Legend as in expert_exchange.h; a request header is (HEADER_FIXED + El) int64: operation,
+// layer, activation slot, then the rows of each of the server's El experts.
 #include "expert_exchange.h"
 
 #include <inttypes.h>
@@ -13,7 +13,8 @@
 #include "common/comm/mpi_check.h"
 #include "common/comm/tags.h"
 
-enum { STEP_VALUES = 4 }; // per server in the step's sum: rows, computing, waiting, stop signal
+enum { STEP_VALUES = 4 };  // per server in the step's sum: rows, computing, waiting, stop signal
+enum { HEADER_FIXED = 3 }; // operation, layer, slot
 
 struct Dsv3ExpertExchange {
     Dsv3Experts base; // first: the model's calls get &base
@@ -24,7 +25,7 @@ struct Dsv3ExpertExchange {
     int64_t S, ep, El, D;  // stage ranks, servers, experts per server, dim
     int *job_ranks;        // (S + ep) each member's rank in the job (the watch's ranks)
     int *others;           // the job ranks of every other member
-    int64_t header;        // int64 per request header: 2 + El
+    int64_t header;        // int64 per request header: HEADER_FIXED + El
     int64_t *headers;      // stage rank: (ep, header) sent; server: (S, header) received
     MPI_Request *requests; // (3 · max(S, ep))
     int64_t bytes;         // rows sent and received
@@ -62,7 +63,7 @@ static Dsv3Err wait(Dsv3ExpertExchange *x, int n, const int *peers, int n_peers,
 // One forward or backward call: `in` (M, D) sorted by expert as `offsets` (E + 1) says, to the
 // servers; their results will arrive into `out` (M, D), each server's block in place. Returns
 // once the requests are posted; remote_finish waits for them.
-static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
+static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer, int64_t slot,
                           Dsv3TensorDtype dtype, float *out, const float *in,
                           const int64_t *offsets) {
     DSV3_CHECK(dtype == DSV3_TENSOR_F32, DSV3_ERR_USAGE,
@@ -78,8 +79,9 @@ static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
         const int64_t *o = offsets + j * x->El;
         h[0] = op;
         h[1] = layer;
+        h[2] = slot;
         for (int64_t e = 0; e < x->El; e++)
-            h[2 + e] = o[e + 1] - o[e];
+            h[HEADER_FIXED + e] = o[e + 1] - o[e];
         int rows = (int)(o[x->El] - o[0]), peer = (int)(x->S + j);
         DSV3_MPI_CALL(MPI_Isend(h, (int)x->header, MPI_INT64_T, peer, DSV3_TAG_EXPERT_REQUEST,
                                 x->comm, &x->requests[n++]));
@@ -95,19 +97,20 @@ static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
     return DSV3_OK;
 }
 
-static Dsv3Err remote_forward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *ys,
-                              void *h1, void *h3, const void *xs, const int64_t *offsets) {
+static Dsv3Err remote_forward(Dsv3Experts *self, int64_t layer, int64_t slot, Dsv3TensorDtype dtype,
+                              void *ys, void *h1, void *h3, const void *xs,
+                              const int64_t *offsets) {
     (void)h1, (void)h3; // the servers keep what their backward needs
-    return stage_call((Dsv3ExpertExchange *)self, DSV3_EXPERT_FORWARD, layer, dtype, ys, xs,
+    return stage_call((Dsv3ExpertExchange *)self, DSV3_EXPERT_FORWARD, layer, slot, dtype, ys, xs,
                       offsets);
 }
 
-static Dsv3Err remote_backward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *dxs,
-                               const void *dys, const void *xs, const void *h1, const void *h3,
-                               const int64_t *offsets) {
+static Dsv3Err remote_backward(Dsv3Experts *self, int64_t layer, int64_t slot,
+                               Dsv3TensorDtype dtype, void *dxs, const void *dys, const void *xs,
+                               const void *h1, const void *h3, const int64_t *offsets) {
     (void)xs, (void)h1, (void)h3;
-    return stage_call((Dsv3ExpertExchange *)self, DSV3_EXPERT_BACKWARD, layer, dtype, dxs, dys,
-                      offsets);
+    return stage_call((Dsv3ExpertExchange *)self, DSV3_EXPERT_BACKWARD, layer, slot, dtype, dxs,
+                      dys, offsets);
 }
 
 static Dsv3Err remote_finish(Dsv3Experts *self, int64_t layer) {
@@ -134,7 +137,7 @@ Dsv3Err dsv3_expert_exchange_end(Dsv3ExpertExchange *x) {
         int64_t *h = x->headers + j * x->header;
         memset(h, 0, (size_t)x->header * sizeof *h);
         h[0] = DSV3_EXPERT_END;
-        h[1] = -1;
+        h[1] = h[2] = -1;
         DSV3_MPI_CALL(MPI_Isend(h, (int)x->header, MPI_INT64_T, (int)(x->S + j),
                                 DSV3_TAG_EXPERT_REQUEST, x->comm, &x->requests[n++]));
     }
@@ -157,24 +160,26 @@ Dsv3Err dsv3_expert_exchange_next(Dsv3ExpertExchange *x, Dsv3ExpertRequest *req)
     memset(x->offsets, 0, (size_t)(x->El + 1) * sizeof *x->offsets);
     for (int64_t r = 0; r < x->S; r++) {
         const int64_t *h = x->headers + r * x->header;
-        DSV3_CHECK(h[0] == first[0] && h[1] == first[1], DSV3_ERR_INTERNAL,
-                   "expert server: stage rank 0 asks for %s of layer %" PRId64
-                   " but stage rank %" PRId64 " for %s of layer %" PRId64,
-                   op_name(first[0]), first[1], r, op_name(h[0]), h[1]);
+        DSV3_CHECK(h[0] == first[0] && h[1] == first[1] && h[2] == first[2], DSV3_ERR_INTERNAL,
+                   "expert server: stage rank 0 asks for %s of layer %" PRId64 " slot %" PRId64
+                   " but stage rank %" PRId64 " for %s of layer %" PRId64 " slot %" PRId64,
+                   op_name(first[0]), first[1], first[2], r, op_name(h[0]), h[1], h[2]);
         x->rank_rows[r] = 0;
         for (int64_t e = 0; e < x->El; e++) {
-            DSV3_CHECK(h[2 + e] >= 0, DSV3_ERR_INTERNAL,
+            const int64_t rows = h[HEADER_FIXED + e];
+            DSV3_CHECK(rows >= 0, DSV3_ERR_INTERNAL,
                        "expert server: stage rank %" PRId64 " sent %" PRId64
                        " rows for expert %" PRId64,
-                       r, h[2 + e], e);
-            x->offsets[e + 1] += h[2 + e];
-            x->rank_rows[r] += h[2 + e];
+                       r, rows, e);
+            x->offsets[e + 1] += rows;
+            x->rank_rows[r] += rows;
         }
     }
     for (int64_t e = 0; e < x->El; e++)
         x->offsets[e + 1] += x->offsets[e];
     x->req = (Dsv3ExpertRequest){.op = (Dsv3ExpertOp)first[0],
                                  .layer = first[1],
+                                 .slot = first[2],
                                  .rows = x->offsets[x->El],
                                  .offsets = x->offsets};
     DSV3_CHECK(x->req.op >= DSV3_EXPERT_FORWARD && x->req.op <= DSV3_EXPERT_END, DSV3_ERR_INTERNAL,
@@ -199,7 +204,7 @@ static void permute(Dsv3ExpertExchange *x, float *rows, int to_request) {
     int64_t *placed = x->rank_rows + x->S; // rows of each expert placed so far (El scratch)
     memset(placed, 0, (size_t)x->El * sizeof *placed);
     for (int64_t r = 0; r < x->S; r++) {
-        const int64_t *counts = x->headers + r * x->header + 2;
+        const int64_t *counts = x->headers + r * x->header + HEADER_FIXED;
         for (int64_t e = 0, at = staged; e < x->El; e++) {
             float *request = rows + (x->offsets[e] + placed[e]) * x->D;
             float *staging = x->staging + at * x->D;
@@ -280,6 +285,12 @@ Dsv3Err dsv3_expert_exchange_step_sum(Dsv3ExpertExchange *x, double *sum_squares
     return DSV3_OK;
 }
 
+Dsv3Err dsv3_expert_exchange_share_sum(Dsv3ExpertExchange *x, double *sum_squares) {
+    DSV3_MPI_CALL(MPI_Ibcast(sum_squares, 1, MPI_DOUBLE, 0, x->comm, &x->requests[0]));
+    return dsv3_watch_wait(x->watch, 1, x->requests, x->others, (int)(x->S + x->ep - 1),
+                           "waits for the squared gradient norm summed over the pipeline stages");
+}
+
 int64_t dsv3_expert_exchange_bytes(const Dsv3ExpertExchange *x) { return x->bytes; }
 
 Dsv3ExpertTimes dsv3_expert_exchange_take_times(Dsv3ExpertExchange *x) {
@@ -326,7 +337,7 @@ Dsv3Err dsv3_expert_exchange_create(Dsv3ExpertExchange **out, const Dsv3Topology
     x->S = topo->n_stage / topo->dims.pp;
     x->El = args->num_experts / x->ep;
     x->D = args->dim;
-    x->header = 2 + x->El;
+    x->header = HEADER_FIXED + x->El;
     Dsv3Err err = DSV3_OK;
     DSV3_CHECK_GOTO(err, fail, args->num_experts % x->ep == 0, DSV3_ERR_CONFIG,
                     "parallelism.expert_parallel_degree = %lld does not divide model.num_experts "

@@ -56,6 +56,7 @@ typedef enum {
 typedef struct {
     Dsv3ExpertOp op;
     int64_t layer;          // model layer id (-1 for DSV3_EXPERT_END)
+    int64_t slot;           // the micro-batch's activation slot on the stage ranks
     int64_t rows;           // over all stage ranks
     const int64_t *offsets; // (El + 1) rows per local expert, as the receive lays them out
 } Dsv3ExpertRequest;
@@ -96,6 +97,11 @@ typedef struct {
 Dsv3Err dsv3_expert_exchange_step_sum(Dsv3ExpertExchange *x, double *sum_squares,
                                       const Dsv3ExpertServerWork *work,
                                       Dsv3ExpertServerStats *stats);
+
+// Collective on the MoE communicator, with a pipeline, after dsv3_expert_exchange_step_sum: the
+// stage ranks have summed *sum_squares over the pipeline stages (the servers take no part in
+// that); the stage's first stage rank hands the global value to every member, servers included.
+Dsv3Err dsv3_expert_exchange_share_sum(Dsv3ExpertExchange *x, double *sum_squares);
 
 // Bytes of requests and rows this rank sent and received so far (both directions, every pass).
 int64_t dsv3_expert_exchange_bytes(const Dsv3ExpertExchange *x);

@@ -154,7 +154,7 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 
 // What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
 // dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B), with routed experts on the stage ranks
-// or, without a pipeline, on expert servers, on any dataset kind.
+// or on each stage's expert servers, on any dataset kind.
 static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
     DSV3_CHECK(d->tp == 1 && d->cp == 1, DSV3_ERR_CONFIG,
                "training with tensor_parallel_degree %" PRId64
@@ -162,13 +162,6 @@ static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
                " is not supported yet: training runs data parallel, FSDP, HSDP and pipeline "
                "parallel (tp, cp 1). Start-up and --job.dry_run check every layout.",
                d->tp, d->cp);
-    DSV3_CHECK(d->pp == 1 || d->ep == 1, DSV3_ERR_CONFIG,
-               "training with pipeline_parallel_degree %" PRId64
-               " and expert_parallel_degree %" PRId64
-               " is not supported yet: expert servers serve one pipeline stage without a "
-               "pipeline (pp 1), or a pipeline computes its routed experts on the stage ranks "
-               "(ep 1)",
-               d->pp, d->ep);
     return DSV3_OK;
 }
 

@@ -203,8 +203,11 @@ Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, in
     return DSV3_OK;
 }
 
-int dsv3_layout_takes_batches(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord) {
-    return coord->pp == 0 || coord->pp == dims->pp - 1;
+Dsv3BatchPart dsv3_layout_batch_part(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord) {
+    int first = coord->pp == 0, last = coord->pp == dims->pp - 1;
+    if (first && last) return DSV3_BATCH_WINDOWS;
+    if (first) return DSV3_BATCH_TOKENS;
+    return last ? DSV3_BATCH_LABELS : DSV3_BATCH_NONE;
 }
 
 Dsv3Err dsv3_layout_stage_layers(int64_t n_layers, const Dsv3PipeSplit *split, int64_t stage,

@@ -86,9 +86,18 @@ Dsv3Err dsv3_layout_stage_index(const Dsv3ParallelDims *dims, const Dsv3StageCoo
 Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, int64_t *pp_stage,
                                  int64_t *ep_rank);
 
-// Whether the stage rank at `coord` receives the coordinator's token windows: the ranks of the
-// first pipeline stage (which embed the tokens) and of the last (which take the labels).
-int dsv3_layout_takes_batches(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);
+// What the stage rank at `coord` receives of each micro-batch's token windows (B windows of
+// T + 1 tokens): nothing on a middle pipeline stage, the whole windows when one stage holds
+// both ends of the model, the tokens (first T of each window) on the first stage of a pipeline,
+// which embeds them, and the labels (last T) on the last, which computes the loss.
+typedef enum {
+    DSV3_BATCH_NONE,
+    DSV3_BATCH_WINDOWS,
+    DSV3_BATCH_TOKENS,
+    DSV3_BATCH_LABELS,
+} Dsv3BatchPart;
+
+Dsv3BatchPart dsv3_layout_batch_part(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);
 
 // How a model's layers are split over pipeline stages, as torchtitan's
 // generate_llm_fqn_per_model_part: the embedding counts as `input_weight` layers and the final

@@ -10,6 +10,7 @@
 #include "common/comm/mpi_check.h"
 #include "common/comm/protocol_internal.h"
 #include "common/comm/tags.h"
+#include "kernels/kernels.h"
 
 _Static_assert(sizeof(Dsv3StepPlan) <= INT_MAX && sizeof(Dsv3StepReport) <= INT_MAX &&
                    sizeof(Dsv3CkptLoadCommand) <= INT_MAX && sizeof(Dsv3TraceEvent) <= INT_MAX,
@@ -185,9 +186,20 @@ Dsv3Err dsv3_protocol_ready(Dsv3Protocol *p) {
 
 // ---- a step's messages ----
 
-Dsv3Err dsv3_protocol_send_windows(Dsv3Protocol *p, int64_t stage_index, int64_t micro,
-                                   const int32_t *windows, int64_t count) {
-    DSV3_ASSERT(p->role == DSV3_ROLE_COORDINATOR && stage_index >= 0 && stage_index < p->n_stage);
+// The int32 a part of B windows of T + 1 tokens takes.
+static int64_t batch_count(Dsv3BatchPart part, int64_t B, int64_t T) {
+    return part == DSV3_BATCH_WINDOWS ? B * (T + 1) : B * T;
+}
+
+Dsv3Err dsv3_protocol_send_batch(Dsv3Protocol *p, int64_t stage_index, int64_t micro,
+                                 Dsv3BatchPart part, int32_t *windows, int64_t B, int64_t T) {
+    DSV3_ASSERT(p->role == DSV3_ROLE_COORDINATOR && stage_index >= 0 && stage_index < p->n_stage &&
+                part != DSV3_BATCH_NONE);
+    // Tokens are window positions [0, T), labels [1, T + 1): row b moves to b·T, never right.
+    int64_t skip = part == DSV3_BATCH_LABELS ? 1 : 0;
+    for (int64_t b = 0; part != DSV3_BATCH_WINDOWS && b < B; b++)
+        memmove(windows + b * T, windows + b * (T + 1) + skip, (size_t)T * sizeof *windows);
+    int64_t count = batch_count(part, B, T);
     int peer = (int)(DSV3_PROTOCOL_FIRST_STAGE + stage_index);
     Dsv3ProtocolRequests r;
     DSV3_CALL(dsv3_protocol_requests_init(&r, dsv3_protocol_chunks(p, count)));
@@ -203,19 +215,34 @@ Dsv3Err dsv3_protocol_send_windows(Dsv3Protocol *p, int64_t stage_index, int64_t
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_protocol_recv_windows(Dsv3Protocol *p, int64_t micro, int32_t *windows,
-                                   int64_t count) {
+Dsv3Err dsv3_protocol_recv_batch(Dsv3Protocol *p, int64_t micro, Dsv3BatchPart part,
+                                 int32_t *scratch, int64_t B, int64_t T, int32_t *tokens,
+                                 int32_t *labels) {
+    DSV3_ASSERT(part != DSV3_BATCH_NONE);
+    int64_t count = batch_count(part, B, T);
     Dsv3ProtocolRequests r;
     DSV3_CALL(dsv3_protocol_requests_init(&r, dsv3_protocol_chunks(p, count)));
     char where[DSV3_PROTOCOL_TEXT_CAPACITY], what[DSV3_WATCH_TEXT_CAPACITY];
     dsv3_protocol_describe_plan(&p->plan, where, sizeof where);
     snprintf(what, sizeof what, "waits for micro-batch %lld of %s from the coordinator",
              (long long)micro, where);
-    Dsv3Err err = dsv3_protocol_post(p, &r, 0, windows, count, MPI_INT32_T, sizeof *windows,
+    Dsv3Err err = dsv3_protocol_post(p, &r, 0, scratch, count, MPI_INT32_T, sizeof *scratch,
                                      DSV3_PROTOCOL_COORDINATOR, DSV3_TAG_BATCH);
     if (err == DSV3_OK) err = dsv3_protocol_wait(p, &r, COORDINATOR_PEER, 1, what);
     dsv3_protocol_requests_free(&r);
     DSV3_CALL(err);
+    // Row b of the message: a whole window (stride T + 1), or T tokens or labels (stride T).
+    int64_t stride = part == DSV3_BATCH_WINDOWS ? T + 1 : T;
+    int64_t label_at = part == DSV3_BATCH_WINDOWS ? 1 : 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            const int32_t *row = scratch + b * stride;
+            if (part != DSV3_BATCH_LABELS) tokens[b * T + t] = row[t] < 0 ? 0 : row[t];
+            if (part != DSV3_BATCH_TOKENS) {
+                int32_t y = row[t + label_at];
+                labels[b * T + t] = y < 0 ? DSV3_IGNORE_INDEX : y;
+            }
+        }
     return DSV3_OK;
 }
 

@@ -32,7 +32,8 @@
 // A training step s (DESIGN.md §4):
 //   1. C→A the step plan                                   send_plan / recv_plan
 //   2. for each micro-batch i, for each stage rank r in mesh order:
-//      C→r its token windows (B × (T + 1) int32)           send_windows / recv_windows
+//      C→r its part of the token windows (layout.h: B × (T + 1) int32, or B × T tokens or
+//      labels under a pipeline)                            send_batch / recv_batch
 //   3. S  all-reduce over dp of gradients, then of tokens per expert (comm/collectives_mpi.h)
 //   4. r→C the step report                                 send_report
 //      stage rank 0 → C, with DSV3_PLAN_EXPERT_LOAD: tokens per expert and biases
@@ -62,6 +63,7 @@
 #include <stdint.h>
 
 #include "common/core/error.h"
+#include "common/comm/layout.h"
 #include "common/comm/topology.h"
 #include "common/comm/watch.h"
 #include "common/train/trace.h"
@@ -181,13 +183,19 @@ Dsv3Err dsv3_protocol_ready(Dsv3Protocol *p);
 
 // ---- a step's messages ----
 
-// Point-to-point, coordinator → stage rank `stage_index`: micro-batch `micro` of the current
-// plan, `count` int32 (B × (T + 1) token windows).
-Dsv3Err dsv3_protocol_send_windows(Dsv3Protocol *p, int64_t stage_index, int64_t micro,
-                                   const int32_t *windows, int64_t count);
+// Point-to-point, coordinator → stage rank `stage_index`: its part (comm/layout.h; not
+// DSV3_BATCH_NONE) of micro-batch `micro` of the current plan, from `windows` (B windows of T + 1
+// tokens), which the tokens and labels parts overwrite (packed in place).
+Dsv3Err dsv3_protocol_send_batch(Dsv3Protocol *p, int64_t stage_index, int64_t micro,
+                                 Dsv3BatchPart part, int32_t *windows, int64_t B, int64_t T);
 
-// Point-to-point, stage rank ← coordinator: the other side of dsv3_protocol_send_windows.
-Dsv3Err dsv3_protocol_recv_windows(Dsv3Protocol *p, int64_t micro, int32_t *windows, int64_t count);
+// Point-to-point, stage rank ← coordinator: the other side of dsv3_protocol_send_batch, received
+// into `scratch` (B × (T + 1)); writes tokens (B, T) when the part has them, padding
+// (DSV3_PAD_TOKEN) as token 0, and labels (B, T) when the part has them, padding as
+// DSV3_IGNORE_INDEX.
+Dsv3Err dsv3_protocol_recv_batch(Dsv3Protocol *p, int64_t micro, Dsv3BatchPart part,
+                                 int32_t *scratch, int64_t B, int64_t T, int32_t *tokens,
+                                 int32_t *labels);
 
 // Point-to-point, stage rank → coordinator: this rank's report of the current plan.
 Dsv3Err dsv3_protocol_send_report(Dsv3Protocol *p, const Dsv3StepReport *report);

@@ -14,8 +14,10 @@ static Dsv3Err acquire_group(Dsv3LocalExperts *e, int64_t layer, Dsv3ParamUse us
     return e->store->ops->acquire(e->store, *g, use);
 }
 
-static Dsv3Err local_forward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *ys,
-                             void *h1, void *h3, const void *xs, const int64_t *offsets) {
+// h1 and h3 are the slot's own (the model's activations): the slot is not needed here.
+static Dsv3Err local_forward(Dsv3Experts *self, int64_t layer, int64_t slot, Dsv3TensorDtype dtype,
+                             void *ys, void *h1, void *h3, const void *xs, const int64_t *offsets) {
+    (void)slot;
     Dsv3LocalExperts *e = (Dsv3LocalExperts *)self;
     int g = -1;
     DSV3_CALL(acquire_group(e, layer, DSV3_PARAM_USE_FORWARD, &g));
@@ -29,9 +31,10 @@ static Dsv3Err local_forward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype d
     return released;
 }
 
-static Dsv3Err local_backward(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *dxs,
-                              const void *dys, const void *xs, const void *h1, const void *h3,
-                              const int64_t *offsets) {
+static Dsv3Err local_backward(Dsv3Experts *self, int64_t layer, int64_t slot, Dsv3TensorDtype dtype,
+                              void *dxs, const void *dys, const void *xs, const void *h1,
+                              const void *h3, const int64_t *offsets) {
+    (void)slot;
     Dsv3LocalExperts *e = (Dsv3LocalExperts *)self;
     int g = -1;
     DSV3_CALL(acquire_group(e, layer, DSV3_PARAM_USE_BACKWARD, &g));

@@ -22,14 +22,16 @@
 typedef struct Dsv3Experts Dsv3Experts;
 struct Dsv3Experts {
     // ys (M, D) for xs (M, D) of MoE layer `layer`, rows grouped by expert as offsets (E + 1)
-    // say. h1, h3 (M, F) are what a local implementation keeps for backward (others ignore
-    // them and may be given NULL).
-    Dsv3Err (*forward)(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *ys, void *h1,
-                       void *h3, const void *xs, const int64_t *offsets);
-    // dxs (M, D) written from dys (M, D); the experts' weight gradients are added where the
-    // experts live.
-    Dsv3Err (*backward)(Dsv3Experts *self, int64_t layer, Dsv3TensorDtype dtype, void *dxs,
-                        const void *dys, const void *xs, const void *h1, const void *h3,
+    // say, for the micro-batch in activation slot `slot` (model.h). h1, h3 (M, F) are what a
+    // local implementation keeps for backward (others ignore them and may be given NULL); an
+    // implementation that keeps its own keys it by (layer, slot), since a pipeline schedule runs
+    // several forwards before their backwards.
+    Dsv3Err (*forward)(Dsv3Experts *self, int64_t layer, int64_t slot, Dsv3TensorDtype dtype,
+                       void *ys, void *h1, void *h3, const void *xs, const int64_t *offsets);
+    // dxs (M, D) written from dys (M, D) for slot's micro-batch; the experts' weight gradients
+    // are added where the experts live.
+    Dsv3Err (*backward)(Dsv3Experts *self, int64_t layer, int64_t slot, Dsv3TensorDtype dtype,
+                        void *dxs, const void *dys, const void *xs, const void *h1, const void *h3,
                         const int64_t *offsets);
     // ys of the last forward, or dxs of the last backward, are ready after this call, not
     // before: an implementation that sends the rows elsewhere returns from forward and backward

@@ -203,8 +203,8 @@ static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g
                                   expert_bias, d->N, &ctx->router));
     DSV3_CALL(dsv3_moe_plan(kc, a->order, a->offsets, a->topk, d->N, d->K, d->E));
     DSV3_CALL(dsv3_moe_gather(kc, F32, a->xs, a->hn, a->order, d->M, d->K, d->D));
-    DSV3_CALL(ctx->experts->forward(ctx->experts, g->layer_id, F32, a->ys, a->h1, a->h3, a->xs,
-                                    a->offsets));
+    DSV3_CALL(ctx->experts->forward(ctx->experts, g->layer_id, ctx->slot, F32, a->ys, a->h1, a->h3,
+                                    a->xs, a->offsets));
     // The shared experts while the routed rows may be away (experts.h).
     if (d->Fs > 0)
         DSV3_CALL(swiglu_ffn_forward(kc, out, a, P(g, DSV3_P_SHARED_W1), P(g, DSV3_P_SHARED_W2),
@@ -292,8 +292,8 @@ static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3
     const Dsv3KernelContext *kc = ctx->kernels;
     DSV3_CALL(dsv3_moe_combine_backward(kc, F32, s->dys, s->dweights, dout, a->ys, a->weights,
                                         a->order, d->N, d->K, d->D));
-    DSV3_CALL(ctx->experts->backward(ctx->experts, g->layer_id, F32, s->dxs, s->dys, a->xs, a->h1,
-                                     a->h3, a->offsets));
+    DSV3_CALL(ctx->experts->backward(ctx->experts, g->layer_id, ctx->slot, F32, s->dxs, s->dys,
+                                     a->xs, a->h1, a->h3, a->offsets));
     // While the routed gradients may be away (experts.h): what does not add into dn, so that dn
     // sums its terms in one order wherever the experts run.
     DSV3_CALL(dsv3_router_backward(kc, F32, s->dlogits, s->dweights, a->scores, a->topk, d->N,

@@ -44,6 +44,7 @@ typedef struct {
     const int32_t *doc; // (B, T) document ids for block-causal masks, or NULL (causal)
     Dsv3RouterArgs router;
     Dsv3Experts *experts; // the routed experts of the MoE layers
+    int64_t slot;         // the micro-batch's activation slot (model.h), for the experts
 } Dsv3LayerContext;
 
 typedef struct {

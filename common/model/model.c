@@ -453,6 +453,7 @@ Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in)
     Slot *s = &m->slots[slot];
     DSV3_CALL(take_input(m, s, in));
     m->ctx.doc = s->doc;
+    m->ctx.slot = slot;
     for (int64_t i = 0; i < L; i++) {
         float *out = i + 1 < L ? s->acts[i + 1].x : s->last;
         int g = m->group_layer[i];
@@ -534,6 +535,7 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
                                    DSV3_COPY_DEVICE_TO_DEVICE));
     }
     m->ctx.doc = s->doc;
+    m->ctx.slot = slot;
     for (int64_t i = L - 1; i >= 0; i--) {
         int g = m->group_layer[i];
         DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_BACKWARD));

@@ -79,8 +79,9 @@ static Dsv3Err batch_shape(const Dsv3Launch *launch, BatchShape *s) {
     return DSV3_OK;
 }
 
-// Sends step `step`'s windows to the first and last pipeline stages: data-parallel rank d takes
-// global windows [(step-1)·G + d·G/dp, … + G/dp), micro-batch i the B after i·B of those.
+// Sends step `step`'s windows to the first and last pipeline stages (the tokens to the first,
+// the labels to the last: comm/layout.h): data-parallel rank d takes global windows
+// [(step-1)·G + d·G/dp, … + G/dp), micro-batch i the B after i·B of those.
 static Dsv3Err send_batches(const Dsv3Launch *launch, Data *data, const BatchShape *s, int64_t step,
                             int32_t *windows, Dsv3Trace *trace) {
     const Dsv3Topology *t = &launch->topology;
@@ -89,14 +90,15 @@ static Dsv3Err send_batches(const Dsv3Launch *launch, Data *data, const BatchSha
         for (int64_t r = 0; r < t->n_stage; r++) {
             Dsv3StageCoord c;
             DSV3_CALL(dsv3_layout_stage_coord(&t->dims, r, &c));
-            if (!dsv3_layout_takes_batches(&t->dims, &c)) continue;
+            Dsv3BatchPart part = dsv3_layout_batch_part(&t->dims, &c);
+            if (part == DSV3_BATCH_NONE) continue;
             int64_t d = c.dp_replicate * t->dims.dp_shard + c.dp_shard;
             int64_t first = (step - 1) * s->G + d * per_rank + i * s->B;
             double t0 = dsv3_log_seconds();
             for (int64_t b = 0; b < s->B; b++)
                 DSV3_CALL(data_window(data, first + b, windows + b * W));
             double t1 = dsv3_log_seconds();
-            DSV3_CALL(dsv3_protocol_send_windows(launch->protocol, r, i, windows, s->B * W));
+            DSV3_CALL(dsv3_protocol_send_batch(launch->protocol, r, i, part, windows, s->B, s->T));
             DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_DATA, (int32_t)i, t0, t1));
             DSV3_CALL(
                 dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t1, dsv3_log_seconds()));

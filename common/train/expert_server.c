@@ -22,7 +22,7 @@
 
 enum { NO_DEVICE = -1 };
 
-// What one MoE layer's backward needs of its last forward.
+// What one MoE layer's backward needs of its last forward of one activation slot.
 typedef struct {
     float *xs, *h1, *h3; // (M, D), (M, F), (M, F)
     int64_t *offsets;    // (El + 1)
@@ -37,7 +37,8 @@ typedef struct {
     Dsv3LocalExperts experts;
     Dsv3ExpertExchange *exchange;
     int64_t first_layer, n_layers, El, D, F;
-    Saved *saved;    // (n_layers) by layer − first_layer
+    int64_t slots;   // the stage ranks' activation slots (their pipeline schedule's)
+    Saved *saved;    // (n_layers, slots) by (layer − first_layer, slot)
     float *out, *in; // a request's results and its incoming gradients (scratch, M × D each)
     int64_t scratch; // rows out and in hold
     Dsv3ExpertServerWork done; // in all: rows received (forward and backward), seconds
@@ -98,8 +99,8 @@ static Dsv3Err serve_forward(Server *s, const Dsv3ExpertRequest *req, Saved *sv)
     sv->rows = req->rows;
     Dsv3OpShape shape = {.E = s->El, .D = s->D, .F = s->F, .M = req->rows};
     DSV3_CALL(workspace_reserve(s, DSV3_OP_EXPERTS_FORWARD, &shape));
-    DSV3_CALL(s->experts.base.forward(&s->experts.base, req->layer, DSV3_TENSOR_F32, s->out, sv->h1,
-                                      sv->h3, sv->xs, sv->offsets));
+    DSV3_CALL(s->experts.base.forward(&s->experts.base, req->layer, req->slot, DSV3_TENSOR_F32,
+                                      s->out, sv->h1, sv->h3, sv->xs, sv->offsets));
     double t2 = dsv3_log_seconds();
     DSV3_CALL(dsv3_expert_exchange_reply(s->exchange, s->out));
     s->done.idle_s += t1 - t0;
@@ -111,17 +112,17 @@ static Dsv3Err serve_backward(Server *s, const Dsv3ExpertRequest *req, Saved *sv
     DSV3_CHECK(sv->rows == req->rows && memcmp(sv->offsets, req->offsets,
                                                (size_t)(s->El + 1) * sizeof *sv->offsets) == 0,
                DSV3_ERR_INTERNAL,
-               "expert server: the backward of layer %" PRId64 " brings %" PRId64
+               "expert server: the backward of layer %" PRId64 " slot %" PRId64 " brings %" PRId64
                " rows routed differently from its forward's %" PRId64,
-               req->layer, req->rows, sv->rows);
+               req->layer, req->slot, req->rows, sv->rows);
     DSV3_CALL(scratch_reserve(s, req->rows));
     double t0 = dsv3_log_seconds();
     DSV3_CALL(dsv3_expert_exchange_receive(s->exchange, s->in));
     double t1 = dsv3_log_seconds();
     Dsv3OpShape shape = {.E = s->El, .D = s->D, .F = s->F, .M = req->rows};
     DSV3_CALL(workspace_reserve(s, DSV3_OP_EXPERTS_BACKWARD, &shape));
-    DSV3_CALL(s->experts.base.backward(&s->experts.base, req->layer, DSV3_TENSOR_F32, s->out, s->in,
-                                       sv->xs, sv->h1, sv->h3, sv->offsets));
+    DSV3_CALL(s->experts.base.backward(&s->experts.base, req->layer, req->slot, DSV3_TENSOR_F32,
+                                       s->out, s->in, sv->xs, sv->h1, sv->h3, sv->offsets));
     double t2 = dsv3_log_seconds();
     DSV3_CALL(dsv3_expert_exchange_reply(s->exchange, s->out));
     s->done.idle_s += t1 - t0;
@@ -143,11 +144,16 @@ static Dsv3Err serve_pass(Server *s) {
                    "expert server: a request for layer %" PRId64
                    ", which is not a MoE layer of pipeline stage %" PRId64,
                    req.layer, s->launch->topology.pp_stage);
+        DSV3_CHECK(req.slot >= 0 && req.slot < s->slots, DSV3_ERR_INTERNAL,
+                   "expert server: a request for activation slot %" PRId64 " of layer %" PRId64
+                   ", outside the stage's %" PRId64 " slots",
+                   req.slot, req.layer, s->slots);
         s->done.rows += (double)req.rows;
+        Saved *sv = &s->saved[l * s->slots + req.slot];
         if (req.op == DSV3_EXPERT_FORWARD)
-            DSV3_CALL(serve_forward(s, &req, &s->saved[l]));
+            DSV3_CALL(serve_forward(s, &req, sv));
         else
-            DSV3_CALL(serve_backward(s, &req, &s->saved[l]));
+            DSV3_CALL(serve_backward(s, &req, sv));
     }
 }
 
@@ -169,6 +175,8 @@ static Dsv3Err server_step(Server *s, const Dsv3StepPlan *plan) {
                                  .stop_signal = dsv3_stop_signal_received()};
     s->step = s->done;
     DSV3_CALL(dsv3_expert_exchange_step_sum(s->exchange, &sum_squares, &work, NULL));
+    if (s->launch->topology.dims.pp > 1) // the stage ranks sum it over the stages
+        DSV3_CALL(dsv3_expert_exchange_share_sum(s->exchange, &sum_squares));
     if (!isfinite(sum_squares)) {
         int32_t group = -1;
         char fqn[DSV3_FQN_CAPACITY];
@@ -184,11 +192,11 @@ static Dsv3Err server_step(Server *s, const Dsv3StepPlan *plan) {
 }
 
 static void server_destroy(Server *s) {
-    for (int64_t l = 0; s->saved && l < s->n_layers; l++) {
-        dsv3_free(s->saved[l].xs);
-        dsv3_free(s->saved[l].h1);
-        dsv3_free(s->saved[l].h3);
-        dsv3_free(s->saved[l].offsets);
+    for (int64_t i = 0; s->saved && i < s->n_layers * s->slots; i++) {
+        dsv3_free(s->saved[i].xs);
+        dsv3_free(s->saved[i].h1);
+        dsv3_free(s->saved[i].h3);
+        dsv3_free(s->saved[i].offsets);
     }
     dsv3_free(s->saved);
     dsv3_free(s->out);
@@ -217,6 +225,7 @@ static Dsv3Err server_create(Server *s, const Dsv3Launch *launch) {
         (Dsv3StageRange){.first_layer = range.first_layer, .n_layers = range.n_layers, .routed = 1};
     s->first_layer = range.first_layer;
     s->n_layers = range.n_layers;
+    DSV3_CALL(dsv3_plan_stage_slots(&plan, t->dims.pp, t->pp_stage, &s->slots));
     DSV3_CALL(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, NO_DEVICE));
     Dsv3ShardSpec spec = dsv3_shard_none;
     spec.ep = t->dims.ep;
@@ -224,11 +233,12 @@ static Dsv3Err server_create(Server *s, const Dsv3Launch *launch) {
     DSV3_CALL(dsv3_param_store_local_create(&s->store, &s->kernels, args, &range, &spec,
                                             (uint64_t)launch->config.debug.seed));
     dsv3_local_experts_init(&s->experts, s->store, &s->kernels);
-    DSV3_CALL(dsv3_calloc((void **)&s->saved, (size_t)(s->n_layers > 0 ? s->n_layers : 1),
-                          sizeof *s->saved, "saved expert activations"));
-    for (int64_t l = 0; l < s->n_layers; l++)
-        DSV3_CALL(dsv3_calloc((void **)&s->saved[l].offsets, (size_t)(s->El + 1),
-                              sizeof *s->saved[l].offsets, "saved expert offsets"));
+    int64_t n_saved = s->n_layers * s->slots;
+    DSV3_CALL(dsv3_calloc((void **)&s->saved, (size_t)(n_saved > 0 ? n_saved : 1), sizeof *s->saved,
+                          "saved expert activations"));
+    for (int64_t i = 0; i < n_saved; i++)
+        DSV3_CALL(dsv3_calloc((void **)&s->saved[i].offsets, (size_t)(s->El + 1),
+                              sizeof *s->saved[i].offsets, "saved expert offsets"));
     return DSV3_OK;
 }
 

@@ -35,6 +35,7 @@ Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv
 Dsv3Err dsv3_report_gather_create(Dsv3ReportGather *g, const Dsv3Launch *launch) {
     memset(g, 0, sizeof *g);
     g->n_stage = launch->topology.n_stage;
+    g->pp = launch->topology.dims.pp;
     size_t S = (size_t)g->n_stage;
     Dsv3Err err = DSV3_OK;
     DSV3_CALL_GOTO(err, fail,
@@ -96,6 +97,27 @@ int dsv3_report_stop_signal(const Dsv3ReportGather *g) {
     return 0;
 }
 
+// Every stage rank of a pipeline stage reports the same servers: the first rank of each stage
+// (mesh order puts pp outermost) speaks for its stage's.
+static void combine_expert_servers(const Dsv3ReportGather *g, Dsv3ExpertServerStats *out) {
+    *out = (Dsv3ExpertServerStats){0};
+    for (int64_t s = 0; s < g->pp; s++) {
+        const Dsv3ExpertServerStats *x = &g->reports[s * (g->n_stage / g->pp)].experts;
+        if (x->servers == 0) continue;
+        if (out->servers == 0) {
+            *out = *x;
+            continue;
+        }
+        out->servers += x->servers;
+        out->rows += x->rows;
+        out->rows_max = fmax(out->rows_max, x->rows_max);
+        out->rows_min = fmin(out->rows_min, x->rows_min);
+        out->compute_max_s = fmax(out->compute_max_s, x->compute_max_s);
+        out->idle_min_s = fmin(out->idle_min_s, x->idle_min_s);
+        if (!out->stop_signal) out->stop_signal = x->stop_signal;
+    }
+}
+
 void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out) {
     memset(out, 0, sizeof *out);
     double loss_sum = 0;
@@ -112,7 +134,7 @@ void dsv3_report_combine(const Dsv3ReportGather *g, Dsv3ReportTotals *out) {
             out->device_bytes = rep->device_bytes;
     }
     out->loss = out->n_labels > 0 ? loss_sum / (double)out->n_labels : NAN;
-    if (g->n_stage > 0) out->experts = g->reports[0].experts;
+    combine_expert_servers(g, &out->experts);
 }
 
 Dsv3Err dsv3_report_write_trace(const Dsv3ReportGather *g, const Dsv3Trace *own,

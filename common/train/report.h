@@ -24,7 +24,7 @@ Dsv3Err dsv3_report_send(const Dsv3Launch *launch, const Dsv3StepPlan *plan, Dsv
 
 // Coordinator: the reports of one step.
 typedef struct {
-    int64_t n_stage;
+    int64_t n_stage, pp;     // stage ranks; pipeline stages (n_stage / pp ranks each)
     Dsv3StepReport *reports; // (S) by stage index
     Dsv3ExpertLoad load;     // valid after a plan with DSV3_PLAN_EXPERT_LOAD
     Dsv3TraceEvent **events; // (S) counted buffers; reports[r].n_trace_events each
@@ -40,7 +40,7 @@ typedef struct {
     double seconds[DSV3_PHASE_COUNT]; // the slowest stage rank's, per phase
     int64_t bytes_peak;               // the largest rank's peak of the step
     int64_t device_bytes;             // the smallest device of those ranks (0: unknown)
-    Dsv3ExpertServerStats experts;    // the expert servers (every stage rank reports them)
+    Dsv3ExpertServerStats experts;    // the expert servers of every pipeline stage
 } Dsv3ReportTotals;
 
 Dsv3Err dsv3_report_gather_create(Dsv3ReportGather *g, const Dsv3Launch *launch);

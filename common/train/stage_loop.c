@@ -70,7 +70,7 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int6
 // The global squared gradient norm: this rank's shards, summed over the FSDP group when the
 // store shards them (replicas hold the same sums and are not counted again); with expert
 // servers, the stage's first rank's sum (every stage rank has it now) plus the servers' own;
-// then summed over the pipeline stages.
+// then summed over the pipeline stages (and handed to the servers, who are outside that sum).
 static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
                                 Dsv3ExpertExchange *experts, double *sum_squares,
                                 Dsv3ExpertServerStats *stats) {
@@ -88,6 +88,7 @@ static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Coll
     if (launch->topology.dims.pp > 1) { // each pipeline stage has its own parameters
         Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
         DSV3_CALL(c->all_reduce(c, DSV3_GROUP_PP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
+        if (experts) DSV3_CALL(dsv3_expert_exchange_share_sum(experts, sum_squares));
     }
     return DSV3_OK;
 }
@@ -115,20 +116,17 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
     const Dsv3Topology *t = &launch->topology;
     Dsv3Model *m = stage->model;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
-    int takes_batches = dsv3_layout_takes_batches(&t->dims, &t->coord);
+    Dsv3BatchPart part = dsv3_layout_batch_part(&t->dims, &t->coord);
     memset(r, 0, sizeof *r);
     dsv3_trace_step_start(trace, (plan->flags & DSV3_PLAN_PROFILE) != 0);
     dsv3_alloc_reset_peak();
     for (int64_t i = 0; i < plan->micro_batches; i++) {
-        if (takes_batches) {
+        if (part != DSV3_BATCH_NONE) {
             double t_recv = dsv3_log_seconds();
-            DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
+            DSV3_CALL(
+                dsv3_protocol_recv_batch(launch->protocol, i, part, windows, B, T, tokens, labels));
             DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_BATCH, (int32_t)i, t_recv,
                                      dsv3_log_seconds()));
-            for (int64_t b = 0; b < B; b++) {
-                memcpy(tokens + b * T, windows + b * (T + 1), (size_t)T * sizeof *tokens);
-                memcpy(labels + b * T, windows + b * (T + 1) + 1, (size_t)T * sizeof *labels);
-            }
         }
         DSV3_CALL(dsv3_pipeline_run(stage, tokens, labels, (float)plan->grad_scale, trace,
                                     i * stage->schedule->n_micro, &r->loss_sum, &r->n_labels));

@@ -129,11 +129,12 @@ Dsv3Err dsv3_validation_run(Dsv3Validation *v, const Dsv3Launch *launch, Dsv3Rep
             for (int64_t r = 0; r < t->n_stage; r++) {
                 Dsv3StageCoord c;
                 DSV3_CALL(dsv3_layout_stage_coord(&t->dims, r, &c));
-                if (!dsv3_layout_takes_batches(&t->dims, &c)) continue;
+                Dsv3BatchPart part = dsv3_layout_batch_part(&t->dims, &c);
+                if (part == DSV3_BATCH_NONE) continue;
                 DSV3_CALL(fill_micro_batch(v, k, i, c.dp_replicate * t->dims.dp_shard + c.dp_shard,
                                            windows));
-                DSV3_CALL(dsv3_protocol_send_windows(
-                    launch->protocol, r, k * v->micro_per_batch + i, windows, v->B * (v->T + 1)));
+                DSV3_CALL(dsv3_protocol_send_batch(launch->protocol, r, k * v->micro_per_batch + i,
+                                                   part, windows, v->B, v->T));
             }
     DSV3_CALL(dsv3_report_gather(gather, launch, &plan));
     Dsv3ReportTotals totals;
@@ -150,19 +151,13 @@ Dsv3Err dsv3_validation_stage(const Dsv3PipelineStage *stage, const Dsv3Launch *
     const Dsv3Config *cfg = &launch->config;
     const Dsv3Topology *t = &launch->topology;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
-    int takes_batches = dsv3_layout_takes_batches(&t->dims, &t->coord);
+    Dsv3BatchPart part = dsv3_layout_batch_part(&t->dims, &t->coord);
     double start = dsv3_log_seconds();
     memset(r, 0, sizeof *r);
     for (int64_t i = 0; i < plan->micro_batches; i++) {
-        if (takes_batches) {
-            DSV3_CALL(dsv3_protocol_recv_windows(launch->protocol, i, windows, B * (T + 1)));
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t p = 0; p < T; p++) {
-                    int32_t x = windows[b * (T + 1) + p], y = windows[b * (T + 1) + p + 1];
-                    tokens[b * T + p] = x < 0 ? 0 : x;
-                    labels[b * T + p] = y < 0 ? DSV3_IGNORE_INDEX : y;
-                }
-        }
+        if (part != DSV3_BATCH_NONE)
+            DSV3_CALL(
+                dsv3_protocol_recv_batch(launch->protocol, i, part, windows, B, T, tokens, labels));
         DSV3_CALL(dsv3_pipeline_run(stage, tokens, labels, 0, NULL, 0, &r->loss_sum, &r->n_labels));
     }
     Dsv3Model *m = stage->model;

@@ -61,13 +61,15 @@ PY
 }
 
 # train_stages NAME NPROC [overrides...]: a training run with the caller's COMMON arguments into
-# $WORK/NAME on NPROC stage ranks, its output in $WORK/NAME.out; every stage rank logs its peak
-# memory against its plan.
+# $WORK/NAME on NPROC stage ranks (and EXPERT_SERVERS expert servers when that is set), its
+# output in $WORK/NAME.out; every stage rank logs its peak memory against its plan.
 train_stages() {
-    local name=$1 nproc=$2
+    local name=$1 nproc=$2 servers=()
     shift 2
+    [ -z "${EXPERT_SERVERS:-}" ] || servers=(: -n "$EXPERT_SERVERS" "$BIN/dsv3-expert")
     "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name" "$@" \
-        : -n "$nproc" "$BIN/dsv3-stage" >"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "$name failed"; }
+        : -n "$nproc" "$BIN/dsv3-stage" "${servers[@]}" >"$WORK/$name.out" 2>&1 ||
+        { cat "$WORK/$name.out"; fail "$name failed"; }
     expect_count "$WORK/$name.out" "memory: peak " "$nproc"
 }
 

@@ -3,13 +3,14 @@
 # expert-bias updates, warm-up then linear decay) on the same global batch of 4 sequences, with
 # the local batch run as 4 pipeline micro-batches of one sequence: pp 2 under 1F1B and GPipe,
 # pp 3 (the middle stage has no embedding and no head), pp 2 × dp_shard 2, pp 2 with full
-# activation checkpointing, pp 2 with 2 training micro-batches of gradient accumulation, and
-# pp 2 with block-causal masks over short text documents (document ids travel with the
-# activations). Losses, grad norms
+# activation checkpointing, pp 2 with 2 training micro-batches of gradient accumulation, pp 2
+# with block-causal masks over short text documents (document ids travel with the
+# activations), and pp 2 with 2 expert servers per stage (which keep each micro-batch's rows
+# until its backward). Losses, grad norms
 # and the final parameters and AdamW moments agree within 1e-5 relative; the tokens per expert
 # of every step are identical. Every stage rank peaks within 10% of its plan. Checkpoints cross
-# layouts: the pp 2 checkpoint resumes on one process and one process's on pp 3, with the
-# uninterrupted run's losses. A validation pass runs through the pipeline with one process's
+# layouts: the pp 2 checkpoint and the pp 2 × ep 2 one resume on one process and one process's
+# on pp 3, with the uninterrupted run's losses. A validation pass runs through the pipeline with one process's
 # loss.
 source "$(dirname "$0")/lib.sh"
 COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
@@ -27,6 +28,9 @@ train_stages pp2_dp2 4 --training.local_batch_size 2 "${PP2[@]}"
 expect_in "$WORK/pp2_dp2.out" "pp 2 × dp_replicate 1 × dp_shard 2"
 train_stages pp2_ac 2 --training.local_batch_size 4 "${PP2[@]}" --activation_checkpoint.mode full
 train_stages pp2_accum 2 --training.local_batch_size 2 "${PP2[@]}"
+EXPERT_SERVERS=4 train_stages pp2_ep2 2 --training.local_batch_size 4 "${PP2[@]}" --parallelism.expert_parallel_degree 2
+expect_in "$WORK/pp2_ep2.out" "expert server 3 (stage 1, experts 4–7): 10 steps"
+expect_in "$WORK/pp2_ep2.out" "expert servers: 4 received"
 # Short documents of a text corpus: several per 32-token window, so block-causal masks differ
 # from causal ones, and the document ids the first stage computes must reach the others.
 python3 "$DSV3_SOURCE_ROOT/tests/e2e/make_tokenizer.py" "$WORK/tok"
@@ -57,7 +61,7 @@ def metrics(name):
 def rel(a, b):
     return abs(a - b) / max(abs(b), 1e-30)
 
-pairs = [(n, "one") for n in ("pp2", "gpipe", "pp3", "pp2_dp2", "pp2_ac", "pp2_accum")]
+pairs = [(n, "one") for n in ("pp2", "gpipe", "pp3", "pp2_dp2", "pp2_ac", "pp2_accum", "pp2_ep2")]
 pairs.append(("block_pp2", "block_one"))
 for name, ref in pairs:
     m, r = metrics(name), metrics(ref)
@@ -75,7 +79,7 @@ for name, ref in pairs:
           f"(worst {worst}); tokens per expert identical; {wait:.2f} s waiting for neighbours")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
-check_peaks pp2 gpipe pp3 pp2_dp2 pp2_ac pp2_accum block_pp2
+check_peaks pp2 gpipe pp3 pp2_dp2 pp2_ac pp2_accum block_pp2 pp2_ep2
 
 # Checkpoints across layouts: resume at step 5 and train to 10, against the uninterrupted run.
 resume() {
@@ -88,13 +92,14 @@ resume() {
 }
 resume from_pp2_on_one pp2 1 --training.local_batch_size 4
 resume from_one_on_pp3 one 3 --training.local_batch_size 4 --parallelism.pipeline_parallel_degree 3
+resume from_pp2_ep2_on_one pp2_ep2 1 --training.local_batch_size 4
 python3 - "$WORK" <<'PY' || fail "a resumed run disagrees with the uninterrupted one"
 import json, sys
 work = sys.argv[1]
 def metrics(name):
     return {r["step"]: r for r in map(json.loads, open(f"{work}/{name}/metrics.jsonl"))}
 one = metrics("one")
-for name in ("from_pp2_on_one", "from_one_on_pp3"):
+for name in ("from_pp2_on_one", "from_one_on_pp3", "from_pp2_ep2_on_one"):
     m = metrics(name)
     assert sorted(m) == list(range(6, 11)), (name, sorted(m))
     loss = max(abs(m[s]["loss"] - one[s]["loss"]) / one[s]["loss"] for s in m)

@@ -38,11 +38,13 @@
 #include "common/comm/collectives_mpi.h"
 #include "common/comm/protocol.h"
 #include "common/comm/topology.h"
+#include "kernels/kernels.h"
 
 enum { N_STAGE = 3, JOB_SIZE = 1 + N_STAGE };
-// Part 1's sizes: windows per message, experts × layers, trace events of stage rank i are
-// TRACE_BASE + TRACE_STEP × i.
-enum { WINDOW_COUNT = 50, LOAD_COUNT = 23, TRACE_BASE = 3, TRACE_STEP = 5, CHUNK = 7 };
+// Part 1's sizes: BATCH windows of WINDOW_T + 1 tokens per micro-batch, experts × layers, trace
+// events of stage rank i are TRACE_BASE + TRACE_STEP × i.
+enum { BATCH = 5, WINDOW_T = 9, WINDOW_COUNT = BATCH * (WINDOW_T + 1), LOAD_COUNT = 23 };
+enum { TRACE_BASE = 3, TRACE_STEP = 5, CHUNK = 7 };
 enum { MAX_TRACE = TRACE_BASE + TRACE_STEP * N_STAGE, TEXT = 64, GRAD_COUNT = 10 };
 
 static const double TRAIN_TIMEOUT_S = 1.0;
@@ -105,23 +107,42 @@ static void part_messages(Dsv3Protocol *p, const Dsv3Topology *t, Check *chk) {
         EXPECT(chk, memcmp(&plan, &sent, sizeof plan) == 0, "the plan arrived changed");
     }
 
-    int32_t windows[WINDOW_COUNT];
+    // Stage rank r takes the whole windows, their tokens or their labels (r = 0, 1, 2), in
+    // chunks of CHUNK int32; the last window position of the rank's first window is padding.
+    int32_t windows[WINDOW_COUNT], tokens[BATCH * WINDOW_T], labels[BATCH * WINDOW_T];
+    static const Dsv3BatchPart parts[N_STAGE] = {DSV3_BATCH_WINDOWS, DSV3_BATCH_TOKENS,
+                                                 DSV3_BATCH_LABELS};
     for (int64_t micro = 0; micro < plan.micro_batches; micro++) {
         if (coordinator) {
             for (int64_t r = 0; r < N_STAGE; r++) {
                 for (int64_t i = 0; i < WINDOW_COUNT; i++)
                     windows[i] = window_value(r, micro, i);
-                expect_ok(chk, dsv3_protocol_send_windows(p, r, micro, windows, WINDOW_COUNT),
-                          "send_windows");
+                windows[WINDOW_T] = DSV3_PAD_TOKEN;
+                expect_ok(chk,
+                          dsv3_protocol_send_batch(p, r, micro, parts[r], windows, BATCH, WINDOW_T),
+                          "send_batch");
             }
         } else {
-            memset(windows, 0, sizeof windows);
-            expect_ok(chk, dsv3_protocol_recv_windows(p, micro, windows, WINDOW_COUNT),
-                      "recv_windows");
-            for (int64_t i = 0; i < WINDOW_COUNT; i++)
-                EXPECT(chk, windows[i] == window_value(me, micro, i),
-                       "window %lld of micro-batch %lld is %d", (long long)i, (long long)micro,
-                       windows[i]);
+            Dsv3BatchPart part = parts[me];
+            for (int64_t i = 0; i < BATCH * WINDOW_T; i++)
+                tokens[i] = labels[i] = -7; // untouched where the part does not reach
+            expect_ok(
+                chk,
+                dsv3_protocol_recv_batch(p, micro, part, windows, BATCH, WINDOW_T, tokens, labels),
+                "recv_batch");
+            for (int64_t b = 0; b < BATCH; b++)
+                for (int64_t k = 0; k < WINDOW_T; k++) {
+                    int64_t at = b * (WINDOW_T + 1) + k, i = b * WINDOW_T + k;
+                    int32_t token = part == DSV3_BATCH_LABELS ? -7 : window_value(me, micro, at);
+                    int32_t label = part == DSV3_BATCH_TOKENS ? -7
+                                    : at + 1 == WINDOW_T      ? DSV3_IGNORE_INDEX
+                                                              : window_value(me, micro, at + 1);
+                    EXPECT(chk, tokens[i] == token && labels[i] == label,
+                           "position %lld of window %lld of micro-batch %lld: token %d label %d, "
+                           "expected %d and %d",
+                           (long long)k, (long long)b, (long long)micro, tokens[i], labels[i],
+                           token, label);
+                }
         }
     }
 
