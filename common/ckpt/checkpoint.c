@@ -52,9 +52,9 @@ static void root_of(const Dsv3Config *cfg, char out[DSV3_CKPT_PATH_CAPACITY]) {
 // shards, and so do the dp_shard × cp ranks of a store that does not shard over them. An
 // expert server is the only holder of its experts' boxes.
 static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, const Dsv3CkptRank *rank) {
-    if (!rank->model) return (Dsv3CkptWriters){.shard_writer = 1};
+    if (!rank->n_models) return (Dsv3CkptWriters){.shard_writer = 1};
     const Dsv3StageCoord *c = &launch->topology.coord;
-    const Dsv3ParamStore *st = dsv3_model_services(rank->model)->params;
+    const Dsv3ParamStore *st = dsv3_model_services(rank->models[0])->params;
     int fsdp_sharded = st->n_groups > 0 && st->groups[0].spec.fsdp > 1;
     int first_of_fsdp = c->dp_shard == 0 && c->cp == 0;
     return (Dsv3CkptWriters){.shard_writer =
@@ -63,18 +63,36 @@ static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, const Dsv3CkptRank *
                              .tp_rank = c->tp};
 }
 
-// The tensors of a rank's model: the boxes of its store's groups (values, moments) and the
-// expert biases of its stage, with `writers` deciding the writes flags.
-static Dsv3Err tensors_of_model(Dsv3CkptTensors *out, Dsv3Model *model,
-                                const Dsv3CkptWriters *writers) {
-    const Dsv3ModelArgs *args = dsv3_model_args(model);
-    const Dsv3ParamStore *st = dsv3_model_services(model)->params;
+// The tensors of a rank's models: the boxes of their stores' groups (values, moments) and the
+// expert biases of their stages, with `writers` deciding the writes flags.
+static Dsv3Err tensors_of_models(Dsv3CkptTensors *out, Dsv3Model *const *models, int64_t n,
+                                 const Dsv3CkptWriters *writers) {
+    const Dsv3ModelArgs *args = dsv3_model_args(models[0]);
+    int n_groups = 0;
+    for (int64_t k = 0; k < n; k++)
+        n_groups += dsv3_model_services(models[k])->params->n_groups;
     float **bias = NULL;
-    DSV3_CALL(dsv3_calloc((void **)&bias, (size_t)args->n_layers, sizeof *bias, "bias table"));
-    for (int64_t l = 0; l < args->n_layers; l++)
-        bias[l] = dsv3_model_expert_bias(model, l);
-    Dsv3Err err =
-        dsv3_ckpt_tensors_of_groups(out, args, st->groups, st->shards, st->n_groups, bias, writers);
+    Dsv3ParamGroup *groups = NULL; // every store's, one after the other (copies of the tables)
+    Dsv3ParamShard *shards = NULL;
+    Dsv3Err err = dsv3_calloc((void **)&bias, (size_t)args->n_layers, sizeof *bias, "bias table");
+    if (err == DSV3_OK)
+        err = dsv3_calloc((void **)&groups, (size_t)(n_groups ? n_groups : 1), sizeof *groups,
+                          "checkpoint groups");
+    if (err == DSV3_OK)
+        err = dsv3_calloc((void **)&shards, (size_t)(n_groups ? n_groups : 1), sizeof *shards,
+                          "checkpoint shards");
+    for (int64_t k = 0, at = 0; err == DSV3_OK && k < n; k++) {
+        const Dsv3ParamStore *st = dsv3_model_services(models[k])->params;
+        memcpy(groups + at, st->groups, (size_t)st->n_groups * sizeof *groups);
+        memcpy(shards + at, st->shards, (size_t)st->n_groups * sizeof *shards);
+        at += st->n_groups;
+        for (int64_t l = 0; l < args->n_layers; l++)
+            if (!bias[l]) bias[l] = dsv3_model_expert_bias(models[k], l);
+    }
+    if (err == DSV3_OK)
+        err = dsv3_ckpt_tensors_of_groups(out, args, groups, shards, n_groups, bias, writers);
+    dsv3_free(shards);
+    dsv3_free(groups);
     dsv3_free(bias);
     return err;
 }
@@ -84,7 +102,7 @@ static Dsv3Err tensors_of_model(Dsv3CkptTensors *out, Dsv3Model *model,
 static Dsv3Err rank_tensors(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
                             Dsv3CkptTensors *t) {
     Dsv3CkptWriters writers = writers_of(launch, rank);
-    if (rank->model) return tensors_of_model(t, rank->model, &writers);
+    if (rank->n_models) return tensors_of_models(t, rank->models, rank->n_models, &writers);
     const Dsv3ParamStore *st = rank->store;
     float **no_bias = NULL;
     DSV3_CALL(
@@ -98,7 +116,7 @@ static Dsv3Err rank_tensors(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
 // The number of a rank's shard files: stage ranks by stage index, then the expert servers.
 static int64_t shard_of(const Dsv3Launch *launch, const Dsv3CkptRank *rank) {
     const Dsv3Topology *t = &launch->topology;
-    return rank->model ? t->stage_index : t->n_stage + t->expert_index;
+    return rank->n_models ? t->stage_index : t->n_stage + t->expert_index;
 }
 
 // A state with NaN or infinite values is never saved (it would displace good checkpoints).
@@ -131,7 +149,7 @@ static Dsv3Err stage_write(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
         err = dsv3_ckpt_store_write_shards(dir, shard_of(launch, rank), &t, !cmd->model_only, dtype,
                                            cmd->step, description);
     dsv3_ckpt_tensors_free(&t);
-    if (err == DSV3_OK && rank->model && launch->topology.stage_index == 0)
+    if (err == DSV3_OK && rank->n_models && launch->topology.stage_index == 0)
         maybe_kill("shards", cmd->step);
     return err;
 }
@@ -554,7 +572,7 @@ Dsv3Err dsv3_ckpt_coordinator_start(Dsv3CkptCoordinator *c, const Dsv3Launch *la
 // Stage rank: checks its share of the manifest's files (sizes and CRC-32), which the stage ranks
 // split between them.
 static Dsv3Err verify_share(const Dsv3Launch *launch, const Dsv3CkptRank *rank, const char *path) {
-    if (!rank->model) return DSV3_OK;
+    if (!rank->n_models) return DSV3_OK;
     Dsv3Manifest man;
     DSV3_CALL(dsv3_manifest_read(path, &man));
     Dsv3Err err =

@@ -65,8 +65,11 @@ Dsv3Err dsv3_ckpt_coordinator_step(Dsv3CkptCoordinator *c, const Dsv3Launch *lau
 
 // What a stage rank or an expert server saves and loads.
 typedef struct {
-    Dsv3Model *model;      // a stage rank's model: its store's groups, its stage's expert biases
-    Dsv3ParamStore *store; // an expert server's routed experts (model NULL)
+    // A stage rank's models, one per pipeline stage it holds: their stores' groups and their
+    // stages' expert biases, written to one shard file.
+    Dsv3Model *const *models;
+    int64_t n_models;      // 0 on an expert server
+    Dsv3ParamStore *store; // an expert server's routed experts
 } Dsv3CkptRank;
 
 // Stage rank or expert server: the other side of the two calls above.

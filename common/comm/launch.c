@@ -153,15 +153,23 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 }
 
 // What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
-// dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B), with routed experts on the stage ranks
-// or on each stage's expert servers, on any dataset kind.
-static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
+// dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B, Interleaved1F1B), with routed experts
+// on the stage ranks or, under single-stage schedules, on each stage's expert servers, on any
+// dataset kind.
+static Dsv3Err check_trainable(const Dsv3Config *cfg, const Dsv3ParallelDims *d) {
     DSV3_CHECK(d->tp == 1 && d->cp == 1, DSV3_ERR_CONFIG,
                "training with tensor_parallel_degree %" PRId64
                " and context_parallel_degree %" PRId64
                " is not supported yet: training runs data parallel, FSDP, HSDP and pipeline "
                "parallel (tp, cp 1). Start-up and --job.dry_run check every layout.",
                d->tp, d->cp);
+    Dsv3PipeKind kind;
+    DSV3_CALL(dsv3_pipe_kind_parse(cfg->parallelism.pipeline_parallel_schedule, &kind));
+    DSV3_CHECK(d->ep == 1 || !dsv3_pipe_kind_is_looped(kind), DSV3_ERR_CONFIG,
+               "training with pipeline_parallel_schedule \"%s\" and expert_parallel_degree %" PRId64
+               " is not supported yet: expert servers serve one pipeline stage each, and a looped "
+               "schedule puts several on a rank (use 1F1B or GPipe with expert servers)",
+               cfg->parallelism.pipeline_parallel_schedule, d->ep);
     return DSV3_OK;
 }
 
@@ -227,9 +235,15 @@ static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt, i
     Dsv3PipeSchedule s;
     DSV3_CALL(dsv3_pipe_schedule_create(&s, opt->pipe.kind, pp, opt->pipe.n_micro,
                                         opt->pipe.stages_per_rank));
-    DSV3_LOG_INFO("%s: %s, %" PRId64 " micro-batches × %" PRId64 " sequences over %" PRId64
-                  " stages, theoretical bubble %.1f%%",
-                  prefix, dsv3_pipe_kind_name(s.kind), s.n_micro, opt->pipe.micro_batch, pp,
+    char over[96];
+    if (s.stages_per_rank > 1)
+        snprintf(over, sizeof over, "%" PRId64 " ranks with %" PRId64 " stages each", pp,
+                 s.stages_per_rank);
+    else
+        snprintf(over, sizeof over, "%" PRId64 " stages", pp);
+    DSV3_LOG_INFO("%s: %s, %" PRId64 " micro-batches × %" PRId64
+                  " sequences over %s, theoretical bubble %.1f%%",
+                  prefix, dsv3_pipe_kind_name(s.kind), s.n_micro, opt->pipe.micro_batch, over,
                   100.0 * dsv3_pipe_schedule_bubble(&s));
     enum { LINE = 1024 };
     char line[LINE], action[32];
@@ -262,7 +276,7 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         DSV3_LOG_INFO("dry run: %s", line);
     }
     DSV3_CALL(log_schedule(&launch->config, &opt, dims->pp, "dry run: schedule"));
-    if (check_trainable(dims) != DSV3_OK) {
+    if (check_trainable(&launch->config, dims) != DSV3_OK) {
         DSV3_LOG_INFO("dry run: note: %s", dsv3_error_message());
         dsv3_error_clear();
     }
@@ -284,7 +298,7 @@ static Dsv3Err serve_alone(Dsv3Launch *launch, const LaunchFlags *flags) {
     if (flags->print_launch) {
         // A layout training cannot run is refused here, before any process (or a joining expert
         // server job) is started for it.
-        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(&dims));
+        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(cfg, &dims));
         // Shell-readable, for run/train.sh and run/expert_servers.sh.
         printf("stage_procs=%" PRId64 "\nexpert_procs=%" PRId64 "\nexpert_launch=%s\n"
                "expert_service=%s\ninit_timeout=%" PRId64 "\ndry_run=%d\n",
@@ -419,7 +433,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     double topology_seconds = dsv3_log_seconds() - topology_start;
     if (err == DSV3_OK) err = check_batch(&launch->config, &launch->topology.dims);
     if (err == DSV3_OK && !launch->config.job.dry_run)
-        err = check_trainable(&launch->topology.dims);
+        err = check_trainable(&launch->config, &launch->topology.dims);
     int job_rank = 0;
     DSV3_MPI_CALL(MPI_Comm_rank(job, &job_rank));
     DSV3_MPI_CALL(MPI_Comm_free(&job));

@@ -12,20 +12,20 @@
 enum { RING = 2 }; // buffers per direction, used in turn
 
 // Receive buffers of one direction: RING buffers, each with its pending requests (activations
-// and document ids, or a gradient) and the micro-batch it holds.
+// and document ids, or a gradient) and the micro-batch and stage it holds.
 typedef struct {
     float *rows[RING];
     int32_t *doc[RING];
     MPI_Request requests[RING][2];
-    int64_t micro[RING];
+    int64_t micro[RING], stage[RING];
     int64_t posted; // receives posted so far: the next goes to buffer posted % RING
 } Inbox;
 
 struct Dsv3PipeExchange {
-    MPI_Comm comm; // duplicate of the pp communicator: rank = pipeline stage
+    MPI_Comm comm; // duplicate of the pp communicator: rank = pipeline rank
     Dsv3Watch *watch;
-    int stage, n_stages;
-    int prev_job, next_job; // job ranks of the neighbours (the watch's ranks)
+    int prev, next;         // pipeline ranks of the previous and next stages' holders
+    int prev_job, next_job; // their job ranks (the watch's ranks)
     int count;              // floats per message: n_rows · dim
     int n_rows, with_doc;
     int64_t slots;
@@ -40,7 +40,7 @@ struct Dsv3PipeExchange {
 static Dsv3Err inbox_alloc(Inbox *in, int count, int n_doc) {
     for (int k = 0; k < RING; k++) {
         in->requests[k][0] = in->requests[k][1] = MPI_REQUEST_NULL;
-        in->micro[k] = -1;
+        in->micro[k] = in->stage[k] = -1;
         DSV3_CALL(dsv3_alloc((void **)&in->rows[k], (size_t)count * sizeof(float),
                              "pipeline receive buffer"));
         if (n_doc)
@@ -57,9 +57,10 @@ static void inbox_free(Inbox *in) {
     }
 }
 
-Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *topo, int64_t n_rows,
-                                  int64_t dim, int with_doc, int64_t slots, Dsv3Watch *watch) {
+Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *topo,
+                                  const Dsv3PipeExchangeShape *shape, Dsv3Watch *watch) {
     *out = NULL;
+    int64_t n_rows = shape->n_rows, dim = shape->dim, slots = shape->slots;
     DSV3_CHECK(topo->pp != MPI_COMM_NULL && slots > 0, DSV3_ERR_USAGE,
                "pipeline exchange: this rank is no stage rank, or has no activation slot");
     DSV3_CHECK(n_rows > 0 && dim > 0 && n_rows * dim <= INT_MAX, DSV3_ERR_CONFIG,
@@ -72,13 +73,14 @@ Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *to
     x->watch = watch;
     x->n_rows = (int)n_rows;
     x->count = (int)(n_rows * dim);
-    x->with_doc = with_doc;
+    x->with_doc = shape->with_doc;
     x->slots = slots;
-    x->stage = (int)topo->coord.pp;
-    x->n_stages = (int)topo->dims.pp;
-    int stride = (int)(topo->n_stage / topo->dims.pp); // stage ranks per pipeline stage
-    x->prev_job = topo->job_rank - stride;
-    x->next_job = topo->job_rank + stride;
+    int pp = (int)topo->dims.pp, rank = (int)topo->coord.pp;
+    int stride = (int)(topo->n_stage / pp); // stage ranks per pipeline rank, in mesh order
+    x->prev = (rank + pp - 1) % pp;
+    x->next = (rank + 1) % pp;
+    x->prev_job = topo->job_rank + (x->prev - rank) * stride;
+    x->next_job = topo->job_rank + (x->next - rank) * stride;
     for (int k = 0; k < RING; k++)
         x->grad_send[k] = MPI_REQUEST_NULL;
     Dsv3Err err = DSV3_OK;
@@ -88,15 +90,15 @@ Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *to
                    dsv3_watch_wait(watch, 1, &dup, NULL, DSV3_WATCH_ALL_PEERS,
                                    "waits for the other pipeline stages to open the pipeline "
                                    "exchange"));
-    int n_doc = with_doc ? x->n_rows : 0;
-    if (x->stage > 0) {
+    int n_doc = x->with_doc ? x->n_rows : 0;
+    if (shape->receives) {
         DSV3_CALL_GOTO(err, fail, inbox_alloc(&x->activations, x->count, n_doc));
         for (int k = 0; k < RING; k++)
             DSV3_CALL_GOTO(err, fail,
                            dsv3_alloc((void **)&x->grad_out[k], (size_t)x->count * sizeof(float),
                                       "pipeline gradient send buffer"));
     }
-    if (x->stage < x->n_stages - 1) {
+    if (shape->sends) {
         DSV3_CALL_GOTO(err, fail, inbox_alloc(&x->gradients, x->count, 0));
         DSV3_CALL_GOTO(err, fail,
                        dsv3_calloc((void **)&x->slot_send, (size_t)slots * 2, sizeof *x->slot_send,
@@ -111,25 +113,24 @@ fail:
     return err;
 }
 
-int64_t dsv3_pipe_exchange_bytes(int64_t n_rows, int64_t dim, int with_doc, int64_t slots,
-                                 int64_t stage, int64_t n_stages) {
-    int64_t rows = n_rows * dim * (int64_t)sizeof(float);
-    int64_t doc = with_doc ? n_rows * (int64_t)sizeof(int32_t) : 0;
+int64_t dsv3_pipe_exchange_bytes(const Dsv3PipeExchangeShape *s) {
+    int64_t rows = s->n_rows * s->dim * (int64_t)sizeof(float);
+    int64_t doc = s->with_doc ? s->n_rows * (int64_t)sizeof(int32_t) : 0;
     int64_t bytes = (int64_t)sizeof(Dsv3PipeExchange);
-    if (stage > 0) bytes += RING * (rows + doc) + RING * rows; // activations in, gradients out
-    if (stage < n_stages - 1) bytes += RING * rows + slots * 2 * (int64_t)sizeof(MPI_Request);
+    if (s->receives) bytes += RING * (rows + doc) + RING * rows; // activations in, gradients out
+    if (s->sends) bytes += RING * rows + s->slots * 2 * (int64_t)sizeof(MPI_Request);
     return bytes;
 }
 
-// Waits for `n` requests that depend on job rank `peer`, counting the time as pipeline wait.
+// Waits for `n` requests that depend on job rank `peer` (the previous or the next pipeline
+// rank), counting the time as pipeline wait.
 static Dsv3Err wait_for(Dsv3PipeExchange *x, int n, MPI_Request *requests, int peer,
                         const char *what, int64_t micro) {
     double t0 = dsv3_log_seconds();
-    Dsv3Err err =
-        dsv3_watch_wait(x->watch, n, requests, &peer, 1,
-                        "waits for pipeline stage %d to take or give the %s of "
-                        "micro-batch %lld",
-                        peer == x->prev_job ? x->stage - 1 : x->stage + 1, what, (long long)micro);
+    Dsv3Err err = dsv3_watch_wait(x->watch, n, requests, &peer, 1,
+                                  "waits for pipeline rank %d to take or give the %s of "
+                                  "micro-batch %lld",
+                                  peer == x->prev_job ? x->prev : x->next, what, (long long)micro);
     x->wait_seconds += dsv3_log_seconds() - t0;
     return err;
 }
@@ -139,7 +140,7 @@ Dsv3Err dsv3_pipe_exchange_finish(Dsv3PipeExchange *x) {
     if (x->slot_send)
         DSV3_CALL(wait_for(x, (int)(x->slots * 2), x->slot_send, x->next_job,
                            "activations (last sends)", -1));
-    if (x->stage > 0) DSV3_CALL(wait_for(x, RING, x->grad_send, x->prev_job, "gradients", -1));
+    if (x->grad_out[0]) DSV3_CALL(wait_for(x, RING, x->grad_send, x->prev_job, "gradients", -1));
     return DSV3_OK;
 }
 
@@ -154,8 +155,13 @@ void dsv3_pipe_exchange_destroy(Dsv3PipeExchange *x) {
     dsv3_free(x);
 }
 
-// The next buffer of `in` for micro-batch `micro`; it must hold nothing pending.
-static Dsv3Err inbox_next(Inbox *in, int64_t micro, int *k) {
+// The next buffer of `in` for micro-batch `micro` of stage `stage`; it must hold nothing
+// pending.
+static Dsv3Err inbox_next(Inbox *in, int64_t micro, int64_t stage, int *k) {
+    DSV3_CHECK(in->rows[0], DSV3_ERR_INTERNAL,
+               "pipeline exchange: a receive for stage %lld, which this rank's exchange was not "
+               "made for",
+               (long long)stage);
     *k = (int)(in->posted % RING);
     DSV3_CHECK(in->requests[*k][0] == MPI_REQUEST_NULL && in->requests[*k][1] == MPI_REQUEST_NULL,
                DSV3_ERR_INTERNAL,
@@ -163,33 +169,35 @@ static Dsv3Err inbox_next(Inbox *in, int64_t micro, int *k) {
                "%lld still fills (receives posted more than one compute ahead)",
                (long long)micro, (long long)in->micro[*k]);
     in->micro[*k] = micro;
+    in->stage[*k] = stage;
     in->posted++;
     return DSV3_OK;
 }
 
-static Dsv3Err inbox_find(const Inbox *in, int64_t micro, int *k) {
+static Dsv3Err inbox_find(const Inbox *in, int64_t micro, int64_t stage, int *k) {
     for (*k = 0; *k < RING; (*k)++)
-        if (in->micro[*k] == micro) return DSV3_OK;
-    DSV3_RAISE(DSV3_ERR_INTERNAL, "pipeline exchange: micro-batch %lld was never posted",
-               (long long)micro);
+        if (in->micro[*k] == micro && in->stage[*k] == stage) return DSV3_OK;
+    DSV3_RAISE(DSV3_ERR_INTERNAL,
+               "pipeline exchange: micro-batch %lld of stage %lld was never posted",
+               (long long)micro, (long long)stage);
 }
 
-Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro) {
+Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage) {
     int k;
-    DSV3_CALL(inbox_next(&x->activations, micro, &k));
+    DSV3_CALL(inbox_next(&x->activations, micro, stage, &k));
     MPI_Request *r = x->activations.requests[k];
-    DSV3_MPI_CALL(MPI_Irecv(x->activations.rows[k], x->count, MPI_FLOAT, x->stage - 1,
+    DSV3_MPI_CALL(MPI_Irecv(x->activations.rows[k], x->count, MPI_FLOAT, x->prev,
                             DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
     if (x->with_doc)
-        DSV3_MPI_CALL(MPI_Irecv(x->activations.doc[k], x->n_rows, MPI_INT32_T, x->stage - 1,
+        DSV3_MPI_CALL(MPI_Irecv(x->activations.doc[k], x->n_rows, MPI_INT32_T, x->prev,
                                 DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, const float **act,
-                                            const int32_t **doc) {
+Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                            const float **act, const int32_t **doc) {
     int k;
-    DSV3_CALL(inbox_find(&x->activations, micro, &k));
+    DSV3_CALL(inbox_find(&x->activations, micro, stage, &k));
     DSV3_CALL(wait_for(x, 2, x->activations.requests[k], x->prev_job, "activations", micro));
     *act = x->activations.rows[k];
     *doc = x->with_doc ? x->activations.doc[k] : NULL;
@@ -201,32 +209,36 @@ Dsv3Err dsv3_pipe_exchange_release_slot(Dsv3PipeExchange *x, int64_t slot) {
     return wait_for(x, 2, &x->slot_send[2 * slot], x->next_job, "activations", -1);
 }
 
-Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t micro, int64_t slot,
-                                            const float *act, const int32_t *doc) {
-    (void)micro; // messages match in order; the micro-batch names waits only
+Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, const float *act,
+                                            const int32_t *doc) {
+    DSV3_CHECK(x->slot_send && slot >= 0 && slot < x->slots, DSV3_ERR_INTERNAL,
+               "pipeline exchange: activations sent from slot %lld of a rank whose exchange "
+               "sends none or has %lld slots",
+               (long long)slot, (long long)x->slots);
     MPI_Request *r = &x->slot_send[2 * slot];
     DSV3_CHECK(r[0] == MPI_REQUEST_NULL && r[1] == MPI_REQUEST_NULL, DSV3_ERR_INTERNAL,
                "pipeline exchange: slot %lld sends again before its last send completed",
                (long long)slot);
-    DSV3_MPI_CALL(MPI_Isend(act, x->count, MPI_FLOAT, x->stage + 1, DSV3_TAG_PIPE_ACTIVATIONS,
-                            x->comm, &r[0]));
+    DSV3_MPI_CALL(
+        MPI_Isend(act, x->count, MPI_FLOAT, x->next, DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
     if (x->with_doc)
-        DSV3_MPI_CALL(MPI_Isend(doc, x->n_rows, MPI_INT32_T, x->stage + 1, DSV3_TAG_PIPE_DOC,
-                                x->comm, &r[1]));
+        DSV3_MPI_CALL(
+            MPI_Isend(doc, x->n_rows, MPI_INT32_T, x->next, DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro) {
+Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage) {
     int k;
-    DSV3_CALL(inbox_next(&x->gradients, micro, &k));
-    DSV3_MPI_CALL(MPI_Irecv(x->gradients.rows[k], x->count, MPI_FLOAT, x->stage + 1,
+    DSV3_CALL(inbox_next(&x->gradients, micro, stage, &k));
+    DSV3_MPI_CALL(MPI_Irecv(x->gradients.rows[k], x->count, MPI_FLOAT, x->next,
                             DSV3_TAG_PIPE_GRADIENT, x->comm, &x->gradients.requests[k][0]));
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, const float **grad) {
+Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                         const float **grad) {
     int k;
-    DSV3_CALL(inbox_find(&x->gradients, micro, &k));
+    DSV3_CALL(inbox_find(&x->gradients, micro, stage, &k));
     DSV3_CALL(wait_for(x, 1, x->gradients.requests[k], x->next_job, "gradient", micro));
     *grad = x->gradients.rows[k];
     return DSV3_OK;
@@ -236,8 +248,8 @@ Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, con
     int k = (int)(x->grad_sent % RING);
     DSV3_CALL(wait_for(x, 1, &x->grad_send[k], x->prev_job, "gradient", micro - RING));
     memcpy(x->grad_out[k], grad, (size_t)x->count * sizeof(float));
-    DSV3_MPI_CALL(MPI_Isend(x->grad_out[k], x->count, MPI_FLOAT, x->stage - 1,
-                            DSV3_TAG_PIPE_GRADIENT, x->comm, &x->grad_send[k]));
+    DSV3_MPI_CALL(MPI_Isend(x->grad_out[k], x->count, MPI_FLOAT, x->prev, DSV3_TAG_PIPE_GRADIENT,
+                            x->comm, &x->grad_send[k]));
     x->grad_sent++;
     return DSV3_OK;
 }

@@ -1,19 +1,22 @@
 // pipe_exchange: activations and their gradients between neighbouring pipeline stages.
 //
 // Over a duplicate of the stage's pp communicator (comm/topology.h; its rank is the pipeline
-// stage), point to point and non-blocking, as the schedule's actions say
+// rank), point to point and non-blocking, as the schedule's actions say
 // (train/pipeline_schedule.h): a receive is posted ahead of the compute that consumes it and
-// waited for there; a send starts right after its compute. Activations travel with the
-// document ids of their tokens when masks are block-causal. Messages of one direction between
-// two stages match in the order they are posted (MPI's non-overtaking rule), which the
-// schedule's lists keep.
+// waited for there; a send starts right after its compute. Pipeline stage s + 1 follows stage
+// s on the next pipeline rank, (r + 1) mod pp: with one stage per rank that is rank r + 1; under
+// a looped schedule the last rank's stages feed the first rank's next ones. Activations travel
+// with the document ids of their tokens when masks are block-causal. Messages of one direction
+// between two ranks match in the order they are posted (MPI's non-overtaking rule), which the
+// schedule's lists keep; a receive names the micro-batch and the stage it is for.
 //
 // Buffers. Received activations and gradients land in two buffers per direction, used in turn:
 // a receive is posted at most one compute ahead, so one buffer is being read while the other
 // fills. Activations are sent from the model's slot output, which stays valid until the slot's
-// next forward: dsv3_pipe_exchange_release_slot waits for that send before it. Input gradients
-// are copied into two send buffers used in turn (the model's input gradient is overwritten by
-// the next backward). Every wait goes through the watch and names the neighbour.
+// next forward: dsv3_pipe_exchange_release_slot waits for that send before it (slots are
+// numbered over every stage of the rank). Input gradients are copied into two send buffers used
+// in turn (the model's input gradient is overwritten by the next backward). Every wait goes
+// through the watch and names the neighbour.
 #ifndef DSV3_COMM_PIPE_EXCHANGE_H
 #define DSV3_COMM_PIPE_EXCHANGE_H
 
@@ -25,36 +28,45 @@
 
 typedef struct Dsv3PipeExchange Dsv3PipeExchange;
 
-// Collective over the stage ranks of the job's pp communicator of this rank. `n_rows` rows of
-// `dim` floats per micro-batch (tokens of one micro-batch), `with_doc`: document ids travel
-// with activations; `slots`: this stage's activation slots. `watch` outlives the exchange.
-Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *topo, int64_t n_rows,
-                                  int64_t dim, int with_doc, int64_t slots, Dsv3Watch *watch);
+// Which of its stages' messages a rank's exchange carries.
+typedef struct {
+    int64_t n_rows, dim; // rows of `dim` floats per micro-batch (its tokens)
+    int with_doc;        // document ids travel with activations
+    int64_t slots;       // activation slots of all the rank's stages
+    int receives;        // some stage of the rank has a previous stage (activations come in)
+    int sends;           // some stage of the rank has a next stage (activations go out)
+} Dsv3PipeExchangeShape;
 
-// Bytes an exchange of pipeline stage `stage` of `n_stages` allocates (memory plans).
-int64_t dsv3_pipe_exchange_bytes(int64_t n_rows, int64_t dim, int with_doc, int64_t slots,
-                                 int64_t stage, int64_t n_stages);
+// Collective over the stage ranks of the job's pp communicator of this rank. `watch` outlives
+// the exchange.
+Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *topo,
+                                  const Dsv3PipeExchangeShape *shape, Dsv3Watch *watch);
+
+// Bytes an exchange of this shape allocates (memory plans).
+int64_t dsv3_pipe_exchange_bytes(const Dsv3PipeExchangeShape *shape);
 
 // Waits for the sends still in flight and frees. NULL is a no-op.
 Dsv3Err dsv3_pipe_exchange_finish(Dsv3PipeExchange *x);
 void dsv3_pipe_exchange_destroy(Dsv3PipeExchange *x);
 
-// Posts the receive of micro-batch `micro`'s input activations (from the previous stage).
-Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro);
+// Posts the receive of micro-batch `micro`'s input activations of stage `stage` (from stage
+// stage − 1).
+Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage);
 // Waits for them: *act (n_rows, dim) and *doc (n_rows; NULL without document ids), valid until
 // the next post of activations after the next one.
-Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, const float **act,
-                                            const int32_t **doc);
-// Sends micro-batch `micro`'s output activations from activation slot `slot` to the next stage.
-Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t micro, int64_t slot,
-                                            const float *act, const int32_t *doc);
+Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                            const float **act, const int32_t **doc);
+// Sends output activations from activation slot `slot` to the next stage.
+Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, const float *act,
+                                            const int32_t *doc);
 // Waits until slot `slot`'s last activations have left (before the slot's next forward).
 Dsv3Err dsv3_pipe_exchange_release_slot(Dsv3PipeExchange *x, int64_t slot);
 
-// The same for gradients of this stage's output (from the next stage) and of its input (to the
-// previous stage; copied, so the caller's buffer is free at once).
-Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro);
-Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, const float **grad);
+// The same for gradients of stage `stage`'s output (from stage stage + 1) and of an input (to
+// the previous stage; copied, so the caller's buffer is free at once).
+Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage);
+Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                         const float **grad);
 Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, const float *grad);
 
 // Seconds spent waiting for neighbours since the last call (the stage's pipeline idle time).

@@ -44,11 +44,8 @@ static Dsv3Err pipeline_from_config(const Dsv3Config *cfg, Dsv3PlanPipeline *out
                " is not a multiple of parallelism.pipeline_parallel_microbatch_size %" PRId64
                ": every pipeline micro-batch has the same number of sequences",
                B, mb);
-    DSV3_CHECK(!dsv3_pipe_kind_is_looped(out->kind), DSV3_ERR_CONFIG,
-               "parallelism.pipeline_parallel_schedule \"%s\" is not supported yet: stage ranks "
-               "run one pipeline stage each (GPipe or 1F1B)",
-               schedule);
-    int64_t stages = pp;
+    int looped = dsv3_pipe_kind_is_looped(out->kind);
+    int64_t stages = looped ? 2 * pp : pp;
     if (per_stage != -1) {
         DSV3_CHECK(per_stage >= 1, DSV3_ERR_CONFIG,
                    "parallelism.pipeline_parallel_layers_per_stage is %" PRId64
@@ -57,15 +54,19 @@ static Dsv3Err pipeline_from_config(const Dsv3Config *cfg, Dsv3PlanPipeline *out
         int64_t effective =
             cfg->model.n_layers + out->split.input_weight + out->split.output_weight;
         stages = (effective + per_stage - 1) / per_stage;
-        DSV3_CHECK(stages == pp, DSV3_ERR_CONFIG,
+        DSV3_CHECK(looped ? stages % pp == 0 && stages >= 2 * pp : stages == pp, DSV3_ERR_CONFIG,
                    "model.n_layers %" PRId64 " with pipeline_parallel_layers_per_stage %" PRId64
                    " (and the embedding and head counted as %" PRId64 " and %" PRId64
                    " layers) makes %" PRId64 " pipeline stages, but pipeline_parallel_schedule "
-                   "\"%s\" runs one stage on each of the pipeline_parallel_degree %" PRId64
-                   " ranks",
+                   "\"%s\" runs %s on each of the pipeline_parallel_degree %" PRId64 " ranks",
                    cfg->model.n_layers, per_stage, out->split.input_weight,
-                   out->split.output_weight, stages, schedule, pp);
+                   out->split.output_weight, stages, schedule,
+                   looped ? "the same number of stages, at least 2," : "one stage", pp);
     }
+    DSV3_CHECK(stages / pp <= DSV3_PLAN_MAX_CHUNKS, DSV3_ERR_CONFIG,
+               "parallelism.pipeline_parallel_layers_per_stage %" PRId64 " makes %" PRId64
+               " pipeline stages per rank, more than the %d a rank holds",
+               per_stage, stages / pp, (int)DSV3_PLAN_MAX_CHUNKS);
     out->stages_per_rank = stages / pp;
     out->split.n_stages = stages;
     out->n_micro = B / mb;
@@ -81,25 +82,25 @@ Dsv3Err dsv3_plan_options_from_config(const Dsv3Config *cfg, Dsv3PlanOptions *ou
     return dsv3_reshard_policy_parse(cfg->parallelism.fsdp_reshard_after_forward, &out->reshard);
 }
 
-Dsv3Err dsv3_plan_stage_range(const Dsv3ModelArgs *args, const Dsv3PlanOptions *opt,
-                              int64_t pp_stage, Dsv3StageRange *out) {
-    // Looped schedules are not run yet: the stage of a rank is its pipeline stage.
-    *out =
-        (Dsv3StageRange){.first = pp_stage == 0, .last = pp_stage == opt->pipe.split.n_stages - 1};
-    return dsv3_layout_stage_layers(args->n_layers, &opt->pipe.split, pp_stage, &out->first_layer,
+Dsv3Err dsv3_plan_stage_range(const Dsv3ModelArgs *args, const Dsv3PlanOptions *opt, int64_t stage,
+                              Dsv3StageRange *out) {
+    *out = (Dsv3StageRange){.first = stage == 0, .last = stage == opt->pipe.split.n_stages - 1};
+    return dsv3_layout_stage_layers(args->n_layers, &opt->pipe.split, stage, &out->first_layer,
                                     &out->n_layers);
 }
 
-Dsv3Err dsv3_plan_stage_slots(const Dsv3PlanOptions *opt, int64_t pp, int64_t pp_stage,
-                              int64_t *slots) {
-    if (pp == 1) { // no pipeline: one micro-batch at a time
-        *slots = 1;
+Dsv3Err dsv3_plan_rank_chunks(const Dsv3PlanOptions *opt, int64_t pp, int64_t rank,
+                              Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS]) {
+    if (pp == 1) { // no pipeline: the whole model, one micro-batch at a time
+        chunks[0] = (Dsv3PlanChunk){.stage = 0, .slots = 1};
         return DSV3_OK;
     }
     Dsv3PipeSchedule schedule;
     DSV3_CALL(dsv3_pipe_schedule_create(&schedule, opt->pipe.kind, pp, opt->pipe.n_micro,
                                         opt->pipe.stages_per_rank));
-    *slots = dsv3_pipe_schedule_slots(&schedule, pp_stage, 0);
+    for (int64_t k = 0; k < opt->pipe.stages_per_rank; k++)
+        chunks[k] = (Dsv3PlanChunk){.stage = dsv3_pipe_stage_of(&schedule, rank, k),
+                                    .slots = dsv3_pipe_schedule_slots(&schedule, rank, k)};
     dsv3_pipe_schedule_destroy(&schedule);
     return DSV3_OK;
 }
@@ -113,8 +114,8 @@ Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3Stage
                            .ep = 1};
 }
 
-// The flat shards of `range` laid out for `spec` and, for stage ranks, the buffers, activations
-// and workspace they come with.
+// Adds the flat shards of `range` laid out for `spec` and, for stage ranks, the buffers,
+// activations and workspace they come with (each pipeline stage of a rank has its own).
 static Dsv3Err plan_groups(const Dsv3ModelArgs *args, const Dsv3StageRange *range,
                            const Dsv3ShardSpec *spec, const Dsv3PlanOptions *opt,
                            const Dsv3ParallelDims *dims, Dsv3RankShare *out) {
@@ -130,14 +131,16 @@ static Dsv3Err plan_groups(const Dsv3ModelArgs *args, const Dsv3StageRange *rang
         if (spec->fsdp > 1) {
             Dsv3FsdpBuffers buffers;
             dsv3_fsdp_buffers(opt->reshard, dims->pp > 1, store.groups, store.n_groups, &buffers);
-            out->gather_bytes = dsv3_fsdp_buffer_bytes(&buffers);
+            out->gather_bytes += dsv3_fsdp_buffer_bytes(&buffers);
         }
-        err = dsv3_model_plan_activation_bytes(args, &opt->model, range, &out->activation_bytes);
+        int64_t activations = 0;
+        err = dsv3_model_plan_activation_bytes(args, &opt->model, range, &activations);
+        out->activation_bytes += activations;
         if (err == DSV3_OK) err = dsv3_kernel_context_create(&kernels, DSV3_BACKEND_CPU, -1);
         size_t workspace = 0;
         if (err == DSV3_OK)
             err = dsv3_model_workspace_bytes(&kernels, args, &opt->model, &store, &workspace);
-        out->workspace_bytes = (int64_t)workspace;
+        out->workspace_bytes += (int64_t)workspace;
         dsv3_kernel_context_destroy(&kernels);
     }
     dsv3_free(store.groups);
@@ -166,34 +169,44 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
         DSV3_CALL(
             dsv3_layout_expert_coord(dims, job_rank - 1 - n_stage, &out->pp_stage, &out->ep_rank));
     }
+    Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS];
+    DSV3_CALL(dsv3_plan_rank_chunks(opt, dims->pp, out->pp_stage, chunks));
     Dsv3StageRange range;
-    DSV3_CALL(dsv3_plan_stage_range(args, opt, out->pp_stage, &range));
-    out->first_layer = range.first_layer;
-    out->layer_count = range.n_layers;
-    Dsv3ShardSpec spec;
-    if (out->role == DSV3_ROLE_EXPERT) {
+    if (out->role == DSV3_ROLE_EXPERT) { // expert servers serve single-stage schedules
+        DSV3_CALL(dsv3_plan_stage_range(args, opt, out->pp_stage, &range));
+        out->first_layer = range.first_layer;
+        out->layer_count = range.n_layers;
         out->expert_count = args->num_experts / dims->ep;
         out->first_expert = out->ep_rank * out->expert_count;
         range.routed = 1;
-        spec = (Dsv3ShardSpec){.tp = 1, .fsdp = 1, .ep = dims->ep, .ep_rank = out->ep_rank};
-    } else {
-        out->has_embedding = range.first;
-        out->has_head = range.last;
-        out->fsdp = dims->dp_shard * dims->cp;
+        Dsv3ShardSpec spec = {.tp = 1, .fsdp = 1, .ep = dims->ep, .ep_rank = out->ep_rank};
+        return plan_groups(args, &range, &spec, opt, dims, out);
+    }
+    out->fsdp = dims->dp_shard * dims->cp;
+    out->n_chunks = dims->pp > 1 ? opt->pipe.stages_per_rank : 1;
+    Dsv3ShardSpec spec = dsv3_plan_stage_spec(dims, &out->coord);
+    int64_t last = opt->pipe.split.n_stages - 1;
+    Dsv3PipeExchangeShape exchange = {.n_rows = opt->model.batch * opt->model.seq_len,
+                                      .dim = args->dim,
+                                      .with_doc = args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL};
+    for (int64_t k = 0; k < out->n_chunks; k++) {
+        DSV3_CALL(dsv3_plan_stage_range(args, opt, chunks[k].stage, &range));
         range.dense = 1;
         range.routed = n_expert == 0;
-        spec = dsv3_plan_stage_spec(dims, &out->coord);
+        out->chunks[k] = range;
+        out->has_embedding |= range.first;
+        out->has_head |= range.last;
+        Dsv3PlanOptions mine = *opt;
+        mine.model.slots = chunks[k].slots;
+        DSV3_CALL(plan_groups(args, &range, &spec, &mine, dims, out));
+        exchange.slots += chunks[k].slots;
+        exchange.receives |= chunks[k].stage > 0;
+        exchange.sends |= chunks[k].stage < last;
     }
-    Dsv3PlanOptions mine = *opt;
-    if (out->role != DSV3_ROLE_STAGE) return plan_groups(args, &range, &spec, &mine, dims, out);
-    DSV3_CALL(dsv3_plan_stage_slots(opt, dims->pp, out->pp_stage, &mine.model.slots));
-    DSV3_CALL(plan_groups(args, &range, &spec, &mine, dims, out));
+    out->first_layer = out->chunks[0].first_layer;
+    out->layer_count = out->chunks[0].n_layers;
     // With a pipeline, the buffers of the exchange with the neighbouring stages.
-    if (dims->pp > 1)
-        out->activation_bytes +=
-            dsv3_pipe_exchange_bytes(mine.model.batch * mine.model.seq_len, args->dim,
-                                     args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL,
-                                     mine.model.slots, out->pp_stage, dims->pp);
+    if (dims->pp > 1) out->activation_bytes += dsv3_pipe_exchange_bytes(&exchange);
     return DSV3_OK;
 }
 
@@ -210,18 +223,30 @@ void dsv3_plan_describe(const Dsv3RankShare *s, char *out, size_t capacity) {
         return;
     }
     char count[DSV3_FORMAT_CAPACITY], params[DSV3_FORMAT_CAPACITY], grads[DSV3_FORMAT_CAPACITY],
-        optim[DSV3_FORMAT_CAPACITY], where[160], more[256] = "";
+        optim[DSV3_FORMAT_CAPACITY], where[320], more[256] = "";
     dsv3_format_count(s->params, count);
     dsv3_format_bytes((double)s->params * DSV3_PLAN_PARAM_BYTES, params);
     dsv3_format_bytes((double)s->params * DSV3_PLAN_GRAD_BYTES, grads);
     dsv3_format_bytes((double)s->params * DSV3_PLAN_OPTIMIZER_BYTES, optim);
     if (s->role == DSV3_ROLE_STAGE) {
-        snprintf(where, sizeof where,
-                 "stage pp %" PRId64 " dp_replicate %" PRId64 " dp_shard %" PRId64 " cp %" PRId64
-                 " tp %" PRId64 "; layers %" PRId64 "-%" PRId64 "%s%s",
-                 s->coord.pp, s->coord.dp_replicate, s->coord.dp_shard, s->coord.cp, s->coord.tp,
-                 s->first_layer, s->first_layer + s->layer_count - 1,
-                 s->has_embedding ? " + embedding" : "", s->has_head ? " + norm, output" : "");
+        size_t n = (size_t)snprintf(where, sizeof where,
+                                    "stage pp %" PRId64 " dp_replicate %" PRId64
+                                    " dp_shard %" PRId64 " cp %" PRId64 " tp %" PRId64 ";",
+                                    s->coord.pp, s->coord.dp_replicate, s->coord.dp_shard,
+                                    s->coord.cp, s->coord.tp);
+        for (int64_t k = 0; k < s->n_chunks && n < sizeof where; k++) {
+            const Dsv3StageRange *c = &s->chunks[k];
+            n +=
+                (size_t)(c->n_layers > 0
+                             ? snprintf(where + n, sizeof where - n,
+                                        "%s layers %" PRId64 "-%" PRId64, k ? "," : "",
+                                        c->first_layer, c->first_layer + c->n_layers - 1)
+                             : snprintf(where + n, sizeof where - n, "%s no layers", k ? "," : ""));
+            if (n < sizeof where)
+                n += (size_t)snprintf(where + n, sizeof where - n, "%s%s",
+                                      c->first ? " + embedding" : "",
+                                      c->last ? " + norm, output" : "");
+        }
         char gather[DSV3_FORMAT_CAPACITY], acts[DSV3_FORMAT_CAPACITY],
             workspace[DSV3_FORMAT_CAPACITY], total[DSV3_FORMAT_CAPACITY];
         snprintf(more, sizeof more,

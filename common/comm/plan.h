@@ -34,6 +34,7 @@ enum {
     DSV3_PLAN_GRAD_BYTES = 4,      // fp32 gradient
     DSV3_PLAN_OPTIMIZER_BYTES = 8, // AdamW exp_avg + exp_avg_sq, fp32 each
     DSV3_PLAN_LINE_CAPACITY = 768, // dsv3_plan_describe's line
+    DSV3_PLAN_MAX_CHUNKS = 8,      // pipeline stages on one rank (looped schedules)
 };
 
 typedef struct {
@@ -43,9 +44,11 @@ typedef struct {
     int64_t pp_stage;     // stage ranks and expert servers; -1 on the coordinator
     int64_t ep_rank;      // expert servers; -1 otherwise
     int64_t first_layer;  // stage ranks and expert servers: layers [first, first + count)
-    int64_t layer_count;
+    int64_t layer_count;  //   of the rank's first (or only) pipeline stage
     int has_embedding;    // stage ranks of the first pipeline stage
     int has_head;         // stage ranks of the last pipeline stage
+    int64_t n_chunks;     // stage ranks: pipeline stages held (several under looped schedules)
+    Dsv3StageRange chunks[DSV3_PLAN_MAX_CHUNKS]; // their ranges, in the rank's order
     int64_t first_expert; // expert servers: routed experts [first, first + count) of each
     int64_t expert_count; //   MoE layer of their stage
     int64_t fsdp;         // stage ranks: the dp_shard × cp ranks its tensors are sharded over
@@ -56,11 +59,11 @@ typedef struct {
 } Dsv3RankShare;
 
 // The pipeline a config asks for, with torchtitan's rules (pipeline_llm,
-// build_pipeline_schedule): one stage per rank (looped schedules, several per rank, are not
-// supported yet; pipeline_parallel_layers_per_stage must then make pp stages); each training
-// micro-batch of local_batch_size sequences runs as n_micro = local_batch_size /
-// pipeline_parallel_microbatch_size pipeline micro-batches. Without a pipeline (pp 1) the one stage
-// runs the whole local batch at once (n_micro 1).
+// build_pipeline_schedule): one stage per rank for GPipe and 1F1B; for looped schedules
+// (Interleaved1F1B) 2 per rank, or as many as pipeline_parallel_layers_per_stage makes (at least
+// 2 per rank, the same on every rank); each training micro-batch of local_batch_size sequences
+// runs as n_micro = local_batch_size / pipeline_parallel_microbatch_size pipeline micro-batches.
+// Without a pipeline (pp 1) the one stage runs the whole local batch at once (n_micro 1).
 typedef struct {
     Dsv3PipeKind kind;
     int64_t stages_per_rank;
@@ -80,15 +83,20 @@ typedef struct {
 // pipeline keys do not fit together or with the model.
 Dsv3Err dsv3_plan_options_from_config(const Dsv3Config *cfg, Dsv3PlanOptions *out);
 
-// The layers (and embedding, head) that pipeline stage `pp_stage` runs, with `routed` and
-// `dense` left 0 for the caller to set.
-Dsv3Err dsv3_plan_stage_range(const Dsv3ModelArgs *args, const Dsv3PlanOptions *opt,
-                              int64_t pp_stage, Dsv3StageRange *out);
+// The layers (and embedding, head) that (virtual) pipeline stage `stage` (in [0,
+// pp × stages_per_rank)) runs, with `routed` and `dense` left 0 for the caller to set.
+Dsv3Err dsv3_plan_stage_range(const Dsv3ModelArgs *args, const Dsv3PlanOptions *opt, int64_t stage,
+                              Dsv3StageRange *out);
 
-// The activation slots of pipeline stage `pp_stage` under the schedule of `opt`: the most
-// micro-batches it holds between their forward and their backward.
-Dsv3Err dsv3_plan_stage_slots(const Dsv3PlanOptions *opt, int64_t pp, int64_t pp_stage,
-                              int64_t *slots);
+// The pipeline stages of pipeline rank `rank` (of pp) under the schedule of `opt`, in the
+// rank's order (k = 0 … stages_per_rank − 1): each one's stage index and activation slots (the
+// most micro-batches it holds between their forward and their backward).
+typedef struct {
+    int64_t stage, slots;
+} Dsv3PlanChunk;
+
+Dsv3Err dsv3_plan_rank_chunks(const Dsv3PlanOptions *opt, int64_t pp, int64_t rank,
+                              Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS]);
 
 // The shard spec of the stage rank at `coord`: how its parameter store lays out its groups.
 Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);

@@ -62,6 +62,12 @@ static Dsv3AcMode layer_mode(const Dsv3ModelOptions *o, int64_t layer) {
 
 static int64_t n_tokens(const Dsv3Model *m) { return m->opt.batch * m->opt.seq_len; }
 
+// Where the slot's stage input goes: the first layer's input, or, on a stage without layers,
+// the stage output itself.
+static float *stage_input(const Dsv3Model *m, const Slot *s) {
+    return m->range.n_layers > 0 ? s->acts[0].x : s->last;
+}
+
 static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     const Dsv3ModelArgs *a = &m->args;
     int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
@@ -171,11 +177,14 @@ static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelService
     DSV3_CHECK(services->kernels && services->params && services->collectives, DSV3_ERR_USAGE,
                "model: the kernel context, the parameter store and the collectives are required");
     const Dsv3StageRange *r = &services->params->range;
-    DSV3_CHECK(r->dense && r->n_layers >= 1, DSV3_ERR_USAGE,
+    // A stage may hold the embedding or the head alone (torchtitan's split gives the last of
+    // many stages the final norm and output head only).
+    DSV3_CHECK(r->dense && (r->n_layers >= 1 || r->first || r->last), DSV3_ERR_USAGE,
                "model: the parameter store holds no layers of a stage (dense %d, %" PRId64
                " layers)",
                r->dense, r->n_layers);
-    int has_moe = r->first_layer + r->n_layers > services->params->args.n_dense_layers;
+    int has_moe =
+        r->n_layers > 0 && r->first_layer + r->n_layers > services->params->args.n_dense_layers;
     DSV3_CHECK(services->experts || !has_moe, DSV3_ERR_USAGE,
                "model: the stage has MoE layers but no routed experts to call");
     return DSV3_OK;
@@ -429,7 +438,7 @@ static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
         if (s->doc) DSV3_CALL(dsv3_document_ids(k, s->doc, s->tokens, B, T, m->opt.eos_id));
         DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_FORWARD));
         const Dsv3ParamGroup *emb = &m->services.params->groups[m->group_embedding];
-        DSV3_CALL(dsv3_embedding_forward(k, DSV3_TENSOR_F32, s->acts[0].x, s->tokens,
+        DSV3_CALL(dsv3_embedding_forward(k, DSV3_TENSOR_F32, stage_input(m, s), s->tokens,
                                          emb->params[DSV3_P_TOK_EMBEDDINGS].data, N, D,
                                          a->vocab_size));
         return release(m, m->group_embedding, DSV3_PARAM_USE_FORWARD);
@@ -437,7 +446,7 @@ static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
     DSV3_CHECK(in->x && (in->doc || !s->doc), DSV3_ERR_USAGE,
                "model: a later stage's forward needs the previous stage's activations%s",
                s->doc ? " and document ids" : "");
-    DSV3_CALL(dsv3_memory_copy(k, s->acts[0].x, in->x, (size_t)(N * D) * sizeof(float),
+    DSV3_CALL(dsv3_memory_copy(k, stage_input(m, s), in->x, (size_t)(N * D) * sizeof(float),
                                DSV3_COPY_DEVICE_TO_DEVICE));
     if (s->doc)
         DSV3_CALL(dsv3_memory_copy(k, s->doc, in->doc, (size_t)N * sizeof *s->doc,

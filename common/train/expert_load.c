@@ -31,11 +31,15 @@ int dsv3_expert_load_is_moe(const Dsv3ExpertLoad *load, int64_t layer) {
     return layer >= load->n_dense_layers && layer < load->n_layers;
 }
 
-void dsv3_expert_load_capture(Dsv3ExpertLoad *load, Dsv3Model *m) {
+void dsv3_expert_load_capture(Dsv3ExpertLoad *load, Dsv3Model *const *models, int64_t n_models) {
     const int64_t E = load->n_experts;
     for (int64_t l = 0; l < load->n_layers; l++) {
-        const int64_t *counts = dsv3_model_tokens_per_expert(m, l);
-        const float *bias = dsv3_model_expert_bias(m, l);
+        const int64_t *counts = NULL;
+        const float *bias = NULL;
+        for (int64_t k = 0; k < n_models && !counts; k++) {
+            counts = dsv3_model_tokens_per_expert(models[k], l);
+            bias = dsv3_model_expert_bias(models[k], l);
+        }
         if (counts)
             memcpy(load->counts + l * E, counts, (size_t)E * sizeof *counts);
         else

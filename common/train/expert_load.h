@@ -36,9 +36,10 @@ void dsv3_expert_load_destroy(Dsv3ExpertLoad *load);
 // Layer l has routed experts (torchtitan: layers from n_dense_layers on are MoE).
 int dsv3_expert_load_is_moe(const Dsv3ExpertLoad *load, int64_t layer);
 
-// Copies the model's current tokens per expert and expert biases (call before the optimizer
-// step clears the counts).
-void dsv3_expert_load_capture(Dsv3ExpertLoad *load, Dsv3Model *m);
+// Copies the current tokens per expert and expert biases of the rank's models (one per
+// pipeline stage it holds; zeros for layers none of them runs). Call before the optimizer step
+// clears the counts.
+void dsv3_expert_load_capture(Dsv3ExpertLoad *load, Dsv3Model *const *models, int64_t n_models);
 
 // The summary of one MoE layer.
 void dsv3_expert_load_layer(const Dsv3ExpertLoad *load, int64_t layer, Dsv3ExpertLayerLoad *out);

@@ -225,7 +225,9 @@ static Dsv3Err server_create(Server *s, const Dsv3Launch *launch) {
         (Dsv3StageRange){.first_layer = range.first_layer, .n_layers = range.n_layers, .routed = 1};
     s->first_layer = range.first_layer;
     s->n_layers = range.n_layers;
-    DSV3_CALL(dsv3_plan_stage_slots(&plan, t->dims.pp, t->pp_stage, &s->slots));
+    Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS]; // one: servers serve single-stage schedules
+    DSV3_CALL(dsv3_plan_rank_chunks(&plan, t->dims.pp, t->pp_stage, chunks));
+    s->slots = chunks[0].slots;
     DSV3_CALL(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, NO_DEVICE));
     Dsv3ShardSpec spec = dsv3_shard_none;
     spec.ep = t->dims.ep;

@@ -8,32 +8,48 @@ static Dsv3Err trace_add(Dsv3Trace *trace, Dsv3Phase phase, int64_t micro, doubl
     return dsv3_trace_add(trace, phase, (int32_t)micro, t0, dsv3_log_seconds());
 }
 
+// The model of stage `stage` on this rank, and the exchange's number of its slot for `micro`.
+static Dsv3Model *stage_model(const Dsv3PipelineStage *p, int64_t stage, int64_t micro,
+                              int64_t *slot, int64_t *exchange_slot) {
+    int64_t k = 0;
+    dsv3_pipe_rank_of(p->schedule, stage, &k);
+    *slot = micro % p->slots[k];
+    *exchange_slot = *slot;
+    for (int64_t j = 0; j < k; j++)
+        *exchange_slot += p->slots[j];
+    return p->models[k];
+}
+
 static Dsv3Err run_forward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
                            const int32_t *tokens, Dsv3Trace *trace, int64_t trace_micro) {
-    int64_t slot = a->micro % p->slots;
+    int64_t slot, exchange_slot;
+    Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
     Dsv3StageInput in = {0};
     if (a->stage == 0)
         in.tokens = tokens + a->micro * p->micro_tokens;
     else
-        DSV3_CALL(dsv3_pipe_exchange_wait_activations(p->exchange, a->micro, &in.x, &in.doc));
-    if (p->exchange) DSV3_CALL(dsv3_pipe_exchange_release_slot(p->exchange, slot));
+        DSV3_CALL(
+            dsv3_pipe_exchange_wait_activations(p->exchange, a->micro, a->stage, &in.x, &in.doc));
+    if (p->exchange) DSV3_CALL(dsv3_pipe_exchange_release_slot(p->exchange, exchange_slot));
     double t0 = dsv3_log_seconds();
-    DSV3_CALL(dsv3_model_forward(p->model, slot, &in));
+    DSV3_CALL(dsv3_model_forward(m, slot, &in));
     return trace_add(trace, DSV3_PHASE_FORWARD, trace_micro + a->micro, t0);
 }
 
 static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
                             const int32_t *labels, float grad_scale, Dsv3Trace *trace,
                             int64_t trace_micro, double *loss_sum, int64_t *n_labels) {
-    int last = a->stage == p->schedule->pp - 1;
+    const Dsv3PipeSchedule *s = p->schedule;
+    int64_t slot, exchange_slot;
+    Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
     Dsv3StageGrad grad = {.grad_scale = grad_scale};
-    if (last)
+    if (a->stage == s->pp * s->stages_per_rank - 1)
         grad.labels = labels + a->micro * p->micro_tokens;
     else
-        DSV3_CALL(dsv3_pipe_exchange_wait_gradient(p->exchange, a->micro, &grad.dout));
+        DSV3_CALL(dsv3_pipe_exchange_wait_gradient(p->exchange, a->micro, a->stage, &grad.dout));
     double t0 = dsv3_log_seconds(), loss = 0;
     int64_t n = 0;
-    DSV3_CALL(dsv3_model_backward(p->model, a->micro % p->slots, &grad, &loss, &n));
+    DSV3_CALL(dsv3_model_backward(m, slot, &grad, &loss, &n));
     *loss_sum += loss;
     *n_labels += n;
     return trace_add(trace, DSV3_PHASE_BACKWARD, trace_micro + a->micro, t0);
@@ -44,33 +60,37 @@ Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, con
                           int64_t *n_labels) {
     const Dsv3PipeSchedule *s = p->schedule;
     int forward_only = grad_scale == 0;
-    int last_stage = p->rank == s->pp - 1;
+    int64_t last_stage = s->pp * s->stages_per_rank - 1;
     for (int64_t i = s->first[p->rank]; i < s->first[p->rank + 1]; i++) {
         const Dsv3PipeAction *a = &s->actions[i];
         switch (a->op) {
         case DSV3_PIPE_F: DSV3_CALL(run_forward(p, a, tokens, trace, trace_micro)); break;
         case DSV3_PIPE_RECV_F:
-            DSV3_CALL(dsv3_pipe_exchange_post_activations(p->exchange, a->micro));
+            DSV3_CALL(dsv3_pipe_exchange_post_activations(p->exchange, a->micro, a->stage));
             break;
         case DSV3_PIPE_SEND_F: {
-            int64_t slot = a->micro % p->slots;
-            DSV3_CALL(dsv3_pipe_exchange_send_activations(p->exchange, a->micro, slot,
-                                                          dsv3_model_output(p->model, slot),
-                                                          dsv3_model_doc(p->model, slot)));
+            int64_t slot, exchange_slot;
+            Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
+            DSV3_CALL(dsv3_pipe_exchange_send_activations(
+                p->exchange, exchange_slot, dsv3_model_output(m, slot), dsv3_model_doc(m, slot)));
             break;
         }
         case DSV3_PIPE_B:
-            if (forward_only && !last_stage) break;
+            if (forward_only && a->stage != last_stage) break;
             DSV3_CALL(
                 run_backward(p, a, labels, grad_scale, trace, trace_micro, loss_sum, n_labels));
             break;
         case DSV3_PIPE_RECV_B:
-            if (!forward_only) DSV3_CALL(dsv3_pipe_exchange_post_gradient(p->exchange, a->micro));
+            if (!forward_only)
+                DSV3_CALL(dsv3_pipe_exchange_post_gradient(p->exchange, a->micro, a->stage));
             break;
         case DSV3_PIPE_SEND_B:
-            if (!forward_only)
+            if (!forward_only) {
+                int64_t slot, exchange_slot;
+                Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
                 DSV3_CALL(dsv3_pipe_exchange_send_gradient(p->exchange, a->micro,
-                                                           dsv3_model_input_grad(p->model)));
+                                                           dsv3_model_input_grad(m)));
+            }
             break;
         }
     }

@@ -1,13 +1,15 @@
-// pipeline_step: one training micro-batch through this rank's pipeline stage, as its schedule
+// pipeline_step: one training micro-batch through this rank's pipeline stages, as its schedule
 // (train/pipeline_schedule.h) lists the actions.
 //
 // A training micro-batch of B sequences runs as n_micro pipeline micro-batches of B / n_micro
-// sequences (rows [m·B/n_micro, (m+1)·B/n_micro) of the tokens and labels). F runs the stage's
-// forward into activation slot m % slots: on the first stage from the tokens, elsewhere from
-// the activations the previous stage sent; B runs the backward: on the last stage from the
-// labels (the loss of the whole global batch's scale), elsewhere from the gradient the next
-// stage sent. RECV and SEND actions go to the pipeline exchange (comm/pipe_exchange.h). Without
-// a pipeline (pp 1) the schedule is "F0.0 B0.0" and no exchange is needed.
+// sequences (rows [m·B/n_micro, (m+1)·B/n_micro) of the tokens and labels). The rank holds one
+// model per pipeline stage of its list (several under a looped schedule), in the order of
+// dsv3_pipe_stage_of. F(m, s) runs stage s's forward into its activation slot m % slots: on
+// stage 0 from the tokens, elsewhere from the activations the previous stage sent; B(m, s) runs
+// the backward: on the last stage from the labels (the loss of the whole global batch's scale),
+// elsewhere from the gradient the next stage sent. RECV and SEND actions go to the pipeline
+// exchange (comm/pipe_exchange.h), whose slots number every stage's in turn. Without a pipeline
+// (pp 1) the schedule is "F0.0 B0.0" and no exchange is needed.
 //
 // A forward-only pass (validation) runs the F actions and their sends, and on the last stage
 // the loss of each micro-batch (backward with grad_scale 0); nothing travels backwards.
@@ -23,15 +25,16 @@
 #include "common/train/trace.h"
 
 typedef struct {
-    Dsv3Model *model;
+    Dsv3Model *const *models; // (n_models) one per pipeline stage of the rank, in its order
+    int64_t n_models;         // the schedule's stages_per_rank
     const Dsv3PipeSchedule *schedule;
-    int64_t rank;               // this rank's pipeline stage (its list in the schedule)
-    int64_t slots;              // the model's activation slots
+    int64_t rank;               // this rank's pipeline rank (its list in the schedule)
+    const int64_t *slots;       // (n_models) each model's activation slots
     int64_t micro_tokens;       // tokens per pipeline micro-batch
     Dsv3PipeExchange *exchange; // NULL without a pipeline
 } Dsv3PipelineStage;
 
-// One training micro-batch: `tokens` (first stage) and `labels` (last stage; NULL elsewhere)
+// One training micro-batch: `tokens` (stage 0) and `labels` (the last stage; NULL elsewhere)
 // of n_micro · micro_tokens tokens. Adds the last stage's Σ cross-entropy to *loss_sum and its
 // labels to *n_labels; trace events are numbered from `trace_micro`. `grad_scale` 0 runs the
 // forward-only pass.

@@ -27,41 +27,58 @@
 #include "common/train/validation.h"
 
 enum { CONTEXT_CAPACITY = 64 };
+
+// The rank's models, one per pipeline stage it holds, with their stages and slots.
+typedef struct {
+    Dsv3Model *models[DSV3_PLAN_MAX_CHUNKS];
+    Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS];
+    int64_t slots[DSV3_PLAN_MAX_CHUNKS];
+    int64_t n;
+} Models;
 _Static_assert((int)DSV3_PROTOCOL_FQN_CAPACITY == (int)DSV3_FQN_CAPACITY,
                "a report carries a tensor name");
 
-// Completes the step's gradients: the store finishes its reductions (an FSDP store has then
-// summed them over the FSDP group and the HSDP replicas); a store that keeps every group whole
-// has them summed here over the data-parallel ranks (DSV3_GROUP_DP of the MPI collectives).
-// The tokens per expert are summed over the data-parallel ranks in both cases.
-static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int64_t step,
-                                    Dsv3Trace *trace) {
+// Completes the step's gradients of every model of the rank: each store finishes its
+// reductions (an FSDP store has then summed them over the FSDP group and the HSDP replicas); a
+// store that keeps every group whole has them summed here over the data-parallel ranks
+// (DSV3_GROUP_DP of the MPI collectives). The tokens per expert are summed over the
+// data-parallel ranks in both cases.
+static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3CollectivesMpi *coll,
+                                    int64_t step, Dsv3Trace *trace) {
     Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
-    Dsv3ParamStore *st = dsv3_model_services(m)->params;
     char context[CONTEXT_CAPACITY];
     double t0 = dsv3_log_seconds();
     snprintf(context, sizeof context, "the gradients of step %lld", (long long)step);
     dsv3_collectives_mpi_set_context(coll, context);
-    DSV3_CALL(st->ops->finish(st));
+    for (int64_t k = 0; k < stage->n_models; k++) {
+        Dsv3ParamStore *st = dsv3_model_services(stage->models[k])->params;
+        DSV3_CALL(st->ops->finish(st));
+    }
     int64_t size = 1, rank = 0;
     DSV3_CALL(c->group(c, DSV3_GROUP_DP, &size, &rank));
     if (size == 1) {
         dsv3_collectives_mpi_set_context(coll, NULL);
         return DSV3_OK;
     }
-    for (int g = 0; st->fsdp_size == 1 && g < st->n_groups; g++)
-        DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, st->shards[g].grad, st->groups[g].shard_numel,
-                                DSV3_ELEM_F32, DSV3_REDUCE_SUM));
+    for (int64_t k = 0; k < stage->n_models; k++) {
+        Dsv3ParamStore *st = dsv3_model_services(stage->models[k])->params;
+        for (int g = 0; st->fsdp_size == 1 && g < st->n_groups; g++)
+            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, st->shards[g].grad, st->groups[g].shard_numel,
+                                    DSV3_ELEM_F32, DSV3_REDUCE_SUM));
+    }
     double t1 = dsv3_log_seconds();
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_GRAD, -1, t0, t1));
-    const Dsv3ModelArgs *a = dsv3_model_args(m);
     snprintf(context, sizeof context, "the tokens per expert of step %lld", (long long)step);
     dsv3_collectives_mpi_set_context(coll, context);
-    for (int64_t l = 0; l < a->n_layers; l++) {
-        int64_t *counts = dsv3_model_tokens_per_expert(m, l);
-        if (counts)
-            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, counts, a->num_experts, DSV3_ELEM_I64,
-                                    DSV3_REDUCE_SUM));
+    for (int64_t k = 0; k < stage->n_models; k++) {
+        Dsv3Model *m = stage->models[k];
+        const Dsv3ModelArgs *a = dsv3_model_args(m);
+        for (int64_t l = 0; l < a->n_layers; l++) {
+            int64_t *counts = dsv3_model_tokens_per_expert(m, l);
+            if (counts)
+                DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, counts, a->num_experts, DSV3_ELEM_I64,
+                                        DSV3_REDUCE_SUM));
+        }
     }
     dsv3_collectives_mpi_set_context(coll, NULL);
     return dsv3_trace_add(trace, DSV3_PHASE_COMM_EXPERT_COUNTS, -1, t1, dsv3_log_seconds());
@@ -71,11 +88,16 @@ static Dsv3Err reduce_data_parallel(Dsv3Model *m, Dsv3CollectivesMpi *coll, int6
 // store shards them (replicas hold the same sums and are not counted again); with expert
 // servers, the stage's first rank's sum (every stage rank has it now) plus the servers' own;
 // then summed over the pipeline stages (and handed to the servers, who are outside that sum).
-static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3CollectivesMpi *coll,
-                                Dsv3ExpertExchange *experts, double *sum_squares,
-                                Dsv3ExpertServerStats *stats) {
-    DSV3_CALL(dsv3_optimizer_grad_sum_squares(m, sum_squares));
-    if (dsv3_model_services(m)->params->fsdp_size > 1) {
+static Dsv3Err grad_sum_squares(const Dsv3PipelineStage *stage, const Dsv3Launch *launch,
+                                Dsv3CollectivesMpi *coll, Dsv3ExpertExchange *experts,
+                                double *sum_squares, Dsv3ExpertServerStats *stats) {
+    *sum_squares = 0;
+    for (int64_t k = 0; k < stage->n_models; k++) {
+        double mine = 0;
+        DSV3_CALL(dsv3_optimizer_grad_sum_squares(stage->models[k], &mine));
+        *sum_squares += mine;
+    }
+    if (dsv3_model_services(stage->models[0])->params->fsdp_size > 1) {
         Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
         DSV3_CALL(
             c->all_reduce(c, DSV3_GROUP_FSDP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
@@ -95,9 +117,9 @@ static Dsv3Err grad_sum_squares(Dsv3Model *m, const Dsv3Launch *launch, Dsv3Coll
 
 // The step's expert load of every layer: this stage's layers, and with a pipeline the other
 // stages' (each rank holds zeros for the layers it does not run, so a sum over pp gathers them).
-static Dsv3Err capture_expert_load(Dsv3ExpertLoad *load, Dsv3Model *m, const Dsv3Topology *t,
-                                   Dsv3CollectivesMpi *coll) {
-    dsv3_expert_load_capture(load, m);
+static Dsv3Err capture_expert_load(Dsv3ExpertLoad *load, const Dsv3PipelineStage *stage,
+                                   const Dsv3Topology *t, Dsv3CollectivesMpi *coll) {
+    dsv3_expert_load_capture(load, stage->models, stage->n_models);
     if (t->dims.pp == 1) return DSV3_OK;
     Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
     int64_t n = load->n_layers * load->n_experts;
@@ -114,7 +136,6 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
                           Dsv3StepReport *r) {
     const Dsv3Config *cfg = &launch->config;
     const Dsv3Topology *t = &launch->topology;
-    Dsv3Model *m = stage->model;
     int64_t B = cfg->training.local_batch_size, T = cfg->training.seq_len;
     Dsv3BatchPart part = dsv3_layout_batch_part(&t->dims, &t->coord);
     memset(r, 0, sizeof *r);
@@ -143,21 +164,34 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
         trace->seconds[DSV3_PHASE_COMM_EXPERTS] = away.total_s;
         trace->seconds[DSV3_PHASE_EXPERTS_HIDDEN] = away.total_s - away.exposed_s;
     }
-    DSV3_CALL(reduce_data_parallel(m, coll, plan->step, trace));
+    DSV3_CALL(reduce_data_parallel(stage, coll, plan->step, trace));
     // The optimizer step clears the counts: keep the step's load first.
-    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) DSV3_CALL(capture_expert_load(load, m, t, coll));
+    if (plan->flags & DSV3_PLAN_EXPERT_LOAD) DSV3_CALL(capture_expert_load(load, stage, t, coll));
     double t1 = dsv3_log_seconds();
     double sum_squares = 0;
-    DSV3_CALL(dsv3_optimizer_test_inject(m, plan->step));
-    DSV3_CALL(grad_sum_squares(m, launch, coll, experts, &sum_squares, &r->experts));
+    for (int64_t k = 0; k < stage->n_models; k++)
+        DSV3_CALL(dsv3_optimizer_test_inject(stage->models[k], plan->step));
+    DSV3_CALL(grad_sum_squares(stage, launch, coll, experts, &sum_squares, &r->experts));
     Dsv3OptimizerStep step = dsv3_optimizer_step_of(cfg, plan->lr, plan->step);
     // The norm is global, so every rank takes the same branch; a step with NaN or infinite
-    // gradients changes no state (the coordinator stops the run or counts it as skipped).
+    // gradients changes no state (the coordinator stops the run or counts it as skipped). The
+    // report names the first group (forward order, over the rank's models in turn) at fault.
     r->nonfinite_group = -1;
-    if (isfinite(sum_squares))
-        DSV3_CALL(dsv3_optimizer_step(m, &step, sum_squares));
-    else
-        DSV3_CALL(dsv3_optimizer_skip(m, &r->nonfinite_group, r->nonfinite_fqn));
+    for (int64_t k = 0, groups_before = 0; k < stage->n_models; k++) {
+        Dsv3Model *m = stage->models[k];
+        if (isfinite(sum_squares)) {
+            DSV3_CALL(dsv3_optimizer_step(m, &step, sum_squares));
+            continue;
+        }
+        int32_t group = -1;
+        char fqn[DSV3_FQN_CAPACITY];
+        DSV3_CALL(dsv3_optimizer_skip(m, &group, fqn));
+        if (group >= 0 && r->nonfinite_group < 0) {
+            r->nonfinite_group = (int32_t)(groups_before + group);
+            snprintf(r->nonfinite_fqn, sizeof r->nonfinite_fqn, "%s", fqn);
+        }
+        groups_before += dsv3_model_services(m)->params->n_groups;
+    }
     r->grad_norm = sqrt(sum_squares);
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_OPTIMIZER, -1, t1, dsv3_log_seconds()));
     memcpy(r->seconds, trace->seconds, sizeof r->seconds);
@@ -170,7 +204,8 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
 // End of training, on every stage rank: the largest step peak of allocated memory against the
 // plan of this rank (comm/plan.h, what --job.dry_run prints), and the FSDP store's share of
 // communication that overlapped compute.
-static Dsv3Err log_memory_and_overlap(const Dsv3Launch *launch, Dsv3Model *m, int64_t peak) {
+static Dsv3Err log_memory_and_overlap(const Dsv3Launch *launch, const Dsv3PipelineStage *stage,
+                                      int64_t peak) {
     const Dsv3Topology *t = &launch->topology;
     Dsv3PlanOptions opt;
     DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
@@ -183,9 +218,15 @@ static Dsv3Err log_memory_and_overlap(const Dsv3Launch *launch, Dsv3Model *m, in
                   peak, dsv3_format_bytes((double)peak, measured_text), planned,
                   dsv3_format_bytes((double)planned, planned_text),
                   planned > 0 ? 100.0 * (double)peak / (double)planned : 0.0);
-    const Dsv3ParamStore *st = dsv3_model_services(m)->params;
-    if (st->fsdp_size == 1) return DSV3_OK;
-    Dsv3FsdpTimes times = dsv3_param_store_fsdp_times(st);
+    if (dsv3_model_services(stage->models[0])->params->fsdp_size == 1) return DSV3_OK;
+    Dsv3FsdpTimes times = {0};
+    for (int64_t k = 0; k < stage->n_models; k++) {
+        Dsv3FsdpTimes mine =
+            dsv3_param_store_fsdp_times(dsv3_model_services(stage->models[k])->params);
+        times.bytes += mine.bytes;
+        times.comm_seconds += mine.comm_seconds;
+        times.wait_seconds += mine.wait_seconds;
+    }
     char moved[DSV3_FORMAT_CAPACITY];
     DSV3_LOG_INFO(
         "fsdp: %s gathered and reduce-scattered; communication %.3f s, of which "
@@ -195,23 +236,55 @@ static Dsv3Err log_memory_and_overlap(const Dsv3Launch *launch, Dsv3Model *m, in
     return DSV3_OK;
 }
 
+// This rank's models, one per pipeline stage it holds (their stores are collective on the FSDP
+// group, in the same order on every rank of it).
+static Dsv3Err models_create(Models *ms, const Dsv3Launch *launch, int32_t eos_id,
+                             Dsv3CollectivesMpi *coll, Dsv3ExpertExchange *experts) {
+    const Dsv3Topology *t = &launch->topology;
+    Dsv3PlanOptions opt;
+    DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
+    DSV3_CALL(dsv3_plan_rank_chunks(&opt, t->dims.pp, t->coord.pp, ms->chunks));
+    for (; ms->n < opt.pipe.stages_per_rank; ms->n++) {
+        DSV3_CALL(dsv3_stage_model_create(&ms->models[ms->n], launch, &ms->chunks[ms->n], eos_id,
+                                          coll,
+                                          experts ? dsv3_expert_exchange_experts(experts) : NULL));
+        ms->slots[ms->n] = ms->chunks[ms->n].slots;
+    }
+    return DSV3_OK;
+}
+
+static void models_destroy(Models *ms) {
+    for (int64_t k = 0; k < ms->n; k++)
+        dsv3_model_destroy(ms->models[k]);
+}
+
 // This rank's schedule and, with a pipeline, the exchange with its neighbouring stages.
 static Dsv3Err pipeline_create(Dsv3PipelineStage *stage, Dsv3PipeSchedule *schedule,
-                               const Dsv3Launch *launch, Dsv3Model *m) {
+                               const Dsv3Launch *launch, const Models *ms) {
     const Dsv3Topology *t = &launch->topology;
     Dsv3PlanOptions opt;
     DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
     DSV3_CALL(dsv3_pipe_schedule_create(schedule, opt.pipe.kind, t->dims.pp, opt.pipe.n_micro,
                                         opt.pipe.stages_per_rank));
-    *stage = (Dsv3PipelineStage){.model = m,
+    *stage = (Dsv3PipelineStage){.models = ms->models,
+                                 .n_models = ms->n,
                                  .schedule = schedule,
                                  .rank = t->coord.pp,
+                                 .slots = ms->slots,
                                  .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len};
-    DSV3_CALL(dsv3_plan_stage_slots(&opt, t->dims.pp, t->coord.pp, &stage->slots));
     if (t->dims.pp == 1) return DSV3_OK;
-    return dsv3_pipe_exchange_create(&stage->exchange, t, stage->micro_tokens, launch->model.dim,
-                                     launch->model.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL,
-                                     stage->slots, dsv3_protocol_watch(launch->protocol));
+    Dsv3PipeExchangeShape shape = {.n_rows = stage->micro_tokens,
+                                   .dim = launch->model.dim,
+                                   .with_doc =
+                                       launch->model.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL};
+    int64_t last = opt.pipe.split.n_stages - 1;
+    for (int64_t k = 0; k < ms->n; k++) {
+        shape.slots += ms->slots[k];
+        shape.receives |= ms->chunks[k].stage > 0;
+        shape.sends |= ms->chunks[k].stage < last;
+    }
+    return dsv3_pipe_exchange_create(&stage->exchange, t, &shape,
+                                     dsv3_protocol_watch(launch->protocol));
 }
 
 Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
@@ -221,7 +294,7 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     Dsv3StepPlan plan; // the start plan (step 0) carries the EOS id
     DSV3_CALL(dsv3_protocol_recv_plan(p, &plan));
     double t0 = dsv3_log_seconds();
-    Dsv3Model *m = NULL;
+    Models models = {0};
     Dsv3CollectivesMpi *coll = NULL;
     Dsv3ExpertExchange *experts = NULL; // the stage's expert servers, when the job has them
     int32_t *windows = NULL, *tokens = NULL, *labels = NULL;
@@ -238,10 +311,8 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
         DSV3_CALL_GOTO(err, done,
                        dsv3_expert_exchange_create(&experts, &launch->topology, &launch->model,
                                                    dsv3_protocol_watch(p)));
-    DSV3_CALL_GOTO(err, done,
-                   dsv3_stage_model_create(&m, launch, plan.eos_id, coll,
-                                           experts ? dsv3_expert_exchange_experts(experts) : NULL));
-    DSV3_CALL_GOTO(err, done, pipeline_create(&stage, &schedule, launch, m));
+    DSV3_CALL_GOTO(err, done, models_create(&models, launch, plan.eos_id, coll, experts));
+    DSV3_CALL_GOTO(err, done, pipeline_create(&stage, &schedule, launch, &models));
     char bytes[DSV3_FORMAT_CAPACITY];
     dsv3_log(
         launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
@@ -250,7 +321,8 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
     DSV3_CALL_GOTO(err, done, dsv3_expert_load_create(&load, &launch->model));
     DSV3_CALL_GOTO(err, done, dsv3_peak_start_stage(launch));
     // After the peak measurement, in the coordinator's order of start-up collectives.
-    DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_start(launch, &(Dsv3CkptRank){.model = m}));
+    const Dsv3CkptRank ckpt = {.models = models.models, .n_models = models.n};
+    DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_start(launch, &ckpt));
     DSV3_CALL_GOTO(
         err, done,
         dsv3_alloc((void **)&windows, (size_t)(B * (T + 1)) * sizeof *windows, "token windows"));
@@ -288,11 +360,11 @@ Dsv3Err dsv3_stage_train(Dsv3Launch *launch) {
             trained++;
             if (report.bytes_peak > peak) peak = report.bytes_peak;
             dsv3_protocol_set_patience(p, DSV3_PATIENCE_TRAIN);
-            DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_step(launch, &(Dsv3CkptRank){.model = m}));
+            DSV3_CALL_GOTO(err, done, dsv3_ckpt_rank_step(launch, &ckpt));
         }
         DSV3_CALL_GOTO(err, done, dsv3_protocol_recv_plan(p, &plan));
     }
-    if (trained > 0) DSV3_CALL_GOTO(err, done, log_memory_and_overlap(launch, m, peak));
+    if (trained > 0) DSV3_CALL_GOTO(err, done, log_memory_and_overlap(launch, &stage, peak));
 done:
     dsv3_pipe_exchange_destroy(stage.exchange);
     dsv3_pipe_schedule_destroy(&schedule);
@@ -301,7 +373,7 @@ done:
     dsv3_free(labels);
     dsv3_trace_destroy(&trace);
     dsv3_expert_load_destroy(&load);
-    dsv3_model_destroy(m);
+    models_destroy(&models);
     dsv3_expert_exchange_destroy(experts);
     dsv3_collectives_mpi_destroy(coll);
     return err;

@@ -10,19 +10,20 @@ static Dsv3Err fsdp_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *
     return dsv3_param_store_fsdp_create(out, kernels, args, range, seed, arg);
 }
 
-Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32_t eos_id,
+Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch,
+                                const Dsv3PlanChunk *chunk, int32_t eos_id,
                                 Dsv3CollectivesMpi *collectives, Dsv3Experts *experts) {
     const Dsv3Topology *t = &launch->topology;
     const Dsv3ModelArgs *args = &launch->model;
     Dsv3PlanOptions plan;
     DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &plan));
     Dsv3StageRange range;
-    DSV3_CALL(dsv3_plan_stage_range(args, &plan, t->coord.pp, &range));
+    DSV3_CALL(dsv3_plan_stage_range(args, &plan, chunk->stage, &range));
     range.dense = 1;
     range.routed = t->n_expert == 0;
     Dsv3ModelOptions opt = plan.model;
     opt.eos_id = eos_id;
-    DSV3_CALL(dsv3_plan_stage_slots(&plan, t->dims.pp, t->coord.pp, &opt.slots));
+    opt.slots = chunk->slots;
     Dsv3FsdpOptions fsdp = {.spec = dsv3_plan_stage_spec(&t->dims, &t->coord),
                             .collectives = collectives,
                             .pipelined = t->dims.pp > 1};

@@ -1,7 +1,9 @@
-// stage_runtime: a stage rank's model and the services it runs on, built from the launch.
+// stage_runtime: a stage rank's models and the services they run on, built from the launch.
 //
-// The stage's pipeline range (layers, embedding on the first stage, head on the last) comes
-// from the layout (comm/layout.h); its parameter store holds the range's groups as comm/plan.h
+// A stage rank holds one model per pipeline stage of its schedule (comm/plan.h
+// dsv3_plan_rank_chunks: one, or several under a looped schedule). A stage's range (layers,
+// embedding on the first stage, head on the last) comes from the layout (comm/layout.h); its
+// parameter store holds the range's groups as comm/plan.h
 // lays them out (the local store, whole groups replicated over the data-parallel ranks, when
 // the FSDP group dp_shard × cp has one rank; otherwise the FSDP store of
 // comm/param_store_fsdp.h, sharded over that group, with the reshard policy of
@@ -14,13 +16,15 @@
 
 #include "common/comm/collectives_mpi.h"
 #include "common/comm/launch.h"
+#include "common/comm/plan.h"
 #include "common/core/config.h"
 #include "common/model/model.h"
 
-// This stage rank's model with its services (freed with dsv3_model_destroy); `collectives`
-// and `experts` (the expert servers' when the job has them, else NULL) must outlive it.
-// Collective on the FSDP group when it has more than one rank.
-Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch, int32_t eos_id,
+// The model of pipeline stage `chunk` of this stage rank with its services (freed with
+// dsv3_model_destroy); `collectives` and `experts` (the expert servers' when the job has them,
+// else NULL) must outlive it. Collective on the FSDP group when it has more than one rank.
+Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch,
+                                const Dsv3PlanChunk *chunk, int32_t eos_id,
                                 Dsv3CollectivesMpi *collectives, Dsv3Experts *experts);
 
 #endif

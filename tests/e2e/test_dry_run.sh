@@ -58,6 +58,19 @@ expect_in "$out" "schedule: GPipe, 4 micro-batches × 1 sequences over 2 stages,
 expect_in "$out" "0 B gather buffers, 119.37 MiB activations" # all 4 in flight on each stage
 expect_in "$out" "0 B gather buffers, 122.79 MiB activations"
 
+# Interleaved 1F1B: 4 stages of 2 effective layers, loop style (rank 0 runs stages 0 and 2,
+# rank 1 stages 1 and 3), each rank's models and slots planned; expert servers are refused.
+"${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" \
+    --job.dry_run --nproc 2 --parallelism.pipeline_parallel_degree 2 \
+    --parallelism.pipeline_parallel_schedule Interleaved1F1B --training.local_batch_size 4 \
+    --parallelism.print_schedule true --parallelism.expert_parallel_degree 2 >"$out" 2>&1 ||
+    { cat "$out"; fail "debug Interleaved1F1B dry run failed"; }
+expect_in "$out" "rank 1: stage pp 0 dp_replicate 0 dp_shard 0 cp 0 tp 0; layers 0-0 + embedding, layers 3-4;"
+expect_in "$out" "rank 2: stage pp 1 dp_replicate 0 dp_shard 0 cp 0 tp 0; layers 1-2, layers 5-5 + norm, output;"
+expect_in "$out" "schedule: Interleaved1F1B, 4 micro-batches × 1 sequences over 2 ranks with 2 stages each, theoretical bubble 11.1%"
+expect_in "$out" "schedule: rank 0: F0.0 SF0.0 RF0.2 F1.0 SF1.0 RF1.2 F0.2 SF0.2 F1.2 SF1.2 RB0.2 F2.0"
+expect_in "$out" "note: training with pipeline_parallel_schedule \"Interleaved1F1B\" and expert_parallel_degree 2 is not supported yet"
+
 # Pipeline keys that do not fit, named with their numbers.
 dry() { "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" \
     --job.dry_run "$@"; }
@@ -70,8 +83,11 @@ run_expect_fail "$out" dry --nproc 2 --parallelism.pipeline_parallel_degree 2 \
     --parallelism.pipeline_parallel_layers_per_stage 2
 expect_in "$out" "model.n_layers 6 with pipeline_parallel_layers_per_stage 2 (and the embedding and head counted as 1 and 1 layers) makes 4 pipeline stages, but pipeline_parallel_schedule \"1F1B\" runs one stage on each of the pipeline_parallel_degree 2 ranks"
 run_expect_fail "$out" dry --nproc 2 --parallelism.pipeline_parallel_degree 2 \
-    --parallelism.pipeline_parallel_schedule Interleaved1F1B
-expect_in "$out" "parallelism.pipeline_parallel_schedule \"Interleaved1F1B\" is not supported yet"
+    --parallelism.pipeline_parallel_schedule Interleaved1F1B --training.local_batch_size 3
+expect_in "$out" "pipeline schedule Interleaved1F1B needs a multiple of parallelism.pipeline_parallel_degree 2 micro-batches, but it gets 3"
+run_expect_fail "$out" dry --nproc 2 --parallelism.pipeline_parallel_degree 2 \
+    --parallelism.pipeline_parallel_schedule Interleaved1F1B --parallelism.pipeline_parallel_layers_per_stage 3
+expect_in "$out" "makes 3 pipeline stages, but pipeline_parallel_schedule \"Interleaved1F1B\" runs the same number of stages, at least 2, on each of the pipeline_parallel_degree 2 ranks"
 run_expect_fail "$out" dry --nproc 4 --parallelism.pipeline_parallel_degree 4 \
     --parallelism.pipeline_parallel_first_stage_less_layers 3
 expect_in "$out" "pipeline_parallel_first_stage_less_layers 3 or pipeline_parallel_last_stage_less_layers 1 exceeds the 2 effective layers of the smallest of the 4 pipeline stages (model.n_layers 6)"
