@@ -42,6 +42,13 @@ Dsv3Err dsv3_pipe_kind_parse(const char *name, Dsv3PipeKind *out) {
             return DSV3_OK;
         }
     }
+    // torchtitan's zero-bubble schedules split each backward into its input and weight
+    // gradients, which the model does not do yet.
+    DSV3_CHECK(strcmp(name, "ZBVZeroBubble") != 0 && strcmp(name, "DualPipeV") != 0,
+               DSV3_ERR_CONFIG,
+               "parallelism.pipeline_parallel_schedule \"%s\" is not supported yet: it needs "
+               "backward split into input and weight gradients; use %s, %s or %s",
+               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2]);
     DSV3_RAISE(DSV3_ERR_CONFIG,
                "parallelism.pipeline_parallel_schedule is \"%s\", but it must be one of %s, %s "
                "or %s",

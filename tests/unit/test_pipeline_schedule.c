@@ -275,8 +275,16 @@ static void test_kind_names_round_trip(void **state) {
     assert_true(dsv3_pipe_kind_is_looped(DSV3_PIPE_INTERLEAVED_1F1B));
     Dsv3PipeKind kind;
     expect_error(dsv3_pipe_kind_parse("ZBVZeroBubble", &kind), DSV3_ERR_CONFIG,
-                 "parallelism.pipeline_parallel_schedule is \"ZBVZeroBubble\", but it must be "
-                 "one of GPipe, 1F1B or Interleaved1F1B");
+                 "parallelism.pipeline_parallel_schedule \"ZBVZeroBubble\" is not supported yet: "
+                 "it needs backward split into input and weight gradients; use GPipe, 1F1B or "
+                 "Interleaved1F1B");
+    expect_error(dsv3_pipe_kind_parse("DualPipeV", &kind), DSV3_ERR_CONFIG,
+                 "parallelism.pipeline_parallel_schedule \"DualPipeV\" is not supported yet: "
+                 "it needs backward split into input and weight gradients; use GPipe, 1F1B or "
+                 "Interleaved1F1B");
+    expect_error(dsv3_pipe_kind_parse("ZeroBubble", &kind), DSV3_ERR_CONFIG,
+                 "parallelism.pipeline_parallel_schedule is \"ZeroBubble\", but it must be one "
+                 "of GPipe, 1F1B or Interleaved1F1B");
     // Names are exact, as the config's choices are.
     expect_error(dsv3_pipe_kind_parse("gpipe", &kind), DSV3_ERR_CONFIG,
                  "parallelism.pipeline_parallel_schedule is \"gpipe\", but it must be one of "
