@@ -3,9 +3,11 @@
 
 #include "common/core/log.h"
 
-static Dsv3Err trace_add(Dsv3Trace *trace, Dsv3Phase phase, int64_t micro, double t0) {
+static Dsv3Err trace_add(Dsv3Trace *trace, Dsv3Phase phase, int64_t micro, int64_t stage,
+                         double t0) {
     if (!trace) return DSV3_OK;
-    return dsv3_trace_add(trace, phase, (int32_t)micro, t0, dsv3_log_seconds());
+    return dsv3_trace_add_stage(trace, phase, (int32_t)micro, (int32_t)stage, t0,
+                                dsv3_log_seconds());
 }
 
 // The model of stage `stage` on this rank, and the exchange's number of its slot for `micro`.
@@ -33,7 +35,7 @@ static Dsv3Err run_forward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
     if (p->exchange) DSV3_CALL(dsv3_pipe_exchange_release_slot(p->exchange, exchange_slot));
     double t0 = dsv3_log_seconds();
     DSV3_CALL(dsv3_model_forward(m, slot, &in));
-    return trace_add(trace, DSV3_PHASE_FORWARD, trace_micro + a->micro, t0);
+    return trace_add(trace, DSV3_PHASE_FORWARD, trace_micro + a->micro, a->stage, t0);
 }
 
 static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
@@ -52,7 +54,7 @@ static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
     DSV3_CALL(dsv3_model_backward(m, slot, &grad, &loss, &n));
     *loss_sum += loss;
     *n_labels += n;
-    return trace_add(trace, DSV3_PHASE_BACKWARD, trace_micro + a->micro, t0);
+    return trace_add(trace, DSV3_PHASE_BACKWARD, trace_micro + a->micro, a->stage, t0);
 }
 
 Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, const int32_t *labels,

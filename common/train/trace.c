@@ -51,14 +51,22 @@ static Dsv3Err grow(Dsv3Trace *t) {
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_trace_add(Dsv3Trace *t, Dsv3Phase phase, int32_t index, double start, double end) {
+Dsv3Err dsv3_trace_add_stage(Dsv3Trace *t, Dsv3Phase phase, int32_t index, int32_t stage,
+                             double start, double end) {
     DSV3_ASSERT(phase >= 0 && phase < DSV3_PHASE_COUNT);
     t->seconds[phase] += end - start;
     if (!t->recording) return DSV3_OK;
     if (t->count == t->capacity) DSV3_CALL(grow(t));
-    t->events[t->count++] = (Dsv3TraceEvent){
-        .phase = phase, .index = index, .start = start - t->origin, .seconds = end - start};
+    t->events[t->count++] = (Dsv3TraceEvent){.phase = phase,
+                                             .index = index,
+                                             .stage = stage,
+                                             .start = start - t->origin,
+                                             .seconds = end - start};
     return DSV3_OK;
+}
+
+Dsv3Err dsv3_trace_add(Dsv3Trace *t, Dsv3Phase phase, int32_t index, double start, double end) {
+    return dsv3_trace_add_stage(t, phase, index, -1, start, end);
 }
 
 void dsv3_trace_destroy(Dsv3Trace *t) {
@@ -100,7 +108,11 @@ static void write_events(FILE *f, int64_t step, const Dsv3TraceTrack *tracks, in
                     ", \"tid\": 0, \"ts\": %.3f, \"dur\": %.3f",
                     sep, name, dsv3_phase_category(e->phase), r, e->start * MICROSECONDS,
                     e->seconds * MICROSECONDS);
-            if (e->index >= 0) fprintf(f, ", \"args\": {\"micro_batch\": %d}", (int)e->index);
+            if (e->index >= 0 && e->stage >= 0)
+                fprintf(f, ", \"args\": {\"micro_batch\": %d, \"stage\": %d}", (int)e->index,
+                        (int)e->stage);
+            else if (e->index >= 0)
+                fprintf(f, ", \"args\": {\"micro_batch\": %d}", (int)e->index);
             fputc('}', f);
         }
     }

@@ -58,6 +58,8 @@ const char *dsv3_phase_category(int phase);
 typedef struct {
     int32_t phase;  // Dsv3Phase
     int32_t index;  // micro-batch, or -1
+    int32_t stage;  // the pipeline stage a forward or backward ran, or -1
+    int32_t pad;    // 0
     double start;   // seconds since the rank's start of the step
     double seconds; // duration
 } Dsv3TraceEvent;
@@ -76,6 +78,10 @@ void dsv3_trace_step_start(Dsv3Trace *t, int recording);
 // Adds the span [start, end] (dsv3_log_seconds values) to its phase, and as an event when
 // recording. Fails only when the event buffer cannot grow.
 Dsv3Err dsv3_trace_add(Dsv3Trace *t, Dsv3Phase phase, int32_t index, double start, double end);
+
+// The same for a forward or backward of pipeline stage `stage`.
+Dsv3Err dsv3_trace_add_stage(Dsv3Trace *t, Dsv3Phase phase, int32_t index, int32_t stage,
+                             double start, double end);
 
 void dsv3_trace_destroy(Dsv3Trace *t);
 

@@ -34,8 +34,27 @@ EXPERT_SERVERS=4 train_stages pp2_ep2 2 --training.local_batch_size 4 "${PP2[@]}
 expect_in "$WORK/pp2_ep2.out" "expert server 3 (stage 1, experts 4–7): 10 steps"
 expect_in "$WORK/pp2_ep2.out" "expert servers: 4 received"
 INTERLEAVED=(--parallelism.pipeline_parallel_schedule Interleaved1F1B)
-train_stages inter2 2 --training.local_batch_size 4 "${PP2[@]}" "${INTERLEAVED[@]}"
+train_stages inter2 2 --training.local_batch_size 4 "${PP2[@]}" "${INTERLEAVED[@]}" \
+    --parallelism.print_schedule true --profiling.enable_profiling --profiling.profile_freq 10 \
+    --profiling.save_traces_folder trace
 expect_in "$WORK/inter2.out" "Interleaved1F1B, 4 micro-batches × 1 sequences over 2 ranks with 2 stages each, theoretical bubble 11.1%"
+# The Chrome trace of step 10 has the schedule's shape: each rank's forwards and backwards, with
+# their micro-batch and stage, in the order of the rank's printed list.
+python3 - "$WORK" <<'PY' || fail "the interleaved trace does not follow the schedule"
+import json, re, sys
+work = sys.argv[1]
+lists = {int(r): [w for w in acts.split() if w[0] in "FB"]
+         for r, acts in re.findall(r"layout: pipeline schedule: rank (\d+):(.*)", open(f"{work}/inter2.out").read())}
+trace = json.load(open(f"{work}/inter2/trace/iteration_10/trace.json"))["traceEvents"]
+names = {e["pid"]: e["args"]["name"] for e in trace if e["ph"] == "M" and e["name"] == "process_name"}
+for rank in (0, 1):
+    pid = next(p for p, n in names.items() if n == f"stage {rank + 1}")
+    spans = sorted((e["ts"], e["name"], e["args"]) for e in trace
+                   if e["ph"] == "X" and e["pid"] == pid and e["name"] in ("forward", "backward"))
+    seen = [f"{n[0].upper()}{a['micro_batch']}.{a['stage']}" for _, n, a in spans]
+    assert seen == lists[rank], (rank, seen, lists[rank])
+    print(f"trace: rank {rank} ran {' '.join(seen)}")
+PY
 train_stages inter2_dp2 4 --training.local_batch_size 2 "${PP2[@]}" "${INTERLEAVED[@]}"
 SIX=(--training.global_batch_size 6 --training.local_batch_size 6)
 train_stages one6 1 "${SIX[@]}"

@@ -161,7 +161,11 @@ static void part_messages(Dsv3Protocol *p, const Dsv3Topology *t, Check *chk) {
                       "send_expert_load");
         }
         for (int64_t i = 0; i < report.n_trace_events; i++)
-            events[0][i] = (Dsv3TraceEvent){(int32_t)i, (int32_t)me, (double)i, 0.125 * (double)me};
+            events[0][i] = (Dsv3TraceEvent){.phase = (int32_t)i,
+                                            .index = (int32_t)me,
+                                            .stage = (int32_t)(i % 3) - 1,
+                                            .start = (double)i,
+                                            .seconds = 0.125 * (double)me};
         expect_ok(chk, dsv3_protocol_send_trace(p, events[0], report.n_trace_events), "send_trace");
     } else {
         Dsv3StepReport reports[N_STAGE];
@@ -190,6 +194,7 @@ static void part_messages(Dsv3Protocol *p, const Dsv3Topology *t, Check *chk) {
             for (int64_t i = 0; i < n_events[r]; i++)
                 EXPECT(chk,
                        events[r][i].phase == (int32_t)i && events[r][i].index == (int32_t)r &&
+                           events[r][i].stage == (int32_t)(i % 3) - 1 &&
                            events[r][i].start == (double)i &&
                            events[r][i].seconds == 0.125 * (double)r,
                        "trace event %lld of stage rank %lld", (long long)i, (long long)r);
