@@ -63,14 +63,15 @@ static Dsv3CkptWriters writers_of(const Dsv3Launch *launch, const Dsv3CkptRank *
                              .tp_rank = c->tp};
 }
 
-// The tensors of a rank's models: the boxes of their stores' groups (values, moments) and the
-// expert biases of their stages, with `writers` deciding the writes flags.
-static Dsv3Err tensors_of_models(Dsv3CkptTensors *out, Dsv3Model *const *models, int64_t n,
+// The tensors of a rank's stores: the boxes of their groups (values, moments) and, on a stage
+// rank (models, one per store; NULL on an expert server), the expert biases of its stages, with
+// `writers` deciding the writes flags.
+static Dsv3Err tensors_of_stores(Dsv3CkptTensors *out, const Dsv3ModelArgs *args,
+                                 Dsv3ParamStore *const *stores, Dsv3Model *const *models, int64_t n,
                                  const Dsv3CkptWriters *writers) {
-    const Dsv3ModelArgs *args = dsv3_model_args(models[0]);
     int n_groups = 0;
     for (int64_t k = 0; k < n; k++)
-        n_groups += dsv3_model_services(models[k])->params->n_groups;
+        n_groups += stores[k]->n_groups;
     float **bias = NULL;
     Dsv3ParamGroup *groups = NULL; // every store's, one after the other (copies of the tables)
     Dsv3ParamShard *shards = NULL;
@@ -82,11 +83,11 @@ static Dsv3Err tensors_of_models(Dsv3CkptTensors *out, Dsv3Model *const *models,
         err = dsv3_calloc((void **)&shards, (size_t)(n_groups ? n_groups : 1), sizeof *shards,
                           "checkpoint shards");
     for (int64_t k = 0, at = 0; err == DSV3_OK && k < n; k++) {
-        const Dsv3ParamStore *st = dsv3_model_services(models[k])->params;
+        const Dsv3ParamStore *st = stores[k];
         memcpy(groups + at, st->groups, (size_t)st->n_groups * sizeof *groups);
         memcpy(shards + at, st->shards, (size_t)st->n_groups * sizeof *shards);
         at += st->n_groups;
-        for (int64_t l = 0; l < args->n_layers; l++)
+        for (int64_t l = 0; models && l < args->n_layers; l++)
             if (!bias[l]) bias[l] = dsv3_model_expert_bias(models[k], l);
     }
     if (err == DSV3_OK)
@@ -97,19 +98,20 @@ static Dsv3Err tensors_of_models(Dsv3CkptTensors *out, Dsv3Model *const *models,
     return err;
 }
 
-// The tensors a rank saves and loads: a stage rank's model (its store's groups and its stage's
-// expert biases), or an expert server's store (routed experts only, no biases).
+// The tensors a rank saves and loads: a stage rank's models (their stores' groups and their
+// stages' expert biases), or an expert server's stores (routed experts only, no biases).
 static Dsv3Err rank_tensors(const Dsv3Launch *launch, const Dsv3CkptRank *rank,
                             Dsv3CkptTensors *t) {
     Dsv3CkptWriters writers = writers_of(launch, rank);
-    if (rank->n_models) return tensors_of_models(t, rank->models, rank->n_models, &writers);
-    const Dsv3ParamStore *st = rank->store;
-    float **no_bias = NULL;
-    DSV3_CALL(
-        dsv3_calloc((void **)&no_bias, (size_t)st->args.n_layers, sizeof *no_bias, "bias table"));
-    Dsv3Err err = dsv3_ckpt_tensors_of_groups(t, &st->args, st->groups, st->shards, st->n_groups,
-                                              no_bias, &writers);
-    dsv3_free(no_bias);
+    if (!rank->n_models)
+        return tensors_of_stores(t, &launch->model, rank->stores, NULL, rank->n_stores, &writers);
+    Dsv3ParamStore **stores = NULL;
+    DSV3_CALL(dsv3_calloc((void **)&stores, (size_t)rank->n_models, sizeof *stores, "stores"));
+    for (int64_t k = 0; k < rank->n_models; k++)
+        stores[k] = dsv3_model_services(rank->models[k])->params;
+    Dsv3Err err =
+        tensors_of_stores(t, &launch->model, stores, rank->models, rank->n_models, &writers);
+    dsv3_free(stores);
     return err;
 }
 

@@ -68,8 +68,10 @@ typedef struct {
     // A stage rank's models, one per pipeline stage it holds: their stores' groups and their
     // stages' expert biases, written to one shard file.
     Dsv3Model *const *models;
-    int64_t n_models;      // 0 on an expert server
-    Dsv3ParamStore *store; // an expert server's routed experts
+    int64_t n_models; // 0 on an expert server
+    // An expert server's routed experts, one store per pipeline stage it serves.
+    Dsv3ParamStore *const *stores;
+    int64_t n_stores;
 } Dsv3CkptRank;
 
 // Stage rank or expert server: the other side of the two calls above.

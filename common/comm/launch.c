@@ -154,22 +154,14 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 
 // What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
 // dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B, Interleaved1F1B), with routed experts
-// on the stage ranks or, under single-stage schedules, on each stage's expert servers, on any
-// dataset kind.
-static Dsv3Err check_trainable(const Dsv3Config *cfg, const Dsv3ParallelDims *d) {
+// on the stage ranks or on expert servers, on any dataset kind.
+static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
     DSV3_CHECK(d->tp == 1 && d->cp == 1, DSV3_ERR_CONFIG,
                "training with tensor_parallel_degree %" PRId64
                " and context_parallel_degree %" PRId64
                " is not supported yet: training runs data parallel, FSDP, HSDP and pipeline "
                "parallel (tp, cp 1). Start-up and --job.dry_run check every layout.",
                d->tp, d->cp);
-    Dsv3PipeKind kind;
-    DSV3_CALL(dsv3_pipe_kind_parse(cfg->parallelism.pipeline_parallel_schedule, &kind));
-    DSV3_CHECK(d->ep == 1 || !dsv3_pipe_kind_is_looped(kind), DSV3_ERR_CONFIG,
-               "training with pipeline_parallel_schedule \"%s\" and expert_parallel_degree %" PRId64
-               " is not supported yet: expert servers serve one pipeline stage each, and a looped "
-               "schedule puts several on a rank (use 1F1B or GPipe with expert servers)",
-               cfg->parallelism.pipeline_parallel_schedule, d->ep);
     return DSV3_OK;
 }
 
@@ -276,7 +268,7 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         DSV3_LOG_INFO("dry run: %s", line);
     }
     DSV3_CALL(log_schedule(&launch->config, &opt, dims->pp, "dry run: schedule"));
-    if (check_trainable(&launch->config, dims) != DSV3_OK) {
+    if (check_trainable(dims) != DSV3_OK) {
         DSV3_LOG_INFO("dry run: note: %s", dsv3_error_message());
         dsv3_error_clear();
     }
@@ -298,7 +290,7 @@ static Dsv3Err serve_alone(Dsv3Launch *launch, const LaunchFlags *flags) {
     if (flags->print_launch) {
         // A layout training cannot run is refused here, before any process (or a joining expert
         // server job) is started for it.
-        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(cfg, &dims));
+        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(&dims));
         // Shell-readable, for run/train.sh and run/expert_servers.sh.
         printf("stage_procs=%" PRId64 "\nexpert_procs=%" PRId64 "\nexpert_launch=%s\n"
                "expert_service=%s\ninit_timeout=%" PRId64 "\ndry_run=%d\n",
@@ -433,7 +425,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     double topology_seconds = dsv3_log_seconds() - topology_start;
     if (err == DSV3_OK) err = check_batch(&launch->config, &launch->topology.dims);
     if (err == DSV3_OK && !launch->config.job.dry_run)
-        err = check_trainable(&launch->config, &launch->topology.dims);
+        err = check_trainable(&launch->topology.dims);
     int job_rank = 0;
     DSV3_MPI_CALL(MPI_Comm_rank(job, &job_rank));
     DSV3_MPI_CALL(MPI_Comm_free(&job));

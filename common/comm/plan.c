@@ -171,19 +171,24 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
     }
     Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS];
     DSV3_CALL(dsv3_plan_rank_chunks(opt, dims->pp, out->pp_stage, chunks));
+    out->n_chunks = opt->pipe.stages_per_rank;
     Dsv3StageRange range;
-    if (out->role == DSV3_ROLE_EXPERT) { // expert servers serve single-stage schedules
-        DSV3_CALL(dsv3_plan_stage_range(args, opt, out->pp_stage, &range));
-        out->first_layer = range.first_layer;
-        out->layer_count = range.n_layers;
+    if (out->role == DSV3_ROLE_EXPERT) { // the routed experts of the rank's stages
         out->expert_count = args->num_experts / dims->ep;
         out->first_expert = out->ep_rank * out->expert_count;
-        range.routed = 1;
         Dsv3ShardSpec spec = {.tp = 1, .fsdp = 1, .ep = dims->ep, .ep_rank = out->ep_rank};
-        return plan_groups(args, &range, &spec, opt, dims, out);
+        for (int64_t k = 0; k < out->n_chunks; k++) {
+            DSV3_CALL(dsv3_plan_stage_range(args, opt, chunks[k].stage, &range));
+            range = (Dsv3StageRange){
+                .first_layer = range.first_layer, .n_layers = range.n_layers, .routed = 1};
+            out->chunks[k] = range;
+            DSV3_CALL(plan_groups(args, &range, &spec, opt, dims, out));
+        }
+        out->first_layer = out->chunks[0].first_layer;
+        out->layer_count = out->chunks[0].n_layers;
+        return DSV3_OK;
     }
     out->fsdp = dims->dp_shard * dims->cp;
-    out->n_chunks = dims->pp > 1 ? opt->pipe.stages_per_rank : 1;
     Dsv3ShardSpec spec = dsv3_plan_stage_spec(dims, &out->coord);
     int64_t last = opt->pipe.split.n_stages - 1;
     Dsv3PipeExchangeShape exchange = {.n_rows = opt->model.batch * opt->model.seq_len,
@@ -257,11 +262,15 @@ void dsv3_plan_describe(const Dsv3RankShare *s, char *out, size_t capacity) {
                  dsv3_format_bytes((double)s->workspace_bytes, workspace),
                  dsv3_format_bytes((double)dsv3_plan_total_bytes(s), total), s->fsdp);
     } else {
-        snprintf(where, sizeof where,
-                 "expert pp %" PRId64 " ep %" PRId64 "; routed experts %" PRId64 "-%" PRId64
-                 " of the MoE layers among %" PRId64 "-%" PRId64,
-                 s->pp_stage, s->ep_rank, s->first_expert, s->first_expert + s->expert_count - 1,
-                 s->first_layer, s->first_layer + s->layer_count - 1);
+        size_t n = (size_t)snprintf(where, sizeof where,
+                                    "expert pp %" PRId64 " ep %" PRId64 "; routed experts %" PRId64
+                                    "-%" PRId64 " of the MoE layers among",
+                                    s->pp_stage, s->ep_rank, s->first_expert,
+                                    s->first_expert + s->expert_count - 1);
+        for (int64_t k = 0; k < s->n_chunks && n < sizeof where; k++)
+            n += (size_t)snprintf(where + n, sizeof where - n, "%s %" PRId64 "-%" PRId64,
+                                  k ? "," : "", s->chunks[k].first_layer,
+                                  s->chunks[k].first_layer + s->chunks[k].n_layers - 1);
     }
     snprintf(out, capacity, "rank %" PRId64 ": %s; %s params: %s params, %s grads, %s optimizer%s",
              s->job_rank, where, count, params, grads, optim, more);

@@ -59,7 +59,8 @@ expect_in "$out" "0 B gather buffers, 119.37 MiB activations" # all 4 in flight 
 expect_in "$out" "0 B gather buffers, 122.79 MiB activations"
 
 # Interleaved 1F1B: 4 stages of 2 effective layers, loop style (rank 0 runs stages 0 and 2,
-# rank 1 stages 1 and 3), each rank's models and slots planned; expert servers are refused.
+# rank 1 stages 1 and 3), each rank's models and slots planned, and each pipeline rank's expert
+# servers hold the experts of both its stages.
 "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" \
     --job.dry_run --nproc 2 --parallelism.pipeline_parallel_degree 2 \
     --parallelism.pipeline_parallel_schedule Interleaved1F1B --training.local_batch_size 4 \
@@ -69,7 +70,8 @@ expect_in "$out" "rank 1: stage pp 0 dp_replicate 0 dp_shard 0 cp 0 tp 0; layers
 expect_in "$out" "rank 2: stage pp 1 dp_replicate 0 dp_shard 0 cp 0 tp 0; layers 1-2, layers 5-5 + norm, output;"
 expect_in "$out" "schedule: Interleaved1F1B, 4 micro-batches × 1 sequences over 2 ranks with 2 stages each, theoretical bubble 11.1%"
 expect_in "$out" "schedule: rank 0: F0.0 SF0.0 RF0.2 F1.0 SF1.0 RF1.2 F0.2 SF0.2 F1.2 SF1.2 RB0.2 F2.0"
-expect_in "$out" "note: training with pipeline_parallel_schedule \"Interleaved1F1B\" and expert_parallel_degree 2 is not supported yet"
+expect_in "$out" "rank 3: expert pp 0 ep 0; routed experts 0-3 of the MoE layers among 0-0, 3-4;"
+expect_count "$out" "dry run: note:" 0
 
 # Pipeline keys that do not fit, named with their numbers.
 dry() { "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" --job.config_file "$CONF/debug_model.toml" \

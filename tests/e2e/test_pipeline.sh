@@ -6,12 +6,14 @@
 # activation checkpointing, pp 2 with 2 training micro-batches of gradient accumulation, pp 2
 # with block-causal masks over short text documents (document ids travel with the
 # activations), pp 2 with 2 expert servers per stage (which keep each micro-batch's rows until
-# its backward), and Interleaved 1F1B with 2 stages per rank at pp 2, at pp 2 × dp_shard 2 and at
-# pp 3 (6 micro-batches of a batch of 6, against one process on that batch; its last stage holds
-# the final norm and head only). Losses, grad norms
+# its backward), and Interleaved 1F1B with 2 stages per rank at pp 2, at pp 2 × dp_shard 2, at
+# pp 2 with 2 expert servers per pipeline rank (serving both its stages) and at pp 3 (6
+# micro-batches of a batch of 6, against one process on that batch; its last stage holds the
+# final norm and head only). Losses, grad norms
 # and the final parameters and AdamW moments agree within 1e-5 relative; the tokens per expert
 # of every step are identical. Every stage rank peaks within 10% of its plan. Checkpoints cross
-# layouts: the pp 2, pp 2 × ep 2 and interleaved pp 2 checkpoints resume on one process, and
+# layouts: the pp 2, pp 2 × ep 2, interleaved pp 2 and interleaved pp 2 × ep 2 checkpoints resume
+# on one process, and
 # one process's on pp 3 and on interleaved pp 2, with the uninterrupted run's losses. A validation pass runs through the pipeline with one process's
 # loss.
 source "$(dirname "$0")/lib.sh"
@@ -56,6 +58,8 @@ for rank in (0, 1):
     print(f"trace: rank {rank} ran {' '.join(seen)}")
 PY
 train_stages inter2_dp2 4 --training.local_batch_size 2 "${PP2[@]}" "${INTERLEAVED[@]}"
+EXPERT_SERVERS=4 train_stages inter2_ep2 2 --training.local_batch_size 4 "${PP2[@]}" "${INTERLEAVED[@]}" \
+    --parallelism.expert_parallel_degree 2
 SIX=(--training.global_batch_size 6 --training.local_batch_size 6)
 train_stages one6 1 "${SIX[@]}"
 train_stages inter3 3 "${SIX[@]}" --parallelism.pipeline_parallel_degree 3 "${INTERLEAVED[@]}"
@@ -90,7 +94,7 @@ def rel(a, b):
     return abs(a - b) / max(abs(b), 1e-30)
 
 pairs = [(n, "one") for n in ("pp2", "gpipe", "pp3", "pp2_dp2", "pp2_ac", "pp2_accum", "pp2_ep2",
-                              "inter2", "inter2_dp2")]
+                              "inter2", "inter2_dp2", "inter2_ep2")]
 pairs += [("block_pp2", "block_one"), ("inter3", "one6")]
 for name, ref in pairs:
     m, r = metrics(name), metrics(ref)
@@ -108,7 +112,7 @@ for name, ref in pairs:
           f"(worst {worst}); tokens per expert identical; {wait:.2f} s waiting for neighbours")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
-check_peaks pp2 gpipe pp3 pp2_dp2 pp2_ac pp2_accum block_pp2 pp2_ep2 inter2 inter2_dp2 inter3
+check_peaks pp2 gpipe pp3 pp2_dp2 pp2_ac pp2_accum block_pp2 pp2_ep2 inter2 inter2_dp2 inter2_ep2 inter3
 
 # Checkpoints across layouts: resume at step 5 and train to 10, against the uninterrupted run.
 resume() {
@@ -123,6 +127,7 @@ resume from_pp2_on_one pp2 1 --training.local_batch_size 4
 resume from_one_on_pp3 one 3 --training.local_batch_size 4 --parallelism.pipeline_parallel_degree 3
 resume from_pp2_ep2_on_one pp2_ep2 1 --training.local_batch_size 4
 resume from_inter2_on_one inter2 1 --training.local_batch_size 4
+resume from_inter2_ep2_on_one inter2_ep2 1 --training.local_batch_size 4
 resume from_one_on_inter2 one 2 --training.local_batch_size 4 "${PP2[@]}" "${INTERLEAVED[@]}"
 python3 - "$WORK" <<'PY' || fail "a resumed run disagrees with the uninterrupted one"
 import json, sys
@@ -131,7 +136,7 @@ def metrics(name):
     return {r["step"]: r for r in map(json.loads, open(f"{work}/{name}/metrics.jsonl"))}
 one = metrics("one")
 for name in ("from_pp2_on_one", "from_one_on_pp3", "from_pp2_ep2_on_one", "from_inter2_on_one",
-             "from_one_on_inter2"):
+             "from_inter2_ep2_on_one", "from_one_on_inter2"):
     m = metrics(name)
     assert sorted(m) == list(range(6, 11)), (name, sorted(m))
     loss = max(abs(m[s]["loss"] - one[s]["loss"]) / one[s]["loss"] for s in m)
