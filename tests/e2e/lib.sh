@@ -64,12 +64,20 @@ PY
 # $WORK/NAME on NPROC stage ranks (and EXPERT_SERVERS expert servers when that is set), its
 # output in $WORK/NAME.out; every stage rank logs its peak memory against its plan.
 train_stages() {
-    local name=$1 nproc=$2 servers=()
+    local name=$1 nproc=$2 servers=() status=0
     shift 2
     [ -z "${EXPERT_SERVERS:-}" ] || servers=(: -n "$EXPERT_SERVERS" "$BIN/dsv3-expert")
-    "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name" "$@" \
-        : -n "$nproc" "$BIN/dsv3-stage" "${servers[@]}" >"$WORK/$name.out" 2>&1 ||
-        { cat "$WORK/$name.out"; fail "$name failed"; }
+    local job=("${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator" "${COMMON[@]}" --job.dump_folder "$WORK/$name"
+        "$@" : -n "$nproc" "$BIN/dsv3-stage" "${servers[@]}")
+    "${job[@]}" >"$WORK/$name.out" 2>&1 || status=$?
+    # Open MPI's mpiexec itself sometimes dies on a signal on a loaded machine before any rank
+    # has started (nothing of ours in the output): that launch is retried once, saying so.
+    if [ $status -gt 128 ] && [ $status -ne 137 ] && ! grep -q '^\[' "$WORK/$name.out"; then
+        echo "$name: mpiexec ended on signal $((status - 128)) before any rank started; retrying once"
+        status=0
+        "${job[@]}" >"$WORK/$name.out" 2>&1 || status=$?
+    fi
+    [ $status -eq 0 ] || { cat "$WORK/$name.out"; fail "$name failed"; }
     expect_count "$WORK/$name.out" "memory: peak " "$nproc"
 }
 
