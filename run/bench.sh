@@ -148,6 +148,7 @@ if [ $peer -eq 1 ]; then
         "$seq_len" "$batch" "${DSV3_TORCHTITAN_COMMIT:0:12}" "$DSV3_TORCH_VERSION" "$repeat"
     for t in $threads; do
         export OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+        dsv3_blas_environment
         args=(--seq_len "$seq_len" --batch "$batch" --steps "$steps" --threads "$t")
         ours="" eager="" compiled="" one="" two=""
         for _ in $(seq "$repeat"); do
@@ -234,6 +235,7 @@ fi
 
 for t in $threads; do
     export OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+    dsv3_blas_environment
     args=(--seq_len "$seq_len" --batch "$batch" --steps "$steps" --threads "$t")
     ours_tps=0 theirs_tps=0
     for _ in $(seq "$repeat"); do
