@@ -77,7 +77,7 @@ dsv3_ensure_build() {
 # Environment for OpenMPI: root is allowed (containers, CI) when running as root.
 # OpenBLAS's idle worker threads spin (sched_yield) for 2^28 cycles after each parallel GEMM by
 # default, taking the cores the OpenMP regions between GEMMs need: with 2 threads the debug
-# model's step runs 1.24x faster when they sleep after 2^4 (OpenBLAS reads this when it loads,
+# model's step runs 1.29x faster when they sleep after 2^4 (OpenBLAS reads this when it loads,
 # so it must be in the environment of the process). Not set when the caller chose a value.
 dsv3_blas_environment() {
     export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
