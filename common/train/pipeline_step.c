@@ -98,3 +98,15 @@ Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, con
     }
     return DSV3_OK;
 }
+
+int64_t *dsv3_pipeline_tokens_per_expert(const Dsv3PipelineStage *p, int64_t layer,
+                                         Dsv3Model **owner) {
+    for (int64_t k = 0; k < p->n_models; k++) {
+        int64_t *counts = dsv3_model_tokens_per_expert(p->models[k], layer);
+        if (counts) {
+            *owner = p->models[k];
+            return counts;
+        }
+    }
+    return NULL;
+}

@@ -42,4 +42,9 @@ Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, con
                           float grad_scale, Dsv3Trace *trace, int64_t trace_micro, double *loss_sum,
                           int64_t *n_labels);
 
+// The tokens per expert (E) of MoE layer `layer` in whichever of the rank's models runs it, and
+// that model in *owner; NULL when none of them does.
+int64_t *dsv3_pipeline_tokens_per_expert(const Dsv3PipelineStage *p, int64_t layer,
+                                         Dsv3Model **owner);
+
 #endif

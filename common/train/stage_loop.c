@@ -70,15 +70,13 @@ static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3Collecti
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_COMM_GRAD, -1, t0, t1));
     snprintf(context, sizeof context, "the tokens per expert of step %lld", (long long)step);
     dsv3_collectives_mpi_set_context(coll, context);
-    for (int64_t k = 0; k < stage->n_models; k++) {
-        Dsv3Model *m = stage->models[k];
-        const Dsv3ModelArgs *a = dsv3_model_args(m);
-        for (int64_t l = 0; l < a->n_layers; l++) {
-            int64_t *counts = dsv3_model_tokens_per_expert(m, l);
-            if (counts)
-                DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, counts, a->num_experts, DSV3_ELEM_I64,
-                                        DSV3_REDUCE_SUM));
-        }
+    const Dsv3ModelArgs *a = dsv3_model_args(stage->models[0]);
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        Dsv3Model *owner = NULL;
+        int64_t *counts = dsv3_pipeline_tokens_per_expert(stage, l, &owner);
+        if (counts)
+            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, counts, a->num_experts, DSV3_ELEM_I64,
+                                    DSV3_REDUCE_SUM));
     }
     dsv3_collectives_mpi_set_context(coll, NULL);
     return dsv3_trace_add(trace, DSV3_PHASE_COMM_EXPERT_COUNTS, -1, t1, dsv3_log_seconds());

@@ -160,15 +160,13 @@ Dsv3Err dsv3_validation_stage(const Dsv3PipelineStage *stage, const Dsv3Launch *
                 dsv3_protocol_recv_batch(launch->protocol, i, part, windows, B, T, tokens, labels));
         DSV3_CALL(dsv3_pipeline_run(stage, tokens, labels, 0, NULL, 0, &r->loss_sum, &r->n_labels));
     }
-    for (int64_t k = 0; k < stage->n_models; k++) {
-        Dsv3Model *m = stage->models[k];
-        const Dsv3ModelArgs *a = dsv3_model_args(m);
-        for (int64_t l = 0; l < a->n_layers; l++) {
-            int64_t *counts = dsv3_model_tokens_per_expert(m, l);
-            if (counts)
-                DSV3_CALL(dsv3_memory_zero(dsv3_model_services(m)->kernels, counts,
-                                           (size_t)a->num_experts * sizeof *counts));
-        }
+    const Dsv3ModelArgs *a = dsv3_model_args(stage->models[0]);
+    for (int64_t l = 0; l < a->n_layers; l++) {
+        Dsv3Model *owner = NULL;
+        int64_t *counts = dsv3_pipeline_tokens_per_expert(stage, l, &owner);
+        if (counts)
+            DSV3_CALL(dsv3_memory_zero(dsv3_model_services(owner)->kernels, counts,
+                                       (size_t)a->num_experts * sizeof *counts));
     }
     r->seconds[DSV3_PHASE_VALIDATION] = dsv3_log_seconds() - start;
     return DSV3_OK;

@@ -132,11 +132,13 @@ static json_object *parse_file(const char *path) {
 
 static void test_chrome_trace_file(void **state) {
     (void)state;
-    const Dsv3TraceEvent coordinator[] = {{DSV3_PHASE_DATA, 0, 0.0, 0.001}};
-    const Dsv3TraceEvent stage[] = {{DSV3_PHASE_FORWARD, 0, 0.002, 0.5},
-                                    {DSV3_PHASE_BACKWARD, 0, 0.502, 1.0},
-                                    {DSV3_PHASE_OPTIMIZER, -1, 1.6, 0.1},
-                                    {99, 0, 0, 0}};
+    const Dsv3TraceEvent coordinator[] = {
+        {.phase = DSV3_PHASE_DATA, .index = 0, .stage = -1, .start = 0.0, .seconds = 0.001}};
+    const Dsv3TraceEvent stage[] = {
+        {.phase = DSV3_PHASE_FORWARD, .index = 0, .stage = 1, .start = 0.002, .seconds = 0.5},
+        {.phase = DSV3_PHASE_BACKWARD, .index = 0, .stage = 1, .start = 0.502, .seconds = 1.0},
+        {.phase = DSV3_PHASE_OPTIMIZER, .index = -1, .stage = -1, .start = 1.6, .seconds = 0.1},
+        {.phase = 99, .index = 0, .stage = -1}};
     Dsv3TraceTrack tracks[2] = {{"coordinator 0", coordinator, 1}, {"stage \"1\"", stage, 4}};
     char path[PATH_CAPACITY + 32];
     snprintf(path, sizeof path, "%s/trace.json", temp_dir);
@@ -165,6 +167,12 @@ static void test_chrome_trace_file(void **state) {
         if (strcmp(json_object_get_string(name), "backward") == 0) {
             assert_true(fabs(json_object_get_double(ts) - 502000.0) < 1e-3); // microseconds
             assert_true(fabs(json_object_get_double(dur) - 1e6) < 1e-3);
+            json_object *args, *micro, *at_stage; // a pipeline stage's backward names both
+            assert_true(json_object_object_get_ex(e, "args", &args) &&
+                        json_object_object_get_ex(args, "micro_batch", &micro) &&
+                        json_object_object_get_ex(args, "stage", &at_stage));
+            assert_int_equal(json_object_get_int(micro), 0);
+            assert_int_equal(json_object_get_int(at_stage), 1);
         }
         complete[p]++;
     }
