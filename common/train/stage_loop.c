@@ -27,6 +27,8 @@
 #include "common/train/validation.h"
 
 enum { CONTEXT_CAPACITY = 64 };
+_Static_assert((int)DSV3_PROTOCOL_FQN_CAPACITY == (int)DSV3_FQN_CAPACITY,
+               "a report carries a tensor name");
 
 // The rank's models, one per pipeline stage it holds, with their stages and slots.
 typedef struct {
@@ -35,8 +37,6 @@ typedef struct {
     int64_t slots[DSV3_PLAN_MAX_CHUNKS];
     int64_t n;
 } Models;
-_Static_assert((int)DSV3_PROTOCOL_FQN_CAPACITY == (int)DSV3_FQN_CAPACITY,
-               "a report carries a tensor name");
 
 // Completes the step's gradients of every model of the rank: each store finishes its
 // reductions (an FSDP store has then summed them over the FSDP group and the HSDP replicas); a
