@@ -105,6 +105,20 @@ Dsv3Err dsv3_plan_rank_chunks(const Dsv3PlanOptions *opt, int64_t pp, int64_t ra
     return DSV3_OK;
 }
 
+Dsv3PipeExchangeShape dsv3_plan_exchange_shape(const Dsv3ModelArgs *args,
+                                               const Dsv3PlanOptions *opt,
+                                               const Dsv3PlanChunk *chunks, int64_t n) {
+    Dsv3PipeExchangeShape shape = {.n_rows = opt->pipe.micro_batch * opt->model.seq_len,
+                                   .dim = args->dim,
+                                   .with_doc = args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL};
+    for (int64_t k = 0; k < n; k++) {
+        shape.slots += chunks[k].slots;
+        shape.receives |= chunks[k].stage > 0;
+        shape.sends |= chunks[k].stage < opt->pipe.split.n_stages - 1;
+    }
+    return shape;
+}
+
 Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord) {
     // The FSDP group is [dp_shard][cp] in mesh order (comm/topology.h).
     return (Dsv3ShardSpec){.tp = dims->tp,
@@ -190,10 +204,6 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
     }
     out->fsdp = dims->dp_shard * dims->cp;
     Dsv3ShardSpec spec = dsv3_plan_stage_spec(dims, &out->coord);
-    int64_t last = opt->pipe.split.n_stages - 1;
-    Dsv3PipeExchangeShape exchange = {.n_rows = opt->model.batch * opt->model.seq_len,
-                                      .dim = args->dim,
-                                      .with_doc = args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL};
     for (int64_t k = 0; k < out->n_chunks; k++) {
         DSV3_CALL(dsv3_plan_stage_range(args, opt, chunks[k].stage, &range));
         range.dense = 1;
@@ -204,14 +214,14 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
         Dsv3PlanOptions mine = *opt;
         mine.model.slots = chunks[k].slots;
         DSV3_CALL(plan_groups(args, &range, &spec, &mine, dims, out));
-        exchange.slots += chunks[k].slots;
-        exchange.receives |= chunks[k].stage > 0;
-        exchange.sends |= chunks[k].stage < last;
     }
     out->first_layer = out->chunks[0].first_layer;
     out->layer_count = out->chunks[0].n_layers;
     // With a pipeline, the buffers of the exchange with the neighbouring stages.
-    if (dims->pp > 1) out->activation_bytes += dsv3_pipe_exchange_bytes(&exchange);
+    if (dims->pp > 1) {
+        Dsv3PipeExchangeShape exchange = dsv3_plan_exchange_shape(args, opt, chunks, out->n_chunks);
+        out->activation_bytes += dsv3_pipe_exchange_bytes(&exchange);
+    }
     return DSV3_OK;
 }
 

@@ -23,6 +23,7 @@
 #include "common/core/config.h"
 #include "common/core/error.h"
 #include "common/comm/layout.h"
+#include "common/comm/pipe_exchange.h"
 #include "common/model/fsdp_plan.h"
 #include "common/model/model.h"
 #include "common/model/model_args.h"
@@ -97,6 +98,11 @@ typedef struct {
 
 Dsv3Err dsv3_plan_rank_chunks(const Dsv3PlanOptions *opt, int64_t pp, int64_t rank,
                               Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS]);
+
+// The pipeline exchange (comm/pipe_exchange.h) of a stage rank holding the n stages `chunks`.
+Dsv3PipeExchangeShape dsv3_plan_exchange_shape(const Dsv3ModelArgs *args,
+                                               const Dsv3PlanOptions *opt,
+                                               const Dsv3PlanChunk *chunks, int64_t n);
 
 // The shard spec of the stage rank at `coord`: how its parameter store lays out its groups.
 Dsv3ShardSpec dsv3_plan_stage_spec(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord);

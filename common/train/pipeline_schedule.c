@@ -75,7 +75,7 @@ void dsv3_pipe_action_text(const Dsv3PipeAction *a, char *out, size_t capacity) 
     snprintf(out, capacity, "%s%d.%d", prefix, (int)a->micro, (int)a->stage);
 }
 
-static int64_t pipe_stage_count(const Dsv3PipeSchedule *s) { return s->pp * s->stages_per_rank; }
+int64_t dsv3_pipe_stage_count(const Dsv3PipeSchedule *s) { return s->pp * s->stages_per_rank; }
 
 // The checks of dsv3_pipe_schedule_create, with the config keys each number comes from.
 static Dsv3Err pipe_check_shape(Dsv3PipeKind kind, int64_t pp, int64_t n_micro,
@@ -164,11 +164,11 @@ static void pipe_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3Pipe
 // Whether compute `c` takes a message from a neighbour (an F after the first stage, a B before
 // the last), and whether it gives one (an F before the last stage, a B after the first).
 static int pipe_receives(const Dsv3PipeSchedule *s, const Dsv3PipeAction *c) {
-    return c->op == DSV3_PIPE_F ? c->stage > 0 : c->stage < pipe_stage_count(s) - 1;
+    return c->op == DSV3_PIPE_F ? c->stage > 0 : c->stage < dsv3_pipe_stage_count(s) - 1;
 }
 
 static int pipe_sends(const Dsv3PipeSchedule *s, const Dsv3PipeAction *c) {
-    return c->op == DSV3_PIPE_F ? c->stage < pipe_stage_count(s) - 1 : c->stage > 0;
+    return c->op == DSV3_PIPE_F ? c->stage < dsv3_pipe_stage_count(s) - 1 : c->stage > 0;
 }
 
 static Dsv3PipeAction pipe_with_op(const Dsv3PipeAction *c, Dsv3PipeOp op) {
@@ -200,7 +200,7 @@ Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int6
     DSV3_CALL(pipe_check_shape(kind, pp, n_micro, stages_per_rank));
     Dsv3PipeSchedule s = {
         .kind = kind, .pp = pp, .n_micro = n_micro, .stages_per_rank = stages_per_rank};
-    int64_t stages = pipe_stage_count(&s),
+    int64_t stages = dsv3_pipe_stage_count(&s),
             per_rank = PIPE_COMPUTE_PER_UNIT * stages_per_rank * n_micro;
     int64_t n_actions =
         n_micro * (PIPE_COMPUTE_PER_UNIT * stages + PIPE_MESSAGES_PER_BOUNDARY * (stages - 1));
@@ -558,7 +558,7 @@ Dsv3Err dsv3_pipe_schedule_simulate(const Dsv3PipeSchedule *s, double t_forward,
                "dsv3_pipe_schedule_simulate: t_forward %g and t_backward %g must be positive",
                t_forward, t_backward);
     DSV3_CALL(pipe_check_shape(s->kind, s->pp, s->n_micro, s->stages_per_rank));
-    PipeSim sim = {.s = s, .stages = pipe_stage_count(s), .cost = {t_forward, t_backward}};
+    PipeSim sim = {.s = s, .stages = dsv3_pipe_stage_count(s), .cost = {t_forward, t_backward}};
     sim.units = sim.stages * s->n_micro;
     Dsv3Err err;
     DSV3_CALL_GOTO(err, done, pipe_sim_alloc(&sim));

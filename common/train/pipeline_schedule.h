@@ -73,6 +73,9 @@ const char *dsv3_pipe_kind_name(Dsv3PipeKind kind);
 // Whether a kind runs several stages per rank (Interleaved 1F1B).
 int dsv3_pipe_kind_is_looped(Dsv3PipeKind kind);
 
+// The schedule's (virtual) stages: pp × stages_per_rank.
+int64_t dsv3_pipe_stage_count(const Dsv3PipeSchedule *s);
+
 // The global stage index of rank `rank`'s k-th local stage.
 int64_t dsv3_pipe_stage_of(const Dsv3PipeSchedule *s, int64_t rank, int64_t k);
 

@@ -15,10 +15,10 @@ static Dsv3Model *stage_model(const Dsv3PipelineStage *p, int64_t stage, int64_t
                               int64_t *slot, int64_t *exchange_slot) {
     int64_t k = 0;
     dsv3_pipe_rank_of(p->schedule, stage, &k);
-    *slot = micro % p->slots[k];
+    *slot = micro % p->chunks[k].slots;
     *exchange_slot = *slot;
     for (int64_t j = 0; j < k; j++)
-        *exchange_slot += p->slots[j];
+        *exchange_slot += p->chunks[j].slots;
     return p->models[k];
 }
 
@@ -45,7 +45,7 @@ static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
     int64_t slot, exchange_slot;
     Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
     Dsv3StageGrad grad = {.grad_scale = grad_scale};
-    if (a->stage == s->pp * s->stages_per_rank - 1)
+    if (a->stage == dsv3_pipe_stage_count(s) - 1)
         grad.labels = labels + a->micro * p->micro_tokens;
     else
         DSV3_CALL(dsv3_pipe_exchange_wait_gradient(p->exchange, a->micro, a->stage, &grad.dout));
@@ -62,7 +62,7 @@ Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, con
                           int64_t *n_labels) {
     const Dsv3PipeSchedule *s = p->schedule;
     int forward_only = grad_scale == 0;
-    int64_t last_stage = s->pp * s->stages_per_rank - 1;
+    int64_t last_stage = dsv3_pipe_stage_count(s) - 1;
     for (int64_t i = s->first[p->rank]; i < s->first[p->rank + 1]; i++) {
         const Dsv3PipeAction *a = &s->actions[i];
         switch (a->op) {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/comm/pipe_exchange.h"
+#include "common/comm/plan.h"
 #include "common/core/error.h"
 #include "common/model/model.h"
 #include "common/train/pipeline_schedule.h"
@@ -28,10 +29,10 @@ typedef struct {
     Dsv3Model *const *models; // (n_models) one per pipeline stage of the rank, in its order
     int64_t n_models;         // the schedule's stages_per_rank
     const Dsv3PipeSchedule *schedule;
-    int64_t rank;               // this rank's pipeline rank (its list in the schedule)
-    const int64_t *slots;       // (n_models) each model's activation slots
-    int64_t micro_tokens;       // tokens per pipeline micro-batch
-    Dsv3PipeExchange *exchange; // NULL without a pipeline
+    int64_t rank;                // this rank's pipeline rank (its list in the schedule)
+    const Dsv3PlanChunk *chunks; // (n_models) each model's stage and activation slots
+    int64_t micro_tokens;        // tokens per pipeline micro-batch
+    Dsv3PipeExchange *exchange;  // NULL without a pipeline
 } Dsv3PipelineStage;
 
 // One training micro-batch: `tokens` (stage 0) and `labels` (the last stage; NULL elsewhere)

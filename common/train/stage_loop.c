@@ -34,7 +34,6 @@ _Static_assert((int)DSV3_PROTOCOL_FQN_CAPACITY == (int)DSV3_FQN_CAPACITY,
 typedef struct {
     Dsv3Model *models[DSV3_PLAN_MAX_CHUNKS];
     Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS];
-    int64_t slots[DSV3_PLAN_MAX_CHUNKS];
     int64_t n;
 } Models;
 
@@ -246,7 +245,6 @@ static Dsv3Err models_create(Models *ms, const Dsv3Launch *launch, int32_t eos_i
         DSV3_CALL(dsv3_stage_model_create(&ms->models[ms->n], launch, &ms->chunks[ms->n], eos_id,
                                           coll,
                                           experts ? dsv3_expert_exchange_experts(experts) : NULL));
-        ms->slots[ms->n] = ms->chunks[ms->n].slots;
     }
     return DSV3_OK;
 }
@@ -268,19 +266,10 @@ static Dsv3Err pipeline_create(Dsv3PipelineStage *stage, Dsv3PipeSchedule *sched
                                  .n_models = ms->n,
                                  .schedule = schedule,
                                  .rank = t->coord.pp,
-                                 .slots = ms->slots,
+                                 .chunks = ms->chunks,
                                  .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len};
     if (t->dims.pp == 1) return DSV3_OK;
-    Dsv3PipeExchangeShape shape = {.n_rows = stage->micro_tokens,
-                                   .dim = launch->model.dim,
-                                   .with_doc =
-                                       launch->model.attn_mask_type == DSV3_MASK_BLOCK_CAUSAL};
-    int64_t last = opt.pipe.split.n_stages - 1;
-    for (int64_t k = 0; k < ms->n; k++) {
-        shape.slots += ms->slots[k];
-        shape.receives |= ms->chunks[k].stage > 0;
-        shape.sends |= ms->chunks[k].stage < last;
-    }
+    Dsv3PipeExchangeShape shape = dsv3_plan_exchange_shape(&launch->model, &opt, ms->chunks, ms->n);
     return dsv3_pipe_exchange_create(&stage->exchange, t, &shape,
                                      dsv3_protocol_watch(launch->protocol));
 }
