@@ -27,6 +27,10 @@ struct Dsv3KernelOps {
 extern const Dsv3KernelOps dsv3_cpu_ops;
 extern const Dsv3KernelOps dsv3_cpu_reference_ops;
 
+// Whether the fast CPU backend can compute GEMMs in bf16 here; when not, *why says what is
+// missing (the CPU's AVX512-BF16, or the compiler's). kernels/cpu/gemm.c.
+int dsv3_cpu_gemm_bf16_supported(const char **why);
+
 #ifdef DSV3_HAVE_CUDA
 // The CUDA backend (kernels/cuda), and what dsv3_kernel_context_create/destroy do for it:
 // select the device, create the stream and the cuBLASLt handle; release them.

@@ -84,6 +84,24 @@ Dsv3Err dsv3_kernel_context_create(Dsv3KernelContext *ctx, Dsv3Backend backend, 
                (int)backend, DSV3_BACKEND_COUNT - 1);
 }
 
+Dsv3Err dsv3_kernel_context_set_matmul(Dsv3KernelContext *ctx, Dsv3TensorDtype dtype) {
+    DSV3_CHECK(ctx != NULL && ctx->ops != NULL, DSV3_ERR_USAGE,
+               "kernel context: set_matmul needs a context made by dsv3_kernel_context_create");
+    DSV3_CHECK(dtype == DSV3_TENSOR_F32 || dtype == DSV3_TENSOR_BF16, DSV3_ERR_USAGE,
+               "kernel context: matmul dtype %d is neither f32 nor bf16", (int)dtype);
+    if (dtype == DSV3_TENSOR_BF16) {
+        const char *why = "";
+        DSV3_CHECK(ctx->backend != DSV3_BACKEND_CPU_REFERENCE, DSV3_ERR_USAGE,
+                   "kernel context: the cpu-reference backend computes GEMMs in fp32 only");
+        DSV3_CHECK(ctx->backend != DSV3_BACKEND_CUDA, DSV3_ERR_USAGE,
+                   "kernel context: the cuda backend has no bf16 GEMMs yet");
+        DSV3_CHECK(dsv3_cpu_gemm_bf16_supported(&why), DSV3_ERR_USAGE,
+                   "kernel context: the cpu backend cannot compute GEMMs in bf16 here: %s", why);
+    }
+    ctx->matmul_dtype = dtype;
+    return DSV3_OK;
+}
+
 void dsv3_kernel_context_destroy(Dsv3KernelContext *ctx) {
     if (ctx == NULL || ctx->ops == NULL) return;
 #if DISPATCH_CUDA

@@ -20,7 +20,8 @@
 // fp32 (typed float *): normalisation statistics, router scores and weights, softmax
 // statistics, rotary tables, weight gradients, master weights and AdamW state. The CPU
 // backends accept DSV3_TENSOR_F32 only (DSV3_ERR_USAGE otherwise); bf16 is stored as raw
-// uint16_t bits, since C11 has no bf16 type.
+// uint16_t bits, since C11 has no bf16 type. Separately, a context's GEMMs may compute in bf16
+// on fp32 tensors (dsv3_kernel_context_set_matmul): operands rounded, products summed in fp32.
 //
 // Gradients of inputs ("d<x>") are WRITTEN unless the comment says added; gradients of weights
 // are ADDED, so that micro-batches accumulate into the same buffer.
@@ -78,6 +79,9 @@ typedef struct {
     void *blas;             // the backend's BLAS state (cuBLASLt handle); NULL on the CPU
     void *workspace;        // scratch for the ops, in the context's memory space; the caller's
     size_t workspace_bytes; // size of workspace
+    // What the GEMMs of the ops round their fp32 operands to (the products are summed in
+    // fp32): DSV3_TENSOR_F32 after create, DSV3_TENSOR_BF16 by dsv3_kernel_context_set_matmul.
+    Dsv3TensorDtype matmul_dtype;
 } Dsv3KernelContext;
 
 // "cpu", "cpu-reference", "cuda".
@@ -92,6 +96,12 @@ int dsv3_backend_built(Dsv3Backend backend);
 // for a backend this build lacks, DSV3_ERR_BACKEND when the device cannot be used (error.h has
 // no DSV3_ERR_CUDA: a CUDA failure is a backend error).
 Dsv3Err dsv3_kernel_context_create(Dsv3KernelContext *ctx, Dsv3Backend backend, int device);
+
+// Makes the context's GEMMs (linear layers, experts, attention, output head) round their
+// operands to `dtype` and sum the products in fp32: DSV3_TENSOR_BF16 is bf16 compute, as GPUs
+// do it (the CPU backend needs a CPU with AVX512-BF16); DSV3_TENSOR_F32 is plain fp32. Tensors
+// stay as their ops' dtypes say. Errors: DSV3_ERR_USAGE naming the backend and what it lacks.
+Dsv3Err dsv3_kernel_context_set_matmul(Dsv3KernelContext *ctx, Dsv3TensorDtype dtype);
 
 // Releases the stream and handle (not the workspace). Safe on a zeroed context.
 void dsv3_kernel_context_destroy(Dsv3KernelContext *ctx);

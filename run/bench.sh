@@ -32,16 +32,21 @@
 # median step) next to the schedule's theoretical bubble, (pp − 1) / (n + pp − 1), and
 # (pp − 1) / (2n + pp − 1) interleaved.
 #   ./run/bench.sh --torchtitan [--seq_len 512] [--batch 2] [--steps 3] [--threads "1 2"] [--repeat 3]
+#                  [--dtypes "float32 bfloat16"]
 # runs the real peer: torchtitan's own DeepSeek-V3 model (the pinned commit) on a PyTorch 2.x
 # from PyPI, eager and with torch.compile, fetched and installed once into a cache outside the
 # tree (run/peer.sh), against dsv3's step (bench_step) on the same architecture, batch,
 # sequence, optimizer and clipping, alternating, at each thread count; prints the median
 # tokens/s of each, dsv3's ratio to the faster torchtitan variant, and at 2 threads also dsv3
 # training as 1 process × 2 threads and as 2 processes × 1 thread (run/train.sh, data parallel).
+# Each dtype in turn: float32, then bfloat16 (dsv3's training.mixed_precision_param; torchtitan
+# under torch.autocast) where the CPU has AVX512-BF16, with dsv3's bf16 speed-up over its fp32.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0 experts=0 pipeline=0 peer=0
+dtypes=float32
+grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && dtypes="float32 bfloat16"
 while [ $# -gt 0 ]; do
     case $1 in
     --fsdp | --checkpoint | --experts | --pipeline | --torchtitan)
@@ -57,6 +62,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2 ;;
     --threads) threads=$2 ;;
     --repeat) repeat=$2 ;;
+    --dtypes) dtypes=$2 ;;
     *) dsv3_die "unknown option $1 (see the header of $0)" ;;
     esac
     shift 2
@@ -144,34 +150,46 @@ if [ $peer -eq 1 ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-    printf 'debug model, fp32, seq_len %s, batch %s, AdamW + clipping; torchtitan %s on PyTorch %s (median of %s alternating runs):\n' \
-        "$seq_len" "$batch" "${DSV3_TORCHTITAN_COMMIT:0:12}" "$DSV3_TORCH_VERSION" "$repeat"
-    for t in $threads; do
-        export OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-        dsv3_blas_environment
-        args=(--seq_len "$seq_len" --batch "$batch" --steps "$steps" --threads "$t")
-        ours="" eager="" compiled="" one="" two=""
-        for _ in $(seq "$repeat"); do
-            ours+=" $("$bench" "${args[@]}" | sed -n 's/^dsv3 tokens_per_s=//p')"
-            eager+=" $("$DSV3_PEER_VENV/bin/python" "$DSV3_ROOT/tests/bench/bench_torchtitan.py" \
-                --source "$DSV3_TORCHTITAN_DIR" "${args[@]}" | sed -n 's/^torchtitan tokens_per_s=//p')"
-            compiled+=" $("$DSV3_PEER_VENV/bin/python" "$DSV3_ROOT/tests/bench/bench_torchtitan.py" \
-                --source "$DSV3_TORCHTITAN_DIR" "${args[@]}" --compile 2>/dev/null |
-                sed -n 's/^torchtitan tokens_per_s=//p')"
+    declare -A dsv3_tps
+    for dtype in $dtypes; do
+        printf 'debug model, %s, seq_len %s, batch %s, AdamW + clipping; torchtitan %s on PyTorch %s (median of %s alternating runs):\n' \
+            "$dtype" "$seq_len" "$batch" "${DSV3_TORCHTITAN_COMMIT:0:12}" "$DSV3_TORCH_VERSION" "$repeat"
+        for t in $threads; do
+            export OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+            dsv3_blas_environment
+            args=(--seq_len "$seq_len" --batch "$batch" --steps "$steps" --threads "$t")
+            ours="" eager="" compiled="" one="" two=""
+            for _ in $(seq "$repeat"); do
+                ours+=" $("$bench" "${args[@]}" --matmul "$dtype" | sed -n 's/^dsv3 tokens_per_s=//p')"
+                eager+=" $("$DSV3_PEER_VENV/bin/python" "$DSV3_ROOT/tests/bench/bench_torchtitan.py" \
+                    --source "$DSV3_TORCHTITAN_DIR" "${args[@]}" --dtype "$dtype" 2>/dev/null |
+                    sed -n 's/^torchtitan tokens_per_s=//p')"
+                compiled+=" $("$DSV3_PEER_VENV/bin/python" "$DSV3_ROOT/tests/bench/bench_torchtitan.py" \
+                    --source "$DSV3_TORCHTITAN_DIR" "${args[@]}" --dtype "$dtype" --compile 2>/dev/null |
+                    sed -n 's/^torchtitan tokens_per_s=//p')"
+                if [ "$t" -eq 2 ]; then
+                    one+=" $(layout_tps one 1 2 --training.local_batch_size "$batch" \
+                        --training.mixed_precision_param "$dtype")"
+                    two+=" $(layout_tps dp 2 1 --training.local_batch_size $((batch / 2)) \
+                        --parallelism.data_parallel_replicate_degree 2 --parallelism.data_parallel_shard_degree 1 \
+                        --training.mixed_precision_param "$dtype")"
+                fi
+            done
+            ours=$(median <<<"${ours# }") eager=$(median <<<"${eager# }") compiled=$(median <<<"${compiled# }")
+            dsv3_tps[$dtype.$t]=$ours
+            peer_best=$(best "$eager" "$compiled")
+            printf '  threads %s: dsv3 %8.1f tokens/s; torchtitan eager %8.1f, compiled %8.1f; dsv3 / the faster %.2fx\n' \
+                "$t" "$ours" "$eager" "$compiled" "$(awk -v a="$ours" -v b="$peer_best" 'BEGIN { print a / b }')"
             if [ "$t" -eq 2 ]; then
-                one+=" $(layout_tps one 1 2 --training.local_batch_size "$batch")"
-                two+=" $(layout_tps dp 2 1 --training.local_batch_size $((batch / 2)) \
-                    --parallelism.data_parallel_replicate_degree 2 --parallelism.data_parallel_shard_degree 1)"
+                printf '  dsv3 training (run/train.sh): 1 process x 2 threads %8.1f tokens/s, 2 processes x 1 thread %8.1f tokens/s\n' \
+                    "$(median <<<"${one# }")" "$(median <<<"${two# }")"
             fi
         done
-        ours=$(median <<<"${ours# }") eager=$(median <<<"${eager# }") compiled=$(median <<<"${compiled# }")
-        peer_best=$(best "$eager" "$compiled")
-        printf '  threads %s: dsv3 %8.1f tokens/s; torchtitan eager %8.1f, compiled %8.1f; dsv3 / the faster %.2fx\n' \
-            "$t" "$ours" "$eager" "$compiled" "$(awk -v a="$ours" -v b="$peer_best" 'BEGIN { print a / b }')"
-        if [ "$t" -eq 2 ]; then
-            printf '  dsv3 training (run/train.sh): 1 process x 2 threads %8.1f tokens/s, 2 processes x 1 thread %8.1f tokens/s\n' \
-                "$(median <<<"${one# }")" "$(median <<<"${two# }")"
-        fi
+    done
+    for t in $threads; do
+        [ -n "${dsv3_tps[bfloat16.$t]:-}" ] && [ -n "${dsv3_tps[float32.$t]:-}" ] || continue
+        printf 'dsv3 bf16 over fp32 at %s thread(s): %.2fx\n' "$t" \
+            "$(awk -v a="${dsv3_tps[bfloat16.$t]}" -v b="${dsv3_tps[float32.$t]}" 'BEGIN { print a / b }')"
     done
     exit 0
 fi

@@ -196,12 +196,11 @@ typedef enum {
       "stops")                                                                                     \
     X(S, BOOL, enable_cpu_offload, 0, 0, 1, DSV3_NO_CHOICES, DSV3_NOT_YET("CPU offloading"),       \
       "Keep parameters and optimizer state in host memory")                                        \
-    X(S, STR, mixed_precision_param, "bfloat16", 0, 0, "bfloat16|float32",                         \
-      DSV3_NOT_YET("the CUDA backend's bf16 compute with fp32 master weights"),                    \
-      "Compute dtype on GPUs (CPUs compute in float32)")                                           \
+    X(S, STR, mixed_precision_param, "float32", 0, 0, "bfloat16|float32", DSV3_SUPPORTED,          \
+      "Dtype the GEMMs compute in: bfloat16 rounds their operands to bf16 and sums in fp32 "       \
+      "(CPUs with AVX512-BF16); weights, gradients and optimizer state stay fp32")                 \
     X(S, STR, mixed_precision_reduce, "float32", 0, 0, "float32",                                  \
-      DSV3_NOT_YET("the CUDA backend's bf16 compute with fp32 master weights"),                    \
-      "Dtype of gradient reductions")
+      DSV3_NOT_YET("bf16 gradient reductions"), "Dtype of gradient reductions")
 
 #define DSV3_CONFIG_PARALLELISM(X, S)                                                              \
     X(S, INT, data_parallel_replicate_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED, \

@@ -5,6 +5,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/core/alloc.h"
@@ -323,6 +324,14 @@ static Dsv3Err local_store_create(Dsv3ParamStore **out, const Dsv3KernelContext 
     return dsv3_param_store_local_create(out, kernels, args, range, NULL, seed);
 }
 
+Dsv3Err dsv3_model_kernels_matmul(Dsv3KernelContext *kernels, Dsv3TensorDtype dtype) {
+    if (dsv3_kernel_context_set_matmul(kernels, dtype) == DSV3_OK) return DSV3_OK;
+    char why[512];
+    snprintf(why, sizeof why, "%s", dsv3_error_message());
+    DSV3_RAISE(DSV3_ERR_USAGE, "training.mixed_precision_param = \"%s\" is not possible: %s",
+               dtype == DSV3_TENSOR_BF16 ? "bfloat16" : "float32", why);
+}
+
 static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *args,
                                      const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                      uint64_t seed, const Dsv3StoreFactory *store) {
@@ -331,6 +340,7 @@ static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *a
     *out = l;
     Dsv3KernelContext *k = &l->kernels;
     DSV3_CALL(dsv3_kernel_context_create(k, DSV3_BACKEND_CPU, NO_DEVICE));
+    DSV3_CALL(dsv3_model_kernels_matmul(k, opt->matmul_dtype));
     DSV3_CALL(store->create(&l->store, k, args, range, seed, store->arg));
     size_t bytes = 0;
     DSV3_CALL(dsv3_model_workspace_bytes(k, args, opt, l->store, &bytes));

@@ -38,12 +38,13 @@
 #include "kernels/kernels.h"
 
 typedef struct {
-    int64_t batch, seq_len; // micro-batch shape
-    int32_t eos_id;         // document boundary of block-causal masks (< 0: none)
-    Dsv3AcMode ac_mode;     // none, op, or full (for every layer, or see ac_every)
-    int64_t ac_every;       // > 0: full AC for layers with (id + 1) % ac_every == 0 only
-    int64_t loss_chunk;     // tokens per chunk of the fused output head + loss
-    int64_t slots;          // activation slots: micro-batches between forward and backward
+    int64_t batch, seq_len;       // micro-batch shape
+    int32_t eos_id;               // document boundary of block-causal masks (< 0: none)
+    Dsv3AcMode ac_mode;           // none, op, or full (for every layer, or see ac_every)
+    int64_t ac_every;             // > 0: full AC for layers with (id + 1) % ac_every == 0 only
+    int64_t loss_chunk;           // tokens per chunk of the fused output head + loss
+    int64_t slots;                // activation slots: micro-batches between forward and backward
+    Dsv3TensorDtype matmul_dtype; // what the GEMMs compute in (dsv3_kernel_context_set_matmul)
 } Dsv3ModelOptions;
 
 // What the model calls. Owned by the caller, who keeps them alive as long as the model; the
@@ -94,6 +95,10 @@ Dsv3Err dsv3_model_create_stage(Dsv3Model **out, const Dsv3ModelArgs *args,
                                 const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                 uint64_t seed, Dsv3Collectives *collectives,
                                 const Dsv3StoreFactory *store, Dsv3Experts *experts);
+
+// Makes `kernels` compute its GEMMs in `dtype` (a model option's matmul_dtype); when its
+// backend cannot, the error names training.mixed_precision_param and says why.
+Dsv3Err dsv3_model_kernels_matmul(Dsv3KernelContext *kernels, Dsv3TensorDtype dtype);
 
 // Frees the activations (and the services of dsv3_model_create_local). NULL is allowed.
 void dsv3_model_destroy(Dsv3Model *m);

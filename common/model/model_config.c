@@ -144,7 +144,11 @@ Dsv3Err dsv3_model_options_from_config(const Dsv3Config *cfg, int32_t eos_id,
                               .eos_id = eos_id,
                               .ac_mode = DSV3_AC_NONE,
                               .loss_chunk = LOSS_CHUNK,
-                              .slots = 1};
+                              .slots = 1,
+                              .matmul_dtype =
+                                  strcmp(cfg->training.mixed_precision_param, "bfloat16") == 0
+                                      ? DSV3_TENSOR_BF16
+                                      : DSV3_TENSOR_F32};
     if (strcmp(mode, "full") == 0)
         out->ac_mode = DSV3_AC_FULL;
     else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0)

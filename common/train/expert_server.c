@@ -278,6 +278,7 @@ static Dsv3Err server_create(Server *s, const Dsv3Launch *launch) {
     Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS];
     DSV3_CALL(dsv3_plan_rank_chunks(&plan, t->dims.pp, t->pp_stage, chunks));
     DSV3_CALL(dsv3_kernel_context_create(&s->kernels, DSV3_BACKEND_CPU, NO_DEVICE));
+    DSV3_CALL(dsv3_model_kernels_matmul(&s->kernels, plan.model.matmul_dtype));
     for (; s->n_parts < plan.pipe.stages_per_rank; s->n_parts++)
         DSV3_CALL(part_create(s, s->n_parts, &plan, &chunks[s->n_parts]));
     return DSV3_OK;

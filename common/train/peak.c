@@ -1,6 +1,7 @@
 // peak: the start-up GEMM benchmark, device memory, MFU.
 #include "peak.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include "common/core/alloc.h"
@@ -14,7 +15,12 @@ static const double PEAK_MIN_SECONDS = 0.2;
 // The benchmark runs the model's GEMM, on the CPU backend (which has no device).
 enum { PEAK_NO_DEVICE = -1 };
 
-Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
+// "bf16" or "fp32": what the config's GEMMs compute in.
+static const char *matmul_name(const Dsv3Config *cfg) {
+    return strcmp(cfg->training.mixed_precision_param, "bfloat16") == 0 ? "bf16" : "fp32";
+}
+
+Dsv3Err dsv3_peak_measure_tflops(Dsv3TensorDtype matmul, double *tflops, double *seconds) {
     const int64_t n = DSV3_PEAK_GEMM_DIM;
     const size_t bytes = (size_t)(n * n) * sizeof(float);
     double start = dsv3_log_seconds();
@@ -23,6 +29,7 @@ Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds) {
     *tflops = 0;
     Dsv3KernelContext kc = {0};
     DSV3_CALL_GOTO(err, done, dsv3_kernel_context_create(&kc, DSV3_BACKEND_CPU, PEAK_NO_DEVICE));
+    DSV3_CALL_GOTO(err, done, dsv3_kernel_context_set_matmul(&kc, matmul));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&a, bytes, "peak benchmark input"));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&b, bytes, "peak benchmark weight"));
     DSV3_CALL_GOTO(err, done, dsv3_alloc((void **)&c, bytes, "peak benchmark output"));
@@ -72,10 +79,12 @@ double dsv3_peak_after_step(double peak_tflops, double configured_tflops, double
 Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch) {
     if (launch->config.metrics.peak_tflops > 0) return DSV3_OK;
     double tflops = 0, seconds = 0;
-    DSV3_CALL(dsv3_peak_measure_tflops(&tflops, &seconds));
+    const int bf16 = strcmp(launch->config.training.mixed_precision_param, "bfloat16") == 0;
+    DSV3_CALL(
+        dsv3_peak_measure_tflops(bf16 ? DSV3_TENSOR_BF16 : DSV3_TENSOR_F32, &tflops, &seconds));
     dsv3_log(launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
-             "start-up: peak: %.3f TFLOP/s on this rank (fp32 GEMM %d³) in %.2f s", tflops,
-             DSV3_PEAK_GEMM_DIM, seconds);
+             "start-up: peak: %.3f TFLOP/s on this rank (%s GEMM %d³) in %.2f s", tflops,
+             matmul_name(&launch->config), DSV3_PEAK_GEMM_DIM, seconds);
     // The benchmark's buffers are gone; the step lines report the peak of each step.
     dsv3_alloc_reset_peak();
     return dsv3_protocol_share_peak(launch->protocol, tflops, NULL);
@@ -89,8 +98,9 @@ Dsv3Err dsv3_peak_start_coordinator(const Dsv3Launch *launch, double *peak_tflop
     }
     DSV3_CALL(dsv3_protocol_share_peak(launch->protocol, 0, peak_tflops));
     DSV3_LOG_INFO(
-        "MFU against a measured peak of %.3f TFLOP/s per stage rank (the best of %lld ranks, fp32 "
+        "MFU against a measured peak of %.3f TFLOP/s per stage rank (the best of %lld ranks, %s "
         "GEMM %d³ at start-up; set metrics.peak_tflops for a data-sheet peak)",
-        *peak_tflops, (long long)launch->topology.n_stage, DSV3_PEAK_GEMM_DIM);
+        *peak_tflops, (long long)launch->topology.n_stage, matmul_name(&launch->config),
+        DSV3_PEAK_GEMM_DIM);
     return DSV3_OK;
 }

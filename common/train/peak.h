@@ -6,8 +6,9 @@
 // + the attention term), tps the tokens per second of one stage rank (one device) and
 // peak_flops one device's peak. The peak is metrics.peak_tflops when set; when it is 0 every
 // stage rank measures it once at start-up, at the same time (so each has the cores and BLAS
-// threads it trains with), as the best rate of a few (PEAK_GEMM_DIM)³ fp32 GEMMs through the
-// op library's linear forward (the backend in use: OpenBLAS on CPUs), and the coordinator
+// threads it trains with), as the best rate of a few (PEAK_GEMM_DIM)³ GEMMs through the op
+// library's linear forward, in the dtype the GEMMs train in (the backend in use: OpenBLAS on
+// CPUs in fp32, gemm_bf16.c in bf16), and the coordinator
 // takes the best rank's (other load on a machine only ever slows a rank down). A measured peak is
 // what the backend reaches on a large GEMM, not the data-sheet number, so MFU against it reads
 // higher than against a vendor's peak. Device memory: a CPU rank's device is the node's physical
@@ -19,13 +20,14 @@
 
 #include "common/core/error.h"
 #include "common/comm/launch.h"
+#include "kernels/kernels.h"
 
 // Side of the square GEMM of the start-up benchmark.
 enum { DSV3_PEAK_GEMM_DIM = 1024 };
 
-// Measures this rank's fp32 GEMM rate in TFLOP/s; *seconds is how long the benchmark took.
-// No MPI.
-Dsv3Err dsv3_peak_measure_tflops(double *tflops, double *seconds);
+// Measures this rank's GEMM rate in TFLOP/s, computing in `matmul` (fp32, or bf16 with
+// training.mixed_precision_param = "bfloat16"); *seconds is how long the benchmark took. No MPI.
+Dsv3Err dsv3_peak_measure_tflops(Dsv3TensorDtype matmul, double *tflops, double *seconds);
 
 // Bytes of memory of this rank's device (CPU: the node's physical memory; 0 if unknown).
 int64_t dsv3_peak_device_memory_bytes(void);

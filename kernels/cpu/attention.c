@@ -3,7 +3,7 @@
 //
 // Forward: for each (sequence, head, query block), the key blocks it can see are visited in
 // order with an online softmax (running max m, running sum l, unnormalised output o), so the
-// T × T score matrix never exists. Score and output tiles are cblas_sgemm calls that read q,
+// T × T score matrix never exists. Score and output tiles are GEMMs (dsv3_cpu_gemm) that read q,
 // k, v in place (the rows of one head are H·D floats apart: that is the leading dimension).
 // Key blocks that the mask hides entirely are skipped; only tiles that the mask cuts are
 // masked element by element.
@@ -137,15 +137,16 @@ static void mask_tile(float *s, const int32_t *doc_b, int64_t q0, int64_t nq, in
 }
 
 // s (nq, BK) = scale · q_tile (nq, Dqk) · k_tile (nk, Dqk)ᵀ, masked; false when hidden.
-static int score_tile(float *s, const float *q, const float *k, const int32_t *doc_b, int64_t b,
-                      int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t nk, int32_t q_lo,
-                      int32_t q_hi, int64_t T, int64_t H, int64_t Dqk, float scale) {
+static int score_tile(const Dsv3KernelContext *ctx, float *s, const float *q, const float *k,
+                      const int32_t *doc_b, int64_t b, int64_t h, int64_t q0, int64_t nq,
+                      int64_t k0, int64_t nk, int32_t q_lo, int32_t q_hi, int64_t T, int64_t H,
+                      int64_t Dqk, float scale) {
     TileKind kind = tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi);
     if (kind == TILE_HIDDEN) return 0;
     const int ld = (int)(H * Dqk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)Dqk, scale,
-                q + ((b * T + q0) * H + h) * Dqk, ld, k + ((b * T + k0) * H + h) * Dqk, ld, 0.0f, s,
-                BLOCK_K);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)nq, (int)nk, (int)Dqk, scale,
+                  q + ((b * T + q0) * H + h) * Dqk, ld, k + ((b * T + k0) * H + h) * Dqk, ld, 0.0f,
+                  s, BLOCK_K);
     if (kind == TILE_CUT) mask_tile(s, doc_b, q0, nq, k0, nk);
     return 1;
 }
@@ -211,9 +212,9 @@ static float *cache_row(float *cache, int64_t b, int64_t h, int64_t t, int64_t H
     return cache + ((b * H + h) * T + t) * T;
 }
 
-static void forward_query_block(float *out, float *lse, float *cache, const float *q,
-                                const float *k, const float *v, const int32_t *doc, int64_t b,
-                                int64_t h, int64_t qb, int64_t T, int64_t H, int64_t Dqk,
+static void forward_query_block(const Dsv3KernelContext *ctx, float *out, float *lse, float *cache,
+                                const float *q, const float *k, const float *v, const int32_t *doc,
+                                int64_t b, int64_t h, int64_t qb, int64_t T, int64_t H, int64_t Dqk,
                                 int64_t Dv, float scale, float *scratch) {
     float *s = scratch;                                      // (BQ, BK)
     float *o = s + BLOCK_Q * BLOCK_K;                        // (BQ, Dv)
@@ -230,15 +231,15 @@ static void forward_query_block(float *out, float *lse, float *cache, const floa
     memset(o, 0, (size_t)(nq * Dv) * sizeof *o);
     for (int64_t k0 = 0; k0 < q0 + nq; k0 += BLOCK_K) {
         const int64_t nk = min_i64(BLOCK_K, T - k0);
-        if (!score_tile(s, q, k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk, scale))
+        if (!score_tile(ctx, s, q, k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk, scale))
             continue;
         if (cache)
             for (int64_t i = 0; i < nq; i++)
                 memcpy(cache_row(cache, b, h, q0 + i, H, T) + k0, s + i * BLOCK_K,
                        (size_t)nk * sizeof *s);
         online_softmax_tile(s, o, m, l, nq, nk, Dv);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)Dv, (int)nk, 1.0f, s,
-                    BLOCK_K, v + ((b * T + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o, (int)Dv);
+        dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dv, (int)nk, 1.0f,
+                      s, BLOCK_K, v + ((b * T + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o, (int)Dv);
     }
     // Key t of query t is always visible, so l >= 1 here.
     for (int64_t i = 0; i < nq; i++) {
@@ -279,7 +280,7 @@ Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; task++) {
         const int64_t qb = blocks - 1 - task % blocks, bh = task / blocks;
-        forward_query_block(out, lse, scores, q, k, v, doc, bh / H, bh % H, qb, T, H, Dqk, Dv,
+        forward_query_block(ctx, out, lse, scores, q, k, v, doc, bh / H, bh % H, qb, T, H, Dqk, Dv,
                             scale, scratch + omp_get_thread_num() * per_thread);
     }
     blas_threads_leave(saved);
@@ -292,6 +293,7 @@ Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype
 static int64_t backward_scratch_floats(void) { return 2 * BLOCK_Q * BLOCK_K; }
 
 typedef struct {
+    const Dsv3KernelContext *ctx;
     float *dq, *dk, *dv;
     const float *dout, *q, *k, *v, *lse, *delta;
     const float *scores; // (B, H, T, T) kept by the forward, or NULL: recompute
@@ -331,8 +333,8 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
         for (int64_t i = 0; i < nq; i++)
             memcpy(p + i * BLOCK_K, cache_row((float *)a->scores, b, h, q0 + i, H, T) + k0,
                    (size_t)nk * sizeof *p);
-    } else if (!score_tile(p, a->q, a->k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk,
-                           a->scale)) {
+    } else if (!score_tile(a->ctx, p, a->q, a->k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H,
+                           Dqk, a->scale)) {
         return;
     }
     const float *lse_q = a->lse + (b * H + h) * T + q0;     // (nq)
@@ -342,8 +344,8 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
     const float *k_tile = a->k + ((b * T + k0) * H + h) * Dqk;      // (nk, Dqk), ld H·Dqk
     const float *v_tile = a->v + ((b * T + k0) * H + h) * Dv;       // (nk, Dv), ld H·Dv
     const float *dout_tile = a->dout + ((b * T + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nk, (int)Dv, 1.0f, dout_tile,
-                ldv, v_tile, ldv, 0.0f, ds, BLOCK_K);
+    dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)nq, (int)nk, (int)Dv, 1.0f,
+                  dout_tile, ldv, v_tile, ldv, 0.0f, ds, BLOCK_K);
     for (int64_t i = 0; i < nq; i++) {
         float *pi = p + i * BLOCK_K, *dsi = ds + i * BLOCK_K; // (nk) each
         exp_shifted(pi, nk, lse_q[i]); // masked scores are −∞: P = 0, dS = 0
@@ -352,14 +354,16 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
             dsi[j] = pi[j] * (dsi[j] - delta_q[i]);
     }
     if (updates & UPDATE_DKV) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)Dv, (int)nq, 1.0f, p,
-                    BLOCK_K, dout_tile, ldv, 1.0f, a->dv + ((b * T + k0) * H + h) * Dv, ldv);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)Dqk, (int)nq, a->scale,
-                    ds, BLOCK_K, q_tile, ldqk, 1.0f, a->dk + ((b * T + k0) * H + h) * Dqk, ldqk);
+        dsv3_cpu_gemm(a->ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)nk, (int)Dv, (int)nq, 1.0f,
+                      p, BLOCK_K, dout_tile, ldv, 1.0f, a->dv + ((b * T + k0) * H + h) * Dv, ldv);
+        dsv3_cpu_gemm(a->ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)nk, (int)Dqk, (int)nq,
+                      a->scale, ds, BLOCK_K, q_tile, ldqk, 1.0f,
+                      a->dk + ((b * T + k0) * H + h) * Dqk, ldqk);
     }
     if (updates & UPDATE_DQ)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nq, (int)Dqk, (int)nk, a->scale,
-                    ds, BLOCK_K, k_tile, ldqk, 1.0f, a->dq + ((b * T + q0) * H + h) * Dqk, ldqk);
+        dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dqk, (int)nk,
+                      a->scale, ds, BLOCK_K, k_tile, ldqk, 1.0f,
+                      a->dq + ((b * T + q0) * H + h) * Dqk, ldqk);
 }
 
 // Whether giving each thread whole heads beats the two-pass schedule, which balances the load
@@ -422,7 +426,8 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
         memset(dk + n * H * Dqk, 0, (size_t)(H * Dqk) * sizeof *dk);
         memset(dv + n * H * Dv, 0, (size_t)(H * Dv) * sizeof *dv);
     }
-    const Backward a = {dq, dk, dv, dout, q, k, v, lse, delta, scores, doc, T, H, Dqk, Dv, scale};
+    const Backward a = {ctx,   dq,     dk,  dv, dout, q,   k,  v,    lse,
+                        delta, scores, doc, T,  H,    Dqk, Dv, scale};
     const int64_t q_blocks = (T + BLOCK_Q - 1) / BLOCK_Q, k_blocks = (T + BLOCK_K - 1) / BLOCK_K;
     const int saved = blas_threads_enter();
     if (whole_heads_per_thread(B * H, threads)) {

@@ -33,6 +33,26 @@
 DSV3_KERNEL_OPS(DSV3_CPU_OP_DECLARE)
 #undef DSV3_CPU_OP_DECLARE
 
+// ---- GEMM (gemm.c, gemm_bf16.c) ----
+
+// C (M, N) = alpha · op(A) (M, K) · op(B) (K, N) + beta · C on row-major fp32 matrices, as
+// cblas_sgemm (beta 0: C is not read). Every GEMM of the fast ops goes through here: OpenBLAS's
+// sgemm, or with ctx->matmul_dtype DSV3_TENSOR_BF16 the operands rounded to bf16 and the
+// products summed in fp32 (gemm_bf16.c, which runs on the calling thread inside an OpenMP
+// parallel region and splits the work between the threads outside one). Sizes fit an int (the
+// callers check them for BLAS).
+typedef enum { DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS } Dsv3GemmTranspose;
+
+void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
+                   Dsv3GemmTranspose trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc);
+
+// The bf16 GEMM itself, for CPUs with AVX512-BF16 (dsv3_cpu_gemm_bf16_supported, backend.h).
+void dsv3_cpu_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                        float *C, int64_t ldc);
+
 // ---- workspace layouts ----
 
 // Alignment of every workspace slice: a cache line, as the allocations the slices replace.

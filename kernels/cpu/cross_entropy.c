@@ -12,7 +12,6 @@
 // thread count. The chunk's logits and row losses live in the context's workspace.
 //
 // Legend: N tokens, D model width, V vocabulary, C rows of one chunk (C ≤ chunk).
-#include <cblas.h>
 
 #include <inttypes.h>
 #include <limits.h>
@@ -120,8 +119,8 @@ Dsv3Err dsv3_cpu_cross_entropy(const Dsv3KernelContext *ctx, Dsv3TensorDtype dty
             continue;
         }
 
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)C, (int)V, (int)D, 1.0f, hc,
-                    (int)D, weight, (int)D, 0.0f, logits, (int)V);
+        dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)C, (int)V, (int)D, 1.0f, hc,
+                      (int)D, weight, (int)D, 0.0f, logits, (int)V);
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < C; r++) {
             float *row = logits + r * V; // (V)
@@ -136,10 +135,10 @@ Dsv3Err dsv3_cpu_cross_entropy(const Dsv3KernelContext *ctx, Dsv3TensorDtype dty
             total += row_loss[r];
 
         if (grad) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)C, (int)D, (int)V, 1.0f,
-                        logits, (int)V, weight, (int)D, 0.0f, dh + n0 * D, (int)D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)V, (int)D, (int)C, 1.0f,
-                        logits, (int)V, hc, (int)D, 1.0f, dweight, (int)D);
+            dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)C, (int)D, (int)V, 1.0f,
+                          logits, (int)V, weight, (int)D, 0.0f, dh + n0 * D, (int)D);
+            dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)V, (int)D, (int)C, 1.0f,
+                          logits, (int)V, hc, (int)D, 1.0f, dweight, (int)D);
         }
     }
     *loss_sum = total;

@@ -124,45 +124,45 @@ static void swiglu_rows_backward(float *dg_da, float *db, const float *h1, const
 }
 
 // Forward of expert e on its m rows; g (m, F) is scratch.
-static void expert_forward(float *ys, float *h1, float *h3, float *g, const float *xs,
-                           const float *w1e, const float *w2e, const float *w3e, int64_t m,
-                           int64_t D, int64_t F, int threaded) {
+static void expert_forward(const Dsv3KernelContext *ctx, float *ys, float *h1, float *h3, float *g,
+                           const float *xs, const float *w1e, const float *w2e, const float *w3e,
+                           int64_t m, int64_t D, int64_t F, int threaded) {
     const int im = (int)m, iD = (int)D, iF = (int)F;
     // h1, h3 (m, F) = xs (m, D) · w (F, D)ᵀ
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iF, iD, 1.0f, xs, iD, w1e, iD, 0.0f,
-                h1, iF);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iF, iD, 1.0f, xs, iD, w3e, iD, 0.0f,
-                h3, iF);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, im, iF, iD, 1.0f, xs, iD, w1e, iD, 0.0f,
+                  h1, iF);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, im, iF, iD, 1.0f, xs, iD, w3e, iD, 0.0f,
+                  h3, iF);
     swiglu_rows(g, h1, h3, m * F, threaded);
     // ys (m, D) = g (m, F) · w2 (D, F)ᵀ
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, im, iD, iF, 1.0f, g, iF, w2e, iF, 0.0f, ys,
-                iD);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, im, iD, iF, 1.0f, g, iF, w2e, iF, 0.0f,
+                  ys, iD);
 }
 
 // Backward of expert e on its m rows; ga, gb (m, F) are scratch.
-static void expert_backward(float *dxs, float *dw1e, float *dw2e, float *dw3e, float *ga, float *gb,
-                            const float *dys, const float *xs, const float *h1, const float *h3,
-                            const float *w1e, const float *w2e, const float *w3e, int64_t m,
-                            int64_t D, int64_t F, int threaded) {
+static void expert_backward(const Dsv3KernelContext *ctx, float *dxs, float *dw1e, float *dw2e,
+                            float *dw3e, float *ga, float *gb, const float *dys, const float *xs,
+                            const float *h1, const float *h3, const float *w1e, const float *w2e,
+                            const float *w3e, int64_t m, int64_t D, int64_t F, int threaded) {
     const int im = (int)m, iD = (int)D, iF = (int)F;
     // dw2 (D, F) += dysᵀ (D, m) · g (m, F), with g = silu(h1) · h3 recomputed in gb.
     swiglu_rows(gb, h1, h3, m * F, threaded);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iD, iF, im, 1.0f, dys, iD, gb, iF, 1.0f,
-                dw2e, iF);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, iD, iF, im, 1.0f, dys, iD, gb, iF, 1.0f,
+                  dw2e, iF);
     // dg (m, F) = dys (m, D) · w2 (D, F), in ga; then da in ga and db in gb (g is spent).
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iF, iD, 1.0f, dys, iD, w2e, iF, 0.0f,
-                ga, iF);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, im, iF, iD, 1.0f, dys, iD, w2e, iF,
+                  0.0f, ga, iF);
     swiglu_rows_backward(ga, gb, h1, h3, m * F, threaded);
     // dw1, dw3 (F, D) += daᵀ, dbᵀ (F, m) · xs (m, D)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iF, iD, im, 1.0f, ga, iF, xs, iD, 1.0f,
-                dw1e, iD);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iF, iD, im, 1.0f, gb, iF, xs, iD, 1.0f,
-                dw3e, iD);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, iF, iD, im, 1.0f, ga, iF, xs, iD, 1.0f,
+                  dw1e, iD);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, iF, iD, im, 1.0f, gb, iF, xs, iD, 1.0f,
+                  dw3e, iD);
     // dxs (m, D) = da (m, F) · w1 (F, D) + db (m, F) · w3 (F, D)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, ga, iF, w1e, iD, 0.0f,
-                dxs, iD);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, im, iD, iF, 1.0f, gb, iF, w3e, iD, 1.0f,
-                dxs, iD);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, im, iD, iF, 1.0f, ga, iF, w1e, iD,
+                  0.0f, dxs, iD);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, im, iD, iF, 1.0f, gb, iF, w3e, iD,
+                  1.0f, dxs, iD);
 }
 
 Dsv3Err dsv3_cpu_experts_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *ys_,
@@ -193,8 +193,8 @@ Dsv3Err dsv3_cpu_experts_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
 #pragma omp parallel for schedule(dynamic, 1) if (over_experts)
     for (int64_t i = 0; i < busy; i++) {
         const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
-        expert_forward(ys + r * D, h1 + r * F, h3 + r * F, g + r * F, xs + r * D, w1 + e * F * D,
-                       w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
+        expert_forward(ctx, ys + r * D, h1 + r * F, h3 + r * F, g + r * F, xs + r * D,
+                       w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
     }
     if (over_experts) openblas_set_num_threads(blas_threads);
     return DSV3_OK;
@@ -231,9 +231,9 @@ Dsv3Err dsv3_cpu_experts_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype 
 #pragma omp parallel for schedule(dynamic, 1) if (over_experts)
     for (int64_t i = 0; i < busy; i++) {
         const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
-        expert_backward(dxs + r * D, dw1 + e * F * D, dw2 + e * D * F, dw3 + e * F * D, ga + r * F,
-                        gb + r * F, dys + r * D, xs + r * D, h1 + r * F, h3 + r * F, w1 + e * F * D,
-                        w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
+        expert_backward(ctx, dxs + r * D, dw1 + e * F * D, dw2 + e * D * F, dw3 + e * F * D,
+                        ga + r * F, gb + r * F, dys + r * D, xs + r * D, h1 + r * F, h3 + r * F,
+                        w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
     }
     if (over_experts) openblas_set_num_threads(blas_threads);
     return DSV3_OK;

@@ -3,7 +3,7 @@
 // The same work as tests/reference/bench_torch.py: torchtitan's debugmodel architecture,
 // random tokens, and per step forward, loss, backward, clipping, expert-bias update and AdamW.
 //   bench_step [--seq_len 512] [--batch 2] [--steps 3] [--warmup 1] [--threads N] [--ac
-//   none|op|full]
+//   none|op|full] [--matmul float32|bfloat16]
 // Prints `dsv3 tokens_per_s=<x>` and the memory line: peak RSS of this process against
 // parameters + gradients + AdamW state + the activations and scratch the model allocated.
 #include <cblas.h>
@@ -31,6 +31,7 @@ static int fail(void) {
 int main(int argc, char **argv) {
     int64_t seq_len = 512, batch = 2, steps = 3, warmup = 1, threads = 0;
     Dsv3AcMode ac = DSV3_AC_NONE;
+    Dsv3TensorDtype matmul = DSV3_TENSOR_F32;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--seq_len"))
@@ -43,6 +44,8 @@ int main(int argc, char **argv) {
             warmup = atoll(v);
         else if (!strcmp(k, "--threads"))
             threads = atoll(v);
+        else if (!strcmp(k, "--matmul"))
+            matmul = !strcmp(v, "bfloat16") ? DSV3_TENSOR_BF16 : DSV3_TENSOR_F32;
         else if (!strcmp(k, "--ac"))
             ac = !strcmp(v, "full") ? DSV3_AC_FULL : !strcmp(v, "op") ? DSV3_AC_OP : DSV3_AC_NONE;
         else {
@@ -61,7 +64,8 @@ int main(int argc, char **argv) {
                             .eos_id = 0,
                             .ac_mode = ac,
                             .loss_chunk = 1024,
-                            .slots = 1};
+                            .slots = 1,
+                            .matmul_dtype = matmul};
     Dsv3Model *m = NULL;
     if (dsv3_model_create_local(&m, &args, &opt, NULL, 0, NULL) != DSV3_OK) return fail();
     int64_t N = batch * seq_len;

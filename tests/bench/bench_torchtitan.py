@@ -16,9 +16,12 @@ indices are cast to float for that call and the counts back to int64, the dtype 
 returns (exact: they are small integers).
 
     bench_torchtitan.py --source DIR [--seq_len 512] [--batch 2] [--steps 3] [--warmup 2]
-                        [--threads N] [--compile]
+                        [--threads N] [--compile] [--dtype float32|bfloat16]
 
 --compile wraps each transformer block in torch.compile, as torchtitan's apply_compile does.
+--dtype bfloat16 runs forward and loss under torch.autocast(bfloat16), torchtitan's mixed
+precision without FSDP (maybe_enable_amp): bf16 matmuls and attention, fp32 weights, gradients
+and AdamW state.
 Prints one line: `torchtitan tokens_per_s=<x>` (timed steps only).
 """
 
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each block")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="bfloat16: forward and loss under torch.autocast")
     ap.add_argument("--seed", type=int, default=0)
     ns = ap.parse_args(argv)
     if ns.seq_len < 1 or ns.batch < 1 or ns.steps < 1 or ns.warmup < 0:
@@ -100,8 +105,9 @@ def main(argv=None) -> int:
         inputs, labels = win[:, :-1].contiguous(), win[:, 1:].contiguous()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(0, 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ns.dtype == "bfloat16"):
+            logits = model(inputs)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(0, 1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         update_expert_bias(model, args.moe_args.load_balance_coeff)

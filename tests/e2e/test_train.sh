@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training end to end through ./run/train.sh on the built-in synthetic dataset: the loss falls
-# clearly, metrics.jsonl holds every step, and two data-parallel stage ranks give the losses of
-# one rank accumulating the same global batch.
+# clearly, metrics.jsonl holds every step, bf16 GEMMs give losses within 2e-2 of fp32's, and two
+# data-parallel stage ranks give the losses of one rank accumulating the same global batch.
 source "$(dirname "$0")/lib.sh"
 export BUILD_DIR=$DSV3_BUILD_ROOT MPIEXEC_FLAGS=--oversubscribe
 train=$DSV3_SOURCE_ROOT/run/train.sh
@@ -19,6 +19,27 @@ read -r -a one <<<"$(losses "$WORK/one/metrics.jsonl")"
 awk -v first="${one[0]}" -v a="${one[7]}" -v b="${one[8]}" -v c="${one[9]}" \
     'BEGIN { last = (a + b + c) / 3; printf "loss %.4f -> %.4f (mean of the last 3)\n", first, last; exit !(last < first - 1.0) }' ||
     fail "the loss did not fall by more than 1 nat in 10 steps"
+
+# bf16 GEMMs (training.mixed_precision_param = "bfloat16"): each of the 10 losses within 2e-2 of
+# fp32's, and the loss falls as it does in fp32. A CPU without AVX512-BF16 refuses the key.
+NPROC=1 timeout 300 "$train" "${short[@]}" --training.mixed_precision_param bfloat16 \
+    --job.dump_folder "$WORK/bf16" >"$WORK/bf16.out" 2>&1 || true
+if grep -q "AVX512-BF16" "$WORK/bf16.out"; then
+    expect_in "$WORK/bf16.out" 'training.mixed_precision_param = "bfloat16" is not possible'
+    echo "bf16: refused on this CPU (no AVX512-BF16), as expected"
+else
+    [ -s "$WORK/bf16/metrics.jsonl" ] || { cat "$WORK/bf16.out"; fail "bf16 training failed"; }
+    python3 - "$WORK/bf16/metrics.jsonl" "$WORK/one/metrics.jsonl" <<'PY' || fail "bf16 losses are not within 2e-2 of fp32's"
+import json, sys
+bf16 = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+fp32 = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+assert len(bf16) == len(fp32) == 10, (bf16, fp32)
+worst = max(abs(x - y) / abs(y) for x, y in zip(bf16, fp32))
+print(f"bf16 vs fp32: worst relative loss difference {worst:.2e} over 10 steps")
+assert 0 < worst <= 2e-2, worst
+assert sum(bf16[-3:]) / 3 < bf16[0] - 1.0, bf16
+PY
+fi
 
 # Data parallel: 2 ranks × local batch 4 against 1 rank × 2 micro-batches of 4.
 global=(--training.global_batch_size 8 --training.steps 3)

@@ -663,15 +663,10 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
          "x.toml:2: debug.deterministic = true is not supported yet: it needs the CUDA backend's "
          "deterministic mode, which is not implemented (only the default false is accepted)",
          "[debug]\ndeterministic = false\n"},
-        {"[training]\nmixed_precision_param = \"float32\"\n",
-         "x.toml:2: training.mixed_precision_param = \"float32\" is not supported yet: it needs "
-         "the CUDA backend's bf16 compute with fp32 master weights, which is not implemented "
-         "(only the default \"bfloat16\" is accepted)",
-         "[training]\nmixed_precision_param = \"bfloat16\"\n"},
         {"[training]\nmixed_precision_reduce = \"bfloat16\"\n",
          "x.toml:2: training.mixed_precision_reduce = \"bfloat16\" is not supported yet: it needs "
-         "the CUDA backend's bf16 compute with fp32 master weights, which is not implemented "
-         "(only the default \"float32\" is accepted)",
+         "bf16 gradient reductions, which is not implemented (only the default \"float32\" is "
+         "accepted)",
          "[training]\nmixed_precision_reduce = \"float32\"\n"},
         {"[profiling]\nsave_memory_snapshot_folder = \"snapshots\"\n",
          "x.toml:2: profiling.save_memory_snapshot_folder = \"snapshots\" is not supported yet: it "

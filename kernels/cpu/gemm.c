@@ -1,0 +1,38 @@
+// gemm: the one GEMM of the fast CPU ops — OpenBLAS's sgemm, or gemm_bf16.c's when the context
+// computes GEMMs in bf16 (ctx->matmul_dtype) — and whether this CPU and this build can do bf16.
+#include <cblas.h>
+#include <limits.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu.h"
+
+int dsv3_cpu_gemm_bf16_supported(const char **why) {
+#ifdef DSV3_HAVE_GEMM_BF16
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bf16")) return 1;
+    *why = "this CPU has no AVX512-BF16 (the VDPBF16PS instruction; e.g. Intel Cooper Lake or "
+           "Sapphire Rapids and later, AMD Zen 4 and later)";
+#else
+    *why = "this build's compiler cannot target AVX512-BF16 (gemm_bf16.c was not compiled)";
+#endif
+    return 0;
+}
+
+static CBLAS_TRANSPOSE cblas_transpose(Dsv3GemmTranspose t) {
+    return t == DSV3_GEMM_TRANS ? CblasTrans : CblasNoTrans;
+}
+
+void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
+                   Dsv3GemmTranspose trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc) {
+#ifdef DSV3_HAVE_GEMM_BF16
+    if (ctx->matmul_dtype == DSV3_TENSOR_BF16) {
+        dsv3_cpu_gemm_bf16(trans_a == DSV3_GEMM_TRANS, trans_b == DSV3_GEMM_TRANS, M, N, K, alpha,
+                           A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, cblas_transpose(trans_a), cblas_transpose(trans_b), (int)M, (int)N,
+                (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
