@@ -31,6 +31,15 @@ extern const Dsv3KernelOps dsv3_cpu_reference_ops;
 // missing (the CPU's AVX512-BF16, or the compiler's). kernels/cpu/gemm.c.
 int dsv3_cpu_gemm_bf16_supported(const char **why);
 
+// Profiling (profile.c): whether it is on, the clock, the bracket of an op call (dispatch.c),
+// and one GEMM of a backend, counted for the op in progress.
+extern int dsv3_profiling;
+double dsv3_profile_now(void);
+void dsv3_profile_op(Dsv3Op op, double seconds);
+void dsv3_profile_enter(Dsv3Op op);
+void dsv3_profile_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double seconds,
+                       int in_parallel);
+
 #ifdef DSV3_HAVE_CUDA
 // The CUDA backend (kernels/cuda), and what dsv3_kernel_context_create/destroy do for it:
 // select the device, create the stream and the cuBLASLt handle; release them.

@@ -125,7 +125,15 @@ static Dsv3Err dispatch_check(const Dsv3KernelContext *ctx, const char *op) {
 #define DISPATCH_OP(ID, name, params, args)                                                        \
     Dsv3Err dsv3_##name params {                                                                   \
         DSV3_CALL(dispatch_check(ctx, #name));                                                     \
-        DSV3_CALL(ctx->ops->name args);                                                            \
+        if (!dsv3_profiling) {                                                                     \
+            DSV3_CALL(ctx->ops->name args);                                                        \
+            return DSV3_OK;                                                                        \
+        }                                                                                          \
+        dsv3_profile_enter(DSV3_OP_##ID);                                                          \
+        const double start = dsv3_profile_now();                                                   \
+        const Dsv3Err err = ctx->ops->name args;                                                   \
+        dsv3_profile_op(DSV3_OP_##ID, dsv3_profile_now() - start);                                 \
+        DSV3_CALL(err);                                                                            \
         return DSV3_OK;                                                                            \
     }
 DSV3_KERNEL_OPS(DISPATCH_OP)

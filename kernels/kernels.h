@@ -457,6 +457,37 @@ DSV3_KERNEL_OPS(DSV3_KERNEL_OP_DECLARE)
 // "embedding_forward", … for messages.
 const char *dsv3_op_name(Dsv3Op op);
 
+// ---- profiling (profile.c) ----
+//
+// While profiling is on, every op call through this library is timed by op (wall time), and the
+// GEMMs of the CPU backend are counted by shape (time on the thread that ran them: a GEMM inside
+// an op's parallel region counts the time of its thread) and by the op that called them (FLOPs).
+// For benchmarks (tests/bench/bench_step --profile); off by default, when it costs a branch per
+// call. The counters are process-wide: start, stop and read them while no op runs.
+typedef struct {
+    int64_t calls;
+    double seconds;    // wall time in the op
+    double gemm_flops; // 2·M·N·K of the GEMMs the op ran
+} Dsv3OpProfile;
+
+typedef struct {
+    int trans_a, trans_b; // op(A) = Aᵀ, op(B) = Bᵀ
+    int64_t M, N, K, calls;
+    double seconds;  // summed over the threads that ran them
+    int in_parallel; // 1: run inside an op's OpenMP parallel region (one thread each)
+} Dsv3GemmProfile;
+
+// Shapes the GEMM table holds; GEMMs of further shapes count in their op only.
+enum { DSV3_PROFILE_MAX_GEMM_SHAPES = 1024 };
+
+// Zeroes the counters and turns counting on.
+void dsv3_profile_start(void);
+// Turns counting off (the counters stay).
+void dsv3_profile_stop(void);
+// The counters: ops (DSV3_OP_COUNT), and the GEMM shapes seen (*n_gemms of them, at most
+// DSV3_PROFILE_MAX_GEMM_SHAPES) in the order they first ran.
+void dsv3_profile_read(Dsv3OpProfile *ops, Dsv3GemmProfile *gemms, int64_t *n_gemms);
+
 #ifdef __cplusplus
 }
 #endif

@@ -41,17 +41,22 @@
 # training as 1 process × 2 threads and as 2 processes × 1 thread (run/train.sh, data parallel).
 # Each dtype in turn: float32, then bfloat16 (dsv3's training.mixed_precision_param; torchtitan
 # under torch.autocast) where the CPU has AVX512-BF16, with dsv3's bf16 speed-up over its fp32.
+#   ./run/bench.sh --profile [--seq_len 512] [--batch 2] [--steps 3] [--threads "1 2"] [--dtypes ...]
+# prints where dsv3's step spends its time (bench_step --profile), for each thread count and
+# dtype: each op's milliseconds, share of the step and GEMM rate against the measured GEMM peak,
+# then the GEMM shapes by time.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0 experts=0 pipeline=0 peer=0
+seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0 experts=0 pipeline=0 peer=0 profile=0
 dtypes=float32
 grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && dtypes="float32 bfloat16"
 while [ $# -gt 0 ]; do
     case $1 in
-    --fsdp | --checkpoint | --experts | --pipeline | --torchtitan)
+    --fsdp | --checkpoint | --experts | --pipeline | --torchtitan | --profile)
         case $1 in
         --fsdp) fsdp=1 ;; --checkpoint) checkpoint=1 ;; --experts) experts=1 ;; --pipeline) pipeline=1 ;;
+        --profile) profile=1 ;;
         *) peer=1 ;;
         esac
         shift
@@ -137,6 +142,19 @@ v = 2 if schedule == "Interleaved1F1B" else 1
 print(f"  {schedule:15s} pp {pp}: {float(tps):8.1f} tokens/s, measured idle {100 * idle:5.1f}%, "
       f"theoretical bubble {100 * (pp - 1) / (v * n + pp - 1):5.1f}%")
 PY
+        done
+    done
+    exit 0
+fi
+
+if [ $profile -eq 1 ]; then
+    for dtype in $dtypes; do
+        for t in $threads; do
+            echo "debug model, $dtype, seq_len $seq_len, batch $batch, $t thread(s):"
+            OPENBLAS_NUM_THREADS=$t OMP_NUM_THREADS=$t OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} \
+                OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4} "$bench" --seq_len "$seq_len" \
+                --batch "$batch" --steps "$steps" --threads "$t" --matmul "$dtype" --profile 1 |
+                grep -v '^dsv3 peak_rss'
         done
     done
     exit 0

@@ -1,7 +1,9 @@
 // gemm: the one GEMM of the fast CPU ops — OpenBLAS's sgemm, or gemm_bf16.c's when the context
-// computes GEMMs in bf16 (ctx->matmul_dtype) — and whether this CPU and this build can do bf16.
+// computes GEMMs in bf16 (ctx->matmul_dtype), each timed by shape while profiling is on
+// (kernels.h) — and whether this CPU and this build can do bf16.
 #include <cblas.h>
 #include <limits.h>
+#include <omp.h>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu.h"
@@ -22,10 +24,9 @@ static CBLAS_TRANSPOSE cblas_transpose(Dsv3GemmTranspose t) {
     return t == DSV3_GEMM_TRANS ? CblasTrans : CblasNoTrans;
 }
 
-void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
-                   Dsv3GemmTranspose trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                   int64_t ldc) {
+static void gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a, Dsv3GemmTranspose trans_b,
+                 int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #ifdef DSV3_HAVE_GEMM_BF16
     if (ctx->matmul_dtype == DSV3_TENSOR_BF16) {
         dsv3_cpu_gemm_bf16(trans_a == DSV3_GEMM_TRANS, trans_b == DSV3_GEMM_TRANS, M, N, K, alpha,
@@ -35,4 +36,18 @@ void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
 #endif
     cblas_sgemm(CblasRowMajor, cblas_transpose(trans_a), cblas_transpose(trans_b), (int)M, (int)N,
                 (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
+                   Dsv3GemmTranspose trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc) {
+    if (!dsv3_profiling) {
+        gemm(ctx, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const double start = dsv3_profile_now();
+    gemm(ctx, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    dsv3_profile_gemm(trans_a == DSV3_GEMM_TRANS, trans_b == DSV3_GEMM_TRANS, M, N, K,
+                      dsv3_profile_now() - start, omp_in_parallel());
 }

@@ -3,9 +3,12 @@
 // The same work as tests/reference/bench_torch.py: torchtitan's debugmodel architecture,
 // random tokens, and per step forward, loss, backward, clipping, expert-bias update and AdamW.
 //   bench_step [--seq_len 512] [--batch 2] [--steps 3] [--warmup 1] [--threads N] [--ac
-//   none|op|full] [--matmul float32|bfloat16]
+//   none|op|full] [--matmul float32|bfloat16] [--profile 1]
 // Prints `dsv3 tokens_per_s=<x>` and the memory line: peak RSS of this process against
 // parameters + gradients + AdamW state + the activations and scratch the model allocated.
+// --profile 1 also prints where a timed step's time goes (the op library's profiling): each op's
+// time and share of the step with the GFLOP/s of its GEMMs against the peak the training start-up
+// measures (a large GEMM in the same dtype, on the same threads), then each GEMM shape's.
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -17,6 +20,8 @@
 #include "common/core/rng.h"
 #include "common/model/model.h"
 #include "common/train/optimizer.h"
+#include "common/train/peak.h"
+#include "kernels/kernels.h"
 
 // Bytes per parameter held during training: fp32 value, gradient, and AdamW's two moments.
 enum { TRAINING_BYTES_PER_PARAM = 16 };
@@ -28,8 +33,63 @@ static int fail(void) {
     return 1;
 }
 
+static int by_seconds(const void *a, const void *b) {
+    const double x = ((const Dsv3GemmProfile *)a)->seconds,
+                 y = ((const Dsv3GemmProfile *)b)->seconds;
+    return (x < y) - (x > y);
+}
+
+// The op and GEMM tables of --profile, per timed step.
+static Dsv3Err print_profile(Dsv3TensorDtype matmul, int64_t steps, double elapsed) {
+    static Dsv3OpProfile ops[DSV3_OP_COUNT];
+    static Dsv3GemmProfile gemms[DSV3_PROFILE_MAX_GEMM_SHAPES];
+    int64_t n_gemms = 0;
+    dsv3_profile_read(ops, gemms, &n_gemms);
+    double peak = 0, peak_seconds = 0;
+    DSV3_CALL(dsv3_peak_measure_tflops(matmul, &peak, &peak_seconds));
+    peak *= 1e3; // GFLOP/s
+    const double step = elapsed / (double)steps;
+    const char *dtype = matmul == DSV3_TENSOR_BF16 ? "bf16" : "fp32";
+    printf("profile: %.3f s per step, %d thread(s), %s GEMM peak %.1f GFLOP/s (1024³, as training "
+           "measures it)\n",
+           step, omp_get_max_threads(), dtype, peak);
+    printf("%-22s %8s %9s %6s %10s %9s %7s\n", "op", "calls", "ms/step", "share", "GFLOP/step",
+           "GFLOP/s", "of peak");
+    double in_ops = 0;
+    for (int op = 0; op < DSV3_OP_COUNT; op++) {
+        const Dsv3OpProfile *p = &ops[op];
+        if (p->calls == 0) continue;
+        in_ops += p->seconds;
+        const double rate = p->gemm_flops / p->seconds / 1e9;
+        printf("%-22s %8.0f %9.2f %5.1f%% %10.2f", dsv3_op_name((Dsv3Op)op),
+               (double)p->calls / (double)steps, 1e3 * p->seconds / (double)steps,
+               100 * p->seconds / elapsed, p->gemm_flops / 1e9 / (double)steps);
+        if (p->gemm_flops > 0)
+            printf(" %9.1f %6.1f%%\n", rate, 100 * rate / peak);
+        else
+            printf("\n");
+    }
+    printf("%-22s %8s %9.2f %5.1f%%\n", "(outside ops)", "",
+           1e3 * (elapsed - in_ops) / (double)steps, 100 * (elapsed - in_ops) / elapsed);
+    qsort(gemms, (size_t)n_gemms, sizeof *gemms, by_seconds);
+    printf("GEMM shapes by time (op(A) M×K · op(B) K×N; in an op's parallel region: time of the "
+           "thread that ran it):\n");
+    printf("%-2s %6s %6s %6s %8s %9s %9s %7s\n", "", "M", "N", "K", "calls", "ms/step", "GFLOP/s",
+           "of peak");
+    for (int64_t i = 0; i < n_gemms && i < 24; i++) {
+        const Dsv3GemmProfile *g = &gemms[i];
+        const double rate =
+            2.0 * (double)g->M * (double)g->N * (double)g->K * (double)g->calls / g->seconds / 1e9;
+        printf("%c%c %6lld %6lld %6lld %8.0f %9.2f %9.1f %6.1f%%%s\n", g->trans_a ? 'T' : 'N',
+               g->trans_b ? 'T' : 'N', (long long)g->M, (long long)g->N, (long long)g->K,
+               (double)g->calls / (double)steps, 1e3 * g->seconds / (double)steps, rate,
+               100 * rate / peak, g->in_parallel ? "  (in parallel)" : "");
+    }
+    return DSV3_OK;
+}
+
 int main(int argc, char **argv) {
-    int64_t seq_len = 512, batch = 2, steps = 3, warmup = 1, threads = 0;
+    int64_t seq_len = 512, batch = 2, steps = 3, warmup = 1, threads = 0, profile = 0;
     Dsv3AcMode ac = DSV3_AC_NONE;
     Dsv3TensorDtype matmul = DSV3_TENSOR_F32;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -42,6 +102,8 @@ int main(int argc, char **argv) {
             steps = atoll(v);
         else if (!strcmp(k, "--warmup"))
             warmup = atoll(v);
+        else if (!strcmp(k, "--profile"))
+            profile = atoll(v);
         else if (!strcmp(k, "--threads"))
             threads = atoll(v);
         else if (!strcmp(k, "--matmul"))
@@ -74,6 +136,7 @@ int main(int argc, char **argv) {
     uint64_t key = dsv3_rng_key(0, "bench tokens");
     double elapsed = 0;
     for (int64_t s = 0; s < warmup + steps; s++) {
+        if (profile && s == warmup) dsv3_profile_start();
         for (int64_t n = 0; n < N; n++) {
             tokens[n] = (int32_t)(dsv3_rng_bits(key, (uint64_t)(2 * (s * N + n))) %
                                   (uint64_t)args.vocab_size);
@@ -98,6 +161,8 @@ int main(int argc, char **argv) {
         if (dsv3_optimizer_step(m, &step, sum_squares) != DSV3_OK) return fail();
         if (s >= warmup) elapsed += dsv3_log_seconds() - t0;
     }
+    dsv3_profile_stop();
+    if (profile && print_profile(matmul, steps, elapsed) != DSV3_OK) return fail();
     Dsv3ParamCounts counts;
     dsv3_model_param_counts(&args, &counts);
     double state = (double)counts.total * TRAINING_BYTES_PER_PARAM / MIB;

@@ -4,7 +4,7 @@
 // clear error that writes nothing; ops allocate nothing), bf16 refused by the CPU backends,
 // dtype conversion (round trip, rounding to nearest even on ties), and the token, element-wise,
 // MLA and load-balancing ops: fast against reference, and each against an independent
-// computation here.
+// computation here; and the profiling counters (op calls, GEMM FLOPs and shapes).
 //
 // Legend: N tokens (B × T), B sequences, T positions, V vocabulary, D width, H heads, Dqk / Dv
 // head dims, E experts, K experts per token, M = N × K routed rows, F expert hidden width.
@@ -199,6 +199,45 @@ static void test_op_names(void **state) {
     expect_usage_error(dsv3_workspace_bytes(&cpu, DSV3_OP_COUNT, &shape, &bytes), "not an op");
     expect_usage_error(dsv3_workspace_bytes(&reference, -1, &shape, &bytes), "not an op");
     expect_usage_error(dsv3_workspace_bytes(&cpu, DSV3_OP_ADD, NULL, &bytes), "NULL");
+}
+
+static void test_profiling_counts_ops_and_gemms(void **state) {
+    (void)state;
+    enum { N = 5, IN = 7, OUT = 3 };
+    float x[N * IN], w[OUT * IN], out[N * OUT];
+    for (int i = 0; i < N * IN; i++)
+        x[i] = (float)(i % 5);
+    for (int i = 0; i < OUT * IN; i++)
+        w[i] = (float)(i % 3);
+    static Dsv3OpProfile ops[DSV3_OP_COUNT];
+    static Dsv3GemmProfile gemms[DSV3_PROFILE_MAX_GEMM_SHAPES];
+    int64_t n_gemms = -1;
+    dsv3_profile_start();
+    assert_int_equal(dsv3_linear_forward(&cpu, F32, out, x, w, N, IN, OUT), DSV3_OK);
+    assert_int_equal(dsv3_linear_forward(&cpu, F32, out, x, w, N, IN, OUT), DSV3_OK);
+    assert_int_equal(dsv3_scale(&cpu, out, N * OUT, 2.0f), DSV3_OK);
+    dsv3_profile_stop();
+    assert_int_equal(dsv3_linear_forward(&cpu, F32, out, x, w, N, IN, OUT), DSV3_OK); // not counted
+    dsv3_profile_read(ops, gemms, &n_gemms);
+    assert_int_equal(ops[DSV3_OP_LINEAR_FORWARD].calls, 2);
+    assert_true(ops[DSV3_OP_LINEAR_FORWARD].seconds > 0);
+    assert_true(ops[DSV3_OP_LINEAR_FORWARD].gemm_flops == 2.0 * 2 * N * IN * OUT);
+    assert_int_equal(ops[DSV3_OP_SCALE].calls, 1);
+    assert_true(ops[DSV3_OP_SCALE].gemm_flops == 0);
+    assert_int_equal(ops[DSV3_OP_ADD].calls, 0);
+    assert_int_equal(n_gemms, 1); // out = x · wᵀ: M N, N OUT, K IN, B transposed
+    assert_int_equal(gemms[0].M, N);
+    assert_int_equal(gemms[0].N, OUT);
+    assert_int_equal(gemms[0].K, IN);
+    assert_int_equal(gemms[0].trans_a, 0);
+    assert_int_equal(gemms[0].trans_b, 1);
+    assert_int_equal(gemms[0].calls, 2);
+    assert_int_equal(gemms[0].in_parallel, 0);
+    dsv3_profile_start(); // zeroes the counters
+    dsv3_profile_stop();
+    dsv3_profile_read(ops, gemms, &n_gemms);
+    assert_int_equal(ops[DSV3_OP_LINEAR_FORWARD].calls, 0);
+    assert_int_equal(n_gemms, 0);
 }
 
 static void test_memory_ops(void **state) {
@@ -961,6 +1000,7 @@ int main(void) {
         FIXTURE(test_contexts_of_every_backend),
         FIXTURE(test_dispatch_checks_the_context),
         FIXTURE(test_op_names),
+        FIXTURE(test_profiling_counts_ops_and_gemms),
         FIXTURE(test_memory_ops),
         FIXTURE(test_cpu_ops_refuse_bf16),
         FIXTURE(test_convert_rounds_to_nearest_even),
