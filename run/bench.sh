@@ -38,9 +38,10 @@
 # tree (run/peer.sh), against dsv3's step (bench_step) on the same architecture, batch,
 # sequence, optimizer and clipping, alternating, at each thread count; prints the median
 # tokens/s of each, dsv3's ratio to the faster torchtitan variant, and at 2 threads also dsv3
-# training as 1 process × 2 threads and as 2 processes × 1 thread (run/train.sh, data parallel).
-# Each dtype in turn: float32, then bfloat16 (dsv3's training.mixed_precision_param; torchtitan
-# under torch.autocast) where the CPU has AVX512-BF16, with dsv3's bf16 speed-up over its fp32.
+# training as 1 process × 2 threads and as 2 processes × 1 thread (run/train.sh, data parallel;
+# for an even --batch). Each dtype in turn: float32, then bfloat16 (dsv3's
+# training.mixed_precision_param; torchtitan under torch.autocast) where the CPU has
+# AVX512-BF16, with dsv3's bf16 speed-up over its fp32.
 #   ./run/bench.sh --profile [--seq_len 512] [--batch 2] [--steps 3] [--threads "1 2"] [--dtypes ...]
 # prints where dsv3's step spends its time (bench_step --profile), for each thread count and
 # dtype: each op's milliseconds, share of the step and GEMM rate against the measured GEMM peak,
@@ -185,7 +186,7 @@ if [ $peer -eq 1 ]; then
                 compiled+=" $("$DSV3_PEER_VENV/bin/python" "$DSV3_ROOT/tests/bench/bench_torchtitan.py" \
                     --source "$DSV3_TORCHTITAN_DIR" "${args[@]}" --dtype "$dtype" --compile 2>/dev/null |
                     sed -n 's/^torchtitan tokens_per_s=//p')"
-                if [ "$t" -eq 2 ]; then
+                if [ "$t" -eq 2 ] && [ $((batch % 2)) -eq 0 ]; then
                     one+=" $(layout_tps one 1 2 --training.local_batch_size "$batch" \
                         --training.mixed_precision_param "$dtype")"
                     two+=" $(layout_tps dp 2 1 --training.local_batch_size $((batch / 2)) \
@@ -198,7 +199,7 @@ if [ $peer -eq 1 ]; then
             peer_best=$(best "$eager" "$compiled")
             printf '  threads %s: dsv3 %8.1f tokens/s; torchtitan eager %8.1f, compiled %8.1f; dsv3 / the faster %.2fx\n' \
                 "$t" "$ours" "$eager" "$compiled" "$(awk -v a="$ours" -v b="$peer_best" 'BEGIN { print a / b }')"
-            if [ "$t" -eq 2 ]; then
+            if [ -n "$one" ]; then
                 printf '  dsv3 training (run/train.sh): 1 process x 2 threads %8.1f tokens/s, 2 processes x 1 thread %8.1f tokens/s\n' \
                     "$(median <<<"${one# }")" "$(median <<<"${two# }")"
             fi

@@ -13,6 +13,7 @@
 # within 10% of its plan, which leaves them out, and below the one-process peak by at least
 # the experts' parameters and AdamW state); each server reports what it owns.
 # A stop signal to one expert server saves and stops the job, which then resumes exactly.
+# bf16 GEMMs run on the expert servers too, with the one-process bf16 losses.
 # A num_experts that ep does not divide is refused at start-up, naming both.
 source "$(dirname "$0")/lib.sh"
 COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
@@ -105,6 +106,25 @@ train from_hf_one 1 1 "${FROM_HF[@]}"
 train from_hf_ep2 1 2 "${FROM_HF[@]}"
 expect_in "$WORK/from_hf_ep2.out" "loaded the model from $WORK/hf_one (HF safetensors)"
 same_steps "$WORK/from_hf_one" "$WORK/from_hf_ep2" 1 3
+
+# bf16 GEMMs (training.mixed_precision_param) reach the expert servers too: ep 2 in bf16 gives
+# the one-process bf16 losses, which differ from the fp32 ones (on CPUs with AVX512-BF16).
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    BF16=(--training.local_batch_size 4 --training.steps 4 --checkpoint.enable false
+        --training.mixed_precision_param bfloat16)
+    train bf16_one 1 1 "${BF16[@]}"
+    train bf16_ep2 1 2 "${BF16[@]}"
+    python3 - "$WORK" <<'PY' || fail "bf16 with expert servers disagrees with bf16 on one process"
+import json, sys
+work = sys.argv[1]
+loss = lambda name: [json.loads(l)["loss"] for l in open(f"{work}/{name}/metrics.jsonl")]
+one, ep2, fp32 = loss("bf16_one"), loss("bf16_ep2"), loss("one")[:4]
+worst = max(abs(a - b) / abs(b) for a, b in zip(ep2, one))
+print(f"bf16: ep 2 against one process: losses {worst:.1e} relative; against fp32 "
+      f"{max(abs(a - b) / abs(b) for a, b in zip(one, fp32)):.1e}")
+assert len(one) == len(ep2) == 4 and worst <= 1e-5 and one != fp32, (one, ep2, fp32)
+PY
+fi
 
 # peak NAME: the stage rank's measured and planned peak bytes, "measured planned".
 peak() { sed -n 's/.*memory: peak \([0-9]*\) bytes .*planned \([0-9]*\) bytes.*/\1 \2/p' "$WORK/$1.out" | head -1; }
