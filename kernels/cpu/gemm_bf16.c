@@ -59,22 +59,63 @@ static inline uint32_t pair(float x, float y) {
     return (uint32_t)dsv3_bf16_from_f32(x) | (uint32_t)dsv3_bf16_from_f32(y) << DSV3_BF16_SHIFT;
 }
 
-// Pairs along memory: dst[p · stride] = pair(x[2p], x[2p + 1]) for the ceil(kc / 2) pairs of
-// x (kc), the last one (x[kc − 1], 0) when kc is odd. 16 pairs at a time: VCVTNE2PS2BF16 puts
-// the bf16 of its second operand's 16 floats in the low half, so each word is a pair.
-static void pairs_along(uint32_t *dst, int64_t stride, const float *x, int64_t kc) {
+static inline __mmask16 lanes_mask(int64_t n) {
+    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+// In place: r[i] lane j becomes r[j] lane i (16 × 16 words: pairs within 32-bit lanes, then
+// 64-bit, then 128-bit lanes across registers).
+static inline void transpose_16x16(__m512i r[LANES]) {
+    __m512i t[LANES];
+    for (int i = 0; i < LANES; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < LANES; i += 4) { // r[i + m], 128-bit lane L: rows i..i+3 of column 4L + m
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        const __m512i x0 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x44); // lanes 0, 1 of each
+        const __m512i x1 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xEE); // lanes 2, 3 of each
+        const __m512i y0 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x44);
+        const __m512i y1 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xEE);
+        t[m] = _mm512_shuffle_i32x4(x0, y0, 0x88);      // column m
+        t[4 + m] = _mm512_shuffle_i32x4(x0, y0, 0xDD);  // column 4 + m
+        t[8 + m] = _mm512_shuffle_i32x4(x1, y1, 0x88);  // column 8 + m
+        t[12 + m] = _mm512_shuffle_i32x4(x1, y1, 0xDD); // column 12 + m
+    }
+    for (int i = 0; i < LANES; i++)
+        r[i] = t[i];
+}
+
+// Pairs along memory, for `lines` (≤ 16) lines of x (line c at x + c · ld, kc floats each):
+// dst[p · stride + c] = pair(line c [2p], line c [2p + 1]) for the ceil(kc / 2) pairs, the last
+// one (line c [kc − 1], 0) when kc is odd, and 0 for lines c in [lines, width). 16 pairs of 16
+// lines at a time: VCVTNE2PS2BF16 puts the bf16 of its second operand's 16 floats in the low
+// half, so each word of a line's register is a pair; a 16 × 16 transpose turns the lines'
+// registers into one register per pair.
+static void pairs_along(uint32_t *dst, int64_t stride, int64_t width, const float *x, int64_t ld,
+                        int64_t lines, int64_t kc) {
     int64_t p = 0;
     for (; 2 * p + 2 * LANES <= kc; p += LANES) {
-        const __m512bh h =
-            _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 2 * p + LANES), _mm512_loadu_ps(x + 2 * p));
-        uint32_t words[LANES];
-        _mm512_storeu_si512(words, (__m512i)h);
+        __m512i r[LANES];
+        for (int64_t c = 0; c < LANES; c++)
+            r[c] = c < lines
+                       ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + c * ld + 2 * p + LANES),
+                                                      _mm512_loadu_ps(x + c * ld + 2 * p))
+                       : _mm512_setzero_si512();
+        transpose_16x16(r);
         for (int64_t q = 0; q < LANES; q++)
-            dst[(p + q) * stride] = words[q];
+            _mm512_mask_storeu_epi32(dst + (p + q) * stride, lanes_mask(width), r[q]);
     }
-    for (; 2 * p + 1 < kc; p++)
-        dst[p * stride] = pair(x[2 * p], x[2 * p + 1]);
-    if (kc % 2) dst[p * stride] = pair(x[kc - 1], 0.0f);
+    for (int64_t c = 0; c < width; c++)
+        for (int64_t q = p; 2 * q < kc; q++)
+            dst[q * stride + c] =
+                c >= lines ? 0
+                           : pair(x[c * ld + 2 * q], 2 * q + 1 < kc ? x[c * ld + 2 * q + 1] : 0.0f);
 }
 
 // Pairs across two rows: the words pair(x0[c], x1[c]) for the 16 lanes c of `mask` (0 elsewhere);
@@ -86,10 +127,6 @@ static inline __m512i pairs_across(const float *x0, const float *x1, __mmask16 m
     const __m512i hi =
         _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x1)));
     return _mm512_or_si512(lo, _mm512_slli_epi32(hi, DSV3_BF16_SHIFT));
-}
-
-static inline __mmask16 lanes_mask(int64_t n) {
-    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
 // Rows [i0, i0 + mc) × k [k0, k0 + kc) of op(A) into packed_a; rows past mc are zero.
@@ -107,11 +144,7 @@ static void pack_a(const Gemm *g, int64_t i0, int64_t mc, int64_t k0, int64_t kc
             }
             continue;
         }
-        for (int64_t r = 0; r < rows; r++)
-            pairs_along(panel + r, MR, g->A + (i0 + p0 + r) * g->lda + k0, kc);
-        for (int64_t r = rows; r < MR; r++)
-            for (int64_t p = 0; p < pairs; p++)
-                panel[p * MR + r] = 0;
+        pairs_along(panel, MR, MR, g->A + (i0 + p0) * g->lda + k0, g->lda, rows, kc);
     }
 }
 
@@ -132,11 +165,9 @@ static void pack_b(const Gemm *g, int64_t k0, int64_t kc, int64_t j0, int64_t nc
             }
             continue;
         }
-        for (int64_t c = 0; c < cols; c++)
-            pairs_along(panel + c, NR, g->B + (j0 + q0 + c) * g->ldb + k0, kc);
-        for (int64_t c = cols; c < NR; c++)
-            for (int64_t p = 0; p < pairs; p++)
-                panel[p * NR + c] = 0;
+        for (int64_t c0 = 0; c0 < NR; c0 += LANES)
+            pairs_along(panel + c0, NR, LANES, g->B + (j0 + q0 + c0) * g->ldb + k0, g->ldb,
+                        cols - c0, kc);
     }
 }
 
