@@ -53,6 +53,14 @@ void dsv3_cpu_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t 
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                         float *C, int64_t ldc);
 
+// ---- SwiGLU on rows (swiglu.c), for the ops that gate inside (routed experts) ----
+
+// h (count) = silu(a) · b; and its gradient: da = dh · b · silu'(a), db = dh · silu(a) (outputs
+// may alias inputs).
+void dsv3_cpu_swiglu_rows(float *h, const float *a, const float *b, int64_t count);
+void dsv3_cpu_swiglu_rows_backward(float *da, float *db, const float *dh, const float *a,
+                                   const float *b, int64_t count);
+
 // ---- workspace layouts ----
 
 // Alignment of every workspace slice: a cache line, as the allocations the slices replace.

@@ -37,9 +37,6 @@
 // Experts with rows per thread from which threads take whole experts instead of sharing GEMMs.
 enum { EXPERTS_MIN_PER_THREAD = 2 };
 
-// Elements below which the elementwise SwiGLU of one expert stays on one thread.
-enum { EXPERTS_PARALLEL_MIN_ELEMENTS = 1 << 14 };
-
 // BLAS takes int sizes: D, F and the rows of every expert. Called after the checks shared with
 // the reference version (checks.h), which validate offsets.
 static Dsv3Err experts_check_blas_sizes(const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
@@ -104,36 +101,17 @@ size_t dsv3_cpu_experts_backward_workspace(const Dsv3OpShape *shape, int threads
     return experts_workspace(shape, BACKWARD_HIDDEN, NULL);
 }
 
-// g (m, F) = silu(h1) · h3.
-static void swiglu_rows(float *g, const float *h1, const float *h3, int64_t count, int threaded) {
-#pragma omp parallel for schedule(static) if (threaded && count >= EXPERTS_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < count; i++)
-        g[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
-}
-
-// From dg (m, F), the gradient of g = silu(h1) · h3: da (m, F) = dg · h3 · silu'(h1), in place
-// of dg, and db (m, F) = dg · silu(h1). silu'(a) = σ(a) (1 + a (1 − σ(a))).
-static void swiglu_rows_backward(float *dg_da, float *db, const float *h1, const float *h3,
-                                 int64_t count, int threaded) {
-#pragma omp parallel for schedule(static) if (threaded && count >= EXPERTS_PARALLEL_MIN_ELEMENTS)
-    for (int64_t i = 0; i < count; i++) {
-        const float a = h1[i], sig = 1.0f / (1.0f + expf(-a)), dg = dg_da[i];
-        db[i] = dg * a * sig;
-        dg_da[i] = dg * h3[i] * sig * (1.0f + a * (1.0f - sig));
-    }
-}
-
 // Forward of expert e on its m rows; g (m, F) is scratch.
 static void expert_forward(const Dsv3KernelContext *ctx, float *ys, float *h1, float *h3, float *g,
                            const float *xs, const float *w1e, const float *w2e, const float *w3e,
-                           int64_t m, int64_t D, int64_t F, int threaded) {
+                           int64_t m, int64_t D, int64_t F) {
     const int im = (int)m, iD = (int)D, iF = (int)F;
     // h1, h3 (m, F) = xs (m, D) · w (F, D)ᵀ
     dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, im, iF, iD, 1.0f, xs, iD, w1e, iD, 0.0f,
                   h1, iF);
     dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, im, iF, iD, 1.0f, xs, iD, w3e, iD, 0.0f,
                   h3, iF);
-    swiglu_rows(g, h1, h3, m * F, threaded);
+    dsv3_cpu_swiglu_rows(g, h1, h3, m * F);
     // ys (m, D) = g (m, F) · w2 (D, F)ᵀ
     dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, im, iD, iF, 1.0f, g, iF, w2e, iF, 0.0f,
                   ys, iD);
@@ -143,16 +121,16 @@ static void expert_forward(const Dsv3KernelContext *ctx, float *ys, float *h1, f
 static void expert_backward(const Dsv3KernelContext *ctx, float *dxs, float *dw1e, float *dw2e,
                             float *dw3e, float *ga, float *gb, const float *dys, const float *xs,
                             const float *h1, const float *h3, const float *w1e, const float *w2e,
-                            const float *w3e, int64_t m, int64_t D, int64_t F, int threaded) {
+                            const float *w3e, int64_t m, int64_t D, int64_t F) {
     const int im = (int)m, iD = (int)D, iF = (int)F;
     // dw2 (D, F) += dysᵀ (D, m) · g (m, F), with g = silu(h1) · h3 recomputed in gb.
-    swiglu_rows(gb, h1, h3, m * F, threaded);
+    dsv3_cpu_swiglu_rows(gb, h1, h3, m * F);
     dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, iD, iF, im, 1.0f, dys, iD, gb, iF, 1.0f,
                   dw2e, iF);
     // dg (m, F) = dys (m, D) · w2 (D, F), in ga; then da in ga and db in gb (g is spent).
     dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, im, iF, iD, 1.0f, dys, iD, w2e, iF,
                   0.0f, ga, iF);
-    swiglu_rows_backward(ga, gb, h1, h3, m * F, threaded);
+    dsv3_cpu_swiglu_rows_backward(ga, gb, ga, h1, h3, m * F);
     // dw1, dw3 (F, D) += daᵀ, dbᵀ (F, m) · xs (m, D)
     dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, iF, iD, im, 1.0f, ga, iF, xs, iD, 1.0f,
                   dw1e, iD);
@@ -194,7 +172,7 @@ Dsv3Err dsv3_cpu_experts_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     for (int64_t i = 0; i < busy; i++) {
         const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
         expert_forward(ctx, ys + r * D, h1 + r * F, h3 + r * F, g + r * F, xs + r * D,
-                       w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
+                       w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F);
     }
     if (over_experts) openblas_set_num_threads(blas_threads);
     return DSV3_OK;
@@ -233,7 +211,7 @@ Dsv3Err dsv3_cpu_experts_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype 
         const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
         expert_backward(ctx, dxs + r * D, dw1 + e * F * D, dw2 + e * D * F, dw3 + e * F * D,
                         ga + r * F, gb + r * F, dys + r * D, xs + r * D, h1 + r * F, h3 + r * F,
-                        w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F, !over_experts);
+                        w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F);
     }
     if (over_experts) openblas_set_num_threads(blas_threads);
     return DSV3_OK;

@@ -39,6 +39,20 @@ SMALL_MODEL=(--model.dim 64 --model.n_layers 3 --model.n_dense_layers 1 --model.
     --model.qk_nope_head_dim 16 --model.qk_rope_head_dim 8 --model.v_head_dim 16
     --training.seq_len 32 --training.local_batch_size 2)
 
+# close_losses A B TOL [ABOVE]: runs A and B logged the same steps, and each loss of B is within
+# TOL of A's, relative (and, with ABOVE, the worst difference is above it: the runs differ).
+close_losses() {
+    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" "${4:--1}" <<'PY' || fail "the losses of $2 are not within $3 of $1's"
+import json, sys
+a, b = ({r["step"]: r["loss"] for r in map(json.loads, open(p))} for p in sys.argv[1:3])
+tol, above = float(sys.argv[3]), float(sys.argv[4])
+assert a and sorted(a) == sorted(b), (sorted(a), sorted(b))
+worst = max(abs(b[s] - a[s]) / abs(a[s]) for s in a)
+print(f"{sys.argv[2]}: losses of {len(a)} steps within {worst:.2e} of {sys.argv[1]}'s")
+assert above < worst <= tol, worst
+PY
+}
+
 # same_steps A B FIRST LAST: both runs logged every step 1..LAST (metrics.jsonl, log_freq 1), and
 # steps FIRST..LAST of B — its last line of each step, when it was stopped and resumed — have
 # A's loss, grad norm and LR bit for bit.

@@ -28,6 +28,7 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
 #include "tests/kernels_test.h"
+#include "tests/unit/leak_check.h"
 
 enum { MAX_BUFFERS = 40 };
 
@@ -37,7 +38,6 @@ static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
 
 static void *buffers[MAX_BUFFERS];
 static int buffer_count;
-static size_t start_bytes;
 static int start_threads;
 static Dsv3KernelContext cpu, bf16, reference;
 
@@ -47,10 +47,8 @@ static int bf16_supported(void) {
 }
 
 static int setup(void **state) {
-    (void)state;
-    dsv3_error_clear();
+    leak_check_record(state);
     buffer_count = 0;
-    start_bytes = dsv3_alloc_current_bytes();
     start_threads = omp_get_max_threads();
     if (kernels_test_contexts_create(&cpu, &reference) != 0) return -1;
     if (dsv3_kernel_context_create(&bf16, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK)
@@ -61,20 +59,13 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-    (void)state;
     for (int i = 0; i < buffer_count; i++)
         dsv3_free(buffers[i]);
     buffer_count = 0;
     kernels_test_contexts_destroy(&cpu, &reference);
     kernels_test_release(&bf16);
     omp_set_num_threads(start_threads);
-    dsv3_error_clear();
-    if (dsv3_alloc_current_bytes() != start_bytes) {
-        print_error("%zu bytes still counted after the test (started at %zu)\n",
-                    dsv3_alloc_current_bytes(), start_bytes);
-        return -1;
-    }
-    return 0;
+    return leak_check_verify(state);
 }
 
 static float *floats(int64_t count) {
