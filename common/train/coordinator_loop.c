@@ -268,8 +268,11 @@ static Dsv3Err train_steps(Dsv3Launch *launch, Data *data, LoopState *st, int32_
     int held_out = 0;
     DSV3_LOG_INFO("training %" PRId64 " steps: global batch %" PRId64 " × seq_len %" PRId64
                   " = %" PRId64 " tokens per step, %" PRId64 " micro-batch(es) of %" PRId64
-                  " per data-parallel rank",
-                  cfg->training.steps, s.G, s.T, s.G * s.T, s.micro_batches, s.B);
+                  " per data-parallel rank; GEMMs in %s",
+                  cfg->training.steps, s.G, s.T, s.G * s.T, s.micro_batches, s.B,
+                  strcmp(cfg->training.mixed_precision_param, "bfloat16") == 0
+                      ? "bf16 (fp32 sums; training.mixed_precision_param)"
+                      : "fp32");
     // Step 0 lets the stage ranks build their models before the first step's clock starts.
     double ready_start = dsv3_log_seconds();
     Dsv3StepPlan start_plan = {.eos_id = eos_id};

@@ -29,6 +29,8 @@ if grep -q "AVX512-BF16" "$WORK/bf16.out"; then
     echo "bf16: refused on this CPU (no AVX512-BF16), as expected"
 else
     [ -s "$WORK/bf16/metrics.jsonl" ] || { cat "$WORK/bf16.out"; fail "bf16 training failed"; }
+    expect_in "$WORK/bf16.out" "GEMMs in bf16 (fp32 sums; training.mixed_precision_param)"
+    expect_in "$WORK/one.out" "GEMMs in fp32"
     close_losses "$WORK/one" "$WORK/bf16" 2e-2 0
     read -r -a bf16 <<<"$(losses "$WORK/bf16/metrics.jsonl")"
     awk -v first="${bf16[0]}" -v a="${bf16[7]}" -v b="${bf16[8]}" -v c="${bf16[9]}" \
