@@ -283,7 +283,10 @@ static Dsv3Err find_matches(Dsv3Tokenizer *t, const TokSplitStep *step, const ch
         int rc = pcre2_match(step->code, (PCRE2_SPTR)subject, piece.length, at, PCRE2_NO_UTF_CHECK,
                              t->match, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
-        DSV3_CHECK(rc > 0, DSV3_ERR_INTERNAL, "PCRE2 match failed with code %d in %s", rc, t->path);
+        // 0: the pattern captures groups that the one-pair match data has no room for; the
+        // whole match (pair 0), the only one used, is still there.
+        DSV3_CHECK(rc >= 0, DSV3_ERR_INTERNAL, "PCRE2 match failed with code %d in %s", rc,
+                   t->path);
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->match);
         size_t s = ov[0], e = ov[1];
         if (s > prev) DSV3_CALL(dsv3_tok_pieces_push(m, piece.start + prev, s - prev, 0));
