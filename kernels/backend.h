@@ -35,7 +35,7 @@ int dsv3_cpu_gemm_bf16_supported(const char **why);
 // and one GEMM of a backend, counted for the op in progress.
 extern int dsv3_profiling;
 double dsv3_profile_now(void);
-void dsv3_profile_op(Dsv3Op op, double seconds);
+void dsv3_profile_op(Dsv3Op op, double start, double end);
 void dsv3_profile_enter(Dsv3Op op);
 void dsv3_profile_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double seconds,
                        int in_parallel);

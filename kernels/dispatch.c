@@ -132,7 +132,7 @@ static Dsv3Err dispatch_check(const Dsv3KernelContext *ctx, const char *op) {
         dsv3_profile_enter(DSV3_OP_##ID);                                                          \
         const double start = dsv3_profile_now();                                                   \
         const Dsv3Err err = ctx->ops->name args;                                                   \
-        dsv3_profile_op(DSV3_OP_##ID, dsv3_profile_now() - start);                                 \
+        dsv3_profile_op(DSV3_OP_##ID, start, dsv3_profile_now());                                  \
         DSV3_CALL(err);                                                                            \
         return DSV3_OK;                                                                            \
     }

@@ -488,6 +488,13 @@ void dsv3_profile_stop(void);
 // DSV3_PROFILE_MAX_GEMM_SHAPES) in the order they first ran.
 void dsv3_profile_read(Dsv3OpProfile *ops, Dsv3GemmProfile *gemms, int64_t *n_gemms);
 
+// Where each op call goes as it ends, while profiling is on and a sink is set: the op, its start
+// and end (seconds on CLOCK_MONOTONIC, the clock of dsv3_log_seconds) and the FLOPs of the GEMMs
+// it ran. For the training trace's per-op events (common/train/trace.h).
+typedef void (*Dsv3OpSink)(void *sink_ctx, Dsv3Op op, double start, double end, double gemm_flops);
+// Sets the sink (NULL: none); like start and stop, while no op runs.
+void dsv3_profile_set_sink(Dsv3OpSink sink, void *sink_ctx);
+
 #ifdef __cplusplus
 }
 #endif

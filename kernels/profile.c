@@ -15,6 +15,9 @@ static Dsv3OpProfile profile_ops[DSV3_OP_COUNT];
 static Dsv3GemmProfile profile_gemms[DSV3_PROFILE_MAX_GEMM_SHAPES];
 static int64_t profile_n_gemms;
 static Dsv3Op profile_current = DSV3_OP_COUNT; // the op in progress; DSV3_OP_COUNT: none
+static double profile_current_flops;           // the GEMM FLOPs of the op in progress
+static Dsv3OpSink profile_sink;
+static void *profile_sink_ctx;
 
 double dsv3_profile_now(void) {
     struct timespec ts;
@@ -38,12 +41,22 @@ void dsv3_profile_read(Dsv3OpProfile *ops, Dsv3GemmProfile *gemms, int64_t *n_ge
     *n_gemms = profile_n_gemms;
 }
 
-void dsv3_profile_enter(Dsv3Op op) { profile_current = op; }
+void dsv3_profile_set_sink(Dsv3OpSink sink, void *sink_ctx) {
+    profile_sink = sink;
+    profile_sink_ctx = sink_ctx;
+}
 
-void dsv3_profile_op(Dsv3Op op, double seconds) {
+void dsv3_profile_enter(Dsv3Op op) {
+    profile_current = op;
+    profile_current_flops = 0;
+}
+
+void dsv3_profile_op(Dsv3Op op, double start, double end) {
     profile_ops[op].calls++;
-    profile_ops[op].seconds += seconds;
+    profile_ops[op].seconds += end - start;
+    profile_ops[op].gemm_flops += profile_current_flops;
     profile_current = DSV3_OP_COUNT;
+    if (profile_sink) profile_sink(profile_sink_ctx, op, start, end, profile_current_flops);
 }
 
 void dsv3_profile_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double seconds,
@@ -51,7 +64,7 @@ void dsv3_profile_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
     const double flops = 2.0 * (double)M * (double)N * (double)K;
 #pragma omp critical(dsv3_profile)
     {
-        if (profile_current != DSV3_OP_COUNT) profile_ops[profile_current].gemm_flops += flops;
+        if (profile_current != DSV3_OP_COUNT) profile_current_flops += flops;
         int64_t i = 0;
         while (i < profile_n_gemms &&
                !(profile_gemms[i].trans_a == trans_a && profile_gemms[i].trans_b == trans_b &&

@@ -137,6 +137,7 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
     Dsv3BatchPart part = dsv3_layout_batch_part(&t->dims, &t->coord);
     memset(r, 0, sizeof *r);
     dsv3_trace_step_start(trace, (plan->flags & DSV3_PLAN_PROFILE) != 0);
+    dsv3_trace_ops_begin(trace);
     dsv3_alloc_reset_peak();
     for (int64_t i = 0; i < plan->micro_batches; i++) {
         if (part != DSV3_BATCH_NONE) {
@@ -191,6 +192,7 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
     }
     r->grad_norm = sqrt(sum_squares);
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_OPTIMIZER, -1, t1, dsv3_log_seconds()));
+    DSV3_CALL(dsv3_trace_ops_end(trace));
     memcpy(r->seconds, trace->seconds, sizeof r->seconds);
     r->bytes_current = (int64_t)dsv3_alloc_current_bytes();
     r->bytes_peak = (int64_t)dsv3_alloc_peak_bytes();

@@ -9,6 +9,7 @@
 #include "common/core/alloc.h"
 #include "common/core/config.h"
 #include "common/core/log.h"
+#include "kernels/kernels.h"
 
 // Events kept before the buffer first grows: a step of a few micro-batches fits.
 enum { TRACE_INITIAL_CAPACITY = 64 };
@@ -69,7 +70,49 @@ Dsv3Err dsv3_trace_add(Dsv3Trace *t, Dsv3Phase phase, int32_t index, double star
     return dsv3_trace_add_stage(t, phase, index, -1, start, end);
 }
 
+// The kernels' op sink: one event per op call (a failed growth is counted, and reported by
+// dsv3_trace_ops_end, since an op cannot fail for its trace).
+static void add_op(void *trace, Dsv3Op op, double start, double end, double gemm_flops) {
+    Dsv3Trace *t = trace;
+    if (t->count == t->capacity && grow(t) != DSV3_OK) {
+        dsv3_error_clear();
+        t->ops_lost++;
+        return;
+    }
+    t->events[t->count++] = (Dsv3TraceEvent){.phase = DSV3_TRACE_OP,
+                                             .index = -1,
+                                             .stage = -1,
+                                             .op = (int32_t)op,
+                                             .start = start - t->origin,
+                                             .seconds = end - start,
+                                             .gemm_flops = gemm_flops};
+}
+
+void dsv3_trace_ops_begin(Dsv3Trace *t) {
+    if (!t->recording || t->ops) return;
+    t->ops = 1;
+    t->ops_lost = 0;
+    dsv3_profile_set_sink(add_op, t);
+    dsv3_profile_start();
+}
+
+static void ops_off(Dsv3Trace *t) {
+    dsv3_profile_stop();
+    dsv3_profile_set_sink(NULL, NULL);
+    t->ops = 0;
+}
+
+Dsv3Err dsv3_trace_ops_end(Dsv3Trace *t) {
+    if (!t->ops) return DSV3_OK;
+    ops_off(t);
+    DSV3_CHECK(t->ops_lost == 0, DSV3_ERR_MEMORY,
+               "cannot grow the trace's event buffer: %lld op events were lost",
+               (long long)t->ops_lost);
+    return DSV3_OK;
+}
+
 void dsv3_trace_destroy(Dsv3Trace *t) {
+    if (t->ops) ops_off(t);
     dsv3_free(t->events);
     memset(t, 0, sizeof *t);
 }
@@ -101,14 +144,21 @@ static void write_events(FILE *f, int64_t step, const Dsv3TraceTrack *tracks, in
         sep = ",\n  ";
         for (int64_t i = 0; i < tracks[r].count; i++) {
             const Dsv3TraceEvent *e = &tracks[r].events[i];
-            const char *name = dsv3_phase_name(e->phase);
+            const int is_op = e->phase == DSV3_TRACE_OP;
+            const char *name =
+                is_op ? (e->op >= 0 && e->op < DSV3_OP_COUNT ? dsv3_op_name(e->op) : NULL)
+                      : dsv3_phase_name(e->phase);
             if (!name) continue; // a corrupt event from a peer: skip it rather than fail the step
             fprintf(f,
                     "%s{\"ph\": \"X\", \"name\": \"%s\", \"cat\": \"%s\", \"pid\": %" PRId64
                     ", \"tid\": 0, \"ts\": %.3f, \"dur\": %.3f",
-                    sep, name, dsv3_phase_category(e->phase), r, e->start * MICROSECONDS,
-                    e->seconds * MICROSECONDS);
-            if (e->index >= 0 && e->stage >= 0)
+                    sep, name, is_op ? "op" : dsv3_phase_category(e->phase), r,
+                    e->start * MICROSECONDS, e->seconds * MICROSECONDS);
+            if (is_op && e->gemm_flops > 0)
+                fprintf(f, ", \"args\": {\"gemm_gflop\": %.6g, \"gemm_gflop_per_s\": %.6g}",
+                        e->gemm_flops * 1e-9,
+                        e->seconds > 0 ? e->gemm_flops * 1e-9 / e->seconds : 0.0);
+            else if (e->index >= 0 && e->stage >= 0)
                 fprintf(f, ", \"args\": {\"micro_batch\": %d, \"stage\": %d}", (int)e->index,
                         (int)e->stage);
             else if (e->index >= 0)

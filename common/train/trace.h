@@ -5,9 +5,11 @@
 // coordinator. On a profiled step (profiling.enable_profiling, every profiling.profile_freq
 // steps) the trace also keeps one event per timed span; the stage ranks send theirs to the
 // coordinator, which writes one Chrome-trace JSON file (one track per rank) that Perfetto and
-// chrome://tracing open. Times are seconds relative to the rank's own start of the step (the
-// moment it sent or received the step plan), so tracks line up without synchronised clocks.
-// Pipeline bubbles get a phase once pipelines exist. No MPI here.
+// chrome://tracing open. Between dsv3_trace_ops_begin and _end a profiled step also keeps one
+// event per kernels op (its name, and the FLOPs of its GEMMs), nested in the phase that ran it.
+// Times are seconds relative to the rank's own start of the step (the moment it sent or received
+// the step plan), so tracks line up without synchronised clocks. Pipeline bubbles get a phase once
+// pipelines exist. No MPI here.
 #ifndef DSV3_TRAIN_TRACE_H
 #define DSV3_TRAIN_TRACE_H
 
@@ -54,20 +56,26 @@ const char *dsv3_phase_name(int phase);
 // "compute", "comm", "data", "wait".
 const char *dsv3_phase_category(int phase);
 
+// The phase of an op's event.
+enum { DSV3_TRACE_OP = -1 };
+
 // One timed span; plain data, sent between ranks as bytes.
 typedef struct {
-    int32_t phase;  // Dsv3Phase
-    int32_t index;  // micro-batch, or -1
-    int32_t stage;  // the pipeline stage a forward or backward ran, or -1
-    int32_t pad;    // 0
-    double start;   // seconds since the rank's start of the step
-    double seconds; // duration
+    int32_t phase;     // Dsv3Phase, or DSV3_TRACE_OP
+    int32_t index;     // micro-batch, or -1
+    int32_t stage;     // the pipeline stage a forward or backward ran, or -1
+    int32_t op;        // DSV3_TRACE_OP: the kernels op (Dsv3Op); else 0
+    double start;      // seconds since the rank's start of the step
+    double seconds;    // duration
+    double gemm_flops; // DSV3_TRACE_OP: 2·M·N·K summed over the op's GEMMs; else 0
 } Dsv3TraceEvent;
 
 typedef struct {
     double origin;                    // dsv3_log_seconds() at the start of the step
     double seconds[DSV3_PHASE_COUNT]; // per phase, summed over the step
     int recording;                    // keep events this step
+    int ops;                          // between dsv3_trace_ops_begin and _end on a recording step
+    int64_t ops_lost;                 // op events the buffer could not grow for
     Dsv3TraceEvent *events;           // counted buffer, grown on demand
     int64_t count, capacity;
 } Dsv3Trace;
@@ -83,6 +91,15 @@ Dsv3Err dsv3_trace_add(Dsv3Trace *t, Dsv3Phase phase, int32_t index, double star
 Dsv3Err dsv3_trace_add_stage(Dsv3Trace *t, Dsv3Phase phase, int32_t index, int32_t stage,
                              double start, double end);
 
+// On a recording step, turns the kernels' op profiling on with this trace as its sink, so that
+// every op call until dsv3_trace_ops_end is kept as an event; otherwise does nothing. Ops
+// profiling times each GEMM too, so a profiled step runs a little slower than the others.
+void dsv3_trace_ops_begin(Dsv3Trace *t);
+
+// Turns op profiling off again; fails if the event buffer could not grow for an op.
+Dsv3Err dsv3_trace_ops_end(Dsv3Trace *t);
+
+// Frees the events (and turns op profiling off if this trace is still its sink).
 void dsv3_trace_destroy(Dsv3Trace *t);
 
 // One rank's events, for the merged file.
@@ -94,7 +111,8 @@ typedef struct {
 
 // Writes a Chrome-trace JSON object ({"traceEvents": [...]}) of one step: a process per track
 // (pid = the track's index, named and sorted by metadata events) with one complete event
-// ("ph": "X", microseconds) per span. Writes to `path`.tmp and renames, so a reader never
+// ("ph": "X", microseconds) per span; an op's event is named after the op, in category "op",
+// with its GEMM GFLOP and GFLOP/s as arguments. Writes to `path`.tmp and renames, so a reader never
 // sees half a file.
 Dsv3Err dsv3_trace_write_chrome(const char *path, int64_t step, const Dsv3TraceTrack *tracks,
                                 int64_t n_tracks);

@@ -100,7 +100,7 @@ def check_trace(dump, step, stage_ranks):
     path = os.path.join(dump, "profile_trace", f"iteration_{step}", "trace.json")
     with open(path) as f:
         trace = json.load(f)
-    names, spans = {}, {}
+    names, spans, ops, phases = {}, {}, {}, {}
     for e in trace["traceEvents"]:
         if e["ph"] == "M":
             if e["name"] == "process_name":
@@ -108,7 +108,11 @@ def check_trace(dump, step, stage_ranks):
         elif e["ph"] == "X":
             if not (e["ts"] >= 0 and e["dur"] >= 0 and isinstance(e["tid"], int) and e["cat"]):
                 fail(f"{path}: malformed event {e}")
-            spans.setdefault(e["pid"], set()).add(e["name"])
+            if e["cat"] == "op":
+                ops.setdefault(e["pid"], []).append(e)
+            else:
+                spans.setdefault(e["pid"], set()).add(e["name"])
+                phases.setdefault(e["pid"], []).append(e)
         else:
             fail(f"{path}: unexpected event kind {e}")
     expected = {0: "coordinator 0", **{r: f"stage {r}" for r in range(1, stage_ranks + 1)}}
@@ -122,7 +126,31 @@ def check_trace(dump, step, stage_ranks):
     for r in range(1, stage_ranks + 1):
         if not stage <= spans.get(r, set()):
             fail(f"{path}: stage {r} spans {spans.get(r)}, expected at least {stage}")
-    print(f"trace {path}: {len(trace['traceEvents'])} events on {len(names)} tracks")
+        check_ops(path, r, ops.get(r, []), phases[r])
+    if 0 in ops:
+        fail(f"{path}: the coordinator runs no ops, yet its track has {len(ops[0])}")
+    print(f"trace {path}: {len(trace['traceEvents'])} events on {len(names)} tracks, "
+          f"{sum(map(len, ops.values()))} of them ops")
+
+
+def check_ops(path, rank, ops, phases):
+    """A stage's op events: each inside the phase span that ran it (forward, backward, optimizer,
+    or the gradient reduction that sums shards), the model's GEMM ops with their work and rate."""
+    # Rounding of microseconds to 3 decimals on both ends.
+    slack = 0.002
+    for op in ops:
+        if not any(p["ts"] - slack <= op["ts"] and op["ts"] + op["dur"] <= p["ts"] + p["dur"] + slack
+                   for p in phases):
+            fail(f"{path}: stage {rank}'s op {op} lies outside every phase span")
+    names = {op["name"] for op in ops}
+    expected = {"embedding_forward", "rmsnorm_forward", "linear_forward", "attention_forward",
+                "attention_backward", "linear_backward", "adamw_step"}
+    if not expected <= names:
+        fail(f"{path}: stage {rank} ran ops {sorted(names)}, expected at least {sorted(expected)}")
+    for op in ops:
+        if op["name"] == "linear_forward" and not (op["args"]["gemm_gflop"] > 0 and
+                                                   op["args"]["gemm_gflop_per_s"] > 0):
+            fail(f"{path}: stage {rank}'s GEMM op without its work: {op}")
 
 
 def main():

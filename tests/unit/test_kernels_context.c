@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "common/core/alloc.h"
+#include "common/core/log.h"
 #include "kernels/kernels.h"
 #include "tests/kernels_test.h"
 
@@ -238,6 +239,58 @@ static void test_profiling_counts_ops_and_gemms(void **state) {
     dsv3_profile_read(ops, gemms, &n_gemms);
     assert_int_equal(ops[DSV3_OP_LINEAR_FORWARD].calls, 0);
     assert_int_equal(n_gemms, 0);
+}
+
+// What the op sink of test_profiling_sink_sees_each_op saw.
+typedef struct {
+    int calls;
+    Dsv3Op ops[4];
+    double start[4], end[4], gemm_flops[4];
+} SeenOps;
+
+static void see_op(void *sink_ctx, Dsv3Op op, double start, double end, double gemm_flops) {
+    SeenOps *seen = sink_ctx;
+    if (seen->calls < 4) {
+        seen->ops[seen->calls] = op;
+        seen->start[seen->calls] = start;
+        seen->end[seen->calls] = end;
+        seen->gemm_flops[seen->calls] = gemm_flops;
+    }
+    seen->calls++;
+}
+
+static void test_profiling_sink_sees_each_op(void **state) {
+    (void)state;
+    enum { N = 4, IN = 6, OUT = 5 };
+    float x[N * IN], w[OUT * IN], out[N * OUT];
+    for (int i = 0; i < N * IN; i++)
+        x[i] = (float)(i % 3);
+    for (int i = 0; i < OUT * IN; i++)
+        w[i] = (float)(i % 4);
+    SeenOps seen = {0};
+    dsv3_profile_set_sink(see_op, &seen);
+    assert_int_equal(dsv3_scale(&cpu, out, N * OUT, 2.0f), DSV3_OK); // profiling off: unseen
+    assert_int_equal(seen.calls, 0);
+    const double before = dsv3_log_seconds();
+    dsv3_profile_start();
+    assert_int_equal(dsv3_linear_forward(&cpu, F32, out, x, w, N, IN, OUT), DSV3_OK);
+    assert_int_equal(dsv3_scale(&cpu, out, N * OUT, 2.0f), DSV3_OK);
+    dsv3_profile_stop();
+    const double after = dsv3_log_seconds();
+    dsv3_profile_set_sink(NULL, NULL);
+    assert_int_equal(seen.calls, 2);
+    assert_int_equal(seen.ops[0], DSV3_OP_LINEAR_FORWARD);
+    assert_true(seen.gemm_flops[0] == 2.0 * N * IN * OUT); // this call's GEMM only
+    assert_int_equal(seen.ops[1], DSV3_OP_SCALE);
+    assert_true(seen.gemm_flops[1] == 0);
+    // On the clock of dsv3_log_seconds, in order.
+    assert_true(before <= seen.start[0] && seen.start[0] <= seen.end[0]);
+    assert_true(seen.end[0] <= seen.start[1] && seen.start[1] <= seen.end[1] &&
+                seen.end[1] <= after);
+    dsv3_profile_start(); // no sink: counted only
+    assert_int_equal(dsv3_scale(&cpu, out, N * OUT, 2.0f), DSV3_OK);
+    dsv3_profile_stop();
+    assert_int_equal(seen.calls, 2);
 }
 
 static void test_memory_ops(void **state) {
@@ -1001,6 +1054,7 @@ int main(void) {
         FIXTURE(test_dispatch_checks_the_context),
         FIXTURE(test_op_names),
         FIXTURE(test_profiling_counts_ops_and_gemms),
+        FIXTURE(test_profiling_sink_sees_each_op),
         FIXTURE(test_memory_ops),
         FIXTURE(test_cpu_ops_refuse_bf16),
         FIXTURE(test_convert_rounds_to_nearest_even),

@@ -21,6 +21,7 @@
 #include "common/train/metrics.h"
 #include "common/train/peak.h"
 #include "common/train/trace.h"
+#include "kernels/kernels.h"
 
 enum { PATH_CAPACITY = 4096, TEMP_CAPACITY = 1024, LINE_CAPACITY = 1 << 16 };
 
@@ -138,8 +139,16 @@ static void test_chrome_trace_file(void **state) {
         {.phase = DSV3_PHASE_FORWARD, .index = 0, .stage = 1, .start = 0.002, .seconds = 0.5},
         {.phase = DSV3_PHASE_BACKWARD, .index = 0, .stage = 1, .start = 0.502, .seconds = 1.0},
         {.phase = DSV3_PHASE_OPTIMIZER, .index = -1, .stage = -1, .start = 1.6, .seconds = 0.1},
-        {.phase = 99, .index = 0, .stage = -1}};
-    Dsv3TraceTrack tracks[2] = {{"coordinator 0", coordinator, 1}, {"stage \"1\"", stage, 4}};
+        {.phase = 99, .index = 0, .stage = -1},
+        {.phase = DSV3_TRACE_OP,
+         .index = -1,
+         .stage = -1,
+         .op = DSV3_OP_LINEAR_FORWARD,
+         .start = 0.1,
+         .seconds = 0.25,
+         .gemm_flops = 5e9},
+        {.phase = DSV3_TRACE_OP, .index = -1, .stage = -1, .op = DSV3_OP_COUNT}};
+    Dsv3TraceTrack tracks[2] = {{"coordinator 0", coordinator, 1}, {"stage \"1\"", stage, 6}};
     char path[PATH_CAPACITY + 32];
     snprintf(path, sizeof path, "%s/trace.json", temp_dir);
     assert_int_equal(dsv3_trace_write_chrome(path, 7, tracks, 2), DSV3_OK);
@@ -174,11 +183,21 @@ static void test_chrome_trace_file(void **state) {
             assert_int_equal(json_object_get_int(micro), 0);
             assert_int_equal(json_object_get_int(at_stage), 1);
         }
+        if (strcmp(json_object_get_string(name), "linear_forward") == 0) {
+            json_object *cat, *args, *gflop, *rate; // an op names its GEMMs' work and rate
+            assert_true(json_object_object_get_ex(e, "cat", &cat));
+            assert_string_equal(json_object_get_string(cat), "op");
+            assert_true(json_object_object_get_ex(e, "args", &args) &&
+                        json_object_object_get_ex(args, "gemm_gflop", &gflop) &&
+                        json_object_object_get_ex(args, "gemm_gflop_per_s", &rate));
+            assert_true(fabs(json_object_get_double(gflop) - 5.0) < 1e-9);
+            assert_true(fabs(json_object_get_double(rate) - 20.0) < 1e-9);
+        }
         complete[p]++;
     }
     assert_int_equal(names, 2);
     assert_int_equal(complete[0], 1);
-    assert_int_equal(complete[1], 3); // the event of an unknown phase is skipped
+    assert_int_equal(complete[1], 4); // the events of an unknown phase or op are skipped
     json_object_put(root);
     char tmp[PATH_CAPACITY + 40];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
