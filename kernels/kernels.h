@@ -199,18 +199,22 @@ typedef struct {
        const void *src, int64_t src_stride, int64_t rows, int64_t cols),                           \
       (ctx, dtype, dst, dst_stride, src, src_stride, rows, cols))
 
-// Embedding.
-//   embedding_forward: out (N, D) = weight (V, D) rows tokens[n]; every token in [0, V).
-//   embedding_backward: dweight (V, D) += dout (N, D) scattered by tokens.
+// Embedding, of a table whose rows may be split over ranks (vocabulary-parallel): weight (V, D)
+// holds the rows [vocab_start, vocab_start + V) of the table (the whole table: vocab_start 0 and
+// V the vocabulary). Token ids must be >= 0; tokens_check checks them against the vocabulary.
+//   embedding_forward: out (N, D) row n = weight row tokens[n] − vocab_start when tokens[n] is
+//     in the slice, a zero row otherwise (the outputs of all slices sum to the whole lookup).
+//   embedding_backward: dweight (V, D) += dout (N, D) rows scattered by tokens[n] − vocab_start;
+//     tokens outside the slice add nothing.
 #define DSV3_KERNELS_EMBEDDING(X)                                                                  \
     X(EMBEDDING_FORWARD, embedding_forward,                                                        \
       (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, const int32_t *tokens,      \
-       const void *weight, int64_t N, int64_t D, int64_t V),                                       \
-      (ctx, dtype, out, tokens, weight, N, D, V))                                                  \
+       const void *weight, int64_t N, int64_t D, int64_t V, int64_t vocab_start),                  \
+      (ctx, dtype, out, tokens, weight, N, D, V, vocab_start))                                     \
     X(EMBEDDING_BACKWARD, embedding_backward,                                                      \
       (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, float *dweight, const void *dout,      \
-       const int32_t *tokens, int64_t N, int64_t D, int64_t V),                                    \
-      (ctx, dtype, dweight, dout, tokens, N, D, V))
+       const int32_t *tokens, int64_t N, int64_t D, int64_t V, int64_t vocab_start),               \
+      (ctx, dtype, dweight, dout, tokens, N, D, V, vocab_start))
 
 // RMSNorm (torch.nn.RMSNorm).
 //   rmsnorm_forward: out (N, D) = x · rstd · weight (D), rstd (N) = 1 / sqrt(mean(x²) + eps),
@@ -411,6 +415,42 @@ typedef struct {
        int64_t D, int64_t V, float grad_scale, int64_t chunk),                                     \
       (ctx, dtype, loss_sum, dh, dweight, h, weight, labels, N, D, V, grad_scale, chunk))
 
+// The output head and cross-entropy with the head split over ranks by vocabulary rows
+// (vocabulary-parallel, "loss parallel"): a rank holds the V rows [vocab_start, vocab_start + V)
+// of the head's weight, so its logits are those columns of the whole vocabulary's. Per chunk of
+// n tokens a caller runs vocab_logits; an all-reduce (max) of row_max over the ranks;
+// vocab_logits_sums; an all-reduce (sum) of sums; vocab_logits_backward; and, after the
+// chunks, sums dh over the ranks. One rank (vocab_start 0, V the vocabulary) computes what
+// cross_entropy does. Labels must be DSV3_IGNORE_INDEX or token ids (>= 0) of any rank's slice.
+//   vocab_logits: logits (n, V) = h (n, D) · weight (V, D)ᵀ, written; row_max (n) = the max of
+//     each row of logits.
+//   vocab_logits_sums: with row_max (n) the max over all ranks, sums (2n) written, in double:
+//     sums[i] = Σ_j exp(logits[i, j] − row_max[i]); sums[n + i] = logits[i, labels[i] −
+//     vocab_start] when labels[i] is in the slice, 0 otherwise (and for ignored rows).
+//   vocab_logits_backward: with row_max and sums reduced over all ranks: *loss_sum (one double,
+//     written, the same on every rank) = Σ over i with labels[i] ≠ DSV3_IGNORE_INDEX of
+//     log(sums[i]) + row_max[i] − sums[n + i], in double. When dh is not NULL: dlogits[i, j] =
+//     grad_scale · (exp(logits[i, j] − row_max[i]) / sums[i] − [labels[i] − vocab_start = j])
+//     on counted rows, 0 on ignored ones, written over logits; dh (n, D) = dlogits · weight,
+//     written (this rank's share); dweight (V, D) += dlogitsᵀ · h. When dh is NULL, logits and
+//     dweight are not touched.
+#define DSV3_KERNELS_VOCAB_PARALLEL_CROSS_ENTROPY(X)                                               \
+    X(VOCAB_LOGITS, vocab_logits,                                                                  \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, float *logits, float *row_max,         \
+       const void *h, const void *weight, int64_t n, int64_t D, int64_t V),                        \
+      (ctx, dtype, logits, row_max, h, weight, n, D, V))                                           \
+    X(VOCAB_LOGITS_SUMS, vocab_logits_sums,                                                        \
+      (const Dsv3KernelContext *ctx, double *sums, const float *logits, const float *row_max,      \
+       const int32_t *labels, int64_t n, int64_t V, int64_t vocab_start),                          \
+      (ctx, sums, logits, row_max, labels, n, V, vocab_start))                                     \
+    X(VOCAB_LOGITS_BACKWARD, vocab_logits_backward,                                                \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, double *loss_sum, void *dh,            \
+       float *dweight, float *logits, const float *row_max, const double *sums, const void *h,     \
+       const void *weight, const int32_t *labels, int64_t n, int64_t D, int64_t V,                 \
+       int64_t vocab_start, float grad_scale),                                                     \
+      (ctx, dtype, loss_sum, dh, dweight, logits, row_max, sums, h, weight, labels, n, D, V,       \
+       vocab_start, grad_scale))
+
 // Optimizer and clipping, on fp32 master state.
 //   adamw_step: torch.optim.AdamW on n elements: param ·= 1 − lr·wd; m, v updated; param −=
 //     lr · m̂ / (sqrt(v̂) + eps) with bias-corrected m̂, v̂.
@@ -442,6 +482,7 @@ typedef struct {
     DSV3_KERNELS_MOE(X)                                                                            \
     DSV3_KERNELS_EXPERTS(X)                                                                        \
     DSV3_KERNELS_CROSS_ENTROPY(X)                                                                  \
+    DSV3_KERNELS_VOCAB_PARALLEL_CROSS_ENTROPY(X)                                                   \
     DSV3_KERNELS_OPTIMIZER(X)
 
 // DSV3_OP_<ID>: the op numbers that dsv3_workspace_bytes takes.

@@ -26,10 +26,26 @@ Dsv3Err dsv3_cpu_check_cross_entropy(const double *loss_sum, const float *dh, co
                                      const float *h, const float *weight, const int32_t *labels,
                                      int64_t N, int64_t D, int64_t V, int64_t chunk);
 
-// Sizes, the two buffers a and b (named in the messages) and every token id.
+// Sizes, the slice [vocab_start, vocab_start + V) of the table, the two buffers a and b (named
+// in the messages) and every token id (>= 0; ids outside the slice are allowed).
 Dsv3Err dsv3_cpu_check_embedding(const void *a, const char *a_name, const int32_t *tokens,
-                                 const void *b, const char *b_name, int64_t N, int64_t D,
-                                 int64_t V);
+                                 const void *b, const char *b_name, int64_t N, int64_t D, int64_t V,
+                                 int64_t vocab_start);
+
+// The vocabulary-parallel cross-entropy: sizes, the slice [vocab_start, vocab_start + V), the
+// pointers when n > 0 (those of the gradients when dh is wanted) and every label
+// (DSV3_IGNORE_INDEX or a token id >= 0), before any work.
+Dsv3Err dsv3_cpu_check_vocab_logits(const float *logits, const float *row_max, const float *h,
+                                    const float *weight, int64_t n, int64_t D, int64_t V);
+Dsv3Err dsv3_cpu_check_vocab_logits_sums(const double *sums, const float *logits,
+                                         const float *row_max, const int32_t *labels, int64_t n,
+                                         int64_t V, int64_t vocab_start);
+Dsv3Err dsv3_cpu_check_vocab_logits_backward(const double *loss_sum, const float *dh,
+                                             const float *dweight, const float *logits,
+                                             const float *row_max, const double *sums,
+                                             const float *h, const float *weight,
+                                             const int32_t *labels, int64_t n, int64_t D, int64_t V,
+                                             int64_t vocab_start);
 
 Dsv3Err dsv3_cpu_check_linear_forward(const float *out, const float *x, const float *weight,
                                       int64_t N, int64_t In, int64_t Out);

@@ -1,5 +1,6 @@
-// checks_dense: the shared argument checks of AdamW, cross-entropy, embedding, linear, and the
-// sum of squares and scaling of gradient clipping.
+// checks_dense: the shared argument checks of AdamW, cross-entropy (fused, and
+// vocabulary-parallel), embedding, linear, and the sum of squares and scaling of gradient
+// clipping.
 #include <inttypes.h>
 #include <stdint.h>
 
@@ -52,23 +53,85 @@ Dsv3Err dsv3_cpu_check_cross_entropy(const double *loss_sum, const float *dh, co
     return DSV3_OK;
 }
 
+// A slice [vocab_start, vocab_start + V) of a vocabulary of int32 ids.
+static Dsv3Err check_vocab_slice(const char *op, int64_t V, int64_t vocab_start) {
+    DSV3_CHECK(V > 0 && vocab_start >= 0 && vocab_start <= (int64_t)INT32_MAX + 1 - V,
+               DSV3_ERR_USAGE,
+               "%s: V = %" PRId64 " rows from vocab_start = %" PRId64
+               ", expected V > 0, vocab_start >= 0 and vocab_start + V <= 2^31 (int32 token ids)",
+               op, V, vocab_start);
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_cpu_check_embedding(const void *a, const char *a_name, const int32_t *tokens,
-                                 const void *b, const char *b_name, int64_t N, int64_t D,
-                                 int64_t V) {
+                                 const void *b, const char *b_name, int64_t N, int64_t D, int64_t V,
+                                 int64_t vocab_start) {
     DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "embedding: N = %" PRId64 " tokens, expected N >= 0", N);
     DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "embedding: D = %" PRId64 ", expected D > 0", D);
-    DSV3_CHECK(V > 0 && V <= (int64_t)INT32_MAX + 1, DSV3_ERR_USAGE,
-               "embedding: V = %" PRId64 ", expected 0 < V <= 2^31 (int32 token ids)", V);
+    DSV3_CALL(check_vocab_slice("embedding", V, vocab_start));
     if (N == 0) return DSV3_OK;
     DSV3_CHECK(a != NULL, DSV3_ERR_USAGE, "embedding: %s is NULL", a_name);
     DSV3_CHECK(b != NULL, DSV3_ERR_USAGE, "embedding: %s is NULL", b_name);
     DSV3_CHECK(tokens != NULL, DSV3_ERR_USAGE, "embedding: tokens is NULL");
     for (int64_t n = 0; n < N; n++)
-        DSV3_CHECK(tokens[n] >= 0 && tokens[n] < V, DSV3_ERR_USAGE,
-                   "embedding: tokens[%" PRId64 "] = %" PRId32 " is not a token id in [0, %" PRId64
-                   ")",
-                   n, tokens[n], V);
+        DSV3_CHECK(tokens[n] >= 0, DSV3_ERR_USAGE,
+                   "embedding: tokens[%" PRId64 "] = %" PRId32 " is not a token id (>= 0)", n,
+                   tokens[n]);
     return DSV3_OK;
+}
+
+// Every label (n) is DSV3_IGNORE_INDEX or a token id, of this rank's slice or another's.
+static Dsv3Err check_vocab_labels(const char *op, const int32_t *labels, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        DSV3_CHECK(labels[i] == DSV3_IGNORE_INDEX || labels[i] >= 0, DSV3_ERR_USAGE,
+                   "%s: labels[%" PRId64 "] = %" PRId32
+                   " is neither a token id (>= 0) nor the ignore index %d",
+                   op, i, labels[i], DSV3_IGNORE_INDEX);
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_vocab_logits(const float *logits, const float *row_max, const float *h,
+                                    const float *weight, int64_t n, int64_t D, int64_t V) {
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "vocab_logits: n = %" PRId64 " tokens, expected n >= 0", n);
+    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "vocab_logits: D = %" PRId64 ", expected D > 0", D);
+    DSV3_CHECK(V > 0, DSV3_ERR_USAGE, "vocab_logits: V = %" PRId64 ", expected V > 0", V);
+    if (n == 0) return DSV3_OK;
+    DSV3_CHECK(logits != NULL && row_max != NULL && h != NULL && weight != NULL, DSV3_ERR_USAGE,
+               "vocab_logits: logits, row_max, h and weight must not be NULL");
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_cpu_check_vocab_logits_sums(const double *sums, const float *logits,
+                                         const float *row_max, const int32_t *labels, int64_t n,
+                                         int64_t V, int64_t vocab_start) {
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "vocab_logits_sums: n = %" PRId64 " tokens, expected n >= 0",
+               n);
+    DSV3_CALL(check_vocab_slice("vocab_logits_sums", V, vocab_start));
+    if (n == 0) return DSV3_OK;
+    DSV3_CHECK(sums != NULL && logits != NULL && row_max != NULL && labels != NULL, DSV3_ERR_USAGE,
+               "vocab_logits_sums: sums, logits, row_max and labels must not be NULL");
+    return check_vocab_labels("vocab_logits_sums", labels, n);
+}
+
+Dsv3Err dsv3_cpu_check_vocab_logits_backward(const double *loss_sum, const float *dh,
+                                             const float *dweight, const float *logits,
+                                             const float *row_max, const double *sums,
+                                             const float *h, const float *weight,
+                                             const int32_t *labels, int64_t n, int64_t D, int64_t V,
+                                             int64_t vocab_start) {
+    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "vocab_logits_backward: loss_sum is NULL");
+    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE,
+               "vocab_logits_backward: n = %" PRId64 " tokens, expected n >= 0", n);
+    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "vocab_logits_backward: D = %" PRId64 ", expected D > 0", D);
+    DSV3_CALL(check_vocab_slice("vocab_logits_backward", V, vocab_start));
+    if (n == 0) return DSV3_OK;
+    DSV3_CHECK(row_max != NULL && sums != NULL && labels != NULL, DSV3_ERR_USAGE,
+               "vocab_logits_backward: row_max, sums and labels must not be NULL");
+    DSV3_CHECK(dh == NULL || (dweight != NULL && logits != NULL && h != NULL && weight != NULL),
+               DSV3_ERR_USAGE,
+               "vocab_logits_backward: dweight, logits, h and weight must not be NULL when dh is "
+               "wanted");
+    return check_vocab_labels("vocab_logits_backward", labels, n);
 }
 
 static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {

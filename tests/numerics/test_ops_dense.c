@@ -50,8 +50,8 @@ static Dsv3Err test_embedding(Dsv3Case *c, Dsv3KernelContext *kc) {
     DSV3_CALL(dsv3_case_read_f32(c, &dweight0, NULL, "dweight0")); // (V, D)
     DSV3_CALL(DSV3_CASE_BUFFER(c, out, N * D, NULL));              // (N, D)
     DSV3_CALL(DSV3_CASE_BUFFER(c, dweight, V * D, dweight0));      // (V, D)
-    DSV3_CALL(dsv3_embedding_forward(kc, F32, out, tokens, weight, N, D, V));
-    DSV3_CALL(dsv3_embedding_backward(kc, F32, dweight, dout, tokens, N, D, V));
+    DSV3_CALL(dsv3_embedding_forward(kc, F32, out, tokens, weight, N, D, V, 0));
+    DSV3_CALL(dsv3_embedding_backward(kc, F32, dweight, dout, tokens, N, D, V, 0));
     DSV3_CALL(dsv3_case_check(c, "out", out, N * D, "out"));
     DSV3_CALL(dsv3_case_check(c, "dweight (added)", dweight, V * D, "dweight"));
     return DSV3_OK;

@@ -8,7 +8,8 @@
 //   - the linear op in bf16 against the reference op given the rounded operands (≤ 1e-5);
 //   - the ops whose GEMMs meet values they compute themselves (routed experts, attention, the
 //     output head with cross-entropy) in bf16 against fp32: close (≤ 2e-2 relative) but not
-//     equal (> 1e-5), so that bf16 is really used;
+//     equal (> 1e-5), so that bf16 is really used; the vocabulary-parallel head in bf16 equal
+//     to the fused one in bf16 (≤ 1e-6);
 //   - the errors of dsv3_kernel_context_set_matmul.
 // On a CPU without AVX512-BF16 only the errors are checked (the cpu backend must refuse bf16,
 // naming the instruction set), and the rest is skipped.
@@ -312,6 +313,46 @@ static void test_cross_entropy_close_to_fp32(void **state) {
     expect_bf16_close(dw[1], dw[0], V * D, "cross-entropy dw");
 }
 
+// The vocabulary-parallel head (one slice) computes its GEMMs as the fused op does: in bf16 its
+// loss and gradients are the fused op's in bf16, not fp32's.
+static void test_vocab_parallel_cross_entropy_follows_the_matmul_dtype(void **state) {
+    (void)state;
+    SKIP_WITHOUT_BF16();
+    rng_state = 17;
+    const int64_t N = 40, D = 32, V = 90;
+    const float *h = random_floats(N * D, 1.0f), *w = random_floats(V * D, 0.3f);
+    int32_t labels[40];
+    for (int64_t n = 0; n < N; n++)
+        labels[n] = n % 5 == 0 ? DSV3_IGNORE_INDEX
+                               : (int32_t)(kernels_test_rng_next(&rng_state) % (uint64_t)V);
+    const float grad_scale = 1.0f / (float)N;
+    double loss_fused[2];
+    float *dh_fused[2], *dw_fused[2];
+    Dsv3KernelContext *ctx[2] = {&cpu, &bf16};
+    for (int i = 0; i < 2; i++) {
+        dh_fused[i] = floats(N * D);
+        dw_fused[i] = floats(V * D);
+        assert_int_equal(
+            dsv3_cross_entropy(SIZED(ctx[i], CROSS_ENTROPY, .N = N, .D = D, .V = V, .chunk = N),
+                               F32, &loss_fused[i], dh_fused[i], dw_fused[i], h, w, labels, N, D, V,
+                               grad_scale, N),
+            DSV3_OK);
+    }
+    float *logits = floats(N * V), *row_max = floats(N), *dh = floats(N * D), *dw = floats(V * D);
+    double sums[2 * 40], loss = -1;
+    assert_int_equal(dsv3_vocab_logits(&bf16, F32, logits, row_max, h, w, N, D, V), DSV3_OK);
+    assert_int_equal(dsv3_vocab_logits_sums(&bf16, sums, logits, row_max, labels, N, V, 0),
+                     DSV3_OK);
+    assert_int_equal(dsv3_vocab_logits_backward(&bf16, F32, &loss, dh, dw, logits, row_max, sums, h,
+                                                w, labels, N, D, V, 0, grad_scale),
+                     DSV3_OK);
+    assert_true(fabs(loss - loss_fused[1]) <= 1e-6 * fabs(loss_fused[1]));
+    assert_true(relative_error(dh, dh_fused[1], N * D) <= 1e-6);
+    assert_true(relative_error(dw, dw_fused[1], V * D) <= 1e-6);
+    expect_bf16_close(dh, dh_fused[0], N * D, "vocab-parallel dh");
+    expect_bf16_close(dw, dw_fused[0], V * D, "vocab-parallel dw");
+}
+
 // ---- errors ----
 
 static void expect_usage_error(Dsv3Err got, const char *fragment) {
@@ -346,6 +387,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_experts_close_to_fp32, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attention_close_to_fp32, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cross_entropy_close_to_fp32, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vocab_parallel_cross_entropy_follows_the_matmul_dtype,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_matmul_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -341,6 +341,7 @@ static void test_cpu_ops_refuse_bf16(void **state) {
     int32_t tokens[N] = {0, 1, 2, 3}, order[N] = {0, 1, 2, 3};
     int64_t counts[N] = {0}, offsets[N + 1] = {0, 1, 2, 3, 4};
     double loss = 0;
+    const double sums[2 * N] = {0}; // vocab_logits_backward's reduced sums
     const Dsv3RouterArgs router = {.num_experts = 4, .top_k = 1, .route_scale = 1.0f};
     for (int b = 0; b < CPU_BACKEND_COUNT; b++) {
         const Dsv3KernelContext *k = context_of(CPU_BACKENDS[b]);
@@ -348,8 +349,8 @@ static void test_cpu_ops_refuse_bf16(void **state) {
 #define REFUSED(name, call) expect_usage_error((call), name ": dtype bf16")
         REFUSED("add", dsv3_add(k, BF16, x, y, z, N));
         REFUSED("copy_columns", dsv3_copy_columns(k, BF16, x, 2, y, 2, 2, 2));
-        REFUSED("embedding_forward", dsv3_embedding_forward(k, BF16, x, tokens, y, N, 2, N));
-        REFUSED("embedding_backward", dsv3_embedding_backward(k, BF16, x, y, tokens, N, 2, N));
+        REFUSED("embedding_forward", dsv3_embedding_forward(k, BF16, x, tokens, y, N, 2, N, 0));
+        REFUSED("embedding_backward", dsv3_embedding_backward(k, BF16, x, y, tokens, N, 2, N, 0));
         REFUSED("rmsnorm_forward", dsv3_rmsnorm_forward(k, BF16, x, y, z, y, N, 2, 1e-6f));
         REFUSED("rmsnorm_backward", dsv3_rmsnorm_backward(k, BF16, x, y, z, y, z, y, N, 2));
         REFUSED("linear_forward", dsv3_linear_forward(k, BF16, x, y, z, N, 2, 2));
@@ -378,6 +379,10 @@ static void test_cpu_ops_refuse_bf16(void **state) {
                 dsv3_experts_backward(k, BF16, x, y, z, x, y, z, x, y, z, x, y, offsets, N, 2, 2));
         REFUSED("cross_entropy",
                 dsv3_cross_entropy(k, BF16, &loss, x, y, z, x, tokens, N, 2, N, 1.0f, N));
+        REFUSED("vocab_logits", dsv3_vocab_logits(k, BF16, x, y, z, x, N, 2, N));
+        REFUSED("vocab_logits_backward",
+                dsv3_vocab_logits_backward(k, BF16, &loss, x, y, z, x, sums, y, z, tokens, N, 2, N,
+                                           0, 1.0f));
 #undef REFUSED
         for (int i = 0; i < 64; i++) // nothing was computed
             assert_true(x[i] == 0.0f && y[i] == 0.0f && z[i] == 0.0f);

@@ -147,16 +147,17 @@ static void test_embedding_matches_reference(void **state) {
         fill(dout, N * D, 1);
         fill(dweight0, V * D, 1);
         float *out_ref = floats(N * D), *dweight_ref = copy_of(dweight0, V * D);
-        assert_int_equal(dsv3_embedding_forward(&reference, F32, out_ref, tokens, weight, N, D, V),
-                         DSV3_OK);
         assert_int_equal(
-            dsv3_embedding_backward(&reference, F32, dweight_ref, dout, tokens, N, D, V), DSV3_OK);
+            dsv3_embedding_forward(&reference, F32, out_ref, tokens, weight, N, D, V, 0), DSV3_OK);
+        assert_int_equal(
+            dsv3_embedding_backward(&reference, F32, dweight_ref, dout, tokens, N, D, V, 0),
+            DSV3_OK);
         for (int t = 0; t < THREAD_COUNT_CASES; t++) {
             omp_set_num_threads(THREAD_COUNTS[t]);
             float *out = floats(N * D), *dweight = copy_of(dweight0, V * D);
-            assert_int_equal(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V),
+            assert_int_equal(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V, 0),
                              DSV3_OK);
-            assert_int_equal(dsv3_embedding_backward(&cpu, F32, dweight, dout, tokens, N, D, V),
+            assert_int_equal(dsv3_embedding_backward(&cpu, F32, dweight, dout, tokens, N, D, V, 0),
                              DSV3_OK);
             expect_close(out, out_ref, N * D, "embedding out", shape, THREAD_COUNTS[t]);
             expect_close(dweight, dweight_ref, V * D, "embedding dweight", shape, THREAD_COUNTS[t]);
@@ -169,27 +170,40 @@ static void test_embedding_matches_reference(void **state) {
 static void test_embedding_rejects_bad_tokens(void **state) {
     (void)state;
     enum { N = 5, D = 4, V = 17 };
-    int32_t tokens[N] = {0, 1, 2, V, 4};
+    int32_t tokens[N] = {0, 1, 2, -1, 4};
     float *weight = floats(V * D), *out = floats(N * D), *dweight = floats(V * D);
     float *dout = floats(N * D);
     fill(dout, N * D, 1);
-    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V), "tokens[3] = 17");
-    expect_error(dsv3_embedding_forward(&reference, F32, out, tokens, weight, N, D, V),
-                 "tokens[3] = 17");
-    expect_error(dsv3_embedding_backward(&cpu, F32, dweight, dout, tokens, N, D, V),
-                 "tokens[3] = 17");
-    expect_error(dsv3_embedding_backward(&reference, F32, dweight, dout, tokens, N, D, V),
-                 "tokens[3] = 17");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V, 0),
+                 "tokens[3] = -1");
+    expect_error(dsv3_embedding_forward(&reference, F32, out, tokens, weight, N, D, V, 0),
+                 "tokens[3] = -1");
+    expect_error(dsv3_embedding_backward(&cpu, F32, dweight, dout, tokens, N, D, V, 0),
+                 "tokens[3] = -1");
+    expect_error(dsv3_embedding_backward(&reference, F32, dweight, dout, tokens, N, D, V, 0),
+                 "tokens[3] = -1");
     for (int64_t i = 0; i < V * D; i++)
         assert_true(dweight[i] == 0); // checked before any work
     tokens[3] = 3;
     tokens[1] = -2;
-    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V), "tokens[1] = -2");
-    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, 0, V), "D = 0");
-    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, 0), "V = 0");
-    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, -1, D, V), "N = -1");
-    expect_error(dsv3_embedding_forward(&cpu, F32, NULL, tokens, weight, N, D, V), "out is NULL");
-    expect_error(dsv3_embedding_backward(&reference, F32, dweight, dout, NULL, N, D, V),
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V, 0),
+                 "tokens[1] = -2");
+    tokens[1] = 1;
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, 0, V, 0), "D = 0");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, 0, 0), "V = 0");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V, -1),
+                 "vocab_start = -1");
+    // The slice must hold int32 ids: it may end at 2^31, not past it.
+    const int64_t last_start = ((int64_t)1 << 31) - V;
+    assert_int_equal(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, N, D, V, last_start),
+                     DSV3_OK);
+    expect_error(
+        dsv3_embedding_forward(&reference, F32, out, tokens, weight, N, D, V, last_start + 1),
+        "vocab_start + V <= 2^31");
+    expect_error(dsv3_embedding_forward(&cpu, F32, out, tokens, weight, -1, D, V, 0), "N = -1");
+    expect_error(dsv3_embedding_forward(&cpu, F32, NULL, tokens, weight, N, D, V, 0),
+                 "out is NULL");
+    expect_error(dsv3_embedding_backward(&reference, F32, dweight, dout, NULL, N, D, V, 0),
                  "tokens is NULL");
 }
 
@@ -620,8 +634,8 @@ static void test_empty_inputs_are_accepted(void **state) {
     double loss = -1;
     const Dsv3AdamWArgs args = {
         .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .step = 1};
-    assert_int_equal(dsv3_embedding_forward(&cpu, F32, NULL, NULL, NULL, 0, 8, 10), DSV3_OK);
-    assert_int_equal(dsv3_embedding_backward(&cpu, F32, NULL, NULL, NULL, 0, 8, 10), DSV3_OK);
+    assert_int_equal(dsv3_embedding_forward(&cpu, F32, NULL, NULL, NULL, 0, 8, 10, 0), DSV3_OK);
+    assert_int_equal(dsv3_embedding_backward(&cpu, F32, NULL, NULL, NULL, 0, 8, 10, 0), DSV3_OK);
     assert_int_equal(dsv3_rmsnorm_forward(&cpu, F32, NULL, NULL, NULL, NULL, 0, 8, 1e-6f), DSV3_OK);
     assert_int_equal(dsv3_rmsnorm_backward(SIZED(&cpu, RMSNORM_BACKWARD, .N = 0, .D = 8), F32, NULL,
                                            NULL, NULL, NULL, NULL, NULL, 0, 8),
