@@ -13,6 +13,11 @@
 # Prints each layout's tokens/s (the median step after a warm-up step, best of --repeat runs),
 # FSDP's against DP's, and the share of FSDP's communication time that overlapped compute
 # (1 − time waiting for it / time from each operation's start to its completion).
+#   ./run/bench.sh --tensor [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
+# trains on two processes of 1 thread each, data parallel (dp 2: half the batch each, gradients
+# all-reduced) and tensor parallel (tp 2: the whole batch each, half the heads, the hidden
+# features and the vocabulary), and prints each one's tokens/s (as --fsdp measures them) and
+# tp's time in its collectives per step (median step).
 #   ./run/bench.sh --experts [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
 # runs the training executables on two cores with the routed experts on the stage process (one
 # process, 2 threads) and on 2 expert servers (one stage process and 2 servers, 1 thread each),
@@ -50,14 +55,15 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 seq_len=512 batch=2 steps=3 threads="1 2" repeat=3 fsdp=0 checkpoint=0 experts=0 pipeline=0 peer=0 profile=0
+tensor=0
 dtypes=float32
 grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && dtypes="float32 bfloat16"
 while [ $# -gt 0 ]; do
     case $1 in
-    --fsdp | --checkpoint | --experts | --pipeline | --torchtitan | --profile)
+    --fsdp | --checkpoint | --experts | --pipeline | --torchtitan | --profile | --tensor)
         case $1 in
         --fsdp) fsdp=1 ;; --checkpoint) checkpoint=1 ;; --experts) experts=1 ;; --pipeline) pipeline=1 ;;
-        --profile) profile=1 ;;
+        --profile) profile=1 ;; --tensor) tensor=1 ;;
         *) peer=1 ;;
         esac
         shift
@@ -117,6 +123,30 @@ if [ $fsdp -eq 1 ]; then
 ' "$sharded" \
         "$(awk -v a="$sharded" -v b="$dp" 'BEGIN { print 100 * a / b }')"
     sed -n 's/.*\[stage \([0-9]*\)\] fsdp: /  FSDP rank \1 (last run): /p' "$work/fsdp.log"
+    exit 0
+fi
+
+if [ $tensor -eq 1 ]; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    dp=0 tp=0
+    for _ in $(seq "$repeat"); do
+        dp=$(best "$dp" "$(layout_tps dp 2 1 --training.local_batch_size $((batch / 2)) \
+            --parallelism.data_parallel_replicate_degree 2 --parallelism.data_parallel_shard_degree 1)")
+        tp=$(best "$tp" "$(layout_tps tp 2 1 --training.local_batch_size "$batch" \
+            --parallelism.tensor_parallel_degree 2)")
+    done
+    "$DSV3_VENV/bin/python" - "$work/tp/metrics.jsonl" "$seq_len" "$batch" "$dp" "$tp" <<'PY'
+import json, statistics, sys
+path, seq_len, batch, dp, tp = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+steps = [json.loads(line) for line in open(path)][1:]
+comm = statistics.median(s["time_comm_tp"] for s in steps)
+step = statistics.median(s["time_step"] for s in steps)
+print(f"debug model, seq_len {seq_len}, {batch} sequences per step, 2 processes x 1 thread:")
+print(f"  DP 2  {dp:8.1f} tokens/s")
+print(f"  TP 2  {tp:8.1f} tokens/s ({100 * tp / dp:.1f}% of DP 2); tp collectives {comm:.3f} s "
+      f"of a {step:.3f} s step (last run)")
+PY
     exit 0
 fi
 

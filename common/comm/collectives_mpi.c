@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/core/alloc.h"
+#include "common/core/log.h"
 #include "common/comm/mpi_check.h"
 
 enum { CONTEXT_CAPACITY = 96 };
@@ -15,7 +16,8 @@ enum { CONTEXT_CAPACITY = 96 };
 typedef struct {
     MPI_Comm comm; // duplicate of the topology's communicator
     int size, rank;
-    int *peers; // (size − 1) job ranks of the other members, for the watch
+    int *peers;     // (size − 1) job ranks of the other members, for the watch
+    double seconds; // waited in operations on the group since the last take
 } Group;
 
 struct Dsv3CollectivesMpi {
@@ -113,10 +115,13 @@ static Dsv3Err prepare(Dsv3CollectivesMpi *c, Dsv3CommGroup g, int64_t count, Ds
 // Waits for `n` requests of an operation on group g.
 static Dsv3Err wait(Dsv3CollectivesMpi *c, Dsv3CommGroup g, int n, MPI_Request *requests,
                     const char *operation) {
-    const Group *grp = &c->groups[g];
-    return dsv3_watch_wait(
+    Group *grp = &c->groups[g];
+    double start = dsv3_log_seconds();
+    Dsv3Err err = dsv3_watch_wait(
         c->watch, n, requests, grp->peers, grp->size - 1, "waits in the %s over %s (%d ranks)%s%s",
         operation, dsv3_comm_group_name(g), grp->size, c->context[0] ? " of " : "", c->context);
+    grp->seconds += dsv3_log_seconds() - start;
+    return err;
 }
 
 // Whether [a, a + a_bytes) and [b, b + b_bytes) overlap.
@@ -288,4 +293,11 @@ Dsv3Err dsv3_collectives_mpi_wait(Dsv3CollectivesMpi *c, Dsv3CommGroup g, int n,
     DSV3_CHECK((unsigned)g < DSV3_COMM_GROUP_COUNT, DSV3_ERR_USAGE, "collectives: group %d unknown",
                (int)g);
     return wait(c, g, n, requests, operation);
+}
+
+double dsv3_collectives_mpi_take_seconds(Dsv3CollectivesMpi *c, Dsv3CommGroup g) {
+    if ((unsigned)g >= DSV3_COMM_GROUP_COUNT) return 0;
+    double seconds = c->groups[g].seconds;
+    c->groups[g].seconds = 0;
+    return seconds;
 }

@@ -62,6 +62,10 @@ MPI_Comm dsv3_collectives_mpi_comm(const Dsv3CollectivesMpi *c, Dsv3CommGroup g)
 Dsv3Err dsv3_collectives_mpi_wait(Dsv3CollectivesMpi *c, Dsv3CommGroup g, int n,
                                   MPI_Request *requests, const char *operation);
 
+// Not collective: the seconds spent waiting in operations on group g (this module's and those
+// waited through dsv3_collectives_mpi_wait) since the last call; the count restarts at 0.
+double dsv3_collectives_mpi_take_seconds(Dsv3CollectivesMpi *c, Dsv3CommGroup g);
+
 // Not collective: what the next operations are for, in the answer to pings and in timeout
 // messages ("the gradients of step 7"); NULL or "" clears it.
 void dsv3_collectives_mpi_set_context(Dsv3CollectivesMpi *c, const char *context);

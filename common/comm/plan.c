@@ -148,7 +148,7 @@ static Dsv3Err plan_groups(const Dsv3ModelArgs *args, const Dsv3StageRange *rang
             out->gather_bytes += dsv3_fsdp_buffer_bytes(&buffers);
         }
         int64_t activations = 0;
-        err = dsv3_model_plan_activation_bytes(args, &opt->model, range, &activations);
+        err = dsv3_model_plan_activation_bytes(args, &opt->model, range, spec->tp, &activations);
         out->activation_bytes += activations;
         if (err == DSV3_OK) err = dsv3_kernel_context_create(&kernels, DSV3_BACKEND_CPU, -1);
         size_t workspace = 0;

@@ -16,20 +16,22 @@ typedef struct {
     int64_t N, D, H, Dqk, Dv, Q, C, R, I, E, K, M, F, Fs, B, T;
 } Dims;
 
-static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T) {
+// A tp rank's dimensions: its heads and hidden features (model_config checks that tp divides
+// them).
+static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp) {
     Dims d = {.N = B * T,
               .D = a->dim,
-              .H = a->n_heads,
+              .H = a->n_heads / tp,
               .Dqk = a->qk_nope_head_dim + a->qk_rope_head_dim,
               .Dv = a->v_head_dim,
               .Q = a->q_lora_rank,
               .C = a->kv_lora_rank,
               .R = a->qk_rope_head_dim,
-              .I = a->inter_dim,
+              .I = a->inter_dim / tp,
               .E = a->num_experts,
               .K = a->top_k,
               .F = a->moe_inter_dim,
-              .Fs = a->moe_inter_dim * a->num_shared_experts,
+              .Fs = a->moe_inter_dim * a->num_shared_experts / tp,
               .B = B,
               .T = T};
     d.M = d.N * d.K;
@@ -59,9 +61,9 @@ static Dsv3Err act_buffer(void **field, void *shared_field, int64_t count, size_
 
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int local_experts, int64_t B, int64_t T) {
+                               int local_experts, int64_t B, int64_t T, int64_t tp) {
     DSV3_ASSERT(mode == DSV3_AC_NONE || shared);
-    Dims d = dims_of(args, B, T);
+    Dims d = dims_of(args, B, T, tp);
     memset(acts, 0, sizeof *acts);
     acts->mode = mode;
     DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.N * d.D), sizeof(float),
@@ -113,8 +115,8 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
 }
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
-                                  int64_t B, int64_t T) {
-    Dims d = dims_of(args, B, T);
+                                  int64_t B, int64_t T, int64_t tp) {
+    Dims d = dims_of(args, B, T, tp);
     int64_t hidden = d.I > d.Fs ? d.I : d.Fs, nv = args->qk_nope_head_dim + d.Dv;
     memset(s, 0, sizeof *s);
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->kva, d.N * (d.C + d.R), "scratch kva"));
@@ -148,6 +150,12 @@ Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const D
 static const float *P(const Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->params[slot].data; }
 
 static float *G(Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->params[slot].grad; }
+
+Dsv3Err dsv3_layer_tp_sum(const Dsv3LayerContext *ctx, float *buf, int64_t count) {
+    if (ctx->tp == 1) return DSV3_OK;
+    Dsv3Collectives *c = ctx->collectives;
+    return c->all_reduce(c, DSV3_GROUP_TP, buf, count, DSV3_ELEM_F32, DSV3_REDUCE_SUM);
+}
 
 static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
                                  const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
@@ -206,10 +214,11 @@ static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g
     DSV3_CALL(ctx->experts->forward(ctx->experts, g->layer_id, ctx->slot, F32, a->ys, a->h1, a->h3,
                                     a->xs, a->offsets));
     // The shared experts while the routed rows may be away (experts.h).
-    if (d->Fs > 0)
+    if (d->Fs > 0) {
         DSV3_CALL(swiglu_ffn_forward(kc, out, a, P(g, DSV3_P_SHARED_W1), P(g, DSV3_P_SHARED_W2),
                                      P(g, DSV3_P_SHARED_W3), d->N, d->D, d->Fs));
-    else
+        DSV3_CALL(dsv3_layer_tp_sum(ctx, out, d->N * d->D));
+    } else
         DSV3_CALL(dsv3_memory_zero(kc, out, (size_t)(d->N * d->D) * sizeof(float)));
     DSV3_CALL(ctx->experts->finish(ctx->experts, g->layer_id));
     DSV3_CALL(
@@ -221,7 +230,7 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const D
                            const Dsv3ModelArgs *args, const float *expert_bias,
                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
     const Dsv3KernelContext *kc = ctx->kernels;
-    Dims d = dims_of(args, ctx->B, ctx->T);
+    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp);
     float eps = (float)args->norm_eps;
     if (x != a->x)
         DSV3_CALL(dsv3_memory_copy(kc, a->x, x, (size_t)(d.N * d.D) * sizeof(float),
@@ -231,14 +240,17 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const D
     DSV3_CALL(attention_forward(a, g, &d, args, ctx, s));
     DSV3_CALL(
         dsv3_linear_forward(kc, F32, s->ffn_out, a->o, P(g, DSV3_P_WO), d.N, d.H * d.Dv, d.D));
+    DSV3_CALL(dsv3_layer_tp_sum(ctx, s->ffn_out, d.N * d.D));
     DSV3_CALL(dsv3_add(kc, F32, a->h, a->x, s->ffn_out, d.N * d.D));
     DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d.N,
                                    d.D, eps));
     if (g->moe)
         DSV3_CALL(moe_forward(s->ffn_out, a, g, &d, expert_bias, ctx));
-    else
+    else {
         DSV3_CALL(swiglu_ffn_forward(kc, s->ffn_out, a, P(g, DSV3_P_FF_W1), P(g, DSV3_P_FF_W2),
                                      P(g, DSV3_P_FF_W3), d.N, d.D, d.I));
+        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->ffn_out, d.N * d.D));
+    }
     DSV3_CALL(dsv3_add(kc, F32, out, a->h, s->ffn_out, d.N * d.D));
     return DSV3_OK;
 }
@@ -306,9 +318,15 @@ static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3
     DSV3_CALL(dsv3_moe_gather_backward(kc, F32, dn, s->dxs, a->order, d->M, d->K, d->D));
     DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_GATE), s->dlogits, a->hn,
                                    P(g, DSV3_P_GATE), d->N, d->D, d->E, 1));
-    if (d->Fs > 0)
+    if (d->Fs > 0 && ctx->tp == 1)
         DSV3_CALL(swiglu_ffn_backward_input(kc, dn, 1, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
                                             d->N, d->D, d->Fs, s));
+    if (d->Fs > 0 && ctx->tp > 1) { // the shared experts' term is partial: summed on its own
+        DSV3_CALL(swiglu_ffn_backward_input(kc, s->dx, 0, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
+                                            d->N, d->D, d->Fs, s));
+        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dx, d->N * d->D));
+        DSV3_CALL(dsv3_add(kc, F32, dn, dn, s->dx, d->N * d->D));
+    }
     return DSV3_OK;
 }
 
@@ -331,6 +349,11 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
                                  1, d->R, CR, d->R));
     DSV3_CALL(dsv3_linear_backward(kc, F32, s->dkvn, G(g, DSV3_P_WKV_B), s->dkvb, a->kvn,
                                    P(g, DSV3_P_WKV_B), N, d->C, d->H * nv, 0));
+    if (ctx->tp > 1) { // the latent's and k_pe's gradients from this rank's heads, summed at once
+        DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkva, CR, s->dkvn, d->C, N, d->C));
+        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dkva, N * CR));
+        DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkvn, d->C, s->dkva, CR, N, d->C));
+    }
     DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dkvc, G(g, DSV3_P_KV_NORM), s->dkvn, a->kvc,
                                     P(g, DSV3_P_KV_NORM), a->kv_rstd, N, d->C));
     DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkva, CR, s->dkvc, d->C, N, d->C));
@@ -339,6 +362,7 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
     if (d->Q > 0) {
         DSV3_CALL(dsv3_linear_backward(kc, F32, s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn,
                                        P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk, 0));
+        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dqn, N * d->Q));
         DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dqa, G(g, DSV3_P_Q_NORM), s->dqn, a->qa,
                                         P(g, DSV3_P_Q_NORM), a->qa_rstd, N, d->Q));
         DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ_A), s->dqa, a->xn,
@@ -346,6 +370,7 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
     } else {
         DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ), s->dq, a->xn, P(g, DSV3_P_WQ),
                                        N, d->D, d->H * d->Dqk, 0));
+        DSV3_CALL(dsv3_layer_tp_sum(ctx, dn, N * d->D));
     }
     DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WKV_A), s->dkva, a->xn,
                                    P(g, DSV3_P_WKV_A), N, d->D, CR, 1));
@@ -357,7 +382,7 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
                             const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
                             Dsv3LayerActs *shared) {
     const Dsv3KernelContext *kc = ctx->kernels;
-    Dims d = dims_of(args, ctx->B, ctx->T);
+    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp);
     int64_t ND = d.N * d.D;
     if (a->mode == DSV3_AC_FULL) {
         // Rerun the whole block into the shared buffers; its output is not needed.
@@ -373,6 +398,7 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
         DSV3_CALL(swiglu_ffn_backward_hidden(kc, dout, a, g, DSV3_P_FF_W2, d.N, d.D, d.I, s));
         DSV3_CALL(swiglu_ffn_backward_input(kc, s->dn, 0, a, g, DSV3_P_FF_W1, DSV3_P_FF_W3, d.N,
                                             d.D, d.I, s));
+        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dn, ND));
     }
     DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h,
                                     P(g, DSV3_P_FFN_NORM), a->ffn_rstd, d.N, d.D));

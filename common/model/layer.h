@@ -13,9 +13,19 @@
 // Every mode computes the same numbers: recomputation repeats the same operations in the
 // same order.
 //
+// Tensor parallelism (torchtitan's DeepSeek-V3 plan, params.h): over tp ranks, a layer holds
+// H/tp heads (wq or wq_b and wkv_b column-wise, wo row-wise) and I/tp or Fs/tp hidden features
+// of the dense FFN or the shared experts (w1, w3 column-wise, w2 row-wise); wq_a, wkv_a, the
+// norms and the router are replicated, and the routed experts run on every tp rank's tokens.
+// Every tp rank holds the whole micro-batch: the output of a row-wise layer is summed over the
+// tp group, and so is the gradient of a column-wise layer's input where it leaves the heads or
+// the hidden features (the collectives' DSV3_GROUP_TP). Replicated parameters get the same
+// gradients on every tp rank.
+//
 // Legend: N = B × T tokens, D dim, H heads, Dqk = nope + rope head dims, Dv value head dim,
 // Q q_lora_rank, C kv_lora_rank, R rope dims, I inter_dim, E experts, K top_k, M = N × K,
-// F moe_inter_dim, Fs = F × num_shared_experts. No MPI here.
+// F moe_inter_dim, Fs = F × num_shared_experts; H, I and Fs are a tp rank's share (the
+// global ones / tp). No MPI here.
 #ifndef DSV3_MODEL_LAYER_H
 #define DSV3_MODEL_LAYER_H
 
@@ -23,6 +33,7 @@
 
 #include "common/core/arena.h"
 #include "common/core/error.h"
+#include "common/model/collectives.h"
 #include "common/model/experts.h"
 #include "common/model/model_args.h"
 #include "common/model/params.h"
@@ -43,8 +54,10 @@ typedef struct {
     float softmax_scale;              // Dqk^-0.5, × mscale² with YaRN
     const int32_t *doc; // (B, T) document ids for block-causal masks, or NULL (causal)
     Dsv3RouterArgs router;
-    Dsv3Experts *experts; // the routed experts of the MoE layers
-    int64_t slot;         // the micro-batch's activation slot (model.h), for the experts
+    Dsv3Experts *experts;         // the routed experts of the MoE layers
+    int64_t slot;                 // the micro-batch's activation slot (model.h), for the experts
+    int64_t tp;                   // tensor-parallel degree (1: the whole layer on this rank)
+    Dsv3Collectives *collectives; // sums over DSV3_GROUP_TP when tp > 1
 } Dsv3LayerContext;
 
 typedef struct {
@@ -101,13 +114,18 @@ typedef struct {
 // one); buffers that the mode recomputes point into `shared`, one set for all layers made
 // with mode DSV3_AC_NONE, shared = NULL and moe = -1 (room for both kinds). The routed
 // experts' hidden activations h1 and h3 exist only when the experts run on this rank
-// (local_experts); expert servers keep their own.
+// (local_experts); expert servers keep their own. tp is the tensor-parallel degree.
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int local_experts, int64_t B, int64_t T);
+                               int local_experts, int64_t B, int64_t T, int64_t tp);
+
+// Sums buf (count floats) over the tensor-parallel ranks of ctx (collective on DSV3_GROUP_TP):
+// a row-wise layer's partial output, or the partial gradient of what column-wise layers read.
+// Nothing to do when ctx->tp is 1.
+Dsv3Err dsv3_layer_tp_sum(const Dsv3LayerContext *ctx, float *buf, int64_t count);
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
-                                  int64_t B, int64_t T);
+                                  int64_t B, int64_t T, int64_t tp);
 
 // out (N, D) = the block applied to x (N, D); x is copied into acts->x (unless it is
 // acts->x). acts->counts holds this micro-batch's tokens per expert for MoE layers.

@@ -44,6 +44,10 @@ struct Dsv3Model {
     Dsv3LayerContext ctx;
     float *dfinal;               // (N, D) last stage
     float *dh;                   // (N, D) gradient flowing down the layers
+    int64_t tp;                  // tensor-parallel degree of the store's groups
+    float *head_logits;          // (loss_chunk, V/tp) last stage with tp > 1: a chunk's logits
+    float *head_max;             // (loss_chunk) their rows' maxima
+    double *head_sums;           // (2 loss_chunk) sums of exponentials and target logits
     struct LocalServices *local; // dsv3_model_create_local's services, owned by the model
 };
 
@@ -80,7 +84,8 @@ static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     for (int64_t i = 0; i < L; i++) {
         int64_t layer = m->range.first_layer + i;
         DSV3_CALL(dsv3_layer_acts_create(&s->acts[i], arena, layer_mode(&m->opt, layer), &m->shared,
-                                         a, layer >= a->n_dense_layers, m->range.routed, B, T));
+                                         a, layer >= a->n_dense_layers, m->range.routed, B, T,
+                                         m->tp));
     }
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->last, N * D, "stage output"));
     if (m->range.last) {
@@ -129,12 +134,19 @@ static Dsv3Err create_state(Dsv3Model *m) {
                m->range.first_layer, m->range.first_layer + L - 1);
     if (any_checkpointed)
         DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1,
-                                         m->range.routed, B, T));
+                                         m->range.routed, B, T, m->tp));
     DSV3_CALL(DSV3_ARENA_TABLE(arena, m->slots, m->opt.slots, "activation slots"));
     for (int64_t k = 0; k < m->opt.slots; k++)
         DSV3_CALL(create_slot(m, &m->slots[k]));
-    DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, T));
+    DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, T, m->tp));
     if (m->range.last) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dfinal, N * D, "final norm gradient"));
+    if (m->range.last && m->tp > 1) {
+        int64_t chunk = m->opt.loss_chunk < N ? m->opt.loss_chunk : N;
+        int64_t vocab = (a->vocab_size + m->tp - 1) / m->tp; // the largest slice
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_logits, chunk * vocab, "head logits chunk"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_max, chunk, "head logits maxima"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_sums, 2 * chunk, "head logits sums"));
+    }
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dh, N * D, "hidden gradient"));
 
     // Shared context: RoPE tables for positions 0 … T-1, softmax scale, router settings.
@@ -165,6 +177,8 @@ static Dsv3Err create_state(Dsv3Model *m) {
                    .route_norm = a->route_norm,
                    .route_scale = (float)a->route_scale},
         .experts = m->services.experts,
+        .tp = m->tp,
+        .collectives = m->services.collectives,
     };
     return DSV3_OK;
 }
@@ -259,6 +273,25 @@ Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3M
     return DSV3_OK;
 }
 
+// The tensor-parallel degree the store's groups are cut for (the same for all).
+static int64_t store_tp(const Dsv3ModelServices *services) {
+    const Dsv3ParamStore *st = services->params;
+    return st->n_groups > 0 ? st->groups[0].spec.tp : 1;
+}
+
+// With tp > 1, the collectives' tp group has tp ranks.
+static Dsv3Err check_tensor_parallel(const Dsv3Model *m) {
+    if (m->tp == 1) return DSV3_OK;
+    Dsv3Collectives *c = m->services.collectives;
+    int64_t size = 0, rank = 0;
+    DSV3_CALL(c->group(c, DSV3_GROUP_TP, &size, &rank));
+    DSV3_CHECK(size == m->tp, DSV3_ERR_USAGE,
+               "model: the parameters are cut for tensor_parallel_degree %" PRId64
+               ", but the tp group has %" PRId64 " ranks",
+               m->tp, size);
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
                           const Dsv3ModelServices *services) {
     *out = NULL;
@@ -276,7 +309,9 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     m->opt = *opt;
     m->services = *services;
     m->range = services->params->range;
-    Dsv3Err err = create_state(m);
+    m->tp = store_tp(services);
+    Dsv3Err err = check_tensor_parallel(m);
+    if (err == DSV3_OK) err = create_state(m);
     if (err != DSV3_OK) {
         dsv3_model_destroy(m);
         return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
@@ -289,7 +324,7 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
 static Dsv3Experts planned_experts;
 
 Dsv3Err dsv3_model_plan_activation_bytes(const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
-                                         const Dsv3StageRange *range, int64_t *bytes) {
+                                         const Dsv3StageRange *range, int64_t tp, int64_t *bytes) {
     *bytes = 0;
     Dsv3ParamStore store = {.args = *args, .range = *range};
     store.n_groups = dsv3_param_stage_group_count(args, range);
@@ -299,6 +334,7 @@ Dsv3Err dsv3_model_plan_activation_bytes(const Dsv3ModelArgs *args, const Dsv3Mo
                    .opt = *opt,
                    .services = {.params = &store, .experts = &planned_experts},
                    .range = *range,
+                   .tp = tp,
                    .arena = {.measure = 1}};
     Dsv3Err err = dsv3_param_stage_groups(args, range, &dsv3_shard_none, store.groups);
     if (err == DSV3_OK) err = create_state(&m);
@@ -447,10 +483,13 @@ static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
                                    DSV3_COPY_DEVICE_TO_DEVICE));
         if (s->doc) DSV3_CALL(dsv3_document_ids(k, s->doc, s->tokens, B, T, m->opt.eos_id));
         DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_FORWARD));
-        const Dsv3ParamGroup *emb = &m->services.params->groups[m->group_embedding];
+        // With tp, each rank holds a slice of the vocabulary: its rows, summed over the group.
+        const Dsv3Param *table =
+            &m->services.params->groups[m->group_embedding].params[DSV3_P_TOK_EMBEDDINGS];
         DSV3_CALL(dsv3_embedding_forward(k, DSV3_TENSOR_F32, stage_input(m, s), s->tokens,
-                                         emb->params[DSV3_P_TOK_EMBEDDINGS].data, N, D,
-                                         a->vocab_size));
+                                         table->data, N, D, table->local[0],
+                                         table->piece_start[0]));
+        DSV3_CALL(dsv3_layer_tp_sum(&m->ctx, stage_input(m, s), N * D));
         return release(m, m->group_embedding, DSV3_PARAM_USE_FORWARD);
     }
     DSV3_CHECK(in->x && (in->doc || !s->doc), DSV3_ERR_USAGE,
@@ -503,12 +542,47 @@ const int32_t *dsv3_model_doc(const Dsv3Model *m, int64_t slot) {
 Dsv3Err dsv3_model_logits(Dsv3Model *m, int64_t slot, float *logits) {
     DSV3_CALL(check_slot(m, slot));
     DSV3_CHECK(m->range.last, DSV3_ERR_USAGE, "model: logits exist on the last stage only");
+    DSV3_CHECK(m->tp == 1, DSV3_ERR_USAGE,
+               "model: with tensor parallelism the logits are split over the vocabulary");
     DSV3_CALL(acquire(m, m->group_head, DSV3_PARAM_USE_FORWARD));
     const Dsv3Param *output = &m->services.params->groups[m->group_head].params[DSV3_P_OUTPUT];
     DSV3_CALL(dsv3_linear_forward(m->services.kernels, DSV3_TENSOR_F32, logits,
                                   m->slots[slot].final_out, output->data, n_tokens(m), m->args.dim,
                                   m->args.vocab_size));
     return release(m, m->group_head, DSV3_PARAM_USE_FORWARD);
+}
+
+// The loss with the output head split over the vocabulary (tp > 1, torchtitan's loss
+// parallel): per chunk of tokens, this rank's logits, the rows' maxima (max over the tp group),
+// sums of exponentials and target logits (summed over it), then the loss, which every tp rank
+// now has, and this rank's share of the gradients; the gradient of the head's input is summed
+// over the group at the end. No rank holds more than a chunk × V/tp of logits.
+static Dsv3Err loss_parallel(Dsv3Model *m, const Slot *s, Dsv3Param *output,
+                             const Dsv3StageGrad *grad, double *loss_sum) {
+    const Dsv3KernelContext *k = m->services.kernels;
+    Dsv3Collectives *c = m->services.collectives;
+    int64_t N = n_tokens(m), D = m->args.dim, V = output->local[0], v0 = output->piece_start[0];
+    int train = grad->grad_scale != 0.0f;
+    *loss_sum = 0;
+    for (int64_t n0 = 0; n0 < N; n0 += m->opt.loss_chunk) {
+        int64_t n = N - n0 < m->opt.loss_chunk ? N - n0 : m->opt.loss_chunk;
+        const float *h = s->final_out + n0 * D;
+        const int32_t *labels = grad->labels + n0;
+        DSV3_CALL(dsv3_vocab_logits(k, DSV3_TENSOR_F32, m->head_logits, m->head_max, h,
+                                    output->data, n, D, V));
+        DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, m->head_max, n, DSV3_ELEM_F32, DSV3_REDUCE_MAX));
+        DSV3_CALL(
+            dsv3_vocab_logits_sums(k, m->head_sums, m->head_logits, m->head_max, labels, n, V, v0));
+        DSV3_CALL(
+            c->all_reduce(c, DSV3_GROUP_TP, m->head_sums, 2 * n, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
+        double chunk_loss = 0;
+        DSV3_CALL(dsv3_vocab_logits_backward(
+            k, DSV3_TENSOR_F32, &chunk_loss, train ? m->dfinal + n0 * D : NULL,
+            train ? output->grad : NULL, m->head_logits, m->head_max, m->head_sums, h, output->data,
+            labels, n, D, V, v0, grad->grad_scale));
+        *loss_sum += chunk_loss;
+    }
+    return train ? dsv3_layer_tp_sum(&m->ctx, m->dfinal, N * D) : DSV3_OK;
 }
 
 // Last stage: the loss of the slot's labels and, unless grad_scale is 0, the gradient of the
@@ -525,10 +599,13 @@ static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, d
     DSV3_CALL(acquire(m, m->group_head, use));
     Dsv3ParamGroup *head = &m->services.params->groups[m->group_head];
     Dsv3Param *output = &head->params[DSV3_P_OUTPUT], *norm = &head->params[DSV3_P_NORM];
-    DSV3_CALL(dsv3_cross_entropy(k, DSV3_TENSOR_F32, loss_sum, train ? m->dfinal : NULL,
-                                 train ? output->grad : NULL, s->final_out, output->data,
-                                 grad->labels, N, D, a->vocab_size, grad->grad_scale,
-                                 m->opt.loss_chunk));
+    if (m->tp > 1)
+        DSV3_CALL(loss_parallel(m, s, output, grad, loss_sum));
+    else
+        DSV3_CALL(dsv3_cross_entropy(k, DSV3_TENSOR_F32, loss_sum, train ? m->dfinal : NULL,
+                                     train ? output->grad : NULL, s->final_out, output->data,
+                                     grad->labels, N, D, a->vocab_size, grad->grad_scale,
+                                     m->opt.loss_chunk));
     if (train)
         DSV3_CALL(dsv3_rmsnorm_backward(k, DSV3_TENSOR_F32, m->dh, norm->grad, m->dfinal, s->last,
                                         norm->data, s->final_rstd, N, D));
@@ -564,9 +641,10 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
     }
     if (!m->range.first) return DSV3_OK;
     DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD));
-    Dsv3ParamGroup *emb = &m->services.params->groups[m->group_embedding];
-    DSV3_CALL(dsv3_embedding_backward(k, DSV3_TENSOR_F32, emb->params[DSV3_P_TOK_EMBEDDINGS].grad,
-                                      m->dh, s->tokens, N, D, a->vocab_size));
+    Dsv3Param *table =
+        &m->services.params->groups[m->group_embedding].params[DSV3_P_TOK_EMBEDDINGS];
+    DSV3_CALL(dsv3_embedding_backward(k, DSV3_TENSOR_F32, table->grad, m->dh, s->tokens, N, D,
+                                      table->local[0], table->piece_start[0]));
     return release(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD);
 }
 

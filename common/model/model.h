@@ -158,9 +158,10 @@ const float *dsv3_model_input_grad(const Dsv3Model *m);
 // Bytes of activations and scratch the model allocated (for memory reports).
 int64_t dsv3_model_activation_bytes(const Dsv3Model *m);
 
-// The bytes dsv3_model_activation_bytes will report for a stage of `range` built with `opt`,
-// computed without allocating them (memory plans of any model size).
+// The bytes dsv3_model_activation_bytes will report for a stage of `range` built with `opt`
+// and tensor-parallel degree tp, computed without allocating them (memory plans of any model
+// size).
 Dsv3Err dsv3_model_plan_activation_bytes(const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
-                                         const Dsv3StageRange *range, int64_t *bytes);
+                                         const Dsv3StageRange *range, int64_t tp, int64_t *bytes);
 
 #endif

@@ -81,6 +81,16 @@ static Dsv3Err check_parallel_degrees(const Dsv3Config *cfg, const Dsv3ModelArgs
                "%s: parallelism.tensor_parallel_degree %" PRId64
                " does not divide model.n_heads %" PRId64,
                key_where(cfg, "parallelism", "tensor_parallel_degree"), tp, args->n_heads);
+    DSV3_CHECK(args->n_dense_layers == 0 || args->inter_dim % tp == 0, DSV3_ERR_CONFIG,
+               "%s: parallelism.tensor_parallel_degree %" PRId64
+               " does not divide model.inter_dim %" PRId64 " (the dense FFN's hidden features)",
+               key_where(cfg, "parallelism", "tensor_parallel_degree"), tp, args->inter_dim);
+    int64_t shared = args->moe_inter_dim * args->num_shared_experts;
+    DSV3_CHECK(shared % tp == 0, DSV3_ERR_CONFIG,
+               "%s: parallelism.tensor_parallel_degree %" PRId64
+               " does not divide the shared experts' hidden features %" PRId64
+               " (model.moe_inter_dim × model.num_shared_experts)",
+               key_where(cfg, "parallelism", "tensor_parallel_degree"), tp, shared);
     return DSV3_OK;
 }
 

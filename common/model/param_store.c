@@ -133,9 +133,9 @@ Dsv3Err dsv3_param_store_local_create(Dsv3ParamStore **out, const Dsv3KernelCont
                                       const Dsv3ModelArgs *args, const Dsv3StageRange *range,
                                       const Dsv3ShardSpec *spec, uint64_t seed) {
     *out = NULL;
-    DSV3_CHECK(!spec || (spec->tp == 1 && spec->fsdp == 1), DSV3_ERR_USAGE,
-               "the local parameter store cuts routed experts over ep only (tp %lld, fsdp %lld)",
-               (long long)spec->tp, (long long)spec->fsdp);
+    DSV3_CHECK(!spec || spec->fsdp == 1, DSV3_ERR_USAGE,
+               "the local parameter store holds whole pieces: fsdp must be 1 (it is %lld)",
+               (long long)spec->fsdp);
     Dsv3ParamStore *st = NULL;
     DSV3_CALL(dsv3_calloc((void **)&st, 1, sizeof *st, "parameter store"));
     *st = (Dsv3ParamStore){

@@ -84,7 +84,8 @@ void dsv3_param_store_shards_free(Dsv3ParamStore *store);
 // values initialised as torchtitan does with `seed`, gradients and moments zero. Its
 // acquire/release/reduce/finish make no collective and change nothing; the groups are bound to
 // their buffers from creation on. `spec` (NULL: nothing cut) may cut the routed experts over ep
-// (an expert server's 1/ep of them); tp and fsdp must be 1. `kernels` must outlive the store.
+// (an expert server's 1/ep of them) and the tensors over tp (a tp rank's pieces); fsdp must
+// be 1. `kernels` must outlive the store.
 Dsv3Err dsv3_param_store_local_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
                                       const Dsv3ModelArgs *args, const Dsv3StageRange *range,
                                       const Dsv3ShardSpec *spec, uint64_t seed);

@@ -136,9 +136,9 @@ static Dsv3Err check_spec(const Dsv3ShardSpec *s) {
     return DSV3_OK;
 }
 
-// The piece of `p` (shape set) that this rank holds: p->local and the box's piece offsets.
-static void lay_out_piece(Dsv3Param *p, Dsv3GroupKind kind, const Dsv3ShardSpec *s,
-                          int64_t piece_start[DSV3_PARAM_MAX_DIMS]) {
+// The piece of `p` (shape set) that this rank holds: p->local, starting at p->piece_start.
+static void lay_out_piece(Dsv3Param *p, Dsv3GroupKind kind, const Dsv3ShardSpec *s) {
+    int64_t *piece_start = p->piece_start;
     for (int d = 0; d < DSV3_PARAM_MAX_DIMS; d++) {
         p->local[d] = d < p->ndim ? p->shape[d] : 0;
         piece_start[d] = 0;
@@ -157,8 +157,8 @@ static void lay_out_piece(Dsv3Param *p, Dsv3GroupKind kind, const Dsv3ShardSpec 
 }
 
 // The FSDP shard of the piece and its box.
-static void lay_out_shard(Dsv3Param *p, const Dsv3ShardSpec *s,
-                          const int64_t piece_start[DSV3_PARAM_MAX_DIMS]) {
+static void lay_out_shard(Dsv3Param *p, const Dsv3ShardSpec *s) {
+    const int64_t *piece_start = p->piece_start;
     int64_t rows = p->local[0];
     p->shard_rows = ceil_div(rows, s->fsdp);
     chunk_of(rows, s->fsdp, s->fsdp_rank, &p->shard_row0, &p->real_rows);
@@ -209,9 +209,8 @@ Dsv3Err dsv3_param_group_layout(Dsv3ParamGroup *g, const Dsv3ModelArgs *args, Ds
             snprintf(p->fqn, sizeof p->fqn, "layers.%" PRId64 ".%s", layer_id, row.suffix);
         else
             snprintf(p->fqn, sizeof p->fqn, "%s", row.suffix);
-        int64_t piece_start[DSV3_PARAM_MAX_DIMS];
-        lay_out_piece(p, kind, spec, piece_start);
-        lay_out_shard(p, spec, piece_start);
+        lay_out_piece(p, kind, spec);
+        lay_out_shard(p, spec);
         p->offset = g->numel;
         g->numel += p->local_numel;
         p->shard_offset = g->shard_numel;

@@ -166,6 +166,7 @@ typedef struct {
     Dsv3TpPlacement tp;
     // This rank's piece (tensor parallel and, for routed experts on expert servers, ep).
     int64_t local[DSV3_PARAM_MAX_DIMS];
+    int64_t piece_start[DSV3_PARAM_MAX_DIMS]; // where the piece starts, in global coordinates
     int64_t local_numel;
     int64_t offset; // of the piece in the group's full buffer
     // Its FSDP shard: shard_rows rows of the piece (padding included) from row shard_row0, of

@@ -237,6 +237,10 @@ static void print_step(const Dsv3Metrics *m, const Dsv3StepRecord *r) {
         r->seconds_step, s[DSV3_PHASE_FORWARD], s[DSV3_PHASE_BACKWARD], s[DSV3_PHASE_OPTIMIZER],
         comm, s[DSV3_PHASE_COMM_BATCH], s[DSV3_PHASE_COMM_GRAD], s[DSV3_PHASE_COMM_EXPERT_COUNTS],
         s[DSV3_PHASE_COMM_PLAN], s[DSV3_PHASE_DATA]);
+    if (s[DSV3_PHASE_COMM_TP] > 0)
+        DSV3_LOG_INFO("      tensor parallel: %.3f s in tp collectives (inside forward, backward "
+                      "and the grad norm)",
+                      s[DSV3_PHASE_COMM_TP]);
     const Dsv3ExpertServerStats *servers = &r->experts;
     if (servers->servers > 0)
         DSV3_LOG_INFO("      expert servers: %" PRId64 " received %.0f rows (%.0f to %.0f per "

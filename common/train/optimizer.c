@@ -8,12 +8,31 @@
 
 #include "kernels/kernels.h"
 
+// A group's share of the squared norm. With tensor parallelism a replicated tensor counts on tp
+// rank 0 only (the other tp ranks hold the same gradients), the pieces of a cut one on every
+// rank, so that a sum over the tp group counts every element once.
+static Dsv3Err group_sum_squares(const Dsv3KernelContext *k, const Dsv3ParamGroup *group,
+                                 const float *grad, double *out) {
+    if (group->spec.tp == 1 || group->spec.tp_rank == 0)
+        return dsv3_sum_squares(k, out, grad, group->shard_numel);
+    *out = 0;
+    for (int slot = 0; slot < DSV3_PARAM_SLOT_COUNT; slot++) {
+        const Dsv3Param *p = &group->params[slot];
+        if (p->numel == 0 || p->tp == DSV3_TP_REPLICATE || p->local_numel == 0) continue;
+        double part = 0;
+        int64_t n = p->shard_rows * (p->local_numel / p->local[0]);
+        DSV3_CALL(dsv3_sum_squares(k, &part, grad + p->shard_offset, n));
+        *out += part;
+    }
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_optimizer_store_sum_squares(const Dsv3KernelContext *k, const Dsv3ParamStore *st,
                                          double *sum_squares) {
     *sum_squares = 0;
     for (int g = 0; g < st->n_groups; g++) {
         double part = 0;
-        DSV3_CALL(dsv3_sum_squares(k, &part, st->shards[g].grad, st->groups[g].shard_numel));
+        DSV3_CALL(group_sum_squares(k, &st->groups[g], st->shards[g].grad, &part));
         *sum_squares += part;
     }
     return DSV3_OK;

@@ -34,7 +34,9 @@ typedef struct {
 // The step of training.max_norm and the [optimizer] section at learning rate `lr`.
 Dsv3OptimizerStep dsv3_optimizer_step_of(const Dsv3Config *cfg, double lr, int64_t step);
 
-// *sum_squares = the squared L2 norm of every gradient this rank owns, in double.
+// *sum_squares = the squared L2 norm of every gradient this rank owns, in double; with tensor
+// parallelism, replicated tensors count on tp rank 0 only (a sum over the tp group counts every
+// element once).
 Dsv3Err dsv3_optimizer_grad_sum_squares(Dsv3Model *m, double *sum_squares);
 
 // Clips with the global norm sqrt(sum_squares) (computed by the caller, possibly over several

@@ -82,7 +82,8 @@ static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3Collecti
 }
 
 // The global squared gradient norm: this rank's shards, summed over the FSDP group when the
-// store shards them (replicas hold the same sums and are not counted again); with expert
+// store shards them (replicas hold the same sums and are not counted again) and over the tp
+// group (optimizer.h: replicated tensors counted on tp rank 0); with expert
 // servers, the stage's first rank's sum (every stage rank has it now) plus the servers' own;
 // then summed over the pipeline stages (and handed to the servers, who are outside that sum).
 static Dsv3Err grad_sum_squares(const Dsv3PipelineStage *stage, const Dsv3Launch *launch,
@@ -98,6 +99,10 @@ static Dsv3Err grad_sum_squares(const Dsv3PipelineStage *stage, const Dsv3Launch
         Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
         DSV3_CALL(
             c->all_reduce(c, DSV3_GROUP_FSDP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
+    }
+    if (launch->topology.dims.tp > 1) { // each tp rank's pieces (replicated tensors once)
+        Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
+        DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, sum_squares, 1, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
     }
     if (experts) {
         const Dsv3StageCoord *c = &launch->topology.coord;
@@ -139,6 +144,7 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
     dsv3_trace_step_start(trace, (plan->flags & DSV3_PLAN_PROFILE) != 0);
     dsv3_trace_ops_begin(trace);
     dsv3_alloc_reset_peak();
+    (void)dsv3_collectives_mpi_take_seconds(coll, DSV3_GROUP_TP); // what came before the step
     for (int64_t i = 0; i < plan->micro_batches; i++) {
         if (part != DSV3_BATCH_NONE) {
             double t_recv = dsv3_log_seconds();
@@ -150,6 +156,7 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
         DSV3_CALL(dsv3_pipeline_run(stage, tokens, labels, (float)plan->grad_scale, trace,
                                     i * stage->schedule->n_micro, &r->loss_sum, &r->n_labels));
     }
+    dsv3_stage_report_loss_once(t, &r->loss_sum, &r->n_labels);
     if (stage->exchange) {
         DSV3_CALL(dsv3_pipe_exchange_finish(stage->exchange));
         trace->seconds[DSV3_PHASE_PIPELINE_WAIT] =
@@ -192,6 +199,8 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
     }
     r->grad_norm = sqrt(sum_squares);
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_OPTIMIZER, -1, t1, dsv3_log_seconds()));
+    // Spread over forward, backward and the grad norm: a sum without events.
+    trace->seconds[DSV3_PHASE_COMM_TP] = dsv3_collectives_mpi_take_seconds(coll, DSV3_GROUP_TP);
     DSV3_CALL(dsv3_trace_ops_end(trace));
     memcpy(r->seconds, trace->seconds, sizeof r->seconds);
     r->bytes_current = (int64_t)dsv3_alloc_current_bytes();

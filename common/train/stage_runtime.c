@@ -10,6 +10,14 @@ static Dsv3Err fsdp_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *
     return dsv3_param_store_fsdp_create(out, kernels, args, range, seed, arg);
 }
 
+// Without FSDP: the rank's whole pieces (its tensor-parallel cut of every tensor).
+static Dsv3Err whole_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
+                                  const Dsv3ModelArgs *args, const Dsv3StageRange *range,
+                                  uint64_t seed, void *arg) {
+    const Dsv3FsdpOptions *fsdp = arg;
+    return dsv3_param_store_local_create(out, kernels, args, range, &fsdp->spec, seed);
+}
+
 Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch,
                                 const Dsv3PlanChunk *chunk, int32_t eos_id,
                                 Dsv3CollectivesMpi *collectives, Dsv3Experts *experts) {
@@ -29,8 +37,14 @@ Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch,
                             .pipelined = t->dims.pp > 1};
     DSV3_CALL(dsv3_reshard_policy_parse(launch->config.parallelism.fsdp_reshard_after_forward,
                                         &fsdp.policy));
-    Dsv3StoreFactory sharded = {fsdp_store_create, &fsdp};
+    Dsv3StoreFactory sharded = {fsdp_store_create, &fsdp}, whole = {whole_store_create, &fsdp};
     return dsv3_model_create_stage(out, args, &opt, &range, (uint64_t)launch->config.debug.seed,
                                    dsv3_collectives_mpi_interface(collectives),
-                                   fsdp.spec.fsdp > 1 ? &sharded : NULL, experts);
+                                   fsdp.spec.fsdp > 1 ? &sharded : &whole, experts);
+}
+
+void dsv3_stage_report_loss_once(const Dsv3Topology *t, double *loss_sum, int64_t *n_labels) {
+    if (t->coord.tp == 0) return;
+    *loss_sum = 0;
+    *n_labels = 0;
 }

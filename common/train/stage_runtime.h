@@ -4,8 +4,8 @@
 // dsv3_plan_rank_chunks: one, or several under a looped schedule). A stage's range (layers,
 // embedding on the first stage, head on the last) comes from the layout (comm/layout.h); its
 // parameter store holds the range's groups as comm/plan.h
-// lays them out (the local store, whole groups replicated over the data-parallel ranks, when
-// the FSDP group dp_shard × cp has one rank; otherwise the FSDP store of
+// lays them out (the local store, the rank's whole tensor-parallel pieces replicated over the
+// data-parallel ranks, when the FSDP group dp_shard × cp has one rank; otherwise the FSDP store of
 // comm/param_store_fsdp.h, sharded over that group, with the reshard policy of
 // parallelism.fsdp_reshard_after_forward); its routed
 // experts are computed locally when the job has no expert servers, and are otherwise the
@@ -26,5 +26,9 @@
 Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch,
                                 const Dsv3PlanChunk *chunk, int32_t eos_id,
                                 Dsv3CollectivesMpi *collectives, Dsv3Experts *experts);
+
+// The ranks of a tp group compute the same loss over the same labels: the first of them
+// reports it, the others zero their loss sum and label count.
+void dsv3_stage_report_loss_once(const Dsv3Topology *t, double *loss_sum, int64_t *n_labels);
 
 #endif

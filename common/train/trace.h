@@ -29,6 +29,8 @@
 //   comm_experts         stage: routed rows away at the expert servers (dispatch, their work,
 //                        combine), inside forward and backward; no events
 //   experts_hidden       stage: the part of comm_experts the shared experts overlapped
+//   comm_tp              stage: tensor-parallel collectives (the sums, gathers and reductions
+//                        inside forward and backward, and the grad norm's), no events
 //   wait_reports         coordinator: waiting for the stage reports (the stages compute)
 //   pipeline_wait        stage: waiting for a neighbouring pipeline stage (the bubble), no events
 //   validation           held-out loss without gradients
@@ -43,6 +45,7 @@
     X(COMM_PLAN, "comm_plan", "comm")                                                              \
     X(COMM_EXPERTS, "comm_experts", "comm")                                                        \
     X(EXPERTS_HIDDEN, "experts_hidden", "comm")                                                    \
+    X(COMM_TP, "comm_tp", "comm")                                                                  \
     X(WAIT_REPORTS, "wait_reports", "wait")                                                        \
     X(PIPELINE_WAIT, "pipeline_wait", "wait")                                                      \
     X(VALIDATION, "validation", "compute")

@@ -9,6 +9,7 @@
 #include "common/data/synthetic.h"
 #include "common/data/token_file.h"
 #include "common/comm/layout.h"
+#include "common/train/stage_runtime.h"
 #include "kernels/kernels.h"
 
 // The first held-out synthetic window; pass windows count down from it. Training takes windows
@@ -160,6 +161,7 @@ Dsv3Err dsv3_validation_stage(const Dsv3PipelineStage *stage, const Dsv3Launch *
                 dsv3_protocol_recv_batch(launch->protocol, i, part, windows, B, T, tokens, labels));
         DSV3_CALL(dsv3_pipeline_run(stage, tokens, labels, 0, NULL, 0, &r->loss_sum, &r->n_labels));
     }
+    dsv3_stage_report_loss_once(t, &r->loss_sum, &r->n_labels);
     const Dsv3ModelArgs *a = dsv3_model_args(stage->models[0]);
     for (int64_t l = 0; l < a->n_layers; l++) {
         Dsv3Model *owner = NULL;
