@@ -153,21 +153,15 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
 }
 
 // What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
-// dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B, Interleaved1F1B), tensor parallelism
-// with the routed experts on the stage ranks, routed experts on expert servers without it, on
-// any dataset kind.
+// dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B, Interleaved1F1B), tensor and sequence
+// parallelism, with routed experts on the stage ranks or on expert servers, on any dataset
+// kind.
 static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
     DSV3_CHECK(d->cp == 1, DSV3_ERR_CONFIG,
                "training with context_parallel_degree %" PRId64
                " is not supported yet: training runs data parallel, FSDP, HSDP, pipeline and "
                "tensor parallel (cp 1). Start-up and --job.dry_run check every layout.",
                d->cp);
-    DSV3_CHECK(d->tp == 1 || d->ep == 1, DSV3_ERR_CONFIG,
-               "training with tensor_parallel_degree %" PRId64
-               " and expert servers (expert_parallel_degree %" PRId64
-               ") is not supported yet: it needs sequence parallelism, so that each tp rank "
-               "dispatches its own tokens",
-               d->tp, d->ep);
     return DSV3_OK;
 }
 

@@ -27,7 +27,7 @@ struct Dsv3PipeExchange {
     int prev, next;         // pipeline ranks of the previous and next stages' holders
     int prev_job, next_job; // their job ranks (the watch's ranks)
     int count;              // floats per message: n_rows · dim
-    int n_rows, with_doc;
+    int n_rows, n_doc;      // n_doc: document ids per message (0: none)
     int64_t slots;
     Inbox activations, gradients;
     float *grad_out[RING];
@@ -73,7 +73,10 @@ Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *to
     x->watch = watch;
     x->n_rows = (int)n_rows;
     x->count = (int)(n_rows * dim);
-    x->with_doc = shape->with_doc;
+    DSV3_CHECK(shape->n_doc >= 0 && shape->n_doc <= INT_MAX, DSV3_ERR_CONFIG,
+               "pipeline exchange: %lld document ids per micro-batch do not fit one message",
+               (long long)shape->n_doc);
+    x->n_doc = (int)shape->n_doc;
     x->slots = slots;
     int pp = (int)topo->dims.pp, rank = (int)topo->coord.pp;
     int stride = (int)(topo->n_stage / pp); // stage ranks per pipeline rank, in mesh order
@@ -90,7 +93,7 @@ Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *to
                    dsv3_watch_wait(watch, 1, &dup, NULL, DSV3_WATCH_ALL_PEERS,
                                    "waits for the other pipeline stages to open the pipeline "
                                    "exchange"));
-    int n_doc = x->with_doc ? x->n_rows : 0;
+    int n_doc = x->n_doc;
     if (shape->receives) {
         DSV3_CALL_GOTO(err, fail, inbox_alloc(&x->activations, x->count, n_doc));
         for (int k = 0; k < RING; k++)
@@ -115,7 +118,7 @@ fail:
 
 int64_t dsv3_pipe_exchange_bytes(const Dsv3PipeExchangeShape *s) {
     int64_t rows = s->n_rows * s->dim * (int64_t)sizeof(float);
-    int64_t doc = s->with_doc ? s->n_rows * (int64_t)sizeof(int32_t) : 0;
+    int64_t doc = s->n_doc * (int64_t)sizeof(int32_t);
     int64_t bytes = (int64_t)sizeof(Dsv3PipeExchange);
     if (s->receives) bytes += RING * (rows + doc) + RING * rows; // activations in, gradients out
     if (s->sends) bytes += RING * rows + s->slots * 2 * (int64_t)sizeof(MPI_Request);
@@ -188,8 +191,8 @@ Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, 
     MPI_Request *r = x->activations.requests[k];
     DSV3_MPI_CALL(MPI_Irecv(x->activations.rows[k], x->count, MPI_FLOAT, x->prev,
                             DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
-    if (x->with_doc)
-        DSV3_MPI_CALL(MPI_Irecv(x->activations.doc[k], x->n_rows, MPI_INT32_T, x->prev,
+    if (x->n_doc)
+        DSV3_MPI_CALL(MPI_Irecv(x->activations.doc[k], x->n_doc, MPI_INT32_T, x->prev,
                                 DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
     return DSV3_OK;
 }
@@ -200,7 +203,7 @@ Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, 
     DSV3_CALL(inbox_find(&x->activations, micro, stage, &k));
     DSV3_CALL(wait_for(x, 2, x->activations.requests[k], x->prev_job, "activations", micro));
     *act = x->activations.rows[k];
-    *doc = x->with_doc ? x->activations.doc[k] : NULL;
+    *doc = x->n_doc ? x->activations.doc[k] : NULL;
     return DSV3_OK;
 }
 
@@ -221,9 +224,9 @@ Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, c
                (long long)slot);
     DSV3_MPI_CALL(
         MPI_Isend(act, x->count, MPI_FLOAT, x->next, DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
-    if (x->with_doc)
+    if (x->n_doc)
         DSV3_MPI_CALL(
-            MPI_Isend(doc, x->n_rows, MPI_INT32_T, x->next, DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
+            MPI_Isend(doc, x->n_doc, MPI_INT32_T, x->next, DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
     return DSV3_OK;
 }
 

@@ -30,8 +30,8 @@ typedef struct Dsv3PipeExchange Dsv3PipeExchange;
 
 // Which of its stages' messages a rank's exchange carries.
 typedef struct {
-    int64_t n_rows, dim; // rows of `dim` floats per micro-batch (its tokens)
-    int with_doc;        // document ids travel with activations
+    int64_t n_rows, dim; // rows of `dim` floats per micro-batch (this rank's tokens of it)
+    int64_t n_doc;       // document ids per micro-batch travelling with them (0: none)
     int64_t slots;       // activation slots of all the rank's stages
     int receives;        // some stage of the rank has a previous stage (activations come in)
     int sends;           // some stage of the rank has a next stage (activations go out)
@@ -52,7 +52,7 @@ void dsv3_pipe_exchange_destroy(Dsv3PipeExchange *x);
 // Posts the receive of micro-batch `micro`'s input activations of stage `stage` (from stage
 // stage − 1).
 Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage);
-// Waits for them: *act (n_rows, dim) and *doc (n_rows; NULL without document ids), valid until
+// Waits for them: *act (n_rows, dim) and *doc (n_doc; NULL without document ids), valid until
 // the next post of activations after the next one.
 Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
                                             const float **act, const int32_t **doc);

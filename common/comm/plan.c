@@ -106,11 +106,13 @@ Dsv3Err dsv3_plan_rank_chunks(const Dsv3PlanOptions *opt, int64_t pp, int64_t ra
 }
 
 Dsv3PipeExchangeShape dsv3_plan_exchange_shape(const Dsv3ModelArgs *args,
-                                               const Dsv3PlanOptions *opt,
+                                               const Dsv3PlanOptions *opt, int64_t tp,
                                                const Dsv3PlanChunk *chunks, int64_t n) {
-    Dsv3PipeExchangeShape shape = {.n_rows = opt->pipe.micro_batch * opt->model.seq_len,
+    int64_t tokens = opt->pipe.micro_batch * opt->model.seq_len;
+    Dsv3PipeExchangeShape shape = {.n_rows = tokens / tp, // sequence parallelism: a tp rank's rows
                                    .dim = args->dim,
-                                   .with_doc = args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL};
+                                   .n_doc =
+                                       args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL ? tokens : 0};
     for (int64_t k = 0; k < n; k++) {
         shape.slots += chunks[k].slots;
         shape.receives |= chunks[k].stage > 0;
@@ -219,7 +221,8 @@ Dsv3Err dsv3_plan_rank(const Dsv3ModelArgs *args, const Dsv3ParallelDims *dims,
     out->layer_count = out->chunks[0].n_layers;
     // With a pipeline, the buffers of the exchange with the neighbouring stages.
     if (dims->pp > 1) {
-        Dsv3PipeExchangeShape exchange = dsv3_plan_exchange_shape(args, opt, chunks, out->n_chunks);
+        Dsv3PipeExchangeShape exchange =
+            dsv3_plan_exchange_shape(args, opt, dims->tp, chunks, out->n_chunks);
         out->activation_bytes += dsv3_pipe_exchange_bytes(&exchange);
     }
     return DSV3_OK;

@@ -99,9 +99,10 @@ typedef struct {
 Dsv3Err dsv3_plan_rank_chunks(const Dsv3PlanOptions *opt, int64_t pp, int64_t rank,
                               Dsv3PlanChunk chunks[DSV3_PLAN_MAX_CHUNKS]);
 
-// The pipeline exchange (comm/pipe_exchange.h) of a stage rank holding the n stages `chunks`.
+// The pipeline exchange (comm/pipe_exchange.h) of a stage rank holding the n stages `chunks`,
+// with tensor-parallel degree tp (activations travel as each tp rank's rows).
 Dsv3PipeExchangeShape dsv3_plan_exchange_shape(const Dsv3ModelArgs *args,
-                                               const Dsv3PlanOptions *opt,
+                                               const Dsv3PlanOptions *opt, int64_t tp,
                                                const Dsv3PlanChunk *chunks, int64_t n);
 
 // The shard spec of the stage rank at `coord`: how its parameter store lays out its groups.

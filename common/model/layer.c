@@ -13,13 +13,14 @@ static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
 enum { KEEP = 0, RECOMPUTE = 1 };
 
 typedef struct {
-    int64_t N, D, H, Dqk, Dv, Q, C, R, I, E, K, M, F, Fs, B, T;
+    int64_t N, Nl, D, H, Dqk, Dv, Q, C, R, I, E, K, M, F, Fs, B, T;
 } Dims;
 
-// A tp rank's dimensions: its heads and hidden features (model_config checks that tp divides
-// them).
+// A tp rank's dimensions: its rows of the micro-batch, heads and hidden features (model_config
+// checks that tp divides them).
 static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp) {
     Dims d = {.N = B * T,
+              .Nl = B * T / tp,
               .D = a->dim,
               .H = a->n_heads / tp,
               .Dqk = a->qk_nope_head_dim + a->qk_rope_head_dim,
@@ -34,7 +35,7 @@ static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp) {
               .Fs = a->moe_inter_dim * a->num_shared_experts / tp,
               .B = B,
               .T = T};
-    d.M = d.N * d.K;
+    d.M = d.Nl * d.K;
     return d;
 }
 
@@ -66,10 +67,10 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
     Dims d = dims_of(args, B, T, tp);
     memset(acts, 0, sizeof *acts);
     acts->mode = mode;
-    DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.N * d.D), sizeof(float),
+    DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.Nl * d.D), sizeof(float),
                                 "layer input"));
     ACT_FLOAT(xn, d.N * d.D, RECOMPUTE);
-    ACT_FLOAT(attn_rstd, d.N, KEEP);
+    ACT_FLOAT(attn_rstd, d.Nl, KEEP);
     if (d.Q > 0) {
         ACT_FLOAT(qa, d.N * d.Q, KEEP);
         ACT_FLOAT(qa_rstd, d.N, KEEP);
@@ -86,9 +87,9 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
     ACT_FLOAT(lse, d.B * d.H * d.T, KEEP);
     if (d.B * d.H * d.T * d.T * (int64_t)sizeof(float) <= DSV3_ATTENTION_SCORES_MAX_BYTES)
         ACT_FLOAT(attn_scores, d.B * d.H * d.T * d.T, KEEP);
-    ACT_FLOAT(h, d.N * d.D, KEEP);
+    ACT_FLOAT(h, d.Nl * d.D, KEEP);
     ACT_FLOAT(hn, d.N * d.D, RECOMPUTE);
-    ACT_FLOAT(ffn_rstd, d.N, KEEP);
+    ACT_FLOAT(ffn_rstd, d.Nl, KEEP);
     // The shared set (moe < 0) serves dense and MoE layers alike.
     int64_t hidden = moe > 0 ? d.Fs : (moe == 0 ? d.I : (d.I > d.Fs ? d.I : d.Fs));
     if (hidden > 0) {
@@ -97,10 +98,10 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
         ACT_FLOAT(fg, d.N * hidden, RECOMPUTE);
     }
     if (moe != 0) {
-        ACT_FLOAT(logits, d.N * d.E, KEEP);
-        ACT_FLOAT(scores, d.N * d.E, KEEP);
-        ACT_FLOAT(weights, d.N * d.K, KEEP);
-        ACT_I32(topk, d.N * d.K, KEEP);
+        ACT_FLOAT(logits, d.Nl * d.E, KEEP);
+        ACT_FLOAT(scores, d.Nl * d.E, KEEP);
+        ACT_FLOAT(weights, d.Nl * d.K, KEEP);
+        ACT_I32(topk, d.Nl * d.K, KEEP);
         ACT_I64(counts, d.E, KEEP);
         ACT_I32(order, d.M, KEEP);
         ACT_I64(offsets, d.E + 1, KEEP);
@@ -121,8 +122,8 @@ Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const D
     memset(s, 0, sizeof *s);
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->kva, d.N * (d.C + d.R), "scratch kva"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->kvb, d.N * d.H * nv, "scratch kvb"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dx, d.N * d.D, "scratch dx"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dh, d.N * d.D, "scratch dh"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dx, d.Nl * d.D, "scratch dx"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dh, d.Nl * d.D, "scratch dh"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dn, d.N * d.D, "scratch dn"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dq, d.N * d.H * d.Dqk, "scratch dq"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dk, d.N * d.H * d.Dqk, "scratch dk"));
@@ -138,10 +139,14 @@ Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const D
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dfb, d.N * hidden, "scratch dfb"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dfg, d.N * hidden, "scratch dfg"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ffn_out, d.N * d.D, "scratch ffn_out"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dlogits, d.N * d.E, "scratch dlogits"));
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dweights, d.N * d.K, "scratch dweights"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dlogits, d.Nl * d.E, "scratch dlogits"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dweights, d.Nl * d.K, "scratch dweights"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dxs, d.M * d.D, "scratch dxs"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dys, d.M * d.D, "scratch dys"));
+    if (tp > 1) {
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->rows, d.Nl * d.D, "scratch sequence rows"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->gathered, d.N * d.D, "scratch gathered gradient"));
+    }
     return DSV3_OK;
 }
 
@@ -151,10 +156,52 @@ static const float *P(const Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->p
 
 static float *G(Dsv3ParamGroup *g, Dsv3ParamSlot slot) { return g->params[slot].grad; }
 
-Dsv3Err dsv3_layer_tp_sum(const Dsv3LayerContext *ctx, float *buf, int64_t count) {
+// This rank's rows of a micro-batch-sized (N, D) buffer.
+static float *local_rows(const Dsv3LayerContext *ctx, float *full, const Dims *d) {
+    return full + ctx->tp_rank * d->Nl * d->D;
+}
+
+Dsv3Err dsv3_layer_sp_gather(const Dsv3LayerContext *ctx, float *full, const float *rows,
+                             int64_t n_rows, int64_t D) {
+    float *mine = full + ctx->tp_rank * n_rows * D;
+    if (rows != mine)
+        DSV3_CALL(dsv3_memory_copy(ctx->kernels, mine, rows, (size_t)(n_rows * D) * sizeof(float),
+                                   DSV3_COPY_DEVICE_TO_DEVICE));
     if (ctx->tp == 1) return DSV3_OK;
     Dsv3Collectives *c = ctx->collectives;
-    return c->all_reduce(c, DSV3_GROUP_TP, buf, count, DSV3_ELEM_F32, DSV3_REDUCE_SUM);
+    return c->all_gather(c, DSV3_GROUP_TP, full, mine, n_rows * D, DSV3_ELEM_F32);
+}
+
+Dsv3Err dsv3_layer_sp_reduce(const Dsv3LayerContext *ctx, float *rows, const float *partial,
+                             int64_t n_rows, int64_t D) {
+    Dsv3Collectives *c = ctx->collectives;
+    return c->reduce_scatter(c, DSV3_GROUP_TP, rows, partial, n_rows * D, DSV3_ELEM_F32,
+                             DSV3_REDUCE_SUM);
+}
+
+// The attention or FFN input (N, D): this rank's rows are in place; all-gathered under tp.
+static Dsv3Err gather_input(const Dsv3LayerContext *ctx, float *full, const Dims *d) {
+    return dsv3_layer_sp_gather(ctx, full, local_rows(ctx, full, d), d->Nl, d->D);
+}
+
+// *out = this rank's rows of the sum over tp of a row-wise layer's `partial` (N, D) output, or
+// of a gradient leaving column-wise layers: reduce-scattered into s->rows; without tp, partial.
+static Dsv3Err reduce_rows(const Dsv3LayerContext *ctx, float **out, float *partial,
+                           Dsv3LayerScratch *s, const Dims *d) {
+    *out = partial;
+    if (ctx->tp == 1) return DSV3_OK;
+    *out = s->rows;
+    return dsv3_layer_sp_reduce(ctx, s->rows, partial, d->Nl, d->D);
+}
+
+// *full = the gradient `rows` (Nl, D) of every tp rank, gathered into s->gathered (N, D);
+// without tp, rows.
+static Dsv3Err gather_rows(const Dsv3LayerContext *ctx, const float **full, const float *rows,
+                           Dsv3LayerScratch *s, const Dims *d) {
+    *full = rows;
+    if (ctx->tp == 1) return DSV3_OK;
+    *full = s->gathered;
+    return dsv3_layer_sp_gather(ctx, s->gathered, rows, d->Nl, d->D);
 }
 
 static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
@@ -203,26 +250,34 @@ static Dsv3Err swiglu_ffn_forward(const Dsv3KernelContext *kc, float *out, Dsv3L
     return DSV3_OK;
 }
 
-static Dsv3Err moe_forward(float *out, Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
-                           const float *expert_bias, const Dsv3LayerContext *ctx) {
+// *out (Nl, D) = the MoE output of this rank's rows: the router and the routed experts on its
+// own tokens, the shared experts (split over tp) on the gathered micro-batch.
+static Dsv3Err moe_forward(float **out, Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
+                           const float *expert_bias, const Dsv3LayerContext *ctx,
+                           Dsv3LayerScratch *s) {
     const Dsv3KernelContext *kc = ctx->kernels;
-    DSV3_CALL(dsv3_linear_forward(kc, F32, a->logits, a->hn, P(g, DSV3_P_GATE), d->N, d->D, d->E));
+    const float *hn = local_rows(ctx, a->hn, d);
+    DSV3_CALL(dsv3_linear_forward(kc, F32, a->logits, hn, P(g, DSV3_P_GATE), d->Nl, d->D, d->E));
     DSV3_CALL(dsv3_router_forward(kc, F32, a->scores, a->topk, a->weights, a->counts, a->logits,
-                                  expert_bias, d->N, &ctx->router));
-    DSV3_CALL(dsv3_moe_plan(kc, a->order, a->offsets, a->topk, d->N, d->K, d->E));
-    DSV3_CALL(dsv3_moe_gather(kc, F32, a->xs, a->hn, a->order, d->M, d->K, d->D));
+                                  expert_bias, d->Nl, &ctx->router));
+    DSV3_CALL(dsv3_moe_plan(kc, a->order, a->offsets, a->topk, d->Nl, d->K, d->E));
+    DSV3_CALL(dsv3_moe_gather(kc, F32, a->xs, hn, a->order, d->M, d->K, d->D));
     DSV3_CALL(ctx->experts->forward(ctx->experts, g->layer_id, ctx->slot, F32, a->ys, a->h1, a->h3,
                                     a->xs, a->offsets));
     // The shared experts while the routed rows may be away (experts.h).
     if (d->Fs > 0) {
-        DSV3_CALL(swiglu_ffn_forward(kc, out, a, P(g, DSV3_P_SHARED_W1), P(g, DSV3_P_SHARED_W2),
-                                     P(g, DSV3_P_SHARED_W3), d->N, d->D, d->Fs));
-        DSV3_CALL(dsv3_layer_tp_sum(ctx, out, d->N * d->D));
-    } else
-        DSV3_CALL(dsv3_memory_zero(kc, out, (size_t)(d->N * d->D) * sizeof(float)));
+        DSV3_CALL(gather_input(ctx, a->hn, d));
+        DSV3_CALL(swiglu_ffn_forward(kc, s->ffn_out, a, P(g, DSV3_P_SHARED_W1),
+                                     P(g, DSV3_P_SHARED_W2), P(g, DSV3_P_SHARED_W3), d->N, d->D,
+                                     d->Fs));
+        DSV3_CALL(reduce_rows(ctx, out, s->ffn_out, s, d));
+    } else {
+        *out = s->ffn_out;
+        DSV3_CALL(dsv3_memory_zero(kc, *out, (size_t)(d->Nl * d->D) * sizeof(float)));
+    }
     DSV3_CALL(ctx->experts->finish(ctx->experts, g->layer_id));
     DSV3_CALL(
-        dsv3_moe_combine_forward(kc, F32, out, a->ys, a->weights, a->order, d->N, d->K, d->D));
+        dsv3_moe_combine_forward(kc, F32, *out, a->ys, a->weights, a->order, d->Nl, d->K, d->D));
     return DSV3_OK;
 }
 
@@ -232,48 +287,59 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const D
     const Dsv3KernelContext *kc = ctx->kernels;
     Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp);
     float eps = (float)args->norm_eps;
+    int64_t NlD = d.Nl * d.D;
     if (x != a->x)
-        DSV3_CALL(dsv3_memory_copy(kc, a->x, x, (size_t)(d.N * d.D) * sizeof(float),
-                                   DSV3_COPY_DEVICE_TO_DEVICE));
-    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM),
-                                   d.N, d.D, eps));
+        DSV3_CALL(
+            dsv3_memory_copy(kc, a->x, x, (size_t)NlD * sizeof(float), DSV3_COPY_DEVICE_TO_DEVICE));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, local_rows(ctx, a->xn, &d), a->attn_rstd, a->x,
+                                   P(g, DSV3_P_ATTENTION_NORM), d.Nl, d.D, eps));
+    DSV3_CALL(gather_input(ctx, a->xn, &d));
     DSV3_CALL(attention_forward(a, g, &d, args, ctx, s));
     DSV3_CALL(
         dsv3_linear_forward(kc, F32, s->ffn_out, a->o, P(g, DSV3_P_WO), d.N, d.H * d.Dv, d.D));
-    DSV3_CALL(dsv3_layer_tp_sum(ctx, s->ffn_out, d.N * d.D));
-    DSV3_CALL(dsv3_add(kc, F32, a->h, a->x, s->ffn_out, d.N * d.D));
-    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d.N,
-                                   d.D, eps));
-    if (g->moe)
-        DSV3_CALL(moe_forward(s->ffn_out, a, g, &d, expert_bias, ctx));
-    else {
+    float *part = NULL; // this rank's rows of the attention, then of the FFN output
+    DSV3_CALL(reduce_rows(ctx, &part, s->ffn_out, s, &d));
+    DSV3_CALL(dsv3_add(kc, F32, a->h, a->x, part, NlD));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, local_rows(ctx, a->hn, &d), a->ffn_rstd, a->h,
+                                   P(g, DSV3_P_FFN_NORM), d.Nl, d.D, eps));
+    if (g->moe) {
+        DSV3_CALL(moe_forward(&part, a, g, &d, expert_bias, ctx, s));
+    } else {
+        DSV3_CALL(gather_input(ctx, a->hn, &d));
         DSV3_CALL(swiglu_ffn_forward(kc, s->ffn_out, a, P(g, DSV3_P_FF_W1), P(g, DSV3_P_FF_W2),
                                      P(g, DSV3_P_FF_W3), d.N, d.D, d.I));
-        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->ffn_out, d.N * d.D));
+        DSV3_CALL(reduce_rows(ctx, &part, s->ffn_out, s, &d));
     }
-    DSV3_CALL(dsv3_add(kc, F32, out, a->h, s->ffn_out, d.N * d.D));
+    DSV3_CALL(dsv3_add(kc, F32, out, a->h, part, NlD));
     return DSV3_OK;
 }
 
 // ---- backward ----
 
 // op mode: rebuilds the element-wise buffers from the kept matmul outputs, by the same ops.
-static Dsv3Err recompute_elementwise(const Dsv3KernelContext *kc, Dsv3LayerActs *a,
+static Dsv3Err recompute_elementwise(const Dsv3LayerContext *ctx, Dsv3LayerActs *a,
                                      const Dsv3ParamGroup *g, const Dims *d,
                                      const Dsv3ModelArgs *args) {
+    const Dsv3KernelContext *kc = ctx->kernels;
     float eps = (float)args->norm_eps;
-    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->xn, a->attn_rstd, a->x, P(g, DSV3_P_ATTENTION_NORM),
-                                   d->N, d->D, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, local_rows(ctx, a->xn, d), a->attn_rstd, a->x,
+                                   P(g, DSV3_P_ATTENTION_NORM), d->Nl, d->D, eps));
+    DSV3_CALL(gather_input(ctx, a->xn, d));
     if (d->Q > 0)
         DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->qn, a->qa_rstd, a->qa, P(g, DSV3_P_Q_NORM), d->N,
                                        d->Q, eps));
     DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), d->N,
                                    d->C, eps));
-    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->hn, a->ffn_rstd, a->h, P(g, DSV3_P_FFN_NORM), d->N,
-                                   d->D, eps));
+    DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, local_rows(ctx, a->hn, d), a->ffn_rstd, a->h,
+                                   P(g, DSV3_P_FFN_NORM), d->Nl, d->D, eps));
     int64_t hidden = g->moe ? d->Fs : d->I;
-    if (hidden > 0) DSV3_CALL(dsv3_swiglu_forward(kc, F32, a->fg, a->fa, a->fb, d->N, hidden));
-    if (g->moe) DSV3_CALL(dsv3_moe_gather(kc, F32, a->xs, a->hn, a->order, d->M, d->K, d->D));
+    if (hidden > 0) {
+        DSV3_CALL(gather_input(ctx, a->hn, d));
+        DSV3_CALL(dsv3_swiglu_forward(kc, F32, a->fg, a->fa, a->fb, d->N, hidden));
+    }
+    if (g->moe)
+        DSV3_CALL(
+            dsv3_moe_gather(kc, F32, a->xs, local_rows(ctx, a->hn, d), a->order, d->M, d->K, d->D));
     return DSV3_OK;
 }
 
@@ -299,45 +365,51 @@ static Dsv3Err swiglu_ffn_backward_input(const Dsv3KernelContext *kc, float *dn,
     return dsv3_linear_backward(kc, F32, dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1);
 }
 
-static Dsv3Err moe_backward(float *dn, const float *dout, Dsv3LayerActs *a, Dsv3ParamGroup *g,
-                            const Dims *d, const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
+// *dn (Nl, D) = the gradient of this rank's rows of the MoE input hn, from dout (Nl, D), this
+// rank's rows of the output's gradient, and dout_full (N, D), every rank's.
+static Dsv3Err moe_backward(float **dn, const float *dout, const float *dout_full, Dsv3LayerActs *a,
+                            Dsv3ParamGroup *g, const Dims *d, const Dsv3LayerContext *ctx,
+                            Dsv3LayerScratch *s) {
     const Dsv3KernelContext *kc = ctx->kernels;
     DSV3_CALL(dsv3_moe_combine_backward(kc, F32, s->dys, s->dweights, dout, a->ys, a->weights,
-                                        a->order, d->N, d->K, d->D));
+                                        a->order, d->Nl, d->K, d->D));
     DSV3_CALL(ctx->experts->backward(ctx->experts, g->layer_id, ctx->slot, F32, s->dxs, s->dys,
                                      a->xs, a->h1, a->h3, a->offsets));
     // While the routed gradients may be away (experts.h): what does not add into dn, so that dn
     // sums its terms in one order wherever the experts run.
-    DSV3_CALL(dsv3_router_backward(kc, F32, s->dlogits, s->dweights, a->scores, a->topk, d->N,
+    DSV3_CALL(dsv3_router_backward(kc, F32, s->dlogits, s->dweights, a->scores, a->topk, d->Nl,
                                    &ctx->router));
     if (d->Fs > 0)
-        DSV3_CALL(
-            swiglu_ffn_backward_hidden(kc, dout, a, g, DSV3_P_SHARED_W2, d->N, d->D, d->Fs, s));
+        DSV3_CALL(swiglu_ffn_backward_hidden(kc, dout_full, a, g, DSV3_P_SHARED_W2, d->N, d->D,
+                                             d->Fs, s));
     DSV3_CALL(ctx->experts->finish(ctx->experts, g->layer_id));
-    DSV3_CALL(dsv3_memory_zero(kc, dn, (size_t)(d->N * d->D) * sizeof(float)));
-    DSV3_CALL(dsv3_moe_gather_backward(kc, F32, dn, s->dxs, a->order, d->M, d->K, d->D));
-    DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_GATE), s->dlogits, a->hn,
-                                   P(g, DSV3_P_GATE), d->N, d->D, d->E, 1));
-    if (d->Fs > 0 && ctx->tp == 1)
-        DSV3_CALL(swiglu_ffn_backward_input(kc, dn, 1, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
-                                            d->N, d->D, d->Fs, s));
-    if (d->Fs > 0 && ctx->tp > 1) { // the shared experts' term is partial: summed on its own
-        DSV3_CALL(swiglu_ffn_backward_input(kc, s->dx, 0, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
-                                            d->N, d->D, d->Fs, s));
-        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dx, d->N * d->D));
-        DSV3_CALL(dsv3_add(kc, F32, dn, dn, s->dx, d->N * d->D));
-    }
-    return DSV3_OK;
+    float *mine = ctx->tp == 1 ? s->dn : s->rows;
+    *dn = mine;
+    DSV3_CALL(dsv3_memory_zero(kc, mine, (size_t)(d->Nl * d->D) * sizeof(float)));
+    DSV3_CALL(dsv3_moe_gather_backward(kc, F32, mine, s->dxs, a->order, d->M, d->K, d->D));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, mine, G(g, DSV3_P_GATE), s->dlogits,
+                                   local_rows(ctx, a->hn, d), P(g, DSV3_P_GATE), d->Nl, d->D, d->E,
+                                   1));
+    if (d->Fs == 0) return DSV3_OK;
+    if (ctx->tp == 1)
+        return swiglu_ffn_backward_input(kc, mine, 1, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
+                                         d->N, d->D, d->Fs, s);
+    // The shared experts' term: partial over tp, reduce-scattered on its own, then added.
+    DSV3_CALL(swiglu_ffn_backward_input(kc, s->dn, 0, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
+                                        d->N, d->D, d->Fs, s));
+    DSV3_CALL(dsv3_layer_sp_reduce(ctx, s->dx, s->dn, d->Nl, d->D));
+    return dsv3_add(kc, F32, mine, mine, s->dx, d->Nl * d->D);
 }
 
-// dn (N, D) = gradient of the attention input xn, from dy = s->dh (the gradient of wo's output).
-static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g, const Dims *d,
-                                  const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
-                                  Dsv3LayerScratch *s) {
+// dn (N, D) = gradient of the attention input xn (of this rank's heads: partial under tp), from
+// dy (N, D), the gradient of wo's output.
+static Dsv3Err attention_backward(float *dn, const float *dy, Dsv3LayerActs *a, Dsv3ParamGroup *g,
+                                  const Dims *d, const Dsv3ModelArgs *args,
+                                  const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
     const Dsv3KernelContext *kc = ctx->kernels;
     int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
-    DSV3_CALL(dsv3_linear_backward(kc, F32, s->do_, G(g, DSV3_P_WO), s->dh, a->o, P(g, DSV3_P_WO),
-                                   N, d->H * d->Dv, d->D, 0));
+    DSV3_CALL(dsv3_linear_backward(kc, F32, s->do_, G(g, DSV3_P_WO), dy, a->o, P(g, DSV3_P_WO), N,
+                                   d->H * d->Dv, d->D, 0));
     DSV3_CALL(dsv3_attention_backward(kc, F32, s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o,
                                       a->lse, a->attn_scores, ctx->doc, d->B, d->T, d->H, d->Dqk,
                                       d->Dv, ctx->softmax_scale));
@@ -349,11 +421,6 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
                                  1, d->R, CR, d->R));
     DSV3_CALL(dsv3_linear_backward(kc, F32, s->dkvn, G(g, DSV3_P_WKV_B), s->dkvb, a->kvn,
                                    P(g, DSV3_P_WKV_B), N, d->C, d->H * nv, 0));
-    if (ctx->tp > 1) { // the latent's and k_pe's gradients from this rank's heads, summed at once
-        DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkva, CR, s->dkvn, d->C, N, d->C));
-        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dkva, N * CR));
-        DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkvn, d->C, s->dkva, CR, N, d->C));
-    }
     DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dkvc, G(g, DSV3_P_KV_NORM), s->dkvn, a->kvc,
                                     P(g, DSV3_P_KV_NORM), a->kv_rstd, N, d->C));
     DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkva, CR, s->dkvc, d->C, N, d->C));
@@ -362,7 +429,6 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
     if (d->Q > 0) {
         DSV3_CALL(dsv3_linear_backward(kc, F32, s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn,
                                        P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk, 0));
-        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dqn, N * d->Q));
         DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dqa, G(g, DSV3_P_Q_NORM), s->dqn, a->qa,
                                         P(g, DSV3_P_Q_NORM), a->qa_rstd, N, d->Q));
         DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ_A), s->dqa, a->xn,
@@ -370,7 +436,6 @@ static Dsv3Err attention_backward(float *dn, Dsv3LayerActs *a, Dsv3ParamGroup *g
     } else {
         DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ), s->dq, a->xn, P(g, DSV3_P_WQ),
                                        N, d->D, d->H * d->Dqk, 0));
-        DSV3_CALL(dsv3_layer_tp_sum(ctx, dn, N * d->D));
     }
     DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WKV_A), s->dkva, a->xn,
                                    P(g, DSV3_P_WKV_A), N, d->D, CR, 1));
@@ -383,30 +448,37 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
                             Dsv3LayerActs *shared) {
     const Dsv3KernelContext *kc = ctx->kernels;
     Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp);
-    int64_t ND = d.N * d.D;
+    int64_t NlD = d.Nl * d.D;
     if (a->mode == DSV3_AC_FULL) {
         // Rerun the whole block into the shared buffers; its output is not needed.
         DSV3_CALL(dsv3_layer_forward(s->dh, a->x, shared, g, args, expert_bias, ctx, s));
         a = shared;
     } else if (a->mode == DSV3_AC_OP) {
-        DSV3_CALL(recompute_elementwise(kc, a, g, &d, args));
+        DSV3_CALL(recompute_elementwise(ctx, a, g, &d, args));
     }
-    // out = h + ffn(ffn_norm(h)): dh = dout + ffn_norm' · ffn'(dout).
+    // out = h + ffn(ffn_norm(h)): dh = dout + ffn_norm' · ffn'(dout). Under tp the FFN (or the
+    // shared experts) sees every rank's rows of dout; dn is this rank's rows.
+    const float *dout_full = NULL;
+    DSV3_CALL(gather_rows(ctx, &dout_full, dout, s, &d));
+    float *dn = NULL;
     if (g->moe) {
-        DSV3_CALL(moe_backward(s->dn, dout, a, g, &d, ctx, s));
+        DSV3_CALL(moe_backward(&dn, dout, dout_full, a, g, &d, ctx, s));
     } else {
-        DSV3_CALL(swiglu_ffn_backward_hidden(kc, dout, a, g, DSV3_P_FF_W2, d.N, d.D, d.I, s));
+        DSV3_CALL(swiglu_ffn_backward_hidden(kc, dout_full, a, g, DSV3_P_FF_W2, d.N, d.D, d.I, s));
         DSV3_CALL(swiglu_ffn_backward_input(kc, s->dn, 0, a, g, DSV3_P_FF_W1, DSV3_P_FF_W3, d.N,
                                             d.D, d.I, s));
-        DSV3_CALL(dsv3_layer_tp_sum(ctx, s->dn, ND));
+        DSV3_CALL(reduce_rows(ctx, &dn, s->dn, s, &d));
     }
-    DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_FFN_NORM), s->dn, a->h,
-                                    P(g, DSV3_P_FFN_NORM), a->ffn_rstd, d.N, d.D));
-    DSV3_CALL(dsv3_add(kc, F32, s->dh, dout, s->dx, ND));
+    DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_FFN_NORM), dn, a->h,
+                                    P(g, DSV3_P_FFN_NORM), a->ffn_rstd, d.Nl, d.D));
+    DSV3_CALL(dsv3_add(kc, F32, s->dh, dout, s->dx, NlD));
     // h = x + wo · mla(attention_norm(x)).
-    DSV3_CALL(attention_backward(s->dn, a, g, &d, args, ctx, s));
-    DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_ATTENTION_NORM), s->dn, a->x,
-                                    P(g, DSV3_P_ATTENTION_NORM), a->attn_rstd, d.N, d.D));
-    DSV3_CALL(dsv3_add(kc, F32, dx, s->dh, s->dx, ND));
+    const float *dy = NULL;
+    DSV3_CALL(gather_rows(ctx, &dy, s->dh, s, &d));
+    DSV3_CALL(attention_backward(s->dn, dy, a, g, &d, args, ctx, s));
+    DSV3_CALL(reduce_rows(ctx, &dn, s->dn, s, &d));
+    DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_ATTENTION_NORM), dn, a->x,
+                                    P(g, DSV3_P_ATTENTION_NORM), a->attn_rstd, d.Nl, d.D));
+    DSV3_CALL(dsv3_add(kc, F32, dx, s->dh, s->dx, NlD));
     return DSV3_OK;
 }

@@ -13,19 +13,23 @@
 // Every mode computes the same numbers: recomputation repeats the same operations in the
 // same order.
 //
-// Tensor parallelism (torchtitan's DeepSeek-V3 plan, params.h): over tp ranks, a layer holds
-// H/tp heads (wq or wq_b and wkv_b column-wise, wo row-wise) and I/tp or Fs/tp hidden features
-// of the dense FFN or the shared experts (w1, w3 column-wise, w2 row-wise); wq_a, wkv_a, the
-// norms and the router are replicated, and the routed experts run on every tp rank's tokens.
-// Every tp rank holds the whole micro-batch: the output of a row-wise layer is summed over the
-// tp group, and so is the gradient of a column-wise layer's input where it leaves the heads or
-// the hidden features (the collectives' DSV3_GROUP_TP). Replicated parameters get the same
-// gradients on every tp rank.
+// Tensor and sequence parallelism (torchtitan's DeepSeek-V3 plan, params.h): over tp ranks, a
+// layer holds H/tp heads (wq or wq_b and wkv_b column-wise, wo row-wise) and I/tp or Fs/tp
+// hidden features of the dense FFN or the shared experts (w1, w3 column-wise, w2 row-wise);
+// wq_a, wkv_a, the norms, the router and the routed experts are replicated. Between those TP
+// regions the micro-batch is split over the tp ranks by rows (tokens): rank r holds rows
+// [r·N/tp, (r+1)·N/tp) of the layer's input and output, its norms' outputs, residuals, router
+// and routed experts (sequence parallelism). A TP region's input (attention_norm's or
+// ffn_norm's output) is all-gathered over the tp group (DSV3_GROUP_TP), its row-wise output
+// reduce-scattered back into rows; in backward the other way round. The gradients of
+// replicated parameters are then partial sums over the tp ranks (their own rows, or their own
+// heads' share), which the caller sums over the tp group before the optimizer step.
 //
-// Legend: N = B × T tokens, D dim, H heads, Dqk = nope + rope head dims, Dv value head dim,
-// Q q_lora_rank, C kv_lora_rank, R rope dims, I inter_dim, E experts, K top_k, M = N × K,
-// F moe_inter_dim, Fs = F × num_shared_experts; H, I and Fs are a tp rank's share (the
-// global ones / tp). No MPI here.
+// Legend: N = B × T tokens of the micro-batch, Nl = N / tp this rank's rows, D dim, H heads,
+// Dqk = nope + rope head dims, Dv value head dim, Q q_lora_rank, C kv_lora_rank, R rope dims,
+// I inter_dim, E experts, K top_k, M = Nl × K routed rows, F moe_inter_dim,
+// Fs = F × num_shared_experts; H, I and Fs are a tp rank's share (the global ones / tp). No MPI
+// here.
 #ifndef DSV3_MODEL_LAYER_H
 #define DSV3_MODEL_LAYER_H
 
@@ -56,15 +60,15 @@ typedef struct {
     Dsv3RouterArgs router;
     Dsv3Experts *experts;         // the routed experts of the MoE layers
     int64_t slot;                 // the micro-batch's activation slot (model.h), for the experts
-    int64_t tp;                   // tensor-parallel degree (1: the whole layer on this rank)
-    Dsv3Collectives *collectives; // sums over DSV3_GROUP_TP when tp > 1
+    int64_t tp, tp_rank;          // tensor-parallel degree (1: the whole layer) and rank
+    Dsv3Collectives *collectives; // gathers and reductions over DSV3_GROUP_TP when tp > 1
 } Dsv3LayerContext;
 
 typedef struct {
     Dsv3AcMode mode;
     // attention block
-    float *x;                 // (N, D) layer input (always per layer)
-    float *xn, *attn_rstd;    // (N, D), (N): attention_norm
+    float *x;                 // (Nl, D) layer input (always per layer)
+    float *xn, *attn_rstd;    // (N, D) gathered, (Nl): attention_norm
     float *qa, *qa_rstd, *qn; // (N, Q), (N), (N, Q): q_lora_rank > 0 only
     float *q;                 // (N, H, Dqk) after RoPE
     float *kvc, *kv_rstd;     // (N, C), (N): the latent before kv_norm
@@ -74,13 +78,13 @@ typedef struct {
     float *o;                 // (N, H, Dv) attention output
     float *lse;               // (B, H, T)
     float *attn_scores;       // (B, H, T, T) attention scores kept for backward, or NULL
-    float *h;                 // (N, D) residual after attention
+    float *h;                 // (Nl, D) residual after attention
     // FFN block
-    float *hn, *ffn_rstd;   // (N, D), (N): ffn_norm
+    float *hn, *ffn_rstd;   // (N, D) gathered for the FFN or shared experts, (Nl): ffn_norm
     float *fa, *fb, *fg;    // dense (N, I) or shared experts (N, Fs): w1 h, w3 h, silu(a)·b
-    float *logits, *scores; // (N, E) router
-    float *weights;         // (N, K)
-    int32_t *topk;          // (N, K)
+    float *logits, *scores; // (Nl, E) router
+    float *weights;         // (Nl, K)
+    int32_t *topk;          // (Nl, K)
     int64_t *counts;        // (E) tokens per expert of this micro-batch
     int32_t *order;         // (M) routed rows, sorted by expert
     int64_t *offsets;       // (E + 1)
@@ -92,9 +96,9 @@ typedef struct {
 typedef struct {
     float *kva;             // (N, C + R)
     float *kvb;             // (N, H, nope + Dv)
-    float *dx;              // (N, D) gradient flowing into the layer input
-    float *dh;              // (N, D)
-    float *dn;              // (N, D) gradient of a norm output
+    float *dx;              // (Nl, D) gradient flowing into the layer input
+    float *dh;              // (Nl, D)
+    float *dn;              // (N, D) gradient of a norm output (partial under tp)
     float *dq;              // (N, H, Dqk)
     float *dk, *dv;         // (N, H, Dqk), (N, H, Dv)
     float *do_;             // (N, H, Dv)
@@ -104,10 +108,12 @@ typedef struct {
     float *dkva;            // (N, C + R)
     float *dqn, *dqa;       // (N, Q)
     float *dfa, *dfb, *dfg; // (N, max(I, Fs))
-    float *ffn_out;         // (N, D)
-    float *dlogits;         // (N, E)
-    float *dweights;        // (N, K)
+    float *ffn_out;         // (N, D) a row-wise layer's output (partial under tp)
+    float *dlogits;         // (Nl, E)
+    float *dweights;        // (Nl, K)
     float *dxs, *dys;       // (M, D)
+    float *rows;            // (Nl, D) tp > 1: a reduce-scatter's rows
+    float *gathered;        // (N, D) tp > 1: an all-gathered gradient
 } Dsv3LayerScratch;
 
 // Allocates a layer's activations for mode `mode` (moe: 1 for a MoE layer, 0 for a dense
@@ -119,21 +125,27 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
                                int local_experts, int64_t B, int64_t T, int64_t tp);
 
-// Sums buf (count floats) over the tensor-parallel ranks of ctx (collective on DSV3_GROUP_TP):
-// a row-wise layer's partial output, or the partial gradient of what column-wise layers read.
-// Nothing to do when ctx->tp is 1.
-Dsv3Err dsv3_layer_tp_sum(const Dsv3LayerContext *ctx, float *buf, int64_t count);
+// Sequence parallelism's two collectives on DSV3_GROUP_TP, for n_rows rows of D floats per tp
+// rank. sp_gather: full (tp × n_rows, D) = every rank's rows, this rank's copied from `rows`
+// first (unless they are already in place); with tp 1 only that copy. sp_reduce (tp > 1):
+// rows (n_rows, D) = this rank's rows of the sum over the tp ranks of partial (tp × n_rows, D).
+Dsv3Err dsv3_layer_sp_gather(const Dsv3LayerContext *ctx, float *full, const float *rows,
+                             int64_t n_rows, int64_t D);
+Dsv3Err dsv3_layer_sp_reduce(const Dsv3LayerContext *ctx, float *rows, const float *partial,
+                             int64_t n_rows, int64_t D);
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
                                   int64_t B, int64_t T, int64_t tp);
 
-// out (N, D) = the block applied to x (N, D); x is copied into acts->x (unless it is
-// acts->x). acts->counts holds this micro-batch's tokens per expert for MoE layers.
+// out (Nl, D) = the block applied to x (Nl, D), this rank's rows; x is copied into acts->x
+// (unless it is acts->x). acts->counts holds this rank's rows' tokens per expert for MoE
+// layers.
 Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *acts, const Dsv3ParamGroup *g,
                            const Dsv3ModelArgs *args, const float *expert_bias,
                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s);
 
-// dx (N, D) written from dout (N, D) (they may alias); parameter gradients added to g->grad.
+// dx (Nl, D) written from dout (Nl, D) (they may alias); parameter gradients added to g->grad
+// (replicated ones partial under tp, see above).
 // `shared` holds the recomputation buffers of checkpointed modes.
 Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *acts, Dsv3ParamGroup *g,
                             const Dsv3ModelArgs *args, const float *expert_bias,

@@ -22,9 +22,9 @@ typedef struct {
     int32_t *tokens;     // (N) first stage: the forward's tokens
     int32_t *doc;        // (N) document ids, or NULL (causal)
     Dsv3LayerActs *acts; // (L) per layer; acts[0].x is the stage input
-    float *last;         // (N, D) the last layer's output: the stage output
-    float *final_rstd;   // (N) last stage
-    float *final_out;    // (N, D) last stage: after the final norm
+    float *last;         // (Nl, D) the last layer's output: the stage output
+    float *final_rstd;   // (Nl) last stage
+    float *final_out;    // (N, D) last stage: after the final norm (every tp rank's rows)
 } Slot;
 
 struct Dsv3Model {
@@ -42,9 +42,9 @@ struct Dsv3Model {
     Dsv3LayerActs shared;        // recomputation buffers of checkpointed layers
     Dsv3LayerScratch scratch;
     Dsv3LayerContext ctx;
-    float *dfinal;               // (N, D) last stage
-    float *dh;                   // (N, D) gradient flowing down the layers
-    int64_t tp;                  // tensor-parallel degree of the store's groups
+    float *dfinal;               // (N, D) last stage (partial under tp)
+    float *dh;                   // (Nl, D) gradient flowing down the layers
+    int64_t tp, tp_rank;         // tensor-parallel degree and rank of the store's groups
     float *head_logits;          // (loss_chunk, V/tp) last stage with tp > 1: a chunk's logits
     float *head_max;             // (loss_chunk) their rows' maxima
     double *head_sums;           // (2 loss_chunk) sums of exponentials and target logits
@@ -67,6 +67,9 @@ static Dsv3AcMode layer_mode(const Dsv3ModelOptions *o, int64_t layer) {
 
 static int64_t n_tokens(const Dsv3Model *m) { return m->opt.batch * m->opt.seq_len; }
 
+// This rank's rows of the micro-batch (sequence parallelism: the tp ranks split its tokens).
+static int64_t n_rows(const Dsv3Model *m) { return n_tokens(m) / m->tp; }
+
 // Where the slot's stage input goes: the first layer's input, or, on a stage without layers,
 // the stage output itself.
 static float *stage_input(const Dsv3Model *m, const Slot *s) {
@@ -76,6 +79,7 @@ static float *stage_input(const Dsv3Model *m, const Slot *s) {
 static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     const Dsv3ModelArgs *a = &m->args;
     int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
+    int64_t Nl = n_rows(m);
     Dsv3Arena *arena = &m->arena;
     if (m->range.first) DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->tokens, N, "tokens"));
     if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL)
@@ -87,9 +91,9 @@ static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
                                          a, layer >= a->n_dense_layers, m->range.routed, B, T,
                                          m->tp));
     }
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->last, N * D, "stage output"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->last, Nl * D, "stage output"));
     if (m->range.last) {
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->final_rstd, N, "final norm rstd"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->final_rstd, Nl, "final norm rstd"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->final_out, N * D, "final norm output"));
     }
     return DSV3_OK;
@@ -147,7 +151,7 @@ static Dsv3Err create_state(Dsv3Model *m) {
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_max, chunk, "head logits maxima"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_sums, 2 * chunk, "head logits sums"));
     }
-    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dh, N * D, "hidden gradient"));
+    DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dh, n_rows(m) * D, "hidden gradient"));
 
     // Shared context: RoPE tables for positions 0 … T-1, softmax scale, router settings.
     float *cos = NULL, *sin = NULL;
@@ -178,6 +182,7 @@ static Dsv3Err create_state(Dsv3Model *m) {
                    .route_scale = (float)a->route_scale},
         .experts = m->services.experts,
         .tp = m->tp,
+        .tp_rank = m->tp_rank,
         .collectives = m->services.collectives,
     };
     return DSV3_OK;
@@ -273,10 +278,11 @@ Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3M
     return DSV3_OK;
 }
 
-// The tensor-parallel degree the store's groups are cut for (the same for all).
-static int64_t store_tp(const Dsv3ModelServices *services) {
+// The tensor-parallel cut of the store's groups (the same for all).
+static void store_tp(const Dsv3ModelServices *services, int64_t *tp, int64_t *tp_rank) {
     const Dsv3ParamStore *st = services->params;
-    return st->n_groups > 0 ? st->groups[0].spec.tp : 1;
+    *tp = st->n_groups > 0 ? st->groups[0].spec.tp : 1;
+    *tp_rank = st->n_groups > 0 ? st->groups[0].spec.tp_rank : 0;
 }
 
 // With tp > 1, the collectives' tp group has tp ranks.
@@ -285,10 +291,14 @@ static Dsv3Err check_tensor_parallel(const Dsv3Model *m) {
     Dsv3Collectives *c = m->services.collectives;
     int64_t size = 0, rank = 0;
     DSV3_CALL(c->group(c, DSV3_GROUP_TP, &size, &rank));
-    DSV3_CHECK(size == m->tp, DSV3_ERR_USAGE,
-               "model: the parameters are cut for tensor_parallel_degree %" PRId64
-               ", but the tp group has %" PRId64 " ranks",
-               m->tp, size);
+    DSV3_CHECK(size == m->tp && rank == m->tp_rank, DSV3_ERR_USAGE,
+               "model: the parameters are cut for tp rank %" PRId64 " of %" PRId64
+               ", but this rank is %" PRId64 " of a tp group of %" PRId64,
+               m->tp_rank, m->tp, rank, size);
+    DSV3_CHECK(n_tokens(m) % m->tp == 0, DSV3_ERR_USAGE,
+               "model: a micro-batch of %" PRId64 " tokens does not split over %" PRId64
+               " tp ranks",
+               n_tokens(m), m->tp);
     return DSV3_OK;
 }
 
@@ -309,7 +319,7 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     m->opt = *opt;
     m->services = *services;
     m->range = services->params->range;
-    m->tp = store_tp(services);
+    store_tp(services, &m->tp, &m->tp_rank);
     Dsv3Err err = check_tensor_parallel(m);
     if (err == DSV3_OK) err = create_state(m);
     if (err != DSV3_OK) {
@@ -483,19 +493,21 @@ static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
                                    DSV3_COPY_DEVICE_TO_DEVICE));
         if (s->doc) DSV3_CALL(dsv3_document_ids(k, s->doc, s->tokens, B, T, m->opt.eos_id));
         DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_FORWARD));
-        // With tp, each rank holds a slice of the vocabulary: its rows, summed over the group.
+        // With tp, each rank looks the whole micro-batch up in its slice of the vocabulary; the
+        // sum over the tp group is reduce-scattered into its rows.
         const Dsv3Param *table =
             &m->services.params->groups[m->group_embedding].params[DSV3_P_TOK_EMBEDDINGS];
-        DSV3_CALL(dsv3_embedding_forward(k, DSV3_TENSOR_F32, stage_input(m, s), s->tokens,
-                                         table->data, N, D, table->local[0],
-                                         table->piece_start[0]));
-        DSV3_CALL(dsv3_layer_tp_sum(&m->ctx, stage_input(m, s), N * D));
+        float *embedded = m->tp > 1 ? m->scratch.gathered : stage_input(m, s);
+        DSV3_CALL(dsv3_embedding_forward(k, DSV3_TENSOR_F32, embedded, s->tokens, table->data, N, D,
+                                         table->local[0], table->piece_start[0]));
+        if (m->tp > 1)
+            DSV3_CALL(dsv3_layer_sp_reduce(&m->ctx, stage_input(m, s), embedded, n_rows(m), D));
         return release(m, m->group_embedding, DSV3_PARAM_USE_FORWARD);
     }
     DSV3_CHECK(in->x && (in->doc || !s->doc), DSV3_ERR_USAGE,
                "model: a later stage's forward needs the previous stage's activations%s",
                s->doc ? " and document ids" : "");
-    DSV3_CALL(dsv3_memory_copy(k, stage_input(m, s), in->x, (size_t)(N * D) * sizeof(float),
+    DSV3_CALL(dsv3_memory_copy(k, stage_input(m, s), in->x, (size_t)(n_rows(m) * D) * sizeof(float),
                                DSV3_COPY_DEVICE_TO_DEVICE));
     if (s->doc)
         DSV3_CALL(dsv3_memory_copy(k, s->doc, in->doc, (size_t)N * sizeof *s->doc,
@@ -507,7 +519,7 @@ Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in)
     DSV3_CALL(check_slot(m, slot));
     const Dsv3ModelArgs *a = &m->args;
     const Dsv3KernelContext *k = m->services.kernels;
-    int64_t L = m->range.n_layers, N = n_tokens(m);
+    int64_t L = m->range.n_layers, Nl = n_rows(m);
     Slot *s = &m->slots[slot];
     DSV3_CALL(take_input(m, s, in));
     m->ctx.doc = s->doc;
@@ -526,8 +538,11 @@ Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in)
     if (!m->range.last) return DSV3_OK;
     DSV3_CALL(acquire(m, m->group_head, DSV3_PARAM_USE_FORWARD));
     const Dsv3ParamGroup *head = &m->services.params->groups[m->group_head];
-    DSV3_CALL(dsv3_rmsnorm_forward(k, DSV3_TENSOR_F32, s->final_out, s->final_rstd, s->last,
-                                   head->params[DSV3_P_NORM].data, N, a->dim, FINAL_NORM_EPS));
+    // The output head takes every tp rank's rows.
+    float *mine = s->final_out + m->tp_rank * Nl * a->dim;
+    DSV3_CALL(dsv3_rmsnorm_forward(k, DSV3_TENSOR_F32, mine, s->final_rstd, s->last,
+                                   head->params[DSV3_P_NORM].data, Nl, a->dim, FINAL_NORM_EPS));
+    DSV3_CALL(dsv3_layer_sp_gather(&m->ctx, s->final_out, mine, Nl, a->dim));
     return release(m, m->group_head, DSV3_PARAM_USE_FORWARD);
 }
 
@@ -556,7 +571,7 @@ Dsv3Err dsv3_model_logits(Dsv3Model *m, int64_t slot, float *logits) {
 // parallel): per chunk of tokens, this rank's logits, the rows' maxima (max over the tp group),
 // sums of exponentials and target logits (summed over it), then the loss, which every tp rank
 // now has, and this rank's share of the gradients; the gradient of the head's input is summed
-// over the group at the end. No rank holds more than a chunk × V/tp of logits.
+// over the group by the caller. No rank holds more than a chunk × V/tp of logits.
 static Dsv3Err loss_parallel(Dsv3Model *m, const Slot *s, Dsv3Param *output,
                              const Dsv3StageGrad *grad, double *loss_sum) {
     const Dsv3KernelContext *k = m->services.kernels;
@@ -582,7 +597,7 @@ static Dsv3Err loss_parallel(Dsv3Model *m, const Slot *s, Dsv3Param *output,
             labels, n, D, V, v0, grad->grad_scale));
         *loss_sum += chunk_loss;
     }
-    return train ? dsv3_layer_tp_sum(&m->ctx, m->dfinal, N * D) : DSV3_OK;
+    return DSV3_OK;
 }
 
 // Last stage: the loss of the slot's labels and, unless grad_scale is 0, the gradient of the
@@ -606,9 +621,15 @@ static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, d
                                      train ? output->grad : NULL, s->final_out, output->data,
                                      grad->labels, N, D, a->vocab_size, grad->grad_scale,
                                      m->opt.loss_chunk));
-    if (train)
-        DSV3_CALL(dsv3_rmsnorm_backward(k, DSV3_TENSOR_F32, m->dh, norm->grad, m->dfinal, s->last,
-                                        norm->data, s->final_rstd, N, D));
+    if (train) { // the final norm's gradient on this rank's rows
+        const float *dnorm = m->dfinal;
+        if (m->tp > 1) {
+            DSV3_CALL(dsv3_layer_sp_reduce(&m->ctx, m->scratch.rows, m->dfinal, n_rows(m), D));
+            dnorm = m->scratch.rows;
+        }
+        DSV3_CALL(dsv3_rmsnorm_backward(k, DSV3_TENSOR_F32, m->dh, norm->grad, dnorm, s->last,
+                                        norm->data, s->final_rstd, n_rows(m), D));
+    }
     return release(m, m->group_head, use);
 }
 
@@ -627,7 +648,7 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
     } else {
         DSV3_CHECK(grad->dout, DSV3_ERR_USAGE,
                    "model: a non-last stage's backward needs the gradient of its output");
-        DSV3_CALL(dsv3_memory_copy(k, m->dh, grad->dout, (size_t)(N * D) * sizeof(float),
+        DSV3_CALL(dsv3_memory_copy(k, m->dh, grad->dout, (size_t)(n_rows(m) * D) * sizeof(float),
                                    DSV3_COPY_DEVICE_TO_DEVICE));
     }
     m->ctx.doc = s->doc;
@@ -643,7 +664,12 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
     DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD));
     Dsv3Param *table =
         &m->services.params->groups[m->group_embedding].params[DSV3_P_TOK_EMBEDDINGS];
-    DSV3_CALL(dsv3_embedding_backward(k, DSV3_TENSOR_F32, table->grad, m->dh, s->tokens, N, D,
+    const float *dembedded = m->dh; // with tp: every tp rank's rows, for its vocabulary slice
+    if (m->tp > 1) {
+        DSV3_CALL(dsv3_layer_sp_gather(&m->ctx, m->scratch.gathered, m->dh, n_rows(m), D));
+        dembedded = m->scratch.gathered;
+    }
+    DSV3_CALL(dsv3_embedding_backward(k, DSV3_TENSOR_F32, table->grad, dembedded, s->tokens, N, D,
                                       table->local[0], table->piece_start[0]));
     return release(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD);
 }

@@ -21,7 +21,12 @@
 // context parallel layers call them) and the routed experts (experts.h). It has no MPI and no
 // CUDA of its own. Tensors handed in and out are in the kernel context's memory space.
 //
-// Legend: N = B × T, D dim, V vocab, E experts.
+// Tensor parallelism (tp > 1, the store's groups cut by tp; layer.h): the stage's input and
+// output activations and their gradients are this tp rank's rows of the micro-batch (sequence
+// parallelism), Nl = N / tp of them; tokens, labels and document ids are the whole micro-batch
+// on every tp rank; every tp rank returns the same loss.
+//
+// Legend: N = B × T, Nl = N / tp, D dim, V vocab, E experts.
 #ifndef DSV3_MODEL_MODEL_H
 #define DSV3_MODEL_MODEL_H
 
@@ -115,7 +120,7 @@ float *dsv3_model_expert_bias(Dsv3Model *m, int64_t layer);
 int64_t *dsv3_model_tokens_per_expert(Dsv3Model *m, int64_t layer);
 
 // The input of a stage's forward: tokens (B, T) on the first stage, every id in [0, V) (else
-// an error naming the position); on the others x (N, D), the previous stage's output, and doc
+// an error naming the position); on the others x (Nl, D), the previous stage's output, and doc
 // (B, T), its document ids (NULL for causal masks).
 typedef struct {
     const int32_t *tokens;
@@ -128,30 +133,32 @@ typedef struct {
 // dsv3_model_output (and dsv3_model_doc).
 Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in);
 
-// A non-last stage's output (N, D) of slot's last forward, and its document ids (B, T) (NULL
+// A non-last stage's output (Nl, D) of slot's last forward, and its document ids (B, T) (NULL
 // for causal masks): valid until the slot's next forward.
 const float *dsv3_model_output(const Dsv3Model *m, int64_t slot);
 const int32_t *dsv3_model_doc(const Dsv3Model *m, int64_t slot);
 
-// Logits (N, V) of slot's last forward, last stage only (for tests and evaluation).
+// Logits (N, V) of slot's last forward, last stage only and without tp (for tests and
+// evaluation).
 Dsv3Err dsv3_model_logits(Dsv3Model *m, int64_t slot, float *logits);
 
 // The input of a stage's backward: on the last stage labels (B, T), DSV3_IGNORE_INDEX or in
 // [0, V), and grad_scale (1 / labels in the whole global batch; 0: the loss only, no
-// backward, for evaluation); on the others dout (N, D), the gradient of the stage's output.
+// backward, for evaluation); on the others dout (Nl, D), the gradient of the stage's output.
 typedef struct {
     const int32_t *labels;
     float grad_scale;
     const float *dout;
 } Dsv3StageGrad;
 
-// Backward of slot's micro-batch: parameter gradients handed to the store. The last stage
-// also returns *loss_sum = Σ cross-entropy over its labels and *n_labels their count (others
-// 0). Not the first stage: the gradient of the input is then dsv3_model_input_grad.
+// Backward of slot's micro-batch: parameter gradients handed to the store (under tp, the
+// replicated tensors' are this rank's share: the caller sums them over the tp group). The last
+// stage also returns *loss_sum = Σ cross-entropy over its labels and *n_labels their count
+// (others 0). Not the first stage: the gradient of the input is then dsv3_model_input_grad.
 Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *grad, double *loss_sum,
                             int64_t *n_labels);
 
-// A non-first stage's input gradient (N, D) from its last backward: valid until the next
+// A non-first stage's input gradient (Nl, D) from its last backward: valid until the next
 // backward of any slot.
 const float *dsv3_model_input_grad(const Dsv3Model *m);
 

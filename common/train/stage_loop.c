@@ -37,11 +37,29 @@ typedef struct {
     int64_t n;
 } Models;
 
+// Sequence parallelism leaves each tp rank with its own rows' share of a replicated tensor's
+// gradient (model/layer.h): summed over the tp group here, so that every tp rank steps the
+// same values.
+static Dsv3Err reduce_tensor_parallel(Dsv3ParamStore *st, Dsv3Collectives *c) {
+    for (int g = 0; g < st->n_groups; g++) {
+        const Dsv3ParamGroup *group = &st->groups[g];
+        for (int slot = 0; slot < DSV3_PARAM_SLOT_COUNT; slot++) {
+            const Dsv3Param *p = &group->params[slot];
+            if (p->numel == 0 || p->tp != DSV3_TP_REPLICATE) continue;
+            int64_t n = p->shard_rows * (p->local_numel / p->local[0]);
+            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, st->shards[g].grad + p->shard_offset, n,
+                                    DSV3_ELEM_F32, DSV3_REDUCE_SUM));
+        }
+    }
+    return DSV3_OK;
+}
+
 // Completes the step's gradients of every model of the rank: each store finishes its
-// reductions (an FSDP store has then summed them over the FSDP group and the HSDP replicas); a
-// store that keeps every group whole has them summed here over the data-parallel ranks
-// (DSV3_GROUP_DP of the MPI collectives). The tokens per expert are summed over the
-// data-parallel ranks in both cases.
+// reductions (an FSDP store has then summed them over the FSDP group and the HSDP replicas);
+// replicated tensors are summed over the tp group; a store that keeps every group whole has
+// them summed here over the data-parallel ranks (DSV3_GROUP_DP of the MPI collectives). The
+// tokens per expert are summed over the tp ranks (each routes its own rows) and the
+// data-parallel ranks.
 static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3CollectivesMpi *coll,
                                     int64_t step, Dsv3Trace *trace) {
     Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
@@ -53,15 +71,17 @@ static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3Collecti
         Dsv3ParamStore *st = dsv3_model_services(stage->models[k])->params;
         DSV3_CALL(st->ops->finish(st));
     }
-    int64_t size = 1, rank = 0;
-    DSV3_CALL(c->group(c, DSV3_GROUP_DP, &size, &rank));
-    if (size == 1) {
+    int64_t tp = 1, dp = 1, rank = 0;
+    DSV3_CALL(c->group(c, DSV3_GROUP_TP, &tp, &rank));
+    DSV3_CALL(c->group(c, DSV3_GROUP_DP, &dp, &rank));
+    if (tp == 1 && dp == 1) {
         dsv3_collectives_mpi_set_context(coll, NULL);
         return DSV3_OK;
     }
     for (int64_t k = 0; k < stage->n_models; k++) {
         Dsv3ParamStore *st = dsv3_model_services(stage->models[k])->params;
-        for (int g = 0; st->fsdp_size == 1 && g < st->n_groups; g++)
+        if (tp > 1) DSV3_CALL(reduce_tensor_parallel(st, c));
+        for (int g = 0; dp > 1 && st->fsdp_size == 1 && g < st->n_groups; g++)
             DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, st->shards[g].grad, st->groups[g].shard_numel,
                                     DSV3_ELEM_F32, DSV3_REDUCE_SUM));
     }
@@ -73,7 +93,10 @@ static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3Collecti
     for (int64_t l = 0; l < a->n_layers; l++) {
         Dsv3Model *owner = NULL;
         int64_t *counts = dsv3_pipeline_tokens_per_expert(stage, l, &owner);
-        if (counts)
+        if (counts && tp > 1)
+            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, counts, a->num_experts, DSV3_ELEM_I64,
+                                    DSV3_REDUCE_SUM));
+        if (counts && dp > 1)
             DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, counts, a->num_experts, DSV3_ELEM_I64,
                                     DSV3_REDUCE_SUM));
     }
@@ -280,7 +303,8 @@ static Dsv3Err pipeline_create(Dsv3PipelineStage *stage, Dsv3PipeSchedule *sched
                                  .chunks = ms->chunks,
                                  .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len};
     if (t->dims.pp == 1) return DSV3_OK;
-    Dsv3PipeExchangeShape shape = dsv3_plan_exchange_shape(&launch->model, &opt, ms->chunks, ms->n);
+    Dsv3PipeExchangeShape shape =
+        dsv3_plan_exchange_shape(&launch->model, &opt, launch->topology.dims.tp, ms->chunks, ms->n);
     return dsv3_pipe_exchange_create(&stage->exchange, t, &shape,
                                      dsv3_protocol_watch(launch->protocol));
 }

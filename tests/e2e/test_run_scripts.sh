@@ -32,10 +32,10 @@ expect_in "$out" "final training loss"
 
 # A joined layout that training cannot run yet is refused by both scripts before anything starts.
 refused=(--parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
-    --parallelism.tensor_parallel_degree 2)
+    --parallelism.context_parallel_degree 2)
 for script in "$train" "$experts"; do
     run_expect_fail "$out" env NPROC=2 timeout 60 "$script" "${refused[@]}"
-    expect_in "$out" "training with tensor_parallel_degree 2 and expert servers (expert_parallel_degree 2) is not supported yet"
+    expect_in "$out" "training with context_parallel_degree 2 is not supported yet"
     expect_count "$out" "ompi-server" 0
     expect_count "$out" "rendezvous" 0
 done
@@ -51,8 +51,8 @@ manual=(timeout 120 mpiexec --oversubscribe --ompi-server "file:$WORK/manual.uri
 train_pid=$!
 run_expect_fail "$WORK/manual.out" "${manual[@]}" -n 2 "$BIN/dsv3-expert" --join dsv3-experts --join-timeout 60
 ! wait $train_pid || fail "the training job of a layout training cannot run succeeded"
-expect_in "$out" "tensor_parallel_degree 2 and expert servers (expert_parallel_degree 2) is not supported yet"
-expect_in "$WORK/manual.out" "tensor_parallel_degree 2 and expert servers (expert_parallel_degree 2) is not supported yet"
+expect_in "$out" "context_parallel_degree 2 is not supported yet"
+expect_in "$WORK/manual.out" "context_parallel_degree 2 is not supported yet"
 kill $server_pid
 wait $server_pid 2>/dev/null || true
 trap 'rm -rf "$WORK"' EXIT

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Tensor parallelism against one process: 10 AdamW steps of the debug model (gradient clipping,
-# expert-bias updates, warm-up then linear decay) on the same global batch at tp 2 (heads, the
-# dense FFN's and the shared experts' hidden features, the embedding's and the output head's
-# vocabulary split; the loss over the split vocabulary), tp 2 with q_lora (wq_a → q_norm → wq_b),
-# tp 2 with YaRN active (seq_len above original_seq_len), tp 2 with activation checkpointing,
-# tp 2 × dp_shard 2 (FSDP of each tp rank's pieces) and tp 2 × pp 2. Losses, grad norms, final
-# parameters and both AdamW moments agree within 1e-5 relative; the tokens per expert of every
-# step are identical. A checkpoint saved at step 5 under tp 2 resumes on one process, and one
-# saved under one process resumes under tp 2 × dp_shard 2, with the uninterrupted losses. Every
-# stage rank peaks within 10% of its plan, and a tp 2 rank holds about half the parameters.
+# Tensor and sequence parallelism against one process: 10 AdamW steps of the debug model
+# (gradient clipping, expert-bias updates, warm-up then linear decay) on the same global batch
+# at tp 2 (heads, the dense FFN's and the shared experts' hidden features, the embedding's and
+# the output head's vocabulary split; the residual stream, norms, router and routed experts on
+# each rank's half of the tokens; the loss over the split vocabulary), tp 2 with q_lora
+# (wq_a → q_norm → wq_b), tp 2 with YaRN active (seq_len above original_seq_len), tp 2 with
+# activation checkpointing, tp 2 × dp_shard 2 (FSDP of each tp rank's pieces), tp 2 × pp 2 and
+# tp 2 with 2 expert servers. Losses, grad norms, final parameters and both AdamW moments agree
+# within 1e-5 relative; the tokens per expert of every step are identical. A checkpoint saved at
+# step 5 under tp 2 resumes on one process, and one saved under one process resumes under tp 2 ×
+# dp_shard 2, with the uninterrupted losses. Every stage rank peaks within 10% of its plan, and
+# a tp 2 rank's plan holds exactly half of every cut tensor and all of the others.
 source "$(dirname "$0")/lib.sh"
 COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
     --training.global_batch_size 4 --training.local_batch_size 4 --lr_scheduler.warmup_steps 3
@@ -29,6 +31,7 @@ train_stages ac_tp2 2 "${TP2[@]}" --activation_checkpoint.mode full
 train_stages tp2_dp2 4 "${TP2[@]}" --parallelism.data_parallel_shard_degree 2 --training.local_batch_size 2
 train_stages tp2_pp2 4 "${TP2[@]}" --parallelism.pipeline_parallel_degree 2 \
     --parallelism.pipeline_parallel_microbatch_size 2
+EXPERT_SERVERS=2 train_stages tp2_ep2 2 "${TP2[@]}" --parallelism.expert_parallel_degree 2
 
 compare() { # compare REF RUN...: losses, grad norms, final state and tokens per expert
     python3 - "$WORK" "$@" <<'PY' || fail "a tensor-parallel run disagrees with one process"
@@ -61,7 +64,7 @@ for name in runs:
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
 }
-compare one tp2 ac_tp2 tp2_dp2 tp2_pp2
+compare one tp2 ac_tp2 tp2_dp2 tp2_pp2 tp2_ep2
 compare qlora_one qlora_tp2
 compare yarn_one yarn_tp2
 
@@ -88,7 +91,7 @@ for name in ("from_tp2", "to_tp2"):
     assert worst <= 1e-5, (name, worst)
 PY
 
-check_peaks one tp2 qlora_tp2 yarn_tp2 ac_tp2 tp2_dp2 tp2_pp2
+check_peaks one tp2 qlora_tp2 yarn_tp2 ac_tp2 tp2_dp2 tp2_pp2 tp2_ep2
 
 # A tp 2 rank holds half of every tensor the plan cuts and all of the others: its planned
 # parameter count, against the one-process checkpoint's tensors.

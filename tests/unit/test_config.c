@@ -656,8 +656,8 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
         const char *text, *message, *default_text;
     } cases[] = {
         {"[parallelism]\ndisable_loss_parallel = true\n",
-         "x.toml:2: parallelism.disable_loss_parallel = true is not supported yet: it needs tensor "
-         "parallelism, which is not implemented (only the default false is accepted)",
+         "x.toml:2: parallelism.disable_loss_parallel = true is not supported yet: it needs logits "
+         "gathered before the loss, which is not implemented (only the default false is accepted)",
          "[parallelism]\ndisable_loss_parallel = false\n"},
         {"[debug]\ndeterministic = true\n",
          "x.toml:2: debug.deterministic = true is not supported yet: it needs the CUDA backend's "
