@@ -10,6 +10,12 @@
 #                     folder mounted there; `unshare` (util-linux) does it
 #   slurm_stop        cancels every job and stops the daemons (also on exit)
 #   slurm_wait JOB    waits until JOB has left the queue (fails after 300 s)
+#   slurm_state JOB   Slurm's state of JOB (of its first component) and its restart count:
+#                     "COMPLETED restarts 0 "
+#   slurm_preempted NAME REF   job $job, logging into $WORK/NAME, gets SIGUSR1 once 20 steps
+#                     are logged (scancel --signal=USR1 --batch, what --signal=B:USR1@120 sends
+#                     before the time limit); it must save, requeue itself once, resume from its
+#                     checkpoint and log run REF's steps 1-300 bit for bit
 
 slurm_skip() { echo "the Slurm cluster cannot be started here: $*; skipped"; exit 77; }
 
@@ -121,4 +127,25 @@ slurm_wait() {
     [ -z "$out" ] || [ ! -f "$out" ] || { echo "--- the last lines of $out:"; tail -40 "$out"; } >&2
     scancel "$1" 2>/dev/null || true
     fail "job $1 still in the queue after 300 s: $state"
+}
+
+slurm_state() {
+    scontrol show job "$1" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p; s/.*Restarts=\([0-9]*\).*/restarts \1/p' |
+        head -2 | tr '\n' ' '
+}
+
+slurm_preempted() {
+    local name=$1 ref=$2
+    for _ in $(seq 900); do
+        [ -f "$WORK/$name/metrics.jsonl" ] && [ "$(wc -l <"$WORK/$name/metrics.jsonl")" -ge 20 ] && break
+        sleep 0.1
+    done
+    scancel --signal=USR1 --batch "$job"
+    slurm_wait "$job"
+    [ "$(slurm_state "$job")" = "COMPLETED restarts 1 " ] ||
+        { cat "$WORK/$name.out"; fail "job $job: $(slurm_state "$job")"; }
+    expect_count "$WORK/$name.out" "stopping on SIGUSR1 after step" 1
+    expect_in "$WORK/$name.out" "requeueing job $job to resume"
+    expect_in "$WORK/$name.out" "checkpoint: resumed from $WORK/$name/checkpoint/step-"
+    same_steps "$WORK/$ref" "$WORK/$name" 1 300
 }

@@ -25,30 +25,17 @@ submit() {
         --job.dump_folder "$WORK/$name" "$@") || fail "sbatch $name"
 }
 
-# state JOB: Slurm's state of JOB (COMPLETED, FAILED, …) and its restart count.
-state() { scontrol show job "$1" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p; s/.*Restarts=\([0-9]*\).*/restarts \1/p' | tr '\n' ' '; }
-
 # 1. A whole job: 1 coordinator + 2 stage ranks + 2 expert servers.
 submit straight --ntasks 5 --
 slurm_wait "$job"
-[ "$(state "$job")" = "COMPLETED restarts 0 " ] || { cat "$WORK/straight.out"; fail "job $job: $(state "$job")"; }
+[ "$(slurm_state "$job")" = "COMPLETED restarts 0 " ] || { cat "$WORK/straight.out"; fail "job $job: $(slurm_state "$job")"; }
 expect_in "$WORK/straight.out" "dp_shard 2 × cp 1 × tp 1 = 2 stage ranks; ep 2 → 2 expert servers (mpmd)"
 expect_in "$WORK/straight.out" "step   300  loss"
 expect_in "$WORK/straight.out" "expert server 0 (stage 0, experts 0–1): 300 steps"
 
 # 2. Preempted: SIGUSR1 to the batch script once 20 steps are logged; it saves, requeues, resumes.
 submit preempted --ntasks 5 --
-for _ in $(seq 600); do
-    [ -f "$WORK/preempted/metrics.jsonl" ] && [ "$(wc -l <"$WORK/preempted/metrics.jsonl")" -ge 20 ] && break
-    sleep 0.1
-done
-scancel --signal=USR1 --batch "$job"
-slurm_wait "$job"
-[ "$(state "$job")" = "COMPLETED restarts 1 " ] || { cat "$WORK/preempted.out"; fail "job $job: $(state "$job")"; }
-expect_count "$WORK/preempted.out" "stopping on SIGUSR1 after step" 1
-expect_in "$WORK/preempted.out" "requeueing job $job to resume"
-expect_in "$WORK/preempted.out" "checkpoint: resumed from $WORK/preempted/checkpoint/step-"
-same_steps "$WORK/straight" "$WORK/preempted" 1 300
+slurm_preempted preempted straight
 
 # 3. Expert servers as their own job, joining a training job: the same training as job 1.
 export DSV3_OMPI_SERVER_URI=$WORK/ompi-server.uri
@@ -59,8 +46,8 @@ experts=$(sbatch --parsable --ntasks 2 --output "$WORK/experts.out" run/slurm/ex
     "${SMALL[@]}" "${join[@]}") || fail "sbatch expert_servers.sbatch"
 slurm_wait "$trainer"
 slurm_wait "$experts"
-[ "$(state "$trainer")" = "COMPLETED restarts 0 " ] || { cat "$WORK/trainer.out"; fail "training job: $(state "$trainer")"; }
-[ "$(state "$experts")" = "COMPLETED restarts 0 " ] || { cat "$WORK/experts.out"; fail "expert job: $(state "$experts")"; }
+[ "$(slurm_state "$trainer")" = "COMPLETED restarts 0 " ] || { cat "$WORK/trainer.out"; fail "training job: $(slurm_state "$trainer")"; }
+[ "$(slurm_state "$experts")" = "COMPLETED restarts 0 " ] || { cat "$WORK/experts.out"; fail "expert job: $(slurm_state "$experts")"; }
 expect_in "$WORK/trainer.out" "dp_shard 2 × cp 1 × tp 1 = 2 stage ranks; ep 2 → 2 expert servers (join)"
 expect_in "$WORK/experts.out" "joining the training job through service 'dsv3-experts'"
 expect_in "$WORK/experts.out" "expert server 0 (stage 0, experts 0–1): 300 steps"

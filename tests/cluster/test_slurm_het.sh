@@ -28,13 +28,11 @@ submit() {
     job=$(sbatch --parsable --output "$WORK/$name.out" "$@" run/slurm/train_het.sbatch "${SMALL[@]}" \
         --job.dump_folder "$WORK/$name") || fail "sbatch $name"
 }
-# state JOB: Slurm's state of JOB's first component and its restart count.
-state() { scontrol show job "$1" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p; s/.*Restarts=\([0-9]*\).*/restarts \1/p' | head -2 | tr '\n' ' '; }
 
 # 1. Coordinator and stage ranks on one node, expert servers on the other.
 submit het --ntasks 3 : --ntasks 2
 slurm_wait "$job"
-[ "$(state "$job")" = "COMPLETED restarts 0 " ] || { cat "$WORK/het.out"; fail "job $job: $(state "$job")"; }
+[ "$(slurm_state "$job")" = "COMPLETED restarts 0 " ] || { cat "$WORK/het.out"; fail "job $job: $(slurm_state "$job")"; }
 expect_in "$WORK/het.out" "coordinator and stage ranks on n1, expert servers on n2"
 expect_in "$WORK/het.out" "3 + 2 tasks: 1 coordinator, 2 stage ranks, 2 expert servers"
 expect_in "$WORK/het.out" "expert server 1 (stage 0, experts 2–3): 300 steps"
@@ -42,17 +40,7 @@ same_steps "$WORK/mpmd" "$WORK/het" 1 300
 
 # 2. Preempted once 20 steps are logged: it saves, requeues both components, and resumes.
 submit preempted --ntasks 3 : --ntasks 2
-for _ in $(seq 900); do
-    [ -f "$WORK/preempted/metrics.jsonl" ] && [ "$(wc -l <"$WORK/preempted/metrics.jsonl")" -ge 20 ] && break
-    sleep 0.1
-done
-scancel --signal=USR1 --batch "$job"
-slurm_wait "$job"
-[ "$(state "$job")" = "COMPLETED restarts 1 " ] || { cat "$WORK/preempted.out"; fail "job $job: $(state "$job")"; }
-expect_count "$WORK/preempted.out" "stopping on SIGUSR1 after step" 1
-expect_in "$WORK/preempted.out" "requeueing job $job to resume"
-expect_in "$WORK/preempted.out" "checkpoint: resumed from $WORK/preempted/checkpoint/step-"
-same_steps "$WORK/mpmd" "$WORK/preempted" 1 300
+slurm_preempted preempted mpmd
 
 # 3. Three expert-server tasks for a config with two: refused before anything starts.
 submit wrong --ntasks 3 : --ntasks 3

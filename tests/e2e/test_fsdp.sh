@@ -28,33 +28,13 @@ train_stages always 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_a
 train_stages never 2 --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward never
 
 python3 - "$WORK" one dp2 dp4 hsdp accum always never <<'PY' || fail "a sharded layout disagrees with one process"
-import json, sys
-from ckpt_tensors import checkpoint_tensors, state_difference
+import sys
+from run_agreement import agreement
 
 TOL = 1e-5
 work, ref, layouts = sys.argv[1], sys.argv[2], sys.argv[3:]
-
-def metrics(name):
-    return [json.loads(line) for line in open(f"{work}/{name}/metrics.jsonl")]
-
-def tensors(name):
-    return checkpoint_tensors(f"{work}/{name}/checkpoint/step-10")
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-30)
-
-one, one_t = metrics(ref), tensors(ref)
-assert len(one) == 10, len(one)
 for name in layouts:
-    m, t = metrics(name), tensors(name)
-    assert len(m) == 10, (name, len(m))
-    loss = max(rel(a["loss"], b["loss"]) for a, b in zip(m, one))
-    norm = max(rel(a["grad_norm"], b["grad_norm"]) for a, b in zip(m, one))
-    for a, b in zip(m, one):
-        load_a = {k: v for k, v in a.items() if k.endswith("_tokens")}
-        load_b = {k: v for k, v in b.items() if k.endswith("_tokens")}
-        assert load_a and load_a == load_b, (name, a["step"], load_a, load_b)
-    state, worst = state_difference(t, one_t)
+    loss, norm, state, worst = agreement(work, name, ref)
     print(f"{name}: losses {loss:.1e}, grad norms {norm:.1e}, final state {state:.1e} relative "
           f"(worst {worst}); tokens per expert and expert biases identical")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)

@@ -81,33 +81,17 @@ train_stages block_pp2 2 --training.local_batch_size 4 "${PP2[@]}" "${TEXT[@]}"
 expect_in "$WORK/pp2.out" "layout: pipeline schedule: 1F1B, 4 micro-batches × 1 sequences over 2 stages, theoretical bubble 20.0%"
 
 python3 - "$WORK" <<'PY' || fail "a pipeline layout disagrees with one process"
-import json, sys
-from ckpt_tensors import checkpoint_tensors, state_difference
+import sys
+from run_agreement import agreement, metrics
 
 TOL = 1e-5
 work = sys.argv[1]
-
-def metrics(name):
-    return [json.loads(line) for line in open(f"{work}/{name}/metrics.jsonl")]
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-30)
-
 pairs = [(n, "one") for n in ("pp2", "gpipe", "pp3", "pp2_dp2", "pp2_ac", "pp2_accum", "pp2_ep2",
                               "inter2", "inter2_dp2", "inter2_ep2")]
 pairs += [("block_pp2", "block_one"), ("inter3", "one6")]
 for name, ref in pairs:
-    m, r = metrics(name), metrics(ref)
-    assert len(m) == 10 and len(r) == 10, (name, len(m), len(r))
-    loss = max(rel(a["loss"], b["loss"]) for a, b in zip(m, r))
-    norm = max(rel(a["grad_norm"], b["grad_norm"]) for a, b in zip(m, r))
-    for a, b in zip(m, r):
-        load_a = {k: v for k, v in a.items() if k.endswith("_tokens")}
-        load_b = {k: v for k, v in b.items() if k.endswith("_tokens")}
-        assert load_a and load_a == load_b, (name, a["step"], load_a, load_b)
-    state, worst = state_difference(checkpoint_tensors(f"{work}/{name}/checkpoint/step-10"),
-                                    checkpoint_tensors(f"{work}/{ref}/checkpoint/step-10"))
-    wait = sum(a["time_pipeline_wait"] for a in m)
+    loss, norm, state, worst = agreement(work, name, ref)
+    wait = sum(a["time_pipeline_wait"] for a in metrics(work, name))
     print(f"{name}: losses {loss:.1e}, grad norms {norm:.1e}, final state {state:.1e} relative "
           f"(worst {worst}); tokens per expert identical; {wait:.2f} s waiting for neighbours")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)

@@ -5,12 +5,14 @@
 # the output head's vocabulary split; the residual stream, norms, router and routed experts on
 # each rank's half of the tokens; the loss over the split vocabulary), tp 2 with q_lora
 # (wq_a → q_norm → wq_b), tp 2 with YaRN active (seq_len above original_seq_len), tp 2 with
-# activation checkpointing, tp 2 × dp_shard 2 (FSDP of each tp rank's pieces), tp 2 × pp 2 and
+# full and with op-level activation checkpointing (the default run checkpoints every second
+# layer), tp 2 × dp_shard 2 (FSDP of each tp rank's pieces), tp 2 × pp 2 and
 # tp 2 with 2 expert servers. Losses, grad norms, final parameters and both AdamW moments agree
 # within 1e-5 relative; the tokens per expert of every step are identical. A checkpoint saved at
 # step 5 under tp 2 resumes on one process, and one saved under one process resumes under tp 2 ×
-# dp_shard 2, with the uninterrupted losses. Every stage rank peaks within 10% of its plan, and
-# a tp 2 rank's plan holds exactly half of every cut tensor and all of the others.
+# dp_shard 2, with the uninterrupted losses. Every stage rank peaks within 10% of its plan, a
+# tp 2 rank's plan holds exactly half of every cut tensor and all of the others, and the
+# held-out loss of tp 2 and tp 2 × pp 2 is one process's.
 source "$(dirname "$0")/lib.sh"
 COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
     --training.global_batch_size 4 --training.local_batch_size 4 --lr_scheduler.warmup_steps 3
@@ -28,6 +30,7 @@ train_stages qlora_tp2 2 "${TP2[@]}" "${QLORA[@]}"
 train_stages yarn_one 1 "${YARN[@]}"
 train_stages yarn_tp2 2 "${TP2[@]}" "${YARN[@]}"
 train_stages ac_tp2 2 "${TP2[@]}" --activation_checkpoint.mode full
+train_stages acop_tp2 2 "${TP2[@]}" --activation_checkpoint.selective_ac_option op
 train_stages tp2_dp2 4 "${TP2[@]}" --parallelism.data_parallel_shard_degree 2 --training.local_batch_size 2
 train_stages tp2_pp2 4 "${TP2[@]}" --parallelism.pipeline_parallel_degree 2 \
     --parallelism.pipeline_parallel_microbatch_size 2
@@ -35,36 +38,19 @@ EXPERT_SERVERS=2 train_stages tp2_ep2 2 "${TP2[@]}" --parallelism.expert_paralle
 
 compare() { # compare REF RUN...: losses, grad norms, final state and tokens per expert
     python3 - "$WORK" "$@" <<'PY' || fail "a tensor-parallel run disagrees with one process"
-import json, sys
-from ckpt_tensors import checkpoint_tensors, state_difference
+import sys
+from run_agreement import agreement
 
 TOL = 1e-5
 work, ref, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
-
-def metrics(name):
-    return [json.loads(line) for line in open(f"{work}/{name}/metrics.jsonl")]
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-30)
-
-one, one_t = metrics(ref), checkpoint_tensors(f"{work}/{ref}/checkpoint/step-10")
-assert len(one) == 10, len(one)
 for name in runs:
-    m, t = metrics(name), checkpoint_tensors(f"{work}/{name}/checkpoint/step-10")
-    assert len(m) == 10, (name, len(m))
-    loss = max(rel(a["loss"], b["loss"]) for a, b in zip(m, one))
-    norm = max(rel(a["grad_norm"], b["grad_norm"]) for a, b in zip(m, one))
-    for a, b in zip(m, one):
-        load_a = {k: v for k, v in a.items() if k.endswith("_tokens")}
-        load_b = {k: v for k, v in b.items() if k.endswith("_tokens")}
-        assert load_a and load_a == load_b, (name, a["step"], load_a, load_b)
-    state, worst = state_difference(t, one_t)
+    loss, norm, state, worst = agreement(work, name, ref)
     print(f"{name}: losses {loss:.1e}, grad norms {norm:.1e}, final state {state:.1e} relative "
           f"(worst {worst}) of {ref}; tokens per expert identical")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
 }
-compare one tp2 ac_tp2 tp2_dp2 tp2_pp2 tp2_ep2
+compare one tp2 ac_tp2 acop_tp2 tp2_dp2 tp2_pp2 tp2_ep2
 compare qlora_one qlora_tp2
 compare yarn_one yarn_tp2
 
@@ -91,7 +77,28 @@ for name in ("from_tp2", "to_tp2"):
     assert worst <= 1e-5, (name, worst)
 PY
 
-check_peaks one tp2 qlora_tp2 yarn_tp2 ac_tp2 tp2_dp2 tp2_pp2 tp2_ep2
+check_peaks one tp2 qlora_tp2 yarn_tp2 ac_tp2 acop_tp2 tp2_dp2 tp2_pp2 tp2_ep2
+
+# Validation: the held-out loss of tp 2 (and tp 2 × pp 2) is one process's, counted once.
+VAL=(--training.steps 2 --validation.enable true --validation.freq 2 --validation.steps 2
+    --checkpoint.enable false)
+train_stages val_one 1 "${VAL[@]}"
+train_stages val_tp2 2 "${TP2[@]}" "${VAL[@]}"
+train_stages val_tp2_pp2 4 "${TP2[@]}" "${VAL[@]}" --parallelism.pipeline_parallel_degree 2
+python3 - "$WORK" <<'PY' || fail "the tensor-parallel validation loss differs"
+import json, sys
+work = sys.argv[1]
+def val(name):
+    rows = [json.loads(l) for l in open(f"{work}/{name}/metrics.jsonl")]
+    return [r["validation_loss"] for r in rows if r.get("validation_loss") is not None]
+one = val("val_one")
+for name in ("val_tp2", "val_tp2_pp2"):
+    got = val(name)
+    assert one and len(got) == len(one), (one, got)
+    d = max(abs(x - y) / abs(y) for x, y in zip(got, one))
+    print(f"validation: {name} loss {got[-1]:.6f}, one process {one[-1]:.6f} ({d:.1e} relative)")
+    assert d <= 1e-5, (name, d)
+PY
 
 # A tp 2 rank holds half of every tensor the plan cuts and all of the others: its planned
 # parameter count, against the one-process checkpoint's tensors.
