@@ -171,8 +171,8 @@ static void lay_out_shard(Dsv3Param *p, const Dsv3ShardSpec *s) {
     p->box.count[0] = p->real_rows;
 }
 
-static int64_t row_numel(const Dsv3Param *p) {
-    return p->local_numel / (p->local[0] ? p->local[0] : 1);
+int64_t dsv3_param_shard_numel(const Dsv3Param *p) {
+    return p->shard_rows * (p->local_numel / (p->local[0] ? p->local[0] : 1));
 }
 
 Dsv3Err dsv3_param_group_layout(Dsv3ParamGroup *g, const Dsv3ModelArgs *args, Dsv3GroupKind kind,
@@ -214,7 +214,7 @@ Dsv3Err dsv3_param_group_layout(Dsv3ParamGroup *g, const Dsv3ModelArgs *args, Ds
         p->offset = g->numel;
         g->numel += p->local_numel;
         p->shard_offset = g->shard_numel;
-        g->shard_numel += p->shard_rows * row_numel(p);
+        g->shard_numel += dsv3_param_shard_numel(p);
     }
     return DSV3_OK;
 }

@@ -231,6 +231,10 @@ void dsv3_param_group_init_shard(const Dsv3ParamGroup *group, const Dsv3ModelArg
 // Elements of a box.
 int64_t dsv3_box_numel(const Dsv3Box *box, int ndim);
 
+// Elements of param's FSDP shard (shard_rows rows of its piece, padding included), which start
+// at its shard_offset in the group's flat shard.
+int64_t dsv3_param_shard_numel(const Dsv3Param *p);
+
 // Which groups a rank holds: a pipeline stage's layer range, with the embedding on the first
 // stage and the head on the last, its dense groups on stage ranks and its routed experts on
 // its expert servers (or on the stage ranks, when the job has none).

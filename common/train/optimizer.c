@@ -18,10 +18,9 @@ static Dsv3Err group_sum_squares(const Dsv3KernelContext *k, const Dsv3ParamGrou
     *out = 0;
     for (int slot = 0; slot < DSV3_PARAM_SLOT_COUNT; slot++) {
         const Dsv3Param *p = &group->params[slot];
-        if (p->numel == 0 || p->tp == DSV3_TP_REPLICATE || p->local_numel == 0) continue;
+        if (p->numel == 0 || p->tp == DSV3_TP_REPLICATE) continue;
         double part = 0;
-        int64_t n = p->shard_rows * (p->local_numel / p->local[0]);
-        DSV3_CALL(dsv3_sum_squares(k, &part, grad + p->shard_offset, n));
+        DSV3_CALL(dsv3_sum_squares(k, &part, grad + p->shard_offset, dsv3_param_shard_numel(p)));
         *out += part;
     }
     return DSV3_OK;

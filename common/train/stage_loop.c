@@ -46,9 +46,8 @@ static Dsv3Err reduce_tensor_parallel(Dsv3ParamStore *st, Dsv3Collectives *c) {
         for (int slot = 0; slot < DSV3_PARAM_SLOT_COUNT; slot++) {
             const Dsv3Param *p = &group->params[slot];
             if (p->numel == 0 || p->tp != DSV3_TP_REPLICATE) continue;
-            int64_t n = p->shard_rows * (p->local_numel / p->local[0]);
-            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, st->shards[g].grad + p->shard_offset, n,
-                                    DSV3_ELEM_F32, DSV3_REDUCE_SUM));
+            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, st->shards[g].grad + p->shard_offset,
+                                    dsv3_param_shard_numel(p), DSV3_ELEM_F32, DSV3_REDUCE_SUM));
         }
     }
     return DSV3_OK;
