@@ -133,11 +133,17 @@ dsv3_batch_layout() {
 # first SIGINT reach it as SIGUSR1 (a dsv3 job saves the state after the current step and exits
 # 0; mpiexec itself would kill its ranks a second after a SIGTERM), a second SIGINT (Ctrl-C
 # twice) as SIGTERM, which stops a job at once. Sets dsv3_status to its exit status and
-# dsv3_signal to the first signal received (empty: none).
+# dsv3_signal to the first signal received (empty: none). With dsv3_watch naming a function,
+# `$dsv3_watch PID` runs beside the command (PID: the command's) until it ends.
 dsv3_run_forwarding_signals() {
     "$@" &
     dsv3_child=$!
     dsv3_signal=
+    local watch=
+    if [ -n "${dsv3_watch:-}" ]; then
+        "$dsv3_watch" "$dsv3_child" &
+        watch=$!
+    fi
     trap 'dsv3_forward TERM USR1' TERM
     trap 'dsv3_forward USR1 USR1' USR1
     trap 'if [ "$dsv3_signal" = INT ]; then dsv3_forward INT TERM; else dsv3_forward INT USR1; fi' INT
@@ -149,6 +155,41 @@ dsv3_run_forwarding_signals() {
         break
     done
     trap - TERM USR1 INT
+    if [ -n "$watch" ]; then
+        kill "$watch" 2>/dev/null || true
+        wait "$watch" 2>/dev/null || true
+    fi
+}
+
+# One srun over the components of a heterogeneous job (run/slurm/train_het.sbatch), run as
+# dsv3_run_forwarding_signals runs a command. Slurm 22.05's srun (Debian 12's) can hang after
+# such a step has ended: its PMIx plugin starts an abort agent per component, keeps one thread
+# id, and may then wait for an agent nobody stopped (later releases count the components). So
+# a watch ends srun once the step has been out of the queue for 30 s; srun has then reported
+# every failed task ("srun: error: ..."), which says whether the step failed (status 1). dsv3_srun_het SRUN_ARGS...
+dsv3_srun_het() {
+    dsv3_srun_report=$(mktemp)
+    dsv3_watch=dsv3_end_stuck_srun dsv3_run_forwarding_signals srun "$@" 2> >(tee "$dsv3_srun_report" >&2)
+    if [ -f "$dsv3_srun_report.ended" ]; then
+        dsv3_status=0
+        if grep -q '^srun: error: ' "$dsv3_srun_report"; then dsv3_status=1; fi
+    fi
+    rm -f "$dsv3_srun_report" "$dsv3_srun_report.ended"
+}
+dsv3_end_stuck_srun() { # dsv3_end_stuck_srun SRUN_PID
+    local gone=0 steps
+    while sleep 5 && kill -0 "$1" 2>/dev/null; do
+        # The job's steps but the batch script's own; a failed query counts as a step.
+        steps=$(squeue -h -s -j "$SLURM_JOB_ID" -o %i 2>/dev/null) || steps=unknown
+        if [ -n "$(grep -v -e '\.batch$' -e '\.extern$' <<<"$steps")" ]; then
+            gone=0
+        elif [ $((gone += 5)) -ge 30 ]; then
+            dsv3_log "srun is still running 30 s after its step left the queue (Slurm 22.05's hang after a heterogeneous step): ending it"
+            touch "$dsv3_srun_report.ended"
+            kill -KILL "$1"
+            return 0
+        fi
+    done
 }
 # Says so when mpiexec itself ended on a signal nobody sent it (Open MPI's launcher can crash
 # when a connected job, such as a joined expert-server job, is lost): its ranks then end on

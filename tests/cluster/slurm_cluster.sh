@@ -9,7 +9,8 @@
 #                     host's own, so each slurmd runs in its own mount namespace with its own
 #                     folder mounted there; `unshare` (util-linux) does it
 #   slurm_stop        cancels every job and stops the daemons (also on exit)
-#   slurm_wait JOB    waits until JOB has left the queue (fails after 300 s)
+#   slurm_wait JOB    waits until JOB has left the queue (fails after 300 s, printing the ends
+#                     of the job's log and of the daemons' logs)
 #   slurm_state JOB   Slurm's state of JOB (of its first component) and its restart count:
 #                     "COMPLETED restarts 0 "
 #   slurm_preempted NAME REF   job $job, logging into $WORK/NAME, gets SIGUSR1 once 20 steps
@@ -125,6 +126,11 @@ slurm_wait() {
     state=$(squeue -j "$1" 2>&1)
     out=$(scontrol show job "$1" 2>/dev/null | sed -n 's/^ *StdOut=//p' | head -1)
     [ -z "$out" ] || [ ! -f "$out" ] || { echo "--- the last lines of $out:"; tail -40 "$out"; } >&2
+    local log
+    for log in "$SLURM_DIR"/log/slurm*.log; do
+        echo "--- the last lines of $(basename "$log"):"
+        tail -25 "$log"
+    done >&2
     scancel "$1" 2>/dev/null || true
     fail "job $1 still in the queue after 300 s: $state"
 }
