@@ -9,6 +9,7 @@
 #ifndef DSV3_TESTS_KERNELS_TEST_H
 #define DSV3_TESTS_KERNELS_TEST_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -86,6 +87,18 @@ static inline uint64_t kernels_test_rng_next(uint64_t *state) {
 static inline float kernels_test_uniform(uint64_t *state, float scale) {
     return scale *
            (float)((double)(kernels_test_rng_next(state) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+// ‖got − want‖ / ‖want‖ in double (the absolute ‖got − want‖ when want is all zeros).
+static inline double kernels_test_relative_error(const float *got, const float *want,
+                                                 int64_t count) {
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < count; i++) {
+        const double d = (double)got[i] - want[i];
+        diff += d * d;
+        norm += (double)want[i] * want[i];
+    }
+    return norm == 0 ? sqrt(diff) : sqrt(diff / norm);
 }
 
 #endif

@@ -84,18 +84,8 @@ static float *copy_floats(const float *x, int64_t n) {
     return y;
 }
 
-static double relative_error(const float *a, const float *b, int64_t n) {
-    double diff = 0.0, norm = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        diff += d * d;
-        norm += (double)b[i] * (double)b[i];
-    }
-    return norm == 0.0 ? sqrt(diff) : sqrt(diff / norm);
-}
-
 static void assert_close(const char *what, const float *fast, const float *ref, int64_t n) {
-    double err = relative_error(fast, ref, n);
+    double err = kernels_test_relative_error(fast, ref, n);
     print_message("%-28s relative error %.2e\n", what, err);
     if (!(err <= TOLERANCE)) fail_msg("%s: relative error %.3e exceeds %.0e", what, err, TOLERANCE);
 }

@@ -29,18 +29,13 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
 #include "tests/kernels_test.h"
-#include "tests/unit/leak_check.h"
-
-enum { MAX_BUFFERS = 40 };
+#include "tests/unit/kernels_fixture.h"
 
 static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
 
-// ---- fixtures: counted buffers and three contexts (fp32, bf16, reference) ----
+// ---- fixtures: the fp32 and reference contexts (kernels_fixture.h) and a bf16 one ----
 
-static void *buffers[MAX_BUFFERS];
-static int buffer_count;
-static int start_threads;
-static Dsv3KernelContext cpu, bf16, reference;
+static Dsv3KernelContext bf16;
 
 static int bf16_supported(void) {
     const char *why = NULL;
@@ -48,10 +43,7 @@ static int bf16_supported(void) {
 }
 
 static int setup(void **state) {
-    leak_check_record(state);
-    buffer_count = 0;
-    start_threads = omp_get_max_threads();
-    if (kernels_test_contexts_create(&cpu, &reference) != 0) return -1;
+    if (kernels_fixture_setup(state) != 0) return -1;
     if (dsv3_kernel_context_create(&bf16, DSV3_BACKEND_CPU, KERNELS_TEST_NO_DEVICE) != DSV3_OK)
         return -1;
     if (bf16_supported() && dsv3_kernel_context_set_matmul(&bf16, DSV3_TENSOR_BF16) != DSV3_OK)
@@ -60,30 +52,11 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-    for (int i = 0; i < buffer_count; i++)
-        dsv3_free(buffers[i]);
-    buffer_count = 0;
-    kernels_test_contexts_destroy(&cpu, &reference);
     kernels_test_release(&bf16);
-    omp_set_num_threads(start_threads);
-    return leak_check_verify(state);
+    return kernels_fixture_teardown(state);
 }
 
-static float *floats(int64_t count) {
-    void *ptr = NULL;
-    assert_true(buffer_count < MAX_BUFFERS);
-    assert_int_equal(dsv3_calloc(&ptr, count > 0 ? (size_t)count : 1, sizeof(float), "buffer"),
-                     DSV3_OK);
-    buffers[buffer_count++] = ptr;
-    return ptr;
-}
-
-// Frees the buffers from index `first` on (a test's cases that are done).
-static void free_buffers_from(int first) {
-    for (int i = first; i < buffer_count; i++)
-        dsv3_free(buffers[i]);
-    buffer_count = first;
-}
+static float *floats(int64_t count) { return test_floats(count); }
 
 static uint64_t rng_state;
 
@@ -99,16 +72,6 @@ static float *rounded_copy(const float *x, int64_t count) {
     for (int64_t i = 0; i < count; i++)
         y[i] = dsv3_f32_from_bf16(dsv3_bf16_from_f32(x[i]));
     return y;
-}
-
-static double relative_error(const float *got, const float *want, int64_t count) {
-    double diff = 0, norm = 0;
-    for (int64_t i = 0; i < count; i++) {
-        const double d = (double)got[i] - want[i];
-        diff += d * d;
-        norm += (double)want[i] * want[i];
-    }
-    return norm == 0 ? sqrt(diff) : sqrt(diff / norm);
 }
 
 #define SKIP_WITHOUT_BF16()                                                                        \
@@ -142,7 +105,7 @@ static void test_gemm_matches_rounded_reference(void **state) {
     for (size_t s = 0; s < sizeof GEMM_SHAPES / sizeof GEMM_SHAPES[0]; s++) {
         const int64_t M = GEMM_SHAPES[s].M, N = GEMM_SHAPES[s].N, K = GEMM_SHAPES[s].K;
         for (int trans = 0; trans < 4; trans++) {
-            const int ta = trans & 1, tb = trans >> 1, first = buffer_count;
+            const int ta = trans & 1, tb = trans >> 1, first = test_buffer_count;
             const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
             float *A = random_floats((ta ? K : M) * lda, 1.0f);
             float *B = random_floats((tb ? N : K) * ldb, 1.0f);
@@ -180,7 +143,7 @@ static void test_gemm_matches_rounded_reference(void **state) {
             for (int64_t i = 0; i < M; i++)
                 for (int64_t j = N; j < ldc; j++)
                     assert_true(C[0][i * ldc + j] == C0[i * ldc + j]);
-            free_buffers_from(first);
+            test_buffers_free_after(first);
         }
     }
 }
@@ -226,15 +189,15 @@ static void test_linear_matches_reference_on_rounded_operands(void **state) {
     assert_int_equal(
         dsv3_linear_backward(&reference, F32, dx_ref, dw_ref, doutr, xr, wr, N, In, Out, 0),
         DSV3_OK);
-    assert_true(relative_error(out, out_ref, N * Out) <= 1e-5);
-    assert_true(relative_error(dx, dx_ref, N * In) <= 1e-5);
-    assert_true(relative_error(dw, dw_ref, Out * In) <= 1e-5);
+    assert_true(kernels_test_relative_error(out, out_ref, N * Out) <= 1e-5);
+    assert_true(kernels_test_relative_error(dx, dx_ref, N * In) <= 1e-5);
+    assert_true(kernels_test_relative_error(dw, dw_ref, Out * In) <= 1e-5);
 }
 
 // bf16 against fp32: close, and not equal.
 static void expect_bf16_close(const float *got, const float *want, int64_t count,
                               const char *what) {
-    const double err = relative_error(got, want, count);
+    const double err = kernels_test_relative_error(got, want, count);
     if (!(err <= 2e-2 && err > 1e-5))
         fail_msg("%s: bf16 against fp32 relative error %.3e, expected in (1e-5, 2e-2]", what, err);
 }
@@ -347,8 +310,8 @@ static void test_vocab_parallel_cross_entropy_follows_the_matmul_dtype(void **st
                                                 w, labels, N, D, V, 0, grad_scale),
                      DSV3_OK);
     assert_true(fabs(loss - loss_fused[1]) <= 1e-6 * fabs(loss_fused[1]));
-    assert_true(relative_error(dh, dh_fused[1], N * D) <= 1e-6);
-    assert_true(relative_error(dw, dw_fused[1], V * D) <= 1e-6);
+    assert_true(kernels_test_relative_error(dh, dh_fused[1], N * D) <= 1e-6);
+    assert_true(kernels_test_relative_error(dw, dw_fused[1], V * D) <= 1e-6);
     expect_bf16_close(dh, dh_fused[0], N * D, "vocab-parallel dh");
     expect_bf16_close(dw, dw_fused[0], V * D, "vocab-parallel dw");
 }

@@ -94,17 +94,8 @@ static void *zeros(int64_t count, size_t size) {
     return p;
 }
 
-static double relative_error(const float *got, const float *want, int64_t count) {
-    double diff = 0, norm = 0;
-    for (int64_t i = 0; i < count; i++) {
-        diff += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-        norm += (double)want[i] * want[i];
-    }
-    return norm == 0 ? sqrt(diff) : sqrt(diff / norm);
-}
-
 static void expect_close(const float *got, const float *want, int64_t count, const char *what) {
-    const double err = relative_error(got, want, count);
+    const double err = kernels_test_relative_error(got, want, count);
     if (!(err <= TOLERANCE)) fail_msg("%s: relative error %.3e > %.0e", what, err, TOLERANCE);
 }
 

@@ -23,10 +23,9 @@
 #include "kernels/cpu/vec_exp.h"
 #include "kernels/kernels.h"
 #include "tests/kernels_test.h"
+#include "tests/unit/kernels_fixture.h"
 
 #define TOLERANCE 1e-5
-
-enum { MAX_BUFFERS = 32 };
 
 // Thread counts every comparison runs at: one, and an odd count that splits unevenly.
 static const int THREAD_COUNTS[] = {1, 3};
@@ -35,50 +34,11 @@ enum { THREAD_COUNT_CASES = sizeof THREAD_COUNTS / sizeof THREAD_COUNTS[0] };
 // Every tensor of these ops is fp32.
 static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
 
-// ---- fixtures: counted buffers and the two contexts, freed and leak-checked after every test ----
+// ---- buffers (freed by the fixture, kernels_fixture.h) ----
 
-static void *buffers[MAX_BUFFERS];
-static int buffer_count;
-static size_t start_bytes;
-static int start_threads;
-static Dsv3KernelContext cpu, reference; // the fast and the reference backend
+static float *floats(int64_t count) { return test_floats(count); }
 
-static int setup(void **state) {
-    (void)state;
-    dsv3_error_clear();
-    buffer_count = 0;
-    start_bytes = dsv3_alloc_current_bytes();
-    start_threads = omp_get_max_threads();
-    return kernels_test_contexts_create(&cpu, &reference);
-}
-
-static int teardown(void **state) {
-    (void)state;
-    for (int i = 0; i < buffer_count; i++)
-        dsv3_free(buffers[i]);
-    buffer_count = 0;
-    kernels_test_contexts_destroy(&cpu, &reference);
-    omp_set_num_threads(start_threads);
-    dsv3_error_clear();
-    size_t now = dsv3_alloc_current_bytes();
-    if (now != start_bytes) {
-        print_error("%zu bytes still counted after the test (started at %zu)\n", now, start_bytes);
-        return -1;
-    }
-    return 0;
-}
-
-static void *buffer(size_t count, size_t size) {
-    void *ptr = NULL;
-    assert_true(buffer_count < MAX_BUFFERS);
-    assert_int_equal(dsv3_calloc(&ptr, count > 0 ? count : 1, size, "test buffer"), DSV3_OK);
-    buffers[buffer_count++] = ptr;
-    return ptr;
-}
-
-static float *floats(int64_t count) { return buffer((size_t)count, sizeof(float)); }
-
-static int32_t *ints(int64_t count) { return buffer((size_t)count, sizeof(int32_t)); }
+static int32_t *ints(int64_t count) { return test_buffer(count, sizeof(int32_t)); }
 
 static float *copy_of(const float *src, int64_t count) {
     float *dst = floats(count);
@@ -103,19 +63,9 @@ static int32_t rng_index(int64_t bound) { return (int32_t)(rng_next() % (uint64_
 
 // ---- comparison ----
 
-static double relative_error(const float *fast, const float *ref, int64_t count) {
-    double diff = 0, norm = 0;
-    for (int64_t i = 0; i < count; i++) {
-        double d = (double)fast[i] - ref[i];
-        diff += d * d;
-        norm += (double)ref[i] * ref[i];
-    }
-    return norm == 0 ? sqrt(diff) : sqrt(diff / norm);
-}
-
 static void expect_close(const float *fast, const float *ref, int64_t count, const char *what,
                          const char *shape, int threads) {
-    double err = relative_error(fast, ref, count);
+    double err = kernels_test_relative_error(fast, ref, count);
     if (!(err <= TOLERANCE))
         fail_msg("%s, %s, %d thread(s): relative error %.3e > %.0e", what, shape, threads, err,
                  TOLERANCE);
@@ -162,8 +112,7 @@ static void test_embedding_matches_reference(void **state) {
             expect_close(out, out_ref, N * D, "embedding out", shape, THREAD_COUNTS[t]);
             expect_close(dweight, dweight_ref, V * D, "embedding dweight", shape, THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0)
-            dsv3_free(buffers[--buffer_count]);
+        test_buffers_free_after(0);
     }
 }
 
@@ -251,8 +200,7 @@ static void test_rmsnorm_matches_reference(void **state) {
             expect_close(dx, dx_ref, N * D, "rmsnorm dx", shape, THREAD_COUNTS[t]);
             expect_close(dweight, dweight_ref, D, "rmsnorm dweight", shape, THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0)
-            dsv3_free(buffers[--buffer_count]);
+        test_buffers_free_after(0);
     }
 }
 
@@ -318,12 +266,10 @@ static void test_linear_matches_reference(void **state) {
                 expect_close(dweight_only, dweight_ref, O * I, "linear dweight (dx NULL)", shape,
                              THREAD_COUNTS[t]);
             }
-            // Free this round's buffers early: the biggest shape would not fit MAX_BUFFERS.
-            while (buffer_count > 5)
-                dsv3_free(buffers[--buffer_count]);
+            // Free this round's buffers early: the shapes together would not fit TEST_BUFFERS_MAX.
+            test_buffers_free_after(5);
         }
-        while (buffer_count > 0)
-            dsv3_free(buffers[--buffer_count]);
+        test_buffers_free_after(0);
     }
 }
 
@@ -379,8 +325,7 @@ static void test_swiglu_matches_reference(void **state) {
             expect_close(a_in, da_ref, count, "swiglu da (in place)", shape, THREAD_COUNTS[t]);
             expect_close(b_in, db_ref, count, "swiglu db (in place)", shape, THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0)
-            dsv3_free(buffers[--buffer_count]);
+        test_buffers_free_after(0);
     }
 }
 
@@ -453,8 +398,7 @@ static void test_cross_entropy_matches_reference(void **state) {
             expect_close(dweight, dweight_ref, V * D, "cross_entropy dweight", shape,
                          THREAD_COUNTS[t]);
         }
-        while (buffer_count > 0)
-            dsv3_free(buffers[--buffer_count]);
+        test_buffers_free_after(0);
     }
 }
 
@@ -546,8 +490,7 @@ static void test_adamw_matches_reference(void **state) {
                     expect_close(v, v_ref, n, "adamw v", shape, THREAD_COUNTS[t]);
                 }
             }
-            while (buffer_count > 0)
-                dsv3_free(buffers[--buffer_count]);
+            test_buffers_free_after(0);
         }
     }
 }
@@ -597,8 +540,7 @@ static void test_sum_squares_and_scale_match_reference(void **state) {
             assert_int_equal(dsv3_scale(&cpu, scaled, n, 0.37f), DSV3_OK);
             if (n > 0) assert_memory_equal(scaled, scaled_ref, (size_t)n * sizeof(float));
         }
-        while (buffer_count > 0)
-            dsv3_free(buffers[--buffer_count]);
+        test_buffers_free_after(0);
     }
 }
 
@@ -661,7 +603,8 @@ static void test_empty_inputs_are_accepted(void **state) {
     assert_true(sum == 0);
 }
 
-#define FIXTURE(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+#define FIXTURE(test)                                                                              \
+    cmocka_unit_test_setup_teardown(test, kernels_fixture_setup, kernels_fixture_teardown)
 
 int main(void) {
     const struct CMUnitTest tests[] = {

@@ -89,17 +89,8 @@ static void *zeros(int64_t n, size_t size) {
     return p;
 }
 
-static double relative_error(const float *a, const float *b, int64_t n) {
-    double diff = 0, norm = 0;
-    for (int64_t i = 0; i < n; i++) {
-        diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        norm += (double)b[i] * b[i];
-    }
-    return norm == 0 ? sqrt(diff) : sqrt(diff / norm);
-}
-
 static void assert_close(const float *fast, const float *ref, int64_t n, const char *what) {
-    double err = relative_error(fast, ref, n);
+    double err = kernels_test_relative_error(fast, ref, n);
     if (!(err <= TOLERANCE)) fail_msg("%s: relative error %.3g > %.3g", what, err, TOLERANCE);
 }
 

@@ -28,12 +28,13 @@
 #include "common/core/alloc.h"
 #include "kernels/kernels.h"
 #include "tests/kernels_test.h"
+#include "tests/unit/kernels_fixture.h"
 
 // Relative error allowed against the fused op: the ops differ from it in summation order only
 // (across slices: the order of the all-reduces and of the GEMMs over the vocabulary).
 #define TOLERANCE 1e-6
 
-enum { MAX_BUFFERS = 64, MAX_SLICES = 3 };
+enum { MAX_SLICES = 3 };
 
 // Thread counts the fast ops run with: one, and an odd count that splits unevenly.
 static const int THREAD_COUNTS[] = {1, 3};
@@ -47,58 +48,13 @@ typedef struct {
     int64_t start[MAX_SLICES + 1];
 } Split;
 
-// ---- fixtures: counted buffers and the two contexts, freed and leak-checked after every test ----
+// ---- buffers (freed by the fixture, kernels_fixture.h) ----
 
-static void *buffers[MAX_BUFFERS];
-static int buffer_count;
-static size_t start_bytes;
-static int start_threads;
-static Dsv3KernelContext cpu, reference; // the fast and the reference backend
+static float *floats(int64_t count) { return test_floats(count); }
 
-static int setup(void **state) {
-    (void)state;
-    dsv3_error_clear();
-    buffer_count = 0;
-    start_bytes = dsv3_alloc_current_bytes();
-    start_threads = omp_get_max_threads();
-    return kernels_test_contexts_create(&cpu, &reference);
-}
+static double *doubles(int64_t count) { return test_buffer(count, sizeof(double)); }
 
-// Frees the buffers taken after the first `keep`.
-static void free_buffers_after(int keep) {
-    while (buffer_count > keep)
-        dsv3_free(buffers[--buffer_count]);
-}
-
-static int teardown(void **state) {
-    (void)state;
-    free_buffers_after(0);
-    kernels_test_contexts_destroy(&cpu, &reference);
-    omp_set_num_threads(start_threads);
-    dsv3_profile_stop();
-    dsv3_error_clear();
-    size_t now = dsv3_alloc_current_bytes();
-    if (now != start_bytes) {
-        print_error("%zu bytes still counted after the test (started at %zu)\n", now, start_bytes);
-        return -1;
-    }
-    return 0;
-}
-
-static void *buffer(int64_t count, size_t size) {
-    void *ptr = NULL;
-    assert_true(buffer_count < MAX_BUFFERS);
-    assert_int_equal(dsv3_calloc(&ptr, count > 0 ? (size_t)count : 1, size, "test buffer"),
-                     DSV3_OK);
-    buffers[buffer_count++] = ptr;
-    return ptr;
-}
-
-static float *floats(int64_t count) { return buffer(count, sizeof(float)); }
-
-static double *doubles(int64_t count) { return buffer(count, sizeof(double)); }
-
-static int32_t *ints(int64_t count) { return buffer(count, sizeof(int32_t)); }
+static int32_t *ints(int64_t count) { return test_buffer(count, sizeof(int32_t)); }
 
 static float *copy_of(const float *src, int64_t count) {
     float *dst = floats(count);
@@ -140,17 +96,8 @@ static int32_t rng_index(int64_t bound) {
 
 // ---- comparison ----
 
-static double relative_error(const float *got, const float *want, int64_t count) {
-    double diff = 0, norm = 0;
-    for (int64_t i = 0; i < count; i++) {
-        diff += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-        norm += (double)want[i] * want[i];
-    }
-    return norm == 0 ? sqrt(diff) : sqrt(diff / norm);
-}
-
 static void expect_close(const float *got, const float *want, int64_t count, const char *what) {
-    const double err = relative_error(got, want, count);
+    const double err = kernels_test_relative_error(got, want, count);
     if (!(err <= TOLERANCE)) fail_msg("%s: relative error %.3e > %.0e", what, err, TOLERANCE);
 }
 
@@ -353,7 +300,7 @@ static void test_one_slice_matches_the_fused_op(void **state) {
             describe(what, sizeof what, &run[r], shape);
             expect_same_loss(&got, &want, &p, what);
         }
-        free_buffers_after(0);
+        test_buffers_free_after(0);
     }
 }
 
@@ -363,17 +310,17 @@ static void test_slices_match_the_whole_vocabulary(void **state) {
     Run run[THREAD_COUNT_CASES + 1];
     for (int c = 0; c < LOSS_CASE_COUNT; c++) {
         const LossProblem p = loss_problem(&LOSS_CASES[c]);
-        const int problem_buffers = buffer_count;
+        const int problem_buffers = test_buffer_count;
         const int64_t V = p.V; // >= 3: three slices of at least one row
         // Uneven cuts: about 2/3 + 1/3, and 1/7 + 1/2 + the rest.
         const Split splits[] = {{2, {0, 2 * V / 3, V}}, {3, {0, V / 7 + 1, V / 7 + 1 + V / 2, V}}};
         for (int r = 0, run_count = runs(run); r < run_count; r++) {
-            free_buffers_after(problem_buffers);
+            test_buffers_free_after(problem_buffers);
             omp_set_num_threads(run[r].threads);
             const LossResult want = fused_loss(run[r].ctx, &p);
-            const int want_buffers = buffer_count;
+            const int want_buffers = test_buffer_count;
             for (size_t q = 0; q < sizeof splits / sizeof splits[0]; q++) {
-                free_buffers_after(want_buffers);
+                test_buffers_free_after(want_buffers);
                 double losses[MAX_SLICES];
                 const LossResult got = split_loss(run[r].ctx, &p, &splits[q], losses);
                 char shape[96], what[128];
@@ -386,7 +333,7 @@ static void test_slices_match_the_whole_vocabulary(void **state) {
                     expect_loss_close(losses[s], want.loss, what);
             }
         }
-        free_buffers_after(0);
+        test_buffers_free_after(0);
     }
 }
 
@@ -526,7 +473,8 @@ static void test_bad_arguments_are_refused_before_any_work(void **state) {
     }
 }
 
-#define FIXTURE(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+#define FIXTURE(test)                                                                              \
+    cmocka_unit_test_setup_teardown(test, kernels_fixture_setup, kernels_fixture_teardown)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
