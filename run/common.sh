@@ -166,7 +166,8 @@ dsv3_run_forwarding_signals() {
 # such a step has ended: its PMIx plugin starts an abort agent per component, keeps one thread
 # id, and may then wait for an agent nobody stopped (later releases count the components). So
 # a watch ends srun once the step has been out of the queue for 30 s; srun has then reported
-# every failed task ("srun: error: ..."), which says whether the step failed (status 1). dsv3_srun_het SRUN_ARGS...
+# every failed task ("srun: error: ..."), which says whether the step failed (status 1).
+# dsv3_srun_het SRUN_ARGS...
 dsv3_srun_het() {
     dsv3_srun_report=$(mktemp)
     dsv3_watch=dsv3_end_stuck_srun dsv3_run_forwarding_signals srun "$@" 2> >(tee "$dsv3_srun_report" >&2)
