@@ -169,13 +169,14 @@ dsv3_run_forwarding_signals() {
 # every failed task ("srun: error: ..."), which says whether the step failed (status 1).
 # dsv3_srun_het SRUN_ARGS...
 dsv3_srun_het() {
-    dsv3_srun_report=$(mktemp)
-    dsv3_watch=dsv3_end_stuck_srun dsv3_run_forwarding_signals srun "$@" 2> >(tee "$dsv3_srun_report" >&2)
-    if [ -f "$dsv3_srun_report.ended" ]; then
+    local srun_report # srun's stderr; the watch (dsv3_end_stuck_srun) marks an ending beside it
+    srun_report=$(mktemp)
+    dsv3_watch=dsv3_end_stuck_srun dsv3_run_forwarding_signals srun "$@" 2> >(tee "$srun_report" >&2)
+    if [ -f "$srun_report.ended" ]; then
         dsv3_status=0
-        if grep -q '^srun: error: ' "$dsv3_srun_report"; then dsv3_status=1; fi
+        if grep -q '^srun: error: ' "$srun_report"; then dsv3_status=1; fi
     fi
-    rm -f "$dsv3_srun_report" "$dsv3_srun_report.ended"
+    rm -f "$srun_report" "$srun_report.ended"
 }
 dsv3_end_stuck_srun() { # dsv3_end_stuck_srun SRUN_PID
     local gone=0 steps
@@ -186,7 +187,7 @@ dsv3_end_stuck_srun() { # dsv3_end_stuck_srun SRUN_PID
             gone=0
         elif [ $((gone += 5)) -ge 30 ]; then
             dsv3_log "srun is still running 30 s after its step left the queue (Slurm 22.05's hang after a heterogeneous step): ending it"
-            touch "$dsv3_srun_report.ended"
+            touch "$srun_report.ended"
             kill -KILL "$1"
             return 0
         fi

@@ -64,15 +64,16 @@ expect_in "$WORK/from_tp2.out" "checkpoint: resumed from $WORK/from_tp2/checkpoi
 train_stages to_tp2 4 "${TP2[@]}" --parallelism.data_parallel_shard_degree 2 --training.local_batch_size 2
 expect_in "$WORK/to_tp2.out" "checkpoint: resumed from $WORK/to_tp2/checkpoint/step-5"
 python3 - "$WORK" <<'PY' || fail "a resharded resume disagrees with the uninterrupted run"
-import json, sys
+import sys
+from run_agreement import metrics, rel
 work = sys.argv[1]
 def losses(name):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(f"{work}/{name}/metrics.jsonl"))}
+    return {r["step"]: r["loss"] for r in metrics(work, name)}
 one = losses("one")
 for name in ("from_tp2", "to_tp2"):
     got = losses(name)
     assert sorted(got) == list(range(6, 11)), (name, sorted(got))
-    worst = max(abs(got[s] - one[s]) / one[s] for s in got)
+    worst = max(rel(got[s], one[s]) for s in got)
     print(f"{name}: steps 6-10 within {worst:.1e} of the uninterrupted losses")
     assert worst <= 1e-5, (name, worst)
 PY
@@ -86,16 +87,17 @@ train_stages val_one 1 "${VAL[@]}"
 train_stages val_tp2 2 "${TP2[@]}" "${VAL[@]}"
 train_stages val_tp2_pp2 4 "${TP2[@]}" "${VAL[@]}" --parallelism.pipeline_parallel_degree 2
 python3 - "$WORK" <<'PY' || fail "the tensor-parallel validation loss differs"
-import json, sys
+import sys
+from run_agreement import metrics, rel
 work = sys.argv[1]
 def val(name):
-    rows = [json.loads(l) for l in open(f"{work}/{name}/metrics.jsonl")]
-    return [r["validation_loss"] for r in rows if r.get("validation_loss") is not None]
+    return [r["validation_loss"] for r in metrics(work, name)
+            if r.get("validation_loss") is not None]
 one = val("val_one")
 for name in ("val_tp2", "val_tp2_pp2"):
     got = val(name)
     assert one and len(got) == len(one), (one, got)
-    d = max(abs(x - y) / abs(y) for x, y in zip(got, one))
+    d = max(rel(x, y) for x, y in zip(got, one))
     print(f"validation: {name} loss {got[-1]:.6f}, one process {one[-1]:.6f} ({d:.1e} relative)")
     assert d <= 1e-5, (name, d)
 PY
