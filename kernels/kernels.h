@@ -125,7 +125,7 @@ typedef struct {
 
 // Shapes for dsv3_workspace_bytes: the fields the op's signature uses, the others 0.
 typedef struct {
-    int64_t N, D, V, B, T, H, Dqk, Dv, E, K, M, F, chunk;
+    int64_t N, D, V, B, T, Tq, Tk, H, Dqk, Dv, E, K, M, F, chunk;
 } Dsv3OpShape;
 
 // ---- the ops ----
@@ -288,28 +288,33 @@ typedef struct {
        int64_t R, int64_t Dv),                                                                     \
       (ctx, dtype, dkvb, dkpe, dkpe_stride, dk, dv, N, H, nope, R, Dv))
 
-// Attention (scaled dot product, causal or block-causal).
-//   attention_forward: q (B, T, H, Dqk), k (B, T, H, Dqk), v (B, T, H, Dv) → out (B, T, H, Dv)
-//     and lse (B, H, T), the log-sum-exp of each query's scaled scores, saved for backward.
-//     Query t attends to key s when s ≤ t and, if doc (B, T) is not NULL, doc[b, s] ==
-//     doc[b, t] (document ids of a block-causal mask). Softmax of scale · q·k, computed per
-//     head with an online softmax. When scores (B, H, T, T) is not NULL, the scaled, masked
-//     scores of the tiles forward visits are kept there and backward reads them instead of
-//     recomputing q·kᵀ: same results, bit for bit, for B·H·T² floats of memory. A backend may
-//     ignore scores (it must then be NULL in backward too or hold what forward left).
-//   attention_backward: dq, dk (B, T, H, Dqk), dv (B, T, H, Dv) written.
+// Attention (scaled dot product, causal or block-causal), of Tq queries over Tk keys per
+// sequence.
+//   attention_forward: q (B, Tq, H, Dqk), k (B, Tk, H, Dqk), v (B, Tk, H, Dv) → out
+//     (B, Tq, H, Dv) and lse (B, H, Tq), the log-sum-exp of each query's scaled scores, saved
+//     for backward. Query t sits at key position p = q_pos[t] (q_pos (Tq), every p in
+//     [0, Tk)); q_pos NULL means Tq == Tk and p = t (context parallelism passes its queries'
+//     places in the gathered sequence). Query t attends to key s when s ≤ p and, if doc (B, Tk)
+//     is not NULL, doc[b, s] == doc[b, p] (document ids of a block-causal mask). Softmax of
+//     scale · q·k, computed per head with an online softmax. When scores (B, H, Tq, Tk) is not
+//     NULL, the scaled, masked scores of the tiles forward visits are kept there and backward
+//     reads them instead of recomputing q·kᵀ: same results, bit for bit, for B·H·Tq·Tk floats
+//     of memory. A backend may ignore scores (it must then be NULL in backward too or hold
+//     what forward left).
+//   attention_backward: dq (B, Tq, H, Dqk), dk (B, Tk, H, Dqk), dv (B, Tk, H, Dv) written.
 #define DSV3_KERNELS_ATTENTION(X)                                                                  \
     X(ATTENTION_FORWARD, attention_forward,                                                        \
       (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, float *lse, float *scores,  \
-       const void *q, const void *k, const void *v, const int32_t *doc, int64_t B, int64_t T,      \
-       int64_t H, int64_t Dqk, int64_t Dv, float scale),                                           \
-      (ctx, dtype, out, lse, scores, q, k, v, doc, B, T, H, Dqk, Dv, scale))                       \
+       const void *q, const void *k, const void *v, const int32_t *q_pos, const int32_t *doc,      \
+       int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dqk, int64_t Dv, float scale),        \
+      (ctx, dtype, out, lse, scores, q, k, v, q_pos, doc, B, Tq, Tk, H, Dqk, Dv, scale))           \
     X(ATTENTION_BACKWARD, attention_backward,                                                      \
       (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dq, void *dk, void *dv,          \
        const void *dout, const void *q, const void *k, const void *v, const void *out,             \
-       const float *lse, const float *scores, const int32_t *doc, int64_t B, int64_t T, int64_t H, \
-       int64_t Dqk, int64_t Dv, float scale),                                                      \
-      (ctx, dtype, dq, dk, dv, dout, q, k, v, out, lse, scores, doc, B, T, H, Dqk, Dv, scale))
+       const float *lse, const float *scores, const int32_t *q_pos, const int32_t *doc, int64_t B, \
+       int64_t Tq, int64_t Tk, int64_t H, int64_t Dqk, int64_t Dv, float scale),                   \
+      (ctx, dtype, dq, dk, dv, dout, q, k, v, out, lse, scores, q_pos, doc, B, Tq, Tk, H, Dqk, Dv, \
+       scale))
 
 // SwiGLU gate: h = silu(a) · b, with a = w1 x and b = w3 x.
 //   swiglu_forward: h (N, F); may not alias a or b.

@@ -152,19 +152,6 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
     return DSV3_OK;
 }
 
-// What training implements so far: data parallelism, FSDP over dp_shard and HSDP over
-// dp_replicate × dp_shard, pipeline stages (GPipe, 1F1B, Interleaved1F1B), tensor and sequence
-// parallelism, with routed experts on the stage ranks or on expert servers, on any dataset
-// kind.
-static Dsv3Err check_trainable(const Dsv3ParallelDims *d) {
-    DSV3_CHECK(d->cp == 1, DSV3_ERR_CONFIG,
-               "training with context_parallel_degree %" PRId64
-               " is not supported yet: training runs data parallel, FSDP, HSDP, pipeline and "
-               "tensor parallel (cp 1). Start-up and --job.dry_run check every layout.",
-               d->cp);
-    return DSV3_OK;
-}
-
 // Start-up summary, printed by the coordinator.
 static void log_summary(const Dsv3Launch *launch, const Dsv3ParallelDims *dims, int64_t n_stage,
                         int64_t n_expert) {
@@ -268,10 +255,6 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         DSV3_LOG_INFO("dry run: %s", line);
     }
     DSV3_CALL(log_schedule(&launch->config, &opt, dims->pp, "dry run: schedule"));
-    if (check_trainable(dims) != DSV3_OK) {
-        DSV3_LOG_INFO("dry run: note: %s", dsv3_error_message());
-        dsv3_error_clear();
-    }
     DSV3_LOG_INFO("dry run: config and layout are valid; nothing was allocated");
     return DSV3_OK;
 }
@@ -288,9 +271,6 @@ static Dsv3Err serve_alone(Dsv3Launch *launch, const LaunchFlags *flags) {
     DSV3_CALL(dsv3_layout_resolve(&dims, n_stage, n_expert));
     DSV3_CALL(check_batch(cfg, &dims));
     if (flags->print_launch) {
-        // A layout training cannot run is refused here, before any process (or a joining expert
-        // server job) is started for it.
-        if (!cfg->job.dry_run) DSV3_CALL(check_trainable(&dims));
         // Shell-readable, for run/train.sh and run/expert_servers.sh.
         printf("stage_procs=%" PRId64 "\nexpert_procs=%" PRId64 "\nexpert_launch=%s\n"
                "expert_service=%s\ninit_timeout=%" PRId64 "\ndry_run=%d\n",
@@ -424,8 +404,6 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
     Dsv3Err err = dsv3_topology_create(job, role, &dims, &launch->topology);
     double topology_seconds = dsv3_log_seconds() - topology_start;
     if (err == DSV3_OK) err = check_batch(&launch->config, &launch->topology.dims);
-    if (err == DSV3_OK && !launch->config.job.dry_run)
-        err = check_trainable(&launch->topology.dims);
     int job_rank = 0;
     DSV3_MPI_CALL(MPI_Comm_rank(job, &job_rank));
     DSV3_MPI_CALL(MPI_Comm_free(&job));

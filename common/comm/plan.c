@@ -109,7 +109,10 @@ Dsv3PipeExchangeShape dsv3_plan_exchange_shape(const Dsv3ModelArgs *args,
                                                const Dsv3PlanOptions *opt, int64_t tp,
                                                const Dsv3PlanChunk *chunks, int64_t n) {
     int64_t tokens = opt->pipe.micro_batch * opt->model.seq_len;
-    Dsv3PipeExchangeShape shape = {.n_rows = tokens / tp, // sequence parallelism: a tp rank's rows
+    int64_t cp = opt->model.cp > 1 ? opt->model.cp : 1;
+    // A cp rank's positions of the sequences, and of those a tp rank's rows (sequence
+    // parallelism); the document ids are the whole sequences'.
+    Dsv3PipeExchangeShape shape = {.n_rows = tokens / cp / tp,
                                    .dim = args->dim,
                                    .n_doc =
                                        args->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL ? tokens : 0};

@@ -13,12 +13,12 @@ static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
 enum { KEEP = 0, RECOMPUTE = 1 };
 
 typedef struct {
-    int64_t N, Nl, D, H, Dqk, Dv, Q, C, R, I, E, K, M, F, Fs, B, T;
+    int64_t N, Nl, D, H, Dqk, Dv, Q, C, R, I, E, K, M, F, Fs, B, T, cp, Tk, Nk;
 } Dims;
 
-// A tp rank's dimensions: its rows of the micro-batch, heads and hidden features (model_config
-// checks that tp divides them).
-static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp) {
+// A tp and cp rank's dimensions: its rows of the micro-batch, heads and hidden features
+// (model_config checks that tp divides them), and the keys its attention sees.
+static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp, int64_t cp) {
     Dims d = {.N = B * T,
               .Nl = B * T / tp,
               .D = a->dim,
@@ -34,7 +34,10 @@ static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp) {
               .F = a->moe_inter_dim,
               .Fs = a->moe_inter_dim * a->num_shared_experts / tp,
               .B = B,
-              .T = T};
+              .T = T,
+              .cp = cp,
+              .Tk = T * cp,
+              .Nk = B * T * cp};
     d.M = d.Nl * d.K;
     return d;
 }
@@ -62,9 +65,9 @@ static Dsv3Err act_buffer(void **field, void *shared_field, int64_t count, size_
 
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int local_experts, int64_t B, int64_t T, int64_t tp) {
+                               int local_experts, int64_t B, int64_t T, int64_t tp, int64_t cp) {
     DSV3_ASSERT(mode == DSV3_AC_NONE || shared);
-    Dims d = dims_of(args, B, T, tp);
+    Dims d = dims_of(args, B, T, tp, cp);
     memset(acts, 0, sizeof *acts);
     acts->mode = mode;
     DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.Nl * d.D), sizeof(float),
@@ -81,12 +84,12 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
     ACT_FLOAT(kv_rstd, d.N, KEEP);
     ACT_FLOAT(kvn, d.N * d.C, RECOMPUTE);
     ACT_FLOAT(kpe, d.N * d.R, KEEP);
-    ACT_FLOAT(k, d.N * d.H * d.Dqk, KEEP);
-    ACT_FLOAT(v, d.N * d.H * d.Dv, KEEP);
+    ACT_FLOAT(k, d.Nk * d.H * d.Dqk, KEEP);
+    ACT_FLOAT(v, d.Nk * d.H * d.Dv, KEEP);
     ACT_FLOAT(o, d.N * d.H * d.Dv, KEEP);
     ACT_FLOAT(lse, d.B * d.H * d.T, KEEP);
-    if (d.B * d.H * d.T * d.T * (int64_t)sizeof(float) <= DSV3_ATTENTION_SCORES_MAX_BYTES)
-        ACT_FLOAT(attn_scores, d.B * d.H * d.T * d.T, KEEP);
+    if (d.B * d.H * d.T * d.Tk * (int64_t)sizeof(float) <= DSV3_ATTENTION_SCORES_MAX_BYTES)
+        ACT_FLOAT(attn_scores, d.B * d.H * d.T * d.Tk, KEEP);
     ACT_FLOAT(h, d.Nl * d.D, KEEP);
     ACT_FLOAT(hn, d.N * d.D, RECOMPUTE);
     ACT_FLOAT(ffn_rstd, d.Nl, KEEP);
@@ -116,8 +119,8 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
 }
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
-                                  int64_t B, int64_t T, int64_t tp) {
-    Dims d = dims_of(args, B, T, tp);
+                                  int64_t B, int64_t T, int64_t tp, int64_t cp) {
+    Dims d = dims_of(args, B, T, tp, cp);
     int64_t hidden = d.I > d.Fs ? d.I : d.Fs, nv = args->qk_nope_head_dim + d.Dv;
     memset(s, 0, sizeof *s);
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->kva, d.N * (d.C + d.R), "scratch kva"));
@@ -146,6 +149,12 @@ Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const D
     if (tp > 1) {
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->rows, d.Nl * d.D, "scratch sequence rows"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->gathered, d.N * d.D, "scratch gathered gradient"));
+    }
+    if (cp > 1) {
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->k_ranks, d.Nk * d.H * d.Dqk, "scratch keys by rank"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->v_ranks, d.Nk * d.H * d.Dv, "scratch values by rank"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dk_keys, d.Nk * d.H * d.Dqk, "scratch dk of keys"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dv_keys, d.Nk * d.H * d.Dv, "scratch dv of keys"));
     }
     return DSV3_OK;
 }
@@ -204,6 +213,52 @@ static Dsv3Err gather_rows(const Dsv3LayerContext *ctx, const float **full, cons
     return dsv3_layer_sp_gather(ctx, s->gathered, rows, d->Nl, d->D);
 }
 
+// Context parallelism's two orders of the whole sequences' rows of `width` floats: by
+// sequence, (B, Tk), and by rank, (cp, B, T), rank r's rows holding chunks r and 2·cp − 1 − r
+// (T / 2 positions each) of every sequence. to_sequence: by_rank → by_sequence, else back.
+static Dsv3Err cp_reorder(const Dsv3LayerContext *ctx, float *by_sequence, float *by_rank,
+                          int64_t width, const Dims *d, int to_sequence) {
+    const int64_t C = d->T / 2;
+    const size_t bytes = (size_t)(C * width) * sizeof(float);
+    for (int64_t r = 0; r < d->cp; r++)
+        for (int64_t b = 0; b < d->B; b++)
+            for (int64_t half = 0; half < 2; half++) {
+                const int64_t chunk = half == 0 ? r : 2 * d->cp - 1 - r;
+                float *seq = by_sequence + (b * d->Tk + chunk * C) * width;
+                float *rank = by_rank + ((r * d->B + b) * d->T + half * C) * width;
+                DSV3_CALL(dsv3_memory_copy(ctx->kernels, to_sequence ? seq : rank,
+                                           to_sequence ? rank : seq, bytes,
+                                           DSV3_COPY_DEVICE_TO_DEVICE));
+            }
+    return DSV3_OK;
+}
+
+// cp > 1: every rank's keys and values (this rank's already in its place of s->k_ranks,
+// s->v_ranks) all-gathered over the cp group, into the whole sequences' order in a->k, a->v.
+static Dsv3Err cp_gather_keys(const Dsv3LayerContext *ctx, Dsv3LayerActs *a, Dsv3LayerScratch *s,
+                              const Dims *d) {
+    Dsv3Collectives *c = ctx->collectives;
+    const int64_t nk = d->N * d->H * d->Dqk, nv = d->N * d->H * d->Dv;
+    DSV3_CALL(c->all_gather(c, DSV3_GROUP_CP, s->k_ranks, s->k_ranks + ctx->cp_rank * nk, nk,
+                            DSV3_ELEM_F32));
+    DSV3_CALL(c->all_gather(c, DSV3_GROUP_CP, s->v_ranks, s->v_ranks + ctx->cp_rank * nv, nv,
+                            DSV3_ELEM_F32));
+    DSV3_CALL(cp_reorder(ctx, a->k, s->k_ranks, d->H * d->Dqk, d, 1));
+    return cp_reorder(ctx, a->v, s->v_ranks, d->H * d->Dv, d, 1);
+}
+
+// cp > 1: the whole sequences' key and value gradients (s->dk_keys, s->dv_keys) summed over the
+// cp group and reduce-scattered: s->dk, s->dv get this rank's tokens'.
+static Dsv3Err cp_reduce_keys(const Dsv3LayerContext *ctx, Dsv3LayerScratch *s, const Dims *d) {
+    Dsv3Collectives *c = ctx->collectives;
+    DSV3_CALL(cp_reorder(ctx, s->dk_keys, s->k_ranks, d->H * d->Dqk, d, 0));
+    DSV3_CALL(cp_reorder(ctx, s->dv_keys, s->v_ranks, d->H * d->Dv, d, 0));
+    DSV3_CALL(c->reduce_scatter(c, DSV3_GROUP_CP, s->dk, s->k_ranks, d->N * d->H * d->Dqk,
+                                DSV3_ELEM_F32, DSV3_REDUCE_SUM));
+    return c->reduce_scatter(c, DSV3_GROUP_CP, s->dv, s->v_ranks, d->N * d->H * d->Dv,
+                             DSV3_ELEM_F32, DSV3_REDUCE_SUM);
+}
+
 static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
                                  const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
                                  Dsv3LayerScratch *s) {
@@ -231,11 +286,17 @@ static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, cons
     DSV3_CALL(dsv3_rmsnorm_forward(kc, F32, a->kvn, a->kv_rstd, a->kvc, P(g, DSV3_P_KV_NORM), N,
                                    d->C, eps));
     DSV3_CALL(dsv3_linear_forward(kc, F32, s->kvb, a->kvn, P(g, DSV3_P_WKV_B), N, d->C, d->H * nv));
-    // k = [k_nope of each head, the shared k_pe]; v from the rest of wkv_b's output.
-    DSV3_CALL(
-        dsv3_mla_kv_forward(kc, F32, a->k, a->v, s->kvb, a->kpe, d->R, N, d->H, nope, d->R, d->Dv));
+    // k = [k_nope of each head, the shared k_pe]; v from the rest of wkv_b's output. Under cp
+    // they go to this rank's place among every rank's, then are gathered.
+    float *k = a->k, *v = a->v;
+    if (d->cp > 1) {
+        k = s->k_ranks + ctx->cp_rank * N * d->H * d->Dqk;
+        v = s->v_ranks + ctx->cp_rank * N * d->H * d->Dv;
+    }
+    DSV3_CALL(dsv3_mla_kv_forward(kc, F32, k, v, s->kvb, a->kpe, d->R, N, d->H, nope, d->R, d->Dv));
+    if (d->cp > 1) DSV3_CALL(cp_gather_keys(ctx, a, s, d));
     DSV3_CALL(dsv3_attention_forward(kc, F32, a->o, a->lse, a->attn_scores, a->q, a->k, a->v,
-                                     ctx->doc, d->B, d->T, d->H, d->Dqk, d->Dv,
+                                     ctx->q_pos, ctx->doc, d->B, d->T, d->Tk, d->H, d->Dqk, d->Dv,
                                      ctx->softmax_scale));
     return DSV3_OK;
 }
@@ -285,7 +346,7 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const D
                            const Dsv3ModelArgs *args, const float *expert_bias,
                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
     const Dsv3KernelContext *kc = ctx->kernels;
-    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp);
+    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp, ctx->cp);
     float eps = (float)args->norm_eps;
     int64_t NlD = d.Nl * d.D;
     if (x != a->x)
@@ -410,9 +471,12 @@ static Dsv3Err attention_backward(float *dn, const float *dy, Dsv3LayerActs *a, 
     int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
     DSV3_CALL(dsv3_linear_backward(kc, F32, s->do_, G(g, DSV3_P_WO), dy, a->o, P(g, DSV3_P_WO), N,
                                    d->H * d->Dv, d->D, 0));
-    DSV3_CALL(dsv3_attention_backward(kc, F32, s->dq, s->dk, s->dv, s->do_, a->q, a->k, a->v, a->o,
-                                      a->lse, a->attn_scores, ctx->doc, d->B, d->T, d->H, d->Dqk,
-                                      d->Dv, ctx->softmax_scale));
+    const int cp = d->cp > 1;
+    DSV3_CALL(dsv3_attention_backward(kc, F32, s->dq, cp ? s->dk_keys : s->dk,
+                                      cp ? s->dv_keys : s->dv, s->do_, a->q, a->k, a->v, a->o,
+                                      a->lse, a->attn_scores, ctx->q_pos, ctx->doc, d->B, d->T,
+                                      d->Tk, d->H, d->Dqk, d->Dv, ctx->softmax_scale));
+    if (cp) DSV3_CALL(cp_reduce_keys(ctx, s, d));
     // Undo the assembly of k and v: per-head k_nope and v go back to wkv_b's output; the
     // shared k_pe receives the sum over heads.
     DSV3_CALL(dsv3_mla_kv_backward(kc, F32, s->dkvb, s->dkva + d->C, CR, s->dk, s->dv, N, d->H,
@@ -447,7 +511,7 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
                             const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
                             Dsv3LayerActs *shared) {
     const Dsv3KernelContext *kc = ctx->kernels;
-    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp);
+    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp, ctx->cp);
     int64_t NlD = d.Nl * d.D;
     if (a->mode == DSV3_AC_FULL) {
         // Rerun the whole block into the shared buffers; its output is not needed.

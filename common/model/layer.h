@@ -25,9 +25,18 @@
 // replicated parameters are then partial sums over the tp ranks (their own rows, or their own
 // heads' share), which the caller sums over the tp group before the optimizer step.
 //
+// Context parallelism (cp > 1, torchtitan's load balancing): a rank holds T = Tk / cp positions
+// of each of the micro-batch's sequences of Tk tokens: chunks r and 2·cp − 1 − r of the
+// sequence cut into 2·cp, so that every rank has the same causal work. Everything but the
+// attention runs on these tokens alone; the attention's keys and values are all-gathered over
+// the cp group (DSV3_GROUP_CP) after RoPE, into the whole sequence's order, and its queries
+// attend at their positions in it (q_pos); in backward the keys' and values' gradients are
+// reduce-scattered back (torchtitan's "allgather" rotation).
+//
 // Legend: N = B × T tokens of the micro-batch, Nl = N / tp this rank's rows, D dim, H heads,
 // Dqk = nope + rope head dims, Dv value head dim, Q q_lora_rank, C kv_lora_rank, R rope dims,
-// I inter_dim, E experts, K top_k, M = Nl × K routed rows, F moe_inter_dim,
+// I inter_dim, E experts, K top_k, M = Nl × K routed rows, F moe_inter_dim, Tk = T × cp key
+// positions per sequence, Nk = B × Tk key rows,
 // Fs = F × num_shared_experts; H, I and Fs are a tp rank's share (the global ones / tp). No MPI
 // here.
 #ifndef DSV3_MODEL_LAYER_H
@@ -52,11 +61,13 @@ typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 // Shared by every layer of a model for one micro-batch shape.
 typedef struct {
     const Dsv3KernelContext *kernels; // where the ops run, with a workspace for all of them
-    int64_t B, T;                     // micro-batch: B sequences of T tokens
-    const float *rope_cos;            // (T, R/2)
+    int64_t B, T;                     // micro-batch: B sequences of T tokens (this rank's)
+    const float *rope_cos;            // (T, R/2) at the tokens' positions
     const float *rope_sin;            // (T, R/2)
     float softmax_scale;              // Dqk^-0.5, × mscale² with YaRN
-    const int32_t *doc; // (B, T) document ids for block-causal masks, or NULL (causal)
+    const int32_t *doc;   // (B, Tk) document ids for block-causal masks, or NULL (causal)
+    int64_t cp, cp_rank;  // context-parallel degree (1: whole sequences) and rank
+    const int32_t *q_pos; // (T) the tokens' positions in their sequence (cp > 1), or NULL
     Dsv3RouterArgs router;
     Dsv3Experts *experts;         // the routed experts of the MoE layers
     int64_t slot;                 // the micro-batch's activation slot (model.h), for the experts
@@ -74,10 +85,10 @@ typedef struct {
     float *kvc, *kv_rstd;     // (N, C), (N): the latent before kv_norm
     float *kvn;               // (N, C)
     float *kpe;               // (N, R) after RoPE
-    float *k, *v;             // (N, H, Dqk), (N, H, Dv)
+    float *k, *v;             // (Nk, H, Dqk), (Nk, H, Dv): the whole sequences' under cp
     float *o;                 // (N, H, Dv) attention output
     float *lse;               // (B, H, T)
-    float *attn_scores;       // (B, H, T, T) attention scores kept for backward, or NULL
+    float *attn_scores;       // (B, H, T, Tk) attention scores kept for backward, or NULL
     float *h;                 // (Nl, D) residual after attention
     // FFN block
     float *hn, *ffn_rstd;   // (N, D) gathered for the FFN or shared experts, (Nl): ffn_norm
@@ -114,16 +125,21 @@ typedef struct {
     float *dxs, *dys;       // (M, D)
     float *rows;            // (Nl, D) tp > 1: a reduce-scatter's rows
     float *gathered;        // (N, D) tp > 1: an all-gathered gradient
+    float *k_ranks;         // (cp, N, H, Dqk) cp > 1: keys (or their gradients) in rank order
+    float *v_ranks;         // (cp, N, H, Dv)
+    float *dk_keys;         // (Nk, H, Dqk) cp > 1: the whole sequences' key gradients
+    float *dv_keys;         // (Nk, H, Dv)
 } Dsv3LayerScratch;
 
 // Allocates a layer's activations for mode `mode` (moe: 1 for a MoE layer, 0 for a dense
 // one); buffers that the mode recomputes point into `shared`, one set for all layers made
 // with mode DSV3_AC_NONE, shared = NULL and moe = -1 (room for both kinds). The routed
 // experts' hidden activations h1 and h3 exist only when the experts run on this rank
-// (local_experts); expert servers keep their own. tp is the tensor-parallel degree.
+// (local_experts); expert servers keep their own. tp and cp are the tensor- and
+// context-parallel degrees; T the rank's positions per sequence.
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int local_experts, int64_t B, int64_t T, int64_t tp);
+                               int local_experts, int64_t B, int64_t T, int64_t tp, int64_t cp);
 
 // Sequence parallelism's two collectives on DSV3_GROUP_TP, for n_rows rows of D floats per tp
 // rank. sp_gather: full (tp × n_rows, D) = every rank's rows, this rank's copied from `rows`
@@ -135,7 +151,7 @@ Dsv3Err dsv3_layer_sp_reduce(const Dsv3LayerContext *ctx, float *rows, const flo
                              int64_t n_rows, int64_t D);
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
-                                  int64_t B, int64_t T, int64_t tp);
+                                  int64_t B, int64_t T, int64_t tp, int64_t cp);
 
 // out (Nl, D) = the block applied to x (Nl, D), this rank's rows; x is copied into acts->x
 // (unless it is acts->x). acts->counts holds this rank's rows' tokens per expert for MoE

@@ -19,8 +19,8 @@ enum { NO_DEVICE = -1 };
 
 // What one micro-batch in flight keeps between its forward and its backward.
 typedef struct {
-    int32_t *tokens;     // (N) first stage: the forward's tokens
-    int32_t *doc;        // (N) document ids, or NULL (causal)
+    int32_t *tokens;     // (N) first stage: the forward's tokens (this rank's)
+    int32_t *doc;        // (B, T) document ids of the whole sequences, or NULL (causal)
     Dsv3LayerActs *acts; // (L) per layer; acts[0].x is the stage input
     float *last;         // (Nl, D) the last layer's output: the stage output
     float *final_rstd;   // (Nl) last stage
@@ -45,6 +45,8 @@ struct Dsv3Model {
     float *dfinal;               // (N, D) last stage (partial under tp)
     float *dh;                   // (Nl, D) gradient flowing down the layers
     int64_t tp, tp_rank;         // tensor-parallel degree and rank of the store's groups
+    int64_t cp, cp_rank;         // context-parallel degree and rank (the collectives' cp group)
+    int32_t *labels;             // (N) cp > 1: this rank's labels of a backward
     float *head_logits;          // (loss_chunk, V/tp) last stage with tp > 1: a chunk's logits
     float *head_max;             // (loss_chunk) their rows' maxima
     double *head_sums;           // (2 loss_chunk) sums of exponentials and target logits
@@ -65,7 +67,29 @@ static Dsv3AcMode layer_mode(const Dsv3ModelOptions *o, int64_t layer) {
     return o->ac_mode;
 }
 
-static int64_t n_tokens(const Dsv3Model *m) { return m->opt.batch * m->opt.seq_len; }
+// Tokens of the micro-batch's whole sequences, and this rank's share of them (cp > 1: its
+// positions of each sequence).
+static int64_t sequence_tokens(const Dsv3Model *m) { return m->opt.batch * m->opt.seq_len; }
+static int64_t n_tokens(const Dsv3Model *m) { return sequence_tokens(m) / m->cp; }
+
+// The context-parallel degree an options struct asks for.
+static int64_t options_cp(const Dsv3ModelOptions *opt) { return opt->cp > 1 ? opt->cp : 1; }
+
+// dst (B, T / cp) rows of `row_bytes` = this rank's positions of src (B, T) (layer.h: chunks
+// cp_rank and 2·cp − 1 − cp_rank of 2·cp); cp 1: a copy.
+static Dsv3Err cp_take(const Dsv3Model *m, void *dst, const void *src, int64_t B,
+                       size_t row_bytes) {
+    const int64_t T = m->opt.seq_len, C = T / (2 * m->cp);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t half = 0; half < 2; half++) {
+            const int64_t chunk = half == 0 ? m->cp_rank : 2 * m->cp - 1 - m->cp_rank;
+            DSV3_CALL(dsv3_memory_copy(m->services.kernels,
+                                       (char *)dst + (size_t)(b * 2 * C + half * C) * row_bytes,
+                                       (const char *)src + (size_t)(b * T + chunk * C) * row_bytes,
+                                       (size_t)C * row_bytes, DSV3_COPY_DEVICE_TO_DEVICE));
+        }
+    return DSV3_OK;
+}
 
 // This rank's rows of the micro-batch (sequence parallelism: the tp ranks split its tokens).
 static int64_t n_rows(const Dsv3Model *m) { return n_tokens(m) / m->tp; }
@@ -78,18 +102,18 @@ static float *stage_input(const Dsv3Model *m, const Slot *s) {
 
 static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     const Dsv3ModelArgs *a = &m->args;
-    int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
-    int64_t Nl = n_rows(m);
+    int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len / m->cp;
+    int64_t N = n_tokens(m), Nl = n_rows(m), D = a->dim;
     Dsv3Arena *arena = &m->arena;
     if (m->range.first) DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->tokens, N, "tokens"));
     if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL)
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->doc, N, "document ids"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->doc, sequence_tokens(m), "document ids"));
     DSV3_CALL(DSV3_ARENA_TABLE(arena, s->acts, L, "layer activations"));
     for (int64_t i = 0; i < L; i++) {
         int64_t layer = m->range.first_layer + i;
         DSV3_CALL(dsv3_layer_acts_create(&s->acts[i], arena, layer_mode(&m->opt, layer), &m->shared,
                                          a, layer >= a->n_dense_layers, m->range.routed, B, T,
-                                         m->tp));
+                                         m->tp, m->cp));
     }
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->last, Nl * D, "stage output"));
     if (m->range.last) {
@@ -110,9 +134,29 @@ static Dsv3Err find_group(const Dsv3Model *m, Dsv3GroupKind kind, int64_t layer,
     return DSV3_OK;
 }
 
+// Context parallelism's positions of this rank (cp_take's) in q_pos (T / cp), and its rows
+// of the RoPE tables (T, R/2) in cos, sin (T / cp, R/2).
+static Dsv3Err cp_positions(Dsv3Model *m, int32_t *q_pos, float *cos, float *sin,
+                            const float *cos_all, const float *sin_all) {
+    const int64_t T = m->opt.seq_len, C = T / (2 * m->cp), R = m->args.qk_rope_head_dim;
+    int32_t *host = NULL;
+    DSV3_CALL(dsv3_alloc((void **)&host, (size_t)(2 * C) * sizeof *host, "positions"));
+    for (int64_t i = 0; i < C; i++) {
+        host[i] = (int32_t)(m->cp_rank * C + i);
+        host[C + i] = (int32_t)((2 * m->cp - 1 - m->cp_rank) * C + i);
+    }
+    Dsv3Err err = dsv3_memory_copy(m->services.kernels, q_pos, host, (size_t)(2 * C) * sizeof *host,
+                                   DSV3_COPY_HOST_TO_DEVICE);
+    dsv3_free(host);
+    DSV3_CALL(err);
+    DSV3_CALL(cp_take(m, cos, cos_all, 1, (size_t)(R / 2) * sizeof(float)));
+    return cp_take(m, sin, sin_all, 1, (size_t)(R / 2) * sizeof(float));
+}
+
 static Dsv3Err create_state(Dsv3Model *m) {
     const Dsv3ModelArgs *a = &m->args;
-    int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
+    int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len, Tl = T / m->cp;
+    int64_t N = n_tokens(m), D = a->dim;
     int64_t R = a->qk_rope_head_dim;
     Dsv3Arena *arena = &m->arena;
     m->group_embedding = m->group_head = -1;
@@ -138,11 +182,12 @@ static Dsv3Err create_state(Dsv3Model *m) {
                m->range.first_layer, m->range.first_layer + L - 1);
     if (any_checkpointed)
         DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1,
-                                         m->range.routed, B, T, m->tp));
+                                         m->range.routed, B, Tl, m->tp, m->cp));
     DSV3_CALL(DSV3_ARENA_TABLE(arena, m->slots, m->opt.slots, "activation slots"));
     for (int64_t k = 0; k < m->opt.slots; k++)
         DSV3_CALL(create_slot(m, &m->slots[k]));
-    DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, T, m->tp));
+    DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, Tl, m->tp, m->cp));
+    if (m->range.last && m->cp > 1) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->labels, N, "labels"));
     if (m->range.last) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dfinal, N * D, "final norm gradient"));
     if (m->range.last && m->tp > 1) {
         int64_t chunk = m->opt.loss_chunk < N ? m->opt.loss_chunk : N;
@@ -153,14 +198,23 @@ static Dsv3Err create_state(Dsv3Model *m) {
     }
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dh, n_rows(m) * D, "hidden gradient"));
 
-    // Shared context: RoPE tables for positions 0 … T-1, softmax scale, router settings.
-    float *cos = NULL, *sin = NULL;
+    // Shared context: RoPE tables for positions 0 … T-1 (under cp, this rank's rows of them and
+    // its positions), softmax scale, router settings.
+    float *cos = NULL, *sin = NULL, *cos_local = NULL, *sin_local = NULL;
+    int32_t *q_pos = NULL;
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, cos, T * R / 2, "rope cos"));
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, sin, T * R / 2, "rope sin"));
+    if (m->cp > 1) {
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, cos_local, Tl * R / 2, "rope cos of this rank"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, sin_local, Tl * R / 2, "rope sin of this rank"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, q_pos, Tl, "positions of this rank"));
+    }
     const Dsv3KernelContext *k = m->services.kernels;
-    if (!arena->measure) // a plan (dsv3_model_plan_activation_bytes) has no tables to fill
+    if (!arena->measure) { // a plan (dsv3_model_plan_activation_bytes) has no tables to fill
         DSV3_CALL(dsv3_rope_tables(k, cos, sin, T, R, a->rope_theta, a->rope_factor, a->beta_fast,
                                    a->beta_slow, a->original_seq_len));
+        if (m->cp > 1) DSV3_CALL(cp_positions(m, q_pos, cos_local, sin_local, cos, sin));
+    }
     double scale = 1.0 / sqrt((double)(a->qk_nope_head_dim + a->qk_rope_head_dim));
     if (T > a->original_seq_len) { // YaRN's attention temperature
         double mscale = 0.1 * a->mscale * log(a->rope_factor) + 1.0;
@@ -169,9 +223,9 @@ static Dsv3Err create_state(Dsv3Model *m) {
     m->ctx = (Dsv3LayerContext){
         .kernels = k,
         .B = B,
-        .T = T,
-        .rope_cos = cos,
-        .rope_sin = sin,
+        .T = Tl,
+        .rope_cos = m->cp > 1 ? cos_local : cos,
+        .rope_sin = m->cp > 1 ? sin_local : sin,
         .softmax_scale = (float)scale,
         .router = {.num_experts = a->num_experts,
                    .top_k = a->top_k,
@@ -184,6 +238,9 @@ static Dsv3Err create_state(Dsv3Model *m) {
         .tp = m->tp,
         .tp_rank = m->tp_rank,
         .collectives = m->services.collectives,
+        .cp = m->cp,
+        .cp_rank = m->cp_rank,
+        .q_pos = q_pos,
     };
     return DSV3_OK;
 }
@@ -194,6 +251,11 @@ static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelService
                "model batch (%" PRId64 "), seq_len (%" PRId64 "), loss chunk (%" PRId64
                ") and activation slots (%" PRId64 ") must be positive",
                opt->batch, opt->seq_len, opt->loss_chunk, opt->slots);
+    const int64_t cp = options_cp(opt);
+    DSV3_CHECK(cp == 1 || opt->seq_len % (2 * cp) == 0, DSV3_ERR_USAGE,
+               "model: seq_len %" PRId64 " does not split into 2 × cp = %" PRId64
+               " equal chunks for context parallelism",
+               opt->seq_len, 2 * cp);
     DSV3_CHECK(services->kernels && services->params && services->collectives, DSV3_ERR_USAGE,
                "model: the kernel context, the parameter store and the collectives are required");
     const Dsv3StageRange *r = &services->params->range;
@@ -216,7 +278,8 @@ static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelService
 Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3ModelArgs *a,
                                    const Dsv3ModelOptions *opt, const Dsv3ParamStore *params,
                                    size_t *bytes) {
-    const int64_t B = opt->batch, T = opt->seq_len, N = B * T, D = a->dim, V = a->vocab_size;
+    const int64_t B = opt->batch, T = opt->seq_len, Tl = T / options_cp(opt), N = B * Tl;
+    const int64_t D = a->dim, V = a->vocab_size;
     const int64_t H = a->n_heads, Dqk = a->qk_nope_head_dim + a->qk_rope_head_dim;
     const int64_t Dv = a->v_head_dim, E = a->num_experts, K = a->top_k, M = N * K;
     const int64_t F = a->moe_inter_dim, Fs = F * a->num_shared_experts, I = a->inter_dim;
@@ -230,7 +293,7 @@ Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3M
         Dsv3OpShape shape;
     } calls[] = {
         {DSV3_OP_ROPE_TABLES, {.T = T}},
-        {DSV3_OP_TOKENS_CHECK, {.N = N, .V = V}},
+        {DSV3_OP_TOKENS_CHECK, {.N = B * T, .V = V}},
         {DSV3_OP_DOCUMENT_IDS, {.B = B, .T = T}},
         {DSV3_OP_LABELS_COUNT, {.N = N}},
         {DSV3_OP_EMBEDDING_FORWARD, {.N = N, .D = D, .V = V}},
@@ -243,13 +306,13 @@ Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3M
         {DSV3_OP_RMSNORM_BACKWARD, {.N = N, .D = a->kv_lora_rank}},
         {DSV3_OP_LINEAR_FORWARD, {.N = N}},
         {DSV3_OP_LINEAR_BACKWARD, {.N = N}},
-        {DSV3_OP_ROPE_FORWARD, {.B = B, .T = T, .H = H}},
-        {DSV3_OP_ROPE_BACKWARD, {.B = B, .T = T, .H = H}},
+        {DSV3_OP_ROPE_FORWARD, {.B = B, .T = Tl, .H = H}},
+        {DSV3_OP_ROPE_BACKWARD, {.B = B, .T = Tl, .H = H}},
         {DSV3_OP_COPY_COLUMNS, {.N = N}},
         {DSV3_OP_MLA_KV_FORWARD, {.N = N, .H = H, .Dv = Dv}},
         {DSV3_OP_MLA_KV_BACKWARD, {.N = N, .H = H, .Dv = Dv}},
-        {DSV3_OP_ATTENTION_FORWARD, {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv}},
-        {DSV3_OP_ATTENTION_BACKWARD, {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv}},
+        {DSV3_OP_ATTENTION_FORWARD, {.B = B, .Tq = Tl, .Tk = T, .H = H, .Dqk = Dqk, .Dv = Dv}},
+        {DSV3_OP_ATTENTION_BACKWARD, {.B = B, .Tq = Tl, .Tk = T, .H = H, .Dqk = Dqk, .Dv = Dv}},
         {DSV3_OP_ADD, {.N = N * D}},
         {DSV3_OP_SWIGLU_FORWARD, {.N = N, .F = hidden}},
         {DSV3_OP_SWIGLU_BACKWARD, {.N = N, .F = hidden}},
@@ -283,6 +346,20 @@ static void store_tp(const Dsv3ModelServices *services, int64_t *tp, int64_t *tp
     const Dsv3ParamStore *st = services->params;
     *tp = st->n_groups > 0 ? st->groups[0].spec.tp : 1;
     *tp_rank = st->n_groups > 0 ? st->groups[0].spec.tp_rank : 0;
+}
+
+// The collectives' cp group has cp ranks: this rank's place in it.
+static Dsv3Err check_context_parallel(Dsv3Model *m) {
+    m->cp = options_cp(&m->opt);
+    if (m->cp == 1) return DSV3_OK;
+    Dsv3Collectives *c = m->services.collectives;
+    int64_t size = 0;
+    DSV3_CALL(c->group(c, DSV3_GROUP_CP, &size, &m->cp_rank));
+    DSV3_CHECK(size == m->cp, DSV3_ERR_USAGE,
+               "model: built for context-parallel degree %" PRId64
+               ", but this rank's cp group has %" PRId64 " ranks",
+               m->cp, size);
+    return DSV3_OK;
 }
 
 // With tp > 1, the collectives' tp group has tp ranks.
@@ -320,7 +397,8 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     m->services = *services;
     m->range = services->params->range;
     store_tp(services, &m->tp, &m->tp_rank);
-    Dsv3Err err = check_tensor_parallel(m);
+    Dsv3Err err = check_context_parallel(m);
+    if (err == DSV3_OK) err = check_tensor_parallel(m);
     if (err == DSV3_OK) err = create_state(m);
     if (err != DSV3_OK) {
         dsv3_model_destroy(m);
@@ -345,6 +423,7 @@ Dsv3Err dsv3_model_plan_activation_bytes(const Dsv3ModelArgs *args, const Dsv3Mo
                    .services = {.params = &store, .experts = &planned_experts},
                    .range = *range,
                    .tp = tp,
+                   .cp = options_cp(opt),
                    .arena = {.measure = 1}};
     Dsv3Err err = dsv3_param_stage_groups(args, range, &dsv3_shard_none, store.groups);
     if (err == DSV3_OK) err = create_state(&m);
@@ -485,13 +564,12 @@ static Dsv3Err check_slot(const Dsv3Model *m, int64_t slot) {
 static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
     const Dsv3KernelContext *k = m->services.kernels;
     const Dsv3ModelArgs *a = &m->args;
-    int64_t B = m->opt.batch, T = m->opt.seq_len, N = B * T, D = a->dim;
+    int64_t B = m->opt.batch, T = m->opt.seq_len, N = n_tokens(m), D = a->dim;
     if (m->range.first) {
         DSV3_CHECK(in->tokens, DSV3_ERR_USAGE, "model: the first stage's forward needs tokens");
-        DSV3_CALL(dsv3_tokens_check(k, in->tokens, N, a->vocab_size));
-        DSV3_CALL(dsv3_memory_copy(k, s->tokens, in->tokens, (size_t)N * sizeof *s->tokens,
-                                   DSV3_COPY_DEVICE_TO_DEVICE));
-        if (s->doc) DSV3_CALL(dsv3_document_ids(k, s->doc, s->tokens, B, T, m->opt.eos_id));
+        DSV3_CALL(dsv3_tokens_check(k, in->tokens, B * T, a->vocab_size));
+        DSV3_CALL(cp_take(m, s->tokens, in->tokens, B, sizeof *s->tokens));
+        if (s->doc) DSV3_CALL(dsv3_document_ids(k, s->doc, in->tokens, B, T, m->opt.eos_id));
         DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_FORWARD));
         // With tp, each rank looks the whole micro-batch up in its slice of the vocabulary; the
         // sum over the tp group is reduce-scattered into its rows.
@@ -510,7 +588,7 @@ static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
     DSV3_CALL(dsv3_memory_copy(k, stage_input(m, s), in->x, (size_t)(n_rows(m) * D) * sizeof(float),
                                DSV3_COPY_DEVICE_TO_DEVICE));
     if (s->doc)
-        DSV3_CALL(dsv3_memory_copy(k, s->doc, in->doc, (size_t)N * sizeof *s->doc,
+        DSV3_CALL(dsv3_memory_copy(k, s->doc, in->doc, (size_t)(B * T) * sizeof *s->doc,
                                    DSV3_COPY_DEVICE_TO_DEVICE));
     return DSV3_OK;
 }
@@ -573,16 +651,16 @@ Dsv3Err dsv3_model_logits(Dsv3Model *m, int64_t slot, float *logits) {
 // now has, and this rank's share of the gradients; the gradient of the head's input is summed
 // over the group by the caller. No rank holds more than a chunk × V/tp of logits.
 static Dsv3Err loss_parallel(Dsv3Model *m, const Slot *s, Dsv3Param *output,
-                             const Dsv3StageGrad *grad, double *loss_sum) {
+                             const int32_t *all_labels, float grad_scale, double *loss_sum) {
     const Dsv3KernelContext *k = m->services.kernels;
     Dsv3Collectives *c = m->services.collectives;
     int64_t N = n_tokens(m), D = m->args.dim, V = output->local[0], v0 = output->piece_start[0];
-    int train = grad->grad_scale != 0.0f;
+    int train = grad_scale != 0.0f;
     *loss_sum = 0;
     for (int64_t n0 = 0; n0 < N; n0 += m->opt.loss_chunk) {
         int64_t n = N - n0 < m->opt.loss_chunk ? N - n0 : m->opt.loss_chunk;
         const float *h = s->final_out + n0 * D;
-        const int32_t *labels = grad->labels + n0;
+        const int32_t *labels = all_labels + n0;
         DSV3_CALL(dsv3_vocab_logits(k, DSV3_TENSOR_F32, m->head_logits, m->head_max, h,
                                     output->data, n, D, V));
         DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, m->head_max, n, DSV3_ELEM_F32, DSV3_REDUCE_MAX));
@@ -594,7 +672,7 @@ static Dsv3Err loss_parallel(Dsv3Model *m, const Slot *s, Dsv3Param *output,
         DSV3_CALL(dsv3_vocab_logits_backward(
             k, DSV3_TENSOR_F32, &chunk_loss, train ? m->dfinal + n0 * D : NULL,
             train ? output->grad : NULL, m->head_logits, m->head_max, m->head_sums, h, output->data,
-            labels, n, D, V, v0, grad->grad_scale));
+            labels, n, D, V, v0, grad_scale));
         *loss_sum += chunk_loss;
     }
     return DSV3_OK;
@@ -608,18 +686,23 @@ static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, d
     const Dsv3ModelArgs *a = &m->args;
     int64_t N = n_tokens(m), D = a->dim;
     DSV3_CHECK(grad->labels, DSV3_ERR_USAGE, "model: the last stage's backward needs labels");
-    DSV3_CALL(dsv3_labels_count(k, n_labels, grad->labels, N));
+    const int32_t *labels = grad->labels; // this rank's
+    if (m->cp > 1) {
+        DSV3_CALL(cp_take(m, m->labels, grad->labels, m->opt.batch, sizeof *m->labels));
+        labels = m->labels;
+    }
+    DSV3_CALL(dsv3_labels_count(k, n_labels, labels, N));
     int train = grad->grad_scale != 0.0f;
     Dsv3ParamUse use = train ? DSV3_PARAM_USE_BACKWARD : DSV3_PARAM_USE_FORWARD;
     DSV3_CALL(acquire(m, m->group_head, use));
     Dsv3ParamGroup *head = &m->services.params->groups[m->group_head];
     Dsv3Param *output = &head->params[DSV3_P_OUTPUT], *norm = &head->params[DSV3_P_NORM];
     if (m->tp > 1)
-        DSV3_CALL(loss_parallel(m, s, output, grad, loss_sum));
+        DSV3_CALL(loss_parallel(m, s, output, labels, grad->grad_scale, loss_sum));
     else
         DSV3_CALL(dsv3_cross_entropy(k, DSV3_TENSOR_F32, loss_sum, train ? m->dfinal : NULL,
                                      train ? output->grad : NULL, s->final_out, output->data,
-                                     grad->labels, N, D, a->vocab_size, grad->grad_scale,
+                                     labels, N, D, a->vocab_size, grad->grad_scale,
                                      m->opt.loss_chunk));
     if (train) { // the final norm's gradient on this rank's rows
         const float *dnorm = m->dfinal;

@@ -26,7 +26,12 @@
 // parallelism), Nl = N / tp of them; tokens, labels and document ids are the whole micro-batch
 // on every tp rank; every tp rank returns the same loss.
 //
-// Legend: N = B × T, Nl = N / tp, D dim, V vocab, E experts.
+// Context parallelism (opt.cp > 1, the collectives' cp group; layer.h): tokens, labels and
+// document ids are still the whole micro-batch (B, T) on every cp rank, and the rank takes its
+// load-balanced T / cp positions of each sequence from them; its activations, their gradients
+// and its loss are those tokens' alone (the caller adds the losses over the cp ranks).
+//
+// Legend: N = B × T / cp tokens of this rank, Nl = N / tp, D dim, V vocab, E experts.
 #ifndef DSV3_MODEL_MODEL_H
 #define DSV3_MODEL_MODEL_H
 
@@ -44,6 +49,7 @@
 
 typedef struct {
     int64_t batch, seq_len;       // micro-batch shape
+    int64_t cp;                   // context-parallel degree (0 or 1: none)
     int32_t eos_id;               // document boundary of block-causal masks (< 0: none)
     Dsv3AcMode ac_mode;           // none, op, or full (for every layer, or see ac_every)
     int64_t ac_every;             // > 0: full AC for layers with (id + 1) % ac_every == 0 only
@@ -133,13 +139,13 @@ typedef struct {
 // dsv3_model_output (and dsv3_model_doc).
 Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in);
 
-// A non-last stage's output (Nl, D) of slot's last forward, and its document ids (B, T) (NULL
-// for causal masks): valid until the slot's next forward.
+// A non-last stage's output (Nl, D) of slot's last forward, and its document ids (B, T), the
+// whole sequences' (NULL for causal masks): valid until the slot's next forward.
 const float *dsv3_model_output(const Dsv3Model *m, int64_t slot);
 const int32_t *dsv3_model_doc(const Dsv3Model *m, int64_t slot);
 
 // Logits (N, V) of slot's last forward, last stage only and without tp (for tests and
-// evaluation).
+// evaluation); under cp, of this rank's tokens.
 Dsv3Err dsv3_model_logits(Dsv3Model *m, int64_t slot, float *logits);
 
 // The input of a stage's backward: on the last stage labels (B, T), DSV3_IGNORE_INDEX or in
@@ -166,8 +172,8 @@ const float *dsv3_model_input_grad(const Dsv3Model *m);
 int64_t dsv3_model_activation_bytes(const Dsv3Model *m);
 
 // The bytes dsv3_model_activation_bytes will report for a stage of `range` built with `opt`
-// and tensor-parallel degree tp, computed without allocating them (memory plans of any model
-// size).
+// (its cp included) and tensor-parallel degree tp, computed without allocating them (memory
+// plans of any model size).
 Dsv3Err dsv3_model_plan_activation_bytes(const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
                                          const Dsv3StageRange *range, int64_t tp, int64_t *bytes);
 

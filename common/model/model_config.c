@@ -156,6 +156,7 @@ Dsv3Err dsv3_model_options_from_config(const Dsv3Config *cfg, int32_t eos_id,
     const char *option = cfg->activation_checkpoint.selective_ac_option;
     *out = (Dsv3ModelOptions){.batch = cfg->training.local_batch_size,
                               .seq_len = cfg->training.seq_len,
+                              .cp = cfg->parallelism.context_parallel_degree,
                               .eos_id = eos_id,
                               .ac_mode = DSV3_AC_NONE,
                               .loss_chunk = LOSS_CHUNK,

@@ -241,6 +241,10 @@ static void print_step(const Dsv3Metrics *m, const Dsv3StepRecord *r) {
         DSV3_LOG_INFO("      tensor parallel: %.3f s in tp collectives (inside forward, backward "
                       "and the grad norm)",
                       s[DSV3_PHASE_COMM_TP]);
+    if (s[DSV3_PHASE_COMM_CP] > 0)
+        DSV3_LOG_INFO("      context parallel: %.3f s in cp collectives (inside forward and "
+                      "backward)",
+                      s[DSV3_PHASE_COMM_CP]);
     const Dsv3ExpertServerStats *servers = &r->experts;
     if (servers->servers > 0)
         DSV3_LOG_INFO("      expert servers: %" PRId64 " received %.0f rows (%.0f to %.0f per "

@@ -57,8 +57,8 @@ static Dsv3Err reduce_tensor_parallel(Dsv3ParamStore *st, Dsv3Collectives *c) {
 // reductions (an FSDP store has then summed them over the FSDP group and the HSDP replicas);
 // replicated tensors are summed over the tp group; a store that keeps every group whole has
 // them summed here over the data-parallel ranks (DSV3_GROUP_DP of the MPI collectives). The
-// tokens per expert are summed over the tp ranks (each routes its own rows) and the
-// data-parallel ranks.
+// tokens per expert are summed over the tp ranks (each routes its own rows), the cp ranks
+// (each its own positions) and the data-parallel ranks.
 static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3CollectivesMpi *coll,
                                     int64_t step, Dsv3Trace *trace) {
     Dsv3Collectives *c = dsv3_collectives_mpi_interface(coll);
@@ -70,10 +70,11 @@ static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3Collecti
         Dsv3ParamStore *st = dsv3_model_services(stage->models[k])->params;
         DSV3_CALL(st->ops->finish(st));
     }
-    int64_t tp = 1, dp = 1, rank = 0;
+    int64_t tp = 1, cp = 1, dp = 1, rank = 0;
     DSV3_CALL(c->group(c, DSV3_GROUP_TP, &tp, &rank));
+    DSV3_CALL(c->group(c, DSV3_GROUP_CP, &cp, &rank));
     DSV3_CALL(c->group(c, DSV3_GROUP_DP, &dp, &rank));
-    if (tp == 1 && dp == 1) {
+    if (tp == 1 && cp == 1 && dp == 1) {
         dsv3_collectives_mpi_set_context(coll, NULL);
         return DSV3_OK;
     }
@@ -94,6 +95,9 @@ static Dsv3Err reduce_data_parallel(const Dsv3PipelineStage *stage, Dsv3Collecti
         int64_t *counts = dsv3_pipeline_tokens_per_expert(stage, l, &owner);
         if (counts && tp > 1)
             DSV3_CALL(c->all_reduce(c, DSV3_GROUP_TP, counts, a->num_experts, DSV3_ELEM_I64,
+                                    DSV3_REDUCE_SUM));
+        if (counts && cp > 1)
+            DSV3_CALL(c->all_reduce(c, DSV3_GROUP_CP, counts, a->num_experts, DSV3_ELEM_I64,
                                     DSV3_REDUCE_SUM));
         if (counts && dp > 1)
             DSV3_CALL(c->all_reduce(c, DSV3_GROUP_DP, counts, a->num_experts, DSV3_ELEM_I64,
@@ -167,6 +171,7 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
     dsv3_trace_ops_begin(trace);
     dsv3_alloc_reset_peak();
     (void)dsv3_collectives_mpi_take_seconds(coll, DSV3_GROUP_TP); // what came before the step
+    (void)dsv3_collectives_mpi_take_seconds(coll, DSV3_GROUP_CP);
     for (int64_t i = 0; i < plan->micro_batches; i++) {
         if (part != DSV3_BATCH_NONE) {
             double t_recv = dsv3_log_seconds();
@@ -223,6 +228,7 @@ static Dsv3Err stage_step(const Dsv3PipelineStage *stage, const Dsv3Launch *laun
     DSV3_CALL(dsv3_trace_add(trace, DSV3_PHASE_OPTIMIZER, -1, t1, dsv3_log_seconds()));
     // Spread over forward, backward and the grad norm: a sum without events.
     trace->seconds[DSV3_PHASE_COMM_TP] = dsv3_collectives_mpi_take_seconds(coll, DSV3_GROUP_TP);
+    trace->seconds[DSV3_PHASE_COMM_CP] = dsv3_collectives_mpi_take_seconds(coll, DSV3_GROUP_CP);
     DSV3_CALL(dsv3_trace_ops_end(trace));
     memcpy(r->seconds, trace->seconds, sizeof r->seconds);
     r->bytes_current = (int64_t)dsv3_alloc_current_bytes();

@@ -31,6 +31,9 @@
 //   experts_hidden       stage: the part of comm_experts the shared experts overlapped
 //   comm_tp              stage: tensor-parallel collectives (the sums, gathers and reductions
 //                        inside forward and backward, and the grad norm's), no events
+//   comm_cp              stage: context-parallel collectives (the attention's key and value
+//                        gathers and their gradients' reductions, the tokens per expert), no
+//                        events
 //   wait_reports         coordinator: waiting for the stage reports (the stages compute)
 //   pipeline_wait        stage: waiting for a neighbouring pipeline stage (the bubble), no events
 //   validation           held-out loss without gradients
@@ -46,6 +49,7 @@
     X(COMM_EXPERTS, "comm_experts", "comm")                                                        \
     X(EXPERTS_HIDDEN, "experts_hidden", "comm")                                                    \
     X(COMM_TP, "comm_tp", "comm")                                                                  \
+    X(COMM_CP, "comm_cp", "comm")                                                                  \
     X(WAIT_REPORTS, "wait_reports", "wait")                                                        \
     X(PIPELINE_WAIT, "pipeline_wait", "wait")                                                      \
     X(VALIDATION, "validation", "compute")

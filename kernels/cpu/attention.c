@@ -22,11 +22,13 @@
 // for the length of a parallel region and restored after. Each thread's tiles and the
 // backward's delta come from the context's workspace.
 //
-// Legend: B sequences, T positions, H heads, Dqk query/key head dim, Dv value head dim,
-// BQ / BK query / key rows of a tile. q, k, dq, dk (B, T, H, Dqk); v, out, dout, dv
-// (B, T, H, Dv): the vector of (b, t, h) starts at ((b·T + t)·H + h)·D. lse, delta (B, H, T).
-// doc (B, T) document ids, or NULL for plain causal. Query t sees key s when s ≤ t and
-// doc[b, s] == doc[b, t].
+// Legend: B sequences, Tq queries and Tk keys per sequence, H heads, Dqk query/key head dim, Dv
+// value head dim, BQ / BK query / key rows of a tile. q, dq (B, Tq, H, Dqk); out, dout
+// (B, Tq, H, Dv); k, dk (B, Tk, H, Dqk); v, dv (B, Tk, H, Dv): the vector of (b, t, h) starts
+// at ((b·T + t)·H + h)·D with T = Tq or Tk. lse, delta (B, H, Tq). q_pos (Tq) each query's
+// key position p (NULL: p = t). doc (B, Tk) document ids, or NULL for plain causal. Query t
+// sees key s when s ≤ p and doc[b, s] == doc[b, p]. A query block's positions need not be
+// contiguous: a tile is classified by the range of its queries' positions.
 #include <cblas.h>
 
 #include <limits.h>
@@ -110,44 +112,75 @@ static void doc_range(const int32_t *doc_b, int64_t start, int64_t end, int32_t 
     }
 }
 
-// Whether the mask hides all of the tile (queries [q0, q1) × keys [k0, k1)), none of it, or
-// cuts it. q_lo, q_hi: the range of the queries' document ids (unused without doc).
-static TileKind tile_kind(const int32_t *doc_b, int64_t q0, int64_t q1, int64_t k0, int64_t k1,
-                          int32_t q_lo, int32_t q_hi) {
-    if (k0 > q1 - 1) return TILE_HIDDEN;
-    int causal_whole = k1 - 1 <= q0;
+static int64_t query_position(const int32_t *q_pos, int64_t t) { return q_pos ? q_pos[t] : t; }
+
+// A query block: rows [q0, q0 + nq) of one sequence, the range of their key positions and
+// (with doc) of their document ids.
+typedef struct {
+    int64_t q0, nq;
+    int64_t pos_lo, pos_hi;
+    int32_t doc_lo, doc_hi;
+} QueryBlock;
+
+static QueryBlock query_block(const int32_t *q_pos, const int32_t *doc_b, int64_t qb, int64_t Tq) {
+    QueryBlock blk = {.q0 = qb * BLOCK_Q, .nq = min_i64(BLOCK_Q, Tq - qb * BLOCK_Q)};
+    blk.pos_lo = INT64_MAX;
+    blk.pos_hi = INT64_MIN;
+    blk.doc_lo = INT32_MAX;
+    blk.doc_hi = INT32_MIN;
+    for (int64_t t = blk.q0; t < blk.q0 + blk.nq; t++) {
+        const int64_t p = query_position(q_pos, t);
+        if (p < blk.pos_lo) blk.pos_lo = p;
+        if (p > blk.pos_hi) blk.pos_hi = p;
+        if (doc_b == NULL) continue;
+        if (doc_b[p] < blk.doc_lo) blk.doc_lo = doc_b[p];
+        if (doc_b[p] > blk.doc_hi) blk.doc_hi = doc_b[p];
+    }
+    return blk;
+}
+
+// Whether the mask hides all of the tile (query block × keys [k0, k1)), none of it, or cuts it.
+static TileKind tile_kind(const int32_t *doc_b, const QueryBlock *blk, int64_t k0, int64_t k1) {
+    if (k0 > blk->pos_hi) return TILE_HIDDEN;
+    int causal_whole = k1 - 1 <= blk->pos_lo;
     if (doc_b == NULL) return causal_whole ? TILE_VISIBLE : TILE_CUT;
     int32_t k_lo, k_hi;
     doc_range(doc_b, k0, k1, &k_lo, &k_hi);
-    if (k_hi < q_lo || k_lo > q_hi) return TILE_HIDDEN;
-    int one_doc = q_lo == q_hi && k_lo == k_hi && q_lo == k_lo;
+    if (k_hi < blk->doc_lo || k_lo > blk->doc_hi) return TILE_HIDDEN;
+    int one_doc = blk->doc_lo == blk->doc_hi && k_lo == k_hi && k_lo == blk->doc_lo;
     return causal_whole && one_doc ? TILE_VISIBLE : TILE_CUT;
 }
 
 // s (nq, BK) = −∞ where query q0 + i may not see key k0 + j.
-static void mask_tile(float *s, const int32_t *doc_b, int64_t q0, int64_t nq, int64_t k0,
-                      int64_t nk) {
-    for (int64_t i = 0; i < nq; i++) {
-        const int64_t t = q0 + i;
+static void mask_tile(float *s, const int32_t *q_pos, const int32_t *doc_b, const QueryBlock *blk,
+                      int64_t k0, int64_t nk) {
+    for (int64_t i = 0; i < blk->nq; i++) {
+        const int64_t p = query_position(q_pos, blk->q0 + i);
         for (int64_t j = 0; j < nk; j++) {
             const int64_t u = k0 + j;
-            if (u > t || (doc_b != NULL && doc_b[u] != doc_b[t])) s[i * BLOCK_K + j] = -INFINITY;
+            if (u > p || (doc_b != NULL && doc_b[u] != doc_b[p])) s[i * BLOCK_K + j] = -INFINITY;
         }
     }
 }
 
+// The geometry every tile of one call shares.
+typedef struct {
+    const int32_t *q_pos;
+    int64_t Tq, Tk, H, Dqk, Dv;
+    float scale;
+} Geometry;
+
 // s (nq, BK) = scale · q_tile (nq, Dqk) · k_tile (nk, Dqk)ᵀ, masked; false when hidden.
 static int score_tile(const Dsv3KernelContext *ctx, float *s, const float *q, const float *k,
-                      const int32_t *doc_b, int64_t b, int64_t h, int64_t q0, int64_t nq,
-                      int64_t k0, int64_t nk, int32_t q_lo, int32_t q_hi, int64_t T, int64_t H,
-                      int64_t Dqk, float scale) {
-    TileKind kind = tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi);
+                      const int32_t *doc_b, int64_t b, int64_t h, const QueryBlock *blk, int64_t k0,
+                      int64_t nk, const Geometry *g) {
+    TileKind kind = tile_kind(doc_b, blk, k0, k0 + nk);
     if (kind == TILE_HIDDEN) return 0;
-    const int ld = (int)(H * Dqk);
-    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)nq, (int)nk, (int)Dqk, scale,
-                  q + ((b * T + q0) * H + h) * Dqk, ld, k + ((b * T + k0) * H + h) * Dqk, ld, 0.0f,
-                  s, BLOCK_K);
-    if (kind == TILE_CUT) mask_tile(s, doc_b, q0, nq, k0, nk);
+    const int ld = (int)(g->H * g->Dqk);
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)blk->nq, (int)nk, (int)g->Dqk,
+                  g->scale, q + ((b * g->Tq + blk->q0) * g->H + h) * g->Dqk, ld,
+                  k + ((b * g->Tk + k0) * g->H + h) * g->Dqk, ld, 0.0f, s, BLOCK_K);
+    if (kind == TILE_CUT) mask_tile(s, g->q_pos, doc_b, blk, k0, nk);
     return 1;
 }
 
@@ -207,47 +240,47 @@ static void online_softmax_tile(float *s, float *o, float *m, float *l, int64_t 
     }
 }
 
-// The scaled, masked scores of visible tiles, kept for backward: cache (B, H, T, T).
-static float *cache_row(float *cache, int64_t b, int64_t h, int64_t t, int64_t H, int64_t T) {
-    return cache + ((b * H + h) * T + t) * T;
+// The scaled, masked scores of visible tiles, kept for backward: cache (B, H, Tq, Tk).
+static float *cache_row(float *cache, int64_t b, int64_t h, int64_t t, const Geometry *g) {
+    return cache + ((b * g->H + h) * g->Tq + t) * g->Tk;
 }
 
 static void forward_query_block(const Dsv3KernelContext *ctx, float *out, float *lse, float *cache,
                                 const float *q, const float *k, const float *v, const int32_t *doc,
-                                int64_t b, int64_t h, int64_t qb, int64_t T, int64_t H, int64_t Dqk,
-                                int64_t Dv, float scale, float *scratch) {
-    float *s = scratch;                                      // (BQ, BK)
-    float *o = s + BLOCK_Q * BLOCK_K;                        // (BQ, Dv)
-    float *m = o + BLOCK_Q * Dv;                             // (BQ)
-    float *l = m + BLOCK_Q;                                  // (BQ)
-    const int32_t *doc_b = doc == NULL ? NULL : doc + b * T; // (T)
-    const int64_t q0 = qb * BLOCK_Q, nq = min_i64(BLOCK_Q, T - q0);
-    int32_t q_lo = 0, q_hi = 0;
-    if (doc_b != NULL) doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
+                                int64_t b, int64_t h, int64_t qb, const Geometry *g,
+                                float *scratch) {
+    const int64_t Tq = g->Tq, Tk = g->Tk, H = g->H, Dv = g->Dv;
+    float *s = scratch;                                       // (BQ, BK)
+    float *o = s + BLOCK_Q * BLOCK_K;                         // (BQ, Dv)
+    float *m = o + BLOCK_Q * Dv;                              // (BQ)
+    float *l = m + BLOCK_Q;                                   // (BQ)
+    const int32_t *doc_b = doc == NULL ? NULL : doc + b * Tk; // (Tk)
+    const QueryBlock blk = query_block(g->q_pos, doc_b, qb, Tq);
+    const int64_t q0 = blk.q0, nq = blk.nq;
     for (int64_t i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
     }
     memset(o, 0, (size_t)(nq * Dv) * sizeof *o);
-    for (int64_t k0 = 0; k0 < q0 + nq; k0 += BLOCK_K) {
-        const int64_t nk = min_i64(BLOCK_K, T - k0);
-        if (!score_tile(ctx, s, q, k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H, Dqk, scale))
-            continue;
+    for (int64_t k0 = 0; k0 <= blk.pos_hi; k0 += BLOCK_K) {
+        const int64_t nk = min_i64(BLOCK_K, Tk - k0);
+        if (!score_tile(ctx, s, q, k, doc_b, b, h, &blk, k0, nk, g)) continue;
         if (cache)
             for (int64_t i = 0; i < nq; i++)
-                memcpy(cache_row(cache, b, h, q0 + i, H, T) + k0, s + i * BLOCK_K,
+                memcpy(cache_row(cache, b, h, q0 + i, g) + k0, s + i * BLOCK_K,
                        (size_t)nk * sizeof *s);
         online_softmax_tile(s, o, m, l, nq, nk, Dv);
         dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dv, (int)nk, 1.0f,
-                      s, BLOCK_K, v + ((b * T + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o, (int)Dv);
+                      s, BLOCK_K, v + ((b * Tk + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o,
+                      (int)Dv);
     }
-    // Key t of query t is always visible, so l >= 1 here.
+    // A query always sees the key at its own position, so l >= 1 here.
     for (int64_t i = 0; i < nq; i++) {
-        float *out_t = out + ((b * T + q0 + i) * H + h) * Dv; // (Dv)
+        float *out_t = out + ((b * Tq + q0 + i) * H + h) * Dv; // (Dv)
         const float inv = 1.0f / l[i];
         for (int64_t d = 0; d < Dv; d++)
             out_t[d] = o[i * Dv + d] * inv;
-        lse[(b * H + h) * T + q0 + i] = m[i] + logf(l[i]);
+        lse[(b * H + h) * Tq + q0 + i] = m[i] + logf(l[i]);
     }
 }
 
@@ -260,28 +293,31 @@ size_t dsv3_cpu_attention_forward_workspace(const Dsv3OpShape *shape, int thread
 
 Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
                                    float *lse, float *scores, const void *q_, const void *k_,
-                                   const void *v_, const int32_t *doc, int64_t B, int64_t T,
-                                   int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+                                   const void *v_, const int32_t *q_pos, const int32_t *doc,
+                                   int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dqk,
+                                   int64_t Dv, float scale) {
     DSV3_CALL(dsv3_cpu_check_f32("attention_forward", dtype));
-    float *out = out_;                     // (B, T, H, Dv)
-    const float *q = q_, *k = k_, *v = v_; // (B, T, H, Dqk), twice, (B, T, H, Dv)
-    DSV3_CALL(dsv3_cpu_check_attention_forward(out, lse, q, k, v, B, T, H, Dqk, Dv, scale));
+    float *out = out_;                     // (B, Tq, H, Dv)
+    const float *q = q_, *k = k_, *v = v_; // (B, Tq, H, Dqk), (B, Tk, H, Dqk), (B, Tk, H, Dv)
+    DSV3_CALL(
+        dsv3_cpu_check_attention_forward(out, lse, q, k, v, q_pos, B, Tq, Tk, H, Dqk, Dv, scale));
     DSV3_CALL(check_blas_dims(H, Dqk, Dv));
     const int threads = omp_get_max_threads();
-    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    const Dsv3OpShape shape = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dqk = Dqk, .Dv = Dv};
     DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_forward",
                                        dsv3_cpu_attention_forward_workspace(&shape, threads)));
     const int64_t per_thread = forward_scratch_floats(Dv);
     float *scratch = ctx->workspace; // (threads, per_thread)
-    const int64_t blocks = (T + BLOCK_Q - 1) / BLOCK_Q;
+    const Geometry g = {q_pos, Tq, Tk, H, Dqk, Dv, scale};
+    const int64_t blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q;
     const int64_t tasks = B * H * blocks;
     const int saved = blas_threads_enter();
     // Later query blocks see more keys: hand them out first so the short ones fill the gaps.
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; task++) {
         const int64_t qb = blocks - 1 - task % blocks, bh = task / blocks;
-        forward_query_block(ctx, out, lse, scores, q, k, v, doc, bh / H, bh % H, qb, T, H, Dqk, Dv,
-                            scale, scratch + omp_get_thread_num() * per_thread);
+        forward_query_block(ctx, out, lse, scores, q, k, v, doc, bh / H, bh % H, qb, &g,
+                            scratch + omp_get_thread_num() * per_thread);
     }
     blas_threads_leave(saved);
     return DSV3_OK;
@@ -296,11 +332,9 @@ typedef struct {
     const Dsv3KernelContext *ctx;
     float *dq, *dk, *dv;
     const float *dout, *q, *k, *v, *lse, *delta;
-    const float *scores; // (B, H, T, T) kept by the forward, or NULL: recompute
-
+    const float *scores; // (B, H, Tq, Tk) kept by the forward, or NULL: recompute
     const int32_t *doc;
-    int64_t T, H, Dqk, Dv;
-    float scale;
+    Geometry g;
 } Backward;
 
 enum { UPDATE_DQ = 1, UPDATE_DKV = 2 };
@@ -308,13 +342,17 @@ enum { UPDATE_DQ = 1, UPDATE_DKV = 2 };
 // GEMMs per tile: S, dP, dv, dk, dq in one pass; S and dP once more in the second pass.
 enum { ONE_PASS_GEMMS = 5, TWO_PASS_GEMMS = 7 };
 
-// The causal part of the mask: query block qb sees no key block after last_key_block(qb), and
-// key block kb is seen by no query block before first_query_block(kb).
-static int64_t last_key_block(int64_t qb, int64_t T) {
-    return (min_i64((qb + 1) * BLOCK_Q, T) - 1) / BLOCK_K;
+// The causal part of the mask: query block qb sees no key block after last_key_block, and
+// key block kb is seen by no query block before first_query_block (with positions in query
+// order; given positions may come in any order, so all are visited and hidden tiles skipped).
+static int64_t last_key_block(const Geometry *g, int64_t qb) {
+    if (g->q_pos == NULL) return (min_i64((qb + 1) * BLOCK_Q, g->Tq) - 1) / BLOCK_K;
+    return (g->Tk - 1) / BLOCK_K;
 }
 
-static int64_t first_query_block(int64_t kb) { return kb * BLOCK_K / BLOCK_Q; }
+static int64_t first_query_block(const Geometry *g, int64_t kb) {
+    return g->q_pos == NULL ? kb * BLOCK_K / BLOCK_Q : 0;
+}
 
 // One tile (query block qb × key block kb of sequence b, head h): recomputes P and dS, then
 // adds its share to dq and/or to dk, dv as `updates` says.
@@ -322,28 +360,27 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
                           int updates, float *scratch) {
     float *p = scratch;                // (BQ, BK)
     float *ds = p + BLOCK_Q * BLOCK_K; // (BQ, BK)
-    const int64_t T = a->T, H = a->H, Dqk = a->Dqk, Dv = a->Dv;
-    const int32_t *doc_b = a->doc == NULL ? NULL : a->doc + b * T; // (T)
-    const int64_t q0 = qb * BLOCK_Q, nq = min_i64(BLOCK_Q, T - q0);
-    const int64_t k0 = kb * BLOCK_K, nk = min_i64(BLOCK_K, T - k0);
-    int32_t q_lo = 0, q_hi = 0;
-    if (doc_b != NULL) doc_range(doc_b, q0, q0 + nq, &q_lo, &q_hi);
+    const Geometry *g = &a->g;
+    const int64_t Tq = g->Tq, Tk = g->Tk, H = g->H, Dqk = g->Dqk, Dv = g->Dv;
+    const int32_t *doc_b = a->doc == NULL ? NULL : a->doc + b * Tk; // (Tk)
+    const int64_t k0 = kb * BLOCK_K, nk = min_i64(BLOCK_K, Tk - k0);
+    const QueryBlock blk = query_block(g->q_pos, doc_b, qb, Tq);
+    const int64_t q0 = blk.q0, nq = blk.nq;
     if (a->scores) {
-        if (tile_kind(doc_b, q0, q0 + nq, k0, k0 + nk, q_lo, q_hi) == TILE_HIDDEN) return;
+        if (tile_kind(doc_b, &blk, k0, k0 + nk) == TILE_HIDDEN) return;
         for (int64_t i = 0; i < nq; i++)
-            memcpy(p + i * BLOCK_K, cache_row((float *)a->scores, b, h, q0 + i, H, T) + k0,
+            memcpy(p + i * BLOCK_K, cache_row((float *)a->scores, b, h, q0 + i, g) + k0,
                    (size_t)nk * sizeof *p);
-    } else if (!score_tile(a->ctx, p, a->q, a->k, doc_b, b, h, q0, nq, k0, nk, q_lo, q_hi, T, H,
-                           Dqk, a->scale)) {
+    } else if (!score_tile(a->ctx, p, a->q, a->k, doc_b, b, h, &blk, k0, nk, g)) {
         return;
     }
-    const float *lse_q = a->lse + (b * H + h) * T + q0;     // (nq)
-    const float *delta_q = a->delta + (b * H + h) * T + q0; // (nq)
+    const float *lse_q = a->lse + (b * H + h) * Tq + q0;     // (nq)
+    const float *delta_q = a->delta + (b * H + h) * Tq + q0; // (nq)
     const int ldqk = (int)(H * Dqk), ldv = (int)(H * Dv);
-    const float *q_tile = a->q + ((b * T + q0) * H + h) * Dqk;      // (nq, Dqk), ld H·Dqk
-    const float *k_tile = a->k + ((b * T + k0) * H + h) * Dqk;      // (nk, Dqk), ld H·Dqk
-    const float *v_tile = a->v + ((b * T + k0) * H + h) * Dv;       // (nk, Dv), ld H·Dv
-    const float *dout_tile = a->dout + ((b * T + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
+    const float *q_tile = a->q + ((b * Tq + q0) * H + h) * Dqk;      // (nq, Dqk), ld H·Dqk
+    const float *k_tile = a->k + ((b * Tk + k0) * H + h) * Dqk;      // (nk, Dqk), ld H·Dqk
+    const float *v_tile = a->v + ((b * Tk + k0) * H + h) * Dv;       // (nk, Dv), ld H·Dv
+    const float *dout_tile = a->dout + ((b * Tq + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
     dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)nq, (int)nk, (int)Dv, 1.0f,
                   dout_tile, ldv, v_tile, ldv, 0.0f, ds, BLOCK_K);
     for (int64_t i = 0; i < nq; i++) {
@@ -355,15 +392,15 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
     }
     if (updates & UPDATE_DKV) {
         dsv3_cpu_gemm(a->ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)nk, (int)Dv, (int)nq, 1.0f,
-                      p, BLOCK_K, dout_tile, ldv, 1.0f, a->dv + ((b * T + k0) * H + h) * Dv, ldv);
+                      p, BLOCK_K, dout_tile, ldv, 1.0f, a->dv + ((b * Tk + k0) * H + h) * Dv, ldv);
         dsv3_cpu_gemm(a->ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)nk, (int)Dqk, (int)nq,
-                      a->scale, ds, BLOCK_K, q_tile, ldqk, 1.0f,
-                      a->dk + ((b * T + k0) * H + h) * Dqk, ldqk);
+                      g->scale, ds, BLOCK_K, q_tile, ldqk, 1.0f,
+                      a->dk + ((b * Tk + k0) * H + h) * Dqk, ldqk);
     }
     if (updates & UPDATE_DQ)
         dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dqk, (int)nk,
-                      a->scale, ds, BLOCK_K, k_tile, ldqk, 1.0f,
-                      a->dq + ((b * T + q0) * H + h) * Dqk, ldqk);
+                      g->scale, ds, BLOCK_K, k_tile, ldqk, 1.0f,
+                      a->dq + ((b * Tq + q0) * H + h) * Dqk, ldqk);
 }
 
 // Whether giving each thread whole heads beats the two-pass schedule, which balances the load
@@ -375,12 +412,12 @@ static int whole_heads_per_thread(int64_t heads, int threads) {
 }
 
 // Workspace of the backward: scratch (threads, backward_scratch_floats) floats, then delta
-// (B, H, T) floats. *delta_offset (when not NULL) gets delta's offset.
+// (B, H, Tq) floats. *delta_offset (when not NULL) gets delta's offset.
 static size_t backward_workspace(const Dsv3OpShape *shape, int threads, size_t *delta_offset) {
     Dsv3CpuLayout layout = {0};
     dsv3_cpu_layout_add(&layout, threads * backward_scratch_floats(), sizeof(float));
     const size_t delta =
-        dsv3_cpu_layout_add(&layout, shape->B * shape->H * shape->T, sizeof(float));
+        dsv3_cpu_layout_add(&layout, shape->B * shape->H * shape->Tq, sizeof(float));
     if (delta_offset) *delta_offset = delta;
     return layout.bytes;
 }
@@ -392,43 +429,57 @@ size_t dsv3_cpu_attention_backward_workspace(const Dsv3OpShape *shape, int threa
 Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *dq_,
                                     void *dk_, void *dv_, const void *dout_, const void *q_,
                                     const void *k_, const void *v_, const void *out_,
-                                    const float *lse, const float *scores, const int32_t *doc,
-                                    int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                    float scale) {
+                                    const float *lse, const float *scores, const int32_t *q_pos,
+                                    const int32_t *doc, int64_t B, int64_t Tq, int64_t Tk,
+                                    int64_t H, int64_t Dqk, int64_t Dv, float scale) {
     DSV3_CALL(dsv3_cpu_check_f32("attention_backward", dtype));
-    float *dq = dq_, *dk = dk_, *dv = dv_;           // (B, T, H, Dqk), twice, (B, T, H, Dv)
-    const float *q = q_, *k = k_;                    // (B, T, H, Dqk)
-    const float *v = v_, *out = out_, *dout = dout_; // (B, T, H, Dv)
-    DSV3_CALL(dsv3_cpu_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, Dqk,
-                                                Dv, scale));
+    float *dq = dq_, *dk = dk_, *dv = dv_;  // (B, Tq, H, Dqk), (B, Tk, H, Dqk), (B, Tk, H, Dv)
+    const float *q = q_, *k = k_, *v = v_;  // (B, Tq, H, Dqk), (B, Tk, H, Dqk), (B, Tk, H, Dv)
+    const float *out = out_, *dout = dout_; // (B, Tq, H, Dv)
+    DSV3_CALL(dsv3_cpu_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, q_pos, B, Tq,
+                                                Tk, H, Dqk, Dv, scale));
     DSV3_CALL(check_blas_dims(H, Dqk, Dv));
     const int threads = omp_get_max_threads();
     const int64_t per_thread = backward_scratch_floats();
-    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    const Dsv3OpShape shape = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dqk = Dqk, .Dv = Dv};
     size_t delta_offset = 0;
     DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_backward",
                                        backward_workspace(&shape, threads, &delta_offset)));
     float *scratch = ctx->workspace;                         // (threads, per_thread)
-    float *delta = dsv3_cpu_workspace_at(ctx, delta_offset); // (B, H, T)
-    const int64_t N = B * T;
+    float *delta = dsv3_cpu_workspace_at(ctx, delta_offset); // (B, H, Tq)
 #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const int64_t b = n / T, t = n % T;
+    for (int64_t n = 0; n < B * Tq; n++) {
+        const int64_t b = n / Tq, t = n % Tq;
         for (int64_t h = 0; h < H; h++) {
             const float *dout_t = dout + (n * H + h) * Dv, *out_t = out + (n * H + h) * Dv; // (Dv)
             double acc = 0.0;
             for (int64_t d = 0; d < Dv; d++)
                 acc += (double)dout_t[d] * (double)out_t[d];
-            delta[(b * H + h) * T + t] = (float)acc;
+            delta[(b * H + h) * Tq + t] = (float)acc;
         }
         // The gradients are sums of tiles: start from zero.
         memset(dq + n * H * Dqk, 0, (size_t)(H * Dqk) * sizeof *dq);
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < B * Tk; n++) {
         memset(dk + n * H * Dqk, 0, (size_t)(H * Dqk) * sizeof *dk);
         memset(dv + n * H * Dv, 0, (size_t)(H * Dv) * sizeof *dv);
     }
-    const Backward a = {ctx,   dq,     dk,  dv, dout, q,   k,  v,    lse,
-                        delta, scores, doc, T,  H,    Dqk, Dv, scale};
-    const int64_t q_blocks = (T + BLOCK_Q - 1) / BLOCK_Q, k_blocks = (T + BLOCK_K - 1) / BLOCK_K;
+    const Backward a = {ctx,
+                        dq,
+                        dk,
+                        dv,
+                        dout,
+                        q,
+                        k,
+                        v,
+                        lse,
+                        delta,
+                        scores,
+                        doc,
+                        {q_pos, Tq, Tk, H, Dqk, Dv, scale}};
+    const Geometry *g = &a.g;
+    const int64_t q_blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q, k_blocks = (Tk + BLOCK_K - 1) / BLOCK_K;
     const int saved = blas_threads_enter();
     if (whole_heads_per_thread(B * H, threads)) {
         // Each thread owns whole heads: one pass, every tile adds to dq, dk and dv.
@@ -436,7 +487,7 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
         for (int64_t bh = 0; bh < B * H; bh++) {
             float *mine = scratch + omp_get_thread_num() * per_thread;
             for (int64_t kb = 0; kb < k_blocks; kb++)
-                for (int64_t qb = first_query_block(kb); qb < q_blocks; qb++)
+                for (int64_t qb = first_query_block(g, kb); qb < q_blocks; qb++)
                     backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DQ | UPDATE_DKV, mine);
         }
     } else {
@@ -446,14 +497,14 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
         for (int64_t task = 0; task < B * H * k_blocks; task++) {
             float *mine = scratch + omp_get_thread_num() * per_thread;
             const int64_t bh = task / k_blocks, kb = task % k_blocks;
-            for (int64_t qb = first_query_block(kb); qb < q_blocks; qb++)
+            for (int64_t qb = first_query_block(g, kb); qb < q_blocks; qb++)
                 backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DKV, mine);
         }
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t task = 0; task < B * H * q_blocks; task++) {
             float *mine = scratch + omp_get_thread_num() * per_thread;
             const int64_t bh = task / q_blocks, qb = q_blocks - 1 - task % q_blocks;
-            for (int64_t kb = 0; kb <= last_key_block(qb, T); kb++)
+            for (int64_t kb = 0; kb <= last_key_block(g, qb); kb++)
                 backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DQ, mine);
         }
     }

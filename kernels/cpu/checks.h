@@ -84,13 +84,14 @@ Dsv3Err dsv3_cpu_check_labels_count(const int64_t *count, const int32_t *labels,
 // ---- attention and rotary embedding (checks_attention.c) ----
 
 Dsv3Err dsv3_cpu_check_attention_forward(const float *out, const float *lse, const float *q,
-                                         const float *k, const float *v, int64_t B, int64_t T,
-                                         int64_t H, int64_t Dqk, int64_t Dv, float scale);
+                                         const float *k, const float *v, const int32_t *q_pos,
+                                         int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dqk,
+                                         int64_t Dv, float scale);
 Dsv3Err dsv3_cpu_check_attention_backward(const float *dq, const float *dk, const float *dv,
                                           const float *dout, const float *q, const float *k,
                                           const float *v, const float *out, const float *lse,
-                                          int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                          float scale);
+                                          const int32_t *q_pos, int64_t B, int64_t Tq, int64_t Tk,
+                                          int64_t H, int64_t Dqk, int64_t Dv, float scale);
 
 Dsv3Err dsv3_cpu_check_rope_tables(const float *cos_table, const float *sin_table, int64_t T,
                                    int64_t R, double theta, double factor, double beta_fast,

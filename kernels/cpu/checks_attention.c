@@ -6,37 +6,45 @@
 
 #include "kernels/cpu/checks.h"
 
-static Dsv3Err attention_check_dims(int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                    float scale) {
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "attention: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B,
-               (long long)T, (long long)H);
+static Dsv3Err attention_check_dims(const int32_t *q_pos, int64_t B, int64_t Tq, int64_t Tk,
+                                    int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+    DSV3_CHECK(B >= 1 && Tq >= 1 && Tk >= 1 && H >= 1, DSV3_ERR_USAGE,
+               "attention: B, Tq, Tk, H must be >= 1, got B=%lld Tq=%lld Tk=%lld H=%lld",
+               (long long)B, (long long)Tq, (long long)Tk, (long long)H);
     DSV3_CHECK(Dqk >= 1 && Dv >= 1, DSV3_ERR_USAGE,
                "attention: head dims Dqk and Dv must be >= 1, got Dqk=%lld Dv=%lld", (long long)Dqk,
                (long long)Dv);
     DSV3_CHECK(isfinite(scale) && scale > 0.0f, DSV3_ERR_USAGE,
                "attention: scale must be finite and > 0 (e.g. Dqk^-0.5), got %g", (double)scale);
+    DSV3_CHECK(q_pos != NULL || Tq == Tk, DSV3_ERR_USAGE,
+               "attention: without query positions Tq must equal Tk, got Tq=%lld Tk=%lld",
+               (long long)Tq, (long long)Tk);
+    for (int64_t t = 0; q_pos != NULL && t < Tq; t++)
+        DSV3_CHECK(q_pos[t] >= 0 && q_pos[t] < Tk, DSV3_ERR_USAGE,
+                   "attention: query %lld sits at key position %d, outside [0, Tk=%lld)",
+                   (long long)t, (int)q_pos[t], (long long)Tk);
     return DSV3_OK;
 }
 
 Dsv3Err dsv3_cpu_check_attention_forward(const float *out, const float *lse, const float *q,
-                                         const float *k, const float *v, int64_t B, int64_t T,
-                                         int64_t H, int64_t Dqk, int64_t Dv, float scale) {
+                                         const float *k, const float *v, const int32_t *q_pos,
+                                         int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dqk,
+                                         int64_t Dv, float scale) {
     DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
                "attention forward: out, lse, q, k, v must not be NULL");
-    return attention_check_dims(B, T, H, Dqk, Dv, scale);
+    return attention_check_dims(q_pos, B, Tq, Tk, H, Dqk, Dv, scale);
 }
 
 Dsv3Err dsv3_cpu_check_attention_backward(const float *dq, const float *dk, const float *dv,
                                           const float *dout, const float *q, const float *k,
                                           const float *v, const float *out, const float *lse,
-                                          int64_t B, int64_t T, int64_t H, int64_t Dqk, int64_t Dv,
-                                          float scale) {
+                                          const int32_t *q_pos, int64_t B, int64_t Tq, int64_t Tk,
+                                          int64_t H, int64_t Dqk, int64_t Dv, float scale) {
     DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
                    v != NULL && out != NULL && lse != NULL,
                DSV3_ERR_USAGE,
                "attention backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
-    return attention_check_dims(B, T, H, Dqk, Dv, scale);
+    return attention_check_dims(q_pos, B, Tq, Tk, H, Dqk, Dv, scale);
 }
 
 Dsv3Err dsv3_cpu_check_rope_tables(const float *cos_table, const float *sin_table, int64_t T,

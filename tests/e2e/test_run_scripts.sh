@@ -30,12 +30,13 @@ NPROC=1 timeout 120 "$train" --job.dry_run false --training.steps 1 --training.s
     { cat "$out"; fail "train.sh --job.dry_run false failed"; }
 expect_in "$out" "final training loss"
 
-# A joined layout that training cannot run yet is refused by both scripts before anything starts.
+# A joined layout that training cannot run (the global batch does not split over the two
+# data-parallel ranks) is refused by both scripts before anything starts.
 refused=(--parallelism.expert_server_launch join --parallelism.expert_parallel_degree 2
-    --parallelism.context_parallel_degree 2)
+    --training.local_batch_size 2 --training.global_batch_size 6)
 for script in "$train" "$experts"; do
     run_expect_fail "$out" env NPROC=2 timeout 60 "$script" "${refused[@]}"
-    expect_in "$out" "training with context_parallel_degree 2 is not supported yet"
+    expect_in "$out" "training.global_batch_size 6 is not a multiple of"
     expect_count "$out" "ompi-server" 0
     expect_count "$out" "rendezvous" 0
 done
@@ -51,8 +52,8 @@ manual=(timeout 120 mpiexec --oversubscribe --ompi-server "file:$WORK/manual.uri
 train_pid=$!
 run_expect_fail "$WORK/manual.out" "${manual[@]}" -n 2 "$BIN/dsv3-expert" --join dsv3-experts --join-timeout 60
 ! wait $train_pid || fail "the training job of a layout training cannot run succeeded"
-expect_in "$out" "context_parallel_degree 2 is not supported yet"
-expect_in "$WORK/manual.out" "context_parallel_degree 2 is not supported yet"
+expect_in "$out" "training.global_batch_size 6 is not a multiple of"
+expect_in "$WORK/manual.out" "training.global_batch_size 6 is not a multiple of"
 kill $server_pid
 wait $server_pid 2>/dev/null || true
 trap 'rm -rf "$WORK"' EXIT

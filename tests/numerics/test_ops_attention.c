@@ -118,13 +118,13 @@ static Dsv3Err test_attention(Dsv3Case *c, Dsv3KernelContext *kc) {
     DSV3_CALL(DSV3_CASE_BUFFER(c, dq, nqk, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dk, nqk, NULL));
     DSV3_CALL(DSV3_CASE_BUFFER(c, dv, nv, NULL));
-    const Dsv3OpShape shape = {.B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv};
+    const Dsv3OpShape shape = {.B = B, .Tq = T, .Tk = T, .H = H, .Dqk = Dqk, .Dv = Dv};
     DSV3_CALL(kernels_test_reserve(kc, DSV3_OP_ATTENTION_FORWARD, &shape));
-    DSV3_CALL(
-        dsv3_attention_forward(kc, F32, out, lse, NULL, q, k, v, doc, B, T, H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_attention_forward(kc, F32, out, lse, NULL, q, k, v, NULL, doc, B, T, T, H, Dqk,
+                                     Dv, scale));
     DSV3_CALL(kernels_test_reserve(kc, DSV3_OP_ATTENTION_BACKWARD, &shape));
-    DSV3_CALL(dsv3_attention_backward(kc, F32, dq, dk, dv, dout, q, k, v, out, lse, NULL, doc, B, T,
-                                      H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_attention_backward(kc, F32, dq, dk, dv, dout, q, k, v, out, lse, NULL, NULL, doc,
+                                      B, T, T, H, Dqk, Dv, scale));
     DSV3_CALL(dsv3_case_check(c, "out", out, nv, "out"));
     DSV3_CALL(dsv3_case_check(c, "lse", lse, B * H * T, "lse"));
     DSV3_CALL(dsv3_case_check(c, "dq", dq, nqk, "dq"));

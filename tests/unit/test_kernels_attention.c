@@ -279,55 +279,95 @@ static void test_rope_rejects_bad_arguments(void **state) {
 
 // ---- attention ----
 
+// Which queries a case asks about: every position in order (q_pos NULL), the load-balanced
+// slice of a context-parallel rank (cp 2, rank 1: chunks 1 and 2 of 4), or random positions
+// in random order, some repeated.
+typedef enum { QUERIES_ALL, QUERIES_CP_SLICE, QUERIES_RANDOM } Queries;
+
 typedef struct {
     int64_t B, T, H, Dqk, Dv;
     int doc_mean_length; // 0: causal only
+    Queries queries;
 } AttentionCase;
 
-// A context sized for the attention of the shape in scope (B, T, H, Dqk, Dv); DIRECTION is
-// FORWARD or BACKWARD.
+// The positions of rank `rank`'s queries under context parallelism of degree cp: chunks rank
+// and 2·cp − 1 − rank of the sequence cut into 2·cp (T a multiple of 2·cp). pos (T / cp).
+static void cp_slice_positions(int32_t *pos, int64_t T, int64_t cp, int64_t rank) {
+    const int64_t chunk = T / (2 * cp);
+    for (int64_t i = 0; i < chunk; i++) {
+        pos[i] = (int32_t)(rank * chunk + i);
+        pos[chunk + i] = (int32_t)((2 * cp - 1 - rank) * chunk + i);
+    }
+}
+
+// The query positions of a case (NULL for QUERIES_ALL) and their count *Tq.
+static int32_t *case_positions(const AttentionCase *tc, int64_t *Tq) {
+    *Tq = tc->T;
+    if (tc->queries == QUERIES_ALL) return NULL;
+    int32_t *pos = NULL;
+    if (tc->queries == QUERIES_CP_SLICE) {
+        *Tq = tc->T / 2;
+        assert_int_equal(dsv3_alloc((void **)&pos, (size_t)*Tq * sizeof *pos, "positions"),
+                         DSV3_OK);
+        cp_slice_positions(pos, tc->T, 2, 1);
+        return pos;
+    }
+    *Tq = tc->T / 2 + 1;
+    assert_int_equal(dsv3_alloc((void **)&pos, (size_t)*Tq * sizeof *pos, "positions"), DSV3_OK);
+    for (int64_t t = 0; t < *Tq; t++)
+        pos[t] = (int32_t)((int64_t)(uniform(0.0f, 1.0f) * (float)tc->T) % tc->T);
+    return pos;
+}
+
+// A context sized for the attention of the shape in scope (B, Tq, Tk, H, Dqk, Dv); DIRECTION
+// is FORWARD or BACKWARD.
 #define ATTENTION(ctx, DIRECTION)                                                                  \
-    SIZED((ctx), ATTENTION_##DIRECTION, .B = B, .T = T, .H = H, .Dqk = Dqk, .Dv = Dv)
+    SIZED((ctx), ATTENTION_##DIRECTION, .B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dqk = Dqk, .Dv = Dv)
 
 static void run_attention(const AttentionCase *tc, int threads_for_fast) {
-    const int64_t B = tc->B, T = tc->T, H = tc->H, Dqk = tc->Dqk, Dv = tc->Dv;
-    const int64_t nqk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T;
+    const int64_t B = tc->B, Tk = tc->T, H = tc->H, Dqk = tc->Dqk, Dv = tc->Dv;
+    int64_t Tq = 0;
+    int32_t *q_pos = case_positions(tc, &Tq);
+    const int64_t nq = B * Tq * H * Dqk, no = B * Tq * H * Dv, nl = B * H * Tq;
+    const int64_t nk = B * Tk * H * Dqk, nv = B * Tk * H * Dv;
     const float scale = 1.0f / sqrtf((float)Dqk) * 1.3f; // an mscale-like factor on top
-    float *q = random_floats(nqk, -2, 2), *k = random_floats(nqk, -2, 2);
-    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
-    int32_t *doc = tc->doc_mean_length > 0 ? random_documents(B, T, tc->doc_mean_length) : NULL;
-    float *out_f = random_floats(nv, 0, 1), *out_r = random_floats(nv, 0, 1);
+    float *q = random_floats(nq, -2, 2), *k = random_floats(nk, -2, 2);
+    float *v = random_floats(nv, -1, 1), *dout = random_floats(no, -1, 1);
+    int32_t *doc = tc->doc_mean_length > 0 ? random_documents(B, Tk, tc->doc_mean_length) : NULL;
+    float *out_f = random_floats(no, 0, 1), *out_r = random_floats(no, 0, 1);
     float *lse_f = random_floats(nl, 0, 1), *lse_r = random_floats(nl, 0, 1);
-    float *dq_f = random_floats(nqk, 0, 1), *dq_r = random_floats(nqk, 0, 1);
-    float *dk_f = random_floats(nqk, 0, 1), *dk_r = random_floats(nqk, 0, 1);
+    float *dq_f = random_floats(nq, 0, 1), *dq_r = random_floats(nq, 0, 1);
+    float *dk_f = random_floats(nk, 0, 1), *dk_r = random_floats(nk, 0, 1);
     float *dv_f = random_floats(nv, 0, 1), *dv_r = random_floats(nv, 0, 1);
 
     assert_int_equal(dsv3_attention_forward(ATTENTION(&reference, FORWARD), F32, out_r, lse_r, NULL,
-                                            q, k, v, doc, B, T, H, Dqk, Dv, scale),
+                                            q, k, v, q_pos, doc, B, Tq, Tk, H, Dqk, Dv, scale),
                      DSV3_OK);
     assert_int_equal(dsv3_attention_backward(ATTENTION(&reference, BACKWARD), F32, dq_r, dk_r, dv_r,
-                                             dout, q, k, v, out_r, lse_r, NULL, doc, B, T, H, Dqk,
-                                             Dv, scale),
+                                             dout, q, k, v, out_r, lse_r, NULL, q_pos, doc, B, Tq,
+                                             Tk, H, Dqk, Dv, scale),
                      DSV3_OK);
     const int threads_before = omp_get_max_threads();
     omp_set_num_threads(threads_for_fast);
     Dsv3Err fwd = dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, out_f, lse_f, NULL, q, k, v,
-                                         doc, B, T, H, Dqk, Dv, scale);
-    Dsv3Err bwd = dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, dq_f, dk_f, dv_f, dout, q,
-                                          k, v, out_f, lse_f, NULL, doc, B, T, H, Dqk, Dv, scale);
+                                         q_pos, doc, B, Tq, Tk, H, Dqk, Dv, scale);
+    Dsv3Err bwd =
+        dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, dq_f, dk_f, dv_f, dout, q, k, v,
+                                out_f, lse_f, NULL, q_pos, doc, B, Tq, Tk, H, Dqk, Dv, scale);
     omp_set_num_threads(threads_before);
     assert_int_equal(fwd, DSV3_OK);
     assert_int_equal(bwd, DSV3_OK);
-    assert_close("out", out_f, out_r, nv);
+    assert_close("out", out_f, out_r, no);
     assert_close("lse", lse_f, lse_r, nl);
-    assert_close("dq", dq_f, dq_r, nqk);
-    assert_close("dk", dk_f, dk_r, nqk);
+    assert_close("dq", dq_f, dq_r, nq);
+    assert_close("dk", dk_f, dk_r, nk);
     assert_close("dv", dv_f, dv_r, nv);
 
     float *all[] = {q, k, v, dout, out_f, out_r, lse_f, lse_r, dq_f, dq_r, dk_f, dk_r, dv_f, dv_r};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         dsv3_free(all[i]);
     dsv3_free(doc);
+    dsv3_free(q_pos);
 }
 
 static const AttentionCase causal_cases[] = {
@@ -367,6 +407,120 @@ static void test_attention_with_more_threads_than_heads_matches_reference(void *
         run_attention(&cases[i], 3);
 }
 
+static void test_attention_at_query_positions_matches_reference(void **state) {
+    (void)state;
+    const AttentionCase cases[] = {
+        {2, 128, 2, 24, 16, 0, QUERIES_CP_SLICE},  {1, 200, 3, 24, 16, 0, QUERIES_CP_SLICE},
+        {2, 132, 2, 24, 16, 20, QUERIES_CP_SLICE}, {1, 70, 2, 24, 16, 0, QUERIES_RANDOM},
+        {2, 90, 1, 8, 8, 10, QUERIES_RANDOM},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_attention(&cases[i], 1);
+        run_attention(&cases[i], 3); // the backward's two-pass schedule
+    }
+}
+
+// rows (B, n, width) = the rows of x (B, T, width) at positions pos (n).
+static float *rows_at(const float *x, const int32_t *pos, int64_t B, int64_t T, int64_t n,
+                      int64_t width) {
+    float *rows = random_floats(B * n * width, 0, 1);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < n; i++)
+            memcpy(rows + (b * n + i) * width, x + (b * T + pos[i]) * width,
+                   (size_t)width * sizeof *rows);
+    return rows;
+}
+
+// Context parallelism's identity: each of cp ranks attends with its load-balanced slice of the
+// queries over the whole sequence's keys; their outputs and dq are the whole attention's rows,
+// and their dk, dv add up to the whole attention's.
+static void check_context_parallel_slices(int64_t cp, const int32_t *doc) {
+    enum { B = 2, T = 136, H = 2, Dqk = 24, Dv = 16 };
+    const int64_t Tk = T, nk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T;
+    const float scale = 0.3f;
+    float *q = random_floats(nk, -2, 2), *k = random_floats(nk, -2, 2);
+    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
+    float *out = random_floats(nv, 0, 1), *lse = random_floats(nl, 0, 1);
+    float *dq = random_floats(nk, 0, 1), *dk = random_floats(nk, 0, 1);
+    float *dv = random_floats(nv, 0, 1);
+    float *dk_sum = random_floats(nk, 0, 0), *dv_sum = random_floats(nv, 0, 0);
+    int64_t Tq = T;
+    assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, out, lse, NULL, q, k, v,
+                                            NULL, doc, B, T, T, H, Dqk, Dv, scale),
+                     DSV3_OK);
+    assert_int_equal(dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, dq, dk, dv, dout, q, k,
+                                             v, out, lse, NULL, NULL, doc, B, T, T, H, Dqk, Dv,
+                                             scale),
+                     DSV3_OK);
+    Tq = T / cp;
+    int32_t pos[T];
+    for (int64_t rank = 0; rank < cp; rank++) {
+        cp_slice_positions(pos, T, cp, rank);
+        float *q_r = rows_at(q, pos, B, T, Tq, H * Dqk),
+              *dout_r = rows_at(dout, pos, B, T, Tq, H * Dv);
+        float *out_r = random_floats(B * Tq * H * Dv, 0, 1),
+              *lse_r = random_floats(B * H * Tq, 0, 1);
+        float *dq_r = random_floats(B * Tq * H * Dqk, 0, 1);
+        float *dk_r = random_floats(nk, 0, 1), *dv_r = random_floats(nv, 0, 1);
+        assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, out_r, lse_r, NULL,
+                                                q_r, k, v, pos, doc, B, Tq, Tk, H, Dqk, Dv, scale),
+                         DSV3_OK);
+        assert_int_equal(dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, dq_r, dk_r, dv_r,
+                                                 dout_r, q_r, k, v, out_r, lse_r, NULL, pos, doc, B,
+                                                 Tq, Tk, H, Dqk, Dv, scale),
+                         DSV3_OK);
+        float *out_rows = rows_at(out, pos, B, T, Tq, H * Dv);
+        float *dq_rows = rows_at(dq, pos, B, T, Tq, H * Dqk);
+        assert_close("cp out rows", out_r, out_rows, B * Tq * H * Dv);
+        assert_close("cp dq rows", dq_r, dq_rows, B * Tq * H * Dqk);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t i = 0; i < Tq; i++) {
+                    const float whole = lse[(b * H + h) * T + pos[i]];
+                    assert_true(fabsf(lse_r[(b * H + h) * Tq + i] - whole) <=
+                                1e-5f * fmaxf(1.0f, fabsf(whole)));
+                }
+        for (int64_t i = 0; i < nk; i++)
+            dk_sum[i] += dk_r[i];
+        for (int64_t i = 0; i < nv; i++)
+            dv_sum[i] += dv_r[i];
+        float *each[] = {q_r, dout_r, out_r, lse_r, dq_r, dk_r, dv_r, out_rows, dq_rows};
+        for (size_t i = 0; i < sizeof each / sizeof each[0]; i++)
+            dsv3_free(each[i]);
+    }
+    assert_close("cp dk summed", dk_sum, dk, nk);
+    assert_close("cp dv summed", dv_sum, dv, nv);
+    float *all[] = {q, k, v, dout, out, lse, dq, dk, dv, dk_sum, dv_sum};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        dsv3_free(all[i]);
+}
+
+static void test_attention_context_parallel_slices_add_up_to_the_whole(void **state) {
+    (void)state;
+    int32_t *doc = random_documents(2, 136, 30);
+    for (int64_t cp = 2; cp <= 4; cp += 2) {
+        check_context_parallel_slices(cp, NULL);
+        check_context_parallel_slices(cp, doc);
+    }
+    dsv3_free(doc);
+}
+
+static void test_attention_rejects_query_positions_outside_the_keys(void **state) {
+    (void)state;
+    float x[64] = {0}, lse[8] = {0};
+    const int64_t B = 1, Tq = 2, Tk = 3, H = 1, Dqk = 4, Dv = 4;
+    const int32_t pos[2] = {1, 3};
+    for (int ref = 0; ref < 2; ref++) {
+        Dsv3KernelContext *ctx = ref ? &reference : &cpu;
+        assert_usage_error(dsv3_attention_forward(ATTENTION(ctx, FORWARD), F32, x, lse, NULL, x, x,
+                                                  x, pos, NULL, B, Tq, Tk, H, Dqk, Dv, 0.5f),
+                           "query 1 sits at key position 3, outside [0, Tk=3)");
+        assert_usage_error(dsv3_attention_forward(ATTENTION(ctx, FORWARD), F32, x, lse, NULL, x, x,
+                                                  x, NULL, NULL, B, Tq, Tk, H, Dqk, Dv, 0.5f),
+                           "without query positions Tq must equal Tk");
+    }
+}
+
 // The outputs of two runs of the same attention, for bit-for-bit comparisons.
 typedef struct {
     int64_t nqk, nv, nl;
@@ -404,6 +558,7 @@ static void two_runs_check_equal(TwoRuns *r) {
 static void test_attention_with_kept_scores_is_identical(void **state) {
     (void)state;
     enum { B = 2, T = 70, H = 3, Dqk = 24, Dv = 16 };
+    const int64_t Tq = T, Tk = T;
     TwoRuns r;
     two_runs_init(&r, B, T, H, Dqk, Dv);
     float *q = random_floats(r.nqk, -2, 2), *k = random_floats(r.nqk, -2, 2);
@@ -415,12 +570,13 @@ static void test_attention_with_kept_scores_is_identical(void **state) {
     for (int run = 0; run < 2; run++) {
         float *kept = run == 0 ? NULL : scores;
         assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, r.out[run],
-                                                r.lse[run], kept, q, k, v, doc, B, T, H, Dqk, Dv,
-                                                0.25f),
+                                                r.lse[run], kept, q, k, v, NULL, doc, B, T, T, H,
+                                                Dqk, Dv, 0.25f),
                          DSV3_OK);
         assert_int_equal(dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, r.dq[run],
                                                  r.dk[run], r.dv[run], dout, q, k, v, r.out[run],
-                                                 r.lse[run], kept, doc, B, T, H, Dqk, Dv, 0.25f),
+                                                 r.lse[run], kept, NULL, doc, B, T, T, H, Dqk, Dv,
+                                                 0.25f),
                          DSV3_OK);
     }
     two_runs_check_equal(&r);
@@ -434,6 +590,7 @@ static void test_attention_with_kept_scores_is_identical(void **state) {
 static void test_attention_does_not_depend_on_thread_count(void **state) {
     (void)state;
     enum { B = 1, T = 129, H = 2, Dqk = 16, Dv = 8 }; // T − 1 on a tile boundary
+    const int64_t Tq = T, Tk = T;
     TwoRuns r;
     two_runs_init(&r, B, T, H, Dqk, Dv);
     float *q = random_floats(r.nqk, -2, 2), *k = random_floats(r.nqk, -2, 2);
@@ -442,12 +599,13 @@ static void test_attention_does_not_depend_on_thread_count(void **state) {
     for (int run = 0; run < 2; run++) {
         omp_set_num_threads(run == 0 ? 1 : 4); // one schedule, then the other
         assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, r.out[run],
-                                                r.lse[run], NULL, q, k, v, NULL, B, T, H, Dqk, Dv,
-                                                0.25f),
+                                                r.lse[run], NULL, q, k, v, NULL, NULL, B, T, T, H,
+                                                Dqk, Dv, 0.25f),
                          DSV3_OK);
         assert_int_equal(dsv3_attention_backward(ATTENTION(&cpu, BACKWARD), F32, r.dq[run],
                                                  r.dk[run], r.dv[run], dout, q, k, v, r.out[run],
-                                                 r.lse[run], NULL, NULL, B, T, H, Dqk, Dv, 0.25f),
+                                                 r.lse[run], NULL, NULL, NULL, B, T, T, H, Dqk, Dv,
+                                                 0.25f),
                          DSV3_OK);
     }
     omp_set_num_threads(threads_before);
@@ -461,9 +619,10 @@ static void test_attention_does_not_depend_on_thread_count(void **state) {
 static void test_attention_of_one_token_copies_its_value(void **state) {
     (void)state;
     enum { B = 1, T = 1, H = 1, Dqk = 4, Dv = 2 };
+    const int64_t Tq = T, Tk = T;
     float q[Dqk] = {1, 2, 3, 4}, k[Dqk] = {4, 3, 2, 1}, v[Dv] = {0.5f, -7.0f}, out[Dv], lse[1];
     assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, out, lse, NULL, q, k, v,
-                                            NULL, B, T, H, Dqk, Dv, 0.5f),
+                                            NULL, NULL, B, T, T, H, Dqk, Dv, 0.5f),
                      DSV3_OK);
     assert_true(out[0] == 0.5f && out[1] == -7.0f);
     assert_true(fabsf(lse[0] - 0.5f * 20.0f) < 1e-6f); // lse of one score is the score
@@ -474,34 +633,38 @@ static void test_attention_rejects_bad_arguments(void **state) {
     float x[64] = {0}, lse[8] = {0};
     // The shapes of the calls below, each with a workspace sized for it.
 #define FWD(b, t, h, dqk, dv)                                                                      \
-    SIZED(ctx, ATTENTION_FORWARD, .B = (b), .T = (t), .H = (h), .Dqk = (dqk), .Dv = (dv)), F32
+    SIZED(ctx, ATTENTION_FORWARD, .B = (b), .Tq = (t), .Tk = (t), .H = (h), .Dqk = (dqk),          \
+          .Dv = (dv)),                                                                             \
+        F32
 #define BWD(b, t, h, dqk, dv)                                                                      \
-    SIZED(ctx, ATTENTION_BACKWARD, .B = (b), .T = (t), .H = (h), .Dqk = (dqk), .Dv = (dv)), F32
+    SIZED(ctx, ATTENTION_BACKWARD, .B = (b), .Tq = (t), .Tk = (t), .H = (h), .Dqk = (dqk),         \
+          .Dv = (dv)),                                                                             \
+        F32
     for (int ref = 0; ref < 2; ref++) {
         Dsv3KernelContext *ctx = ref ? &reference : &cpu;
         assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 4, 4), NULL, lse, NULL, x, x, x,
-                                                  NULL, 1, 2, 1, 4, 4, 0.5f),
+                                                  NULL, NULL, 1, 2, 2, 1, 4, 4, 0.5f),
                            "must not be NULL");
         assert_usage_error(dsv3_attention_forward(FWD(1, 0, 1, 4, 4), x, lse, NULL, x, x, x, NULL,
-                                                  1, 0, 1, 4, 4, 0.5f),
-                           "B, T, H must be >= 1");
+                                                  NULL, 1, 0, 0, 1, 4, 4, 0.5f),
+                           "B, Tq, Tk, H must be >= 1");
         assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 0, 4), x, lse, NULL, x, x, x, NULL,
-                                                  1, 2, 1, 0, 4, 0.5f),
+                                                  NULL, 1, 2, 2, 1, 0, 4, 0.5f),
                            "head dims");
         assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 4, 4), x, lse, NULL, x, x, x, NULL,
-                                                  1, 2, 1, 4, 4, 0.0f),
+                                                  NULL, 1, 2, 2, 1, 4, 4, 0.0f),
                            "scale");
         assert_usage_error(dsv3_attention_forward(FWD(1, 2, 1, 4, 4), x, lse, NULL, x, x, x, NULL,
-                                                  1, 2, 1, 4, 4, NAN),
+                                                  NULL, 1, 2, 2, 1, 4, 4, NAN),
                            "scale");
         assert_usage_error(dsv3_attention_backward(BWD(1, 2, 1, 4, 4), x, x, x, x, x, x, x, x, NULL,
-                                                   NULL, NULL, 1, 2, 1, 4, 4, 0.5f),
+                                                   NULL, NULL, NULL, 1, 2, 2, 1, 4, 4, 0.5f),
                            "must not be NULL");
         assert_usage_error(dsv3_attention_backward(BWD(1, 2, 1, 4, -1), x, x, x, x, x, x, x, x, lse,
-                                                   NULL, NULL, 1, 2, 1, 4, -1, 0.5f),
+                                                   NULL, NULL, NULL, 1, 2, 2, 1, 4, -1, 0.5f),
                            "head dims");
         assert_usage_error(dsv3_attention_backward(BWD(1, 2, 1, 4, 4), x, x, x, x, x, x, x, x, lse,
-                                                   NULL, NULL, 1, 2, 1, 4, 4, -1.0f),
+                                                   NULL, NULL, NULL, 1, 2, 2, 1, 4, 4, -1.0f),
                            "scale");
     }
 #undef FWD
@@ -522,6 +685,9 @@ int main(void) {
         LEAK_CHECKED(test_attention_causal_matches_reference),
         LEAK_CHECKED(test_attention_with_documents_matches_reference),
         LEAK_CHECKED(test_attention_with_more_threads_than_heads_matches_reference),
+        LEAK_CHECKED(test_attention_at_query_positions_matches_reference),
+        LEAK_CHECKED(test_attention_context_parallel_slices_add_up_to_the_whole),
+        LEAK_CHECKED(test_attention_rejects_query_positions_outside_the_keys),
         LEAK_CHECKED(test_attention_does_not_depend_on_thread_count),
         LEAK_CHECKED(test_attention_with_kept_scores_is_identical),
         LEAK_CHECKED(test_attention_of_one_token_copies_its_value),

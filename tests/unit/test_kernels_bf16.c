@@ -240,10 +240,10 @@ static void test_attention_close_to_fp32(void **state) {
     for (int i = 0; i < 2; i++) {
         out[i] = floats(B * T * H * Dv);
         lse[i] = floats(B * H * T);
-        assert_int_equal(dsv3_attention_forward(SIZED(ctx[i], ATTENTION_FORWARD, .B = B, .T = T,
-                                                      .H = H, .Dqk = Dqk, .Dv = Dv),
-                                                F32, out[i], lse[i], NULL, q, k, v, NULL, B, T, H,
-                                                Dqk, Dv, 0.2f),
+        assert_int_equal(dsv3_attention_forward(SIZED(ctx[i], ATTENTION_FORWARD, .B = B, .Tq = T,
+                                                      .Tk = T, .H = H, .Dqk = Dqk, .Dv = Dv),
+                                                F32, out[i], lse[i], NULL, q, k, v, NULL, NULL, B,
+                                                T, T, H, Dqk, Dv, 0.2f),
                          DSV3_OK);
     }
     expect_bf16_close(out[1], out[0], B * T * H * Dv, "attention out");

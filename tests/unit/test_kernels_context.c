@@ -350,10 +350,11 @@ static void test_cpu_ops_refuse_bf16(void **state) {
         REFUSED("rope_backward", dsv3_rope_backward(k, BF16, x, y, z, 1, N, 1, 2, 2, 2));
         REFUSED("mla_kv_forward", dsv3_mla_kv_forward(k, BF16, x, y, z, y, 2, N, 1, 2, 2, 2));
         REFUSED("mla_kv_backward", dsv3_mla_kv_backward(k, BF16, x, y, 2, z, y, N, 1, 2, 2, 2));
-        REFUSED("attention_forward",
-                dsv3_attention_forward(k, BF16, x, y, NULL, z, z, z, NULL, 1, N, 1, 2, 2, 0.5f));
-        REFUSED("attention_backward", dsv3_attention_backward(k, BF16, x, y, z, x, y, z, x, y, z,
-                                                              NULL, NULL, 1, N, 1, 2, 2, 0.5f));
+        REFUSED("attention_forward", dsv3_attention_forward(k, BF16, x, y, NULL, z, z, z, NULL,
+                                                            NULL, 1, N, N, 1, 2, 2, 0.5f));
+        REFUSED("attention_backward",
+                dsv3_attention_backward(k, BF16, x, y, z, x, y, z, x, y, z, NULL, NULL, NULL, 1, N,
+                                        N, 1, 2, 2, 0.5f));
         REFUSED("swiglu_forward", dsv3_swiglu_forward(k, BF16, x, y, z, N, 2));
         REFUSED("swiglu_backward", dsv3_swiglu_backward(k, BF16, x, y, z, x, y, N, 2));
         REFUSED("router_forward",
@@ -531,10 +532,10 @@ static void problem_init(void) {
     }
     p->router = (Dsv3RouterArgs){.num_experts = WE, .top_k = WK, .route_scale = 1.0f};
     assert_int_equal(dsv3_moe_plan(&reference, p->order, p->offsets, p->topk, WN, WK, WE), DSV3_OK);
-    const Dsv3OpShape shape = {.B = WB, .T = WT, .H = WH, .Dqk = WDQK, .Dv = WDV};
+    const Dsv3OpShape shape = {.B = WB, .Tq = WT, .Tk = WT, .H = WH, .Dqk = WDQK, .Dv = WDV};
     assert_int_equal(kernels_test_reserve(&reference, DSV3_OP_ATTENTION_FORWARD, &shape), DSV3_OK);
     assert_int_equal(dsv3_attention_forward(&reference, F32, p->out, p->lse, NULL, p->q, p->k, p->v,
-                                            NULL, WB, WT, WH, WDQK, WDV, 0.5f),
+                                            NULL, NULL, WB, WT, WT, WH, WDQK, WDV, 0.5f),
                      DSV3_OK);
 }
 
@@ -545,8 +546,8 @@ typedef struct {
 
 // The ops with scratch, each with the shape of its problem.
 static const OpCall SCRATCH_OPS[] = {
-    {DSV3_OP_ATTENTION_FORWARD, {.B = WB, .T = WT, .H = WH, .Dqk = WDQK, .Dv = WDV}},
-    {DSV3_OP_ATTENTION_BACKWARD, {.B = WB, .T = WT, .H = WH, .Dqk = WDQK, .Dv = WDV}},
+    {DSV3_OP_ATTENTION_FORWARD, {.B = WB, .Tq = WT, .Tk = WT, .H = WH, .Dqk = WDQK, .Dv = WDV}},
+    {DSV3_OP_ATTENTION_BACKWARD, {.B = WB, .Tq = WT, .Tk = WT, .H = WH, .Dqk = WDQK, .Dv = WDV}},
     {DSV3_OP_CROSS_ENTROPY, {.N = WN, .D = WD, .V = WV, .chunk = WCHUNK}},
     {DSV3_OP_EXPERTS_FORWARD, {.E = WE, .D = WD, .F = WF, .M = WM}},
     {DSV3_OP_EXPERTS_BACKWARD, {.E = WE, .D = WD, .F = WF, .M = WM}},
@@ -565,11 +566,12 @@ static Dsv3Err run_op(const Dsv3KernelContext *ctx, Dsv3Op op) {
     Problem *p = &problem;
     switch (op) {
     case DSV3_OP_ATTENTION_FORWARD:
-        return dsv3_attention_forward(ctx, F32, p->out, p->out2, NULL, p->q, p->k, p->v, NULL, WB,
-                                      WT, WH, WDQK, WDV, 0.5f);
+        return dsv3_attention_forward(ctx, F32, p->out, p->out2, NULL, p->q, p->k, p->v, NULL, NULL,
+                                      WB, WT, WT, WH, WDQK, WDV, 0.5f);
     case DSV3_OP_ATTENTION_BACKWARD:
         return dsv3_attention_backward(ctx, F32, p->out, p->out2, p->out3, p->x, p->q, p->k, p->v,
-                                       p->w1, p->lse, NULL, NULL, WB, WT, WH, WDQK, WDV, 0.5f);
+                                       p->w1, p->lse, NULL, NULL, NULL, WB, WT, WT, WH, WDQK, WDV,
+                                       0.5f);
     case DSV3_OP_CROSS_ENTROPY:
         return dsv3_cross_entropy(ctx, F32, &p->loss, p->out, p->out2, p->x, p->w1, p->labels, WN,
                                   WD, WV, 1.0f, WCHUNK);
@@ -720,9 +722,9 @@ static void test_workspace_grows_with_the_shape(void **state) {
         }
     }
     // Some ops do need scratch that grows, and the fast ones keep some per thread.
-    const Dsv3OpShape shape = {.B = 1, .T = 100, .H = 2, .Dqk = 8, .Dv = 8};
+    const Dsv3OpShape shape = {.B = 1, .Tq = 100, .Tk = 100, .H = 2, .Dqk = 8, .Dv = 8};
     Dsv3OpShape longer = shape;
-    longer.T = 1000;
+    longer.Tq = longer.Tk = 1000;
     size_t one = 0, three = 0, short_t = 0, long_t = 0;
     omp_set_num_threads(1);
     assert_int_equal(dsv3_workspace_bytes(&cpu, DSV3_OP_ATTENTION_FORWARD, &shape, &one), DSV3_OK);
