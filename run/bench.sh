@@ -15,9 +15,10 @@
 # (1 − time waiting for it / time from each operation's start to its completion).
 #   ./run/bench.sh --tensor [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
 # trains on two processes of 1 thread each, data parallel (dp 2: half the batch each, gradients
-# all-reduced) and tensor parallel (tp 2: the whole batch each, half the heads, the hidden
-# features and the vocabulary), and prints each one's tokens/s (as --fsdp measures them) and
-# tp's time in its collectives per step (median step).
+# all-reduced), tensor parallel (tp 2: the whole batch each, half the heads, the hidden
+# features and the vocabulary) and context parallel (cp 2: half of every sequence's positions
+# each, keys and values all-gathered), and prints each one's tokens/s (as --fsdp measures
+# them) and tp's and cp's time in their collectives per step (median step).
 #   ./run/bench.sh --experts [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
 # runs the training executables on two cores with the routed experts on the stage process (one
 # process, 2 threads) and on 2 expert servers (one stage process and 2 servers, 1 thread each),
@@ -129,23 +130,28 @@ fi
 if [ $tensor -eq 1 ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    dp=0 tp=0
+    dp=0 tp=0 cp=0
     for _ in $(seq "$repeat"); do
         dp=$(best "$dp" "$(layout_tps dp 2 1 --training.local_batch_size $((batch / 2)) \
             --parallelism.data_parallel_replicate_degree 2 --parallelism.data_parallel_shard_degree 1)")
         tp=$(best "$tp" "$(layout_tps tp 2 1 --training.local_batch_size "$batch" \
             --parallelism.tensor_parallel_degree 2)")
+        cp=$(best "$cp" "$(layout_tps cp 2 1 --training.local_batch_size "$batch" \
+            --parallelism.context_parallel_degree 2)")
     done
-    "$DSV3_VENV/bin/python" - "$work/tp/metrics.jsonl" "$seq_len" "$batch" "$dp" "$tp" <<'PY'
+    "$DSV3_VENV/bin/python" - "$work" "$seq_len" "$batch" "$dp" "$tp" "$cp" <<'PY'
 import json, statistics, sys
-path, seq_len, batch, dp, tp = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
-steps = [json.loads(line) for line in open(path)][1:]
-comm = statistics.median(s["time_comm_tp"] for s in steps)
-step = statistics.median(s["time_step"] for s in steps)
+work, seq_len, batch = sys.argv[1:4]
+dp, tp, cp = map(float, sys.argv[4:7])
+def comm(name, key):  # median seconds in the collectives, median step (last run)
+    steps = [json.loads(line) for line in open(f"{work}/{name}/metrics.jsonl")][1:]
+    return statistics.median(s[key] for s in steps), statistics.median(s["time_step"] for s in steps)
 print(f"debug model, seq_len {seq_len}, {batch} sequences per step, 2 processes x 1 thread:")
 print(f"  DP 2  {dp:8.1f} tokens/s")
-print(f"  TP 2  {tp:8.1f} tokens/s ({100 * tp / dp:.1f}% of DP 2); tp collectives {comm:.3f} s "
-      f"of a {step:.3f} s step (last run)")
+for name, tps in (("tp", tp), ("cp", cp)):
+    seconds, step = comm(name, f"time_comm_{name}")
+    print(f"  {name.upper()} 2  {tps:8.1f} tokens/s ({100 * tps / dp:.1f}% of DP 2); {name} collectives "
+          f"{seconds:.3f} s of a {step:.3f} s step (last run)")
 PY
     exit 0
 fi
