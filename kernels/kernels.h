@@ -413,12 +413,20 @@ typedef struct {
 //     labels[n] ≠ DSV3_IGNORE_INDEX of logsumexp(logits[n]) − logits[n, labels[n]],
 //     accumulated in double. When dh is not NULL: dh (N, D) written and dweight (V, D) added
 //     with the gradient of grad_scale × loss_sum. Labels must be DSV3_IGNORE_INDEX or in [0, V).
+//   cross_entropy_logits: the same loss of logits (N, V) that exist (the head's output gathered
+//     over tensor-parallel ranks when loss parallelism is off): *loss_sum as above; when
+//     dlogits is not NULL, dlogits (N, V) = grad_scale · (softmax − onehot(label)) on counted
+//     rows, 0 on ignored ones, written (dlogits may be logits itself).
 #define DSV3_KERNELS_CROSS_ENTROPY(X)                                                              \
     X(CROSS_ENTROPY, cross_entropy,                                                                \
       (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, double *loss_sum, void *dh,            \
        float *dweight, const void *h, const void *weight, const int32_t *labels, int64_t N,        \
        int64_t D, int64_t V, float grad_scale, int64_t chunk),                                     \
-      (ctx, dtype, loss_sum, dh, dweight, h, weight, labels, N, D, V, grad_scale, chunk))
+      (ctx, dtype, loss_sum, dh, dweight, h, weight, labels, N, D, V, grad_scale, chunk))          \
+    X(CROSS_ENTROPY_LOGITS, cross_entropy_logits,                                                  \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, double *loss_sum, float *dlogits,      \
+       const float *logits, const int32_t *labels, int64_t N, int64_t V, float grad_scale),        \
+      (ctx, dtype, loss_sum, dlogits, logits, labels, N, V, grad_scale))
 
 // The output head and cross-entropy with the head split over ranks by vocabulary rows
 // (vocabulary-parallel, "loss parallel"): a rank holds the V rows [vocab_start, vocab_start + V)

@@ -211,8 +211,8 @@ typedef enum {
       "Free gathered parameters after forward (FSDP/HSDP)")                                        \
     X(S, INT, tensor_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,         \
       "Tensor-parallel ranks")                                                                     \
-    X(S, BOOL, disable_loss_parallel, 0, 0, 1, DSV3_NO_CHOICES,                                    \
-      DSV3_NOT_YET("logits gathered before the loss"), "Gather logits before the loss under TP")   \
+    X(S, BOOL, disable_loss_parallel, 0, 0, 1, DSV3_NO_CHOICES, DSV3_SUPPORTED,                    \
+      "Gather logits before the loss under TP")                                                    \
     X(S, BOOL, enable_async_tensor_parallel, 0, 0, 1, DSV3_NO_CHOICES,                             \
       DSV3_NOT_YET("asynchronous tensor parallelism"), "Overlap TP communication with compute")    \
     X(S, INT, pipeline_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,       \

@@ -47,9 +47,11 @@ struct Dsv3Model {
     int64_t tp, tp_rank;         // tensor-parallel degree and rank of the store's groups
     int64_t cp, cp_rank;         // context-parallel degree and rank (the collectives' cp group)
     int32_t *labels;             // (N) cp > 1: this rank's labels of a backward
-    float *head_logits;          // (loss_chunk, V/tp) last stage with tp > 1: a chunk's logits
-    float *head_max;             // (loss_chunk) their rows' maxima
+    float *head_logits;          // (loss_chunk, V/tp) last stage with tp > 1: a chunk's logits;
+                                 // (tp, loss_chunk, V/tp) every tp rank's when gathered
+    float *head_max;             // (loss_chunk) their rows' maxima (loss parallel)
     double *head_sums;           // (2 loss_chunk) sums of exponentials and target logits
+    float *head_whole;           // (loss_chunk, V) gathered logits (opt.gather_logits)
     struct LocalServices *local; // dsv3_model_create_local's services, owned by the model
 };
 
@@ -190,11 +192,18 @@ static Dsv3Err create_state(Dsv3Model *m) {
     if (m->range.last && m->cp > 1) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->labels, N, "labels"));
     if (m->range.last) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dfinal, N * D, "final norm gradient"));
     if (m->range.last && m->tp > 1) {
-        int64_t chunk = m->opt.loss_chunk < N ? m->opt.loss_chunk : N;
-        int64_t vocab = (a->vocab_size + m->tp - 1) / m->tp; // the largest slice
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_logits, chunk * vocab, "head logits chunk"));
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_max, chunk, "head logits maxima"));
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_sums, 2 * chunk, "head logits sums"));
+        int64_t chunk = m->opt.loss_chunk < N ? m->opt.loss_chunk : N, start = 0, vocab = 0;
+        dsv3_param_chunk(a->vocab_size, m->tp, 0, &start, &vocab); // the first slice: the largest
+        if (m->opt.gather_logits) {
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_logits, m->tp * chunk * vocab,
+                                       "head logits chunk of every tp rank"));
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_whole, chunk * a->vocab_size,
+                                       "head logits chunk, whole vocabulary"));
+        } else {
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_logits, chunk * vocab, "head logits chunk"));
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_max, chunk, "head logits maxima"));
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->head_sums, 2 * chunk, "head logits sums"));
+        }
     }
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dh, n_rows(m) * D, "hidden gradient"));
 
@@ -327,6 +336,7 @@ Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3M
         {DSV3_OP_EXPERTS_FORWARD, {.E = E, .D = D, .F = F, .M = M}},
         {DSV3_OP_EXPERTS_BACKWARD, {.E = E, .D = D, .F = F, .M = M}},
         {DSV3_OP_CROSS_ENTROPY, {.N = N, .D = D, .V = V, .chunk = opt->loss_chunk}},
+        {DSV3_OP_CROSS_ENTROPY_LOGITS, {.N = opt->loss_chunk < N ? opt->loss_chunk : N, .V = V}},
         {DSV3_OP_SUM_SQUARES, {.N = largest_group}},
         {DSV3_OP_SCALE, {.N = largest_group}},
         {DSV3_OP_EXPERT_BIAS_UPDATE, {.E = E}},
@@ -678,6 +688,46 @@ static Dsv3Err loss_parallel(Dsv3Model *m, const Slot *s, Dsv3Param *output,
     return DSV3_OK;
 }
 
+// The loss with each chunk's logits gathered over the tp group first (gather_logits,
+// torchtitan's disable_loss_parallel): every rank computes its slice's logits into its block of
+// m->head_logits, the blocks are all-gathered and laid side by side into m->head_whole (n, V),
+// whose loss and gradient every rank computes whole; its own columns of that gradient give its
+// share of the head's gradients (the head input's is summed over the group by the caller).
+static Dsv3Err loss_gathered(Dsv3Model *m, const Slot *s, Dsv3Param *output,
+                             const int32_t *all_labels, float grad_scale, double *loss_sum) {
+    const Dsv3KernelContext *k = m->services.kernels;
+    Dsv3Collectives *c = m->services.collectives;
+    int64_t N = n_tokens(m), D = m->args.dim, V = m->args.vocab_size;
+    int64_t Vl = output->local[0], v0 = output->piece_start[0], start = 0, S = 0;
+    dsv3_param_chunk(V, m->tp, 0, &start, &S); // every rank's block holds S columns' room
+    int train = grad_scale != 0.0f;
+    *loss_sum = 0;
+    for (int64_t n0 = 0; n0 < N; n0 += m->opt.loss_chunk) {
+        int64_t n = N - n0 < m->opt.loss_chunk ? N - n0 : m->opt.loss_chunk;
+        const float *h = s->final_out + n0 * D;
+        float *mine = m->head_logits + m->tp_rank * n * S; // (n, Vl)
+        DSV3_CALL(dsv3_linear_forward(k, DSV3_TENSOR_F32, mine, h, output->data, n, D, Vl));
+        DSV3_CALL(c->all_gather(c, DSV3_GROUP_TP, m->head_logits, mine, n * S, DSV3_ELEM_F32));
+        for (int64_t r = 0; r < m->tp; r++) {
+            int64_t first = 0, count = 0;
+            dsv3_param_chunk(V, m->tp, r, &first, &count);
+            if (count > 0)
+                DSV3_CALL(dsv3_copy_columns(k, DSV3_TENSOR_F32, m->head_whole + first, V,
+                                            m->head_logits + r * n * S, count, n, count));
+        }
+        double chunk_loss = 0;
+        DSV3_CALL(dsv3_cross_entropy_logits(k, DSV3_TENSOR_F32, &chunk_loss,
+                                            train ? m->head_whole : NULL, m->head_whole,
+                                            all_labels + n0, n, V, grad_scale));
+        *loss_sum += chunk_loss;
+        if (!train) continue;
+        DSV3_CALL(dsv3_copy_columns(k, DSV3_TENSOR_F32, mine, Vl, m->head_whole + v0, V, n, Vl));
+        DSV3_CALL(dsv3_linear_backward(k, DSV3_TENSOR_F32, m->dfinal + n0 * D, output->grad, mine,
+                                       h, output->data, n, D, Vl, 0));
+    }
+    return DSV3_OK;
+}
+
 // Last stage: the loss of the slot's labels and, unless grad_scale is 0, the gradient of the
 // last layer's output into m->dh.
 static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, double *loss_sum,
@@ -697,7 +747,9 @@ static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, d
     DSV3_CALL(acquire(m, m->group_head, use));
     Dsv3ParamGroup *head = &m->services.params->groups[m->group_head];
     Dsv3Param *output = &head->params[DSV3_P_OUTPUT], *norm = &head->params[DSV3_P_NORM];
-    if (m->tp > 1)
+    if (m->tp > 1 && m->opt.gather_logits)
+        DSV3_CALL(loss_gathered(m, s, output, labels, grad->grad_scale, loss_sum));
+    else if (m->tp > 1)
         DSV3_CALL(loss_parallel(m, s, output, labels, grad->grad_scale, loss_sum));
     else
         DSV3_CALL(dsv3_cross_entropy(k, DSV3_TENSOR_F32, loss_sum, train ? m->dfinal : NULL,

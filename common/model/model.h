@@ -48,13 +48,15 @@
 #include "kernels/kernels.h"
 
 typedef struct {
-    int64_t batch, seq_len;       // micro-batch shape
-    int64_t cp;                   // context-parallel degree (0 or 1: none)
-    int32_t eos_id;               // document boundary of block-causal masks (< 0: none)
-    Dsv3AcMode ac_mode;           // none, op, or full (for every layer, or see ac_every)
-    int64_t ac_every;             // > 0: full AC for layers with (id + 1) % ac_every == 0 only
-    int64_t loss_chunk;           // tokens per chunk of the fused output head + loss
-    int64_t slots;                // activation slots: micro-batches between forward and backward
+    int64_t batch, seq_len; // micro-batch shape
+    int64_t cp;             // context-parallel degree (0 or 1: none)
+    int32_t eos_id;         // document boundary of block-causal masks (< 0: none)
+    Dsv3AcMode ac_mode;     // none, op, or full (for every layer, or see ac_every)
+    int64_t ac_every;       // > 0: full AC for layers with (id + 1) % ac_every == 0 only
+    int64_t loss_chunk;     // tokens per chunk of the fused output head + loss
+    int gather_logits;      // tp > 1: each chunk's logits gathered over the tp ranks before
+                            // the loss (parallelism.disable_loss_parallel), else loss parallel
+    int64_t slots;          // activation slots: micro-batches between forward and backward
     Dsv3TensorDtype matmul_dtype; // what the GEMMs compute in (dsv3_kernel_context_set_matmul)
 } Dsv3ModelOptions;
 

@@ -160,6 +160,7 @@ Dsv3Err dsv3_model_options_from_config(const Dsv3Config *cfg, int32_t eos_id,
                               .eos_id = eos_id,
                               .ac_mode = DSV3_AC_NONE,
                               .loss_chunk = LOSS_CHUNK,
+                              .gather_logits = cfg->parallelism.disable_loss_parallel,
                               .slots = 1,
                               .matmul_dtype =
                                   strcmp(cfg->training.mixed_precision_param, "bfloat16") == 0

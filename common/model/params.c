@@ -116,9 +116,7 @@ static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Chunk `k` of `parts` of n elements, as torch.chunk cuts: chunks of ceil(n / parts), the last
-// ones shorter or empty.
-static void chunk_of(int64_t n, int64_t parts, int64_t k, int64_t *start, int64_t *count) {
+void dsv3_param_chunk(int64_t n, int64_t parts, int64_t k, int64_t *start, int64_t *count) {
     int64_t size = ceil_div(n, parts);
     *start = min_i64(k * size, n);
     *count = min_i64(size, n - *start);
@@ -150,7 +148,7 @@ static void lay_out_piece(Dsv3Param *p, Dsv3GroupKind kind, const Dsv3ShardSpec 
     } else if (s->tp > 1 && p->tp != DSV3_TP_REPLICATE) {
         dim = p->tp == DSV3_TP_ROWWISE ? 1 : 0, parts = s->tp, k = s->tp_rank;
     }
-    if (dim >= 0) chunk_of(p->shape[dim], parts, k, &piece_start[dim], &p->local[dim]);
+    if (dim >= 0) dsv3_param_chunk(p->shape[dim], parts, k, &piece_start[dim], &p->local[dim]);
     p->local_numel = 1;
     for (int d = 0; d < p->ndim; d++)
         p->local_numel *= p->local[d];
@@ -161,7 +159,7 @@ static void lay_out_shard(Dsv3Param *p, const Dsv3ShardSpec *s) {
     const int64_t *piece_start = p->piece_start;
     int64_t rows = p->local[0];
     p->shard_rows = ceil_div(rows, s->fsdp);
-    chunk_of(rows, s->fsdp, s->fsdp_rank, &p->shard_row0, &p->real_rows);
+    dsv3_param_chunk(rows, s->fsdp, s->fsdp_rank, &p->shard_row0, &p->real_rows);
     memset(&p->box, 0, sizeof p->box);
     for (int d = 0; d < p->ndim; d++) {
         p->box.start[d] = piece_start[d];

@@ -231,6 +231,10 @@ void dsv3_param_group_init_shard(const Dsv3ParamGroup *group, const Dsv3ModelArg
 // Elements of a box.
 int64_t dsv3_box_numel(const Dsv3Box *box, int ndim);
 
+// Chunk k of `parts` of n elements, as torch.chunk cuts (and tensor parallelism and FSDP cut
+// tensors here): chunks of ceil(n / parts) from the start, the last ones shorter or empty.
+void dsv3_param_chunk(int64_t n, int64_t parts, int64_t k, int64_t *start, int64_t *count);
+
 // Elements of param's FSDP shard (shard_rows rows of its piece, padding included), which start
 // at its shard_offset in the group's flat shard.
 int64_t dsv3_param_shard_numel(const Dsv3Param *p);

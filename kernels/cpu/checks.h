@@ -25,6 +25,9 @@ Dsv3Err dsv3_cpu_check_adamw(const float *param, const float *grad, const float 
 Dsv3Err dsv3_cpu_check_cross_entropy(const double *loss_sum, const float *dh, const float *dweight,
                                      const float *h, const float *weight, const int32_t *labels,
                                      int64_t N, int64_t D, int64_t V, int64_t chunk);
+// The same for cross_entropy_logits.
+Dsv3Err dsv3_cpu_check_cross_entropy_logits(const double *loss_sum, const float *logits,
+                                            const int32_t *labels, int64_t N, int64_t V);
 
 // Sizes, the slice [vocab_start, vocab_start + V) of the table, the two buffers a and b (named
 // in the messages) and every token id (>= 0; ids outside the slice are allowed).

@@ -53,6 +53,24 @@ Dsv3Err dsv3_cpu_check_cross_entropy(const double *loss_sum, const float *dh, co
     return DSV3_OK;
 }
 
+Dsv3Err dsv3_cpu_check_cross_entropy_logits(const double *loss_sum, const float *logits,
+                                            const int32_t *labels, int64_t N, int64_t V) {
+    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "cross_entropy_logits: loss_sum is NULL");
+    DSV3_CHECK(N >= 0 && V > 0, DSV3_ERR_USAGE,
+               "cross_entropy_logits: N = %" PRId64 ", V = %" PRId64 ", expected N >= 0, V > 0", N,
+               V);
+    if (N == 0) return DSV3_OK;
+    DSV3_CHECK(logits != NULL && labels != NULL, DSV3_ERR_USAGE,
+               "cross_entropy_logits: logits and labels must not be NULL");
+    for (int64_t n = 0; n < N; n++)
+        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
+                   DSV3_ERR_USAGE,
+                   "cross_entropy_logits: labels[%" PRId64 "] = %" PRId32
+                   " is neither a token id in [0, %" PRId64 ") nor the ignore index %d",
+                   n, labels[n], V, DSV3_IGNORE_INDEX);
+    return DSV3_OK;
+}
+
 // A slice [vocab_start, vocab_start + V) of a vocabulary of int32 ids.
 static Dsv3Err check_vocab_slice(const char *op, int64_t V, int64_t vocab_start) {
     DSV3_CHECK(V > 0 && vocab_start >= 0 && vocab_start <= (int64_t)INT32_MAX + 1 - V,

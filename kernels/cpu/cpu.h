@@ -85,6 +85,7 @@ static inline void *dsv3_cpu_workspace_at(const Dsv3KernelContext *ctx, size_t o
 size_t dsv3_cpu_attention_forward_workspace(const Dsv3OpShape *shape, int threads);
 size_t dsv3_cpu_attention_backward_workspace(const Dsv3OpShape *shape, int threads);
 size_t dsv3_cpu_cross_entropy_workspace(const Dsv3OpShape *shape, int threads);
+size_t dsv3_cpu_cross_entropy_logits_workspace(const Dsv3OpShape *shape, int threads);
 size_t dsv3_cpu_experts_forward_workspace(const Dsv3OpShape *shape, int threads);
 size_t dsv3_cpu_experts_backward_workspace(const Dsv3OpShape *shape, int threads);
 size_t dsv3_cpu_moe_plan_workspace(const Dsv3OpShape *shape, int threads);

@@ -144,3 +144,43 @@ Dsv3Err dsv3_cpu_cross_entropy(const Dsv3KernelContext *ctx, Dsv3TensorDtype dty
     *loss_sum = total;
     return DSV3_OK;
 }
+
+// cross_entropy_logits: the rows of given logits through cross_entropy_row. Workspace: the row
+// losses (N doubles), summed in row order.
+size_t dsv3_cpu_cross_entropy_logits_workspace(const Dsv3OpShape *shape, int threads) {
+    (void)threads;
+    Dsv3CpuLayout layout = {0};
+    dsv3_cpu_layout_add(&layout, shape->N, sizeof(double));
+    return layout.bytes;
+}
+
+Dsv3Err dsv3_cpu_cross_entropy_logits(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                      double *loss_sum, float *dlogits, const float *logits,
+                                      const int32_t *labels, int64_t N, int64_t V,
+                                      float grad_scale) {
+    DSV3_CALL(dsv3_cpu_check_f32("cross_entropy_logits", dtype));
+    DSV3_CALL(dsv3_cpu_check_cross_entropy_logits(loss_sum, logits, labels, N, V));
+    const Dsv3OpShape shape = {.N = N};
+    DSV3_CALL(dsv3_cpu_check_workspace(ctx, "cross_entropy_logits",
+                                       dsv3_cpu_cross_entropy_logits_workspace(&shape, 1)));
+    double *row_loss = ctx->workspace; // (N)
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = logits + n * V; // (V)
+        float *drow = dlogits ? dlogits + n * V : NULL;
+        if (drow && drow != row) memcpy(drow, row, (size_t)V * sizeof *drow);
+        if (labels[n] == DSV3_IGNORE_INDEX) {
+            row_loss[n] = 0;
+            if (drow) memset(drow, 0, (size_t)V * sizeof *drow);
+        } else {
+            // Without a gradient the row is only read.
+            row_loss[n] = cross_entropy_row(drow ? drow : (float *)row, labels[n], V, drow != NULL,
+                                            grad_scale);
+        }
+    }
+    double total = 0;
+    for (int64_t n = 0; n < N; n++)
+        total += row_loss[n];
+    *loss_sum = total;
+    return DSV3_OK;
+}

@@ -84,3 +84,36 @@ Dsv3Err dsv3_cpu_reference_cross_entropy(const Dsv3KernelContext *ctx, Dsv3Tenso
     }
     return DSV3_OK;
 }
+
+// cross_entropy_logits: each row's log-softmax in double, one row at a time (no workspace).
+Dsv3Err dsv3_cpu_reference_cross_entropy_logits(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                                double *loss_sum, float *dlogits,
+                                                const float *logits, const int32_t *labels,
+                                                int64_t N, int64_t V, float grad_scale) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("cross_entropy_logits", dtype));
+    DSV3_CALL(dsv3_cpu_check_cross_entropy_logits(loss_sum, logits, labels, N, V));
+    double loss = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = logits + n * V; // (V)
+        float *drow = dlogits ? dlogits + n * V : NULL;
+        if (labels[n] == DSV3_IGNORE_INDEX) {
+            for (int64_t v = 0; drow && v < V; v++)
+                drow[v] = 0.0f;
+            continue;
+        }
+        double max = row[0];
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > max) max = row[v];
+        double sum = 0;
+        for (int64_t v = 0; v < V; v++)
+            sum += exp((double)row[v] - max);
+        const double log_sum_exp = max + log(sum), target = row[labels[n]];
+        loss += log_sum_exp - target;
+        for (int64_t v = 0; drow && v < V; v++) // row[v] is read before drow[v] is written
+            drow[v] = (float)(grad_scale *
+                              (exp((double)row[v] - log_sum_exp) - (v == labels[n] ? 1.0 : 0.0)));
+    }
+    *loss_sum = loss;
+    return DSV3_OK;
+}

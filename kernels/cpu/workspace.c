@@ -21,6 +21,9 @@ Dsv3Err dsv3_cpu_workspace_bytes(const Dsv3KernelContext *ctx, int op, const Dsv
         need = dsv3_cpu_attention_backward_workspace(shape, threads);
         break;
     case DSV3_OP_CROSS_ENTROPY: need = dsv3_cpu_cross_entropy_workspace(shape, threads); break;
+    case DSV3_OP_CROSS_ENTROPY_LOGITS:
+        need = dsv3_cpu_cross_entropy_logits_workspace(shape, threads);
+        break;
     case DSV3_OP_EXPERTS_FORWARD: need = dsv3_cpu_experts_forward_workspace(shape, threads); break;
     case DSV3_OP_EXPERTS_BACKWARD:
         need = dsv3_cpu_experts_backward_workspace(shape, threads);

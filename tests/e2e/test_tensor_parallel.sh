@@ -3,7 +3,9 @@
 # (gradient clipping, expert-bias updates, warm-up then linear decay) on the same global batch
 # at tp 2 (heads, the dense FFN's and the shared experts' hidden features, the embedding's and
 # the output head's vocabulary split; the residual stream, norms, router and routed experts on
-# each rank's half of the tokens; the loss over the split vocabulary), tp 2 with q_lora
+# each rank's half of the tokens; the loss over the split vocabulary), tp 2 with the logits
+# gathered before the loss instead (disable_loss_parallel; also both ways with a vocabulary
+# that splits unevenly), tp 2 with q_lora
 # (wq_a → q_norm → wq_b), tp 2 with YaRN active (seq_len above original_seq_len), tp 2 with
 # full and with op-level activation checkpointing (the default run checkpoints every second
 # layer), tp 2 × dp_shard 2 (FSDP of each tp rank's pieces), tp 2 × pp 2 and
@@ -25,6 +27,12 @@ YARN=(--model.original_seq_len 16 --model.rope_factor 4)
 train_stages one 1
 train_stages tp2 2 "${TP2[@]}"
 expect_in "$WORK/tp2.out" "tp 2 = 2 stage ranks"
+GATHER=(--parallelism.disable_loss_parallel true)
+train_stages tp2_gather 2 "${TP2[@]}" "${GATHER[@]}"
+ODD_VOCAB=(--model.vocab_size 2001)
+train_stages odd_one 1 "${ODD_VOCAB[@]}"
+train_stages odd_tp2 2 "${TP2[@]}" "${ODD_VOCAB[@]}"
+train_stages odd_tp2_gather 2 "${TP2[@]}" "${ODD_VOCAB[@]}" "${GATHER[@]}"
 train_stages qlora_one 1 "${QLORA[@]}"
 train_stages qlora_tp2 2 "${TP2[@]}" "${QLORA[@]}"
 train_stages yarn_one 1 "${YARN[@]}"
@@ -50,7 +58,9 @@ for name in runs:
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
 }
-compare one tp2 ac_tp2 acop_tp2 tp2_dp2 tp2_pp2 tp2_ep2
+compare one tp2 tp2_gather ac_tp2 acop_tp2 tp2_dp2 tp2_pp2 tp2_ep2
+compare tp2 tp2_gather
+compare odd_one odd_tp2 odd_tp2_gather
 compare qlora_one qlora_tp2
 compare yarn_one yarn_tp2
 
@@ -78,7 +88,7 @@ for name in ("from_tp2", "to_tp2"):
     assert worst <= 1e-5, (name, worst)
 PY
 
-check_peaks one tp2 qlora_tp2 yarn_tp2 ac_tp2 acop_tp2 tp2_dp2 tp2_pp2 tp2_ep2
+check_peaks one tp2 tp2_gather qlora_tp2 yarn_tp2 ac_tp2 acop_tp2 tp2_dp2 tp2_pp2 tp2_ep2
 
 # Validation: the held-out loss of tp 2 (and tp 2 × pp 2) is one process's, counted once.
 VAL=(--training.steps 2 --validation.enable true --validation.freq 2 --validation.steps 2

@@ -655,10 +655,12 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
     static const struct {
         const char *text, *message, *default_text;
     } cases[] = {
-        {"[parallelism]\ndisable_loss_parallel = true\n",
-         "x.toml:2: parallelism.disable_loss_parallel = true is not supported yet: it needs logits "
-         "gathered before the loss, which is not implemented (only the default false is accepted)",
-         "[parallelism]\ndisable_loss_parallel = false\n"},
+        {"[parallelism]\ncontext_parallel_rotate_method = \"alltoall\"\n",
+         "x.toml:2: parallelism.context_parallel_rotate_method = \"alltoall\" is not supported "
+         "yet: "
+         "it needs ring passes of keys and values, which is not implemented (only the default "
+         "\"allgather\" is accepted)",
+         "[parallelism]\ncontext_parallel_rotate_method = \"allgather\"\n"},
         {"[debug]\ndeterministic = true\n",
          "x.toml:2: debug.deterministic = true is not supported yet: it needs the CUDA backend's "
          "deterministic mode, which is not implemented (only the default false is accepted)",
@@ -681,10 +683,10 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
     // The check is the core's own: dsv3_config_resolve makes it without the model.
     dsv3_config_init(&f->a);
     EXPECT_OK(dsv3_model_config_resolve(&f->a));
-    EXPECT_OK(dsv3_config_override(&f->a, "parallelism.disable_loss_parallel", "true"));
+    EXPECT_OK(dsv3_config_override(&f->a, "parallelism.enable_async_tensor_parallel", "true"));
     EXPECT_ERROR(dsv3_config_resolve(&f->a), DSV3_ERR_CONFIG,
-                 "command line --parallelism.disable_loss_parallel: "
-                 "parallelism.disable_loss_parallel = true is not supported yet");
+                 "command line --parallelism.enable_async_tensor_parallel: "
+                 "parallelism.enable_async_tensor_parallel = true is not supported yet");
     // The help says what the key waits for, and why a CPU run needs no deterministic mode.
     char *help = NULL;
     EXPECT_OK(dsv3_config_help(&help));

@@ -10,7 +10,10 @@
 //   - with 2 and 3 slices, the loss (on every slice), the summed dh and each slice's dweight
 //     equal the fused op's on the whole vocabulary;
 //   - without dh only the loss is computed; the GEMMs are counted by the profiler; the argument
-//     checks name the bad value before any work.
+//     checks name the bad value before any work;
+//   - cross_entropy_logits on the whole vocabulary's logits (what a rank holds when the logits
+//     are gathered instead), followed by the head's linear backward, gives the fused op's loss,
+//     dh and dweight; without dlogits only the loss, the logits untouched.
 //
 // Legend: N tokens, D model width, V whole vocabulary, Vs rows of one slice.
 #include <inttypes.h>
@@ -337,6 +340,51 @@ static void test_slices_match_the_whole_vocabulary(void **state) {
     }
 }
 
+// The loss of materialised logits (N, V) = h · weightᵀ, then dh = dlogits · weight and
+// dweight += dlogitsᵀ · h by the linear op's backward.
+static LossResult logits_loss(Dsv3KernelContext *ctx, const LossProblem *p) {
+    const int64_t N = p->N, D = p->D, V = p->V;
+    LossResult r = {.loss = -1, .dh = floats(N * D), .dweight = copy_of(p->dweight0, V * D)};
+    float *logits = floats(N * V), *kept = floats(N * V);
+    assert_int_equal(dsv3_linear_forward(ctx, F32, logits, p->h, p->weight, N, D, V), DSV3_OK);
+    memcpy(kept, logits, (size_t)(N * V) * sizeof *kept);
+    double loss_only = -1;
+    assert_int_equal(dsv3_cross_entropy_logits(SIZED(ctx, CROSS_ENTROPY_LOGITS, .N = N, .V = V),
+                                               F32, &loss_only, NULL, logits, p->labels, N, V,
+                                               p->grad_scale),
+                     DSV3_OK);
+    assert_memory_equal(logits, kept, (size_t)(N * V) * sizeof *kept); // only read
+    assert_int_equal(dsv3_cross_entropy_logits(ctx, F32, &r.loss, logits, logits, p->labels, N, V,
+                                               p->grad_scale),
+                     DSV3_OK);
+    assert_true(loss_only == r.loss);
+    assert_int_equal(dsv3_linear_backward(SIZED(ctx, LINEAR_BACKWARD, .N = N), F32, r.dh, r.dweight,
+                                          logits, p->h, p->weight, N, D, V, 0),
+                     DSV3_OK);
+    return r;
+}
+
+static void test_loss_of_materialised_logits_matches_the_fused_op(void **state) {
+    (void)state;
+    rng_state = 5;
+    Run run[THREAD_COUNT_CASES + 1];
+    for (int c = 0; c < LOSS_CASE_COUNT; c++) {
+        const LossProblem p = loss_problem(&LOSS_CASES[c]);
+        for (int r = 0, run_count = runs(run); r < run_count; r++) {
+            omp_set_num_threads(run[r].threads);
+            const LossResult want = fused_loss(run[r].ctx, &p);
+            const LossResult got = logits_loss(run[r].ctx, &p);
+            char shape[96], what[128];
+            snprintf(shape, sizeof shape,
+                     "logits, N %" PRId64 " D %" PRId64 " V %" PRId64 " ignore every %d", p.N, p.D,
+                     p.V, LOSS_CASES[c].ignore_every);
+            describe(what, sizeof what, &run[r], shape);
+            expect_same_loss(&got, &want, &p, what);
+        }
+        test_buffers_free_after(0);
+    }
+}
+
 static void test_loss_only_without_dh(void **state) {
     (void)state;
     rng_state = 4;
@@ -481,6 +529,7 @@ int main(void) {
         FIXTURE(test_embedding_slices_sum_to_the_whole_table),
         FIXTURE(test_one_slice_matches_the_fused_op),
         FIXTURE(test_slices_match_the_whole_vocabulary),
+        FIXTURE(test_loss_of_materialised_logits_matches_the_fused_op),
         FIXTURE(test_loss_only_without_dh),
         FIXTURE(test_gemms_are_counted_for_their_op),
         FIXTURE(test_bad_arguments_are_refused_before_any_work),
