@@ -85,11 +85,14 @@ static Dsv3Err check_parallel_degrees(const Dsv3Config *cfg, const Dsv3ModelArgs
                "%s: parallelism.tensor_parallel_degree %" PRId64
                " does not divide model.inter_dim %" PRId64 " (the dense FFN's hidden features)",
                key_where(cfg, "parallelism", "tensor_parallel_degree"), tp, args->inter_dim);
-    DSV3_CHECK(cfg->training.seq_len % tp == 0, DSV3_ERR_CONFIG,
+    int64_t cp = cfg->parallelism.context_parallel_degree;
+    DSV3_CHECK(cfg->training.seq_len % (tp * cp) == 0, DSV3_ERR_CONFIG,
                "%s: parallelism.tensor_parallel_degree %" PRId64
-               " does not divide training.seq_len %" PRId64
-               " (sequence parallelism splits every micro-batch's tokens over the tp ranks)",
-               key_where(cfg, "parallelism", "tensor_parallel_degree"), tp, cfg->training.seq_len);
+               " × context_parallel_degree %" PRId64 " does not divide training.seq_len %" PRId64
+               " (sequence parallelism splits a cp rank's seq_len / cp positions of every "
+               "sequence over the tp ranks)",
+               key_where(cfg, "parallelism", "tensor_parallel_degree"), tp, cp,
+               cfg->training.seq_len);
     int64_t shared = args->moe_inter_dim * args->num_shared_experts;
     DSV3_CHECK(shared % tp == 0, DSV3_ERR_CONFIG,
                "%s: parallelism.tensor_parallel_degree %" PRId64

@@ -1107,6 +1107,12 @@ static void test_combination_checks_name_both_sides(void **state) {
                   "model.n_heads 16");
     RESOLVE_FAILS("[parallelism]\ncontext_parallel_degree = 3\n", "training.seq_len 2048",
                   "context_parallel_degree");
+    // 40 = 2 × cp × 10 splits into cp 2's chunks, but a cp rank's 20 positions not over tp 8.
+    RESOLVE_FAILS("[training]\nseq_len = 40\n[parallelism]\ncontext_parallel_degree = 2\n"
+                  "tensor_parallel_degree = 8\n",
+                  "parallelism.tensor_parallel_degree 8 × context_parallel_degree 2 does not "
+                  "divide training.seq_len 40",
+                  "seq_len / cp positions");
     RESOLVE_FAILS("[training]\ndataset = \"tokens\"\n",
                   "x.toml:2: training.dataset = \"tokens\" needs training.dataset_path", "tokens");
     RESOLVE_FAILS("[training]\ndataset = \"text\"\ndataset_path = \"\"\n",
