@@ -292,16 +292,25 @@ typedef struct {
 // sequence.
 //   attention_forward: q (B, Tq, H, Dqk), k (B, Tk, H, Dqk), v (B, Tk, H, Dv) → out
 //     (B, Tq, H, Dv) and lse (B, H, Tq), the log-sum-exp of each query's scaled scores, saved
-//     for backward. Query t sits at key position p = q_pos[t] (q_pos (Tq), every p in
-//     [0, Tk)); q_pos NULL means Tq == Tk and p = t (context parallelism passes its queries'
-//     places in the gathered sequence). Query t attends to key s when s ≤ p and, if doc (B, Tk)
-//     is not NULL, doc[b, s] == doc[b, p] (document ids of a block-causal mask). Softmax of
-//     scale · q·k, computed per head with an online softmax. When scores (B, H, Tq, Tk) is not
-//     NULL, the scaled, masked scores of the tiles forward visits are kept there and backward
-//     reads them instead of recomputing q·kᵀ: same results, bit for bit, for B·H·Tq·Tk floats
-//     of memory. A backend may ignore scores (it must then be NULL in backward too or hold
-//     what forward left).
-//   attention_backward: dq (B, Tq, H, Dqk), dk (B, Tk, H, Dqk), dv (B, Tk, H, Dv) written.
+//     for backward. Query t of sequence b sits at key position p = q_pos[b, t] (q_pos (B, Tq),
+//     every p in [−1, Tk)); q_pos NULL means Tq == Tk and p = t (context parallelism passes its
+//     queries' places among the keys it holds). Query t attends to key s when s ≤ p and, if
+//     doc (B, Tk) is not NULL, doc[b, s] == doc[b, p] (document ids of a block-causal mask); a
+//     query at −1 sees no key: its output is 0 and its lse −∞. Softmax of scale · q·k,
+//     computed per head with an online softmax. When scores (B, H, Tq, Tk) is not NULL, the
+//     scaled, masked scores of the tiles forward visits are kept there and backward reads them
+//     instead of recomputing q·kᵀ: same results, bit for bit, for B·H·Tq·Tk floats of memory.
+//     A backend may ignore scores (it must then be NULL in backward too or hold what forward
+//     left).
+//   attention_backward: dq (B, Tq, H, Dqk), dk (B, Tk, H, Dqk), dv (B, Tk, H, Dv) written:
+//     the gradients through these keys of an attention whose output and lse are out and lse.
+//     These may be forward's, or those of the attention over more keys (the merge of several
+//     key shards, attention_merge): each shard's call then gives its share (a query with an
+//     lse of −∞ gets none).
+//   attention_merge: (out, lse) ← the attention over the keys of both (out, lse) and (part_out,
+//     part_lse), of the same queries over two disjoint sets of keys: lse = log(e^lse +
+//     e^part_lse), out = e^(old lse − lse)·out + e^(part_lse − lse)·part_out; out, part_out
+//     (B, T, H, Dv), lse, part_lse (B, H, T). A side with an lse of −∞ adds nothing.
 #define DSV3_KERNELS_ATTENTION(X)                                                                  \
     X(ATTENTION_FORWARD, attention_forward,                                                        \
       (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, float *lse, float *scores,  \
@@ -314,7 +323,11 @@ typedef struct {
        const float *lse, const float *scores, const int32_t *q_pos, const int32_t *doc, int64_t B, \
        int64_t Tq, int64_t Tk, int64_t H, int64_t Dqk, int64_t Dv, float scale),                   \
       (ctx, dtype, dq, dk, dv, dout, q, k, v, out, lse, scores, q_pos, doc, B, Tq, Tk, H, Dqk, Dv, \
-       scale))
+       scale))                                                                                     \
+    X(ATTENTION_MERGE, attention_merge,                                                            \
+      (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, float *lse,                 \
+       const void *part_out, const float *part_lse, int64_t B, int64_t T, int64_t H, int64_t Dv),  \
+      (ctx, dtype, out, lse, part_out, part_lse, B, T, H, Dv))
 
 // SwiGLU gate: h = silu(a) · b, with a = w1 x and b = w3 x.
 //   swiglu_forward: h (N, F); may not alias a or b.

@@ -17,8 +17,9 @@
 # trains on two processes of 1 thread each, data parallel (dp 2: half the batch each, gradients
 # all-reduced), tensor parallel (tp 2: the whole batch each, half the heads, the hidden
 # features and the vocabulary) and context parallel (cp 2: half of every sequence's positions
-# each, keys and values all-gathered), and prints each one's tokens/s (as --fsdp measures
-# them) and tp's and cp's time in their collectives per step (median step).
+# each, keys and values all-gathered, then passed around the ring: context_parallel_rotate_method
+# "alltoall"), and prints each one's tokens/s (as --fsdp measures them) and tp's and cp's time
+# in their collectives per step (median step).
 #   ./run/bench.sh --experts [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
 # runs the training executables on two cores with the routed experts on the stage process (one
 # process, 2 threads) and on 2 expert servers (one stage process and 2 servers, 1 thread each),
@@ -130,7 +131,7 @@ fi
 if [ $tensor -eq 1 ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    dp=0 tp=0 cp=0
+    dp=0 tp=0 cp=0 ring=0
     for _ in $(seq "$repeat"); do
         dp=$(best "$dp" "$(layout_tps dp 2 1 --training.local_batch_size $((batch / 2)) \
             --parallelism.data_parallel_replicate_degree 2 --parallelism.data_parallel_shard_degree 1)")
@@ -138,19 +139,22 @@ if [ $tensor -eq 1 ]; then
             --parallelism.tensor_parallel_degree 2)")
         cp=$(best "$cp" "$(layout_tps cp 2 1 --training.local_batch_size "$batch" \
             --parallelism.context_parallel_degree 2)")
+        ring=$(best "$ring" "$(layout_tps ring 2 1 --training.local_batch_size "$batch" \
+            --parallelism.context_parallel_degree 2 --parallelism.context_parallel_rotate_method alltoall)")
     done
-    "$DSV3_VENV/bin/python" - "$work" "$seq_len" "$batch" "$dp" "$tp" "$cp" <<'PY'
+    "$DSV3_VENV/bin/python" - "$work" "$seq_len" "$batch" "$dp" "$tp" "$cp" "$ring" <<'PY'
 import json, statistics, sys
 work, seq_len, batch = sys.argv[1:4]
-dp, tp, cp = map(float, sys.argv[4:7])
+dp, tp, cp, ring = map(float, sys.argv[4:8])
 def comm(name, key):  # median seconds in the collectives, median step (last run)
     steps = [json.loads(line) for line in open(f"{work}/{name}/metrics.jsonl")][1:]
     return statistics.median(s[key] for s in steps), statistics.median(s["time_step"] for s in steps)
 print(f"debug model, seq_len {seq_len}, {batch} sequences per step, 2 processes x 1 thread:")
-print(f"  DP 2  {dp:8.1f} tokens/s")
-for name, tps in (("tp", tp), ("cp", cp)):
-    seconds, step = comm(name, f"time_comm_{name}")
-    print(f"  {name.upper()} 2  {tps:8.1f} tokens/s ({100 * tps / dp:.1f}% of DP 2); {name} collectives "
+print(f"  DP 2      {dp:8.1f} tokens/s")
+for name, label, key, tps in (("tp", "TP 2", "tp", tp), ("cp", "CP 2", "cp", cp),
+                              ("ring", "CP 2 ring", "cp", ring)):
+    seconds, step = comm(name, f"time_comm_{key}")
+    print(f"  {label:9} {tps:8.1f} tokens/s ({100 * tps / dp:.1f}% of DP 2); {key} collectives "
           f"{seconds:.3f} s of a {step:.3f} s step (last run)")
 PY
     exit 0

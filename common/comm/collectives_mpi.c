@@ -232,6 +232,36 @@ done:
     return err;
 }
 
+// Tag of a ring step's messages: the group's communicator carries nothing else point to point.
+enum { SHIFT_TAG = 1 };
+
+static Dsv3Err mpi_shift(Dsv3Collectives *self, Dsv3CommGroup g, void *recv, const void *send,
+                         int64_t count, Dsv3ElemType type) {
+    Dsv3CollectivesMpi *c = of(self);
+    Group *grp = NULL;
+    MPI_Datatype t = MPI_DATATYPE_NULL;
+    int64_t bytes = 0;
+    DSV3_CALL(prepare(c, g, count, type, &grp, &t, &bytes));
+    DSV3_CHECK(!overlap(send, count * bytes, recv, count * bytes), DSV3_ERR_USAGE,
+               "shift on %s: send and recv overlap", dsv3_comm_group_name(g));
+    if (grp->size == 1) {
+        if (count > 0) memcpy(recv, send, (size_t)(count * bytes));
+        return DSV3_OK;
+    }
+    const int next = (grp->rank + 1) % grp->size,
+              previous = (grp->rank + grp->size - 1) % grp->size;
+    for (int64_t at = 0; at < count; at += c->chunk) {
+        int n = (int)(count - at < c->chunk ? count - at : c->chunk);
+        MPI_Request reqs[2];
+        DSV3_MPI_CALL(
+            MPI_Irecv((char *)recv + at * bytes, n, t, previous, SHIFT_TAG, grp->comm, &reqs[0]));
+        DSV3_MPI_CALL(
+            MPI_Isend((const char *)send + at * bytes, n, t, next, SHIFT_TAG, grp->comm, &reqs[1]));
+        DSV3_CALL(wait(c, g, 2, reqs, "ring shift"));
+    }
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_collectives_mpi_create_chunked(Dsv3CollectivesMpi **out, const Dsv3Topology *topo,
                                             Dsv3Watch *watch, int64_t chunk_elems) {
     DSV3_CHECK(out && topo && watch, DSV3_ERR_USAGE,
@@ -243,7 +273,8 @@ Dsv3Err dsv3_collectives_mpi_create_chunked(Dsv3CollectivesMpi **out, const Dsv3
     *out = NULL;
     Dsv3CollectivesMpi *c = NULL;
     DSV3_CALL(dsv3_calloc((void **)&c, 1, sizeof *c, "MPI collectives"));
-    c->base = (Dsv3Collectives){mpi_group, mpi_all_gather, mpi_reduce_scatter, mpi_all_reduce};
+    c->base =
+        (Dsv3Collectives){mpi_group, mpi_all_gather, mpi_reduce_scatter, mpi_all_reduce, mpi_shift};
     c->watch = watch;
     c->chunk = chunk_elems;
     for (int g = 0; g < DSV3_COMM_GROUP_COUNT; g++)

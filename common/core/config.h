@@ -234,8 +234,8 @@ typedef enum {
     X(S, INT, context_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,        \
       "Context-parallel ranks")                                                                    \
     X(S, STR, context_parallel_rotate_method, "allgather", 0, 0, "allgather|alltoall",             \
-      DSV3_NOT_YET("ring passes of keys and values"),                                              \
-      "How context parallelism exchanges keys and values")                                         \
+      DSV3_SUPPORTED,                                                                              \
+      "How context parallelism exchanges keys and values: all-gathered, or passed around a ring")  \
     X(S, INT, expert_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,         \
       "Expert servers per pipeline stage (1: experts computed on stage ranks)")                    \
     X(S, INT, expert_tensor_parallel_degree, 1, 1, 1, DSV3_NO_CHOICES, DSV3_SUPPORTED,             \

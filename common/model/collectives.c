@@ -59,5 +59,12 @@ static Dsv3Err local_all_reduce(Dsv3Collectives *self, Dsv3CommGroup g, void *bu
     return local_copy(buf, buf, count, type);
 }
 
+static Dsv3Err local_shift(Dsv3Collectives *self, Dsv3CommGroup g, void *recv, const void *send,
+                           int64_t count, Dsv3ElemType type) {
+    int64_t size = 0, rank = 0;
+    DSV3_CALL(local_group(self, g, &size, &rank));
+    return local_copy(recv, send, count, type);
+}
+
 Dsv3Collectives dsv3_collectives_local = {local_group, local_all_gather, local_reduce_scatter,
-                                          local_all_reduce};
+                                          local_all_reduce, local_shift};

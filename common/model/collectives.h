@@ -49,6 +49,11 @@ struct Dsv3Collectives {
     // Collective on g: buf (count) = the reduction of every rank's buf, in place.
     Dsv3Err (*all_reduce)(Dsv3Collectives *self, Dsv3CommGroup g, void *buf, int64_t count,
                           Dsv3ElemType type, Dsv3ReduceOp op);
+    // Collective on g, one step of a ring: recv (count) = the send (count) of the previous rank
+    // (rank − 1, mod size), while this rank's send goes to the next. send and recv may not
+    // overlap.
+    Dsv3Err (*shift)(Dsv3Collectives *self, Dsv3CommGroup g, void *recv, const void *send,
+                     int64_t count, Dsv3ElemType type);
 };
 
 // Bytes of one element of `type`.
@@ -57,8 +62,8 @@ int64_t dsv3_elem_size(Dsv3ElemType type);
 // "tp", "cp", "fsdp", "dp_replicate", "dp": for messages.
 const char *dsv3_comm_group_name(Dsv3CommGroup g);
 
-// Every group holds the caller alone: all_gather and reduce_scatter copy send to recv (unless
-// in place), all_reduce does nothing. Host memory only.
+// Every group holds the caller alone: all_gather, reduce_scatter and shift copy send to recv
+// (unless in place), all_reduce does nothing. Host memory only.
 extern Dsv3Collectives dsv3_collectives_local;
 
 #endif

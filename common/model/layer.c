@@ -12,13 +12,17 @@ static const Dsv3TensorDtype F32 = DSV3_TENSOR_F32;
 // Which buffers op-mode recomputes: norm outputs, SwiGLU products, gathered expert inputs.
 enum { KEEP = 0, RECOMPUTE = 1 };
 
+// Tk: the key positions per sequence the attention's k, v hold (T · cp gathered, or T: one
+// ring shard); Nk = B · Tk.
 typedef struct {
     int64_t N, Nl, D, H, Dqk, Dv, Q, C, R, I, E, K, M, F, Fs, B, T, cp, Tk, Nk;
+    int ring;
 } Dims;
 
 // A tp and cp rank's dimensions: its rows of the micro-batch, heads and hidden features
 // (model_config checks that tp divides them), and the keys its attention sees.
-static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp, int64_t cp) {
+static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp, int64_t cp,
+                    int ring) {
     Dims d = {.N = B * T,
               .Nl = B * T / tp,
               .D = a->dim,
@@ -36,8 +40,9 @@ static Dims dims_of(const Dsv3ModelArgs *a, int64_t B, int64_t T, int64_t tp, in
               .B = B,
               .T = T,
               .cp = cp,
-              .Tk = T * cp,
-              .Nk = B * T * cp};
+              .ring = cp > 1 && ring,
+              .Tk = cp > 1 && ring ? T : T * cp,
+              .Nk = cp > 1 && ring ? B * T : B * T * cp};
     d.M = d.Nl * d.K;
     return d;
 }
@@ -65,9 +70,10 @@ static Dsv3Err act_buffer(void **field, void *shared_field, int64_t count, size_
 
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int local_experts, int64_t B, int64_t T, int64_t tp, int64_t cp) {
+                               int local_experts, int64_t B, int64_t T, int64_t tp, int64_t cp,
+                               int cp_ring) {
     DSV3_ASSERT(mode == DSV3_AC_NONE || shared);
-    Dims d = dims_of(args, B, T, tp, cp);
+    Dims d = dims_of(args, B, T, tp, cp, cp_ring);
     memset(acts, 0, sizeof *acts);
     acts->mode = mode;
     DSV3_CALL(dsv3_arena_calloc(arena, (void **)&acts->x, (size_t)(d.Nl * d.D), sizeof(float),
@@ -88,7 +94,9 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
     ACT_FLOAT(v, d.Nk * d.H * d.Dv, KEEP);
     ACT_FLOAT(o, d.N * d.H * d.Dv, KEEP);
     ACT_FLOAT(lse, d.B * d.H * d.T, KEEP);
-    if (d.B * d.H * d.T * d.Tk * (int64_t)sizeof(float) <= DSV3_ATTENTION_SCORES_MAX_BYTES)
+    // The ring visits cp shards: their scores are recomputed in backward.
+    if (!d.ring &&
+        d.B * d.H * d.T * d.Tk * (int64_t)sizeof(float) <= DSV3_ATTENTION_SCORES_MAX_BYTES)
         ACT_FLOAT(attn_scores, d.B * d.H * d.T * d.Tk, KEEP);
     ACT_FLOAT(h, d.Nl * d.D, KEEP);
     ACT_FLOAT(hn, d.N * d.D, RECOMPUTE);
@@ -119,8 +127,8 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
 }
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
-                                  int64_t B, int64_t T, int64_t tp, int64_t cp) {
-    Dims d = dims_of(args, B, T, tp, cp);
+                                  int64_t B, int64_t T, int64_t tp, int64_t cp, int cp_ring) {
+    Dims d = dims_of(args, B, T, tp, cp, cp_ring);
     int64_t hidden = d.I > d.Fs ? d.I : d.Fs, nv = args->qk_nope_head_dim + d.Dv;
     memset(s, 0, sizeof *s);
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->kva, d.N * (d.C + d.R), "scratch kva"));
@@ -150,7 +158,22 @@ Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const D
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->rows, d.Nl * d.D, "scratch sequence rows"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->gathered, d.N * d.D, "scratch gathered gradient"));
     }
-    if (cp > 1) {
+    if (d.ring) {
+        const int64_t n_keys = d.N * d.H * d.Dqk, n_values = d.N * d.H * d.Dv;
+        for (int i = 0; i < 2; i++) {
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_k[i], n_keys, "scratch ring keys"));
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_v[i], n_values, "scratch ring values"));
+            DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_dk[i], n_keys, "scratch ring key gradients"));
+            DSV3_CALL(
+                DSV3_ARENA_ARRAY(arena, s->ring_dv[i], n_values, "scratch ring value gradients"));
+        }
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_o, n_values, "scratch ring partial output"));
+        DSV3_CALL(
+            DSV3_ARENA_ARRAY(arena, s->ring_lse, d.B * d.H * d.T, "scratch ring partial lse"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_dq, n_keys, "scratch ring partial dq"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_dk_part, n_keys, "scratch ring partial dk"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_dv_part, n_values, "scratch ring partial dv"));
+    } else if (cp > 1) {
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->k_ranks, d.Nk * d.H * d.Dqk, "scratch keys by rank"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->v_ranks, d.Nk * d.H * d.Dv, "scratch values by rank"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->dk_keys, d.Nk * d.H * d.Dqk, "scratch dk of keys"));
@@ -259,6 +282,84 @@ static Dsv3Err cp_reduce_keys(const Dsv3LayerContext *ctx, Dsv3LayerScratch *s, 
                              DSV3_ELEM_F32, DSV3_REDUCE_SUM);
 }
 
+// cp_ring: one shard's keys and values (and with `grads`, the gradients that travel with them)
+// passed on to the next rank of the ring, the previous rank's received into step i's buffers.
+static Dsv3Err ring_pass(const Dsv3LayerContext *ctx, Dsv3LayerScratch *s, const Dims *d, int64_t i,
+                         float **k, float **v, float **dk, float **dv, int keys) {
+    Dsv3Collectives *c = ctx->collectives;
+    const int64_t nk = d->N * d->H * d->Dqk, nv = d->N * d->H * d->Dv;
+    if (keys) {
+        DSV3_CALL(c->shift(c, DSV3_GROUP_CP, s->ring_k[i % 2], *k, nk, DSV3_ELEM_F32));
+        DSV3_CALL(c->shift(c, DSV3_GROUP_CP, s->ring_v[i % 2], *v, nv, DSV3_ELEM_F32));
+        *k = s->ring_k[i % 2];
+        *v = s->ring_v[i % 2];
+    }
+    if (!dk) return DSV3_OK;
+    // The last pass brings this rank's own shard's gradients home.
+    float *dk_in = i == d->cp ? s->dk : s->ring_dk[i % 2];
+    float *dv_in = i == d->cp ? s->dv : s->ring_dv[i % 2];
+    DSV3_CALL(c->shift(c, DSV3_GROUP_CP, dk_in, *dk, nk, DSV3_ELEM_F32));
+    DSV3_CALL(c->shift(c, DSV3_GROUP_CP, dv_in, *dv, nv, DSV3_ELEM_F32));
+    *dk = dk_in;
+    *dv = dv_in;
+    return DSV3_OK;
+}
+
+// The queries' places among rank j's keys, and its keys' document ids (layer.h).
+static const int32_t *ring_positions(const Dsv3LayerContext *ctx, const Dims *d, int64_t j) {
+    return ctx->ring_pos + j * d->B * d->T;
+}
+
+static const int32_t *ring_documents(const Dsv3LayerContext *ctx, const Dims *d, int64_t j) {
+    return ctx->ring_doc ? ctx->ring_doc + j * d->B * d->T : NULL;
+}
+
+// cp_ring: the attention of this rank's queries over every rank's keys, a shard per step (own
+// first, then from the previous rank on), each partial result merged into a->o, a->lse.
+static Dsv3Err ring_attention_forward(const Dsv3LayerContext *ctx, Dsv3LayerActs *a,
+                                      Dsv3LayerScratch *s, const Dims *d) {
+    const Dsv3KernelContext *kc = ctx->kernels;
+    float *k = a->k, *v = a->v;
+    for (int64_t i = 0; i < d->cp; i++) {
+        const int64_t j = (ctx->cp_rank - i + d->cp) % d->cp; // whose shard
+        if (i > 0) DSV3_CALL(ring_pass(ctx, s, d, i, &k, &v, NULL, NULL, 1));
+        DSV3_CALL(dsv3_attention_forward(kc, F32, i ? s->ring_o : a->o, i ? s->ring_lse : a->lse,
+                                         NULL, a->q, k, v, ring_positions(ctx, d, j),
+                                         ring_documents(ctx, d, j), d->B, d->T, d->T, d->H, d->Dqk,
+                                         d->Dv, ctx->softmax_scale));
+        if (i > 0)
+            DSV3_CALL(dsv3_attention_merge(kc, F32, a->o, a->lse, s->ring_o, s->ring_lse, d->B,
+                                           d->T, d->H, d->Dv));
+    }
+    return DSV3_OK;
+}
+
+// cp_ring backward: s->dq from every shard; each shard's key and value gradients travel around
+// the ring with it, gathering every rank's share, and this rank's own arrive in s->dk, s->dv.
+static Dsv3Err ring_attention_backward(const Dsv3LayerContext *ctx, Dsv3LayerActs *a,
+                                       Dsv3LayerScratch *s, const Dims *d) {
+    const Dsv3KernelContext *kc = ctx->kernels;
+    const int64_t nq = d->N * d->H * d->Dqk, nv = d->N * d->H * d->Dv;
+    float *k = a->k, *v = a->v, *dk = s->dk, *dv = s->dv;
+    DSV3_CALL(dsv3_attention_backward(kc, F32, s->dq, dk, dv, s->do_, a->q, k, v, a->o, a->lse,
+                                      NULL, ring_positions(ctx, d, ctx->cp_rank),
+                                      ring_documents(ctx, d, ctx->cp_rank), d->B, d->T, d->T, d->H,
+                                      d->Dqk, d->Dv, ctx->softmax_scale));
+    for (int64_t i = 1; i <= d->cp; i++) {
+        DSV3_CALL(ring_pass(ctx, s, d, i, &k, &v, &dk, &dv, i < d->cp));
+        if (i == d->cp) break; // home: dk, dv are s->dk, s->dv
+        const int64_t j = (ctx->cp_rank - i + d->cp) % d->cp;
+        DSV3_CALL(dsv3_attention_backward(
+            kc, F32, s->ring_dq, s->ring_dk_part, s->ring_dv_part, s->do_, a->q, k, v, a->o, a->lse,
+            NULL, ring_positions(ctx, d, j), ring_documents(ctx, d, j), d->B, d->T, d->T, d->H,
+            d->Dqk, d->Dv, ctx->softmax_scale));
+        DSV3_CALL(dsv3_add(kc, F32, s->dq, s->dq, s->ring_dq, nq));
+        DSV3_CALL(dsv3_add(kc, F32, dk, dk, s->ring_dk_part, nq));
+        DSV3_CALL(dsv3_add(kc, F32, dv, dv, s->ring_dv_part, nv));
+    }
+    return DSV3_OK;
+}
+
 static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, const Dims *d,
                                  const Dsv3ModelArgs *args, const Dsv3LayerContext *ctx,
                                  Dsv3LayerScratch *s) {
@@ -289,11 +390,12 @@ static Dsv3Err attention_forward(Dsv3LayerActs *a, const Dsv3ParamGroup *g, cons
     // k = [k_nope of each head, the shared k_pe]; v from the rest of wkv_b's output. Under cp
     // they go to this rank's place among every rank's, then are gathered.
     float *k = a->k, *v = a->v;
-    if (d->cp > 1) {
+    if (d->cp > 1 && !d->ring) {
         k = s->k_ranks + ctx->cp_rank * N * d->H * d->Dqk;
         v = s->v_ranks + ctx->cp_rank * N * d->H * d->Dv;
     }
     DSV3_CALL(dsv3_mla_kv_forward(kc, F32, k, v, s->kvb, a->kpe, d->R, N, d->H, nope, d->R, d->Dv));
+    if (d->ring) return ring_attention_forward(ctx, a, s, d);
     if (d->cp > 1) DSV3_CALL(cp_gather_keys(ctx, a, s, d));
     DSV3_CALL(dsv3_attention_forward(kc, F32, a->o, a->lse, a->attn_scores, a->q, a->k, a->v,
                                      ctx->q_pos, ctx->doc, d->B, d->T, d->Tk, d->H, d->Dqk, d->Dv,
@@ -346,7 +448,7 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *a, const D
                            const Dsv3ModelArgs *args, const float *expert_bias,
                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
     const Dsv3KernelContext *kc = ctx->kernels;
-    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp, ctx->cp);
+    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp, ctx->cp, ctx->cp_ring);
     float eps = (float)args->norm_eps;
     int64_t NlD = d.Nl * d.D;
     if (x != a->x)
@@ -471,12 +573,16 @@ static Dsv3Err attention_backward(float *dn, const float *dy, Dsv3LayerActs *a, 
     int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
     DSV3_CALL(dsv3_linear_backward(kc, F32, s->do_, G(g, DSV3_P_WO), dy, a->o, P(g, DSV3_P_WO), N,
                                    d->H * d->Dv, d->D, 0));
-    const int cp = d->cp > 1;
-    DSV3_CALL(dsv3_attention_backward(kc, F32, s->dq, cp ? s->dk_keys : s->dk,
-                                      cp ? s->dv_keys : s->dv, s->do_, a->q, a->k, a->v, a->o,
-                                      a->lse, a->attn_scores, ctx->q_pos, ctx->doc, d->B, d->T,
-                                      d->Tk, d->H, d->Dqk, d->Dv, ctx->softmax_scale));
-    if (cp) DSV3_CALL(cp_reduce_keys(ctx, s, d));
+    const int gathered = d->cp > 1 && !d->ring;
+    if (d->ring) {
+        DSV3_CALL(ring_attention_backward(ctx, a, s, d));
+    } else {
+        DSV3_CALL(dsv3_attention_backward(kc, F32, s->dq, gathered ? s->dk_keys : s->dk,
+                                          gathered ? s->dv_keys : s->dv, s->do_, a->q, a->k, a->v,
+                                          a->o, a->lse, a->attn_scores, ctx->q_pos, ctx->doc, d->B,
+                                          d->T, d->Tk, d->H, d->Dqk, d->Dv, ctx->softmax_scale));
+    }
+    if (gathered) DSV3_CALL(cp_reduce_keys(ctx, s, d));
     // Undo the assembly of k and v: per-head k_nope and v go back to wkv_b's output; the
     // shared k_pe receives the sum over heads.
     DSV3_CALL(dsv3_mla_kv_backward(kc, F32, s->dkvb, s->dkva + d->C, CR, s->dk, s->dv, N, d->H,
@@ -511,7 +617,7 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
                             const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
                             Dsv3LayerActs *shared) {
     const Dsv3KernelContext *kc = ctx->kernels;
-    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp, ctx->cp);
+    Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp, ctx->cp, ctx->cp_ring);
     int64_t NlD = d.Nl * d.D;
     if (a->mode == DSV3_AC_FULL) {
         // Rerun the whole block into the shared buffers; its output is not needed.

@@ -31,7 +31,11 @@
 // attention runs on these tokens alone; the attention's keys and values are all-gathered over
 // the cp group (DSV3_GROUP_CP) after RoPE, into the whole sequence's order, and its queries
 // attend at their positions in it (q_pos); in backward the keys' and values' gradients are
-// reduce-scattered back (torchtitan's "allgather" rotation).
+// reduce-scattered back (torchtitan's "allgather" rotation). With cp_ring ("alltoall") the
+// keys and values pass around the cp ring instead, one rank's shard per step: the queries
+// attend to each shard at their places among its keys (ring_pos), and the partial attentions
+// merge (attention_merge); in backward each shard's key and value gradients travel with it and
+// arrive home after cp steps. Each rank then holds one shard at a time, not the whole sequence.
 //
 // Legend: N = B × T tokens of the micro-batch, Nl = N / tp this rank's rows, D dim, H heads,
 // Dqk = nope + rope head dims, Dv value head dim, Q q_lora_rank, C kv_lora_rank, R rope dims,
@@ -67,7 +71,11 @@ typedef struct {
     float softmax_scale;              // Dqk^-0.5, × mscale² with YaRN
     const int32_t *doc;   // (B, Tk) document ids for block-causal masks, or NULL (causal)
     int64_t cp, cp_rank;  // context-parallel degree (1: whole sequences) and rank
-    const int32_t *q_pos; // (T) the tokens' positions in their sequence (cp > 1), or NULL
+    int cp_ring;          // cp > 1: keys and values pass around the ring instead of all-gathered
+    const int32_t *q_pos; // (B, T) the tokens' positions in their sequence (cp > 1), or NULL
+    // cp_ring: for each rank j's shard, (cp, B, T) the tokens' places among its keys (−1: none
+    // visible) and (cp, B, T) its keys' document ids (NULL: causal).
+    const int32_t *ring_pos, *ring_doc;
     Dsv3RouterArgs router;
     Dsv3Experts *experts;         // the routed experts of the MoE layers
     int64_t slot;                 // the micro-batch's activation slot (model.h), for the experts
@@ -86,6 +94,7 @@ typedef struct {
     float *kvn;               // (N, C)
     float *kpe;               // (N, R) after RoPE
     float *k, *v;             // (Nk, H, Dqk), (Nk, H, Dv): the whole sequences' under cp
+                              // (this rank's alone with cp_ring)
     float *o;                 // (N, H, Dv) attention output
     float *lse;               // (B, H, T)
     float *attn_scores;       // (B, H, T, Tk) attention scores kept for backward, or NULL
@@ -129,6 +138,11 @@ typedef struct {
     float *v_ranks;         // (cp, N, H, Dv)
     float *dk_keys;         // (Nk, H, Dqk) cp > 1: the whole sequences' key gradients
     float *dv_keys;         // (Nk, H, Dv)
+    // cp_ring: the shard in flight and its gradients (two of each: one sent, one received),
+    // a shard's partial output, lse and gradients.
+    float *ring_k[2], *ring_v[2], *ring_dk[2], *ring_dv[2]; // (N, H, Dqk), (N, H, Dv)
+    float *ring_o, *ring_lse, *ring_dq;                     // (N, H, Dv), (B, H, T), (N, H, Dqk)
+    float *ring_dk_part, *ring_dv_part;                     // (N, H, Dqk), (N, H, Dv)
 } Dsv3LayerScratch;
 
 // Allocates a layer's activations for mode `mode` (moe: 1 for a MoE layer, 0 for a dense
@@ -136,10 +150,11 @@ typedef struct {
 // with mode DSV3_AC_NONE, shared = NULL and moe = -1 (room for both kinds). The routed
 // experts' hidden activations h1 and h3 exist only when the experts run on this rank
 // (local_experts); expert servers keep their own. tp and cp are the tensor- and
-// context-parallel degrees; T the rank's positions per sequence.
+// context-parallel degrees (cp_ring: the ring rotation); T the rank's positions per sequence.
 Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode mode,
                                const Dsv3LayerActs *shared, const Dsv3ModelArgs *args, int moe,
-                               int local_experts, int64_t B, int64_t T, int64_t tp, int64_t cp);
+                               int local_experts, int64_t B, int64_t T, int64_t tp, int64_t cp,
+                               int cp_ring);
 
 // Sequence parallelism's two collectives on DSV3_GROUP_TP, for n_rows rows of D floats per tp
 // rank. sp_gather: full (tp × n_rows, D) = every rank's rows, this rank's copied from `rows`
@@ -151,7 +166,7 @@ Dsv3Err dsv3_layer_sp_reduce(const Dsv3LayerContext *ctx, float *rows, const flo
                              int64_t n_rows, int64_t D);
 
 Dsv3Err dsv3_layer_scratch_create(Dsv3LayerScratch *s, Dsv3Arena *arena, const Dsv3ModelArgs *args,
-                                  int64_t B, int64_t T, int64_t tp, int64_t cp);
+                                  int64_t B, int64_t T, int64_t tp, int64_t cp, int cp_ring);
 
 // out (Nl, D) = the block applied to x (Nl, D), this rank's rows; x is copied into acts->x
 // (unless it is acts->x). acts->counts holds this rank's rows' tokens per expert for MoE

@@ -25,6 +25,8 @@ typedef struct {
     float *last;         // (Nl, D) the last layer's output: the stage output
     float *final_rstd;   // (Nl) last stage
     float *final_out;    // (N, D) last stage: after the final norm (every tp rank's rows)
+    int32_t *ring_pos;   // cp_ring: (cp, B, T / cp) this rank's tokens' places among each
+    int32_t *ring_doc;   // rank's keys, and (cp, B, T / cp) their document ids (layer.h)
 } Slot;
 
 struct Dsv3Model {
@@ -110,12 +112,16 @@ static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     if (m->range.first) DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->tokens, N, "tokens"));
     if (a->attn_mask_type == DSV3_MASK_BLOCK_CAUSAL)
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->doc, sequence_tokens(m), "document ids"));
+    if (m->cp > 1 && m->opt.cp_ring) {
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_pos, m->cp * N, "ring positions"));
+        if (s->doc) DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->ring_doc, m->cp * N, "ring documents"));
+    }
     DSV3_CALL(DSV3_ARENA_TABLE(arena, s->acts, L, "layer activations"));
     for (int64_t i = 0; i < L; i++) {
         int64_t layer = m->range.first_layer + i;
         DSV3_CALL(dsv3_layer_acts_create(&s->acts[i], arena, layer_mode(&m->opt, layer), &m->shared,
                                          a, layer >= a->n_dense_layers, m->range.routed, B, T,
-                                         m->tp, m->cp));
+                                         m->tp, m->cp, m->opt.cp_ring));
     }
     DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->last, Nl * D, "stage output"));
     if (m->range.last) {
@@ -136,19 +142,23 @@ static Dsv3Err find_group(const Dsv3Model *m, Dsv3GroupKind kind, int64_t layer,
     return DSV3_OK;
 }
 
-// Context parallelism's positions of this rank (cp_take's) in q_pos (T / cp), and its rows
-// of the RoPE tables (T, R/2) in cos, sin (T / cp, R/2).
+// The position in its sequence of token i of cp rank `rank` (cp_take's order).
+static int64_t cp_position(const Dsv3Model *m, int64_t rank, int64_t i) {
+    const int64_t C = m->opt.seq_len / (2 * m->cp);
+    return i < C ? rank * C + i : (2 * m->cp - 1 - rank) * C + i - C;
+}
+
+// Context parallelism's positions of this rank in q_pos (B, T / cp), the same for every
+// sequence, and its rows of the RoPE tables (T, R/2) in cos, sin (T / cp, R/2).
 static Dsv3Err cp_positions(Dsv3Model *m, int32_t *q_pos, float *cos, float *sin,
                             const float *cos_all, const float *sin_all) {
-    const int64_t T = m->opt.seq_len, C = T / (2 * m->cp), R = m->args.qk_rope_head_dim;
+    const int64_t B = m->opt.batch, Tl = m->opt.seq_len / m->cp, R = m->args.qk_rope_head_dim;
     int32_t *host = NULL;
-    DSV3_CALL(dsv3_alloc((void **)&host, (size_t)(2 * C) * sizeof *host, "positions"));
-    for (int64_t i = 0; i < C; i++) {
-        host[i] = (int32_t)(m->cp_rank * C + i);
-        host[C + i] = (int32_t)((2 * m->cp - 1 - m->cp_rank) * C + i);
-    }
-    Dsv3Err err = dsv3_memory_copy(m->services.kernels, q_pos, host, (size_t)(2 * C) * sizeof *host,
-                                   DSV3_COPY_HOST_TO_DEVICE);
+    DSV3_CALL(dsv3_alloc((void **)&host, (size_t)(B * Tl) * sizeof *host, "positions"));
+    for (int64_t n = 0; n < B * Tl; n++)
+        host[n] = (int32_t)cp_position(m, m->cp_rank, n % Tl);
+    Dsv3Err err = dsv3_memory_copy(m->services.kernels, q_pos, host,
+                                   (size_t)(B * Tl) * sizeof *host, DSV3_COPY_HOST_TO_DEVICE);
     dsv3_free(host);
     DSV3_CALL(err);
     DSV3_CALL(cp_take(m, cos, cos_all, 1, (size_t)(R / 2) * sizeof(float)));
@@ -184,11 +194,12 @@ static Dsv3Err create_state(Dsv3Model *m) {
                m->range.first_layer, m->range.first_layer + L - 1);
     if (any_checkpointed)
         DSV3_CALL(dsv3_layer_acts_create(&m->shared, arena, DSV3_AC_NONE, NULL, a, -1,
-                                         m->range.routed, B, Tl, m->tp, m->cp));
+                                         m->range.routed, B, Tl, m->tp, m->cp, m->opt.cp_ring));
     DSV3_CALL(DSV3_ARENA_TABLE(arena, m->slots, m->opt.slots, "activation slots"));
     for (int64_t k = 0; k < m->opt.slots; k++)
         DSV3_CALL(create_slot(m, &m->slots[k]));
-    DSV3_CALL(dsv3_layer_scratch_create(&m->scratch, arena, a, B, Tl, m->tp, m->cp));
+    DSV3_CALL(
+        dsv3_layer_scratch_create(&m->scratch, arena, a, B, Tl, m->tp, m->cp, m->opt.cp_ring));
     if (m->range.last && m->cp > 1) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->labels, N, "labels"));
     if (m->range.last) DSV3_CALL(DSV3_ARENA_ARRAY(arena, m->dfinal, N * D, "final norm gradient"));
     if (m->range.last && m->tp > 1) {
@@ -216,7 +227,7 @@ static Dsv3Err create_state(Dsv3Model *m) {
     if (m->cp > 1) {
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, cos_local, Tl * R / 2, "rope cos of this rank"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, sin_local, Tl * R / 2, "rope sin of this rank"));
-        DSV3_CALL(DSV3_ARENA_ARRAY(arena, q_pos, Tl, "positions of this rank"));
+        DSV3_CALL(DSV3_ARENA_ARRAY(arena, q_pos, B * Tl, "positions of this rank"));
     }
     const Dsv3KernelContext *k = m->services.kernels;
     if (!arena->measure) { // a plan (dsv3_model_plan_activation_bytes) has no tables to fill
@@ -249,6 +260,7 @@ static Dsv3Err create_state(Dsv3Model *m) {
         .collectives = m->services.collectives,
         .cp = m->cp,
         .cp_rank = m->cp_rank,
+        .cp_ring = m->opt.cp_ring,
         .q_pos = q_pos,
     };
     return DSV3_OK;
@@ -603,6 +615,70 @@ static Dsv3Err take_input(Dsv3Model *m, Slot *s, const Dsv3StageInput *in) {
     return DSV3_OK;
 }
 
+// cp_ring: the slot's ring_pos and ring_doc (layer.h) from its document ids. Token t of this rank
+// at position p sees, of rank j's keys (positions in increasing order), those up to the last
+// one at or before p; under a block-causal mask none when that key's document is not p's
+// (documents only grow along the sequence).
+static Dsv3Err ring_positions(Dsv3Model *m, Slot *s) {
+    const Dsv3KernelContext *k = m->services.kernels;
+    const int64_t B = m->opt.batch, T = m->opt.seq_len, cp = m->cp, Tl = T / cp, C = Tl / 2;
+    int32_t *pos = NULL, *keys_doc = NULL, *doc = NULL; // host copies
+    Dsv3Err err = DSV3_OK;
+    DSV3_CALL_GOTO(
+        err, done,
+        dsv3_calloc((void **)&pos, (size_t)(cp * B * Tl), sizeof *pos, "ring positions"));
+    if (s->doc) {
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_calloc((void **)&keys_doc, (size_t)(cp * B * Tl), sizeof *keys_doc,
+                                   "ring documents"));
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_calloc((void **)&doc, (size_t)(B * T), sizeof *doc, "document ids"));
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_memory_copy(k, doc, s->doc, (size_t)(B * T) * sizeof *doc,
+                                        DSV3_COPY_DEVICE_TO_HOST));
+    }
+    for (int64_t j = 0; j < cp; j++)
+        for (int64_t b = 0; b < B; b++) {
+            int32_t *pos_jb = pos + (j * B + b) * Tl;
+            const int32_t *doc_b = doc ? doc + b * T : NULL;
+            for (int64_t t = 0; t < Tl; t++) {
+                const int64_t p = cp_position(m, m->cp_rank, t);
+                const int64_t head = p - j * C + 1, tail = p - (2 * cp - 1 - j) * C + 1;
+                int64_t last = (head < 0   ? 0
+                                : head > C ? C
+                                           : head) +
+                               (tail < 0   ? 0
+                                : tail > C ? C
+                                           : tail) -
+                               1;
+                if (doc_b && last >= 0 && doc_b[cp_position(m, j, last)] != doc_b[p]) last = -1;
+                pos_jb[t] = (int32_t)last;
+                if (doc_b) keys_doc[(j * B + b) * Tl + t] = doc_b[cp_position(m, j, t)];
+            }
+        }
+    DSV3_CALL_GOTO(err, done,
+                   dsv3_memory_copy(k, s->ring_pos, pos, (size_t)(cp * B * Tl) * sizeof *pos,
+                                    DSV3_COPY_HOST_TO_DEVICE));
+    if (doc)
+        DSV3_CALL_GOTO(err, done,
+                       dsv3_memory_copy(k, s->ring_doc, keys_doc,
+                                        (size_t)(cp * B * Tl) * sizeof *keys_doc,
+                                        DSV3_COPY_HOST_TO_DEVICE));
+done:
+    dsv3_free(pos);
+    dsv3_free(keys_doc);
+    dsv3_free(doc);
+    return err;
+}
+
+// The layers' context for slot s.
+static void context_of_slot(Dsv3Model *m, const Slot *s, int64_t slot) {
+    m->ctx.doc = s->doc;
+    m->ctx.ring_pos = s->ring_pos;
+    m->ctx.ring_doc = s->ring_doc;
+    m->ctx.slot = slot;
+}
+
 Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in) {
     DSV3_CALL(check_slot(m, slot));
     const Dsv3ModelArgs *a = &m->args;
@@ -610,8 +686,8 @@ Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in)
     int64_t L = m->range.n_layers, Nl = n_rows(m);
     Slot *s = &m->slots[slot];
     DSV3_CALL(take_input(m, s, in));
-    m->ctx.doc = s->doc;
-    m->ctx.slot = slot;
+    if (s->ring_pos) DSV3_CALL(ring_positions(m, s));
+    context_of_slot(m, s, slot);
     for (int64_t i = 0; i < L; i++) {
         float *out = i + 1 < L ? s->acts[i + 1].x : s->last;
         int g = m->group_layer[i];
@@ -786,8 +862,7 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
         DSV3_CALL(dsv3_memory_copy(k, m->dh, grad->dout, (size_t)(n_rows(m) * D) * sizeof(float),
                                    DSV3_COPY_DEVICE_TO_DEVICE));
     }
-    m->ctx.doc = s->doc;
-    m->ctx.slot = slot;
+    context_of_slot(m, s, slot);
     for (int64_t i = L - 1; i >= 0; i--) {
         int g = m->group_layer[i];
         DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_BACKWARD));

@@ -50,6 +50,8 @@
 typedef struct {
     int64_t batch, seq_len; // micro-batch shape
     int64_t cp;             // context-parallel degree (0 or 1: none)
+    int cp_ring;            // cp > 1: keys and values pass around the cp ring (torchtitan's
+                            // "alltoall" rotation) instead of being all-gathered
     int32_t eos_id;         // document boundary of block-causal masks (< 0: none)
     Dsv3AcMode ac_mode;     // none, op, or full (for every layer, or see ac_every)
     int64_t ac_every;       // > 0: full AC for layers with (id + 1) % ac_every == 0 only

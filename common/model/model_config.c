@@ -157,18 +157,19 @@ Dsv3Err dsv3_model_options_from_config(const Dsv3Config *cfg, int32_t eos_id,
                                        Dsv3ModelOptions *out) {
     const char *mode = cfg->activation_checkpoint.mode;
     const char *option = cfg->activation_checkpoint.selective_ac_option;
-    *out = (Dsv3ModelOptions){.batch = cfg->training.local_batch_size,
-                              .seq_len = cfg->training.seq_len,
-                              .cp = cfg->parallelism.context_parallel_degree,
-                              .eos_id = eos_id,
-                              .ac_mode = DSV3_AC_NONE,
-                              .loss_chunk = LOSS_CHUNK,
-                              .gather_logits = cfg->parallelism.disable_loss_parallel,
-                              .slots = 1,
-                              .matmul_dtype =
-                                  strcmp(cfg->training.mixed_precision_param, "bfloat16") == 0
-                                      ? DSV3_TENSOR_BF16
-                                      : DSV3_TENSOR_F32};
+    *out = (Dsv3ModelOptions){
+        .batch = cfg->training.local_batch_size,
+        .seq_len = cfg->training.seq_len,
+        .cp = cfg->parallelism.context_parallel_degree,
+        .cp_ring = strcmp(cfg->parallelism.context_parallel_rotate_method, "alltoall") == 0,
+        .eos_id = eos_id,
+        .ac_mode = DSV3_AC_NONE,
+        .loss_chunk = LOSS_CHUNK,
+        .gather_logits = cfg->parallelism.disable_loss_parallel,
+        .slots = 1,
+        .matmul_dtype = strcmp(cfg->training.mixed_precision_param, "bfloat16") == 0
+                            ? DSV3_TENSOR_BF16
+                            : DSV3_TENSOR_F32};
     if (strcmp(mode, "full") == 0)
         out->ac_mode = DSV3_AC_FULL;
     else if (strcmp(mode, "selective") == 0 && strcmp(option, "op") == 0)

@@ -25,10 +25,10 @@
 // Legend: B sequences, Tq queries and Tk keys per sequence, H heads, Dqk query/key head dim, Dv
 // value head dim, BQ / BK query / key rows of a tile. q, dq (B, Tq, H, Dqk); out, dout
 // (B, Tq, H, Dv); k, dk (B, Tk, H, Dqk); v, dv (B, Tk, H, Dv): the vector of (b, t, h) starts
-// at ((b·T + t)·H + h)·D with T = Tq or Tk. lse, delta (B, H, Tq). q_pos (Tq) each query's
-// key position p (NULL: p = t). doc (B, Tk) document ids, or NULL for plain causal. Query t
-// sees key s when s ≤ p and doc[b, s] == doc[b, p]. A query block's positions need not be
-// contiguous: a tile is classified by the range of its queries' positions.
+// at ((b·T + t)·H + h)·D with T = Tq or Tk. lse, delta (B, H, Tq). q_pos (B, Tq) each query's
+// key position p (NULL: p = t; −1: no key). doc (B, Tk) document ids, or NULL for plain
+// causal. Query t sees key s when s ≤ p and doc[b, s] == doc[b, p]. A query block's positions
+// need not be contiguous: a tile is classified by the range of its queries' positions.
 #include <cblas.h>
 
 #include <limits.h>
@@ -112,27 +112,30 @@ static void doc_range(const int32_t *doc_b, int64_t start, int64_t end, int32_t 
     }
 }
 
-static int64_t query_position(const int32_t *q_pos, int64_t t) { return q_pos ? q_pos[t] : t; }
+static int64_t query_position(const int32_t *pos_b, int64_t t) { return pos_b ? pos_b[t] : t; }
 
-// A query block: rows [q0, q0 + nq) of one sequence, the range of their key positions and
-// (with doc) of their document ids.
+// A query block: rows [q0, q0 + nq) of one sequence, its queries' positions (pos, or NULL),
+// their range and (with doc) the range of their document ids.
 typedef struct {
     int64_t q0, nq;
+    const int32_t *pos; // (Tq) the sequence's query positions, or NULL
     int64_t pos_lo, pos_hi;
     int32_t doc_lo, doc_hi;
 } QueryBlock;
 
-static QueryBlock query_block(const int32_t *q_pos, const int32_t *doc_b, int64_t qb, int64_t Tq) {
+static QueryBlock query_block(const int32_t *q_pos, const int32_t *doc_b, int64_t b, int64_t qb,
+                              int64_t Tq) {
     QueryBlock blk = {.q0 = qb * BLOCK_Q, .nq = min_i64(BLOCK_Q, Tq - qb * BLOCK_Q)};
+    blk.pos = q_pos ? q_pos + b * Tq : NULL;
     blk.pos_lo = INT64_MAX;
     blk.pos_hi = INT64_MIN;
     blk.doc_lo = INT32_MAX;
     blk.doc_hi = INT32_MIN;
     for (int64_t t = blk.q0; t < blk.q0 + blk.nq; t++) {
-        const int64_t p = query_position(q_pos, t);
+        const int64_t p = query_position(blk.pos, t);
         if (p < blk.pos_lo) blk.pos_lo = p;
         if (p > blk.pos_hi) blk.pos_hi = p;
-        if (doc_b == NULL) continue;
+        if (doc_b == NULL || p < 0) continue;
         if (doc_b[p] < blk.doc_lo) blk.doc_lo = doc_b[p];
         if (doc_b[p] > blk.doc_hi) blk.doc_hi = doc_b[p];
     }
@@ -152,10 +155,10 @@ static TileKind tile_kind(const int32_t *doc_b, const QueryBlock *blk, int64_t k
 }
 
 // s (nq, BK) = −∞ where query q0 + i may not see key k0 + j.
-static void mask_tile(float *s, const int32_t *q_pos, const int32_t *doc_b, const QueryBlock *blk,
-                      int64_t k0, int64_t nk) {
+static void mask_tile(float *s, const int32_t *doc_b, const QueryBlock *blk, int64_t k0,
+                      int64_t nk) {
     for (int64_t i = 0; i < blk->nq; i++) {
-        const int64_t p = query_position(q_pos, blk->q0 + i);
+        const int64_t p = query_position(blk->pos, blk->q0 + i);
         for (int64_t j = 0; j < nk; j++) {
             const int64_t u = k0 + j;
             if (u > p || (doc_b != NULL && doc_b[u] != doc_b[p])) s[i * BLOCK_K + j] = -INFINITY;
@@ -180,7 +183,7 @@ static int score_tile(const Dsv3KernelContext *ctx, float *s, const float *q, co
     dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)blk->nq, (int)nk, (int)g->Dqk,
                   g->scale, q + ((b * g->Tq + blk->q0) * g->H + h) * g->Dqk, ld,
                   k + ((b * g->Tk + k0) * g->H + h) * g->Dqk, ld, 0.0f, s, BLOCK_K);
-    if (kind == TILE_CUT) mask_tile(s, g->q_pos, doc_b, blk, k0, nk);
+    if (kind == TILE_CUT) mask_tile(s, doc_b, blk, k0, nk);
     return 1;
 }
 
@@ -255,7 +258,7 @@ static void forward_query_block(const Dsv3KernelContext *ctx, float *out, float 
     float *m = o + BLOCK_Q * Dv;                              // (BQ)
     float *l = m + BLOCK_Q;                                   // (BQ)
     const int32_t *doc_b = doc == NULL ? NULL : doc + b * Tk; // (Tk)
-    const QueryBlock blk = query_block(g->q_pos, doc_b, qb, Tq);
+    const QueryBlock blk = query_block(g->q_pos, doc_b, b, qb, Tq);
     const int64_t q0 = blk.q0, nq = blk.nq;
     for (int64_t i = 0; i < nq; i++) {
         m[i] = -INFINITY;
@@ -274,13 +277,14 @@ static void forward_query_block(const Dsv3KernelContext *ctx, float *out, float 
                       s, BLOCK_K, v + ((b * Tk + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o,
                       (int)Dv);
     }
-    // A query always sees the key at its own position, so l >= 1 here.
+    // A query that sees a key sees the one at its position, so l >= 1 then; a query that sees
+    // none (position −1) gets zeros and an lse of −∞.
     for (int64_t i = 0; i < nq; i++) {
         float *out_t = out + ((b * Tq + q0 + i) * H + h) * Dv; // (Dv)
-        const float inv = 1.0f / l[i];
+        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
         for (int64_t d = 0; d < Dv; d++)
             out_t[d] = o[i * Dv + d] * inv;
-        lse[(b * H + h) * Tq + q0 + i] = m[i] + logf(l[i]);
+        lse[(b * H + h) * Tq + q0 + i] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
     }
 }
 
@@ -364,7 +368,7 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
     const int64_t Tq = g->Tq, Tk = g->Tk, H = g->H, Dqk = g->Dqk, Dv = g->Dv;
     const int32_t *doc_b = a->doc == NULL ? NULL : a->doc + b * Tk; // (Tk)
     const int64_t k0 = kb * BLOCK_K, nk = min_i64(BLOCK_K, Tk - k0);
-    const QueryBlock blk = query_block(g->q_pos, doc_b, qb, Tq);
+    const QueryBlock blk = query_block(g->q_pos, doc_b, b, qb, Tq);
     const int64_t q0 = blk.q0, nq = blk.nq;
     if (a->scores) {
         if (tile_kind(doc_b, &blk, k0, k0 + nk) == TILE_HIDDEN) return;
@@ -385,6 +389,11 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
                   dout_tile, ldv, v_tile, ldv, 0.0f, ds, BLOCK_K);
     for (int64_t i = 0; i < nq; i++) {
         float *pi = p + i * BLOCK_K, *dsi = ds + i * BLOCK_K; // (nk) each
+        if (lse_q[i] == -INFINITY) { // the query sees no key at all: no gradient
+            memset(pi, 0, (size_t)nk * sizeof *pi);
+            memset(dsi, 0, (size_t)nk * sizeof *dsi);
+            continue;
+        }
         exp_shifted(pi, nk, lse_q[i]); // masked scores are −∞: P = 0, dS = 0
 #pragma omp simd
         for (int64_t j = 0; j < nk; j++)
@@ -509,5 +518,37 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
         }
     }
     blas_threads_leave(saved);
+    return DSV3_OK;
+}
+
+// ---- merge ----
+
+// Each (sequence, position, head) on its own: the two lse combine through their max, so that
+// no exponential overflows; a side at −∞ has weight 0.
+Dsv3Err dsv3_cpu_attention_merge(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
+                                 float *lse, const void *part_out_, const float *part_lse,
+                                 int64_t B, int64_t T, int64_t H, int64_t Dv) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("attention_merge", dtype));
+    float *out = out_;                 // (B, T, H, Dv)
+    const float *part_out = part_out_; // (B, T, H, Dv)
+    DSV3_CALL(dsv3_cpu_check_attention_merge(out, lse, part_out, part_lse, B, T, H, Dv));
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < B * T; n++) {
+        const int64_t b = n / T, t = n % T;
+        for (int64_t h = 0; h < H; h++) {
+            float *l = lse + (b * H + h) * T + t;
+            const float pl = part_lse[(b * H + h) * T + t];
+            if (pl == -INFINITY) continue;
+            float *o = out + (n * H + h) * Dv;
+            const float *po = part_out + (n * H + h) * Dv;
+            const float m = *l > pl ? *l : pl;
+            const float w_old = exp_nonpositive(*l - m), w_part = exp_nonpositive(pl - m);
+            const float sum = w_old + w_part;
+            for (int64_t d = 0; d < Dv; d++)
+                o[d] = (o[d] * w_old + po[d] * w_part) / sum;
+            *l = m + logf(sum);
+        }
+    }
     return DSV3_OK;
 }

@@ -2,13 +2,14 @@
 // clarity (see kernels.h): one query row at a time, every sum in double, the rows of one head
 // in the context's workspace. The fast version (attention.c) is tested against this one, and
 // this one against PyTorch (tests/reference/ops_attention.py). It ignores kept scores and
-// recomputes them (a backend may, see kernels.h).
+// recomputes them (a backend may, see kernels.h); backward takes the probabilities from the
+// given lse and out, which may be those of more keys than these (kernels.h).
 //
 // Legend: B sequences, Tq queries and Tk keys per sequence, H heads, Dqk query/key head dim,
 // Dv value head dim. q (B, Tq, H, Dqk); out (B, Tq, H, Dv); k (B, Tk, H, Dqk); v (B, Tk, H,
 // Dv): the vector of (b, t, h) starts at ((b·T + t)·H + h)·D with T = Tq or Tk. lse (B, H, Tq).
-// q_pos (Tq) each query's key position p, or NULL (p = t). doc (B, Tk) document ids, or NULL
-// for plain causal. Query t sees key s when s ≤ p and doc[b, s] == doc[b, p].
+// q_pos (B, Tq) each query's key position p (−1: none), or NULL (p = t). doc (B, Tk) document
+// ids, or NULL for plain causal. Query t sees key s when s ≤ p and doc[b, s] == doc[b, p].
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,7 +18,7 @@
 #include "kernels/cpu/checks.h"
 #include "kernels/cpu/cpu.h"
 
-// Whether the query at key position pos sees key s.
+// Whether the query at key position pos (≥ 0) sees key s.
 static int visible(const int32_t *doc_b, int64_t pos, int64_t s) {
     return s <= pos && (doc_b == NULL || doc_b[s] == doc_b[pos]);
 }
@@ -53,7 +54,9 @@ static double probabilities(double *p, const float *q, const float *k, const int
     return max + log(sum); // key s = pos is always visible, so sum >= 1
 }
 
-static int64_t position(const int32_t *q_pos, int64_t t) { return q_pos ? q_pos[t] : t; }
+static int64_t position(const int32_t *q_pos, int64_t b, int64_t t, int64_t Tq) {
+    return q_pos ? q_pos[b * Tq + t] : t;
+}
 
 // Workspace of the forward: p (Tk) doubles.
 size_t dsv3_cpu_reference_attention_forward_workspace(const Dsv3OpShape *shape) {
@@ -81,7 +84,7 @@ Dsv3Err dsv3_cpu_reference_attention_forward(const Dsv3KernelContext *ctx, Dsv3T
         const int32_t *doc_b = doc == NULL ? NULL : doc + b * Tk; // (Tk)
         for (int64_t h = 0; h < H; h++) {
             for (int64_t t = 0; t < Tq; t++) {
-                const int64_t pos = position(q_pos, t);
+                const int64_t pos = position(q_pos, b, t, Tq);
                 lse[(b * H + h) * Tq + t] =
                     (float)probabilities(p, q, k, doc_b, b, t, pos, h, Tq, Tk, H, Dqk, scale);
                 float *ot = out + ((b * Tq + t) * H + h) * Dv; // (Dv)
@@ -97,9 +100,9 @@ Dsv3Err dsv3_cpu_reference_attention_forward(const Dsv3KernelContext *ctx, Dsv3T
     return DSV3_OK;
 }
 
-// Recomputes the probabilities from q and k (ignoring the saved out and lse, so that this
-// version checks the whole chain): with P the probabilities, dP_ts = dout_t · v_s and
-// delta_t = Σ_s P_ts dP_ts, dS = P ⊙ (dP − delta); dq_t = scale Σ_s dS_ts k_s,
+// The probabilities come from the scores, recomputed from q and k, and the given lse:
+// P_ts = exp(scale q_t·k_s − lse_t) on visible keys; with dP_ts = dout_t · v_s and
+// delta_t = dout_t · out_t (the given out), dS = P ⊙ (dP − delta); dq_t = scale Σ_s dS_ts k_s,
 // dk_s = scale Σ_t dS_ts q_t, dv_s = Σ_t P_ts dout_t.
 // Workspace of the backward: p, ds (Tk) doubles, one query row; dk_acc (Tk, Dqk) and dv_acc
 // (Tk, Dv) doubles, one head's dk and dv. offsets (4) get the slices' offsets (when not NULL).
@@ -117,6 +120,23 @@ static size_t backward_workspace(const Dsv3OpShape *shape, size_t *offsets) {
 
 size_t dsv3_cpu_reference_attention_backward_workspace(const Dsv3OpShape *shape) {
     return backward_workspace(shape, NULL);
+}
+
+// p (Tk) = exp(scale q·k_s − lse) of query (b, t, h) at key position pos on its visible keys s,
+// 0 elsewhere.
+static void given_probabilities(double *p, const float *q, const float *k, const int32_t *doc_b,
+                                int64_t b, int64_t t, int64_t pos, int64_t h, int64_t Tq,
+                                int64_t Tk, int64_t H, int64_t Dqk, float scale, double lse) {
+    const float *qt = q + ((b * Tq + t) * H + h) * Dqk; // (Dqk)
+    for (int64_t s = 0; s < Tk; s++) {
+        p[s] = 0.0;
+        if (pos < 0 || !visible(doc_b, pos, s)) continue;
+        const float *ks = k + ((b * Tk + s) * H + h) * Dqk; // (Dqk)
+        double dot = 0.0;
+        for (int64_t d = 0; d < Dqk; d++)
+            dot += (double)qt[d] * (double)ks[d];
+        p[s] = exp((double)scale * dot - lse);
+    }
 }
 
 Dsv3Err dsv3_cpu_reference_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
@@ -149,21 +169,22 @@ Dsv3Err dsv3_cpu_reference_attention_backward(const Dsv3KernelContext *ctx, Dsv3
             for (int64_t i = 0; i < Tk * Dv; i++)
                 dv_acc[i] = 0.0;
             for (int64_t t = 0; t < Tq; t++) {
-                const int64_t pos = position(q_pos, t);
-                probabilities(p, q, k, doc_b, b, t, pos, h, Tq, Tk, H, Dqk, scale);
+                const double lse_t = lse[(b * H + h) * Tq + t];
+                const int64_t pos = lse_t == -INFINITY ? -1 : position(q_pos, b, t, Tq);
+                given_probabilities(p, q, k, doc_b, b, t, pos, h, Tq, Tk, H, Dqk, scale, lse_t);
                 const float *dout_t = dout + ((b * Tq + t) * H + h) * Dv; // (Dv)
+                const float *out_t = out + ((b * Tq + t) * H + h) * Dv;   // (Dv)
                 const float *qt = q + ((b * Tq + t) * H + h) * Dqk;       // (Dqk)
                 double delta = 0.0;
+                for (int64_t d = 0; d < Dv; d++)
+                    delta += (double)dout_t[d] * (double)out_t[d];
                 for (int64_t s = 0; s <= pos; s++) {
                     const float *vs = v + ((b * Tk + s) * H + h) * Dv; // (Dv)
                     double dp = 0.0;
                     for (int64_t d = 0; d < Dv; d++)
                         dp += (double)dout_t[d] * (double)vs[d];
-                    ds[s] = dp;
-                    delta += p[s] * dp;
+                    ds[s] = p[s] * (dp - delta);
                 }
-                for (int64_t s = 0; s <= pos; s++)
-                    ds[s] = p[s] * (ds[s] - delta);
                 for (int64_t d = 0; d < Dqk; d++) {
                     double acc = 0.0;
                     for (int64_t s = 0; s <= pos; s++)
@@ -185,5 +206,32 @@ Dsv3Err dsv3_cpu_reference_attention_backward(const Dsv3KernelContext *ctx, Dsv3
             }
         }
     }
+    return DSV3_OK;
+}
+
+// Merge, in double: the weights of both sides through their larger lse.
+Dsv3Err dsv3_cpu_reference_attention_merge(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
+                                           void *out_, float *lse, const void *part_out_,
+                                           const float *part_lse, int64_t B, int64_t T, int64_t H,
+                                           int64_t Dv) {
+    (void)ctx;
+    DSV3_CALL(dsv3_cpu_check_f32("attention_merge", dtype));
+    float *out = out_;                 // (B, T, H, Dv)
+    const float *part_out = part_out_; // (B, T, H, Dv)
+    DSV3_CALL(dsv3_cpu_check_attention_merge(out, lse, part_out, part_lse, B, T, H, Dv));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t h = 0; h < H; h++) {
+                float *l = lse + (b * H + h) * T + t;
+                const double pl = part_lse[(b * H + h) * T + t], ol = *l;
+                if (pl == -INFINITY) continue;
+                const double m = ol > pl ? ol : pl;
+                const double w_old = exp(ol - m), w_part = exp(pl - m), sum = w_old + w_part;
+                float *o = out + ((b * T + t) * H + h) * Dv;
+                const float *po = part_out + ((b * T + t) * H + h) * Dv;
+                for (int64_t d = 0; d < Dv; d++)
+                    o[d] = (float)(((double)o[d] * w_old + (double)po[d] * w_part) / sum);
+                *l = (float)(m + log(sum));
+            }
     return DSV3_OK;
 }

@@ -96,6 +96,9 @@ Dsv3Err dsv3_cpu_check_attention_backward(const float *dq, const float *dk, cons
                                           const int32_t *q_pos, int64_t B, int64_t Tq, int64_t Tk,
                                           int64_t H, int64_t Dqk, int64_t Dv, float scale);
 
+Dsv3Err dsv3_cpu_check_attention_merge(const float *out, const float *lse, const float *part_out,
+                                       const float *part_lse, int64_t B, int64_t T, int64_t H,
+                                       int64_t Dv);
 Dsv3Err dsv3_cpu_check_rope_tables(const float *cos_table, const float *sin_table, int64_t T,
                                    int64_t R, double theta, double factor, double beta_fast,
                                    double beta_slow, int64_t original_seq_len);

@@ -19,10 +19,11 @@ static Dsv3Err attention_check_dims(const int32_t *q_pos, int64_t B, int64_t Tq,
     DSV3_CHECK(q_pos != NULL || Tq == Tk, DSV3_ERR_USAGE,
                "attention: without query positions Tq must equal Tk, got Tq=%lld Tk=%lld",
                (long long)Tq, (long long)Tk);
-    for (int64_t t = 0; q_pos != NULL && t < Tq; t++)
-        DSV3_CHECK(q_pos[t] >= 0 && q_pos[t] < Tk, DSV3_ERR_USAGE,
-                   "attention: query %lld sits at key position %d, outside [0, Tk=%lld)",
-                   (long long)t, (int)q_pos[t], (long long)Tk);
+    for (int64_t n = 0; q_pos != NULL && n < B * Tq; n++)
+        DSV3_CHECK(q_pos[n] >= -1 && q_pos[n] < Tk, DSV3_ERR_USAGE,
+                   "attention: query %lld of sequence %lld sits at key position %d, outside "
+                   "[-1, Tk=%lld)",
+                   (long long)(n % Tq), (long long)(n / Tq), (int)q_pos[n], (long long)Tk);
     return DSV3_OK;
 }
 
@@ -45,6 +46,17 @@ Dsv3Err dsv3_cpu_check_attention_backward(const float *dq, const float *dk, cons
                DSV3_ERR_USAGE,
                "attention backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
     return attention_check_dims(q_pos, B, Tq, Tk, H, Dqk, Dv, scale);
+}
+
+Dsv3Err dsv3_cpu_check_attention_merge(const float *out, const float *lse, const float *part_out,
+                                       const float *part_lse, int64_t B, int64_t T, int64_t H,
+                                       int64_t Dv) {
+    DSV3_CHECK(out != NULL && lse != NULL && part_out != NULL && part_lse != NULL, DSV3_ERR_USAGE,
+               "attention merge: out, lse, part_out, part_lse must not be NULL");
+    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1 && Dv >= 1, DSV3_ERR_USAGE,
+               "attention merge: B, T, H, Dv must be >= 1, got B=%lld T=%lld H=%lld Dv=%lld",
+               (long long)B, (long long)T, (long long)H, (long long)Dv);
+    return DSV3_OK;
 }
 
 Dsv3Err dsv3_cpu_check_rope_tables(const float *cos_table, const float *sin_table, int64_t T,

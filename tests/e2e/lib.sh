@@ -106,3 +106,21 @@ check_peaks() {
             if (r < 0.9 || r > 1.1) bad = 1 } END { exit bad }' || fail "$name: a rank's peak is not within 10% of its plan"
     done
 }
+
+# make_text_corpus: a small tokenizer in $WORK/tok and a text corpus of short documents in
+# $WORK/corpus (several per 32-token window, so that block-causal masks differ from causal
+# ones and documents cross the chunks of pipeline stages and context-parallel ranks); TEXT
+# holds the overrides that train on them with block-causal masks.
+make_text_corpus() {
+    python3 "$DSV3_SOURCE_ROOT/tests/e2e/make_tokenizer.py" "$WORK/tok"
+    mkdir -p "$WORK/corpus"
+    python3 - "$WORK/corpus" <<'PY'
+import random, sys
+rng = random.Random(1)
+words = "the cat sat on a mat and then ran into the garden where it slept".split()
+with open(f"{sys.argv[1]}/a.txt", "w") as f:
+    for _ in range(400): f.write(" ".join(rng.choice(words) for _ in range(rng.randint(2, 9))) + "\n")
+PY
+    TEXT=(--model.attn_mask_type block_causal --model.hf_assets_path "$WORK/tok" --training.dataset text
+        --training.dataset_path "$WORK/corpus")
+}

@@ -31,19 +31,8 @@ EXPERT_SERVERS=2 train_stages cp2_ep2 2 "${CP2[@]}" --parallelism.expert_paralle
 train_stages qy_one 1 "${QLORA_YARN[@]}"
 train_stages qy_cp2 2 "${CP2[@]}" "${QLORA_YARN[@]}"
 
-# Short documents of a text corpus: several per 32-token window, so block-causal masks differ
-# from causal ones, and a document often spans two ranks' chunks.
-python3 "$DSV3_SOURCE_ROOT/tests/e2e/make_tokenizer.py" "$WORK/tok"
-mkdir -p "$WORK/corpus"
-python3 - "$WORK/corpus" <<'PY'
-import random, sys
-rng = random.Random(1)
-words = "the cat sat on a mat and then ran into the garden where it slept".split()
-with open(f"{sys.argv[1]}/a.txt", "w") as f:
-    for _ in range(400): f.write(" ".join(rng.choice(words) for _ in range(rng.randint(2, 9))) + "\n")
-PY
-TEXT=(--model.attn_mask_type block_causal --model.hf_assets_path "$WORK/tok" --training.dataset text
-    --training.dataset_path "$WORK/corpus")
+# Short documents of a text corpus: a document often spans two ranks' chunks.
+make_text_corpus
 train_stages doc_one 1 "${TEXT[@]}"
 train_stages doc_cp2 2 "${CP2[@]}" "${TEXT[@]}"
 train_stages doc_cp2_tp2 4 "${CP2[@]}" "${TP2[@]}" "${TEXT[@]}"

@@ -63,19 +63,9 @@ EXPERT_SERVERS=4 train_stages inter2_ep2 2 --training.local_batch_size 4 "${PP2[
 SIX=(--training.global_batch_size 6 --training.local_batch_size 6)
 train_stages one6 1 "${SIX[@]}"
 train_stages inter3 3 "${SIX[@]}" --parallelism.pipeline_parallel_degree 3 "${INTERLEAVED[@]}"
-# Short documents of a text corpus: several per 32-token window, so block-causal masks differ
-# from causal ones, and the document ids the first stage computes must reach the others.
-python3 "$DSV3_SOURCE_ROOT/tests/e2e/make_tokenizer.py" "$WORK/tok"
-mkdir -p "$WORK/corpus"
-python3 - "$WORK/corpus" <<'PY'
-import random, sys
-rng = random.Random(1)
-words = "the cat sat on a mat and then ran into the garden where it slept".split()
-with open(f"{sys.argv[1]}/a.txt", "w") as f:
-    for _ in range(400): f.write(" ".join(rng.choice(words) for _ in range(rng.randint(2, 9))) + "\n")
-PY
-TEXT=(--model.attn_mask_type block_causal --model.hf_assets_path "$WORK/tok" --training.dataset text
-    --training.dataset_path "$WORK/corpus")
+# Short documents of a text corpus: the document ids the first stage computes must reach the
+# others.
+make_text_corpus
 train_stages block_one 1 --training.local_batch_size 4 "${TEXT[@]}"
 train_stages block_pp2 2 --training.local_batch_size 4 "${PP2[@]}" "${TEXT[@]}"
 expect_in "$WORK/pp2.out" "layout: pipeline schedule: 1F1B, 4 micro-batches × 1 sequences over 2 stages, theoretical bubble 20.0%"

@@ -126,7 +126,7 @@ static void expect_ok(Report *rep, Dsv3Err err, const char *where) {
 }
 
 // One group, type, reduction and count: all_reduce, all_gather (out of place, in place),
-// reduce_scatter, each against the values computed here.
+// reduce_scatter and shift, each against the values computed here.
 static void check_case(Dsv3Collectives *c, Report *rep, Dsv3CommGroup g, const int64_t *members,
                        int n, int64_t rank, int64_t me, Dsv3ElemType type, Dsv3ReduceOp op,
                        int64_t count, void *a, void *b) {
@@ -162,6 +162,14 @@ static void check_case(Dsv3Collectives *c, Report *rep, Dsv3CommGroup g, const i
     for (int64_t i = 0; i < count; i++)
         expect_value(rep, "reduce_scatter", i, load(b, i, type),
                      reduce(members, n, rank * count + i, type, op));
+
+    // shift: recv (count) = the send of the previous member of the ring.
+    for (int64_t i = 0; i < count; i++)
+        store(a, i, type, value(me, i, type));
+    expect_ok(rep, c->shift(c, g, b, a, count, type), "shift");
+    for (int64_t i = 0; i < count; i++)
+        expect_value(rep, "shift", i, load(b, i, type),
+                     value(members[(rank + n - 1) % n], i, type));
 }
 
 // Every group, type, reduction and count with one chunk limit.

@@ -655,12 +655,11 @@ static void test_not_yet_keys_name_the_capability_they_wait_for(void **state) {
     static const struct {
         const char *text, *message, *default_text;
     } cases[] = {
-        {"[parallelism]\ncontext_parallel_rotate_method = \"alltoall\"\n",
-         "x.toml:2: parallelism.context_parallel_rotate_method = \"alltoall\" is not supported "
-         "yet: "
-         "it needs ring passes of keys and values, which is not implemented (only the default "
-         "\"allgather\" is accepted)",
-         "[parallelism]\ncontext_parallel_rotate_method = \"allgather\"\n"},
+        {"[parallelism]\nexpert_parallel_comm_backend = \"deepep\"\n",
+         "x.toml:2: parallelism.expert_parallel_comm_backend = \"deepep\" is not supported yet: it "
+         "needs the DeepEP token dispatch, which is not implemented (only the default "
+         "\"standard\" is accepted)",
+         "[parallelism]\nexpert_parallel_comm_backend = \"standard\"\n"},
         {"[debug]\ndeterministic = true\n",
          "x.toml:2: debug.deterministic = true is not supported yet: it needs the CUDA backend's "
          "deterministic mode, which is not implemented (only the default false is accepted)",

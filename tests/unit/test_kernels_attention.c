@@ -281,7 +281,7 @@ static void test_rope_rejects_bad_arguments(void **state) {
 
 // Which queries a case asks about: every position in order (q_pos NULL), the load-balanced
 // slice of a context-parallel rank (cp 2, rank 1: chunks 1 and 2 of 4), or random positions
-// in random order, some repeated.
+// in random order, some repeated and some −1 (no key), different in each sequence.
 typedef enum { QUERIES_ALL, QUERIES_CP_SLICE, QUERIES_RANDOM } Queries;
 
 typedef struct {
@@ -291,31 +291,34 @@ typedef struct {
 } AttentionCase;
 
 // The positions of rank `rank`'s queries under context parallelism of degree cp: chunks rank
-// and 2·cp − 1 − rank of the sequence cut into 2·cp (T a multiple of 2·cp). pos (T / cp).
-static void cp_slice_positions(int32_t *pos, int64_t T, int64_t cp, int64_t rank) {
+// and 2·cp − 1 − rank of the sequence cut into 2·cp (T a multiple of 2·cp), the same in each
+// of the B sequences. pos (B, T / cp).
+static void cp_slice_positions(int32_t *pos, int64_t B, int64_t T, int64_t cp, int64_t rank) {
     const int64_t chunk = T / (2 * cp);
-    for (int64_t i = 0; i < chunk; i++) {
-        pos[i] = (int32_t)(rank * chunk + i);
-        pos[chunk + i] = (int32_t)((2 * cp - 1 - rank) * chunk + i);
-    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < chunk; i++) {
+            pos[b * 2 * chunk + i] = (int32_t)(rank * chunk + i);
+            pos[b * 2 * chunk + chunk + i] = (int32_t)((2 * cp - 1 - rank) * chunk + i);
+        }
 }
 
-// The query positions of a case (NULL for QUERIES_ALL) and their count *Tq.
+// The query positions (B, Tq) of a case (NULL for QUERIES_ALL) and their count *Tq.
 static int32_t *case_positions(const AttentionCase *tc, int64_t *Tq) {
     *Tq = tc->T;
     if (tc->queries == QUERIES_ALL) return NULL;
+    *Tq = tc->queries == QUERIES_CP_SLICE ? tc->T / 2 : tc->T / 2 + 1;
     int32_t *pos = NULL;
+    assert_int_equal(dsv3_alloc((void **)&pos, (size_t)(tc->B * *Tq) * sizeof *pos, "positions"),
+                     DSV3_OK);
     if (tc->queries == QUERIES_CP_SLICE) {
-        *Tq = tc->T / 2;
-        assert_int_equal(dsv3_alloc((void **)&pos, (size_t)*Tq * sizeof *pos, "positions"),
-                         DSV3_OK);
-        cp_slice_positions(pos, tc->T, 2, 1);
+        cp_slice_positions(pos, tc->B, tc->T, 2, 1);
         return pos;
     }
-    *Tq = tc->T / 2 + 1;
-    assert_int_equal(dsv3_alloc((void **)&pos, (size_t)*Tq * sizeof *pos, "positions"), DSV3_OK);
-    for (int64_t t = 0; t < *Tq; t++)
-        pos[t] = (int32_t)((int64_t)(uniform(0.0f, 1.0f) * (float)tc->T) % tc->T);
+    for (int64_t n = 0; n < tc->B * *Tq; n++) // one in about 8 sees nothing
+        pos[n] = (int32_t)((int64_t)(uniform(0.0f, 1.0f) * (float)(tc->T + tc->T / 8)) %
+                           (tc->T + tc->T / 8));
+    for (int64_t n = 0; n < tc->B * *Tq; n++)
+        if (pos[n] >= tc->T) pos[n] = -1;
     return pos;
 }
 
@@ -358,6 +361,11 @@ static void run_attention(const AttentionCase *tc, int threads_for_fast) {
     assert_int_equal(fwd, DSV3_OK);
     assert_int_equal(bwd, DSV3_OK);
     assert_close("out", out_f, out_r, no);
+    for (int64_t i = 0; i < nl; i++) // queries that see no key: −∞ on both sides
+        if (lse_r[i] == -INFINITY) {
+            assert_true(lse_f[i] == -INFINITY);
+            lse_f[i] = lse_r[i] = 0.0f;
+        }
     assert_close("lse", lse_f, lse_r, nl);
     assert_close("dq", dq_f, dq_r, nq);
     assert_close("dk", dk_f, dk_r, nk);
@@ -453,9 +461,9 @@ static void check_context_parallel_slices(int64_t cp, const int32_t *doc) {
                                              scale),
                      DSV3_OK);
     Tq = T / cp;
-    int32_t pos[T];
+    int32_t pos[B * T];
     for (int64_t rank = 0; rank < cp; rank++) {
-        cp_slice_positions(pos, T, cp, rank);
+        cp_slice_positions(pos, B, T, cp, rank);
         float *q_r = rows_at(q, pos, B, T, Tq, H * Dqk),
               *dout_r = rows_at(dout, pos, B, T, Tq, H * Dv);
         float *out_r = random_floats(B * Tq * H * Dv, 0, 1),
@@ -505,16 +513,169 @@ static void test_attention_context_parallel_slices_add_up_to_the_whole(void **st
     dsv3_free(doc);
 }
 
+// Ring attention's positions: the queries at pos (B, Tq) against the keys of rank j's chunks
+// (its Tl = T / cp positions in increasing order): shard_pos (B, Tq) = the last of those keys at
+// or before the query's position, −1 when there is none or (block-causal) when its document is
+// not the query's (then none of the shard's keys is); shard_doc (B, Tl) their document ids.
+static void shard_positions(int32_t *shard_pos, int32_t *shard_doc, const int32_t *pos,
+                            const int32_t *doc, int64_t B, int64_t T, int64_t Tq, int64_t cp,
+                            int64_t j) {
+    const int64_t Tl = T / cp;
+    int32_t keys[Tl];
+    cp_slice_positions(keys, 1, T, cp, j);
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t s = 0; doc && s < Tl; s++)
+            shard_doc[b * Tl + s] = doc[b * T + keys[s]];
+        for (int64_t t = 0; t < Tq; t++) {
+            const int32_t p = pos[b * Tq + t];
+            int32_t last = -1;
+            for (int64_t s = 0; s < Tl && keys[s] <= p; s++)
+                last = (int32_t)s;
+            if (doc && last >= 0 && doc[b * T + keys[last]] != doc[b * T + p]) last = -1;
+            shard_pos[b * Tq + t] = last;
+        }
+    }
+}
+
+// Ring attention's identity: a cp rank's queries against each rank's key shard in turn, merged
+// (attention_merge), give the whole attention's rows; backward against each shard with the
+// merged out and lse gives dq in parts that add up to the whole's rows, and key gradients that,
+// summed over the query ranks, are the whole's.
+static void check_ring_shards(Dsv3KernelContext *ctx, int64_t cp, const int32_t *doc) {
+    enum { B = 2, T = 136, H = 2, Dqk = 24, Dv = 16 };
+    const int64_t nk = B * T * H * Dqk, nv = B * T * H * Dv, nl = B * H * T;
+    const int64_t Tq = T / cp, Tk = T / cp; // a rank's queries, a shard's keys
+    const float scale = 0.3f;
+    float *q = random_floats(nk, -2, 2), *k = random_floats(nk, -2, 2);
+    float *v = random_floats(nv, -1, 1), *dout = random_floats(nv, -1, 1);
+    float *out = random_floats(nv, 0, 1), *lse = random_floats(nl, 0, 1);
+    float *dq = random_floats(nk, 0, 1), *dk = random_floats(nk, 0, 1);
+    float *dv = random_floats(nv, 0, 1);
+    float *dk_sum = random_floats(nk, 0, 0), *dv_sum = random_floats(nv, 0, 0);
+    // The whole attention.
+    assert_int_equal(dsv3_attention_forward(SIZED(ctx, ATTENTION_FORWARD, .B = B, .Tq = T, .Tk = T,
+                                                  .H = H, .Dqk = Dqk, .Dv = Dv),
+                                            F32, out, lse, NULL, q, k, v, NULL, doc, B, T, T, H,
+                                            Dqk, Dv, scale),
+                     DSV3_OK);
+    assert_int_equal(dsv3_attention_backward(SIZED(ctx, ATTENTION_BACKWARD, .B = B, .Tq = T,
+                                                   .Tk = T, .H = H, .Dqk = Dqk, .Dv = Dv),
+                                             F32, dq, dk, dv, dout, q, k, v, out, lse, NULL, NULL,
+                                             doc, B, T, T, H, Dqk, Dv, scale),
+                     DSV3_OK);
+    int32_t pos[B * T], keys[B * T], shard_pos[B * T], shard_doc[B * T];
+    for (int64_t r = 0; r < cp; r++) {
+        cp_slice_positions(pos, B, T, cp, r);
+        float *q_r = rows_at(q, pos, B, T, Tq, H * Dqk),
+              *dout_r = rows_at(dout, pos, B, T, Tq, H * Dv);
+        float *out_r = random_floats(B * Tq * H * Dv, 0, 1),
+              *lse_r = random_floats(B * H * Tq, 0, 1);
+        float *part_out = random_floats(B * Tq * H * Dv, 0, 1);
+        float *part_lse = random_floats(B * H * Tq, 0, 1);
+        float *dq_r = random_floats(B * Tq * H * Dqk, 0, 0),
+              *dq_part = random_floats(B * Tq * H * Dqk, 0, 1);
+        float *dk_part = random_floats(B * Tk * H * Dqk, 0, 1),
+              *dv_part = random_floats(B * Tk * H * Dv, 0, 1);
+        for (int64_t i = 0; i < cp; i++) { // the ring's order: r, r − 1, …
+            const int64_t j = (r - i + cp) % cp;
+            cp_slice_positions(keys, B, T, cp, j);
+            shard_positions(shard_pos, shard_doc, pos, doc, B, T, Tq, cp, j);
+            float *k_j = rows_at(k, keys, B, T, Tk, H * Dqk),
+                  *v_j = rows_at(v, keys, B, T, Tk, H * Dv);
+            assert_int_equal(
+                dsv3_attention_forward(ATTENTION(ctx, FORWARD), F32, i ? part_out : out_r,
+                                       i ? part_lse : lse_r, NULL, q_r, k_j, v_j, shard_pos,
+                                       doc ? shard_doc : NULL, B, Tq, Tk, H, Dqk, Dv, scale),
+                DSV3_OK);
+            if (i)
+                assert_int_equal(
+                    dsv3_attention_merge(ctx, F32, out_r, lse_r, part_out, part_lse, B, Tq, H, Dv),
+                    DSV3_OK);
+            dsv3_free(k_j);
+            dsv3_free(v_j);
+        }
+        float *out_rows = rows_at(out, pos, B, T, Tq, H * Dv);
+        assert_close("ring out rows", out_r, out_rows, B * Tq * H * Dv);
+        for (int64_t i = 0; i < cp; i++) {
+            const int64_t j = (r - i + cp) % cp;
+            cp_slice_positions(keys, B, T, cp, j);
+            shard_positions(shard_pos, shard_doc, pos, doc, B, T, Tq, cp, j);
+            float *k_j = rows_at(k, keys, B, T, Tk, H * Dqk),
+                  *v_j = rows_at(v, keys, B, T, Tk, H * Dv);
+            assert_int_equal(dsv3_attention_backward(ATTENTION(ctx, BACKWARD), F32, dq_part,
+                                                     dk_part, dv_part, dout_r, q_r, k_j, v_j, out_r,
+                                                     lse_r, NULL, shard_pos, doc ? shard_doc : NULL,
+                                                     B, Tq, Tk, H, Dqk, Dv, scale),
+                             DSV3_OK);
+            for (int64_t n = 0; n < B * Tq * H * Dqk; n++)
+                dq_r[n] += dq_part[n];
+            for (int64_t b = 0; b < B; b++) // the shard's key gradients into their positions
+                for (int64_t s = 0; s < Tk; s++) {
+                    const int64_t at = b * T + keys[s], from = b * Tk + s;
+                    for (int64_t e = 0; e < H * Dqk; e++)
+                        dk_sum[at * H * Dqk + e] += dk_part[from * H * Dqk + e];
+                    for (int64_t e = 0; e < H * Dv; e++)
+                        dv_sum[at * H * Dv + e] += dv_part[from * H * Dv + e];
+                }
+            dsv3_free(k_j);
+            dsv3_free(v_j);
+        }
+        float *dq_rows = rows_at(dq, pos, B, T, Tq, H * Dqk);
+        assert_close("ring dq rows", dq_r, dq_rows, B * Tq * H * Dqk);
+        float *each[] = {q_r,  dout_r,  out_r,   lse_r,   part_out, part_lse,
+                         dq_r, dq_part, dk_part, dv_part, out_rows, dq_rows};
+        for (size_t i = 0; i < sizeof each / sizeof each[0]; i++)
+            dsv3_free(each[i]);
+    }
+    assert_close("ring dk summed", dk_sum, dk, nk);
+    assert_close("ring dv summed", dv_sum, dv, nv);
+    float *all[] = {q, k, v, dout, out, lse, dq, dk, dv, dk_sum, dv_sum};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        dsv3_free(all[i]);
+}
+
+static void test_attention_ring_shards_merge_into_the_whole(void **state) {
+    (void)state;
+    int32_t *doc = random_documents(2, 136, 30);
+    for (int ref = 0; ref < 2; ref++)
+        for (int64_t cp = 2; cp <= 4; cp += 2) {
+            check_ring_shards(ref ? &reference : &cpu, cp, NULL);
+            check_ring_shards(ref ? &reference : &cpu, cp, doc);
+        }
+    dsv3_free(doc);
+}
+
+static void test_attention_merge_matches_reference(void **state) {
+    (void)state;
+    enum { B = 2, T = 5, H = 3, Dv = 7 };
+    const int64_t no = B * T * H * Dv, nl = B * H * T;
+    float *out_f = random_floats(no, -1, 1), *lse_f = random_floats(nl, -3, 3);
+    float *part_out = random_floats(no, -1, 1), *part_lse = random_floats(nl, -3, 3);
+    lse_f[1] = -INFINITY;    // the running side empty: the part is copied
+    part_lse[2] = -INFINITY; // the part empty: nothing changes
+    float *out_r = copy_floats(out_f, no), *lse_r = copy_floats(lse_f, nl);
+    assert_int_equal(dsv3_attention_merge(&cpu, F32, out_f, lse_f, part_out, part_lse, B, T, H, Dv),
+                     DSV3_OK);
+    assert_int_equal(
+        dsv3_attention_merge(&reference, F32, out_r, lse_r, part_out, part_lse, B, T, H, Dv),
+        DSV3_OK);
+    assert_close("merged out", out_f, out_r, no);
+    assert_close("merged lse", lse_f, lse_r, nl);
+    float *all[] = {out_f, lse_f, part_out, part_lse, out_r, lse_r};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        dsv3_free(all[i]);
+}
+
 static void test_attention_rejects_query_positions_outside_the_keys(void **state) {
     (void)state;
     float x[64] = {0}, lse[8] = {0};
     const int64_t B = 1, Tq = 2, Tk = 3, H = 1, Dqk = 4, Dv = 4;
-    const int32_t pos[2] = {1, 3};
+    const int32_t pos[2] = {1, 3}; // (B, Tq)
     for (int ref = 0; ref < 2; ref++) {
         Dsv3KernelContext *ctx = ref ? &reference : &cpu;
         assert_usage_error(dsv3_attention_forward(ATTENTION(ctx, FORWARD), F32, x, lse, NULL, x, x,
                                                   x, pos, NULL, B, Tq, Tk, H, Dqk, Dv, 0.5f),
-                           "query 1 sits at key position 3, outside [0, Tk=3)");
+                           "query 1 of sequence 0 sits at key position 3, outside [-1, Tk=3)");
         assert_usage_error(dsv3_attention_forward(ATTENTION(ctx, FORWARD), F32, x, lse, NULL, x, x,
                                                   x, NULL, NULL, B, Tq, Tk, H, Dqk, Dv, 0.5f),
                            "without query positions Tq must equal Tk");
@@ -687,6 +848,8 @@ int main(void) {
         LEAK_CHECKED(test_attention_with_more_threads_than_heads_matches_reference),
         LEAK_CHECKED(test_attention_at_query_positions_matches_reference),
         LEAK_CHECKED(test_attention_context_parallel_slices_add_up_to_the_whole),
+        LEAK_CHECKED(test_attention_ring_shards_merge_into_the_whole),
+        LEAK_CHECKED(test_attention_merge_matches_reference),
         LEAK_CHECKED(test_attention_rejects_query_positions_outside_the_keys),
         LEAK_CHECKED(test_attention_does_not_depend_on_thread_count),
         LEAK_CHECKED(test_attention_with_kept_scores_is_identical),
