@@ -30,6 +30,17 @@ Dsv3Err dsv3_cpu_check_adamw(const float *param, const float *grad, const float 
     return DSV3_OK;
 }
 
+// Every label DSV3_IGNORE_INDEX or a token id in [0, V).
+static Dsv3Err check_labels(const char *op, const int32_t *labels, int64_t N, int64_t V) {
+    for (int64_t n = 0; n < N; n++)
+        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
+                   DSV3_ERR_USAGE,
+                   "%s: labels[%" PRId64 "] = %" PRId32 " is neither a token id in [0, %" PRId64
+                   ") nor the ignore index %d",
+                   op, n, labels[n], V, DSV3_IGNORE_INDEX);
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_cpu_check_cross_entropy(const double *loss_sum, const float *dh, const float *dweight,
                                      const float *h, const float *weight, const int32_t *labels,
                                      int64_t N, int64_t D, int64_t V, int64_t chunk) {
@@ -44,13 +55,7 @@ Dsv3Err dsv3_cpu_check_cross_entropy(const double *loss_sum, const float *dh, co
                "cross_entropy: h, weight and labels must not be NULL");
     DSV3_CHECK(dh == NULL || dweight != NULL, DSV3_ERR_USAGE,
                "cross_entropy: dweight must not be NULL when dh is wanted");
-    for (int64_t n = 0; n < N; n++)
-        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
-                   DSV3_ERR_USAGE,
-                   "cross_entropy: labels[%" PRId64 "] = %" PRId32
-                   " is neither a token id in [0, %" PRId64 ") nor the ignore index %d",
-                   n, labels[n], V, DSV3_IGNORE_INDEX);
-    return DSV3_OK;
+    return check_labels("cross_entropy", labels, N, V);
 }
 
 Dsv3Err dsv3_cpu_check_cross_entropy_logits(const double *loss_sum, const float *logits,
@@ -62,13 +67,7 @@ Dsv3Err dsv3_cpu_check_cross_entropy_logits(const double *loss_sum, const float 
     if (N == 0) return DSV3_OK;
     DSV3_CHECK(logits != NULL && labels != NULL, DSV3_ERR_USAGE,
                "cross_entropy_logits: logits and labels must not be NULL");
-    for (int64_t n = 0; n < N; n++)
-        DSV3_CHECK(labels[n] == DSV3_IGNORE_INDEX || (labels[n] >= 0 && labels[n] < V),
-                   DSV3_ERR_USAGE,
-                   "cross_entropy_logits: labels[%" PRId64 "] = %" PRId32
-                   " is neither a token id in [0, %" PRId64 ") nor the ignore index %d",
-                   n, labels[n], V, DSV3_IGNORE_INDEX);
-    return DSV3_OK;
+    return check_labels("cross_entropy_logits", labels, N, V);
 }
 
 // A slice [vocab_start, vocab_start + V) of a vocabulary of int32 ids.

@@ -124,3 +124,14 @@ PY
     TEXT=(--model.attn_mask_type block_causal --model.hf_assets_path "$WORK/tok" --training.dataset text
         --training.dataset_path "$WORK/corpus")
 }
+
+# resume_from NAME SOURCE NPROC [overrides...]: run NAME (its own layout) starts from run
+# SOURCE's step-5 checkpoint and says it resumed from it.
+resume_from() {
+    local name=$1 source=$2 nproc=$3
+    shift 3
+    mkdir -p "$WORK/$name/checkpoint"
+    cp -r "$WORK/$source/checkpoint/step-5" "$WORK/$name/checkpoint/"
+    train_stages "$name" "$nproc" "$@"
+    expect_in "$WORK/$name.out" "checkpoint: resumed from $WORK/$name/checkpoint/step-5"
+}

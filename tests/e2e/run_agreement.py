@@ -31,3 +31,30 @@ def agreement(work, name, ref, steps=10):
         checkpoint_tensors(f"{work}/{name}/checkpoint/step-{steps}"),
         checkpoint_tensors(f"{work}/{ref}/checkpoint/step-{steps}"))
     return loss, norm, state, worst
+
+
+def resumed_losses(work, names, ref, first=6, last=10, tol=1e-5):
+    """Runs `names` resumed from a checkpoint: each logged exactly steps first..last, with the
+    losses of the uninterrupted run `ref` within `tol` relative (asserted, and printed)."""
+    uninterrupted = {r["step"]: r["loss"] for r in metrics(work, ref)}
+    for name in names:
+        got = {r["step"]: r["loss"] for r in metrics(work, name)}
+        assert sorted(got) == list(range(first, last + 1)), (name, sorted(got))
+        worst = max(rel(got[s], uninterrupted[s]) for s in got)
+        print(f"{name}: steps {first}-{last} within {worst:.1e} of the uninterrupted losses")
+        assert worst <= tol, (name, worst)
+
+
+def validation_agrees(work, names, ref, tol=1e-5):
+    """Runs `names` logged the held-out losses of run `ref`, within `tol` relative (asserted,
+    and printed)."""
+    def held_out(name):
+        return [r["validation_loss"] for r in metrics(work, name)
+                if r.get("validation_loss") is not None]
+    want = held_out(ref)
+    for name in names:
+        got = held_out(name)
+        assert want and len(got) == len(want), (name, want, got)
+        worst = max(rel(x, y) for x, y in zip(got, want))
+        print(f"validation: {name} loss {got[-1]:.6f}, {ref} {want[-1]:.6f} ({worst:.1e} relative)")
+        assert worst <= tol, (name, worst)

@@ -54,27 +54,10 @@ PY
 
 # Resharding: the step-5 checkpoint of cp 2 resumed on one process, and one process's under
 # cp 2 × tp 2, each to step 10.
-mkdir -p "$WORK/from_cp2/checkpoint" "$WORK/to_cp2/checkpoint"
-cp -r "$WORK/cp2/checkpoint/step-5" "$WORK/from_cp2/checkpoint/"
-cp -r "$WORK/one/checkpoint/step-5" "$WORK/to_cp2/checkpoint/"
-train_stages from_cp2 1
-expect_in "$WORK/from_cp2.out" "checkpoint: resumed from $WORK/from_cp2/checkpoint/step-5"
-train_stages to_cp2 4 "${CP2[@]}" "${TP2[@]}"
-expect_in "$WORK/to_cp2.out" "checkpoint: resumed from $WORK/to_cp2/checkpoint/step-5"
-python3 - "$WORK" <<'PY' || fail "a resharded resume disagrees with the uninterrupted run"
-import sys
-from run_agreement import metrics, rel
-work = sys.argv[1]
-def losses(name):
-    return {r["step"]: r["loss"] for r in metrics(work, name)}
-one = losses("one")
-for name in ("from_cp2", "to_cp2"):
-    got = losses(name)
-    assert sorted(got) == list(range(6, 11)), (name, sorted(got))
-    worst = max(rel(got[s], one[s]) for s in got)
-    print(f"{name}: steps 6-10 within {worst:.1e} of the uninterrupted losses")
-    assert worst <= 1e-5, (name, worst)
-PY
+resume_from from_cp2 cp2 1
+resume_from to_cp2 one 4 "${CP2[@]}" "${TP2[@]}"
+python3 -c "import sys; from run_agreement import resumed_losses; resumed_losses(sys.argv[1], ('from_cp2', 'to_cp2'), 'one')" \
+    "$WORK" || fail "a resharded resume disagrees with the uninterrupted run"
 
 check_peaks one cp2 cp2_ac cp2_tp2 cp2_dp2 cp2_pp2 cp2_ep2 qy_cp2 doc_cp2 doc_cp2_tp2
 
@@ -83,17 +66,6 @@ VAL=(--training.steps 2 --validation.enable true --validation.freq 2 --validatio
     --checkpoint.enable false)
 train_stages val_one 1 "${VAL[@]}"
 train_stages val_cp2 2 "${CP2[@]}" "${VAL[@]}"
-python3 - "$WORK" <<'PY' || fail "the context-parallel validation loss differs"
-import sys
-from run_agreement import metrics, rel
-work = sys.argv[1]
-def val(name):
-    return [r["validation_loss"] for r in metrics(work, name)
-            if r.get("validation_loss") is not None]
-one, got = val("val_one"), val("val_cp2")
-assert one and len(got) == len(one), (one, got)
-d = max(rel(x, y) for x, y in zip(got, one))
-print(f"validation: cp 2 loss {got[-1]:.6f}, one process {one[-1]:.6f} ({d:.1e} relative)")
-assert d <= 1e-5, d
-PY
+python3 -c "import sys; from run_agreement import validation_agrees; validation_agrees(sys.argv[1], ('val_cp2',), 'val_one')" \
+    "$WORK" || fail "the context-parallel validation loss differs"
 echo "context parallel: ok"

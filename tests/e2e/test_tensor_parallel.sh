@@ -66,27 +66,10 @@ compare yarn_one yarn_tp2
 
 # Resharding: the step-5 checkpoint of tp 2 resumed on one process, and one process's under
 # tp 2 × dp_shard 2, each to step 10.
-mkdir -p "$WORK/from_tp2/checkpoint" "$WORK/to_tp2/checkpoint"
-cp -r "$WORK/tp2/checkpoint/step-5" "$WORK/from_tp2/checkpoint/"
-cp -r "$WORK/one/checkpoint/step-5" "$WORK/to_tp2/checkpoint/"
-train_stages from_tp2 1
-expect_in "$WORK/from_tp2.out" "checkpoint: resumed from $WORK/from_tp2/checkpoint/step-5"
-train_stages to_tp2 4 "${TP2[@]}" --parallelism.data_parallel_shard_degree 2 --training.local_batch_size 2
-expect_in "$WORK/to_tp2.out" "checkpoint: resumed from $WORK/to_tp2/checkpoint/step-5"
-python3 - "$WORK" <<'PY' || fail "a resharded resume disagrees with the uninterrupted run"
-import sys
-from run_agreement import metrics, rel
-work = sys.argv[1]
-def losses(name):
-    return {r["step"]: r["loss"] for r in metrics(work, name)}
-one = losses("one")
-for name in ("from_tp2", "to_tp2"):
-    got = losses(name)
-    assert sorted(got) == list(range(6, 11)), (name, sorted(got))
-    worst = max(rel(got[s], one[s]) for s in got)
-    print(f"{name}: steps 6-10 within {worst:.1e} of the uninterrupted losses")
-    assert worst <= 1e-5, (name, worst)
-PY
+resume_from from_tp2 tp2 1
+resume_from to_tp2 one 4 "${TP2[@]}" --parallelism.data_parallel_shard_degree 2 --training.local_batch_size 2
+python3 -c "import sys; from run_agreement import resumed_losses; resumed_losses(sys.argv[1], ('from_tp2', 'to_tp2'), 'one')" \
+    "$WORK" || fail "a resharded resume disagrees with the uninterrupted run"
 
 check_peaks one tp2 tp2_gather qlora_tp2 yarn_tp2 ac_tp2 acop_tp2 tp2_dp2 tp2_pp2 tp2_ep2
 
@@ -96,21 +79,8 @@ VAL=(--training.steps 2 --validation.enable true --validation.freq 2 --validatio
 train_stages val_one 1 "${VAL[@]}"
 train_stages val_tp2 2 "${TP2[@]}" "${VAL[@]}"
 train_stages val_tp2_pp2 4 "${TP2[@]}" "${VAL[@]}" --parallelism.pipeline_parallel_degree 2
-python3 - "$WORK" <<'PY' || fail "the tensor-parallel validation loss differs"
-import sys
-from run_agreement import metrics, rel
-work = sys.argv[1]
-def val(name):
-    return [r["validation_loss"] for r in metrics(work, name)
-            if r.get("validation_loss") is not None]
-one = val("val_one")
-for name in ("val_tp2", "val_tp2_pp2"):
-    got = val(name)
-    assert one and len(got) == len(one), (one, got)
-    d = max(rel(x, y) for x, y in zip(got, one))
-    print(f"validation: {name} loss {got[-1]:.6f}, one process {one[-1]:.6f} ({d:.1e} relative)")
-    assert d <= 1e-5, (name, d)
-PY
+python3 -c "import sys; from run_agreement import validation_agrees; validation_agrees(sys.argv[1], ('val_tp2', 'val_tp2_pp2'), 'val_one')" \
+    "$WORK" || fail "the tensor-parallel validation loss differs"
 
 # A tp 2 rank holds half of every tensor the plan cuts and all of the others: its planned
 # parameter count, against the one-process checkpoint's tensors.

@@ -77,6 +77,11 @@ static float *random_floats(int64_t n, float lo, float hi) {
     return x;
 }
 
+static void free_floats(float **x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dsv3_free(x[i]);
+}
+
 static float *copy_floats(const float *x, int64_t n) {
     float *y = NULL;
     assert_int_equal(dsv3_alloc((void **)&y, (size_t)n * sizeof *y, "test copy"), DSV3_OK);
@@ -372,8 +377,8 @@ static void run_attention(const AttentionCase *tc, int threads_for_fast) {
     assert_close("dv", dv_f, dv_r, nv);
 
     float *all[] = {q, k, v, dout, out_f, out_r, lse_f, lse_r, dq_f, dq_r, dk_f, dk_r, dv_f, dv_r};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        dsv3_free(all[i]);
+
+    free_floats(all, sizeof all / sizeof all[0]);
     dsv3_free(doc);
     dsv3_free(q_pos);
 }
@@ -493,14 +498,12 @@ static void check_context_parallel_slices(int64_t cp, const int32_t *doc) {
         for (int64_t i = 0; i < nv; i++)
             dv_sum[i] += dv_r[i];
         float *each[] = {q_r, dout_r, out_r, lse_r, dq_r, dk_r, dv_r, out_rows, dq_rows};
-        for (size_t i = 0; i < sizeof each / sizeof each[0]; i++)
-            dsv3_free(each[i]);
+        free_floats(each, sizeof each / sizeof each[0]);
     }
     assert_close("cp dk summed", dk_sum, dk, nk);
     assert_close("cp dv summed", dv_sum, dv, nv);
     float *all[] = {q, k, v, dout, out, lse, dq, dk, dv, dk_sum, dv_sum};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        dsv3_free(all[i]);
+    free_floats(all, sizeof all / sizeof all[0]);
 }
 
 static void test_attention_context_parallel_slices_add_up_to_the_whole(void **state) {
@@ -624,14 +627,12 @@ static void check_ring_shards(Dsv3KernelContext *ctx, int64_t cp, const int32_t 
         assert_close("ring dq rows", dq_r, dq_rows, B * Tq * H * Dqk);
         float *each[] = {q_r,  dout_r,  out_r,   lse_r,   part_out, part_lse,
                          dq_r, dq_part, dk_part, dv_part, out_rows, dq_rows};
-        for (size_t i = 0; i < sizeof each / sizeof each[0]; i++)
-            dsv3_free(each[i]);
+        free_floats(each, sizeof each / sizeof each[0]);
     }
     assert_close("ring dk summed", dk_sum, dk, nk);
     assert_close("ring dv summed", dv_sum, dv, nv);
     float *all[] = {q, k, v, dout, out, lse, dq, dk, dv, dk_sum, dv_sum};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        dsv3_free(all[i]);
+    free_floats(all, sizeof all / sizeof all[0]);
 }
 
 static void test_attention_ring_shards_merge_into_the_whole(void **state) {
@@ -662,8 +663,7 @@ static void test_attention_merge_matches_reference(void **state) {
     assert_close("merged out", out_f, out_r, no);
     assert_close("merged lse", lse_f, lse_r, nl);
     float *all[] = {out_f, lse_f, part_out, part_lse, out_r, lse_r};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        dsv3_free(all[i]);
+    free_floats(all, sizeof all / sizeof all[0]);
 }
 
 static void test_attention_rejects_query_positions_outside_the_keys(void **state) {
