@@ -236,6 +236,10 @@ static Dsv3Err gather_rows(const Dsv3LayerContext *ctx, const float **full, cons
     return dsv3_layer_sp_gather(ctx, s->gathered, rows, d->Nl, d->D);
 }
 
+int64_t dsv3_layer_cp_chunk(int64_t cp, int64_t rank, int64_t half) {
+    return half == 0 ? rank : 2 * cp - 1 - rank;
+}
+
 // Context parallelism's two orders of the whole sequences' rows of `width` floats: by
 // sequence, (B, Tk), and by rank, (cp, B, T), rank r's rows holding chunks r and 2·cp − 1 − r
 // (T / 2 positions each) of every sequence. to_sequence: by_rank → by_sequence, else back.
@@ -246,7 +250,7 @@ static Dsv3Err cp_reorder(const Dsv3LayerContext *ctx, float *by_sequence, float
     for (int64_t r = 0; r < d->cp; r++)
         for (int64_t b = 0; b < d->B; b++)
             for (int64_t half = 0; half < 2; half++) {
-                const int64_t chunk = half == 0 ? r : 2 * d->cp - 1 - r;
+                const int64_t chunk = dsv3_layer_cp_chunk(d->cp, r, half);
                 float *seq = by_sequence + (b * d->Tk + chunk * C) * width;
                 float *rank = by_rank + ((r * d->B + b) * d->T + half * C) * width;
                 DSV3_CALL(dsv3_memory_copy(ctx->kernels, to_sequence ? seq : rank,
@@ -282,8 +286,9 @@ static Dsv3Err cp_reduce_keys(const Dsv3LayerContext *ctx, Dsv3LayerScratch *s, 
                              DSV3_ELEM_F32, DSV3_REDUCE_SUM);
 }
 
-// cp_ring: one shard's keys and values (and with `grads`, the gradients that travel with them)
-// passed on to the next rank of the ring, the previous rank's received into step i's buffers.
+// cp_ring, pass i: one shard's keys and values (when `keys`) and, when dk is not NULL, the
+// gradients that travel with it passed on to the next rank of the ring, the previous rank's
+// received into pass i's buffers (the last pass's gradients into s->dk, s->dv).
 static Dsv3Err ring_pass(const Dsv3LayerContext *ctx, Dsv3LayerScratch *s, const Dims *d, int64_t i,
                          float **k, float **v, float **dk, float **dv, int keys) {
     Dsv3Collectives *c = ctx->collectives;

@@ -156,6 +156,10 @@ Dsv3Err dsv3_layer_acts_create(Dsv3LayerActs *acts, Dsv3Arena *arena, Dsv3AcMode
                                int local_experts, int64_t B, int64_t T, int64_t tp, int64_t cp,
                                int cp_ring);
 
+// Context parallelism's load balancing: of the sequence cut into 2·cp chunks, half `half` (0 or
+// 1) of cp rank `rank`'s tokens is chunk rank (half 0) or 2·cp − 1 − rank (half 1).
+int64_t dsv3_layer_cp_chunk(int64_t cp, int64_t rank, int64_t half);
+
 // Sequence parallelism's two collectives on DSV3_GROUP_TP, for n_rows rows of D floats per tp
 // rank. sp_gather: full (tp × n_rows, D) = every rank's rows, this rank's copied from `rows`
 // first (unless they are already in place); with tp 1 only that copy. sp_reduce (tp > 1):

@@ -86,7 +86,7 @@ static Dsv3Err cp_take(const Dsv3Model *m, void *dst, const void *src, int64_t B
     const int64_t T = m->opt.seq_len, C = T / (2 * m->cp);
     for (int64_t b = 0; b < B; b++)
         for (int64_t half = 0; half < 2; half++) {
-            const int64_t chunk = half == 0 ? m->cp_rank : 2 * m->cp - 1 - m->cp_rank;
+            const int64_t chunk = dsv3_layer_cp_chunk(m->cp, m->cp_rank, half);
             DSV3_CALL(dsv3_memory_copy(m->services.kernels,
                                        (char *)dst + (size_t)(b * 2 * C + half * C) * row_bytes,
                                        (const char *)src + (size_t)(b * T + chunk * C) * row_bytes,
@@ -145,7 +145,7 @@ static Dsv3Err find_group(const Dsv3Model *m, Dsv3GroupKind kind, int64_t layer,
 // The position in its sequence of token i of cp rank `rank` (cp_take's order).
 static int64_t cp_position(const Dsv3Model *m, int64_t rank, int64_t i) {
     const int64_t C = m->opt.seq_len / (2 * m->cp);
-    return i < C ? rank * C + i : (2 * m->cp - 1 - rank) * C + i - C;
+    return dsv3_layer_cp_chunk(m->cp, rank, i / C) * C + i % C;
 }
 
 // Context parallelism's positions of this rank in q_pos (B, T / cp), the same for every
@@ -643,7 +643,8 @@ static Dsv3Err ring_positions(Dsv3Model *m, Slot *s) {
             const int32_t *doc_b = doc ? doc + b * T : NULL;
             for (int64_t t = 0; t < Tl; t++) {
                 const int64_t p = cp_position(m, m->cp_rank, t);
-                const int64_t head = p - j * C + 1, tail = p - (2 * cp - 1 - j) * C + 1;
+                const int64_t head = p - dsv3_layer_cp_chunk(cp, j, 0) * C + 1;
+                const int64_t tail = p - dsv3_layer_cp_chunk(cp, j, 1) * C + 1;
                 int64_t last = (head < 0   ? 0
                                 : head > C ? C
                                            : head) +
