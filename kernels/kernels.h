@@ -234,7 +234,9 @@ typedef struct {
 // Linear (no bias; torch.nn.Linear's weight layout).
 //   linear_forward: out (N, Out) = x (N, In) · weight (Out, In)ᵀ.
 //   linear_backward: dx (N, In) = dout (N, Out) · weight, written (added when accumulate_dx;
-//     skipped when dx is NULL); dweight (Out, In) += doutᵀ · x.
+//     skipped when dx is NULL: weight may then be NULL); dweight (Out, In) += doutᵀ · x
+//     (skipped when dweight is NULL: x may then be NULL, so that a zero-bubble pipeline's input
+//     and weight gradients run apart). One of dx, dweight must be given.
 #define DSV3_KERNELS_LINEAR(X)                                                                     \
     X(LINEAR_FORWARD, linear_forward,                                                              \
       (const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out, const void *x,              \

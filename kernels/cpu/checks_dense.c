@@ -174,10 +174,14 @@ Dsv3Err dsv3_cpu_check_linear_backward(const float *dx, const float *dweight, co
                                        int64_t Out) {
     DSV3_CALL(linear_check_sizes(N, In, Out));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dweight != NULL && dout != NULL && x != NULL, DSV3_ERR_USAGE,
-               "linear_backward: dweight, dout and x must not be NULL");
+    DSV3_CHECK(dx != NULL || dweight != NULL, DSV3_ERR_USAGE,
+               "linear_backward: dx and dweight are both NULL, nothing to compute (pass at "
+               "least one)");
+    DSV3_CHECK(dout != NULL, DSV3_ERR_USAGE, "linear_backward: dout must not be NULL");
     DSV3_CHECK(dx == NULL || weight != NULL, DSV3_ERR_USAGE,
                "linear_backward: weight must not be NULL when dx is wanted");
+    DSV3_CHECK(dweight == NULL || x != NULL, DSV3_ERR_USAGE,
+               "linear_backward: x must not be NULL when dweight is wanted");
     return DSV3_OK;
 }
 

@@ -53,7 +53,8 @@ Dsv3Err dsv3_cpu_linear_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     if (dx != NULL)
         dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)N, (int)In, (int)Out, 1.0f,
                       dout, (int)Out, weight, (int)In, accumulate_dx ? 1.0f : 0.0f, dx, (int)In);
-    dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)Out, (int)In, (int)N, 1.0f, dout,
-                  (int)Out, x, (int)In, 1.0f, dweight, (int)In);
+    if (dweight != NULL)
+        dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)Out, (int)In, (int)N, 1.0f,
+                      dout, (int)Out, x, (int)In, 1.0f, dweight, (int)In);
     return DSV3_OK;
 }

@@ -45,12 +45,13 @@ Dsv3Err dsv3_cpu_reference_linear_backward(const Dsv3KernelContext *ctx, Dsv3Ten
                     sum += (double)dout[n * Out + o] * weight[o * In + i];
                 dx[n * In + i] = accumulate_dx ? (float)(dx[n * In + i] + sum) : (float)sum;
             }
-    for (int64_t o = 0; o < Out; o++)
-        for (int64_t i = 0; i < In; i++) {
-            double sum = 0;
-            for (int64_t n = 0; n < N; n++)
-                sum += (double)dout[n * Out + o] * x[n * In + i];
-            dweight[o * In + i] += (float)sum;
-        }
+    if (dweight != NULL)
+        for (int64_t o = 0; o < Out; o++)
+            for (int64_t i = 0; i < In; i++) {
+                double sum = 0;
+                for (int64_t n = 0; n < N; n++)
+                    sum += (double)dout[n * Out + o] * x[n * In + i];
+                dweight[o * In + i] += (float)sum;
+            }
     return DSV3_OK;
 }

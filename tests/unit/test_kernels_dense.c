@@ -221,6 +221,27 @@ static void test_rmsnorm_rejects_bad_arguments(void **state) {
 
 // ---- linear ----
 
+// linear_backward split in two, as a zero-bubble pipeline runs it: a dx-only call (no dweight,
+// no x), then a dweight-only call (no dx, no weight) give exactly the combined call's dx and
+// dweight, from the same starting dx0 and dweight0.
+static void expect_split_backward(const Dsv3KernelContext *k, const float *dx, const float *dweight,
+                                  const float *dx0, const float *dweight0, const float *dout,
+                                  const float *x, const float *weight, int64_t N, int64_t I,
+                                  int64_t O, int accumulate, const char *shape) {
+    float *dx_only = copy_of(dx0, N * I), *dweight_only = copy_of(dweight0, O * I);
+    assert_int_equal(
+        dsv3_linear_backward(k, F32, dx_only, NULL, dout, NULL, weight, N, I, O, accumulate),
+        DSV3_OK);
+    assert_int_equal(
+        dsv3_linear_backward(k, F32, NULL, dweight_only, dout, x, NULL, N, I, O, accumulate),
+        DSV3_OK);
+    if (memcmp(dx_only, dx, (size_t)(N * I) * sizeof(float)) != 0 ||
+        memcmp(dweight_only, dweight, (size_t)(O * I) * sizeof(float)) != 0)
+        fail_msg("linear_backward split into dx and dweight differs from the combined call (%s, "
+                 "accumulate %d)",
+                 shape, accumulate);
+}
+
 static void test_linear_matches_reference(void **state) {
     (void)state;
     static const int64_t SHAPES[][3] = {{1, 1, 1}, {5, 3, 7}, {33, 65, 17}, {200, 150, 100}};
@@ -244,6 +265,8 @@ static void test_linear_matches_reference(void **state) {
             assert_int_equal(dsv3_linear_backward(&reference, F32, dx_ref, dweight_ref, dout, x,
                                                   weight, N, I, O, accumulate),
                              DSV3_OK);
+            expect_split_backward(&reference, dx_ref, dweight_ref, dx0, dweight0, dout, x, weight,
+                                  N, I, O, accumulate, shape);
             for (int t = 0; t < THREAD_COUNT_CASES; t++) {
                 omp_set_num_threads(THREAD_COUNTS[t]);
                 float *out = floats(N * O), *dx = copy_of(dx0, N * I);
@@ -258,13 +281,8 @@ static void test_linear_matches_reference(void **state) {
                              THREAD_COUNTS[t]);
                 expect_close(dweight, dweight_ref, O * I, "linear dweight", shape,
                              THREAD_COUNTS[t]);
-                // Without dx, only dweight is accumulated; weight is then not needed.
-                float *dweight_only = copy_of(dweight0, O * I);
-                assert_int_equal(dsv3_linear_backward(&cpu, F32, NULL, dweight_only, dout, x, NULL,
-                                                      N, I, O, accumulate),
-                                 DSV3_OK);
-                expect_close(dweight_only, dweight_ref, O * I, "linear dweight (dx NULL)", shape,
-                             THREAD_COUNTS[t]);
+                expect_split_backward(&cpu, dx, dweight, dx0, dweight0, dout, x, weight, N, I, O,
+                                      accumulate, shape);
             }
             // Free this round's buffers early: the shapes together would not fit TEST_BUFFERS_MAX.
             test_buffers_free_after(5);
@@ -282,7 +300,11 @@ static void test_linear_rejects_bad_arguments(void **state) {
     expect_error(dsv3_linear_forward(&cpu, F32, out, x, w, (int64_t)1 << 32, 3, 3),
                  "N = 4294967296");
     expect_error(dsv3_linear_forward(&cpu, F32, out, NULL, w, 2, 3, 3), "NULL");
-    expect_error(dsv3_linear_backward(&cpu, F32, out, NULL, out, x, w, 2, 3, 3, 0), "NULL");
+    expect_error(dsv3_linear_backward(&cpu, F32, NULL, NULL, out, x, w, 2, 3, 3, 0), "both NULL");
+    expect_error(dsv3_linear_backward(&reference, F32, NULL, NULL, out, x, w, 2, 3, 3, 0),
+                 "both NULL");
+    expect_error(dsv3_linear_backward(&cpu, F32, out, w, NULL, x, w, 2, 3, 3, 0), "dout");
+    expect_error(dsv3_linear_backward(&cpu, F32, NULL, w, out, NULL, w, 2, 3, 3, 0), "x must");
     expect_error(dsv3_linear_backward(&cpu, F32, out, w, out, x, NULL, 2, 3, 3, 0), "weight");
     expect_error(dsv3_linear_backward(&reference, F32, out, w, out, x, NULL, 2, 3, 3, 0), "weight");
 }
