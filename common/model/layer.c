@@ -1,7 +1,9 @@
-// layer: MLA, SwiGLU FFN and MoE composed from the kernels, with activation checkpointing.
-// Every op runs on the layer context's kernel context. Legend as in layer.h.
+// layer: MLA, SwiGLU FFN and MoE composed from the kernels, with activation checkpointing and
+// the split backward's deferred weight gradients. Every op runs on the layer context's kernel
+// context. Legend as in layer.h.
 #include "layer.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 // The model computes in fp32: the dtype of every op's activations and weights.
@@ -511,26 +513,60 @@ static Dsv3Err recompute_elementwise(const Dsv3LayerContext *ctx, Dsv3LayerActs 
     return DSV3_OK;
 }
 
+// q records the weight gradient of linear `slot` of g: copies of its dout (N, Out) and x (N, In),
+// whose buffers the rest of the backward (or the next layer's recomputation) overwrites.
+static Dsv3Err defer_weight_grad(Dsv3WeightGrads *q, const Dsv3KernelContext *kc,
+                                 const Dsv3ParamGroup *g, Dsv3ParamSlot slot, const float *dout,
+                                 const float *x, int64_t N, int64_t In, int64_t Out) {
+    const int64_t need = N * (In + Out);
+    DSV3_CHECK(q->count < q->capacity && q->used + need <= q->n_floats, DSV3_ERR_USAGE,
+               "layer %" PRId64 ": the weight-gradient queue is full (%" PRId64 " of %" PRId64
+               " records, %" PRId64 " of %" PRId64 " floats used, %" PRId64
+               " more needed); size it with dsv3_layer_deferred_floats",
+               g->layer_id, q->count, q->capacity, q->used, q->n_floats, need);
+    float *at = q->floats + q->used;
+    DSV3_CALL(dsv3_memory_copy(kc, at, dout, (size_t)(N * Out) * sizeof(float),
+                               DSV3_COPY_DEVICE_TO_DEVICE));
+    DSV3_CALL(dsv3_memory_copy(kc, at + N * Out, x, (size_t)(N * In) * sizeof(float),
+                               DSV3_COPY_DEVICE_TO_DEVICE));
+    q->records[q->count++] = (Dsv3WeightGrad){
+        .layer_id = g->layer_id, .param = slot, .N = N, .In = In, .Out = Out, .at = q->used};
+    q->used += need;
+    return DSV3_OK;
+}
+
+// The backward of linear `slot` of g, whose forward was (N, Out) = x (N, In) · weightᵀ: dx
+// from dout (added when accumulate), and the weight's gradient added to g's, or deferred into
+// ctx->defer for a split backward's W pass.
+static Dsv3Err linear_backward(const Dsv3LayerContext *ctx, float *dx, Dsv3ParamGroup *g,
+                               Dsv3ParamSlot slot, const float *dout, const float *x, int64_t N,
+                               int64_t In, int64_t Out, int accumulate) {
+    const Dsv3KernelContext *kc = ctx->kernels;
+    if (!ctx->defer)
+        return dsv3_linear_backward(kc, F32, dx, G(g, slot), dout, x, P(g, slot), N, In, Out,
+                                    accumulate);
+    DSV3_CALL(defer_weight_grad(ctx->defer, kc, g, slot, dout, x, N, In, Out));
+    return dsv3_linear_backward(kc, F32, dx, NULL, dout, NULL, P(g, slot), N, In, Out, accumulate);
+}
+
 // A SwiGLU FFN's backward, first half: w2's gradient and the gradients of the hidden
 // activations (s->dfa, s->dfb) from dout.
-static Dsv3Err swiglu_ffn_backward_hidden(const Dsv3KernelContext *kc, const float *dout,
+static Dsv3Err swiglu_ffn_backward_hidden(const Dsv3LayerContext *ctx, const float *dout,
                                           Dsv3LayerActs *a, Dsv3ParamGroup *g, Dsv3ParamSlot w2,
                                           int64_t N, int64_t D, int64_t hidden,
                                           Dsv3LayerScratch *s) {
-    DSV3_CALL(
-        dsv3_linear_backward(kc, F32, s->dfg, G(g, w2), dout, a->fg, P(g, w2), N, hidden, D, 0));
-    return dsv3_swiglu_backward(kc, F32, s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden);
+    DSV3_CALL(linear_backward(ctx, s->dfg, g, w2, dout, a->fg, N, hidden, D, 0));
+    return dsv3_swiglu_backward(ctx->kernels, F32, s->dfa, s->dfb, s->dfg, a->fa, a->fb, N, hidden);
 }
 
 // Second half: w1's and w3's gradients, and dn (N, D) gets (accumulate = 1: adds) the gradient
 // of the FFN input.
-static Dsv3Err swiglu_ffn_backward_input(const Dsv3KernelContext *kc, float *dn, int accumulate,
+static Dsv3Err swiglu_ffn_backward_input(const Dsv3LayerContext *ctx, float *dn, int accumulate,
                                          Dsv3LayerActs *a, Dsv3ParamGroup *g, Dsv3ParamSlot w1,
                                          Dsv3ParamSlot w3, int64_t N, int64_t D, int64_t hidden,
                                          Dsv3LayerScratch *s) {
-    DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, w1), s->dfa, a->hn, P(g, w1), N, D, hidden,
-                                   accumulate));
-    return dsv3_linear_backward(kc, F32, dn, G(g, w3), s->dfb, a->hn, P(g, w3), N, D, hidden, 1);
+    DSV3_CALL(linear_backward(ctx, dn, g, w1, s->dfa, a->hn, N, D, hidden, accumulate));
+    return linear_backward(ctx, dn, g, w3, s->dfb, a->hn, N, D, hidden, 1);
 }
 
 // *dn (Nl, D) = the gradient of this rank's rows of the MoE input hn, from dout (Nl, D), this
@@ -548,22 +584,21 @@ static Dsv3Err moe_backward(float **dn, const float *dout, const float *dout_ful
     DSV3_CALL(dsv3_router_backward(kc, F32, s->dlogits, s->dweights, a->scores, a->topk, d->Nl,
                                    &ctx->router));
     if (d->Fs > 0)
-        DSV3_CALL(swiglu_ffn_backward_hidden(kc, dout_full, a, g, DSV3_P_SHARED_W2, d->N, d->D,
+        DSV3_CALL(swiglu_ffn_backward_hidden(ctx, dout_full, a, g, DSV3_P_SHARED_W2, d->N, d->D,
                                              d->Fs, s));
     DSV3_CALL(ctx->experts->finish(ctx->experts, g->layer_id));
     float *mine = ctx->tp == 1 ? s->dn : s->rows;
     *dn = mine;
     DSV3_CALL(dsv3_memory_zero(kc, mine, (size_t)(d->Nl * d->D) * sizeof(float)));
     DSV3_CALL(dsv3_moe_gather_backward(kc, F32, mine, s->dxs, a->order, d->M, d->K, d->D));
-    DSV3_CALL(dsv3_linear_backward(kc, F32, mine, G(g, DSV3_P_GATE), s->dlogits,
-                                   local_rows(ctx, a->hn, d), P(g, DSV3_P_GATE), d->Nl, d->D, d->E,
-                                   1));
+    DSV3_CALL(linear_backward(ctx, mine, g, DSV3_P_GATE, s->dlogits, local_rows(ctx, a->hn, d),
+                              d->Nl, d->D, d->E, 1));
     if (d->Fs == 0) return DSV3_OK;
     if (ctx->tp == 1)
-        return swiglu_ffn_backward_input(kc, mine, 1, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
+        return swiglu_ffn_backward_input(ctx, mine, 1, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
                                          d->N, d->D, d->Fs, s);
     // The shared experts' term: partial over tp, reduce-scattered on its own, then added.
-    DSV3_CALL(swiglu_ffn_backward_input(kc, s->dn, 0, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
+    DSV3_CALL(swiglu_ffn_backward_input(ctx, s->dn, 0, a, g, DSV3_P_SHARED_W1, DSV3_P_SHARED_W3,
                                         d->N, d->D, d->Fs, s));
     DSV3_CALL(dsv3_layer_sp_reduce(ctx, s->dx, s->dn, d->Nl, d->D));
     return dsv3_add(kc, F32, mine, mine, s->dx, d->Nl * d->D);
@@ -576,8 +611,7 @@ static Dsv3Err attention_backward(float *dn, const float *dy, Dsv3LayerActs *a, 
                                   const Dsv3LayerContext *ctx, Dsv3LayerScratch *s) {
     const Dsv3KernelContext *kc = ctx->kernels;
     int64_t N = d->N, nope = args->qk_nope_head_dim, nv = nope + d->Dv, CR = d->C + d->R;
-    DSV3_CALL(dsv3_linear_backward(kc, F32, s->do_, G(g, DSV3_P_WO), dy, a->o, P(g, DSV3_P_WO), N,
-                                   d->H * d->Dv, d->D, 0));
+    DSV3_CALL(linear_backward(ctx, s->do_, g, DSV3_P_WO, dy, a->o, N, d->H * d->Dv, d->D, 0));
     const int gathered = d->cp > 1 && !d->ring;
     if (d->ring) {
         DSV3_CALL(ring_attention_backward(ctx, a, s, d));
@@ -594,26 +628,23 @@ static Dsv3Err attention_backward(float *dn, const float *dy, Dsv3LayerActs *a, 
                                    nope, d->R, d->Dv));
     DSV3_CALL(dsv3_rope_backward(kc, F32, s->dkva + d->C, ctx->rope_cos, ctx->rope_sin, d->B, d->T,
                                  1, d->R, CR, d->R));
-    DSV3_CALL(dsv3_linear_backward(kc, F32, s->dkvn, G(g, DSV3_P_WKV_B), s->dkvb, a->kvn,
-                                   P(g, DSV3_P_WKV_B), N, d->C, d->H * nv, 0));
+    DSV3_CALL(
+        linear_backward(ctx, s->dkvn, g, DSV3_P_WKV_B, s->dkvb, a->kvn, N, d->C, d->H * nv, 0));
     DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dkvc, G(g, DSV3_P_KV_NORM), s->dkvn, a->kvc,
                                     P(g, DSV3_P_KV_NORM), a->kv_rstd, N, d->C));
     DSV3_CALL(dsv3_copy_columns(kc, F32, s->dkva, CR, s->dkvc, d->C, N, d->C));
     DSV3_CALL(dsv3_rope_backward(kc, F32, s->dq + nope, ctx->rope_cos, ctx->rope_sin, d->B, d->T,
                                  d->H, d->R, d->H * d->Dqk, d->Dqk));
     if (d->Q > 0) {
-        DSV3_CALL(dsv3_linear_backward(kc, F32, s->dqn, G(g, DSV3_P_WQ_B), s->dq, a->qn,
-                                       P(g, DSV3_P_WQ_B), N, d->Q, d->H * d->Dqk, 0));
+        DSV3_CALL(
+            linear_backward(ctx, s->dqn, g, DSV3_P_WQ_B, s->dq, a->qn, N, d->Q, d->H * d->Dqk, 0));
         DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dqa, G(g, DSV3_P_Q_NORM), s->dqn, a->qa,
                                         P(g, DSV3_P_Q_NORM), a->qa_rstd, N, d->Q));
-        DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ_A), s->dqa, a->xn,
-                                       P(g, DSV3_P_WQ_A), N, d->D, d->Q, 0));
+        DSV3_CALL(linear_backward(ctx, dn, g, DSV3_P_WQ_A, s->dqa, a->xn, N, d->D, d->Q, 0));
     } else {
-        DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WQ), s->dq, a->xn, P(g, DSV3_P_WQ),
-                                       N, d->D, d->H * d->Dqk, 0));
+        DSV3_CALL(linear_backward(ctx, dn, g, DSV3_P_WQ, s->dq, a->xn, N, d->D, d->H * d->Dqk, 0));
     }
-    DSV3_CALL(dsv3_linear_backward(kc, F32, dn, G(g, DSV3_P_WKV_A), s->dkva, a->xn,
-                                   P(g, DSV3_P_WKV_A), N, d->D, CR, 1));
+    DSV3_CALL(linear_backward(ctx, dn, g, DSV3_P_WKV_A, s->dkva, a->xn, N, d->D, CR, 1));
     return DSV3_OK;
 }
 
@@ -639,8 +670,8 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
     if (g->moe) {
         DSV3_CALL(moe_backward(&dn, dout, dout_full, a, g, &d, ctx, s));
     } else {
-        DSV3_CALL(swiglu_ffn_backward_hidden(kc, dout_full, a, g, DSV3_P_FF_W2, d.N, d.D, d.I, s));
-        DSV3_CALL(swiglu_ffn_backward_input(kc, s->dn, 0, a, g, DSV3_P_FF_W1, DSV3_P_FF_W3, d.N,
+        DSV3_CALL(swiglu_ffn_backward_hidden(ctx, dout_full, a, g, DSV3_P_FF_W2, d.N, d.D, d.I, s));
+        DSV3_CALL(swiglu_ffn_backward_input(ctx, s->dn, 0, a, g, DSV3_P_FF_W1, DSV3_P_FF_W3, d.N,
                                             d.D, d.I, s));
         DSV3_CALL(reduce_rows(ctx, &dn, s->dn, s, &d));
     }
@@ -655,5 +686,39 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
     DSV3_CALL(dsv3_rmsnorm_backward(kc, F32, s->dx, G(g, DSV3_P_ATTENTION_NORM), dn, a->x,
                                     P(g, DSV3_P_ATTENTION_NORM), a->attn_rstd, d.Nl, d.D));
     DSV3_CALL(dsv3_add(kc, F32, dx, s->dh, s->dx, NlD));
+    return DSV3_OK;
+}
+
+// ---- split backward ----
+
+int64_t dsv3_layer_deferred_floats(const Dsv3ModelArgs *args, int moe, int64_t B, int64_t T,
+                                   int64_t tp, int64_t cp, int cp_ring) {
+    Dims d = dims_of(args, B, T, tp, cp, cp_ring);
+    const int64_t qk = d.H * d.Dqk, kv = d.H * (args->qk_nope_head_dim + d.Dv);
+    // On the N gathered rows, In + Out of each linear: wq, or wq_a and wq_b; wkv_a, wkv_b, wo;
+    // the dense FFN's or the shared experts' w1, w3 (D → hidden) and w2 (hidden → D).
+    int64_t width = d.Q > 0 ? (d.D + d.Q) + (d.Q + qk) : d.D + qk;
+    width += (d.D + d.C + d.R) + (d.C + kv) + (d.H * d.Dv + d.D);
+    const int64_t hidden = moe ? d.Fs : d.I;
+    if (hidden > 0) width += 3 * (d.D + hidden);
+    // The router gate (D → E) runs on this rank's Nl rows.
+    return d.N * width + (moe ? d.Nl * (d.D + d.E) : 0);
+}
+
+Dsv3Err dsv3_layer_weight_grads_create(Dsv3WeightGrads *q, Dsv3Arena *arena, int64_t records,
+                                       int64_t n_floats) {
+    *q = (Dsv3WeightGrads){.capacity = records, .n_floats = n_floats};
+    DSV3_CALL(DSV3_ARENA_TABLE(arena, q->records, records, "deferred weight gradients"));
+    return DSV3_ARENA_ARRAY(arena, q->floats, n_floats, "deferred weight gradients' inputs");
+}
+
+Dsv3Err dsv3_layer_weight_grads_run(const Dsv3KernelContext *kc, const Dsv3WeightGrads *q,
+                                    int64_t *next, Dsv3ParamGroup *g) {
+    for (; *next < q->count && q->records[*next].layer_id == g->layer_id; (*next)++) {
+        const Dsv3WeightGrad *r = &q->records[*next];
+        const float *dout = q->floats + r->at, *x = dout + r->N * r->Out;
+        DSV3_CALL(dsv3_linear_backward(kc, F32, NULL, G(g, r->param), dout, x, NULL, r->N, r->In,
+                                       r->Out, 0));
+    }
     return DSV3_OK;
 }

@@ -58,6 +58,30 @@
 
 typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 
+// A split backward (a zero-bubble pipeline's I and W actions): the I pass computes what flows
+// to the layer's input — and the gradients of the norm weights and the routed experts — and
+// defers the weight gradients of the layer's linears (wq or wq_a and wq_b, wkv_a, wkv_b, wo,
+// the dense FFN's or the shared experts' w1, w2, w3, the router gate) into a queue; the W pass
+// adds them later. Each record keeps copies of its linear's dout and x, because scratch and
+// recomputed buffers are overwritten before W runs.
+typedef struct {
+    int64_t layer_id;    // the layer whose group holds the weight
+    Dsv3ParamSlot param; // which weight of it
+    int64_t N, In, Out;  // the linear's shape (kernels.h)
+    int64_t at;          // dout (N, Out) then x (N, In) from floats[at] of the queue
+} Dsv3WeightGrad;
+
+// The most linears one layer defers: wq_a, wq_b, wkv_a, wkv_b, wo, w1, w2, w3 and the router gate.
+enum { DSV3_LAYER_DEFERRED_MAX = 9 };
+
+// The deferred weight gradients of a micro-batch's backward, in the order of their linears.
+typedef struct {
+    Dsv3WeightGrad *records; // (capacity)
+    int64_t count, capacity;
+    float *floats; // (n_floats) the records' dout and x
+    int64_t used, n_floats;
+} Dsv3WeightGrads;
+
 // Attention keeps its scores for backward (saving a q·kᵀ recomputation) while they take at
 // most this many bytes per layer: short sequences yes, long ones no.
 #define DSV3_ATTENTION_SCORES_MAX_BYTES (64LL << 20)
@@ -81,6 +105,8 @@ typedef struct {
     int64_t slot;                 // the micro-batch's activation slot (model.h), for the experts
     int64_t tp, tp_rank;          // tensor-parallel degree (1: the whole layer) and rank
     Dsv3Collectives *collectives; // gathers and reductions over DSV3_GROUP_TP when tp > 1
+    Dsv3WeightGrads *defer;       // backward defers the linears' weight gradients here (NULL:
+                                  // adds them to the gradients at once)
 } Dsv3LayerContext;
 
 typedef struct {
@@ -180,11 +206,26 @@ Dsv3Err dsv3_layer_forward(float *out, const float *x, Dsv3LayerActs *acts, cons
                            const Dsv3LayerContext *ctx, Dsv3LayerScratch *s);
 
 // dx (Nl, D) written from dout (Nl, D) (they may alias); parameter gradients added to g->grad
-// (replicated ones partial under tp, see above).
-// `shared` holds the recomputation buffers of checkpointed modes.
+// (replicated ones partial under tp, see above), those of the linears queued instead when
+// ctx->defer is set. `shared` holds the recomputation buffers of checkpointed modes.
 Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *acts, Dsv3ParamGroup *g,
                             const Dsv3ModelArgs *args, const float *expert_bias,
                             const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
                             Dsv3LayerActs *shared);
+
+// The floats a layer's deferred weight gradients take in a queue (Σ N · (In + Out) over its
+// deferred linears), for the arguments of dsv3_layer_acts_create.
+int64_t dsv3_layer_deferred_floats(const Dsv3ModelArgs *args, int moe, int64_t B, int64_t T,
+                                   int64_t tp, int64_t cp, int cp_ring);
+
+// An empty queue with room for `records` records and `n_floats` floats (NULL in a measuring
+// arena's plan).
+Dsv3Err dsv3_layer_weight_grads_create(Dsv3WeightGrads *q, Dsv3Arena *arena, int64_t records,
+                                       int64_t n_floats);
+
+// The W pass of one layer: adds q's records from *next on that belong to g's layer (g acquired
+// for backward) into g's gradients, and moves *next past them.
+Dsv3Err dsv3_layer_weight_grads_run(const Dsv3KernelContext *kc, const Dsv3WeightGrads *q,
+                                    int64_t *next, Dsv3ParamGroup *g);
 
 #endif

@@ -19,14 +19,15 @@ enum { NO_DEVICE = -1 };
 
 // What one micro-batch in flight keeps between its forward and its backward.
 typedef struct {
-    int32_t *tokens;     // (N) first stage: the forward's tokens (this rank's)
-    int32_t *doc;        // (B, T) document ids of the whole sequences, or NULL (causal)
-    Dsv3LayerActs *acts; // (L) per layer; acts[0].x is the stage input
-    float *last;         // (Nl, D) the last layer's output: the stage output
-    float *final_rstd;   // (Nl) last stage
-    float *final_out;    // (N, D) last stage: after the final norm (every tp rank's rows)
-    int32_t *ring_pos;   // cp_ring: (cp, B, T / cp) this rank's tokens' places among each
-    int32_t *ring_doc;   // rank's keys, and (cp, B, T / cp) their document ids (layer.h)
+    int32_t *tokens;          // (N) first stage: the forward's tokens (this rank's)
+    int32_t *doc;             // (B, T) document ids of the whole sequences, or NULL (causal)
+    Dsv3LayerActs *acts;      // (L) per layer; acts[0].x is the stage input
+    float *last;              // (Nl, D) the last layer's output: the stage output
+    float *final_rstd;        // (Nl) last stage
+    float *final_out;         // (N, D) last stage: after the final norm (every tp rank's rows)
+    int32_t *ring_pos;        // cp_ring: (cp, B, T / cp) this rank's tokens' places among each
+    int32_t *ring_doc;        // rank's keys, and (cp, B, T / cp) their document ids (layer.h)
+    Dsv3WeightGrads deferred; // split_backward: the weight gradients its backward deferred
 } Slot;
 
 struct Dsv3Model {
@@ -104,6 +105,20 @@ static float *stage_input(const Dsv3Model *m, const Slot *s) {
     return m->range.n_layers > 0 ? s->acts[0].x : s->last;
 }
 
+// split_backward: the slot's queue, with room for every layer's deferred weight gradients.
+static Dsv3Err create_deferred(Dsv3Model *m, Slot *s) {
+    const Dsv3ModelArgs *a = &m->args;
+    const int64_t L = m->range.n_layers, T = m->opt.seq_len / m->cp;
+    int64_t floats = 0;
+    for (int64_t i = 0; i < L; i++) {
+        const int64_t layer = m->range.first_layer + i;
+        floats += dsv3_layer_deferred_floats(a, layer >= a->n_dense_layers, m->opt.batch, T, m->tp,
+                                             m->cp, m->opt.cp_ring);
+    }
+    return dsv3_layer_weight_grads_create(&s->deferred, &m->arena, L * DSV3_LAYER_DEFERRED_MAX,
+                                          floats);
+}
+
 static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
     const Dsv3ModelArgs *a = &m->args;
     int64_t L = m->range.n_layers, B = m->opt.batch, T = m->opt.seq_len / m->cp;
@@ -128,6 +143,7 @@ static Dsv3Err create_slot(Dsv3Model *m, Slot *s) {
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->final_rstd, Nl, "final norm rstd"));
         DSV3_CALL(DSV3_ARENA_ARRAY(arena, s->final_out, N * D, "final norm output"));
     }
+    if (m->opt.split_backward) DSV3_CALL(create_deferred(m, s));
     return DSV3_OK;
 }
 
@@ -290,6 +306,13 @@ static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelService
         r->n_layers > 0 && r->first_layer + r->n_layers > services->params->args.n_dense_layers;
     DSV3_CHECK(services->experts || !has_moe, DSV3_ERR_USAGE,
                "model: the stage has MoE layers but no routed experts to call");
+    // An FSDP store zeroes a group's gathered gradients when it is acquired for backward and
+    // drops them on a release without reduce: the I pass's gradients would not survive to W.
+    DSV3_CHECK(!opt->split_backward || services->params->fsdp_size <= 1, DSV3_ERR_CONFIG,
+               "model: a split backward (parallelism.pipeline_parallel_schedule = "
+               "\"ZBVZeroBubble\") with FSDP (parallelism.data_parallel_shard_degree > 1, here "
+               "the parameters are sharded over %" PRId64 " ranks) is not supported yet",
+               services->params->fsdp_size);
     return DSV3_OK;
 }
 
@@ -575,6 +598,14 @@ static Dsv3Err release(Dsv3Model *m, int g, Dsv3ParamUse use) {
     return st->ops->release(st, g, use);
 }
 
+// Releases layer group g after its backward: with split_backward, its I pass, whose gradients
+// are handed over after the W pass (dsv3_model_backward_weight) adds the rest.
+static Dsv3Err release_backward_input(Dsv3Model *m, int g) {
+    Dsv3ParamStore *st = m->services.params;
+    if (m->opt.split_backward) return st->ops->release(st, g, DSV3_PARAM_USE_BACKWARD);
+    return release(m, g, DSV3_PARAM_USE_BACKWARD);
+}
+
 static Dsv3Err check_slot(const Dsv3Model *m, int64_t slot) {
     DSV3_CHECK(slot >= 0 && slot < m->opt.slots, DSV3_ERR_USAGE,
                "model: activation slot %" PRId64 " outside [0, %" PRId64 ")", slot, m->opt.slots);
@@ -673,7 +704,8 @@ done:
 }
 
 // The layers' context for slot s.
-static void context_of_slot(Dsv3Model *m, const Slot *s, int64_t slot) {
+static void context_of_slot(Dsv3Model *m, Slot *s, int64_t slot) {
+    m->ctx.defer = m->opt.split_backward ? &s->deferred : NULL;
     m->ctx.doc = s->doc;
     m->ctx.ring_pos = s->ring_pos;
     m->ctx.ring_doc = s->ring_doc;
@@ -854,6 +886,10 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
     Slot *s = &m->slots[slot];
     *loss_sum = 0;
     *n_labels = 0;
+    DSV3_CHECK(s->deferred.count == 0, DSV3_ERR_USAGE,
+               "model: activation slot %" PRId64 " still holds the weight gradients its last "
+               "backward deferred; run dsv3_model_backward_weight on it before its next backward",
+               slot);
     if (m->range.last) {
         DSV3_CALL(head_backward(m, s, grad, loss_sum, n_labels));
         if (grad->grad_scale == 0.0f) return DSV3_OK; // evaluation: the loss only
@@ -869,8 +905,10 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
         DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_BACKWARD));
         DSV3_CALL(dsv3_layer_backward(m->dh, m->dh, &s->acts[i], &m->services.params->groups[g], a,
                                       m->expert_bias[i], &m->ctx, &m->scratch, &m->shared));
-        DSV3_CALL(release(m, g, DSV3_PARAM_USE_BACKWARD));
+        DSV3_CALL(release_backward_input(m, g));
     }
+    // The queue is sized exactly (create_deferred): every layer filled its share.
+    DSV3_ASSERT(s->deferred.used == s->deferred.n_floats);
     if (!m->range.first) return DSV3_OK;
     DSV3_CALL(acquire(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD));
     Dsv3Param *table =
@@ -883,6 +921,22 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
     DSV3_CALL(dsv3_embedding_backward(k, DSV3_TENSOR_F32, table->grad, dembedded, s->tokens, N, D,
                                       table->local[0], table->piece_start[0]));
     return release(m, m->group_embedding, DSV3_PARAM_USE_BACKWARD);
+}
+
+Dsv3Err dsv3_model_backward_weight(Dsv3Model *m, int64_t slot) {
+    DSV3_CALL(check_slot(m, slot));
+    Dsv3WeightGrads *q = &m->slots[slot].deferred;
+    for (int64_t next = 0; next < q->count;) { // the records of one layer after another
+        const int64_t i = local_layer(m, q->records[next].layer_id);
+        DSV3_ASSERT(i >= 0);
+        const int g = m->group_layer[i];
+        DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_BACKWARD));
+        DSV3_CALL(dsv3_layer_weight_grads_run(m->services.kernels, q, &next,
+                                              &m->services.params->groups[g]));
+        DSV3_CALL(release(m, g, DSV3_PARAM_USE_BACKWARD));
+    }
+    q->count = q->used = 0;
+    return DSV3_OK;
 }
 
 const float *dsv3_model_input_grad(const Dsv3Model *m) { return m->range.first ? NULL : m->dh; }

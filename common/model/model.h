@@ -26,6 +26,12 @@
 // parallelism), Nl = N / tp of them; tokens, labels and document ids are the whole micro-batch
 // on every tp rank; every tp rank returns the same loss.
 //
+// Split backward (opt.split_backward, a zero-bubble pipeline): dsv3_model_backward is the I
+// action — the input gradient, the loss, and every gradient but the layers' linear weights' —
+// and keeps, in the slot, copies of what those weight gradients need (layer.h); the W action,
+// dsv3_model_backward_weight, adds them later. Both together add exactly what one backward
+// adds, bit for bit. The slot's activations are free for its next forward after the I action.
+//
 // Context parallelism (opt.cp > 1, the collectives' cp group; layer.h): tokens, labels and
 // document ids are still the whole micro-batch (B, T) on every cp rank, and the rank takes its
 // load-balanced T / cp positions of each sequence from them; its activations, their gradients
@@ -59,6 +65,9 @@ typedef struct {
     int gather_logits;      // tp > 1: each chunk's logits gathered over the tp ranks before
                             // the loss (parallelism.disable_loss_parallel), else loss parallel
     int64_t slots;          // activation slots: micro-batches between forward and backward
+    int split_backward;     // backward leaves the layers' linear weight gradients to
+                            // dsv3_model_backward_weight (ZBVZeroBubble's I and W); not with
+                            // an FSDP store (fsdp_size > 1)
     Dsv3TensorDtype matmul_dtype; // what the GEMMs compute in (dsv3_kernel_context_set_matmul)
 } Dsv3ModelOptions;
 
@@ -165,8 +174,16 @@ typedef struct {
 // replicated tensors' are this rank's share: the caller sums them over the tp group). The last
 // stage also returns *loss_sum = Σ cross-entropy over its labels and *n_labels their count
 // (others 0). Not the first stage: the gradient of the input is then dsv3_model_input_grad.
+// With split_backward the layers' linear weight gradients are deferred to
+// dsv3_model_backward_weight, which must run on the slot before its next backward (else
+// DSV3_ERR_USAGE); grad_scale 0 defers nothing.
 Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *grad, double *loss_sum,
                             int64_t *n_labels);
+
+// The W action of a split backward: adds the weight gradients that slot's last backward
+// deferred and hands the layers' gradients to the store. Nothing to do (a backward without
+// split_backward, or of an evaluation) is not an error.
+Dsv3Err dsv3_model_backward_weight(Dsv3Model *m, int64_t slot);
 
 // A non-first stage's input gradient (Nl, D) from its last backward: valid until the next
 // backward of any slot.

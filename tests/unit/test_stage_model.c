@@ -1,8 +1,9 @@
 // stage model: the model cut into pipeline stages inside one process gives the one-stage
 // model's numbers bit for bit — stage 1's forward into stage 2's, backward back: the loss,
 // every parameter gradient, the tokens per expert; several micro-batches in flight (activation
-// slots: all forwards, then the backwards in reverse) equal them one after the other; a stage
-// checks what it is given.
+// slots: all forwards, then the backwards in reverse) equal them one after the other; a split
+// backward (input gradients, then weight gradients) equals the plain one; a stage checks what it
+// is given.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -155,6 +156,125 @@ static void test_micro_batches_in_flight(void **state) {
     check_split(DSV3_AC_FULL, 2);
 }
 
+// The split backward of ZBVZeroBubble against the plain one, on the whole model (a dense layer
+// and MoE layers) with options `opt`: the plain model runs micro-batch 1, then 0, forward and
+// backward together; the split one runs both forwards, the input-gradient backwards (1, 0),
+// forwards of other micro-batches into both slots (the activations are free after I), then the
+// weight gradients (1, 0): the deferred inputs must outlive every buffer of the model. Every
+// gradient adds the same terms in the same order. The memory plan counts the deferred inputs.
+static void check_split_backward(const Dsv3ModelArgs *a, Dsv3ModelOptions opt) {
+    enum { MICRO = 2 };
+    Dsv3ModelOptions split = opt;
+    opt.slots = 1;
+    split.slots = MICRO;
+    split.split_backward = 1;
+    Dsv3Model *plain = NULL, *zb = NULL;
+    assert_int_equal(dsv3_model_create_local(&plain, a, &opt, NULL, SEED, NULL), DSV3_OK);
+    assert_int_equal(dsv3_model_create_local(&zb, a, &split, NULL, SEED, NULL), DSV3_OK);
+    int32_t tokens[MICRO][BATCH * SEQ], labels[MICRO][BATCH * SEQ];
+    const float grad_scale = 1.0f / (float)(BATCH * SEQ * MICRO);
+    double plain_loss[MICRO], split_loss[MICRO];
+    int64_t n = 0;
+    for (int64_t i = 0; i < MICRO; i++)
+        batch(i, tokens[i], labels[i], a->vocab_size);
+    for (int64_t i = MICRO - 1; i >= 0; i--) {
+        assert_int_equal(dsv3_model_forward(plain, 0, &(Dsv3StageInput){.tokens = tokens[i]}),
+                         DSV3_OK);
+        Dsv3StageGrad grad = {.labels = labels[i], .grad_scale = grad_scale};
+        assert_int_equal(dsv3_model_backward(plain, 0, &grad, &plain_loss[i], &n), DSV3_OK);
+    }
+    for (int64_t i = 0; i < MICRO; i++)
+        assert_int_equal(dsv3_model_forward(zb, i, &(Dsv3StageInput){.tokens = tokens[i]}),
+                         DSV3_OK);
+    for (int64_t i = MICRO - 1; i >= 0; i--) {
+        Dsv3StageGrad grad = {.labels = labels[i], .grad_scale = grad_scale};
+        assert_int_equal(dsv3_model_backward(zb, i, &grad, &split_loss[i], &n), DSV3_OK);
+        assert_true(split_loss[i] == plain_loss[i]);
+    }
+    for (int64_t i = 0; i < MICRO; i++)
+        assert_int_equal(
+            dsv3_model_forward(zb, i, &(Dsv3StageInput){.tokens = tokens[MICRO - 1 - i]}), DSV3_OK);
+    for (int64_t i = MICRO - 1; i >= 0; i--)
+        assert_int_equal(dsv3_model_backward_weight(zb, i), DSV3_OK);
+    // A drained slot has nothing left to add.
+    assert_int_equal(dsv3_model_backward_weight(zb, 0), DSV3_OK);
+    expect_same_grads(plain, zb);
+    const Dsv3StageRange whole = dsv3_stage_range_whole(a);
+    int64_t planned = 0, plain_planned = 0;
+    assert_int_equal(dsv3_model_plan_activation_bytes(a, &split, &whole, 1, &planned), DSV3_OK);
+    assert_int_equal(planned, dsv3_model_activation_bytes(zb));
+    split.split_backward = 0;
+    assert_int_equal(dsv3_model_plan_activation_bytes(a, &split, &whole, 1, &plain_planned),
+                     DSV3_OK);
+    assert_true(planned > plain_planned);
+    dsv3_model_destroy(plain);
+    dsv3_model_destroy(zb);
+}
+
+static void test_split_backward_equals_backward(void **state) {
+    (void)state;
+    Dsv3ModelArgs a = small_args(), lora = small_args();
+    lora.q_lora_rank = 12;
+    check_split_backward(&a, options(1, DSV3_AC_NONE));
+    check_split_backward(&lora, options(1, DSV3_AC_NONE));
+    check_split_backward(&lora, options(1, DSV3_AC_OP));
+    check_split_backward(&lora, options(1, DSV3_AC_FULL));
+    Dsv3ModelOptions every_other = options(1, DSV3_AC_NONE);
+    every_other.ac_every = 2; // full AC for layers 1 and 3: kept and recomputed layers mixed
+    check_split_backward(&lora, every_other);
+}
+
+// A store that claims to be sharded over two FSDP ranks (its groups whole all the same).
+static Dsv3Err fsdp_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
+                                 const Dsv3ModelArgs *args, const Dsv3StageRange *range,
+                                 uint64_t seed, void *arg) {
+    (void)arg;
+    DSV3_CALL(dsv3_param_store_local_create(out, kernels, args, range, NULL, seed));
+    (*out)->fsdp_size = 2;
+    return DSV3_OK;
+}
+
+// A split backward's slot takes no new backward before its weight gradients are added; an
+// evaluation defers nothing; FSDP stores are refused.
+static void test_split_backward_checks_its_use(void **state) {
+    (void)state;
+    Dsv3ModelArgs a = small_args();
+    Dsv3ModelOptions opt = options(2, DSV3_AC_NONE);
+    opt.split_backward = 1;
+    Dsv3Model *m = NULL;
+    assert_int_equal(dsv3_model_create_local(&m, &a, &opt, NULL, SEED, NULL), DSV3_OK);
+    int32_t tokens[BATCH * SEQ], labels[BATCH * SEQ];
+    batch(0, tokens, labels, a.vocab_size);
+    double loss = 0;
+    int64_t n = 0;
+    Dsv3StageGrad eval = {.labels = labels, .grad_scale = 0.0f};
+    Dsv3StageGrad train = {.labels = labels, .grad_scale = 1.0f / (float)(BATCH * SEQ)};
+    for (int pass = 0; pass < 2; pass++) { // evaluations back to back: nothing to drain
+        assert_int_equal(dsv3_model_forward(m, 1, &(Dsv3StageInput){.tokens = tokens}), DSV3_OK);
+        assert_int_equal(dsv3_model_backward(m, 1, &eval, &loss, &n), DSV3_OK);
+    }
+    assert_int_equal(dsv3_model_forward(m, 1, &(Dsv3StageInput){.tokens = tokens}), DSV3_OK);
+    assert_int_equal(dsv3_model_backward(m, 1, &train, &loss, &n), DSV3_OK);
+    assert_int_equal(dsv3_model_forward(m, 1, &(Dsv3StageInput){.tokens = tokens}), DSV3_OK);
+    assert_int_equal(dsv3_model_backward(m, 1, &train, &loss, &n), DSV3_ERR_USAGE);
+    assert_non_null(strstr(dsv3_error_message(), "slot 1"));
+    assert_non_null(strstr(dsv3_error_message(), "dsv3_model_backward_weight"));
+    dsv3_error_clear();
+    assert_int_equal(dsv3_model_backward_weight(m, 2), DSV3_ERR_USAGE); // no such slot
+    dsv3_error_clear();
+    assert_int_equal(dsv3_model_backward_weight(m, 1), DSV3_OK);
+    assert_int_equal(dsv3_model_backward(m, 1, &train, &loss, &n), DSV3_OK);
+    assert_int_equal(dsv3_model_backward_weight(m, 1), DSV3_OK);
+    dsv3_model_destroy(m);
+    const Dsv3StoreFactory fsdp = {fsdp_store_create, NULL};
+    assert_int_equal(dsv3_model_create_stage(&m, &a, &opt, NULL, SEED, NULL, &fsdp, NULL),
+                     DSV3_ERR_CONFIG);
+    assert_null(m);
+    assert_non_null(strstr(dsv3_error_message(), "ZBVZeroBubble"));
+    assert_non_null(strstr(dsv3_error_message(), "data_parallel_shard_degree"));
+    dsv3_error_clear();
+}
+
 static void test_stage_checks_its_input(void **state) {
     (void)state;
     Dsv3ModelArgs a = small_args();
@@ -191,6 +311,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_stages_equal_one),
         cmocka_unit_test(test_micro_batches_in_flight),
+        cmocka_unit_test(test_split_backward_equals_backward),
+        cmocka_unit_test(test_split_backward_checks_its_use),
         cmocka_unit_test(test_stage_checks_its_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
