@@ -204,7 +204,7 @@ Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, in
 }
 
 Dsv3BatchPart dsv3_layout_batch_part(const Dsv3ParallelDims *dims, const Dsv3StageCoord *coord) {
-    int first = coord->pp == 0, last = coord->pp == dims->pp - 1;
+    int first = coord->pp == 0, last = coord->pp == (dims->pp_v_shaped ? 0 : dims->pp - 1);
     if (first && last) return DSV3_BATCH_WINDOWS;
     if (first) return DSV3_BATCH_TOKENS;
     return last ? DSV3_BATCH_LABELS : DSV3_BATCH_NONE;

@@ -45,6 +45,9 @@ enum { DSV3_ROLE_COUNT = 3 };
 //   ep            expert_parallel_degree           (expert servers per pipeline stage; 1 = none)
 typedef struct {
     int64_t pp, dp_replicate, dp_shard, cp, tp, ep;
+    // The pipeline's stages run down the ranks and back up (ZBVZeroBubble's v): pipeline rank 0
+    // holds the last stage as well as the first.
+    int pp_v_shaped;
 } Dsv3ParallelDims;
 
 // A stage rank's place in the mesh; each field is in [0, degree).
@@ -87,9 +90,10 @@ Dsv3Err dsv3_layout_expert_coord(const Dsv3ParallelDims *dims, int64_t index, in
                                  int64_t *ep_rank);
 
 // What the stage rank at `coord` receives of each micro-batch's token windows (B windows of
-// T + 1 tokens): nothing on a middle pipeline stage, the whole windows when one stage holds
-// both ends of the model, the tokens (first T of each window) on the first stage of a pipeline,
-// which embeds them, and the labels (last T) on the last, which computes the loss.
+// T + 1 tokens): nothing on a middle pipeline rank, the whole windows when one rank holds both
+// ends of the model (no pipeline, or a v), the tokens (first T of each window) on the rank of
+// the first stage, which embeds them, and the labels (last T) on the rank of the last, which
+// computes the loss.
 typedef enum {
     DSV3_BATCH_NONE,
     DSV3_BATCH_WINDOWS,

@@ -12,28 +12,33 @@
 enum { RING = 2 }; // buffers per direction, used in turn
 
 // Receive buffers of one direction: RING buffers, each with its pending requests (activations
-// and document ids, or a gradient) and the micro-batch and stage it holds.
+// and document ids, or a gradient), the micro-batch and stage it holds and the pipeline rank it
+// comes from.
 typedef struct {
     float *rows[RING];
     int32_t *doc[RING];
     MPI_Request requests[RING][2];
     int64_t micro[RING], stage[RING];
+    int peer[RING];
     int64_t posted; // receives posted so far: the next goes to buffer posted % RING
 } Inbox;
 
 struct Dsv3PipeExchange {
     MPI_Comm comm; // duplicate of the pp communicator: rank = pipeline rank
     Dsv3Watch *watch;
-    int prev, next;         // pipeline ranks of the previous and next stages' holders
-    int prev_job, next_job; // their job ranks (the watch's ranks)
-    int count;              // floats per message: n_rows · dim
-    int n_rows, n_doc;      // n_doc: document ids per message (0: none)
+    int rank, pp;      // this rank's pipeline rank and the pipeline's ranks
+    int job_rank;      // this rank's job rank
+    int stride;        // job ranks between neighbouring pipeline ranks (mesh order)
+    int count;         // floats per message: n_rows · dim
+    int n_rows, n_doc; // n_doc: document ids per message (0: none)
     int64_t slots;
     Inbox activations, gradients;
     float *grad_out[RING];
     MPI_Request grad_send[RING];
+    int grad_peer[RING];
     int64_t grad_sent;
     MPI_Request *slot_send; // (slots, 2): activations and document ids sent from each slot
+    int *slot_peer;         // (slots): where each slot's last activations went
     double wait_seconds;
 };
 
@@ -41,6 +46,7 @@ static Dsv3Err inbox_alloc(Inbox *in, int count, int n_doc) {
     for (int k = 0; k < RING; k++) {
         in->requests[k][0] = in->requests[k][1] = MPI_REQUEST_NULL;
         in->micro[k] = in->stage[k] = -1;
+        in->peer[k] = -1;
         DSV3_CALL(dsv3_alloc((void **)&in->rows[k], (size_t)count * sizeof(float),
                              "pipeline receive buffer"));
         if (n_doc)
@@ -78,14 +84,14 @@ Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *to
                (long long)shape->n_doc);
     x->n_doc = (int)shape->n_doc;
     x->slots = slots;
-    int pp = (int)topo->dims.pp, rank = (int)topo->coord.pp;
-    int stride = (int)(topo->n_stage / pp); // stage ranks per pipeline rank, in mesh order
-    x->prev = (rank + pp - 1) % pp;
-    x->next = (rank + 1) % pp;
-    x->prev_job = topo->job_rank + (x->prev - rank) * stride;
-    x->next_job = topo->job_rank + (x->next - rank) * stride;
-    for (int k = 0; k < RING; k++)
+    x->pp = (int)topo->dims.pp;
+    x->rank = (int)topo->coord.pp;
+    x->job_rank = (int)topo->job_rank;
+    x->stride = (int)(topo->n_stage / topo->dims.pp); // stage ranks per pipeline rank
+    for (int k = 0; k < RING; k++) {
         x->grad_send[k] = MPI_REQUEST_NULL;
+        x->grad_peer[k] = x->rank;
+    }
     Dsv3Err err = DSV3_OK;
     MPI_Request dup;
     DSV3_MPI_CALL_GOTO(err, fail, MPI_Comm_idup(topo->pp, &x->comm, &dup));
@@ -106,8 +112,13 @@ Dsv3Err dsv3_pipe_exchange_create(Dsv3PipeExchange **out, const Dsv3Topology *to
         DSV3_CALL_GOTO(err, fail,
                        dsv3_calloc((void **)&x->slot_send, (size_t)slots * 2, sizeof *x->slot_send,
                                    "pipeline slot sends"));
+        DSV3_CALL_GOTO(err, fail,
+                       dsv3_calloc((void **)&x->slot_peer, (size_t)slots, sizeof *x->slot_peer,
+                                   "pipeline slot peers"));
         for (int64_t k = 0; k < slots * 2; k++)
             x->slot_send[k] = MPI_REQUEST_NULL;
+        for (int64_t k = 0; k < slots; k++)
+            x->slot_peer[k] = x->rank;
     }
     *out = x;
     return DSV3_OK;
@@ -121,29 +132,39 @@ int64_t dsv3_pipe_exchange_bytes(const Dsv3PipeExchangeShape *s) {
     int64_t doc = s->n_doc * (int64_t)sizeof(int32_t);
     int64_t bytes = (int64_t)sizeof(Dsv3PipeExchange);
     if (s->receives) bytes += RING * (rows + doc) + RING * rows; // activations in, gradients out
-    if (s->sends) bytes += RING * rows + s->slots * 2 * (int64_t)sizeof(MPI_Request);
+    if (s->sends)
+        bytes += RING * rows + s->slots * (2 * (int64_t)sizeof(MPI_Request) + (int64_t)sizeof(int));
     return bytes;
 }
 
-// Waits for `n` requests that depend on job rank `peer` (the previous or the next pipeline
-// rank), counting the time as pipeline wait.
+// Checks that `peer` is a pipeline rank.
+static Dsv3Err check_peer(const Dsv3PipeExchange *x, int64_t peer) {
+    DSV3_CHECK(peer >= 0 && peer < x->pp, DSV3_ERR_INTERNAL,
+               "pipeline exchange: pipeline rank %lld is outside [0, %d)", (long long)peer, x->pp);
+    return DSV3_OK;
+}
+
+// Waits for `n` requests that depend on pipeline rank `peer`, counting the time as pipeline
+// wait.
 static Dsv3Err wait_for(Dsv3PipeExchange *x, int n, MPI_Request *requests, int peer,
                         const char *what, int64_t micro) {
     double t0 = dsv3_log_seconds();
-    Dsv3Err err = dsv3_watch_wait(x->watch, n, requests, &peer, 1,
+    int job = x->job_rank + (peer - x->rank) * x->stride; // the watch's rank of the peer
+    Dsv3Err err = dsv3_watch_wait(x->watch, n, requests, &job, 1,
                                   "waits for pipeline rank %d to take or give the %s of "
                                   "micro-batch %lld",
-                                  peer == x->prev_job ? x->prev : x->next, what, (long long)micro);
+                                  peer, what, (long long)micro);
     x->wait_seconds += dsv3_log_seconds() - t0;
     return err;
 }
 
 Dsv3Err dsv3_pipe_exchange_finish(Dsv3PipeExchange *x) {
     if (!x) return DSV3_OK;
-    if (x->slot_send)
-        DSV3_CALL(wait_for(x, (int)(x->slots * 2), x->slot_send, x->next_job,
-                           "activations (last sends)", -1));
-    if (x->grad_out[0]) DSV3_CALL(wait_for(x, RING, x->grad_send, x->prev_job, "gradients", -1));
+    for (int64_t k = 0; x->slot_send && k < x->slots; k++)
+        DSV3_CALL(
+            wait_for(x, 2, &x->slot_send[2 * k], x->slot_peer[k], "activations (last sends)", -1));
+    for (int k = 0; x->grad_out[0] && k < RING; k++)
+        DSV3_CALL(wait_for(x, 1, &x->grad_send[k], x->grad_peer[k], "gradients", -1));
     return DSV3_OK;
 }
 
@@ -154,13 +175,14 @@ void dsv3_pipe_exchange_destroy(Dsv3PipeExchange *x) {
     for (int k = 0; k < RING; k++)
         dsv3_free(x->grad_out[k]);
     dsv3_free(x->slot_send);
+    dsv3_free(x->slot_peer);
     if (x->comm != MPI_COMM_NULL) MPI_Comm_free(&x->comm);
     dsv3_free(x);
 }
 
 // The next buffer of `in` for micro-batch `micro` of stage `stage`; it must hold nothing
 // pending.
-static Dsv3Err inbox_next(Inbox *in, int64_t micro, int64_t stage, int *k) {
+static Dsv3Err inbox_next(Inbox *in, int64_t micro, int64_t stage, int peer, int *k) {
     DSV3_CHECK(in->rows[0], DSV3_ERR_INTERNAL,
                "pipeline exchange: a receive for stage %lld, which this rank's exchange was not "
                "made for",
@@ -173,6 +195,7 @@ static Dsv3Err inbox_next(Inbox *in, int64_t micro, int64_t stage, int *k) {
                (long long)micro, (long long)in->micro[*k]);
     in->micro[*k] = micro;
     in->stage[*k] = stage;
+    in->peer[*k] = peer;
     in->posted++;
     return DSV3_OK;
 }
@@ -185,14 +208,16 @@ static Dsv3Err inbox_find(const Inbox *in, int64_t micro, int64_t stage, int *k)
                (long long)micro, (long long)stage);
 }
 
-Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage) {
+Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                            int64_t from) {
     int k;
-    DSV3_CALL(inbox_next(&x->activations, micro, stage, &k));
+    DSV3_CALL(check_peer(x, from));
+    DSV3_CALL(inbox_next(&x->activations, micro, stage, (int)from, &k));
     MPI_Request *r = x->activations.requests[k];
-    DSV3_MPI_CALL(MPI_Irecv(x->activations.rows[k], x->count, MPI_FLOAT, x->prev,
+    DSV3_MPI_CALL(MPI_Irecv(x->activations.rows[k], x->count, MPI_FLOAT, (int)from,
                             DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
     if (x->n_doc)
-        DSV3_MPI_CALL(MPI_Irecv(x->activations.doc[k], x->n_doc, MPI_INT32_T, x->prev,
+        DSV3_MPI_CALL(MPI_Irecv(x->activations.doc[k], x->n_doc, MPI_INT32_T, (int)from,
                                 DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
     return DSV3_OK;
 }
@@ -201,7 +226,8 @@ Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, 
                                             const float **act, const int32_t **doc) {
     int k;
     DSV3_CALL(inbox_find(&x->activations, micro, stage, &k));
-    DSV3_CALL(wait_for(x, 2, x->activations.requests[k], x->prev_job, "activations", micro));
+    DSV3_CALL(
+        wait_for(x, 2, x->activations.requests[k], x->activations.peer[k], "activations", micro));
     *act = x->activations.rows[k];
     *doc = x->n_doc ? x->activations.doc[k] : NULL;
     return DSV3_OK;
@@ -209,11 +235,12 @@ Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, 
 
 Dsv3Err dsv3_pipe_exchange_release_slot(Dsv3PipeExchange *x, int64_t slot) {
     if (!x->slot_send) return DSV3_OK; // the last stage sends no activations
-    return wait_for(x, 2, &x->slot_send[2 * slot], x->next_job, "activations", -1);
+    return wait_for(x, 2, &x->slot_send[2 * slot], x->slot_peer[slot], "activations", -1);
 }
 
-Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, const float *act,
-                                            const int32_t *doc) {
+Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, int64_t to,
+                                            const float *act, const int32_t *doc) {
+    DSV3_CALL(check_peer(x, to));
     DSV3_CHECK(x->slot_send && slot >= 0 && slot < x->slots, DSV3_ERR_INTERNAL,
                "pipeline exchange: activations sent from slot %lld of a rank whose exchange "
                "sends none or has %lld slots",
@@ -222,18 +249,21 @@ Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, c
     DSV3_CHECK(r[0] == MPI_REQUEST_NULL && r[1] == MPI_REQUEST_NULL, DSV3_ERR_INTERNAL,
                "pipeline exchange: slot %lld sends again before its last send completed",
                (long long)slot);
+    x->slot_peer[slot] = (int)to;
     DSV3_MPI_CALL(
-        MPI_Isend(act, x->count, MPI_FLOAT, x->next, DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
+        MPI_Isend(act, x->count, MPI_FLOAT, (int)to, DSV3_TAG_PIPE_ACTIVATIONS, x->comm, &r[0]));
     if (x->n_doc)
         DSV3_MPI_CALL(
-            MPI_Isend(doc, x->n_doc, MPI_INT32_T, x->next, DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
+            MPI_Isend(doc, x->n_doc, MPI_INT32_T, (int)to, DSV3_TAG_PIPE_DOC, x->comm, &r[1]));
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage) {
+Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                         int64_t from) {
     int k;
-    DSV3_CALL(inbox_next(&x->gradients, micro, stage, &k));
-    DSV3_MPI_CALL(MPI_Irecv(x->gradients.rows[k], x->count, MPI_FLOAT, x->next,
+    DSV3_CALL(check_peer(x, from));
+    DSV3_CALL(inbox_next(&x->gradients, micro, stage, (int)from, &k));
+    DSV3_MPI_CALL(MPI_Irecv(x->gradients.rows[k], x->count, MPI_FLOAT, (int)from,
                             DSV3_TAG_PIPE_GRADIENT, x->comm, &x->gradients.requests[k][0]));
     return DSV3_OK;
 }
@@ -242,16 +272,19 @@ Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, int
                                          const float **grad) {
     int k;
     DSV3_CALL(inbox_find(&x->gradients, micro, stage, &k));
-    DSV3_CALL(wait_for(x, 1, x->gradients.requests[k], x->next_job, "gradient", micro));
+    DSV3_CALL(wait_for(x, 1, x->gradients.requests[k], x->gradients.peer[k], "gradient", micro));
     *grad = x->gradients.rows[k];
     return DSV3_OK;
 }
 
-Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, const float *grad) {
+Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t to,
+                                         const float *grad) {
+    DSV3_CALL(check_peer(x, to));
     int k = (int)(x->grad_sent % RING);
-    DSV3_CALL(wait_for(x, 1, &x->grad_send[k], x->prev_job, "gradient", micro - RING));
+    DSV3_CALL(wait_for(x, 1, &x->grad_send[k], x->grad_peer[k], "gradient", micro - RING));
     memcpy(x->grad_out[k], grad, (size_t)x->count * sizeof(float));
-    DSV3_MPI_CALL(MPI_Isend(x->grad_out[k], x->count, MPI_FLOAT, x->prev, DSV3_TAG_PIPE_GRADIENT,
+    x->grad_peer[k] = (int)to;
+    DSV3_MPI_CALL(MPI_Isend(x->grad_out[k], x->count, MPI_FLOAT, (int)to, DSV3_TAG_PIPE_GRADIENT,
                             x->comm, &x->grad_send[k]));
     x->grad_sent++;
     return DSV3_OK;

@@ -3,9 +3,10 @@
 // Over a duplicate of the stage's pp communicator (comm/topology.h; its rank is the pipeline
 // rank), point to point and non-blocking, as the schedule's actions say
 // (train/pipeline_schedule.h): a receive is posted ahead of the compute that consumes it and
-// waited for there; a send starts right after its compute. Pipeline stage s + 1 follows stage
-// s on the next pipeline rank, (r + 1) mod pp: with one stage per rank that is rank r + 1; under
-// a looped schedule the last rank's stages feed the first rank's next ones. Activations travel
+// waited for there; a send starts right after its compute. Every call names the pipeline rank
+// of the other end (the schedule's placement of stages says which: the next rank, the first
+// rank after the last under a looped schedule, the rank before, or this very rank where a v
+// turns around). Activations travel
 // with the document ids of their tokens when masks are block-causal. Messages of one direction
 // between two ranks match in the order they are posted (MPI's non-overtaking rule), which the
 // schedule's lists keep; a receive names the micro-batch and the stage it is for.
@@ -50,24 +51,27 @@ Dsv3Err dsv3_pipe_exchange_finish(Dsv3PipeExchange *x);
 void dsv3_pipe_exchange_destroy(Dsv3PipeExchange *x);
 
 // Posts the receive of micro-batch `micro`'s input activations of stage `stage` (from stage
-// stage − 1).
-Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage);
+// stage − 1, held by pipeline rank `from`).
+Dsv3Err dsv3_pipe_exchange_post_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                            int64_t from);
 // Waits for them: *act (n_rows, dim) and *doc (n_doc; NULL without document ids), valid until
 // the next post of activations after the next one.
 Dsv3Err dsv3_pipe_exchange_wait_activations(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
                                             const float **act, const int32_t **doc);
-// Sends output activations from activation slot `slot` to the next stage.
-Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, const float *act,
-                                            const int32_t *doc);
+// Sends output activations from activation slot `slot` to the next stage, on pipeline rank `to`.
+Dsv3Err dsv3_pipe_exchange_send_activations(Dsv3PipeExchange *x, int64_t slot, int64_t to,
+                                            const float *act, const int32_t *doc);
 // Waits until slot `slot`'s last activations have left (before the slot's next forward).
 Dsv3Err dsv3_pipe_exchange_release_slot(Dsv3PipeExchange *x, int64_t slot);
 
 // The same for gradients of stage `stage`'s output (from stage stage + 1) and of an input (to
 // the previous stage; copied, so the caller's buffer is free at once).
-Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage);
+Dsv3Err dsv3_pipe_exchange_post_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
+                                         int64_t from);
 Dsv3Err dsv3_pipe_exchange_wait_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t stage,
                                          const float **grad);
-Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, const float *grad);
+Dsv3Err dsv3_pipe_exchange_send_gradient(Dsv3PipeExchange *x, int64_t micro, int64_t to,
+                                         const float *grad);
 
 // Seconds spent waiting for neighbours since the last call (the stage's pipeline idle time).
 double dsv3_pipe_exchange_take_wait_seconds(Dsv3PipeExchange *x);

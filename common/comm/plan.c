@@ -44,8 +44,9 @@ static Dsv3Err pipeline_from_config(const Dsv3Config *cfg, Dsv3PlanPipeline *out
                " is not a multiple of parallelism.pipeline_parallel_microbatch_size %" PRId64
                ": every pipeline micro-batch has the same number of sequences",
                B, mb);
-    int looped = dsv3_pipe_kind_is_looped(out->kind);
-    int64_t stages = looped ? 2 * pp : pp;
+    // A v runs exactly two stages per rank, a loop at least two.
+    int looped = dsv3_pipe_kind_is_looped(out->kind), v = dsv3_pipe_kind_is_v_shaped(out->kind);
+    int64_t stages = looped || v ? 2 * pp : pp;
     if (per_stage != -1) {
         DSV3_CHECK(per_stage >= 1, DSV3_ERR_CONFIG,
                    "parallelism.pipeline_parallel_layers_per_stage is %" PRId64
@@ -54,14 +55,18 @@ static Dsv3Err pipeline_from_config(const Dsv3Config *cfg, Dsv3PlanPipeline *out
         int64_t effective =
             cfg->model.n_layers + out->split.input_weight + out->split.output_weight;
         stages = (effective + per_stage - 1) / per_stage;
-        DSV3_CHECK(looped ? stages % pp == 0 && stages >= 2 * pp : stages == pp, DSV3_ERR_CONFIG,
+        DSV3_CHECK(looped ? stages % pp == 0 && stages >= 2 * pp : stages == (v ? 2 * pp : pp),
+                   DSV3_ERR_CONFIG,
                    "model.n_layers %" PRId64 " with pipeline_parallel_layers_per_stage %" PRId64
                    " (and the embedding and head counted as %" PRId64 " and %" PRId64
                    " layers) makes %" PRId64 " pipeline stages, but pipeline_parallel_schedule "
                    "\"%s\" runs %s on each of the pipeline_parallel_degree %" PRId64 " ranks",
                    cfg->model.n_layers, per_stage, out->split.input_weight,
                    out->split.output_weight, stages, schedule,
-                   looped ? "the same number of stages, at least 2," : "one stage", pp);
+                   looped ? "the same number of stages, at least 2,"
+                   : v    ? "two stages"
+                          : "one stage",
+                   pp);
     }
     DSV3_CHECK(stages / pp <= DSV3_PLAN_MAX_CHUNKS, DSV3_ERR_CONFIG,
                "parallelism.pipeline_parallel_layers_per_stage %" PRId64 " makes %" PRId64
@@ -79,6 +84,7 @@ Dsv3Err dsv3_plan_options_from_config(const Dsv3Config *cfg, Dsv3PlanOptions *ou
     DSV3_CALL(dsv3_model_options_from_config(cfg, -1, &out->model));
     DSV3_CALL(pipeline_from_config(cfg, &out->pipe));
     out->model.batch = out->pipe.micro_batch;
+    out->model.split_backward = dsv3_pipe_kind_splits_backward(out->pipe.kind);
     return dsv3_reshard_policy_parse(cfg->parallelism.fsdp_reshard_after_forward, &out->reshard);
 }
 

@@ -234,8 +234,9 @@ static void print_step(const Dsv3Metrics *m, const Dsv3StepRecord *r) {
     DSV3_LOG_INFO(
         "      time %.3f s: forward %.3f  backward %.3f  optimizer %.3f  comm %.3f (batch %.3f, "
         "grad_allreduce %.3f, expert_counts %.3f, plan %.3f)  data %.3f (coordinator)",
-        r->seconds_step, s[DSV3_PHASE_FORWARD], s[DSV3_PHASE_BACKWARD], s[DSV3_PHASE_OPTIMIZER],
-        comm, s[DSV3_PHASE_COMM_BATCH], s[DSV3_PHASE_COMM_GRAD], s[DSV3_PHASE_COMM_EXPERT_COUNTS],
+        r->seconds_step, s[DSV3_PHASE_FORWARD],
+        s[DSV3_PHASE_BACKWARD] + s[DSV3_PHASE_BACKWARD_WEIGHT], s[DSV3_PHASE_OPTIMIZER], comm,
+        s[DSV3_PHASE_COMM_BATCH], s[DSV3_PHASE_COMM_GRAD], s[DSV3_PHASE_COMM_EXPERT_COUNTS],
         s[DSV3_PHASE_COMM_PLAN], s[DSV3_PHASE_DATA]);
     if (s[DSV3_PHASE_COMM_TP] > 0)
         DSV3_LOG_INFO("      tensor parallel: %.3f s in tp collectives (inside forward, backward "

@@ -1,5 +1,6 @@
-// pipeline_schedule: the per-rank action lists of GPipe, 1F1B and Interleaved 1F1B, and a
-// simulator that runs them and checks every dependency; see pipeline_schedule.h.
+// pipeline_schedule: the per-rank action lists of GPipe, 1F1B, Interleaved 1F1B and
+// ZBVZeroBubble, and a simulator that runs them and checks every dependency; see
+// pipeline_schedule.h.
 #include "pipeline_schedule.h"
 
 #include <stdio.h>
@@ -7,12 +8,12 @@
 
 #include "common/core/alloc.h"
 
-static const char *const KIND_NAMES[] = {"GPipe", "1F1B", "Interleaved1F1B"};
+static const char *const KIND_NAMES[] = {"GPipe", "1F1B", "Interleaved1F1B", "ZBVZeroBubble"};
 _Static_assert(sizeof KIND_NAMES / sizeof KIND_NAMES[0] == DSV3_PIPE_KIND_COUNT,
                "one name per schedule kind");
 
 // Action texts are "<prefix><micro>.<stage>"; the prefixes follow Dsv3PipeOp's order.
-static const char *const OP_PREFIXES[] = {"F", "B", "RF", "SF", "RB", "SB"};
+static const char *const OP_PREFIXES[] = {"F", "B", "RF", "SF", "RB", "SB", "I", "W"};
 enum { PIPE_OP_COUNT = sizeof OP_PREFIXES / sizeof OP_PREFIXES[0] };
 
 // Room for one action text: a prefix and two int32 numbers.
@@ -26,9 +27,14 @@ enum { PIPE_DEADLOCK_LISTED = 8, PIPE_WAIT_CAPACITY = 4 * PIPE_TEXT_CAPACITY };
 // and stage numbers in the int32 fields of Dsv3PipeAction and every count and size in range.
 #define PIPE_MAX_UNITS ((int64_t)1 << 30)
 
-// Per (micro-batch, stage) pair: one F and one B, and for every stage boundary it crosses one
-// SEND and one RECV each way. Over V stages: n_micro · (2·V + 4·(V − 1)) actions.
-enum { PIPE_COMPUTE_PER_UNIT = 2, PIPE_MESSAGES_PER_BOUNDARY = 4 };
+// Per (micro-batch, stage) pair: one F and one B (or an I and a W), and for every stage boundary
+// it crosses one SEND and one RECV each way. Over V stages: n_micro · (c·V + 4·(V − 1)) actions,
+// c computations per pair.
+enum { PIPE_MESSAGES_PER_BOUNDARY = 4 };
+
+// The phases of a pair's computations the simulator tracks: the forward, the input gradients
+// (B or I) and the weight gradients (B or W).
+enum { PIPE_PHASE_F, PIPE_PHASE_INPUT, PIPE_PHASE_WEIGHT, PIPE_PHASE_COUNT };
 
 // The two directions of a channel between neighbouring ranks: activations and gradients.
 enum { PIPE_DIR_F, PIPE_DIR_B, PIPE_DIR_COUNT };
@@ -42,17 +48,17 @@ Dsv3Err dsv3_pipe_kind_parse(const char *name, Dsv3PipeKind *out) {
             return DSV3_OK;
         }
     }
-    // torchtitan's zero-bubble schedules split each backward into its input and weight
-    // gradients, which the model does not do yet.
-    DSV3_CHECK(strcmp(name, "ZBVZeroBubble") != 0 && strcmp(name, "DualPipeV") != 0,
-               DSV3_ERR_CONFIG,
-               "parallelism.pipeline_parallel_schedule \"%s\" is not supported yet: it needs "
-               "backward split into input and weight gradients; use %s, %s or %s",
-               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2]);
+    // DualPipeV overlaps one micro-batch's forward with another's backward inside one rank,
+    // which needs two streams of compute the stage runtime does not have yet.
+    DSV3_CHECK(strcmp(name, "DualPipeV") != 0, DSV3_ERR_CONFIG,
+               "parallelism.pipeline_parallel_schedule \"%s\" is not supported yet: it overlaps "
+               "the forward of one micro-batch with the backward of another; use %s, %s, %s or "
+               "%s",
+               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2], KIND_NAMES[3]);
     DSV3_RAISE(DSV3_ERR_CONFIG,
-               "parallelism.pipeline_parallel_schedule is \"%s\", but it must be one of %s, %s "
-               "or %s",
-               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2]);
+               "parallelism.pipeline_parallel_schedule is \"%s\", but it must be one of %s, %s, "
+               "%s or %s",
+               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2], KIND_NAMES[3]);
 }
 
 const char *dsv3_pipe_kind_name(Dsv3PipeKind kind) {
@@ -61,13 +67,27 @@ const char *dsv3_pipe_kind_name(Dsv3PipeKind kind) {
 
 int dsv3_pipe_kind_is_looped(Dsv3PipeKind kind) { return kind == DSV3_PIPE_INTERLEAVED_1F1B; }
 
+int dsv3_pipe_kind_is_v_shaped(Dsv3PipeKind kind) { return kind == DSV3_PIPE_ZBV; }
+
+int dsv3_pipe_kind_splits_backward(Dsv3PipeKind kind) { return kind == DSV3_PIPE_ZBV; }
+
 int64_t dsv3_pipe_stage_of(const Dsv3PipeSchedule *s, int64_t rank, int64_t k) {
+    if (dsv3_pipe_kind_is_v_shaped(s->kind)) return k == 0 ? rank : 2 * s->pp - 1 - rank;
     return k * s->pp + rank;
 }
 
 int64_t dsv3_pipe_rank_of(const Dsv3PipeSchedule *s, int64_t stage, int64_t *local) {
+    if (dsv3_pipe_kind_is_v_shaped(s->kind)) {
+        if (local != NULL) *local = stage >= s->pp;
+        return stage < s->pp ? stage : 2 * s->pp - 1 - stage;
+    }
     if (local != NULL) *local = stage / s->pp;
     return stage % s->pp;
+}
+
+// Computations per (micro-batch, stage) pair: F and B, or F, I and W.
+static int64_t pipe_compute_per_unit(Dsv3PipeKind kind) {
+    return dsv3_pipe_kind_splits_backward(kind) ? 3 : 2;
 }
 
 void dsv3_pipe_action_text(const Dsv3PipeAction *a, char *out, size_t capacity) {
@@ -90,7 +110,12 @@ static Dsv3Err pipe_check_shape(Dsv3PipeKind kind, int64_t pp, int64_t n_micro,
                "the pipeline gets %lld micro-batches (training.local_batch_size / "
                "parallelism.pipeline_parallel_microbatch_size), but it needs at least 1",
                (long long)n_micro);
-    if (dsv3_pipe_kind_is_looped(kind)) {
+    if (dsv3_pipe_kind_is_v_shaped(kind)) {
+        DSV3_CHECK(stages_per_rank == 2, DSV3_ERR_CONFIG,
+                   "pipeline schedule %s runs 2 stages per rank, but it was given %lld "
+                   "(parallelism.pipeline_parallel_layers_per_stage)",
+                   name, (long long)stages_per_rank);
+    } else if (dsv3_pipe_kind_is_looped(kind)) {
         DSV3_CHECK(stages_per_rank >= 2, DSV3_ERR_CONFIG,
                    "pipeline schedule %s runs at least 2 stages per rank, but it was given %lld "
                    "(parallelism.pipeline_parallel_layers_per_stage)",
@@ -146,9 +171,74 @@ static Dsv3PipeAction pipe_compute_step(const Dsv3PipeSchedule *s, int64_t rank,
                             .stage = (int32_t)dsv3_pipe_stage_of(s, rank, k)};
 }
 
+// ZBVZeroBubble's computations of one rank, as torch's ScheduleZBVZeroBubble orders them:
+// chunk 0 is the rank's stage on the way down, chunk 1 the one on the way up.
+typedef struct {
+    const Dsv3PipeSchedule *s;
+    int64_t rank;
+    Dsv3PipeAction *out;
+    int64_t used;
+    int64_t f[2], i[2], w[2]; // the next micro-batch of F, I and W of each chunk
+} ZbvOrder;
+
+// Appends `op` of chunk k's next micro-batch for that op, unless the pipeline has no such
+// micro-batch (the order is built for at least 2·pp − 1 of them and cut back).
+static void zbv_push(ZbvOrder *z, Dsv3PipeOp op, int k) {
+    int64_t *next = op == DSV3_PIPE_F ? &z->f[k] : op == DSV3_PIPE_I ? &z->i[k] : &z->w[k];
+    int64_t micro = (*next)++;
+    if (micro >= z->s->n_micro) return;
+    z->out[z->used++] = (Dsv3PipeAction){
+        .op = op, .micro = (int32_t)micro, .stage = (int32_t)dsv3_pipe_stage_of(z->s, z->rank, k)};
+}
+
+// Warm-up: 2·(pp − r) − 1 forwards down, r pairs of forwards up and down, pp − r forwards up
+// each followed at once by its I and W. Steady: F down, I W down, F up, I W up while forwards
+// remain. Cool-down: r pairs of I down and up, pp − r of I and a held-back W down, then every
+// held-back W, up before down. Writes 3 · 2 · n_micro actions.
+static void zbv_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3PipeAction *out) {
+    int64_t pp = s->pp, n = s->n_micro > 2 * pp - 1 ? s->n_micro : 2 * pp - 1;
+    ZbvOrder z = {.s = s, .rank = rank, .out = out};
+    for (int64_t j = 0; j < 2 * (pp - rank) - 1; j++)
+        zbv_push(&z, DSV3_PIPE_F, 0);
+    for (int64_t j = 0; j < rank; j++) {
+        zbv_push(&z, DSV3_PIPE_F, 1);
+        zbv_push(&z, DSV3_PIPE_F, 0);
+    }
+    for (int64_t j = 0; j < pp - rank; j++) {
+        zbv_push(&z, DSV3_PIPE_F, 1);
+        zbv_push(&z, DSV3_PIPE_I, 1);
+        zbv_push(&z, DSV3_PIPE_W, 1);
+    }
+    while (z.f[1] < z.f[0] || z.f[0] < n) {
+        if (z.f[0] < n) zbv_push(&z, DSV3_PIPE_F, 0);
+        zbv_push(&z, DSV3_PIPE_I, 0);
+        zbv_push(&z, DSV3_PIPE_W, 0);
+        zbv_push(&z, DSV3_PIPE_F, 1);
+        zbv_push(&z, DSV3_PIPE_I, 1);
+        zbv_push(&z, DSV3_PIPE_W, 1);
+    }
+    for (int64_t j = 0; j < rank; j++) {
+        zbv_push(&z, DSV3_PIPE_I, 0);
+        zbv_push(&z, DSV3_PIPE_I, 1);
+    }
+    for (int64_t j = 0; j < pp - rank; j++) {
+        zbv_push(&z, DSV3_PIPE_I, 0);
+        zbv_push(&z, DSV3_PIPE_W, 0);
+    }
+    while (z.w[1] < z.i[1])
+        zbv_push(&z, DSV3_PIPE_W, 1);
+    while (z.w[0] < z.i[0])
+        zbv_push(&z, DSV3_PIPE_W, 0);
+}
+
 // The computations of `rank` in order: warm-up forwards, then one forward and one backward
-// while forwards remain, then the remaining backwards. Writes 2 · v · n_micro actions.
+// while forwards remain, then the remaining backwards (ZBVZeroBubble: zbv_compute_order).
+// Writes pipe_compute_per_unit · v · n_micro actions.
 static void pipe_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3PipeAction *out) {
+    if (dsv3_pipe_kind_splits_backward(s->kind)) {
+        zbv_compute_order(s, rank, out);
+        return;
+    }
     int64_t total = s->stages_per_rank * s->n_micro, warmup = pipe_warmup(s, rank);
     int64_t used = 0, f = 0, b = 0;
     while (f < warmup)
@@ -161,13 +251,16 @@ static void pipe_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3Pipe
         out[used++] = pipe_compute_step(s, rank, DSV3_PIPE_B, b++);
 }
 
-// Whether compute `c` takes a message from a neighbour (an F after the first stage, a B before
-// the last), and whether it gives one (an F before the last stage, a B after the first).
+// Whether compute `c` takes a message from a neighbour (an F after the first stage, a B or I
+// before the last), and whether it gives one (an F before the last stage, a B or I after the
+// first). A W takes and gives none.
 static int pipe_receives(const Dsv3PipeSchedule *s, const Dsv3PipeAction *c) {
+    if (c->op == DSV3_PIPE_W) return 0;
     return c->op == DSV3_PIPE_F ? c->stage > 0 : c->stage < dsv3_pipe_stage_count(s) - 1;
 }
 
 static int pipe_sends(const Dsv3PipeSchedule *s, const Dsv3PipeAction *c) {
+    if (c->op == DSV3_PIPE_W) return 0;
     return c->op == DSV3_PIPE_F ? c->stage < dsv3_pipe_stage_count(s) - 1 : c->stage > 0;
 }
 
@@ -200,10 +293,9 @@ Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int6
     DSV3_CALL(pipe_check_shape(kind, pp, n_micro, stages_per_rank));
     Dsv3PipeSchedule s = {
         .kind = kind, .pp = pp, .n_micro = n_micro, .stages_per_rank = stages_per_rank};
-    int64_t stages = dsv3_pipe_stage_count(&s),
-            per_rank = PIPE_COMPUTE_PER_UNIT * stages_per_rank * n_micro;
-    int64_t n_actions =
-        n_micro * (PIPE_COMPUTE_PER_UNIT * stages + PIPE_MESSAGES_PER_BOUNDARY * (stages - 1));
+    int64_t stages = dsv3_pipe_stage_count(&s), per_unit = pipe_compute_per_unit(kind),
+            per_rank = per_unit * stages_per_rank * n_micro;
+    int64_t n_actions = n_micro * (per_unit * stages + PIPE_MESSAGES_PER_BOUNDARY * (stages - 1));
     Dsv3PipeAction *compute = NULL;
     Dsv3Err err;
     DSV3_CALL_GOTO(err, fail,
@@ -249,14 +341,19 @@ int64_t dsv3_pipe_schedule_slots(const Dsv3PipeSchedule *s, int64_t rank, int64_
         const Dsv3PipeAction *a = &s->actions[i];
         if (a->stage != stage) continue;
         if (a->op == DSV3_PIPE_F && ++held > most) most = held;
-        // A B ahead of its F (a broken list, which the simulator rejects) frees no slot.
-        if (a->op == DSV3_PIPE_B && held > 0) held--;
+        // A B or W ahead of its F (a broken list, which the simulator rejects) frees no slot.
+        if ((a->op == DSV3_PIPE_B || a->op == DSV3_PIPE_W) && held > 0) held--;
     }
     return most;
 }
 
 double dsv3_pipe_schedule_bubble(const Dsv3PipeSchedule *s) {
     double pp = (double)s->pp, units = (double)(s->stages_per_rank * s->n_micro);
+    if (dsv3_pipe_kind_splits_backward(s->kind)) { // in units of one forward (see the header)
+        double short_of_full = 2.0 * (2.0 * pp - 1.0 - (double)s->n_micro);
+        double idle = short_of_full > pp - 1.0 ? short_of_full : pp - 1.0;
+        return idle / (3.0 * units + idle);
+    }
     return (pp - 1.0) / (units + pp - 1.0);
 }
 
@@ -269,18 +366,18 @@ typedef struct {
 } PipeMessage;
 
 // The state of a simulation. Pairs (m, s) index as m · V + s; a channel, (source rank,
-// direction), as rank · PIPE_DIR_COUNT + direction: a rank sends activations only to the rank of
-// the next stage and gradients only to that of the previous one.
+// destination rank, direction), as (source · pp + destination) · PIPE_DIR_COUNT + direction.
 typedef struct {
     const Dsv3PipeSchedule *s;
     int64_t stages, units; // V and n_micro · V
-    double cost[2];        // of F and B
-    uint8_t *seen;         // (PIPE_OP_COUNT, units): how often each action is listed
-    uint8_t *done;         // (2, units): whether F and B of a pair ran
+    int64_t channels;      // pp · pp · PIPE_DIR_COUNT
+    double t_forward, t_backward;
+    uint8_t *seen;        // (PIPE_OP_COUNT, units): how often each action is listed
+    uint8_t *done;        // (PIPE_PHASE_COUNT, units): which phases of a pair ran
     int64_t *posted_at;   // (PIPE_DIR_COUNT, units): the channel position of the pair's RECV, or -1
-    PipeMessage *sent;    // (pp · PIPE_DIR_COUNT, v · n_micro): each channel's SENDs in order
-    int64_t *n_sent;      // (pp · PIPE_DIR_COUNT)
-    int64_t *n_posted;    // (pp · PIPE_DIR_COUNT): RECVs posted on each channel
+    PipeMessage *sent;    // (channels, v · n_micro): each channel's SENDs in order
+    int64_t *n_sent;      // (channels)
+    int64_t *n_posted;    // (channels): RECVs posted on each channel
     int64_t *slots;       // (pp, v)
     int64_t *holder;      // (pp, v, n_micro): the micro-batch in each activation slot, or -1
     int64_t *pc;          // (pp): the next action of each rank
@@ -305,10 +402,11 @@ static void pipe_sim_free(PipeSim *sim) {
 static Dsv3Err pipe_sim_alloc(PipeSim *sim) {
     const Dsv3PipeSchedule *s = sim->s;
     size_t units = (size_t)sim->units, pp = (size_t)s->pp, v = (size_t)s->stages_per_rank;
-    size_t n = (size_t)s->n_micro, channels = pp * PIPE_DIR_COUNT;
+    size_t n = (size_t)s->n_micro, channels = (size_t)sim->channels;
     DSV3_CALL(
         dsv3_calloc((void **)&sim->seen, PIPE_OP_COUNT * units, 1, "simulated action counts"));
-    DSV3_CALL(dsv3_calloc((void **)&sim->done, 2 * units, 1, "simulated computations"));
+    DSV3_CALL(
+        dsv3_calloc((void **)&sim->done, PIPE_PHASE_COUNT * units, 1, "simulated computations"));
     DSV3_CALL(dsv3_calloc((void **)&sim->posted_at, PIPE_DIR_COUNT * units, sizeof *sim->posted_at,
                           "simulated receives"));
     DSV3_CALL(dsv3_calloc((void **)&sim->sent, channels * v * n, sizeof *sim->sent,
@@ -330,11 +428,15 @@ static int64_t pipe_unit(const PipeSim *sim, const Dsv3PipeAction *a) {
     return (int64_t)a->micro * sim->stages + a->stage;
 }
 
-// Whether a pipeline has action `op` on `stage`: computations on every stage, messages only
-// across the boundaries between stages (nothing comes before the first or after the last).
+// Whether a pipeline has action `op` on `stage`: computations on every stage (B, or I and W
+// where the schedule splits backward), messages only across the boundaries between stages
+// (nothing comes before the first or after the last).
 static int pipe_exists(const PipeSim *sim, Dsv3PipeOp op, int64_t stage) {
+    int split = dsv3_pipe_kind_splits_backward(sim->s->kind);
     if (op == DSV3_PIPE_RECV_F || op == DSV3_PIPE_SEND_B) return stage > 0;
     if (op == DSV3_PIPE_SEND_F || op == DSV3_PIPE_RECV_B) return stage < sim->stages - 1;
+    if (op == DSV3_PIPE_B) return !split;
+    if (op == DSV3_PIPE_I || op == DSV3_PIPE_W) return split;
     return 1;
 }
 
@@ -363,6 +465,11 @@ static Dsv3Err pipe_check_lists(PipeSim *sim) {
             DSV3_CHECK(owner == r, DSV3_ERR_INTERNAL,
                        "rank %lld lists %s, but stage %d runs on rank %lld", (long long)r, text,
                        (int)a->stage, (long long)owner);
+            int split = dsv3_pipe_kind_splits_backward(s->kind);
+            DSV3_CHECK(split ? a->op != DSV3_PIPE_B : a->op != DSV3_PIPE_I && a->op != DSV3_PIPE_W,
+                       DSV3_ERR_INTERNAL, "rank %lld lists %s, but schedule %s %s", (long long)r,
+                       text, dsv3_pipe_kind_name(s->kind),
+                       split ? "splits backward into I and W" : "runs each backward whole (B)");
             DSV3_CHECK(pipe_exists(sim, a->op, a->stage), DSV3_ERR_INTERNAL,
                        "rank %lld lists %s, a message past the end of the pipeline", (long long)r,
                        text);
@@ -388,14 +495,19 @@ static Dsv3Err pipe_check_lists(PipeSim *sim) {
     return DSV3_OK;
 }
 
-// The channel of message action `a` and its direction: a SEND's own, a RECV's from the rank of
-// the neighbouring stage.
+// The channel of message action `a` and its direction: from the rank of the sending stage to
+// the rank of the receiving one.
 static int64_t pipe_channel(const PipeSim *sim, const Dsv3PipeAction *a, int *dir) {
-    int64_t peer = a->stage;
+    int64_t from = a->stage, to = a->stage;
     *dir = a->op == DSV3_PIPE_RECV_F || a->op == DSV3_PIPE_SEND_F ? PIPE_DIR_F : PIPE_DIR_B;
-    if (a->op == DSV3_PIPE_RECV_F) peer = a->stage - 1;
-    if (a->op == DSV3_PIPE_RECV_B) peer = a->stage + 1;
-    return dsv3_pipe_rank_of(sim->s, peer, NULL) * PIPE_DIR_COUNT + *dir;
+    if (a->op == DSV3_PIPE_RECV_F) from = a->stage - 1;
+    if (a->op == DSV3_PIPE_RECV_B) from = a->stage + 1;
+    if (a->op == DSV3_PIPE_SEND_F) to = a->stage + 1;
+    if (a->op == DSV3_PIPE_SEND_B) to = a->stage - 1;
+    return (dsv3_pipe_rank_of(sim->s, from, NULL) * sim->s->pp +
+            dsv3_pipe_rank_of(sim->s, to, NULL)) *
+               PIPE_DIR_COUNT +
+           *dir;
 }
 
 // The SEND whose message compute `c` consumes (SF of the stage before, SB of the stage after).
@@ -428,7 +540,8 @@ static Dsv3Err pipe_arrival(PipeSim *sim, int64_t rank, const Dsv3PipeAction *c,
     DSV3_CHECK(got.micro == want.micro && got.stage == want.stage, DSV3_ERR_INTERNAL,
                "rank %lld: %s of %s is matched with %s of rank %lld: the sends of that channel "
                "come in another order than its receives",
-               (long long)rank, recv_text, text, got_text, (long long)(channel / PIPE_DIR_COUNT));
+               (long long)rank, recv_text, text, got_text,
+               (long long)(channel / PIPE_DIR_COUNT / sim->s->pp));
     *time = msg->time;
     return DSV3_OK;
 }
@@ -446,20 +559,24 @@ static Dsv3Err pipe_step(PipeSim *sim, int64_t rank, int *ran) {
         int64_t channel = pipe_channel(sim, a, &dir);
         sim->posted_at[dir * sim->units + unit] = sim->n_posted[channel]++;
     } else if (a->op == DSV3_PIPE_SEND_F || a->op == DSV3_PIPE_SEND_B) {
-        int dir;
+        int dir, split = dsv3_pipe_kind_splits_backward(s->kind);
         int64_t channel = pipe_channel(sim, a, &dir);
-        Dsv3PipeAction compute = pipe_with_op(a, dir == PIPE_DIR_F ? DSV3_PIPE_F : DSV3_PIPE_B);
+        Dsv3PipeAction compute = pipe_with_op(a, dir == PIPE_DIR_F ? DSV3_PIPE_F
+                                                 : split           ? DSV3_PIPE_I
+                                                                   : DSV3_PIPE_B);
         dsv3_pipe_action_text(&compute, need, sizeof need);
-        DSV3_CHECK(sim->done[dir * sim->units + unit], DSV3_ERR_INTERNAL,
+        int phase = dir == PIPE_DIR_F ? PIPE_PHASE_F : PIPE_PHASE_INPUT;
+        DSV3_CHECK(sim->done[phase * sim->units + unit], DSV3_ERR_INTERNAL,
                    "rank %lld runs %s before %s", (long long)rank, text, need);
         sim->sent[channel * s->stages_per_rank * s->n_micro + sim->n_sent[channel]++] =
             (PipeMessage){.micro = a->micro, .stage = a->stage, .time = sim->clock[rank]};
     } else {
-        int backward = a->op == DSV3_PIPE_B;
-        Dsv3PipeAction forward = pipe_with_op(a, DSV3_PIPE_F);
-        dsv3_pipe_action_text(&forward, need, sizeof need);
-        DSV3_CHECK(!backward || sim->done[unit], DSV3_ERR_INTERNAL, "rank %lld runs %s before %s",
-                   (long long)rank, text, need);
+        // What the compute needs done first: B and I the pair's F, W its I.
+        int needs = a->op == DSV3_PIPE_W ? PIPE_PHASE_INPUT : PIPE_PHASE_F;
+        Dsv3PipeAction before = pipe_with_op(a, a->op == DSV3_PIPE_W ? DSV3_PIPE_I : DSV3_PIPE_F);
+        dsv3_pipe_action_text(&before, need, sizeof need);
+        DSV3_CHECK(a->op == DSV3_PIPE_F || sim->done[needs * sim->units + unit], DSV3_ERR_INTERNAL,
+                   "rank %lld runs %s before %s", (long long)rank, text, need);
         double start = sim->clock[rank], arrival = start;
         if (pipe_receives(s, a)) {
             DSV3_CALL(pipe_arrival(sim, rank, a, ran, &arrival));
@@ -470,18 +587,25 @@ static Dsv3Err pipe_step(PipeSim *sim, int64_t rank, int *ran) {
         dsv3_pipe_rank_of(s, a->stage, &k);
         int64_t *holder = &sim->holder[(rank * s->stages_per_rank + k) * s->n_micro];
         int64_t slots = sim->slots[rank * s->stages_per_rank + k], slot = a->micro % slots;
-        if (backward) {
+        if (a->op == DSV3_PIPE_B || a->op == DSV3_PIPE_W) {
             holder[slot] = -1;
-        } else {
+        } else if (a->op == DSV3_PIPE_F) {
             DSV3_CHECK(holder[slot] < 0, DSV3_ERR_INTERNAL,
                        "rank %lld runs %s in activation slot %lld of %lld, which micro-batch %lld "
-                       "still holds (its B has not run)",
+                       "still holds (its %s has not run)",
                        (long long)rank, text, (long long)slot, (long long)slots,
-                       (long long)holder[slot]);
+                       (long long)holder[slot],
+                       dsv3_pipe_kind_splits_backward(s->kind) ? "W" : "B");
             holder[slot] = a->micro;
         }
-        double cost = sim->cost[backward];
-        sim->done[backward * sim->units + unit] = 1;
+        double cost = a->op == DSV3_PIPE_F   ? sim->t_forward
+                      : a->op == DSV3_PIPE_B ? sim->t_backward
+                                             : sim->t_backward / 2.0;
+        if (a->op == DSV3_PIPE_F) sim->done[PIPE_PHASE_F * sim->units + unit] = 1;
+        if (a->op != DSV3_PIPE_F && a->op != DSV3_PIPE_W)
+            sim->done[PIPE_PHASE_INPUT * sim->units + unit] = 1;
+        if (a->op == DSV3_PIPE_B || a->op == DSV3_PIPE_W)
+            sim->done[PIPE_PHASE_WEIGHT * sim->units + unit] = 1;
         sim->clock[rank] = start + cost;
         sim->busy[rank] += cost;
     }
@@ -558,7 +682,11 @@ Dsv3Err dsv3_pipe_schedule_simulate(const Dsv3PipeSchedule *s, double t_forward,
                "dsv3_pipe_schedule_simulate: t_forward %g and t_backward %g must be positive",
                t_forward, t_backward);
     DSV3_CALL(pipe_check_shape(s->kind, s->pp, s->n_micro, s->stages_per_rank));
-    PipeSim sim = {.s = s, .stages = dsv3_pipe_stage_count(s), .cost = {t_forward, t_backward}};
+    PipeSim sim = {.s = s,
+                   .stages = dsv3_pipe_stage_count(s),
+                   .channels = s->pp * s->pp * PIPE_DIR_COUNT,
+                   .t_forward = t_forward,
+                   .t_backward = t_backward};
     sim.units = sim.stages * s->n_micro;
     Dsv3Err err;
     DSV3_CALL_GOTO(err, done, pipe_sim_alloc(&sim));

@@ -3,10 +3,14 @@
 // A schedule runs n_micro micro-batches through V = pp × stages_per_rank (virtual) stages on
 // pp ranks. Rank r holds the stages dsv3_pipe_stage_of(s, r, k), k in [0, stages_per_rank):
 // one stage (stage r) for GPipe and 1F1B; stages r, r + pp, r + 2·pp, … for Interleaved 1F1B
-// (torchtitan's loop style). Each rank's list says, in the order the rank executes it:
+// (torchtitan's loop style); stages r and 2·pp − 1 − r for ZBVZeroBubble (the v style: the
+// model goes down the ranks and back up, so rank pp − 1 feeds itself and rank 0 holds both
+// ends). Each rank's list says, in the order the rank executes it:
 //
 //   F(m, s)        forward of micro-batch m on stage s
 //   B(m, s)        backward of micro-batch m on stage s (input and weight gradients together)
+//   I(m, s)        its input gradients only (what stage s − 1 needs), under ZBVZeroBubble
+//   W(m, s)        its weight gradients, after I(m, s), where the schedule has room
 //   RECV_F(m, s)   post the receive of stage s's input activations of m, from stage s − 1
 //   SEND_F(m, s)   send the output activations of F(m, s) to stage s + 1
 //   RECV_B(m, s)   post the receive of the gradient of stage s's output of m, from stage s + 1
@@ -14,19 +18,24 @@
 //
 // Sends and receives are non-blocking: a RECV is posted one compute action ahead of the compute
 // that consumes it (so the transfer overlaps that compute) and waited for by the consumer; a
-// SEND follows its compute at once. F(m, s) needs F(m, s − 1) (s > 0); B(m, s) needs F(m, s) and
-// B(m, s + 1) (s < V − 1). Messages between two ranks in one direction are matched in order
+// SEND follows its compute at once. F(m, s) needs F(m, s − 1) (s > 0); B(m, s) (or I(m, s))
+// needs F(m, s) and B(m, s + 1) (or I(m, s + 1); s < V − 1); W(m, s) needs I(m, s). SEND_B
+// follows B or I. Messages between two ranks in one direction are matched in order
 // (MPI's non-overtaking rule): the lists are built so that the sender's SENDs of a channel
 // (source rank, destination rank, F or B) come in the order of the receiver's RECVs.
 //
 // Every rank keeps at most dsv3_pipe_schedule_slots(...) micro-batches of a stage between their
-// F and their B; micro-batch m uses activation slot m % slots, and the lists never reuse a slot
-// whose B has not run.
+// F and their B (or W: the weight gradients need what the forward kept); micro-batch m uses
+// activation slot m % slots, and the lists never reuse a slot whose B (W) has not run.
 //
 // Bubble: with a forward taking 1 and a backward 2 time units and free communication,
 // GPipe and 1F1B take (n_micro + pp − 1) · 3 units per rank for n_micro · 3 of work: bubble
 // fraction (pp − 1) / (n_micro + pp − 1); Interleaved 1F1B with v stages per rank
-// (pp − 1) / (v · n_micro + pp − 1) (dsv3_pipe_schedule_bubble).
+// (pp − 1) / (v · n_micro + pp − 1) (dsv3_pipe_schedule_bubble). ZBVZeroBubble, with I and W
+// taking one unit each, leaves every rank idle · max(pp − 1, 2 · (2·pp − 1 − n_micro)) units of
+// its 6 · n_micro: bubble idle / (6 · n_micro + idle). Once n_micro ≥ 2·pp − 1 that is pp − 1
+// forwards of its half-size stages, where 1F1B idles 3 · (pp − 1) forwards of full-size ones:
+// a sixth of the time (held-back W fill the cool-down).
 #ifndef DSV3_TRAIN_PIPELINE_SCHEDULE_H
 #define DSV3_TRAIN_PIPELINE_SCHEDULE_H
 
@@ -39,9 +48,10 @@ typedef enum {
     DSV3_PIPE_GPIPE,            // all forwards, then all backwards
     DSV3_PIPE_1F1B,             // warm-up forwards, then one forward one backward, cool-down
     DSV3_PIPE_INTERLEAVED_1F1B, // 1F1B over several stages per rank (looped)
+    DSV3_PIPE_ZBV,              // two stages per rank in a v, backward split into I and W
 } Dsv3PipeKind;
 
-enum { DSV3_PIPE_KIND_COUNT = 3 };
+enum { DSV3_PIPE_KIND_COUNT = 4 };
 
 typedef enum {
     DSV3_PIPE_F,
@@ -50,6 +60,8 @@ typedef enum {
     DSV3_PIPE_SEND_F,
     DSV3_PIPE_RECV_B,
     DSV3_PIPE_SEND_B,
+    DSV3_PIPE_I,
+    DSV3_PIPE_W,
 } Dsv3PipeOp;
 
 typedef struct {
@@ -66,12 +78,19 @@ typedef struct {
 } Dsv3PipeSchedule;
 
 // The kind named by parallelism.pipeline_parallel_schedule ("GPipe", "1F1B",
-// "Interleaved1F1B"); DSV3_ERR_CONFIG naming the key and the known names otherwise.
+// "Interleaved1F1B", "ZBVZeroBubble"); DSV3_ERR_CONFIG naming the key and the known names
+// otherwise.
 Dsv3Err dsv3_pipe_kind_parse(const char *name, Dsv3PipeKind *out);
 const char *dsv3_pipe_kind_name(Dsv3PipeKind kind);
 
 // Whether a kind runs several stages per rank (Interleaved 1F1B).
 int dsv3_pipe_kind_is_looped(Dsv3PipeKind kind);
+
+// Whether a kind places two stages per rank in a v (ZBVZeroBubble).
+int dsv3_pipe_kind_is_v_shaped(Dsv3PipeKind kind);
+
+// Whether a kind splits each backward into I and W (ZBVZeroBubble).
+int dsv3_pipe_kind_splits_backward(Dsv3PipeKind kind);
 
 // The schedule's (virtual) stages: pp × stages_per_rank.
 int64_t dsv3_pipe_stage_count(const Dsv3PipeSchedule *s);
@@ -83,9 +102,10 @@ int64_t dsv3_pipe_stage_of(const Dsv3PipeSchedule *s, int64_t rank, int64_t k);
 int64_t dsv3_pipe_rank_of(const Dsv3PipeSchedule *s, int64_t stage, int64_t *local);
 
 // Builds the lists. pp ≥ 1, n_micro ≥ 1; stages_per_rank 1 for GPipe and 1F1B, ≥ 2 for
-// Interleaved 1F1B, which also needs n_micro a multiple of pp. A violation is DSV3_ERR_CONFIG
-// naming the numbers and the keys (pipeline_parallel_degree, local_batch_size /
-// pipeline_parallel_microbatch_size micro-batches, pipeline_parallel_layers_per_stage).
+// Interleaved 1F1B, which also needs n_micro a multiple of pp, exactly 2 for ZBVZeroBubble. A
+// violation is DSV3_ERR_CONFIG naming the numbers and the keys (pipeline_parallel_degree,
+// local_batch_size / pipeline_parallel_microbatch_size micro-batches,
+// pipeline_parallel_layers_per_stage).
 Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int64_t pp,
                                   int64_t n_micro, int64_t stages_per_rank);
 void dsv3_pipe_schedule_destroy(Dsv3PipeSchedule *s);
@@ -98,7 +118,8 @@ int64_t dsv3_pipe_schedule_slots(const Dsv3PipeSchedule *s, int64_t rank, int64_
 double dsv3_pipe_schedule_bubble(const Dsv3PipeSchedule *s);
 
 // The outcome of running every rank's list in a simulation: F takes t_forward, B t_backward,
-// communication nothing; a RECV's consumer waits until the matching SEND has run.
+// I and W half of it each, communication nothing; a RECV's consumer waits until the matching
+// SEND has run.
 typedef struct {
     double makespan;      // time until the last rank finishes
     double busy_max;      // the most compute time of one rank
@@ -112,7 +133,8 @@ typedef struct {
 Dsv3Err dsv3_pipe_schedule_simulate(const Dsv3PipeSchedule *s, double t_forward, double t_backward,
                                     Dsv3PipeSimulation *out);
 
-// "F3.1" for F of micro-batch 3 on stage 1, "RF3.1", "SF3.1", "RB3.1", "SB3.1", "B3.1".
+// "F3.1" for F of micro-batch 3 on stage 1, "RF3.1", "SF3.1", "RB3.1", "SB3.1", "B3.1", "I3.1",
+// "W3.1".
 void dsv3_pipe_action_text(const Dsv3PipeAction *a, char *out, size_t capacity);
 
 #endif

@@ -38,6 +38,13 @@ static Dsv3Err run_forward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
     return trace_add(trace, DSV3_PHASE_FORWARD, trace_micro + a->micro, a->stage, t0);
 }
 
+// The pipeline rank of the stage after (`step` 1) or before (−1) stage `stage`.
+static int64_t neighbour(const Dsv3PipelineStage *p, int64_t stage, int64_t step) {
+    return dsv3_pipe_rank_of(p->schedule, stage + step, NULL);
+}
+
+// B, or I where the schedule splits backward (the model then keeps the weight gradients'
+// inputs in the slot until W).
 static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
                             const int32_t *labels, float grad_scale, Dsv3Trace *trace,
                             int64_t trace_micro, double *loss_sum, int64_t *n_labels) {
@@ -57,6 +64,15 @@ static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
     return trace_add(trace, DSV3_PHASE_BACKWARD, trace_micro + a->micro, a->stage, t0);
 }
 
+static Dsv3Err run_weight(const Dsv3PipelineStage *p, const Dsv3PipeAction *a, Dsv3Trace *trace,
+                          int64_t trace_micro) {
+    int64_t slot, exchange_slot;
+    Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
+    double t0 = dsv3_log_seconds();
+    DSV3_CALL(dsv3_model_backward_weight(m, slot));
+    return trace_add(trace, DSV3_PHASE_BACKWARD_WEIGHT, trace_micro + a->micro, a->stage, t0);
+}
+
 Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, const int32_t *labels,
                           float grad_scale, Dsv3Trace *trace, int64_t trace_micro, double *loss_sum,
                           int64_t *n_labels) {
@@ -68,30 +84,37 @@ Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, con
         switch (a->op) {
         case DSV3_PIPE_F: DSV3_CALL(run_forward(p, a, tokens, trace, trace_micro)); break;
         case DSV3_PIPE_RECV_F:
-            DSV3_CALL(dsv3_pipe_exchange_post_activations(p->exchange, a->micro, a->stage));
+            DSV3_CALL(dsv3_pipe_exchange_post_activations(p->exchange, a->micro, a->stage,
+                                                          neighbour(p, a->stage, -1)));
             break;
         case DSV3_PIPE_SEND_F: {
             int64_t slot, exchange_slot;
             Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
             DSV3_CALL(dsv3_pipe_exchange_send_activations(
-                p->exchange, exchange_slot, dsv3_model_output(m, slot), dsv3_model_doc(m, slot)));
+                p->exchange, exchange_slot, neighbour(p, a->stage, 1), dsv3_model_output(m, slot),
+                dsv3_model_doc(m, slot)));
             break;
         }
         case DSV3_PIPE_B:
+        case DSV3_PIPE_I:
             if (forward_only && a->stage != last_stage) break;
             DSV3_CALL(
                 run_backward(p, a, labels, grad_scale, trace, trace_micro, loss_sum, n_labels));
             break;
+        case DSV3_PIPE_W:
+            if (!forward_only) DSV3_CALL(run_weight(p, a, trace, trace_micro));
+            break;
         case DSV3_PIPE_RECV_B:
             if (!forward_only)
-                DSV3_CALL(dsv3_pipe_exchange_post_gradient(p->exchange, a->micro, a->stage));
+                DSV3_CALL(dsv3_pipe_exchange_post_gradient(p->exchange, a->micro, a->stage,
+                                                           neighbour(p, a->stage, 1)));
             break;
         case DSV3_PIPE_SEND_B:
             if (!forward_only) {
                 int64_t slot, exchange_slot;
                 Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
-                DSV3_CALL(dsv3_pipe_exchange_send_gradient(p->exchange, a->micro,
-                                                           dsv3_model_input_grad(m)));
+                DSV3_CALL(dsv3_pipe_exchange_send_gradient(
+                    p->exchange, a->micro, neighbour(p, a->stage, -1), dsv3_model_input_grad(m)));
             }
             break;
         }

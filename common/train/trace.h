@@ -21,6 +21,7 @@
 // The phases, X(ID, name, category); name is the event name and the metrics key (time_<name>):
 //   data                 coordinator: reading the step's token windows
 //   forward, backward    stage: model forward; loss and backward (per micro-batch)
+//   backward_weight      stage: the weight gradients of a split backward (ZBVZeroBubble's W)
 //   optimizer            stage: grad norm, clipping, expert-bias update, AdamW
 //   comm_batch           windows coordinator → stage (on a stage: waiting and receiving)
 //   comm_grad_allreduce  stage: gradient all-reduce over the data-parallel ranks
@@ -41,6 +42,7 @@
     X(DATA, "data", "data")                                                                        \
     X(FORWARD, "forward", "compute")                                                               \
     X(BACKWARD, "backward", "compute")                                                             \
+    X(BACKWARD_WEIGHT, "backward_weight", "compute")                                               \
     X(OPTIMIZER, "optimizer", "compute")                                                           \
     X(COMM_BATCH, "comm_batch", "comm")                                                            \
     X(COMM_GRAD, "comm_grad_allreduce", "comm")                                                    \

@@ -1,6 +1,7 @@
-// Unit tests of train/pipeline_schedule: names and action texts, the lists of GPipe, 1F1B and
-// Interleaved 1F1B against torch's order of computations and our placement of messages, their
-// simulated bubble against the formula, and the simulator's verdict on broken hand-made lists.
+// Unit tests of train/pipeline_schedule: names and action texts, the lists of GPipe, 1F1B,
+// Interleaved 1F1B and ZBVZeroBubble against torch's order of computations and our placement of
+// messages, their simulated bubble against the formula, and the simulator's verdict on broken
+// hand-made lists.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,7 +98,8 @@ static Dsv3PipeAction parse_action(const char *text) {
         const char *prefix;
         Dsv3PipeOp op;
     } ops[] = {{"F", DSV3_PIPE_F},       {"B", DSV3_PIPE_B},       {"RF", DSV3_PIPE_RECV_F},
-               {"SF", DSV3_PIPE_SEND_F}, {"RB", DSV3_PIPE_RECV_B}, {"SB", DSV3_PIPE_SEND_B}};
+               {"SF", DSV3_PIPE_SEND_F}, {"RB", DSV3_PIPE_RECV_B}, {"SB", DSV3_PIPE_SEND_B},
+               {"I", DSV3_PIPE_I},       {"W", DSV3_PIPE_W}};
     char prefix[3];
     int micro, stage;
     if (sscanf(text, "%2[A-Z]%d.%d", prefix, &micro, &stage) != 3) fail_msg("bad action %s", text);
@@ -253,10 +255,15 @@ static void expect_bubble(const Dsv3PipeSchedule *s, const Dsv3PipeSimulation *s
                  dsv3_pipe_kind_name(s->kind), (long long)s->pp, (long long)s->n_micro,
                  (long long)s->stages_per_rank, sim->idle_fraction, formula);
     // Every rank computes its v · n_micro forwards and backwards; the pipeline takes (rounds of)
-    // pp − 1 computation pairs longer than that.
+    // pp − 1 computation pairs longer than that (ZBVZeroBubble: the idle units of the formula).
     double work = (double)(s->stages_per_rank * s->n_micro) * (T_FORWARD + T_BACKWARD);
+    double idle = (double)(s->pp - 1) * (T_FORWARD + T_BACKWARD);
+    if (s->kind == DSV3_PIPE_ZBV) {
+        double short_of_full = 2.0 * (double)(2 * s->pp - 1 - s->n_micro);
+        idle = short_of_full > (double)(s->pp - 1) ? short_of_full : (double)(s->pp - 1);
+    }
     assert_true(sim->busy_max == work);
-    assert_true(sim->makespan == work + (double)(s->pp - 1) * (T_FORWARD + T_BACKWARD));
+    assert_true(sim->makespan == work + idle);
 }
 
 static void test_kind_names_round_trip(void **state) {
@@ -270,25 +277,27 @@ static void test_kind_names_round_trip(void **state) {
     assert_string_equal(dsv3_pipe_kind_name(DSV3_PIPE_GPIPE), "GPipe");
     assert_string_equal(dsv3_pipe_kind_name(DSV3_PIPE_1F1B), "1F1B");
     assert_string_equal(dsv3_pipe_kind_name(DSV3_PIPE_INTERLEAVED_1F1B), "Interleaved1F1B");
+    assert_string_equal(dsv3_pipe_kind_name(DSV3_PIPE_ZBV), "ZBVZeroBubble");
     assert_false(dsv3_pipe_kind_is_looped(DSV3_PIPE_GPIPE));
     assert_false(dsv3_pipe_kind_is_looped(DSV3_PIPE_1F1B));
     assert_true(dsv3_pipe_kind_is_looped(DSV3_PIPE_INTERLEAVED_1F1B));
+    assert_false(dsv3_pipe_kind_is_looped(DSV3_PIPE_ZBV));
+    for (int k = 0; k < DSV3_PIPE_KIND_COUNT; k++) {
+        assert_int_equal(dsv3_pipe_kind_is_v_shaped((Dsv3PipeKind)k), k == DSV3_PIPE_ZBV);
+        assert_int_equal(dsv3_pipe_kind_splits_backward((Dsv3PipeKind)k), k == DSV3_PIPE_ZBV);
+    }
     Dsv3PipeKind kind;
-    expect_error(dsv3_pipe_kind_parse("ZBVZeroBubble", &kind), DSV3_ERR_CONFIG,
-                 "parallelism.pipeline_parallel_schedule \"ZBVZeroBubble\" is not supported yet: "
-                 "it needs backward split into input and weight gradients; use GPipe, 1F1B or "
-                 "Interleaved1F1B");
     expect_error(dsv3_pipe_kind_parse("DualPipeV", &kind), DSV3_ERR_CONFIG,
-                 "parallelism.pipeline_parallel_schedule \"DualPipeV\" is not supported yet: "
-                 "it needs backward split into input and weight gradients; use GPipe, 1F1B or "
-                 "Interleaved1F1B");
+                 "parallelism.pipeline_parallel_schedule \"DualPipeV\" is not supported yet: it "
+                 "overlaps the forward of one micro-batch with the backward of another; use GPipe, "
+                 "1F1B, Interleaved1F1B or ZBVZeroBubble");
     expect_error(dsv3_pipe_kind_parse("ZeroBubble", &kind), DSV3_ERR_CONFIG,
                  "parallelism.pipeline_parallel_schedule is \"ZeroBubble\", but it must be one "
-                 "of GPipe, 1F1B or Interleaved1F1B");
+                 "of GPipe, 1F1B, Interleaved1F1B or ZBVZeroBubble");
     // Names are exact, as the config's choices are.
     expect_error(dsv3_pipe_kind_parse("gpipe", &kind), DSV3_ERR_CONFIG,
                  "parallelism.pipeline_parallel_schedule is \"gpipe\", but it must be one of "
-                 "GPipe, 1F1B or Interleaved1F1B");
+                 "GPipe, 1F1B, Interleaved1F1B or ZBVZeroBubble");
 }
 
 static void test_action_texts(void **state) {
@@ -300,6 +309,7 @@ static void test_action_texts(void **state) {
         {{DSV3_PIPE_F, 3, 1}, "F3.1"},       {{DSV3_PIPE_B, 3, 1}, "B3.1"},
         {{DSV3_PIPE_RECV_F, 3, 1}, "RF3.1"}, {{DSV3_PIPE_SEND_F, 3, 1}, "SF3.1"},
         {{DSV3_PIPE_RECV_B, 3, 1}, "RB3.1"}, {{DSV3_PIPE_SEND_B, 3, 1}, "SB3.1"},
+        {{DSV3_PIPE_I, 3, 1}, "I3.1"},       {{DSV3_PIPE_W, 3, 1}, "W3.1"},
         {{DSV3_PIPE_F, 12, 7}, "F12.7"},
     };
     char text[ACTION_TEXT_CAPACITY];
@@ -330,6 +340,21 @@ static void test_stage_and_rank_of_interleaved(void **state) {
     assert_null(s.actions);
 }
 
+// The v: rank r holds stage r on the way down and 2·pp − 1 − r on the way up.
+static void test_stage_and_rank_of_v(void **state) {
+    (void)state;
+    Dsv3PipeSchedule s = create_or_fail(DSV3_PIPE_ZBV, 4, 8, 2);
+    for (int64_t r = 0; r < 4; r++) {
+        for (int64_t k = 0; k < 2; k++) {
+            int64_t stage = dsv3_pipe_stage_of(&s, r, k), local = -1;
+            assert_int_equal(stage, k == 0 ? r : 7 - r);
+            assert_int_equal(dsv3_pipe_rank_of(&s, stage, &local), r);
+            assert_int_equal(local, k);
+        }
+    }
+    dsv3_pipe_schedule_destroy(&s);
+}
+
 static void test_create_names_the_bad_keys(void **state) {
     (void)state;
     Dsv3PipeSchedule s;
@@ -343,6 +368,9 @@ static void test_create_names_the_bad_keys(void **state) {
                  "(parallelism.pipeline_parallel_layers_per_stage)");
     expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_GPIPE, 2, 4, 0), DSV3_ERR_CONFIG,
                  "pipeline schedule GPipe runs one stage per rank, but it was given 0 "
+                 "(parallelism.pipeline_parallel_layers_per_stage)");
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_ZBV, 2, 4, 3), DSV3_ERR_CONFIG,
+                 "pipeline schedule ZBVZeroBubble runs 2 stages per rank, but it was given 3 "
                  "(parallelism.pipeline_parallel_layers_per_stage)");
     expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 2, 4, 1),
                  DSV3_ERR_CONFIG,
@@ -469,6 +497,107 @@ static void test_interleaved_meets_the_bubble_formula(void **state) {
     }
 }
 
+// The computations and messages of `rank`'s list obey the placement rule (a SEND right after its
+// computation, a RECV one computation ahead of its consumer or first), and each local stage has
+// its n_micro F, I and W in micro-batch order with W after I.
+static void check_split_list(const Dsv3PipeSchedule *s, int64_t rank) {
+    const Dsv3PipeAction *list = &s->actions[s->first[rank]];
+    int64_t length = s->first[rank + 1] - s->first[rank], stages = 2 * s->pp;
+    Dsv3PipeAction compute[MAX_COMPUTE];
+    int64_t count = 0, next[2][3] = {{0}};
+    for (int64_t i = 0; i < length; i++) {
+        const Dsv3PipeAction *a = &list[i];
+        if (a->op != DSV3_PIPE_F && a->op != DSV3_PIPE_I && a->op != DSV3_PIPE_W) continue;
+        assert_true(count < MAX_COMPUTE);
+        compute[count++] = *a;
+        int64_t k;
+        assert_int_equal(dsv3_pipe_rank_of(s, a->stage, &k), rank);
+        int phase = a->op == DSV3_PIPE_F ? 0 : a->op == DSV3_PIPE_I ? 1 : 2;
+        assert_int_equal(a->micro, next[k][phase]++);
+        if (phase > 0) assert_true(next[k][phase] <= next[k][phase - 1]);
+        int sends = a->op == DSV3_PIPE_F   ? a->stage < stages - 1
+                    : a->op == DSV3_PIPE_I ? a->stage > 0
+                                           : 0;
+        if (sends) {
+            assert_true(i + 1 < length);
+            assert_int_equal(list[i + 1].op,
+                             a->op == DSV3_PIPE_F ? DSV3_PIPE_SEND_F : DSV3_PIPE_SEND_B);
+            assert_int_equal(list[i + 1].micro, a->micro);
+            assert_int_equal(list[i + 1].stage, a->stage);
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        for (int phase = 0; phase < 3; phase++)
+            assert_int_equal(next[k][phase], s->n_micro);
+    int64_t computed = 0;
+    for (int64_t i = 0; i < length; i++) {
+        const Dsv3PipeAction *a = &list[i];
+        if (a->op == DSV3_PIPE_F || a->op == DSV3_PIPE_I || a->op == DSV3_PIPE_W) computed++;
+        if (a->op != DSV3_PIPE_RECV_F && a->op != DSV3_PIPE_RECV_B) continue;
+        Dsv3PipeAction consumer = {.op = a->op == DSV3_PIPE_RECV_F ? DSV3_PIPE_F : DSV3_PIPE_I,
+                                   .micro = a->micro,
+                                   .stage = a->stage};
+        int64_t at = i == 0 && same_action(&compute[0], &consumer) ? 0 : computed + 1;
+        char text[ACTION_TEXT_CAPACITY];
+        dsv3_pipe_action_text(a, text, sizeof text);
+        if (at >= count || !same_action(&compute[at], &consumer))
+            fail_msg("rank %lld: %s is not one computation ahead of its consumer", (long long)rank,
+                     text);
+    }
+}
+
+// ZBVZeroBubble in full for pp 2 and 4 micro-batches, the computations worked out by hand from
+// torch's ScheduleZBVZeroBubble: rank 0 runs 3 forwards down, then 2 up each with its I and W
+// at once, the steady F-I-W pairs, and holds back two W of stage 0 to the end; rank 1 holds
+// back W2.1, W3.2 and W3.1. The local hand-over from stage 1 to stage 2 on rank 1 is a message
+// to itself.
+static void test_zbv_list_worked_out_by_hand(void **state) {
+    (void)state;
+    Dsv3PipeSchedule s = create_or_fail(DSV3_PIPE_ZBV, 2, 4, 2);
+    static const char *const zbv[] = {
+        "F0.0 SF0.0 F1.0 SF1.0 RF0.3 F2.0 SF2.0 F0.3 I0.3 SB0.3 RF1.3 W0.3 F1.3 I1.3 SB1.3 W1.3 "
+        "RB0.0 F3.0 SF3.0 I0.0 RF2.3 W0.0 F2.3 I2.3 SB2.3 RB1.0 W2.3 I1.0 RF3.3 W1.0 F3.3 I3.3 "
+        "SB3.3 RB2.0 W3.3 I2.0 RB3.0 W2.0 I3.0 W3.0",
+        "RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RB0.2 F1.2 SF1.2 I0.2 SB0.2 "
+        "RF2.1 W0.2 RB0.1 F2.1 SF2.1 I0.1 SB0.1 RF2.2 W0.1 RB1.2 F2.2 SF2.2 I1.2 SB1.2 RF3.1 "
+        "W1.2 RB1.1 F3.1 SF3.1 I1.1 SB1.1 RF3.2 W1.1 RB2.2 F3.2 SF3.2 I2.2 SB2.2 RB2.1 W2.2 "
+        "RB3.2 I2.1 SB2.1 RB3.1 I3.2 SB3.2 I3.1 SB3.1 W2.1 W3.2 W3.1",
+    };
+    expect_lists(&s, zbv);
+    assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 0), 4);
+    assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 1), 1);
+    assert_int_equal(dsv3_pipe_schedule_slots(&s, 1, 0), 3);
+    assert_int_equal(dsv3_pipe_schedule_slots(&s, 1, 1), 2);
+    dsv3_pipe_schedule_destroy(&s);
+}
+
+// ZBVZeroBubble for every pp and n_micro of the sweep: the placement rule, slots within n_micro,
+// and a simulated bubble equal to idle / (6 · n_micro + idle), idle = max(pp − 1, 2 · (2·pp − 1
+// − n_micro)).
+static void test_zbv_meets_the_bubble_formula(void **state) {
+    (void)state;
+    for (int p = 0; p < SWEEP_PP_COUNT; p++) {
+        for (int64_t n = 1; n <= SWEEP_MAX_MICRO; n++) {
+            int64_t pp = SWEEP_PP[p];
+            Dsv3PipeSchedule s = create_or_fail(DSV3_PIPE_ZBV, pp, n, 2);
+            for (int64_t r = 0; r < pp; r++) {
+                check_split_list(&s, r);
+                for (int64_t k = 0; k < 2; k++) {
+                    int64_t slots = dsv3_pipe_schedule_slots(&s, r, k);
+                    assert_true(slots >= 1 && slots <= n);
+                }
+            }
+            // The first stage holds the 2·pp − 1 warm-up forwards and one more before its first
+            // I and W; the last stage (on rank 0 too) runs each W right after its forward.
+            assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 0), n < 2 * pp ? n : 2 * pp);
+            assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 1), 1);
+            Dsv3PipeSimulation sim = simulate_or_fail(&s);
+            expect_bubble(&s, &sim);
+            dsv3_pipe_schedule_destroy(&s);
+        }
+    }
+}
+
 // Lists that break the pipeline's rules; the simulator names the rank and the action.
 static void test_simulator_finds_deadlocks(void **state) {
     (void)state;
@@ -528,6 +657,21 @@ static void test_simulator_rejects_broken_lists(void **state) {
     static const char *const past_end[] = {"F0.0 SF0.0 B0.0"};
     expect_broken(DSV3_PIPE_GPIPE, 1, 1, 1, past_end,
                   "rank 0 lists SF0.0, a message past the end of the pipeline");
+    // One rank in a v: stage 0 hands over to stage 1 on the same rank.
+    static const char *const w_first[] = {"F0.0 SF0.0 W0.0 RF0.1 F0.1 RB0.0 I0.1 SB0.1 W0.1 I0.0"};
+    expect_broken(DSV3_PIPE_ZBV, 1, 1, 2, w_first, "rank 0 runs W0.0 before I0.0");
+    static const char *const b_in_split[] = {"F0.0 SF0.0 RF0.1 F0.1 B0.1 SB0.1 RB0.0 B0.0"};
+    expect_broken(DSV3_PIPE_ZBV, 1, 1, 2, b_in_split,
+                  "rank 0 lists B0.1, but schedule ZBVZeroBubble splits backward into I and W");
+    static const char *const i_in_whole[] = {"F0.0 I0.0 W0.0"};
+    expect_broken(DSV3_PIPE_GPIPE, 1, 1, 1, i_in_whole,
+                  "rank 0 lists I0.0, but schedule GPipe runs each backward whole (B)");
+    static const char *const slot_held[] = {
+        "F0.0 SF0.0 F1.0 SF1.0 RF0.1 F0.1 RB0.0 I0.1 SB0.1 W0.1 RF1.1 F1.1 RB1.0 I1.1 SB1.1 W1.1 "
+        "I1.0 W1.0 F2.0 SF2.0 RF2.1 F2.1 RB2.0 I2.1 SB2.1 W2.1 I2.0 W2.0 I0.0 W0.0"};
+    expect_broken(DSV3_PIPE_ZBV, 1, 3, 2, slot_held,
+                  "rank 0 runs F2.0 in activation slot 0 of 2, which micro-batch 0 still holds "
+                  "(its W has not run)");
     static const char *const out_of_range[] = {"F0.0 F5.0 B0.0"};
     expect_broken(DSV3_PIPE_GPIPE, 1, 1, 1, out_of_range,
                   "rank 0 lists F5.0, which is outside micro-batches [0, 1) and stages [0, 1)");
@@ -558,11 +702,14 @@ int main(void) {
         LEAK_CHECKED(test_kind_names_round_trip),
         LEAK_CHECKED(test_action_texts),
         LEAK_CHECKED(test_stage_and_rank_of_interleaved),
+        LEAK_CHECKED(test_stage_and_rank_of_v),
         LEAK_CHECKED(test_create_names_the_bad_keys),
         LEAK_CHECKED(test_simulate_checks_its_arguments),
         LEAK_CHECKED(test_small_lists_worked_out_by_hand),
         LEAK_CHECKED(test_gpipe_and_1f1b_meet_the_bubble_formula),
         LEAK_CHECKED(test_interleaved_meets_the_bubble_formula),
+        LEAK_CHECKED(test_zbv_list_worked_out_by_hand),
+        LEAK_CHECKED(test_zbv_meets_the_bubble_formula),
         LEAK_CHECKED(test_simulator_finds_deadlocks),
         LEAK_CHECKED(test_simulator_rejects_broken_lists),
         LEAK_CHECKED(test_simulator_times_a_hand_made_list),
