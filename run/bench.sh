@@ -32,12 +32,12 @@
 # (checkpoint.async_mode = "async"; the last save is synchronous in both), best of --repeat,
 # and prints what a save costs the run in each mode.
 #   ./run/bench.sh --pipeline [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
-# trains with GPipe, 1F1B and Interleaved1F1B (2 stages per rank) at pp 2 and pp 4 (1 thread
-# per stage process; pp 4 oversubscribes two cores), --batch micro-batches of one sequence per
-# step (Interleaved1F1B needs a multiple of pp), and prints for each the tokens/s and the
-# measured idle fraction (the most a stage rank waited for its neighbours over the step time,
-# median step) next to the schedule's theoretical bubble, (pp − 1) / (n + pp − 1), and
-# (pp − 1) / (2n + pp − 1) interleaved.
+# trains with GPipe, 1F1B, Interleaved1F1B, ZBVZeroBubble and DualPipeV (the last three with 2
+# stages per rank) at pp 2 and pp 4 (1 thread per stage process; pp 4 oversubscribes two
+# cores), --batch micro-batches of one sequence per step (Interleaved1F1B needs a multiple of pp,
+# DualPipeV at least 2·pp), and prints for each the tokens/s and the measured idle fraction (the most a stage rank waited for its neighbours over the step
+# time, median step) next to the schedule's theoretical bubble, as the run's start-up prints it
+# (common/train/pipeline_schedule.h has the formulas).
 #   ./run/bench.sh --torchtitan [--seq_len 512] [--batch 2] [--steps 3] [--threads "1 2"] [--repeat 3]
 #                  [--dtypes "float32 bfloat16"]
 # runs the real peer: torchtitan's own DeepSeek-V3 model (the pinned commit) on a PyTorch 2.x
@@ -166,7 +166,7 @@ if [ $pipeline -eq 1 ]; then
     printf 'debug model, seq_len %s, %s micro-batches of one sequence per step, 1 thread per stage:\n' \
         "$seq_len" "$batch"
     for pp in 2 4; do
-        for schedule in GPipe 1F1B Interleaved1F1B; do
+        for schedule in GPipe 1F1B Interleaved1F1B ZBVZeroBubble DualPipeV; do
             name=${schedule}_$pp
             tps=0
             for _ in $(seq "$repeat"); do
@@ -174,14 +174,14 @@ if [ $pipeline -eq 1 ]; then
                     --parallelism.pipeline_parallel_degree "$pp" \
                     --parallelism.pipeline_parallel_schedule "$schedule")")
             done
-            "$DSV3_VENV/bin/python" - "$work/$name/metrics.jsonl" "$schedule" "$pp" "$batch" "$tps" <<'PY'
-import json, statistics, sys
-path, schedule, pp, n, tps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-steps = [json.loads(line) for line in open(path)][1:]
+            "$DSV3_VENV/bin/python" - "$work/$name" "$schedule" "$pp" "$tps" <<'PY'
+import json, re, statistics, sys
+run, schedule, pp, tps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+steps = [json.loads(line) for line in open(f"{run}/metrics.jsonl")][1:]
 idle = statistics.median(s["time_pipeline_wait"] / s["time_step"] for s in steps)
-v = 2 if schedule == "Interleaved1F1B" else 1
+bubble = re.search(r"theoretical bubble ([0-9.]+)%", open(f"{run}.log").read()).group(1)
 print(f"  {schedule:15s} pp {pp}: {float(tps):8.1f} tokens/s, measured idle {100 * idle:5.1f}%, "
-      f"theoretical bubble {100 * (pp - 1) / (v * n + pp - 1):5.1f}%")
+      f"theoretical bubble {float(bubble):5.1f}%")
 PY
         done
     done

@@ -115,8 +115,7 @@ static Dsv3ParallelDims config_dims(const Dsv3Config *cfg) {
         .cp = cfg->parallelism.context_parallel_degree,
         .tp = cfg->parallelism.tensor_parallel_degree,
         .ep = cfg->parallelism.expert_parallel_degree,
-        .pp_v_shaped = strcmp(cfg->parallelism.pipeline_parallel_schedule,
-                              dsv3_pipe_kind_name(DSV3_PIPE_ZBV)) == 0,
+        .pp_v_shaped = dsv3_pipe_name_is_v_shaped(cfg->parallelism.pipeline_parallel_schedule),
     };
 }
 
@@ -151,8 +150,9 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
                ") = %" PRId64,
                global, cfg->training.local_batch_size, dp, dims->dp_replicate, dims->dp_shard,
                per_step);
-    // An FSDP store reduce-scatters a group's gradients when its backward ends; a split
-    // backward (ZBVZeroBubble) leaves the weight gradients for later, which it would drop.
+    // An FSDP store reduce-scatters a group's gradients when its backward ends; the split
+    // backward of the v schedules (ZBVZeroBubble, DualPipeV) leaves the weight gradients for
+    // later, which it would drop.
     DSV3_CHECK(
         !dims->pp_v_shaped || dims->dp_shard * dims->cp == 1, DSV3_ERR_CONFIG,
         "parallelism.pipeline_parallel_schedule \"%s\" with FSDP (data_parallel_shard_degree "

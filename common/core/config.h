@@ -218,7 +218,7 @@ typedef enum {
     X(S, INT, pipeline_parallel_degree, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES, DSV3_SUPPORTED,       \
       "Pipeline stages")                                                                           \
     X(S, STR, pipeline_parallel_schedule, "1F1B", 0, 0,                                            \
-      "GPipe|1F1B|Interleaved1F1B|ZBVZeroBubble", DSV3_SUPPORTED, "Pipeline schedule")             \
+      "GPipe|1F1B|Interleaved1F1B|ZBVZeroBubble|DualPipeV", DSV3_SUPPORTED, "Pipeline schedule")   \
     X(S, INT, pipeline_parallel_microbatch_size, 1, 1, DSV3_I64_MAX, DSV3_NO_CHOICES,              \
       DSV3_SUPPORTED, "Sequences per pipeline micro-batch")                                        \
     X(S, INT, pipeline_parallel_layers_per_stage, -1, -1, DSV3_I64_MAX, DSV3_NO_CHOICES,           \

@@ -8,7 +8,8 @@
 
 #include "common/core/alloc.h"
 
-static const char *const KIND_NAMES[] = {"GPipe", "1F1B", "Interleaved1F1B", "ZBVZeroBubble"};
+static const char *const KIND_NAMES[] = {"GPipe", "1F1B", "Interleaved1F1B", "ZBVZeroBubble",
+                                         "DualPipeV"};
 _Static_assert(sizeof KIND_NAMES / sizeof KIND_NAMES[0] == DSV3_PIPE_KIND_COUNT,
                "one name per schedule kind");
 
@@ -48,17 +49,10 @@ Dsv3Err dsv3_pipe_kind_parse(const char *name, Dsv3PipeKind *out) {
             return DSV3_OK;
         }
     }
-    // DualPipeV overlaps one micro-batch's forward with another's backward inside one rank,
-    // which needs two streams of compute the stage runtime does not have yet.
-    DSV3_CHECK(strcmp(name, "DualPipeV") != 0, DSV3_ERR_CONFIG,
-               "parallelism.pipeline_parallel_schedule \"%s\" is not supported yet: it overlaps "
-               "the forward of one micro-batch with the backward of another; use %s, %s, %s or "
-               "%s",
-               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2], KIND_NAMES[3]);
     DSV3_RAISE(DSV3_ERR_CONFIG,
                "parallelism.pipeline_parallel_schedule is \"%s\", but it must be one of %s, %s, "
-               "%s or %s",
-               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2], KIND_NAMES[3]);
+               "%s, %s or %s",
+               name, KIND_NAMES[0], KIND_NAMES[1], KIND_NAMES[2], KIND_NAMES[3], KIND_NAMES[4]);
 }
 
 const char *dsv3_pipe_kind_name(Dsv3PipeKind kind) {
@@ -67,9 +61,19 @@ const char *dsv3_pipe_kind_name(Dsv3PipeKind kind) {
 
 int dsv3_pipe_kind_is_looped(Dsv3PipeKind kind) { return kind == DSV3_PIPE_INTERLEAVED_1F1B; }
 
-int dsv3_pipe_kind_is_v_shaped(Dsv3PipeKind kind) { return kind == DSV3_PIPE_ZBV; }
+int dsv3_pipe_kind_is_v_shaped(Dsv3PipeKind kind) {
+    return kind == DSV3_PIPE_ZBV || kind == DSV3_PIPE_DUALPIPEV;
+}
 
-int dsv3_pipe_kind_splits_backward(Dsv3PipeKind kind) { return kind == DSV3_PIPE_ZBV; }
+int dsv3_pipe_kind_splits_backward(Dsv3PipeKind kind) {
+    return kind == DSV3_PIPE_ZBV || kind == DSV3_PIPE_DUALPIPEV;
+}
+
+int dsv3_pipe_name_is_v_shaped(const char *name) {
+    for (int k = 0; k < DSV3_PIPE_KIND_COUNT; k++)
+        if (strcmp(name, KIND_NAMES[k]) == 0) return dsv3_pipe_kind_is_v_shaped((Dsv3PipeKind)k);
+    return 0;
+}
 
 int64_t dsv3_pipe_stage_of(const Dsv3PipeSchedule *s, int64_t rank, int64_t k) {
     if (dsv3_pipe_kind_is_v_shaped(s->kind)) return k == 0 ? rank : 2 * s->pp - 1 - rank;
@@ -85,7 +89,7 @@ int64_t dsv3_pipe_rank_of(const Dsv3PipeSchedule *s, int64_t stage, int64_t *loc
     return stage % s->pp;
 }
 
-// Computations per (micro-batch, stage) pair: F and B, or F, I and W.
+// The most computations per (micro-batch, stage) pair: F and B, or F, I and W.
 static int64_t pipe_compute_per_unit(Dsv3PipeKind kind) {
     return dsv3_pipe_kind_splits_backward(kind) ? 3 : 2;
 }
@@ -115,6 +119,12 @@ static Dsv3Err pipe_check_shape(Dsv3PipeKind kind, int64_t pp, int64_t n_micro,
                    "pipeline schedule %s runs 2 stages per rank, but it was given %lld "
                    "(parallelism.pipeline_parallel_layers_per_stage)",
                    name, (long long)stages_per_rank);
+        // torch's DualPipeV needs as many micro-batches as stages for its main part.
+        DSV3_CHECK(kind != DSV3_PIPE_DUALPIPEV || n_micro >= 2 * pp, DSV3_ERR_CONFIG,
+                   "pipeline schedule %s needs at least as many micro-batches as stages, 2 × "
+                   "parallelism.pipeline_parallel_degree %lld = %lld, but it gets %lld "
+                   "(training.local_batch_size / parallelism.pipeline_parallel_microbatch_size)",
+                   name, (long long)pp, (long long)(2 * pp), (long long)n_micro);
     } else if (dsv3_pipe_kind_is_looped(kind)) {
         DSV3_CHECK(stages_per_rank >= 2, DSV3_ERR_CONFIG,
                    "pipeline schedule %s runs at least 2 stages per rank, but it was given %lld "
@@ -171,21 +181,24 @@ static Dsv3PipeAction pipe_compute_step(const Dsv3PipeSchedule *s, int64_t rank,
                             .stage = (int32_t)dsv3_pipe_stage_of(s, rank, k)};
 }
 
-// ZBVZeroBubble's computations of one rank, as torch's ScheduleZBVZeroBubble orders them:
-// chunk 0 is the rank's stage on the way down, chunk 1 the one on the way up.
+// The computations of one rank of a v, as torch's ScheduleZBVZeroBubble and ScheduleDualPipeV
+// order them: chunk 0 is the rank's stage on the way down, chunk 1 the one on the way up.
 typedef struct {
     const Dsv3PipeSchedule *s;
     int64_t rank;
     Dsv3PipeAction *out;
     int64_t used;
-    int64_t f[2], i[2], w[2]; // the next micro-batch of F, I and W of each chunk
-} ZbvOrder;
+    int64_t f[2], i[2], w[2]; // the next micro-batch of F, of B or I, and of W (or B) per chunk
+    int64_t queued;           // out[queued …] holds the I whose W has not been listed
+} VOrder;
 
-// Appends `op` of chunk k's next micro-batch for that op, unless the pipeline has no such
-// micro-batch (the order is built for at least 2·pp − 1 of them and cut back).
-static void zbv_push(ZbvOrder *z, Dsv3PipeOp op, int k) {
-    int64_t *next = op == DSV3_PIPE_F ? &z->f[k] : op == DSV3_PIPE_I ? &z->i[k] : &z->w[k];
+// Appends `op` (F, B, I or W) of chunk k's next micro-batch for that op, unless the pipeline
+// has no such micro-batch (ZBVZeroBubble's order is built for at least 2·pp − 1 of them and cut
+// back). A B counts as an I and a W.
+static void zbv_push(VOrder *z, Dsv3PipeOp op, int k) {
+    int64_t *next = op == DSV3_PIPE_F ? &z->f[k] : op == DSV3_PIPE_W ? &z->w[k] : &z->i[k];
     int64_t micro = (*next)++;
+    if (op == DSV3_PIPE_B) z->w[k]++;
     if (micro >= z->s->n_micro) return;
     z->out[z->used++] = (Dsv3PipeAction){
         .op = op, .micro = (int32_t)micro, .stage = (int32_t)dsv3_pipe_stage_of(z->s, z->rank, k)};
@@ -195,9 +208,9 @@ static void zbv_push(ZbvOrder *z, Dsv3PipeOp op, int k) {
 // each followed at once by its I and W. Steady: F down, I W down, F up, I W up while forwards
 // remain. Cool-down: r pairs of I down and up, pp − r of I and a held-back W down, then every
 // held-back W, up before down. Writes 3 · 2 · n_micro actions.
-static void zbv_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3PipeAction *out) {
+static int64_t zbv_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3PipeAction *out) {
     int64_t pp = s->pp, n = s->n_micro > 2 * pp - 1 ? s->n_micro : 2 * pp - 1;
-    ZbvOrder z = {.s = s, .rank = rank, .out = out};
+    VOrder z = {.s = s, .rank = rank, .out = out};
     for (int64_t j = 0; j < 2 * (pp - rank) - 1; j++)
         zbv_push(&z, DSV3_PIPE_F, 0);
     for (int64_t j = 0; j < rank; j++) {
@@ -229,16 +242,81 @@ static void zbv_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3PipeA
         zbv_push(&z, DSV3_PIPE_W, 1);
     while (z.w[0] < z.i[0])
         zbv_push(&z, DSV3_PIPE_W, 0);
+    return z.used;
+}
+
+// DualPipeV's W of the oldest I still without one, if any.
+static void dualpipev_weight(VOrder *z) {
+    while (z->queued < z->used && z->out[z->queued].op != DSV3_PIPE_I)
+        z->queued++;
+    if (z->queued == z->used) return;
+    const Dsv3PipeAction *i = &z->out[z->queued++];
+    int64_t k;
+    dsv3_pipe_rank_of(z->s, i->stage, &k);
+    z->w[k]++;
+    z->out[z->used++] = (Dsv3PipeAction){.op = DSV3_PIPE_W, .micro = i->micro, .stage = i->stage};
+}
+
+// DualPipeV's "overlapped" pair: the forward of chunk f's next micro-batch and the whole
+// backward of chunk b's. Listed one after the other: the stage runtime runs them in turn.
+static void dualpipev_pair(VOrder *z, int f, int b) {
+    zbv_push(z, DSV3_PIPE_F, f);
+    zbv_push(z, DSV3_PIPE_B, b);
+}
+
+// torch's ScheduleDualPipeV, with n_micro ≥ 2·pp: (pp − r − 1)·2 forwards down; r + 1 pairs of
+// forwards down and up; pp − r − 1 of I up, a pending W, F up; the main part, n − 2·pp + r + 1
+// times a forward down with a backward up (on the last rank the first time not as a pair) and
+// a forward up with a backward down; pp − r − 1 of B up with a pair F up B down; r + 1 of
+// backwards up and down, the second half of them as I; pp − r − 1 of a pending W and a backward
+// down; the pending W.
+static int64_t dualpipev_compute_order(const Dsv3PipeSchedule *s, int64_t rank,
+                                       Dsv3PipeAction *out) {
+    int64_t pp = s->pp, n = s->n_micro;
+    VOrder z = {.s = s, .rank = rank, .out = out};
+    for (int64_t j = 0; j < 2 * (pp - rank - 1); j++)
+        zbv_push(&z, DSV3_PIPE_F, 0);
+    for (int64_t j = 0; j < rank + 1; j++) {
+        zbv_push(&z, DSV3_PIPE_F, 0);
+        zbv_push(&z, DSV3_PIPE_F, 1);
+    }
+    for (int64_t j = 0; j < pp - rank - 1; j++) {
+        zbv_push(&z, DSV3_PIPE_I, 1);
+        dualpipev_weight(&z);
+        zbv_push(&z, DSV3_PIPE_F, 1);
+    }
+    for (int64_t j = 0; j < n - 2 * pp + rank + 1; j++) {
+        dualpipev_pair(&z, 0, 1);
+        dualpipev_pair(&z, 1, 0);
+    }
+    for (int64_t j = 0; j < pp - rank - 1; j++) {
+        zbv_push(&z, DSV3_PIPE_B, 1);
+        dualpipev_pair(&z, 1, 0);
+    }
+    // From the middle of these on (up first on odd ranks, down first on even ones) backwards
+    // split, and their W fill what follows.
+    int split = 0;
+    for (int64_t j = 0; j < rank + 1; j++) {
+        if (j == (rank + 1) / 2 && rank % 2 == 1) split = 1;
+        zbv_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 1);
+        if (j == (rank + 1) / 2 && rank % 2 == 0) split = 1;
+        zbv_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 0);
+    }
+    for (int64_t j = 0; j < pp - rank - 1; j++) {
+        dualpipev_weight(&z);
+        zbv_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 0);
+    }
+    while (z.queued < z.used)
+        dualpipev_weight(&z);
+    return z.used;
 }
 
 // The computations of `rank` in order: warm-up forwards, then one forward and one backward
-// while forwards remain, then the remaining backwards (ZBVZeroBubble: zbv_compute_order).
-// Writes pipe_compute_per_unit · v · n_micro actions.
-static void pipe_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3PipeAction *out) {
-    if (dsv3_pipe_kind_splits_backward(s->kind)) {
-        zbv_compute_order(s, rank, out);
-        return;
-    }
+// while forwards remain, then the remaining backwards (the v schedules: their own orders).
+// Writes at most pipe_compute_per_unit · v · n_micro actions and returns their count.
+static int64_t pipe_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3PipeAction *out) {
+    if (s->kind == DSV3_PIPE_ZBV) return zbv_compute_order(s, rank, out);
+    if (s->kind == DSV3_PIPE_DUALPIPEV) return dualpipev_compute_order(s, rank, out);
     int64_t total = s->stages_per_rank * s->n_micro, warmup = pipe_warmup(s, rank);
     int64_t used = 0, f = 0, b = 0;
     while (f < warmup)
@@ -249,6 +327,7 @@ static void pipe_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3Pipe
     }
     while (b < total)
         out[used++] = pipe_compute_step(s, rank, DSV3_PIPE_B, b++);
+    return used;
 }
 
 // Whether compute `c` takes a message from a neighbour (an F after the first stage, a B or I
@@ -293,9 +372,11 @@ Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int6
     DSV3_CALL(pipe_check_shape(kind, pp, n_micro, stages_per_rank));
     Dsv3PipeSchedule s = {
         .kind = kind, .pp = pp, .n_micro = n_micro, .stages_per_rank = stages_per_rank};
+    // Room for the most computations (a split backward everywhere) and every message.
     int64_t stages = dsv3_pipe_stage_count(&s), per_unit = pipe_compute_per_unit(kind),
             per_rank = per_unit * stages_per_rank * n_micro;
-    int64_t n_actions = n_micro * (per_unit * stages + PIPE_MESSAGES_PER_BOUNDARY * (stages - 1));
+    int64_t messages = n_micro * PIPE_MESSAGES_PER_BOUNDARY * (stages - 1);
+    int64_t n_actions = n_micro * per_unit * stages + messages, computed = 0;
     Dsv3PipeAction *compute = NULL;
     Dsv3Err err;
     DSV3_CALL_GOTO(err, fail,
@@ -310,15 +391,16 @@ Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int6
     int64_t used = 0;
     for (int64_t r = 0; r < pp; r++) {
         s.first[r] = used;
-        pipe_compute_order(&s, r, compute);
-        pipe_emit(&s, compute, per_rank, s.actions, &used);
+        int64_t count = pipe_compute_order(&s, r, compute);
+        pipe_emit(&s, compute, count, s.actions, &used);
+        computed += count;
     }
     s.first[pp] = used;
-    DSV3_CHECK_GOTO(err, fail, used == n_actions, DSV3_ERR_INTERNAL,
+    DSV3_CHECK_GOTO(err, fail, used - computed == messages, DSV3_ERR_INTERNAL,
                     "pipeline schedule %s (pp %lld, %lld micro-batches, %lld stages per rank) "
-                    "lists %lld actions, but %lld were expected",
+                    "lists %lld messages, but %lld were expected",
                     KIND_NAMES[kind], (long long)pp, (long long)n_micro, (long long)stages_per_rank,
-                    (long long)used, (long long)n_actions);
+                    (long long)(used - computed), (long long)messages);
     dsv3_free(compute);
     *out = s;
     return DSV3_OK;
@@ -428,21 +510,40 @@ static int64_t pipe_unit(const PipeSim *sim, const Dsv3PipeAction *a) {
     return (int64_t)a->micro * sim->stages + a->stage;
 }
 
-// Whether a pipeline has action `op` on `stage`: computations on every stage (B, or I and W
-// where the schedule splits backward), messages only across the boundaries between stages
-// (nothing comes before the first or after the last).
+// Whether a pipeline has action `op` on `stage`: F on every stage, messages only across the
+// boundaries between stages (nothing comes before the first or after the last). A backward is
+// B, or I and W where the schedule splits it (pipe_check_backward).
 static int pipe_exists(const PipeSim *sim, Dsv3PipeOp op, int64_t stage) {
-    int split = dsv3_pipe_kind_splits_backward(sim->s->kind);
     if (op == DSV3_PIPE_RECV_F || op == DSV3_PIPE_SEND_B) return stage > 0;
     if (op == DSV3_PIPE_SEND_F || op == DSV3_PIPE_RECV_B) return stage < sim->stages - 1;
-    if (op == DSV3_PIPE_B) return !split;
-    if (op == DSV3_PIPE_I || op == DSV3_PIPE_W) return split;
-    return 1;
+    return op == DSV3_PIPE_F;
+}
+
+// The backward of pair (m, st) is listed once: a B, or an I and a W.
+static Dsv3Err pipe_check_backward(const PipeSim *sim, int64_t m, int64_t st) {
+    Dsv3PipeAction a = {.op = DSV3_PIPE_B, .micro = (int32_t)m, .stage = (int32_t)st};
+    int64_t unit = pipe_unit(sim, &a), rank = dsv3_pipe_rank_of(sim->s, st, NULL);
+    int b = sim->seen[DSV3_PIPE_B * sim->units + unit];
+    int i = sim->seen[DSV3_PIPE_I * sim->units + unit];
+    int w = sim->seen[DSV3_PIPE_W * sim->units + unit];
+    char text[PIPE_TEXT_CAPACITY];
+    dsv3_pipe_action_text(&a, text, sizeof text);
+    DSV3_CHECK(b || i || w, DSV3_ERR_INTERNAL, "rank %lld does not list %s%s", (long long)rank,
+               text, dsv3_pipe_kind_splits_backward(sim->s->kind) ? " (or its I and W)" : "");
+    DSV3_CHECK(b ? !i && !w : i && w, DSV3_ERR_INTERNAL,
+               "rank %lld lists %s of micro-batch %lld on stage %lld: a backward is a B, or an I "
+               "and a W",
+               (long long)rank,
+               b   ? "B and I or W"
+               : i ? "I without W"
+                   : "W without I",
+               (long long)m, (long long)st);
+    return DSV3_OK;
 }
 
 // Checks that every action is in range, on the rank of its stage and listed exactly once, and
-// that every action the pipeline needs is there: F and B of every pair, and a SEND and a RECV
-// for every message between neighbouring stages.
+// that every action the pipeline needs is there: F and the backward of every pair, and a SEND
+// and a RECV for every message between neighbouring stages.
 static Dsv3Err pipe_check_lists(PipeSim *sim) {
     const Dsv3PipeSchedule *s = sim->s;
     char text[PIPE_TEXT_CAPACITY];
@@ -465,12 +566,13 @@ static Dsv3Err pipe_check_lists(PipeSim *sim) {
             DSV3_CHECK(owner == r, DSV3_ERR_INTERNAL,
                        "rank %lld lists %s, but stage %d runs on rank %lld", (long long)r, text,
                        (int)a->stage, (long long)owner);
-            int split = dsv3_pipe_kind_splits_backward(s->kind);
-            DSV3_CHECK(split ? a->op != DSV3_PIPE_B : a->op != DSV3_PIPE_I && a->op != DSV3_PIPE_W,
-                       DSV3_ERR_INTERNAL, "rank %lld lists %s, but schedule %s %s", (long long)r,
-                       text, dsv3_pipe_kind_name(s->kind),
-                       split ? "splits backward into I and W" : "runs each backward whole (B)");
-            DSV3_CHECK(pipe_exists(sim, a->op, a->stage), DSV3_ERR_INTERNAL,
+            DSV3_CHECK(dsv3_pipe_kind_splits_backward(s->kind) ||
+                           (a->op != DSV3_PIPE_I && a->op != DSV3_PIPE_W),
+                       DSV3_ERR_INTERNAL,
+                       "rank %lld lists %s, but schedule %s runs each backward whole (B)",
+                       (long long)r, text, dsv3_pipe_kind_name(s->kind));
+            int compute = a->op == DSV3_PIPE_B || a->op == DSV3_PIPE_I || a->op == DSV3_PIPE_W;
+            DSV3_CHECK(compute || pipe_exists(sim, a->op, a->stage), DSV3_ERR_INTERNAL,
                        "rank %lld lists %s, a message past the end of the pipeline", (long long)r,
                        text);
             uint8_t *seen = &sim->seen[a->op * sim->units + pipe_unit(sim, a)];
@@ -490,6 +592,7 @@ static Dsv3Err pipe_check_lists(PipeSim *sim) {
                            "rank %lld does not list %s", (long long)dsv3_pipe_rank_of(s, st, NULL),
                            text);
             }
+            DSV3_CALL(pipe_check_backward(sim, m, st));
         }
     }
     return DSV3_OK;
@@ -559,11 +662,12 @@ static Dsv3Err pipe_step(PipeSim *sim, int64_t rank, int *ran) {
         int64_t channel = pipe_channel(sim, a, &dir);
         sim->posted_at[dir * sim->units + unit] = sim->n_posted[channel]++;
     } else if (a->op == DSV3_PIPE_SEND_F || a->op == DSV3_PIPE_SEND_B) {
-        int dir, split = dsv3_pipe_kind_splits_backward(s->kind);
+        int dir;
         int64_t channel = pipe_channel(sim, a, &dir);
+        int whole = sim->seen[DSV3_PIPE_B * sim->units + unit]; // a B, not an I, sends it
         Dsv3PipeAction compute = pipe_with_op(a, dir == PIPE_DIR_F ? DSV3_PIPE_F
-                                                 : split           ? DSV3_PIPE_I
-                                                                   : DSV3_PIPE_B);
+                                                 : whole           ? DSV3_PIPE_B
+                                                                   : DSV3_PIPE_I);
         dsv3_pipe_action_text(&compute, need, sizeof need);
         int phase = dir == PIPE_DIR_F ? PIPE_PHASE_F : PIPE_PHASE_INPUT;
         DSV3_CHECK(sim->done[phase * sim->units + unit], DSV3_ERR_INTERNAL,

@@ -3,13 +3,13 @@
 // A schedule runs n_micro micro-batches through V = pp × stages_per_rank (virtual) stages on
 // pp ranks. Rank r holds the stages dsv3_pipe_stage_of(s, r, k), k in [0, stages_per_rank):
 // one stage (stage r) for GPipe and 1F1B; stages r, r + pp, r + 2·pp, … for Interleaved 1F1B
-// (torchtitan's loop style); stages r and 2·pp − 1 − r for ZBVZeroBubble (the v style: the
-// model goes down the ranks and back up, so rank pp − 1 feeds itself and rank 0 holds both
-// ends). Each rank's list says, in the order the rank executes it:
+// (torchtitan's loop style); stages r and 2·pp − 1 − r for ZBVZeroBubble and DualPipeV (the v
+// style: the model goes down the ranks and back up, so rank pp − 1 feeds itself and rank 0
+// holds both ends). Each rank's list says, in the order the rank executes it:
 //
 //   F(m, s)        forward of micro-batch m on stage s
 //   B(m, s)        backward of micro-batch m on stage s (input and weight gradients together)
-//   I(m, s)        its input gradients only (what stage s − 1 needs), under ZBVZeroBubble
+//   I(m, s)        its input gradients only (what stage s − 1 needs), in the v schedules
 //   W(m, s)        its weight gradients, after I(m, s), where the schedule has room
 //   RECV_F(m, s)   post the receive of stage s's input activations of m, from stage s − 1
 //   SEND_F(m, s)   send the output activations of F(m, s) to stage s + 1
@@ -35,7 +35,9 @@
 // taking one unit each, leaves every rank idle · max(pp − 1, 2 · (2·pp − 1 − n_micro)) units of
 // its 6 · n_micro: bubble idle / (6 · n_micro + idle). Once n_micro ≥ 2·pp − 1 that is pp − 1
 // forwards of its half-size stages, where 1F1B idles 3 · (pp − 1) forwards of full-size ones:
-// a sixth of the time (held-back W fill the cool-down).
+// a sixth of the time (held-back W fill the cool-down). DualPipeV (n_micro ≥ 2·pp) pairs the
+// forward of one micro-batch with the backward of another, which DeepSeek's DualPipe overlaps;
+// here the pair runs in turn, and the simulated bubble is ZBVZeroBubble's.
 #ifndef DSV3_TRAIN_PIPELINE_SCHEDULE_H
 #define DSV3_TRAIN_PIPELINE_SCHEDULE_H
 
@@ -49,9 +51,10 @@ typedef enum {
     DSV3_PIPE_1F1B,             // warm-up forwards, then one forward one backward, cool-down
     DSV3_PIPE_INTERLEAVED_1F1B, // 1F1B over several stages per rank (looped)
     DSV3_PIPE_ZBV,              // two stages per rank in a v, backward split into I and W
+    DSV3_PIPE_DUALPIPEV,        // the v of ZBV, forwards paired with other micro-batches' backwards
 } Dsv3PipeKind;
 
-enum { DSV3_PIPE_KIND_COUNT = 4 };
+enum { DSV3_PIPE_KIND_COUNT = 5 };
 
 typedef enum {
     DSV3_PIPE_F,
@@ -78,18 +81,21 @@ typedef struct {
 } Dsv3PipeSchedule;
 
 // The kind named by parallelism.pipeline_parallel_schedule ("GPipe", "1F1B",
-// "Interleaved1F1B", "ZBVZeroBubble"); DSV3_ERR_CONFIG naming the key and the known names
-// otherwise.
+// "Interleaved1F1B", "ZBVZeroBubble", "DualPipeV"); DSV3_ERR_CONFIG naming the key and the
+// known names otherwise.
 Dsv3Err dsv3_pipe_kind_parse(const char *name, Dsv3PipeKind *out);
 const char *dsv3_pipe_kind_name(Dsv3PipeKind kind);
 
 // Whether a kind runs several stages per rank (Interleaved 1F1B).
 int dsv3_pipe_kind_is_looped(Dsv3PipeKind kind);
 
-// Whether a kind places two stages per rank in a v (ZBVZeroBubble).
+// Whether a kind places two stages per rank in a v (ZBVZeroBubble, DualPipeV).
 int dsv3_pipe_kind_is_v_shaped(Dsv3PipeKind kind);
 
-// Whether a kind splits each backward into I and W (ZBVZeroBubble).
+// Whether the schedule named `name` is one of those (0 for an unknown name; no error raised).
+int dsv3_pipe_name_is_v_shaped(const char *name);
+
+// Whether a kind may split a backward into I and W (ZBVZeroBubble always, DualPipeV for some).
 int dsv3_pipe_kind_splits_backward(Dsv3PipeKind kind);
 
 // The schedule's (virtual) stages: pp × stages_per_rank.
@@ -102,10 +108,10 @@ int64_t dsv3_pipe_stage_of(const Dsv3PipeSchedule *s, int64_t rank, int64_t k);
 int64_t dsv3_pipe_rank_of(const Dsv3PipeSchedule *s, int64_t stage, int64_t *local);
 
 // Builds the lists. pp ≥ 1, n_micro ≥ 1; stages_per_rank 1 for GPipe and 1F1B, ≥ 2 for
-// Interleaved 1F1B, which also needs n_micro a multiple of pp, exactly 2 for ZBVZeroBubble. A
-// violation is DSV3_ERR_CONFIG naming the numbers and the keys (pipeline_parallel_degree,
-// local_batch_size / pipeline_parallel_microbatch_size micro-batches,
-// pipeline_parallel_layers_per_stage).
+// Interleaved 1F1B, which also needs n_micro a multiple of pp, exactly 2 for ZBVZeroBubble and
+// DualPipeV, which also needs n_micro ≥ 2·pp. A violation is DSV3_ERR_CONFIG naming the numbers and
+// the keys (pipeline_parallel_degree, local_batch_size / pipeline_parallel_microbatch_size
+// micro-batches, pipeline_parallel_layers_per_stage).
 Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int64_t pp,
                                   int64_t n_micro, int64_t stages_per_rank);
 void dsv3_pipe_schedule_destroy(Dsv3PipeSchedule *s);

@@ -44,7 +44,7 @@ static int64_t neighbour(const Dsv3PipelineStage *p, int64_t stage, int64_t step
 }
 
 // B, or I where the schedule splits backward (the model then keeps the weight gradients'
-// inputs in the slot until W).
+// inputs in the slot until W). A B of a model that splits adds its weight gradients at once.
 static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
                             const int32_t *labels, float grad_scale, Dsv3Trace *trace,
                             int64_t trace_micro, double *loss_sum, int64_t *n_labels) {
@@ -59,6 +59,7 @@ static Dsv3Err run_backward(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
     double t0 = dsv3_log_seconds(), loss = 0;
     int64_t n = 0;
     DSV3_CALL(dsv3_model_backward(m, slot, &grad, &loss, &n));
+    if (a->op == DSV3_PIPE_B) DSV3_CALL(dsv3_model_backward_weight(m, slot));
     *loss_sum += loss;
     *n_labels += n;
     return trace_add(trace, DSV3_PHASE_BACKWARD, trace_micro + a->micro, a->stage, t0);

@@ -1,7 +1,7 @@
 // Unit tests of train/pipeline_schedule: names and action texts, the lists of GPipe, 1F1B,
-// Interleaved 1F1B and ZBVZeroBubble against torch's order of computations and our placement of
-// messages, their simulated bubble against the formula, and the simulator's verdict on broken
-// hand-made lists.
+// Interleaved 1F1B, ZBVZeroBubble and DualPipeV against torch's order of computations and our
+// placement of messages, their simulated bubble against the formula, and the simulator's verdict on
+// broken hand-made lists.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -258,7 +258,7 @@ static void expect_bubble(const Dsv3PipeSchedule *s, const Dsv3PipeSimulation *s
     // pp − 1 computation pairs longer than that (ZBVZeroBubble: the idle units of the formula).
     double work = (double)(s->stages_per_rank * s->n_micro) * (T_FORWARD + T_BACKWARD);
     double idle = (double)(s->pp - 1) * (T_FORWARD + T_BACKWARD);
-    if (s->kind == DSV3_PIPE_ZBV) {
+    if (dsv3_pipe_kind_is_v_shaped(s->kind)) {
         double short_of_full = 2.0 * (double)(2 * s->pp - 1 - s->n_micro);
         idle = short_of_full > (double)(s->pp - 1) ? short_of_full : (double)(s->pp - 1);
     }
@@ -282,22 +282,22 @@ static void test_kind_names_round_trip(void **state) {
     assert_false(dsv3_pipe_kind_is_looped(DSV3_PIPE_1F1B));
     assert_true(dsv3_pipe_kind_is_looped(DSV3_PIPE_INTERLEAVED_1F1B));
     assert_false(dsv3_pipe_kind_is_looped(DSV3_PIPE_ZBV));
+    assert_string_equal(dsv3_pipe_kind_name(DSV3_PIPE_DUALPIPEV), "DualPipeV");
     for (int k = 0; k < DSV3_PIPE_KIND_COUNT; k++) {
-        assert_int_equal(dsv3_pipe_kind_is_v_shaped((Dsv3PipeKind)k), k == DSV3_PIPE_ZBV);
-        assert_int_equal(dsv3_pipe_kind_splits_backward((Dsv3PipeKind)k), k == DSV3_PIPE_ZBV);
+        int v = k == DSV3_PIPE_ZBV || k == DSV3_PIPE_DUALPIPEV;
+        assert_int_equal(dsv3_pipe_kind_is_v_shaped((Dsv3PipeKind)k), v);
+        assert_int_equal(dsv3_pipe_kind_splits_backward((Dsv3PipeKind)k), v);
+        assert_int_equal(dsv3_pipe_name_is_v_shaped(dsv3_pipe_kind_name((Dsv3PipeKind)k)), v);
     }
+    assert_false(dsv3_pipe_name_is_v_shaped("zbvzerobubble"));
     Dsv3PipeKind kind;
-    expect_error(dsv3_pipe_kind_parse("DualPipeV", &kind), DSV3_ERR_CONFIG,
-                 "parallelism.pipeline_parallel_schedule \"DualPipeV\" is not supported yet: it "
-                 "overlaps the forward of one micro-batch with the backward of another; use GPipe, "
-                 "1F1B, Interleaved1F1B or ZBVZeroBubble");
     expect_error(dsv3_pipe_kind_parse("ZeroBubble", &kind), DSV3_ERR_CONFIG,
                  "parallelism.pipeline_parallel_schedule is \"ZeroBubble\", but it must be one "
-                 "of GPipe, 1F1B, Interleaved1F1B or ZBVZeroBubble");
+                 "of GPipe, 1F1B, Interleaved1F1B, ZBVZeroBubble or DualPipeV");
     // Names are exact, as the config's choices are.
     expect_error(dsv3_pipe_kind_parse("gpipe", &kind), DSV3_ERR_CONFIG,
                  "parallelism.pipeline_parallel_schedule is \"gpipe\", but it must be one of "
-                 "GPipe, 1F1B, Interleaved1F1B or ZBVZeroBubble");
+                 "GPipe, 1F1B, Interleaved1F1B, ZBVZeroBubble or DualPipeV");
 }
 
 static void test_action_texts(void **state) {
@@ -372,6 +372,10 @@ static void test_create_names_the_bad_keys(void **state) {
     expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_ZBV, 2, 4, 3), DSV3_ERR_CONFIG,
                  "pipeline schedule ZBVZeroBubble runs 2 stages per rank, but it was given 3 "
                  "(parallelism.pipeline_parallel_layers_per_stage)");
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_DUALPIPEV, 2, 3, 2), DSV3_ERR_CONFIG,
+                 "pipeline schedule DualPipeV needs at least as many micro-batches as stages, 2 × "
+                 "parallelism.pipeline_parallel_degree 2 = 4, but it gets 3 "
+                 "(training.local_batch_size / parallelism.pipeline_parallel_microbatch_size)");
     expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 2, 4, 1),
                  DSV3_ERR_CONFIG,
                  "pipeline schedule Interleaved1F1B runs at least 2 stages per rank, but it was "
@@ -497,9 +501,16 @@ static void test_interleaved_meets_the_bubble_formula(void **state) {
     }
 }
 
+// Whether computation c consumes what RECV r receives: the F, or the B or I, of its pair.
+static int consumes(const Dsv3PipeAction *r, const Dsv3PipeAction *c) {
+    return c->micro == r->micro && c->stage == r->stage &&
+           (r->op == DSV3_PIPE_RECV_F ? c->op == DSV3_PIPE_F
+                                      : c->op == DSV3_PIPE_B || c->op == DSV3_PIPE_I);
+}
+
 // The computations and messages of `rank`'s list obey the placement rule (a SEND right after its
 // computation, a RECV one computation ahead of its consumer or first), and each local stage has
-// its n_micro F, I and W in micro-batch order with W after I.
+// its n_micro F, I and W (a B counting as both) in micro-batch order with W after I.
 static void check_split_list(const Dsv3PipeSchedule *s, int64_t rank) {
     const Dsv3PipeAction *list = &s->actions[s->first[rank]];
     int64_t length = s->first[rank + 1] - s->first[rank], stages = 2 * s->pp;
@@ -507,17 +518,22 @@ static void check_split_list(const Dsv3PipeSchedule *s, int64_t rank) {
     int64_t count = 0, next[2][3] = {{0}};
     for (int64_t i = 0; i < length; i++) {
         const Dsv3PipeAction *a = &list[i];
-        if (a->op != DSV3_PIPE_F && a->op != DSV3_PIPE_I && a->op != DSV3_PIPE_W) continue;
+        if (a->op == DSV3_PIPE_RECV_F || a->op == DSV3_PIPE_SEND_F || a->op == DSV3_PIPE_RECV_B ||
+            a->op == DSV3_PIPE_SEND_B)
+            continue;
         assert_true(count < MAX_COMPUTE);
         compute[count++] = *a;
         int64_t k;
         assert_int_equal(dsv3_pipe_rank_of(s, a->stage, &k), rank);
-        int phase = a->op == DSV3_PIPE_F ? 0 : a->op == DSV3_PIPE_I ? 1 : 2;
-        assert_int_equal(a->micro, next[k][phase]++);
-        if (phase > 0) assert_true(next[k][phase] <= next[k][phase - 1]);
+        int first = a->op == DSV3_PIPE_F ? 0 : a->op == DSV3_PIPE_W ? 2 : 1;
+        int last = a->op == DSV3_PIPE_B ? 2 : first;
+        for (int phase = first; phase <= last; phase++) {
+            assert_int_equal(a->micro, next[k][phase]++);
+            if (phase > 0) assert_true(next[k][phase] <= next[k][phase - 1]);
+        }
         int sends = a->op == DSV3_PIPE_F   ? a->stage < stages - 1
-                    : a->op == DSV3_PIPE_I ? a->stage > 0
-                                           : 0;
+                    : a->op == DSV3_PIPE_W ? 0
+                                           : a->stage > 0;
         if (sends) {
             assert_true(i + 1 < length);
             assert_int_equal(list[i + 1].op,
@@ -532,15 +548,14 @@ static void check_split_list(const Dsv3PipeSchedule *s, int64_t rank) {
     int64_t computed = 0;
     for (int64_t i = 0; i < length; i++) {
         const Dsv3PipeAction *a = &list[i];
-        if (a->op == DSV3_PIPE_F || a->op == DSV3_PIPE_I || a->op == DSV3_PIPE_W) computed++;
-        if (a->op != DSV3_PIPE_RECV_F && a->op != DSV3_PIPE_RECV_B) continue;
-        Dsv3PipeAction consumer = {.op = a->op == DSV3_PIPE_RECV_F ? DSV3_PIPE_F : DSV3_PIPE_I,
-                                   .micro = a->micro,
-                                   .stage = a->stage};
-        int64_t at = i == 0 && same_action(&compute[0], &consumer) ? 0 : computed + 1;
+        if (a->op != DSV3_PIPE_RECV_F && a->op != DSV3_PIPE_RECV_B) {
+            computed += a->op != DSV3_PIPE_SEND_F && a->op != DSV3_PIPE_SEND_B;
+            continue;
+        }
+        int64_t at = i == 0 && consumes(a, &compute[0]) ? 0 : computed + 1;
         char text[ACTION_TEXT_CAPACITY];
         dsv3_pipe_action_text(a, text, sizeof text);
-        if (at >= count || !same_action(&compute[at], &consumer))
+        if (at >= count || !consumes(a, &compute[at]))
             fail_msg("rank %lld: %s is not one computation ahead of its consumer", (long long)rank,
                      text);
     }
@@ -571,29 +586,56 @@ static void test_zbv_list_worked_out_by_hand(void **state) {
     dsv3_pipe_schedule_destroy(&s);
 }
 
-// ZBVZeroBubble for every pp and n_micro of the sweep: the placement rule, slots within n_micro,
-// and a simulated bubble equal to idle / (6 · n_micro + idle), idle = max(pp − 1, 2 · (2·pp − 1
-// − n_micro)).
-static void test_zbv_meets_the_bubble_formula(void **state) {
+// DualPipeV in full for pp 2 and 4 micro-batches, the computations worked out by hand from
+// torch's ScheduleDualPipeV: rank 0 runs 2 forwards down, a pair down and up, I W F up, one main
+// round (F3.0 with B1.3, F2.3 with B0.0), B2.3 with the pair F3.3 B1.0, then B3.3 and the split
+// I2.0 I3.0 with their W; rank 1 (the last) starts the main part with F2.1 and B0.2 unpaired and
+// ends with I3.2 I3.1 and their W.
+static void test_dualpipev_list_worked_out_by_hand(void **state) {
     (void)state;
-    for (int p = 0; p < SWEEP_PP_COUNT; p++) {
-        for (int64_t n = 1; n <= SWEEP_MAX_MICRO; n++) {
-            int64_t pp = SWEEP_PP[p];
-            Dsv3PipeSchedule s = create_or_fail(DSV3_PIPE_ZBV, pp, n, 2);
-            for (int64_t r = 0; r < pp; r++) {
-                check_split_list(&s, r);
-                for (int64_t k = 0; k < 2; k++) {
-                    int64_t slots = dsv3_pipe_schedule_slots(&s, r, k);
-                    assert_true(slots >= 1 && slots <= n);
+    Dsv3PipeSchedule s = create_or_fail(DSV3_PIPE_DUALPIPEV, 2, 4, 2);
+    static const char *const dualpipev[] = {
+        "F0.0 SF0.0 F1.0 SF1.0 RF0.3 F2.0 SF2.0 F0.3 I0.3 SB0.3 RF1.3 W0.3 F1.3 F3.0 SF3.0 RF2.3 "
+        "B1.3 SB1.3 RB0.0 F2.3 B0.0 RF3.3 B2.3 SB2.3 RB1.0 F3.3 B1.0 RB2.0 B3.3 SB3.3 I2.0 RB3.0 "
+        "W2.0 I3.0 W3.0",
+        "RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RF2.1 F1.2 SF1.2 RB0.2 F2.1 "
+        "SF2.1 RF2.2 B0.2 SB0.2 RB0.1 F2.2 SF2.2 RF3.1 B0.1 SB0.1 RB1.2 F3.1 SF3.1 RF3.2 B1.2 "
+        "SB1.2 "
+        "RB1.1 F3.2 SF3.2 RB2.2 B1.1 SB1.1 RB2.1 B2.2 SB2.2 RB3.2 B2.1 SB2.1 RB3.1 I3.2 SB3.2 I3.1 "
+        "SB3.1 W3.2 W3.1",
+    };
+    expect_lists(&s, dualpipev);
+    dsv3_pipe_schedule_destroy(&s);
+}
+
+// ZBVZeroBubble and DualPipeV for every pp and n_micro of the sweep (DualPipeV from 2·pp on):
+// the placement rule, slots within n_micro, and a simulated bubble equal to idle / (6 · n_micro
+// + idle), idle = max(pp − 1, 2 · (2·pp − 1 − n_micro)). DualPipeV's pairs run in turn, so it
+// idles as ZBVZeroBubble does.
+static void test_v_schedules_meet_the_bubble_formula(void **state) {
+    (void)state;
+    static const Dsv3PipeKind kinds[] = {DSV3_PIPE_ZBV, DSV3_PIPE_DUALPIPEV};
+    for (size_t kind = 0; kind < sizeof kinds / sizeof kinds[0]; kind++) {
+        for (int p = 0; p < SWEEP_PP_COUNT; p++) {
+            int64_t pp = SWEEP_PP[p], least = kinds[kind] == DSV3_PIPE_ZBV ? 1 : 2 * pp;
+            int64_t most = least > SWEEP_MAX_MICRO ? least : SWEEP_MAX_MICRO;
+            for (int64_t n = least; n <= most; n++) {
+                Dsv3PipeSchedule s = create_or_fail(kinds[kind], pp, n, 2);
+                for (int64_t r = 0; r < pp; r++) {
+                    check_split_list(&s, r);
+                    for (int64_t k = 0; k < 2; k++) {
+                        int64_t slots = dsv3_pipe_schedule_slots(&s, r, k);
+                        assert_true(slots >= 1 && slots <= n);
+                    }
                 }
+                // The first stage holds the 2·pp − 1 warm-up forwards and one more before its first
+                // I and W; the last stage (on rank 0 too) runs each W right after its forward.
+                assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 0), n < 2 * pp ? n : 2 * pp);
+                assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 1), 1);
+                Dsv3PipeSimulation sim = simulate_or_fail(&s);
+                expect_bubble(&s, &sim);
+                dsv3_pipe_schedule_destroy(&s);
             }
-            // The first stage holds the 2·pp − 1 warm-up forwards and one more before its first
-            // I and W; the last stage (on rank 0 too) runs each W right after its forward.
-            assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 0), n < 2 * pp ? n : 2 * pp);
-            assert_int_equal(dsv3_pipe_schedule_slots(&s, 0, 1), 1);
-            Dsv3PipeSimulation sim = simulate_or_fail(&s);
-            expect_bubble(&s, &sim);
-            dsv3_pipe_schedule_destroy(&s);
         }
     }
 }
@@ -660,9 +702,17 @@ static void test_simulator_rejects_broken_lists(void **state) {
     // One rank in a v: stage 0 hands over to stage 1 on the same rank.
     static const char *const w_first[] = {"F0.0 SF0.0 W0.0 RF0.1 F0.1 RB0.0 I0.1 SB0.1 W0.1 I0.0"};
     expect_broken(DSV3_PIPE_ZBV, 1, 1, 2, w_first, "rank 0 runs W0.0 before I0.0");
-    static const char *const b_in_split[] = {"F0.0 SF0.0 RF0.1 F0.1 B0.1 SB0.1 RB0.0 B0.0"};
-    expect_broken(DSV3_PIPE_ZBV, 1, 1, 2, b_in_split,
-                  "rank 0 lists B0.1, but schedule ZBVZeroBubble splits backward into I and W");
+    static const char *const b_and_i[] = {"F0.0 SF0.0 RF0.1 F0.1 B0.1 SB0.1 RB0.0 I0.0 W0.0 B0.0"};
+    expect_broken(DSV3_PIPE_ZBV, 1, 1, 2, b_and_i,
+                  "rank 0 lists B and I or W of micro-batch 0 on stage 0: a backward is a B, or "
+                  "an I and a W");
+    static const char *const i_alone[] = {"F0.0 SF0.0 RF0.1 F0.1 B0.1 SB0.1 RB0.0 I0.0"};
+    expect_broken(DSV3_PIPE_ZBV, 1, 1, 2, i_alone,
+                  "rank 0 lists I without W of micro-batch 0 on stage 0: a backward is a B, or an "
+                  "I and a W");
+    static const char *const no_backward[] = {"F0.0 SF0.0 RF0.1 F0.1 B0.1 SB0.1 RB0.0"};
+    expect_broken(DSV3_PIPE_ZBV, 1, 1, 2, no_backward,
+                  "rank 0 does not list B0.0 (or its I and W)");
     static const char *const i_in_whole[] = {"F0.0 I0.0 W0.0"};
     expect_broken(DSV3_PIPE_GPIPE, 1, 1, 1, i_in_whole,
                   "rank 0 lists I0.0, but schedule GPipe runs each backward whole (B)");
@@ -709,7 +759,8 @@ int main(void) {
         LEAK_CHECKED(test_gpipe_and_1f1b_meet_the_bubble_formula),
         LEAK_CHECKED(test_interleaved_meets_the_bubble_formula),
         LEAK_CHECKED(test_zbv_list_worked_out_by_hand),
-        LEAK_CHECKED(test_zbv_meets_the_bubble_formula),
+        LEAK_CHECKED(test_dualpipev_list_worked_out_by_hand),
+        LEAK_CHECKED(test_v_schedules_meet_the_bubble_formula),
         LEAK_CHECKED(test_simulator_finds_deadlocks),
         LEAK_CHECKED(test_simulator_rejects_broken_lists),
         LEAK_CHECKED(test_simulator_times_a_hand_made_list),

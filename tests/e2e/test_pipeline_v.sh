@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# ZBVZeroBubble against one process: 10 AdamW steps of the debug model (clipping, expert-bias
+# The v schedules against one process: 10 AdamW steps of the debug model (clipping, expert-bias
 # updates) on a global batch of 4 sequences run as 4 pipeline micro-batches of one sequence.
-# Each rank holds two stages in a v (rank r: stages r and 2·pp − 1 − r), each backward runs as I
-# (input gradients, sent on at once) and W (weight gradients, where the schedule has room): pp 2
-# (the lists printed, and the Chrome trace in their order), pp 3 (6 stages, 6 micro-batches of
-# a batch of 6), pp 2 × tp 2, pp 2 with 2 expert servers per pipeline rank, pp 2 with full
-# activation checkpointing, pp 2 with block-causal masks. Losses, grad norms and the final
-# parameters and AdamW moments agree within 1e-5 relative; every stage rank peaks within 10% of
-# its plan. Checkpoints cross layouts (pp 2 → one process, one process → pp 3), validation runs
-# through the v, and FSDP under a split backward is refused.
+# Each rank holds two stages in a v (rank r: stages r and 2·pp − 1 − r); backwards run whole (B)
+# or as I (input gradients, sent on at once) and W (weight gradients, where the schedule has
+# room). ZBVZeroBubble: pp 2 (the lists printed, and the Chrome trace in their order), pp 3 (6
+# stages, 6 micro-batches of a batch of 6), pp 2 × tp 2, pp 2 with 2 expert servers per pipeline
+# rank, pp 2 with full activation checkpointing, pp 2 with block-causal masks. DualPipeV (B and
+# I/W mixed, forward-backward pairs): pp 2 and pp 3 (6 micro-batches), pp 2 with 2 expert
+# servers. Losses, grad norms and the final parameters and AdamW moments agree within 1e-5
+# relative; every stage rank peaks within 10% of its plan. Checkpoints cross layouts (ZBV pp 2 →
+# one process, one process → ZBV pp 3, DualPipeV pp 2 → one process), validation runs through
+# the v, and FSDP under a split backward is refused.
 source "$(dirname "$0")/lib.sh"
 COMMON=(--job.config_file "$CONF/debug_model.toml" --training.steps 10 --training.seq_len 32
     --training.global_batch_size 4 --lr_scheduler.warmup_steps 3 --metrics.log_freq 1
@@ -47,18 +49,25 @@ train_stages zbv2_tp2 4 --training.local_batch_size 4 "${PP2[@]}" --parallelism.
 EXPERT_SERVERS=4 train_stages zbv2_ep2 2 --training.local_batch_size 4 "${PP2[@]}" \
     --parallelism.expert_parallel_degree 2
 train_stages zbv2_ac 2 --training.local_batch_size 4 "${PP2[@]}" --activation_checkpoint.mode full
+DUAL=(--parallelism.pipeline_parallel_schedule DualPipeV)
+train_stages dual2 2 --training.local_batch_size 4 --parallelism.pipeline_parallel_degree 2 \
+    "${DUAL[@]}" --parallelism.print_schedule true
+expect_in "$WORK/dual2.out" "layout: pipeline schedule: rank 1: RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RF2.1 F1.2 SF1.2 RB0.2 F2.1 SF2.1 RF2.2 B0.2"
+train_stages dual3 3 "${SIX[@]}" --parallelism.pipeline_parallel_degree 3 "${DUAL[@]}"
+EXPERT_SERVERS=4 train_stages dual2_ep2 2 --training.local_batch_size 4 \
+    --parallelism.pipeline_parallel_degree 2 "${DUAL[@]}" --parallelism.expert_parallel_degree 2
 make_text_corpus
 train_stages block_one 1 --training.local_batch_size 4 "${TEXT[@]}"
 train_stages block_zbv2 2 --training.local_batch_size 4 "${PP2[@]}" "${TEXT[@]}"
 
-python3 - "$WORK" <<'PY' || fail "a ZBV layout disagrees with one process"
+python3 - "$WORK" <<'PY' || fail "a v layout disagrees with one process"
 import sys
 from run_agreement import agreement, metrics
 
 TOL = 1e-5
 work = sys.argv[1]
-pairs = [(n, "one") for n in ("zbv2", "zbv2_tp2", "zbv2_ep2", "zbv2_ac")]
-pairs += [("zbv3", "one6"), ("block_zbv2", "block_one")]
+pairs = [(n, "one") for n in ("zbv2", "zbv2_tp2", "zbv2_ep2", "zbv2_ac", "dual2", "dual2_ep2")]
+pairs += [("zbv3", "one6"), ("dual3", "one6"), ("block_zbv2", "block_one")]
 for name, ref in pairs:
     loss, norm, state, worst = agreement(work, name, ref)
     wait = sum(a["time_pipeline_wait"] for a in metrics(work, name))
@@ -66,16 +75,17 @@ for name, ref in pairs:
           f"(worst {worst}); tokens per expert identical; {wait:.2f} s waiting for neighbours")
     assert loss <= TOL and norm <= TOL and state <= TOL, (name, loss, norm, state)
 PY
-check_peaks zbv2 zbv3 zbv2_tp2 zbv2_ep2 zbv2_ac block_zbv2
+check_peaks zbv2 zbv3 zbv2_tp2 zbv2_ep2 zbv2_ac block_zbv2 dual2 dual3 dual2_ep2
 
 # Checkpoints across layouts: resume at step 5 and train to 10, against the uninterrupted run.
 resume_from from_zbv2_on_one zbv2 1 --training.local_batch_size 4
 resume_from from_one_on_zbv3 one 3 --training.local_batch_size 4 \
     --parallelism.pipeline_parallel_degree 3 "${ZBV[@]}"
+resume_from from_dual2_on_one dual2 1 --training.local_batch_size 4
 python3 - "$WORK" <<'PY' || fail "a resumed run disagrees with the uninterrupted one"
 import sys
 from run_agreement import resumed_losses
-resumed_losses(sys.argv[1], ("from_zbv2_on_one", "from_one_on_zbv3"), "one")
+resumed_losses(sys.argv[1], ("from_zbv2_on_one", "from_one_on_zbv3", "from_dual2_on_one"), "one")
 PY
 
 # Validation through the v: the held-out loss of pp 2 is one process's.
@@ -94,4 +104,4 @@ run_expect_fail "$WORK/zbv2_fsdp.out" "${MPIRUN[@]}" -n 1 "$BIN/dsv3-coordinator
     --job.dump_folder "$WORK/zbv2_fsdp" --training.local_batch_size 2 "${PP2[@]}" : \
     -n 4 "$BIN/dsv3-stage"
 expect_in "$WORK/zbv2_fsdp.out" "parallelism.pipeline_parallel_schedule \"ZBVZeroBubble\" with FSDP (data_parallel_shard_degree 2 × context_parallel_degree 1) is not supported yet"
-echo "pipeline_zbv: ok"
+echo "pipeline_v: ok"
