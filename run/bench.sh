@@ -34,8 +34,9 @@
 #   ./run/bench.sh --pipeline [--seq_len 512] [--batch 2] [--steps 3] [--repeat 3]
 # trains with GPipe, 1F1B, Interleaved1F1B, ZBVZeroBubble and DualPipeV (the last three with 2
 # stages per rank) at pp 2 and pp 4 (1 thread per stage process; pp 4 oversubscribes two
-# cores), --batch micro-batches of one sequence per step (Interleaved1F1B needs a multiple of pp,
-# DualPipeV at least 2·pp), and prints for each the tokens/s and the measured idle fraction (the most a stage rank waited for its neighbours over the step
+# cores) on the debug model with 8 layers split evenly, --batch micro-batches of one sequence
+# per step (Interleaved1F1B needs a multiple of pp, DualPipeV at least 2·pp), and prints for
+# each the tokens/s and the measured idle fraction (the most a stage rank waited for its neighbours over the step
 # time, median step) next to the schedule's theoretical bubble, as the run's start-up prints it
 # (common/train/pipeline_schedule.h has the formulas).
 #   ./run/bench.sh --torchtitan [--seq_len 512] [--batch 2] [--steps 3] [--threads "1 2"] [--repeat 3]
@@ -163,7 +164,12 @@ fi
 if [ $pipeline -eq 1 ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    printf 'debug model, seq_len %s, %s micro-batches of one sequence per step, 1 thread per stage:\n' \
+    # 8 layers with the embedding and the head counted as none: every layout below splits them
+    # evenly (the 6-layer debug model would leave rank 0 of a v with 2 layers and rank 1 with 4
+    # at pp 2, and has too few layers for a v at pp 4), so the idle is the schedule's.
+    balanced=(--model.n_layers 8 --parallelism.pipeline_parallel_first_stage_less_layers 0
+        --parallelism.pipeline_parallel_last_stage_less_layers 0)
+    printf 'debug model with 8 layers, seq_len %s, %s micro-batches of one sequence per step, 1 thread per stage:\n' \
         "$seq_len" "$batch"
     for pp in 2 4; do
         for schedule in GPipe 1F1B Interleaved1F1B ZBVZeroBubble DualPipeV; do
@@ -172,7 +178,7 @@ if [ $pipeline -eq 1 ]; then
             for _ in $(seq "$repeat"); do
                 tps=$(best "$tps" "$(layout_tps "$name" "$pp" 1 --training.local_batch_size "$batch" \
                     --parallelism.pipeline_parallel_degree "$pp" \
-                    --parallelism.pipeline_parallel_schedule "$schedule")")
+                    --parallelism.pipeline_parallel_schedule "$schedule" "${balanced[@]}")")
             done
             "$DSV3_VENV/bin/python" - "$work/$name" "$schedule" "$pp" "$tps" <<'PY'
 import json, re, statistics, sys
