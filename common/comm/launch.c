@@ -150,16 +150,6 @@ static Dsv3Err check_batch(const Dsv3Config *cfg, const Dsv3ParallelDims *dims) 
                ") = %" PRId64,
                global, cfg->training.local_batch_size, dp, dims->dp_replicate, dims->dp_shard,
                per_step);
-    // An FSDP store reduce-scatters a group's gradients when its backward ends; the split
-    // backward of the v schedules (ZBVZeroBubble, DualPipeV) leaves the weight gradients for
-    // later, which it would drop.
-    DSV3_CHECK(
-        !dims->pp_v_shaped || dims->dp_shard * dims->cp == 1, DSV3_ERR_CONFIG,
-        "parallelism.pipeline_parallel_schedule \"%s\" with FSDP (data_parallel_shard_degree "
-        "%" PRId64 " × context_parallel_degree %" PRId64
-        ") is not supported yet: its split backward keeps weight gradients past the "
-        "reduce-scatter; use data_parallel_replicate_degree, or another schedule",
-        cfg->parallelism.pipeline_parallel_schedule, dims->dp_shard, dims->cp);
     return DSV3_OK;
 }
 

@@ -29,7 +29,8 @@ typedef struct {
     int *counts, *displs;             // (n_tensors × P) each rank's real rows, in elements
     CopyState state;
     int value;   // value buffer of the gathered copy, or NO_BUFFER
-    int grad;    // gradient buffer while in backward, or NO_BUFFER
+    int grad;    // gradient buffer while in backward (and kept after it), or NO_BUFFER
+    int kept;    // grad outlives the next release (keep: a split backward's W is to come)
     Op gather;   // while COPY_GATHERING
     int next[2]; // the group acquired after this one, per Dsv3ParamUse, or NO_GROUP
     int reshard; // freed after forward
@@ -189,7 +190,10 @@ static Dsv3Err fsdp_acquire(Dsv3ParamStore *self, int g, Dsv3ParamUse use) {
         c->state = COPY_READY;
     }
     float *grad = NULL;
-    if (use == DSV3_PARAM_USE_BACKWARD) {
+    if (use == DSV3_PARAM_USE_BACKWARD && c->grad != NO_BUFFER) { // kept: add to it
+        grad = s->buffers[c->grad];
+        c->kept = 0;
+    } else if (use == DSV3_PARAM_USE_BACKWARD) {
         DSV3_CALL(buffer_take(s, 1, &c->grad));
         DSV3_CALL(check_taken(s, g, c->grad));
         grad = s->buffers[c->grad];
@@ -219,7 +223,7 @@ static Dsv3Err fsdp_release(Dsv3ParamStore *self, int g, Dsv3ParamUse use) {
     DSV3_ASSERT(g >= 0 && g < self->n_groups);
     GroupComm *c = &s->comms[g];
     DSV3_CALL(progress(s));
-    if (c->grad != NO_BUFFER) { // a backward without reduce: its gradients are dropped
+    if (c->grad != NO_BUFFER && !c->kept) { // a backward without reduce or keep: dropped
         s->busy[c->grad] = 0;
         c->grad = NO_BUFFER;
     }
@@ -255,8 +259,21 @@ static Dsv3Err fsdp_reduce(Dsv3ParamStore *self, int g) {
     return progress(s);
 }
 
+static Dsv3Err fsdp_keep(Dsv3ParamStore *self, int g) {
+    FsdpStore *s = of(self);
+    DSV3_ASSERT(g >= 0 && g < self->n_groups && s->comms[g].grad != NO_BUFFER);
+    s->comms[g].kept = 1;
+    return DSV3_OK;
+}
+
 static Dsv3Err fsdp_finish(Dsv3ParamStore *self) {
     FsdpStore *s = of(self);
+    for (int g = 0; g < self->n_groups; g++)
+        DSV3_CHECK(s->comms[g].grad == NO_BUFFER, DSV3_ERR_INTERNAL,
+                   "FSDP store: the %s group of layer %" PRId64
+                   " still keeps gradients at the end of the step (a split backward's W did not "
+                   "run)",
+                   dsv3_group_kind_name(self->groups[g].kind), self->groups[g].layer_id);
     while (reduction_pending(s))
         DSV3_CALL(reduction_complete_oldest(s));
     for (int g = 0; g < self->n_groups; g++) {
@@ -294,8 +311,8 @@ static void fsdp_destroy(Dsv3ParamStore *self) {
     dsv3_free(s);
 }
 
-static const Dsv3ParamStoreOps fsdp_ops = {fsdp_acquire, fsdp_release, fsdp_reduce, fsdp_finish,
-                                           fsdp_destroy};
+static const Dsv3ParamStoreOps fsdp_ops = {fsdp_acquire, fsdp_release, fsdp_reduce,
+                                           fsdp_keep,    fsdp_finish,  fsdp_destroy};
 
 // Group g's tensors and every rank's rows of them (the table laid out for each FSDP rank).
 static Dsv3Err comm_layout(FsdpStore *s, int g) {
@@ -351,7 +368,8 @@ static void link_order(FsdpStore *s) {
 static Dsv3Err pool_create(FsdpStore *s) {
     const Dsv3KernelContext *k = s->base.kernels;
     Dsv3FsdpBuffers *p = &s->plan;
-    dsv3_fsdp_buffers(s->opt.policy, s->opt.pipelined, s->base.groups, s->base.n_groups, p);
+    dsv3_fsdp_buffers(s->opt.policy, s->opt.pipelined, s->opt.split_backward, s->base.groups,
+                      s->base.n_groups, p);
     DSV3_CALL(
         dsv3_calloc((void **)&s->buffers, (size_t)p->buffers, sizeof *s->buffers, "FSDP buffers"));
     DSV3_CALL(

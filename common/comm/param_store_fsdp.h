@@ -42,7 +42,8 @@ typedef struct {
     Dsv3ShardSpec spec;              // this rank's (comm/plan.h dsv3_plan_stage_spec)
     Dsv3CollectivesMpi *collectives; // its FSDP and dp_replicate groups carry the traffic
     Dsv3ReshardPolicy policy;
-    int pipelined; // pp > 1 (the default policy then keeps every group)
+    int pipelined;      // pp > 1 (the default policy then keeps every group)
+    int split_backward; // the model splits backward (kept gradient buffers: model/fsdp_plan.h)
 } Dsv3FsdpOptions;
 
 // Time spent on the store's communication since creation: `comm_seconds` from each operation's

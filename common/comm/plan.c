@@ -155,7 +155,8 @@ static Dsv3Err plan_groups(const Dsv3ModelArgs *args, const Dsv3StageRange *rang
     if (err == DSV3_OK && out->role == DSV3_ROLE_STAGE) {
         if (spec->fsdp > 1) {
             Dsv3FsdpBuffers buffers;
-            dsv3_fsdp_buffers(opt->reshard, dims->pp > 1, store.groups, store.n_groups, &buffers);
+            dsv3_fsdp_buffers(opt->reshard, dims->pp > 1, opt->model.split_backward, store.groups,
+                              store.n_groups, &buffers);
             out->gather_bytes += dsv3_fsdp_buffer_bytes(&buffers);
         }
         int64_t activations = 0;

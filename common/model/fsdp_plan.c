@@ -25,16 +25,17 @@ int dsv3_reshard_after_forward(Dsv3ReshardPolicy policy, Dsv3GroupKind kind, int
     return 1;
 }
 
-void dsv3_fsdp_buffers(Dsv3ReshardPolicy policy, int pipelined, const Dsv3ParamGroup *groups, int n,
-                       Dsv3FsdpBuffers *out) {
+void dsv3_fsdp_buffers(Dsv3ReshardPolicy policy, int pipelined, int split_backward,
+                       const Dsv3ParamGroup *groups, int n, Dsv3FsdpBuffers *out) {
     *out = (Dsv3FsdpBuffers){0};
-    int kept = 0; // kept after forward, the last group aside
+    int kept = 0, layers = 0; // kept after forward (the last group aside); layer groups
     for (int g = 0; g < n; g++) {
         if (groups[g].numel > out->buffer_numel) out->buffer_numel = groups[g].numel;
         kept += g + 1 < n && !dsv3_reshard_after_forward(policy, groups[g].kind, pipelined);
+        layers += groups[g].kind == DSV3_GROUP_LAYER;
     }
     int working = DSV3_FSDP_WORKING_BUFFERS + kept, all_kept = n + DSV3_FSDP_GRAD_BUFFERS;
-    out->buffers = working < all_kept ? working : all_kept;
+    out->buffers = (working < all_kept ? working : all_kept) + (split_backward ? layers : 0);
 }
 
 int64_t dsv3_fsdp_buffer_bytes(const Dsv3FsdpBuffers *b) {

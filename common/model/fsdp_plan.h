@@ -19,7 +19,8 @@
 // unless it is the last group (its backward comes first, before the working set fills);
 // with every group kept, the kept values and two gradients suffice. A gradient buffer stays
 // busy while its reduce-scatter runs (in place); a group that finds no free buffer completes
-// the oldest reduce-scatter first.
+// the oldest reduce-scatter first. A split backward (a zero-bubble pipeline's I and W) keeps a
+// layer group's gradients from its I to its W, each layer group holding one more buffer then.
 #ifndef DSV3_MODEL_FSDP_PLAN_H
 #define DSV3_MODEL_FSDP_PLAN_H
 
@@ -46,9 +47,10 @@ typedef struct {
     int64_t buffer_numel; // the largest group's full numel
 } Dsv3FsdpBuffers;
 
-// The buffers of the FSDP store over `groups` (n of them, laid out for the FSDP spec).
-void dsv3_fsdp_buffers(Dsv3ReshardPolicy policy, int pipelined, const Dsv3ParamGroup *groups, int n,
-                       Dsv3FsdpBuffers *out);
+// The buffers of the FSDP store over `groups` (n of them, laid out for the FSDP spec);
+// `split_backward`: the model splits its backward (see above).
+void dsv3_fsdp_buffers(Dsv3ReshardPolicy policy, int pipelined, int split_backward,
+                       const Dsv3ParamGroup *groups, int n, Dsv3FsdpBuffers *out);
 
 // Bytes of those buffers (fp32).
 int64_t dsv3_fsdp_buffer_bytes(const Dsv3FsdpBuffers *b);

@@ -306,13 +306,6 @@ static Dsv3Err check_options(const Dsv3ModelOptions *opt, const Dsv3ModelService
         r->n_layers > 0 && r->first_layer + r->n_layers > services->params->args.n_dense_layers;
     DSV3_CHECK(services->experts || !has_moe, DSV3_ERR_USAGE,
                "model: the stage has MoE layers but no routed experts to call");
-    // An FSDP store zeroes a group's gathered gradients when it is acquired for backward and
-    // drops them on a release without reduce: the I pass's gradients would not survive to W.
-    DSV3_CHECK(!opt->split_backward || services->params->fsdp_size <= 1, DSV3_ERR_CONFIG,
-               "model: a split backward (parallelism.pipeline_parallel_schedule = "
-               "\"ZBVZeroBubble\") with FSDP (parallelism.data_parallel_shard_degree > 1, here "
-               "the parameters are sharded over %" PRId64 " ranks) is not supported yet",
-               services->params->fsdp_size);
     return DSV3_OK;
 }
 
@@ -599,11 +592,13 @@ static Dsv3Err release(Dsv3Model *m, int g, Dsv3ParamUse use) {
 }
 
 // Releases layer group g after its backward: with split_backward, its I pass, whose gradients
-// are handed over after the W pass (dsv3_model_backward_weight) adds the rest.
+// the store keeps until the W pass (dsv3_model_backward_weight) adds the rest and hands them
+// over.
 static Dsv3Err release_backward_input(Dsv3Model *m, int g) {
     Dsv3ParamStore *st = m->services.params;
-    if (m->opt.split_backward) return st->ops->release(st, g, DSV3_PARAM_USE_BACKWARD);
-    return release(m, g, DSV3_PARAM_USE_BACKWARD);
+    if (!m->opt.split_backward) return release(m, g, DSV3_PARAM_USE_BACKWARD);
+    DSV3_CALL(st->ops->keep(st, g));
+    return st->ops->release(st, g, DSV3_PARAM_USE_BACKWARD);
 }
 
 static Dsv3Err check_slot(const Dsv3Model *m, int64_t slot) {

@@ -66,8 +66,8 @@ typedef struct {
                             // the loss (parallelism.disable_loss_parallel), else loss parallel
     int64_t slots;          // activation slots: micro-batches between forward and backward
     int split_backward;     // backward leaves the layers' linear weight gradients to
-                            // dsv3_model_backward_weight (ZBVZeroBubble's I and W); not with
-                            // an FSDP store (fsdp_size > 1)
+                            // dsv3_model_backward_weight (the v schedules' I and W); the
+                            // store keeps the layer groups' gradients in between (keep)
     Dsv3TensorDtype matmul_dtype; // what the GEMMs compute in (dsv3_kernel_context_set_matmul)
 } Dsv3ModelOptions;
 

@@ -73,8 +73,9 @@ static void local_destroy(Dsv3ParamStore *self) {
     dsv3_free(self);
 }
 
+// Gradients stay in the group's buffer anyway: reduce and keep are the same nothing.
 static const Dsv3ParamStoreOps local_ops = {local_nothing, local_nothing, local_reduce,
-                                            local_finish, local_destroy};
+                                            local_reduce,  local_finish,  local_destroy};
 
 // Initial values of group g into its value shard: directly in host memory, through a host
 // buffer for a device.

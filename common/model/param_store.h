@@ -5,7 +5,8 @@
 // group->data/grad and every Dsv3Param's data/grad point at full buffers of group->numel
 // elements); afterwards it gives them back (release); after a group's backward it hands its
 // gradients over (reduce: the group's gradient buffer holds this micro-batch's contribution
-// added to what was there). What a store does behind those calls is its own business: the
+// added to what was there), or, after the first part of a split backward, keeps them for the
+// rest (keep). What a store does behind those calls is its own business: the
 // local store below keeps every group whole, so all three do nothing; an FSDP store all-gathers
 // a group's shards into a gather buffer on acquire, frees or keeps it on release (the reshard
 // policy) and reduce-scatters the gradients into the shards on reduce.
@@ -42,6 +43,10 @@ typedef struct {
     Dsv3Err (*release)(Dsv3ParamStore *self, int g, Dsv3ParamUse use);
     // The group's backward of one micro-batch is done: take its gradients into the shard.
     Dsv3Err (*reduce)(Dsv3ParamStore *self, int g);
+    // Only part of the group's backward is done (a split backward's I; its W comes later): its
+    // gradient buffer, with what was added, outlives the release that follows, and the next
+    // acquire for backward adds to it instead of starting from zero. The next reduce takes all.
+    Dsv3Err (*keep)(Dsv3ParamStore *self, int g);
     // The step's backward is over: complete the reductions, drop the gathered copies.
     Dsv3Err (*finish)(Dsv3ParamStore *self);
     void (*destroy)(Dsv3ParamStore *self);

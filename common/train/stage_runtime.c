@@ -34,7 +34,8 @@ Dsv3Err dsv3_stage_model_create(Dsv3Model **out, const Dsv3Launch *launch,
     opt.slots = chunk->slots;
     Dsv3FsdpOptions fsdp = {.spec = dsv3_plan_stage_spec(&t->dims, &t->coord),
                             .collectives = collectives,
-                            .pipelined = t->dims.pp > 1};
+                            .pipelined = t->dims.pp > 1,
+                            .split_backward = opt.split_backward};
     DSV3_CALL(dsv3_reshard_policy_parse(launch->config.parallelism.fsdp_reshard_after_forward,
                                         &fsdp.policy));
     Dsv3StoreFactory sharded = {fsdp_store_create, &fsdp}, whole = {whole_store_create, &fsdp};

@@ -220,20 +220,23 @@ static void test_fsdp_buffers_of_the_debug_model(void **state) {
     assert_non_null(groups);
     assert_int_equal(dsv3_param_stage_groups(&a, &range, &spec, groups), DSV3_OK);
     Dsv3FsdpBuffers b;
-    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 0, groups, n, &b);
+    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 0, 0, groups, n, &b);
     assert_int_equal(groups[1].kind, DSV3_GROUP_LAYER);
     for (int g = 0; g < n; g++)
         assert_true(groups[g].numel <= groups[1].numel);
     assert_int_equal(b.buffer_numel, groups[1].numel);
     assert_int_equal(b.buffers, DSV3_FSDP_WORKING_BUFFERS);
-    dsv3_fsdp_buffers(DSV3_RESHARD_ALWAYS, 0, groups, n, &b);
+    dsv3_fsdp_buffers(DSV3_RESHARD_ALWAYS, 0, 0, groups, n, &b);
     assert_int_equal(b.buffers, DSV3_FSDP_WORKING_BUFFERS);
-    dsv3_fsdp_buffers(DSV3_RESHARD_NEVER, 0, groups, n, &b);
+    dsv3_fsdp_buffers(DSV3_RESHARD_NEVER, 0, 0, groups, n, &b);
     assert_int_equal(b.buffers, n + DSV3_FSDP_GRAD_BUFFERS);
-    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 1, groups, n, &b); // pipelined: as never
+    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 1, 0, groups, n, &b); // pipelined: as never
     assert_int_equal(b.buffers, n + DSV3_FSDP_GRAD_BUFFERS);
+    // A split backward keeps each of the 6 layers' gradients from its I to its W.
+    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 1, 1, groups, n, &b);
+    assert_int_equal(b.buffers, n + DSV3_FSDP_GRAD_BUFFERS + 6);
     // The plan of that rank counts the same buffers; one rank alone has none.
-    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 0, groups, n, &b);
+    dsv3_fsdp_buffers(DSV3_RESHARD_DEFAULT, 0, 0, groups, n, &b);
     Dsv3RankShare s;
     assert_int_equal(dsv3_plan_rank(&a, &d, plan_for(&d), 4, &s), DSV3_OK);
     assert_int_equal(s.gather_bytes, dsv3_fsdp_buffer_bytes(&b));

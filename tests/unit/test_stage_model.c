@@ -224,18 +224,8 @@ static void test_split_backward_equals_backward(void **state) {
     check_split_backward(&lora, every_other);
 }
 
-// A store that claims to be sharded over two FSDP ranks (its groups whole all the same).
-static Dsv3Err fsdp_store_create(Dsv3ParamStore **out, const Dsv3KernelContext *kernels,
-                                 const Dsv3ModelArgs *args, const Dsv3StageRange *range,
-                                 uint64_t seed, void *arg) {
-    (void)arg;
-    DSV3_CALL(dsv3_param_store_local_create(out, kernels, args, range, NULL, seed));
-    (*out)->fsdp_size = 2;
-    return DSV3_OK;
-}
-
 // A split backward's slot takes no new backward before its weight gradients are added; an
-// evaluation defers nothing; FSDP stores are refused.
+// evaluation defers nothing.
 static void test_split_backward_checks_its_use(void **state) {
     (void)state;
     Dsv3ModelArgs a = small_args();
@@ -266,13 +256,6 @@ static void test_split_backward_checks_its_use(void **state) {
     assert_int_equal(dsv3_model_backward(m, 1, &train, &loss, &n), DSV3_OK);
     assert_int_equal(dsv3_model_backward_weight(m, 1), DSV3_OK);
     dsv3_model_destroy(m);
-    const Dsv3StoreFactory fsdp = {fsdp_store_create, NULL};
-    assert_int_equal(dsv3_model_create_stage(&m, &a, &opt, NULL, SEED, NULL, &fsdp, NULL),
-                     DSV3_ERR_CONFIG);
-    assert_null(m);
-    assert_non_null(strstr(dsv3_error_message(), "ZBVZeroBubble"));
-    assert_non_null(strstr(dsv3_error_message(), "data_parallel_shard_degree"));
-    dsv3_error_clear();
 }
 
 static void test_stage_checks_its_input(void **state) {
