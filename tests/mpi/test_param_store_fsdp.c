@@ -7,7 +7,10 @@
 //   - after finish, every real row of every shard's gradient is the sum over all data-parallel
 //     ranks and both micro-batches of what each rank wrote into the full gradient (small
 //     integers: exact in float), and the padding rows are zero;
-//   - the values of the shards are untouched.
+//   - the values of the shards are untouched;
+//   - the same with a split backward (the model's ZBVZeroBubble order: both micro-batches'
+//     forwards, their I, then their W): each layer group's I writes all but 1 of each element
+//     and keeps the buffer, which the next I adds to; its W finds it, adds the 1 and reduces.
 // Usage (job rank 0 is the coordinator, the rest stage ranks):
 //   test_param_store_fsdp [--dp-replicate N] [--dp-shard N]
 // Exits 0 when every check passed on every rank.
@@ -66,7 +69,9 @@ typedef struct {
     Report *rep;
 } Run;
 
-static void acquire(Run *r, int g, Dsv3ParamUse use) {
+// Acquires group g for `use`, checking its values; for backward its gradient buffer holds
+// `kept` (a previous I's, not reduced yet) or zeros.
+static void acquire_holding(Run *r, int g, Dsv3ParamUse use, const float *kept) {
     Dsv3ParamStore *st = r->fsdp;
     expect_ok(r->rep, st->ops->acquire(st, g, use), "acquire");
     const Dsv3ParamGroup *mine = &st->groups[g], *whole = &r->local->groups[g];
@@ -75,8 +80,10 @@ static void acquire(Run *r, int g, Dsv3ParamUse use) {
            "gathered values", g);
     if (use != DSV3_PARAM_USE_BACKWARD) return;
     for (int64_t i = 0; i < mine->numel; i++)
-        expect(r->rep, mine->grad[i] == 0.0f, "zeroed gradient buffer", i);
+        expect(r->rep, mine->grad[i] == (kept ? kept[i] : 0.0f), "gradient buffer", i);
 }
+
+static void acquire(Run *r, int g, Dsv3ParamUse use) { acquire_holding(r, g, use, NULL); }
 
 static void backward(Run *r, int g) {
     Dsv3ParamStore *st = r->fsdp;
@@ -92,9 +99,8 @@ static void reduce_release(Run *r, int g) {
     expect_ok(r->rep, st->ops->release(st, g, DSV3_PARAM_USE_BACKWARD), "release");
 }
 
-// One micro-batch in the model's order: forward through the groups (experts inside their
-// layer), backward in reverse (a layer, then its experts inside it).
-static void micro_batch(Run *r) {
+// One micro-batch's forward through the groups (experts inside their layer).
+static void forward(Run *r) {
     Dsv3ParamStore *st = r->fsdp;
     int n = st->n_groups;
     for (int g = 0; g < n; g++) {
@@ -107,6 +113,14 @@ static void micro_batch(Run *r) {
         expect_ok(r->rep, st->ops->release(st, g, DSV3_PARAM_USE_FORWARD), "release");
         g += experts;
     }
+}
+
+// One micro-batch in the model's order: forward, then backward in reverse (a layer, then its
+// experts inside it).
+static void micro_batch(Run *r) {
+    Dsv3ParamStore *st = r->fsdp;
+    int n = st->n_groups;
+    forward(r);
     for (int g = n - 1; g >= 0; g--) {
         int layer = st->groups[g].kind == DSV3_GROUP_EXPERTS ? g - 1 : g;
         backward(r, layer);
@@ -117,6 +131,59 @@ static void micro_batch(Run *r) {
         reduce_release(r, layer);
         g = layer;
     }
+}
+
+// A split backward's I of micro-batch r->micro_batch: layer groups get all but 1 of their
+// elements' values added to what an earlier I kept (`kept`, per group, updated) and are kept;
+// the other groups run whole.
+static void backward_input(Run *r, float **kept) {
+    Dsv3ParamStore *st = r->fsdp;
+    for (int g = st->n_groups - 1; g >= 0; g--) {
+        Dsv3ParamGroup *group = &st->groups[g];
+        if (group->kind != DSV3_GROUP_LAYER) {
+            backward(r, g);
+            reduce_release(r, g);
+            continue;
+        }
+        acquire_holding(r, g, DSV3_PARAM_USE_BACKWARD, kept[g]);
+        if (!kept[g]) kept[g] = calloc((size_t)group->numel, sizeof(float));
+        for (int64_t i = 0; i < group->numel; i++) {
+            kept[g][i] += grad_value(r->me, g, i, r->micro_batch) - 1.0f;
+            group->grad[i] = kept[g][i];
+        }
+        expect_ok(r->rep, st->ops->keep(st, g), "keep");
+        expect_ok(r->rep, st->ops->release(st, g, DSV3_PARAM_USE_BACKWARD), "release");
+    }
+}
+
+// A W: each layer group's kept buffer (or, after an earlier W reduced it, a zeroed one) gets a
+// micro-batch's 1 in every element, and is reduced.
+static void backward_weight(Run *r, float **kept) {
+    Dsv3ParamStore *st = r->fsdp;
+    for (int g = st->n_groups - 1; g >= 0; g--) {
+        Dsv3ParamGroup *group = &st->groups[g];
+        if (group->kind != DSV3_GROUP_LAYER) continue;
+        acquire_holding(r, g, DSV3_PARAM_USE_BACKWARD, kept[g]);
+        for (int64_t i = 0; i < group->numel; i++)
+            group->grad[i] += 1.0f;
+        reduce_release(r, g);
+        free(kept[g]);
+        kept[g] = NULL;
+    }
+}
+
+// Both micro-batches in the order of a split backward: F0 F1 I0 I1 W0 W1. The W of micro-batch
+// 0 finds both I in the kept buffer, the W of micro-batch 1 a zeroed one: every element ends as
+// the sum of both micro-batches' values.
+static void split_micro_batches(Run *r) {
+    float **kept = calloc((size_t)r->fsdp->n_groups, sizeof *kept);
+    for (r->micro_batch = 0; r->micro_batch < MICRO_BATCHES; r->micro_batch++)
+        forward(r);
+    for (r->micro_batch = 0; r->micro_batch < MICRO_BATCHES; r->micro_batch++)
+        backward_input(r, kept);
+    for (r->micro_batch = 0; r->micro_batch < MICRO_BATCHES; r->micro_batch++)
+        backward_weight(r, kept);
+    free(kept);
 }
 
 // Every real row of every shard gradient against the sums it must hold; padding zero.
@@ -153,12 +220,14 @@ static void check_gradients(Run *r, int64_t n_stage, const float *values_before)
 }
 
 static void check_policy(const Dsv3Topology *topo, Dsv3CollectivesMpi *coll,
-                         const Dsv3KernelContext *k, Dsv3ReshardPolicy policy, Report *rep) {
+                         const Dsv3KernelContext *k, Dsv3ReshardPolicy policy, int split,
+                         Report *rep) {
     Dsv3ModelArgs args = small_model();
     Dsv3StageRange range = dsv3_stage_range_whole(&args);
     Dsv3FsdpOptions opt = {.spec = dsv3_plan_stage_spec(&topo->dims, &topo->coord),
                            .collectives = coll,
-                           .policy = policy};
+                           .policy = policy,
+                           .split_backward = split};
     Run r = {.me = topo->stage_index, .rep = rep};
     expect_ok(rep, dsv3_param_store_local_create(&r.local, k, &args, &range, NULL, SEED), "local");
     expect_ok(rep, dsv3_param_store_fsdp_create(&r.fsdp, k, &args, &range, SEED, &opt), "fsdp");
@@ -168,7 +237,9 @@ static void check_policy(const Dsv3Topology *topo, Dsv3CollectivesMpi *coll,
     for (int g = 0, at = 0; g < r.fsdp->n_groups; at += (int)r.fsdp->groups[g].shard_numel, g++)
         memcpy(before + at, r.fsdp->shards[g].data,
                (size_t)r.fsdp->groups[g].shard_numel * sizeof(float));
-    for (r.micro_batch = 0; r.micro_batch < MICRO_BATCHES && rep->failures == 0; r.micro_batch++)
+    if (split) split_micro_batches(&r);
+    for (r.micro_batch = 0; !split && r.micro_batch < MICRO_BATCHES && rep->failures == 0;
+         r.micro_batch++)
         micro_batch(&r);
     expect_ok(rep, r.fsdp->ops->finish(r.fsdp), "finish");
     if (rep->failures == 0) check_gradients(&r, topo->n_stage, before);
@@ -209,11 +280,13 @@ int main(int argc, char **argv) {
         expect_ok(&rep, dsv3_collectives_mpi_create(&coll, &topo, dsv3_protocol_watch(p)),
                   "collectives");
         expect_ok(&rep, dsv3_kernel_context_create(&k, DSV3_BACKEND_CPU, -1), "kernels");
-        static const char *const names[] = {"default", "always", "never"};
-        for (int policy = 0; policy < 3 && coll && rep.failures == 0; policy++) {
-            rep.what = names[policy];
-            check_policy(&topo, coll, &k, (Dsv3ReshardPolicy)policy, &rep);
-        }
+        static const char *const names[2][3] = {{"default", "always", "never"},
+                                                {"split default", "split always", "split never"}};
+        for (int split = 0; split < 2; split++)
+            for (int policy = 0; policy < 3 && coll && rep.failures == 0; policy++) {
+                rep.what = names[split][policy];
+                check_policy(&topo, coll, &k, (Dsv3ReshardPolicy)policy, split, &rep);
+            }
         dsv3_kernel_context_destroy(&k);
         dsv3_collectives_mpi_destroy(coll);
     }
