@@ -518,7 +518,7 @@ static Dsv3Err recompute_elementwise(const Dsv3LayerContext *ctx, Dsv3LayerActs 
 static Dsv3Err defer_weight_grad(Dsv3WeightGrads *q, const Dsv3KernelContext *kc,
                                  const Dsv3ParamGroup *g, Dsv3ParamSlot slot, const float *dout,
                                  const float *x, int64_t N, int64_t In, int64_t Out) {
-    const int64_t need = N * (In + Out);
+    const int64_t need = N * (q->inputs_kept ? Out : In + Out);
     DSV3_CHECK(q->count < q->capacity && q->used + need <= q->n_floats, DSV3_ERR_USAGE,
                "layer %" PRId64 ": the weight-gradient queue is full (%" PRId64 " of %" PRId64
                " records, %" PRId64 " of %" PRId64 " floats used, %" PRId64
@@ -527,10 +527,13 @@ static Dsv3Err defer_weight_grad(Dsv3WeightGrads *q, const Dsv3KernelContext *kc
     float *at = q->floats + q->used;
     DSV3_CALL(dsv3_memory_copy(kc, at, dout, (size_t)(N * Out) * sizeof(float),
                                DSV3_COPY_DEVICE_TO_DEVICE));
-    DSV3_CALL(dsv3_memory_copy(kc, at + N * Out, x, (size_t)(N * In) * sizeof(float),
-                               DSV3_COPY_DEVICE_TO_DEVICE));
+    if (!q->inputs_kept) {
+        DSV3_CALL(dsv3_memory_copy(kc, at + N * Out, x, (size_t)(N * In) * sizeof(float),
+                                   DSV3_COPY_DEVICE_TO_DEVICE));
+        x = at + N * Out;
+    }
     q->records[q->count++] = (Dsv3WeightGrad){
-        .layer_id = g->layer_id, .param = slot, .N = N, .In = In, .Out = Out, .at = q->used};
+        .layer_id = g->layer_id, .param = slot, .N = N, .In = In, .Out = Out, .dout = at, .x = x};
     q->used += need;
     return DSV3_OK;
 }
@@ -655,6 +658,8 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
     const Dsv3KernelContext *kc = ctx->kernels;
     Dims d = dims_of(args, ctx->B, ctx->T, ctx->tp, ctx->cp, ctx->cp_ring);
     int64_t NlD = d.Nl * d.D;
+    // Deferred weight gradients read the layer's own inputs where nothing recomputes them.
+    if (ctx->defer) ctx->defer->inputs_kept = a->mode == DSV3_AC_NONE;
     if (a->mode == DSV3_AC_FULL) {
         // Rerun the whole block into the shared buffers; its output is not needed.
         DSV3_CALL(dsv3_layer_forward(s->dh, a->x, shared, g, args, expert_bias, ctx, s));
@@ -691,18 +696,23 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *a, Dsv3
 
 // ---- split backward ----
 
-int64_t dsv3_layer_deferred_floats(const Dsv3ModelArgs *args, int moe, int64_t B, int64_t T,
-                                   int64_t tp, int64_t cp, int cp_ring) {
+int64_t dsv3_layer_deferred_floats(const Dsv3ModelArgs *args, int moe, Dsv3AcMode mode, int64_t B,
+                                   int64_t T, int64_t tp, int64_t cp, int cp_ring) {
     Dims d = dims_of(args, B, T, tp, cp, cp_ring);
     const int64_t qk = d.H * d.Dqk, kv = d.H * (args->qk_nope_head_dim + d.Dv);
-    // On the N gathered rows, In + Out of each linear: wq, or wq_a and wq_b; wkv_a, wkv_b, wo;
-    // the dense FFN's or the shared experts' w1, w3 (D → hidden) and w2 (hidden → D).
-    int64_t width = d.Q > 0 ? (d.D + d.Q) + (d.Q + qk) : d.D + qk;
-    width += (d.D + d.C + d.R) + (d.C + kv) + (d.H * d.Dv + d.D);
     const int64_t hidden = moe ? d.Fs : d.I;
-    if (hidden > 0) width += 3 * (d.D + hidden);
+    const int copies = mode != DSV3_AC_NONE; // the inputs too (defer_weight_grad)
+    // On the N gathered rows, Out (and In) of each linear: wq, or wq_a and wq_b; wkv_a, wkv_b,
+    // wo; the dense FFN's or the shared experts' w1, w3 (D → hidden) and w2 (hidden → D).
+    int64_t out = (d.Q > 0 ? d.Q + qk : qk) + (d.C + d.R) + kv + d.D;
+    int64_t in = (d.Q > 0 ? d.D + d.Q : d.D) + d.D + d.C + d.H * d.Dv;
+    if (hidden > 0) {
+        out += 2 * hidden + d.D;
+        in += 2 * d.D + hidden;
+    }
     // The router gate (D → E) runs on this rank's Nl rows.
-    return d.N * width + (moe ? d.Nl * (d.D + d.E) : 0);
+    const int64_t gate = moe ? d.Nl * (d.E + (copies ? d.D : 0)) : 0;
+    return d.N * (out + (copies ? in : 0)) + gate;
 }
 
 Dsv3Err dsv3_layer_weight_grads_create(Dsv3WeightGrads *q, Dsv3Arena *arena, int64_t records,
@@ -716,9 +726,8 @@ Dsv3Err dsv3_layer_weight_grads_run(const Dsv3KernelContext *kc, const Dsv3Weigh
                                     int64_t *next, Dsv3ParamGroup *g) {
     for (; *next < q->count && q->records[*next].layer_id == g->layer_id; (*next)++) {
         const Dsv3WeightGrad *r = &q->records[*next];
-        const float *dout = q->floats + r->at, *x = dout + r->N * r->Out;
-        DSV3_CALL(dsv3_linear_backward(kc, F32, NULL, G(g, r->param), dout, x, NULL, r->N, r->In,
-                                       r->Out, 0));
+        DSV3_CALL(dsv3_linear_backward(kc, F32, NULL, G(g, r->param), r->dout, r->x, NULL, r->N,
+                                       r->In, r->Out, 0));
     }
     return DSV3_OK;
 }

@@ -62,13 +62,16 @@ typedef enum { DSV3_AC_NONE, DSV3_AC_OP, DSV3_AC_FULL } Dsv3AcMode;
 // to the layer's input — and the gradients of the norm weights and the routed experts — and
 // defers the weight gradients of the layer's linears (wq or wq_a and wq_b, wkv_a, wkv_b, wo,
 // the dense FFN's or the shared experts' w1, w2, w3, the router gate) into a queue; the W pass
-// adds them later. Each record keeps copies of its linear's dout and x, because scratch and
-// recomputed buffers are overwritten before W runs.
+// adds them later. Each record keeps a copy of its linear's dout (scratch, overwritten before W
+// runs) and points at its x: the layer's own activation when the layer is not checkpointed
+// (kept until the slot's next forward, which comes after W), else a copy (the recomputation
+// buffers are shared by all layers).
 typedef struct {
     int64_t layer_id;    // the layer whose group holds the weight
     Dsv3ParamSlot param; // which weight of it
     int64_t N, In, Out;  // the linear's shape (kernels.h)
-    int64_t at;          // dout (N, Out) then x (N, In) from floats[at] of the queue
+    const float *dout;   // (N, Out) in the queue's floats
+    const float *x;      // (N, In) in the layer's activations or the queue's floats
 } Dsv3WeightGrad;
 
 // The most linears one layer defers: wq_a, wq_b, wkv_a, wkv_b, wo, w1, w2, w3 and the router gate.
@@ -78,8 +81,9 @@ enum { DSV3_LAYER_DEFERRED_MAX = 9 };
 typedef struct {
     Dsv3WeightGrad *records; // (capacity)
     int64_t count, capacity;
-    float *floats; // (n_floats) the records' dout and x
+    float *floats; // (n_floats) the records' dout and copied x
     int64_t used, n_floats;
+    int inputs_kept; // the layer being deferred keeps its inputs (no checkpointing): no copies
 } Dsv3WeightGrads;
 
 // Attention keeps its scores for backward (saving a q·kᵀ recomputation) while they take at
@@ -213,10 +217,11 @@ Dsv3Err dsv3_layer_backward(float *dx, const float *dout, Dsv3LayerActs *acts, D
                             const Dsv3LayerContext *ctx, Dsv3LayerScratch *s,
                             Dsv3LayerActs *shared);
 
-// The floats a layer's deferred weight gradients take in a queue (Σ N · (In + Out) over its
-// deferred linears), for the arguments of dsv3_layer_acts_create.
-int64_t dsv3_layer_deferred_floats(const Dsv3ModelArgs *args, int moe, int64_t B, int64_t T,
-                                   int64_t tp, int64_t cp, int cp_ring);
+// The floats a layer's deferred weight gradients take in a queue (Σ N · Out over its deferred
+// linears, and N · In as well when `mode` checkpoints), for the arguments of
+// dsv3_layer_acts_create.
+int64_t dsv3_layer_deferred_floats(const Dsv3ModelArgs *args, int moe, Dsv3AcMode mode, int64_t B,
+                                   int64_t T, int64_t tp, int64_t cp, int cp_ring);
 
 // An empty queue with room for `records` records and `n_floats` floats (NULL in a measuring
 // arena's plan).

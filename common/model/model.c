@@ -112,8 +112,9 @@ static Dsv3Err create_deferred(Dsv3Model *m, Slot *s) {
     int64_t floats = 0;
     for (int64_t i = 0; i < L; i++) {
         const int64_t layer = m->range.first_layer + i;
-        floats += dsv3_layer_deferred_floats(a, layer >= a->n_dense_layers, m->opt.batch, T, m->tp,
-                                             m->cp, m->opt.cp_ring);
+        floats +=
+            dsv3_layer_deferred_floats(a, layer >= a->n_dense_layers, layer_mode(&m->opt, layer),
+                                       m->opt.batch, T, m->tp, m->cp, m->opt.cp_ring);
     }
     return dsv3_layer_weight_grads_create(&s->deferred, &m->arena, L * DSV3_LAYER_DEFERRED_MAX,
                                           floats);
@@ -713,6 +714,11 @@ Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in)
     const Dsv3KernelContext *k = m->services.kernels;
     int64_t L = m->range.n_layers, Nl = n_rows(m);
     Slot *s = &m->slots[slot];
+    // Deferred weight gradients read the activations this forward would overwrite.
+    DSV3_CHECK(s->deferred.count == 0, DSV3_ERR_USAGE,
+               "model: activation slot %" PRId64 " still holds the weight gradients its last "
+               "backward deferred; run dsv3_model_backward_weight on it before its next forward",
+               slot);
     DSV3_CALL(take_input(m, s, in));
     if (s->ring_pos) DSV3_CALL(ring_positions(m, s));
     context_of_slot(m, s, slot);

@@ -28,9 +28,10 @@
 //
 // Split backward (opt.split_backward, a zero-bubble pipeline): dsv3_model_backward is the I
 // action — the input gradient, the loss, and every gradient but the layers' linear weights' —
-// and keeps, in the slot, copies of what those weight gradients need (layer.h); the W action,
+// and keeps in the slot what those weight gradients need (layer.h); the W action,
 // dsv3_model_backward_weight, adds them later. Both together add exactly what one backward
-// adds, bit for bit. The slot's activations are free for its next forward after the I action.
+// adds, bit for bit. The slot takes no forward or backward between the I and the W (its W reads
+// the activations of layers that are not checkpointed in place; checkpointed layers' are copied).
 //
 // Context parallelism (opt.cp > 1, the collectives' cp group; layer.h): tokens, labels and
 // document ids are still the whole micro-batch (B, T) on every cp rank, and the rank takes its
