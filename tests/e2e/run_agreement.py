@@ -1,6 +1,8 @@
 """How far one training run is from another, for the end-to-end layout tests: the relative
-differences of every step's loss and grad norm and of the final checkpoint's tensors."""
+differences of every step's loss and grad norm and of the final checkpoint's tensors; and
+whether a pipeline run's Chrome trace follows its printed schedule."""
 import json
+import re
 
 from ckpt_tensors import checkpoint_tensors, state_difference
 
@@ -58,3 +60,28 @@ def validation_agrees(work, names, ref, tol=1e-5):
         worst = max(rel(x, y) for x, y in zip(got, want))
         print(f"validation: {name} loss {got[-1]:.6f}, {ref} {want[-1]:.6f} ({worst:.1e} relative)")
         assert worst <= tol, (name, worst)
+
+
+# The trace event of each compute action of a printed schedule.
+PHASE_OF_ACTION = {"F": "forward", "B": "backward", "I": "backward", "W": "backward_weight"}
+
+
+def trace_follows_schedule(work, name, step=10):
+    """Run `name` printed its schedule (parallelism.print_schedule) and profiled step `step`:
+    each stage rank's forward, backward and backward_weight spans, with their micro-batch and
+    stage, come in the order of the computations of its list (asserted, and printed)."""
+    text = open(f"{work}/{name}.out").read()
+    lists = {int(r): [a for a in actions.split() if a[0] in PHASE_OF_ACTION]
+             for r, actions in re.findall(r"layout: pipeline schedule: rank (\d+):(.*)", text)}
+    trace = json.load(open(f"{work}/{name}/trace/iteration_{step}/trace.json"))["traceEvents"]
+    names = {e["pid"]: e["args"]["name"] for e in trace
+             if e["ph"] == "M" and e["name"] == "process_name"}
+    assert lists, name
+    for rank, actions in sorted(lists.items()):
+        pid = next(p for p, n in names.items() if n == f"stage {rank + 1}")
+        spans = sorted((e["ts"], e["name"], e["args"]) for e in trace if e["ph"] == "X" and
+                       e["pid"] == pid and e["name"] in PHASE_OF_ACTION.values())
+        seen = [(n, a["micro_batch"], a["stage"]) for _, n, a in spans]
+        want = [(PHASE_OF_ACTION[a[0]], *map(int, a[1:].split("."))) for a in actions]
+        assert seen == want, (name, rank, seen, want)
+        print(f"trace: {name} rank {rank} ran {' '.join(actions)}")

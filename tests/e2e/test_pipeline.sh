@@ -42,21 +42,8 @@ train_stages inter2 2 --training.local_batch_size 4 "${PP2[@]}" "${INTERLEAVED[@
 expect_in "$WORK/inter2.out" "Interleaved1F1B, 4 micro-batches × 1 sequences over 2 ranks with 2 stages each, theoretical bubble 11.1%"
 # The Chrome trace of step 10 has the schedule's shape: each rank's forwards and backwards, with
 # their micro-batch and stage, in the order of the rank's printed list.
-python3 - "$WORK" <<'PY' || fail "the interleaved trace does not follow the schedule"
-import json, re, sys
-work = sys.argv[1]
-lists = {int(r): [w for w in acts.split() if w[0] in "FB"]
-         for r, acts in re.findall(r"layout: pipeline schedule: rank (\d+):(.*)", open(f"{work}/inter2.out").read())}
-trace = json.load(open(f"{work}/inter2/trace/iteration_10/trace.json"))["traceEvents"]
-names = {e["pid"]: e["args"]["name"] for e in trace if e["ph"] == "M" and e["name"] == "process_name"}
-for rank in (0, 1):
-    pid = next(p for p, n in names.items() if n == f"stage {rank + 1}")
-    spans = sorted((e["ts"], e["name"], e["args"]) for e in trace
-                   if e["ph"] == "X" and e["pid"] == pid and e["name"] in ("forward", "backward"))
-    seen = [f"{n[0].upper()}{a['micro_batch']}.{a['stage']}" for _, n, a in spans]
-    assert seen == lists[rank], (rank, seen, lists[rank])
-    print(f"trace: rank {rank} ran {' '.join(seen)}")
-PY
+python3 -c 'import sys; from run_agreement import trace_follows_schedule as t; t(sys.argv[1], "inter2")' \
+    "$WORK" || fail "the interleaved trace does not follow the schedule"
 train_stages inter2_dp2 4 --training.local_batch_size 2 "${PP2[@]}" "${INTERLEAVED[@]}"
 EXPERT_SERVERS=4 train_stages inter2_ep2 2 --training.local_batch_size 4 "${PP2[@]}" "${INTERLEAVED[@]}" \
     --parallelism.expert_parallel_degree 2

@@ -27,22 +27,8 @@ expect_in "$WORK/zbv2.out" "ZBVZeroBubble, 4 micro-batches × 1 sequences over 2
 expect_in "$WORK/zbv2.out" "layout: pipeline schedule: rank 0: F0.0 SF0.0 F1.0 SF1.0 RF0.3 F2.0"
 # The Chrome trace of step 10 has the schedule's shape: each rank's F, I and W with their
 # micro-batch and stage, in the order of the rank's printed list.
-python3 - "$WORK" <<'PY' || fail "the ZBV trace does not follow the schedule"
-import json, re, sys
-work = sys.argv[1]
-lists = {int(r): [w for w in acts.split() if w[0] in "FIW"]
-         for r, acts in re.findall(r"layout: pipeline schedule: rank (\d+):(.*)", open(f"{work}/zbv2.out").read())}
-trace = json.load(open(f"{work}/zbv2/trace/iteration_10/trace.json"))["traceEvents"]
-names = {e["pid"]: e["args"]["name"] for e in trace if e["ph"] == "M" and e["name"] == "process_name"}
-letter = {"forward": "F", "backward": "I", "backward_weight": "W"}
-for rank in (0, 1):
-    pid = next(p for p, n in names.items() if n == f"stage {rank + 1}")
-    spans = sorted((e["ts"], e["name"], e["args"]) for e in trace
-                   if e["ph"] == "X" and e["pid"] == pid and e["name"] in letter)
-    seen = [f"{letter[n]}{a['micro_batch']}.{a['stage']}" for _, n, a in spans]
-    assert seen == lists[rank], (rank, seen, lists[rank])
-    print(f"trace: rank {rank} ran {' '.join(seen)}")
-PY
+python3 -c 'import sys; from run_agreement import trace_follows_schedule as t; t(sys.argv[1], "zbv2")' \
+    "$WORK" || fail "the ZBV trace does not follow the schedule"
 SIX=(--training.global_batch_size 6 --training.local_batch_size 6)
 train_stages one6 1 "${SIX[@]}"
 train_stages zbv3 3 "${SIX[@]}" --parallelism.pipeline_parallel_degree 3 "${ZBV[@]}"

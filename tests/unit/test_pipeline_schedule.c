@@ -600,9 +600,8 @@ static void test_dualpipev_list_worked_out_by_hand(void **state) {
         "W2.0 I3.0 W3.0",
         "RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RF2.1 F1.2 SF1.2 RB0.2 F2.1 "
         "SF2.1 RF2.2 B0.2 SB0.2 RB0.1 F2.2 SF2.2 RF3.1 B0.1 SB0.1 RB1.2 F3.1 SF3.1 RF3.2 B1.2 "
-        "SB1.2 "
-        "RB1.1 F3.2 SF3.2 RB2.2 B1.1 SB1.1 RB2.1 B2.2 SB2.2 RB3.2 B2.1 SB2.1 RB3.1 I3.2 SB3.2 I3.1 "
-        "SB3.1 W3.2 W3.1",
+        "SB1.2 RB1.1 F3.2 SF3.2 RB2.2 B1.1 SB1.1 RB2.1 B2.2 SB2.2 RB3.2 B2.1 SB2.1 RB3.1 I3.2 "
+        "SB3.2 I3.1 SB3.1 W3.2 W3.1",
     };
     expect_lists(&s, dualpipev);
     dsv3_pipe_schedule_destroy(&s);
