@@ -3,16 +3,20 @@
 //
 // A training micro-batch of B sequences runs as n_micro pipeline micro-batches of B / n_micro
 // sequences (rows [m·B/n_micro, (m+1)·B/n_micro) of the tokens and labels). The rank holds one
-// model per pipeline stage of its list (several under a looped schedule), in the order of
+// model per pipeline stage of its list (several under a looped or v schedule), in the order of
 // dsv3_pipe_stage_of. F(m, s) runs stage s's forward into its activation slot m % slots: on
 // stage 0 from the tokens, elsewhere from the activations the previous stage sent; B(m, s) runs
 // the backward: on the last stage from the labels (the loss of the whole global batch's scale),
-// elsewhere from the gradient the next stage sent. RECV and SEND actions go to the pipeline
-// exchange (comm/pipe_exchange.h), whose slots number every stage's in turn. Without a pipeline
-// (pp 1) the schedule is "F0.0 B0.0" and no exchange is needed.
+// elsewhere from the gradient the next stage sent. Under a v schedule the models split their
+// backward: I(m, s) is that backward without the layers' linear weight gradients, W(m, s) adds
+// them, and a B runs both at once. RECV and SEND actions go to the pipeline exchange
+// (comm/pipe_exchange.h) with the rank of the stage at the other end, and its slots number
+// every stage's in turn. Without a pipeline (pp 1) the schedule is "F0.0 B0.0" and no exchange
+// is needed.
 //
 // A forward-only pass (validation) runs the F actions and their sends, and on the last stage
-// the loss of each micro-batch (backward with grad_scale 0); nothing travels backwards.
+// the loss of each micro-batch (its B or I with grad_scale 0); nothing travels backwards and no
+// W runs.
 #ifndef DSV3_TRAIN_PIPELINE_STEP_H
 #define DSV3_TRAIN_PIPELINE_STEP_H
 

@@ -246,8 +246,7 @@ static void test_split_backward_checks_its_use(void **state) {
     assert_int_equal(dsv3_model_backward(m, 1, &train, &loss, &n), DSV3_OK);
     // Until its W the slot takes neither a forward (it would overwrite what W reads) nor a
     // backward.
-    assert_int_equal(dsv3_model_forward(m, 1, &(Dsv3StageInput){.tokens = tokens}),
-                     DSV3_ERR_USAGE);
+    assert_int_equal(dsv3_model_forward(m, 1, &(Dsv3StageInput){.tokens = tokens}), DSV3_ERR_USAGE);
     assert_non_null(strstr(dsv3_error_message(), "slot 1"));
     assert_non_null(strstr(dsv3_error_message(), "before its next forward"));
     dsv3_error_clear();
