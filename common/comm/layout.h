@@ -45,7 +45,7 @@ enum { DSV3_ROLE_COUNT = 3 };
 //   ep            expert_parallel_degree           (expert servers per pipeline stage; 1 = none)
 typedef struct {
     int64_t pp, dp_replicate, dp_shard, cp, tp, ep;
-    // The pipeline's stages run down the ranks and back up (ZBVZeroBubble's v): pipeline rank 0
+    // The pipeline's stages run down the ranks and back up (the v schedules): pipeline rank 0
     // holds the last stage as well as the first.
     int pp_v_shaped;
 } Dsv3ParallelDims;

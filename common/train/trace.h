@@ -21,7 +21,7 @@
 // The phases, X(ID, name, category); name is the event name and the metrics key (time_<name>):
 //   data                 coordinator: reading the step's token windows
 //   forward, backward    stage: model forward; loss and backward (per micro-batch)
-//   backward_weight      stage: the weight gradients of a split backward (ZBVZeroBubble's W)
+//   backward_weight      stage: the weight gradients of a split backward (a v schedule's W)
 //   optimizer            stage: grad norm, clipping, expert-bias update, AdamW
 //   comm_batch           windows coordinator → stage (on a stage: waiting and receiving)
 //   comm_grad_allreduce  stage: gradient all-reduce over the data-parallel ranks
