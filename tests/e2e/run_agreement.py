@@ -62,6 +62,18 @@ def validation_agrees(work, names, ref, tol=1e-5):
         assert worst <= tol, (name, worst)
 
 
+def pipeline_agrees(work, pairs, tol=1e-5):
+    """Each (run, reference) pair of pipeline runs agrees within `tol` relative (agreement;
+    asserted), printed with the seconds the run's stages waited for their neighbours."""
+    for name, ref in pairs:
+        loss, norm, state, worst = agreement(work, name, ref)
+        wait = sum(a["time_pipeline_wait"] for a in metrics(work, name))
+        print(f"{name}: losses {loss:.1e}, grad norms {norm:.1e}, final state {state:.1e} "
+              f"relative (worst {worst}); tokens per expert identical; {wait:.2f} s waiting for "
+              "neighbours")
+        assert loss <= tol and norm <= tol and state <= tol, (name, loss, norm, state)
+
+
 # The trace event of each compute action of a printed schedule.
 PHASE_OF_ACTION = {"F": "forward", "B": "backward", "I": "backward", "W": "backward_weight"}
 
