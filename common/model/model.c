@@ -602,6 +602,15 @@ static Dsv3Err release_backward_input(Dsv3Model *m, int g) {
     return st->ops->release(st, g, DSV3_PARAM_USE_BACKWARD);
 }
 
+// A split backward's slot takes no `next` (forward or backward) before its W has run.
+static Dsv3Err check_drained(const Slot *s, int64_t slot, const char *next) {
+    DSV3_CHECK(s->deferred.count == 0, DSV3_ERR_USAGE,
+               "model: activation slot %" PRId64 " still holds the weight gradients its last "
+               "backward deferred; run dsv3_model_backward_weight on it before its next %s",
+               slot, next);
+    return DSV3_OK;
+}
+
 static Dsv3Err check_slot(const Dsv3Model *m, int64_t slot) {
     DSV3_CHECK(slot >= 0 && slot < m->opt.slots, DSV3_ERR_USAGE,
                "model: activation slot %" PRId64 " outside [0, %" PRId64 ")", slot, m->opt.slots);
@@ -715,10 +724,7 @@ Dsv3Err dsv3_model_forward(Dsv3Model *m, int64_t slot, const Dsv3StageInput *in)
     int64_t L = m->range.n_layers, Nl = n_rows(m);
     Slot *s = &m->slots[slot];
     // Deferred weight gradients read the activations this forward would overwrite.
-    DSV3_CHECK(s->deferred.count == 0, DSV3_ERR_USAGE,
-               "model: activation slot %" PRId64 " still holds the weight gradients its last "
-               "backward deferred; run dsv3_model_backward_weight on it before its next forward",
-               slot);
+    DSV3_CALL(check_drained(s, slot, "forward"));
     DSV3_CALL(take_input(m, s, in));
     if (s->ring_pos) DSV3_CALL(ring_positions(m, s));
     context_of_slot(m, s, slot);
@@ -887,10 +893,7 @@ Dsv3Err dsv3_model_backward(Dsv3Model *m, int64_t slot, const Dsv3StageGrad *gra
     Slot *s = &m->slots[slot];
     *loss_sum = 0;
     *n_labels = 0;
-    DSV3_CHECK(s->deferred.count == 0, DSV3_ERR_USAGE,
-               "model: activation slot %" PRId64 " still holds the weight gradients its last "
-               "backward deferred; run dsv3_model_backward_weight on it before its next backward",
-               slot);
+    DSV3_CALL(check_drained(s, slot, "backward"));
     if (m->range.last) {
         DSV3_CALL(head_backward(m, s, grad, loss_sum, n_labels));
         if (grad->grad_scale == 0.0f) return DSV3_OK; // evaluation: the loss only

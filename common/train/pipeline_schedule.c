@@ -1,5 +1,5 @@
-// pipeline_schedule: the per-rank action lists of GPipe, 1F1B, Interleaved 1F1B and
-// ZBVZeroBubble, and a simulator that runs them and checks every dependency; see
+// pipeline_schedule: the per-rank action lists of GPipe, 1F1B, Interleaved 1F1B, ZBVZeroBubble
+// and DualPipeV, and a simulator that runs them and checks every dependency; see
 // pipeline_schedule.h.
 #include "pipeline_schedule.h"
 
@@ -65,9 +65,8 @@ int dsv3_pipe_kind_is_v_shaped(Dsv3PipeKind kind) {
     return kind == DSV3_PIPE_ZBV || kind == DSV3_PIPE_DUALPIPEV;
 }
 
-int dsv3_pipe_kind_splits_backward(Dsv3PipeKind kind) {
-    return kind == DSV3_PIPE_ZBV || kind == DSV3_PIPE_DUALPIPEV;
-}
+// The v schedules are the ones whose models split backward.
+int dsv3_pipe_kind_splits_backward(Dsv3PipeKind kind) { return dsv3_pipe_kind_is_v_shaped(kind); }
 
 int dsv3_pipe_name_is_v_shaped(const char *name) {
     for (int k = 0; k < DSV3_PIPE_KIND_COUNT; k++)
@@ -195,7 +194,7 @@ typedef struct {
 // Appends `op` (F, B, I or W) of chunk k's next micro-batch for that op, unless the pipeline
 // has no such micro-batch (ZBVZeroBubble's order is built for at least 2·pp − 1 of them and cut
 // back). A B counts as an I and a W.
-static void zbv_push(VOrder *z, Dsv3PipeOp op, int k) {
+static void v_push(VOrder *z, Dsv3PipeOp op, int k) {
     int64_t *next = op == DSV3_PIPE_F ? &z->f[k] : op == DSV3_PIPE_W ? &z->w[k] : &z->i[k];
     int64_t micro = (*next)++;
     if (op == DSV3_PIPE_B) z->w[k]++;
@@ -212,36 +211,36 @@ static int64_t zbv_compute_order(const Dsv3PipeSchedule *s, int64_t rank, Dsv3Pi
     int64_t pp = s->pp, n = s->n_micro > 2 * pp - 1 ? s->n_micro : 2 * pp - 1;
     VOrder z = {.s = s, .rank = rank, .out = out};
     for (int64_t j = 0; j < 2 * (pp - rank) - 1; j++)
-        zbv_push(&z, DSV3_PIPE_F, 0);
+        v_push(&z, DSV3_PIPE_F, 0);
     for (int64_t j = 0; j < rank; j++) {
-        zbv_push(&z, DSV3_PIPE_F, 1);
-        zbv_push(&z, DSV3_PIPE_F, 0);
+        v_push(&z, DSV3_PIPE_F, 1);
+        v_push(&z, DSV3_PIPE_F, 0);
     }
     for (int64_t j = 0; j < pp - rank; j++) {
-        zbv_push(&z, DSV3_PIPE_F, 1);
-        zbv_push(&z, DSV3_PIPE_I, 1);
-        zbv_push(&z, DSV3_PIPE_W, 1);
+        v_push(&z, DSV3_PIPE_F, 1);
+        v_push(&z, DSV3_PIPE_I, 1);
+        v_push(&z, DSV3_PIPE_W, 1);
     }
     while (z.f[1] < z.f[0] || z.f[0] < n) {
-        if (z.f[0] < n) zbv_push(&z, DSV3_PIPE_F, 0);
-        zbv_push(&z, DSV3_PIPE_I, 0);
-        zbv_push(&z, DSV3_PIPE_W, 0);
-        zbv_push(&z, DSV3_PIPE_F, 1);
-        zbv_push(&z, DSV3_PIPE_I, 1);
-        zbv_push(&z, DSV3_PIPE_W, 1);
+        if (z.f[0] < n) v_push(&z, DSV3_PIPE_F, 0);
+        v_push(&z, DSV3_PIPE_I, 0);
+        v_push(&z, DSV3_PIPE_W, 0);
+        v_push(&z, DSV3_PIPE_F, 1);
+        v_push(&z, DSV3_PIPE_I, 1);
+        v_push(&z, DSV3_PIPE_W, 1);
     }
     for (int64_t j = 0; j < rank; j++) {
-        zbv_push(&z, DSV3_PIPE_I, 0);
-        zbv_push(&z, DSV3_PIPE_I, 1);
+        v_push(&z, DSV3_PIPE_I, 0);
+        v_push(&z, DSV3_PIPE_I, 1);
     }
     for (int64_t j = 0; j < pp - rank; j++) {
-        zbv_push(&z, DSV3_PIPE_I, 0);
-        zbv_push(&z, DSV3_PIPE_W, 0);
+        v_push(&z, DSV3_PIPE_I, 0);
+        v_push(&z, DSV3_PIPE_W, 0);
     }
     while (z.w[1] < z.i[1])
-        zbv_push(&z, DSV3_PIPE_W, 1);
+        v_push(&z, DSV3_PIPE_W, 1);
     while (z.w[0] < z.i[0])
-        zbv_push(&z, DSV3_PIPE_W, 0);
+        v_push(&z, DSV3_PIPE_W, 0);
     return z.used;
 }
 
@@ -260,8 +259,8 @@ static void dualpipev_weight(VOrder *z) {
 // DualPipeV's "overlapped" pair: the forward of chunk f's next micro-batch and the whole
 // backward of chunk b's. Listed one after the other: the stage runtime runs them in turn.
 static void dualpipev_pair(VOrder *z, int f, int b) {
-    zbv_push(z, DSV3_PIPE_F, f);
-    zbv_push(z, DSV3_PIPE_B, b);
+    v_push(z, DSV3_PIPE_F, f);
+    v_push(z, DSV3_PIPE_B, b);
 }
 
 // torch's ScheduleDualPipeV, with n_micro ≥ 2·pp: (pp − r − 1)·2 forwards down; r + 1 pairs of
@@ -275,22 +274,22 @@ static int64_t dualpipev_compute_order(const Dsv3PipeSchedule *s, int64_t rank,
     int64_t pp = s->pp, n = s->n_micro;
     VOrder z = {.s = s, .rank = rank, .out = out};
     for (int64_t j = 0; j < 2 * (pp - rank - 1); j++)
-        zbv_push(&z, DSV3_PIPE_F, 0);
+        v_push(&z, DSV3_PIPE_F, 0);
     for (int64_t j = 0; j < rank + 1; j++) {
-        zbv_push(&z, DSV3_PIPE_F, 0);
-        zbv_push(&z, DSV3_PIPE_F, 1);
+        v_push(&z, DSV3_PIPE_F, 0);
+        v_push(&z, DSV3_PIPE_F, 1);
     }
     for (int64_t j = 0; j < pp - rank - 1; j++) {
-        zbv_push(&z, DSV3_PIPE_I, 1);
+        v_push(&z, DSV3_PIPE_I, 1);
         dualpipev_weight(&z);
-        zbv_push(&z, DSV3_PIPE_F, 1);
+        v_push(&z, DSV3_PIPE_F, 1);
     }
     for (int64_t j = 0; j < n - 2 * pp + rank + 1; j++) {
         dualpipev_pair(&z, 0, 1);
         dualpipev_pair(&z, 1, 0);
     }
     for (int64_t j = 0; j < pp - rank - 1; j++) {
-        zbv_push(&z, DSV3_PIPE_B, 1);
+        v_push(&z, DSV3_PIPE_B, 1);
         dualpipev_pair(&z, 1, 0);
     }
     // From the middle of these on (up first on odd ranks, down first on even ones) backwards
@@ -298,13 +297,13 @@ static int64_t dualpipev_compute_order(const Dsv3PipeSchedule *s, int64_t rank,
     int split = 0;
     for (int64_t j = 0; j < rank + 1; j++) {
         if (j == (rank + 1) / 2 && rank % 2 == 1) split = 1;
-        zbv_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 1);
+        v_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 1);
         if (j == (rank + 1) / 2 && rank % 2 == 0) split = 1;
-        zbv_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 0);
+        v_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 0);
     }
     for (int64_t j = 0; j < pp - rank - 1; j++) {
         dualpipev_weight(&z);
-        zbv_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 0);
+        v_push(&z, split ? DSV3_PIPE_I : DSV3_PIPE_B, 0);
     }
     while (z.queued < z.used)
         dualpipev_weight(&z);
