@@ -38,7 +38,9 @@
 # per step (Interleaved1F1B needs a multiple of pp, DualPipeV at least 2·pp), and prints for
 # each the tokens/s and the measured idle fraction (the most a stage rank waited for its neighbours over the step
 # time, median step) next to the schedule's theoretical bubble, as the run's start-up prints it
-# (common/train/pipeline_schedule.h has the formulas).
+# (common/train/pipeline_schedule.h has the formulas); then ZBVZeroBubble and DualPipeV at pp 2
+# with 2 expert servers per pipeline rank: tokens/s and the share of the routed rows' time away
+# hidden behind other compute (DualPipeV's pairs overlap there).
 #   ./run/bench.sh --torchtitan [--seq_len 512] [--batch 2] [--steps 3] [--threads "1 2"] [--repeat 3]
 #                  [--dtypes "float32 bfloat16"]
 # runs the real peer: torchtitan's own DeepSeek-V3 model (the pinned commit) on a PyTorch 2.x
@@ -190,6 +192,27 @@ print(f"  {schedule:15s} pp {pp}: {float(tps):8.1f} tokens/s, measured idle {100
       f"theoretical bubble {float(bubble):5.1f}%")
 PY
         done
+    done
+    # DualPipeV's pairs overlap where there is an exchange to hide: with expert servers, against
+    # ZBVZeroBubble (the same v, no pairs: only the shared experts hide the rows' time away).
+    printf 'the same at pp 2 with 2 expert servers per pipeline rank (6 processes):\n'
+    for schedule in ZBVZeroBubble DualPipeV; do
+        name=${schedule}_ep
+        tps=0
+        for _ in $(seq "$repeat"); do
+            tps=$(best "$tps" "$(layout_tps "$name" 2 1 --training.local_batch_size "$batch" \
+                --parallelism.pipeline_parallel_degree 2 --parallelism.expert_parallel_degree 2 \
+                --parallelism.pipeline_parallel_schedule "$schedule" "${balanced[@]}")")
+        done
+        "$DSV3_VENV/bin/python" - "$work/$name" "$schedule" "$tps" <<'PY'
+import json, statistics, sys
+run, schedule, tps = sys.argv[1], sys.argv[2], sys.argv[3]
+steps = [json.loads(line) for line in open(f"{run}/metrics.jsonl")][1:]
+away = statistics.median(s["time_comm_experts"] for s in steps)
+hidden = statistics.median(s["time_experts_hidden"] / s["time_comm_experts"] for s in steps)
+print(f"  {schedule:15s} pp 2: {float(tps):8.1f} tokens/s, routed rows away {away:.3f} s per "
+      f"step, {100 * hidden:5.1f}% of it hidden behind other compute (last run, median step)")
+PY
     done
     exit 0
 fi

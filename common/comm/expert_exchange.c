@@ -10,11 +10,25 @@
 
 #include "common/core/alloc.h"
 #include "common/core/log.h"
+#include "common/core/turns.h"
 #include "common/comm/mpi_check.h"
 #include "common/comm/tags.h"
 
 enum { STEP_VALUES = 4 };  // per server in the step's sum: rows, computing, waiting, stop signal
 enum { HEADER_FIXED = 3 }; // operation, layer, slot
+// A stage rank's calls in flight at once: one per computation of DualPipeV's overlapped pair.
+enum { CALLS_IN_FLIGHT = 2 };
+
+// A stage rank's call in flight: the layer whose finish waits for it, its requests (3 per
+// server) and headers (one per server), and when it was posted.
+typedef struct {
+    int64_t layer;
+    Dsv3ExpertOp op;
+    int n; // requests posted, not yet waited for; 0: the call is free
+    MPI_Request *requests;
+    int64_t *headers;
+    double posted_at;
+} Call;
 
 struct Dsv3ExpertExchange {
     Dsv3Experts base; // first: the model's calls get &base
@@ -26,13 +40,12 @@ struct Dsv3ExpertExchange {
     int *job_ranks;        // (S + ep) each member's rank in the job (the watch's ranks)
     int *others;           // the job ranks of every other member
     int64_t header;        // int64 per request header: HEADER_FIXED + El
-    int64_t *headers;      // stage rank: (ep, header) sent; server: (S, header) received
-    MPI_Request *requests; // (3 · max(S, ep))
+    int64_t *headers;      // stage rank: (CALLS_IN_FLIGHT, ep, header); server: (S, header)
+    MPI_Request *requests; // (CALLS_IN_FLIGHT, 3 · max(S, ep))
     int64_t bytes;         // rows sent and received
-    // Stage rank side: the call in flight and the time its rows were away.
-    int pending;             // requests posted, not yet waited for
-    Dsv3ExpertOp pending_op; // of that call
-    double posted_at;        // dsv3_log_seconds() when it was posted
+    // Stage rank side: the calls in flight (parts of headers and requests) and the time the
+    // rows were away.
+    Call calls[CALLS_IN_FLIGHT];
     Dsv3ExpertTimes times;
     double *step_values; // (1 + STEP_VALUES · ep) the step's sum
     // Server side: the current request.
@@ -52,9 +65,9 @@ static const char *op_name(int64_t op) {
     return "unknown";
 }
 
-static Dsv3Err wait(Dsv3ExpertExchange *x, int n, const int *peers, int n_peers, const char *what,
-                    int64_t layer) {
-    return dsv3_watch_wait(x->watch, n, x->requests, peers, n_peers, "%s (MoE layer %" PRId64 ")",
+static Dsv3Err wait(Dsv3ExpertExchange *x, int n, MPI_Request *requests, const int *peers,
+                    int n_peers, const char *what, int64_t layer) {
+    return dsv3_watch_wait(x->watch, n, requests, peers, n_peers, "%s (MoE layer %" PRId64 ")",
                            what, layer);
 }
 
@@ -68,14 +81,19 @@ static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
                           const int64_t *offsets) {
     DSV3_CHECK(dtype == DSV3_TENSOR_F32, DSV3_ERR_USAGE,
                "expert servers exchange fp32 rows; layer %" PRId64 " sent another dtype", layer);
-    DSV3_CHECK(x->pending == 0, DSV3_ERR_INTERNAL,
+    Call *call = NULL;
+    for (int c = CALLS_IN_FLIGHT - 1; c >= 0; c--)
+        if (x->calls[c].n == 0) call = &x->calls[c];
+    DSV3_CHECK(call != NULL, DSV3_ERR_INTERNAL,
                "expert exchange: layer %" PRId64
-               " calls its experts before finishing the last call",
-               layer);
-    x->posted_at = dsv3_log_seconds();
+               " calls its experts while %d calls (layers %" PRId64 " and %" PRId64
+               ") are not finished",
+               layer, CALLS_IN_FLIGHT, x->calls[0].layer, x->calls[1].layer);
+    call->posted_at = dsv3_log_seconds();
+    MPI_Request *requests = call->requests;
     int n = 0;
     for (int64_t j = 0; j < x->ep; j++) {
-        int64_t *h = x->headers + j * x->header;
+        int64_t *h = call->headers + j * x->header;
         const int64_t *o = offsets + j * x->El;
         h[0] = op;
         h[1] = layer;
@@ -84,16 +102,17 @@ static Dsv3Err stage_call(Dsv3ExpertExchange *x, Dsv3ExpertOp op, int64_t layer,
             h[HEADER_FIXED + e] = o[e + 1] - o[e];
         int rows = (int)(o[x->El] - o[0]), peer = (int)(x->S + j);
         DSV3_MPI_CALL(MPI_Isend(h, (int)x->header, MPI_INT64_T, peer, DSV3_TAG_EXPERT_REQUEST,
-                                x->comm, &x->requests[n++]));
+                                x->comm, &requests[n++]));
         DSV3_MPI_CALL(MPI_Isend(in + o[0] * x->D, rows, x->row, peer, DSV3_TAG_EXPERT_ROWS, x->comm,
-                                &x->requests[n++]));
+                                &requests[n++]));
         DSV3_MPI_CALL(MPI_Irecv(out + o[0] * x->D, rows, x->row, peer, DSV3_TAG_EXPERT_RESULT,
-                                x->comm, &x->requests[n++]));
+                                x->comm, &requests[n++]));
         x->bytes +=
             x->header * (int64_t)sizeof *h + 2 * (int64_t)rows * x->D * (int64_t)sizeof(float);
     }
-    x->pending = n;
-    x->pending_op = op;
+    call->n = n;
+    call->op = op;
+    call->layer = layer;
     return DSV3_OK;
 }
 
@@ -113,18 +132,26 @@ static Dsv3Err remote_backward(Dsv3Experts *self, int64_t layer, int64_t slot,
                       dys, offsets);
 }
 
+// Inside an overlapped pair (core/turns.h) the other computation takes the turn first: its
+// work hides this call's time away.
 static Dsv3Err remote_finish(Dsv3Experts *self, int64_t layer) {
     Dsv3ExpertExchange *x = (Dsv3ExpertExchange *)self;
+    Call *call = NULL;
+    for (int c = 0; c < CALLS_IN_FLIGHT; c++)
+        if (x->calls[c].n > 0 && x->calls[c].layer == layer) call = &x->calls[c];
+    DSV3_CHECK(call != NULL, DSV3_ERR_INTERNAL,
+               "expert exchange: layer %" PRId64 " finishes a call it did not make", layer);
+    dsv3_turns_yield();
     double t0 = dsv3_log_seconds();
-    int n = x->pending;
-    x->pending = 0;
-    DSV3_CALL(wait(x, n, x->job_ranks + x->S, (int)x->ep,
-                   x->pending_op == DSV3_EXPERT_FORWARD
+    int n = call->n;
+    call->n = 0;
+    DSV3_CALL(wait(x, n, call->requests, x->job_ranks + x->S, (int)x->ep,
+                   call->op == DSV3_EXPERT_FORWARD
                        ? "waits for the expert servers' outputs"
                        : "waits for the expert servers' input gradients",
                    layer));
     double t1 = dsv3_log_seconds();
-    x->times.total_s += t1 - x->posted_at;
+    x->times.total_s += t1 - call->posted_at;
     x->times.exposed_s += t1 - t0;
     return DSV3_OK;
 }
@@ -141,7 +168,7 @@ Dsv3Err dsv3_expert_exchange_end(Dsv3ExpertExchange *x) {
         DSV3_MPI_CALL(MPI_Isend(h, (int)x->header, MPI_INT64_T, (int)(x->S + j),
                                 DSV3_TAG_EXPERT_REQUEST, x->comm, &x->requests[n++]));
     }
-    return wait(x, n, x->job_ranks + x->S, (int)x->ep,
+    return wait(x, n, x->requests, x->job_ranks + x->S, (int)x->ep,
                 "waits for the expert servers to take the end of the pass", -1);
 }
 
@@ -154,7 +181,7 @@ Dsv3Err dsv3_expert_exchange_next(Dsv3ExpertExchange *x, Dsv3ExpertRequest *req)
     char what[DSV3_WATCH_TEXT_CAPACITY];
     snprintf(what, sizeof what, "waits for the stage ranks' next request (the last was %s)",
              op_name(x->req.op));
-    DSV3_CALL(wait(x, (int)x->S, x->job_ranks, (int)x->S, what, x->req.layer));
+    DSV3_CALL(wait(x, (int)x->S, x->requests, x->job_ranks, (int)x->S, what, x->req.layer));
     x->bytes += x->S * x->header * (int64_t)sizeof *x->headers;
     const int64_t *first = x->headers;
     memset(x->offsets, 0, (size_t)(x->El + 1) * sizeof *x->offsets);
@@ -226,7 +253,7 @@ Dsv3Err dsv3_expert_exchange_receive(Dsv3ExpertExchange *x, float *rows) {
         at += x->rank_rows[r];
     }
     x->bytes += x->req.rows * x->D * (int64_t)sizeof(float);
-    DSV3_CALL(wait(x, (int)x->S, x->job_ranks, (int)x->S,
+    DSV3_CALL(wait(x, (int)x->S, x->requests, x->job_ranks, (int)x->S,
                    x->req.op == DSV3_EXPERT_FORWARD ? "waits for the stage ranks' routed rows"
                                                     : "waits for the stage ranks' output gradients",
                    x->req.layer));
@@ -243,7 +270,7 @@ Dsv3Err dsv3_expert_exchange_reply(Dsv3ExpertExchange *x, const float *result) {
         at += x->rank_rows[r];
     }
     x->bytes += x->req.rows * x->D * (int64_t)sizeof(float);
-    return wait(x, (int)x->S, x->job_ranks, (int)x->S,
+    return wait(x, (int)x->S, x->requests, x->job_ranks, (int)x->S,
                 "waits for the stage ranks to take the experts' results", x->req.layer);
 }
 
@@ -359,11 +386,15 @@ Dsv3Err dsv3_expert_exchange_create(Dsv3ExpertExchange **out, const Dsv3Topology
     DSV3_CALL_GOTO(err, fail,
                    dsv3_calloc((void **)&x->others, (size_t)n, sizeof *x->others, "MoE peers"));
     DSV3_CALL_GOTO(err, fail,
-                   dsv3_calloc((void **)&x->headers, (size_t)(most * x->header), sizeof *x->headers,
-                               "expert requests"));
+                   dsv3_calloc((void **)&x->headers, (size_t)(CALLS_IN_FLIGHT * most * x->header),
+                               sizeof *x->headers, "expert requests"));
     DSV3_CALL_GOTO(err, fail,
-                   dsv3_calloc((void **)&x->requests, (size_t)(3 * most), sizeof *x->requests,
-                               "expert exchange requests"));
+                   dsv3_calloc((void **)&x->requests, (size_t)(CALLS_IN_FLIGHT * 3 * most),
+                               sizeof *x->requests, "expert exchange requests"));
+    for (int c = 0; c < CALLS_IN_FLIGHT; c++)
+        x->calls[c] = (Call){.layer = -1,
+                             .requests = x->requests + c * 3 * most,
+                             .headers = x->headers + c * most * x->header};
     DSV3_CALL_GOTO(err, fail,
                    dsv3_calloc((void **)&x->offsets, (size_t)(x->El + 1), sizeof *x->offsets,
                                "expert row offsets"));

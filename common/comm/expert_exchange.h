@@ -11,7 +11,10 @@
 // block of rows for its experts, and the receives of their outputs straight into place; backward
 // does the same with the gradients of the outputs and receives the gradients of the rows; finish
 // waits. Between the two the layer computes its shared experts: the part of the rows' time away
-// spent in that work is hidden, the part spent in finish is exposed. After the
+// spent in that work is hidden, the part spent in finish is exposed. Two calls may be in flight,
+// told apart by their layer: DualPipeV's overlapped pair (core/turns.h) runs a forward and a
+// backward of two stages as turns, and finish hands the turn to the other one before it waits,
+// so that the other's compute hides this call's time too. After the
 // last micro-batch of a step (or of a validation pass) dsv3_expert_exchange_end tells every
 // server the pass is over.
 //

@@ -250,7 +250,7 @@ static void print_step(const Dsv3Metrics *m, const Dsv3StepRecord *r) {
     if (servers->servers > 0)
         DSV3_LOG_INFO("      expert servers: %" PRId64 " received %.0f rows (%.0f to %.0f per "
                       "server), computed up to %.3f s, idled at least %.3f s; rows away %.3f s, "
-                      "%.3f of it hidden behind the shared experts",
+                      "%.3f of it hidden behind other compute",
                       servers->servers, servers->rows, servers->rows_min, servers->rows_max,
                       servers->compute_max_s, servers->idle_min_s, s[DSV3_PHASE_COMM_EXPERTS],
                       s[DSV3_PHASE_EXPERTS_HIDDEN]);

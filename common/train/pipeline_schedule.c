@@ -95,7 +95,8 @@ static int64_t pipe_compute_per_unit(Dsv3PipeKind kind) {
 
 void dsv3_pipe_action_text(const Dsv3PipeAction *a, char *out, size_t capacity) {
     const char *prefix = (int)a->op >= 0 && (int)a->op < PIPE_OP_COUNT ? OP_PREFIXES[a->op] : "?";
-    snprintf(out, capacity, "%s%d.%d", prefix, (int)a->micro, (int)a->stage);
+    snprintf(out, capacity, "%s%s%d.%d", a->paired ? "P" : "", prefix, (int)a->micro,
+             (int)a->stage);
 }
 
 int64_t dsv3_pipe_stage_count(const Dsv3PipeSchedule *s) { return s->pp * s->stages_per_rank; }
@@ -256,11 +257,13 @@ static void dualpipev_weight(VOrder *z) {
     z->out[z->used++] = (Dsv3PipeAction){.op = DSV3_PIPE_W, .micro = i->micro, .stage = i->stage};
 }
 
-// DualPipeV's "overlapped" pair: the forward of chunk f's next micro-batch and the whole
-// backward of chunk b's. Listed one after the other: the stage runtime runs them in turn.
+// DualPipeV's overlapped pair: the forward of chunk f's next micro-batch, marked paired, and
+// the whole backward of chunk b's right after it.
 static void dualpipev_pair(VOrder *z, int f, int b) {
+    int64_t before = z->used;
     v_push(z, DSV3_PIPE_F, f);
     v_push(z, DSV3_PIPE_B, b);
+    if (z->used == before + 2) z->out[before].paired = 1;
 }
 
 // torch's ScheduleDualPipeV, with n_micro ≥ 2·pp: (pp − r − 1)·2 forwards down; r + 1 pairs of
@@ -285,7 +288,12 @@ static int64_t dualpipev_compute_order(const Dsv3PipeSchedule *s, int64_t rank,
         v_push(&z, DSV3_PIPE_F, 1);
     }
     for (int64_t j = 0; j < n - 2 * pp + rank + 1; j++) {
-        dualpipev_pair(&z, 0, 1);
+        if (j == 0 && rank == pp - 1) { // torch does not overlap these two
+            v_push(&z, DSV3_PIPE_F, 0);
+            v_push(&z, DSV3_PIPE_B, 1);
+        } else {
+            dualpipev_pair(&z, 0, 1);
+        }
         dualpipev_pair(&z, 1, 0);
     }
     for (int64_t j = 0; j < pp - rank - 1; j++) {
@@ -346,21 +354,38 @@ static Dsv3PipeAction pipe_with_op(const Dsv3PipeAction *c, Dsv3PipeOp op) {
     return (Dsv3PipeAction){.op = op, .micro = c->micro, .stage = c->stage};
 }
 
+// Appends compute c's RECV, if it takes a message.
+static void pipe_emit_recv(const Dsv3PipeSchedule *s, const Dsv3PipeAction *c, Dsv3PipeAction *out,
+                           int64_t *used) {
+    if (pipe_receives(s, c))
+        out[(*used)++] =
+            pipe_with_op(c, c->op == DSV3_PIPE_F ? DSV3_PIPE_RECV_F : DSV3_PIPE_RECV_B);
+}
+
+// Appends compute c's SEND, if it gives a message.
+static void pipe_emit_send(const Dsv3PipeSchedule *s, const Dsv3PipeAction *c, Dsv3PipeAction *out,
+                           int64_t *used) {
+    if (pipe_sends(s, c))
+        out[(*used)++] =
+            pipe_with_op(c, c->op == DSV3_PIPE_F ? DSV3_PIPE_SEND_F : DSV3_PIPE_SEND_B);
+}
+
 // Appends rank's computations with their messages: each SEND right after its compute, each RECV
 // one compute ahead of its consumer (before the compute that precedes it, or first) so that
-// the transfer overlaps that compute.
+// the transfer overlaps that compute. A paired F and its B count as one compute: both RECVs
+// before them, both SENDs after.
 static void pipe_emit(const Dsv3PipeSchedule *s, const Dsv3PipeAction *compute, int64_t count,
                       Dsv3PipeAction *out, int64_t *used) {
     for (int64_t i = 0; i < count; i++) {
-        for (int64_t c = i == 0 ? 0 : i + 1; c <= i + 1 && c < count; c++)
-            if (pipe_receives(s, &compute[c]))
-                out[(*used)++] =
-                    pipe_with_op(&compute[c], compute[c].op == DSV3_PIPE_F ? DSV3_PIPE_RECV_F
-                                                                           : DSV3_PIPE_RECV_B);
-        out[(*used)++] = compute[i];
-        if (pipe_sends(s, &compute[i]))
-            out[(*used)++] = pipe_with_op(
-                &compute[i], compute[i].op == DSV3_PIPE_F ? DSV3_PIPE_SEND_F : DSV3_PIPE_SEND_B);
+        int64_t last = compute[i].paired ? i + 1 : i; // the unit's last compute
+        int64_t ahead = last + 1 < count && compute[last + 1].paired ? last + 2 : last + 1;
+        for (int64_t c = i == 0 ? 0 : last + 1; c <= ahead && c < count; c++)
+            pipe_emit_recv(s, &compute[c], out, used);
+        for (int64_t c = i; c <= last; c++)
+            out[(*used)++] = compute[c];
+        for (int64_t c = i; c <= last; c++)
+            pipe_emit_send(s, &compute[c], out, used);
+        i = last;
     }
 }
 
@@ -430,7 +455,11 @@ int64_t dsv3_pipe_schedule_slots(const Dsv3PipeSchedule *s, int64_t rank, int64_
 
 double dsv3_pipe_schedule_bubble(const Dsv3PipeSchedule *s) {
     double pp = (double)s->pp, units = (double)(s->stages_per_rank * s->n_micro);
-    if (dsv3_pipe_kind_splits_backward(s->kind)) { // in units of one forward (see the header)
+    if (s->kind == DSV3_PIPE_DUALPIPEV) { // (pp − 1)·(F&B + B − 3·W), F&B = F + B
+        double idle = (pp - 1.0) * 2.0;
+        return idle / (3.0 * units + idle);
+    }
+    if (s->kind == DSV3_PIPE_ZBV) { // in units of one forward (see the header)
         double short_of_full = 2.0 * (2.0 * pp - 1.0 - (double)s->n_micro);
         double idle = short_of_full > pp - 1.0 ? short_of_full : pp - 1.0;
         return idle / (3.0 * units + idle);
@@ -685,6 +714,20 @@ static Dsv3Err pipe_step(PipeSim *sim, int64_t rank, int *ran) {
             DSV3_CALL(pipe_arrival(sim, rank, a, ran, &arrival));
             if (!*ran) return DSV3_OK;
             if (arrival > start) start = arrival;
+        }
+        if (a->paired) { // the pair starts once both its messages are in
+            const Dsv3PipeAction *b = a + 1;
+            DSV3_CHECK(a->op == DSV3_PIPE_F &&
+                           sim->pc[rank] + 1 < s->first[rank + 1] - s->first[rank] &&
+                           b->op == DSV3_PIPE_B && b->stage != a->stage,
+                       DSV3_ERR_INTERNAL,
+                       "rank %lld lists %s, which is not an F followed by the B of another stage",
+                       (long long)rank, text);
+            if (pipe_receives(s, b)) {
+                DSV3_CALL(pipe_arrival(sim, rank, b, ran, &arrival));
+                if (!*ran) return DSV3_OK;
+                if (arrival > start) start = arrival;
+            }
         }
         int64_t k;
         dsv3_pipe_rank_of(s, a->stage, &k);

@@ -36,8 +36,13 @@
 // its 6 · n_micro: bubble idle / (6 · n_micro + idle). Once n_micro ≥ 2·pp − 1 that is pp − 1
 // forwards of its half-size stages, where 1F1B idles 3 · (pp − 1) forwards of full-size ones:
 // a sixth of the time (held-back W fill the cool-down). DualPipeV (n_micro ≥ 2·pp) pairs the
-// forward of one micro-batch with the backward of another, which DeepSeek's DualPipe overlaps;
-// here the pair runs in turn, and the simulated bubble is ZBVZeroBubble's.
+// forward of one micro-batch with the backward of another, which DeepSeek's DualPipe overlaps:
+// the F is listed paired ("PF3.0") with the B right after it, of the rank's other stage. The
+// pair is one unit of the list: both its RECVs are posted before it (one unit ahead), it starts
+// once both messages are in, and both its SENDs follow it; the stage runtime runs the two as
+// turns that hand over at the expert exchanges (train/pipeline_step.h). Its bubble is DeepSeek's
+// (pp − 1) · (F&B + B − 3·W) units per rank, with F&B the pair's time: in the units above
+// (F&B = F + B = 3, the pair counted without the overlap's gain) 2 · (pp − 1).
 #ifndef DSV3_TRAIN_PIPELINE_SCHEDULE_H
 #define DSV3_TRAIN_PIPELINE_SCHEDULE_H
 
@@ -69,8 +74,9 @@ typedef enum {
 
 typedef struct {
     Dsv3PipeOp op;
-    int32_t micro; // micro-batch in [0, n_micro)
-    int32_t stage; // virtual stage in [0, pp × stages_per_rank)
+    int32_t micro;  // micro-batch in [0, n_micro)
+    int32_t stage;  // virtual stage in [0, pp × stages_per_rank)
+    int32_t paired; // an F of DualPipeV that overlaps the B listed right after it (see above)
 } Dsv3PipeAction;
 
 typedef struct {

@@ -306,7 +306,8 @@ static Dsv3Err pipeline_create(Dsv3PipelineStage *stage, Dsv3PipeSchedule *sched
                                  .schedule = schedule,
                                  .rank = t->coord.pp,
                                  .chunks = ms->chunks,
-                                 .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len};
+                                 .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len,
+                                 .overlap_pairs = t->n_expert > 0};
     if (t->dims.pp == 1) return DSV3_OK;
     Dsv3PipeExchangeShape shape =
         dsv3_plan_exchange_shape(&launch->model, &opt, launch->topology.dims.tp, ms->chunks, ms->n);

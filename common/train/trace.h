@@ -29,7 +29,8 @@
 //   comm_plan            every rank: the step-plan broadcast
 //   comm_experts         stage: routed rows away at the expert servers (dispatch, their work,
 //                        combine), inside forward and backward; no events
-//   experts_hidden       stage: the part of comm_experts the shared experts overlapped
+//   experts_hidden       stage: the part of comm_experts other compute overlapped (the shared
+//                        experts; under DualPipeV also the paired micro-batch)
 //   comm_tp              stage: tensor-parallel collectives (the sums, gathers and reductions
 //                        inside forward and backward, and the grad norm's), no events
 //   comm_cp              stage: context-parallel collectives (the attention's key and value

@@ -83,7 +83,9 @@ def trace_follows_schedule(work, name, step=10):
     each stage rank's forward, backward and backward_weight spans, with their micro-batch and
     stage, come in the order of the computations of its list (asserted, and printed)."""
     text = open(f"{work}/{name}.out").read()
-    lists = {int(r): [a for a in actions.split() if a[0] in PHASE_OF_ACTION]
+    # A paired F ("PF3.0", DualPipeV) is an F; the trace shows its share of the pair first.
+    lists = {int(r): [a.removeprefix("P") for a in actions.split()
+                      if a.removeprefix("P")[0] in PHASE_OF_ACTION]
              for r, actions in re.findall(r"layout: pipeline schedule: rank (\d+):(.*)", text)}
     trace = json.load(open(f"{work}/{name}/trace/iteration_{step}/trace.json"))["traceEvents"]
     names = {e["pid"]: e["args"]["name"] for e in trace

@@ -8,7 +8,10 @@
 # rank, pp 2 with full activation checkpointing, pp 2 × dp_shard 2 (FSDP, resharding after
 # forward by default and always), pp 2 with block-causal masks. DualPipeV (B and
 # I/W mixed, forward-backward pairs): pp 2 and pp 3 (6 micro-batches), pp 2 with 2 expert
-# servers. Losses, grad norms and the final parameters and AdamW moments agree within 1e-5
+# servers, where each pair runs overlapped as two turns that hand over at the expert exchanges
+# (the trace in the list's order), and that with dp_shard 2 (two FSDP stores' collectives
+# interleaved, in the same order on both ranks; 8 sequences against one process's 8). Losses,
+# grad norms and the final parameters and AdamW moments agree within 1e-5
 # relative; every stage rank peaks within 10% of its plan. Checkpoints cross layouts (ZBV pp 2 →
 # one process, one process → ZBV pp 3, DualPipeV pp 2 → one process), validation runs through
 # the v.
@@ -44,9 +47,19 @@ train_stages zbv2_dp2_always 4 --training.local_batch_size 2 "${PP2[@]}" \
 DUAL=(--parallelism.pipeline_parallel_schedule DualPipeV)
 train_stages dual2 2 --training.local_batch_size 4 --parallelism.pipeline_parallel_degree 2 \
     "${DUAL[@]}" --parallelism.print_schedule true
-expect_in "$WORK/dual2.out" "layout: pipeline schedule: rank 1: RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RF2.1 F1.2 SF1.2 RB0.2 F2.1 SF2.1 RF2.2 B0.2"
+expect_in "$WORK/dual2.out" "layout: pipeline schedule: rank 1: RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RF2.1 F1.2 SF1.2 RB0.2 F2.1 SF2.1 RF2.2 RB0.1 B0.2 SB0.2 RF3.1 RB1.2 PF2.2 B0.1"
 train_stages dual3 3 "${SIX[@]}" --parallelism.pipeline_parallel_degree 3 "${DUAL[@]}"
+expect_in "$WORK/dual2.out" "each pair (PF and the B after it) runs in turn"
 EXPERT_SERVERS=4 train_stages dual2_ep2 2 --training.local_batch_size 4 \
+    --parallelism.pipeline_parallel_degree 2 "${DUAL[@]}" --parallelism.expert_parallel_degree 2 \
+    --parallelism.print_schedule true --profiling.enable_profiling --profiling.profile_freq 10 \
+    --profiling.save_traces_folder trace
+expect_in "$WORK/dual2_ep2.out" "each pair (PF and the B after it) overlaps"
+python3 -c 'import sys; from run_agreement import trace_follows_schedule as t; t(sys.argv[1], "dual2_ep2")' \
+    "$WORK" || fail "the DualPipeV trace does not follow the schedule"
+EIGHT=(--training.global_batch_size 8)
+train_stages one8 1 "${EIGHT[@]}" --training.local_batch_size 8
+EXPERT_SERVERS=4 train_stages dual2_dp2_ep2 4 "${EIGHT[@]}" --training.local_batch_size 4 \
     --parallelism.pipeline_parallel_degree 2 "${DUAL[@]}" --parallelism.expert_parallel_degree 2
 make_text_corpus
 train_stages block_one 1 --training.local_batch_size 4 "${TEXT[@]}"
@@ -58,10 +71,10 @@ from run_agreement import pipeline_agrees
 pairs = [(n, "one") for n in ("zbv2", "zbv2_tp2", "zbv2_ep2", "zbv2_ac", "zbv2_dp2",
                               "zbv2_dp2_always", "dual2", "dual2_ep2")]
 pipeline_agrees(sys.argv[1], pairs + [("zbv3", "one6"), ("dual3", "one6"),
-                                      ("block_zbv2", "block_one")])
+                                      ("dual2_dp2_ep2", "one8"), ("block_zbv2", "block_one")])
 PY
 check_peaks zbv2 zbv3 zbv2_tp2 zbv2_ep2 zbv2_ac zbv2_dp2 zbv2_dp2_always block_zbv2 dual2 dual3 \
-    dual2_ep2
+    dual2_ep2 dual2_dp2_ep2
 
 # Checkpoints across layouts: resume at step 5 and train to 10, against the uninterrupted run.
 resume_from from_zbv2_on_one zbv2 1 --training.local_batch_size 4

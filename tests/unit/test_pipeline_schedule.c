@@ -102,10 +102,13 @@ static Dsv3PipeAction parse_action(const char *text) {
                {"I", DSV3_PIPE_I},       {"W", DSV3_PIPE_W}};
     char prefix[3];
     int micro, stage;
-    if (sscanf(text, "%2[A-Z]%d.%d", prefix, &micro, &stage) != 3) fail_msg("bad action %s", text);
+    int paired = text[0] == 'P'; // "PF3.0": an F paired with the B after it
+    if (sscanf(text + paired, "%2[A-Z]%d.%d", prefix, &micro, &stage) != 3)
+        fail_msg("bad action %s", text);
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         if (strcmp(prefix, ops[i].prefix) == 0)
-            return (Dsv3PipeAction){.op = ops[i].op, .micro = micro, .stage = stage};
+            return (Dsv3PipeAction){
+                .op = ops[i].op, .micro = micro, .stage = stage, .paired = paired};
     fail_msg("bad action %s", text);
     return (Dsv3PipeAction){0};
 }
@@ -258,10 +261,11 @@ static void expect_bubble(const Dsv3PipeSchedule *s, const Dsv3PipeSimulation *s
     // pp − 1 computation pairs longer than that (ZBVZeroBubble: the idle units of the formula).
     double work = (double)(s->stages_per_rank * s->n_micro) * (T_FORWARD + T_BACKWARD);
     double idle = (double)(s->pp - 1) * (T_FORWARD + T_BACKWARD);
-    if (dsv3_pipe_kind_is_v_shaped(s->kind)) {
+    if (s->kind == DSV3_PIPE_ZBV) {
         double short_of_full = 2.0 * (double)(2 * s->pp - 1 - s->n_micro);
         idle = short_of_full > (double)(s->pp - 1) ? short_of_full : (double)(s->pp - 1);
     }
+    if (s->kind == DSV3_PIPE_DUALPIPEV) idle = 2.0 * (double)(s->pp - 1);
     assert_true(sim->busy_max == work);
     assert_true(sim->makespan == work + idle);
 }
@@ -508,20 +512,30 @@ static int consumes(const Dsv3PipeAction *r, const Dsv3PipeAction *c) {
                                       : c->op == DSV3_PIPE_B || c->op == DSV3_PIPE_I);
 }
 
-// The computations and messages of `rank`'s list obey the placement rule (a SEND right after its
-// computation, a RECV one computation ahead of its consumer or first), and each local stage has
-// its n_micro F, I and W (a B counting as both) in micro-batch order with W after I.
+// Whether compute `c` sends a message: an F before the last stage, a B or I after the first.
+static int sends(const Dsv3PipeAction *c, int64_t stages) {
+    return c->op == DSV3_PIPE_F ? c->stage < stages - 1 : c->op != DSV3_PIPE_W && c->stage > 0;
+}
+
+// The computations and messages of `rank`'s list obey the placement rule: a unit is one
+// computation, or a paired F with the B of another stage right after it; the unit's SENDs
+// follow it at once, in its order; a RECV is one unit ahead of its consumer's, or before the
+// first. Each local stage has its n_micro F, I and W (a B counting as both) in micro-batch order
+// with W after I.
 static void check_split_list(const Dsv3PipeSchedule *s, int64_t rank) {
     const Dsv3PipeAction *list = &s->actions[s->first[rank]];
     int64_t length = s->first[rank + 1] - s->first[rank], stages = 2 * s->pp;
     Dsv3PipeAction compute[MAX_COMPUTE];
-    int64_t count = 0, next[2][3] = {{0}};
+    int64_t unit[MAX_COMPUTE]; // each computation's unit
+    int64_t count = 0, units = 0, next[2][3] = {{0}};
     for (int64_t i = 0; i < length; i++) {
         const Dsv3PipeAction *a = &list[i];
         if (a->op == DSV3_PIPE_RECV_F || a->op == DSV3_PIPE_SEND_F || a->op == DSV3_PIPE_RECV_B ||
             a->op == DSV3_PIPE_SEND_B)
             continue;
         assert_true(count < MAX_COMPUTE);
+        int second = i > 0 && list[i - 1].paired; // the B of a pair
+        unit[count] = second ? units - 1 : units++;
         compute[count++] = *a;
         int64_t k;
         assert_int_equal(dsv3_pipe_rank_of(s, a->stage, &k), rank);
@@ -531,31 +545,41 @@ static void check_split_list(const Dsv3PipeSchedule *s, int64_t rank) {
             assert_int_equal(a->micro, next[k][phase]++);
             if (phase > 0) assert_true(next[k][phase] <= next[k][phase - 1]);
         }
-        int sends = a->op == DSV3_PIPE_F   ? a->stage < stages - 1
-                    : a->op == DSV3_PIPE_W ? 0
-                                           : a->stage > 0;
-        if (sends) {
+        if (a->paired) {
+            assert_int_equal(a->op, DSV3_PIPE_F);
             assert_true(i + 1 < length);
-            assert_int_equal(list[i + 1].op,
-                             a->op == DSV3_PIPE_F ? DSV3_PIPE_SEND_F : DSV3_PIPE_SEND_B);
-            assert_int_equal(list[i + 1].micro, a->micro);
-            assert_int_equal(list[i + 1].stage, a->stage);
+            assert_int_equal(list[i + 1].op, DSV3_PIPE_B);
+            assert_true(list[i + 1].stage != a->stage);
+        }
+        if (second) continue;
+        int64_t end = a->paired ? i + 1 : i, at = end + 1;
+        for (int64_t c = i; c <= end; c++) {
+            if (!sends(&list[c], stages)) continue;
+            assert_true(at < length);
+            assert_int_equal(list[at].op,
+                             list[c].op == DSV3_PIPE_F ? DSV3_PIPE_SEND_F : DSV3_PIPE_SEND_B);
+            assert_int_equal(list[at].micro, list[c].micro);
+            assert_int_equal(list[at].stage, list[c].stage);
+            at++;
         }
     }
     for (int k = 0; k < 2; k++)
         for (int phase = 0; phase < 3; phase++)
             assert_int_equal(next[k][phase], s->n_micro);
-    int64_t computed = 0;
+    int64_t done = 0; // units listed before this action
     for (int64_t i = 0; i < length; i++) {
         const Dsv3PipeAction *a = &list[i];
         if (a->op != DSV3_PIPE_RECV_F && a->op != DSV3_PIPE_RECV_B) {
-            computed += a->op != DSV3_PIPE_SEND_F && a->op != DSV3_PIPE_SEND_B;
+            int compute_op = a->op != DSV3_PIPE_SEND_F && a->op != DSV3_PIPE_SEND_B;
+            done += compute_op && !(i > 0 && list[i - 1].paired);
             continue;
         }
-        int64_t at = i == 0 && consumes(a, &compute[0]) ? 0 : computed + 1;
+        int64_t consumer = 0;
+        while (consumer < count && !consumes(a, &compute[consumer]))
+            consumer++;
         char text[ACTION_TEXT_CAPACITY];
         dsv3_pipe_action_text(a, text, sizeof text);
-        if (at >= count || !consumes(a, &compute[at]))
+        if (consumer == count || (unit[consumer] != done + 1 && (done > 0 || unit[consumer] != 0)))
             fail_msg("rank %lld: %s is not one computation ahead of its consumer", (long long)rank,
                      text);
     }
@@ -590,17 +614,18 @@ static void test_zbv_list_worked_out_by_hand(void **state) {
 // torch's ScheduleDualPipeV: rank 0 runs 2 forwards down, a pair down and up, I W F up, one main
 // round (F3.0 with B1.3, F2.3 with B0.0), B2.3 with the pair F3.3 B1.0, then B3.3 and the split
 // I2.0 I3.0 with their W; rank 1 (the last) starts the main part with F2.1 and B0.2 unpaired and
-// ends with I3.2 I3.1 and their W.
+// ends with I3.2 I3.1 and their W. A pair's RECVs come before it, one unit ahead, and its SENDs
+// after both computations.
 static void test_dualpipev_list_worked_out_by_hand(void **state) {
     (void)state;
     Dsv3PipeSchedule s = create_or_fail(DSV3_PIPE_DUALPIPEV, 2, 4, 2);
     static const char *const dualpipev[] = {
-        "F0.0 SF0.0 F1.0 SF1.0 RF0.3 F2.0 SF2.0 F0.3 I0.3 SB0.3 RF1.3 W0.3 F1.3 F3.0 SF3.0 RF2.3 "
-        "B1.3 SB1.3 RB0.0 F2.3 B0.0 RF3.3 B2.3 SB2.3 RB1.0 F3.3 B1.0 RB2.0 B3.3 SB3.3 I2.0 RB3.0 "
-        "W2.0 I3.0 W3.0",
+        "F0.0 SF0.0 F1.0 SF1.0 RF0.3 F2.0 SF2.0 F0.3 I0.3 SB0.3 RF1.3 W0.3 F1.3 RF2.3 RB0.0 PF3.0 "
+        "B1.3 SF3.0 SB1.3 PF2.3 B0.0 RF3.3 RB1.0 B2.3 SB2.3 PF3.3 B1.0 RB2.0 B3.3 SB3.3 I2.0 "
+        "RB3.0 W2.0 I3.0 W3.0",
         "RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RF2.1 F1.2 SF1.2 RB0.2 F2.1 "
-        "SF2.1 RF2.2 B0.2 SB0.2 RB0.1 F2.2 SF2.2 RF3.1 B0.1 SB0.1 RB1.2 F3.1 SF3.1 RF3.2 B1.2 "
-        "SB1.2 RB1.1 F3.2 SF3.2 RB2.2 B1.1 SB1.1 RB2.1 B2.2 SB2.2 RB3.2 B2.1 SB2.1 RB3.1 I3.2 "
+        "SF2.1 RF2.2 RB0.1 B0.2 SB0.2 RF3.1 RB1.2 PF2.2 B0.1 SF2.2 SB0.1 RF3.2 RB1.1 PF3.1 B1.2 "
+        "SF3.1 SB1.2 RB2.2 PF3.2 B1.1 SF3.2 SB1.1 RB2.1 B2.2 SB2.2 RB3.2 B2.1 SB2.1 RB3.1 I3.2 "
         "SB3.2 I3.1 SB3.1 W3.2 W3.1",
     };
     expect_lists(&s, dualpipev);
@@ -609,8 +634,9 @@ static void test_dualpipev_list_worked_out_by_hand(void **state) {
 
 // ZBVZeroBubble and DualPipeV for every pp and n_micro of the sweep (DualPipeV from 2·pp on):
 // the placement rule, slots within n_micro, and a simulated bubble equal to idle / (6 · n_micro
-// + idle), idle = max(pp − 1, 2 · (2·pp − 1 − n_micro)). DualPipeV's pairs run in turn, so it
-// idles as ZBVZeroBubble does.
+// + idle): ZBVZeroBubble idle = max(pp − 1, 2 · (2·pp − 1 − n_micro)), DualPipeV (whose pairs
+// start once both their messages are in and send once both are done) DeepSeek's
+// (pp − 1) · (F&B + B − 3·W) = 2 · (pp − 1) with F&B = F + B.
 static void test_v_schedules_meet_the_bubble_formula(void **state) {
     (void)state;
     static const Dsv3PipeKind kinds[] = {DSV3_PIPE_ZBV, DSV3_PIPE_DUALPIPEV};
@@ -666,6 +692,10 @@ static void test_simulator_rejects_broken_lists(void **state) {
     (void)state;
     static const char *const b_first[] = {"B0.0 F0.0"};
     expect_broken(DSV3_PIPE_GPIPE, 1, 1, 1, b_first, "rank 0 runs B0.0 before F0.0");
+    // A pair's two computations run at once: they need two models.
+    static const char *const paired_alone[] = {"PF0.0 B0.0"};
+    expect_broken(DSV3_PIPE_GPIPE, 1, 1, 1, paired_alone,
+                  "rank 0 lists PF0.0, which is not an F followed by the B of another stage");
     static const char *const slot_reused[] = {"F0.0 F1.0 B1.0 F2.0 B0.0 B2.0"};
     expect_broken(DSV3_PIPE_GPIPE, 1, 3, 1, slot_reused,
                   "rank 0 runs F2.0 in activation slot 0 of 2, which micro-batch 0 still holds "
