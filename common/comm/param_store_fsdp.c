@@ -32,7 +32,7 @@ typedef struct {
     int grad;    // gradient buffer while in backward (and kept after it), or NO_BUFFER
     int kept;    // grad outlives the next release (keep: a split backward's W is to come)
     Op gather;   // while COPY_GATHERING
-    int next[2]; // the group acquired after this one, per Dsv3ParamUse, or NO_GROUP
+    int next[2]; // the group acquired after this one in forward and in backward, or NO_GROUP
     int reshard; // freed after forward
 } GroupComm;
 
@@ -175,11 +175,33 @@ static Dsv3Err reduction_complete_oldest(FsdpStore *s) {
     return DSV3_OK;
 }
 
+// Group g's full gradient buffer for a backward or a W: the one an I kept, to add to, or a
+// zeroed one.
+static Dsv3Err grad_buffer(FsdpStore *s, int g, float **grad) {
+    GroupComm *c = &s->comms[g];
+    if (c->grad != NO_BUFFER) { // kept
+        *grad = s->buffers[c->grad];
+        c->kept = 0;
+        return DSV3_OK;
+    }
+    DSV3_CALL(buffer_take(s, 1, &c->grad));
+    DSV3_CALL(check_taken(s, g, c->grad));
+    *grad = s->buffers[c->grad];
+    return dsv3_memory_zero(s->base.kernels, *grad,
+                            (size_t)s->base.groups[g].numel * sizeof(float));
+}
+
 static Dsv3Err fsdp_acquire(Dsv3ParamStore *self, int g, Dsv3ParamUse use) {
     FsdpStore *s = of(self);
     DSV3_ASSERT(g >= 0 && g < self->n_groups);
     GroupComm *c = &s->comms[g];
     DSV3_CALL(progress(s));
+    if (use == DSV3_PARAM_USE_WEIGHT_GRAD) { // gradients alone: nothing to gather
+        float *grad;
+        DSV3_CALL(grad_buffer(s, g, &grad));
+        dsv3_param_group_bind(&self->groups[g], NULL, grad);
+        return DSV3_OK;
+    }
     if (c->state == COPY_NONE) {
         int started = 0;
         DSV3_CALL(gather_start(s, g, 1, &started));
@@ -190,16 +212,7 @@ static Dsv3Err fsdp_acquire(Dsv3ParamStore *self, int g, Dsv3ParamUse use) {
         c->state = COPY_READY;
     }
     float *grad = NULL;
-    if (use == DSV3_PARAM_USE_BACKWARD && c->grad != NO_BUFFER) { // kept: add to it
-        grad = s->buffers[c->grad];
-        c->kept = 0;
-    } else if (use == DSV3_PARAM_USE_BACKWARD) {
-        DSV3_CALL(buffer_take(s, 1, &c->grad));
-        DSV3_CALL(check_taken(s, g, c->grad));
-        grad = s->buffers[c->grad];
-        DSV3_CALL(
-            dsv3_memory_zero(self->kernels, grad, (size_t)self->groups[g].numel * sizeof(float)));
-    }
+    if (use == DSV3_PARAM_USE_BACKWARD) DSV3_CALL(grad_buffer(s, g, &grad));
     dsv3_param_group_bind(&self->groups[g], s->buffers[c->value], grad);
     int next = c->next[use];
     if (next != NO_GROUP && s->comms[next].state == COPY_NONE) {
@@ -226,6 +239,10 @@ static Dsv3Err fsdp_release(Dsv3ParamStore *self, int g, Dsv3ParamUse use) {
     if (c->grad != NO_BUFFER && !c->kept) { // a backward without reduce or keep: dropped
         s->busy[c->grad] = 0;
         c->grad = NO_BUFFER;
+    }
+    if (use == DSV3_PARAM_USE_WEIGHT_GRAD) { // its acquire took no copy (one may be gathering)
+        dsv3_param_group_bind(&self->groups[g], NULL, NULL);
+        return DSV3_OK;
     }
     if (use == DSV3_PARAM_USE_FORWARD && !c->reshard) return DSV3_OK; // kept for backward
     copy_drop(s, g);

@@ -585,10 +585,10 @@ static Dsv3Err acquire(Dsv3Model *m, int g, Dsv3ParamUse use) {
     return st->ops->acquire(st, g, use);
 }
 
-// Releases group g after `use`; after a backward, first hands its gradients over.
+// Releases group g after `use`; after a backward or a W, first hands its gradients over.
 static Dsv3Err release(Dsv3Model *m, int g, Dsv3ParamUse use) {
     Dsv3ParamStore *st = m->services.params;
-    if (use == DSV3_PARAM_USE_BACKWARD) DSV3_CALL(st->ops->reduce(st, g));
+    if (use != DSV3_PARAM_USE_FORWARD) DSV3_CALL(st->ops->reduce(st, g));
     return st->ops->release(st, g, use);
 }
 
@@ -934,10 +934,10 @@ Dsv3Err dsv3_model_backward_weight(Dsv3Model *m, int64_t slot) {
         const int64_t i = local_layer(m, q->records[next].layer_id);
         DSV3_ASSERT(i >= 0);
         const int g = m->group_layer[i];
-        DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_BACKWARD));
+        DSV3_CALL(acquire(m, g, DSV3_PARAM_USE_WEIGHT_GRAD));
         DSV3_CALL(dsv3_layer_weight_grads_run(m->services.kernels, q, &next,
                                               &m->services.params->groups[g]));
-        DSV3_CALL(release(m, g, DSV3_PARAM_USE_BACKWARD));
+        DSV3_CALL(release(m, g, DSV3_PARAM_USE_WEIGHT_GRAD));
     }
     q->count = q->used = 0;
     return DSV3_OK;

@@ -32,12 +32,19 @@
 #include "common/model/params.h"
 #include "kernels/kernels.h"
 
-typedef enum { DSV3_PARAM_USE_FORWARD, DSV3_PARAM_USE_BACKWARD } Dsv3ParamUse;
+// WEIGHT_GRAD: a split backward's W, which needs only the gradient buffer its I kept (no
+// parameter values: a sharded store gathers nothing for it).
+typedef enum {
+    DSV3_PARAM_USE_FORWARD,
+    DSV3_PARAM_USE_BACKWARD,
+    DSV3_PARAM_USE_WEIGHT_GRAD
+} Dsv3ParamUse;
 
 typedef struct Dsv3ParamStore Dsv3ParamStore;
 
 typedef struct {
-    // Makes group `g`'s full parameters (and its full gradient buffer) available for `use`.
+    // Makes group `g`'s full parameters (and its full gradient buffer) available for `use`; for
+    // DSV3_PARAM_USE_WEIGHT_GRAD only the gradient buffer that keep held (the values unbound).
     Dsv3Err (*acquire)(Dsv3ParamStore *self, int g, Dsv3ParamUse use);
     // The group's full buffers are no longer needed for `use`.
     Dsv3Err (*release)(Dsv3ParamStore *self, int g, Dsv3ParamUse use);

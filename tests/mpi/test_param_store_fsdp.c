@@ -10,7 +10,8 @@
 //   - the values of the shards are untouched;
 //   - the same with a split backward (the model's ZBVZeroBubble order: both micro-batches'
 //     forwards, their I, then their W): each layer group's I writes all but 1 of each element
-//     and keeps the buffer, which the next I adds to; its W finds it, adds the 1 and reduces.
+//     and keeps the buffer, which the next I adds to; its W finds it (without the values: a W
+//     gathers nothing), adds the 1 and reduces.
 // Usage (job rank 0 is the coordinator, the rest stage ranks):
 //   test_param_store_fsdp [--dp-replicate N] [--dp-shard N]
 // Exits 0 when every check passed on every rank.
@@ -69,16 +70,20 @@ typedef struct {
     Report *rep;
 } Run;
 
-// Acquires group g for `use`, checking its values; for backward its gradient buffer holds
-// `kept` (a previous I's, not reduced yet) or zeros.
+// Acquires group g for `use`, checking its values (a W gets none); for backward and W its
+// gradient buffer holds `kept` (a previous I's, not reduced yet) or zeros.
 static void acquire_holding(Run *r, int g, Dsv3ParamUse use, const float *kept) {
     Dsv3ParamStore *st = r->fsdp;
     expect_ok(r->rep, st->ops->acquire(st, g, use), "acquire");
     const Dsv3ParamGroup *mine = &st->groups[g], *whole = &r->local->groups[g];
-    expect(r->rep,
-           mine->data && memcmp(mine->data, whole->data, (size_t)whole->numel * sizeof(float)) == 0,
-           "gathered values", g);
-    if (use != DSV3_PARAM_USE_BACKWARD) return;
+    if (use == DSV3_PARAM_USE_WEIGHT_GRAD)
+        expect(r->rep, mine->data == NULL, "no values bound for a W", g);
+    else
+        expect(r->rep,
+               mine->data &&
+                   memcmp(mine->data, whole->data, (size_t)whole->numel * sizeof(float)) == 0,
+               "gathered values", g);
+    if (use == DSV3_PARAM_USE_FORWARD) return;
     for (int64_t i = 0; i < mine->numel; i++)
         expect(r->rep, mine->grad[i] == (kept ? kept[i] : 0.0f), "gradient buffer", i);
 }
@@ -157,19 +162,25 @@ static void backward_input(Run *r, float **kept) {
 }
 
 // A W: each layer group's kept buffer (or, after an earlier W reduced it, a zeroed one) gets a
-// micro-batch's 1 in every element, and is reduced.
+// micro-batch's 1 in every element, and is reduced. It gathers no parameters: the store's
+// bytes grow by the reduce-scatters alone.
 static void backward_weight(Run *r, float **kept) {
     Dsv3ParamStore *st = r->fsdp;
+    int64_t before = dsv3_param_store_fsdp_times(st).bytes, reduced = 0;
     for (int g = st->n_groups - 1; g >= 0; g--) {
         Dsv3ParamGroup *group = &st->groups[g];
         if (group->kind != DSV3_GROUP_LAYER) continue;
-        acquire_holding(r, g, DSV3_PARAM_USE_BACKWARD, kept[g]);
+        acquire_holding(r, g, DSV3_PARAM_USE_WEIGHT_GRAD, kept[g]);
         for (int64_t i = 0; i < group->numel; i++)
             group->grad[i] += 1.0f;
-        reduce_release(r, g);
+        expect_ok(r->rep, st->ops->reduce(st, g), "reduce");
+        expect_ok(r->rep, st->ops->release(st, g, DSV3_PARAM_USE_WEIGHT_GRAD), "release");
+        reduced += group->shard_numel * (int64_t)sizeof(float);
         free(kept[g]);
         kept[g] = NULL;
     }
+    expect(r->rep, dsv3_param_store_fsdp_times(st).bytes - before == reduced,
+           "a W moves its reduce-scatters' bytes only", reduced);
 }
 
 // Both micro-batches in the order of a split backward: F0 F1 I0 I1 W0 W1. The W of micro-batch
