@@ -210,8 +210,10 @@ run, schedule, tps = sys.argv[1], sys.argv[2], sys.argv[3]
 steps = [json.loads(line) for line in open(f"{run}/metrics.jsonl")][1:]
 away = statistics.median(s["time_comm_experts"] for s in steps)
 hidden = statistics.median(s["time_experts_hidden"] / s["time_comm_experts"] for s in steps)
+exposed = statistics.median(s["time_comm_experts"] - s["time_experts_hidden"] for s in steps)
 print(f"  {schedule:15s} pp 2: {float(tps):8.1f} tokens/s, routed rows away {away:.3f} s per "
-      f"step, {100 * hidden:5.1f}% of it hidden behind other compute (last run, median step)")
+      f"step, {100 * hidden:5.1f}% of it hidden behind other compute, {exposed:.3f} s waited "
+      f"(last run, median step)")
 PY
     done
     exit 0
