@@ -204,9 +204,8 @@ static Dsv3Err print_config(const Dsv3Config *cfg) {
 
 // The pipeline schedule: its shape and theoretical bubble, and with parallelism.print_schedule
 // every pipeline rank's actions in order (several lines when long). Lines start with `prefix`.
-static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt,
-                            const Dsv3ParallelDims *dims, const char *prefix) {
-    int64_t pp = dims->pp;
+static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt, int64_t pp,
+                            const char *prefix) {
     if (pp == 1) {
         DSV3_LOG_INFO("%s: no pipeline (pipeline_parallel_degree 1): each micro-batch's "
                       "forward, then its backward",
@@ -215,7 +214,7 @@ static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt,
     }
     Dsv3PipeSchedule s;
     DSV3_CALL(dsv3_pipe_schedule_create(&s, opt->pipe.kind, pp, opt->pipe.n_micro,
-                                        opt->pipe.stages_per_rank));
+                                        opt->pipe.stages_per_rank, opt->pipe.overlap_pairs));
     char over[96];
     if (s.stages_per_rank > 1)
         snprintf(over, sizeof over, "%" PRId64 " ranks with %" PRId64 " stages each", pp,
@@ -227,11 +226,12 @@ static Dsv3Err log_schedule(const Dsv3Config *cfg, const Dsv3PlanOptions *opt,
                   prefix, dsv3_pipe_kind_name(s.kind), s.n_micro, opt->pipe.micro_batch, over,
                   100.0 * dsv3_pipe_schedule_bubble(&s));
     if (s.kind == DSV3_PIPE_DUALPIPEV)
-        DSV3_LOG_INFO("%s: each pair (PF and the B after it) %s", prefix,
-                      dsv3_layout_expert_count(dims) > 0
-                          ? "overlaps: each computes while the other's routed rows are at the "
-                            "expert servers"
-                          : "runs in turn: without expert servers there is no exchange to hide");
+        DSV3_LOG_INFO("%s: %s", prefix,
+                      s.overlap_pairs
+                          ? "each pair (PF and the B after it) overlaps: each computes while the "
+                            "other's routed rows are at the expert servers"
+                          : "each pair (an F and the B after it) runs in turn: without expert "
+                            "servers there is no exchange to hide");
     enum { LINE = 1024 };
     char line[LINE], action[32];
     for (int64_t r = 0; cfg->parallelism.print_schedule && r < pp; r++) {
@@ -262,7 +262,7 @@ static Dsv3Err log_plan(const Dsv3Launch *launch, const Dsv3ParallelDims *dims) 
         dsv3_plan_describe(&share, line, sizeof line);
         DSV3_LOG_INFO("dry run: %s", line);
     }
-    DSV3_CALL(log_schedule(&launch->config, &opt, dims, "dry run: schedule"));
+    DSV3_CALL(log_schedule(&launch->config, &opt, dims->pp, "dry run: schedule"));
     DSV3_LOG_INFO("dry run: config and layout are valid; nothing was allocated");
     return DSV3_OK;
 }
@@ -438,7 +438,7 @@ static Dsv3Err launch_start(Dsv3Role role, const LaunchFlags *flags, Dsv3Launch 
         if (!launch->config.job.dry_run && launch->topology.dims.pp > 1) {
             Dsv3PlanOptions opt;
             DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
-            DSV3_CALL(log_schedule(&launch->config, &opt, &launch->topology.dims,
+            DSV3_CALL(log_schedule(&launch->config, &opt, launch->topology.dims.pp,
                                    "layout: pipeline schedule"));
         }
         if (launch->config.job.print_config) DSV3_CALL(print_config(&launch->config));

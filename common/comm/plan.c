@@ -83,6 +83,7 @@ Dsv3Err dsv3_plan_options_from_config(const Dsv3Config *cfg, Dsv3PlanOptions *ou
     // The EOS id changes no buffer size (block-causal masks keep document ids either way).
     DSV3_CALL(dsv3_model_options_from_config(cfg, -1, &out->model));
     DSV3_CALL(pipeline_from_config(cfg, &out->pipe));
+    out->pipe.overlap_pairs = cfg->parallelism.expert_parallel_degree > 1;
     out->model.batch = out->pipe.micro_batch;
     out->model.split_backward = dsv3_pipe_kind_splits_backward(out->pipe.kind);
     return dsv3_reshard_policy_parse(cfg->parallelism.fsdp_reshard_after_forward, &out->reshard);
@@ -103,7 +104,7 @@ Dsv3Err dsv3_plan_rank_chunks(const Dsv3PlanOptions *opt, int64_t pp, int64_t ra
     }
     Dsv3PipeSchedule schedule;
     DSV3_CALL(dsv3_pipe_schedule_create(&schedule, opt->pipe.kind, pp, opt->pipe.n_micro,
-                                        opt->pipe.stages_per_rank));
+                                        opt->pipe.stages_per_rank, opt->pipe.overlap_pairs));
     for (int64_t k = 0; k < opt->pipe.stages_per_rank; k++)
         chunks[k] = (Dsv3PlanChunk){.stage = dsv3_pipe_stage_of(&schedule, rank, k),
                                     .slots = dsv3_pipe_schedule_slots(&schedule, rank, k)};

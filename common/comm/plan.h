@@ -71,6 +71,7 @@ typedef struct {
     int64_t n_micro;     // pipeline micro-batches per training micro-batch
     int64_t micro_batch; // sequences per pipeline micro-batch
     Dsv3PipeSplit split; // the layers of each (virtual) stage
+    int overlap_pairs;   // DualPipeV's pairs overlap: the job has expert servers to hide
 } Dsv3PlanPipeline;
 
 // What a rank's memory depends on beyond the layout.

@@ -257,13 +257,13 @@ static void dualpipev_weight(VOrder *z) {
     z->out[z->used++] = (Dsv3PipeAction){.op = DSV3_PIPE_W, .micro = i->micro, .stage = i->stage};
 }
 
-// DualPipeV's overlapped pair: the forward of chunk f's next micro-batch, marked paired, and
-// the whole backward of chunk b's right after it.
+// DualPipeV's pair: the forward of chunk f's next micro-batch, marked paired where pairs
+// overlap, and the whole backward of chunk b's right after it.
 static void dualpipev_pair(VOrder *z, int f, int b) {
     int64_t before = z->used;
     v_push(z, DSV3_PIPE_F, f);
     v_push(z, DSV3_PIPE_B, b);
-    if (z->used == before + 2) z->out[before].paired = 1;
+    if (z->used == before + 2 && z->s->overlap_pairs) z->out[before].paired = 1;
 }
 
 // torch's ScheduleDualPipeV, with n_micro ≥ 2·pp: (pp − r − 1)·2 forwards down; r + 1 pairs of
@@ -390,12 +390,15 @@ static void pipe_emit(const Dsv3PipeSchedule *s, const Dsv3PipeAction *compute, 
 }
 
 Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int64_t pp,
-                                  int64_t n_micro, int64_t stages_per_rank) {
+                                  int64_t n_micro, int64_t stages_per_rank, int overlap_pairs) {
     DSV3_CHECK(out != NULL, DSV3_ERR_USAGE, "dsv3_pipe_schedule_create: out is NULL");
     *out = (Dsv3PipeSchedule){0};
     DSV3_CALL(pipe_check_shape(kind, pp, n_micro, stages_per_rank));
-    Dsv3PipeSchedule s = {
-        .kind = kind, .pp = pp, .n_micro = n_micro, .stages_per_rank = stages_per_rank};
+    Dsv3PipeSchedule s = {.kind = kind,
+                          .pp = pp,
+                          .n_micro = n_micro,
+                          .stages_per_rank = stages_per_rank,
+                          .overlap_pairs = kind == DSV3_PIPE_DUALPIPEV && overlap_pairs};
     // Room for the most computations (a split backward everywhere) and every message.
     int64_t stages = dsv3_pipe_stage_count(&s), per_unit = pipe_compute_per_unit(kind),
             per_rank = per_unit * stages_per_rank * n_micro;
@@ -455,11 +458,11 @@ int64_t dsv3_pipe_schedule_slots(const Dsv3PipeSchedule *s, int64_t rank, int64_
 
 double dsv3_pipe_schedule_bubble(const Dsv3PipeSchedule *s) {
     double pp = (double)s->pp, units = (double)(s->stages_per_rank * s->n_micro);
-    if (s->kind == DSV3_PIPE_DUALPIPEV) { // (pp − 1)·(F&B + B − 3·W), F&B = F + B
+    if (s->overlap_pairs) { // (pp − 1)·(F&B + B − 3·W), F&B = F + B
         double idle = (pp - 1.0) * 2.0;
         return idle / (3.0 * units + idle);
     }
-    if (s->kind == DSV3_PIPE_ZBV) { // in units of one forward (see the header)
+    if (dsv3_pipe_kind_splits_backward(s->kind)) { // in units of one forward (see the header)
         double short_of_full = 2.0 * (2.0 * pp - 1.0 - (double)s->n_micro);
         double idle = short_of_full > pp - 1.0 ? short_of_full : pp - 1.0;
         return idle / (3.0 * units + idle);

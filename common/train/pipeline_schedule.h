@@ -36,13 +36,16 @@
 // its 6 · n_micro: bubble idle / (6 · n_micro + idle). Once n_micro ≥ 2·pp − 1 that is pp − 1
 // forwards of its half-size stages, where 1F1B idles 3 · (pp − 1) forwards of full-size ones:
 // a sixth of the time (held-back W fill the cool-down). DualPipeV (n_micro ≥ 2·pp) pairs the
-// forward of one micro-batch with the backward of another, which DeepSeek's DualPipe overlaps:
-// the F is listed paired ("PF3.0") with the B right after it, of the rank's other stage. The
-// pair is one unit of the list: both its RECVs are posted before it (one unit ahead), it starts
-// once both messages are in, and both its SENDs follow it; the stage runtime runs the two as
-// turns that hand over at the expert exchanges (train/pipeline_step.h). Its bubble is DeepSeek's
-// (pp − 1) · (F&B + B − 3·W) units per rank, with F&B the pair's time: in the units above
-// (F&B = F + B = 3, the pair counted without the overlap's gain) 2 · (pp − 1).
+// forward of one micro-batch with the backward of another, which DeepSeek's DualPipe overlaps
+// with the expert dispatch and combine of each. Where there is such an exchange to hide
+// (overlap_pairs: the job has expert servers) the F is listed paired ("PF3.0") with the B
+// right after it, of the rank's other stage, and the pair is one unit of the list: both its
+// RECVs are posted before it (one unit ahead), it starts once both messages are in, and both
+// its SENDs follow it; the stage runtime runs the two as turns that hand over at the expert
+// exchanges (train/pipeline_step.h). Its bubble is then DeepSeek's (pp − 1) · (F&B + B − 3·W)
+// units per rank, with F&B the pair's time: in the units above (F&B = F + B = 3, the pair
+// counted without the overlap's gain) 2 · (pp − 1). Otherwise the pair is an F and a B listed
+// one after the other, run in turn, and DualPipeV idles as ZBVZeroBubble does.
 #ifndef DSV3_TRAIN_PIPELINE_SCHEDULE_H
 #define DSV3_TRAIN_PIPELINE_SCHEDULE_H
 
@@ -82,6 +85,7 @@ typedef struct {
 typedef struct {
     Dsv3PipeKind kind;
     int64_t pp, n_micro, stages_per_rank;
+    int overlap_pairs;       // DualPipeV: its pairs are units that overlap (see above)
     int64_t *first;          // (pp + 1): rank r's actions are actions[first[r] … first[r + 1])
     Dsv3PipeAction *actions; // every rank's list, one after the other
 } Dsv3PipeSchedule;
@@ -117,9 +121,10 @@ int64_t dsv3_pipe_rank_of(const Dsv3PipeSchedule *s, int64_t stage, int64_t *loc
 // Interleaved 1F1B, which also needs n_micro a multiple of pp, exactly 2 for ZBVZeroBubble and
 // DualPipeV, which also needs n_micro ≥ 2·pp. A violation is DSV3_ERR_CONFIG naming the numbers and
 // the keys (pipeline_parallel_degree, local_batch_size / pipeline_parallel_microbatch_size
-// micro-batches, pipeline_parallel_layers_per_stage).
+// micro-batches, pipeline_parallel_layers_per_stage). overlap_pairs: DualPipeV lists its pairs
+// as overlapping units (other kinds ignore it).
 Dsv3Err dsv3_pipe_schedule_create(Dsv3PipeSchedule *out, Dsv3PipeKind kind, int64_t pp,
-                                  int64_t n_micro, int64_t stages_per_rank);
+                                  int64_t n_micro, int64_t stages_per_rank, int overlap_pairs);
 void dsv3_pipe_schedule_destroy(Dsv3PipeSchedule *s);
 
 // Activation slots rank `rank` needs for its k-th local stage: the most micro-batches between

@@ -131,7 +131,7 @@ Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, con
         const Dsv3PipeAction *a = &s->actions[i];
         switch (a->op) {
         case DSV3_PIPE_F:
-            if (a->paired && p->overlap_pairs && !forward_only) {
+            if (a->paired && !forward_only) {
                 DSV3_CALL(run_pair(p, a, tokens, labels, grad_scale, trace, trace_micro, loss_sum,
                                    n_labels));
                 i++; // the pair's B ran too

@@ -9,10 +9,10 @@
 // the backward: on the last stage from the labels (the loss of the whole global batch's scale),
 // elsewhere from the gradient the next stage sent. Under a v schedule the models split their
 // backward: I(m, s) is that backward without the layers' linear weight gradients, W(m, s) adds
-// them, and a B runs both at once. DualPipeV pairs an F with the B listed after it: where the
-// rank has expert servers (overlap_pairs) the two run as turns (core/turns.h), each computing
-// while the other's routed rows are at the servers, and the trace shows each one's share of the
-// pair's time, the F's first; elsewhere, and in a forward-only pass, they run in turn. RECV and
+// them, and a B runs both at once. A paired F (DualPipeV with expert servers) and the B listed
+// after it run as turns (core/turns.h), each computing while the other's routed rows are at
+// the servers; the trace shows each one's share of the pair's time, the F's first. A
+// forward-only pass runs them in turn. RECV and
 // SEND actions go to the pipeline exchange (comm/pipe_exchange.h) with the rank of the stage at the
 // other end, and its slots number every stage's in turn. Without a pipeline (pp 1) the schedule is
 // "F0.0 B0.0" and no exchange is needed.
@@ -40,7 +40,6 @@ typedef struct {
     const Dsv3PlanChunk *chunks; // (n_models) each model's stage and activation slots
     int64_t micro_tokens;        // tokens per pipeline micro-batch
     Dsv3PipeExchange *exchange;  // NULL without a pipeline
-    int overlap_pairs;           // run DualPipeV's pairs overlapped (with expert servers)
 } Dsv3PipelineStage;
 
 // One training micro-batch: `tokens` (stage 0) and `labels` (the last stage; NULL elsewhere)

@@ -300,14 +300,13 @@ static Dsv3Err pipeline_create(Dsv3PipelineStage *stage, Dsv3PipeSchedule *sched
     Dsv3PlanOptions opt;
     DSV3_CALL(dsv3_plan_options_from_config(&launch->config, &opt));
     DSV3_CALL(dsv3_pipe_schedule_create(schedule, opt.pipe.kind, t->dims.pp, opt.pipe.n_micro,
-                                        opt.pipe.stages_per_rank));
+                                        opt.pipe.stages_per_rank, opt.pipe.overlap_pairs));
     *stage = (Dsv3PipelineStage){.models = ms->models,
                                  .n_models = ms->n,
                                  .schedule = schedule,
                                  .rank = t->coord.pp,
                                  .chunks = ms->chunks,
-                                 .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len,
-                                 .overlap_pairs = t->n_expert > 0};
+                                 .micro_tokens = opt.pipe.micro_batch * opt.model.seq_len};
     if (t->dims.pp == 1) return DSV3_OK;
     Dsv3PipeExchangeShape shape =
         dsv3_plan_exchange_shape(&launch->model, &opt, launch->topology.dims.tp, ms->chunks, ms->n);

@@ -47,13 +47,19 @@ static void expect_error(Dsv3Err got, Dsv3Err code, const char *message) {
     dsv3_error_clear();
 }
 
-static Dsv3PipeSchedule create_or_fail(Dsv3PipeKind kind, int64_t pp, int64_t n_micro,
-                                       int64_t stages_per_rank) {
+// overlap: DualPipeV's pairs as overlapping units (a job with expert servers).
+static Dsv3PipeSchedule create_overlap_or_fail(Dsv3PipeKind kind, int64_t pp, int64_t n_micro,
+                                               int64_t stages_per_rank, int overlap) {
     Dsv3PipeSchedule s;
-    if (dsv3_pipe_schedule_create(&s, kind, pp, n_micro, stages_per_rank) != DSV3_OK)
+    if (dsv3_pipe_schedule_create(&s, kind, pp, n_micro, stages_per_rank, overlap) != DSV3_OK)
         fail_msg("%s pp %lld n_micro %lld v %lld: %s", dsv3_pipe_kind_name(kind), (long long)pp,
                  (long long)n_micro, (long long)stages_per_rank, dsv3_error_text());
     return s;
+}
+
+static Dsv3PipeSchedule create_or_fail(Dsv3PipeKind kind, int64_t pp, int64_t n_micro,
+                                       int64_t stages_per_rank) {
+    return create_overlap_or_fail(kind, pp, n_micro, stages_per_rank, 0);
 }
 
 static Dsv3PipeSimulation simulate_or_fail(const Dsv3PipeSchedule *s) {
@@ -261,11 +267,11 @@ static void expect_bubble(const Dsv3PipeSchedule *s, const Dsv3PipeSimulation *s
     // pp − 1 computation pairs longer than that (ZBVZeroBubble: the idle units of the formula).
     double work = (double)(s->stages_per_rank * s->n_micro) * (T_FORWARD + T_BACKWARD);
     double idle = (double)(s->pp - 1) * (T_FORWARD + T_BACKWARD);
-    if (s->kind == DSV3_PIPE_ZBV) {
+    if (dsv3_pipe_kind_is_v_shaped(s->kind)) {
         double short_of_full = 2.0 * (double)(2 * s->pp - 1 - s->n_micro);
         idle = short_of_full > (double)(s->pp - 1) ? short_of_full : (double)(s->pp - 1);
     }
-    if (s->kind == DSV3_PIPE_DUALPIPEV) idle = 2.0 * (double)(s->pp - 1);
+    if (s->overlap_pairs) idle = 2.0 * (double)(s->pp - 1);
     assert_true(sim->busy_max == work);
     assert_true(sim->makespan == work + idle);
 }
@@ -362,46 +368,46 @@ static void test_stage_and_rank_of_v(void **state) {
 static void test_create_names_the_bad_keys(void **state) {
     (void)state;
     Dsv3PipeSchedule s;
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_1F1B, 0, 4, 1), DSV3_ERR_CONFIG,
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_1F1B, 0, 4, 1, 0), DSV3_ERR_CONFIG,
                  "parallelism.pipeline_parallel_degree is 0, but a pipeline needs at least 1 rank");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_GPIPE, 2, 0, 1), DSV3_ERR_CONFIG,
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_GPIPE, 2, 0, 1, 0), DSV3_ERR_CONFIG,
                  "the pipeline gets 0 micro-batches (training.local_batch_size / "
                  "parallelism.pipeline_parallel_microbatch_size), but it needs at least 1");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_1F1B, 2, 4, 2), DSV3_ERR_CONFIG,
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_1F1B, 2, 4, 2, 0), DSV3_ERR_CONFIG,
                  "pipeline schedule 1F1B runs one stage per rank, but it was given 2 "
                  "(parallelism.pipeline_parallel_layers_per_stage)");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_GPIPE, 2, 4, 0), DSV3_ERR_CONFIG,
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_GPIPE, 2, 4, 0, 0), DSV3_ERR_CONFIG,
                  "pipeline schedule GPipe runs one stage per rank, but it was given 0 "
                  "(parallelism.pipeline_parallel_layers_per_stage)");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_ZBV, 2, 4, 3), DSV3_ERR_CONFIG,
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_ZBV, 2, 4, 3, 0), DSV3_ERR_CONFIG,
                  "pipeline schedule ZBVZeroBubble runs 2 stages per rank, but it was given 3 "
                  "(parallelism.pipeline_parallel_layers_per_stage)");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_DUALPIPEV, 2, 3, 2), DSV3_ERR_CONFIG,
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_DUALPIPEV, 2, 3, 2, 0), DSV3_ERR_CONFIG,
                  "pipeline schedule DualPipeV needs at least as many micro-batches as stages, 2 × "
                  "parallelism.pipeline_parallel_degree 2 = 4, but it gets 3 "
                  "(training.local_batch_size / parallelism.pipeline_parallel_microbatch_size)");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 2, 4, 1),
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 2, 4, 1, 0),
                  DSV3_ERR_CONFIG,
                  "pipeline schedule Interleaved1F1B runs at least 2 stages per rank, but it was "
                  "given 1 (parallelism.pipeline_parallel_layers_per_stage)");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 4, 6, 2),
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 4, 6, 2, 0),
                  DSV3_ERR_CONFIG,
                  "pipeline schedule Interleaved1F1B needs a multiple of "
                  "parallelism.pipeline_parallel_degree 4 micro-batches, but it gets 6 "
                  "(training.local_batch_size / parallelism.pipeline_parallel_microbatch_size)");
     // Fewer micro-batches than ranks are only bubbly for the single-stage schedules, and
     // impossible for the interleaved one.
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 4, 2, 2),
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_INTERLEAVED_1F1B, 4, 2, 2, 0),
                  DSV3_ERR_CONFIG,
                  "pipeline schedule Interleaved1F1B needs a multiple of "
                  "parallelism.pipeline_parallel_degree 4 micro-batches, but it gets 2 "
                  "(training.local_batch_size / parallelism.pipeline_parallel_microbatch_size)");
-    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_1F1B, 1 << 16, 1 << 16, 1),
+    expect_error(dsv3_pipe_schedule_create(&s, DSV3_PIPE_1F1B, 1 << 16, 1 << 16, 1, 0),
                  DSV3_ERR_CONFIG,
                  "a pipeline of parallelism.pipeline_parallel_degree 65536 × 1 stages per rank "
                  "and 65536 micro-batches has more than 1073741824 (stage, micro-batch) pairs to "
                  "schedule");
-    expect_error(dsv3_pipe_schedule_create(NULL, DSV3_PIPE_1F1B, 2, 2, 1), DSV3_ERR_USAGE,
+    expect_error(dsv3_pipe_schedule_create(NULL, DSV3_PIPE_1F1B, 2, 2, 1, 0), DSV3_ERR_USAGE,
                  "dsv3_pipe_schedule_create: out is NULL");
 }
 
@@ -614,11 +620,28 @@ static void test_zbv_list_worked_out_by_hand(void **state) {
 // torch's ScheduleDualPipeV: rank 0 runs 2 forwards down, a pair down and up, I W F up, one main
 // round (F3.0 with B1.3, F2.3 with B0.0), B2.3 with the pair F3.3 B1.0, then B3.3 and the split
 // I2.0 I3.0 with their W; rank 1 (the last) starts the main part with F2.1 and B0.2 unpaired and
-// ends with I3.2 I3.1 and their W. A pair's RECVs come before it, one unit ahead, and its SENDs
-// after both computations.
+// ends with I3.2 I3.1 and their W. Without expert servers a pair is an F and a B in turn.
 static void test_dualpipev_list_worked_out_by_hand(void **state) {
     (void)state;
     Dsv3PipeSchedule s = create_or_fail(DSV3_PIPE_DUALPIPEV, 2, 4, 2);
+    static const char *const dualpipev[] = {
+        "F0.0 SF0.0 F1.0 SF1.0 RF0.3 F2.0 SF2.0 F0.3 I0.3 SB0.3 RF1.3 W0.3 F1.3 F3.0 SF3.0 RF2.3 "
+        "B1.3 SB1.3 RB0.0 F2.3 B0.0 RF3.3 B2.3 SB2.3 RB1.0 F3.3 B1.0 RB2.0 B3.3 SB3.3 I2.0 RB3.0 "
+        "W2.0 I3.0 W3.0",
+        "RF0.1 RF0.2 F0.1 SF0.1 RF1.1 F0.2 SF0.2 RF1.2 F1.1 SF1.1 RF2.1 F1.2 SF1.2 RB0.2 F2.1 "
+        "SF2.1 RF2.2 B0.2 SB0.2 RB0.1 F2.2 SF2.2 RF3.1 B0.1 SB0.1 RB1.2 F3.1 SF3.1 RF3.2 B1.2 "
+        "SB1.2 RB1.1 F3.2 SF3.2 RB2.2 B1.1 SB1.1 RB2.1 B2.2 SB2.2 RB3.2 B2.1 SB2.1 RB3.1 I3.2 "
+        "SB3.2 I3.1 SB3.1 W3.2 W3.1",
+    };
+    expect_lists(&s, dualpipev);
+    dsv3_pipe_schedule_destroy(&s);
+}
+
+// The same with expert servers: each pair is one unit, its F listed paired (PF), both RECVs
+// before it, one unit ahead, and both SENDs after it; torch's unpaired F2.1 B0.2 stay apart.
+static void test_dualpipev_overlapped_list_worked_out_by_hand(void **state) {
+    (void)state;
+    Dsv3PipeSchedule s = create_overlap_or_fail(DSV3_PIPE_DUALPIPEV, 2, 4, 2, 1);
     static const char *const dualpipev[] = {
         "F0.0 SF0.0 F1.0 SF1.0 RF0.3 F2.0 SF2.0 F0.3 I0.3 SB0.3 RF1.3 W0.3 F1.3 RF2.3 RB0.0 PF3.0 "
         "B1.3 SF3.0 SB1.3 PF2.3 B0.0 RF3.3 RB1.0 B2.3 SB2.3 PF3.3 B1.0 RB2.0 B3.3 SB3.3 I2.0 "
@@ -634,18 +657,19 @@ static void test_dualpipev_list_worked_out_by_hand(void **state) {
 
 // ZBVZeroBubble and DualPipeV for every pp and n_micro of the sweep (DualPipeV from 2·pp on):
 // the placement rule, slots within n_micro, and a simulated bubble equal to idle / (6 · n_micro
-// + idle): ZBVZeroBubble idle = max(pp − 1, 2 · (2·pp − 1 − n_micro)), DualPipeV (whose pairs
-// start once both their messages are in and send once both are done) DeepSeek's
-// (pp − 1) · (F&B + B − 3·W) = 2 · (pp − 1) with F&B = F + B.
+// + idle): ZBVZeroBubble and DualPipeV in turn idle = max(pp − 1, 2 · (2·pp − 1 − n_micro)),
+// DualPipeV overlapped (whose pairs start once both their messages are in and send once both
+// are done) DeepSeek's (pp − 1) · (F&B + B − 3·W) = 2 · (pp − 1) with F&B = F + B.
 static void test_v_schedules_meet_the_bubble_formula(void **state) {
     (void)state;
-    static const Dsv3PipeKind kinds[] = {DSV3_PIPE_ZBV, DSV3_PIPE_DUALPIPEV};
+    static const Dsv3PipeKind kinds[] = {DSV3_PIPE_ZBV, DSV3_PIPE_DUALPIPEV, DSV3_PIPE_DUALPIPEV};
     for (size_t kind = 0; kind < sizeof kinds / sizeof kinds[0]; kind++) {
+        int overlap = kind == 2;
         for (int p = 0; p < SWEEP_PP_COUNT; p++) {
             int64_t pp = SWEEP_PP[p], least = kinds[kind] == DSV3_PIPE_ZBV ? 1 : 2 * pp;
             int64_t most = least > SWEEP_MAX_MICRO ? least : SWEEP_MAX_MICRO;
             for (int64_t n = least; n <= most; n++) {
-                Dsv3PipeSchedule s = create_or_fail(kinds[kind], pp, n, 2);
+                Dsv3PipeSchedule s = create_overlap_or_fail(kinds[kind], pp, n, 2, overlap);
                 for (int64_t r = 0; r < pp; r++) {
                     check_split_list(&s, r);
                     for (int64_t k = 0; k < 2; k++) {
@@ -789,6 +813,7 @@ int main(void) {
         LEAK_CHECKED(test_interleaved_meets_the_bubble_formula),
         LEAK_CHECKED(test_zbv_list_worked_out_by_hand),
         LEAK_CHECKED(test_dualpipev_list_worked_out_by_hand),
+        LEAK_CHECKED(test_dualpipev_overlapped_list_worked_out_by_hand),
         LEAK_CHECKED(test_v_schedules_meet_the_bubble_formula),
         LEAK_CHECKED(test_simulator_finds_deadlocks),
         LEAK_CHECKED(test_simulator_rejects_broken_lists),
