@@ -258,12 +258,12 @@ static void dualpipev_weight(VOrder *z) {
 }
 
 // DualPipeV's pair: the forward of chunk f's next micro-batch, marked paired where pairs
-// overlap, and the whole backward of chunk b's right after it.
-static void dualpipev_pair(VOrder *z, int f, int b) {
+// overlap (and `overlap` allows), and the whole backward of chunk b's right after it.
+static void dualpipev_pair(VOrder *z, int f, int b, int overlap) {
     int64_t before = z->used;
     v_push(z, DSV3_PIPE_F, f);
     v_push(z, DSV3_PIPE_B, b);
-    if (z->used == before + 2 && z->s->overlap_pairs) z->out[before].paired = 1;
+    if (z->used == before + 2 && z->s->overlap_pairs && overlap) z->out[before].paired = 1;
 }
 
 // torch's ScheduleDualPipeV, with n_micro ≥ 2·pp: (pp − r − 1)·2 forwards down; r + 1 pairs of
@@ -288,17 +288,13 @@ static int64_t dualpipev_compute_order(const Dsv3PipeSchedule *s, int64_t rank,
         v_push(&z, DSV3_PIPE_F, 1);
     }
     for (int64_t j = 0; j < n - 2 * pp + rank + 1; j++) {
-        if (j == 0 && rank == pp - 1) { // torch does not overlap these two
-            v_push(&z, DSV3_PIPE_F, 0);
-            v_push(&z, DSV3_PIPE_B, 1);
-        } else {
-            dualpipev_pair(&z, 0, 1);
-        }
-        dualpipev_pair(&z, 1, 0);
+        // torch does not overlap the first forward down with its backward up on the last rank.
+        dualpipev_pair(&z, 0, 1, j > 0 || rank < pp - 1);
+        dualpipev_pair(&z, 1, 0, 1);
     }
     for (int64_t j = 0; j < pp - rank - 1; j++) {
         v_push(&z, DSV3_PIPE_B, 1);
-        dualpipev_pair(&z, 1, 0);
+        dualpipev_pair(&z, 1, 0, 1);
     }
     // From the middle of these on (up first on odd ranks, down first on even ones) backwards
     // split, and their W fill what follows.

@@ -4,12 +4,10 @@
 #include "common/core/log.h"
 #include "common/core/turns.h"
 
-// A paired computation's span is given (t1 > 0); others end now.
 static Dsv3Err trace_add(Dsv3Trace *trace, Dsv3Phase phase, int64_t micro, int64_t stage, double t0,
                          double t1) {
     if (!trace) return DSV3_OK;
-    return dsv3_trace_add_stage(trace, phase, (int32_t)micro, (int32_t)stage, t0,
-                                t1 > 0 ? t1 : dsv3_log_seconds());
+    return dsv3_trace_add_stage(trace, phase, (int32_t)micro, (int32_t)stage, t0, t1);
 }
 
 // The model of stage `stage` on this rank, and the exchange's number of its slot for `micro`.
@@ -93,7 +91,7 @@ static Dsv3Err run_compute(const Dsv3PipelineStage *p, const Dsv3PipeAction *a,
     DSV3_CALL(compute_prepare(p, a, tokens, labels, grad_scale, &c));
     double t0 = dsv3_log_seconds();
     DSV3_CALL(compute_run(&c));
-    return compute_done(&c, trace, trace_micro, t0, 0, loss_sum, n_labels);
+    return compute_done(&c, trace, trace_micro, t0, dsv3_log_seconds(), loss_sum, n_labels);
 }
 
 // DualPipeV's pair: the F and the B after it, both inputs in, as turns (core/turns.h) that hand
@@ -118,7 +116,8 @@ static Dsv3Err run_weight(const Dsv3PipelineStage *p, const Dsv3PipeAction *a, D
     Dsv3Model *m = stage_model(p, a->stage, a->micro, &slot, &exchange_slot);
     double t0 = dsv3_log_seconds();
     DSV3_CALL(dsv3_model_backward_weight(m, slot));
-    return trace_add(trace, DSV3_PHASE_BACKWARD_WEIGHT, trace_micro + a->micro, a->stage, t0, 0);
+    return trace_add(trace, DSV3_PHASE_BACKWARD_WEIGHT, trace_micro + a->micro, a->stage, t0,
+                     dsv3_log_seconds());
 }
 
 Dsv3Err dsv3_pipeline_run(const Dsv3PipelineStage *p, const int32_t *tokens, const int32_t *labels,
