@@ -299,7 +299,7 @@ typedef struct {
 //     queries' places among the keys it holds). Query t attends to key s when s ≤ p and, if
 //     doc (B, Tk) is not NULL, doc[b, s] == doc[b, p] (document ids of a block-causal mask); a
 //     query at −1 sees no key: its output is 0 and its lse −∞. Softmax of scale · q·k,
-//     computed per head with an online softmax. When scores (B, H, Tq, Tk) is not NULL, the
+//     computed per head. When scores (B, H, Tq, Tk) is not NULL, the
 //     scaled, masked scores of the tiles forward visits are kept there and backward reads them
 //     instead of recomputing q·kᵀ: same results, bit for bit, for B·H·Tq·Tk floats of memory.
 //     A backend may ignore scores (it must then be NULL in backward too or hold what forward

@@ -1,29 +1,30 @@
 // attention.c: causal / block-causal scaled dot-product attention (see kernels.h), tiled in
 // the manner of FlashAttention-2.
 //
-// Forward: for each (sequence, head, query block), the key blocks it can see are visited in
-// order with an online softmax (running max m, running sum l, unnormalised output o), so the
-// T × T score matrix never exists. Score and output tiles are GEMMs (dsv3_cpu_gemm) that read q,
-// k, v in place (the rows of one head are H·D floats apart: that is the leading dimension).
-// Key blocks that the mask hides entirely are skipped; only tiles that the mask cuts are
-// masked element by element.
+// Forward: for each (sequence, head, query block), the scores over the keys the block may see
+// are computed tile by tile (a tile: the block × one chunk of keys), into the kept scores when
+// the caller keeps them, else into the thread's scratch; then each row's softmax, exact (the
+// whole row is there: no running rescaling), and out = P v in one GEMM. Score tiles are GEMMs
+// (dsv3_cpu_gemm) that read q, k, v in place (the rows of one head are H·D floats apart: that is
+// the leading dimension). Key tiles that the mask hides entirely are skipped; only tiles that
+// the mask cuts are masked element by element.
 //
 // Backward: the probabilities are recomputed from the saved lse, P = exp(S − lse) — from the
 // scores themselves when the caller kept them (scores not NULL: no q·kᵀ again), with
 // delta_t = dout_t · out_t, dP = dout vᵀ and dS = P ⊙ (dP − delta); then dv += Pᵀ dout,
 // dk += scale dSᵀ q, dq += scale dS k, accumulated by sgemm straight into the outputs.
 // When the (sequence, head) pairs share out evenly enough over the threads, each thread owns
-// whole heads; otherwise key blocks (dk, dv) and query blocks (dq) are split over threads in
-// two passes that both recompute P. Both schedules add the tiles in the same order, so the
-// result does not depend on the number of threads.
+// whole heads; otherwise key chunks (dk, dv) and query blocks (dq) are split over threads in
+// two passes that both recompute P. Both schedules add the same tiles in the same order, so
+// the result does not depend on the number of threads.
 //
-// OpenMP runs the tiles in parallel and each sgemm inside runs on one thread: OpenBLAS's
+// OpenMP runs the query blocks in parallel and each sgemm inside runs on one thread: OpenBLAS's
 // pthreads build serialises concurrent multi-threaded GEMMs, so its thread count is set to 1
 // for the length of a parallel region and restored after. Each thread's tiles and the
 // backward's delta come from the context's workspace.
 //
 // Legend: B sequences, Tq queries and Tk keys per sequence, H heads, Dqk query/key head dim, Dv
-// value head dim, BQ / BK query / key rows of a tile. q, dq (B, Tq, H, Dqk); out, dout
+// value head dim, BQ query rows of a block. q, dq (B, Tq, H, Dqk); out, dout
 // (B, Tq, H, Dv); k, dk (B, Tk, H, Dqk); v, dv (B, Tk, H, Dv): the vector of (b, t, h) starts
 // at ((b·T + t)·H + h)·D with T = Tq or Tk. lse, delta (B, H, Tq). q_pos (B, Tq) each query's
 // key position p (NULL: p = t; −1: no key). doc (B, Tk) document ids, or NULL for plain
@@ -42,13 +43,17 @@
 #include "kernels/cpu/checks.h"
 #include "kernels/cpu/cpu.h"
 
-// Tile sizes: large enough that sgemm's packing is amortised, small enough that a tile's
-// scores and one block of q, k, v stay in L2.
-enum { BLOCK_Q = 64, BLOCK_K = 64 };
+// Query blocks of BLOCK_Q rows. Keys come in chunks on a grid fixed per call (chunk c holds keys
+// [c·KEY_CHUNK, (c + 1)·KEY_CHUNK)), cut to the keys a block can see. A tile is one query block
+// × one chunk: large enough that sgemm's packing is amortised, small enough that its scores and
+// their gradient stay in L2. Forward, backward and every schedule visit the same tiles with the
+// same GEMMs, so the results do not depend on the thread count or on whether scores were kept.
+enum { BLOCK_Q = 64, KEY_CHUNK = 256 };
 
 typedef enum { TILE_HIDDEN, TILE_VISIBLE, TILE_CUT } TileKind;
 
 static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // ---- exp of the probabilities ----
 //
@@ -92,16 +97,18 @@ static inline float exp_nonpositive(float x) {
     return p * two_to_n.f * (float)keep;
 }
 
-// x (n) = e^(x − shift) in place, shift >= every x; returns the sum.
-static float exp_shifted(float *x, int64_t n, float shift) {
+// p (n) = e^(s − shift), shift >= every s (p may be s); returns the sum.
+static float exp_shifted(float *p, const float *s, int64_t n, float shift) {
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; j++) {
-        x[j] = exp_nonpositive(x[j] - shift);
-        sum += x[j];
+        p[j] = exp_nonpositive(s[j] - shift);
+        sum += p[j];
     }
     return sum;
 }
+
+static int in_range(int32_t x, int32_t lo, int32_t hi) { return x >= lo && x <= hi; }
 
 static void doc_range(const int32_t *doc_b, int64_t start, int64_t end, int32_t *lo, int32_t *hi) {
     *lo = INT32_MAX;
@@ -115,16 +122,19 @@ static void doc_range(const int32_t *doc_b, int64_t start, int64_t end, int32_t 
 static int64_t query_position(const int32_t *pos_b, int64_t t) { return pos_b ? pos_b[t] : t; }
 
 // A query block: rows [q0, q0 + nq) of one sequence, its queries' positions (pos, or NULL),
-// their range and (with doc) the range of their document ids.
+// their range and (with doc) the range of their document ids; the keys it may see lie in
+// [key_start, key_end): up to its last position and, with doc, from the first key of its
+// documents on (keys in between that it may not see are masked tile by tile).
 typedef struct {
     int64_t q0, nq;
     const int32_t *pos; // (Tq) the sequence's query positions, or NULL
     int64_t pos_lo, pos_hi;
     int32_t doc_lo, doc_hi;
+    int64_t key_start, key_end;
 } QueryBlock;
 
 static QueryBlock query_block(const int32_t *q_pos, const int32_t *doc_b, int64_t b, int64_t qb,
-                              int64_t Tq) {
+                              int64_t Tq, int64_t Tk) {
     QueryBlock blk = {.q0 = qb * BLOCK_Q, .nq = min_i64(BLOCK_Q, Tq - qb * BLOCK_Q)};
     blk.pos = q_pos ? q_pos + b * Tq : NULL;
     blk.pos_lo = INT64_MAX;
@@ -139,7 +149,22 @@ static QueryBlock query_block(const int32_t *q_pos, const int32_t *doc_b, int64_
         if (doc_b[p] < blk.doc_lo) blk.doc_lo = doc_b[p];
         if (doc_b[p] > blk.doc_hi) blk.doc_hi = doc_b[p];
     }
+    blk.key_start = 0;
+    blk.key_end = min_i64(blk.pos_hi + 1, Tk);
+    if (doc_b != NULL) {
+        while (blk.key_start < blk.key_end &&
+               !in_range(doc_b[blk.key_start], blk.doc_lo, blk.doc_hi))
+            blk.key_start++;
+        while (blk.key_end > blk.key_start &&
+               !in_range(doc_b[blk.key_end - 1], blk.doc_lo, blk.doc_hi))
+            blk.key_end--;
+    }
     return blk;
+}
+
+// The end of the tile that starts at key k0 of a visible range ending at `end`.
+static int64_t tile_end(int64_t k0, int64_t end) {
+    return min_i64((k0 / KEY_CHUNK + 1) * KEY_CHUNK, end);
 }
 
 // Whether the mask hides all of the tile (query block × keys [k0, k1)), none of it, or cuts it.
@@ -154,15 +179,18 @@ static TileKind tile_kind(const int32_t *doc_b, const QueryBlock *blk, int64_t k
     return causal_whole && one_doc ? TILE_VISIBLE : TILE_CUT;
 }
 
-// s (nq, BK) = −∞ where query q0 + i may not see key k0 + j.
-static void mask_tile(float *s, const int32_t *doc_b, const QueryBlock *blk, int64_t k0,
-                      int64_t nk) {
+// s (nq, nk; row i at s + i·lds) = −∞ where query q0 + i may not see key k0 + j.
+static void mask_tile(float *s, int64_t lds, const int32_t *doc_b, const QueryBlock *blk,
+                      int64_t k0, int64_t nk) {
     for (int64_t i = 0; i < blk->nq; i++) {
         const int64_t p = query_position(blk->pos, blk->q0 + i);
-        for (int64_t j = 0; j < nk; j++) {
-            const int64_t u = k0 + j;
-            if (u > p || (doc_b != NULL && doc_b[u] != doc_b[p])) s[i * BLOCK_K + j] = -INFINITY;
-        }
+        float *si = s + i * lds;
+        const int64_t seen = min_i64(max_i64(p + 1 - k0, 0), nk); // keys k0 .. p
+        for (int64_t j = seen; j < nk; j++)
+            si[j] = -INFINITY;
+        if (doc_b == NULL) continue;
+        for (int64_t j = 0; j < seen; j++)
+            if (doc_b[k0 + j] != doc_b[p]) si[j] = -INFINITY;
     }
 }
 
@@ -173,17 +201,18 @@ typedef struct {
     float scale;
 } Geometry;
 
-// s (nq, BK) = scale · q_tile (nq, Dqk) · k_tile (nk, Dqk)ᵀ, masked; false when hidden.
-static int score_tile(const Dsv3KernelContext *ctx, float *s, const float *q, const float *k,
-                      const int32_t *doc_b, int64_t b, int64_t h, const QueryBlock *blk, int64_t k0,
-                      int64_t nk, const Geometry *g) {
+// s (nq, nk; row i at s + i·lds) = scale · q_tile (nq, Dqk) · k_tile (nk, Dqk)ᵀ, masked; false
+// (nothing written) when the mask hides the whole tile.
+static int score_tile(const Dsv3KernelContext *ctx, float *s, int64_t lds, const float *q,
+                      const float *k, const int32_t *doc_b, int64_t b, int64_t h,
+                      const QueryBlock *blk, int64_t k0, int64_t nk, const Geometry *g) {
     TileKind kind = tile_kind(doc_b, blk, k0, k0 + nk);
     if (kind == TILE_HIDDEN) return 0;
     const int ld = (int)(g->H * g->Dqk);
     dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)blk->nq, (int)nk, (int)g->Dqk,
                   g->scale, q + ((b * g->Tq + blk->q0) * g->H + h) * g->Dqk, ld,
-                  k + ((b * g->Tk + k0) * g->H + h) * g->Dqk, ld, 0.0f, s, BLOCK_K);
-    if (kind == TILE_CUT) mask_tile(s, doc_b, blk, k0, nk);
+                  k + ((b * g->Tk + k0) * g->H + h) * g->Dqk, ld, 0.0f, s, (int)lds);
+    if (kind == TILE_CUT) mask_tile(s, lds, doc_b, blk, k0, nk);
     return 1;
 }
 
@@ -200,98 +229,80 @@ static void blas_threads_leave(int saved) {
 
 // BLAS takes int leading dimensions; the other checks are shared with the reference version
 // (checks.h).
-static Dsv3Err check_blas_dims(int64_t H, int64_t Dqk, int64_t Dv) {
-    DSV3_CHECK(H * Dqk <= INT_MAX && H * Dv <= INT_MAX, DSV3_ERR_USAGE,
-               "attention: H*Dqk and H*Dv must fit in an int for BLAS, got %lld and %lld",
-               (long long)(H * Dqk), (long long)(H * Dv));
+static Dsv3Err check_blas_dims(int64_t Tk, int64_t H, int64_t Dqk, int64_t Dv) {
+    DSV3_CHECK(H * Dqk <= INT_MAX && H * Dv <= INT_MAX && Tk <= INT_MAX, DSV3_ERR_USAGE,
+               "attention: H*Dqk, H*Dv and Tk must fit in an int for BLAS, got %lld, %lld and "
+               "%lld",
+               (long long)(H * Dqk), (long long)(H * Dv), (long long)Tk);
     return DSV3_OK;
 }
 
 // ---- forward ----
 
-// Per-thread scratch of the forward: s (BQ, BK) scores then probabilities, o (BQ, Dv)
-// unnormalised output, m (BQ) running max, l (BQ) running sum.
-static int64_t forward_scratch_floats(int64_t Dv) {
-    return BLOCK_Q * BLOCK_K + BLOCK_Q * Dv + 2 * BLOCK_Q;
-}
-
-// Folds the probabilities of one score tile into the running softmax of its rows: s becomes
-// exp(s − m_new), o and l are rescaled by exp(m_old − m_new).
-static void online_softmax_tile(float *s, float *o, float *m, float *l, int64_t nq, int64_t nk,
-                                int64_t Dv) {
-    for (int64_t i = 0; i < nq; i++) {
-        float *si = s + i * BLOCK_K; // (nk)
-        float row_max = -INFINITY;
-#pragma omp simd reduction(max : row_max)
-        for (int64_t j = 0; j < nk; j++)
-            row_max = si[j] > row_max ? si[j] : row_max;
-        const float m_new = row_max > m[i] ? row_max : m[i];
-        if (m_new == -INFINITY) { // nothing visible to this row yet
-            for (int64_t j = 0; j < nk; j++)
-                si[j] = 0.0f;
-            continue;
-        }
-        const float sum = exp_shifted(si, nk, m_new);
-        if (m_new != m[i]) {
-            const float correction = exp_nonpositive(m[i] - m_new); // 0 when m[i] is −∞
-            for (int64_t d = 0; d < Dv; d++)
-                o[i * Dv + d] *= correction;
-            l[i] *= correction;
-            m[i] = m_new;
-        }
-        l[i] += sum;
-    }
-}
+// Per-thread scratch of the forward: p (BQ, Tk), the probabilities of a query block's rows
+// (their scores first, when they are not kept).
+static int64_t forward_scratch_floats(int64_t Tk) { return BLOCK_Q * Tk; }
 
 // The scaled, masked scores of visible tiles, kept for backward: cache (B, H, Tq, Tk).
 static float *cache_row(float *cache, int64_t b, int64_t h, int64_t t, const Geometry *g) {
     return cache + ((b * g->H + h) * g->Tq + t) * g->Tk;
 }
 
+// One query block of one (sequence, head): its scores over the keys it may see, tile by tile
+// (into the cache when there is one), their softmax row by row, then out = P v in one GEMM.
 static void forward_query_block(const Dsv3KernelContext *ctx, float *out, float *lse, float *cache,
                                 const float *q, const float *k, const float *v, const int32_t *doc,
-                                int64_t b, int64_t h, int64_t qb, const Geometry *g,
-                                float *scratch) {
+                                int64_t b, int64_t h, int64_t qb, const Geometry *g, float *p) {
     const int64_t Tq = g->Tq, Tk = g->Tk, H = g->H, Dv = g->Dv;
-    float *s = scratch;                                       // (BQ, BK)
-    float *o = s + BLOCK_Q * BLOCK_K;                         // (BQ, Dv)
-    float *m = o + BLOCK_Q * Dv;                              // (BQ)
-    float *l = m + BLOCK_Q;                                   // (BQ)
     const int32_t *doc_b = doc == NULL ? NULL : doc + b * Tk; // (Tk)
-    const QueryBlock blk = query_block(g->q_pos, doc_b, b, qb, Tq);
-    const int64_t q0 = blk.q0, nq = blk.nq;
-    for (int64_t i = 0; i < nq; i++) {
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-    }
-    memset(o, 0, (size_t)(nq * Dv) * sizeof *o);
-    for (int64_t k0 = 0; k0 <= blk.pos_hi; k0 += BLOCK_K) {
-        const int64_t nk = min_i64(BLOCK_K, Tk - k0);
-        if (!score_tile(ctx, s, q, k, doc_b, b, h, &blk, k0, nk, g)) continue;
-        if (cache)
+    const QueryBlock blk = query_block(g->q_pos, doc_b, b, qb, Tq, Tk);
+    const int64_t q0 = blk.q0, nq = blk.nq, start = blk.key_start, end = blk.key_end;
+    float *s = cache ? cache_row(cache, b, h, q0, g) : p; // (nq, Tk): row i at s + i·Tk
+    for (int64_t k0 = start, k1; k0 < end; k0 = k1) {
+        k1 = tile_end(k0, end);
+        if (!score_tile(ctx, s + k0, Tk, q, k, doc_b, b, h, &blk, k0, k1 - k0, g))
             for (int64_t i = 0; i < nq; i++)
-                memcpy(cache_row(cache, b, h, q0 + i, g) + k0, s + i * BLOCK_K,
-                       (size_t)nk * sizeof *s);
-        online_softmax_tile(s, o, m, l, nq, nk, Dv);
-        dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dv, (int)nk, 1.0f,
-                      s, BLOCK_K, v + ((b * Tk + k0) * H + h) * Dv, (int)(H * Dv), 1.0f, o,
-                      (int)Dv);
+                for (int64_t j = k0; j < k1; j++)
+                    s[i * Tk + j] = -INFINITY;
     }
-    // A query that sees a key sees the one at its position, so l >= 1 then; a query that sees
-    // none (position −1) gets zeros and an lse of −∞.
+    float *out_q = out + ((b * Tq + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
+    float *lse_q = lse + (b * H + h) * Tq + q0;        // (nq)
+    float inv_sum[BLOCK_Q];
     for (int64_t i = 0; i < nq; i++) {
-        float *out_t = out + ((b * Tq + q0 + i) * H + h) * Dv; // (Dv)
-        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        const float *si = s + i * Tk + start;
+        float *pi = p + i * Tk + start; // (end − start) each
+        float row_max = -INFINITY;
+#pragma omp simd reduction(max : row_max)
+        for (int64_t j = 0; j < end - start; j++)
+            row_max = si[j] > row_max ? si[j] : row_max;
+        if (row_max == -INFINITY) { // the query sees no key: out 0, lse −∞
+            memset(pi, 0, (size_t)(end - start) * sizeof *pi);
+            inv_sum[i] = 0.0f;
+            lse_q[i] = -INFINITY;
+            continue;
+        }
+        // A query that sees a key sees the one at its position, so the sum is >= 1.
+        const float sum = exp_shifted(pi, si, end - start, row_max);
+        inv_sum[i] = 1.0f / sum;
+        lse_q[i] = row_max + logf(sum);
+    }
+    if (end > start)
+        dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dv,
+                      (int)(end - start), 1.0f, p + start, (int)Tk,
+                      v + ((b * Tk + start) * H + h) * Dv, (int)(H * Dv), 0.0f, out_q,
+                      (int)(H * Dv));
+    for (int64_t i = 0; i < nq; i++) {
+        float *out_t = out_q + i * H * Dv; // (Dv)
+        if (end == start) memset(out_t, 0, (size_t)Dv * sizeof *out_t);
         for (int64_t d = 0; d < Dv; d++)
-            out_t[d] = o[i * Dv + d] * inv;
-        lse[(b * H + h) * Tq + q0 + i] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
+            out_t[d] *= inv_sum[i];
     }
 }
 
 // Workspace of the forward: scratch (threads, forward_scratch_floats) floats.
 size_t dsv3_cpu_attention_forward_workspace(const Dsv3OpShape *shape, int threads) {
     Dsv3CpuLayout layout = {0};
-    dsv3_cpu_layout_add(&layout, threads * forward_scratch_floats(shape->Dv), sizeof(float));
+    dsv3_cpu_layout_add(&layout, threads * forward_scratch_floats(shape->Tk), sizeof(float));
     return layout.bytes;
 }
 
@@ -305,12 +316,12 @@ Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype
     const float *q = q_, *k = k_, *v = v_; // (B, Tq, H, Dqk), (B, Tk, H, Dqk), (B, Tk, H, Dv)
     DSV3_CALL(
         dsv3_cpu_check_attention_forward(out, lse, q, k, v, q_pos, B, Tq, Tk, H, Dqk, Dv, scale));
-    DSV3_CALL(check_blas_dims(H, Dqk, Dv));
+    DSV3_CALL(check_blas_dims(Tk, H, Dqk, Dv));
     const int threads = omp_get_max_threads();
     const Dsv3OpShape shape = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dqk = Dqk, .Dv = Dv};
     DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_forward",
                                        dsv3_cpu_attention_forward_workspace(&shape, threads)));
-    const int64_t per_thread = forward_scratch_floats(Dv);
+    const int64_t per_thread = forward_scratch_floats(Tk);
     float *scratch = ctx->workspace; // (threads, per_thread)
     const Geometry g = {q_pos, Tq, Tk, H, Dqk, Dv, scale};
     const int64_t blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q;
@@ -329,8 +340,9 @@ Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype
 
 // ---- backward ----
 
-// Per-thread scratch of the backward: p (BQ, BK) probabilities, ds (BQ, BK) their gradient.
-static int64_t backward_scratch_floats(void) { return 2 * BLOCK_Q * BLOCK_K; }
+// Per-thread scratch of the backward: p (BQ, KEY_CHUNK) probabilities, ds (BQ, KEY_CHUNK)
+// their gradient.
+static int64_t backward_scratch_floats(void) { return 2 * BLOCK_Q * KEY_CHUNK; }
 
 typedef struct {
     const Dsv3KernelContext *ctx;
@@ -346,36 +358,23 @@ enum { UPDATE_DQ = 1, UPDATE_DKV = 2 };
 // GEMMs per tile: S, dP, dv, dk, dq in one pass; S and dP once more in the second pass.
 enum { ONE_PASS_GEMMS = 5, TWO_PASS_GEMMS = 7 };
 
-// The causal part of the mask: query block qb sees no key block after last_key_block, and
-// key block kb is seen by no query block before first_query_block (with positions in query
-// order; given positions may come in any order, so all are visited and hidden tiles skipped).
-static int64_t last_key_block(const Geometry *g, int64_t qb) {
-    if (g->q_pos == NULL) return (min_i64((qb + 1) * BLOCK_Q, g->Tq) - 1) / BLOCK_K;
-    return (g->Tk - 1) / BLOCK_K;
-}
-
-static int64_t first_query_block(const Geometry *g, int64_t kb) {
-    return g->q_pos == NULL ? kb * BLOCK_K / BLOCK_Q : 0;
-}
-
-// One tile (query block qb × key block kb of sequence b, head h): recomputes P and dS, then
+// One tile (query block blk × keys [k0, k1) of sequence b, head h): recomputes P and dS, then
 // adds its share to dq and/or to dk, dv as `updates` says.
-static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, int64_t kb,
-                          int updates, float *scratch) {
-    float *p = scratch;                // (BQ, BK)
-    float *ds = p + BLOCK_Q * BLOCK_K; // (BQ, BK)
+static void backward_tile(const Backward *a, int64_t b, int64_t h, const QueryBlock *blk,
+                          int64_t k0, int64_t k1, int updates, float *scratch) {
+    float *p = scratch;                  // (BQ, KEY_CHUNK)
+    float *ds = p + BLOCK_Q * KEY_CHUNK; // (BQ, KEY_CHUNK)
     const Geometry *g = &a->g;
     const int64_t Tq = g->Tq, Tk = g->Tk, H = g->H, Dqk = g->Dqk, Dv = g->Dv;
     const int32_t *doc_b = a->doc == NULL ? NULL : a->doc + b * Tk; // (Tk)
-    const int64_t k0 = kb * BLOCK_K, nk = min_i64(BLOCK_K, Tk - k0);
-    const QueryBlock blk = query_block(g->q_pos, doc_b, b, qb, Tq);
-    const int64_t q0 = blk.q0, nq = blk.nq;
+    const int64_t q0 = blk->q0, nq = blk->nq, nk = k1 - k0;
+    const float *s = p; // (nq, nk): row i at s + i·lds
+    int64_t lds = KEY_CHUNK;
     if (a->scores) {
-        if (tile_kind(doc_b, &blk, k0, k0 + nk) == TILE_HIDDEN) return;
-        for (int64_t i = 0; i < nq; i++)
-            memcpy(p + i * BLOCK_K, cache_row((float *)a->scores, b, h, q0 + i, g) + k0,
-                   (size_t)nk * sizeof *p);
-    } else if (!score_tile(a->ctx, p, a->q, a->k, doc_b, b, h, &blk, k0, nk, g)) {
+        if (tile_kind(doc_b, blk, k0, k1) == TILE_HIDDEN) return;
+        s = cache_row((float *)a->scores, b, h, q0, g) + k0;
+        lds = Tk;
+    } else if (!score_tile(a->ctx, p, KEY_CHUNK, a->q, a->k, doc_b, b, h, blk, k0, nk, g)) {
         return;
     }
     const float *lse_q = a->lse + (b * H + h) * Tq + q0;     // (nq)
@@ -386,30 +385,49 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, int64_t qb, i
     const float *v_tile = a->v + ((b * Tk + k0) * H + h) * Dv;       // (nk, Dv), ld H·Dv
     const float *dout_tile = a->dout + ((b * Tq + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
     dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)nq, (int)nk, (int)Dv, 1.0f,
-                  dout_tile, ldv, v_tile, ldv, 0.0f, ds, BLOCK_K);
+                  dout_tile, ldv, v_tile, ldv, 0.0f, ds, KEY_CHUNK);
     for (int64_t i = 0; i < nq; i++) {
-        float *pi = p + i * BLOCK_K, *dsi = ds + i * BLOCK_K; // (nk) each
+        float *pi = p + i * KEY_CHUNK, *dsi = ds + i * KEY_CHUNK; // (nk) each
         if (lse_q[i] == -INFINITY) { // the query sees no key at all: no gradient
             memset(pi, 0, (size_t)nk * sizeof *pi);
             memset(dsi, 0, (size_t)nk * sizeof *dsi);
             continue;
         }
-        exp_shifted(pi, nk, lse_q[i]); // masked scores are −∞: P = 0, dS = 0
+        exp_shifted(pi, s + i * lds, nk, lse_q[i]); // masked scores are −∞: P = 0, dS = 0
 #pragma omp simd
         for (int64_t j = 0; j < nk; j++)
             dsi[j] = pi[j] * (dsi[j] - delta_q[i]);
     }
     if (updates & UPDATE_DKV) {
         dsv3_cpu_gemm(a->ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)nk, (int)Dv, (int)nq, 1.0f,
-                      p, BLOCK_K, dout_tile, ldv, 1.0f, a->dv + ((b * Tk + k0) * H + h) * Dv, ldv);
+                      p, KEY_CHUNK, dout_tile, ldv, 1.0f, a->dv + ((b * Tk + k0) * H + h) * Dv,
+                      ldv);
         dsv3_cpu_gemm(a->ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)nk, (int)Dqk, (int)nq,
-                      g->scale, ds, BLOCK_K, q_tile, ldqk, 1.0f,
+                      g->scale, ds, KEY_CHUNK, q_tile, ldqk, 1.0f,
                       a->dk + ((b * Tk + k0) * H + h) * Dqk, ldqk);
     }
     if (updates & UPDATE_DQ)
         dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dqk, (int)nk,
-                      g->scale, ds, BLOCK_K, k_tile, ldqk, 1.0f,
+                      g->scale, ds, KEY_CHUNK, k_tile, ldqk, 1.0f,
                       a->dq + ((b * Tq + q0) * H + h) * Dqk, ldqk);
+}
+
+// The tiles of query block qb of sequence b, head h, in key order: all of them (chunk < 0) or
+// the one in key chunk `chunk`.
+static void backward_query_block(const Backward *a, int64_t b, int64_t h, int64_t qb, int64_t chunk,
+                                 int updates, float *scratch) {
+    const Geometry *g = &a->g;
+    const int32_t *doc_b = a->doc == NULL ? NULL : a->doc + b * g->Tk; // (Tk)
+    const QueryBlock blk = query_block(g->q_pos, doc_b, b, qb, g->Tq, g->Tk);
+    int64_t start = blk.key_start, end = blk.key_end;
+    if (chunk >= 0) {
+        start = max_i64(start, chunk * KEY_CHUNK);
+        end = min_i64(end, (chunk + 1) * KEY_CHUNK);
+    }
+    for (int64_t k0 = start, k1; k0 < end; k0 = k1) {
+        k1 = tile_end(k0, end);
+        backward_tile(a, b, h, &blk, k0, k1, updates, scratch);
+    }
 }
 
 // Whether giving each thread whole heads beats the two-pass schedule, which balances the load
@@ -447,7 +465,7 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
     const float *out = out_, *dout = dout_; // (B, Tq, H, Dv)
     DSV3_CALL(dsv3_cpu_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, q_pos, B, Tq,
                                                 Tk, H, Dqk, Dv, scale));
-    DSV3_CALL(check_blas_dims(H, Dqk, Dv));
+    DSV3_CALL(check_blas_dims(Tk, H, Dqk, Dv));
     const int threads = omp_get_max_threads();
     const int64_t per_thread = backward_scratch_floats();
     const Dsv3OpShape shape = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dqk = Dqk, .Dv = Dv};
@@ -487,34 +505,32 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
                         scores,
                         doc,
                         {q_pos, Tq, Tk, H, Dqk, Dv, scale}};
-    const Geometry *g = &a.g;
-    const int64_t q_blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q, k_blocks = (Tk + BLOCK_K - 1) / BLOCK_K;
+    const int64_t q_blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q;
+    const int64_t chunks = (Tk + KEY_CHUNK - 1) / KEY_CHUNK;
     const int saved = blas_threads_enter();
     if (whole_heads_per_thread(B * H, threads)) {
         // Each thread owns whole heads: one pass, every tile adds to dq, dk and dv.
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < B * H; bh++) {
             float *mine = scratch + omp_get_thread_num() * per_thread;
-            for (int64_t kb = 0; kb < k_blocks; kb++)
-                for (int64_t qb = first_query_block(g, kb); qb < q_blocks; qb++)
-                    backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DQ | UPDATE_DKV, mine);
+            for (int64_t qb = 0; qb < q_blocks; qb++)
+                backward_query_block(&a, bh / H, bh % H, qb, -1, UPDATE_DQ | UPDATE_DKV, mine);
         }
     } else {
-        // Heads do not share out evenly: key blocks own dk, dv; then query blocks own dq. The
-        // earliest key blocks and the latest query blocks have the most tiles: they go first.
+        // Heads do not share out evenly: key chunks own dk, dv; then query blocks own dq. The
+        // earliest key chunks and the latest query blocks have the most tiles: they go first.
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t task = 0; task < B * H * k_blocks; task++) {
+        for (int64_t task = 0; task < B * H * chunks; task++) {
             float *mine = scratch + omp_get_thread_num() * per_thread;
-            const int64_t bh = task / k_blocks, kb = task % k_blocks;
-            for (int64_t qb = first_query_block(g, kb); qb < q_blocks; qb++)
-                backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DKV, mine);
+            const int64_t bh = task / chunks, chunk = task % chunks;
+            for (int64_t qb = 0; qb < q_blocks; qb++)
+                backward_query_block(&a, bh / H, bh % H, qb, chunk, UPDATE_DKV, mine);
         }
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t task = 0; task < B * H * q_blocks; task++) {
             float *mine = scratch + omp_get_thread_num() * per_thread;
             const int64_t bh = task / q_blocks, qb = q_blocks - 1 - task % q_blocks;
-            for (int64_t kb = 0; kb <= last_key_block(g, qb); kb++)
-                backward_tile(&a, bh / H, bh % H, qb, kb, UPDATE_DQ, mine);
+            backward_query_block(&a, bh / H, bh % H, qb, -1, UPDATE_DQ, mine);
         }
     }
     blas_threads_leave(saved);

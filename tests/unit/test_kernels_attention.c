@@ -390,13 +390,14 @@ static const AttentionCase causal_cases[] = {
     {2, 129, 2, 24, 16, 0},   // ragged after two full tiles
     {1, 64, 1, 5, 3, 0},      // exactly one tile, tiny odd head dims
     {1, 130, 4, 192, 128, 0}, // MLA's head dims
+    {1, 600, 2, 24, 16, 0},   // three key chunks, the last ragged
 };
 
 static const AttentionCase document_cases[] = {
     {1, 1, 1, 24, 16, 3},    {2, 7, 3, 24, 16, 3},    // several documents inside one tile
     {1, 70, 2, 24, 16, 5},   {2, 129, 2, 24, 16, 40}, // documents that cross tiles
     {2, 200, 1, 8, 8, 1000},                          // mostly one document: like causal
-    {1, 257, 2, 24, 16, 20},
+    {1, 257, 2, 24, 16, 20}, {1, 530, 2, 16, 8, 60},  // documents that cross key chunks
 };
 
 static void test_attention_causal_matches_reference(void **state) {
@@ -414,8 +415,11 @@ static void test_attention_with_documents_matches_reference(void **state) {
 static void test_attention_with_more_threads_than_heads_matches_reference(void **state) {
     (void)state;
     // B·H < threads takes the backward's two-pass schedule.
-    const AttentionCase cases[] = {
-        {1, 129, 1, 24, 16, 0}, {1, 200, 2, 24, 16, 30}, {1, 3, 1, 4, 4, 0}};
+    const AttentionCase cases[] = {{1, 129, 1, 24, 16, 0},
+                                   {1, 200, 2, 24, 16, 30},
+                                   {1, 3, 1, 4, 4, 0},
+                                   {1, 520, 1, 24, 16, 0},
+                                   {1, 530, 2, 16, 8, 100}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_attention(&cases[i], 3);
 }
@@ -425,7 +429,8 @@ static void test_attention_at_query_positions_matches_reference(void **state) {
     const AttentionCase cases[] = {
         {2, 128, 2, 24, 16, 0, QUERIES_CP_SLICE},  {1, 200, 3, 24, 16, 0, QUERIES_CP_SLICE},
         {2, 132, 2, 24, 16, 20, QUERIES_CP_SLICE}, {1, 70, 2, 24, 16, 0, QUERIES_RANDOM},
-        {2, 90, 1, 8, 8, 10, QUERIES_RANDOM},
+        {2, 90, 1, 8, 8, 10, QUERIES_RANDOM},      {1, 560, 2, 16, 8, 0, QUERIES_CP_SLICE},
+        {1, 540, 1, 8, 8, 40, QUERIES_RANDOM},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         run_attention(&cases[i], 1);
@@ -718,7 +723,7 @@ static void two_runs_check_equal(TwoRuns *r) {
 // Keeping the scores for backward changes the work, not a single bit of the results.
 static void test_attention_with_kept_scores_is_identical(void **state) {
     (void)state;
-    enum { B = 2, T = 70, H = 3, Dqk = 24, Dv = 16 };
+    enum { B = 2, T = 300, H = 3, Dqk = 24, Dv = 16 }; // two key chunks
     const int64_t Tq = T, Tk = T;
     TwoRuns r;
     two_runs_init(&r, B, T, H, Dqk, Dv);
@@ -727,7 +732,7 @@ static void test_attention_with_kept_scores_is_identical(void **state) {
     float *scores = random_floats(B * H * T * T, 0, 1);
     int32_t doc[B * T];
     for (int64_t i = 0; i < B * T; i++)
-        doc[i] = (int32_t)((i % T) / 25); // three documents
+        doc[i] = (int32_t)((i % T) / 100); // three documents
     for (int run = 0; run < 2; run++) {
         float *kept = run == 0 ? NULL : scores;
         assert_int_equal(dsv3_attention_forward(ATTENTION(&cpu, FORWARD), F32, r.out[run],
@@ -750,7 +755,7 @@ static void test_attention_with_kept_scores_is_identical(void **state) {
 
 static void test_attention_does_not_depend_on_thread_count(void **state) {
     (void)state;
-    enum { B = 1, T = 129, H = 2, Dqk = 16, Dv = 8 }; // T − 1 on a tile boundary
+    enum { B = 1, T = 513, H = 2, Dqk = 16, Dv = 8 }; // T − 1 on a key-chunk boundary
     const int64_t Tq = T, Tk = T;
     TwoRuns r;
     two_runs_init(&r, B, T, H, Dqk, Dv);
