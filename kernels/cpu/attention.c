@@ -20,8 +20,8 @@
 //
 // OpenMP runs the query blocks in parallel and each sgemm inside runs on one thread: OpenBLAS's
 // pthreads build serialises concurrent multi-threaded GEMMs, so its thread count is set to 1
-// for the length of a parallel region and restored after. Each thread's tiles and the
-// backward's delta come from the context's workspace.
+// for the length of a parallel region and restored after (dsv3_cpu_blas_threads_enter). Each
+// thread's tiles and the backward's delta come from the context's workspace.
 //
 // Legend: B sequences, Tq queries and Tk keys per sequence, H heads, Dqk query/key head dim, Dv
 // value head dim, BQ query rows of a block. q, dq (B, Tq, H, Dqk); out, dout
@@ -30,8 +30,6 @@
 // key position p (NULL: p = t; −1: no key). doc (B, Tk) document ids, or NULL for plain
 // causal. Query t sees key s when s ≤ p and doc[b, s] == doc[b, p]. A query block's positions
 // need not be contiguous: a tile is classified by the range of its queries' positions.
-#include <cblas.h>
-
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
@@ -216,17 +214,6 @@ static int score_tile(const Dsv3KernelContext *ctx, float *s, int64_t lds, const
     return 1;
 }
 
-// Inside our parallel regions every sgemm must run on the calling thread (see the top).
-static int blas_threads_enter(void) {
-    int saved = openblas_get_num_threads();
-    if (omp_get_max_threads() > 1 && saved > 1) openblas_set_num_threads(1);
-    return saved;
-}
-
-static void blas_threads_leave(int saved) {
-    if (openblas_get_num_threads() != saved) openblas_set_num_threads(saved);
-}
-
 // BLAS takes int leading dimensions; the other checks are shared with the reference version
 // (checks.h).
 static Dsv3Err check_blas_dims(int64_t Tk, int64_t H, int64_t Dqk, int64_t Dv) {
@@ -326,7 +313,7 @@ Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype
     const Geometry g = {q_pos, Tq, Tk, H, Dqk, Dv, scale};
     const int64_t blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q;
     const int64_t tasks = B * H * blocks;
-    const int saved = blas_threads_enter();
+    const int saved = dsv3_cpu_blas_threads_enter();
     // Later query blocks see more keys: hand them out first so the short ones fill the gaps.
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; task++) {
@@ -334,7 +321,7 @@ Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype
         forward_query_block(ctx, out, lse, scores, q, k, v, doc, bh / H, bh % H, qb, &g,
                             scratch + omp_get_thread_num() * per_thread);
     }
-    blas_threads_leave(saved);
+    dsv3_cpu_blas_threads_leave(saved);
     return DSV3_OK;
 }
 
@@ -507,7 +494,7 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
                         {q_pos, Tq, Tk, H, Dqk, Dv, scale}};
     const int64_t q_blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q;
     const int64_t chunks = (Tk + KEY_CHUNK - 1) / KEY_CHUNK;
-    const int saved = blas_threads_enter();
+    const int saved = dsv3_cpu_blas_threads_enter();
     if (whole_heads_per_thread(B * H, threads)) {
         // Each thread owns whole heads: one pass, every tile adds to dq, dk and dv.
 #pragma omp parallel for schedule(dynamic, 1)
@@ -533,7 +520,7 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
             backward_query_block(&a, bh / H, bh % H, qb, -1, UPDATE_DQ, mine);
         }
     }
-    blas_threads_leave(saved);
+    dsv3_cpu_blas_threads_leave(saved);
     return DSV3_OK;
 }
 

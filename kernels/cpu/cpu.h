@@ -48,6 +48,12 @@ void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                    int64_t ldc);
 
+// OpenBLAS's pthreads build serialises concurrent multi-threaded GEMMs: an OpenMP region whose
+// threads each run their own GEMMs sets BLAS to one thread for its length. enter returns what
+// leave restores.
+int dsv3_cpu_blas_threads_enter(void);
+void dsv3_cpu_blas_threads_leave(int saved);
+
 // The bf16 GEMM itself, for CPUs with AVX512-BF16 (dsv3_cpu_gemm_bf16_supported, backend.h).
 void dsv3_cpu_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

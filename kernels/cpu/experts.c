@@ -29,9 +29,6 @@
 #include "kernels/cpu/checks.h"
 #include "kernels/cpu/cpu.h"
 
-// After kernels.h: OpenBLAS's cblas.h pulls in <complex.h>, whose macro `I` would replace a
-// parameter name of kernels.h.
-#include <cblas.h>
 #include <omp.h>
 
 // Experts with rows per thread from which threads take whole experts instead of sharing GEMMs.
@@ -166,15 +163,14 @@ Dsv3Err dsv3_cpu_experts_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
 
     const int over_experts = experts_split_over_experts(busy);
     // Over experts: one BLAS thread per GEMM while OpenMP's threads each run their own experts.
-    const int blas_threads = openblas_get_num_threads();
-    if (over_experts) openblas_set_num_threads(1);
+    const int blas_threads = over_experts ? dsv3_cpu_blas_threads_enter() : 0;
 #pragma omp parallel for schedule(dynamic, 1) if (over_experts)
     for (int64_t i = 0; i < busy; i++) {
         const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
         expert_forward(ctx, ys + r * D, h1 + r * F, h3 + r * F, g + r * F, xs + r * D,
                        w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F);
     }
-    if (over_experts) openblas_set_num_threads(blas_threads);
+    if (over_experts) dsv3_cpu_blas_threads_leave(blas_threads);
     return DSV3_OK;
 }
 
@@ -204,8 +200,7 @@ Dsv3Err dsv3_cpu_experts_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype 
     experts_schedule(sched, &busy, offsets, E);
 
     const int over_experts = experts_split_over_experts(busy);
-    const int blas_threads = openblas_get_num_threads();
-    if (over_experts) openblas_set_num_threads(1);
+    const int blas_threads = over_experts ? dsv3_cpu_blas_threads_enter() : 0;
 #pragma omp parallel for schedule(dynamic, 1) if (over_experts)
     for (int64_t i = 0; i < busy; i++) {
         const int64_t e = sched[i], r = offsets[e], m = offsets[e + 1] - r;
@@ -213,6 +208,6 @@ Dsv3Err dsv3_cpu_experts_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype 
                         ga + r * F, gb + r * F, dys + r * D, xs + r * D, h1 + r * F, h3 + r * F,
                         w1 + e * F * D, w2 + e * D * F, w3 + e * F * D, m, D, F);
     }
-    if (over_experts) openblas_set_num_threads(blas_threads);
+    if (over_experts) dsv3_cpu_blas_threads_leave(blas_threads);
     return DSV3_OK;
 }

@@ -51,3 +51,13 @@ void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
     dsv3_profile_gemm(trans_a == DSV3_GEMM_TRANS, trans_b == DSV3_GEMM_TRANS, M, N, K,
                       dsv3_profile_now() - start, omp_in_parallel());
 }
+
+int dsv3_cpu_blas_threads_enter(void) {
+    const int saved = openblas_get_num_threads();
+    if (omp_get_max_threads() > 1 && saved > 1) openblas_set_num_threads(1);
+    return saved;
+}
+
+void dsv3_cpu_blas_threads_leave(int saved) {
+    if (openblas_get_num_threads() != saved) openblas_set_num_threads(saved);
+}

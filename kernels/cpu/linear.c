@@ -1,14 +1,18 @@
 // linear.c: y = x · Wᵀ without bias, torch.nn.Linear's weight layout (fast CPU version).
 //
-// All three products are single GEMMs (dsv3_cpu_gemm) on the row-major buffers, with the
-// transposes chosen so that nothing is copied:
+// All three products are GEMMs (dsv3_cpu_gemm) on the row-major buffers, with the transposes
+// chosen so that nothing is copied:
 //   forward   out (N, Out) = x (N, In) · W (Out, In)ᵀ
 //   backward  dx (N, In)   = dout (N, Out) · W (Out, In)
 //             dW (Out, In) += dout (N, Out)ᵀ · x (N, In)
+// On several threads each product is cut into blocks of its output's rows, and the threads run
+// the blocks side by side, each with a one-thread GEMM: BLAS's own threads gain little on the
+// narrow GEMMs of small models (256 features), and backward's two products are independent.
 //
 // Legend: N rows (tokens), In input features, Out output features.
 #include <inttypes.h>
 #include <limits.h>
+#include <omp.h>
 #include <stdint.h>
 
 #include "kernels/cpu/checks.h"
@@ -26,6 +30,44 @@ static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {
     return DSV3_OK;
 }
 
+// Rows of an output below which a block is not worth a thread of its own.
+enum { LINEAR_MIN_BLOCK_ROWS = 64 };
+
+// Rows [r0, r1) of block i of `blocks` over `rows`.
+static void block_rows(int64_t rows, int64_t blocks, int64_t i, int64_t *r0, int64_t *r1) {
+    *r0 = rows * i / blocks;
+    *r1 = rows * (i + 1) / blocks;
+}
+
+// How many blocks to cut `rows` into for `threads` threads.
+static int64_t blocks_for(int64_t rows, int64_t threads) {
+    const int64_t most = rows / LINEAR_MIN_BLOCK_ROWS;
+    return most < 1 ? 1 : (threads < most ? threads : most);
+}
+
+// out rows [r0, r1) = x rows [r0, r1) · Wᵀ.
+static void forward_rows(const Dsv3KernelContext *ctx, float *out, const float *x,
+                         const float *weight, int64_t r0, int64_t r1, int64_t In, int64_t Out) {
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)(r1 - r0), (int)Out, (int)In, 1.0f,
+                  x + r0 * In, (int)In, weight, (int)In, 0.0f, out + r0 * Out, (int)Out);
+}
+
+// dx rows [r0, r1) (+)= dout rows [r0, r1) · W.
+static void dx_rows(const Dsv3KernelContext *ctx, float *dx, const float *dout, const float *weight,
+                    int64_t r0, int64_t r1, int64_t In, int64_t Out, int accumulate) {
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)(r1 - r0), (int)In, (int)Out,
+                  1.0f, dout + r0 * Out, (int)Out, weight, (int)In, accumulate ? 1.0f : 0.0f,
+                  dx + r0 * In, (int)In);
+}
+
+// dW rows [r0, r1) += (dout columns [r0, r1))ᵀ · x.
+static void dweight_rows(const Dsv3KernelContext *ctx, float *dweight, const float *dout,
+                         const float *x, int64_t r0, int64_t r1, int64_t N, int64_t In,
+                         int64_t Out) {
+    dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)(r1 - r0), (int)In, (int)N, 1.0f,
+                  dout + r0, (int)Out, x, (int)In, 1.0f, dweight + r0 * In, (int)In);
+}
+
 Dsv3Err dsv3_cpu_linear_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
                                 const void *x_, const void *weight_, int64_t N, int64_t In,
                                 int64_t Out) {
@@ -35,8 +77,19 @@ Dsv3Err dsv3_cpu_linear_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dt
     DSV3_CALL(linear_check_sizes(N, In, Out));
     DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)N, (int)Out, (int)In, 1.0f, x,
-                  (int)In, weight, (int)In, 0.0f, out, (int)Out);
+    const int64_t blocks = blocks_for(N, omp_get_max_threads());
+    if (blocks == 1) {
+        forward_rows(ctx, out, x, weight, 0, N, In, Out);
+        return DSV3_OK;
+    }
+    const int saved = dsv3_cpu_blas_threads_enter();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < blocks; i++) {
+        int64_t r0, r1;
+        block_rows(N, blocks, i, &r0, &r1);
+        forward_rows(ctx, out, x, weight, r0, r1, In, Out);
+    }
+    dsv3_cpu_blas_threads_leave(saved);
     return DSV3_OK;
 }
 
@@ -50,11 +103,28 @@ Dsv3Err dsv3_cpu_linear_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     DSV3_CALL(linear_check_sizes(N, In, Out));
     DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    if (dx != NULL)
-        dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)N, (int)In, (int)Out, 1.0f,
-                      dout, (int)Out, weight, (int)In, accumulate_dx ? 1.0f : 0.0f, dx, (int)In);
-    if (dweight != NULL)
-        dsv3_cpu_gemm(ctx, DSV3_GEMM_TRANS, DSV3_GEMM_NO_TRANS, (int)Out, (int)In, (int)N, 1.0f,
-                      dout, (int)Out, x, (int)In, 1.0f, dweight, (int)In);
+    // Each product is cut the same way whether or not the other is asked for (a zero-bubble
+    // pipeline asks for them one at a time), so that both ways give the same bits.
+    const int threads = omp_get_max_threads();
+    const int64_t dx_blocks = dx == NULL ? 0 : blocks_for(N, threads);
+    const int64_t dw_blocks = dweight == NULL ? 0 : blocks_for(Out, threads);
+    if (threads == 1 || dx_blocks + dw_blocks == 1) {
+        if (dx != NULL) dx_rows(ctx, dx, dout, weight, 0, N, In, Out, accumulate_dx);
+        if (dweight != NULL) dweight_rows(ctx, dweight, dout, x, 0, Out, N, In, Out);
+        return DSV3_OK;
+    }
+    const int saved = dsv3_cpu_blas_threads_enter();
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < dx_blocks + dw_blocks; i++) {
+        int64_t r0, r1;
+        if (i < dx_blocks) {
+            block_rows(N, dx_blocks, i, &r0, &r1);
+            dx_rows(ctx, dx, dout, weight, r0, r1, In, Out, accumulate_dx);
+        } else {
+            block_rows(Out, dw_blocks, i - dx_blocks, &r0, &r1);
+            dweight_rows(ctx, dweight, dout, x, r0, r1, N, In, Out);
+        }
+    }
+    dsv3_cpu_blas_threads_leave(saved);
     return DSV3_OK;
 }
