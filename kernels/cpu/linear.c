@@ -104,24 +104,25 @@ Dsv3Err dsv3_cpu_linear_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     // Each product is cut the same way whether or not the other is asked for (a zero-bubble
-    // pipeline asks for them one at a time), so that both ways give the same bits.
+    // pipeline asks for them one at a time), so that both ways give the same bits: a product of
+    // one block runs whole, on BLAS's threads; the blocks of the others run side by side.
     const int threads = omp_get_max_threads();
     const int64_t dx_blocks = dx == NULL ? 0 : blocks_for(N, threads);
     const int64_t dw_blocks = dweight == NULL ? 0 : blocks_for(Out, threads);
-    if (threads == 1 || dx_blocks + dw_blocks == 1) {
-        if (dx != NULL) dx_rows(ctx, dx, dout, weight, 0, N, In, Out, accumulate_dx);
-        if (dweight != NULL) dweight_rows(ctx, dweight, dout, x, 0, Out, N, In, Out);
-        return DSV3_OK;
-    }
+    if (dx_blocks == 1) dx_rows(ctx, dx, dout, weight, 0, N, In, Out, accumulate_dx);
+    if (dw_blocks == 1) dweight_rows(ctx, dweight, dout, x, 0, Out, N, In, Out);
+    const int64_t dx_tasks = dx_blocks > 1 ? dx_blocks : 0,
+                  dw_tasks = dw_blocks > 1 ? dw_blocks : 0;
+    if (dx_tasks + dw_tasks == 0) return DSV3_OK;
     const int saved = dsv3_cpu_blas_threads_enter();
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i = 0; i < dx_blocks + dw_blocks; i++) {
+    for (int64_t i = 0; i < dx_tasks + dw_tasks; i++) {
         int64_t r0, r1;
-        if (i < dx_blocks) {
-            block_rows(N, dx_blocks, i, &r0, &r1);
+        if (i < dx_tasks) {
+            block_rows(N, dx_tasks, i, &r0, &r1);
             dx_rows(ctx, dx, dout, weight, r0, r1, In, Out, accumulate_dx);
         } else {
-            block_rows(Out, dw_blocks, i - dx_blocks, &r0, &r1);
+            block_rows(Out, dw_tasks, i - dx_tasks, &r0, &r1);
             dweight_rows(ctx, dweight, dout, x, r0, r1, N, In, Out);
         }
     }
