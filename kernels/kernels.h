@@ -106,6 +106,18 @@ Dsv3Err dsv3_kernel_context_set_matmul(Dsv3KernelContext *ctx, Dsv3TensorDtype d
 // Releases the stream and handle (not the workspace). Safe on a zeroed context.
 void dsv3_kernel_context_destroy(Dsv3KernelContext *ctx);
 
+// The name OpenBLAS gives the kernels it runs for the CPU backend's fp32 GEMMs ("SkylakeX",
+// "Haswell", ...; blas_kernels.c).
+const char *dsv3_cpu_blas_kernels(void);
+
+// OpenBLAS picks its kernels when it loads, from the CPU's model, and falls back to its generic
+// SSE3 kernels ("Prescott") on a model newer than its release, several times slower than the
+// AVX2 or AVX-512 kernels the CPU runs. Where that happened and OPENBLAS_CORETYPE is not set,
+// restarts the process (the same executable and arguments) with OPENBLAS_CORETYPE naming the
+// fastest kernels the CPU's instruction sets allow; returns where there is nothing to do or the
+// restart failed. Call first in main, before MPI or any thread starts.
+void dsv3_cpu_blas_restart_on_fallback(char **argv);
+
 // Router settings (torchtitan's TokenChoiceTopKRouter).
 typedef struct {
     int64_t num_experts;        // E

@@ -8,6 +8,7 @@
 #include "common/core/alloc.h"
 #include "common/core/log.h"
 #include "common/core/stop_signal.h"
+#include "kernels/kernels.h"
 
 // Exit code of a start-up that failed on every rank with a reported error.
 enum { ROLE_EXIT_FAILED = 1, ROLE_EXIT_ABORTED = 2 };
@@ -20,6 +21,7 @@ static void role_abort(Dsv3Err err) {
 
 int dsv3_role_main(Dsv3Role role, Dsv3RoleBody body, int argc, char **argv) {
     int provided = 0;
+    dsv3_cpu_blas_restart_on_fallback(argv); // before anything starts: it may exec
     dsv3_stop_signal_install(); // before MPI: a stop signal must never kill a rank mid-step
     // A write to a peer process that died (a lost expert server job) fails instead of killing
     // this rank without a word; the protocol's watch then names the silent peer.

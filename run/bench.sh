@@ -348,7 +348,10 @@ for t in $threads; do
     ours_tps=0 theirs_tps=0
     for _ in $(seq "$repeat"); do
         ours=$("$bench" "${args[@]}")
-        theirs=$("$DSV3_VENV/bin/python" "$DSV3_ROOT/tests/reference/bench_torch.py" "${args[@]}")
+        # Debian's torch calls OpenBLAS too: the same kernels as dsv3 (which picks better ones
+        # where OpenBLAS does not recognise the CPU).
+        theirs=$(OPENBLAS_CORETYPE=$(sed -n 's/^dsv3 blas_kernels=//p' <<<"$ours") \
+            "$DSV3_VENV/bin/python" "$DSV3_ROOT/tests/reference/bench_torch.py" "${args[@]}")
         ours_tps=$(best "$ours_tps" "$(sed -n 's/^dsv3 tokens_per_s=//p' <<<"$ours")")
         theirs_tps=$(best "$theirs_tps" "$(sed -n 's/^torch tokens_per_s=//p' <<<"$theirs")")
     done

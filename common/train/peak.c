@@ -83,8 +83,10 @@ Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch) {
     DSV3_CALL(
         dsv3_peak_measure_tflops(bf16 ? DSV3_TENSOR_BF16 : DSV3_TENSOR_F32, &tflops, &seconds));
     dsv3_log(launch->topology.stage_index == 0 ? DSV3_LOG_INFO : DSV3_LOG_DEBUG,
-             "start-up: peak: %.3f TFLOP/s on this rank (%s GEMM %d³) in %.2f s", tflops,
-             matmul_name(&launch->config), DSV3_PEAK_GEMM_DIM, seconds);
+             "start-up: peak: %.3f TFLOP/s on this rank (%s GEMM %d³; fp32 GEMMs on OpenBLAS's "
+             "%s kernels) in %.2f s",
+             tflops, matmul_name(&launch->config), DSV3_PEAK_GEMM_DIM, dsv3_cpu_blas_kernels(),
+             seconds);
     // The benchmark's buffers are gone; the step lines report the peak of each step.
     dsv3_alloc_reset_peak();
     return dsv3_protocol_share_peak(launch->protocol, tflops, NULL);

@@ -4,8 +4,10 @@
 // random tokens, and per step forward, loss, backward, clipping, expert-bias update and AdamW.
 //   bench_step [--seq_len 512] [--batch 2] [--steps 3] [--warmup 1] [--threads N] [--ac
 //   none|op|full] [--matmul float32|bfloat16] [--profile 1]
-// Prints `dsv3 tokens_per_s=<x>` and the memory line: peak RSS of this process against
-// parameters + gradients + AdamW state + the activations and scratch the model allocated.
+// Prints `dsv3 tokens_per_s=<x>`, the OpenBLAS kernels it ran (`dsv3 blas_kernels=<name>`: it
+// restarts on better ones where OpenBLAS did not recognise the CPU, as training does) and the
+// memory line: peak RSS of this process against parameters + gradients + AdamW state + the
+// activations and scratch the model allocated.
 // --profile 1 also prints where a timed step's time goes (the op library's profiling): each op's
 // time and share of the step with the GFLOP/s of its GEMMs against the peak the training start-up
 // measures (a large GEMM in the same dtype, on the same threads), then each GEMM shape's.
@@ -51,8 +53,8 @@ static Dsv3Err print_profile(Dsv3TensorDtype matmul, int64_t steps, double elaps
     const double step = elapsed / (double)steps;
     const char *dtype = matmul == DSV3_TENSOR_BF16 ? "bf16" : "fp32";
     printf("profile: %.3f s per step, %d thread(s), %s GEMM peak %.1f GFLOP/s (1024³, as training "
-           "measures it)\n",
-           step, omp_get_max_threads(), dtype, peak);
+           "measures it; OpenBLAS's %s kernels)\n",
+           step, omp_get_max_threads(), dtype, peak, dsv3_cpu_blas_kernels());
     printf("%-22s %8s %9s %6s %10s %9s %7s\n", "op", "calls", "ms/step", "share", "GFLOP/step",
            "GFLOP/s", "of peak");
     double in_ops = 0;
@@ -89,6 +91,7 @@ static Dsv3Err print_profile(Dsv3TensorDtype matmul, int64_t steps, double elaps
 }
 
 int main(int argc, char **argv) {
+    dsv3_cpu_blas_restart_on_fallback(argv); // as training does
     int64_t seq_len = 512, batch = 2, steps = 3, warmup = 1, threads = 0, profile = 0;
     Dsv3AcMode ac = DSV3_AC_NONE;
     Dsv3TensorDtype matmul = DSV3_TENSOR_F32;
@@ -171,6 +174,7 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &usage);
     double rss = (double)usage.ru_maxrss / 1024.0; // ru_maxrss is in KiB on Linux
     printf("dsv3 tokens_per_s=%.1f\n", (double)(N * steps) / elapsed);
+    printf("dsv3 blas_kernels=%s\n", dsv3_cpu_blas_kernels());
     printf("dsv3 peak_rss_mib=%.1f params+grads+adam_mib=%.1f activations_mib=%.1f ratio=%.2f\n",
            rss, state, activations, rss / (state + activations));
     free(tokens);

@@ -30,6 +30,14 @@ for text in "start-up: config:" "start-up: topology:" "start-up: allocation:" "s
     "MFU against a measured peak" "TensorBoard: writing" "profile: step 4 traced"; do
     expect_in "$WORK/run.out" "$text"
 done
+# The peak names OpenBLAS's kernels: never its generic SSE3 ones on a CPU with AVX, unless the
+# user chose them (a release older than the CPU falls back to them; the ranks then restart on
+# the kernels the CPU's instruction sets allow).
+kernels=$(sed -n "s/.*start-up: peak: .*OpenBLAS's \([A-Za-z0-9]*\) kernels.*/\1/p" "$WORK/run.out" | head -1)
+[ -n "$kernels" ] || fail "the start-up peak line names no OpenBLAS kernels"
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx /proc/cpuinfo; then
+    [ "$kernels" != Prescott ] || fail "OpenBLAS runs its generic Prescott kernels on a CPU with AVX"
+fi
 expect_count "$WORK/run.out" "] step " 4
 expect_count "$WORK/run.out" "      time " 4
 expect_count "$WORK/run.out" "      experts: max/mean" 4
