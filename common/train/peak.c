@@ -12,6 +12,9 @@
 enum { PEAK_MIN_REPEATS = 3, PEAK_MAX_REPEATS = 1000 };
 static const double PEAK_MIN_SECONDS = 0.2;
 
+// How much faster fp32 GEMMs must run than bf16 ones before start-up says bf16 slows training.
+static const double BF16_SLOWER_MARGIN = 1.1;
+
 // The benchmark runs the model's GEMM, on the CPU backend (which has no device).
 enum { PEAK_NO_DEVICE = -1 };
 
@@ -87,6 +90,16 @@ Dsv3Err dsv3_peak_start_stage(const Dsv3Launch *launch) {
              "%s kernels) in %.2f s",
              tflops, matmul_name(&launch->config), DSV3_PEAK_GEMM_DIM, dsv3_cpu_blas_kernels(),
              seconds);
+    // AVX512-BF16's VDPBF16PS runs at half the rate of fp32 FMAs on some CPUs (Intel Emerald
+    // Rapids: 92 against 194 GFLOP/s on one core): there bf16 only makes training slower.
+    double fp32_tflops = 0;
+    if (bf16 && launch->topology.stage_index == 0) {
+        DSV3_CALL(dsv3_peak_measure_tflops(DSV3_TENSOR_F32, &fp32_tflops, &seconds));
+        if (fp32_tflops > BF16_SLOWER_MARGIN * tflops)
+            DSV3_LOG_WARN("bf16 GEMMs run at %.3f TFLOP/s on this CPU and fp32 GEMMs at %.3f: "
+                          "training.mixed_precision_param = \"float32\" trains faster here",
+                          tflops, fp32_tflops);
+    }
     // The benchmark's buffers are gone; the step lines report the peak of each step.
     dsv3_alloc_reset_peak();
     return dsv3_protocol_share_peak(launch->protocol, tflops, NULL);
