@@ -6,8 +6,10 @@
 // the caller keeps them, else into the thread's scratch; then each row's softmax, exact (the
 // whole row is there: no running rescaling), and out = P v in one GEMM. Score tiles are GEMMs
 // (dsv3_cpu_gemm) that read q, k, v in place (the rows of one head are H·D floats apart: that is
-// the leading dimension). Key tiles that the mask hides entirely are skipped; only tiles that
-// the mask cuts are masked element by element.
+// the leading dimension) or, where the CPU has AVX-512 and GEMMs run in fp32, GEMMs against each
+// head's keys packed once per call (dsv3_cpu_gemm_panels; backward's dout vᵀ likewise against
+// the values). Key tiles that the mask hides entirely are skipped; only tiles that the mask cuts
+// are masked element by element.
 //
 // Backward: the probabilities are recomputed from the saved lse, P = exp(S − lse) — from the
 // scores themselves when the caller kept them (scores not NULL: no q·kᵀ again), with
@@ -192,12 +194,62 @@ static void mask_tile(float *s, int64_t lds, const int32_t *doc_b, const QueryBl
     }
 }
 
-// The geometry every tile of one call shares.
+// ---- keys and values packed once per call ----
+//
+// Every query block of a head multiplies against the same keys and values: q kᵀ (scores) and
+// P v in forward, dout vᵀ and dS k in backward. Where the CPU has AVX-512 and GEMMs run in
+// fp32, each head's keys and values are packed once per call into panels for these four
+// (dsv3_cpu_gemm_panels) instead of by sgemm in every tile; forward and backward make the same
+// calls for the same tiles.
+typedef struct {
+    const float *qk;  // keys as the B of q kᵀ: (B, H, qk_floats)
+    const float *pv;  // values as the B of P v: (B, H, pv_floats)
+    const float *dov; // values as the B of dout vᵀ: (B, H, dov_floats)
+    const float *dsk; // keys as the B of dS k: (B, H, dsk_floats)
+} Panels;
+
+static int uses_panels(const Dsv3KernelContext *ctx) {
+    return ctx->matmul_dtype == DSV3_TENSOR_F32 && dsv3_cpu_gemm_panels_supported();
+}
+
+static int64_t padded(int64_t n) {
+    return (n + DSV3_CPU_PANEL_WIDTH - 1) / DSV3_CPU_PANEL_WIDTH * DSV3_CPU_PANEL_WIDTH;
+}
+
+// Floats of one head's panels: keys or values by rows (q kᵀ, dout vᵀ: width D), or by columns
+// (P v, dS k).
+static int64_t row_panel_floats(int64_t Tk, int64_t D) { return padded(Tk) * D; }
+static int64_t column_panel_floats(int64_t Tk, int64_t D) { return padded(D) * Tk; }
+
+// panels (B, H, one head's floats) ← x (B, Tk, H, D), one head per task: by rows (B = x's rows
+// of the head) or by columns (Bᵀ = them).
+static void pack_heads(float *panels, const float *x, int64_t B, int64_t Tk, int64_t H, int64_t D,
+                       int by_columns) {
+    const int64_t per_head = by_columns ? column_panel_floats(Tk, D) : row_panel_floats(Tk, D);
+#pragma omp parallel for schedule(static)
+    for (int64_t bh = 0; bh < B * H; bh++) {
+        const float *head = x + ((bh / H) * Tk * H + bh % H) * D; // (Tk, D), ld H·D
+        if (by_columns)
+            dsv3_cpu_pack_panels_columns(panels + bh * per_head, head, H * D, D, Tk);
+        else
+            dsv3_cpu_pack_panels(panels + bh * per_head, head, H * D, Tk, D);
+    }
+}
+
+// The geometry every tile of one call shares, and the call's panels (all NULL when it packs
+// none).
 typedef struct {
     const int32_t *q_pos;
     int64_t Tq, Tk, H, Dqk, Dv;
     float scale;
+    Panels panels;
 } Geometry;
+
+// Head (b, h)'s share of panels of `per_head` floats each.
+static const float *head_of(const float *panels, int64_t b, int64_t h, int64_t per_head,
+                            const Geometry *g) {
+    return panels + (b * g->H + h) * per_head;
+}
 
 // s (nq, nk; row i at s + i·lds) = scale · q_tile (nq, Dqk) · k_tile (nk, Dqk)ᵀ, masked; false
 // (nothing written) when the mask hides the whole tile.
@@ -207,9 +259,15 @@ static int score_tile(const Dsv3KernelContext *ctx, float *s, int64_t lds, const
     TileKind kind = tile_kind(doc_b, blk, k0, k0 + nk);
     if (kind == TILE_HIDDEN) return 0;
     const int ld = (int)(g->H * g->Dqk);
-    dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)blk->nq, (int)nk, (int)g->Dqk,
-                  g->scale, q + ((b * g->Tq + blk->q0) * g->H + h) * g->Dqk, ld,
-                  k + ((b * g->Tk + k0) * g->H + h) * g->Dqk, ld, 0.0f, s, (int)lds);
+    const float *q_block = q + ((b * g->Tq + blk->q0) * g->H + h) * g->Dqk; // (nq, Dqk), ld
+    if (g->panels.qk)
+        dsv3_cpu_gemm_panels(blk->nq, k0, k0 + nk, 0, g->Dqk, g->scale, q_block, ld,
+                             head_of(g->panels.qk, b, h, row_panel_floats(g->Tk, g->Dqk), g),
+                             g->Dqk, s, lds, 0);
+    else
+        dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)blk->nq, (int)nk, (int)g->Dqk,
+                      g->scale, q_block, ld, k + ((b * g->Tk + k0) * g->H + h) * g->Dqk, ld, 0.0f,
+                      s, (int)lds);
     if (kind == TILE_CUT) mask_tile(s, lds, doc_b, blk, k0, nk);
     return 1;
 }
@@ -273,7 +331,11 @@ static void forward_query_block(const Dsv3KernelContext *ctx, float *out, float 
         inv_sum[i] = 1.0f / sum;
         lse_q[i] = row_max + logf(sum);
     }
-    if (end > start)
+    if (end > start && g->panels.pv)
+        dsv3_cpu_gemm_panels(nq, 0, Dv, start, end, 1.0f, p + start, Tk,
+                             head_of(g->panels.pv, b, h, column_panel_floats(Tk, Dv), g), Tk, out_q,
+                             H * Dv, 0);
+    else if (end > start)
         dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dv,
                       (int)(end - start), 1.0f, p + start, (int)Tk,
                       v + ((b * Tk + start) * H + h) * Dv, (int)(H * Dv), 0.0f, out_q,
@@ -286,11 +348,25 @@ static void forward_query_block(const Dsv3KernelContext *ctx, float *out, float 
     }
 }
 
-// Workspace of the forward: scratch (threads, forward_scratch_floats) floats.
-size_t dsv3_cpu_attention_forward_workspace(const Dsv3OpShape *shape, int threads) {
+// Workspace of the forward: scratch (threads, forward_scratch_floats) floats, then the panels of
+// q kᵀ and of P v where the CPU can use them. offsets (when not NULL) gets theirs.
+static size_t forward_workspace(const Dsv3OpShape *shape, int threads, size_t offsets[2]) {
     Dsv3CpuLayout layout = {0};
     dsv3_cpu_layout_add(&layout, threads * forward_scratch_floats(shape->Tk), sizeof(float));
+    const int64_t heads = dsv3_cpu_gemm_panels_supported() ? shape->B * shape->H : 0;
+    const size_t qk = dsv3_cpu_layout_add(&layout, heads * row_panel_floats(shape->Tk, shape->Dqk),
+                                          sizeof(float));
+    const size_t pv = dsv3_cpu_layout_add(
+        &layout, heads * column_panel_floats(shape->Tk, shape->Dv), sizeof(float));
+    if (offsets) {
+        offsets[0] = qk;
+        offsets[1] = pv;
+    }
     return layout.bytes;
+}
+
+size_t dsv3_cpu_attention_forward_workspace(const Dsv3OpShape *shape, int threads) {
+    return forward_workspace(shape, threads, NULL);
 }
 
 Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
@@ -306,11 +382,20 @@ Dsv3Err dsv3_cpu_attention_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype
     DSV3_CALL(check_blas_dims(Tk, H, Dqk, Dv));
     const int threads = omp_get_max_threads();
     const Dsv3OpShape shape = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dqk = Dqk, .Dv = Dv};
+    size_t offsets[2] = {0};
     DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_forward",
-                                       dsv3_cpu_attention_forward_workspace(&shape, threads)));
+                                       forward_workspace(&shape, threads, offsets)));
     const int64_t per_thread = forward_scratch_floats(Tk);
     float *scratch = ctx->workspace; // (threads, per_thread)
-    const Geometry g = {q_pos, Tq, Tk, H, Dqk, Dv, scale};
+    Geometry g = {q_pos, Tq, Tk, H, Dqk, Dv, scale, {NULL, NULL, NULL, NULL}};
+    if (uses_panels(ctx)) {
+        float *qk = dsv3_cpu_workspace_at(ctx, offsets[0]);
+        float *pv = dsv3_cpu_workspace_at(ctx, offsets[1]);
+        pack_heads(qk, k, B, Tk, H, Dqk, 0);
+        pack_heads(pv, v, B, Tk, H, Dv, 1);
+        g.panels.qk = qk;
+        g.panels.pv = pv;
+    }
     const int64_t blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q;
     const int64_t tasks = B * H * blocks;
     const int saved = dsv3_cpu_blas_threads_enter();
@@ -371,8 +456,13 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, const QueryBl
     const float *k_tile = a->k + ((b * Tk + k0) * H + h) * Dqk;      // (nk, Dqk), ld H·Dqk
     const float *v_tile = a->v + ((b * Tk + k0) * H + h) * Dv;       // (nk, Dv), ld H·Dv
     const float *dout_tile = a->dout + ((b * Tq + q0) * H + h) * Dv; // (nq, Dv), ld H·Dv
-    dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)nq, (int)nk, (int)Dv, 1.0f,
-                  dout_tile, ldv, v_tile, ldv, 0.0f, ds, KEY_CHUNK);
+    if (g->panels.dov)
+        dsv3_cpu_gemm_panels(nq, k0, k1, 0, Dv, 1.0f, dout_tile, ldv,
+                             head_of(g->panels.dov, b, h, row_panel_floats(Tk, Dv), g), Dv, ds,
+                             KEY_CHUNK, 0);
+    else
+        dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, (int)nq, (int)nk, (int)Dv, 1.0f,
+                      dout_tile, ldv, v_tile, ldv, 0.0f, ds, KEY_CHUNK);
     for (int64_t i = 0; i < nq; i++) {
         float *pi = p + i * KEY_CHUNK, *dsi = ds + i * KEY_CHUNK; // (nk) each
         if (lse_q[i] == -INFINITY) { // the query sees no key at all: no gradient
@@ -393,7 +483,11 @@ static void backward_tile(const Backward *a, int64_t b, int64_t h, const QueryBl
                       g->scale, ds, KEY_CHUNK, q_tile, ldqk, 1.0f,
                       a->dk + ((b * Tk + k0) * H + h) * Dqk, ldqk);
     }
-    if (updates & UPDATE_DQ)
+    if ((updates & UPDATE_DQ) && g->panels.dsk)
+        dsv3_cpu_gemm_panels(nq, 0, Dqk, k0, k1, g->scale, ds, KEY_CHUNK,
+                             head_of(g->panels.dsk, b, h, column_panel_floats(Tk, Dqk), g), Tk,
+                             a->dq + ((b * Tq + q0) * H + h) * Dqk, ldqk, 1);
+    else if (updates & UPDATE_DQ)
         dsv3_cpu_gemm(a->ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_NO_TRANS, (int)nq, (int)Dqk, (int)nk,
                       g->scale, ds, KEY_CHUNK, k_tile, ldqk, 1.0f,
                       a->dq + ((b * Tq + q0) * H + h) * Dqk, ldqk);
@@ -425,14 +519,28 @@ static int whole_heads_per_thread(int64_t heads, int threads) {
     return heads * TWO_PASS_GEMMS >= rounds * threads * ONE_PASS_GEMMS;
 }
 
-// Workspace of the backward: scratch (threads, backward_scratch_floats) floats, then delta
-// (B, H, Tq) floats. *delta_offset (when not NULL) gets delta's offset.
-static size_t backward_workspace(const Dsv3OpShape *shape, int threads, size_t *delta_offset) {
+// Workspace of the backward: scratch (threads, backward_scratch_floats) floats, delta (B, H, Tq)
+// floats, then the panels of q kᵀ, dout vᵀ and dS k where the CPU can use them. offsets (when
+// not NULL) gets delta's and theirs.
+static size_t backward_workspace(const Dsv3OpShape *shape, int threads, size_t offsets[4]) {
     Dsv3CpuLayout layout = {0};
     dsv3_cpu_layout_add(&layout, threads * backward_scratch_floats(), sizeof(float));
+    const int64_t heads = dsv3_cpu_gemm_panels_supported() ? shape->B * shape->H : 0;
+    const int64_t Tk = shape->Tk;
     const size_t delta =
         dsv3_cpu_layout_add(&layout, shape->B * shape->H * shape->Tq, sizeof(float));
-    if (delta_offset) *delta_offset = delta;
+    const size_t qk =
+        dsv3_cpu_layout_add(&layout, heads * row_panel_floats(Tk, shape->Dqk), sizeof(float));
+    const size_t dov =
+        dsv3_cpu_layout_add(&layout, heads * row_panel_floats(Tk, shape->Dv), sizeof(float));
+    const size_t dsk =
+        dsv3_cpu_layout_add(&layout, heads * column_panel_floats(Tk, shape->Dqk), sizeof(float));
+    if (offsets) {
+        offsets[0] = delta;
+        offsets[1] = qk;
+        offsets[2] = dov;
+        offsets[3] = dsk;
+    }
     return layout.bytes;
 }
 
@@ -456,11 +564,25 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
     const int threads = omp_get_max_threads();
     const int64_t per_thread = backward_scratch_floats();
     const Dsv3OpShape shape = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dqk = Dqk, .Dv = Dv};
-    size_t delta_offset = 0;
+    size_t offsets[4] = {0};
     DSV3_CALL(dsv3_cpu_check_workspace(ctx, "attention_backward",
-                                       backward_workspace(&shape, threads, &delta_offset)));
-    float *scratch = ctx->workspace;                         // (threads, per_thread)
-    float *delta = dsv3_cpu_workspace_at(ctx, delta_offset); // (B, H, Tq)
+                                       backward_workspace(&shape, threads, offsets)));
+    float *scratch = ctx->workspace;                       // (threads, per_thread)
+    float *delta = dsv3_cpu_workspace_at(ctx, offsets[0]); // (B, H, Tq)
+    Panels panels = {NULL, NULL, NULL, NULL};
+    if (uses_panels(ctx)) {
+        float *qk = dsv3_cpu_workspace_at(ctx, offsets[1]);
+        float *dov = dsv3_cpu_workspace_at(ctx, offsets[2]);
+        float *dsk = dsv3_cpu_workspace_at(ctx, offsets[3]);
+        if (scores == NULL) { // scores recomputed
+            pack_heads(qk, k, B, Tk, H, Dqk, 0);
+            panels.qk = qk;
+        }
+        pack_heads(dov, v, B, Tk, H, Dv, 0);
+        pack_heads(dsk, k, B, Tk, H, Dqk, 1);
+        panels.dov = dov;
+        panels.dsk = dsk;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < B * Tq; n++) {
         const int64_t b = n / Tq, t = n % Tq;
@@ -491,7 +613,7 @@ Dsv3Err dsv3_cpu_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtyp
                         delta,
                         scores,
                         doc,
-                        {q_pos, Tq, Tk, H, Dqk, Dv, scale}};
+                        {q_pos, Tq, Tk, H, Dqk, Dv, scale, panels}};
     const int64_t q_blocks = (Tq + BLOCK_Q - 1) / BLOCK_Q;
     const int64_t chunks = (Tk + KEY_CHUNK - 1) / KEY_CHUNK;
     const int saved = dsv3_cpu_blas_threads_enter();

@@ -54,6 +54,28 @@ void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
 int dsv3_cpu_blas_threads_enter(void);
 void dsv3_cpu_blas_threads_leave(int saved);
 
+// ---- GEMMs against a B packed once (gemm_panels.c, AVX-512) ----
+//
+// For a B (N, K) that many GEMMs use with different A (attention's keys and values): packed
+// once into panels of DSV3_CPU_PANEL_WIDTH rows of B (ceil(N / width) · width · K floats), from
+// B's rows (pack_panels: row j at b + j·ldb) or from Bᵀ's (pack_panels_columns: row k at
+// bt + k·ld). Then C[:, n0:n1) = alpha · A · B[n0:n1, k0:k1)ᵀ, or with `accumulate` that added
+// to C, where A (M, k1 − k0) has row i at a + i·lda, C column n0 at c, and K is what the panels
+// were packed with. Each element of C gets the same bits from every call that computes it. Only
+// where dsv3_cpu_gemm_panels_supported() (AVX-512 in the CPU and in this build).
+enum { DSV3_CPU_PANEL_WIDTH = 32 };
+
+int dsv3_cpu_gemm_panels_supported(void);
+void dsv3_cpu_pack_panels(float *panels, const float *b, int64_t ldb, int64_t N, int64_t K);
+void dsv3_cpu_pack_panels_columns(float *panels, const float *bt, int64_t ld, int64_t N, int64_t K);
+// Timed by shape while profiling is on, as dsv3_cpu_gemm (gemm.c); _run is the GEMM itself.
+void dsv3_cpu_gemm_panels(int64_t M, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float alpha,
+                          const float *a, int64_t lda, const float *panels, int64_t K, float *c,
+                          int64_t ldc, int accumulate);
+void dsv3_cpu_gemm_panels_run(int64_t M, int64_t n0, int64_t n1, int64_t k0, int64_t k1,
+                              float alpha, const float *a, int64_t lda, const float *panels,
+                              int64_t K, float *c, int64_t ldc, int accumulate);
+
 // The bf16 GEMM itself, for CPUs with AVX512-BF16 (dsv3_cpu_gemm_bf16_supported, backend.h).
 void dsv3_cpu_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

@@ -1,9 +1,10 @@
 // gemm: the one GEMM of the fast CPU ops — OpenBLAS's sgemm, or gemm_bf16.c's when the context
 // computes GEMMs in bf16 (ctx->matmul_dtype), each timed by shape while profiling is on
-// (kernels.h) — and whether this CPU and this build can do bf16.
+// (kernels.h) — and whether this CPU and this build can do bf16, and GEMMs against panels.
 #include <cblas.h>
 #include <limits.h>
 #include <omp.h>
+#include <stdlib.h>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu.h"
@@ -18,6 +19,15 @@ int dsv3_cpu_gemm_bf16_supported(const char **why) {
     *why = "this build's compiler cannot target AVX512-BF16 (gemm_bf16.c was not compiled)";
 #endif
     return 0;
+}
+
+int dsv3_cpu_gemm_panels_supported(void) {
+#ifdef DSV3_HAVE_GEMM_PANELS
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
 }
 
 static CBLAS_TRANSPOSE cblas_transpose(Dsv3GemmTranspose t) {
@@ -50,6 +60,24 @@ void dsv3_cpu_gemm(const Dsv3KernelContext *ctx, Dsv3GemmTranspose trans_a,
     gemm(ctx, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     dsv3_profile_gemm(trans_a == DSV3_GEMM_TRANS, trans_b == DSV3_GEMM_TRANS, M, N, K,
                       dsv3_profile_now() - start, omp_in_parallel());
+}
+
+void dsv3_cpu_gemm_panels(int64_t M, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float alpha,
+                          const float *a, int64_t lda, const float *panels, int64_t K, float *c,
+                          int64_t ldc, int accumulate) {
+#ifdef DSV3_HAVE_GEMM_PANELS
+    if (!dsv3_profiling) {
+        dsv3_cpu_gemm_panels_run(M, n0, n1, k0, k1, alpha, a, lda, panels, K, c, ldc, accumulate);
+        return;
+    }
+    const double start = dsv3_profile_now();
+    dsv3_cpu_gemm_panels_run(M, n0, n1, k0, k1, alpha, a, lda, panels, K, c, ldc, accumulate);
+    dsv3_profile_gemm(0, 1, M, n1 - n0, k1 - k0, dsv3_profile_now() - start, omp_in_parallel());
+#else
+    (void)M, (void)n0, (void)n1, (void)k0, (void)k1, (void)alpha, (void)a, (void)lda, (void)panels,
+        (void)K, (void)c, (void)ldc, (void)accumulate;
+    abort(); // callers ask dsv3_cpu_gemm_panels_supported first
+#endif
 }
 
 int dsv3_cpu_blas_threads_enter(void) {

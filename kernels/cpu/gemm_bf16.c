@@ -22,6 +22,7 @@
 #include <omp.h>
 #include <stdint.h>
 
+#include "kernels/cpu/avx512.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/cpu.h"
 
@@ -63,34 +64,6 @@ static inline __mmask16 lanes_mask(int64_t n) {
     return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
-// In place: r[i] lane j becomes r[j] lane i (16 × 16 words: pairs within 32-bit lanes, then
-// 64-bit, then 128-bit lanes across registers).
-static inline void transpose_16x16(__m512i r[LANES]) {
-    __m512i t[LANES];
-    for (int i = 0; i < LANES; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < LANES; i += 4) { // r[i + m], 128-bit lane L: rows i..i+3 of column 4L + m
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int m = 0; m < 4; m++) {
-        const __m512i x0 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x44); // lanes 0, 1 of each
-        const __m512i x1 = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xEE); // lanes 2, 3 of each
-        const __m512i y0 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x44);
-        const __m512i y1 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xEE);
-        t[m] = _mm512_shuffle_i32x4(x0, y0, 0x88);      // column m
-        t[4 + m] = _mm512_shuffle_i32x4(x0, y0, 0xDD);  // column 4 + m
-        t[8 + m] = _mm512_shuffle_i32x4(x1, y1, 0x88);  // column 8 + m
-        t[12 + m] = _mm512_shuffle_i32x4(x1, y1, 0xDD); // column 12 + m
-    }
-    for (int i = 0; i < LANES; i++)
-        r[i] = t[i];
-}
-
 // Pairs along memory, for `lines` (≤ 16) lines of x (line c at x + c · ld, kc floats each):
 // dst[p · stride + c] = pair(line c [2p], line c [2p + 1]) for the ceil(kc / 2) pairs, the last
 // one (line c [kc − 1], 0) when kc is odd, and 0 for lines c in [lines, width). 16 pairs of 16
@@ -107,7 +80,7 @@ static void pairs_along(uint32_t *dst, int64_t stride, int64_t width, const floa
                        ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + c * ld + 2 * p + LANES),
                                                       _mm512_loadu_ps(x + c * ld + 2 * p))
                        : _mm512_setzero_si512();
-        transpose_16x16(r);
+        dsv3_avx512_transpose_16x16(r);
         for (int64_t q = 0; q < LANES; q++)
             _mm512_mask_storeu_epi32(dst + (p + q) * stride, lanes_mask(width), r[q]);
     }
