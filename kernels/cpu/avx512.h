@@ -4,8 +4,16 @@
 #define DSV3_KERNELS_CPU_AVX512_H
 
 #include <immintrin.h>
+#include <stdint.h>
 
 enum { DSV3_AVX512_LANES = 16 }; // 32-bit lanes of a zmm register
+
+// The first n lanes (none for n <= 0, all for n >= 16).
+static inline __mmask16 dsv3_avx512_lanes_mask(int64_t n) {
+    return n >= DSV3_AVX512_LANES ? (__mmask16)0xFFFF
+           : n <= 0               ? (__mmask16)0
+                                  : (__mmask16)((1u << n) - 1);
+}
 
 // In place: r[i] lane j becomes r[j] lane i (16 × 16 words: pairs within 32-bit lanes, then
 // 64-bit, then 128-bit lanes across registers).

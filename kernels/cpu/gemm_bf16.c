@@ -60,10 +60,6 @@ static inline uint32_t pair(float x, float y) {
     return (uint32_t)dsv3_bf16_from_f32(x) | (uint32_t)dsv3_bf16_from_f32(y) << DSV3_BF16_SHIFT;
 }
 
-static inline __mmask16 lanes_mask(int64_t n) {
-    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 // Pairs along memory, for `lines` (≤ 16) lines of x (line c at x + c · ld, kc floats each):
 // dst[p · stride + c] = pair(line c [2p], line c [2p + 1]) for the ceil(kc / 2) pairs, the last
 // one (line c [kc − 1], 0) when kc is odd, and 0 for lines c in [lines, width). 16 pairs of 16
@@ -82,7 +78,7 @@ static void pairs_along(uint32_t *dst, int64_t stride, int64_t width, const floa
                        : _mm512_setzero_si512();
         dsv3_avx512_transpose_16x16(r);
         for (int64_t q = 0; q < LANES; q++)
-            _mm512_mask_storeu_epi32(dst + (p + q) * stride, lanes_mask(width), r[q]);
+            _mm512_mask_storeu_epi32(dst + (p + q) * stride, dsv3_avx512_lanes_mask(width), r[q]);
     }
     for (int64_t c = 0; c < width; c++)
         for (int64_t q = p; 2 * q < kc; q++)
@@ -109,11 +105,11 @@ static void pack_a(const Gemm *g, int64_t i0, int64_t mc, int64_t k0, int64_t kc
         uint32_t *panel = packed_a + p0 * pairs; // (pairs, MR)
         const int64_t rows = min_i64(MR, mc - p0);
         if (g->trans_a) { // op(A)[i, k] = A[k, i]: the panel's rows lie along memory
-            const __mmask16 mask = lanes_mask(rows);
+            const __mmask16 mask = dsv3_avx512_lanes_mask(rows);
             for (int64_t p = 0; p < pairs; p++) {
                 const float *x0 = g->A + (k0 + 2 * p) * g->lda + i0 + p0;
                 const __m512i w = pairs_across(x0, 2 * p + 1 < kc ? x0 + g->lda : NULL, mask);
-                _mm512_mask_storeu_epi32(panel + p * MR, lanes_mask(MR), w);
+                _mm512_mask_storeu_epi32(panel + p * MR, dsv3_avx512_lanes_mask(MR), w);
             }
             continue;
         }
@@ -131,10 +127,11 @@ static void pack_b(const Gemm *g, int64_t k0, int64_t kc, int64_t j0, int64_t nc
             for (int64_t p = 0; p < pairs; p++) {
                 const float *x0 = g->B + (k0 + 2 * p) * g->ldb + j0 + q0;
                 const float *x1 = 2 * p + 1 < kc ? x0 + g->ldb : NULL;
-                _mm512_storeu_si512(panel + p * NR, pairs_across(x0, x1, lanes_mask(cols)));
-                _mm512_storeu_si512(
-                    panel + p * NR + LANES,
-                    pairs_across(x0 + LANES, x1 ? x1 + LANES : NULL, lanes_mask(cols - LANES)));
+                _mm512_storeu_si512(panel + p * NR,
+                                    pairs_across(x0, x1, dsv3_avx512_lanes_mask(cols)));
+                _mm512_storeu_si512(panel + p * NR + LANES,
+                                    pairs_across(x0 + LANES, x1 ? x1 + LANES : NULL,
+                                                 dsv3_avx512_lanes_mask(cols - LANES)));
             }
             continue;
         }

@@ -26,16 +26,12 @@ _Static_assert((int)NR == (int)DSV3_CPU_PANEL_WIDTH, "panel width");
 
 static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-static inline __mmask16 lanes_mask(int64_t n) {
-    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 void dsv3_cpu_pack_panels(float *panels, const float *b, int64_t ldb, int64_t N, int64_t K) {
     // 16 rows × 16 k at a time: loaded as rows, stored as k after a transpose.
     for (int64_t j0 = 0; j0 < N; j0 += LANES) {
         float *dst = panels + j0 / NR * NR * K + j0 % NR; // lane 0 of k 0 in the panel
         for (int64_t k0 = 0; k0 < K; k0 += LANES) {
-            const __mmask16 ks = lanes_mask(K - k0);
+            const __mmask16 ks = dsv3_avx512_lanes_mask(K - k0);
             __m512i r[LANES];
             for (int64_t j = 0; j < LANES; j++)
                 r[j] = j0 + j < N
@@ -55,7 +51,8 @@ void dsv3_cpu_pack_panels(float *panels, const float *b, int64_t ldb, int64_t N,
 void dsv3_cpu_pack_panels_columns(float *panels, const float *bt, int64_t ld, int64_t N,
                                   int64_t K) {
     for (int64_t p0 = 0; p0 < N; p0 += NR) {
-        const __mmask16 lo = lanes_mask(N - p0), hi = lanes_mask(N - p0 - LANES);
+        const __mmask16 lo = dsv3_avx512_lanes_mask(N - p0),
+                        hi = dsv3_avx512_lanes_mask(N - p0 - LANES);
         for (int64_t k = 0; k < K; k++) {
             const float *x = bt + k * ld + p0;
             float *dst = panels + p0 * K + k * NR;
@@ -95,7 +92,8 @@ static void micro_kernel(int64_t K, float alpha, const float *a, int64_t lda, in
         _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                          _mm512_set1_epi32((int)c0));
     const __m512i shift_hi = _mm512_add_epi32(shift_lo, _mm512_set1_epi32(LANES));
-    const __mmask16 keep_lo = lanes_mask(c1 - c0), keep_hi = lanes_mask(c1 - c0 - LANES);
+    const __mmask16 keep_lo = dsv3_avx512_lanes_mask(c1 - c0),
+                    keep_hi = dsv3_avx512_lanes_mask(c1 - c0 - LANES);
     const __m512 va = _mm512_set1_ps(alpha);
     for (int64_t i = 0; i < rows; i++) {
         float *ci = c + i * ldc;
