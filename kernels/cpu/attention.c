@@ -7,8 +7,8 @@
 // whole row is there: no running rescaling), and out = P v in one GEMM. Score tiles are GEMMs
 // (dsv3_cpu_gemm) that read q, k, v in place (the rows of one head are H·D floats apart: that is
 // the leading dimension) or, where the CPU has AVX-512 and GEMMs run in fp32, GEMMs against each
-// head's keys packed once per call (dsv3_cpu_gemm_panels; backward's dout vᵀ likewise against
-// the values). Key tiles that the mask hides entirely are skipped; only tiles that the mask cuts
+// head's keys and values packed once per call (see "keys and values packed once per call").
+// Key tiles that the mask hides entirely are skipped; only tiles that the mask cuts
 // are masked element by element.
 //
 // Backward: the probabilities are recomputed from the saved lse, P = exp(S − lse) — from the
@@ -202,10 +202,10 @@ static void mask_tile(float *s, int64_t lds, const int32_t *doc_b, const QueryBl
 // (dsv3_cpu_gemm_panels) instead of by sgemm in every tile; forward and backward make the same
 // calls for the same tiles.
 typedef struct {
-    const float *qk;  // keys as the B of q kᵀ: (B, H, qk_floats)
-    const float *pv;  // values as the B of P v: (B, H, pv_floats)
-    const float *dov; // values as the B of dout vᵀ: (B, H, dov_floats)
-    const float *dsk; // keys as the B of dS k: (B, H, dsk_floats)
+    const float *qk;  // keys as the B of q kᵀ: (B, H, row_panel_floats(Tk, Dqk))
+    const float *pv;  // values as the B of P v: (B, H, column_panel_floats(Tk, Dv))
+    const float *dov; // values as the B of dout vᵀ: (B, H, row_panel_floats(Tk, Dv))
+    const float *dsk; // keys as the B of dS k: (B, H, column_panel_floats(Tk, Dqk))
 } Panels;
 
 static int uses_panels(const Dsv3KernelContext *ctx) {
