@@ -1,16 +1,15 @@
 // dispatch: the public functions of kernels.h — contexts, names, and one function per op that
 // checks the context and calls its backend's table (backend.h).
 //
-// The CUDA table and its context functions come from kernels/cuda, which defines
-// DSV3_HAVE_CUDA_OPS (meson) once its table exists; a build with CUDA but without that table
-// links and refuses CUDA contexts, like a build without CUDA.
+// The CUDA table and its context functions come from kernels/cuda, built when nvcc is found
+// (DSV3_HAVE_CUDA); a build without it refuses CUDA contexts.
 #include <stddef.h>
 #include <string.h>
 
 #include "kernels/backend.h"
 #include "kernels/kernels.h"
 
-#if defined(DSV3_HAVE_CUDA) && defined(DSV3_HAVE_CUDA_OPS)
+#if defined(DSV3_HAVE_CUDA)
 #define DISPATCH_CUDA 1
 #else
 #define DISPATCH_CUDA 0
@@ -47,32 +46,16 @@ const char *dsv3_op_name(Dsv3Op op) {
     return (int)op >= 0 && op < DSV3_OP_COUNT ? dispatch_op_names[op] : "unknown op";
 }
 
-Dsv3Err dsv3_kernel_context_create(Dsv3KernelContext *ctx, Dsv3Backend backend, int device) {
-    DSV3_CHECK(ctx != NULL, DSV3_ERR_USAGE, "kernel context: ctx is NULL");
-    memset(ctx, 0, sizeof *ctx);
-    ctx->backend = backend;
-    ctx->device = DISPATCH_NO_DEVICE;
+// The backend's table (and, on CUDA, its device state) in ctx.
+static Dsv3Err dispatch_backend_create(Dsv3KernelContext *ctx, Dsv3Backend backend, int device) {
     switch (backend) {
     case DSV3_BACKEND_CPU: ctx->ops = &dsv3_cpu_ops; return DSV3_OK;
     case DSV3_BACKEND_CPU_REFERENCE: ctx->ops = &dsv3_cpu_reference_ops; return DSV3_OK;
     case DSV3_BACKEND_CUDA:
 #if DISPATCH_CUDA
-    {
         ctx->ops = &dsv3_cuda_ops;
         ctx->device = device;
-        Dsv3Err err = dsv3_cuda_context_create(ctx, device);
-        if (err != DSV3_OK) {
-            memset(ctx, 0, sizeof *ctx);
-            ctx->device = DISPATCH_NO_DEVICE;
-            return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
-        }
-        return DSV3_OK;
-    }
-#elif defined(DSV3_HAVE_CUDA)
-        DSV3_RAISE(DSV3_ERR_USAGE,
-                   "kernel context for backend cuda (device %d): this build's "
-                   "CUDA backend has no kernels yet; use backend cpu",
-                   device);
+        return dsv3_cuda_context_create(ctx, device);
 #else
         DSV3_RAISE(DSV3_ERR_USAGE,
                    "kernel context for backend cuda (device %d): this build has no CUDA (nvcc "
@@ -84,6 +67,31 @@ Dsv3Err dsv3_kernel_context_create(Dsv3KernelContext *ctx, Dsv3Backend backend, 
                (int)backend, DSV3_BACKEND_COUNT - 1);
 }
 
+Dsv3Err dsv3_kernel_context_create(Dsv3KernelContext *ctx, Dsv3Backend backend, int device) {
+    DSV3_CHECK(ctx != NULL, DSV3_ERR_USAGE, "kernel context: ctx is NULL");
+    memset(ctx, 0, sizeof *ctx);
+    ctx->backend = backend;
+    ctx->device = DISPATCH_NO_DEVICE;
+    Dsv3Err err = dispatch_backend_create(ctx, backend, device);
+    if (err == DSV3_OK)
+        err = ctx->ops->memory_alloc(ctx, &ctx->scalars, DSV3_CONTEXT_SCALARS * sizeof(double),
+                                     "scalar results");
+    if (err != DSV3_OK) {
+        dsv3_kernel_context_destroy(ctx);
+        memset(ctx, 0, sizeof *ctx);
+        ctx->device = DISPATCH_NO_DEVICE;
+        return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    }
+    return DSV3_OK;
+}
+
+Dsv3Err dsv3_scalar_read(const Dsv3KernelContext *ctx, void *host, const void *scalar,
+                         size_t bytes) {
+    DSV3_CALL(dsv3_memory_copy(ctx, host, scalar, bytes, DSV3_COPY_DEVICE_TO_HOST));
+    DSV3_CALL(dsv3_synchronize(ctx));
+    return DSV3_OK;
+}
+
 Dsv3Err dsv3_kernel_context_set_matmul(Dsv3KernelContext *ctx, Dsv3TensorDtype dtype) {
     DSV3_CHECK(ctx != NULL && ctx->ops != NULL, DSV3_ERR_USAGE,
                "kernel context: set_matmul needs a context made by dsv3_kernel_context_create");
@@ -93,9 +101,9 @@ Dsv3Err dsv3_kernel_context_set_matmul(Dsv3KernelContext *ctx, Dsv3TensorDtype d
         const char *why = "";
         DSV3_CHECK(ctx->backend != DSV3_BACKEND_CPU_REFERENCE, DSV3_ERR_USAGE,
                    "kernel context: the cpu-reference backend computes GEMMs in fp32 only");
-        DSV3_CHECK(ctx->backend != DSV3_BACKEND_CUDA, DSV3_ERR_USAGE,
-                   "kernel context: the cuda backend has no bf16 GEMMs yet");
-        DSV3_CHECK(dsv3_cpu_gemm_bf16_supported(&why), DSV3_ERR_USAGE,
+        // CUDA GEMMs compute in bf16 on every GPU this build targets (sm_80 and later).
+        DSV3_CHECK(ctx->backend == DSV3_BACKEND_CUDA || dsv3_cpu_gemm_bf16_supported(&why),
+                   DSV3_ERR_USAGE,
                    "kernel context: the cpu backend cannot compute GEMMs in bf16 here: %s", why);
     }
     ctx->matmul_dtype = dtype;
@@ -104,6 +112,8 @@ Dsv3Err dsv3_kernel_context_set_matmul(Dsv3KernelContext *ctx, Dsv3TensorDtype d
 
 void dsv3_kernel_context_destroy(Dsv3KernelContext *ctx) {
     if (ctx == NULL || ctx->ops == NULL) return;
+    if (ctx->scalars) (void)ctx->ops->memory_free(ctx, ctx->scalars);
+    ctx->scalars = NULL;
 #if DISPATCH_CUDA
     if (ctx->backend == DSV3_BACKEND_CUDA) dsv3_cuda_context_destroy(ctx);
 #endif

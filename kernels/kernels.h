@@ -82,7 +82,13 @@ typedef struct {
     // What the GEMMs of the ops round their fp32 operands to (the products are summed in
     // fp32): DSV3_TENSOR_F32 after create, DSV3_TENSOR_BF16 by dsv3_kernel_context_set_matmul.
     Dsv3TensorDtype matmul_dtype;
+    // DSV3_CONTEXT_SCALARS 8-byte slots of the context's memory, made by create, for the scalar
+    // results of ops that the caller reads back (a loss, a sum of squares, a count): pass
+    // (double *)ctx->scalars + i as the op's output, then dsv3_scalar_read it.
+    void *scalars;
 } Dsv3KernelContext;
+
+enum { DSV3_CONTEXT_SCALARS = 8 };
 
 // "cpu", "cpu-reference", "cuda".
 const char *dsv3_backend_name(Dsv3Backend backend);
@@ -103,8 +109,14 @@ Dsv3Err dsv3_kernel_context_create(Dsv3KernelContext *ctx, Dsv3Backend backend, 
 // stay as their ops' dtypes say. Errors: DSV3_ERR_USAGE naming the backend and what it lacks.
 Dsv3Err dsv3_kernel_context_set_matmul(Dsv3KernelContext *ctx, Dsv3TensorDtype dtype);
 
-// Releases the stream and handle (not the workspace). Safe on a zeroed context.
+// Releases the stream, handle and scalar slots (not the workspace). Safe on a zeroed context.
 void dsv3_kernel_context_destroy(Dsv3KernelContext *ctx);
+
+// host (bytes) = the scalar result at `scalar` (context memory, e.g. a slot of ctx->scalars),
+// once the ops issued before have finished (on CUDA: waits for the stream, and reports the
+// data faults its kernels met).
+Dsv3Err dsv3_scalar_read(const Dsv3KernelContext *ctx, void *host, const void *scalar,
+                         size_t bytes);
 
 // The name OpenBLAS gives the kernels it runs for the CPU backend's fp32 GEMMs ("SkylakeX",
 // "Haswell", ...; blas_kernels.c).

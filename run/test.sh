@@ -15,7 +15,7 @@ dsv3_mpi_env
 
 # Formatting first: the C and CUDA sources follow .clang-format exactly.
 dsv3_log "checking the formatting of the C and CUDA sources (.clang-format)"
-mapfile -t sources < <(cd "$DSV3_ROOT" && find common kernels roles tests -name '*.[ch]' -o -name '*.cu' | sort)
+mapfile -t sources < <(cd "$DSV3_ROOT" && find common kernels roles tests -name '*.[ch]' -o -name '*.cu' -o -name '*.cuh' | sort)
 (cd "$DSV3_ROOT" && clang-format --dry-run --Werror "${sources[@]}") ||
     dsv3_die "the files above are not formatted: run clang-format -i on them"
 

@@ -10,6 +10,10 @@
 
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" { // the CUDA backend (C++) allocates too
+#endif
+
 enum { DSV3_ALLOC_ALIGNMENT = 64 };
 
 // *out = `bytes` uninitialised bytes; `what` names the buffer in the error message.
@@ -29,5 +33,9 @@ size_t dsv3_alloc_peak_bytes(void);
 
 // Restarts the peak from the current value (e.g. per step).
 void dsv3_alloc_reset_peak(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
