@@ -14,8 +14,8 @@
 // torchtitan's final norm is nn.RMSNorm(dim) without eps: torch.finfo(float32).eps.
 static const float FINAL_NORM_EPS = FLT_EPSILON;
 
-// The CPU backend has no device.
-enum { NO_DEVICE = -1 };
+// Slots of the kernel context's scalars (kernels.h) that the loss and label count pass through.
+enum { MODEL_SCALAR_LOSS, MODEL_SCALAR_LABELS };
 
 // What one micro-batch in flight keeps between its forward and its backward.
 typedef struct {
@@ -37,12 +37,13 @@ struct Dsv3Model {
     Dsv3StageRange range; // the store's
     int group_embedding;  // store group indices, or -1
     int group_head;
-    int *group_layer;            // (L)
-    float **expert_bias;         // (L) per layer: (E) or NULL (dense layers)
-    int64_t **tokens_per_expert; // (L) per layer: (E) or NULL
-    Dsv3Arena arena;             // activations, scratch, tables
-    Slot *slots;                 // (opt.slots)
-    Dsv3LayerActs shared;        // recomputation buffers of checkpointed layers
+    int *group_layer;             // (L)
+    float **expert_bias;          // (L) per layer: (E) or NULL (dense layers)
+    int64_t **tokens_per_expert;  // (L) per layer: (E) or NULL
+    Dsv3Arena arena;              // activations, scratch, tables
+    Dsv3ArenaMemory arena_memory; // the arena's arrays: the kernel context's memory
+    Slot *slots;                  // (opt.slots)
+    Dsv3LayerActs shared;         // recomputation buffers of checkpointed layers
     Dsv3LayerScratch scratch;
     Dsv3LayerContext ctx;
     float *dfinal;               // (N, D) last stage (partial under tp)
@@ -418,6 +419,21 @@ static Dsv3Err check_tensor_parallel(const Dsv3Model *m) {
     return DSV3_OK;
 }
 
+// The arena's arrays (activations, scratch, expert-load state) in the kernel context's memory.
+static Dsv3Err model_memory_alloc_zeroed(void *kernels, void **out, size_t bytes,
+                                         const char *what) {
+    DSV3_CALL(dsv3_memory_alloc(kernels, out, bytes, what));
+    Dsv3Err err = dsv3_memory_zero(kernels, *out, bytes);
+    if (err != DSV3_OK) {
+        (void)dsv3_memory_free(kernels, *out);
+        *out = NULL;
+        return dsv3_error_trace(err, __FILE__, __LINE__, __func__);
+    }
+    return DSV3_OK;
+}
+
+static void model_memory_release(void *kernels, void *ptr) { (void)dsv3_memory_free(kernels, ptr); }
+
 Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
                           const Dsv3ModelServices *services) {
     *out = NULL;
@@ -435,6 +451,9 @@ Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3
     m->opt = *opt;
     m->services = *services;
     m->range = services->params->range;
+    m->arena_memory = (Dsv3ArenaMemory){(void *)services->kernels, model_memory_alloc_zeroed,
+                                        model_memory_release};
+    m->arena.memory = &m->arena_memory;
     store_tp(services, &m->tp, &m->tp_rank);
     Dsv3Err err = check_context_parallel(m);
     if (err == DSV3_OK) err = check_tensor_parallel(m);
@@ -503,7 +522,7 @@ static Dsv3Err local_services_create(LocalServices **out, const Dsv3ModelArgs *a
     DSV3_CALL(dsv3_calloc((void **)&l, 1, sizeof *l, "model services"));
     *out = l;
     Dsv3KernelContext *k = &l->kernels;
-    DSV3_CALL(dsv3_kernel_context_create(k, DSV3_BACKEND_CPU, NO_DEVICE));
+    DSV3_CALL(dsv3_kernel_context_create(k, opt->backend, opt->device));
     DSV3_CALL(dsv3_model_kernels_matmul(k, opt->matmul_dtype));
     DSV3_CALL(store->create(&l->store, k, args, range, seed, store->arg));
     size_t bytes = 0;
@@ -794,11 +813,12 @@ static Dsv3Err loss_parallel(Dsv3Model *m, const Slot *s, Dsv3Param *output,
             dsv3_vocab_logits_sums(k, m->head_sums, m->head_logits, m->head_max, labels, n, V, v0));
         DSV3_CALL(
             c->all_reduce(c, DSV3_GROUP_TP, m->head_sums, 2 * n, DSV3_ELEM_F64, DSV3_REDUCE_SUM));
-        double chunk_loss = 0;
+        double chunk_loss = 0, *chunk_loss_slot = (double *)k->scalars + MODEL_SCALAR_LOSS;
         DSV3_CALL(dsv3_vocab_logits_backward(
-            k, DSV3_TENSOR_F32, &chunk_loss, train ? m->dfinal + n0 * D : NULL,
+            k, DSV3_TENSOR_F32, chunk_loss_slot, train ? m->dfinal + n0 * D : NULL,
             train ? output->grad : NULL, m->head_logits, m->head_max, m->head_sums, h, output->data,
             labels, n, D, V, v0, grad_scale));
+        DSV3_CALL(dsv3_scalar_read(k, &chunk_loss, chunk_loss_slot, sizeof chunk_loss));
         *loss_sum += chunk_loss;
     }
     return DSV3_OK;
@@ -831,10 +851,11 @@ static Dsv3Err loss_gathered(Dsv3Model *m, const Slot *s, Dsv3Param *output,
                 DSV3_CALL(dsv3_copy_columns(k, DSV3_TENSOR_F32, m->head_whole + first, V,
                                             m->head_logits + r * n * S, count, n, count));
         }
-        double chunk_loss = 0;
-        DSV3_CALL(dsv3_cross_entropy_logits(k, DSV3_TENSOR_F32, &chunk_loss,
+        double chunk_loss = 0, *chunk_loss_slot = (double *)k->scalars + MODEL_SCALAR_LOSS;
+        DSV3_CALL(dsv3_cross_entropy_logits(k, DSV3_TENSOR_F32, chunk_loss_slot,
                                             train ? m->head_whole : NULL, m->head_whole,
                                             all_labels + n0, n, V, grad_scale));
+        DSV3_CALL(dsv3_scalar_read(k, &chunk_loss, chunk_loss_slot, sizeof chunk_loss));
         *loss_sum += chunk_loss;
         if (!train) continue;
         DSV3_CALL(dsv3_copy_columns(k, DSV3_TENSOR_F32, mine, Vl, m->head_whole + v0, V, n, Vl));
@@ -857,7 +878,9 @@ static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, d
         DSV3_CALL(cp_take(m, m->labels, grad->labels, m->opt.batch, sizeof *m->labels));
         labels = m->labels;
     }
-    DSV3_CALL(dsv3_labels_count(k, n_labels, labels, N));
+    int64_t *n_labels_slot = (int64_t *)k->scalars + MODEL_SCALAR_LABELS;
+    DSV3_CALL(dsv3_labels_count(k, n_labels_slot, labels, N));
+    DSV3_CALL(dsv3_scalar_read(k, n_labels, n_labels_slot, sizeof *n_labels));
     int train = grad->grad_scale != 0.0f;
     Dsv3ParamUse use = train ? DSV3_PARAM_USE_BACKWARD : DSV3_PARAM_USE_FORWARD;
     DSV3_CALL(acquire(m, m->group_head, use));
@@ -867,11 +890,14 @@ static Dsv3Err head_backward(Dsv3Model *m, Slot *s, const Dsv3StageGrad *grad, d
         DSV3_CALL(loss_gathered(m, s, output, labels, grad->grad_scale, loss_sum));
     else if (m->tp > 1)
         DSV3_CALL(loss_parallel(m, s, output, labels, grad->grad_scale, loss_sum));
-    else
-        DSV3_CALL(dsv3_cross_entropy(k, DSV3_TENSOR_F32, loss_sum, train ? m->dfinal : NULL,
+    else {
+        double *loss_slot = (double *)k->scalars + MODEL_SCALAR_LOSS;
+        DSV3_CALL(dsv3_cross_entropy(k, DSV3_TENSOR_F32, loss_slot, train ? m->dfinal : NULL,
                                      train ? output->grad : NULL, s->final_out, output->data,
                                      labels, N, D, a->vocab_size, grad->grad_scale,
                                      m->opt.loss_chunk));
+        DSV3_CALL(dsv3_scalar_read(k, loss_sum, loss_slot, sizeof *loss_sum));
+    }
     if (train) { // the final norm's gradient on this rank's rows
         const float *dnorm = m->dfinal;
         if (m->tp > 1) {

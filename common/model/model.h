@@ -70,6 +70,8 @@ typedef struct {
                             // dsv3_model_backward_weight (the v schedules' I and W); the
                             // store keeps the layer groups' gradients in between (keep)
     Dsv3TensorDtype matmul_dtype; // what the GEMMs compute in (dsv3_kernel_context_set_matmul)
+    Dsv3Backend backend;          // the kernel context of dsv3_model_create_local / _stage (0:
+    int device;                   // the CPU) and its CUDA device (ignored on the CPU)
 } Dsv3ModelOptions;
 
 // What the model calls. Owned by the caller, who keeps them alive as long as the model; the
@@ -95,10 +97,11 @@ Dsv3Err dsv3_model_workspace_bytes(const Dsv3KernelContext *kernels, const Dsv3M
 Dsv3Err dsv3_model_create(Dsv3Model **out, const Dsv3ModelArgs *args, const Dsv3ModelOptions *opt,
                           const Dsv3ModelServices *services);
 
-// A stage with services of its own: a CPU kernel context with the workspace the model needs,
-// a local parameter store holding the groups of `range` (NULL: the whole model) initialised
-// with `seed`, and local experts when the range holds the routed experts; all owned by the
-// model. `collectives` (NULL: one rank alone) stays the caller's and must outlive the model.
+// A stage with services of its own: a kernel context (opt->backend on opt->device) with the
+// workspace the model needs, a local parameter store holding the groups of `range` (NULL: the
+// whole model) initialised with `seed`, and local experts when the range holds the routed
+// experts; all owned by the model. `collectives` (NULL: one rank alone) stays the caller's and must
+// outlive the model.
 Dsv3Err dsv3_model_create_local(Dsv3Model **out, const Dsv3ModelArgs *args,
                                 const Dsv3ModelOptions *opt, const Dsv3StageRange *range,
                                 uint64_t seed, Dsv3Collectives *collectives);

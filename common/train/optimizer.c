@@ -8,19 +8,30 @@
 
 #include "kernels/kernels.h"
 
+// Slot of the kernel context's scalars (kernels.h) that sums of squares pass through.
+enum { OPTIMIZER_SCALAR_SUM = 0 };
+
+// *host = Σ x² over n elements of the kernel context's memory, read back.
+static Dsv3Err sum_squares_read(const Dsv3KernelContext *k, const float *x, int64_t n,
+                                double *host) {
+    double *slot = (double *)k->scalars + OPTIMIZER_SCALAR_SUM;
+    DSV3_CALL(dsv3_sum_squares(k, slot, x, n));
+    return dsv3_scalar_read(k, host, slot, sizeof *host);
+}
+
 // A group's share of the squared norm. With tensor parallelism a replicated tensor counts on tp
 // rank 0 only (the other tp ranks hold the same gradients), the pieces of a cut one on every
 // rank, so that a sum over the tp group counts every element once.
 static Dsv3Err group_sum_squares(const Dsv3KernelContext *k, const Dsv3ParamGroup *group,
                                  const float *grad, double *out) {
     if (group->spec.tp == 1 || group->spec.tp_rank == 0)
-        return dsv3_sum_squares(k, out, grad, group->shard_numel);
+        return sum_squares_read(k, grad, group->shard_numel, out);
     *out = 0;
     for (int slot = 0; slot < DSV3_PARAM_SLOT_COUNT; slot++) {
         const Dsv3Param *p = &group->params[slot];
         if (p->numel == 0 || p->tp == DSV3_TP_REPLICATE) continue;
         double part = 0;
-        DSV3_CALL(dsv3_sum_squares(k, &part, grad + p->shard_offset, dsv3_param_shard_numel(p)));
+        DSV3_CALL(sum_squares_read(k, grad + p->shard_offset, dsv3_param_shard_numel(p), &part));
         *out += part;
     }
     return DSV3_OK;
@@ -95,7 +106,7 @@ Dsv3Err dsv3_optimizer_step(Dsv3Model *m, const Dsv3OptimizerStep *s, double sum
 // squares sum to NaN or infinity.
 static Dsv3Err nonfinite(const Dsv3KernelContext *k, const float *x, int64_t n, int *bad) {
     double sum = 0;
-    DSV3_CALL(dsv3_sum_squares(k, &sum, x, n));
+    DSV3_CALL(sum_squares_read(k, x, n, &sum));
     *bad = !isfinite(sum);
     return DSV3_OK;
 }
