@@ -16,14 +16,62 @@ DSV3_PLOT_PACKAGES=(python3 python3-matplotlib)
 DSV3_TEST_PACKAGES=(libcmocka-dev python3 python3-venv python3-numpy python3-torch clang
     libclang-rt-dev python3-matplotlib clang-format slurmd slurmctld slurm-client munge)
 
+# The compilers and build tools among DSV3_RUN_PACKAGES, by the command each installs: a machine
+# using a dependency bundle may have them from elsewhere (pip's meson and ninja).
+declare -gA DSV3_TOOL_COMMANDS=([gcc]=gcc [g++]=g++ [make]=make [meson]=meson [ninja-build]=ninja)
+
 dsv3_log() { printf '[dsv3] %s\n' "$*"; }
 dsv3_die() { printf '[dsv3] error: %s\n' "$*" >&2; exit 1; }
+
+# ---- a dependency bundle (run/pack_deps.sh) for machines without package access ----
+
+# With DSV3_DEPS_PREFIX naming the folder where run/pack_deps.sh's tarball was unpacked: the
+# build's pkg-config lookups, the compiler, the linker, Open MPI and every program find what
+# the bundle holds, and its packages count as installed (DSV3_BUNDLED_PACKAGES).
+dsv3_use_deps_prefix() {
+    local prefix manifest arch libdir
+    prefix=$(cd "$DSV3_DEPS_PREFIX" 2>/dev/null && pwd) ||
+        dsv3_die "DSV3_DEPS_PREFIX=$DSV3_DEPS_PREFIX is not a folder"
+    manifest=$prefix/dsv3-deps.txt
+    [ -f "$manifest" ] ||
+        dsv3_die "DSV3_DEPS_PREFIX=$prefix has no dsv3-deps.txt: unpack run/pack_deps.sh's tarball there"
+    arch=$(sed -n 's/^multiarch //p' "$manifest")
+    mapfile -t DSV3_BUNDLED_PACKAGES < <(sed -n 's/^package \([^ ]*\) .*/\1/p' "$manifest")
+    # A script started by one that used the bundle has its environment already.
+    [ "${PKG_CONFIG_SYSROOT_DIR:-}" != "$prefix" ] || return 0
+    while read -r libdir; do
+        LD_LIBRARY_PATH=$prefix/$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    done < <(sed -n 's/^libdir //p' "$manifest" | tac)
+    export LD_LIBRARY_PATH PATH=$prefix/usr/bin:$PATH
+    # pkg-config reads the bundle's .pc files alone and puts the prefix before every -I and -L
+    # path they name (PKG_CONFIG_PATH is dropped: the prefix would be put before its paths too).
+    export PKG_CONFIG_SYSROOT_DIR=$prefix
+    export PKG_CONFIG_LIBDIR=$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/lib/pkgconfig:$prefix/usr/share/pkgconfig
+    unset PKG_CONFIG_PATH
+    # Open MPI finds its plugins, help files and wrapper data (mpicc) under OPAL_PREFIX, and
+    # Debian's MCA defaults (no UCX, OFI or openib) in OPAL_SYSCONFDIR.
+    export OPAL_PREFIX=$prefix/usr OPAL_SYSCONFDIR=$prefix/etc/openmpi
+    # PMIx, Open MPI's launcher's runtime, finds its plugins and help files where these say
+    # (Debian's PMIx keeps them outside its prefix, so PMIX_PREFIX would not move them).
+    export PMIX_PKGLIBDIR=$prefix/usr/lib/$arch/pmix2/lib/pmix PMIX_PKGDATADIR=$prefix/usr/lib/$arch/pmix2/share/pmix
+}
+
+# Whether a package is there: installed, or with a dependency bundle, held by it or (a compiler
+# or build tool) its command found.
+dsv3_package_present() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' && return 0
+    [ -n "${DSV3_DEPS_PREFIX:-}" ] || return 1
+    case " ${DSV3_BUNDLED_PACKAGES[*]} " in *" $1 "*) return 0 ;; esac
+    [ -n "${DSV3_TOOL_COMMANDS[$1]:-}" ] && command -v "${DSV3_TOOL_COMMANDS[$1]}" >/dev/null 2>&1
+}
+
+[ -z "${DSV3_DEPS_PREFIX:-}" ] || dsv3_use_deps_prefix
 
 # Installs the missing packages of the given lists with apt-get (as root or through sudo).
 dsv3_ensure_packages() {
     local missing=() p
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+        dsv3_package_present "$p" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     if ! command -v apt-get >/dev/null 2>&1; then
