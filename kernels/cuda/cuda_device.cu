@@ -1,18 +1,9 @@
 // cuda_device: device discovery and selection through the CUDA runtime.
 #include "cuda_device.h"
 
-#include <cuda_runtime.h>
 #include <stdio.h>
 
-// Raises DSV3_ERR_BACKEND with the runtime's own description of a failed call.
-#define CUDA_CALL(expr)                                                                            \
-    do {                                                                                           \
-        cudaError_t cuda_rc_ = (expr);                                                             \
-        if (cuda_rc_ != cudaSuccess)                                                               \
-            return dsv3_error_raise(DSV3_ERR_BACKEND, __FILE__, __LINE__, __func__,                \
-                                    "%s failed: %s (%s)", #expr, cudaGetErrorString(cuda_rc_),     \
-                                    cudaGetErrorName(cuda_rc_));                                   \
-    } while (0)
+#include "kernels/cuda/cuda_kernels.cuh"
 
 extern "C" Dsv3Err dsv3_cuda_device_count(int *count) {
     *count = 0;

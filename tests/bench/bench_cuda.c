@@ -119,6 +119,27 @@ static Dsv3Err bench_time(Bench *b, BenchRun run, void *arg, double *seconds) {
     return DSV3_OK;
 }
 
+// The context's workspace sized for the larger of two ops (a forward and its backward).
+static Dsv3Err bench_workspace(Bench *b, Dsv3Op forward, Dsv3Op backward,
+                               const Dsv3OpShape *shape) {
+    size_t forward_bytes = 0, backward_bytes = 0;
+    DSV3_CALL(dsv3_workspace_bytes(&b->ctx, forward, shape, &forward_bytes));
+    DSV3_CALL(dsv3_workspace_bytes(&b->ctx, backward, shape, &backward_bytes));
+    const size_t bytes = forward_bytes > backward_bytes ? forward_bytes : backward_bytes;
+    if (bytes > 0) DSV3_CALL(dsv3_memory_alloc(&b->ctx, &b->ctx.workspace, bytes, "workspace"));
+    b->ctx.workspace_bytes = bytes;
+    return DSV3_OK;
+}
+
+// Frees `count` device buffers (NULL ones skipped) and the context's workspace.
+static void bench_release(Bench *b, void *const *buffers, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        (void)dsv3_memory_free(&b->ctx, buffers[i]);
+    (void)dsv3_memory_free(&b->ctx, b->ctx.workspace);
+    b->ctx.workspace = NULL;
+    b->ctx.workspace_bytes = 0;
+}
+
 // ---- GEMMs (linear layers) ----
 
 typedef struct {
@@ -140,12 +161,6 @@ static Dsv3Err bench_linear_backward(Bench *b, void *arg) {
                                 l->out, 0);
 }
 
-static void bench_linear_free(Bench *b, BenchLinear *l) {
-    void *buffers[] = {l->x, l->w, l->y, l->dx, l->dw};
-    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
-        (void)dsv3_memory_free(&b->ctx, buffers[i]);
-}
-
 // Forward and backward TFLOP/s of one linear layer over N tokens.
 static Dsv3Err bench_linear(Bench *b, BenchLinear *l, double *forward, double *backward) {
     Dsv3Err err = bench_tensor(b, &l->x, l->N * l->in, 1.0f, 1);
@@ -157,7 +172,8 @@ static Dsv3Err bench_linear(Bench *b, BenchLinear *l, double *forward, double *b
     double fwd = 0, bwd = 0;
     if (err == DSV3_OK) err = bench_time(b, bench_linear_forward, l, &fwd);
     if (err == DSV3_OK) err = bench_time(b, bench_linear_backward, l, &bwd);
-    bench_linear_free(b, l);
+    void *const buffers[] = {l->x, l->w, l->y, l->dx, l->dw};
+    bench_release(b, buffers, sizeof buffers / sizeof buffers[0]);
     DSV3_CALL(err);
     const double flops = 2.0 * (double)l->N * (double)l->in * (double)l->out;
     *forward = flops / fwd * 1e-12;
@@ -231,7 +247,7 @@ static Dsv3Err bench_attention_backward(Bench *b, void *arg) {
                                    a->Dqk, a->Dv, 1.0f / sqrtf((float)a->Dqk));
 }
 
-static Dsv3Err bench_attention_run(Bench *b, BenchAttention *a, void **workspace) {
+static Dsv3Err bench_attention_run(Bench *b, BenchAttention *a) {
     const int64_t rows = a->B * a->T * a->H;
     DSV3_CALL(bench_tensor(b, &a->q, rows * a->Dqk, 1.0f, 11));
     DSV3_CALL(bench_tensor(b, &a->k, rows * a->Dqk, 1.0f, 12));
@@ -244,13 +260,7 @@ static Dsv3Err bench_attention_run(Bench *b, BenchAttention *a, void **workspace
     DSV3_CALL(bench_zeros(b, (void **)&a->lse, (size_t)rows * sizeof(float)));
     const Dsv3OpShape shape = {
         .B = a->B, .Tq = a->T, .Tk = a->T, .H = a->H, .Dqk = a->Dqk, .Dv = a->Dv};
-    size_t fwd_bytes = 0, bwd_bytes = 0;
-    DSV3_CALL(dsv3_workspace_bytes(&b->ctx, DSV3_OP_ATTENTION_FORWARD, &shape, &fwd_bytes));
-    DSV3_CALL(dsv3_workspace_bytes(&b->ctx, DSV3_OP_ATTENTION_BACKWARD, &shape, &bwd_bytes));
-    const size_t bytes = fwd_bytes > bwd_bytes ? fwd_bytes : bwd_bytes;
-    if (bytes > 0) DSV3_CALL(dsv3_memory_alloc(&b->ctx, workspace, bytes, "bench workspace"));
-    b->ctx.workspace = *workspace;
-    b->ctx.workspace_bytes = bytes;
+    DSV3_CALL(bench_workspace(b, DSV3_OP_ATTENTION_FORWARD, DSV3_OP_ATTENTION_BACKWARD, &shape));
     double fwd = 0, bwd = 0;
     DSV3_CALL(bench_time(b, bench_attention_forward, a, &fwd));
     DSV3_CALL(bench_time(b, bench_attention_backward, a, &bwd));
@@ -270,13 +280,9 @@ static Dsv3Err bench_attention_run(Bench *b, BenchAttention *a, void **workspace
 static Dsv3Err bench_attention(Bench *b) {
     BenchAttention a = {
         .B = 1, .T = b->opt.seq_len, .H = B16_HEADS, .Dqk = B16_QK_HEAD, .Dv = B16_V_HEAD};
-    void *workspace = NULL;
-    const Dsv3Err err = bench_attention_run(b, &a, &workspace);
-    void *buffers[] = {a.q, a.k, a.v, a.out, a.dout, a.dq, a.dk, a.dv, a.lse, workspace};
-    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
-        (void)dsv3_memory_free(&b->ctx, buffers[i]);
-    b->ctx.workspace = NULL;
-    b->ctx.workspace_bytes = 0;
+    const Dsv3Err err = bench_attention_run(b, &a);
+    void *const buffers[] = {a.q, a.k, a.v, a.out, a.dout, a.dq, a.dk, a.dv, a.lse};
+    bench_release(b, buffers, sizeof buffers / sizeof buffers[0]);
     DSV3_CALL(err);
     return DSV3_OK;
 }
@@ -303,7 +309,7 @@ static Dsv3Err bench_experts_backward(Bench *b, void *arg) {
                                  x->F);
 }
 
-static Dsv3Err bench_experts_run(Bench *b, BenchExperts *x, void **workspace) {
+static Dsv3Err bench_experts_run(Bench *b, BenchExperts *x) {
     const int64_t M = x->M, E = x->E, D = x->D, F = x->F;
     DSV3_CALL(bench_tensor(b, &x->xs, M * D, 1.0f, 21));
     DSV3_CALL(bench_tensor(b, &x->w1, E * F * D, 0.02f, 22));
@@ -324,13 +330,7 @@ static Dsv3Err bench_experts_run(Bench *b, BenchExperts *x, void **workspace) {
     DSV3_CALL(dsv3_memory_copy(&b->ctx, x->offsets, host_offsets, sizeof host_offsets,
                                DSV3_COPY_HOST_TO_DEVICE));
     const Dsv3OpShape shape = {.M = M, .E = E, .D = D, .F = F};
-    size_t fwd_bytes = 0, bwd_bytes = 0;
-    DSV3_CALL(dsv3_workspace_bytes(&b->ctx, DSV3_OP_EXPERTS_FORWARD, &shape, &fwd_bytes));
-    DSV3_CALL(dsv3_workspace_bytes(&b->ctx, DSV3_OP_EXPERTS_BACKWARD, &shape, &bwd_bytes));
-    const size_t bytes = fwd_bytes > bwd_bytes ? fwd_bytes : bwd_bytes;
-    if (bytes > 0) DSV3_CALL(dsv3_memory_alloc(&b->ctx, workspace, bytes, "bench workspace"));
-    b->ctx.workspace = *workspace;
-    b->ctx.workspace_bytes = bytes;
+    DSV3_CALL(bench_workspace(b, DSV3_OP_EXPERTS_FORWARD, DSV3_OP_EXPERTS_BACKWARD, &shape));
     double fwd = 0, bwd = 0;
     DSV3_CALL(bench_time(b, bench_experts_forward, x, &fwd));
     DSV3_CALL(bench_time(b, bench_experts_backward, x, &bwd));
@@ -347,14 +347,10 @@ static Dsv3Err bench_experts_run(Bench *b, BenchExperts *x, void **workspace) {
 static Dsv3Err bench_experts(Bench *b) {
     BenchExperts x = {
         .E = B16_EXPERTS, .D = B16_DIM, .F = B16_MOE_INTER, .M = b->opt.tokens * B16_TOP_K};
-    void *workspace = NULL;
-    const Dsv3Err err = bench_experts_run(b, &x, &workspace);
-    void *buffers[] = {x.xs,  x.w1,  x.w2,  x.w3,  x.ys,      x.h1,     x.h3,
-                       x.dxs, x.dw1, x.dw2, x.dw3, x.offsets, workspace};
-    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
-        (void)dsv3_memory_free(&b->ctx, buffers[i]);
-    b->ctx.workspace = NULL;
-    b->ctx.workspace_bytes = 0;
+    const Dsv3Err err = bench_experts_run(b, &x);
+    void *const buffers[] = {x.xs, x.w1,  x.w2,  x.w3,  x.ys,  x.h1,
+                             x.h3, x.dxs, x.dw1, x.dw2, x.dw3, x.offsets};
+    bench_release(b, buffers, sizeof buffers / sizeof buffers[0]);
     DSV3_CALL(err);
     return DSV3_OK;
 }
