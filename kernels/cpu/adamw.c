@@ -22,7 +22,7 @@ enum { ADAMW_PARALLEL_MIN_ELEMENTS = 1 << 15 };
 Dsv3Err dsv3_cpu_adamw_step(const Dsv3KernelContext *ctx, float *param, const float *grad, float *m,
                             float *v, int64_t n, const Dsv3AdamWArgs *args) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_adamw(param, grad, m, v, n, args));
+    DSV3_CALL(dsv3_check_adamw(param, grad, m, v, n, args));
     const double lr = args->lr, beta1 = args->beta1, beta2 = args->beta2;
     const double step = (double)args->step;
     const float decay = (float)(1.0 - lr * (double)args->weight_decay);
@@ -46,7 +46,7 @@ Dsv3Err dsv3_cpu_adamw_step(const Dsv3KernelContext *ctx, float *param, const fl
 
 Dsv3Err dsv3_cpu_sum_squares(const Dsv3KernelContext *ctx, double *out, const float *x, int64_t n) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_sum_squares(out, x, n));
+    DSV3_CALL(dsv3_check_sum_squares(out, x, n));
     double sum = 0;
     const int parallel = n >= ADAMW_PARALLEL_MIN_ELEMENTS;
 #pragma omp parallel for simd schedule(static) reduction(+ : sum) if (parallel)
@@ -58,7 +58,7 @@ Dsv3Err dsv3_cpu_sum_squares(const Dsv3KernelContext *ctx, double *out, const fl
 
 Dsv3Err dsv3_cpu_scale(const Dsv3KernelContext *ctx, float *x, int64_t n, float factor) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_scale(x, n));
+    DSV3_CALL(dsv3_check_scale(x, n));
 #pragma omp parallel for simd schedule(static) if (n >= ADAMW_PARALLEL_MIN_ELEMENTS)
     for (int64_t i = 0; i < n; i++)
         x[i] *= factor;

@@ -17,7 +17,7 @@
 Dsv3Err dsv3_cpu_reference_adamw_step(const Dsv3KernelContext *ctx, float *param, const float *grad,
                                       float *m, float *v, int64_t n, const Dsv3AdamWArgs *args) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_adamw(param, grad, m, v, n, args));
+    DSV3_CALL(dsv3_check_adamw(param, grad, m, v, n, args));
     if (n == 0) return DSV3_OK;
 
     double lr = args->lr, beta1 = args->beta1, beta2 = args->beta2, eps = args->eps;
@@ -40,7 +40,7 @@ Dsv3Err dsv3_cpu_reference_adamw_step(const Dsv3KernelContext *ctx, float *param
 Dsv3Err dsv3_cpu_reference_sum_squares(const Dsv3KernelContext *ctx, double *out, const float *x,
                                        int64_t n) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_sum_squares(out, x, n));
+    DSV3_CALL(dsv3_check_sum_squares(out, x, n));
     double sum = 0;
     for (int64_t i = 0; i < n; i++)
         sum += (double)x[i] * x[i];
@@ -50,7 +50,7 @@ Dsv3Err dsv3_cpu_reference_sum_squares(const Dsv3KernelContext *ctx, double *out
 
 Dsv3Err dsv3_cpu_reference_scale(const Dsv3KernelContext *ctx, float *x, int64_t n, float factor) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_scale(x, n));
+    DSV3_CALL(dsv3_check_scale(x, n));
     for (int64_t i = 0; i < n; i++)
         x[i] *= factor;
     return DSV3_OK;

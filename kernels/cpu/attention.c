@@ -657,7 +657,7 @@ Dsv3Err dsv3_cpu_attention_merge(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     DSV3_CALL(dsv3_cpu_check_f32("attention_merge", dtype));
     float *out = out_;                 // (B, T, H, Dv)
     const float *part_out = part_out_; // (B, T, H, Dv)
-    DSV3_CALL(dsv3_cpu_check_attention_merge(out, lse, part_out, part_lse, B, T, H, Dv));
+    DSV3_CALL(dsv3_check_attention_merge(out, lse, part_out, part_lse, B, T, H, Dv));
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < B * T; n++) {
         const int64_t b = n / T, t = n % T;

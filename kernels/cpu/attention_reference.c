@@ -218,7 +218,7 @@ Dsv3Err dsv3_cpu_reference_attention_merge(const Dsv3KernelContext *ctx, Dsv3Ten
     DSV3_CALL(dsv3_cpu_check_f32("attention_merge", dtype));
     float *out = out_;                 // (B, T, H, Dv)
     const float *part_out = part_out_; // (B, T, H, Dv)
-    DSV3_CALL(dsv3_cpu_check_attention_merge(out, lse, part_out, part_lse, B, T, H, Dv));
+    DSV3_CALL(dsv3_check_attention_merge(out, lse, part_out, part_lse, B, T, H, Dv));
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++)
             for (int64_t h = 0; h < H; h++) {

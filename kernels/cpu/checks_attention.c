@@ -1,29 +1,17 @@
-// checks_attention: the shared argument checks of attention, of the rotary embedding and of
-// MLA's key/value assembly.
-#include <inttypes.h>
-#include <math.h>
+// checks_attention: the CPU's check of attention's query positions, after the shared checks
+// (kernels/checks.h).
 #include <stdint.h>
 
 #include "kernels/cpu/checks.h"
 
-static Dsv3Err attention_check_dims(const int32_t *q_pos, int64_t B, int64_t Tq, int64_t Tk,
-                                    int64_t H, int64_t Dqk, int64_t Dv, float scale) {
-    DSV3_CHECK(B >= 1 && Tq >= 1 && Tk >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "attention: B, Tq, Tk, H must be >= 1, got B=%lld Tq=%lld Tk=%lld H=%lld",
-               (long long)B, (long long)Tq, (long long)Tk, (long long)H);
-    DSV3_CHECK(Dqk >= 1 && Dv >= 1, DSV3_ERR_USAGE,
-               "attention: head dims Dqk and Dv must be >= 1, got Dqk=%lld Dv=%lld", (long long)Dqk,
-               (long long)Dv);
-    DSV3_CHECK(isfinite(scale) && scale > 0.0f, DSV3_ERR_USAGE,
-               "attention: scale must be finite and > 0 (e.g. Dqk^-0.5), got %g", (double)scale);
-    DSV3_CHECK(q_pos != NULL || Tq == Tk, DSV3_ERR_USAGE,
-               "attention: without query positions Tq must equal Tk, got Tq=%lld Tk=%lld",
-               (long long)Tq, (long long)Tk);
+// Every query position (B, Tq) in [-1, Tk), when there are positions.
+static Dsv3Err check_q_pos(const char *op, const int32_t *q_pos, int64_t B, int64_t Tq,
+                           int64_t Tk) {
     for (int64_t n = 0; q_pos != NULL && n < B * Tq; n++)
         DSV3_CHECK(q_pos[n] >= -1 && q_pos[n] < Tk, DSV3_ERR_USAGE,
-                   "attention: query %lld of sequence %lld sits at key position %d, outside "
+                   "%s: query %lld of sequence %lld sits at key position %d, outside "
                    "[-1, Tk=%lld)",
-                   (long long)(n % Tq), (long long)(n / Tq), (int)q_pos[n], (long long)Tk);
+                   op, (long long)(n % Tq), (long long)(n / Tq), (int)q_pos[n], (long long)Tk);
     return DSV3_OK;
 }
 
@@ -31,9 +19,8 @@ Dsv3Err dsv3_cpu_check_attention_forward(const float *out, const float *lse, con
                                          const float *k, const float *v, const int32_t *q_pos,
                                          int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dqk,
                                          int64_t Dv, float scale) {
-    DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
-               "attention forward: out, lse, q, k, v must not be NULL");
-    return attention_check_dims(q_pos, B, Tq, Tk, H, Dqk, Dv, scale);
+    DSV3_CALL(dsv3_check_attention_forward(out, lse, q, k, v, q_pos, B, Tq, Tk, H, Dqk, Dv, scale));
+    return check_q_pos("attention_forward", q_pos, B, Tq, Tk);
 }
 
 Dsv3Err dsv3_cpu_check_attention_backward(const float *dq, const float *dk, const float *dv,
@@ -41,83 +28,7 @@ Dsv3Err dsv3_cpu_check_attention_backward(const float *dq, const float *dk, cons
                                           const float *v, const float *out, const float *lse,
                                           const int32_t *q_pos, int64_t B, int64_t Tq, int64_t Tk,
                                           int64_t H, int64_t Dqk, int64_t Dv, float scale) {
-    DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
-                   v != NULL && out != NULL && lse != NULL,
-               DSV3_ERR_USAGE,
-               "attention backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
-    return attention_check_dims(q_pos, B, Tq, Tk, H, Dqk, Dv, scale);
-}
-
-Dsv3Err dsv3_cpu_check_attention_merge(const float *out, const float *lse, const float *part_out,
-                                       const float *part_lse, int64_t B, int64_t T, int64_t H,
-                                       int64_t Dv) {
-    DSV3_CHECK(out != NULL && lse != NULL && part_out != NULL && part_lse != NULL, DSV3_ERR_USAGE,
-               "attention merge: out, lse, part_out, part_lse must not be NULL");
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1 && Dv >= 1, DSV3_ERR_USAGE,
-               "attention merge: B, T, H, Dv must be >= 1, got B=%lld T=%lld H=%lld Dv=%lld",
-               (long long)B, (long long)T, (long long)H, (long long)Dv);
-    return DSV3_OK;
-}
-
-Dsv3Err dsv3_cpu_check_rope_tables(const float *cos_table, const float *sin_table, int64_t T,
-                                   int64_t R, double theta, double factor, double beta_fast,
-                                   double beta_slow, int64_t original_seq_len) {
-    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
-               "rope tables: cos and sin must not be NULL");
-    DSV3_CHECK(T >= 1, DSV3_ERR_USAGE, "rope tables: T (positions) must be >= 1, got %lld",
-               (long long)T);
-    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
-               "rope tables: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
-    DSV3_CHECK(isfinite(theta) && theta > 1.0, DSV3_ERR_USAGE,
-               "rope tables: theta must be finite and > 1, got %g", theta);
-    DSV3_CHECK(isfinite(factor) && factor > 0.0, DSV3_ERR_USAGE,
-               "rope tables: factor must be finite and > 0, got %g", factor);
-    DSV3_CHECK(isfinite(beta_fast) && beta_fast > 0.0 && isfinite(beta_slow) && beta_slow > 0.0,
-               DSV3_ERR_USAGE,
-               "rope tables: beta_fast and beta_slow must be finite and > 0, got %g and %g",
-               beta_fast, beta_slow);
-    DSV3_CHECK(original_seq_len >= 1, DSV3_ERR_USAGE,
-               "rope tables: original_seq_len must be >= 1, got %lld", (long long)original_seq_len);
-    return DSV3_OK;
-}
-
-Dsv3Err dsv3_cpu_check_rope_apply(const float *x, const float *cos_table, const float *sin_table,
-                                  int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
-                                  int64_t head_stride) {
-    DSV3_CHECK(x != NULL, DSV3_ERR_USAGE, "rope: x must not be NULL");
-    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
-               "rope: cos and sin must not be NULL");
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "rope: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B, (long long)T,
-               (long long)H);
-    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
-               "rope: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
-    // Overlapping vectors would make an in-place rotation depend on the order of the loops.
-    DSV3_CHECK(
-        H == 1 || head_stride >= R, DSV3_ERR_USAGE,
-        "rope: with H=%lld heads, head_stride must be >= R=%lld so heads do not overlap, got %lld",
-        (long long)H, (long long)R, (long long)head_stride);
-    DSV3_CHECK(row_stride >= (H - 1) * head_stride + R, DSV3_ERR_USAGE,
-               "rope: row_stride must be >= (H-1)*head_stride + R = %lld so tokens do not overlap, "
-               "got %lld",
-               (long long)((H - 1) * head_stride + R), (long long)row_stride);
-    return DSV3_OK;
-}
-
-Dsv3Err dsv3_cpu_check_mla_kv(const char *op, const float *a, const float *b, const float *kvb,
-                              const float *kpe, int64_t kpe_stride, int64_t N, int64_t H,
-                              int64_t nope, int64_t R, int64_t Dv) {
-    DSV3_CHECK(N >= 0 && H >= 1, DSV3_ERR_USAGE,
-               "%s: N = %" PRId64 ", H = %" PRId64 ", expected N >= 0 and H >= 1", op, N, H);
-    DSV3_CHECK(nope >= 0 && R >= 0 && Dv >= 0, DSV3_ERR_USAGE,
-               "%s: nope = %" PRId64 ", R = %" PRId64 ", Dv = %" PRId64 ", expected all >= 0", op,
-               nope, R, Dv);
-    DSV3_CHECK(kpe_stride >= R, DSV3_ERR_USAGE,
-               "%s: the rotary key's stride %" PRId64 " must be >= R = %" PRId64
-               " (rows must not overlap)",
-               op, kpe_stride, R);
-    if (N == 0) return DSV3_OK;
-    DSV3_CHECK(a != NULL && b != NULL && kvb != NULL && kpe != NULL, DSV3_ERR_USAGE,
-               "%s: no tensor may be NULL", op);
-    return DSV3_OK;
+    DSV3_CALL(dsv3_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, q_pos, B, Tq, Tk,
+                                            H, Dqk, Dv, scale));
+    return check_q_pos("attention_backward", q_pos, B, Tq, Tk);
 }

@@ -50,7 +50,7 @@ Dsv3Err dsv3_cpu_vocab_logits(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtyp
     DSV3_CALL(dsv3_cpu_check_f32("vocab_logits", dtype));
     const float *h = h_, *weight = weight_; // (n, D), (V, D)
     DSV3_CALL(vocab_check_blas_sizes("vocab_logits", n, D, V));
-    DSV3_CALL(dsv3_cpu_check_vocab_logits(logits, row_max, h, weight, n, D, V));
+    DSV3_CALL(dsv3_check_vocab_logits(logits, row_max, h, weight, n, D, V));
     if (n == 0) return DSV3_OK;
     dsv3_cpu_gemm(ctx, DSV3_GEMM_NO_TRANS, DSV3_GEMM_TRANS, n, V, D, 1.0f, h, D, weight, D, 0.0f,
                   logits, V);

@@ -17,7 +17,7 @@ Dsv3Err dsv3_cpu_reference_vocab_logits(const Dsv3KernelContext *ctx, Dsv3Tensor
     (void)ctx;
     DSV3_CALL(dsv3_cpu_check_f32("vocab_logits", dtype));
     const float *h = h_, *weight = weight_; // (n, D), (V, D)
-    DSV3_CALL(dsv3_cpu_check_vocab_logits(logits, row_max, h, weight, n, D, V));
+    DSV3_CALL(dsv3_check_vocab_logits(logits, row_max, h, weight, n, D, V));
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = 0; j < V; j++) {
             double dot = 0;

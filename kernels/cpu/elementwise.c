@@ -20,7 +20,7 @@ Dsv3Err dsv3_cpu_add(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *
     DSV3_CALL(dsv3_cpu_check_f32("add", dtype));
     float *out = out_;            // (n), may alias a or b
     const float *a = a_, *b = b_; // (n) each
-    DSV3_CALL(dsv3_cpu_check_add(out, a, b, n));
+    DSV3_CALL(dsv3_check_add(out, a, b, n));
 #pragma omp parallel for simd schedule(static) if (n >= ELEMENTWISE_PARALLEL_MIN_ELEMENTS)
     for (int64_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
@@ -34,7 +34,7 @@ Dsv3Err dsv3_cpu_copy_columns(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtyp
     DSV3_CALL(dsv3_cpu_check_f32("copy_columns", dtype));
     float *dst = dst_;       // (rows, dst_stride), columns [0, cols) written
     const float *src = src_; // (rows, src_stride), columns [0, cols) read
-    DSV3_CALL(dsv3_cpu_check_copy_columns(dst, dst_stride, src, src_stride, rows, cols));
+    DSV3_CALL(dsv3_check_copy_columns(dst, dst_stride, src, src_stride, rows, cols));
     if (rows == 0 || cols == 0) return DSV3_OK;
     const size_t row_bytes = (size_t)cols * sizeof(float);
 #pragma omp parallel for schedule(static) if (rows * cols >= ELEMENTWISE_PARALLEL_MIN_ELEMENTS)

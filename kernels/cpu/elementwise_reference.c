@@ -14,7 +14,7 @@ Dsv3Err dsv3_cpu_reference_add(const Dsv3KernelContext *ctx, Dsv3TensorDtype dty
     DSV3_CALL(dsv3_cpu_check_f32("add", dtype));
     float *out = out_;            // (n), may alias a or b
     const float *a = a_, *b = b_; // (n) each
-    DSV3_CALL(dsv3_cpu_check_add(out, a, b, n));
+    DSV3_CALL(dsv3_check_add(out, a, b, n));
     for (int64_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
     return DSV3_OK;
@@ -27,7 +27,7 @@ Dsv3Err dsv3_cpu_reference_copy_columns(const Dsv3KernelContext *ctx, Dsv3Tensor
     DSV3_CALL(dsv3_cpu_check_f32("copy_columns", dtype));
     float *dst = dst_;       // (rows, dst_stride)
     const float *src = src_; // (rows, src_stride)
-    DSV3_CALL(dsv3_cpu_check_copy_columns(dst, dst_stride, src, src_stride, rows, cols));
+    DSV3_CALL(dsv3_check_copy_columns(dst, dst_stride, src, src_stride, rows, cols));
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++)
             dst[r * dst_stride + c] = src[r * src_stride + c];

@@ -75,7 +75,7 @@ Dsv3Err dsv3_cpu_linear_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dt
     float *out = out_;                      // (N, Out)
     const float *x = x_, *weight = weight_; // (N, In), (Out, In)
     DSV3_CALL(linear_check_sizes(N, In, Out));
-    DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
+    DSV3_CALL(dsv3_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     const int64_t blocks = blocks_for(N, omp_get_max_threads());
     if (blocks == 1) {
@@ -101,7 +101,7 @@ Dsv3Err dsv3_cpu_linear_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     float *dx = dx_;                                       // (N, In)
     const float *dout = dout_, *x = x_, *weight = weight_; // (N, Out), (N, In), (Out, In)
     DSV3_CALL(linear_check_sizes(N, In, Out));
-    DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
+    DSV3_CALL(dsv3_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     // Each product is cut the same way whether or not the other is asked for (a zero-bubble
     // pipeline asks for them one at a time), so that both ways give the same bits: a product of

@@ -15,7 +15,7 @@ Dsv3Err dsv3_cpu_reference_linear_forward(const Dsv3KernelContext *ctx, Dsv3Tens
     DSV3_CALL(dsv3_cpu_check_f32("linear_forward", dtype));
     float *out = out_;                      // (N, Out)
     const float *x = x_, *weight = weight_; // (N, In), (Out, In)
-    DSV3_CALL(dsv3_cpu_check_linear_forward(out, x, weight, N, In, Out));
+    DSV3_CALL(dsv3_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     for (int64_t n = 0; n < N; n++)
         for (int64_t o = 0; o < Out; o++) {
@@ -35,7 +35,7 @@ Dsv3Err dsv3_cpu_reference_linear_backward(const Dsv3KernelContext *ctx, Dsv3Ten
     DSV3_CALL(dsv3_cpu_check_f32("linear_backward", dtype));
     float *dx = dx_;                                       // (N, In)
     const float *dout = dout_, *x = x_, *weight = weight_; // (N, Out), (N, In), (Out, In)
-    DSV3_CALL(dsv3_cpu_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
+    DSV3_CALL(dsv3_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
     if (dx != NULL)
         for (int64_t n = 0; n < N; n++)

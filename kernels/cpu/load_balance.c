@@ -15,7 +15,7 @@
 Dsv3Err dsv3_cpu_counts_accumulate(const Dsv3KernelContext *ctx, int64_t *total,
                                    const int64_t *counts, int64_t n) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_counts_accumulate(total, counts, n));
+    DSV3_CALL(dsv3_check_counts_accumulate(total, counts, n));
 #pragma omp simd
     for (int64_t i = 0; i < n; i++)
         total[i] += counts[i];
@@ -28,7 +28,7 @@ static double sign_of(double x) { return (double)((x > 0) - (x < 0)); }
 Dsv3Err dsv3_cpu_expert_bias_update(const Dsv3KernelContext *ctx, float *bias,
                                     const int64_t *counts, int64_t E, double coeff) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_expert_bias_update(bias, counts, E, coeff));
+    DSV3_CALL(dsv3_check_expert_bias_update(bias, counts, E, coeff));
     double mean_count = 0;
     for (int64_t e = 0; e < E; e++)
         mean_count += (double)counts[e];

@@ -12,7 +12,7 @@
 Dsv3Err dsv3_cpu_reference_counts_accumulate(const Dsv3KernelContext *ctx, int64_t *total,
                                              const int64_t *counts, int64_t n) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_counts_accumulate(total, counts, n));
+    DSV3_CALL(dsv3_check_counts_accumulate(total, counts, n));
     for (int64_t i = 0; i < n; i++)
         total[i] = total[i] + counts[i];
     return DSV3_OK;
@@ -21,7 +21,7 @@ Dsv3Err dsv3_cpu_reference_counts_accumulate(const Dsv3KernelContext *ctx, int64
 Dsv3Err dsv3_cpu_reference_expert_bias_update(const Dsv3KernelContext *ctx, float *bias,
                                               const int64_t *counts, int64_t E, double coeff) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_expert_bias_update(bias, counts, E, coeff));
+    DSV3_CALL(dsv3_check_expert_bias_update(bias, counts, E, coeff));
     int64_t total = 0;
     for (int64_t e = 0; e < E; e++)
         total += counts[e];

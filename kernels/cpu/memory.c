@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/core/alloc.h"
+#include "kernels/checks.h"
 #include "kernels/cpu/cpu.h"
 
 Dsv3Err dsv3_cpu_memory_alloc(const Dsv3KernelContext *ctx, void **out, size_t bytes,
@@ -25,20 +26,16 @@ Dsv3Err dsv3_cpu_memory_free(const Dsv3KernelContext *ctx, void *p) {
 Dsv3Err dsv3_cpu_memory_copy(const Dsv3KernelContext *ctx, void *dst, const void *src, size_t bytes,
                              Dsv3CopyKind kind) {
     (void)ctx;
-    DSV3_CHECK(kind == DSV3_COPY_HOST_TO_DEVICE || kind == DSV3_COPY_DEVICE_TO_HOST ||
-                   kind == DSV3_COPY_DEVICE_TO_DEVICE,
-               DSV3_ERR_USAGE, "memory_copy: kind = %d is not a Dsv3CopyKind", (int)kind);
+    DSV3_CALL(dsv3_check_memory_copy(dst, src, bytes, kind));
     if (bytes == 0) return DSV3_OK;
-    DSV3_CHECK(dst != NULL && src != NULL, DSV3_ERR_USAGE,
-               "memory_copy: dst and src must not be NULL (%zu bytes)", bytes);
     memcpy(dst, src, bytes);
     return DSV3_OK;
 }
 
 Dsv3Err dsv3_cpu_memory_zero(const Dsv3KernelContext *ctx, void *dst, size_t bytes) {
     (void)ctx;
+    DSV3_CALL(dsv3_check_memory_zero(dst, bytes));
     if (bytes == 0) return DSV3_OK;
-    DSV3_CHECK(dst != NULL, DSV3_ERR_USAGE, "memory_zero: dst is NULL (%zu bytes)", bytes);
     memset(dst, 0, bytes);
     return DSV3_OK;
 }

@@ -25,8 +25,7 @@ Dsv3Err dsv3_cpu_mla_kv_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dt
     DSV3_CALL(dsv3_cpu_check_f32("mla_kv_forward", dtype));
     float *k = k_, *v = v_;               // (N, H, nope + R), (N, H, Dv)
     const float *kvb = kvb_, *kpe = kpe_; // (N, H, nope + Dv), rows of R at kpe_stride
-    DSV3_CALL(
-        dsv3_cpu_check_mla_kv("mla_kv_forward", k, v, kvb, kpe, kpe_stride, N, H, nope, R, Dv));
+    DSV3_CALL(dsv3_check_mla_kv("mla_kv_forward", k, v, kvb, kpe, kpe_stride, N, H, nope, R, Dv));
     const int64_t Dqk = nope + R, nv = nope + Dv;
 #pragma omp parallel for schedule(static) if (N * H * Dqk >= MLA_PARALLEL_MIN_ELEMENTS)
     for (int64_t n = 0; n < N; n++)
@@ -47,8 +46,8 @@ Dsv3Err dsv3_cpu_mla_kv_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     DSV3_CALL(dsv3_cpu_check_f32("mla_kv_backward", dtype));
     float *dkvb = dkvb_, *dkpe = dkpe_; // (N, H, nope + Dv), rows of R at dkpe_stride
     const float *dk = dk_, *dv = dv_;   // (N, H, nope + R), (N, H, Dv)
-    DSV3_CALL(dsv3_cpu_check_mla_kv("mla_kv_backward", dk, dv, dkvb, dkpe, dkpe_stride, N, H, nope,
-                                    R, Dv));
+    DSV3_CALL(
+        dsv3_check_mla_kv("mla_kv_backward", dk, dv, dkvb, dkpe, dkpe_stride, N, H, nope, R, Dv));
     const int64_t Dqk = nope + R, nv = nope + Dv;
 #pragma omp parallel for schedule(static) if (N * H * Dqk >= MLA_PARALLEL_MIN_ELEMENTS)
     for (int64_t n = 0; n < N; n++) {

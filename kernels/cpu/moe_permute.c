@@ -60,7 +60,7 @@ size_t dsv3_cpu_moe_rows_of_workspace(const Dsv3OpShape *shape, int threads) {
 
 Dsv3Err dsv3_cpu_moe_plan(const Dsv3KernelContext *ctx, int32_t *order, int64_t *offsets,
                           const int32_t *topk_idx, int64_t N, int64_t K, int64_t E) {
-    DSV3_CALL(dsv3_cpu_check_moe_plan(order, offsets, topk_idx, N, K, E));
+    DSV3_CALL(dsv3_check_moe_plan(order, offsets, topk_idx, N, K, E));
     const int64_t M = N * K;
     const int64_t slices = plan_slices(M, omp_get_max_threads());
     const Dsv3OpShape shape = {.N = N, .K = K, .E = E};
@@ -150,7 +150,7 @@ Dsv3Err dsv3_cpu_moe_gather_backward(const Dsv3KernelContext *ctx, Dsv3TensorDty
     float *dx = dx_;         // (N, D)
     const float *dxs = dxs_; // (M, D)
     int64_t N;
-    DSV3_CALL(dsv3_cpu_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
+    DSV3_CALL(dsv3_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
     int32_t *row_of = NULL; // (M)
     DSV3_CALL(rows_of(&row_of, ctx, "moe_gather_backward", order, M));
     if (M == 0) return DSV3_OK;
@@ -172,7 +172,7 @@ Dsv3Err dsv3_cpu_moe_combine_forward(const Dsv3KernelContext *ctx, Dsv3TensorDty
     DSV3_CALL(dsv3_cpu_check_f32("moe_combine_forward", dtype));
     float *out = out_;     // (N, D)
     const float *ys = ys_; // (M, D)
-    DSV3_CALL(dsv3_cpu_check_moe_combine_forward(out, ys, weights, order, N, K, D));
+    DSV3_CALL(dsv3_check_moe_combine_forward(out, ys, weights, order, N, K, D));
     const int64_t M = N * K;
     int32_t *row_of = NULL; // (M)
     DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_forward", order, M));
@@ -207,8 +207,7 @@ Dsv3Err dsv3_cpu_moe_combine_backward(const Dsv3KernelContext *ctx, Dsv3TensorDt
     DSV3_CALL(dsv3_cpu_check_f32("moe_combine_backward", dtype));
     float *dys = dys_;                    // (M, D)
     const float *dout = dout_, *ys = ys_; // (N, D), (M, D)
-    DSV3_CALL(
-        dsv3_cpu_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
+    DSV3_CALL(dsv3_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     const int64_t M = N * K;
     int32_t *row_of = NULL; // (M)
     DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_backward", order, M));

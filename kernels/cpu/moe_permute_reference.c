@@ -33,7 +33,7 @@ static Dsv3Err rows_of(int32_t **row_of, const Dsv3KernelContext *ctx, const cha
 Dsv3Err dsv3_cpu_reference_moe_plan(const Dsv3KernelContext *ctx, int32_t *order, int64_t *offsets,
                                     const int32_t *topk_idx, int64_t N, int64_t K, int64_t E) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_moe_plan(order, offsets, topk_idx, N, K, E));
+    DSV3_CALL(dsv3_check_moe_plan(order, offsets, topk_idx, N, K, E));
     const int64_t M = N * K;
     for (int64_t a = 0; a < M; a++)
         DSV3_CHECK(topk_idx[a] >= 0 && topk_idx[a] < E, DSV3_ERR_USAGE,
@@ -74,7 +74,7 @@ Dsv3Err dsv3_cpu_reference_moe_gather_backward(const Dsv3KernelContext *ctx, Dsv
     float *dx = dx_;         // (N, D)
     const float *dxs = dxs_; // (M, D)
     int64_t N;
-    DSV3_CALL(dsv3_cpu_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
+    DSV3_CALL(dsv3_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
     if (M == 0) return DSV3_OK;
     DSV3_CALL(dsv3_cpu_check_moe_order(order, M));
     for (int64_t j = 0; j < M; j++)
@@ -90,7 +90,7 @@ Dsv3Err dsv3_cpu_reference_moe_combine_forward(const Dsv3KernelContext *ctx, Dsv
     DSV3_CALL(dsv3_cpu_check_f32("moe_combine_forward", dtype));
     float *out = out_;     // (N, D)
     const float *ys = ys_; // (M, D)
-    DSV3_CALL(dsv3_cpu_check_moe_combine_forward(out, ys, weights, order, N, K, D));
+    DSV3_CALL(dsv3_check_moe_combine_forward(out, ys, weights, order, N, K, D));
     int32_t *row_of = NULL; // (M)
     DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_forward", order, N, K));
     for (int64_t n = 0; n < N; n++)
@@ -111,8 +111,7 @@ Dsv3Err dsv3_cpu_reference_moe_combine_backward(const Dsv3KernelContext *ctx, Ds
     DSV3_CALL(dsv3_cpu_check_f32("moe_combine_backward", dtype));
     float *dys = dys_;                    // (M, D)
     const float *dout = dout_, *ys = ys_; // (N, D), (M, D)
-    DSV3_CALL(
-        dsv3_cpu_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
+    DSV3_CALL(dsv3_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     int32_t *row_of = NULL; // (M)
     DSV3_CALL(rows_of(&row_of, ctx, "moe_combine_backward", order, N, K));
     for (int64_t n = 0; n < N; n++)

@@ -10,22 +10,16 @@
 // run with the same thread count.
 //
 // Legend: N rows (tokens), D normalised width.
-#include <inttypes.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/checks.h"
 #include "kernels/cpu/cpu.h"
 
 // Elements below which a loop stays on one thread.
 enum { RMSNORM_PARALLEL_MIN_ELEMENTS = 1 << 14 };
-
-static Dsv3Err rmsnorm_check_sizes(int64_t N, int64_t D) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
-    return DSV3_OK;
-}
 
 Dsv3Err dsv3_cpu_rmsnorm_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out_,
                                  float *rstd, const void *x_, const void *weight_, int64_t N,
@@ -34,11 +28,8 @@ Dsv3Err dsv3_cpu_rmsnorm_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_forward", dtype));
     float *out = out_;                      // (N, D)
     const float *x = x_, *weight = weight_; // (N, D), (D)
-    DSV3_CALL(rmsnorm_check_sizes(N, D));
-    DSV3_CHECK(eps >= 0, DSV3_ERR_USAGE, "rmsnorm: eps = %g, expected eps >= 0", (double)eps);
+    DSV3_CALL(dsv3_check_rmsnorm_forward(out, rstd, x, weight, N, D, eps));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(out != NULL && rstd != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
-               "rmsnorm_forward: out, rstd, x and weight must not be NULL");
 #pragma omp parallel for schedule(static) if (N * D >= RMSNORM_PARALLEL_MIN_ELEMENTS)
     for (int64_t n = 0; n < N; n++) {
         const float *xr = x + n * D; // (D)
@@ -75,12 +66,8 @@ Dsv3Err dsv3_cpu_rmsnorm_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype 
     DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_backward", dtype));
     float *dx = dx_;                                       // (N, D)
     const float *dout = dout_, *x = x_, *weight = weight_; // (N, D), (N, D), (D)
-    DSV3_CALL(rmsnorm_check_sizes(N, D));
+    DSV3_CALL(dsv3_check_rmsnorm_backward(dx, dweight, dout, x, weight, rstd, N, D));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dx != NULL && dweight != NULL && dout != NULL && x != NULL && weight != NULL &&
-                   rstd != NULL,
-               DSV3_ERR_USAGE,
-               "rmsnorm_backward: dx, dweight, dout, x, weight and rstd must not be NULL");
     const int threads = backward_threads(N, D, omp_get_max_threads());
     const Dsv3OpShape shape = {.N = N, .D = D};
     DSV3_CALL(dsv3_cpu_check_workspace(ctx, "rmsnorm_backward",

@@ -5,10 +5,10 @@
 //   dx_j = rstd · w_j · dy_j − x_j · rstd³ / D · Σ_k dy_k w_k x_k,   dw_j += Σ_n dy_nj x_nj rstd_n.
 //
 // Legend: N rows (tokens), D normalised width.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cpu/cpu.h"
 
 Dsv3Err dsv3_cpu_reference_rmsnorm_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
@@ -18,12 +18,8 @@ Dsv3Err dsv3_cpu_reference_rmsnorm_forward(const Dsv3KernelContext *ctx, Dsv3Ten
     DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_forward", dtype));
     float *out = out_;                      // (N, D)
     const float *x = x_, *weight = weight_; // (N, D), (D)
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
-    DSV3_CHECK(eps >= 0, DSV3_ERR_USAGE, "rmsnorm: eps = %g, expected eps >= 0", (double)eps);
+    DSV3_CALL(dsv3_check_rmsnorm_forward(out, rstd, x, weight, N, D, eps));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(out != NULL && rstd != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
-               "rmsnorm_forward: out, rstd, x and weight must not be NULL");
     for (int64_t n = 0; n < N; n++) {
         double mean_square = 0;
         for (int64_t j = 0; j < D; j++)
@@ -45,13 +41,8 @@ Dsv3Err dsv3_cpu_reference_rmsnorm_backward(const Dsv3KernelContext *ctx, Dsv3Te
     DSV3_CALL(dsv3_cpu_check_f32("rmsnorm_backward", dtype));
     float *dx = dx_;                                       // (N, D)
     const float *dout = dout_, *x = x_, *weight = weight_; // (N, D), (N, D), (D)
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
+    DSV3_CALL(dsv3_check_rmsnorm_backward(dx, dweight, dout, x, weight, rstd, N, D));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dx != NULL && dweight != NULL && dout != NULL && x != NULL && weight != NULL &&
-                   rstd != NULL,
-               DSV3_ERR_USAGE,
-               "rmsnorm_backward: dx, dweight, dout, x, weight and rstd must not be NULL");
     for (int64_t n = 0; n < N; n++) {
         double r = rstd[n];
         double dot = 0; // Σ_k dy_k w_k x_k

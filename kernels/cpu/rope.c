@@ -36,8 +36,8 @@ Dsv3Err dsv3_cpu_rope_tables(const Dsv3KernelContext *ctx, float *cos_table, flo
                              int64_t T, int64_t R, double theta, double factor, double beta_fast,
                              double beta_slow, int64_t original_seq_len) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
-                                         beta_slow, original_seq_len));
+    DSV3_CALL(dsv3_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
+                                     beta_slow, original_seq_len));
     const int64_t pairs = R / 2;
     // YaRN only when training beyond the original context; its range is computed over R dims
     // while the ramp runs over the R/2 pairs, as in torchtitan.
@@ -96,8 +96,7 @@ Dsv3Err dsv3_cpu_rope_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtyp
     (void)ctx;
     DSV3_CALL(dsv3_cpu_check_f32("rope_forward", dtype));
     float *x = x_; // rotated slices of (B, T, row_stride)
-    DSV3_CALL(
-        dsv3_cpu_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    DSV3_CALL(dsv3_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride, 1.0f);
     return DSV3_OK;
 }
@@ -108,8 +107,7 @@ Dsv3Err dsv3_cpu_rope_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dty
     (void)ctx;
     DSV3_CALL(dsv3_cpu_check_f32("rope_backward", dtype));
     float *dx = dx_; // rotated slices of (B, T, row_stride)
-    DSV3_CALL(
-        dsv3_cpu_check_rope_apply(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    DSV3_CALL(dsv3_check_rope_apply(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride, -1.0f);
     return DSV3_OK;
 }

@@ -51,8 +51,8 @@ Dsv3Err dsv3_cpu_reference_rope_tables(const Dsv3KernelContext *ctx, float *cos_
                                        double factor, double beta_fast, double beta_slow,
                                        int64_t original_seq_len) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
-                                         beta_slow, original_seq_len));
+    DSV3_CALL(dsv3_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
+                                     beta_slow, original_seq_len));
     const int64_t pairs = R / 2;
     for (int64_t i = 0; i < pairs; i++) {
         const double freq =
@@ -95,8 +95,7 @@ Dsv3Err dsv3_cpu_reference_rope_forward(const Dsv3KernelContext *ctx, Dsv3Tensor
     (void)ctx;
     DSV3_CALL(dsv3_cpu_check_f32("rope_forward", dtype));
     float *x = x_; // rotated slices of (B, T, row_stride)
-    DSV3_CALL(
-        dsv3_cpu_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    DSV3_CALL(dsv3_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride, 1.0f);
     return DSV3_OK;
 }
@@ -108,8 +107,7 @@ Dsv3Err dsv3_cpu_reference_rope_backward(const Dsv3KernelContext *ctx, Dsv3Tenso
     (void)ctx;
     DSV3_CALL(dsv3_cpu_check_f32("rope_backward", dtype));
     float *dx = dx_; // rotated slices of (B, T, row_stride)
-    DSV3_CALL(
-        dsv3_cpu_check_rope_apply(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    DSV3_CALL(dsv3_check_rope_apply(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     rotate_all(dx, cos_table, sin_table, B, T, H, R, row_stride, head_stride, -1.0f);
     return DSV3_OK;
 }

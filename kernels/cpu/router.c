@@ -147,7 +147,7 @@ Dsv3Err dsv3_cpu_router_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dt
                                 const Dsv3RouterArgs *args) {
     DSV3_CALL(dsv3_cpu_check_f32("router_forward", dtype));
     const float *logits = logits_; // (N, E)
-    DSV3_CALL(dsv3_cpu_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
+    DSV3_CALL(dsv3_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
     const int64_t E = args->num_experts, K = args->top_k;
     const Dsv3OpShape shape = {.N = N, .E = E, .K = K};
     int64_t floats_per_thread = 0;

@@ -60,7 +60,7 @@ Dsv3Err dsv3_cpu_reference_router_forward(const Dsv3KernelContext *ctx, Dsv3Tens
                                           const Dsv3RouterArgs *args) {
     DSV3_CALL(dsv3_cpu_check_f32("router_forward", dtype));
     const float *logits = logits_; // (N, E)
-    DSV3_CALL(dsv3_cpu_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
+    DSV3_CALL(dsv3_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
     const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
     const Dsv3OpShape shape = {.N = N, .E = E, .K = K};
     size_t slices[SCRATCH_SLICES];

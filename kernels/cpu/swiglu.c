@@ -7,9 +7,9 @@
 // of overflowing, so σ(a) becomes ~6e-39 and silu(a) ~0, the right limit, with no special case.
 //
 // Legend: N rows (tokens or routed rows), F hidden width.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/vec_exp.h"
 
@@ -36,22 +36,14 @@ void dsv3_cpu_swiglu_rows_backward(float *da, float *db, const float *dh, const 
     }
 }
 
-static Dsv3Err swiglu_check_sizes(int64_t N, int64_t F) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
-    return DSV3_OK;
-}
-
 Dsv3Err dsv3_cpu_swiglu_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *h_,
                                 const void *a_, const void *b_, int64_t N, int64_t F) {
     (void)ctx;
     DSV3_CALL(dsv3_cpu_check_f32("swiglu_forward", dtype));
     float *h = h_;                // (N, F)
     const float *a = a_, *b = b_; // (N, F) each
-    DSV3_CALL(swiglu_check_sizes(N, F));
+    DSV3_CALL(dsv3_check_swiglu_forward(h, a, b, N, F));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(h != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
-               "swiglu_forward: h, a and b must not be NULL");
     dsv3_cpu_swiglu_rows(h, a, b, N * F);
     return DSV3_OK;
 }
@@ -63,10 +55,8 @@ Dsv3Err dsv3_cpu_swiglu_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype d
     DSV3_CALL(dsv3_cpu_check_f32("swiglu_backward", dtype));
     float *da = da_, *db = db_;              // (N, F) each
     const float *dh = dh_, *a = a_, *b = b_; // (N, F) each
-    DSV3_CALL(swiglu_check_sizes(N, F));
+    DSV3_CALL(dsv3_check_swiglu_backward(da, db, dh, a, b, N, F));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(da != NULL && db != NULL && dh != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
-               "swiglu_backward: da, db, dh, a and b must not be NULL");
     dsv3_cpu_swiglu_rows_backward(da, db, dh, a, b, N * F);
     return DSV3_OK;
 }

@@ -4,10 +4,10 @@
 //   da = dh · b · σ(a) · (1 + a · (1 − σ(a))),   db = dh · silu(a).
 //
 // Legend: N rows (tokens or routed rows), F hidden width.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cpu/cpu.h"
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
@@ -19,11 +19,8 @@ Dsv3Err dsv3_cpu_reference_swiglu_forward(const Dsv3KernelContext *ctx, Dsv3Tens
     DSV3_CALL(dsv3_cpu_check_f32("swiglu_forward", dtype));
     float *h = h_;                // (N, F)
     const float *a = a_, *b = b_; // (N, F) each
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
+    DSV3_CALL(dsv3_check_swiglu_forward(h, a, b, N, F));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(h != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
-               "swiglu_forward: h, a and b must not be NULL");
     for (int64_t i = 0; i < N * F; i++)
         h[i] = (float)(a[i] * sigmoid(a[i]) * b[i]);
     return DSV3_OK;
@@ -36,11 +33,8 @@ Dsv3Err dsv3_cpu_reference_swiglu_backward(const Dsv3KernelContext *ctx, Dsv3Ten
     DSV3_CALL(dsv3_cpu_check_f32("swiglu_backward", dtype));
     float *da = da_, *db = db_;              // (N, F) each
     const float *dh = dh_, *a = a_, *b = b_; // (N, F) each
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
+    DSV3_CALL(dsv3_check_swiglu_backward(da, db, dh, a, b, N, F));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(da != NULL && db != NULL && dh != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
-               "swiglu_backward: da, db, dh, a and b must not be NULL");
     for (int64_t i = 0; i < N * F; i++) {
         double x = a[i], y = b[i], g = dh[i]; // read first: da may alias a, db may alias b
         double s = sigmoid(x);

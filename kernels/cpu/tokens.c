@@ -19,7 +19,7 @@ enum { TOKENS_PARALLEL_MIN = 1 << 14 };
 Dsv3Err dsv3_cpu_tokens_check(const Dsv3KernelContext *ctx, const int32_t *tokens, int64_t N,
                               int64_t V) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_tokens(tokens, N, V));
+    DSV3_CALL(dsv3_check_tokens(tokens, N, V));
     int64_t first_bad = N;
 #pragma omp parallel for schedule(static) reduction(min : first_bad) if (N >= TOKENS_PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++)
@@ -34,7 +34,7 @@ Dsv3Err dsv3_cpu_tokens_check(const Dsv3KernelContext *ctx, const int32_t *token
 Dsv3Err dsv3_cpu_document_ids(const Dsv3KernelContext *ctx, int32_t *doc, const int32_t *tokens,
                               int64_t B, int64_t T, int32_t eos) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_document_ids(doc, tokens, B, T));
+    DSV3_CALL(dsv3_check_document_ids(doc, tokens, B, T));
 #pragma omp parallel for schedule(static) if (B * T >= TOKENS_PARALLEL_MIN)
     for (int64_t b = 0; b < B; b++) {
         int32_t id = 0;
@@ -49,7 +49,7 @@ Dsv3Err dsv3_cpu_document_ids(const Dsv3KernelContext *ctx, int32_t *doc, const 
 Dsv3Err dsv3_cpu_labels_count(const Dsv3KernelContext *ctx, int64_t *count, const int32_t *labels,
                               int64_t N) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_labels_count(count, labels, N));
+    DSV3_CALL(dsv3_check_labels_count(count, labels, N));
     int64_t counted = 0;
 #pragma omp parallel for schedule(static) reduction(+ : counted) if (N >= TOKENS_PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++)

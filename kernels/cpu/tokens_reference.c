@@ -14,7 +14,7 @@
 Dsv3Err dsv3_cpu_reference_tokens_check(const Dsv3KernelContext *ctx, const int32_t *tokens,
                                         int64_t N, int64_t V) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_tokens(tokens, N, V));
+    DSV3_CALL(dsv3_check_tokens(tokens, N, V));
     for (int64_t n = 0; n < N; n++)
         DSV3_CHECK(tokens[n] >= 0 && tokens[n] < V, DSV3_ERR_USAGE,
                    "tokens_check: tokens[%" PRId64 "] = %" PRId32
@@ -26,7 +26,7 @@ Dsv3Err dsv3_cpu_reference_tokens_check(const Dsv3KernelContext *ctx, const int3
 Dsv3Err dsv3_cpu_reference_document_ids(const Dsv3KernelContext *ctx, int32_t *doc,
                                         const int32_t *tokens, int64_t B, int64_t T, int32_t eos) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_document_ids(doc, tokens, B, T));
+    DSV3_CALL(dsv3_check_document_ids(doc, tokens, B, T));
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
             int32_t eos_before = 0;
@@ -40,7 +40,7 @@ Dsv3Err dsv3_cpu_reference_document_ids(const Dsv3KernelContext *ctx, int32_t *d
 Dsv3Err dsv3_cpu_reference_labels_count(const Dsv3KernelContext *ctx, int64_t *count,
                                         const int32_t *labels, int64_t N) {
     (void)ctx;
-    DSV3_CALL(dsv3_cpu_check_labels_count(count, labels, N));
+    DSV3_CALL(dsv3_check_labels_count(count, labels, N));
     *count = 0;
     for (int64_t n = 0; n < N; n++)
         if (labels[n] != DSV3_IGNORE_INDEX) ++*count;

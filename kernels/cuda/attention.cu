@@ -44,8 +44,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include <cmath>
-
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum {
@@ -556,24 +555,13 @@ static __global__ void attention_merge_kernel(T *out, float *lse, const T *part_
 
 // ---- host side ----
 
-// The checks of the CPU backend (checks_attention.c) under the CUDA op's name, and the limits of
-// these kernels: head dims, int32 positions, the grid.
-static Dsv3Err check_attention(const char *op, const int32_t *q_pos, int64_t B, int64_t Tq,
-                               int64_t Tk, int64_t H, int64_t Dqk, int64_t Dv, float scale) {
-    DSV3_CHECK(B >= 1 && Tq >= 1 && Tk >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "%s: B, Tq, Tk, H must be >= 1, got B=%lld Tq=%lld Tk=%lld H=%lld", op, (long long)B,
-               (long long)Tq, (long long)Tk, (long long)H);
-    DSV3_CHECK(Dqk >= 1 && Dv >= 1, DSV3_ERR_USAGE,
-               "%s: head dims Dqk and Dv must be >= 1, got Dqk=%lld Dv=%lld", op, (long long)Dqk,
-               (long long)Dv);
+// The limits of these kernels, after the shared checks (kernels/checks.h): head dims, int32
+// positions, the grid.
+static Dsv3Err check_attention_limits(const char *op, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                                      int64_t Dqk, int64_t Dv) {
     DSV3_CHECK(Dqk <= ATTN_MAX_HEAD_DIM && Dv <= ATTN_MAX_HEAD_DIM, DSV3_ERR_USAGE,
                "%s: the CUDA kernels take head dims Dqk and Dv up to %d, got Dqk=%lld Dv=%lld", op,
                (int)ATTN_MAX_HEAD_DIM, (long long)Dqk, (long long)Dv);
-    DSV3_CHECK(std::isfinite(scale) && scale > 0.0f, DSV3_ERR_USAGE,
-               "%s: scale must be finite and > 0 (e.g. Dqk^-0.5), got %g", op, (double)scale);
-    DSV3_CHECK(q_pos != NULL || Tq == Tk, DSV3_ERR_USAGE,
-               "%s: without query positions Tq must equal Tk, got Tq=%lld Tk=%lld", op,
-               (long long)Tq, (long long)Tk);
     DSV3_CHECK(Tq <= INT32_MAX && Tk <= INT32_MAX, DSV3_ERR_USAGE,
                "%s: Tq and Tk must fit in int32 (positions are int32), got Tq=%lld Tk=%lld", op,
                (long long)Tq, (long long)Tk);
@@ -592,7 +580,7 @@ static AttnGeometry attention_geometry(const Dsv3KernelContext *ctx, Dsv3Op op,
                                        float scale) {
     AttnGeometry geo;
     geo.B = B, geo.Tq = Tq, geo.Tk = Tk, geo.H = H;
-    geo.Dqk = (int)Dqk, geo.Dv = (int)Dv; // at most ATTN_MAX_HEAD_DIM (check_attention)
+    geo.Dqk = (int)Dqk, geo.Dv = (int)Dv; // at most ATTN_MAX_HEAD_DIM (check_attention_limits)
     geo.scale = scale;
     geo.round_operands = ctx->matmul_dtype == DSV3_TENSOR_BF16;
     geo.q_pos = q_pos;
@@ -676,9 +664,8 @@ extern "C" Dsv3Err dsv3_cuda_attention_forward(const Dsv3KernelContext *ctx, Dsv
                                                float scale) {
     (void)scores; // not kept: backward recomputes the scores (kernels.h allows it)
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "attention_forward"));
-    DSV3_CHECK(out != NULL && lse != NULL && q != NULL && k != NULL && v != NULL, DSV3_ERR_USAGE,
-               "attention_forward: out, lse, q, k, v must not be NULL");
-    DSV3_CALL(check_attention("attention_forward", q_pos, B, Tq, Tk, H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_check_attention_forward(out, lse, q, k, v, q_pos, B, Tq, Tk, H, Dqk, Dv, scale));
+    DSV3_CALL(check_attention_limits("attention_forward", B, Tq, Tk, H, Dqk, Dv));
     const AttnGeometry geo = attention_geometry(ctx, DSV3_OP_ATTENTION_FORWARD, q_pos, doc, B, Tq,
                                                 Tk, H, Dqk, Dv, scale);
     if (dtype == DSV3_TENSOR_BF16)
@@ -696,11 +683,9 @@ dsv3_cuda_attention_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype
                              int64_t Tk, int64_t H, int64_t Dqk, int64_t Dv, float scale) {
     (void)scores; // forward kept none: recomputed
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "attention_backward"));
-    DSV3_CHECK(dq != NULL && dk != NULL && dv != NULL && dout != NULL && q != NULL && k != NULL &&
-                   v != NULL && out != NULL && lse != NULL,
-               DSV3_ERR_USAGE,
-               "attention_backward: dq, dk, dv, dout, q, k, v, out, lse must not be NULL");
-    DSV3_CALL(check_attention("attention_backward", q_pos, B, Tq, Tk, H, Dqk, Dv, scale));
+    DSV3_CALL(dsv3_check_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, q_pos, B, Tq, Tk,
+                                            H, Dqk, Dv, scale));
+    DSV3_CALL(check_attention_limits("attention_backward", B, Tq, Tk, H, Dqk, Dv));
     Dsv3OpShape shape = {};
     shape.B = B, shape.Tq = Tq, shape.Tk = Tk, shape.H = H, shape.Dqk = Dqk, shape.Dv = Dv;
     DSV3_CALL(dsv3_cuda_check_workspace(
@@ -722,11 +707,7 @@ extern "C" Dsv3Err dsv3_cuda_attention_merge(const Dsv3KernelContext *ctx, Dsv3T
                                              const float *part_lse, int64_t B, int64_t T, int64_t H,
                                              int64_t Dv) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "attention_merge"));
-    DSV3_CHECK(out != NULL && lse != NULL && part_out != NULL && part_lse != NULL, DSV3_ERR_USAGE,
-               "attention_merge: out, lse, part_out, part_lse must not be NULL");
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1 && Dv >= 1, DSV3_ERR_USAGE,
-               "attention_merge: B, T, H, Dv must be >= 1, got B=%lld T=%lld H=%lld Dv=%lld",
-               (long long)B, (long long)T, (long long)H, (long long)Dv);
+    DSV3_CALL(dsv3_check_attention_merge(out, lse, part_out, part_lse, B, T, H, Dv));
     DSV3_CHECK(Dv <= INT32_MAX, DSV3_ERR_USAGE, "attention_merge: Dv must fit in int32, got %lld",
                (long long)Dv);
     if (dtype == DSV3_TENSOR_BF16)

@@ -34,10 +34,21 @@ static Dsv3Err backend_cuda_state_create(CudaState *s) {
     CUDA_CALL(cudaMalloc((void **)&s->fault, sizeof *s->fault));
     CUDA_CALL(cudaMemset(s->fault, 0, sizeof *s->fault));
     CUDA_CALL(cudaMalloc((void **)&s->reduce_partials, CUDA_REDUCE_BLOCKS * sizeof(double)));
+    // cudaMemset runs on the legacy default stream, which the context's non-blocking stream does
+    // not wait for: the record must be zero before an op can record a fault in it.
+    CUDA_CALL(cudaDeviceSynchronize());
     return DSV3_OK;
 }
 
 extern "C" Dsv3Err dsv3_cuda_context_create(Dsv3KernelContext *ctx, int device) {
+    int count = 0;
+    DSV3_CALL(dsv3_cuda_device_count(&count));
+    // No GPU is the machine's state, not the caller's mistake (kernels.h: a device that cannot
+    // be used is a backend error); a device number beyond those there is a usage error.
+    DSV3_CHECK(count > 0, DSV3_ERR_BACKEND,
+               "kernel context for backend cuda (device %d): this process sees no CUDA device "
+               "(no GPU, no driver, or CUDA_VISIBLE_DEVICES hides them); use backend cpu",
+               device);
     DSV3_CALL(dsv3_cuda_device_select(device));
     CudaState *s = NULL;
     DSV3_CALL(dsv3_calloc((void **)&s, 1, sizeof *s, "CUDA context state"));

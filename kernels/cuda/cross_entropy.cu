@@ -25,6 +25,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 // Blocks of the row kernel at most (it loops over the rows beyond).
@@ -146,24 +147,6 @@ static size_t dtype_bytes(Dsv3TensorDtype dtype) {
     return dtype == DSV3_TENSOR_BF16 ? sizeof(__nv_bfloat16) : sizeof(float);
 }
 
-// The host checks of the CPU backends (kernels/cpu/checks_dense.c), less the labels.
-static Dsv3Err cross_entropy_check(const double *loss_sum, const void *dh, const float *dweight,
-                                   const void *h, const void *weight, const int32_t *labels,
-                                   int64_t N, int64_t D, int64_t V, int64_t chunk) {
-    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "cross_entropy: loss_sum is NULL");
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "cross_entropy: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "cross_entropy: D = %" PRId64 ", expected D > 0", D);
-    DSV3_CHECK(V > 0, DSV3_ERR_USAGE, "cross_entropy: V = %" PRId64 ", expected V > 0", V);
-    DSV3_CHECK(chunk > 0, DSV3_ERR_USAGE,
-               "cross_entropy: chunk = %" PRId64 " tokens, expected chunk > 0", chunk);
-    if (N == 0) return DSV3_OK;
-    DSV3_CHECK(h != NULL && weight != NULL && labels != NULL, DSV3_ERR_USAGE,
-               "cross_entropy: h, weight and labels must not be NULL");
-    DSV3_CHECK(dh == NULL || dweight != NULL, DSV3_ERR_USAGE,
-               "cross_entropy: dweight must not be NULL when dh is wanted");
-    return DSV3_OK;
-}
-
 // One chunk of C rows from token n0: its logits, row losses and (when dh) gradients.
 static Dsv3Err cross_entropy_chunk(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
                                    const CeLayout *layout, void *dh, float *dweight, const void *h,
@@ -204,7 +187,7 @@ extern "C" Dsv3Err dsv3_cuda_cross_entropy(const Dsv3KernelContext *ctx, Dsv3Ten
                                            int64_t chunk) {
     // h, dh (N, D) and weight (V, D) of dtype; dweight (V, D) fp32; labels (N); loss_sum (1)
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "cross_entropy"));
-    DSV3_CALL(cross_entropy_check(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
+    DSV3_CALL(dsv3_check_cross_entropy(loss_sum, dh, dweight, h, weight, labels, N, D, V, chunk));
     if (N == 0) { // the loss of no tokens is still written
         CUDA_CALL(cudaMemsetAsync(loss_sum, 0, sizeof(double), cuda_stream(ctx)));
         return DSV3_OK;
@@ -233,16 +216,11 @@ extern "C" Dsv3Err dsv3_cuda_cross_entropy_logits(const Dsv3KernelContext *ctx,
                                                   float grad_scale) {
     // logits, dlogits (N, V) fp32 (dlogits may be logits); labels (N); loss_sum (1)
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "cross_entropy_logits"));
-    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "cross_entropy_logits: loss_sum is NULL");
-    DSV3_CHECK(N >= 0 && V > 0, DSV3_ERR_USAGE,
-               "cross_entropy_logits: N = %" PRId64 ", V = %" PRId64 ", expected N >= 0, V > 0", N,
-               V);
+    DSV3_CALL(dsv3_check_cross_entropy_logits(loss_sum, logits, labels, N, V));
     if (N == 0) {
         CUDA_CALL(cudaMemsetAsync(loss_sum, 0, sizeof(double), cuda_stream(ctx)));
         return DSV3_OK;
     }
-    DSV3_CHECK(logits != NULL && labels != NULL, DSV3_ERR_USAGE,
-               "cross_entropy_logits: logits and labels must not be NULL");
     Dsv3OpShape shape = {};
     shape.N = N;
     shape.V = V;

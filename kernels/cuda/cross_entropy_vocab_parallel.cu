@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 // Blocks of the per-row kernels at most (they loop over the rows beyond).
@@ -44,18 +45,6 @@ static size_t vocab_copy_bytes(int64_t n, int64_t V) {
 size_t dsv3_cuda_vocab_parallel_workspace(Dsv3Op op, const Dsv3OpShape *shape) {
     // The dtype is not in the shape: room for the bf16 copy.
     return op == DSV3_OP_VOCAB_LOGITS_BACKWARD ? vocab_copy_bytes(shape->N, shape->V) : 0;
-}
-
-// ---- checks (the CPU backends' messages, kernels/cpu/checks_dense.c, less the labels) ----
-
-// A slice [vocab_start, vocab_start + V) of a vocabulary of int32 ids.
-static Dsv3Err check_vocab_slice(const char *op, int64_t V, int64_t vocab_start) {
-    DSV3_CHECK(V > 0 && vocab_start >= 0 && vocab_start <= (int64_t)INT32_MAX + 1 - V,
-               DSV3_ERR_USAGE,
-               "%s: V = %" PRId64 " rows from vocab_start = %" PRId64
-               ", expected V > 0, vocab_start >= 0 and vocab_start + V <= 2^31 (int32 token ids)",
-               op, V, vocab_start);
-    return DSV3_OK;
 }
 
 // ---- kernels ----
@@ -153,12 +142,8 @@ extern "C" Dsv3Err dsv3_cuda_vocab_logits(const Dsv3KernelContext *ctx, Dsv3Tens
                                           const void *weight, int64_t n, int64_t D, int64_t V) {
     // logits (n, V), row_max (n) fp32; h (n, D), weight (V, D) of dtype
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "vocab_logits"));
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "vocab_logits: n = %" PRId64 " tokens, expected n >= 0", n);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "vocab_logits: D = %" PRId64 ", expected D > 0", D);
-    DSV3_CHECK(V > 0, DSV3_ERR_USAGE, "vocab_logits: V = %" PRId64 ", expected V > 0", V);
+    DSV3_CALL(dsv3_check_vocab_logits(logits, row_max, h, weight, n, D, V));
     if (n == 0) return DSV3_OK;
-    DSV3_CHECK(logits != NULL && row_max != NULL && h != NULL && weight != NULL, DSV3_ERR_USAGE,
-               "vocab_logits: logits, row_max, h and weight must not be NULL");
     DSV3_CALL(dsv3_cuda_gemm(ctx, CUDA_GEMM_NO_TRANS, CUDA_GEMM_TRANS, n, V, D, 1.0f, h, D, weight,
                              D, dtype, 0.0f, logits, V, DSV3_TENSOR_F32));
     vocab_max_kernel<<<row_blocks(n), CUDA_THREADS, 0, cuda_stream(ctx)>>>(row_max, logits, n, V);
@@ -171,34 +156,11 @@ extern "C" Dsv3Err dsv3_cuda_vocab_logits_sums(const Dsv3KernelContext *ctx, dou
                                                const int32_t *labels, int64_t n, int64_t V,
                                                int64_t vocab_start) {
     // sums (2n) double; logits (n, V), row_max (n) fp32; labels (n)
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "vocab_logits_sums: n = %" PRId64 " tokens, expected n >= 0",
-               n);
-    DSV3_CALL(check_vocab_slice("vocab_logits_sums", V, vocab_start));
+    DSV3_CALL(dsv3_check_vocab_logits_sums(sums, logits, row_max, labels, n, V, vocab_start));
     if (n == 0) return DSV3_OK;
-    DSV3_CHECK(sums != NULL && logits != NULL && row_max != NULL && labels != NULL, DSV3_ERR_USAGE,
-               "vocab_logits_sums: sums, logits, row_max and labels must not be NULL");
     vocab_sums_kernel<<<row_blocks(n), CUDA_THREADS, 0, cuda_stream(ctx)>>>(
         sums, logits, row_max, labels, n, V, vocab_start, cuda_fault_record(ctx));
     CUDA_LAUNCHED();
-    return DSV3_OK;
-}
-
-static Dsv3Err vocab_backward_check(const double *loss_sum, const void *dh, const float *dweight,
-                                    const float *logits, const float *row_max, const double *sums,
-                                    const void *h, const void *weight, const int32_t *labels,
-                                    int64_t n, int64_t D, int64_t V, int64_t vocab_start) {
-    DSV3_CHECK(loss_sum != NULL, DSV3_ERR_USAGE, "vocab_logits_backward: loss_sum is NULL");
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE,
-               "vocab_logits_backward: n = %" PRId64 " tokens, expected n >= 0", n);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "vocab_logits_backward: D = %" PRId64 ", expected D > 0", D);
-    DSV3_CALL(check_vocab_slice("vocab_logits_backward", V, vocab_start));
-    if (n == 0) return DSV3_OK;
-    DSV3_CHECK(row_max != NULL && sums != NULL && labels != NULL, DSV3_ERR_USAGE,
-               "vocab_logits_backward: row_max, sums and labels must not be NULL");
-    DSV3_CHECK(dh == NULL || (dweight != NULL && logits != NULL && h != NULL && weight != NULL),
-               DSV3_ERR_USAGE,
-               "vocab_logits_backward: dweight, logits, h and weight must not be NULL when dh is "
-               "wanted");
     return DSV3_OK;
 }
 
@@ -209,8 +171,8 @@ extern "C" Dsv3Err dsv3_cuda_vocab_logits_backward(
     // dh, h (n, D) and weight (V, D) of dtype; dweight (V, D), logits (n, V), row_max (n) fp32;
     // sums (2n) double; labels (n); loss_sum (1)
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "vocab_logits_backward"));
-    DSV3_CALL(vocab_backward_check(loss_sum, dh, dweight, logits, row_max, sums, h, weight, labels,
-                                   n, D, V, vocab_start));
+    DSV3_CALL(dsv3_check_vocab_logits_backward(loss_sum, dh, dweight, logits, row_max, sums, h,
+                                               weight, labels, n, D, V, vocab_start));
     if (n == 0) { // the loss of no tokens is still written
         CUDA_CALL(cudaMemsetAsync(loss_sum, 0, sizeof(double), cuda_stream(ctx)));
         return DSV3_OK;

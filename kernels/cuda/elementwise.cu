@@ -9,9 +9,9 @@
 // Not here: conversions between dtypes (memory.cu's convert).
 //
 // Legend: n elements; rows × cols the copied block, strides in elements.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum { ELEMENTWISE_THREADS = CUDA_THREADS };
@@ -37,10 +37,8 @@ static Dsv3Err add_launch(const Dsv3KernelContext *ctx, void *out, const void *a
 extern "C" Dsv3Err dsv3_cuda_add(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, void *out,
                                  const void *a, const void *b, int64_t n) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "add"));
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "add: n = %" PRId64 ", expected n >= 0", n);
+    DSV3_CALL(dsv3_check_add(out, a, b, n));
     if (n == 0) return DSV3_OK;
-    DSV3_CHECK(out != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
-               "add: out, a and b must not be NULL");
     return dtype == DSV3_TENSOR_BF16 ? add_launch<__nv_bfloat16>(ctx, out, a, b, n)
                                      : add_launch<float>(ctx, out, a, b, n);
 }
@@ -74,16 +72,8 @@ extern "C" Dsv3Err dsv3_cuda_copy_columns(const Dsv3KernelContext *ctx, Dsv3Tens
                                           void *dst, int64_t dst_stride, const void *src,
                                           int64_t src_stride, int64_t rows, int64_t cols) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "copy_columns"));
-    DSV3_CHECK(rows >= 0 && cols >= 0, DSV3_ERR_USAGE,
-               "copy_columns: rows = %" PRId64 ", cols = %" PRId64 ", expected both >= 0", rows,
-               cols);
-    DSV3_CHECK(dst_stride >= cols && src_stride >= cols, DSV3_ERR_USAGE,
-               "copy_columns: dst_stride = %" PRId64 " and src_stride = %" PRId64
-               " must be >= cols = %" PRId64 " (strides in elements)",
-               dst_stride, src_stride, cols);
+    DSV3_CALL(dsv3_check_copy_columns(dst, dst_stride, src, src_stride, rows, cols));
     if (rows == 0 || cols == 0) return DSV3_OK;
-    DSV3_CHECK(dst != NULL && src != NULL, DSV3_ERR_USAGE,
-               "copy_columns: dst and src must not be NULL");
     return dtype == DSV3_TENSOR_BF16
                ? copy_columns_launch<__nv_bfloat16>(ctx, dst, dst_stride, src, src_stride, rows,
                                                     cols)

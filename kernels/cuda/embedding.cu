@@ -18,9 +18,9 @@
 // still accumulated, unlike the CPU, which checks all ids first).
 //
 // Legend: N tokens, D model width, V rows of the slice.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum {
@@ -31,24 +31,6 @@ enum {
     // A token of no row of this block (shared memory of the backward).
     EMBEDDING_NOT_MINE = -1,
 };
-
-// The host checks of both directions, the CPU's (a and b the two tensors, named in messages).
-static Dsv3Err embedding_check(const void *a, const char *a_name, const int32_t *tokens,
-                               const void *b, const char *b_name, int64_t N, int64_t D, int64_t V,
-                               int64_t vocab_start) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "embedding: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "embedding: D = %" PRId64 ", expected D > 0", D);
-    DSV3_CHECK(V > 0 && vocab_start >= 0 && vocab_start <= (int64_t)INT32_MAX + 1 - V,
-               DSV3_ERR_USAGE,
-               "embedding: V = %" PRId64 " rows from vocab_start = %" PRId64
-               ", expected V > 0, vocab_start >= 0 and vocab_start + V <= 2^31 (int32 token ids)",
-               V, vocab_start);
-    if (N == 0) return DSV3_OK;
-    DSV3_CHECK(a != NULL, DSV3_ERR_USAGE, "embedding: %s is NULL", a_name);
-    DSV3_CHECK(b != NULL, DSV3_ERR_USAGE, "embedding: %s is NULL", b_name);
-    DSV3_CHECK(tokens != NULL, DSV3_ERR_USAGE, "embedding: tokens is NULL");
-    return DSV3_OK;
-}
 
 // ---- forward ----
 
@@ -89,7 +71,7 @@ extern "C" Dsv3Err dsv3_cuda_embedding_forward(const Dsv3KernelContext *ctx, Dsv
                                                int64_t N, int64_t D, int64_t V,
                                                int64_t vocab_start) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "embedding_forward"));
-    DSV3_CALL(embedding_check(out, "out", tokens, weight, "weight", N, D, V, vocab_start));
+    DSV3_CALL(dsv3_check_embedding(out, "out", tokens, weight, "weight", N, D, V, vocab_start));
     if (N == 0) return DSV3_OK;
     return dtype == DSV3_TENSOR_BF16
                ? embedding_forward_launch<__nv_bfloat16>(ctx, out, tokens, weight, N, D, V,
@@ -155,7 +137,7 @@ extern "C" Dsv3Err dsv3_cuda_embedding_backward(const Dsv3KernelContext *ctx, Ds
                                                 const int32_t *tokens, int64_t N, int64_t D,
                                                 int64_t V, int64_t vocab_start) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "embedding_backward"));
-    DSV3_CALL(embedding_check(dweight, "dweight", tokens, dout, "dout", N, D, V, vocab_start));
+    DSV3_CALL(dsv3_check_embedding(dweight, "dweight", tokens, dout, "dout", N, D, V, vocab_start));
     if (N == 0) return DSV3_OK;
     return dtype == DSV3_TENSOR_BF16
                ? embedding_backward_launch<__nv_bfloat16>(ctx, dweight, dout, tokens, N, D, V,

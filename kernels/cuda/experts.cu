@@ -24,6 +24,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 // Experts the host copy of offsets holds (DeepSeek-V3 has 256 routed experts).
@@ -124,28 +125,18 @@ static Dsv3Err swiglu_backward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dty
 
 // ---- checks and the host copy of offsets ----
 
-// The sizes (the CPU backends' messages), then offsets (E + 1, device) copied into host (the
-// one wait of the op) and checked as the CPU checks them: offsets[0] = 0, non-decreasing.
+// The sizes (the shared checks), then offsets (E + 1, device) copied into host (the one wait
+// of the op) and checked there as the CPU checks them: offsets[0] = 0, non-decreasing.
 static Dsv3Err experts_read_offsets(const Dsv3KernelContext *ctx, int64_t *host,
                                     const int64_t *offsets, int64_t E, int64_t D, int64_t F) {
-    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "experts: E = %" PRId64 ", expected E >= 1", E);
-    DSV3_CHECK(D >= 1, DSV3_ERR_USAGE, "experts: D = %" PRId64 ", expected D >= 1", D);
-    DSV3_CHECK(F >= 1, DSV3_ERR_USAGE, "experts: F = %" PRId64 ", expected F >= 1", F);
-    DSV3_CHECK(offsets != NULL, DSV3_ERR_USAGE, "experts: offsets is NULL");
+    DSV3_CALL(dsv3_check_experts_sizes(offsets, E, D, F));
     DSV3_CHECK(E <= EXPERTS_MAX, DSV3_ERR_USAGE,
                "experts: E = %" PRId64 " experts, the CUDA backend takes at most %d per call", E,
                (int)EXPERTS_MAX);
     CUDA_CALL(cudaMemcpyAsync(host, offsets, (size_t)(E + 1) * sizeof(int64_t),
                               cudaMemcpyDeviceToHost, cuda_stream(ctx)));
     CUDA_CALL(cudaStreamSynchronize(cuda_stream(ctx)));
-    DSV3_CHECK(host[0] == 0, DSV3_ERR_USAGE, "experts: offsets[0] = %" PRId64 ", expected 0",
-               host[0]);
-    for (int64_t e = 0; e < E; e++)
-        DSV3_CHECK(host[e + 1] >= host[e], DSV3_ERR_USAGE,
-                   "experts: offsets[%" PRId64 "] = %" PRId64 " < offsets[%" PRId64 "] = %" PRId64
-                   ", expected offsets to be non-decreasing",
-                   e + 1, host[e + 1], e, host[e]);
-    return DSV3_OK;
+    return dsv3_check_experts_offsets(host, E);
 }
 
 // ctx's workspace holds `slices` (M, F) slices of dtype; *first and *second (when not NULL) get
@@ -172,9 +163,8 @@ extern "C" Dsv3Err dsv3_cuda_experts_forward(const Dsv3KernelContext *ctx, Dsv3T
     int64_t rows[EXPERTS_MAX + 1]; // offsets, on the host
     DSV3_CALL(experts_read_offsets(ctx, rows, offsets, E, D, F));
     const int64_t M = rows[E];
+    DSV3_CALL(dsv3_check_experts_forward(ys, h1, h3, xs, w1, w2, w3, M));
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(ys && h1 && h3 && xs && w1 && w2 && w3, DSV3_ERR_USAGE,
-               "experts: ys, h1, h3, xs, w1, w2 and w3 must not be NULL");
     void *act = NULL; // (M, F) silu(h1) · h3
     DSV3_CALL(experts_workspace(ctx, "experts_forward", FORWARD_SLICES, dtype, M, F, &act, NULL));
 
@@ -249,9 +239,8 @@ extern "C" Dsv3Err dsv3_cuda_experts_backward(const Dsv3KernelContext *ctx, Dsv3
     int64_t rows[EXPERTS_MAX + 1]; // offsets, on the host
     DSV3_CALL(experts_read_offsets(ctx, rows, offsets, E, D, F));
     const int64_t M = rows[E];
+    DSV3_CALL(dsv3_check_experts_backward(dxs, dw1, dw2, dw3, dys, xs, h1, h3, w1, w2, w3, M));
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(dxs && dw1 && dw2 && dw3 && dys && xs && h1 && h3 && w1 && w2 && w3, DSV3_ERR_USAGE,
-               "experts: no tensor of the backward may be NULL");
     void *act_dh3 = NULL, *dact_dh1 = NULL; // (M, F) each: act then dh3; dact then dh1
     DSV3_CALL(experts_workspace(ctx, "experts_backward", BACKWARD_SLICES, dtype, M, F, &act_dh3,
                                 &dact_dh1));

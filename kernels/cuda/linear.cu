@@ -8,30 +8,18 @@
 // No kernel of its own and no workspace.
 //
 // Legend: N rows (tokens), In input features, Out output features.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
-
-// The same size checks and messages as the CPU backends (kernels/cpu/checks_dense.c).
-static Dsv3Err linear_check_sizes(int64_t N, int64_t In, int64_t Out) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "linear: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(In > 0, DSV3_ERR_USAGE, "linear: In = %" PRId64 " input features, expected In > 0",
-               In);
-    DSV3_CHECK(Out > 0, DSV3_ERR_USAGE,
-               "linear: Out = %" PRId64 " output features, expected Out > 0", Out);
-    return DSV3_OK;
-}
 
 extern "C" Dsv3Err dsv3_cuda_linear_forward(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype,
                                             void *out, const void *x, const void *weight, int64_t N,
                                             int64_t In, int64_t Out) {
     // out (N, Out), x (N, In), weight (Out, In), all of dtype
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "linear_forward"));
-    DSV3_CALL(linear_check_sizes(N, In, Out));
+    DSV3_CALL(dsv3_check_linear_forward(out, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(out != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
-               "linear_forward: out, x and weight must not be NULL");
     DSV3_CALL(dsv3_cuda_gemm(ctx, CUDA_GEMM_NO_TRANS, CUDA_GEMM_TRANS, N, Out, In, 1.0f, x, In,
                              weight, In, dtype, 0.0f, out, Out, dtype));
     return DSV3_OK;
@@ -43,16 +31,8 @@ extern "C" Dsv3Err dsv3_cuda_linear_backward(const Dsv3KernelContext *ctx, Dsv3T
                                              int64_t In, int64_t Out, int accumulate_dx) {
     // dx (N, In) and dout (N, Out), x (N, In), weight (Out, In) of dtype; dweight (Out, In) fp32
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "linear_backward"));
-    DSV3_CALL(linear_check_sizes(N, In, Out));
+    DSV3_CALL(dsv3_check_linear_backward(dx, dweight, dout, x, weight, N, In, Out));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dx != NULL || dweight != NULL, DSV3_ERR_USAGE,
-               "linear_backward: dx and dweight are both NULL, nothing to compute (pass at "
-               "least one)");
-    DSV3_CHECK(dout != NULL, DSV3_ERR_USAGE, "linear_backward: dout must not be NULL");
-    DSV3_CHECK(dx == NULL || weight != NULL, DSV3_ERR_USAGE,
-               "linear_backward: weight must not be NULL when dx is wanted");
-    DSV3_CHECK(dweight == NULL || x != NULL, DSV3_ERR_USAGE,
-               "linear_backward: x must not be NULL when dweight is wanted");
     if (dx != NULL) // beta 1 adds onto dx (accumulate_dx); beta 0 never reads it
         DSV3_CALL(dsv3_cuda_gemm(ctx, CUDA_GEMM_NO_TRANS, CUDA_GEMM_NO_TRANS, N, In, Out, 1.0f,
                                  dout, Out, weight, In, dtype, accumulate_dx ? 1.0f : 0.0f, dx, In,

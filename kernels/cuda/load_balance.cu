@@ -10,9 +10,9 @@
 // Not here: the all-reduce of the counts over ranks (the trainer's).
 //
 // Legend: E experts, n elements.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 // ---- counts_accumulate ----
@@ -25,9 +25,7 @@ __global__ void counts_accumulate_kernel(int64_t *total, const int64_t *counts, 
 
 extern "C" Dsv3Err dsv3_cuda_counts_accumulate(const Dsv3KernelContext *ctx, int64_t *total,
                                                const int64_t *counts, int64_t n) {
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "counts_accumulate: n = %" PRId64 ", expected n >= 0", n);
-    DSV3_CHECK(n == 0 || (total != NULL && counts != NULL), DSV3_ERR_USAGE,
-               "counts_accumulate: total and counts must not be NULL");
+    DSV3_CALL(dsv3_check_counts_accumulate(total, counts, n));
     if (n == 0) return DSV3_OK;
     counts_accumulate_kernel<<<cuda_blocks(n, CUDA_THREADS), CUDA_THREADS, 0, cuda_stream(ctx)>>>(
         total, counts, n);
@@ -62,11 +60,7 @@ __global__ void expert_bias_update_kernel(float *bias, const int64_t *counts, in
 
 extern "C" Dsv3Err dsv3_cuda_expert_bias_update(const Dsv3KernelContext *ctx, float *bias,
                                                 const int64_t *counts, int64_t E, double coeff) {
-    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "expert_bias_update: E = %" PRId64 ", expected E >= 1", E);
-    DSV3_CHECK(bias != NULL && counts != NULL, DSV3_ERR_USAGE,
-               "expert_bias_update: bias and counts must not be NULL");
-    DSV3_CHECK(isfinite(coeff), DSV3_ERR_USAGE,
-               "expert_bias_update: coeff = %g, expected a finite number", coeff);
+    DSV3_CALL(dsv3_check_expert_bias_update(bias, counts, E, coeff));
     expert_bias_update_kernel<<<1, CUDA_THREADS, 0, cuda_stream(ctx)>>>(bias, counts, E, coeff);
     CUDA_LAUNCHED();
     return DSV3_OK;

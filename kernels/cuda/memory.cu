@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/core/alloc.h"
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
@@ -163,19 +164,15 @@ static cudaMemcpyKind memory_kind(Dsv3CopyKind kind) {
 
 extern "C" Dsv3Err dsv3_cuda_memory_copy(const Dsv3KernelContext *ctx, void *dst, const void *src,
                                          size_t bytes, Dsv3CopyKind kind) {
-    DSV3_CHECK(kind == DSV3_COPY_HOST_TO_DEVICE || kind == DSV3_COPY_DEVICE_TO_HOST ||
-                   kind == DSV3_COPY_DEVICE_TO_DEVICE,
-               DSV3_ERR_USAGE, "memory_copy: kind = %d is not a Dsv3CopyKind", (int)kind);
+    DSV3_CALL(dsv3_check_memory_copy(dst, src, bytes, kind));
     if (bytes == 0) return DSV3_OK;
-    DSV3_CHECK(dst != NULL && src != NULL, DSV3_ERR_USAGE,
-               "memory_copy: dst and src must not be NULL (%zu bytes)", bytes);
     CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, memory_kind(kind), cuda_stream(ctx)));
     return DSV3_OK;
 }
 
 extern "C" Dsv3Err dsv3_cuda_memory_zero(const Dsv3KernelContext *ctx, void *dst, size_t bytes) {
+    DSV3_CALL(dsv3_check_memory_zero(dst, bytes));
     if (bytes == 0) return DSV3_OK;
-    DSV3_CHECK(dst != NULL, DSV3_ERR_USAGE, "memory_zero: dst is NULL (%zu bytes)", bytes);
     CUDA_CALL(cudaMemsetAsync(dst, 0, bytes, cuda_stream(ctx)));
     return DSV3_OK;
 }
@@ -185,8 +182,10 @@ extern "C" Dsv3Err dsv3_cuda_synchronize(const Dsv3KernelContext *ctx) {
     CudaFault fault;
     CUDA_CALL(cudaMemcpy(&fault, cuda_fault_record(ctx), sizeof fault, cudaMemcpyDeviceToHost));
     if (fault.op == 0) return DSV3_OK;
-    // Reported once: the record is cleared for the next op that meets bad data.
-    CUDA_CALL(cudaMemset(cuda_fault_record(ctx), 0, sizeof fault));
+    // Reported once: the record is cleared for the next op that meets bad data, on the context's
+    // stream (cudaMemset's legacy default stream is not ordered with a non-blocking stream: the
+    // clearing could land after the next op's kernels and erase their fault).
+    CUDA_CALL(cudaMemsetAsync(cuda_fault_record(ctx), 0, sizeof fault, cuda_stream(ctx)));
     DSV3_RAISE(DSV3_ERR_USAGE,
                "%s: element %lld of its input holds %lld, outside what the op accepts (found on "
                "the device; the element was skipped, so the op's results are not valid)",
@@ -215,16 +214,10 @@ extern "C" Dsv3Err dsv3_cuda_convert(const Dsv3KernelContext *ctx, void *dst,
                                      Dsv3TensorDtype src_dtype, int64_t n) {
     DSV3_CALL(dsv3_cuda_check_dtype(dst_dtype, "convert (dst)"));
     DSV3_CALL(dsv3_cuda_check_dtype(src_dtype, "convert (src)"));
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "convert: n = %lld must be >= 0", (long long)n);
+    DSV3_CALL(dsv3_check_convert(dst, dst_dtype, src, src_dtype, n));
     if (n == 0) return DSV3_OK;
-    DSV3_CHECK(dst != NULL && src != NULL, DSV3_ERR_USAGE,
-               "convert: dst and src must not be NULL (n = %lld)", (long long)n);
-    const size_t dst_bytes = (size_t)n * (dst_dtype == DSV3_TENSOR_BF16 ? 2 : 4);
-    const size_t src_bytes = (size_t)n * (src_dtype == DSV3_TENSOR_BF16 ? 2 : 4);
-    const char *d = (const char *)dst, *s = (const char *)src;
-    DSV3_CHECK(d + dst_bytes <= s || s + src_bytes <= d, DSV3_ERR_USAGE,
-               "convert: dst and src overlap (n = %lld)", (long long)n);
     if (dst_dtype == src_dtype) {
+        const size_t dst_bytes = (size_t)n * (dst_dtype == DSV3_TENSOR_BF16 ? 2 : 4);
         CUDA_CALL(cudaMemcpyAsync(dst, src, dst_bytes, cudaMemcpyDeviceToDevice, cuda_stream(ctx)));
         return DSV3_OK;
     }

@@ -12,32 +12,12 @@
 // Legend: N tokens, H heads, nope non-rotary key dims, R rotary dims, Dv value dims.
 // kvb, dkvb (N, H, nope + Dv); k, dk (N, H, nope + R); v, dv (N, H, Dv); kpe, dkpe rows of R
 // channels at a stride.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum { MLA_THREADS = CUDA_THREADS };
-
-// The CPU's checks of both directions (a, b the head-wise outputs or gradients, kvb wkv_b's
-// output or its gradient, kpe the rotary key or its gradient; op names the direction).
-static Dsv3Err mla_kv_check(const char *op, const void *a, const void *b, const void *kvb,
-                            const void *kpe, int64_t kpe_stride, int64_t N, int64_t H, int64_t nope,
-                            int64_t R, int64_t Dv) {
-    DSV3_CHECK(N >= 0 && H >= 1, DSV3_ERR_USAGE,
-               "%s: N = %" PRId64 ", H = %" PRId64 ", expected N >= 0 and H >= 1", op, N, H);
-    DSV3_CHECK(nope >= 0 && R >= 0 && Dv >= 0, DSV3_ERR_USAGE,
-               "%s: nope = %" PRId64 ", R = %" PRId64 ", Dv = %" PRId64 ", expected all >= 0", op,
-               nope, R, Dv);
-    DSV3_CHECK(kpe_stride >= R, DSV3_ERR_USAGE,
-               "%s: the rotary key's stride %" PRId64 " must be >= R = %" PRId64
-               " (rows must not overlap)",
-               op, kpe_stride, R);
-    if (N == 0) return DSV3_OK;
-    DSV3_CHECK(a != NULL && b != NULL && kvb != NULL && kpe != NULL, DSV3_ERR_USAGE,
-               "%s: no tensor may be NULL", op);
-    return DSV3_OK;
-}
 
 // ---- forward ----
 
@@ -87,7 +67,7 @@ extern "C" Dsv3Err dsv3_cuda_mla_kv_forward(const Dsv3KernelContext *ctx, Dsv3Te
                                             int64_t kpe_stride, int64_t N, int64_t H, int64_t nope,
                                             int64_t R, int64_t Dv) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "mla_kv_forward"));
-    DSV3_CALL(mla_kv_check("mla_kv_forward", k, v, kvb, kpe, kpe_stride, N, H, nope, R, Dv));
+    DSV3_CALL(dsv3_check_mla_kv("mla_kv_forward", k, v, kvb, kpe, kpe_stride, N, H, nope, R, Dv));
     if (N == 0) return DSV3_OK;
     return dtype == DSV3_TENSOR_BF16
                ? mla_kv_forward_launch<__nv_bfloat16>(ctx, k, v, kvb, kpe, kpe_stride, N, H, nope,
@@ -148,7 +128,8 @@ extern "C" Dsv3Err dsv3_cuda_mla_kv_backward(const Dsv3KernelContext *ctx, Dsv3T
                                              const void *dk, const void *dv, int64_t N, int64_t H,
                                              int64_t nope, int64_t R, int64_t Dv) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "mla_kv_backward"));
-    DSV3_CALL(mla_kv_check("mla_kv_backward", dk, dv, dkvb, dkpe, dkpe_stride, N, H, nope, R, Dv));
+    DSV3_CALL(
+        dsv3_check_mla_kv("mla_kv_backward", dk, dv, dkvb, dkpe, dkpe_stride, N, H, nope, R, Dv));
     if (N == 0) return DSV3_OK;
     return dtype == DSV3_TENSOR_BF16 ? mla_kv_backward_launch<__nv_bfloat16>(
                                            ctx, dkvb, dkpe, dkpe_stride, dk, dv, N, H, nope, R, Dv)

@@ -27,9 +27,9 @@
 // (order is not a permutation), in the ops that read order.
 //
 // Legend: N tokens, K experts per token, E experts, D model width, M = N × K routed rows.
-#include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum {
@@ -88,27 +88,6 @@ size_t dsv3_cuda_moe_workspace(Dsv3Op op, const Dsv3OpShape *shape) {
     }
     default: return 0;
     }
-}
-
-// ---- argument checks (the CPU's messages) ----
-
-static Dsv3Err permute_check_dims(int64_t N, int64_t K, int64_t D) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "moe_permute: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(K >= 1, DSV3_ERR_USAGE, "moe_permute: K = %" PRId64 ", expected K >= 1", K);
-    DSV3_CHECK(D >= 1, DSV3_ERR_USAGE, "moe_permute: D = %" PRId64 ", expected D >= 1", D);
-    DSV3_CHECK(N <= ((int64_t)INT32_MAX + 1) / K, DSV3_ERR_USAGE,
-               "moe_permute: N × K = %" PRId64 " × %" PRId64 " rows exceed int32 row ids", N, K);
-    return DSV3_OK;
-}
-
-// M rows of K assignments each are N = M / K tokens.
-static Dsv3Err permute_tokens_of_rows(int64_t *N, int64_t M, int64_t K, int64_t D) {
-    DSV3_CHECK(M >= 0 && K >= 1 && M % K == 0, DSV3_ERR_USAGE,
-               "moe_permute: M = %" PRId64 " rows, expected a multiple of K = %" PRId64 " >= 1", M,
-               K);
-    *N = M / K;
-    DSV3_CALL(permute_check_dims(*N, K, D));
-    return DSV3_OK;
 }
 
 // ---- moe_plan ----
@@ -227,10 +206,7 @@ __global__ void plan_scatter_kernel(int32_t *order, int64_t *cells, const int32_
 extern "C" Dsv3Err dsv3_cuda_moe_plan(const Dsv3KernelContext *ctx, int32_t *order,
                                       int64_t *offsets, const int32_t *topk_idx, int64_t N,
                                       int64_t K, int64_t E) {
-    DSV3_CALL(permute_check_dims(N, K, 1));
-    DSV3_CHECK(E >= 1, DSV3_ERR_USAGE, "moe_plan: E = %" PRId64 " experts, expected E >= 1", E);
-    DSV3_CHECK(offsets != NULL, DSV3_ERR_USAGE, "moe_plan: offsets is NULL");
-    if (N > 0) DSV3_CHECK(order && topk_idx, DSV3_ERR_USAGE, "moe_plan: order or topk_idx is NULL");
+    DSV3_CALL(dsv3_check_moe_plan(order, offsets, topk_idx, N, K, E));
     DSV3_CALL(dsv3_cuda_check_workspace(ctx, plan_workspace(N, K, E), "moe_plan"));
     const int64_t M = N * K;
     if (M == 0) {
@@ -327,9 +303,8 @@ extern "C" Dsv3Err dsv3_cuda_moe_gather(const Dsv3KernelContext *ctx, Dsv3Tensor
                                         int64_t K, int64_t D) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "moe_gather"));
     int64_t N = 0;
-    DSV3_CALL(permute_tokens_of_rows(&N, M, K, D));
+    DSV3_CALL(dsv3_check_moe_gather(&N, xs, x, order, M, K, D));
     if (M == 0) return DSV3_OK;
-    DSV3_CHECK(xs && x && order, DSV3_ERR_USAGE, "moe_gather: xs, x and order must not be NULL");
     return dtype == DSV3_TENSOR_BF16 ? gather<__nv_bfloat16>(ctx, xs, x, order, M, K, D)
                                      : gather<float>(ctx, xs, x, order, M, K, D);
 }
@@ -367,10 +342,7 @@ extern "C" Dsv3Err dsv3_cuda_moe_gather_backward(const Dsv3KernelContext *ctx,
                                                  int64_t D) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "moe_gather_backward"));
     int64_t N = 0;
-    DSV3_CALL(permute_tokens_of_rows(&N, M, K, D));
-    if (M > 0)
-        DSV3_CHECK(dx && dxs && order, DSV3_ERR_USAGE,
-                   "moe_gather_backward: dx, dxs and order must not be NULL");
+    DSV3_CALL(dsv3_check_moe_gather_backward(&N, dx, dxs, order, M, K, D));
     DSV3_CALL(dsv3_cuda_check_workspace(ctx, rows_of_workspace(M), "moe_gather_backward"));
     if (M == 0) return DSV3_OK;
     int32_t *row_of = NULL; // (M)
@@ -414,10 +386,7 @@ extern "C" Dsv3Err dsv3_cuda_moe_combine_forward(const Dsv3KernelContext *ctx,
                                                  const float *weights, const int32_t *order,
                                                  int64_t N, int64_t K, int64_t D) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "moe_combine_forward"));
-    DSV3_CALL(permute_check_dims(N, K, D));
-    if (N > 0)
-        DSV3_CHECK(out && ys && weights && order, DSV3_ERR_USAGE,
-                   "moe_combine: out, ys, weights and order must not be NULL");
+    DSV3_CALL(dsv3_check_moe_combine_forward(out, ys, weights, order, N, K, D));
     const int64_t M = N * K;
     DSV3_CALL(dsv3_cuda_check_workspace(ctx, rows_of_workspace(M), "moe_combine_forward"));
     if (M == 0) return DSV3_OK;
@@ -471,11 +440,7 @@ extern "C" Dsv3Err dsv3_cuda_moe_combine_backward(const Dsv3KernelContext *ctx,
                                                   const float *weights, const int32_t *order,
                                                   int64_t N, int64_t K, int64_t D) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "moe_combine_backward"));
-    DSV3_CALL(permute_check_dims(N, K, D));
-    if (N > 0)
-        DSV3_CHECK(dys && dweights && dout && ys && weights && order, DSV3_ERR_USAGE,
-                   "moe_combine_backward: dys, dweights, dout, ys, weights and order must not be "
-                   "NULL");
+    DSV3_CALL(dsv3_check_moe_combine_backward(dys, dweights, dout, ys, weights, order, N, K, D));
     const int64_t M = N * K;
     DSV3_CALL(dsv3_cuda_check_workspace(ctx, rows_of_workspace(M), "moe_combine_backward"));
     if (M == 0) return DSV3_OK;

@@ -12,10 +12,10 @@
 // Not here: the gradient-norm bookkeeping over parameter groups and ranks (the trainer's).
 //
 // Legend: n elements of one flat parameter buffer (and of its gradient and moments).
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 // ---- adamw_step ----
@@ -52,36 +52,10 @@ __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v
     }
 }
 
-// torch.optim.AdamW's own argument checks, plus step >= 1 (the bias corrections divide by
-// 1 − β^step); the pointers only when n > 0. The CPU's messages.
-static Dsv3Err adamw_check(const float *param, const float *grad, const float *m, const float *v,
-                           int64_t n, const Dsv3AdamWArgs *args) {
-    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "adamw_step: args is NULL");
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "adamw_step: n = %" PRId64 ", expected n >= 0", n);
-    DSV3_CHECK(args->lr >= 0, DSV3_ERR_USAGE, "adamw_step: lr = %g, expected lr >= 0",
-               (double)args->lr);
-    DSV3_CHECK(args->beta1 >= 0 && args->beta1 < 1, DSV3_ERR_USAGE,
-               "adamw_step: beta1 = %g, expected 0 <= beta1 < 1", (double)args->beta1);
-    DSV3_CHECK(args->beta2 >= 0 && args->beta2 < 1, DSV3_ERR_USAGE,
-               "adamw_step: beta2 = %g, expected 0 <= beta2 < 1", (double)args->beta2);
-    DSV3_CHECK(args->eps >= 0, DSV3_ERR_USAGE, "adamw_step: eps = %g, expected eps >= 0",
-               (double)args->eps);
-    DSV3_CHECK(args->weight_decay >= 0, DSV3_ERR_USAGE,
-               "adamw_step: weight_decay = %g, expected weight_decay >= 0",
-               (double)args->weight_decay);
-    DSV3_CHECK(args->step >= 1, DSV3_ERR_USAGE,
-               "adamw_step: step = %" PRId64 ", expected step >= 1 (1 on the first step)",
-               args->step);
-    if (n == 0) return DSV3_OK;
-    DSV3_CHECK(param != NULL && grad != NULL && m != NULL && v != NULL, DSV3_ERR_USAGE,
-               "adamw_step: param, grad, m and v must not be NULL");
-    return DSV3_OK;
-}
-
 extern "C" Dsv3Err dsv3_cuda_adamw_step(const Dsv3KernelContext *ctx, float *param,
                                         const float *grad, float *m, float *v, int64_t n,
                                         const Dsv3AdamWArgs *args) {
-    DSV3_CALL(adamw_check(param, grad, m, v, n, args));
+    DSV3_CALL(dsv3_check_adamw(param, grad, m, v, n, args));
     if (n == 0) return DSV3_OK;
     AdamwScalars s;
     s.lr = args->lr;
@@ -125,9 +99,7 @@ static_assert(CUDA_REDUCE_BLOCKS % CUDA_WARP == 0 && CUDA_REDUCE_BLOCKS <= 1024,
 
 extern "C" Dsv3Err dsv3_cuda_sum_squares(const Dsv3KernelContext *ctx, double *out, const float *x,
                                          int64_t n) {
-    DSV3_CHECK(out != NULL, DSV3_ERR_USAGE, "sum_squares: out is NULL");
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "sum_squares: n = %" PRId64 ", expected n >= 0", n);
-    DSV3_CHECK(n == 0 || x != NULL, DSV3_ERR_USAGE, "sum_squares: x is NULL");
+    DSV3_CALL(dsv3_check_sum_squares(out, x, n));
     if (n == 0) { // the sum of nothing: +0.0, all zero bits
         CUDA_CALL(cudaMemsetAsync(out, 0, sizeof(double), cuda_stream(ctx)));
         return DSV3_OK;
@@ -151,8 +123,7 @@ __global__ void scale_kernel(float *x, int64_t n, float factor) {
 
 extern "C" Dsv3Err dsv3_cuda_scale(const Dsv3KernelContext *ctx, float *x, int64_t n,
                                    float factor) {
-    DSV3_CHECK(n >= 0, DSV3_ERR_USAGE, "scale: n = %" PRId64 ", expected n >= 0", n);
-    DSV3_CHECK(n == 0 || x != NULL, DSV3_ERR_USAGE, "scale: x is NULL");
+    DSV3_CALL(dsv3_check_scale(x, n));
     if (n == 0) return DSV3_OK;
     scale_kernel<<<cuda_blocks(n, CUDA_THREADS), CUDA_THREADS, 0, cuda_stream(ctx)>>>(x, n, factor);
     CUDA_LAUNCHED();

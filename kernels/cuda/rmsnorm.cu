@@ -12,10 +12,10 @@
 // then add their partials in warp order — deterministic, no atomics, no workspace.
 //
 // Legend: N rows (tokens), D normalised width.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum {
@@ -25,12 +25,6 @@ enum {
     DWEIGHT_COLUMNS = CUDA_WARP,
     DWEIGHT_ROW_GROUPS = 16,
 };
-
-static Dsv3Err rmsnorm_check_sizes(int64_t N, int64_t D) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "rmsnorm: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(D > 0, DSV3_ERR_USAGE, "rmsnorm: D = %" PRId64 ", expected D > 0", D);
-    return DSV3_OK;
-}
 
 // ---- forward ----
 
@@ -68,11 +62,8 @@ extern "C" Dsv3Err dsv3_cuda_rmsnorm_forward(const Dsv3KernelContext *ctx, Dsv3T
                                              void *out, float *rstd, const void *x,
                                              const void *weight, int64_t N, int64_t D, float eps) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "rmsnorm_forward"));
-    DSV3_CALL(rmsnorm_check_sizes(N, D));
-    DSV3_CHECK(eps >= 0, DSV3_ERR_USAGE, "rmsnorm: eps = %g, expected eps >= 0", (double)eps);
+    DSV3_CALL(dsv3_check_rmsnorm_forward(out, rstd, x, weight, N, D, eps));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(out != NULL && rstd != NULL && x != NULL && weight != NULL, DSV3_ERR_USAGE,
-               "rmsnorm_forward: out, rstd, x and weight must not be NULL");
     return dtype == DSV3_TENSOR_BF16
                ? rmsnorm_forward_launch<__nv_bfloat16>(ctx, out, rstd, x, weight, N, D, eps)
                : rmsnorm_forward_launch<float>(ctx, out, rstd, x, weight, N, D, eps);
@@ -147,12 +138,8 @@ extern "C" Dsv3Err dsv3_cuda_rmsnorm_backward(const Dsv3KernelContext *ctx, Dsv3
                                               const void *x, const void *weight, const float *rstd,
                                               int64_t N, int64_t D) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "rmsnorm_backward"));
-    DSV3_CALL(rmsnorm_check_sizes(N, D));
+    DSV3_CALL(dsv3_check_rmsnorm_backward(dx, dweight, dout, x, weight, rstd, N, D));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dx != NULL && dweight != NULL && dout != NULL && x != NULL && weight != NULL &&
-                   rstd != NULL,
-               DSV3_ERR_USAGE,
-               "rmsnorm_backward: dx, dweight, dout, x, weight and rstd must not be NULL");
     return dtype == DSV3_TENSOR_BF16
                ? rmsnorm_backward_launch<__nv_bfloat16>(ctx, dx, dweight, dout, x, weight, rstd, N,
                                                         D)

@@ -16,10 +16,10 @@
 //
 // Legend: B sequences, T positions, N = B × T tokens, H heads, R rotary dims (even), R/2
 // rotated pairs. Tables cos, sin (T, R/2), fp32.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum { ROPE_THREADS = CUDA_THREADS };
@@ -85,22 +85,8 @@ extern "C" Dsv3Err dsv3_cuda_rope_tables(const Dsv3KernelContext *ctx, float *co
                                          float *sin_table, int64_t T, int64_t R, double theta,
                                          double factor, double beta_fast, double beta_slow,
                                          int64_t original_seq_len) {
-    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
-               "rope tables: cos and sin must not be NULL");
-    DSV3_CHECK(T >= 1, DSV3_ERR_USAGE, "rope tables: T (positions) must be >= 1, got %lld",
-               (long long)T);
-    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
-               "rope tables: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
-    DSV3_CHECK(isfinite(theta) && theta > 1.0, DSV3_ERR_USAGE,
-               "rope tables: theta must be finite and > 1, got %g", theta);
-    DSV3_CHECK(isfinite(factor) && factor > 0.0, DSV3_ERR_USAGE,
-               "rope tables: factor must be finite and > 0, got %g", factor);
-    DSV3_CHECK(isfinite(beta_fast) && beta_fast > 0.0 && isfinite(beta_slow) && beta_slow > 0.0,
-               DSV3_ERR_USAGE,
-               "rope tables: beta_fast and beta_slow must be finite and > 0, got %g and %g",
-               beta_fast, beta_slow);
-    DSV3_CHECK(original_seq_len >= 1, DSV3_ERR_USAGE,
-               "rope tables: original_seq_len must be >= 1, got %lld", (long long)original_seq_len);
+    DSV3_CALL(dsv3_check_rope_tables(cos_table, sin_table, T, R, theta, factor, beta_fast,
+                                     beta_slow, original_seq_len));
     const RopeYarn yarn = rope_yarn(T, R, theta, beta_fast, beta_slow, original_seq_len);
     const int64_t count = T * (R / 2);
     rope_tables_kernel<<<cuda_blocks(count, ROPE_THREADS), ROPE_THREADS, 0, cuda_stream(ctx)>>>(
@@ -110,30 +96,6 @@ extern "C" Dsv3Err dsv3_cuda_rope_tables(const Dsv3KernelContext *ctx, float *co
 }
 
 // ---- rotation ----
-
-// The CPU's checks of a rotation (x the first rotated vector or its gradient).
-static Dsv3Err rope_check_apply(const void *x, const float *cos_table, const float *sin_table,
-                                int64_t B, int64_t T, int64_t H, int64_t R, int64_t row_stride,
-                                int64_t head_stride) {
-    DSV3_CHECK(x != NULL, DSV3_ERR_USAGE, "rope: x must not be NULL");
-    DSV3_CHECK(cos_table != NULL && sin_table != NULL, DSV3_ERR_USAGE,
-               "rope: cos and sin must not be NULL");
-    DSV3_CHECK(B >= 1 && T >= 1 && H >= 1, DSV3_ERR_USAGE,
-               "rope: B, T, H must be >= 1, got B=%lld T=%lld H=%lld", (long long)B, (long long)T,
-               (long long)H);
-    DSV3_CHECK(R >= 2 && R % 2 == 0, DSV3_ERR_USAGE,
-               "rope: R (rotary dims) must be even and >= 2, got %lld", (long long)R);
-    // Overlapping vectors would make an in-place rotation depend on the order of the threads.
-    DSV3_CHECK(
-        H == 1 || head_stride >= R, DSV3_ERR_USAGE,
-        "rope: with H=%lld heads, head_stride must be >= R=%lld so heads do not overlap, got %lld",
-        (long long)H, (long long)R, (long long)head_stride);
-    DSV3_CHECK(row_stride >= (H - 1) * head_stride + R, DSV3_ERR_USAGE,
-               "rope: row_stride must be >= (H-1)*head_stride + R = %lld so tokens do not overlap, "
-               "got %lld",
-               (long long)((H - 1) * head_stride + R), (long long)row_stride);
-    return DSV3_OK;
-}
 
 // Rotates every pair of x by direction × angle(t, i): pair idx of N · H · (R/2) is pair
 // i = idx mod R/2 of head h of token n, with t = n mod T.
@@ -172,7 +134,7 @@ static Dsv3Err rope_rotate(const Dsv3KernelContext *ctx, Dsv3TensorDtype dtype, 
                            const float *cos_table, const float *sin_table, int64_t B, int64_t T,
                            int64_t H, int64_t R, int64_t row_stride, int64_t head_stride,
                            float direction) {
-    DSV3_CALL(rope_check_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
+    DSV3_CALL(dsv3_check_rope_apply(x, cos_table, sin_table, B, T, H, R, row_stride, head_stride));
     return dtype == DSV3_TENSOR_BF16
                ? rope_rotate_launch<__nv_bfloat16>(ctx, x, cos_table, sin_table, B, T, H, R,
                                                    row_stride, head_stride, direction)

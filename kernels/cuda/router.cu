@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 // torchtitan's route_norm adds this to the sum of a token's weights before dividing.
@@ -33,8 +34,8 @@ static const double ROUTER_NORM_EPS = 1e-20;
 
 enum {
     // Experts whose biased scores make up one group's score (torchtitan: the top 2 of the
-    // group); a group must hold at least this many experts.
-    ROUTER_GROUP_TOP = 2,
+    // group); a group must hold at least this many experts (the shared checks' constant).
+    ROUTER_GROUP_TOP = DSV3_ROUTER_GROUP_TOP,
     ROUTER_MAX_WARPS = 8, // tokens (warps) per block
     // Shared memory a block may take without opting in: bounds the tokens per block, and E.
     ROUTER_SHARED_BYTES = 48 * 1024,
@@ -228,41 +229,7 @@ __global__ void router_forward_kernel(float *scores, int32_t *topk_idx, float *w
     }
 }
 
-// ---- argument checks (the CPU's messages) ----
-
-static Dsv3Err router_check_args(const Dsv3RouterArgs *args, int64_t N) {
-    DSV3_CHECK(args != NULL, DSV3_ERR_USAGE, "router: args is NULL");
-    const int64_t E = args->num_experts, K = args->top_k, G = args->num_groups;
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "router: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(E > 0 && E <= INT32_MAX, DSV3_ERR_USAGE,
-               "router: num_experts = %" PRId64 ", expected 0 < num_experts <= 2^31 - 1", E);
-    DSV3_CHECK(K >= 1 && K <= E, DSV3_ERR_USAGE,
-               "router: top_k = %" PRId64 ", expected 1 <= top_k <= num_experts = %" PRId64, K, E);
-    DSV3_CHECK(G >= 0, DSV3_ERR_USAGE, "router: num_groups = %" PRId64 ", expected >= 0 (0: off)",
-               G);
-    if (G > 0) {
-        const int64_t L = args->num_limited_groups;
-        DSV3_CHECK(E % G == 0 && E / G >= ROUTER_GROUP_TOP, DSV3_ERR_USAGE,
-                   "router: num_groups = %" PRId64 " must divide num_experts = %" PRId64
-                   " into groups of at least %d experts",
-                   G, E, (int)ROUTER_GROUP_TOP);
-        DSV3_CHECK(L >= 1 && L <= G, DSV3_ERR_USAGE,
-                   "router: num_limited_groups = %" PRId64
-                   ", expected 1 <= num_limited_groups <= num_groups = %" PRId64,
-                   L, G);
-        DSV3_CHECK(K <= L * (E / G), DSV3_ERR_USAGE,
-                   "router: top_k = %" PRId64 " exceeds the %" PRId64
-                   " experts of num_limited_groups = %" PRId64 " groups",
-                   K, L * (E / G), L);
-    }
-    DSV3_CHECK(args->sigmoid == 0 || args->sigmoid == 1, DSV3_ERR_USAGE,
-               "router: sigmoid = %d, expected 0 (softmax) or 1", args->sigmoid);
-    DSV3_CHECK(args->route_norm == 0 || args->route_norm == 1, DSV3_ERR_USAGE,
-               "router: route_norm = %d, expected 0 or 1", args->route_norm);
-    DSV3_CHECK(isfinite(args->route_scale), DSV3_ERR_USAGE,
-               "router: route_scale = %g, expected a finite number", (double)args->route_scale);
-    return DSV3_OK;
-}
+// ---- launch shape (the CUDA router's own limit on num_experts) ----
 
 // The settings for the kernels, with the shared memory of one warp; *warps = tokens per block,
 // as many as ROUTER_SHARED_BYTES holds (at most ROUTER_MAX_WARPS).
@@ -311,11 +278,7 @@ extern "C" Dsv3Err dsv3_cuda_router_forward(const Dsv3KernelContext *ctx, Dsv3Te
                                             const float *expert_bias, int64_t N,
                                             const Dsv3RouterArgs *args) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "router_forward"));
-    DSV3_CALL(router_check_args(args, N));
-    DSV3_CHECK(counts != NULL, DSV3_ERR_USAGE, "router: counts is NULL");
-    if (N > 0)
-        DSV3_CHECK(scores && topk_idx && weights && logits, DSV3_ERR_USAGE,
-                   "router: scores, topk_idx, weights and logits must not be NULL");
+    DSV3_CALL(dsv3_check_router_forward(scores, topk_idx, weights, counts, logits, N, args));
     RouterShape r;
     int warps = 0;
     DSV3_CALL(router_shape(&r, &warps, args,
@@ -415,10 +378,8 @@ extern "C" Dsv3Err dsv3_cuda_router_backward(const Dsv3KernelContext *ctx, Dsv3T
                                              const float *scores, const int32_t *topk_idx,
                                              int64_t N, const Dsv3RouterArgs *args) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "router_backward"));
-    DSV3_CALL(router_check_args(args, N));
+    DSV3_CALL(dsv3_check_router_backward(dlogits, dweights, scores, topk_idx, N, args));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(dlogits && dweights && scores && topk_idx, DSV3_ERR_USAGE,
-               "router: dlogits, dweights, scores and topk_idx must not be NULL");
     RouterShape r;
     int warps = 0;
     const int64_t warp_bytes = args->num_experts * (int64_t)sizeof(double); // dscores (E)

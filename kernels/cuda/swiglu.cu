@@ -11,19 +11,13 @@
 // Not here: the routed experts' gate, which experts.cu computes on its own rows.
 //
 // Legend: N rows (tokens or routed rows), F hidden width.
-#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum { SWIGLU_THREADS = CUDA_THREADS };
-
-static Dsv3Err swiglu_check_sizes(int64_t N, int64_t F) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "swiglu: N = %" PRId64 " rows, expected N >= 0", N);
-    DSV3_CHECK(F > 0, DSV3_ERR_USAGE, "swiglu: F = %" PRId64 ", expected F > 0", F);
-    return DSV3_OK;
-}
 
 // ---- forward ----
 
@@ -50,10 +44,8 @@ extern "C" Dsv3Err dsv3_cuda_swiglu_forward(const Dsv3KernelContext *ctx, Dsv3Te
                                             void *h, const void *a, const void *b, int64_t N,
                                             int64_t F) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "swiglu_forward"));
-    DSV3_CALL(swiglu_check_sizes(N, F));
+    DSV3_CALL(dsv3_check_swiglu_forward(h, a, b, N, F));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(h != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
-               "swiglu_forward: h, a and b must not be NULL");
     return dtype == DSV3_TENSOR_BF16 ? swiglu_forward_launch<__nv_bfloat16>(ctx, h, a, b, N * F)
                                      : swiglu_forward_launch<float>(ctx, h, a, b, N * F);
 }
@@ -87,10 +79,8 @@ extern "C" Dsv3Err dsv3_cuda_swiglu_backward(const Dsv3KernelContext *ctx, Dsv3T
                                              void *da, void *db, const void *dh, const void *a,
                                              const void *b, int64_t N, int64_t F) {
     DSV3_CALL(dsv3_cuda_check_dtype(dtype, "swiglu_backward"));
-    DSV3_CALL(swiglu_check_sizes(N, F));
+    DSV3_CALL(dsv3_check_swiglu_backward(da, db, dh, a, b, N, F));
     if (N == 0) return DSV3_OK;
-    DSV3_CHECK(da != NULL && db != NULL && dh != NULL && a != NULL && b != NULL, DSV3_ERR_USAGE,
-               "swiglu_backward: da, db, dh, a and b must not be NULL");
     return dtype == DSV3_TENSOR_BF16
                ? swiglu_backward_launch<__nv_bfloat16>(ctx, da, db, dh, a, b, N * F)
                : swiglu_backward_launch<float>(ctx, da, db, dh, a, b, N * F);

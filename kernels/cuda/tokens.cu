@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 
+#include "kernels/checks.h"
 #include "kernels/cuda/cuda_kernels.cuh"
 
 enum {
@@ -60,10 +61,7 @@ static __global__ void tokens_check_value_kernel(long long *slots, const int32_t
 
 extern "C" Dsv3Err dsv3_cuda_tokens_check(const Dsv3KernelContext *ctx, const int32_t *tokens,
                                           int64_t N, int64_t V) {
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "tokens_check: N = %" PRId64 " tokens, expected N >= 0", N);
-    DSV3_CHECK(V > 0 && V <= (int64_t)INT32_MAX + 1, DSV3_ERR_USAGE,
-               "tokens_check: V = %" PRId64 ", expected 0 < V <= 2^31 (int32 token ids)", V);
-    DSV3_CHECK(N == 0 || tokens != NULL, DSV3_ERR_USAGE, "tokens_check: tokens is NULL");
+    DSV3_CALL(dsv3_check_tokens(tokens, N, V));
     if (N == 0) return DSV3_OK;
     cudaStream_t stream = cuda_stream(ctx);
     long long *slots = (long long *)cuda_state(ctx)->reduce_partials; // (CHECK_SLOTS)
@@ -122,11 +120,8 @@ static __global__ void document_ids_kernel(int32_t *doc, const int32_t *tokens, 
 extern "C" Dsv3Err dsv3_cuda_document_ids(const Dsv3KernelContext *ctx, int32_t *doc,
                                           const int32_t *tokens, int64_t B, int64_t T,
                                           int32_t eos) {
-    DSV3_CHECK(B >= 0 && T >= 0, DSV3_ERR_USAGE,
-               "document_ids: B = %" PRId64 ", T = %" PRId64 ", expected both >= 0", B, T);
+    DSV3_CALL(dsv3_check_document_ids(doc, tokens, B, T));
     if (B == 0 || T == 0) return DSV3_OK;
-    DSV3_CHECK(doc != NULL && tokens != NULL, DSV3_ERR_USAGE,
-               "document_ids: doc and tokens must not be NULL");
     document_ids_kernel<<<cuda_blocks(B, 1), TOKENS_THREADS, 0, cuda_stream(ctx)>>>(doc, tokens, B,
                                                                                     T, eos);
     CUDA_LAUNCHED();
@@ -148,9 +143,7 @@ static __global__ void labels_count_kernel(long long *count, const int32_t *labe
 
 extern "C" Dsv3Err dsv3_cuda_labels_count(const Dsv3KernelContext *ctx, int64_t *count,
                                           const int32_t *labels, int64_t N) {
-    DSV3_CHECK(count != NULL, DSV3_ERR_USAGE, "labels_count: count is NULL");
-    DSV3_CHECK(N >= 0, DSV3_ERR_USAGE, "labels_count: N = %" PRId64 " labels, expected N >= 0", N);
-    DSV3_CHECK(N == 0 || labels != NULL, DSV3_ERR_USAGE, "labels_count: labels is NULL");
+    DSV3_CALL(dsv3_check_labels_count(count, labels, N));
     cudaStream_t stream = cuda_stream(ctx);
     CUDA_CALL(cudaMemsetAsync(count, 0, sizeof *count, stream)); // also the answer for N = 0
     if (N == 0) return DSV3_OK;

@@ -110,6 +110,8 @@ static void expect_params_close(const Run *gpu, const Run *cpu, int grads, const
     const Dsv3ParamStore *g = dsv3_model_services(gpu->m)->params,
                          *c = dsv3_model_services(cpu->m)->params;
     assert_int_equal(g->n_groups, c->n_groups);
+    // The model's context wrote them on its own stream, which cuda_ctx's copies do not wait for.
+    cuda_test_ok(dsv3_synchronize(kernels_of(gpu)));
     for (int i = 0; i < g->n_groups; i++) {
         const Dsv3ParamGroup *group = &c->groups[i];
         const float *mine = grads ? g->shards[i].grad : g->shards[i].data;
