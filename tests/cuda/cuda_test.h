@@ -153,6 +153,21 @@ static inline void cuda_test_round_bf16(float *x, int64_t count) {
         x[i] = cuda_test_bf16_value(cuda_test_bf16_bits(x[i]));
 }
 
+// count uniform values in [−scale, scale) from *rng, freed after the case.
+static inline float *cuda_test_random_floats(uint64_t *rng, int64_t count, float scale) {
+    float *x = test_floats(count);
+    for (int64_t i = 0; i < count; i++)
+        x[i] = kernels_test_uniform(rng, scale);
+    return x;
+}
+
+// A host copy of x (count), freed after the case.
+static inline float *cuda_test_copy_floats(const float *x, int64_t count) {
+    float *y = test_floats(count);
+    if (count > 0) memcpy(y, x, (size_t)count * sizeof(float));
+    return y;
+}
+
 // A device bf16 copy of the fp32 host values x (count), freed after the case.
 static inline void *cuda_test_upload_bf16(const float *x, int64_t count) {
     uint16_t *bits = test_buffer(count, sizeof(uint16_t));

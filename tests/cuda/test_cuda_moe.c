@@ -51,20 +51,6 @@ static const double REFERENCE_PLAN_BUDGET = 2e8;
 
 // ---- helpers ----
 
-// n uniform values in [−scale, scale), freed after the case.
-static float *random_floats(uint64_t *rng, int64_t n, float scale) {
-    float *x = test_floats(n);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = kernels_test_uniform(rng, scale);
-    return x;
-}
-
-static float *copy_floats(const float *x, int64_t n) {
-    float *y = test_floats(n);
-    if (n > 0) memcpy(y, x, (size_t)n * sizeof(float));
-    return y;
-}
-
 // A device copy of x (n) as `dtype` (x already holds bf16 values when dtype is bf16).
 static void *upload_as(const float *x, int64_t n, Dsv3TensorDtype dtype) {
     return dtype == BF16 ? cuda_test_upload_bf16(x, n)
@@ -168,10 +154,10 @@ static void check_router_case(const RouterCase *c, Dsv3TensorDtype dtype, uint64
     const Dsv3RouterArgs args = {c->E, c->K, c->G, c->L, c->sigmoid, c->route_norm, c->route_scale};
     const int64_t N = c->N, E = c->E, K = c->K;
     uint64_t rng = seed;
-    float *logits = random_floats(&rng, N * E, 3.0f); // (N, E)
+    float *logits = cuda_test_random_floats(&rng, N * E, 3.0f); // (N, E)
     if (dtype == BF16) cuda_test_round_bf16(logits, N * E);
-    float *bias = c->bias_scale > 0 ? random_floats(&rng, E, c->bias_scale) : NULL; // (E)
-    float *dweights = random_floats(&rng, N * K, 1.0f);                             // (N, K)
+    float *bias = c->bias_scale > 0 ? cuda_test_random_floats(&rng, E, c->bias_scale) : NULL; // (E)
+    float *dweights = cuda_test_random_floats(&rng, N * K, 1.0f); // (N, K)
 
     float *s_ref = test_floats(N * E), *w_ref = test_floats(N * K), *dl_ref = test_floats(N * E);
     int32_t *i_ref = test_buffer(N * K, sizeof(int32_t));
@@ -386,7 +372,7 @@ static void test_expert_bias_update_matches_reference(void **state) {
     for (size_t s = 0; s < sizeof SIZES / sizeof SIZES[0]; s++) {
         const int64_t E = SIZES[s];
         uint64_t rng = 500 + s;
-        float *bias = random_floats(&rng, E, 0.1f);
+        float *bias = cuda_test_random_floats(&rng, E, 0.1f);
         int64_t *counts = test_buffer(E, sizeof(int64_t));
         for (int64_t e = 0; e < E; e++) // E = 8: every count the mean, so δ = 0 everywhere
             counts[e] = E == 8 ? 42 : (int64_t)(kernels_test_rng_next(&rng) % 100);
@@ -473,10 +459,12 @@ static void check_permute_case(const PermuteCase *c, Dsv3TensorDtype dtype, uint
     const double tolerance = dtype == BF16 ? BF16_TOLERANCE : TOLERANCE; // outputs of dtype
     uint64_t rng = seed;
     int32_t *idx = random_choice(&rng, N, K, E); // (N, K)
-    float *x = random_floats(&rng, N * D, 1.0f), *ys = random_floats(&rng, M * D, 1.0f);
-    float *dxs = random_floats(&rng, M * D, 1.0f), *dout = random_floats(&rng, N * D, 1.0f);
-    float *base = random_floats(&rng, N * D, 1.0f); // what the accumulating ops add onto
-    float *weights = random_floats(&rng, N * K, 1.0f);
+    float *x = cuda_test_random_floats(&rng, N * D, 1.0f),
+          *ys = cuda_test_random_floats(&rng, M * D, 1.0f);
+    float *dxs = cuda_test_random_floats(&rng, M * D, 1.0f),
+          *dout = cuda_test_random_floats(&rng, N * D, 1.0f);
+    float *base = cuda_test_random_floats(&rng, N * D, 1.0f); // what the accumulating ops add onto
+    float *weights = cuda_test_random_floats(&rng, N * K, 1.0f);
     if (dtype == BF16) {
         cuda_test_round_bf16(x, N * D), cuda_test_round_bf16(ys, M * D);
         cuda_test_round_bf16(dxs, M * D), cuda_test_round_bf16(dout, N * D);
@@ -496,7 +484,7 @@ static void check_permute_case(const PermuteCase *c, Dsv3TensorDtype dtype, uint
                             (size_t)(M * D) * sizeof(float));
 
     // Gather backward: added onto dx.
-    float *dx_ref = copy_floats(base, N * D);
+    float *dx_ref = cuda_test_copy_floats(base, N * D);
     cuda_test_ok(dsv3_moe_gather_backward(GATHER_BACKWARD_REF(), F32, dx_ref, dxs, order, M, K, D));
     void *d_dx = upload_as(base, N * D, dtype);
     cuda_test_ok(dsv3_moe_gather_backward(GATHER_BACKWARD_CUDA(), dtype, d_dx,
@@ -505,7 +493,7 @@ static void check_permute_case(const PermuteCase *c, Dsv3TensorDtype dtype, uint
                        "gather backward dx");
 
     // Combine forward: added onto out.
-    float *out_ref = copy_floats(base, N * D);
+    float *out_ref = cuda_test_copy_floats(base, N * D);
     cuda_test_ok(
         dsv3_moe_combine_forward(COMBINE_REF(FORWARD), F32, out_ref, ys, weights, order, N, K, D));
     void *d_out = upload_as(base, N * D, dtype), *d_ys = upload_as(ys, M * D, dtype);

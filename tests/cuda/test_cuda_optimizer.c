@@ -32,20 +32,6 @@ enum { BEYOND_ONE_GRID = (1 << 20) + 3 };
 
 // ---- helpers ----
 
-// n uniform values in [−scale, scale), freed after the case.
-static float *random_floats(uint64_t *rng, int64_t n, float scale) {
-    float *x = test_floats(n);
-    for (int64_t i = 0; i < n; i++)
-        x[i] = kernels_test_uniform(rng, scale);
-    return x;
-}
-
-static float *copy_floats(const float *x, int64_t n) {
-    float *y = test_floats(n);
-    if (n > 0) memcpy(y, x, (size_t)n * sizeof(float));
-    return y;
-}
-
 static float *upload_floats(const float *x, int64_t n) {
     return cuda_test_upload(x, (size_t)n * sizeof(float));
 }
@@ -72,11 +58,12 @@ enum { ADAMW_STEPS = sizeof ADAMW_LRS / sizeof ADAMW_LRS[0] };
 
 static void check_adamw_case(int64_t n, float weight_decay, uint64_t seed) {
     uint64_t rng = seed;
-    float *param = random_floats(&rng, n, 1.0f);
-    float *grads = random_floats(&rng, ADAMW_STEPS * n, 0.1f); // (steps, n)
+    float *param = cuda_test_random_floats(&rng, n, 1.0f);
+    float *grads = cuda_test_random_floats(&rng, ADAMW_STEPS * n, 0.1f); // (steps, n)
     for (int k = 0; k < ADAMW_STEPS; k++)
         grads[k * n] = 0; // m = v = 0 there on the first step: the update is 0 / (0 + eps)
-    float *p_ref = copy_floats(param, n), *m_ref = test_floats(n), *v_ref = test_floats(n);
+    float *p_ref = cuda_test_copy_floats(param, n), *m_ref = test_floats(n),
+          *v_ref = test_floats(n);
     float *p = upload_floats(param, n), *m = cuda_test_device((size_t)n * sizeof(float));
     float *v = cuda_test_device((size_t)n * sizeof(float));
     float *g = upload_floats(grads, ADAMW_STEPS * n);
@@ -112,8 +99,10 @@ static void test_adamw_late_step(void **state) {
     (void)state;
     enum { N = 1000 };
     uint64_t rng = 11;
-    float *param = random_floats(&rng, N, 2.0f), *grad = random_floats(&rng, N, 1.0f);
-    float *m0 = random_floats(&rng, N, 0.5f), *v0 = random_floats(&rng, N, 0.5f);
+    float *param = cuda_test_random_floats(&rng, N, 2.0f),
+          *grad = cuda_test_random_floats(&rng, N, 1.0f);
+    float *m0 = cuda_test_random_floats(&rng, N, 0.5f),
+          *v0 = cuda_test_random_floats(&rng, N, 0.5f);
     for (int64_t i = 0; i < N; i++)
         v0[i] = fabsf(v0[i]); // a second moment is never negative
     const Dsv3AdamWArgs args = {.lr = 3e-4f,
@@ -174,7 +163,7 @@ static void test_sum_squares_matches_reference(void **state) {
     for (size_t s = 0; s < sizeof SIZES / sizeof SIZES[0]; s++) {
         const int64_t n = SIZES[s];
         uint64_t rng = 200 + s;
-        float *x = random_floats(&rng, n, 2.0f);
+        float *x = cuda_test_random_floats(&rng, n, 2.0f);
         double want = -1;
         cuda_test_ok(dsv3_sum_squares(&ref_ctx, &want, x, n));
         const double garbage = -12345.0; // n = 0 must write 0 over it
@@ -197,7 +186,7 @@ static void test_scale_matches_reference(void **state) {
     for (size_t s = 0; s < sizeof SIZES / sizeof SIZES[0]; s++) {
         const int64_t n = SIZES[s];
         uint64_t rng = 300 + s;
-        float *x = random_floats(&rng, n, 2.0f);
+        float *x = cuda_test_random_floats(&rng, n, 2.0f);
         float *dx = upload_floats(x, n);
         cuda_test_ok(dsv3_scale(&ref_ctx, x, n, 0.37f));
         cuda_test_ok(dsv3_scale(&cuda_ctx, dx, n, 0.37f));
